@@ -1,0 +1,203 @@
+"""The ``docsieve`` command: a thin layer over the pipeline and the store."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+from worker.settings import Settings, SettingsError
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = Settings.from_env(store=args.store)
+    except SettingsError as exc:
+        print(f"docsieve: {exc}", file=sys.stderr)
+        return 2
+    try:
+        return args.run(args, settings)
+    except BrokenPipeError:  # `docsieve export | head`
+        return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--store",
+        metavar="URL",
+        help="SQLAlchemy URL of the store (default: $DOCSIEVE_STORE or sqlite:///docsieve.db)",
+    )
+    parser = argparse.ArgumentParser(
+        prog="docsieve",
+        parents=[common],
+        description="Ingest articles, keep one canonical record per story and link every copy to it.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    ingest = sub.add_parser(
+        "ingest",
+        parents=[common],
+        help="read, fingerprint, deduplicate and store articles",
+        description="Ingest files (.txt/.md scraped articles, .html pages, .json/.jsonl "
+        "batches), directories (recursively) or - for standard input.",
+    )
+    ingest.add_argument("paths", nargs="+", metavar="PATH", help="file, directory, or - for stdin")
+    ingest.add_argument("--quiet", action="store_true", help="no progress bar")
+    ingest.set_defaults(run=_ingest)
+
+    export = sub.add_parser(
+        "export",
+        parents=[common],
+        help="write every record as JSON Lines",
+        description="One JSON object per record, in arrival order.",
+    )
+    export.add_argument("--format", choices=["jsonl"], default="jsonl")
+    export.add_argument("--status", choices=["canonical", "duplicate", "rejected"], help="only these records")
+    export.add_argument("--output", "-o", metavar="FILE", help="write here instead of standard output")
+    export.set_defaults(run=_export)
+
+    show = sub.add_parser(
+        "show",
+        parents=[common],
+        help="a record and its copies",
+        description="Show a record (by id or a unique prefix of it) and the copies linked to it.",
+    )
+    show.add_argument("id")
+    show.set_defaults(run=_show)
+
+    similar = sub.add_parser(
+        "similar",
+        parents=[common],
+        help="the stored documents closest to a file",
+        description="Fingerprint PATH (nothing is stored) and list the closest stored "
+        "documents with their Jaccard and containment similarity.",
+    )
+    similar.add_argument("path", metavar="PATH")
+    similar.add_argument("--limit", type=int, default=10, help="how many to list (default 10)")
+    similar.set_defaults(run=_similar)
+    return parser
+
+
+def _ingest(args: argparse.Namespace, settings: Settings) -> int:
+    from worker.pipeline import Pipeline
+    from worker.readers import read
+    from worker.store import Store
+
+    store = Store(settings.store)
+    items = read(args.paths, settings.max_document_bytes)
+    bar = None
+    if not args.quiet and sys.stderr.isatty():
+        from tqdm import tqdm
+
+        bar = tqdm(unit="doc", desc="ingest", file=sys.stderr, dynamic_ncols=True)
+    try:
+        summary = Pipeline(store, settings).ingest(items, progress=bar.update if bar else None)
+    finally:
+        if bar:
+            bar.close()
+        store.close()
+    print(
+        f"read {summary.read}  new {summary.new}  exact copies {summary.exact}  near copies {summary.near}  "
+        f"rejected {summary.rejected}  already stored {summary.unchanged}"
+    )
+    print(f"elapsed {summary.elapsed:.2f} s  {summary.docs_per_s:,.1f} docs/s  store {settings.store}")
+    for reason, n in sorted(summary.reasons.items(), key=lambda kv: -kv[1]):
+        print(f"  rejected {n}: {reason}")
+    if summary.read == 0:
+        print("docsieve: nothing to ingest", file=sys.stderr)
+        return 1
+    return 0 if summary.ingested else 1
+
+
+def _export(args: argparse.Namespace, settings: Settings) -> int:
+    from worker.models import Status
+    from worker.store import Store
+
+    store = Store(settings.store)
+    out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout  # noqa: SIM115
+    try:
+        for record in store.iter_records(Status(args.status) if args.status else None):
+            out.write(json.dumps(record.to_json(), ensure_ascii=False) + "\n")
+    finally:
+        if args.output:
+            out.close()
+        store.close()
+    return 0
+
+
+def _show(args: argparse.Namespace, settings: Settings) -> int:
+    from worker.store import Store
+
+    store = Store(settings.store)
+    try:
+        record = store.get(args.id)
+        if record is None:
+            print(f"docsieve: no record with id {args.id!r} (or the prefix is not unique)", file=sys.stderr)
+            return 1
+        print(_describe(record))
+        if record.duplicate_of:
+            print(f"  copy of {record.duplicate_of} ({record.method}, similarity {record.similarity})")
+        copies = store.copies_of(record.id)
+        if copies:
+            print(f"  {len(copies)} cop{'y' if len(copies) == 1 else 'ies'}:")
+            for copy in copies:
+                print(f"    {copy.id}  {copy.method:<11} {copy.similarity:<6}  {copy.source}")
+        if record.text:
+            print()
+            print(record.text)
+    finally:
+        store.close()
+    return 0
+
+
+def _describe(record) -> str:
+    lines = [f"{record.id}  {record.status}  {record.source}"]
+    for label, value in (
+        ("title", record.title),
+        ("language", record.language),
+        ("url", record.url),
+        ("published", record.published),
+        ("images", ", ".join(record.images)),
+        ("reason", record.reason),
+        ("content_hash", record.content_hash),
+        ("stored", record.created_at),
+    ):
+        if value:
+            lines.append(f"  {label}: {value}")
+    return "\n".join(lines)
+
+
+def _similar(args: argparse.Namespace, settings: Settings) -> int:
+    from worker.pipeline import Pipeline
+    from worker.readers import read
+    from worker.store import Store
+
+    store = Store(settings.store)
+    try:
+        found_any = False
+        for source, matches in Pipeline(store, settings).similar(
+            read([args.path], settings.max_document_bytes), args.limit
+        ):
+            found_any = True
+            print(source)
+            if isinstance(matches, str):
+                print(f"  rejected: {matches}")
+                continue
+            if not matches:
+                print("  no similar stored document")
+            for match in matches:
+                print(
+                    f"  {match.record.id}  jaccard {match.jaccard:.3f}  containment {match.containment:.3f}  "
+                    f"{match.record.status}  {match.record.title or ''}  ({match.record.source})"
+                )
+        return 0 if found_any else 1
+    finally:
+        store.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,112 @@
+"""Extraction: a raw document becomes a clean article (text, title, images) or a rejection.
+
+The scraped shape: a markdown image line ``![](url)``, an optional headline line, then paragraphs,
+one per line or separated by blank lines. Markdown image and link syntax is not text: image URLs go
+to ``images``, link texts stay. HTML goes through trafilatura.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+from worker.models import Document, Format, RawDocument, Rejection
+
+IMAGE = re.compile(r"!\[[^\]\n]*\]\(\s*<?([^)\s>]*)>?(?:\s+\"[^\"\n]*\")?\s*\)")
+LINK = re.compile(r"\[([^\]\n]*)\]\(\s*[^)\s]*(?:\s+\"[^\"\n]*\")?\s*\)")
+HEADING = re.compile(r"^\s{0,3}#{1,6}\s+")
+SPACES = re.compile(r"\s+")
+SENTENCE_END = re.compile(r"(?<=[.!?؟…。])[\"'»”)\]]*(?=\s|$)")
+HEADLINE_ENDS = (".", "!", "?", "؟", "…", ":", "؛", "،", ",", ";")
+MAX_HEADLINE_CHARS = 200
+MAX_HEADLINE_WORDS = 30
+MAX_TITLE_CHARS = 160
+
+
+def extract(raw: RawDocument) -> Document | Rejection:
+    if raw.format is Format.HTML:
+        return _extract_html(raw)
+    return _extract_scraped(raw)
+
+
+def _extract_scraped(raw: RawDocument) -> Document | Rejection:
+    images: list[str] = []
+
+    def keep_image(match: re.Match[str]) -> str:
+        if match.group(1):
+            images.append(match.group(1))
+        return " "
+
+    lines = []
+    for line in raw.body.splitlines():
+        had_heading = bool(HEADING.match(line))
+        line = SPACES.sub(" ", LINK.sub(r"\1", IMAGE.sub(keep_image, HEADING.sub("", line)))).strip()
+        if line:
+            lines.append((line, had_heading))
+    if not lines:
+        return _rejection(raw, "no article text (empty, whitespace or images only)")
+
+    title = raw.title.strip() if raw.title else None
+    first, first_is_heading = lines[0]
+    if title and SPACES.sub(" ", title) == first:
+        lines = lines[1:]  # the headline repeats the given title
+    elif not title and len(lines) > 1 and (first_is_heading or _looks_like_headline(first)):
+        title, lines = first, lines[1:]
+    text = "\n".join(line for line, _ in lines)
+    if not text:
+        return _rejection(raw, "no article text (a headline only)")
+    return Document(
+        source=raw.source,
+        text=text,
+        title=title or _first_sentence(text),
+        images=tuple(dict.fromkeys(images)),
+        language=raw.language,
+        url=raw.url,
+        published=raw.published,
+    )
+
+
+def _looks_like_headline(line: str) -> bool:
+    return (
+        len(line) <= MAX_HEADLINE_CHARS
+        and len(line.split()) <= MAX_HEADLINE_WORDS
+        and not line.endswith(HEADLINE_ENDS)
+    )
+
+
+def _first_sentence(text: str) -> str:
+    first_paragraph = text.split("\n", 1)[0]
+    match = SENTENCE_END.search(first_paragraph)
+    sentence = first_paragraph[: match.end()] if match else first_paragraph
+    if len(sentence) <= MAX_TITLE_CHARS:
+        return sentence
+    cut = sentence.rfind(" ", 0, MAX_TITLE_CHARS)
+    return sentence[: cut if cut > 0 else MAX_TITLE_CHARS].rstrip(" ,،؛;:") + "…"
+
+
+def _extract_html(raw: RawDocument) -> Document | Rejection:
+    import trafilatura  # imported here: slow to import, and only HTML needs it
+
+    try:
+        result = trafilatura.bare_extraction(
+            raw.body, url=raw.url, with_metadata=True, include_comments=False, include_tables=False
+        )
+    except Exception as exc:  # trafilatura raises many lxml types on hostile markup; the batch goes on
+        return _rejection(raw, f"HTML could not be parsed: {type(exc).__name__}: {exc}")
+    if result is None or not (result.text or "").strip():
+        return _rejection(raw, "no article text found in the HTML page")
+    paragraphs = [SPACES.sub(" ", p).strip() for p in result.text.splitlines()]
+    text = "\n".join(p for p in paragraphs if p)
+    return Document(
+        source=raw.source,
+        text=text,
+        title=(result.title or "").strip() or _first_sentence(text),
+        images=(result.image,) if result.image else (),
+        language=raw.language,
+        url=raw.url or result.url,
+        published=raw.published or result.date,
+    )
+
+
+def _rejection(raw: RawDocument, reason: str) -> Rejection:
+    return Rejection(source=raw.source, reason=reason, raw_hash=hashlib.sha256(raw.body.encode()).hexdigest())

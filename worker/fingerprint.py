@@ -1,0 +1,211 @@
+"""Fingerprints: SHA-256 of the normalized text, word-shingle sets and MinHash signatures, for a batch.
+
+The signature is a one-permutation MinHash (Li, Owen & Zhang 2012) with optimal densification
+(Shrivastava 2017): every shingle is hashed once to 64 bits, its top bits pick one of ``num_perm``
+bins and the next 32 bits are its value; a bin keeps its smallest value, and an empty bin borrows
+the value of the first non-empty bin in a fixed random order of its own. The probability that two
+documents agree in a bin is their Jaccard similarity, as for classic MinHash, but the cost is one
+hash per shingle instead of ``num_perm`` (datasketch's ``update_batch`` computes ``num_perm``
+permutations of every shingle). That is what makes a numpy implementation several times faster
+than rensa's Rust loop; the values are stored in datasketch's layout (uint64 < 2**32) and wrapped in
+``LeanMinHash`` so datasketch's ``jaccard`` and ``MinHashLSH`` work on them unchanged. Accuracy
+against exact Jaccard is measured in ``bench/speed.py``.
+
+Everything runs over the concatenated code points of the whole batch, so the Python overhead per
+document is a handful of slices.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cache
+
+import numpy as np
+
+from worker.models import Fingerprint
+from worker.normalize import SPACE, NormalizedBatch, normalize_batch
+from worker.settings import Settings
+
+U64 = np.uint64
+EMPTY = U64(1 << 32)  # larger than any 32-bit value: marks an empty bin before densification
+SAMPLE_TAG = np.int64(1 << 62)  # keeps containment-sample keys apart from LSH band keys
+
+
+def _mix(x: np.ndarray) -> np.ndarray:
+    """splitmix64's finalizer, in place: spreads every input bit over the 64 output bits."""
+    x ^= x >> U64(30)
+    x *= U64(0xBF58476D1CE4E5B9)
+    x ^= x >> U64(27)
+    x *= U64(0x94D049BB133111EB)
+    x ^= x >> U64(31)
+    return x
+
+
+BASE = 0x100000001B3  # FNV's 64-bit prime: odd, so it has an inverse modulo 2**64
+
+
+class _PowerTable:
+    """BASE**i and BASE**-i modulo 2**64 for i below the largest batch seen, grown by doubling."""
+
+    def __init__(self) -> None:
+        self.powers = np.ones(0, dtype=np.uint64)
+        self.inverses = np.ones(0, dtype=np.uint64)
+
+    def __call__(self, size: int) -> tuple[np.ndarray, np.ndarray]:
+        if size > len(self.powers):
+            size = max(size, 2 * len(self.powers), 1 << 16)
+            self.powers = np.cumprod(np.full(size, BASE, dtype=np.uint64)) * U64(pow(BASE, -1, 1 << 64))
+            self.inverses = np.cumprod(np.full(size, pow(BASE, -1, 1 << 64), dtype=np.uint64)) * U64(BASE)
+        return self.powers, self.inverses
+
+
+_powers = _PowerTable()
+
+
+@dataclass(frozen=True, slots=True)
+class _Constants:
+    gram_weights: np.ndarray  # uint64[shingle_size]: weights of the tokens in a shingle
+    seed: np.uint64
+    borrow_order: np.ndarray  # int64[num_perm, num_perm]: where an empty bin looks for a value
+    band_weights: np.ndarray  # uint64[bands, rows]
+    band_salt: np.ndarray  # uint64[bands]
+
+
+@cache
+def _constants(shingle_size: int, num_perm: int, bands: int, seed: int) -> _Constants:
+    rng = np.random.default_rng(seed)
+    odd = lambda n: rng.integers(1, 2**63, size=n, dtype=np.uint64) * U64(2) + U64(1)  # noqa: E731
+    borrow_order = np.argsort(rng.random((num_perm, num_perm)), axis=1)
+    return _Constants(
+        gram_weights=odd(shingle_size),
+        seed=U64(rng.integers(0, 2**63)),
+        borrow_order=borrow_order,
+        band_weights=odd(num_perm).reshape(bands, num_perm // bands),
+        band_salt=odd(bands),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ShingledBatch:
+    """Per document: 32-bit shingle ids and the one-permutation MinHash signature."""
+
+    normalized: NormalizedBatch
+    shingle_ids: np.ndarray  # uint32, documents one after another, in text order, repeats included
+    shingle_bounds: np.ndarray  # int64, len = documents + 1
+    signatures: np.ndarray  # uint64[documents, num_perm], values < 2**32
+
+    def shingles(self, i: int) -> np.ndarray:
+        """Sorted unique shingle ids of document i (a small per-document sort is far cheaper than one
+        sort of the whole batch's keys)."""
+        ids = np.sort(self.shingle_ids[self.shingle_bounds[i] : self.shingle_bounds[i + 1]])
+        fresh = np.ones(len(ids), dtype=bool)
+        fresh[1:] = ids[1:] != ids[:-1]
+        return ids[fresh]
+
+
+def shingle_batch(texts: Sequence[str], settings: Settings) -> ShingledBatch:
+    """Normalize, shingle and sign a batch of texts: the hot path, fully vectorized."""
+    k, n = settings.num_perm, settings.shingle_size
+    const = _constants(n, k, settings.lsh_bands, settings.seed)
+    norm = normalize_batch(texts)
+    codes = norm.codes
+    docs = len(texts)
+
+    # Tokens: every space closes one. A token's hash is the polynomial sum(c_i * B**i) over its
+    # characters, computed for all tokens at once with weights by position in the batch, then
+    # brought back to the token's own start by the inverse power of B (B is odd, so invertible).
+    spaces = np.flatnonzero(codes == SPACE)
+    token_starts = np.zeros(len(spaces), dtype=np.int64)
+    token_starts[1:] = spaces[:-1] + 1
+    if len(spaces):
+        powers, inverses = _powers(len(codes))
+        sums = np.add.reduceat(codes.astype(np.uint64) * powers[: len(codes)], token_starts)
+        tokens = _mix(sums * inverses[token_starts])
+    else:
+        tokens = np.zeros(0, dtype=np.uint64)
+    space_count = np.zeros(len(codes) + 1, dtype=np.int64)
+    np.cumsum(codes == SPACE, out=space_count[1:])
+    token_bounds = space_count[norm.bounds]
+    token_counts = np.diff(token_bounds)
+
+    # Shingles: n consecutive tokens. Each document gets n-1 zero tokens of padding so that a window
+    # never crosses into the next document and a text shorter than n still has one shingle.
+    padded = np.zeros(len(tokens) + docs * (n - 1) + n, dtype=np.uint64)
+    doc_of_token = np.repeat(np.arange(docs, dtype=np.int64), token_counts)
+    padded[np.arange(len(tokens), dtype=np.int64) + doc_of_token * (n - 1)] = tokens
+    windows = len(padded) - n + 1
+    grams = padded[:windows] * const.gram_weights[0]
+    for j in range(1, n):
+        grams += padded[j : windows + j] * const.gram_weights[j]
+    shingle_counts = np.where(token_counts > 0, np.maximum(token_counts - n + 1, 1), 0)
+    first_window = token_bounds[:-1] + np.arange(docs, dtype=np.int64) * (n - 1)
+    owner = np.repeat(np.arange(docs, dtype=np.int64), shingle_counts)
+    shingles_before = np.cumsum(shingle_counts) - shingle_counts
+    offset_in_doc = np.arange(owner.size, dtype=np.int64) - np.repeat(shingles_before, shingle_counts)
+    hashes = _mix(grams[first_window[owner] + offset_in_doc] ^ const.seed)
+
+    # Signature: top bits pick the bin, the next 32 bits are the value; each bin keeps its minimum.
+    bin_bits = k.bit_length() - 1
+    bins = (hashes >> U64(64 - bin_bits)).astype(np.int64)
+    values = (hashes >> U64(64 - bin_bits - 32)) & U64(0xFFFFFFFF)
+    signatures = np.full(docs * k, EMPTY, dtype=np.uint64)
+    np.minimum.at(signatures, owner * k + bins, values)
+    signatures = signatures.reshape(docs, k)
+    _densify(signatures, const.borrow_order)
+    shingle_bounds = np.zeros(docs + 1, dtype=np.int64)
+    np.cumsum(shingle_counts, out=shingle_bounds[1:])
+    ids = (hashes >> U64(32)).astype(np.uint32)
+    return ShingledBatch(norm, ids, shingle_bounds, signatures)
+
+
+def _densify(signatures: np.ndarray, borrow_order: np.ndarray) -> None:
+    """Fill each empty bin from the first non-empty bin in its own fixed order (in place)."""
+    rows, bins = np.nonzero(signatures == EMPTY)
+    if not len(rows):
+        return
+    filled = signatures != EMPTY
+    # Most empty bins find a value among their first few candidates; look further only where needed.
+    for width in (8, borrow_order.shape[1]):
+        order = borrow_order[bins, :width]
+        hit = filled[rows[:, None], order]
+        found = hit.any(axis=1)
+        choice = order[np.arange(len(rows)), hit.argmax(axis=1)]
+        signatures[rows[found], bins[found]] = signatures[rows[found], choice[found]]
+        rows, bins = rows[~found], bins[~found]
+        if not len(rows):
+            break
+    # A document without a single shingle keeps EMPTY bins; it has no words and is rejected upstream.
+
+
+def fingerprint_batch(texts: Sequence[str], settings: Settings) -> list[Fingerprint]:
+    batch = shingle_batch(texts, settings)
+    const = _constants(settings.shingle_size, settings.num_perm, settings.lsh_bands, settings.seed)
+    sig = batch.signatures.reshape(len(texts), settings.lsh_bands, settings.lsh_rows)
+    band_keys = _mix((sig * const.band_weights).sum(axis=2, dtype=np.uint64) + const.band_salt).view(np.int64)
+    band_keys &= np.int64(~(1 << 62))  # bit 62 belongs to sample keys
+    sample_limit = (1 << 32) // settings.sample_rate
+    result = []
+    for i in range(len(texts)):
+        shingles = batch.shingles(i)
+        sampled = (shingles.astype(np.uint64) * U64(0x9E3779B1)) & U64(0xFFFFFFFF) < sample_limit
+        result.append(
+            Fingerprint(
+                content_hash=hashlib.sha256(batch.normalized.text(i).encode()).hexdigest(),
+                shingles=shingles,
+                signature=batch.signatures[i],
+                band_keys=band_keys[i],
+                sample_keys=shingles[sampled].astype(np.int64) | SAMPLE_TAG,
+                seed=settings.seed,
+            )
+        )
+    return result
+
+
+def jaccard_and_containment(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+    """Exact Jaccard and containment (shared / smaller set) of two sorted unique shingle arrays."""
+    if not len(a) or not len(b):
+        return 0.0, 0.0
+    shared = len(np.intersect1d(a, b, assume_unique=True))
+    return shared / (len(a) + len(b) - shared), shared / min(len(a), len(b))

@@ -1,0 +1,135 @@
+"""The small dataclasses data flows through: source -> document -> fingerprint -> decision -> record."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+import numpy as np
+
+
+class Status(StrEnum):
+    CANONICAL = "canonical"
+    DUPLICATE = "duplicate"
+    REJECTED = "rejected"
+
+
+class Method(StrEnum):
+    EXACT = "exact"
+    NEAR = "near"
+    CONTAINMENT = "containment"
+
+
+class Format(StrEnum):
+    SCRAPED = "scraped"  # .txt/.md in the scraped shape: image line, optional headline, paragraphs
+    HTML = "html"
+
+
+@dataclass(frozen=True, slots=True)
+class RawDocument:
+    """One document as a reader found it, before extraction."""
+
+    source: str  # the path or URL as given; "path#id" or "path#L<n>" for one object of a batch
+    body: str
+    format: Format = Format.SCRAPED
+    title: str | None = None
+    url: str | None = None
+    published: str | None = None
+    language: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """Input that could not become a document, with a reason a person can read."""
+
+    source: str
+    reason: str
+    raw_hash: str  # SHA-256 of the raw bytes, so re-reading the same bad input adds nothing
+
+    @property
+    def id(self) -> str:
+        return record_id(self.source, self.raw_hash)
+
+
+@dataclass(frozen=True, slots=True)
+class Document:
+    """A clean article: text without markup, images apart, title and language known."""
+
+    source: str
+    text: str
+    title: str
+    images: tuple[str, ...] = ()
+    language: str | None = None
+    url: str | None = None
+    published: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Fingerprint:
+    content_hash: str  # SHA-256 of the normalized text
+    shingles: np.ndarray = field(repr=False)  # sorted unique uint32 shingle hashes, for verification
+    signature: np.ndarray = field(repr=False)  # uint64 MinHash hash values (< 2**32), datasketch layout
+    band_keys: np.ndarray = field(repr=False)  # int64 LSH bucket keys, one per band
+    sample_keys: np.ndarray = field(repr=False)  # int64 keys of the sampled shingles (containment index)
+    seed: int = 1
+
+    def minhash(self):
+        """The signature as datasketch's ``LeanMinHash``."""
+        from datasketch import LeanMinHash
+
+        return LeanMinHash(seed=self.seed, hashvalues=self.signature)
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    status: Status
+    duplicate_of: str | None = None  # the canonical record's id
+    similarity: float | None = None
+    method: Method | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    id: str
+    source: str
+    status: Status
+    content_hash: str
+    duplicate_of: str | None = None
+    similarity: float | None = None
+    method: Method | None = None
+    language: str | None = None
+    title: str | None = None
+    text: str | None = None
+    images: tuple[str, ...] = ()
+    reason: str | None = None
+    url: str | None = None
+    published: str | None = None
+    created_at: str | None = None
+
+    def to_json(self) -> dict:
+        return {
+            "id": self.id,
+            "source": self.source,
+            "status": str(self.status),
+            "duplicate_of": self.duplicate_of,
+            "similarity": self.similarity,
+            "method": str(self.method) if self.method else None,
+            "content_hash": self.content_hash,
+            "language": self.language,
+            "title": self.title,
+            "text": self.text,
+            "images": list(self.images),
+            "reason": self.reason,
+            "url": self.url,
+            "published": self.published,
+            "created_at": self.created_at,
+        }
+
+
+def record_id(source: str, content_hash: str) -> str:
+    """Deterministic id: the same text from the same source is the same record, however often it comes.
+
+    The same text from another source is another record (an exact copy linked to the canonical one).
+    """
+    return hashlib.sha256(f"{source}\0{content_hash}".encode()).hexdigest()[:20]

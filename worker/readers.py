@@ -1,0 +1,212 @@
+"""Readers: turn paths, directories, stdin and JSON batches into raw documents or rejections.
+
+A reader never raises for bad input: whatever cannot become a document becomes a ``Rejection`` with
+a reason, and reading goes on with the next input.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+from worker.models import Format, RawDocument, Rejection
+
+TEXT_SUFFIXES = {".txt", ".md", ".markdown"}
+HTML_SUFFIXES = {".html", ".htm", ".xhtml"}
+BATCH_SUFFIXES = {".json", ".jsonl", ".ndjson"}
+SUPPORTED = TEXT_SUFFIXES | HTML_SUFFIXES | BATCH_SUFFIXES
+BINARY_SNIFF = 8192
+
+Item = RawDocument | Rejection
+
+
+def read(paths: Iterable[str], max_bytes: int, stdin: BinaryIO | None = None) -> Iterator[Item]:
+    """Every document under the given paths, in order; ``-`` reads standard input."""
+    for given in paths:
+        if given == "-":
+            stream = stdin or sys.stdin.buffer
+            yield from _read_bytes("-", stream.read(max_bytes + 1), _sniff_format, max_bytes)
+            continue
+        path = Path(given)
+        if path.is_dir():
+            yield from _read_directory(path, max_bytes)
+        elif path.is_file():
+            yield from _read_file(given, path, max_bytes)
+        else:
+            yield _reject(given, "no such file or directory", given.encode())
+
+
+def _read_directory(root: Path, max_bytes: int) -> Iterator[Item]:
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in sorted(filenames):
+            if name.startswith(".") or name.lower() in ("readme.md", "readme.txt"):
+                continue  # hidden files and a folder's own description are not articles
+            path = Path(dirpath, name)
+            if path.suffix.lower() in SUPPORTED:
+                yield from _read_file(str(path), path, max_bytes)
+            else:
+                yield _reject(
+                    str(path),
+                    f"unsupported file type {path.suffix or '(no suffix)'!r}; "
+                    f"docsieve reads {', '.join(sorted(SUPPORTED))}",
+                    str(path).encode(),
+                )
+
+
+def _read_file(source: str, path: Path, max_bytes: int) -> Iterator[Item]:
+    try:
+        size = path.stat().st_size
+        if size > max_bytes:
+            yield _reject(
+                source,
+                f"file too large: {size:,} bytes, the limit is {max_bytes:,} (DOCSIEVE_MAX_DOCUMENT_BYTES)",
+                f"{source}\0{size}".encode(),
+            )
+            return
+        data = path.read_bytes()
+    except OSError as exc:
+        yield _reject(source, f"cannot read file: {exc.strerror or exc}", source.encode())
+        return
+    suffix = path.suffix.lower()
+    yield from _read_bytes(source, data, lambda _: _format_of(suffix), max_bytes)
+
+
+def _format_of(suffix: str) -> str:
+    if suffix in HTML_SUFFIXES:
+        return "html"
+    if suffix in BATCH_SUFFIXES:
+        return "jsonl"
+    return "text"
+
+
+def _sniff_format(data: bytes) -> str:
+    head = data[:512].lstrip().lower()
+    if head.startswith((b"{", b"[")):
+        return "jsonl"
+    if head.startswith((b"<!doctype html", b"<html")) or b"<body" in data[:4096].lower():
+        return "html"
+    return "text"
+
+
+def _read_bytes(source: str, data: bytes, format_of, max_bytes: int) -> Iterator[Item]:
+    if len(data) > max_bytes:
+        yield _reject(
+            source, f"input too large: more than {max_bytes:,} bytes (DOCSIEVE_MAX_DOCUMENT_BYTES)", data
+        )
+        return
+    if b"\0" in data[:BINARY_SNIFF]:
+        yield _reject(source, "binary data, not text (NUL bytes in the first 8 KiB)", data)
+        return
+    kind = format_of(data)
+    if kind == "html":
+        text = _decode_html(data)
+        if text is None:
+            yield _reject(source, "HTML in an unknown character encoding", data)
+        else:
+            yield RawDocument(source=source, body=text, format=Format.HTML)
+        return
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        yield _reject(source, f"not valid UTF-8: byte 0x{data[exc.start]:02x} at offset {exc.start}", data)
+        return
+    if kind == "jsonl":
+        yield from _read_batch(source, text, max_bytes)
+    else:
+        yield RawDocument(source=source, body=text, format=Format.SCRAPED)
+
+
+def _decode_html(data: bytes) -> str | None:
+    """HTML bytes to text: UTF-8 when valid, else the charset the page declares or that detection finds."""
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        pass
+    from trafilatura.utils import decode_file  # imported here: trafilatura is slow to import
+
+    text = decode_file(data)
+    return text if isinstance(text, str) else None
+
+
+def _read_batch(source: str, text: str, max_bytes: int) -> Iterator[Item]:
+    """A JSON array of objects, one JSON object, or JSON Lines: one document per object."""
+    stripped = text.lstrip()
+    if stripped.startswith("["):
+        try:
+            items = json.loads(stripped)
+        except json.JSONDecodeError as exc:
+            yield _reject(
+                source, f"invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}", text.encode()
+            )
+            return
+        for number, obj in enumerate(items, 1):
+            yield _from_object(source, f"#{number}", obj, max_bytes)
+        return
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            if number == 1 and stripped.startswith("{") and _is_single_object(text):
+                yield _from_object(source, "", json.loads(text), max_bytes)
+                return
+            yield _reject(
+                f"{source}#L{number}",
+                f"line {number} is not valid JSON: {exc.msg} at column {exc.colno}",
+                line.encode(),
+            )
+            continue
+        yield _from_object(source, f"#L{number}", obj, max_bytes)
+
+
+def _is_single_object(text: str) -> bool:
+    try:
+        return isinstance(json.loads(text), dict)
+    except json.JSONDecodeError:
+        return False
+
+
+def _from_object(source: str, locator: str, obj: object, max_bytes: int) -> Item:
+    if not isinstance(obj, dict):
+        return _reject(
+            source + locator,
+            f"expected a JSON object, got {type(obj).__name__}",
+            json.dumps(obj, ensure_ascii=False).encode(),
+        )
+    if obj.get("id") not in (None, ""):
+        locator = f"#{obj['id']}"
+    where = source + locator
+    text = obj.get("text")
+    raw = json.dumps(obj, ensure_ascii=False, sort_keys=True).encode()
+    if not isinstance(text, str):
+        missing = "has no 'text' field" if text is None else f"has a 'text' of type {type(text).__name__}"
+        return _reject(where, f"object {missing}; 'text' is required", raw)
+    if len(text.encode()) > max_bytes:
+        return _reject(
+            where, f"text too large: more than {max_bytes:,} bytes (DOCSIEVE_MAX_DOCUMENT_BYTES)", raw
+        )
+
+    def field(name: str) -> str | None:
+        value = obj.get(name)
+        return str(value) if value not in (None, "") else None
+
+    return RawDocument(
+        source=where,
+        body=text,
+        format=Format.SCRAPED,
+        title=field("title"),
+        url=field("url"),
+        published=field("published"),
+        language=field("language"),
+    )
+
+
+def _reject(source: str, reason: str, raw: bytes) -> Rejection:
+    return Rejection(source=source, reason=reason, raw_hash=hashlib.sha256(raw).hexdigest())

@@ -1,0 +1,97 @@
+"""All settings in one place: environment variables with the ``DOCSIEVE_`` prefix, validated at start-up.
+
+Defaults for the fingerprint and decision parameters were chosen with ``bench/quality.py`` on the
+labeled sets in the shared corpus (see ``docs/benchmarks.md``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+PREFIX = "DOCSIEVE_"
+
+
+class SettingsError(ValueError):
+    """A setting has a value that cannot work; the message names the variable."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    # Where records live: a SQLAlchemy URL. SQLite file by default, PostgreSQL for the deployment.
+    store: str = "sqlite:///docsieve.db"
+    # Fingerprints: word n-grams over the normalized text, num_perm one-permutation MinHash bins.
+    shingle_size: int = 5
+    num_perm: int = 128
+    seed: int = 1
+    # LSH banding: bands * rows must equal num_perm. (32, 4) catches a pair at J=0.5 87% of the time
+    # and at J=0.7 99.9%; the containment sample index is the second net below that.
+    lsh_bands: int = 32
+    lsh_rows: int = 4
+    # One shingle in `sample_rate` goes into the containment index (consistent sampling by hash).
+    sample_rate: int = 16
+    # Decision thresholds, verified on exact shingle sets.
+    jaccard_threshold: float = 0.5
+    containment_threshold: float = 0.5
+    # The smaller text must have at least this many shingles for containment to count, so that a
+    # one-line quote inside a long article is not called a copy of it.
+    min_containment_shingles: int = 12
+    max_candidates: int = 32
+    # Documents larger than this (bytes) are rejected.
+    max_document_bytes: int = 10_000_000
+    # Documents processed together (vectorized fingerprints, one store round trip per batch).
+    batch_size: int = 256
+
+    def __post_init__(self) -> None:
+        positive = (
+            "shingle_size",
+            "num_perm",
+            "lsh_bands",
+            "lsh_rows",
+            "sample_rate",
+            "max_candidates",
+            "max_document_bytes",
+            "batch_size",
+        )
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise SettingsError(f"{PREFIX}{name.upper()} must be at least 1, got {getattr(self, name)}")
+        if self.lsh_bands * self.lsh_rows != self.num_perm:
+            raise SettingsError(
+                f"{PREFIX}LSH_BANDS * {PREFIX}LSH_ROWS must equal {PREFIX}NUM_PERM "
+                f"({self.lsh_bands} * {self.lsh_rows} != {self.num_perm})"
+            )
+        if self.num_perm & (self.num_perm - 1) or self.num_perm > 1024:
+            raise SettingsError(f"{PREFIX}NUM_PERM must be a power of two up to 1024, got {self.num_perm}")
+        for name in ("jaccard_threshold", "containment_threshold"):
+            value = getattr(self, name)
+            if not 0.0 < value <= 1.0:
+                raise SettingsError(f"{PREFIX}{name.upper()} must be in (0, 1], got {value}")
+        if "://" not in self.store:
+            raise SettingsError(
+                f"{PREFIX}STORE must be a SQLAlchemy URL such as sqlite:///docsieve.db, got {self.store!r}"
+            )
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Read ``DOCSIEVE_*`` variables; explicit overrides (CLI flags) win over the environment."""
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = environ.get(PREFIX + f.name.upper())
+            if raw is None:
+                continue
+            kind = type(f.default)
+            try:
+                values[f.name] = kind(raw)
+            except ValueError:
+                raise SettingsError(
+                    f"{PREFIX}{f.name.upper()}={raw!r} is not a valid {kind.__name__}"
+                ) from None
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+    def with_(self, **changes: Any) -> Settings:
+        return replace(self, **changes)

@@ -1,0 +1,259 @@
+"""Storage: records and the persistent candidate index, in SQLite (embedded) or PostgreSQL, through
+SQLAlchemy Core. The schema is owned by the Alembic migrations in ``worker/migrations``."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from worker.models import Method, Record, Status
+
+metadata = sa.MetaData()
+
+records = sa.Table(
+    "records",
+    metadata,
+    # Arrival order, assigned by the database: the first stored copy of a story is its canonical record.
+    sa.Column(
+        "seq", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
+    sa.Column("id", sa.String(20), nullable=False, unique=True),
+    sa.Column("source", sa.Text, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("duplicate_of", sa.String(20), nullable=True),
+    sa.Column("similarity", sa.Float, nullable=True),
+    sa.Column("method", sa.String(16), nullable=True),
+    sa.Column("content_hash", sa.String(64), nullable=False),
+    sa.Column("language", sa.String(16), nullable=True),
+    sa.Column("title", sa.Text, nullable=True),
+    sa.Column("text", sa.Text, nullable=True),
+    sa.Column("images", sa.Text, nullable=False, default="[]"),  # JSON list of URLs
+    sa.Column("reason", sa.Text, nullable=True),
+    sa.Column("url", sa.Text, nullable=True),
+    sa.Column("published", sa.String(64), nullable=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+    sa.Column("shingles", sa.LargeBinary, nullable=True),  # sorted unique uint32, for verification
+    sa.Column("signature", sa.LargeBinary, nullable=True),  # MinHash hash values as uint32
+    sa.Index("ix_records_content_hash", "content_hash"),
+    sa.Index("ix_records_duplicate_of", "duplicate_of"),
+    sa.Index("ix_records_status", "status"),
+)
+
+# LSH band keys and sampled-shingle keys, each pointing at the record that has it.
+index_keys = sa.Table(
+    "index_keys",
+    metadata,
+    sa.Column("key", sa.BigInteger, primary_key=True),
+    sa.Column("record_id", sa.String(20), primary_key=True),
+)
+
+RECORD_COLUMNS = [c for c in records.c if c.name not in ("shingles", "signature", "seq")]
+MIGRATIONS = Path(__file__).with_name("migrations")
+# Bound parameters per statement stay well below SQLite's limit (32766) and PostgreSQL's (65535).
+CHUNK = 5000
+
+
+@dataclass(frozen=True, slots=True)
+class Sketch:
+    """What verification needs of a stored record."""
+
+    record_id: str
+    root_id: str  # the canonical record this one belongs to (itself when canonical)
+    shingles: np.ndarray
+
+
+@dataclass(frozen=True, slots=True)
+class NewRecord:
+    record: Record
+    shingles: np.ndarray | None = None
+    signature: np.ndarray | None = None
+    keys: np.ndarray | None = None  # index keys to add for this record
+
+
+class Store:
+    def __init__(self, url: str, migrate: bool = True) -> None:
+        self.url = url
+        self.engine = create_engine(url)
+        if migrate:
+            upgrade(self.engine)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # Reads -----------------------------------------------------------------------------------------
+    def existing_ids(self, ids: Iterable[str]) -> set[str]:
+        found: set[str] = set()
+        with self.engine.connect() as conn:
+            for chunk in _chunks(list(ids)):
+                found.update(conn.scalars(sa.select(records.c.id).where(records.c.id.in_(chunk))))
+        return found
+
+    def roots_by_hash(self, hashes: Iterable[str]) -> dict[str, str]:
+        """For each content hash already stored, the canonical record it belongs to."""
+        root = sa.func.coalesce(records.c.duplicate_of, records.c.id)
+        found: dict[str, str] = {}
+        with self.engine.connect() as conn:
+            for chunk in _chunks(list(set(hashes))):
+                query = (
+                    sa.select(records.c.content_hash, root, records.c.seq)
+                    .where(records.c.content_hash.in_(chunk), records.c.status != Status.REJECTED)
+                    .order_by(records.c.seq.desc())
+                )
+                found.update((h, r) for h, r, _ in conn.execute(query))  # earliest wins: written last
+        return found
+
+    def lookup(self, keys: Iterable[int]) -> dict[int, list[str]]:
+        """Index keys to the records that have them."""
+        hits: dict[int, list[str]] = {}
+        with self.engine.connect() as conn:
+            for chunk in _chunks(list(set(keys))):
+                query = sa.select(index_keys.c.key, index_keys.c.record_id).where(index_keys.c.key.in_(chunk))
+                for key, record_id in conn.execute(query):
+                    hits.setdefault(key, []).append(record_id)
+        return hits
+
+    def sketches(self, ids: Iterable[str]) -> dict[str, Sketch]:
+        root = sa.func.coalesce(records.c.duplicate_of, records.c.id)
+        found: dict[str, Sketch] = {}
+        with self.engine.connect() as conn:
+            for chunk in _chunks(list(set(ids))):
+                query = sa.select(records.c.id, root, records.c.shingles).where(
+                    records.c.id.in_(chunk), records.c.shingles.is_not(None)
+                )
+                for record_id, root_id, blob in conn.execute(query):
+                    found[record_id] = Sketch(record_id, root_id, np.frombuffer(blob, dtype=np.uint32))
+        return found
+
+    def get(self, record_id: str) -> Record | None:
+        """A record by id or by a unique prefix of it."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(*RECORD_COLUMNS).where(records.c.id.startswith(record_id, autoescape=True)).limit(2)
+            ).all()
+        return _record(rows[0]) if len(rows) == 1 else None
+
+    def copies_of(self, record_id: str) -> list[Record]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(*RECORD_COLUMNS).where(records.c.duplicate_of == record_id).order_by(records.c.seq)
+            ).all()
+        return [_record(r) for r in rows]
+
+    def iter_records(self, status: Status | None = None) -> Iterator[Record]:
+        query = sa.select(*RECORD_COLUMNS).order_by(records.c.seq)
+        if status:
+            query = query.where(records.c.status == status)
+        with self.engine.connect() as conn:
+            for row in conn.execution_options(yield_per=1000).execute(query):
+                yield _record(row)
+
+    def counts(self) -> dict[str, int]:
+        with self.engine.connect() as conn:
+            query = sa.select(records.c.status, sa.func.count()).group_by(records.c.status)
+            return {status: n for status, n in conn.execute(query)}
+
+    # Writes ----------------------------------------------------------------------------------------
+    def write(self, new: Sequence[NewRecord]) -> None:
+        """Records and their index keys in one transaction: the index never points at a missing record."""
+        if not new:
+            return
+        with self.engine.begin() as conn:
+            rows = []
+            keys = []
+            for item in new:
+                rows.append(_row(item))
+                if item.keys is not None:
+                    rid = item.record.id
+                    keys.extend({"key": int(k), "record_id": rid} for k in np.unique(item.keys))
+            for chunk in _chunks(rows, 500):
+                conn.execute(records.insert(), chunk)
+            for chunk in _chunks(keys, 20000):
+                conn.execute(index_keys.insert(), chunk)
+
+
+def create_engine(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        engine = sa.create_engine(url)
+
+        @sa.event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_connection, _record) -> None:
+            # WAL: readers never block the writer; NORMAL sync is durable across process crashes.
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.close()
+
+        return engine
+    return sa.create_engine(url, pool_pre_ping=True)
+
+
+def upgrade(engine: Engine) -> None:
+    """Bring the schema to the newest migration (a no-op when it is there already)."""
+    from alembic import command
+    from alembic.config import Config
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    head = ScriptDirectory.from_config(config).get_current_head()
+    with engine.begin() as conn:
+        if MigrationContext.configure(conn).get_current_revision() == head:
+            return
+        config.attributes["connection"] = conn
+        command.upgrade(config, "head")
+
+
+def _row(item: NewRecord) -> dict:
+    r = item.record
+    return {
+        "id": r.id,
+        "source": r.source,
+        "status": str(r.status),
+        "duplicate_of": r.duplicate_of,
+        "similarity": r.similarity,
+        "method": str(r.method) if r.method else None,
+        "content_hash": r.content_hash,
+        "language": r.language,
+        "title": r.title,
+        "text": r.text,
+        "images": json.dumps(list(r.images), ensure_ascii=False),
+        "reason": r.reason,
+        "url": r.url,
+        "published": r.published,
+        "shingles": item.shingles.astype(np.uint32).tobytes() if item.shingles is not None else None,
+        "signature": item.signature.astype(np.uint32).tobytes() if item.signature is not None else None,
+    }
+
+
+def _record(row) -> Record:
+    m = row._mapping
+    return Record(
+        id=m["id"],
+        source=m["source"],
+        status=Status(m["status"]),
+        content_hash=m["content_hash"],
+        duplicate_of=m["duplicate_of"],
+        similarity=m["similarity"],
+        method=Method(m["method"]) if m["method"] else None,
+        language=m["language"],
+        title=m["title"],
+        text=m["text"],
+        images=tuple(json.loads(m["images"] or "[]")),
+        reason=m["reason"],
+        url=m["url"],
+        published=m["published"],
+        created_at=m["created_at"].isoformat() if m["created_at"] else None,
+    )
+
+
+def _chunks(items: list, size: int = CHUNK) -> Iterator[list]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
