@@ -102,7 +102,7 @@ def datasketch_groups(labeled: LabeledSet) -> dict[str, str]:
     groups: dict[str, str] = {}
     for doc in labeled.docs:
         tokens = doc["text"].split()
-        grams = {" ".join(tokens[i:i + 5]).encode() for i in range(max(1, len(tokens) - 4))}
+        grams = {" ".join(tokens[i : i + 5]).encode() for i in range(max(1, len(tokens) - 4))}
         m = MinHash(num_perm=128)
         m.update_batch(list(grams))
         found = lsh.query(m)
@@ -133,10 +133,17 @@ def score(labeled: LabeledSet, groups: dict[str, str]) -> Scores:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--corpus", type=Path, default=ROOT.parent / "shared" / "corpus")
-    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
-                        help="override a setting, e.g. --set containment_threshold=0.45")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="override a setting, e.g. --set containment_threshold=0.45",
+    )
     parser.add_argument("--only", choices=SETS, action="append", help="run only these sets")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
@@ -148,9 +155,11 @@ def main() -> int:
         name, value = item.split("=", 1)
         overrides[name] = type(getattr(Settings(), name))(value)
     settings = Settings().with_(**overrides)
-    print(f"settings: shingle_size={settings.shingle_size} num_perm={settings.num_perm} "
-          f"bands={settings.lsh_bands}x{settings.lsh_rows} jaccard>={settings.jaccard_threshold} "
-          f"containment>={settings.containment_threshold} sample 1/{settings.sample_rate}")
+    print(
+        f"settings: shingle_size={settings.shingle_size} num_perm={settings.num_perm} "
+        f"bands={settings.lsh_bands}x{settings.lsh_rows} jaccard>={settings.jaccard_threshold} "
+        f"containment>={settings.containment_threshold} sample 1/{settings.sample_rate}"
+    )
     report = {}
     rows = []
     for name in args.only or SETS:
@@ -160,28 +169,40 @@ def main() -> int:
         elapsed = time.perf_counter() - started
         base = score(labeled, datasketch_groups(labeled))
         positives = sum(1 for p in labeled.pairs if p[2])
-        print(f"\n{name}: {len(labeled.docs)} docs, {len(labeled.pairs)} labeled pairs ({positives} duplicate), "
-              f"docsieve ingest {elapsed:.1f} s")
+        print(
+            f"\n{name}: {len(labeled.docs)} docs, {len(labeled.pairs)} labeled pairs ({positives} duplicate), "
+            f"docsieve ingest {elapsed:.1f} s"
+        )
         print(f"  {'':<22}{'precision':>10}{'recall':>10}{'F1':>10}{'FP':>6}{'FN':>6}")
         for label, s in (("docsieve", ours), ("datasketch defaults", base)):
             print(f"  {label:<22}{s.precision:>10.4f}{s.recall:>10.4f}{s.f1:>10.4f}{s.fp:>6}{s.fn:>6}")
-        print(f"  recall by {'stratum' if name.startswith('natural') else 'edit kind'}:"
-              f"{'docsieve':>12}{'datasketch':>12}{'pairs':>7}")
+        print(
+            f"  recall by {'stratum' if name.startswith('natural') else 'edit kind'}:"
+            f"{'docsieve':>12}{'datasketch':>12}{'pairs':>7}"
+        )
         for kind in sorted(ours.recall_by):
             hit, total = ours.recall_by[kind]
             base_hit = base.recall_by[kind][0]
             print(f"    {kind:<28}{hit / total:>10.3f}{base_hit / total:>12.3f}{total:>7}")
         rows.append((name, ours, base))
         report[name] = {
-            label: {"precision": s.precision, "recall": s.recall, "f1": s.f1, "fp": s.fp, "fn": s.fn,
-                    "recall_by": {k: v[0] / v[1] for k, v in s.recall_by.items()}}
+            label: {
+                "precision": s.precision,
+                "recall": s.recall,
+                "f1": s.f1,
+                "fp": s.fp,
+                "fn": s.fn,
+                "recall_by": {k: v[0] / v[1] for k, v in s.recall_by.items()},
+            }
             for label, s in (("docsieve", ours), ("datasketch", base))
         }
     print("\n| set | docsieve P | docsieve R | docsieve F1 | datasketch P | datasketch R | datasketch F1 |")
     print("|---|---|---|---|---|---|---|")
     for name, ours, base in rows:
-        print(f"| {name} | {ours.precision:.4f} | {ours.recall:.4f} | {ours.f1:.4f} | "
-              f"{base.precision:.4f} | {base.recall:.4f} | {base.f1:.4f} |")
+        print(
+            f"| {name} | {ours.precision:.4f} | {ours.recall:.4f} | {ours.f1:.4f} | "
+            f"{base.precision:.4f} | {base.recall:.4f} | {base.f1:.4f} |"
+        )
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))
     return 0

@@ -21,6 +21,8 @@ HEADLINE_ENDS = (".", "!", "?", "؟", "…", ":", "؛", "،", ",", ";")
 MAX_HEADLINE_CHARS = 200
 MAX_HEADLINE_WORDS = 30
 MAX_TITLE_CHARS = 160
+# trafilatura falls back to whatever text a page has; a few words are navigation, not an article.
+MIN_HTML_WORDS = 10
 
 
 def extract(raw: RawDocument) -> Document | Rejection:
@@ -93,7 +95,7 @@ def _extract_html(raw: RawDocument) -> Document | Rejection:
         )
     except Exception as exc:  # trafilatura raises many lxml types on hostile markup; the batch goes on
         return _rejection(raw, f"HTML could not be parsed: {type(exc).__name__}: {exc}")
-    if result is None or not (result.text or "").strip():
+    if result is None or len((result.text or "").split()) < MIN_HTML_WORDS:
         return _rejection(raw, "no article text found in the HTML page")
     paragraphs = [SPACES.sub(" ", p).strip() for p in result.text.splitlines()]
     text = "\n".join(p for p in paragraphs if p)

@@ -75,10 +75,11 @@ class Fingerprint:
     seed: int = 1
 
     def minhash(self):
-        """The signature as datasketch's ``LeanMinHash``."""
+        """The signature as datasketch's ``LeanMinHash``. Its storage layout is the one datasketch calls
+        "legacy" (uint64 values below 2**32); compare it only with signatures docsieve made."""
         from datasketch import LeanMinHash
 
-        return LeanMinHash(seed=self.seed, hashvalues=self.signature)
+        return LeanMinHash(seed=self.seed, hashvalues=self.signature, scheme="legacy")
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,7 +23,7 @@ class Settings:
     # Where records live: a SQLAlchemy URL. SQLite file by default, PostgreSQL for the deployment.
     store: str = "sqlite:///docsieve.db"
     # Fingerprints: word n-grams over the normalized text, num_perm one-permutation MinHash bins.
-    shingle_size: int = 5
+    shingle_size: int = 3
     num_perm: int = 128
     seed: int = 1
     # LSH banding: bands * rows must equal num_perm. (32, 4) catches a pair at J=0.5 87% of the time
@@ -34,7 +34,7 @@ class Settings:
     sample_rate: int = 16
     # Decision thresholds, verified on exact shingle sets.
     jaccard_threshold: float = 0.5
-    containment_threshold: float = 0.5
+    containment_threshold: float = 0.55
     # The smaller text must have at least this many shingles for containment to count, so that a
     # one-line quote inside a long article is not called a copy of it.
     min_containment_shingles: int = 12

@@ -1,0 +1,114 @@
+"""The ``docsieve`` command end to end, in a subprocess, on the repository's seeds/."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import REPO
+
+FIELDS = {
+    "id",
+    "source",
+    "status",
+    "duplicate_of",
+    "similarity",
+    "method",
+    "content_hash",
+    "language",
+    "title",
+    "text",
+    "images",
+    "reason",
+}
+
+
+def docsieve(*args: str, store: str, stdin: str | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "DOCSIEVE_STORE": store}
+    return subprocess.run(
+        [sys.executable, "-m", "worker.cli", *args],
+        cwd=REPO,
+        env=env,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def summary(stdout: str) -> dict[str, int]:
+    line = stdout.splitlines()[0]
+    return {
+        k.strip().replace(" ", "_"): int(v)
+        for v, k in [(m.group(2), m.group(1)) for m in re.finditer(r"([a-z ]+?) (\d+)", line)]
+    }
+
+
+def test_ingest_seeds_then_export_show_similar(tmp_path: Path) -> None:
+    store = f"sqlite:///{tmp_path / 'cli.db'}"
+    first = docsieve("ingest", "seeds/", store=store)
+    assert first.returncode == 0, first.stderr
+    counts = summary(first.stdout)
+    assert counts["read"] >= 10 and counts["new"] >= 3
+    assert counts["exact_copies"] >= 1 and counts["near_copies"] >= 2
+    assert counts["rejected"] == 0
+    assert "docs/s" in first.stdout
+
+    exported = docsieve("export", "--format", "jsonl", store=store)
+    assert exported.returncode == 0
+    records = [json.loads(line) for line in exported.stdout.splitlines()]
+    assert len(records) == counts["read"]
+    by_id = {r["id"]: r for r in records}
+    for r in records:
+        assert r.keys() >= FIELDS
+        assert "![" not in (r["text"] or "")
+        if r["status"] == "duplicate":
+            assert by_id[r["duplicate_of"]]["status"] == "canonical"
+            assert r["method"] in ("exact", "near", "containment") and 0 < r["similarity"] <= 1
+        else:
+            assert r["duplicate_of"] is None
+    sample = next(r for r in records if r["source"].endswith("000_3b0ecb07abc01b42.txt"))
+    assert sample["language"] == "ar" and sample["images"] and sample["status"] == "canonical"
+
+    again = docsieve("ingest", "seeds/", store=store)
+    assert summary(again.stdout)["already_stored"] == counts["read"]
+
+    canonical = next(
+        r
+        for r in records
+        if r["status"] == "canonical" and any(c["duplicate_of"] == r["id"] for c in records)
+    )
+    shown = docsieve("show", canonical["id"][:8], store=store)
+    assert shown.returncode == 0 and canonical["id"] in shown.stdout and "cop" in shown.stdout
+
+    similar = docsieve("similar", "seeds/000_3b0ecb07abc01b42.txt", store=store)
+    assert similar.returncode == 0
+    assert re.search(rf"{sample['id']}\s+jaccard 1\.000", similar.stdout)
+
+
+def test_stdin_and_exit_codes(tmp_path: Path) -> None:
+    store = f"sqlite:///{tmp_path / 'cli.db'}"
+    ok = docsieve("ingest", "-", store=store, stdin="مقال قصير يصل من الدخل القياسي للاختبار.")
+    assert ok.returncode == 0 and summary(ok.stdout)["new"] == 1
+    nothing = docsieve("ingest", "-", store=store, stdin="   ")
+    assert nothing.returncode == 1 and summary(nothing.stdout)["rejected"] == 1
+    missing = docsieve("show", "ffffffff", store=store)
+    assert missing.returncode == 1 and "no record" in missing.stderr
+
+
+def test_bad_setting_is_a_clear_error(tmp_path: Path) -> None:
+    env = {**os.environ, "DOCSIEVE_NUM_PERM": "100"}
+    result = subprocess.run(
+        [sys.executable, "-m", "worker.cli", "export"], cwd=REPO, env=env, capture_output=True, text=True
+    )
+    assert result.returncode == 2 and "DOCSIEVE_NUM_PERM" in result.stderr
+
+
+def test_help_everywhere() -> None:
+    for command in ([], ["ingest"], ["export"], ["show"], ["similar"]):
+        result = subprocess.run(
+            [sys.executable, "-m", "worker.cli", *command, "--help"], cwd=REPO, capture_output=True, text=True
+        )
+        assert result.returncode == 0 and "--store" in result.stdout

@@ -1,0 +1,77 @@
+from tests.conftest import REPO, fixture_text
+from worker.extract import extract
+from worker.models import Document, Format, RawDocument, Rejection
+
+
+def doc(body: str, **kw) -> Document:
+    result = extract(RawDocument(source="s", body=body, **kw))
+    assert isinstance(result, Document), result
+    return result
+
+
+def test_seed_article_shape() -> None:
+    seed = (REPO / "seeds" / "000_3b0ecb07abc01b42.txt").read_text(encoding="utf-8")
+    d = doc(seed)
+    assert d.images == (seed.splitlines()[0][4:-1],)
+    assert "![" not in d.text and "](" not in d.text
+    # No headline line in this article: the title is its first sentence.
+    assert d.title.startswith("زار وفد من حركة المقاومة الإسلامية")
+    assert d.text.startswith("زار وفد")
+    assert d.text.splitlines() == [line for line in seed.splitlines()[1:] if line.strip()]
+
+
+def test_headline_line_becomes_title() -> None:
+    d = doc(fixture_text("ar_near_a.txt"))
+    lines = fixture_text("ar_near_a.txt").splitlines()
+    assert d.title == lines[1]
+    assert not d.text.startswith(lines[1])
+
+
+def test_markdown_images_links_headings_and_whitespace() -> None:
+    body = (
+        "![](http://img/1.jpg)\n# The   Headline\n\nFirst   paragraph with a [link](http://x.y/z) inside.\n\n"
+        '![caption](http://img/2.png "t")\nSecond\tparagraph.  \n![](http://img/1.jpg)'
+    )
+    d = doc(body)
+    assert d.title == "The Headline"
+    assert d.images == ("http://img/1.jpg", "http://img/2.png")
+    assert d.text == "First paragraph with a link inside.\nSecond paragraph."
+
+
+def test_title_from_first_sentence_when_no_headline() -> None:
+    d = doc("هذه جملة أولى. وهذه جملة ثانية في الفقرة نفسها.\nفقرة أخرى.")
+    assert d.title == "هذه جملة أولى."
+
+
+def test_given_title_is_not_repeated_in_text() -> None:
+    d = doc("Big News\nThe body.", title="Big News")
+    assert d.title == "Big News" and d.text == "The body."
+
+
+def test_empty_and_image_only_are_rejected() -> None:
+    for body in ("", "   \n\n", "![](http://img/only.jpg)\n"):
+        result = extract(RawDocument(source="s", body=body))
+        assert isinstance(result, Rejection) and "no article text" in result.reason
+
+
+def test_html_article_main_text() -> None:
+    page = """<html><head><title>Site | Rosneft faces loan claim</title>
+    <meta property="og:image" content="http://img/lead.jpg"></head><body>
+    <nav><a href="/">Home</a> <a href="/news">News</a> <a href="/sport">Sport</a></nav>
+    <article><h1>Rosneft faces loan claim</h1>
+    <p>The owners of embattled Russian oil giant Yukos are to ask the buyer of its former production unit
+    to pay back a $900m loan taken out before the sale.</p>
+    <p>State-owned Rosneft bought the Yugansk unit for $9.3bn in a sale forced by Russia to part settle a
+    $27.5bn tax claim against Yukos, lawyers for the company said on Tuesday.</p></article>
+    <footer>Copyright 2025 Example News. All rights reserved. Cookie policy.</footer></body></html>"""
+    d = doc(page, format=Format.HTML)
+    assert "Yugansk unit" in d.text and "Cookie policy" not in d.text and "Home" not in d.text
+    assert "Rosneft faces loan claim" in d.title
+    assert d.images == ("http://img/lead.jpg",)
+
+
+def test_html_without_article_is_rejected() -> None:
+    result = extract(
+        RawDocument(source="s", body="<html><body><nav>Home</nav></body></html>", format=Format.HTML)
+    )
+    assert isinstance(result, Rejection) and "no article text" in result.reason

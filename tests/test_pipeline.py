@@ -1,0 +1,136 @@
+"""Decisions end to end through the pipeline and a real SQLite store."""
+
+from tests.conftest import fixture_text, ingest_texts
+from worker.models import Method, RawDocument, Status
+from worker.pipeline import Pipeline
+from worker.store import Store
+
+ARABIC = fixture_text("ar_near_a.txt")
+LONG = fixture_text("ar_long_article.txt")  # image line, no headline, 15 paragraphs
+
+
+def spelling_variant(text: str) -> str:
+    table = str.maketrans({"ا": "أ", "ه": "ة", "ي": "ى", "0": "٠", "1": "١", "2": "٢", "5": "٥"})
+    lines = text.splitlines()
+    return "\n".join(lines[:2] + [line.translate(table) + " ـ" for line in lines[2:]])
+
+
+def test_first_is_canonical_and_exact_copy_links_to_it(pipeline: Pipeline) -> None:
+    records = ingest_texts(pipeline, ("a.txt", ARABIC), ("b.txt", ARABIC))
+    assert records["a.txt"].status is Status.CANONICAL and records["a.txt"].duplicate_of is None
+    copy = records["b.txt"]
+    assert (copy.status, copy.duplicate_of, copy.method, copy.similarity) == (
+        Status.DUPLICATE,
+        records["a.txt"].id,
+        Method.EXACT,
+        1.0,
+    )
+
+
+def test_arabic_spelling_variant_is_an_exact_copy(pipeline: Pipeline) -> None:
+    variant = spelling_variant(ARABIC)
+    assert variant != ARABIC
+    records = ingest_texts(pipeline, ("a.txt", ARABIC), ("variant.txt", variant))
+    assert records["variant.txt"].method is Method.EXACT
+    assert records["variant.txt"].content_hash == records["a.txt"].content_hash
+    assert records["variant.txt"].text != records["a.txt"].text  # the record keeps its own clean text
+
+
+def test_republished_wire_copy_is_near(pipeline: Pipeline) -> None:
+    records = ingest_texts(pipeline, ("a.txt", ARABIC), ("b.txt", fixture_text("ar_near_b.txt")))
+    b = records["b.txt"]
+    assert b.status is Status.DUPLICATE and b.duplicate_of == records["a.txt"].id
+    assert b.method is Method.NEAR and 0.5 <= b.similarity < 1.0
+
+
+def test_excerpt_is_caught_by_containment(pipeline: Pipeline) -> None:
+    records = ingest_texts(
+        pipeline,
+        ("long.txt", fixture_text("ar_excerpt_long.txt")),
+        ("short.txt", fixture_text("ar_excerpt_short.txt")),
+    )
+    short = records["short.txt"]
+    assert short.status is Status.DUPLICATE and short.method is Method.CONTAINMENT
+    assert short.duplicate_of == records["long.txt"].id and short.similarity >= 0.55
+
+
+def test_truncated_and_reheadlined_copies(pipeline: Pipeline) -> None:
+    lines = LONG.splitlines()
+    truncated = "\n".join(lines[:-6])
+    reheadlined = "\n".join(
+        [
+            "![](http://other/img.jpg)",
+            "عنوان مختلف تماما للخبر نفسه",
+            "طهران - (وكالات): " + lines[1],
+            *lines[2:],
+        ]
+    )
+    records = ingest_texts(pipeline, ("a.txt", LONG), ("cut.txt", truncated), ("retitled.txt", reheadlined))
+    for name in ("cut.txt", "retitled.txt"):
+        assert records[name].status is Status.DUPLICATE and records[name].duplicate_of == records["a.txt"].id
+    assert records["retitled.txt"].title == "عنوان مختلف تماما للخبر نفسه"
+
+
+def test_templated_items_and_unrelated_stay_canonical(pipeline: Pipeline) -> None:
+    records = ingest_texts(
+        pipeline,
+        ("t1.txt", fixture_text("ar_template_a.txt")),
+        ("t2.txt", fixture_text("ar_template_b.txt")),
+        ("o.txt", fixture_text("ar_other.txt")),
+        ("en.txt", fixture_text("en_article.txt")),
+    )
+    assert {r.status for r in records.values()} == {Status.CANONICAL}
+    assert records["en.txt"].language == "en" and records["o.txt"].language == "ar"
+
+
+def test_copy_of_a_copy_points_to_the_canonical_record(pipeline: Pipeline) -> None:
+    lines = LONG.splitlines()
+    first = "\n".join(lines[:8])
+    second = "\n".join(lines[:12])  # contains the first
+    third = "\n".join(lines[5:])  # shares nothing with the first beyond a few lines, much with the second
+    records = ingest_texts(pipeline, ("1.txt", first), ("2.txt", second), ("3.txt", third))
+    assert records["2.txt"].duplicate_of == records["1.txt"].id
+    assert records["3.txt"].duplicate_of == records["1.txt"].id
+
+
+def test_reingest_creates_nothing_and_a_second_run_finds_copies(store: Store, settings) -> None:
+    Pipeline(store, settings).ingest(
+        [RawDocument("a.txt", ARABIC), RawDocument("-", "نص قصير من الدخل القياسي")]
+    )
+    again = Pipeline(Store(settings.store), settings).ingest(
+        [RawDocument("a.txt", ARABIC), RawDocument("-", "نص قصير من الدخل القياسي")]
+    )
+    assert (again.read, again.unchanged, again.new) == (2, 2, 0)
+    later = Pipeline(Store(settings.store), settings).ingest(
+        [RawDocument("b.txt", fixture_text("ar_near_b.txt"))]
+    )
+    assert later.near == 1
+    assert store.counts() == {"canonical": 2, "duplicate": 1}
+
+
+def test_rejections_are_stored_and_the_batch_goes_on(pipeline: Pipeline) -> None:
+    summary = pipeline.ingest(
+        [
+            RawDocument("empty.txt", "  \n "),
+            RawDocument("dots.txt", "... !!! ؟؟"),
+            RawDocument("a.txt", ARABIC),
+        ]
+    )
+    assert (summary.rejected, summary.new) == (2, 1)
+    rejected = {r.source: r for r in pipeline.store.iter_records(Status.REJECTED)}
+    assert "no article text" in rejected["empty.txt"].reason
+    assert "no words left" in rejected["dots.txt"].reason
+    again = pipeline.ingest([RawDocument("empty.txt", "  \n ")])
+    assert again.unchanged == 1 and again.rejected == 0
+
+
+def test_copies_within_one_batch_and_across_batches(store: Store, settings) -> None:
+    small_batches = settings.with_(batch_size=2)
+    docs = [
+        RawDocument(f"{i}.txt", ARABIC if i % 2 == 0 else fixture_text("ar_near_b.txt")) for i in range(6)
+    ]
+    summary = Pipeline(store, small_batches).ingest(docs)
+    # 0: canonical; 1: near copy of 0; 2-5: the same texts from other sources, so exact copies.
+    assert (summary.new, summary.exact, summary.near) == (1, 4, 1)
+    roots = {r.duplicate_of or r.id for r in store.iter_records()}
+    assert len(roots) == 1

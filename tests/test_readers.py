@@ -1,0 +1,105 @@
+import io
+import json
+from pathlib import Path
+
+from worker.models import Format, RawDocument, Rejection
+from worker.readers import read
+
+LIMIT = 1_000_000
+
+
+def items(*paths: str, stdin: bytes | None = None, limit: int = LIMIT):
+    return list(read(paths, limit, stdin=io.BytesIO(stdin) if stdin is not None else None))
+
+
+def test_text_markdown_and_html_files(tmp_path: Path) -> None:
+    (tmp_path / "a.txt").write_text("![](http://x/a.jpg)\nعنوان\nنص المقال.", encoding="utf-8")
+    (tmp_path / "b.md").write_text("# Title\n\nBody text here.", encoding="utf-8")
+    (tmp_path / "c.html").write_text("<html><body><p>Hello</p></body></html>", encoding="utf-8")
+    found = items(str(tmp_path / "a.txt"), str(tmp_path / "b.md"), str(tmp_path / "c.html"))
+    assert [type(i) for i in found] == [RawDocument] * 3
+    assert [i.format for i in found] == [Format.SCRAPED, Format.SCRAPED, Format.HTML]
+    assert found[0].source == str(tmp_path / "a.txt")
+    assert "نص المقال" in found[0].body
+
+
+def test_directory_is_recursive_sorted_and_skips_hidden(tmp_path: Path) -> None:
+    (tmp_path / "sub" / "deeper").mkdir(parents=True)
+    (tmp_path / "b.txt").write_text("two", encoding="utf-8")
+    (tmp_path / "a.txt").write_text("one", encoding="utf-8")
+    (tmp_path / "sub" / "deeper" / "c.txt").write_text("three", encoding="utf-8")
+    (tmp_path / ".hidden.txt").write_text("no", encoding="utf-8")
+    found = items(str(tmp_path))
+    assert [Path(i.source).name for i in found] == ["a.txt", "b.txt", "c.txt"]
+
+
+def test_unsupported_file_in_directory_is_rejected_not_dropped(tmp_path: Path) -> None:
+    (tmp_path / "report.pdf").write_bytes(b"%PDF-1.4")
+    (found,) = items(str(tmp_path))
+    assert isinstance(found, Rejection) and "unsupported file type '.pdf'" in found.reason
+
+
+def test_jsonl_batch_with_bad_lines(tmp_path: Path) -> None:
+    lines = [
+        json.dumps(
+            {"id": "a1", "text": "first article", "title": "T", "url": "http://x/1", "language": "en"}
+        ),
+        "{not json",
+        json.dumps({"title": "no text"}),
+        "",
+        json.dumps({"text": "third article", "published": "2015-07-21"}),
+        json.dumps(["not", "an", "object"]),
+    ]
+    path = tmp_path / "batch.jsonl"
+    path.write_text("\n".join(lines), encoding="utf-8")
+    found = items(str(path))
+    assert len(found) == 5
+    first, bad, missing, third, array = found
+    assert isinstance(first, RawDocument) and first.source == f"{path}#a1"
+    assert (first.title, first.url, first.language) == ("T", "http://x/1", "en")
+    assert isinstance(bad, Rejection) and bad.source == f"{path}#L2" and "not valid JSON" in bad.reason
+    assert isinstance(missing, Rejection) and "'text' is required" in missing.reason
+    assert isinstance(third, RawDocument) and third.source == f"{path}#L5" and third.published == "2015-07-21"
+    assert isinstance(array, Rejection) and "expected a JSON object" in array.reason
+
+
+def test_json_array_and_single_object(tmp_path: Path) -> None:
+    (tmp_path / "arr.json").write_text(
+        json.dumps([{"text": "one"}, {"text": "two", "id": 7}]), encoding="utf-8"
+    )
+    (tmp_path / "one.json").write_text(json.dumps({"text": "only", "title": "x"}, indent=2), encoding="utf-8")
+    found = items(str(tmp_path / "arr.json"), str(tmp_path / "one.json"))
+    assert [i.body for i in found] == ["one", "two", "only"]
+    assert found[1].source.endswith("arr.json#7")
+
+
+def test_stdin_text_and_jsonl() -> None:
+    (doc,) = items("-", stdin="نص من الدخل القياسي".encode())
+    assert doc.source == "-" and doc.body == "نص من الدخل القياسي"
+    docs = items("-", stdin=b'{"text": "a"}\n{"text": "b"}\n')
+    assert [d.body for d in docs] == ["a", "b"]
+
+
+def test_bad_files_are_rejected_with_reasons(tmp_path: Path) -> None:
+    (tmp_path / "binary.txt").write_bytes(b"\x89PNG\r\n\x1a\n\0\0\0IHDR")
+    (tmp_path / "latin1.txt").write_bytes("café au lait".encode("latin-1"))
+    (tmp_path / "big.txt").write_bytes(b"x" * 2000)
+    (tmp_path / "ok.txt").write_text("fine", encoding="utf-8")
+    found = items(str(tmp_path), limit=1000)
+    reasons = {Path(i.source).name: getattr(i, "reason", None) for i in found}
+    assert "binary" in reasons["binary.txt"]
+    assert "not valid UTF-8" in reasons["latin1.txt"]
+    assert "too large" in reasons["big.txt"] and "2,000 bytes" in reasons["big.txt"]
+    assert reasons["ok.txt"] is None
+
+
+def test_missing_path_is_rejected(tmp_path: Path) -> None:
+    (found,) = items(str(tmp_path / "nope.txt"))
+    assert isinstance(found, Rejection) and found.reason == "no such file or directory"
+
+
+def test_html_in_declared_legacy_charset(tmp_path: Path) -> None:
+    page = '<html><head><meta charset="windows-1256"></head><body><p>مرحبا بكم في الموقع</p></body></html>'
+    (tmp_path / "p.html").write_bytes(page.encode("windows-1256"))
+    (doc,) = items(str(tmp_path / "p.html"))
+    assert isinstance(doc, RawDocument) and "مرحبا بكم" in doc.body

@@ -1,0 +1,35 @@
+import pytest
+import sqlalchemy as sa
+
+from worker.settings import Settings, SettingsError
+from worker.store import Store
+
+
+def test_migrations_reach_head_and_are_idempotent(store_url: str) -> None:
+    Store(store_url).close()
+    store = Store(store_url)  # second open: already at head, nothing to do
+    with store.engine.connect() as conn:
+        assert conn.scalar(sa.text("select version_num from alembic_version")) == "0001"
+    assert {"records", "index_keys"} <= set(sa.inspect(store.engine).get_table_names())
+    store.close()
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"DOCSIEVE_LSH_BANDS": "10"}, r"LSH_BANDS \* DOCSIEVE_LSH_ROWS"),
+        ({"DOCSIEVE_JACCARD_THRESHOLD": "1.5"}, "JACCARD_THRESHOLD"),
+        ({"DOCSIEVE_BATCH_SIZE": "many"}, "not a valid int"),
+        ({"DOCSIEVE_STORE": "docsieve.db"}, "SQLAlchemy URL"),
+    ],
+)
+def test_settings_are_validated(env: dict, message: str) -> None:
+    with pytest.raises(SettingsError, match=message):
+        Settings.from_env(env)
+
+
+def test_settings_from_env_and_overrides() -> None:
+    s = Settings.from_env(
+        {"DOCSIEVE_SHINGLE_SIZE": "4", "DOCSIEVE_STORE": "sqlite:///x.db"}, store="sqlite:///y.db"
+    )
+    assert s.shingle_size == 4 and s.store == "sqlite:///y.db"
