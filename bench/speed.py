@@ -20,7 +20,6 @@ import argparse
 import csv
 import gc
 import json
-import os
 import platform
 import random
 import sys
@@ -33,8 +32,8 @@ from typing import Any, Protocol
 
 import numpy as np
 import rensa
+from common import DEFAULT_CORPUS, Article, folder_or_exit, load_articles, machine
 from datasketch import MinHash
-from saudinewsnet import DEFAULT_CORPUS, Article, folder_or_exit, load_articles
 
 from worker.fingerprint import shingle_batch
 from worker.pipeline import FINGERPRINT_CHUNK
@@ -221,16 +220,6 @@ def error_stats(result: PairResult, mask: np.ndarray, num_perm: int) -> ErrorSta
 # --- report ----------------------------------------------------------------------------------------
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def markdown(
     docs: int,
     repeat: int,
@@ -243,7 +232,7 @@ def markdown(
     lines = [
         f"Signatures of {docs:,} SaudiNewsNet articles (saudinewsnet-dev, first with non-empty content), "
         f"num_perm {settings.num_perm}, word {settings.shingle_size}-grams, one process, best of {repeat}. "
-        f"{cpu_model()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, numpy {np.__version__}, "
+        f"{machine()}, Python {platform.python_version()}, numpy {np.__version__}, "
         f"rensa {version('rensa')}, datasketch {version('datasketch')}.",
         "",
         "| method | docs/s | docsieve ÷ method |",
@@ -273,9 +262,7 @@ def markdown(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS, help="shared corpus folder")
     parser.add_argument("--docs", type=int, default=5000, help="articles for the speed runs (default 5000)")
     parser.add_argument("--repeat", type=int, default=3, help="timed runs per method (default 3)")
@@ -309,14 +296,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     pair_positions = [(position[a], position[b]) for a, b in pairs]
     pair_texts = [by_id[i].content for i in ids]
     print(
-        f"\naccuracy: {len(pairs):,} pairs ({silver:,} silver, {len(pairs) - silver:,} random), "
-        f"{len(ids):,} documents"
+        f"\naccuracy: {len(pairs):,} pairs ({silver:,} silver, {len(pairs) - silver:,} random), {len(ids):,} documents"
     )
     results = {
         "docsieve": measure_docsieve(pair_texts, pair_positions, settings),
-        "datasketch": measure_sets(
-            pair_texts, pair_positions, settings, datasketch_sketch(settings.num_perm)
-        ),
+        "datasketch": measure_sets(pair_texts, pair_positions, settings, datasketch_sketch(settings.num_perm)),
         "rensa": measure_sets(pair_texts, pair_positions, settings, rensa_sketch(settings.num_perm)),
     }
     accuracy = {
@@ -342,17 +326,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             "shingle_size": settings.shingle_size,
             "fingerprint_chunk": FINGERPRINT_CHUNK,
             "environment": {
-                "cpu": cpu_model(),
-                "cpus": os.cpu_count(),
+                "machine": machine(),
                 "python": platform.python_version(),
                 "numpy": np.__version__,
                 "rensa": version("rensa"),
                 "datasketch": version("datasketch"),
             },
             "speed": {name: {"docs_per_s": speed[name], "runs_s": runs[name]} for name in METHODS},
-            "ratios": {
-                f"docsieve/{name}": speed["docsieve"] / speed[name] for name in ("rensa", "datasketch")
-            },
+            "ratios": {f"docsieve/{name}": speed["docsieve"] / speed[name] for name in ("rensa", "datasketch")},
             "pairs": {
                 "total": len(pairs),
                 "silver": silver,

@@ -106,6 +106,15 @@ def test_bad_setting_is_a_clear_error(tmp_path: Path) -> None:
     assert result.returncode == 2 and "DOCSIEVE_NUM_PERM" in result.stderr
 
 
+def test_store_option_before_or_after_the_command(tmp_path: Path) -> None:
+    before, after = tmp_path / "before.db", tmp_path / "after.db"
+    for args in (["--store", f"sqlite:///{before}", "ingest", "-"], ["ingest", "-", "--store", f"sqlite:///{after}"]):
+        result = subprocess.run([sys.executable, "-m", "worker.cli", *args], cwd=tmp_path, input="نص للتجربة",
+                                capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+        assert result.returncode == 0, result.stderr
+    assert before.exists() and after.exists() and not (tmp_path / "docsieve.db").exists()
+
+
 def test_help_everywhere() -> None:
     for command in ([], ["ingest"], ["export"], ["show"], ["similar"]):
         result = subprocess.run(

@@ -25,17 +25,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
+    store_help = "SQLAlchemy URL of the store (default: $DOCSIEVE_STORE or sqlite:///docsieve.db)"
+    # --store is accepted before and after the command; SUPPRESS keeps a subcommand from resetting it.
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "--store",
-        metavar="URL",
-        help="SQLAlchemy URL of the store (default: $DOCSIEVE_STORE or sqlite:///docsieve.db)",
-    )
+    common.add_argument("--store", metavar="URL", default=argparse.SUPPRESS, help=store_help)
     parser = argparse.ArgumentParser(
         prog="docsieve",
-        parents=[common],
         description="Ingest articles, keep one canonical record per story and link every copy to it.",
     )
+    parser.add_argument("--store", metavar="URL", default=None, help=store_help)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     ingest = sub.add_parser(

@@ -1,9 +1,11 @@
-"""Loading SaudiNewsNet articles from the shared corpus, for the benchmarks in this folder."""
+"""Shared by the benchmarks in this folder: SaudiNewsNet articles from the shared corpus, the machine."""
 
 from __future__ import annotations
 
 import gzip
 import json
+import os
+import platform
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,3 +49,16 @@ def load_articles(folder: Path, limit: int | None = None) -> list[Article]:
                 if limit is not None and len(articles) >= limit:
                     return articles
     return articles
+
+
+def machine() -> str:
+    """CPU model and count, for the header of a results table."""
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{model}, {os.cpu_count()} CPUs"
