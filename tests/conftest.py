@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.services import postgres_database, postgres_server
 from worker.models import RawDocument, Record
 from worker.pipeline import Pipeline
 from worker.settings import Settings
@@ -17,9 +18,20 @@ def fixture_text(name: str) -> str:
     return (FIXTURES / name).read_text(encoding="utf-8")
 
 
-@pytest.fixture
-def store_url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'store.db'}"
+@pytest.fixture(scope="session")
+def postgres_server_url():
+    with postgres_server() as url:
+        yield url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request, tmp_path: Path):
+    """Every store and pipeline test runs on both back ends."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'store.db'}"
+        return
+    with postgres_database(request.getfixturevalue("postgres_server_url")) as url:
+        yield url
 
 
 @pytest.fixture
