@@ -5,7 +5,11 @@
 Writes the first --docs SaudiNewsNet articles with non-empty content (or all of them) into a temporary
 folder in the scraped shape (image line, title line, one paragraph per line). Then, alternating for
 --rounds rounds, each as a child process with wall time measured from outside (process start and
-imports included) and peak RSS from the child's own rusage (``os.wait4``):
+imports included) and peak RSS from the child's own rusage, as reported by a small wrapper:
+``/usr/bin/time -v`` where it is GNU time, else a Python one using ``os.wait4`` (its own start, some
+20 ms, then counts in the wall time). Why a wrapper: Linux carries the parent's peak RSS over to a
+child at exec, so rusage taken here would report at least this process's size (58 MB for 5000
+articles, above bare rensa's own peak).
 
 - docsieve: ``docsieve ingest DIR --store sqlite:///TMP/bench.db --quiet``, a fresh store every round;
 - rensa: a minimal script that walks the folder, reads every file, splits on whitespace and signs the
@@ -58,6 +62,24 @@ for dirpath, dirnames, filenames in os.walk(root):
 print(f"signed {count}")
 '''
 
+WRAPPER_SCRIPT = '''\
+"""Run a command and write its peak RSS in GNU time -v's words (for systems without GNU time)."""
+import os
+import subprocess
+import sys
+
+report, cmd = sys.argv[1], sys.argv[2:]
+proc = subprocess.Popen(cmd)
+_, status, usage = os.wait4(proc.pid, 0)
+proc.returncode = os.waitstatus_to_exitcode(status)
+kib = usage.ru_maxrss // 1024 if sys.platform == "darwin" else usage.ru_maxrss
+with open(report, "w") as fh:
+    fh.write(f"Maximum resident set size (kbytes): {kib}\\n")
+sys.exit(proc.returncode if proc.returncode >= 0 else 128 - proc.returncode)
+'''
+
+GNU_TIME = "/usr/bin/time"
+MAX_RSS_LINE = re.compile(r"Maximum resident set size \(kbytes\): (\d+)")
 READ_LINE = re.compile(r"^read (\d+)\b", re.MULTILINE)
 ELAPSED_LINE = re.compile(r"^elapsed ([\d.]+) s\s+([\d,.]+) docs/s", re.MULTILINE)
 STORE_SUFFIX = re.compile(r"\s+store \S+$", re.MULTILINE)
@@ -96,20 +118,32 @@ def write_articles(articles: Sequence[Article], folder: Path) -> None:
         (folder / f"{n:05d}_{article.id}.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
-def run_child(cmd: Sequence[str], env: dict[str, str], docs: int, log: Path) -> Run:
-    """Run cmd to completion; wall time from outside, peak RSS from the rusage wait4 returns for it
-    alone (RUSAGE_CHILDREN would be the maximum over every child this process ever had)."""
+def measuring_prefix(work: Path, report: Path) -> list[str]:
+    """The command prefix that runs a child and writes its peak RSS to report."""
+    probe = [GNU_TIME, "-v", "-o", os.devnull, "true"]
+    if Path(GNU_TIME).exists() and subprocess.run(probe, capture_output=True, check=False).returncode == 0:
+        return [GNU_TIME, "-v", "-o", str(report)]
+    wrapper = work / "measure.py"
+    wrapper.write_text(WRAPPER_SCRIPT, encoding="utf-8")
+    return [sys.executable, str(wrapper), str(report)]
+
+
+def run_child(
+    cmd: Sequence[str], prefix: Sequence[str], report: Path, env: dict[str, str], docs: int, log: Path
+) -> Run:
+    """Run cmd to completion under the measuring prefix; wall time from here, peak RSS from the report."""
+    report.unlink(missing_ok=True)
     with log.open("wb") as out:
         started = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
-        _, status, usage = os.wait4(proc.pid, 0)
+        returncode = subprocess.run([*prefix, *cmd], stdout=out, stderr=subprocess.STDOUT, env=env).returncode
         wall = time.perf_counter() - started
-    proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here, so Popen must not wait again
     output = log.read_text(encoding="utf-8", errors="replace")
-    if proc.returncode != 0:
-        sys.exit(f"{' '.join(cmd)} failed with exit code {proc.returncode}:\n{output}")
-    rss_bytes = usage.ru_maxrss * (1 if sys.platform == "darwin" else 1024)  # KiB on Linux
-    return Run(wall, docs / wall, rss_bytes / 2**20, output)
+    if returncode != 0:
+        sys.exit(f"{' '.join(cmd)} failed with exit code {returncode}:\n{output}")
+    found = MAX_RSS_LINE.search(report.read_text(encoding="utf-8"))
+    if found is None:
+        sys.exit(f"no peak RSS in {report}")
+    return Run(wall, docs / wall, int(found.group(1)) / 1024, output)
 
 
 def totals(runs: Sequence[Run]) -> Totals:
@@ -173,9 +207,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         store = work / "bench.db"
         env = {k: v for k, v in os.environ.items() if not k.startswith("DOCSIEVE_")}
         env["DOCSIEVE_SHINGLE_SIZE"] = str(args.shingle_size)
+        report = work / "rusage.txt"
+        prefix = measuring_prefix(work, report)
         ingest_cmd = [docsieve_command(), "ingest", str(articles_dir), "--store", f"sqlite:///{store}", "--quiet"]
         rensa_cmd = [sys.executable, str(script), str(articles_dir), str(args.shingle_size)]
-        print(f"{docs:,} articles written to {articles_dir}; {args.rounds} rounds", flush=True)
+        print(
+            f"{docs:,} articles written to {articles_dir}; {args.rounds} rounds; peak RSS via {prefix[0]}",
+            flush=True,
+        )
 
         ingest_runs: list[Run] = []
         rensa_runs: list[Run] = []
@@ -185,10 +224,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             first_ingest = r % 2 == 0  # alternate which goes first, against drift in the machine's state
             for which in ("ingest", "rensa") if first_ingest else ("rensa", "ingest"):
                 if which == "ingest":
-                    run = run_child(ingest_cmd, env, docs, work / "ingest.log")
+                    run = run_child(ingest_cmd, prefix, report, env, docs, work / "ingest.log")
                     ingest_runs.append(run)
                 else:
-                    run = run_child(rensa_cmd, env, docs, work / "rensa.log")
+                    run = run_child(rensa_cmd, prefix, report, env, docs, work / "rensa.log")
                     rensa_runs.append(run)
                 reported = run.reported_docs_per_s
                 print(
