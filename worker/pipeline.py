@@ -1,27 +1,33 @@
 """The pipeline: raw documents -> extract -> language -> fingerprint -> decide -> store, in batches.
 
-One batch costs a handful of store round trips (ids already stored, exact hashes, index keys,
-candidate sketches, one write transaction) whatever its size. Within a batch documents are decided
-in arrival order, so the first copy of a story is its canonical record there as well.
+Extraction, language and fingerprints are computed outside any lock. Deciding and storing happen in
+one transaction that holds the store's write lock: the index first catches up with what other
+processes stored, then each document of the batch is decided in arrival order (so the first copy of a
+story is its canonical record within a batch as well), then the batch is written. A batch costs a
+handful of store round trips whatever its size.
 """
 
 from __future__ import annotations
 
 import hashlib
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from itertools import islice
+from typing import TypeVar
+
+import numpy as np
 
 from worker import language
 from worker.decide import decide
 from worker.extract import extract
 from worker.fingerprint import fingerprint_batch, jaccard_and_containment
-from worker.index import BatchIndex, all_keys, keys_of
+from worker.index import MemoryIndex, keys_of
 from worker.models import Decision, Document, Fingerprint, Method, Record, Rejection, Status, record_id
 from worker.readers import Item
 from worker.settings import Settings
-from worker.store import NewRecord, Sketch, Store
+from worker.store import NewRecord, Sketch, Store, Transaction
 
 FINGERPRINT_CHUNK = 64  # the vectorized fingerprint is fastest when a chunk's arrays stay in cache
 
@@ -58,6 +64,17 @@ class Summary:
 
 
 @dataclass(frozen=True, slots=True)
+class Prepared:
+    """A document ready to be decided."""
+
+    id: str
+    document: Document
+    fingerprint: Fingerprint
+    keys: np.ndarray
+    language: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class Match:
     record: Record
     jaccard: float
@@ -68,6 +85,7 @@ class Pipeline:
     def __init__(self, store: Store, settings: Settings) -> None:
         self.store = store
         self.settings = settings
+        self.index = MemoryIndex()
 
     def ingest(self, items: Iterable[Item], progress: Callable[[int], None] | None = None) -> Summary:
         summary = Summary()
@@ -85,125 +103,120 @@ class Pipeline:
 
     def process(self, batch: list[Item]) -> list[Record]:
         """Decide and store one batch; returns the records it created (none for inputs already stored)."""
+        rejections, prepared = self.prepare(batch)
+        try:
+            with self.store.writing() as txn:
+                self.index.load(txn.index_rows(self.index.last_seq))
+                known = txn.existing_ids([p.id for p in prepared] + [r.id for r in rejections])
+                new = [_rejected(r) for r in _first_of_each(rejections, known)]
+                new += self._decide(txn, _first_of_each(prepared, known))
+                txn.insert(new)
+                self.index.last_seq = txn.last_seq()
+        except BaseException:
+            self.index = MemoryIndex()  # it may hold this batch's records: reload it from the store
+            raise
+        for item in new:
+            if item.keys is not None:
+                self.index.add(item.record.id, item.keys)
+        return [n.record for n in new]
+
+    def prepare(self, batch: list[Item]) -> tuple[list[Rejection], list[Prepared]]:
+        """Extraction, language and fingerprints: everything that needs no lock."""
         rejections: list[Rejection] = []
         documents: list[Document] = []
         for item in batch:
-            result = extract(item) if not isinstance(item, Rejection) else item
+            result = item if isinstance(item, Rejection) else extract(item)
             (rejections if isinstance(result, Rejection) else documents).append(result)
         fingerprints = self.fingerprint(documents)
-        wordless = [i for i, fp in enumerate(fingerprints) if not len(fp.shingles)]
-        for i in reversed(wordless):
-            doc = documents.pop(i)
-            fingerprints.pop(i)
-            rejections.append(
-                Rejection(
-                    doc.source,
-                    "no words left after normalization (punctuation or symbols only)",
-                    hashlib.sha256(doc.text.encode()).hexdigest(),
-                )
-            )
+        languages = language.detect_many([doc.text for doc in documents])
+        prepared = []
+        for doc, fp, lang in zip(documents, fingerprints, languages, strict=True):
+            if not len(fp.shingles):
+                rejections.append(Rejection(doc.source, "no words left after normalization (punctuation or "
+                                            "symbols only)", hashlib.sha256(doc.text.encode()).hexdigest()))
+                continue
+            rid = record_id(doc.source, fp.content_hash)
+            prepared.append(Prepared(rid, doc, fp, keys_of(fp), doc.language or lang))
+        return rejections, prepared
 
-        ids = [
-            record_id(doc.source, fp.content_hash) for doc, fp in zip(documents, fingerprints, strict=True)
-        ]
-        known = self.store.existing_ids(ids + [r.id for r in rejections])
-        new: list[NewRecord] = []
-        seen: set[str] = set(known)
-        for rejection in rejections:
-            if rejection.id not in seen:
-                seen.add(rejection.id)
-                new.append(
-                    NewRecord(
-                        Record(
-                            id=rejection.id,
-                            source=rejection.source,
-                            status=Status.REJECTED,
-                            content_hash=rejection.raw_hash,
-                            reason=rejection.reason,
-                        )
-                    )
-                )
-        fresh = []
-        for rid, doc, fp in zip(ids, documents, fingerprints, strict=True):
-            if rid not in seen:
-                seen.add(rid)
-                fresh.append((rid, doc, fp))
-        new.extend(self._decide(fresh))
-        self.store.write(new)
-        return [n.record for n in new]
+    def fingerprint(self, documents: list[Document]) -> list[Fingerprint]:
+        texts = [doc.text for doc in documents]
+        return [fp for start in range(0, len(texts), FINGERPRINT_CHUNK)
+                for fp in fingerprint_batch(texts[start:start + FINGERPRINT_CHUNK], self.settings)]
+
+    def _decide(self, txn: Transaction, batch: list[Prepared]) -> list[NewRecord]:
+        limit = self.settings.max_candidates
+        roots = txn.roots_by_hash(p.fingerprint.content_hash for p in batch)
+        stored_candidates = {p.id: self.index.candidates(p.keys, limit) for p in batch
+                             if p.fingerprint.content_hash not in roots}
+        sketches = txn.sketches({c for found in stored_candidates.values() for c in found})
+        local: dict[int, list[str]] = {}  # index keys of this batch's records, for copies within the batch
+        new = []
+        for p in batch:
+            fp = p.fingerprint
+            if fp.content_hash in roots:
+                decision = Decision(Status.DUPLICATE, roots[fp.content_hash], 1.0, Method.EXACT)
+            else:
+                shared = Counter(r for key in p.keys.tolist() for r in local.get(key, ()))
+                candidates = stored_candidates[p.id] + [r for r, _ in shared.most_common(limit)]
+                decision = decide(fp, [sketches[c] for c in candidates if c in sketches], self.settings)
+                root = decision.duplicate_of or p.id
+                roots[fp.content_hash] = root
+                sketches[p.id] = Sketch(p.id, root, fp.shingles)
+                for key in p.keys.tolist():
+                    local.setdefault(key, []).append(p.id)
+            indexed = decision.method is not Method.EXACT  # an exact copy adds nothing to find
+            doc = p.document
+            new.append(NewRecord(
+                Record(id=p.id, source=doc.source, status=decision.status, content_hash=fp.content_hash,
+                       duplicate_of=decision.duplicate_of, similarity=decision.similarity,
+                       method=decision.method, language=p.language, title=doc.title, text=doc.text,
+                       images=doc.images, url=doc.url, published=doc.published),
+                shingles=fp.shingles if indexed else None,
+                signature=fp.signature,
+                keys=p.keys if indexed else None,
+            ))
+        return new
 
     def similar(self, items: Iterable[Item], limit: int) -> Iterator[tuple[str, list[Match] | str]]:
         """For each input, the stored records closest to it (nothing is stored), or why it was rejected."""
         for batch in _batches(items, self.settings.batch_size):
-            documents = []
-            for item in batch:
-                result = extract(item) if not isinstance(item, Rejection) else item
-                if isinstance(result, Rejection):
-                    yield result.source, result.reason
-                else:
-                    documents.append(result)
-            fingerprints = self.fingerprint(documents)
-            index = BatchIndex(self.store.lookup(keys_of(fingerprints)))
-            for doc, fp in zip(documents, fingerprints, strict=True):
-                ids = index.candidates(fp, max(limit, self.settings.max_candidates))
-                exact = self.store.roots_by_hash([fp.content_hash])
-                scored = []
-                for sketch in self.store.sketches(ids + list(exact.values())).values():
-                    jaccard, containment = jaccard_and_containment(fp.shingles, sketch.shingles)
-                    if jaccard or containment:
-                        scored.append((max(jaccard, containment), jaccard, containment, sketch.record_id))
-                scored.sort(reverse=True)
-                matches = []
-                for _, jaccard, containment, record_id_ in scored[:limit]:
-                    record = self.store.get(record_id_)
-                    if record:
-                        matches.append(Match(record, jaccard, containment))
-                yield doc.source, matches
+            rejections, prepared = self.prepare(batch)
+            for rejection in rejections:
+                yield rejection.source, rejection.reason
+            with self.store.reading() as txn:
+                self.index.load(txn.index_rows(self.index.last_seq))
+                for p in prepared:
+                    ids = self.index.candidates(p.keys, max(limit, self.settings.max_candidates))
+                    ids += txn.roots_by_hash([p.fingerprint.content_hash]).values()
+                    scored = []
+                    for sketch in txn.sketches(ids).values():
+                        jaccard, containment = jaccard_and_containment(p.fingerprint.shingles, sketch.shingles)
+                        if jaccard or containment:
+                            scored.append((max(jaccard, containment), jaccard, containment, sketch.record_id))
+                    scored.sort(reverse=True)
+                    matches = [Match(record, j, c) for _, j, c, rid in scored[:limit]
+                               if (record := self.store.get(rid)) is not None]
+                    yield p.document.source, matches
 
-    def fingerprint(self, documents: list[Document]) -> list[Fingerprint]:
-        texts = [doc.text for doc in documents]
-        return [
-            fp
-            for start in range(0, len(texts), FINGERPRINT_CHUNK)
-            for fp in fingerprint_batch(texts[start : start + FINGERPRINT_CHUNK], self.settings)
-        ]
 
-    def _decide(self, fresh: list[tuple[str, Document, Fingerprint]]) -> Iterator[NewRecord]:
-        roots = self.store.roots_by_hash(fp.content_hash for _, _, fp in fresh)
-        inexact = [fp for _, _, fp in fresh if fp.content_hash not in roots]
-        index = BatchIndex(self.store.lookup(keys_of(inexact)))
-        limit = self.settings.max_candidates
-        sketches = self.store.sketches({rid for fp in inexact for rid in index.candidates(fp, limit)})
-        for rid, doc, fp in fresh:
-            if fp.content_hash in roots:
-                decision = Decision(Status.DUPLICATE, roots[fp.content_hash], 1.0, Method.EXACT)
-            else:
-                candidates = [sketches[c] for c in index.candidates(fp, limit) if c in sketches]
-                decision = decide(fp, candidates, self.settings)
-                root = decision.duplicate_of or rid
-                roots[fp.content_hash] = root
-                sketches[rid] = Sketch(rid, root, fp.shingles)
-                index.add(rid, fp)
-            yield NewRecord(
-                Record(
-                    id=rid,
-                    source=doc.source,
-                    status=decision.status,
-                    content_hash=fp.content_hash,
-                    duplicate_of=decision.duplicate_of,
-                    similarity=decision.similarity,
-                    method=decision.method,
-                    language=doc.language or language.detect(doc.text),
-                    title=doc.title,
-                    text=doc.text,
-                    images=doc.images,
-                    url=doc.url,
-                    published=doc.published,
-                ),
-                shingles=fp.shingles if decision.method is not Method.EXACT else None,
-                signature=fp.signature,
-                keys=all_keys(fp) if decision.method is not Method.EXACT else None,
-            )
+T = TypeVar("T", Rejection, Prepared)
+
+
+def _first_of_each(items: list[T], known: set[str]) -> list[T]:
+    """Items whose record id is neither stored already nor earlier in the batch."""
+    seen = set(known)
+    first = []
+    for item in items:
+        if item.id not in seen:
+            seen.add(item.id)
+            first.append(item)
+    return first
+
+
+def _rejected(rejection: Rejection) -> NewRecord:
+    return NewRecord(Record(id=rejection.id, source=rejection.source, status=Status.REJECTED,
+                            content_hash=rejection.raw_hash, reason=rejection.reason))
 
 
 def _batches(items: Iterable[Item], size: int) -> Iterator[list[Item]]:

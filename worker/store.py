@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,20 +41,15 @@ records = sa.Table(
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
     sa.Column("shingles", sa.LargeBinary, nullable=True),  # sorted unique uint32, for verification
     sa.Column("signature", sa.LargeBinary, nullable=True),  # MinHash hash values as uint32
+    sa.Column("index_keys", sa.LargeBinary, nullable=True),  # int64 LSH band and sample keys
     sa.Index("ix_records_content_hash", "content_hash"),
     sa.Index("ix_records_duplicate_of", "duplicate_of"),
     sa.Index("ix_records_status", "status"),
 )
 
-# LSH band keys and sampled-shingle keys, each pointing at the record that has it.
-index_keys = sa.Table(
-    "index_keys",
-    metadata,
-    sa.Column("key", sa.BigInteger, primary_key=True),
-    sa.Column("record_id", sa.String(20), primary_key=True),
-)
-
-RECORD_COLUMNS = [c for c in records.c if c.name not in ("shingles", "signature", "seq")]
+RECORD_COLUMNS = [c for c in records.c if c.name not in ("shingles", "signature", "index_keys", "seq")]
+# Any constant: the advisory lock that serializes deciders on PostgreSQL, as BEGIN IMMEDIATE does on SQLite.
+WRITE_LOCK = 0x646F6373
 MIGRATIONS = Path(__file__).with_name("migrations")
 # Bound parameters per statement stay well below SQLite's limit (32766) and PostgreSQL's (65535).
 CHUNK = 5000
@@ -73,7 +69,54 @@ class NewRecord:
     record: Record
     shingles: np.ndarray | None = None
     signature: np.ndarray | None = None
-    keys: np.ndarray | None = None  # index keys to add for this record
+    keys: np.ndarray | None = None  # candidate-index keys of this record
+
+
+class Transaction:
+    """Queries on one connection: a plain read, or the decide-and-write section under the write lock."""
+
+    def __init__(self, conn: sa.Connection) -> None:
+        self.conn = conn
+
+    def existing_ids(self, ids: Iterable[str]) -> set[str]:
+        found: set[str] = set()
+        for chunk in _chunks(list(ids)):
+            found.update(self.conn.scalars(sa.select(records.c.id).where(records.c.id.in_(chunk))))
+        return found
+
+    def roots_by_hash(self, hashes: Iterable[str]) -> dict[str, str]:
+        """For each content hash already stored, the canonical record it belongs to."""
+        root = sa.func.coalesce(records.c.duplicate_of, records.c.id)
+        found: dict[str, str] = {}
+        for chunk in _chunks(list(set(hashes))):
+            query = (sa.select(records.c.content_hash, root)
+                     .where(records.c.content_hash.in_(chunk), records.c.status != Status.REJECTED)
+                     .order_by(records.c.seq.desc()))
+            found.update(self.conn.execute(query).all())  # the earliest comes last and wins
+        return found
+
+    def sketches(self, ids: Iterable[str]) -> dict[str, Sketch]:
+        root = sa.func.coalesce(records.c.duplicate_of, records.c.id)
+        found: dict[str, Sketch] = {}
+        for chunk in _chunks(list(set(ids))):
+            query = sa.select(records.c.id, root, records.c.shingles).where(
+                records.c.id.in_(chunk), records.c.shingles.is_not(None))
+            for record_id, root_id, blob in self.conn.execute(query):
+                found[record_id] = Sketch(record_id, root_id, np.frombuffer(blob, dtype=np.uint32))
+        return found
+
+    def index_rows(self, after_seq: int) -> Iterator[tuple[int, str, bytes]]:
+        """(seq, id, keys) of the records stored after ``after_seq``, in order."""
+        query = (sa.select(records.c.seq, records.c.id, records.c.index_keys)
+                 .where(records.c.seq > after_seq, records.c.index_keys.is_not(None)).order_by(records.c.seq))
+        yield from self.conn.execute(query.execution_options(yield_per=10000))
+
+    def last_seq(self) -> int:
+        return self.conn.scalar(sa.select(sa.func.coalesce(sa.func.max(records.c.seq), 0)))
+
+    def insert(self, new: Sequence[NewRecord]) -> None:
+        for chunk in _chunks([_row(item) for item in new], 500):
+            self.conn.execute(records.insert(), chunk)
 
 
 class Store:
@@ -86,71 +129,41 @@ class Store:
     def close(self) -> None:
         self.engine.dispose()
 
-    # Reads -----------------------------------------------------------------------------------------
-    def existing_ids(self, ids: Iterable[str]) -> set[str]:
-        found: set[str] = set()
+    @contextmanager
+    def reading(self) -> Iterator[Transaction]:
         with self.engine.connect() as conn:
-            for chunk in _chunks(list(ids)):
-                found.update(conn.scalars(sa.select(records.c.id).where(records.c.id.in_(chunk))))
-        return found
+            yield Transaction(conn)
 
-    def roots_by_hash(self, hashes: Iterable[str]) -> dict[str, str]:
-        """For each content hash already stored, the canonical record it belongs to."""
-        root = sa.func.coalesce(records.c.duplicate_of, records.c.id)
-        found: dict[str, str] = {}
+    @contextmanager
+    def writing(self) -> Iterator[Transaction]:
+        """A transaction that holds the store's write lock from its first statement to its commit, so
+        that deciding against what is stored and storing the decision are one atomic step."""
         with self.engine.connect() as conn:
-            for chunk in _chunks(list(set(hashes))):
-                query = (
-                    sa.select(records.c.content_hash, root, records.c.seq)
-                    .where(records.c.content_hash.in_(chunk), records.c.status != Status.REJECTED)
-                    .order_by(records.c.seq.desc())
-                )
-                found.update((h, r) for h, r, _ in conn.execute(query))  # earliest wins: written last
-        return found
-
-    def lookup(self, keys: Iterable[int]) -> dict[int, list[str]]:
-        """Index keys to the records that have them."""
-        hits: dict[int, list[str]] = {}
-        with self.engine.connect() as conn:
-            for chunk in _chunks(list(set(keys))):
-                query = sa.select(index_keys.c.key, index_keys.c.record_id).where(index_keys.c.key.in_(chunk))
-                for key, record_id in conn.execute(query):
-                    hits.setdefault(key, []).append(record_id)
-        return hits
-
-    def sketches(self, ids: Iterable[str]) -> dict[str, Sketch]:
-        root = sa.func.coalesce(records.c.duplicate_of, records.c.id)
-        found: dict[str, Sketch] = {}
-        with self.engine.connect() as conn:
-            for chunk in _chunks(list(set(ids))):
-                query = sa.select(records.c.id, root, records.c.shingles).where(
-                    records.c.id.in_(chunk), records.c.shingles.is_not(None)
-                )
-                for record_id, root_id, blob in conn.execute(query):
-                    found[record_id] = Sketch(record_id, root_id, np.frombuffer(blob, dtype=np.uint32))
-        return found
+            if conn.dialect.name == "sqlite":
+                conn = conn.execution_options(sqlite_begin="BEGIN IMMEDIATE")
+            with conn.begin():
+                if conn.dialect.name == "postgresql":
+                    conn.execute(sa.select(sa.func.pg_advisory_xact_lock(WRITE_LOCK)))
+                yield Transaction(conn)
 
     def get(self, record_id: str) -> Record | None:
         """A record by id or by a unique prefix of it."""
+        query = sa.select(*RECORD_COLUMNS).where(records.c.id.startswith(record_id, autoescape=True)).limit(2)
         with self.engine.connect() as conn:
-            rows = conn.execute(
-                sa.select(*RECORD_COLUMNS).where(records.c.id.startswith(record_id, autoescape=True)).limit(2)
-            ).all()
+            rows = conn.execute(query).all()
         return _record(rows[0]) if len(rows) == 1 else None
 
     def copies_of(self, record_id: str) -> list[Record]:
+        query = sa.select(*RECORD_COLUMNS).where(records.c.duplicate_of == record_id).order_by(records.c.seq)
         with self.engine.connect() as conn:
-            rows = conn.execute(
-                sa.select(*RECORD_COLUMNS).where(records.c.duplicate_of == record_id).order_by(records.c.seq)
-            ).all()
-        return [_record(r) for r in rows]
+            return [_record(r) for r in conn.execute(query)]
 
     def iter_records(self, status: Status | None = None) -> Iterator[Record]:
         query = sa.select(*RECORD_COLUMNS).order_by(records.c.seq)
         if status:
             query = query.where(records.c.status == status)
         with self.engine.connect() as conn:
-            for row in conn.execution_options(yield_per=1000).execute(query):
+            for row in conn.execute(query.execution_options(yield_per=1000)):
                 yield _record(row)
 
     def counts(self) -> dict[str, int]:
@@ -158,37 +171,25 @@ class Store:
             query = sa.select(records.c.status, sa.func.count()).group_by(records.c.status)
             return {status: n for status, n in conn.execute(query)}
 
-    # Writes ----------------------------------------------------------------------------------------
-    def write(self, new: Sequence[NewRecord]) -> None:
-        """Records and their index keys in one transaction: the index never points at a missing record."""
-        if not new:
-            return
-        with self.engine.begin() as conn:
-            rows = []
-            keys = []
-            for item in new:
-                rows.append(_row(item))
-                if item.keys is not None:
-                    rid = item.record.id
-                    keys.extend({"key": int(k), "record_id": rid} for k in np.unique(item.keys))
-            for chunk in _chunks(rows, 500):
-                conn.execute(records.insert(), chunk)
-            for chunk in _chunks(keys, 20000):
-                conn.execute(index_keys.insert(), chunk)
-
 
 def create_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         engine = sa.create_engine(url)
 
         @sa.event.listens_for(engine, "connect")
-        def _sqlite_pragmas(dbapi_connection, _record) -> None:
+        def _sqlite_connect(dbapi_connection, _record) -> None:
             # WAL: readers never block the writer; NORMAL sync is durable across process crashes.
+            dbapi_connection.isolation_level = None  # we emit BEGIN ourselves, below
             cursor = dbapi_connection.cursor()
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA synchronous=NORMAL")
-            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.execute("PRAGMA busy_timeout=60000")
             cursor.close()
+
+        @sa.event.listens_for(engine, "begin")
+        def _sqlite_begin(conn) -> None:
+            # pysqlite's own BEGIN is deferred: two writers would both read, then one would fail.
+            conn.exec_driver_sql(conn.get_execution_options().get("sqlite_begin", "BEGIN"))
 
         return engine
     return sa.create_engine(url, pool_pre_ping=True)
@@ -230,6 +231,7 @@ def _row(item: NewRecord) -> dict:
         "published": r.published,
         "shingles": item.shingles.astype(np.uint32).tobytes() if item.shingles is not None else None,
         "signature": item.signature.astype(np.uint32).tobytes() if item.signature is not None else None,
+        "index_keys": item.keys.astype(np.int64).tobytes() if item.keys is not None else None,
     }
 
 

@@ -1,4 +1,4 @@
-"""Records and the candidate index.
+"""Records, with their fingerprints and candidate-index keys.
 
 Revision ID: 0001
 Revises:
@@ -37,17 +37,12 @@ def upgrade() -> None:
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
         sa.Column("shingles", sa.LargeBinary, nullable=True),
         sa.Column("signature", sa.LargeBinary, nullable=True),
+        sa.Column("index_keys", sa.LargeBinary, nullable=True),
     )
     op.create_index("ix_records_content_hash", "records", ["content_hash"])
     op.create_index("ix_records_duplicate_of", "records", ["duplicate_of"])
     op.create_index("ix_records_status", "records", ["status"])
-    op.create_table(
-        "index_keys",
-        sa.Column("key", sa.BigInteger, primary_key=True),
-        sa.Column("record_id", sa.String(20), primary_key=True),
-    )
 
 
 def downgrade() -> None:
-    op.drop_table("index_keys")
     op.drop_table("records")
