@@ -4,7 +4,16 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
 from worker.settings import Settings, SettingsError
-from worker.store import Store, metadata
+from worker.store import MIGRATIONS, SCHEMA_REVISION, Store, metadata
+
+
+def test_schema_revision_is_the_migrations_head() -> None:
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    assert ScriptDirectory.from_config(config).get_current_head() == SCHEMA_REVISION
 
 
 def test_migrations_reach_head_and_are_idempotent(store_url: str) -> None:

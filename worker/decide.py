@@ -7,31 +7,29 @@ smaller set) for truncated copies and excerpts, which plain Jaccard misses.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Sequence
 
-from worker.fingerprint import jaccard_and_containment
+import numpy as np
+
+from worker.fingerprint import overlaps
 from worker.models import Decision, Fingerprint, Method, Status
 from worker.settings import Settings
 from worker.store import Sketch
 
 
-def decide(fingerprint: Fingerprint, candidates: Iterable[Sketch], settings: Settings) -> Decision:
-    best: tuple[float, Method, Sketch] | None = None
-    for candidate in candidates:
-        jaccard, containment = jaccard_and_containment(fingerprint.shingles, candidate.shingles)
-        smaller = min(len(fingerprint.shingles), len(candidate.shingles))
-        if jaccard >= settings.jaccard_threshold:
-            found = (jaccard, Method.NEAR, candidate)
-        elif containment >= settings.containment_threshold and smaller >= settings.min_containment_shingles:
-            found = (containment, Method.CONTAINMENT, candidate)
-        else:
-            continue
-        # A near copy beats an excerpt; among equals, the more similar one.
-        if best is None or (found[1] is Method.NEAR, found[0]) > (best[1] is Method.NEAR, best[0]):
-            best = found
-    if best is None:
+def decide(fingerprint: Fingerprint, candidates: Sequence[Sketch], settings: Settings) -> Decision:
+    if not candidates:
         return Decision(Status.CANONICAL)
-    similarity, method, match = best
-    return Decision(
-        Status.DUPLICATE, duplicate_of=match.root_id, similarity=round(similarity, 4), method=method
-    )
+    jaccard, containment = overlaps(fingerprint.shingles, [c.shingles for c in candidates])
+    smaller = np.minimum(len(fingerprint.shingles), [len(c.shingles) for c in candidates])
+    near = jaccard >= settings.jaccard_threshold
+    contained = (containment >= settings.containment_threshold) & (smaller >= settings.min_containment_shingles)
+    # A near copy beats an excerpt; among equals, the more similar one.
+    if near.any():
+        best, method, similarity = int(np.argmax(np.where(near, jaccard, -1))), Method.NEAR, jaccard
+    elif contained.any():
+        best, method, similarity = int(np.argmax(np.where(contained, containment, -1))), Method.CONTAINMENT, containment
+    else:
+        return Decision(Status.CANONICAL)
+    return Decision(Status.DUPLICATE, duplicate_of=candidates[best].root_id,
+                    similarity=round(float(similarity[best]), 4), method=method)

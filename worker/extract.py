@@ -15,7 +15,6 @@ from worker.models import Document, Format, RawDocument, Rejection
 IMAGE = re.compile(r"!\[[^\]\n]*\]\(\s*<?([^)\s>]*)>?(?:\s+\"[^\"\n]*\")?\s*\)")
 LINK = re.compile(r"\[([^\]\n]*)\]\(\s*[^)\s]*(?:\s+\"[^\"\n]*\")?\s*\)")
 HEADING = re.compile(r"^\s{0,3}#{1,6}\s+")
-SPACES = re.compile(r"\s+")
 SENTENCE_END = re.compile(r"(?<=[.!?؟…。])[\"'»”)\]]*(?=\s|$)")
 HEADLINE_ENDS = (".", "!", "?", "؟", "…", ":", "؛", "،", ",", ";")
 MAX_HEADLINE_CHARS = 200
@@ -39,10 +38,15 @@ def _extract_scraped(raw: RawDocument) -> Document | Rejection:
             images.append(match.group(1))
         return " "
 
+    body = raw.body
+    if "](" in body:  # markdown image or link syntax somewhere: one pass over the whole body each
+        body = LINK.sub(r"\1", IMAGE.sub(keep_image, body))
     lines = []
-    for line in raw.body.splitlines():
-        had_heading = bool(HEADING.match(line))
-        line = SPACES.sub(" ", LINK.sub(r"\1", IMAGE.sub(keep_image, HEADING.sub("", line)))).strip()
+    for line in body.splitlines():
+        had_heading = line.lstrip(" ").startswith("#") and bool(HEADING.match(line))
+        if had_heading:
+            line = HEADING.sub("", line)
+        line = " ".join(line.split())  # folds every run of whitespace, Unicode spaces included
         if line:
             lines.append((line, had_heading))
     if not lines:
@@ -50,7 +54,7 @@ def _extract_scraped(raw: RawDocument) -> Document | Rejection:
 
     title = raw.title.strip() if raw.title else None
     first, first_is_heading = lines[0]
-    if title and SPACES.sub(" ", title) == first:
+    if title and " ".join(title.split()) == first:
         lines = lines[1:]  # the headline repeats the given title
     elif not title and len(lines) > 1 and (first_is_heading or _looks_like_headline(first)):
         title, lines = first, lines[1:]
@@ -97,7 +101,7 @@ def _extract_html(raw: RawDocument) -> Document | Rejection:
         return _rejection(raw, f"HTML could not be parsed: {type(exc).__name__}: {exc}")
     if result is None or len((result.text or "").split()) < MIN_HTML_WORDS:
         return _rejection(raw, "no article text found in the HTML page")
-    paragraphs = [SPACES.sub(" ", p).strip() for p in result.text.splitlines()]
+    paragraphs = [" ".join(p.split()) for p in result.text.splitlines()]
     text = "\n".join(p for p in paragraphs if p)
     return Document(
         source=raw.source,

@@ -203,9 +203,23 @@ def fingerprint_batch(texts: Sequence[str], settings: Settings) -> list[Fingerpr
     return result
 
 
+def overlaps(shingles: np.ndarray, others: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Exact Jaccard and containment (shared / smaller set) of one sorted unique shingle array with each
+    of several others, in a few numpy calls for all of them."""
+    sizes = np.fromiter((len(o) for o in others), dtype=np.int64, count=len(others))
+    if not len(shingles) or not sizes.sum():
+        return np.zeros(len(others)), np.zeros(len(others))
+    joined = np.concatenate(others)
+    at = np.minimum(np.searchsorted(shingles, joined), len(shingles) - 1)
+    found = np.r_[0, np.cumsum(shingles[at] == joined)]
+    ends = np.cumsum(sizes)
+    shared = found[ends] - found[ends - sizes]
+    union = len(shingles) + sizes - shared
+    smaller = np.maximum(np.minimum(len(shingles), sizes), 1)
+    return shared / np.maximum(union, 1), shared / smaller
+
+
 def jaccard_and_containment(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
-    """Exact Jaccard and containment (shared / smaller set) of two sorted unique shingle arrays."""
-    if not len(a) or not len(b):
-        return 0.0, 0.0
-    shared = len(np.intersect1d(a, b, assume_unique=True))
-    return shared / (len(a) + len(b) - shared), shared / min(len(a), len(b))
+    """Exact Jaccard and containment of two sorted unique shingle arrays."""
+    jaccard, containment = overlaps(a, [b])
+    return float(jaccard[0]), float(containment[0])

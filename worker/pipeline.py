@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from itertools import islice
@@ -23,7 +22,7 @@ from worker import language
 from worker.decide import decide
 from worker.extract import extract
 from worker.fingerprint import fingerprint_batch, jaccard_and_containment
-from worker.index import MemoryIndex, keys_of
+from worker.index import MemoryIndex, keys_of, within_batch
 from worker.models import Decision, Document, Fingerprint, Method, Record, Rejection, Status, record_id
 from worker.readers import Item
 from worker.settings import Settings
@@ -115,9 +114,8 @@ class Pipeline:
         except BaseException:
             self.index = MemoryIndex()  # it may hold this batch's records: reload it from the store
             raise
-        for item in new:
-            if item.keys is not None:
-                self.index.add(item.record.id, item.keys)
+        indexed = [item for item in new if item.keys is not None]
+        self.index.add([item.record.id for item in indexed], [item.keys for item in indexed])
         return [n.record for n in new]
 
     def prepare(self, batch: list[Item]) -> tuple[list[Rejection], list[Prepared]]:
@@ -147,24 +145,20 @@ class Pipeline:
     def _decide(self, txn: Transaction, batch: list[Prepared]) -> list[NewRecord]:
         limit = self.settings.max_candidates
         roots = txn.roots_by_hash(p.fingerprint.content_hash for p in batch)
-        stored_candidates = {p.id: self.index.candidates(p.keys, limit) for p in batch
-                             if p.fingerprint.content_hash not in roots}
-        sketches = txn.sketches({c for found in stored_candidates.values() for c in found})
-        local: dict[int, list[str]] = {}  # index keys of this batch's records, for copies within the batch
+        stored_candidates = self.index.candidates([p.keys for p in batch], limit)
+        local_candidates = within_batch([p.keys for p in batch])
+        sketches = txn.sketches({c for found in stored_candidates for c in found})
         new = []
-        for p in batch:
+        for i, p in enumerate(batch):
             fp = p.fingerprint
             if fp.content_hash in roots:
                 decision = Decision(Status.DUPLICATE, roots[fp.content_hash], 1.0, Method.EXACT)
             else:
-                shared = Counter(r for key in p.keys.tolist() for r in local.get(key, ()))
-                candidates = stored_candidates[p.id] + [r for r, _ in shared.most_common(limit)]
+                candidates = stored_candidates[i] + [batch[j].id for j in local_candidates[i][:limit]]
                 decision = decide(fp, [sketches[c] for c in candidates if c in sketches], self.settings)
                 root = decision.duplicate_of or p.id
                 roots[fp.content_hash] = root
                 sketches[p.id] = Sketch(p.id, root, fp.shingles)
-                for key in p.keys.tolist():
-                    local.setdefault(key, []).append(p.id)
             indexed = decision.method is not Method.EXACT  # an exact copy adds nothing to find
             doc = p.document
             new.append(NewRecord(
@@ -186,8 +180,8 @@ class Pipeline:
                 yield rejection.source, rejection.reason
             with self.store.reading() as txn:
                 self.index.load(txn.index_rows(self.index.last_seq))
-                for p in prepared:
-                    ids = self.index.candidates(p.keys, max(limit, self.settings.max_candidates))
+                found = self.index.candidates([p.keys for p in prepared], max(limit, self.settings.max_candidates))
+                for p, ids in zip(prepared, found, strict=True):
                     ids += txn.roots_by_hash([p.fingerprint.content_hash]).values()
                     scored = []
                     for sketch in txn.sketches(ids).values():

@@ -51,6 +51,7 @@ RECORD_COLUMNS = [c for c in records.c if c.name not in ("shingles", "signature"
 # Any constant: the advisory lock that serializes deciders on PostgreSQL, as BEGIN IMMEDIATE does on SQLite.
 WRITE_LOCK = 0x646F6373
 MIGRATIONS = Path(__file__).with_name("migrations")
+SCHEMA_REVISION = "0001"  # the newest migration; a test holds it equal to Alembic's head
 # Bound parameters per statement stay well below SQLite's limit (32766) and PostgreSQL's (65535).
 CHUNK = 5000
 
@@ -138,13 +139,8 @@ class Store:
     def writing(self) -> Iterator[Transaction]:
         """A transaction that holds the store's write lock from its first statement to its commit, so
         that deciding against what is stored and storing the decision are one atomic step."""
-        with self.engine.connect() as conn:
-            if conn.dialect.name == "sqlite":
-                conn = conn.execution_options(sqlite_begin="BEGIN IMMEDIATE")
-            with conn.begin():
-                if conn.dialect.name == "postgresql":
-                    conn.execute(sa.select(sa.func.pg_advisory_xact_lock(WRITE_LOCK)))
-                yield Transaction(conn)
+        with write_locked(self.engine) as conn:
+            yield Transaction(conn)
 
     def get(self, record_id: str) -> Record | None:
         """A record by id or by a unique prefix of it."""
@@ -195,21 +191,41 @@ def create_engine(url: str) -> Engine:
     return sa.create_engine(url, pool_pre_ping=True)
 
 
+@contextmanager
+def write_locked(engine: Engine) -> Iterator[sa.Connection]:
+    """A transaction holding the store's write lock from its first statement: BEGIN IMMEDIATE on
+    SQLite, a transaction-scoped advisory lock on PostgreSQL."""
+    with engine.connect() as conn:
+        if conn.dialect.name == "sqlite":
+            conn = conn.execution_options(sqlite_begin="BEGIN IMMEDIATE")
+        with conn.begin():
+            if conn.dialect.name == "postgresql":
+                conn.execute(sa.select(sa.func.pg_advisory_xact_lock(WRITE_LOCK)))
+            yield conn
+
+
 def upgrade(engine: Engine) -> None:
-    """Bring the schema to the newest migration (a no-op when it is there already)."""
+    """Bring the schema to the newest migration. The common case, already there, costs one query and
+    no Alembic import; migrating takes the write lock, so processes starting together migrate once."""
+    if _revision(engine) == SCHEMA_REVISION:
+        return
     from alembic import command
     from alembic.config import Config
     from alembic.runtime.migration import MigrationContext
-    from alembic.script import ScriptDirectory
 
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
-    head = ScriptDirectory.from_config(config).get_current_head()
-    with engine.begin() as conn:
-        if MigrationContext.configure(conn).get_current_revision() == head:
-            return
-        config.attributes["connection"] = conn
-        command.upgrade(config, "head")
+    with write_locked(engine) as conn:
+        if MigrationContext.configure(conn).get_current_revision() != SCHEMA_REVISION:
+            config.attributes["connection"] = conn
+            command.upgrade(config, "head")
+
+
+def _revision(engine: Engine) -> str | None:
+    with engine.connect() as conn:
+        if not sa.inspect(conn).has_table("alembic_version"):
+            return None
+        return conn.scalar(sa.text("SELECT version_num FROM alembic_version"))
 
 
 def _row(item: NewRecord) -> dict:
