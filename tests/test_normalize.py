@@ -59,3 +59,11 @@ def test_same_in_another_process() -> None:
     code = "import sys; from worker.normalize import normalize; sys.stdout.write(normalize(sys.argv[1]))"
     other = subprocess.run([sys.executable, "-c", code, text], capture_output=True, text=True, check=True)
     assert other.stdout == normalize(text)
+
+
+def test_cached_tables_equal_freshly_built_ones() -> None:
+    from worker.normalize import _build_tables, _tables
+
+    cached, built = _tables(), _build_tables()
+    assert (cached.fold == built.fold).all() and (cached.special == built.special).all()
+    assert (cached.needs_unicodedata == built.needs_unicodedata).all() and cached.expansions == built.expansions

