@@ -97,8 +97,7 @@ class ShingledBatch:
     signatures: np.ndarray  # uint64[documents, num_perm], values < 2**32
 
     def shingles(self, i: int) -> np.ndarray:
-        """Sorted unique shingle ids of document i (a small per-document sort is far cheaper than one
-        sort of the whole batch's keys)."""
+        """Sorted unique shingle ids of document i."""
         ids = np.sort(self.shingle_ids[self.shingle_bounds[i] : self.shingle_bounds[i + 1]])
         fresh = np.ones(len(ids), dtype=bool)
         fresh[1:] = ids[1:] != ids[:-1]
@@ -181,26 +180,35 @@ def _densify(signatures: np.ndarray, borrow_order: np.ndarray) -> None:
 
 def fingerprint_batch(texts: Sequence[str], settings: Settings) -> list[Fingerprint]:
     batch = shingle_batch(texts, settings)
+    docs = len(texts)
     const = _constants(settings.shingle_size, settings.num_perm, settings.lsh_bands, settings.seed)
-    sig = batch.signatures.reshape(len(texts), settings.lsh_bands, settings.lsh_rows)
+    sig = batch.signatures.reshape(docs, settings.lsh_bands, settings.lsh_rows)
     band_keys = _mix((sig * const.band_weights).sum(axis=2, dtype=np.uint64) + const.band_salt).view(np.int64)
     band_keys &= np.int64(~(1 << 62))  # bit 62 belongs to sample keys
-    sample_limit = (1 << 32) // settings.sample_rate
-    result = []
-    for i in range(len(texts)):
-        shingles = batch.shingles(i)
-        sampled = (shingles.astype(np.uint64) * U64(0x9E3779B1)) & U64(0xFFFFFFFF) < sample_limit
-        result.append(
-            Fingerprint(
-                content_hash=hashlib.sha256(batch.normalized.text(i).encode()).hexdigest(),
-                shingles=shingles,
-                signature=batch.signatures[i],
-                band_keys=band_keys[i],
-                sample_keys=shingles[sampled].astype(np.int64) | SAMPLE_TAG,
-                seed=settings.seed,
-            )
+
+    # Sorted unique shingle ids of every document with one sort: key = document | shingle id.
+    owner = np.repeat(np.arange(docs, dtype=np.uint64), np.diff(batch.shingle_bounds))
+    keys = np.sort((owner << U64(32)) | batch.shingle_ids.astype(np.uint64))
+    fresh = np.ones(len(keys), dtype=bool)
+    fresh[1:] = keys[1:] != keys[:-1]
+    keys = keys[fresh]
+    ids = (keys & U64(0xFFFFFFFF)).astype(np.uint32)
+    bounds = np.searchsorted(keys >> U64(32), np.arange(docs + 1, dtype=np.uint64))
+    # Consistent sampling for the containment index: a shingle is sampled in every text that has it.
+    sampled = (ids.astype(np.uint64) * U64(0x9E3779B1)) & U64(0xFFFFFFFF) < (1 << 32) // settings.sample_rate
+    sample_keys = ids[sampled].astype(np.int64) | SAMPLE_TAG
+    sample_bounds = np.r_[0, np.cumsum(sampled)][bounds]
+    return [
+        Fingerprint(
+            content_hash=hashlib.sha256(batch.normalized.text(i).encode()).hexdigest(),
+            shingles=ids[bounds[i]:bounds[i + 1]],
+            signature=batch.signatures[i],
+            band_keys=band_keys[i],
+            sample_keys=sample_keys[sample_bounds[i]:sample_bounds[i + 1]],
+            seed=settings.seed,
         )
-    return result
+        for i in range(docs)
+    ]
 
 
 def overlaps(shingles: np.ndarray, others: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -210,10 +218,16 @@ def overlaps(shingles: np.ndarray, others: Sequence[np.ndarray]) -> tuple[np.nda
     if not len(shingles) or not sizes.sum():
         return np.zeros(len(others)), np.zeros(len(others))
     joined = np.concatenate(others)
-    at = np.minimum(np.searchsorted(shingles, joined), len(shingles) - 1)
-    found = np.r_[0, np.cumsum(shingles[at] == joined)]
+    # A 64 Ki-bit table of the low 16 bits rules out almost every non-member with one gather; only the
+    # few that pass (the true members and about len(shingles)/65536 of the rest) need a binary search.
+    table = np.zeros(1 << 16, dtype=bool)
+    table[shingles & 0xFFFF] = True
+    maybe = np.flatnonzero(table[joined & 0xFFFF])
+    values = joined[maybe]
+    at = np.minimum(np.searchsorted(shingles, values), len(shingles) - 1)
+    members = maybe[shingles[at] == values]
     ends = np.cumsum(sizes)
-    shared = found[ends] - found[ends - sizes]
+    shared = np.bincount(np.searchsorted(ends, members, "right"), minlength=len(others))[: len(others)]
     union = len(shingles) + sizes - shared
     smaller = np.maximum(np.minimum(len(shingles), sizes), 1)
     return shared / np.maximum(union, 1), shared / smaller

@@ -22,8 +22,9 @@ from worker.models import Fingerprint
 
 
 def keys_of(fingerprint: Fingerprint) -> np.ndarray:
-    """All index keys of a fingerprint, unique."""
-    return np.unique(np.concatenate((fingerprint.band_keys, fingerprint.sample_keys)))
+    """All index keys of a fingerprint: band keys are salted by band and sample keys tagged, so they are
+    distinct but for a 64-bit collision, which would only count one shared key twice."""
+    return np.concatenate((fingerprint.band_keys, fingerprint.sample_keys))
 
 
 @dataclass(slots=True)

