@@ -27,6 +27,12 @@ def keys_of(fingerprint: Fingerprint) -> np.ndarray:
     return np.concatenate((fingerprint.band_keys, fingerprint.sample_keys))
 
 
+# A key shared by many records is boilerplate ("Saudi Press Agency" in 3-grams) or a much-copied story.
+# Only its earliest records count: a story's canonical record is among them, and boilerplate cannot
+# flood every document with hundreds of candidates to verify.
+POSTINGS_PER_KEY = 8
+
+
 @dataclass(slots=True)
 class _Segment:
     keys: np.ndarray  # int64, sorted
@@ -75,9 +81,11 @@ class MemoryIndex:
         keys = np.concatenate(queries)
         query_of = np.repeat(np.arange(len(queries), dtype=np.int64), [len(q) for q in queries])
         pairs = []
-        for segment in self._segments:
+        quota = np.full(len(keys), POSTINGS_PER_KEY, dtype=np.int64)
+        for segment in self._segments:  # oldest first, and within a segment in arrival order
             left = np.searchsorted(segment.keys, keys, "left")
-            counts = np.searchsorted(segment.keys, keys, "right") - left
+            counts = np.minimum(np.searchsorted(segment.keys, keys, "right") - left, quota)
+            quota -= counts
             hit = np.flatnonzero(counts)
             if not len(hit):
                 continue
