@@ -134,3 +134,17 @@ def test_copies_within_one_batch_and_across_batches(store: Store, settings) -> N
     assert (summary.new, summary.exact, summary.near) == (1, 4, 1)
     roots = {r.duplicate_of or r.id for r in store.iter_records()}
     assert len(roots) == 1
+
+
+def test_language_of_arabic_script_languages() -> None:
+    from worker.language import detect_many
+
+    found = detect_many([
+        fixture_text("ar_near_a.txt"),
+        "این یک متن فارسی است که برای آزمایش زبان نوشته شده و باید فارسی شناخته شود",
+        "یہ اردو زبان میں لکھا گیا ایک جملہ ہے جو زبان کی جانچ کے لیے ہے",
+        fixture_text("en_article.txt"),
+        "Die Bundesregierung hat am Mittwoch neue Regeln für den Wohnungsbau beschlossen.",
+        "؟!",
+    ])
+    assert found == ["ar", "fa", "ur", "en", "de", None]

