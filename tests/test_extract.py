@@ -39,7 +39,7 @@ def test_markdown_images_links_headings_and_whitespace() -> None:
 
 
 def test_title_from_first_sentence_when_no_headline() -> None:
-    d = doc("هذه جملة أولى. وهذه جملة ثانية في الفقرة نفسها.\nفقرة أخرى.")
+    d = doc("هذه جملة أولى. وهذه\u00a0\u00a0جملة ثانية في الفقرة نفسها.\nفقرة أخرى.")
     assert d.title == "هذه جملة أولى."
 
 
@@ -75,3 +75,8 @@ def test_html_without_article_is_rejected() -> None:
         RawDocument(source="s", body="<html><body><nav>Home</nav></body></html>", format=Format.HTML)
     )
     assert isinstance(result, Rejection) and "no article text" in result.reason
+
+
+def test_unicode_whitespace_is_folded() -> None:
+    d = doc("Title line\nA\u00a0\u00a0paragraph\u2003with  odd\tspacing.\u200f")
+    assert d.text == "A paragraph with odd spacing.\u200f"

@@ -15,7 +15,6 @@ from worker.models import Document, Format, RawDocument, Rejection
 IMAGE = re.compile(r"!\[[^\]\n]*\]\(\s*<?([^)\s>]*)>?(?:\s+\"[^\"\n]*\")?\s*\)")
 LINK = re.compile(r"\[([^\]\n]*)\]\(\s*[^)\s]*(?:\s+\"[^\"\n]*\")?\s*\)")
 HEADING = re.compile(r"^\s{0,3}#{1,6}\s+")
-UNFOLDED = re.compile(r"\s\s|[^\S ]")  # two whitespace characters in a row, or any but a plain space
 SENTENCE_END = re.compile(r"(?<=[.!?؟…。])[\"'»”)\]]*(?=\s|$)")
 HEADLINE_ENDS = (".", "!", "?", "؟", "…", ":", "؛", "،", ",", ";")
 MAX_HEADLINE_CHARS = 200
@@ -47,8 +46,9 @@ def _extract_scraped(raw: RawDocument) -> Document | Rejection:
         had_heading = line.lstrip(" ").startswith("#") and bool(HEADING.match(line))
         if had_heading:
             line = HEADING.sub("", line)
-        # Fold runs of whitespace (Unicode spaces included); most lines have none, and the check is cheaper.
-        line = " ".join(line.split()) if UNFOLDED.search(line) else line.strip()
+        # Fold runs of whitespace, Unicode spaces included. isprintable() is False for every separator but
+        # the ASCII space, so most lines, which need no folding, skip the split and join.
+        line = line.strip() if line.isprintable() and "  " not in line else " ".join(line.split())
         if line:
             lines.append((line, had_heading))
     if not lines:

@@ -168,34 +168,42 @@ class NormalizedBatch:
 def normalize_batch(texts: Sequence[str]) -> NormalizedBatch:
     tables = _tables()
     cps, ends = _code_points(texts)
-    special = tables.special[cps & 0xFFFF] | (cps > 0xFFFF)
-    if special.any():
+    low = cps & 0xFFFF
+    astral = cps > 0xFFFF
+    if (tables.special[low] | astral).any():
         texts = list(texts)
-        for i in set(np.searchsorted(ends, np.flatnonzero(special)).tolist()):
+        special = np.flatnonzero(tables.special[low] | astral)
+        for i in set(np.searchsorted(ends, special).tolist()):
             texts[i] = _prepass(texts[i], tables)
         cps, ends = _code_points(texts)
+        low = cps & 0xFFFF
+        astral = cps > 0xFFFF
 
-    astral = cps > 0xFFFF
-    folded = tables.fold[cps & 0xFFFF]
+    folded = tables.fold[low]
     if astral.any():  # the prepass left only the astral characters that are word characters
         folded[astral] = cps[astral]
-    keep = folded != DELETE
-    kept_before = np.cumsum(keep)
-    folded = folded[keep]
-    ends = kept_before[ends] - 1
-    # Collapse runs of spaces, and drop a space that opens a document (the previous one closed it).
+    # Drop deleted characters, then runs of spaces and a space that opens a document (the previous one
+    # closed it). Each time only the positions of the closing spaces are followed, through the
+    # dropped positions before them: far fewer than the characters, so no cumulative sum over them.
+    folded, ends = _drop(folded, ends, folded == DELETE)
     space = folded == SPACE
     previous_space = np.empty_like(space)
     if len(space):
         previous_space[0] = True
         previous_space[1:] = space[:-1]
-    keep = ~(space & previous_space)
-    kept_before = np.cumsum(keep)
-    codes = folded[keep]
+    codes, ends = _drop(folded, ends, space & previous_space)
     bounds = np.zeros(len(texts) + 1, dtype=np.int64)
-    if len(texts):
-        bounds[1:] = kept_before[ends] if len(kept_before) else 0
+    bounds[1:] = ends + 1  # a dropped closing space falls back on the kept space before it
     return NormalizedBatch(np.ascontiguousarray(codes), bounds)
+
+
+def _drop(codes: np.ndarray, ends: np.ndarray, dropped: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """codes without the dropped positions, and where each position of ``ends`` (or the last kept
+    position before it) lands."""
+    gone = np.flatnonzero(dropped)
+    if not len(gone):
+        return codes, ends
+    return np.delete(codes, gone), ends - np.searchsorted(gone, ends, "right")
 
 
 def _code_points(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
