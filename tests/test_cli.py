@@ -76,9 +76,7 @@ def test_ingest_seeds_then_export_show_similar(tmp_path: Path) -> None:
     assert summary(again.stdout)["already_stored"] == counts["read"]
 
     canonical = next(
-        r
-        for r in records
-        if r["status"] == "canonical" and any(c["duplicate_of"] == r["id"] for c in records)
+        r for r in records if r["status"] == "canonical" and any(c["duplicate_of"] == r["id"] for c in records)
     )
     shown = docsieve("show", canonical["id"][:8], store=store)
     assert shown.returncode == 0 and canonical["id"] in shown.stdout and "cop" in shown.stdout
@@ -109,8 +107,14 @@ def test_bad_setting_is_a_clear_error(tmp_path: Path) -> None:
 def test_store_option_before_or_after_the_command(tmp_path: Path) -> None:
     before, after = tmp_path / "before.db", tmp_path / "after.db"
     for args in (["--store", f"sqlite:///{before}", "ingest", "-"], ["ingest", "-", "--store", f"sqlite:///{after}"]):
-        result = subprocess.run([sys.executable, "-m", "worker.cli", *args], cwd=tmp_path, input="نص للتجربة",
-                                capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+        result = subprocess.run(
+            [sys.executable, "-m", "worker.cli", *args],
+            cwd=tmp_path,
+            input="نص للتجربة",
+            capture_output=True,
+            text=True,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+        )
         assert result.returncode == 0, result.stderr
     assert before.exists() and after.exists() and not (tmp_path / "docsieve.db").exists()
 

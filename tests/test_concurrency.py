@@ -30,14 +30,23 @@ def test_parallel_ingest_keeps_one_canonical_per_story(tmp_path: Path, store_url
                 (folder / f"{copy:03d}_{story}.txt").write_text(f"{text}\nنسخة {p}-{copy} من {story}", "utf-8")
         folders.append(folder)
     env = {**os.environ, "DOCSIEVE_STORE": store_url, "DOCSIEVE_BATCH_SIZE": "8"}
-    running = [subprocess.Popen([sys.executable, "-m", "worker.cli", "ingest", str(f), "--quiet"], cwd=REPO,
-                                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-               for f in folders]
+    running = [
+        subprocess.Popen(
+            [sys.executable, "-m", "worker.cli", "ingest", str(f), "--quiet"],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for f in folders
+    ]
     for proc in running:
         _, err = proc.communicate(timeout=300)
         assert proc.returncode == 0, err
-    exported = subprocess.run([sys.executable, "-m", "worker.cli", "export"], cwd=REPO, env=env,
-                              capture_output=True, text=True, check=True)
+    exported = subprocess.run(
+        [sys.executable, "-m", "worker.cli", "export"], cwd=REPO, env=env, capture_output=True, text=True, check=True
+    )
     records = [json.loads(line) for line in exported.stdout.splitlines()]
     assert len(records) == processes * 30 * len(STORIES)
     by_id = {r["id"]: r for r in records}

@@ -71,9 +71,7 @@ def test_html_article_main_text() -> None:
 
 
 def test_html_without_article_is_rejected() -> None:
-    result = extract(
-        RawDocument(source="s", body="<html><body><nav>Home</nav></body></html>", format=Format.HTML)
-    )
+    result = extract(RawDocument(source="s", body="<html><body><nav>Home</nav></body></html>", format=Format.HTML))
     assert isinstance(result, Rejection) and "no article text" in result.reason
 
 

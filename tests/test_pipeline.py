@@ -94,16 +94,12 @@ def test_copy_of_a_copy_points_to_the_canonical_record(pipeline: Pipeline) -> No
 
 
 def test_reingest_creates_nothing_and_a_second_run_finds_copies(store: Store, settings) -> None:
-    Pipeline(store, settings).ingest(
-        [RawDocument("a.txt", ARABIC), RawDocument("-", "نص قصير من الدخل القياسي")]
-    )
+    Pipeline(store, settings).ingest([RawDocument("a.txt", ARABIC), RawDocument("-", "نص قصير من الدخل القياسي")])
     again = Pipeline(Store(settings.store), settings).ingest(
         [RawDocument("a.txt", ARABIC), RawDocument("-", "نص قصير من الدخل القياسي")]
     )
     assert (again.read, again.unchanged, again.new) == (2, 2, 0)
-    later = Pipeline(Store(settings.store), settings).ingest(
-        [RawDocument("b.txt", fixture_text("ar_near_b.txt"))]
-    )
+    later = Pipeline(Store(settings.store), settings).ingest([RawDocument("b.txt", fixture_text("ar_near_b.txt"))])
     assert later.near == 1
     assert store.counts() == {"canonical": 2, "duplicate": 1}
 
@@ -126,9 +122,7 @@ def test_rejections_are_stored_and_the_batch_goes_on(pipeline: Pipeline) -> None
 
 def test_copies_within_one_batch_and_across_batches(store: Store, settings) -> None:
     small_batches = settings.with_(batch_size=2)
-    docs = [
-        RawDocument(f"{i}.txt", ARABIC if i % 2 == 0 else fixture_text("ar_near_b.txt")) for i in range(6)
-    ]
+    docs = [RawDocument(f"{i}.txt", ARABIC if i % 2 == 0 else fixture_text("ar_near_b.txt")) for i in range(6)]
     summary = Pipeline(store, small_batches).ingest(docs)
     # 0: canonical; 1: near copy of 0; 2-5: the same texts from other sources, so exact copies.
     assert (summary.new, summary.exact, summary.near) == (1, 4, 1)
@@ -139,12 +133,14 @@ def test_copies_within_one_batch_and_across_batches(store: Store, settings) -> N
 def test_language_of_arabic_script_languages() -> None:
     from worker.language import detect_many
 
-    found = detect_many([
-        fixture_text("ar_near_a.txt"),
-        "این یک متن فارسی است که برای آزمایش زبان نوشته شده و باید فارسی شناخته شود",
-        "یہ اردو زبان میں لکھا گیا ایک جملہ ہے جو زبان کی جانچ کے لیے ہے",
-        fixture_text("en_article.txt"),
-        "Die Bundesregierung hat am Mittwoch neue Regeln für den Wohnungsbau beschlossen.",
-        "؟!",
-    ])
+    found = detect_many(
+        [
+            fixture_text("ar_near_a.txt"),
+            "این یک متن فارسی است که برای آزمایش زبان نوشته شده و باید فارسی شناخته شود",
+            "یہ اردو زبان میں لکھا گیا ایک جملہ ہے جو زبان کی جانچ کے لیے ہے",
+            fixture_text("en_article.txt"),
+            "Die Bundesregierung hat am Mittwoch neue Regeln für den Wohnungsbau beschlossen.",
+            "؟!",
+        ]
+    )
     assert found == ["ar", "fa", "ur", "en", "de", None]

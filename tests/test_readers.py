@@ -41,9 +41,7 @@ def test_unsupported_file_in_directory_is_rejected_not_dropped(tmp_path: Path) -
 
 def test_jsonl_batch_with_bad_lines(tmp_path: Path) -> None:
     lines = [
-        json.dumps(
-            {"id": "a1", "text": "first article", "title": "T", "url": "http://x/1", "language": "en"}
-        ),
+        json.dumps({"id": "a1", "text": "first article", "title": "T", "url": "http://x/1", "language": "en"}),
         "{not json",
         json.dumps({"title": "no text"}),
         "",
@@ -64,9 +62,7 @@ def test_jsonl_batch_with_bad_lines(tmp_path: Path) -> None:
 
 
 def test_json_array_and_single_object(tmp_path: Path) -> None:
-    (tmp_path / "arr.json").write_text(
-        json.dumps([{"text": "one"}, {"text": "two", "id": 7}]), encoding="utf-8"
-    )
+    (tmp_path / "arr.json").write_text(json.dumps([{"text": "one"}, {"text": "two", "id": 7}]), encoding="utf-8")
     (tmp_path / "one.json").write_text(json.dumps({"text": "only", "title": "x"}, indent=2), encoding="utf-8")
     found = items(str(tmp_path / "arr.json"), str(tmp_path / "one.json"))
     assert [i.body for i in found] == ["one", "two", "only"]

@@ -67,6 +67,47 @@ def _parser() -> argparse.ArgumentParser:
     show.add_argument("id")
     show.set_defaults(run=_show)
 
+    submit = sub.add_parser(
+        "submit",
+        parents=[common],
+        help="queue files, directories or stdin to a running deployment",
+        description="Read the inputs here and queue them, in batches, to the deployment's workers; returns at "
+        "once and prints what it queued, or with --wait follows the tasks to the end.",
+    )
+    submit.add_argument("paths", nargs="+", metavar="PATH", help="file, directory, or - for stdin")
+    submit.add_argument("--wait", action="store_true", help="follow progress until every task is done")
+    submit.add_argument("--quiet", action="store_true", help="no progress bar")
+    submit.set_defaults(run=_submit)
+
+    worker = sub.add_parser(
+        "worker",
+        parents=[common],
+        help="run a worker of the deployment",
+        description="Start a Celery worker on the CPU queue (extract, fingerprint, decide, store) with a process "
+        "pool, one process per core unless --concurrency says otherwise.",
+    )
+    worker.add_argument("--concurrency", "-c", type=int, help="worker processes (default: the number of cores)")
+    worker.add_argument("--loglevel", default="INFO")
+    worker.add_argument("--hostname", "-n", help="worker name (default celery@HOST)")
+    worker.set_defaults(run=_worker)
+
+    status = sub.add_parser(
+        "status",
+        parents=[common],
+        help="queue depths, workers online, records by status, recent failures",
+        description="A look at a running deployment.",
+    )
+    status.set_defaults(run=_status)
+
+    migrate = sub.add_parser(
+        "migrate",
+        parents=[common],
+        help="bring the store's schema up to date",
+        description="Apply the Alembic migrations to the store (the deployment's one-shot "
+        "migration service runs this).",
+    )
+    migrate.set_defaults(run=_migrate)
+
     similar = sub.add_parser(
         "similar",
         parents=[common],
@@ -109,6 +150,123 @@ def _ingest(args: argparse.Namespace, settings: Settings) -> int:
         print("docsieve: nothing to ingest", file=sys.stderr)
         return 1
     return 0 if summary.ingested else 1
+
+
+def _submit(args: argparse.Namespace, settings: Settings) -> int:
+    from worker.readers import read
+    from worker.tasks import ingest_batch, message_size, to_message
+
+    queued_tasks = []
+    documents = 0
+    batch: list[dict] = []
+    size = 0
+
+    def send() -> None:
+        nonlocal batch, size
+        if batch:
+            queued_tasks.append(ingest_batch.delay(batch))
+            batch, size = [], 0
+
+    for item in read(args.paths, settings.max_document_bytes):
+        message = to_message(item)
+        length = message_size(message)
+        if batch and (len(batch) >= settings.submit_batch or size + length > settings.submit_max_bytes):
+            send()
+        batch.append(message)
+        size += length
+        documents += 1
+    send()
+    print(f"queued {documents} documents in {len(queued_tasks)} tasks to {settings.broker_url}")
+    if not args.wait:
+        return 0 if documents else 1
+    return _follow(queued_tasks, documents, quiet=args.quiet)
+
+
+def _follow(tasks, documents: int, quiet: bool) -> int:
+    """Wait for every task, with a progress bar on a terminal; print the totals."""
+    import time
+    from collections import Counter
+
+    bar = None
+    if not quiet and sys.stderr.isatty():
+        from tqdm import tqdm
+
+        bar = tqdm(total=documents, unit="doc", desc="ingest", file=sys.stderr, dynamic_ncols=True)
+    totals: Counter[str] = Counter()
+    pending = list(tasks)
+    failed = 0
+    while pending:
+        still = []
+        for task in pending:
+            if not task.ready():
+                still.append(task)
+            elif task.successful():
+                result = task.result
+                totals.update({k: v for k, v in result.items() if isinstance(v, int)})
+                if bar:
+                    bar.update(result["received"])
+            else:
+                failed += 1
+        pending = still
+        if pending:
+            time.sleep(0.2)
+    if bar:
+        bar.close()
+    print(
+        f"received {totals['received']}  new {totals['canonical']}  exact copies {totals['exact']}  "
+        f"near copies {totals['near']}  rejected {totals['rejected']}  "
+        f"already stored {totals['received'] - totals['stored']}  failed tasks {failed}"
+    )
+    return 1 if failed else 0
+
+
+def _worker(args: argparse.Namespace, settings: Settings) -> int:
+    import os
+
+    os.environ["DOCSIEVE_STORE"] = settings.store  # before the app reads its settings at import
+    from worker.celery_app import app, queue_names
+
+    argv = ["worker", "--queues", queue_names(settings)[0], "--pool", "prefork", "--loglevel", args.loglevel]
+    if args.concurrency:
+        argv += ["--concurrency", str(args.concurrency)]
+    if args.hostname:
+        argv += ["--hostname", args.hostname]
+    app.worker_main(argv)
+    return 0
+
+
+def _status(args: argparse.Namespace, settings: Settings) -> int:
+    from worker.celery_app import app, queue_names
+    from worker.store import Store
+
+    with app.connection_for_read() as conn:
+        for queue in queue_names(settings):
+            try:
+                depth = conn.default_channel.queue_declare(queue=queue, passive=True).message_count
+            except Exception:  # a queue nobody declared yet is empty
+                depth = 0
+            print(f"queue {queue}: {depth} waiting")
+    replies = app.control.inspect(timeout=1.0).ping() or {}
+    print(f"workers online: {len(replies)}" + (f" ({', '.join(sorted(replies))})" if replies else ""))
+    store = Store(settings.store)
+    try:
+        counts = store.counts()
+        print("records: " + "  ".join(f"{s} {counts.get(s, 0)}" for s in ("canonical", "duplicate", "rejected")))
+        failures = store.recent_failures()
+        print(f"recent failures: {len(failures)}")
+        for failure in failures:
+            print(f"  {failure['failed_at']}  {failure['task_id']}  {failure['error']}")
+    finally:
+        store.close()
+    return 0
+
+
+def _migrate(args: argparse.Namespace, settings: Settings) -> int:
+    from worker.store import SCHEMA_REVISION, Store
+
+    Store(settings.store).close()
+    print(f"store {settings.store} at schema revision {SCHEMA_REVISION}")
+    return 0
 
 
 def _export(args: argparse.Namespace, settings: Settings) -> int:

@@ -31,5 +31,9 @@ def decide(fingerprint: Fingerprint, candidates: Sequence[Sketch], settings: Set
         best, method, similarity = int(np.argmax(np.where(contained, containment, -1))), Method.CONTAINMENT, containment
     else:
         return Decision(Status.CANONICAL)
-    return Decision(Status.DUPLICATE, duplicate_of=candidates[best].root_id,
-                    similarity=round(float(similarity[best]), 4), method=method)
+    return Decision(
+        Status.DUPLICATE,
+        duplicate_of=candidates[best].root_id,
+        similarity=round(float(similarity[best]), 4),
+        method=method,
+    )

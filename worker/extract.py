@@ -76,9 +76,7 @@ def _extract_scraped(raw: RawDocument) -> Document | Rejection:
 
 def _looks_like_headline(line: str) -> bool:
     return (
-        len(line) <= MAX_HEADLINE_CHARS
-        and len(line.split()) <= MAX_HEADLINE_WORDS
-        and not line.endswith(HEADLINE_ENDS)
+        len(line) <= MAX_HEADLINE_CHARS and len(line.split()) <= MAX_HEADLINE_WORDS and not line.endswith(HEADLINE_ENDS)
     )
 
 

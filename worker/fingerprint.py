@@ -201,10 +201,10 @@ def fingerprint_batch(texts: Sequence[str], settings: Settings) -> list[Fingerpr
     return [
         Fingerprint(
             content_hash=hashlib.sha256(batch.normalized.text(i).encode()).hexdigest(),
-            shingles=ids[bounds[i]:bounds[i + 1]],
+            shingles=ids[bounds[i] : bounds[i + 1]],
             signature=batch.signatures[i],
             band_keys=band_keys[i],
-            sample_keys=sample_keys[sample_bounds[i]:sample_bounds[i + 1]],
+            sample_keys=sample_keys[sample_bounds[i] : sample_bounds[i + 1]],
             seed=settings.seed,
         )
         for i in range(docs)

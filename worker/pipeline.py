@@ -139,8 +139,13 @@ class Pipeline:
         prepared = []
         for doc, fp, lang in zip(documents, fingerprints, languages, strict=True):
             if not len(fp.shingles):
-                rejections.append(Rejection(doc.source, "no words left after normalization (punctuation or "
-                                            "symbols only)", hashlib.sha256(doc.text.encode()).hexdigest()))
+                rejections.append(
+                    Rejection(
+                        doc.source,
+                        "no words left after normalization (punctuation or symbols only)",
+                        hashlib.sha256(doc.text.encode()).hexdigest(),
+                    )
+                )
                 continue
             rid = record_id(doc.source, fp.content_hash)
             prepared.append(Prepared(rid, doc, fp, keys_of(fp), doc.language or lang))
@@ -148,8 +153,11 @@ class Pipeline:
 
     def fingerprint(self, documents: list[Document]) -> list[Fingerprint]:
         texts = [doc.text for doc in documents]
-        return [fp for start in range(0, len(texts), FINGERPRINT_CHUNK)
-                for fp in fingerprint_batch(texts[start:start + FINGERPRINT_CHUNK], self.settings)]
+        return [
+            fp
+            for start in range(0, len(texts), FINGERPRINT_CHUNK)
+            for fp in fingerprint_batch(texts[start : start + FINGERPRINT_CHUNK], self.settings)
+        ]
 
     def _decide(self, txn: Transaction, batch: list[Prepared]) -> list[NewRecord]:
         limit = self.settings.max_candidates
@@ -172,15 +180,28 @@ class Pipeline:
                 sketches[p.id] = Sketch(p.id, root, fp.shingles)
             indexed = decision.method is not Method.EXACT  # an exact copy adds nothing to find
             doc = p.document
-            new.append(NewRecord(
-                Record(id=p.id, source=doc.source, status=decision.status, content_hash=fp.content_hash,
-                       duplicate_of=decision.duplicate_of, similarity=decision.similarity,
-                       method=decision.method, language=p.language, title=doc.title, text=doc.text,
-                       images=doc.images, url=doc.url, published=doc.published),
-                shingles=fp.shingles if indexed else None,
-                signature=fp.signature,
-                keys=p.keys if indexed else None,
-            ))
+            new.append(
+                NewRecord(
+                    Record(
+                        id=p.id,
+                        source=doc.source,
+                        status=decision.status,
+                        content_hash=fp.content_hash,
+                        duplicate_of=decision.duplicate_of,
+                        similarity=decision.similarity,
+                        method=decision.method,
+                        language=p.language,
+                        title=doc.title,
+                        text=doc.text,
+                        images=doc.images,
+                        url=doc.url,
+                        published=doc.published,
+                    ),
+                    shingles=fp.shingles if indexed else None,
+                    signature=fp.signature,
+                    keys=p.keys if indexed else None,
+                )
+            )
         return new
 
     def similar(self, items: Iterable[Item], limit: int) -> Iterator[tuple[str, list[Match] | str]]:
@@ -200,8 +221,11 @@ class Pipeline:
                         if jaccard or containment:
                             scored.append((max(jaccard, containment), jaccard, containment, sketch.record_id))
                     scored.sort(reverse=True)
-                    matches = [Match(record, j, c) for _, j, c, rid in scored[:limit]
-                               if (record := self.store.get(rid)) is not None]
+                    matches = [
+                        Match(record, j, c)
+                        for _, j, c, rid in scored[:limit]
+                        if (record := self.store.get(rid)) is not None
+                    ]
                     yield p.document.source, matches
 
 
@@ -220,8 +244,15 @@ def _first_of_each(items: list[T], known: set[str]) -> list[T]:
 
 
 def _rejected(rejection: Rejection) -> NewRecord:
-    return NewRecord(Record(id=rejection.id, source=rejection.source, status=Status.REJECTED,
-                            content_hash=rejection.raw_hash, reason=rejection.reason))
+    return NewRecord(
+        Record(
+            id=rejection.id,
+            source=rejection.source,
+            status=Status.REJECTED,
+            content_hash=rejection.raw_hash,
+            reason=rejection.reason,
+        )
+    )
 
 
 def _batches(items: Iterable[Item], size: int) -> Iterator[list[Item]]:

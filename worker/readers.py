@@ -96,9 +96,7 @@ def _sniff_format(data: bytes) -> str:
 
 def _read_bytes(source: str, data: bytes, format_of, max_bytes: int) -> Iterator[Item]:
     if len(data) > max_bytes:
-        yield _reject(
-            source, f"input too large: more than {max_bytes:,} bytes (DOCSIEVE_MAX_DOCUMENT_BYTES)", data
-        )
+        yield _reject(source, f"input too large: more than {max_bytes:,} bytes (DOCSIEVE_MAX_DOCUMENT_BYTES)", data)
         return
     if b"\0" in data[:BINARY_SNIFF]:
         yield _reject(source, "binary data, not text (NUL bytes in the first 8 KiB)", data)
@@ -141,9 +139,7 @@ def _read_batch(source: str, text: str, max_bytes: int) -> Iterator[Item]:
         try:
             items = json.loads(stripped)
         except json.JSONDecodeError as exc:
-            yield _reject(
-                source, f"invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}", text.encode()
-            )
+            yield _reject(source, f"invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}", text.encode())
             return
         for number, obj in enumerate(items, 1):
             yield _from_object(source, f"#{number}", obj, max_bytes)
@@ -189,9 +185,7 @@ def _from_object(source: str, locator: str, obj: object, max_bytes: int) -> Item
         missing = "has no 'text' field" if text is None else f"has a 'text' of type {type(text).__name__}"
         return _reject(where, f"object {missing}; 'text' is required", raw)
     if len(text.encode()) > max_bytes:
-        return _reject(
-            where, f"text too large: more than {max_bytes:,} bytes (DOCSIEVE_MAX_DOCUMENT_BYTES)", raw
-        )
+        return _reject(where, f"text too large: more than {max_bytes:,} bytes (DOCSIEVE_MAX_DOCUMENT_BYTES)", raw)
 
     def field(name: str) -> str | None:
         value = obj.get(name)

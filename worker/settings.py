@@ -44,6 +44,22 @@ class Settings:
     # Documents processed together (vectorized fingerprints, one store round trip per batch).
     batch_size: int = 512
 
+    # The deployment: Celery over Redis (an amqp:// broker works too), PostgreSQL as the store.
+    broker_url: str = "redis://127.0.0.1:6379/0"
+    result_backend: str = "redis://127.0.0.1:6379/0"
+    # Queue names start with this, so several deployments (or test runs) can share one broker.
+    queue_prefix: str = "docsieve"
+    # Documents per task message from `docsieve submit`, and the most bytes of text one message carries.
+    submit_batch: int = 64
+    submit_max_bytes: int = 1_000_000
+    # Seconds. Redis redelivers a message unacknowledged this long; it must exceed the longest task run,
+    # retry delay and countdown (see worker/celery_app.py).
+    visibility_timeout: int = 7200
+    task_soft_time_limit: int = 600
+    task_time_limit: int = 660
+    retry_backoff_max: int = 300
+    max_retries: int = 12
+
     def __post_init__(self) -> None:
         positive = (
             "shingle_size",
@@ -54,6 +70,12 @@ class Settings:
             "max_candidates",
             "max_document_bytes",
             "batch_size",
+            "submit_batch",
+            "submit_max_bytes",
+            "visibility_timeout",
+            "task_soft_time_limit",
+            "task_time_limit",
+            "retry_backoff_max",
         )
         for name in positive:
             if getattr(self, name) < 1:
@@ -69,6 +91,15 @@ class Settings:
             value = getattr(self, name)
             if not 0.0 < value <= 1.0:
                 raise SettingsError(f"{PREFIX}{name.upper()} must be in (0, 1], got {value}")
+        if not self.task_soft_time_limit < self.task_time_limit:
+            raise SettingsError(f"{PREFIX}TASK_SOFT_TIME_LIMIT must be below {PREFIX}TASK_TIME_LIMIT")
+        longest = max(self.task_time_limit, self.retry_backoff_max)
+        if self.visibility_timeout <= longest:
+            # A message unacknowledged past the visibility timeout is delivered again (kombu#337).
+            raise SettingsError(
+                f"{PREFIX}VISIBILITY_TIMEOUT ({self.visibility_timeout}) must exceed the task "
+                f"time limit and the longest retry delay ({longest})"
+            )
         if "://" not in self.store:
             raise SettingsError(
                 f"{PREFIX}STORE must be a SQLAlchemy URL such as sqlite:///docsieve.db, got {self.store!r}"
@@ -87,9 +118,7 @@ class Settings:
             try:
                 values[f.name] = kind(raw)
             except ValueError:
-                raise SettingsError(
-                    f"{PREFIX}{f.name.upper()}={raw!r} is not a valid {kind.__name__}"
-                ) from None
+                raise SettingsError(f"{PREFIX}{f.name.upper()}={raw!r} is not a valid {kind.__name__}") from None
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 

@@ -21,9 +21,7 @@ records = sa.Table(
     "records",
     metadata,
     # Arrival order, assigned by the database: the first stored copy of a story is its canonical record.
-    sa.Column(
-        "seq", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True
-    ),
+    sa.Column("seq", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
     sa.Column("id", sa.String(20), nullable=False, unique=True),
     sa.Column("source", sa.Text, nullable=False),
     sa.Column("status", sa.String(16), nullable=False),
@@ -47,11 +45,23 @@ records = sa.Table(
     sa.Index("ix_records_status", "status"),
 )
 
+# Tasks of the deployment that failed for good, for a person to see (and, later, retry).
+failures = sa.Table(
+    "failures",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("task_id", sa.String(64), nullable=False),
+    sa.Column("task", sa.String(100), nullable=False),
+    sa.Column("error", sa.Text, nullable=False),
+    sa.Column("sources", sa.Text, nullable=False),  # JSON list of the sources in the task
+    sa.Column("failed_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+)
+
 RECORD_COLUMNS = [c for c in records.c if c.name not in ("shingles", "signature", "index_keys", "seq")]
 # Any constant: the advisory lock that serializes deciders on PostgreSQL, as BEGIN IMMEDIATE does on SQLite.
 WRITE_LOCK = 0x646F6373
 MIGRATIONS = Path(__file__).with_name("migrations")
-SCHEMA_REVISION = "0001"  # the newest migration; a test holds it equal to Alembic's head
+SCHEMA_REVISION = "0002"  # the newest migration; a test holds it equal to Alembic's head
 # Bound parameters per statement stay well below SQLite's limit (32766) and PostgreSQL's (65535).
 CHUNK = 5000
 
@@ -90,9 +100,11 @@ class Transaction:
         root = sa.func.coalesce(records.c.duplicate_of, records.c.id)
         found: dict[str, str] = {}
         for chunk in _chunks(list(set(hashes))):
-            query = (sa.select(records.c.content_hash, root)
-                     .where(records.c.content_hash.in_(chunk), records.c.status != Status.REJECTED)
-                     .order_by(records.c.seq.desc()))
+            query = (
+                sa.select(records.c.content_hash, root)
+                .where(records.c.content_hash.in_(chunk), records.c.status != Status.REJECTED)
+                .order_by(records.c.seq.desc())
+            )
             found.update(self.conn.execute(query).all())  # the earliest comes last and wins
         return found
 
@@ -101,15 +113,19 @@ class Transaction:
         found: dict[str, Sketch] = {}
         for chunk in _chunks(list(set(ids))):
             query = sa.select(records.c.id, root, records.c.shingles).where(
-                records.c.id.in_(chunk), records.c.shingles.is_not(None))
+                records.c.id.in_(chunk), records.c.shingles.is_not(None)
+            )
             for record_id, root_id, blob in self.conn.execute(query):
                 found[record_id] = Sketch(record_id, root_id, np.frombuffer(blob, dtype=np.uint32))
         return found
 
     def index_rows(self, after_seq: int) -> Iterator[tuple[int, str, bytes]]:
         """(seq, id, keys) of the records stored after ``after_seq``, in order."""
-        query = (sa.select(records.c.seq, records.c.id, records.c.index_keys)
-                 .where(records.c.seq > after_seq, records.c.index_keys.is_not(None)).order_by(records.c.seq))
+        query = (
+            sa.select(records.c.seq, records.c.id, records.c.index_keys)
+            .where(records.c.seq > after_seq, records.c.index_keys.is_not(None))
+            .order_by(records.c.seq)
+        )
         yield from self.conn.execute(query.execution_options(yield_per=10000))
 
     def last_seq(self) -> int:
@@ -161,6 +177,19 @@ class Store:
         with self.engine.connect() as conn:
             for row in conn.execute(query.execution_options(yield_per=1000)):
                 yield _record(row)
+
+    def record_failure(self, task_id: str, task: str, error: str, sources: list[str]) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                failures.insert().values(
+                    task_id=task_id, task=task, error=error, sources=json.dumps(sources, ensure_ascii=False)
+                )
+            )
+
+    def recent_failures(self, limit: int = 10) -> list[dict]:
+        query = sa.select(failures).order_by(failures.c.id.desc()).limit(limit)
+        with self.engine.connect() as conn:
+            return [dict(row._mapping) for row in conn.execute(query)]
 
     def counts(self) -> dict[str, int]:
         with self.engine.connect() as conn:

@@ -17,9 +17,7 @@ depends_on = None
 def upgrade() -> None:
     op.create_table(
         "records",
-        sa.Column(
-            "seq", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True
-        ),
+        sa.Column("seq", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
         sa.Column("id", sa.String(20), nullable=False, unique=True),
         sa.Column("source", sa.Text, nullable=False),
         sa.Column("status", sa.String(16), nullable=False),

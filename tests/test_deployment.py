@@ -1,0 +1,163 @@
+"""The deployment with real services: `docsieve worker` processes (Celery prefork, not eager mode) on
+Redis, a PostgreSQL store, `docsieve submit` from another process."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+import redis
+
+from tests.conftest import REPO, fixture_text
+from tests.services import postgres_database, redis_server
+from worker.celery_app import create_app
+from worker.models import RawDocument
+from worker.pipeline import Pipeline
+from worker.readers import read
+from worker.settings import Settings
+from worker.store import Store
+
+
+@pytest.fixture(scope="module")
+def redis_url():
+    with redis_server() as url:
+        yield url
+
+
+@pytest.fixture
+def deployment(redis_url: str, postgres_server_url: str, tmp_path: Path) -> Iterator[dict]:
+    """Environment of one deployment: its own database and queue names on the shared services."""
+    prefix = f"docsieve-test-{uuid.uuid4().hex[:8]}"
+    with postgres_database(postgres_server_url) as store_url:
+        env = {
+            **os.environ,
+            "DOCSIEVE_STORE": store_url,
+            "DOCSIEVE_BROKER_URL": redis_url,
+            "DOCSIEVE_RESULT_BACKEND": redis_url,
+            "DOCSIEVE_QUEUE_PREFIX": prefix,
+        }
+        yield env
+        client = redis.Redis.from_url(redis_url)
+        for key in client.scan_iter(match=f"*{prefix}*"):  # only the keys this deployment made
+            client.delete(key)
+
+
+def settings_of(env: dict) -> Settings:
+    return Settings.from_env(env)
+
+
+@contextmanager
+def workers(env: dict, concurrency: int) -> Iterator[subprocess.Popen]:
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "worker.cli",
+            "worker",
+            "--concurrency",
+            str(concurrency),
+            "--loglevel",
+            "WARNING",
+            "--hostname",
+            f"w{uuid.uuid4().hex[:6]}@%h",
+        ],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    app = create_app(settings_of(env))
+    try:
+        deadline = time.monotonic() + 60
+        while not (app.control.inspect(timeout=0.5).ping() or {}):
+            assert process.poll() is None, process.stdout.read()
+            assert time.monotonic() < deadline, "worker did not come up"
+        yield process
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def submit(env: dict, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "worker.cli", "submit", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def outcome(records) -> dict[str, tuple]:
+    ids = {r.id: r.source for r in records}
+    return {r.source: (r.status, r.method, ids.get(r.duplicate_of)) for r in records}
+
+
+def test_workers_store_what_submit_queued_as_embedded_would(deployment: dict, tmp_path: Path) -> None:
+    with workers(deployment, concurrency=2):
+        first = submit(deployment, "seeds/", "--wait")
+        again = submit(deployment, "seeds/", "--wait")
+    assert first.returncode == 0, first.stderr
+    assert "queued 25 documents" in first.stdout
+    assert "already stored 25" in again.stdout and "new 0" in again.stdout
+
+    deployed = Store(deployment["DOCSIEVE_STORE"])
+    embedded = Store(f"sqlite:///{tmp_path / 'embedded.db'}")
+    Pipeline(embedded, Settings(store=embedded.url)).ingest(read(["seeds/"], 10_000_000))
+    assert outcome(deployed.iter_records()) == outcome(embedded.iter_records())
+
+
+def test_copies_racing_on_four_worker_processes_get_one_canonical(deployment: dict, tmp_path: Path) -> None:
+    vocabulary = sorted(set(" ".join(fixture_text(n) for n in ("ar_long_article.txt", "en_article.txt")).split()))
+    rng = random.Random(7)
+    groups, copies = 24, 4
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for g in range(groups):
+        # Distinct stories: 150 words drawn at random share next to no 3-gram with each other.
+        base = "\n".join(" ".join(rng.choices(vocabulary, k=30)) for _ in range(5))
+        for c in range(copies):
+            # Copies of one story side by side, one task each: four processes take them at the same moment.
+            (folder / f"{g:03d}_{c}.txt").write_text(f"{base}\nنسخة {c}", encoding="utf-8")
+    env = {**deployment, "DOCSIEVE_SUBMIT_BATCH": "1"}
+    with workers(env, concurrency=4):
+        result = submit(env, str(folder), "--wait")
+    assert result.returncode == 0, result.stderr
+    records = list(Store(deployment["DOCSIEVE_STORE"]).iter_records())
+    assert len(records) == groups * copies
+    by_id = {r.id: r for r in records}
+    canonical = defaultdict(set)
+    for r in records:
+        root = r.duplicate_of or r.id
+        assert by_id[root].status.value == "canonical"
+        canonical[Path(r.source).name.split("_")[0]].add(root)
+    assert all(len(roots) == 1 for roots in canonical.values()), {g: len(r) for g, r in canonical.items()}
+
+
+def test_a_task_delivered_twice_creates_no_second_record(deployment: dict) -> None:
+    from worker.tasks import to_message
+
+    settings = settings_of(deployment)
+    app = create_app(settings)
+    message = [to_message(RawDocument("twice.txt", fixture_text("ar_near_a.txt")))]
+    with workers(deployment, concurrency=2):
+        results = [
+            app.send_task("docsieve.ingest_batch", args=[message], queue=f"{settings.queue_prefix}.cpu")
+            for _ in range(2)
+        ]
+        outcomes = [r.get(timeout=60) for r in results]
+    assert sorted(o["stored"] for o in outcomes) == [0, 1]
+    assert Store(deployment["DOCSIEVE_STORE"]).counts() == {"canonical": 1}
+    assert json.dumps(message)  # the message is plain JSON

@@ -1,0 +1,61 @@
+"""The Celery app of the deployment: broker, result backend and the reliability settings.
+
+Choices, and the traps they avoid:
+- ``task_acks_late`` + ``task_reject_on_worker_lost``: a message is acknowledged only after its task
+  finished, and a child killed by SIGKILL or the OOM killer gives its message back instead of losing
+  it. Tasks are idempotent (deterministic record ids, decided under the store's write lock), so a
+  message delivered twice creates nothing twice.
+- ``worker_prefetch_multiplier=1``: with late acks, a worker holds at most one message per process
+  beyond the one it runs, so a slow task never keeps other work hostage.
+- Redis ``visibility_timeout`` (settings, 2 h) exceeds the task hard time limit and the longest retry
+  delay, so no message is redelivered while it is legitimately running or waiting (kombu#337).
+  No task is ever scheduled with an ETA or countdown beyond it.
+- Soft and hard time limits: a stuck task ends, and its message is not acknowledged as done.
+- JSON only, small messages: documents travel in batches of at most ``submit_batch`` documents and
+  ``submit_max_bytes`` of text.
+- The broker's Redis must not evict keys: run it with ``maxmemory-policy noeviction`` (docker-compose
+  does) or queued messages can vanish.
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+from kombu import Queue
+
+from worker.settings import Settings
+
+
+def queue_names(settings: Settings) -> tuple[str, str]:
+    """The CPU queue (extract, fingerprint, decide, store) and the I/O queue (fetching)."""
+    return f"{settings.queue_prefix}.cpu", f"{settings.queue_prefix}.io"
+
+
+def create_app(settings: Settings) -> Celery:
+    cpu, io = queue_names(settings)
+    app = Celery("docsieve", broker=settings.broker_url, backend=settings.result_backend, include=["worker.tasks"])
+    app.conf.update(
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        task_acks_on_failure_or_timeout=True,  # a task that failed for good is in the failures table
+        worker_prefetch_multiplier=1,
+        broker_transport_options={"visibility_timeout": settings.visibility_timeout},
+        result_backend_transport_options={"visibility_timeout": settings.visibility_timeout},
+        broker_connection_retry_on_startup=True,
+        task_soft_time_limit=settings.task_soft_time_limit,
+        task_time_limit=settings.task_time_limit,
+        task_queues=(Queue(cpu), Queue(io)),
+        task_default_queue=cpu,
+        task_routes={"docsieve.ingest_batch": {"queue": cpu}},
+        result_expires=24 * 3600,
+        task_track_started=True,
+        worker_send_task_events=True,  # for Flower and `docsieve status`
+        task_send_sent_event=True,
+    )
+    app.conf.docsieve_settings = settings
+    return app
+
+
+app = create_app(Settings.from_env())
