@@ -11,18 +11,35 @@ Choices, and the traps they avoid:
   delay, so no message is redelivered while it is legitimately running or waiting (kombu#337).
   No task is ever scheduled with an ETA or countdown beyond it.
 - Soft and hard time limits: a stuck task ends, and its message is not acknowledged as done.
-- JSON only, small messages: documents travel in batches of at most ``submit_batch`` documents and
-  ``submit_max_bytes`` of text.
+- JSON only (UTF-8, not \\u-escaped), small messages: documents travel in batches of at most
+  ``submit_batch`` documents and ``submit_max_chars`` characters of text.
 - The broker's Redis must not evict keys: run it with ``maxmemory-policy noeviction`` (docker-compose
   does) or queued messages can vanish.
 """
 
 from __future__ import annotations
 
+import json
+
 from celery import Celery
 from kombu import Queue
+from kombu.serialization import register
 
 from worker.settings import Settings
+
+SERIALIZER = "docsieve-json"
+
+
+def _register_serializer() -> None:
+    """JSON that keeps non-ASCII text as UTF-8: kombu's json escapes every Arabic letter as \\uXXXX,
+    three times the bytes to encode, send (base64 on top, on Redis) and decode."""
+    register(
+        SERIALIZER,
+        lambda obj: json.dumps(obj, ensure_ascii=False, separators=(",", ":")),
+        json.loads,
+        content_type="application/x-docsieve-json",
+        content_encoding="utf-8",
+    )
 
 
 def queue_names(settings: Settings) -> tuple[str, str]:
@@ -32,11 +49,12 @@ def queue_names(settings: Settings) -> tuple[str, str]:
 
 def create_app(settings: Settings) -> Celery:
     cpu, io = queue_names(settings)
+    _register_serializer()
     app = Celery("docsieve", broker=settings.broker_url, backend=settings.result_backend, include=["worker.tasks"])
     app.conf.update(
-        task_serializer="json",
+        task_serializer=SERIALIZER,
         result_serializer="json",
-        accept_content=["json"],
+        accept_content=[SERIALIZER, "json"],
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         task_acks_on_failure_or_timeout=True,  # a task that failed for good is in the failures table

@@ -170,7 +170,7 @@ def _submit(args: argparse.Namespace, settings: Settings) -> int:
     for item in read(args.paths, settings.max_document_bytes):
         message = to_message(item)
         length = message_size(message)
-        if batch and (len(batch) >= settings.submit_batch or size + length > settings.submit_max_bytes):
+        if batch and (len(batch) >= settings.submit_batch or size + length > settings.submit_max_chars):
             send()
         batch.append(message)
         size += length

@@ -49,9 +49,9 @@ class Settings:
     result_backend: str = "redis://127.0.0.1:6379/0"
     # Queue names start with this, so several deployments (or test runs) can share one broker.
     queue_prefix: str = "docsieve"
-    # Documents per task message from `docsieve submit`, and the most bytes of text one message carries.
-    submit_batch: int = 64
-    submit_max_bytes: int = 1_000_000
+    # Documents per task message from `docsieve submit`, and the most characters of text one carries.
+    submit_batch: int = 256
+    submit_max_chars: int = 1_000_000
     # Seconds. Redis redelivers a message unacknowledged this long; it must exceed the longest task run,
     # retry delay and countdown (see worker/celery_app.py).
     visibility_timeout: int = 7200
@@ -71,7 +71,7 @@ class Settings:
             "max_document_bytes",
             "batch_size",
             "submit_batch",
-            "submit_max_bytes",
+            "submit_max_chars",
             "visibility_timeout",
             "task_soft_time_limit",
             "task_time_limit",

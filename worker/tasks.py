@@ -9,7 +9,6 @@ shows it.
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from functools import cache
 
@@ -99,4 +98,5 @@ def ingest_batch(self, messages: list[dict]) -> dict:
 
 
 def message_size(message: dict) -> int:
-    return len(json.dumps(message, ensure_ascii=False).encode())
+    """Characters of text in a message: what its size on the wire grows with."""
+    return sum(len(value) for value in message.values() if isinstance(value, str))
