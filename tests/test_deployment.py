@@ -108,7 +108,11 @@ def test_workers_store_what_submit_queued_as_embedded_would(deployment: dict, tm
     with workers(deployment, concurrency=2):
         first = submit(deployment, "seeds/", "--wait")
         again = submit(deployment, "seeds/", "--wait")
+        status = subprocess.run([sys.executable, "-m", "worker.cli", "status"], cwd=REPO, env=deployment,
+                                capture_output=True, text=True, timeout=60)
     assert first.returncode == 0, first.stderr
+    assert "workers online: 1" in status.stdout and "records: canonical 13  duplicate 12  rejected 0" in status.stdout
+    assert f"queue {deployment['DOCSIEVE_QUEUE_PREFIX']}.cpu: 0 waiting" in status.stdout
     assert "queued 25 documents" in first.stdout
     assert "already stored 25" in again.stdout and "new 0" in again.stdout
 
