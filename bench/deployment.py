@@ -52,19 +52,30 @@ def main() -> int:
         folder = work / "articles"
         write_articles(articles, folder)
         base = {k: v for k, v in os.environ.items() if not k.startswith("DOCSIEVE_")}
-        embedded_s, embedded_out = timed([docsieve, "ingest", str(folder), "--quiet",
-                                          "--store", f"sqlite:///{work / 'embedded.db'}"], base)
+        embedded_s, embedded_out = timed(
+            [docsieve, "ingest", str(folder), "--quiet", "--store", f"sqlite:///{work / 'embedded.db'}"], base
+        )
         rows = [("embedded `docsieve ingest` (SQLite)", embedded_s, embedded_out.splitlines()[0])]
         with redis_server() as redis_url, postgres_server() as pg_server:
             for batch in map(int, args.batches.split(",")):
                 label = f"deployment, {batch} document{'s' if batch > 1 else ''} a task"
                 with postgres_database(pg_server) as store_url:
-                    env = {**base, "DOCSIEVE_STORE": store_url, "DOCSIEVE_BROKER_URL": redis_url,
-                           "DOCSIEVE_RESULT_BACKEND": redis_url, "DOCSIEVE_SUBMIT_BATCH": str(batch),
-                           "DOCSIEVE_QUEUE_PREFIX": f"docsieve-bench-{uuid.uuid4().hex[:8]}"}
+                    env = {
+                        **base,
+                        "DOCSIEVE_STORE": store_url,
+                        "DOCSIEVE_BROKER_URL": redis_url,
+                        "DOCSIEVE_RESULT_BACKEND": redis_url,
+                        "DOCSIEVE_SUBMIT_BATCH": str(batch),
+                        "DOCSIEVE_INDEX_URL": redis_url,
+                        "DOCSIEVE_QUEUE_PREFIX": f"docsieve-bench-{uuid.uuid4().hex[:8]}",
+                    }
                     subprocess.run([docsieve, "migrate"], env=env, check=True, capture_output=True)
-                    worker = subprocess.Popen([docsieve, "worker", "-c", str(args.workers), "--loglevel", "WARNING"],
-                                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                    worker = subprocess.Popen(
+                        [docsieve, "worker", "-c", str(args.workers), "--loglevel", "WARNING"],
+                        env=env,
+                        stdout=subprocess.DEVNULL,
+                        stderr=subprocess.DEVNULL,
+                    )
                     try:
                         app = create_app(Settings.from_env(env))
                         while not (app.control.inspect(timeout=0.5).ping() or {}):

@@ -108,8 +108,14 @@ def test_workers_store_what_submit_queued_as_embedded_would(deployment: dict, tm
     with workers(deployment, concurrency=2):
         first = submit(deployment, "seeds/", "--wait")
         again = submit(deployment, "seeds/", "--wait")
-        status = subprocess.run([sys.executable, "-m", "worker.cli", "status"], cwd=REPO, env=deployment,
-                                capture_output=True, text=True, timeout=60)
+        status = subprocess.run(
+            [sys.executable, "-m", "worker.cli", "status"],
+            cwd=REPO,
+            env=deployment,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
     assert first.returncode == 0, first.stderr
     assert "workers online: 1" in status.stdout and "records: canonical 13  duplicate 12  rejected 0" in status.stdout
     assert f"queue {deployment['DOCSIEVE_QUEUE_PREFIX']}.cpu: 0 waiting" in status.stdout

@@ -99,6 +99,16 @@ def _parser() -> argparse.ArgumentParser:
     )
     status.set_defaults(run=_status)
 
+    reindex = sub.add_parser(
+        "reindex",
+        parents=[common],
+        help="rebuild the shared candidate index from the store",
+        description="Drop the Redis candidate index (DOCSIEVE_INDEX_URL) and rebuild it from the keys every "
+        "record keeps in the store. Workers catch up by themselves after a crash or a Redis restart; run this "
+        "when Redis lost part of its data, or after pointing DOCSIEVE_INDEX_URL at a new Redis.",
+    )
+    reindex.set_defaults(run=_reindex)
+
     migrate = sub.add_parser(
         "migrate",
         parents=[common],
@@ -258,6 +268,29 @@ def _status(args: argparse.Namespace, settings: Settings) -> int:
             print(f"  {failure['failed_at']}  {failure['task_id']}  {failure['error']}")
     finally:
         store.close()
+    return 0
+
+
+def _reindex(args: argparse.Namespace, settings: Settings) -> int:
+    from worker.index import RedisIndex
+    from worker.store import Store
+
+    if not settings.index_url:
+        print(
+            "docsieve: no shared index to rebuild (DOCSIEVE_INDEX_URL is not set; the embedded index is "
+            "rebuilt from the store at every start)",
+            file=sys.stderr,
+        )
+        return 1
+    index = RedisIndex(settings.index_url, settings.queue_prefix)
+    store = Store(settings.store)
+    try:
+        with store.writing() as txn:  # no worker decides while the index is rebuilt
+            removed = index.clear()
+            index.catch_up(txn)
+    finally:
+        store.close()
+    print(f"index rebuilt from {settings.store}: {removed} old keys removed")
     return 0
 
 

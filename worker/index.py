@@ -1,20 +1,24 @@
 """The candidate index: LSH band keys and sampled-shingle keys, each pointing at the records that have
 them. Candidates for a new document are the records that share keys with it, most shared first.
 
-The embedded default keeps the index in memory as sorted numpy segments of (key, record) pairs, one
-segment a batch, merged log-structured style so there are never more than a few. It persists with
-the store as one keys blob per record (``records.index_keys``), loaded at start and caught up, inside
-the store's write lock, with whatever other processes stored since, so two ``ingest`` runs on one
-store still see each other's documents. (A table with one row per key was the first design: 57 rows
-a document made the SQLite writes cost more than the rest of the pipeline together.)
+Two implementations behind one protocol, both used only under the store's write lock:
 
-Lookups are made for a whole batch at once: one ``searchsorted`` per segment for all its documents.
+- ``MemoryIndex``, the embedded default: sorted numpy segments of (key, record) pairs, one segment a
+  batch, merged log-structured style so there are never more than a few. Lookups are made for a whole
+  batch at once, one ``searchsorted`` per segment.
+- ``RedisIndex``, the deployment's index shared by all workers.
+
+Both persist with the store: every record keeps its keys (``records.index_keys``), written in the
+same transaction as the record, and an index catches up from those rows by sequence number, so it
+can always be rebuilt and never disagrees with the store for long. (A table with one row per key was
+the first design: 57 rows a document made the SQLite writes cost more than the rest of the pipeline.)
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
@@ -39,7 +43,40 @@ class _Segment:
     owners: np.ndarray  # int64 positions in MemoryIndex.record_ids, parallel to keys
 
 
+class StoredRows(Protocol):
+    def index_rows(self, after_seq: int) -> Iterable[tuple[int, str, bytes]]: ...
+
+
+class CandidateIndex(Protocol):
+    """What the pipeline needs of an index. Every call happens under the store's write lock."""
+
+    def catch_up(self, store: StoredRows) -> None:
+        """Add the records stored since the index last looked (by other processes, or before a crash)."""
+
+    def stage(self, record_ids: Sequence[str], keys: Sequence[np.ndarray]) -> None:
+        """Before the lock: publish the keys of records about to be decided (a shared index may hold
+        keys of records that end up not stored; they have no sketch and are never a candidate)."""
+
+    def add(self, record_ids: Sequence[str], keys: Sequence[np.ndarray], last_seq: int) -> None:
+        """Add this batch's records, stored in the transaction that will commit with ``last_seq``."""
+
+    def lookup(self, queries: Sequence[np.ndarray], limit: int) -> tuple[list[list[str]], int]:
+        """Candidates for each key array, and the store sequence number the answer is complete up to:
+        records stored after it must still be looked at (under the lock) before deciding."""
+
+
+def _rows_to_arrays(rows: Iterable[tuple[int, str, bytes]]) -> tuple[list[str], list[np.ndarray], int]:
+    ids, arrays, last = [], [], 0
+    for seq, record_id, blob in rows:
+        ids.append(record_id)
+        arrays.append(np.frombuffer(blob, dtype=np.int64))
+        last = max(last, seq)
+    return ids, arrays, last
+
+
 class MemoryIndex:
+    """The embedded default: the index in this process's memory."""
+
     def __init__(self) -> None:
         self.record_ids: list[str] = []
         self._segments: list[_Segment] = []
@@ -48,16 +85,22 @@ class MemoryIndex:
     def __len__(self) -> int:
         return len(self.record_ids)
 
-    def load(self, rows: Iterable[tuple[int, str, bytes]]) -> None:
-        """Add stored (seq, record id, keys blob) rows, in seq order."""
-        ids, arrays = [], []
-        for seq, record_id, blob in rows:
-            ids.append(record_id)
-            arrays.append(np.frombuffer(blob, dtype=np.int64))
-            self.last_seq = max(self.last_seq, seq)
-        self.add(ids, arrays)
+    def catch_up(self, store: StoredRows, after: int | None = None) -> None:
+        ids, arrays, last = _rows_to_arrays(store.index_rows(self.last_seq if after is None else after))
+        self._append(ids, arrays)
+        self.last_seq = max(self.last_seq, last)
 
-    def add(self, record_ids: Sequence[str], keys: Sequence[np.ndarray]) -> None:
+    def lookup(self, queries: Sequence[np.ndarray], limit: int) -> tuple[list[list[str]], int]:
+        return self.candidates(queries, limit), self.last_seq
+
+    def stage(self, record_ids: Sequence[str], keys: Sequence[np.ndarray]) -> None:
+        """Nothing to publish: this index is private to the process."""
+
+    def add(self, record_ids: Sequence[str], keys: Sequence[np.ndarray], last_seq: int) -> None:
+        self._append(record_ids, keys)
+        self.last_seq = max(self.last_seq, last_seq)
+
+    def _append(self, record_ids: Sequence[str], keys: Sequence[np.ndarray]) -> None:
         if not record_ids:
             return
         first = len(self.record_ids)
@@ -106,6 +149,143 @@ class MemoryIndex:
         for q, o in zip(query[keep].tolist(), owner[keep].tolist(), strict=True):
             result[q].append(self.record_ids[o])
         return result
+
+
+class RedisIndex:
+    """The deployment's index, shared by every worker: for each key the (earliest) records that have it,
+    and the store sequence number the index is complete up to.
+
+    Keys are written before the records are stored (``stage``, outside the lock), and the sequence
+    number only moves under the store's write lock, before the commit; a lookup outside the lock is
+    complete up to the sequence number it read, and the records stored after it are looked at under
+    the lock. So a record others can see is never missed, and a crash leaves at worst keys of records
+    that were never stored (no sketch: never a candidate). A lost or stale Redis is caught up from the
+    store's rows by sequence number on the next batch; ``docsieve reindex`` rebuilds it whole.
+    """
+
+    # One hash holds every key's postings as "id,id,...": a batch's lookup is a few HMGETs inside one
+    # script call instead of one command (or one Lua redis.call, ~3 µs each) per key; a batch has some
+    # 15,000 keys. Keys and results travel packed in strings, which redis-py builds and parses cheaply.
+    _ADD = """
+    local hash, cap = ARGV[1] .. 'postings', tonumber(ARGV[3])
+    local order, added = {}, {}
+    for i = 5, #ARGV do
+        local id
+        for token in string.gmatch(ARGV[i], '%S+') do
+            if id == nil then id = token
+            elseif added[token] then table.insert(added[token], id)
+            else added[token] = {id}; order[#order + 1] = token end
+        end
+    end
+    for s = 1, #order, 2000 do
+        local e = math.min(s + 1999, #order)
+        local current = redis.call('HMGET', hash, unpack(order, s, e))
+        local fields = {}
+        for j = s, e do
+            local key, ids = order[j], {}
+            local old = current[j - s + 1]
+            if old then for id in string.gmatch(old, '[^,]+') do ids[#ids + 1] = id end end
+            local before = #ids
+            for _, id in ipairs(added[key]) do if #ids < cap then ids[#ids + 1] = id end end
+            if #ids > before then fields[#fields + 1] = key; fields[#fields + 1] = table.concat(ids, ',') end
+        end
+        if #fields > 0 then redis.call('HSET', hash, unpack(fields)) end
+    end
+    if ARGV[4] == 'seq' then redis.call('SET', ARGV[1] .. 'seq', ARGV[2]) end
+    return 1
+    """
+    # Counting shared keys per document happens here too: the reply is a few ids a document.
+    _LOOKUP = """
+    local hash, limit = ARGV[1] .. 'postings', tonumber(ARGV[2])
+    local docs, unique, position = {}, {}, {}
+    for i = 3, #ARGV do
+        local keys = {}
+        for key in string.gmatch(ARGV[i], '%S+') do
+            keys[#keys + 1] = key
+            if not position[key] then unique[#unique + 1] = key; position[key] = #unique end
+        end
+        docs[#docs + 1] = keys
+    end
+    local found = {}
+    for s = 1, #unique, 4000 do
+        local values = redis.call('HMGET', hash, unpack(unique, s, math.min(s + 3999, #unique)))
+        for j = 1, #values do found[s + j - 1] = values[j] end
+    end
+    local out = {redis.call('GET', ARGV[1] .. 'seq') or '0'}
+    for d = 1, #docs do
+        local counts, order = {}, {}
+        for _, key in ipairs(docs[d]) do
+            local ids = found[position[key]]
+            if ids then
+                for id in string.gmatch(ids, '[^,]+') do
+                    if counts[id] then counts[id] = counts[id] + 1
+                    else counts[id] = 1; order[#order + 1] = id end
+                end
+            end
+        end
+        table.sort(order, function(a, b)
+            if counts[a] ~= counts[b] then return counts[a] > counts[b] end
+            return a < b
+        end)
+        for k = limit + 1, #order do order[k] = nil end
+        out[#out + 1] = table.concat(order, ',')
+    end
+    return table.concat(out, ';')
+    """
+
+    def __init__(self, url: str, prefix: str) -> None:
+        import redis
+
+        self._redis = redis.Redis.from_url(url)
+        self._prefix = f"{prefix}:index:"
+        self._seq_key = f"{self._prefix}seq"
+        self._add = self._redis.register_script(self._ADD)
+        self._lookup = self._redis.register_script(self._LOOKUP)
+
+    def catch_up(self, store: StoredRows) -> None:
+        after = int(self._redis.get(self._seq_key) or 0)
+        ids, arrays, last = _rows_to_arrays(store.index_rows(after))
+        for start in range(0, len(ids), 1000):  # a bounded script call, however much is missing
+            self._write(ids[start : start + 1000], arrays[start : start + 1000], last)
+
+    def stage(self, record_ids: Sequence[str], keys: Sequence[np.ndarray]) -> None:
+        """The costly part of adding, done before the lock so other workers keep deciding meanwhile."""
+        self._write(record_ids, keys, None)
+
+    def add(self, record_ids: Sequence[str], keys: Sequence[np.ndarray], last_seq: int) -> None:
+        """The keys were staged: only the sequence number the index is complete up to moves."""
+        self._redis.set(self._seq_key, last_seq)
+
+    def _write(self, record_ids: Sequence[str], keys: Sequence[np.ndarray], last_seq: int | None) -> None:
+        packed = [
+            f"{record_id} {' '.join(map(str, array.tolist()))}"
+            for record_id, array in zip(record_ids, keys, strict=True)
+        ]
+        mode = "keys" if last_seq is None else "seq"
+        self._add(args=[self._prefix, last_seq or 0, POSTINGS_PER_KEY, mode, *packed])
+
+    def lookup(self, queries: Sequence[np.ndarray], limit: int) -> tuple[list[list[str]], int]:
+        packed = [" ".join(map(str, q.tolist())) for q in queries]
+        seq, *found = self._lookup(args=[self._prefix, limit, *packed]).decode().split(";")
+        return [ids.split(",") if ids else [] for ids in found], int(seq)
+
+    def clear(self) -> int:
+        """Remove this index's keys (only those under its prefix); returns how many."""
+        removed = 0
+        for batch in _chunked(self._redis.scan_iter(match=f"{self._prefix}*", count=10_000), 10_000):
+            removed += self._redis.delete(*batch)
+        return removed
+
+
+def _chunked(items: Iterable, size: int) -> Iterable[list]:
+    batch = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 def within_batch(queries: Sequence[np.ndarray]) -> list[list[int]]:

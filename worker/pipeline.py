@@ -22,7 +22,7 @@ from worker import language
 from worker.decide import decide
 from worker.extract import extract
 from worker.fingerprint import fingerprint_batch, jaccard_and_containment
-from worker.index import MemoryIndex, keys_of, within_batch
+from worker.index import CandidateIndex, MemoryIndex, RedisIndex, keys_of, within_batch
 from worker.models import Decision, Document, Fingerprint, Method, Record, Rejection, Status, record_id
 from worker.readers import Item
 from worker.settings import Settings
@@ -85,7 +85,7 @@ class Pipeline:
     def __init__(self, store: Store, settings: Settings) -> None:
         self.store = store
         self.settings = settings
-        self.index = MemoryIndex()
+        self.index = make_index(settings)
         # Shingles of the records this process stored, so most verifications need no store read.
         # A record's root never changes, so an entry never goes stale; the cap only bounds memory.
         self._sketches: dict[str, Sketch] = {}
@@ -107,19 +107,31 @@ class Pipeline:
     def process(self, batch: list[Item]) -> list[Record]:
         """Decide and store one batch; returns the records it created (none for inputs already stored)."""
         rejections, prepared = self.prepare(batch)
+        limit = self.settings.max_candidates
+        # The costly lookup happens before taking the lock; under it, only the records stored since
+        # that lookup (by other workers, meanwhile) are looked at again.
+        early, complete_to = self.index.lookup([p.keys for p in prepared], limit)
+        self.index.stage([p.id for p in prepared], [p.keys for p in prepared])
         try:
             with self.store.writing() as txn:
-                self.index.load(txn.index_rows(self.index.last_seq))
+                self.index.catch_up(txn)
+                late = MemoryIndex()
+                late.catch_up(txn, after=complete_to)
+                found = {
+                    p.id: a + [c for c in b if c not in a]
+                    for p, a, b in zip(prepared, early, late.candidates([p.keys for p in prepared], limit), strict=True)
+                }
                 known = txn.existing_ids([p.id for p in prepared] + [r.id for r in rejections])
                 new = [_rejected(r) for r in _first_of_each(rejections, known)]
-                new += self._decide(txn, _first_of_each(prepared, known))
+                new += self._decide(txn, _first_of_each(prepared, known), found)
                 txn.insert(new)
-                self.index.last_seq = txn.last_seq()
+                indexed = [item for item in new if item.keys is not None]
+                # Before the commit: a shared index must never miss a record that others can see.
+                self.index.add([i.record.id for i in indexed], [i.keys for i in indexed], txn.last_seq())
         except BaseException:
-            self.index = MemoryIndex()  # it may hold this batch's records: reload it from the store
+            if isinstance(self.index, MemoryIndex):
+                self.index = MemoryIndex()  # it may hold this batch's records: reload it from the store
             raise
-        indexed = [item for item in new if item.keys is not None]
-        self.index.add([item.record.id for item in indexed], [item.keys for item in indexed])
         if len(self._sketches) > SKETCH_CACHE:
             self._sketches.clear()
         for item in indexed:
@@ -159,10 +171,10 @@ class Pipeline:
             for fp in fingerprint_batch(texts[start : start + FINGERPRINT_CHUNK], self.settings)
         ]
 
-    def _decide(self, txn: Transaction, batch: list[Prepared]) -> list[NewRecord]:
+    def _decide(self, txn: Transaction, batch: list[Prepared], found: dict[str, list[str]]) -> list[NewRecord]:
         limit = self.settings.max_candidates
         roots = txn.roots_by_hash(p.fingerprint.content_hash for p in batch)
-        stored_candidates = self.index.candidates([p.keys for p in batch], limit)
+        stored_candidates = [found[p.id] for p in batch]
         local_candidates = within_batch([p.keys for p in batch])
         wanted = {c for found in stored_candidates for c in found}
         sketches = {c: self._sketches[c] for c in wanted if c in self._sketches}
@@ -210,9 +222,9 @@ class Pipeline:
             rejections, prepared = self.prepare(batch)
             for rejection in rejections:
                 yield rejection.source, rejection.reason
-            with self.store.reading() as txn:
-                self.index.load(txn.index_rows(self.index.last_seq))
-                found = self.index.candidates([p.keys for p in prepared], max(limit, self.settings.max_candidates))
+            with self.store.writing() as txn:  # catching up writes a shared index: under the lock
+                self.index.catch_up(txn)
+                found, _ = self.index.lookup([p.keys for p in prepared], max(limit, self.settings.max_candidates))
                 for p, ids in zip(prepared, found, strict=True):
                     ids += txn.roots_by_hash([p.fingerprint.content_hash]).values()
                     scored = []
@@ -230,6 +242,13 @@ class Pipeline:
 
 
 T = TypeVar("T", Rejection, Prepared)
+
+
+def make_index(settings: Settings) -> CandidateIndex:
+    """In memory for the embedded default; shared in Redis when DOCSIEVE_INDEX_URL names one."""
+    if settings.index_url:
+        return RedisIndex(settings.index_url, settings.queue_prefix)
+    return MemoryIndex()
 
 
 def _first_of_each(items: list[T], known: set[str]) -> list[T]:

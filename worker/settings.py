@@ -47,7 +47,9 @@ class Settings:
     # The deployment: Celery over Redis (an amqp:// broker works too), PostgreSQL as the store.
     broker_url: str = "redis://127.0.0.1:6379/0"
     result_backend: str = "redis://127.0.0.1:6379/0"
-    # Queue names start with this, so several deployments (or test runs) can share one broker.
+    # The candidate index shared by all workers (redis://...); empty: each process keeps its own in memory.
+    index_url: str = ""
+    # Queue and index key names start with this, so several deployments (or test runs) can share one broker.
     queue_prefix: str = "docsieve"
     # Documents per task message from `docsieve submit`, and the most characters of text one carries.
     submit_batch: int = 256
