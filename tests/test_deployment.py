@@ -156,7 +156,7 @@ def test_copies_racing_on_four_worker_processes_get_one_canonical(deployment: di
 
 
 def test_a_task_delivered_twice_creates_no_second_record(deployment: dict) -> None:
-    from worker.tasks import to_message
+    from worker.messages import to_message
 
     settings = settings_of(deployment)
     app = create_app(settings)

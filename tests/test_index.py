@@ -94,7 +94,7 @@ def test_reindex_command_rebuilds_the_shared_index(redis_url: str, tmp_path) -> 
     client.hdel(postings, *list(before)[: len(before) // 2])  # half the index lost
     rebuilt = run("reindex")
     assert rebuilt.returncode == 0, rebuilt.stderr
-    after = {int(k): v.decode().split(",") for k, v in client.hgetall(postings).items()}
+    after = {int(np.frombuffer(k, "<i8")[0]): v.decode().split(",") for k, v in client.hgetall(postings).items()}
     store = Store(env["DOCSIEVE_STORE"])
     with store.reading() as txn:
         rows = list(txn.index_rows(0))

@@ -66,7 +66,7 @@ def create_app(settings: Settings) -> Celery:
         task_time_limit=settings.task_time_limit,
         task_queues=(Queue(cpu), Queue(io)),
         task_default_queue=cpu,
-        task_routes={"docsieve.ingest_batch": {"queue": cpu}},
+        task_routes={"docsieve.*": {"queue": cpu}},
         result_expires=24 * 3600,
         task_track_started=True,
         worker_send_task_events=True,  # for Flower and `docsieve status`

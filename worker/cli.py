@@ -163,8 +163,9 @@ def _ingest(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _submit(args: argparse.Namespace, settings: Settings) -> int:
+    from worker.celery_app import app, queue_names
+    from worker.messages import INGEST_TASK, message_size, to_message
     from worker.readers import read
-    from worker.tasks import ingest_batch, message_size, to_message
 
     queued_tasks = []
     documents = 0
@@ -174,7 +175,7 @@ def _submit(args: argparse.Namespace, settings: Settings) -> int:
     def send() -> None:
         nonlocal batch, size
         if batch:
-            queued_tasks.append(ingest_batch.delay(batch))
+            queued_tasks.append(app.send_task(INGEST_TASK, args=[batch], queue=queue_names(settings)[0]))
             batch, size = [], 0
 
     for item in read(args.paths, settings.max_document_bytes):

@@ -165,16 +165,17 @@ class RedisIndex:
 
     # One hash holds every key's postings as "id,id,...": a batch's lookup is a few HMGETs inside one
     # script call instead of one command (or one Lua redis.call, ~3 µs each) per key; a batch has some
-    # 15,000 keys. Keys and results travel packed in strings, which redis-py builds and parses cheaply.
+    # 15,000 keys. Keys travel as the raw 8 bytes of each int64 (the hash's field names), so neither
+    # side formats or parses numbers.
     _ADD = """
     local hash, cap = ARGV[1] .. 'postings', tonumber(ARGV[3])
     local order, added = {}, {}
-    for i = 5, #ARGV do
-        local id
-        for token in string.gmatch(ARGV[i], '%S+') do
-            if id == nil then id = token
-            elseif added[token] then table.insert(added[token], id)
-            else added[token] = {id}; order[#order + 1] = token end
+    for i = 5, #ARGV, 2 do
+        local id, keys = ARGV[i], ARGV[i + 1]
+        for p = 1, #keys, 8 do
+            local key = string.sub(keys, p, p + 7)
+            if added[key] then table.insert(added[key], id)
+            else added[key] = {id}; order[#order + 1] = key end
         end
     end
     for s = 1, #order, 2000 do
@@ -182,12 +183,15 @@ class RedisIndex:
         local current = redis.call('HMGET', hash, unpack(order, s, e))
         local fields = {}
         for j = s, e do
-            local key, ids = order[j], {}
-            local old = current[j - s + 1]
-            if old then for id in string.gmatch(old, '[^,]+') do ids[#ids + 1] = id end end
-            local before = #ids
-            for _, id in ipairs(added[key]) do if #ids < cap then ids[#ids + 1] = id end end
-            if #ids > before then fields[#fields + 1] = key; fields[#fields + 1] = table.concat(ids, ',') end
+            local key, old = order[j], current[j - s + 1]
+            local ids, count = {}, 0
+            if old then ids[1] = old; for _ in string.gmatch(old, '[^,]+') do count = count + 1 end end
+            for _, id in ipairs(added[key]) do
+                if count < cap then ids[#ids + 1] = id; count = count + 1 end
+            end
+            if #ids > (old and 1 or 0) then
+                fields[#fields + 1] = key; fields[#fields + 1] = table.concat(ids, ',')
+            end
         end
         if #fields > 0 then redis.call('HSET', hash, unpack(fields)) end
     end
@@ -199,8 +203,9 @@ class RedisIndex:
     local hash, limit = ARGV[1] .. 'postings', tonumber(ARGV[2])
     local docs, unique, position = {}, {}, {}
     for i = 3, #ARGV do
-        local keys = {}
-        for key in string.gmatch(ARGV[i], '%S+') do
+        local keys, blob = {}, ARGV[i]
+        for p = 1, #blob, 8 do
+            local key = string.sub(blob, p, p + 7)
             keys[#keys + 1] = key
             if not position[key] then unique[#unique + 1] = key; position[key] = #unique end
         end
@@ -257,15 +262,13 @@ class RedisIndex:
         self._redis.set(self._seq_key, last_seq)
 
     def _write(self, record_ids: Sequence[str], keys: Sequence[np.ndarray], last_seq: int | None) -> None:
-        packed = [
-            f"{record_id} {' '.join(map(str, array.tolist()))}"
-            for record_id, array in zip(record_ids, keys, strict=True)
-        ]
-        mode = "keys" if last_seq is None else "seq"
-        self._add(args=[self._prefix, last_seq or 0, POSTINGS_PER_KEY, mode, *packed])
+        args: list = [self._prefix, last_seq or 0, POSTINGS_PER_KEY, "keys" if last_seq is None else "seq"]
+        for record_id, array in zip(record_ids, keys, strict=True):
+            args += (record_id, array.astype("<i8").tobytes())
+        self._add(args=args)
 
     def lookup(self, queries: Sequence[np.ndarray], limit: int) -> tuple[list[list[str]], int]:
-        packed = [" ".join(map(str, q.tolist())) for q in queries]
+        packed = [q.astype("<i8").tobytes() for q in queries]
         seq, *found = self._lookup(args=[self._prefix, limit, *packed]).decode().split(";")
         return [ids.split(",") if ids else [] for ids in found], int(seq)
 

@@ -18,9 +18,8 @@ from celery import Task
 from kombu.exceptions import OperationalError as BrokerError
 
 from worker.celery_app import app
-from worker.models import Format, RawDocument, Rejection
+from worker.messages import INGEST_TASK, from_message
 from worker.pipeline import Pipeline
-from worker.readers import Item
 from worker.settings import Settings
 from worker.store import Store
 
@@ -34,30 +33,6 @@ TRANSIENT = (
     ConnectionError,
     TimeoutError,
 )
-
-
-def to_message(item: Item) -> dict:
-    if isinstance(item, Rejection):
-        return {"source": item.source, "reason": item.reason, "raw_hash": item.raw_hash}
-    message = {"source": item.source, "body": item.body, "format": str(item.format)}
-    for name in ("title", "url", "published", "language"):
-        if getattr(item, name):
-            message[name] = getattr(item, name)
-    return message
-
-
-def from_message(message: dict) -> Item:
-    if "reason" in message:
-        return Rejection(message["source"], message["reason"], message["raw_hash"])
-    return RawDocument(
-        source=message["source"],
-        body=message["body"],
-        format=Format(message.get("format", "scraped")),
-        title=message.get("title"),
-        url=message.get("url"),
-        published=message.get("published"),
-        language=message.get("language"),
-    )
 
 
 @cache
@@ -79,7 +54,7 @@ class IngestTask(Task):
 
 
 @app.task(
-    name="docsieve.ingest_batch",
+    name=INGEST_TASK,
     base=IngestTask,
     bind=True,
     autoretry_for=TRANSIENT,
@@ -95,8 +70,3 @@ def ingest_batch(self, messages: list[dict]) -> dict:
         for r in records
     )
     return {"received": len(messages), "stored": len(records), **statuses}
-
-
-def message_size(message: dict) -> int:
-    """Characters of text in a message: what its size on the wire grows with."""
-    return sum(len(value) for value in message.values() if isinstance(value, str))
