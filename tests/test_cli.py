@@ -125,3 +125,14 @@ def test_help_everywhere() -> None:
             [sys.executable, "-m", "worker.cli", *command, "--help"], cwd=REPO, capture_output=True, text=True
         )
         assert result.returncode == 0 and "--store" in result.stdout
+
+
+def test_printed_urls_hide_passwords() -> None:
+    from worker.cli import _shown
+
+    assert (
+        _shown("postgresql+psycopg://docsieve:secret@db:5432/docsieve")
+        == "postgresql+psycopg://docsieve:***@db:5432/docsieve"
+    )
+    assert _shown("amqp://guest:guest@127.0.0.1:5672//") == "amqp://guest:***@127.0.0.1:5672//"
+    assert _shown("sqlite:///docsieve.db") == "sqlite:///docsieve.db"

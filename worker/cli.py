@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from urllib.parse import urlsplit, urlunsplit
 
 from worker.settings import Settings, SettingsError
 
@@ -153,7 +154,7 @@ def _ingest(args: argparse.Namespace, settings: Settings) -> int:
         f"read {summary.read}  new {summary.new}  exact copies {summary.exact}  near copies {summary.near}  "
         f"rejected {summary.rejected}  already stored {summary.unchanged}"
     )
-    print(f"elapsed {summary.elapsed:.2f} s  {summary.docs_per_s:,.1f} docs/s  store {settings.store}")
+    print(f"elapsed {summary.elapsed:.2f} s  {summary.docs_per_s:,.1f} docs/s  store {_shown(settings.store)}")
     for reason, n in sorted(summary.reasons.items(), key=lambda kv: -kv[1]):
         print(f"  rejected {n}: {reason}")
     if summary.read == 0:
@@ -187,7 +188,7 @@ def _submit(args: argparse.Namespace, settings: Settings) -> int:
         size += length
         documents += 1
     send()
-    print(f"queued {documents} documents in {len(queued_tasks)} tasks to {settings.broker_url}")
+    print(f"queued {documents} documents in {len(queued_tasks)} tasks to {_shown(settings.broker_url)}")
     if not args.wait:
         return 0 if documents else 1
     return _follow(queued_tasks, documents, quiet=args.quiet)
@@ -291,7 +292,7 @@ def _reindex(args: argparse.Namespace, settings: Settings) -> int:
             index.catch_up(txn)
     finally:
         store.close()
-    print(f"index rebuilt from {settings.store}: {removed} old keys removed")
+    print(f"index rebuilt from {_shown(settings.store)}: {removed} old keys removed")
     return 0
 
 
@@ -299,7 +300,7 @@ def _migrate(args: argparse.Namespace, settings: Settings) -> int:
     from worker.store import SCHEMA_REVISION, Store
 
     Store(settings.store).close()
-    print(f"store {settings.store} at schema revision {SCHEMA_REVISION}")
+    print(f"store {_shown(settings.store)} at schema revision {SCHEMA_REVISION}")
     return 0
 
 
@@ -387,6 +388,15 @@ def _similar(args: argparse.Namespace, settings: Settings) -> int:
         return 0 if found_any else 1
     finally:
         store.close()
+
+
+def _shown(url: str) -> str:
+    """A URL as printed: without its password."""
+    parts = urlsplit(url)
+    if not parts.password:
+        return url
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
 
 
 if __name__ == "__main__":
