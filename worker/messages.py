@@ -5,6 +5,9 @@ Kept apart from the tasks so that ``docsieve submit`` imports neither the pipeli
 
 from __future__ import annotations
 
+import hashlib
+import json
+
 from worker.models import Format, RawDocument, Rejection
 from worker.readers import Item
 
@@ -21,17 +24,32 @@ def to_message(item: Item) -> dict:
     return message
 
 
-def from_message(message: dict) -> Item:
-    if "reason" in message:
-        return Rejection(message["source"], message["reason"], message["raw_hash"])
-    return RawDocument(
-        source=message["source"],
-        body=message["body"],
-        format=Format(message.get("format", "scraped")),
-        title=message.get("title"),
-        url=message.get("url"),
-        published=message.get("published"),
-        language=message.get("language"),
+def from_message(message: object) -> Item:
+    """The item a message carries; a malformed message is a rejection, never an exception."""
+    if isinstance(message, dict) and isinstance(message.get("source"), str):
+        try:
+            if "reason" in message:
+                return Rejection(message["source"], str(message["reason"]), str(message["raw_hash"]))
+            if isinstance(message.get("body"), str):
+                return RawDocument(
+                    source=message["source"],
+                    body=message["body"],
+                    format=Format(message.get("format", "scraped")),
+                    title=message.get("title"),
+                    url=message.get("url"),
+                    published=message.get("published"),
+                    language=message.get("language"),
+                )
+        except (KeyError, ValueError) as exc:
+            return _malformed(message, f"{type(exc).__name__}: {exc}")
+    return _malformed(message, "a document message needs a 'source' and a 'body' string")
+
+
+def _malformed(message: object, why: str) -> Rejection:
+    raw = json.dumps(message, ensure_ascii=False, sort_keys=True, default=str)
+    source = message.get("source") if isinstance(message, dict) else None
+    return Rejection(
+        str(source or "(unknown source)"), f"malformed task message: {why}", hashlib.sha256(raw.encode()).hexdigest()
     )
 
 

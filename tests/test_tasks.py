@@ -1,0 +1,49 @@
+"""The Celery task's own behaviour, without a broker: bad messages become rejected records, and a task
+that fails for good is recorded where `docsieve status` shows it."""
+
+from __future__ import annotations
+
+import pytest
+
+import worker.tasks as tasks
+from tests.conftest import fixture_text
+from worker.messages import from_message, to_message
+from worker.models import RawDocument, Rejection
+from worker.pipeline import Pipeline
+
+
+@pytest.fixture
+def task_pipeline(pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch) -> Pipeline:
+    monkeypatch.setattr(tasks, "_pipeline", lambda: pipeline)
+    return pipeline
+
+
+def test_messages_round_trip() -> None:
+    doc = RawDocument("a.txt", "نص", title="عنوان", url="http://x/a", language="ar")
+    assert from_message(to_message(doc)) == doc
+    rejection = Rejection("b.bin", "binary data", "ab" * 32)
+    assert from_message(to_message(rejection)) == rejection
+
+
+def test_malformed_messages_are_rejected_records(task_pipeline: Pipeline) -> None:
+    good = to_message(RawDocument("good.txt", fixture_text("ar_near_a.txt")))
+    result = tasks.ingest_batch.run(
+        [
+            good,
+            {"source": "no-body.txt"},
+            "not an object",
+            {"body": "no source"},
+            {"source": "bad-format.txt", "body": "x", "format": "pdf"},
+        ]
+    )
+    assert result == {"received": 5, "stored": 5, "canonical": 1, "rejected": 4}
+    reasons = {r.source: r.reason for r in task_pipeline.store.iter_records() if r.reason}
+    assert all(reason.startswith("malformed task message") for reason in reasons.values())
+    assert "bad-format.txt" in reasons and "no-body.txt" in reasons
+
+
+def test_a_failed_task_is_recorded(task_pipeline: Pipeline) -> None:
+    tasks.ingest_batch.on_failure(RuntimeError("disk full"), "task-42", ([{"source": "a.txt"}],), {}, None)
+    (failure,) = task_pipeline.store.recent_failures()
+    assert (failure["task_id"], failure["error"]) == ("task-42", "RuntimeError: disk full")
+    assert failure["sources"] == '["a.txt"]'
