@@ -44,6 +44,7 @@ def deployment(redis_url: str, postgres_server_url: str, tmp_path: Path) -> Iter
             "DOCSIEVE_BROKER_URL": redis_url,
             "DOCSIEVE_RESULT_BACKEND": redis_url,
             "DOCSIEVE_QUEUE_PREFIX": prefix,
+            "DOCSIEVE_INDEX_URL": redis_url,  # the shared index, as deployed
         }
         yield env
         client = redis.Redis.from_url(redis_url)

@@ -16,6 +16,7 @@ the first design: 57 rows a document made the SQLite writes cost more than the r
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -184,18 +185,34 @@ class RedisIndex:
         local fields = {}
         for j = s, e do
             local key, old = order[j], current[j - s + 1]
-            local ids, count = {}, 0
-            if old then ids[1] = old; for _ in string.gmatch(old, '[^,]+') do count = count + 1 end end
-            for _, id in ipairs(added[key]) do
-                if count < cap then ids[#ids + 1] = id; count = count + 1 end
+            local ids, present = {}, {}
+            if old then
+                for id in string.gmatch(old, '[^,]+') do ids[#ids + 1] = id; present[id] = true end
             end
-            if #ids > (old and 1 or 0) then
+            local before = #ids
+            for _, id in ipairs(added[key]) do
+                if #ids < cap and not present[id] then ids[#ids + 1] = id; present[id] = true end
+            end
+            if #ids > before then
                 fields[#fields + 1] = key; fields[#fields + 1] = table.concat(ids, ',')
             end
         end
         if #fields > 0 then redis.call('HSET', hash, unpack(fields)) end
     end
-    if ARGV[4] == 'seq' then redis.call('SET', ARGV[1] .. 'seq', ARGV[2]) end
+    redis.call('SETNX', ARGV[1] .. 'epoch', ARGV[4])
+    if tonumber(ARGV[2]) > tonumber(redis.call('GET', ARGV[1] .. 'seq') or '0') then
+        redis.call('SET', ARGV[1] .. 'seq', ARGV[2])
+    end
+    return redis.call('GET', ARGV[1] .. 'epoch')
+    """
+    # Moves the sequence number only if the staged keys are still there (the same epoch: the index was
+    # not cleared, nor Redis restarted empty, since they were written); otherwise the caller writes
+    # them again.
+    _PUBLISH = """
+    if redis.call('GET', ARGV[1] .. 'epoch') ~= ARGV[3] then return 0 end
+    if tonumber(ARGV[2]) > tonumber(redis.call('GET', ARGV[1] .. 'seq') or '0') then
+        redis.call('SET', ARGV[1] .. 'seq', ARGV[2])
+    end
     return 1
     """
     # Counting shared keys per document happens here too: the reply is a few ids a document.
@@ -245,27 +262,43 @@ class RedisIndex:
         self._prefix = f"{prefix}:index:"
         self._seq_key = f"{self._prefix}seq"
         self._add = self._redis.register_script(self._ADD)
+        self._publish = self._redis.register_script(self._PUBLISH)
         self._lookup = self._redis.register_script(self._LOOKUP)
+        self._staged_epoch = b""
+
+    def close(self) -> None:
+        self._redis.close()
 
     def catch_up(self, store: StoredRows) -> None:
         after = int(self._redis.get(self._seq_key) or 0)
-        ids, arrays, last = _rows_to_arrays(store.index_rows(after))
-        for start in range(0, len(ids), 1000):  # a bounded script call, however much is missing
-            self._write(ids[start : start + 1000], arrays[start : start + 1000], last)
+        batch: list[tuple[int, str, bytes]] = []
+        for row in store.index_rows(after):
+            batch.append(row)
+            if len(batch) == 1000:  # bounded script calls, each complete up to its own last row
+                self._write_rows(batch)
+                batch = []
+        self._write_rows(batch)
+
+    def _write_rows(self, rows: list[tuple[int, str, bytes]]) -> None:
+        ids, arrays, last = _rows_to_arrays(rows)
+        if ids:
+            self._write(ids, arrays, last)
 
     def stage(self, record_ids: Sequence[str], keys: Sequence[np.ndarray]) -> None:
         """The costly part of adding, done before the lock so other workers keep deciding meanwhile."""
-        self._write(record_ids, keys, None)
+        self._staged_epoch = self._write(record_ids, keys, 0)
 
     def add(self, record_ids: Sequence[str], keys: Sequence[np.ndarray], last_seq: int) -> None:
-        """The keys were staged: only the sequence number the index is complete up to moves."""
-        self._redis.set(self._seq_key, last_seq)
+        """After the commit: the staged keys are there, so the sequence number moves; if the index was
+        cleared meanwhile, the keys are written again first."""
+        if not self._publish(args=[self._prefix, last_seq, self._staged_epoch]):
+            self._write(record_ids, keys, last_seq)
 
-    def _write(self, record_ids: Sequence[str], keys: Sequence[np.ndarray], last_seq: int | None) -> None:
-        args: list = [self._prefix, last_seq or 0, POSTINGS_PER_KEY, "keys" if last_seq is None else "seq"]
+    def _write(self, record_ids: Sequence[str], keys: Sequence[np.ndarray], last_seq: int) -> bytes:
+        args: list = [self._prefix, last_seq, POSTINGS_PER_KEY, uuid.uuid4().hex]
         for record_id, array in zip(record_ids, keys, strict=True):
             args += (record_id, array.astype("<i8").tobytes())
-        self._add(args=args)
+        return self._add(args=args)
 
     def lookup(self, queries: Sequence[np.ndarray], limit: int) -> tuple[list[list[str]], int]:
         packed = [q.astype("<i8").tobytes() for q in queries]

@@ -126,12 +126,17 @@ class Pipeline:
                 new += self._decide(txn, _first_of_each(prepared, known), found)
                 txn.insert(new)
                 indexed = [item for item in new if item.keys is not None]
-                # Before the commit: a shared index must never miss a record that others can see.
-                self.index.add([i.record.id for i in indexed], [i.keys for i in indexed], txn.last_seq())
+                last_seq = txn.last_seq()
+                if isinstance(self.index, MemoryIndex):  # private: added before the commit, reset on failure
+                    self.index.add([i.record.id for i in indexed], [i.keys for i in indexed], last_seq)
         except BaseException:
             if isinstance(self.index, MemoryIndex):
                 self.index = MemoryIndex()  # it may hold this batch's records: reload it from the store
             raise
+        if not isinstance(self.index, MemoryIndex):
+            # Shared: the keys were staged before the lock; the index's sequence number moves only now,
+            # after the commit, so it never claims records that were rolled back.
+            self.index.add([i.record.id for i in indexed], [i.keys for i in indexed], last_seq)
         if len(self._sketches) > SKETCH_CACHE:
             self._sketches.clear()
         for item in indexed:
@@ -162,6 +167,11 @@ class Pipeline:
             rid = record_id(doc.source, fp.content_hash)
             prepared.append(Prepared(rid, doc, fp, keys_of(fp), doc.language or lang))
         return rejections, prepared
+
+    def close(self) -> None:
+        if isinstance(self.index, RedisIndex):
+            self.index.close()
+        self.store.close()
 
     def fingerprint(self, documents: list[Document]) -> list[Fingerprint]:
         texts = [doc.text for doc in documents]
@@ -222,7 +232,7 @@ class Pipeline:
             rejections, prepared = self.prepare(batch)
             for rejection in rejections:
                 yield rejection.source, rejection.reason
-            with self.store.writing() as txn:  # catching up writes a shared index: under the lock
+            with self.store.reading() as txn:
                 self.index.catch_up(txn)
                 found, _ = self.index.lookup([p.keys for p in prepared], max(limit, self.settings.max_candidates))
                 for p, ids in zip(prepared, found, strict=True):
