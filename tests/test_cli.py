@@ -136,3 +136,11 @@ def test_printed_urls_hide_passwords() -> None:
     )
     assert _shown("amqp://guest:guest@127.0.0.1:5672//") == "amqp://guest:***@127.0.0.1:5672//"
     assert _shown("sqlite:///docsieve.db") == "sqlite:///docsieve.db"
+
+
+def test_read_commands_do_not_create_a_store(tmp_path: Path) -> None:
+    store = f"sqlite:///{tmp_path / 'typo.db'}"
+    for command in (["export"], ["show", "abc"], ["similar", "seeds/"]):
+        result = docsieve(*command, store=store)
+        assert result.returncode == 2 and "no docsieve store" in result.stderr
+    assert not (tmp_path / "typo.db").exists()

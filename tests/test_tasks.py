@@ -15,6 +15,7 @@ from worker.pipeline import Pipeline
 @pytest.fixture
 def task_pipeline(pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch) -> Pipeline:
     monkeypatch.setattr(tasks, "_pipeline", lambda: pipeline)
+    monkeypatch.setitem(tasks.app.conf, "docsieve_settings", pipeline.settings)
     return pipeline
 
 
@@ -46,4 +47,4 @@ def test_a_failed_task_is_recorded(task_pipeline: Pipeline) -> None:
     tasks.ingest_batch.on_failure(RuntimeError("disk full"), "task-42", ([{"source": "a.txt"}],), {}, None)
     (failure,) = task_pipeline.store.recent_failures()
     assert (failure["task_id"], failure["error"]) == ("task-42", "RuntimeError: disk full")
-    assert failure["sources"] == '["a.txt"]'
+    assert failure["sources"] == '["a.txt"]' and failure["payload"] == '[{"source": "a.txt"}]'

@@ -19,8 +19,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"docsieve: {exc}", file=sys.stderr)
         return 2
+    from worker.store import StoreError
+
     try:
         return args.run(args, settings)
+    except StoreError as exc:
+        print(f"docsieve: {exc}", file=sys.stderr)
+        return 2
     except BrokenPipeError:  # `docsieve export | head`
         return 0
 
@@ -260,7 +265,7 @@ def _status(args: argparse.Namespace, settings: Settings) -> int:
             print(f"queue {queue}: {depth} waiting")
     replies = app.control.inspect(timeout=1.0).ping() or {}
     print(f"workers online: {len(replies)}" + (f" ({', '.join(sorted(replies))})" if replies else ""))
-    store = Store(settings.store)
+    store = Store(settings.store, migrate=False)
     try:
         counts = store.counts()
         print("records: " + "  ".join(f"{s} {counts.get(s, 0)}" for s in ("canonical", "duplicate", "rejected")))
@@ -285,7 +290,7 @@ def _reindex(args: argparse.Namespace, settings: Settings) -> int:
         )
         return 1
     index = RedisIndex(settings.index_url, settings.queue_prefix)
-    store = Store(settings.store)
+    store = Store(settings.store, migrate=False)
     try:
         with store.writing() as txn:  # no worker decides while the index is rebuilt
             removed = index.clear()
@@ -308,7 +313,7 @@ def _export(args: argparse.Namespace, settings: Settings) -> int:
     from worker.models import Status
     from worker.store import Store
 
-    store = Store(settings.store)
+    store = Store(settings.store, migrate=False)
     out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout  # noqa: SIM115
     try:
         for record in store.iter_records(Status(args.status) if args.status else None):
@@ -323,7 +328,7 @@ def _export(args: argparse.Namespace, settings: Settings) -> int:
 def _show(args: argparse.Namespace, settings: Settings) -> int:
     from worker.store import Store
 
-    store = Store(settings.store)
+    store = Store(settings.store, migrate=False)
     try:
         record = store.get(args.id)
         if record is None:
@@ -367,7 +372,7 @@ def _similar(args: argparse.Namespace, settings: Settings) -> int:
     from worker.readers import read
     from worker.store import Store
 
-    store = Store(settings.store)
+    store = Store(settings.store, migrate=False)
     try:
         found_any = False
         for source, matches in Pipeline(store, settings).similar(

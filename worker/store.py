@@ -54,6 +54,7 @@ failures = sa.Table(
     sa.Column("task", sa.String(100), nullable=False),
     sa.Column("error", sa.Text, nullable=False),
     sa.Column("sources", sa.Text, nullable=False),  # JSON list of the sources in the task
+    sa.Column("payload", sa.Text, nullable=False),  # the task's messages (JSON), to retry them
     sa.Column("failed_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
 )
 
@@ -136,12 +137,27 @@ class Transaction:
             self.conn.execute(records.insert(), chunk)
 
 
+class StoreError(RuntimeError):
+    """The store cannot be used as asked; the message says why."""
+
+
 class Store:
     def __init__(self, url: str, migrate: bool = True) -> None:
+        """Open a store; ``migrate`` brings its schema up to date (creating it), otherwise a store
+        without docsieve's schema is an error, so a mistyped URL never passes for an empty store."""
         self.url = url
+        database = sa.engine.make_url(url).database
+        if not migrate and url.startswith("sqlite") and database and not Path(database).exists():
+            raise StoreError(f"no docsieve store at {url} (run `docsieve migrate` or `docsieve ingest` first)")
         self.engine = create_engine(url)
-        if migrate:
-            upgrade(self.engine)
+        try:
+            if migrate:
+                upgrade(self.engine)
+            elif _revision(self.engine) is None:
+                raise StoreError(f"no docsieve store at {url} (run `docsieve migrate` or `docsieve ingest` first)")
+        except BaseException:
+            self.engine.dispose()
+            raise
 
     def close(self) -> None:
         self.engine.dispose()
@@ -178,13 +194,17 @@ class Store:
             for row in conn.execute(query.execution_options(yield_per=1000)):
                 yield _record(row)
 
-    def record_failure(self, task_id: str, task: str, error: str, sources: list[str]) -> None:
+    def record_failure(self, task_id: str, task: str, error: str, messages: list) -> None:
+        sources = [m.get("source") if isinstance(m, dict) else None for m in messages]
+        row = {
+            "task_id": task_id,
+            "task": task,
+            "error": error,
+            "sources": json.dumps(sources, ensure_ascii=False),
+            "payload": json.dumps(messages, ensure_ascii=False, default=str),
+        }
         with self.engine.begin() as conn:
-            conn.execute(
-                failures.insert().values(
-                    task_id=task_id, task=task, error=error, sources=json.dumps(sources, ensure_ascii=False)
-                )
-            )
+            conn.execute(failures.insert().values(**row))
 
     def recent_failures(self, limit: int = 10) -> list[dict]:
         query = sa.select(failures).order_by(failures.c.id.desc()).limit(limit)

@@ -44,11 +44,16 @@ def _pipeline() -> Pipeline:
 
 class IngestTask(Task):
     def on_failure(self, exc, task_id, args, kwargs, einfo) -> None:
+        """Keep the failed task's messages where a person can see them. After a hard time limit this runs
+        in the pool's parent process, so it uses a store of its own, closed at once, rather than the
+        per-process pipeline, whose connections children forked later would inherit."""
         messages = args[0] if args else kwargs.get("messages", [])
         try:
-            _pipeline().store.record_failure(
-                task_id, self.name, f"{type(exc).__name__}: {exc}", [m.get("source") for m in messages]
-            )
+            store = Store(app.conf.docsieve_settings.store, migrate=False)
+            try:
+                store.record_failure(task_id, self.name, f"{type(exc).__name__}: {exc}", messages)
+            finally:
+                store.close()
         except Exception:  # the store itself may be what failed; the worker log keeps the error
             self.app.log.get_default_logger().exception("could not record the failure of task %s", task_id)
 

@@ -22,6 +22,7 @@ def upgrade() -> None:
         sa.Column("task", sa.String(100), nullable=False),
         sa.Column("error", sa.Text, nullable=False),
         sa.Column("sources", sa.Text, nullable=False),
+        sa.Column("payload", sa.Text, nullable=False),
         sa.Column("failed_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
     )
 
