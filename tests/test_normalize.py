@@ -61,9 +61,14 @@ def test_same_in_another_process() -> None:
     assert other.stdout == normalize(text)
 
 
-def test_cached_tables_equal_freshly_built_ones() -> None:
+def test_cached_tables_equal_freshly_built_ones(tmp_path, monkeypatch) -> None:
     from worker.normalize import _build_tables, _tables
 
-    cached, built = _tables(), _build_tables()
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    _tables.cache_clear()
+    _tables()  # builds and writes the cache
+    assert list((tmp_path / "docsieve").glob("normalize-*.npz"))
+    _tables.cache_clear()
+    cached, built = _tables(), _build_tables()  # the first from disk
     assert (cached.fold == built.fold).all() and (cached.special == built.special).all()
     assert (cached.needs_unicodedata == built.needs_unicodedata).all() and cached.expansions == built.expansions

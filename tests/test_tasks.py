@@ -35,12 +35,14 @@ def test_malformed_messages_are_rejected_records(task_pipeline: Pipeline) -> Non
             "not an object",
             {"body": "no source"},
             {"source": "bad-format.txt", "body": "x", "format": "pdf"},
+            {"source": "bad-title.txt", "body": "x", "title": 5},
         ]
     )
-    assert result == {"received": 5, "stored": 5, "canonical": 1, "rejected": 4}
+    assert result == {"received": 6, "stored": 6, "canonical": 1, "rejected": 5}
     reasons = {r.source: r.reason for r in task_pipeline.store.iter_records() if r.reason}
     assert all(reason.startswith("malformed task message") for reason in reasons.values())
     assert "bad-format.txt" in reasons and "no-body.txt" in reasons
+    assert reasons["bad-title.txt"] == "malformed task message: title must be text"
 
 
 def test_a_failed_task_is_recorded(task_pipeline: Pipeline) -> None:

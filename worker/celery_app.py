@@ -5,12 +5,13 @@ Choices, and the traps they avoid:
   finished, and a child killed by SIGKILL or the OOM killer gives its message back instead of losing
   it. Tasks are idempotent (deterministic record ids, decided under the store's write lock), so a
   message delivered twice creates nothing twice.
-- ``worker_prefetch_multiplier=1``: with late acks, a worker holds at most one message per process
-  beyond the one it runs, so a slow task never keeps other work hostage.
+- ``worker_prefetch_multiplier=1``: with late acks, each pool process reserves only the message it
+  runs, so a slow task never keeps other work hostage.
 - Redis ``visibility_timeout`` (settings, 2 h) exceeds the task hard time limit and the longest retry
   delay, so no message is redelivered while it is legitimately running or waiting (kombu#337).
   No task is ever scheduled with an ETA or countdown beyond it.
-- Soft and hard time limits: a stuck task ends, and its message is not acknowledged as done.
+- Soft and hard time limits: a stuck task ends and fails; its messages are kept in the failures table
+  (``task_acks_on_failure_or_timeout`` then acknowledges it, so it does not loop).
 - JSON only (UTF-8, not \\u-escaped), small messages: documents travel in batches of at most
   ``submit_batch`` documents and ``submit_max_chars`` characters of text.
 - The broker's Redis must not evict keys: run it with ``maxmemory-policy noeviction`` (docker-compose
@@ -60,7 +61,6 @@ def create_app(settings: Settings) -> Celery:
         task_acks_on_failure_or_timeout=True,  # a task that failed for good is in the failures table
         worker_prefetch_multiplier=1,
         broker_transport_options={"visibility_timeout": settings.visibility_timeout},
-        result_backend_transport_options={"visibility_timeout": settings.visibility_timeout},
         broker_connection_retry_on_startup=True,
         task_soft_time_limit=settings.task_soft_time_limit,
         task_time_limit=settings.task_time_limit,

@@ -142,7 +142,7 @@ def _ingest(args: argparse.Namespace, settings: Settings) -> int:
     from worker.readers import read
     from worker.store import Store
 
-    store = Store(settings.store)
+    pipeline = Pipeline(Store(settings.store), settings)
     items = read(args.paths, settings.max_document_bytes)
     bar = None
     if not args.quiet and sys.stderr.isatty():
@@ -150,11 +150,11 @@ def _ingest(args: argparse.Namespace, settings: Settings) -> int:
 
         bar = tqdm(unit="doc", desc="ingest", file=sys.stderr, dynamic_ncols=True)
     try:
-        summary = Pipeline(store, settings).ingest(items, progress=bar.update if bar else None)
+        summary = pipeline.ingest(items, progress=bar.update if bar else None)
     finally:
         if bar:
             bar.close()
-        store.close()
+        pipeline.close()
     print(
         f"read {summary.read}  new {summary.new}  exact copies {summary.exact}  near copies {summary.near}  "
         f"rejected {summary.rejected}  already stored {summary.unchanged}"
@@ -263,8 +263,11 @@ def _status(args: argparse.Namespace, settings: Settings) -> int:
             except Exception:  # a queue nobody declared yet is empty
                 depth = 0
             print(f"queue {queue}: {depth} waiting")
-    replies = app.control.inspect(timeout=1.0).ping() or {}
-    print(f"workers online: {len(replies)}" + (f" ({', '.join(sorted(replies))})" if replies else ""))
+    # Only the workers of this deployment: those consuming its queue (a broker may serve several).
+    consuming = app.control.inspect(timeout=1.0).active_queues() or {}
+    cpu_queue = queue_names(settings)[0]
+    replies = sorted(w for w, queues in consuming.items() if any(q.get("name") == cpu_queue for q in queues))
+    print(f"workers online: {len(replies)}" + (f" ({', '.join(replies)})" if replies else ""))
     store = Store(settings.store, migrate=False)
     try:
         counts = store.counts()
@@ -372,12 +375,10 @@ def _similar(args: argparse.Namespace, settings: Settings) -> int:
     from worker.readers import read
     from worker.store import Store
 
-    store = Store(settings.store, migrate=False)
+    pipeline = Pipeline(Store(settings.store, migrate=False), settings)
     try:
         found_any = False
-        for source, matches in Pipeline(store, settings).similar(
-            read([args.path], settings.max_document_bytes), args.limit
-        ):
+        for source, matches in pipeline.similar(read([args.path], settings.max_document_bytes), args.limit):
             found_any = True
             print(source)
             if isinstance(matches, str):
@@ -392,7 +393,7 @@ def _similar(args: argparse.Namespace, settings: Settings) -> int:
                 )
         return 0 if found_any else 1
     finally:
-        store.close()
+        pipeline.close()
 
 
 def _shown(url: str) -> str:

@@ -43,6 +43,7 @@ def _mix(x: np.ndarray) -> np.ndarray:
     return x
 
 
+KEEP_POWERS = 1 << 22  # code points whose power tables stay cached (64 MiB); larger chunks are rare
 BASE = 0x100000001B3  # FNV's 64-bit prime: odd, so it has an inverse modulo 2**64
 
 
@@ -54,6 +55,11 @@ class _PowerTable:
         self.inverses = np.ones(0, dtype=np.uint64)
 
     def __call__(self, size: int) -> tuple[np.ndarray, np.ndarray]:
+        if size > KEEP_POWERS:  # a huge chunk: tables for it alone, not kept (16 bytes a character)
+            return _PowerTable()._grown(size)
+        return self._grown(size)
+
+    def _grown(self, size: int) -> tuple[np.ndarray, np.ndarray]:
         if size > len(self.powers):
             size = max(size, 2 * len(self.powers), 1 << 16)
             self.powers = np.cumprod(np.full(size, BASE, dtype=np.uint64)) * U64(pow(BASE, -1, 1 << 64))

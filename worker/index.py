@@ -1,7 +1,8 @@
 """The candidate index: LSH band keys and sampled-shingle keys, each pointing at the records that have
 them. Candidates for a new document are the records that share keys with it, most shared first.
 
-Two implementations behind one protocol, both used only under the store's write lock:
+Two implementations behind one protocol (which calls happen under the store's write lock is said
+in ``CandidateIndex``):
 
 - ``MemoryIndex``, the embedded default: sorted numpy segments of (key, record) pairs, one segment a
   batch, merged log-structured style so there are never more than a few. Lookups are made for a whole
@@ -49,7 +50,8 @@ class StoredRows(Protocol):
 
 
 class CandidateIndex(Protocol):
-    """What the pipeline needs of an index. Every call happens under the store's write lock."""
+    """What the pipeline needs of an index. ``lookup`` and ``stage`` run before the store's write lock,
+    ``catch_up`` under it, ``add`` under it (private index) or just after the commit (shared index)."""
 
     def catch_up(self, store: StoredRows) -> None:
         """Add the records stored since the index last looked (by other processes, or before a crash)."""
@@ -340,6 +342,6 @@ def within_batch(queries: Sequence[np.ndarray]) -> list[list[int]]:
             continue
         members = owner[start:end].tolist()
         for j, later in enumerate(members):
-            for earlier in members[:j]:
+            for earlier in members[: min(j, POSTINGS_PER_KEY)]:  # as across batches: the earliest count
                 shared[later][earlier] = shared[later].get(earlier, 0) + 1
     return [sorted(s, key=lambda i, s=s: (-s[i], i)) for s in shared]

@@ -26,7 +26,11 @@ def to_message(item: Item) -> dict:
 
 def from_message(message: object) -> Item:
     """The item a message carries; a malformed message is a rejection, never an exception."""
+    optional = ("title", "url", "published", "language")
     if isinstance(message, dict) and isinstance(message.get("source"), str):
+        wrong = [name for name in optional if message.get(name) is not None and not isinstance(message[name], str)]
+        if wrong:
+            return _malformed(message, f"{', '.join(wrong)} must be text")
         try:
             if "reason" in message:
                 return Rejection(message["source"], str(message["reason"]), str(message["raw_hash"]))

@@ -76,7 +76,7 @@ def _tables() -> _Tables:
         with np.load(cached) as data:
             fold, needs, special = data["fold"], data["needs"], data["special"]
         expansions = json.loads(cached.with_suffix(".json").read_text(encoding="utf-8"))
-    except (OSError, ValueError, KeyError):
+    except Exception:  # missing, truncated or from another numpy: build it again
         tables = _build_tables()
         _save(cached, tables)
         return tables

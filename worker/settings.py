@@ -51,7 +51,8 @@ class Settings:
     index_url: str = ""
     # Queue and index key names start with this, so several deployments (or test runs) can share one broker.
     queue_prefix: str = "docsieve"
-    # Documents per task message from `docsieve submit`, and the most characters of text one carries.
+    # Documents per task message from `docsieve submit`, and the characters of text past which a message
+    # is sent (a single larger document travels alone; documents are limited by max_document_bytes).
     submit_batch: int = 256
     submit_max_chars: int = 1_000_000
     # Seconds. Redis redelivers a message unacknowledged this long; it must exceed the longest task run,
@@ -95,12 +96,13 @@ class Settings:
                 raise SettingsError(f"{PREFIX}{name.upper()} must be in (0, 1], got {value}")
         if not self.task_soft_time_limit < self.task_time_limit:
             raise SettingsError(f"{PREFIX}TASK_SOFT_TIME_LIMIT must be below {PREFIX}TASK_TIME_LIMIT")
-        longest = max(self.task_time_limit, self.retry_backoff_max)
+        # A retried message stays unacknowledged through its countdown and then its whole run.
+        longest = self.task_time_limit + self.retry_backoff_max
         if self.visibility_timeout <= longest:
             # A message unacknowledged past the visibility timeout is delivered again (kombu#337).
             raise SettingsError(
                 f"{PREFIX}VISIBILITY_TIMEOUT ({self.visibility_timeout}) must exceed the task "
-                f"time limit and the longest retry delay ({longest})"
+                f"time limit plus the longest retry delay ({longest})"
             )
         if "://" not in self.store:
             raise SettingsError(

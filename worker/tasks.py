@@ -48,6 +48,7 @@ class IngestTask(Task):
         in the pool's parent process, so it uses a store of its own, closed at once, rather than the
         per-process pipeline, whose connections children forked later would inherit."""
         messages = args[0] if args else kwargs.get("messages", [])
+        messages = messages if isinstance(messages, list) else [messages]
         try:
             store = Store(app.conf.docsieve_settings.store, migrate=False)
             try:
