@@ -99,3 +99,13 @@ def test_html_in_declared_legacy_charset(tmp_path: Path) -> None:
     (tmp_path / "p.html").write_bytes(page.encode("windows-1256"))
     (doc,) = items(str(tmp_path / "p.html"))
     assert isinstance(doc, RawDocument) and "مرحبا بكم" in doc.body
+
+
+def test_single_object_any_layout_and_bracketed_text_on_stdin(tmp_path: Path) -> None:
+    (tmp_path / "one.json").write_text('\n\n  {"text": "only",\n  "title": "x"}\n', encoding="utf-8")
+    (tmp_path / "line.json").write_text('{"text": "only", "title": "x"}', encoding="utf-8")
+    pretty, line = items(str(tmp_path / "one.json")), items(str(tmp_path / "line.json"))
+    assert [i.source for i in pretty] == [str(tmp_path / "one.json")]
+    assert [i.source for i in line] == [str(tmp_path / "line.json")]
+    (doc,) = items("-", stdin=b"[Reuters] Oil prices rose on Monday.\nSecond paragraph.")
+    assert isinstance(doc, RawDocument) and doc.body.startswith("[Reuters]")

@@ -86,9 +86,14 @@ def _format_of(suffix: str) -> str:
 
 
 def _sniff_format(data: bytes) -> str:
+    """What standard input holds. Text that merely starts with a bracket ("[Reuters] ...") is text:
+    JSON only when the whole input, or its first line, parses."""
     head = data[:512].lstrip().lower()
     if head.startswith((b"{", b"[")):
-        return "jsonl"
+        first_line = data.lstrip().split(b"\n", 1)[0]
+        if _parse(first_line.decode("utf-8", "replace")) is not None or _parse(data.decode("utf-8", "replace")):
+            return "jsonl"
+        return "text"
     if head.startswith((b"<!doctype html", b"<html")) or b"<body" in data[:4096].lower():
         return "html"
     return "text"
@@ -133,15 +138,18 @@ def _decode_html(data: bytes) -> str | None:
 
 
 def _read_batch(source: str, text: str, max_bytes: int) -> Iterator[Item]:
-    """A JSON array of objects, one JSON object, or JSON Lines: one document per object."""
-    stripped = text.lstrip()
+    """A JSON array of objects, one JSON object (however it is laid out), or JSON Lines: one document
+    per object. A file that is one object gives the same source whether or not it is on one line."""
+    stripped = text.strip()
+    whole = _parse(stripped)
+    if isinstance(whole, dict):
+        yield _from_object(source, "", whole, max_bytes)
+        return
     if stripped.startswith("["):
-        try:
-            items = json.loads(stripped)
-        except json.JSONDecodeError as exc:
-            yield _reject(source, f"invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}", text.encode())
+        if not isinstance(whole, list):
+            yield _reject(source, f"invalid JSON: {_json_error(stripped)}", text.encode())
             return
-        for number, obj in enumerate(items, 1):
+        for number, obj in enumerate(whole, 1):
             yield _from_object(source, f"#{number}", obj, max_bytes)
         return
     for number, line in enumerate(text.splitlines(), 1):
@@ -150,9 +158,6 @@ def _read_batch(source: str, text: str, max_bytes: int) -> Iterator[Item]:
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as exc:
-            if number == 1 and stripped.startswith("{") and _is_single_object(text):
-                yield _from_object(source, "", json.loads(text), max_bytes)
-                return
             yield _reject(
                 f"{source}#L{number}",
                 f"line {number} is not valid JSON: {exc.msg} at column {exc.colno}",
@@ -162,11 +167,19 @@ def _read_batch(source: str, text: str, max_bytes: int) -> Iterator[Item]:
         yield _from_object(source, f"#L{number}", obj, max_bytes)
 
 
-def _is_single_object(text: str) -> bool:
+def _parse(text: str) -> object:
     try:
-        return isinstance(json.loads(text), dict)
+        return json.loads(text)
     except json.JSONDecodeError:
-        return False
+        return None
+
+
+def _json_error(text: str) -> str:
+    try:
+        json.loads(text)
+    except json.JSONDecodeError as exc:
+        return f"{exc.msg} at line {exc.lineno} column {exc.colno}"
+    return "not an array of objects"
 
 
 def _from_object(source: str, locator: str, obj: object, max_bytes: int) -> Item:
