@@ -63,9 +63,12 @@ class CandidateIndex(Protocol):
     def add(self, record_ids: Sequence[str], keys: Sequence[np.ndarray], last_seq: int) -> None:
         """Add this batch's records, stored in the transaction that will commit with ``last_seq``."""
 
-    def lookup(self, queries: Sequence[np.ndarray], limit: int) -> tuple[list[list[str]], int]:
+    def lookup(
+        self, queries: Sequence[np.ndarray], limit: int, stage_ids: Sequence[str] | None = None
+    ) -> tuple[list[list[str]], int]:
         """Candidates for each key array, and the store sequence number the answer is complete up to:
-        records stored after it must still be looked at (under the lock) before deciding."""
+        records stored after it must still be looked at (under the lock) before deciding. With
+        ``stage_ids`` a shared index also publishes the arrays under those record ids."""
 
 
 def _rows_to_arrays(rows: Iterable[tuple[int, str, bytes]]) -> tuple[list[str], list[np.ndarray], int]:
@@ -93,7 +96,10 @@ class MemoryIndex:
         self._append(ids, arrays)
         self.last_seq = max(self.last_seq, last)
 
-    def lookup(self, queries: Sequence[np.ndarray], limit: int) -> tuple[list[list[str]], int]:
+    def lookup(
+        self, queries: Sequence[np.ndarray], limit: int, stage_ids: Sequence[str] | None = None
+    ) -> tuple[list[list[str]], int]:
+        """Candidates now; ``stage_ids`` publish nothing: this index is private to the process."""
         return self.candidates(queries, limit), self.last_seq
 
     def stage(self, record_ids: Sequence[str], keys: Sequence[np.ndarray]) -> None:
@@ -217,33 +223,38 @@ class RedisIndex:
     end
     return 1
     """
-    # Counting shared keys per document happens here too: the reply is a few ids a document.
+    # Counting shared keys per document happens here too: the reply is a few ids a document. With
+    # ARGV[4] == 'stage' the documents' own ids are then added under their keys in the same call (one
+    # HMGET of the batch's keys serves both), counted from the values read before the addition.
     _LOOKUP = """
-    local hash, limit = ARGV[1] .. 'postings', tonumber(ARGV[2])
-    local docs, unique, position = {}, {}, {}
-    for i = 3, #ARGV do
-        local keys, blob = {}, ARGV[i]
+    local hash, limit, cap = ARGV[1] .. 'postings', tonumber(ARGV[2]), tonumber(ARGV[3])
+    local docs, ids, unique, position = {}, {}, {}, {}
+    for i = 6, #ARGV, 2 do
+        local keys, blob = {}, ARGV[i + 1]
         for p = 1, #blob, 8 do
             local key = string.sub(blob, p, p + 7)
             keys[#keys + 1] = key
             if not position[key] then unique[#unique + 1] = key; position[key] = #unique end
         end
-        docs[#docs + 1] = keys
+        docs[#docs + 1] = keys; ids[#ids + 1] = ARGV[i]
     end
     local found = {}
     for s = 1, #unique, 4000 do
         local values = redis.call('HMGET', hash, unpack(unique, s, math.min(s + 3999, #unique)))
         for j = 1, #values do found[s + j - 1] = values[j] end
     end
-    local out = {redis.call('GET', ARGV[1] .. 'seq') or '0'}
+    local out = {redis.call('GET', ARGV[1] .. 'seq') or '0', ''}
+    local listed = {}
     for d = 1, #docs do
         local counts, order = {}, {}
         for _, key in ipairs(docs[d]) do
-            local ids = found[position[key]]
-            if ids then
-                for id in string.gmatch(ids, '[^,]+') do
-                    if counts[id] then counts[id] = counts[id] + 1
-                    else counts[id] = 1; order[#order + 1] = id end
+            local value = found[position[key]]
+            if value then
+                for id in string.gmatch(value, '[^,]+') do
+                    if id ~= ids[d] then
+                        if counts[id] then counts[id] = counts[id] + 1
+                        else counts[id] = 1; order[#order + 1] = id end
+                    end
                 end
             end
         end
@@ -253,6 +264,33 @@ class RedisIndex:
         end)
         for k = limit + 1, #order do order[k] = nil end
         out[#out + 1] = table.concat(order, ',')
+    end
+    if ARGV[4] == 'stage' then
+        local fields, additions = {}, {}
+        for d = 1, #docs do
+            for _, key in ipairs(docs[d]) do
+                local pos = position[key]
+                if not additions[pos] then additions[pos] = {} end
+                table.insert(additions[pos], ids[d])
+            end
+        end
+        for pos, added in pairs(additions) do
+            local list, present = {}, {}
+            if found[pos] then
+                for id in string.gmatch(found[pos], '[^,]+') do list[#list + 1] = id; present[id] = true end
+            end
+            local before = #list
+            for _, id in ipairs(added) do
+                if #list < cap and not present[id] then list[#list + 1] = id; present[id] = true end
+            end
+            if #list > before then
+                fields[#fields + 1] = unique[pos]; fields[#fields + 1] = table.concat(list, ',')
+                if #fields >= 4000 then redis.call('HSET', hash, unpack(fields)); fields = {} end
+            end
+        end
+        if #fields > 0 then redis.call('HSET', hash, unpack(fields)) end
+        redis.call('SETNX', ARGV[1] .. 'epoch', ARGV[5])
+        out[2] = redis.call('GET', ARGV[1] .. 'epoch')
     end
     return table.concat(out, ';')
     """
@@ -287,8 +325,8 @@ class RedisIndex:
             self._write(ids, arrays, last)
 
     def stage(self, record_ids: Sequence[str], keys: Sequence[np.ndarray]) -> None:
-        """The costly part of adding, done before the lock so other workers keep deciding meanwhile."""
-        self._staged_epoch = self._write(record_ids, keys, 0)
+        """Publish keys before the lock (``lookup`` with ``stage_ids`` does it in the same call)."""
+        self.lookup(keys, 0, stage_ids=record_ids)
 
     def add(self, record_ids: Sequence[str], keys: Sequence[np.ndarray], last_seq: int) -> None:
         """After the commit: the staged keys are there, so the sequence number moves; if the index was
@@ -302,9 +340,15 @@ class RedisIndex:
             args += (record_id, array.astype("<i8").tobytes())
         return self._add(args=args)
 
-    def lookup(self, queries: Sequence[np.ndarray], limit: int) -> tuple[list[list[str]], int]:
-        packed = [q.astype("<i8").tobytes() for q in queries]
-        seq, *found = self._lookup(args=[self._prefix, limit, *packed]).decode().split(";")
+    def lookup(
+        self, queries: Sequence[np.ndarray], limit: int, stage_ids: Sequence[str] | None = None
+    ) -> tuple[list[list[str]], int]:
+        args: list = [self._prefix, limit, POSTINGS_PER_KEY, "stage" if stage_ids else "", uuid.uuid4().hex]
+        for record_id, q in zip(stage_ids or [""] * len(queries), queries, strict=True):
+            args += (record_id, q.astype("<i8").tobytes())
+        seq, epoch, *found = self._lookup(args=args).decode().split(";")
+        if stage_ids:
+            self._staged_epoch = epoch.encode()
         return [ids.split(",") if ids else [] for ids in found], int(seq)
 
     def clear(self) -> int:

@@ -110,8 +110,7 @@ class Pipeline:
         limit = self.settings.max_candidates
         # The costly lookup happens before taking the lock; under it, only the records stored since
         # that lookup (by other workers, meanwhile) are looked at again.
-        early, complete_to = self.index.lookup([p.keys for p in prepared], limit)
-        self.index.stage([p.id for p in prepared], [p.keys for p in prepared])
+        early, complete_to = self.index.lookup([p.keys for p in prepared], limit, stage_ids=[p.id for p in prepared])
         try:
             with self.store.writing() as txn:
                 self.index.catch_up(txn)
