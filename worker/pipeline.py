@@ -219,7 +219,6 @@ class Pipeline:
                         published=doc.published,
                     ),
                     shingles=fp.shingles if indexed else None,
-                    signature=fp.signature,
                     keys=p.keys if indexed else None,
                 )
             )

@@ -38,7 +38,6 @@ records = sa.Table(
     sa.Column("published", sa.String(64), nullable=True),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
     sa.Column("shingles", sa.LargeBinary, nullable=True),  # sorted unique uint32, for verification
-    sa.Column("signature", sa.LargeBinary, nullable=True),  # MinHash hash values as uint32
     sa.Column("index_keys", sa.LargeBinary, nullable=True),  # int64 LSH band and sample keys
     sa.Index("ix_records_content_hash", "content_hash"),
     sa.Index("ix_records_duplicate_of", "duplicate_of"),
@@ -58,7 +57,7 @@ failures = sa.Table(
     sa.Column("failed_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
 )
 
-RECORD_COLUMNS = [c for c in records.c if c.name not in ("shingles", "signature", "index_keys", "seq")]
+RECORD_COLUMNS = [c for c in records.c if c.name not in ("shingles", "index_keys", "seq")]
 # Any constant: the advisory lock that serializes deciders on PostgreSQL, as BEGIN IMMEDIATE does on SQLite.
 WRITE_LOCK = 0x646F6373
 MIGRATIONS = Path(__file__).with_name("migrations")
@@ -80,7 +79,6 @@ class Sketch:
 class NewRecord:
     record: Record
     shingles: np.ndarray | None = None
-    signature: np.ndarray | None = None
     keys: np.ndarray | None = None  # candidate-index keys of this record
 
 
@@ -295,7 +293,6 @@ def _row(item: NewRecord) -> dict:
         "url": r.url,
         "published": r.published,
         "shingles": item.shingles.astype(np.uint32).tobytes() if item.shingles is not None else None,
-        "signature": item.signature.astype(np.uint32).tobytes() if item.signature is not None else None,
         "index_keys": item.keys.astype(np.int64).tobytes() if item.keys is not None else None,
     }
 

@@ -34,7 +34,6 @@ def upgrade() -> None:
         sa.Column("published", sa.String(64), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
         sa.Column("shingles", sa.LargeBinary, nullable=True),
-        sa.Column("signature", sa.LargeBinary, nullable=True),
         sa.Column("index_keys", sa.LargeBinary, nullable=True),
     )
     op.create_index("ix_records_content_hash", "records", ["content_hash"])
