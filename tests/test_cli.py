@@ -120,7 +120,18 @@ def test_store_option_before_or_after_the_command(tmp_path: Path) -> None:
 
 
 def test_help_everywhere() -> None:
-    for command in ([], ["ingest"], ["export"], ["show"], ["similar"]):
+    for command in (
+        [],
+        ["ingest"],
+        ["export"],
+        ["show"],
+        ["similar"],
+        ["submit"],
+        ["worker"],
+        ["status"],
+        ["migrate"],
+        ["reindex"],
+    ):
         result = subprocess.run(
             [sys.executable, "-m", "worker.cli", *command, "--help"], cwd=REPO, capture_output=True, text=True
         )

@@ -33,6 +33,7 @@ def test_fingerprint_does_not_depend_on_batch_neighbours() -> None:
         assert np.array_equal(alone.signature, fp.signature)
         assert np.array_equal(alone.shingles, fp.shingles)
         assert np.array_equal(alone.band_keys, fp.band_keys)
+        assert np.array_equal(alone.sample_keys, fp.sample_keys)
 
 
 def test_fingerprint_equal_across_processes() -> None:
@@ -66,7 +67,6 @@ def test_signature_estimates_jaccard() -> None:
     estimate = fa.minhash().jaccard(fb.minhash())
     assert 0.45 < exact < 0.55
     assert abs(estimate - exact) < 0.12  # 128 bins: standard error about 0.044
-    assert one(a).minhash().jaccard(fa.minhash()) == 1.0
 
 
 def test_signature_values_fit_datasketch_layout_and_lsh() -> None:

@@ -7,7 +7,6 @@ to ``images``, link texts stay. HTML goes through trafilatura.
 
 from __future__ import annotations
 
-import hashlib
 import re
 
 from worker.models import Document, Format, RawDocument, Rejection
@@ -52,7 +51,7 @@ def _extract_scraped(raw: RawDocument) -> Document | Rejection:
         if line:
             lines.append((line, had_heading))
     if not lines:
-        return _rejection(raw, "no article text (empty, whitespace or images only)")
+        return Rejection.of(raw.source, "no article text (empty, whitespace or images only)", raw.body)
 
     title = raw.title.strip() if raw.title else None
     first, first_is_heading = lines[0]
@@ -62,7 +61,7 @@ def _extract_scraped(raw: RawDocument) -> Document | Rejection:
         title, lines = first, lines[1:]
     text = "\n".join(line for line, _ in lines)
     if not text:
-        return _rejection(raw, "no article text (a headline only)")
+        return Rejection.of(raw.source, "no article text (a headline only)", raw.body)
     return Document(
         source=raw.source,
         text=text,
@@ -98,9 +97,9 @@ def _extract_html(raw: RawDocument) -> Document | Rejection:
             raw.body, url=raw.url, with_metadata=True, include_comments=False, include_tables=False
         )
     except Exception as exc:  # trafilatura raises many lxml types on hostile markup; the batch goes on
-        return _rejection(raw, f"HTML could not be parsed: {type(exc).__name__}: {exc}")
+        return Rejection.of(raw.source, f"HTML could not be parsed: {type(exc).__name__}: {exc}", raw.body)
     if result is None or len((result.text or "").split()) < MIN_HTML_WORDS:
-        return _rejection(raw, "no article text found in the HTML page")
+        return Rejection.of(raw.source, "no article text found in the HTML page", raw.body)
     paragraphs = [" ".join(p.split()) for p in result.text.splitlines()]
     text = "\n".join(p for p in paragraphs if p)
     return Document(
@@ -112,7 +111,3 @@ def _extract_html(raw: RawDocument) -> Document | Rejection:
         url=raw.url or result.url,
         published=raw.published or result.date,
     )
-
-
-def _rejection(raw: RawDocument, reason: str) -> Rejection:
-    return Rejection(source=raw.source, reason=reason, raw_hash=hashlib.sha256(raw.body.encode()).hexdigest())

@@ -88,9 +88,6 @@ class MemoryIndex:
         self._segments: list[_Segment] = []
         self.last_seq = 0  # the newest store row already in the index
 
-    def __len__(self) -> int:
-        return len(self.record_ids)
-
     def catch_up(self, store: StoredRows, after: int | None = None) -> None:
         ids, arrays, last = _rows_to_arrays(store.index_rows(self.last_seq if after is None else after))
         self._append(ids, arrays)

@@ -5,7 +5,6 @@ Kept apart from the tasks so that ``docsieve submit`` imports neither the pipeli
 
 from __future__ import annotations
 
-import hashlib
 import json
 
 from worker.models import Format, RawDocument, Rejection
@@ -52,9 +51,7 @@ def from_message(message: object) -> Item:
 def _malformed(message: object, why: str) -> Rejection:
     raw = json.dumps(message, ensure_ascii=False, sort_keys=True, default=str)
     source = message.get("source") if isinstance(message, dict) else None
-    return Rejection(
-        str(source or "(unknown source)"), f"malformed task message: {why}", hashlib.sha256(raw.encode()).hexdigest()
-    )
+    return Rejection.of(str(source or "(unknown source)"), f"malformed task message: {why}", raw)
 
 
 def message_size(message: dict) -> int:

@@ -51,6 +51,12 @@ class Rejection:
     def id(self) -> str:
         return record_id(self.source, self.raw_hash)
 
+    @classmethod
+    def of(cls, source: str, reason: str, raw: bytes | str) -> Rejection:
+        """A rejection of the given raw input, identified by its SHA-256."""
+        data = raw.encode() if isinstance(raw, str) else raw
+        return cls(source=source, reason=reason, raw_hash=hashlib.sha256(data).hexdigest())
+
 
 @dataclass(frozen=True, slots=True)
 class Document:

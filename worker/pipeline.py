@@ -9,7 +9,6 @@ handful of store round trips whatever its size.
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -155,13 +154,8 @@ class Pipeline:
         prepared = []
         for doc, fp, lang in zip(documents, fingerprints, languages, strict=True):
             if not len(fp.shingles):
-                rejections.append(
-                    Rejection(
-                        doc.source,
-                        "no words left after normalization (punctuation or symbols only)",
-                        hashlib.sha256(doc.text.encode()).hexdigest(),
-                    )
-                )
+                reason = "no words left after normalization (punctuation or symbols only)"
+                rejections.append(Rejection.of(doc.source, reason, doc.text))
                 continue
             rid = record_id(doc.source, fp.content_hash)
             prepared.append(Prepared(rid, doc, fp, keys_of(fp), doc.language or lang))

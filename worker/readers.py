@@ -6,7 +6,6 @@ a reason, and reading goes on with the next input.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import sys
@@ -38,7 +37,7 @@ def read(paths: Iterable[str], max_bytes: int, stdin: BinaryIO | None = None) ->
         elif path.is_file():
             yield from _read_file(given, path, max_bytes)
         else:
-            yield _reject(given, "no such file or directory", given.encode())
+            yield Rejection.of(given, "no such file or directory", given.encode())
 
 
 def _read_directory(root: Path, max_bytes: int) -> Iterator[Item]:
@@ -51,7 +50,7 @@ def _read_directory(root: Path, max_bytes: int) -> Iterator[Item]:
             if path.suffix.lower() in SUPPORTED:
                 yield from _read_file(str(path), path, max_bytes)
             else:
-                yield _reject(
+                yield Rejection.of(
                     str(path),
                     f"unsupported file type {path.suffix or '(no suffix)'!r}; "
                     f"docsieve reads {', '.join(sorted(SUPPORTED))}",
@@ -63,7 +62,7 @@ def _read_file(source: str, path: Path, max_bytes: int) -> Iterator[Item]:
     try:
         size = path.stat().st_size
         if size > max_bytes:
-            yield _reject(
+            yield Rejection.of(
                 source,
                 f"file too large: {size:,} bytes, the limit is {max_bytes:,} (DOCSIEVE_MAX_DOCUMENT_BYTES)",
                 f"{source}\0{size}".encode(),
@@ -71,7 +70,7 @@ def _read_file(source: str, path: Path, max_bytes: int) -> Iterator[Item]:
             return
         data = path.read_bytes()
     except OSError as exc:
-        yield _reject(source, f"cannot read file: {exc.strerror or exc}", source.encode())
+        yield Rejection.of(source, f"cannot read file: {exc.strerror or exc}", source.encode())
         return
     suffix = path.suffix.lower()
     yield from _read_bytes(source, data, lambda _: _format_of(suffix), max_bytes)
@@ -101,23 +100,25 @@ def _sniff_format(data: bytes) -> str:
 
 def _read_bytes(source: str, data: bytes, format_of, max_bytes: int) -> Iterator[Item]:
     if len(data) > max_bytes:
-        yield _reject(source, f"input too large: more than {max_bytes:,} bytes (DOCSIEVE_MAX_DOCUMENT_BYTES)", data)
+        yield Rejection.of(
+            source, f"input too large: more than {max_bytes:,} bytes (DOCSIEVE_MAX_DOCUMENT_BYTES)", data
+        )
         return
     if b"\0" in data[:BINARY_SNIFF]:
-        yield _reject(source, "binary data, not text (NUL bytes in the first 8 KiB)", data)
+        yield Rejection.of(source, "binary data, not text (NUL bytes in the first 8 KiB)", data)
         return
     kind = format_of(data)
     if kind == "html":
         text = _decode_html(data)
         if text is None:
-            yield _reject(source, "HTML in an unknown character encoding", data)
+            yield Rejection.of(source, "HTML in an unknown character encoding", data)
         else:
             yield RawDocument(source=source, body=text, format=Format.HTML)
         return
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        yield _reject(source, f"not valid UTF-8: byte 0x{data[exc.start]:02x} at offset {exc.start}", data)
+        yield Rejection.of(source, f"not valid UTF-8: byte 0x{data[exc.start]:02x} at offset {exc.start}", data)
         return
     if kind == "jsonl":
         yield from _read_batch(source, text, max_bytes)
@@ -147,7 +148,7 @@ def _read_batch(source: str, text: str, max_bytes: int) -> Iterator[Item]:
         return
     if stripped.startswith("["):
         if not isinstance(whole, list):
-            yield _reject(source, f"invalid JSON: {_json_error(stripped)}", text.encode())
+            yield Rejection.of(source, f"invalid JSON: {_json_error(stripped)}", text.encode())
             return
         for number, obj in enumerate(whole, 1):
             yield _from_object(source, f"#{number}", obj, max_bytes)
@@ -158,7 +159,7 @@ def _read_batch(source: str, text: str, max_bytes: int) -> Iterator[Item]:
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as exc:
-            yield _reject(
+            yield Rejection.of(
                 f"{source}#L{number}",
                 f"line {number} is not valid JSON: {exc.msg} at column {exc.colno}",
                 line.encode(),
@@ -184,7 +185,7 @@ def _json_error(text: str) -> str:
 
 def _from_object(source: str, locator: str, obj: object, max_bytes: int) -> Item:
     if not isinstance(obj, dict):
-        return _reject(
+        return Rejection.of(
             source + locator,
             f"expected a JSON object, got {type(obj).__name__}",
             json.dumps(obj, ensure_ascii=False).encode(),
@@ -196,9 +197,9 @@ def _from_object(source: str, locator: str, obj: object, max_bytes: int) -> Item
     raw = json.dumps(obj, ensure_ascii=False, sort_keys=True).encode()
     if not isinstance(text, str):
         missing = "has no 'text' field" if text is None else f"has a 'text' of type {type(text).__name__}"
-        return _reject(where, f"object {missing}; 'text' is required", raw)
+        return Rejection.of(where, f"object {missing}; 'text' is required", raw)
     if len(text.encode()) > max_bytes:
-        return _reject(where, f"text too large: more than {max_bytes:,} bytes (DOCSIEVE_MAX_DOCUMENT_BYTES)", raw)
+        return Rejection.of(where, f"text too large: more than {max_bytes:,} bytes (DOCSIEVE_MAX_DOCUMENT_BYTES)", raw)
 
     def field(name: str) -> str | None:
         value = obj.get(name)
@@ -213,7 +214,3 @@ def _from_object(source: str, locator: str, obj: object, max_bytes: int) -> Item
         published=field("published"),
         language=field("language"),
     )
-
-
-def _reject(source: str, reason: str, raw: bytes) -> Rejection:
-    return Rejection(source=source, reason=reason, raw_hash=hashlib.sha256(raw).hexdigest())
