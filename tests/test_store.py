@@ -43,3 +43,15 @@ def test_settings_are_validated(env: dict, message: str) -> None:
 def test_settings_from_env_and_overrides() -> None:
     s = Settings.from_env({"DOCSIEVE_SHINGLE_SIZE": "4", "DOCSIEVE_STORE": "sqlite:///x.db"}, store="sqlite:///y.db")
     assert s.shingle_size == 4 and s.store == "sqlite:///y.db"
+
+
+def test_a_store_refuses_settings_that_make_other_fingerprints(store_url: str) -> None:
+    from worker.pipeline import Pipeline
+    from worker.store import StoreError
+
+    store = Store(store_url)
+    Pipeline(store, Settings(store=store_url))
+    Pipeline(store, Settings(store=store_url, jaccard_threshold=0.6))  # thresholds only read fingerprints
+    with pytest.raises(StoreError, match="fingerprints were made with"):
+        Pipeline(store, Settings(store=store_url, shingle_size=5))
+    store.close()

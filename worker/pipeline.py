@@ -84,6 +84,7 @@ class Pipeline:
     def __init__(self, store: Store, settings: Settings) -> None:
         self.store = store
         self.settings = settings
+        store.check_fingerprints(settings.fingerprint_parameters)
         self.index = make_index(settings)
         # Shingles of the records this process stored, so most verifications need no store read.
         # A record's root never changes, so an entry never goes stale; the cap only bounds memory.

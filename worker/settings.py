@@ -12,6 +12,8 @@ from dataclasses import dataclass, fields, replace
 from typing import Any
 
 PREFIX = "DOCSIEVE_"
+# Bump when the normalization rules change: fingerprints made before would no longer match.
+NORMALIZATION_VERSION = 1
 
 
 class SettingsError(ValueError):
@@ -125,6 +127,14 @@ class Settings:
                 raise SettingsError(f"{PREFIX}{f.name.upper()}={raw!r} is not a valid {kind.__name__}") from None
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
+
+    @property
+    def fingerprint_parameters(self) -> str:
+        """Everything that shapes stored fingerprints (thresholds do not: they only read them)."""
+        return (
+            f"normalization {NORMALIZATION_VERSION}, word {self.shingle_size}-grams, {self.num_perm} bins, "
+            f"seed {self.seed}, {self.lsh_bands}x{self.lsh_rows} bands, 1-in-{self.sample_rate} sample"
+        )
 
     def with_(self, **changes: Any) -> Settings:
         return replace(self, **changes)

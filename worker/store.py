@@ -57,11 +57,19 @@ failures = sa.Table(
     sa.Column("failed_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
 )
 
+# What the stored fingerprints were made with: a store refuses settings that would make others.
+meta = sa.Table(
+    "meta",
+    metadata,
+    sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
+)
+
 RECORD_COLUMNS = [c for c in records.c if c.name not in ("shingles", "index_keys", "seq")]
 # Any constant: the advisory lock that serializes deciders on PostgreSQL, as BEGIN IMMEDIATE does on SQLite.
 WRITE_LOCK = 0x646F6373
 MIGRATIONS = Path(__file__).with_name("migrations")
-SCHEMA_REVISION = "0002"  # the newest migration; a test holds it equal to Alembic's head
+SCHEMA_REVISION = "0003"  # the newest migration; a test holds it equal to Alembic's head
 # Bound parameters per statement stay well below SQLite's limit (32766) and PostgreSQL's (65535).
 CHUNK = 5000
 
@@ -191,6 +199,19 @@ class Store:
         with self.engine.connect() as conn:
             for row in conn.execute(query.execution_options(yield_per=1000)):
                 yield _record(row)
+
+    def check_fingerprints(self, made_with: str) -> None:
+        """Record what this store's fingerprints are made with, or refuse other parameters: shingles,
+        signatures and index keys made otherwise would never match the stored ones, silently."""
+        with write_locked(self.engine) as conn:
+            stored = conn.scalar(sa.select(meta.c.value).where(meta.c.key == "fingerprints"))
+            if stored is None:
+                conn.execute(meta.insert().values(key="fingerprints", value=made_with))
+            elif stored != made_with:
+                raise StoreError(
+                    f"the store's fingerprints were made with {stored}; the settings now say "
+                    f"{made_with}. Use the store's settings, or a new store."
+                )
 
     def record_failure(self, task_id: str, task: str, error: str, messages: list) -> None:
         sources = [m.get("source") if isinstance(m, dict) else None for m in messages]
