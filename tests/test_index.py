@@ -37,7 +37,7 @@ def test_memory_and_redis_indexes_find_the_same_candidates(redis_index: RedisInd
     memory = MemoryIndex()
     for start in range(0, 60, 7):  # several batches: several segments in memory
         memory.add(ids[start : start + 7], records[start : start + 7], last_seq=start + 7)
-        redis_index.stage(ids[start : start + 7], records[start : start + 7])
+        redis_index.lookup(records[start : start + 7], 0, stage_ids=ids[start : start + 7])
         redis_index.add(ids[start : start + 7], records[start : start + 7], last_seq=start + 7)
     queries = [np.unique(rng.integers(0, 500, size=30, dtype=np.int64)) for _ in range(10)]
     found_memory = memory.candidates([np.unique(q) for q in queries], limit=5)
@@ -76,7 +76,7 @@ def test_redis_index_catches_up_with_the_store(redis_url: str, tmp_path) -> None
 
 def test_staged_keys_survive_a_clear_before_publishing(redis_index: RedisIndex) -> None:
     keys = [np.arange(10, dtype=np.int64)]
-    redis_index.stage(["r1"], keys)
+    redis_index.lookup(keys, 0, stage_ids=["r1"])
     redis_index.clear()  # between staging (before the lock) and publishing (after the commit)
     redis_index.add(["r1"], keys, last_seq=7)
     assert redis_index.lookup(keys, 5) == ([["r1"]], 7)
@@ -85,8 +85,8 @@ def test_staged_keys_survive_a_clear_before_publishing(redis_index: RedisIndex) 
 def test_a_record_is_listed_once_however_often_its_keys_are_written(redis_index: RedisIndex) -> None:
     keys = [np.arange(5, dtype=np.int64)]
     for _ in range(3):
-        redis_index.stage(["r1"], keys)
-    redis_index.stage(["r2"], keys)
+        redis_index.lookup(keys, 0, stage_ids=["r1"])
+    redis_index.lookup(keys, 0, stage_ids=["r2"])
     assert redis_index.lookup(keys, 5)[0] == [["r1", "r2"]]
 
 

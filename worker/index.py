@@ -50,15 +50,11 @@ class StoredRows(Protocol):
 
 
 class CandidateIndex(Protocol):
-    """What the pipeline needs of an index. ``lookup`` and ``stage`` run before the store's write lock,
+    """What the pipeline needs of an index. ``lookup`` (and its staging) runs before the store's write lock,
     ``catch_up`` under it, ``add`` under it (private index) or just after the commit (shared index)."""
 
     def catch_up(self, store: StoredRows) -> None:
         """Add the records stored since the index last looked (by other processes, or before a crash)."""
-
-    def stage(self, record_ids: Sequence[str], keys: Sequence[np.ndarray]) -> None:
-        """Before the lock: publish the keys of records about to be decided (a shared index may hold
-        keys of records that end up not stored; they have no sketch and are never a candidate)."""
 
     def add(self, record_ids: Sequence[str], keys: Sequence[np.ndarray], last_seq: int) -> None:
         """Add this batch's records, stored in the transaction that will commit with ``last_seq``."""
@@ -98,9 +94,6 @@ class MemoryIndex:
     ) -> tuple[list[list[str]], int]:
         """Candidates now; ``stage_ids`` publish nothing: this index is private to the process."""
         return self.candidates(queries, limit), self.last_seq
-
-    def stage(self, record_ids: Sequence[str], keys: Sequence[np.ndarray]) -> None:
-        """Nothing to publish: this index is private to the process."""
 
     def add(self, record_ids: Sequence[str], keys: Sequence[np.ndarray], last_seq: int) -> None:
         self._append(record_ids, keys)
@@ -320,10 +313,6 @@ class RedisIndex:
         ids, arrays, last = _rows_to_arrays(rows)
         if ids:
             self._write(ids, arrays, last)
-
-    def stage(self, record_ids: Sequence[str], keys: Sequence[np.ndarray]) -> None:
-        """Publish keys before the lock (``lookup`` with ``stage_ids`` does it in the same call)."""
-        self.lookup(keys, 0, stage_ids=record_ids)
 
     def add(self, record_ids: Sequence[str], keys: Sequence[np.ndarray], last_seq: int) -> None:
         """After the commit: the staged keys are there, so the sequence number moves; if the index was

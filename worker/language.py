@@ -47,7 +47,3 @@ def detect_many(texts: Sequence[str]) -> list[str | None]:
         labels, scores = predict(sample, k=1) if len(sample) >= 3 else ((), ())
         result.append(labels[0].removeprefix("__label__") if labels and scores[0] >= MIN_CONFIDENCE else None)
     return result
-
-
-def detect(text: str) -> str | None:
-    return detect_many([text])[0]
