@@ -16,6 +16,24 @@ def test_schema_revision_is_the_migrations_head() -> None:
     assert ScriptDirectory.from_config(config).get_current_head() == SCHEMA_REVISION
 
 
+def test_the_migrations_build_what_a_new_store_gets(store_url: str) -> None:
+    """A new store is created from the models in one step; an old one is migrated step by step: the
+    two must end with the same schema."""
+    from alembic import command
+    from alembic.config import Config
+
+    migrated = sa.create_engine(store_url)
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with migrated.begin() as conn:
+        config.attributes["connection"] = conn
+        command.upgrade(config, "head")
+    with migrated.connect() as conn:
+        assert compare_metadata(MigrationContext.configure(conn), metadata) == []
+        assert conn.scalar(sa.text("select version_num from alembic_version")) == SCHEMA_REVISION
+    migrated.dispose()
+
+
 def test_migrations_reach_head_and_are_idempotent(store_url: str) -> None:
     Store(store_url).close()
     store = Store(store_url)  # second open: already at head, nothing to do

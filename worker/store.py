@@ -274,17 +274,30 @@ def write_locked(engine: Engine) -> Iterator[sa.Connection]:
 
 def upgrade(engine: Engine) -> None:
     """Bring the schema to the newest migration. The common case, already there, costs one query and
-    no Alembic import; migrating takes the write lock, so processes starting together migrate once."""
+    no Alembic import; migrating takes the write lock, so processes starting together migrate once.
+    An empty database gets the newest schema in one step, stamped with its revision, which is what
+    running every migration would build (``tests/test_store.py`` compares the two)."""
     if _revision(engine) == SCHEMA_REVISION:
         return
-    from alembic import command
-    from alembic.config import Config
-    from alembic.runtime.migration import MigrationContext
-
-    config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS))
     with write_locked(engine) as conn:
+        inspector = sa.inspect(conn)
+        if not any(inspector.has_table(t) for t in (*metadata.tables, "alembic_version")):
+            metadata.create_all(conn)
+            conn.execute(
+                sa.text(
+                    "CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL, "
+                    "CONSTRAINT alembic_version_pkc PRIMARY KEY (version_num))"
+                )
+            )
+            conn.execute(sa.text("INSERT INTO alembic_version (version_num) VALUES (:v)"), {"v": SCHEMA_REVISION})
+            return
+        from alembic import command
+        from alembic.config import Config
+        from alembic.runtime.migration import MigrationContext
+
         if MigrationContext.configure(conn).get_current_revision() != SCHEMA_REVISION:
+            config = Config()
+            config.set_main_option("script_location", str(MIGRATIONS))
             config.attributes["connection"] = conn
             command.upgrade(config, "head")
 
