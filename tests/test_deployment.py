@@ -156,6 +156,12 @@ def test_copies_racing_on_four_worker_processes_get_one_canonical(deployment: di
     assert all(len(roots) == 1 for roots in canonical.values()), {g: len(r) for g, r in canonical.items()}
 
 
+def test_submit_wait_gives_up_after_its_timeout(deployment: dict) -> None:
+    # No worker runs: the tasks wait in the queue, and --wait must not wait forever.
+    result = submit(deployment, "seeds/", "--wait", "--timeout", "1")
+    assert result.returncode == 3 and "1 tasks still queued" in result.stderr
+
+
 def test_a_task_delivered_twice_creates_no_second_record(deployment: dict) -> None:
     from worker.messages import to_message
 

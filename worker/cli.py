@@ -83,6 +83,12 @@ def _parser() -> argparse.ArgumentParser:
     submit.add_argument("paths", nargs="+", metavar="PATH", help="file, directory, or - for stdin")
     submit.add_argument("--wait", action="store_true", help="follow progress until every task is done")
     submit.add_argument("--quiet", action="store_true", help="no progress bar")
+    submit.add_argument(
+        "--timeout",
+        type=float,
+        metavar="SECONDS",
+        help="with --wait: give up waiting after this long (the tasks go on); exit 3",
+    )
     submit.set_defaults(run=_submit)
 
     worker = sub.add_parser(
@@ -196,14 +202,15 @@ def _submit(args: argparse.Namespace, settings: Settings) -> int:
     print(f"queued {documents} documents in {len(queued_tasks)} tasks to {_shown(settings.broker_url)}")
     if not args.wait:
         return 0 if documents else 1
-    return _follow(queued_tasks, documents, quiet=args.quiet)
+    return _follow(queued_tasks, documents, quiet=args.quiet, timeout=args.timeout)
 
 
-def _follow(tasks, documents: int, quiet: bool) -> int:
-    """Wait for every task, with a progress bar on a terminal; print the totals."""
+def _follow(tasks, documents: int, quiet: bool, timeout: float | None = None) -> int:
+    """Wait for every task (or until ``timeout``), with a progress bar on a terminal; print the totals."""
     import time
     from collections import Counter
 
+    deadline = time.monotonic() + timeout if timeout else None
     bar = None
     if not quiet and sys.stderr.isatty():
         from tqdm import tqdm
@@ -225,6 +232,8 @@ def _follow(tasks, documents: int, quiet: bool) -> int:
             else:
                 failed += 1
         pending = still
+        if pending and deadline and time.monotonic() > deadline:
+            break
         if pending:
             time.sleep(0.2)
     if bar:
@@ -234,6 +243,9 @@ def _follow(tasks, documents: int, quiet: bool) -> int:
         f"near copies {totals['near']}  rejected {totals['rejected']}  "
         f"already stored {totals['received'] - totals['stored']}  failed tasks {failed}"
     )
+    if pending:
+        print(f"docsieve: stopped waiting with {len(pending)} tasks still queued or running", file=sys.stderr)
+        return 3
     return 1 if failed else 0
 
 
