@@ -12,9 +12,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from worker.fingerprint import overlaps
-from worker.models import Decision, Fingerprint, Method, Status
+from worker.models import Decision, Fingerprint, Method, Sketch, Status
 from worker.settings import Settings
-from worker.store import Sketch
 
 
 def decide(fingerprint: Fingerprint, candidates: Sequence[Sketch], settings: Settings) -> Decision:

@@ -24,7 +24,7 @@ from typing import Protocol
 
 import numpy as np
 
-from worker.models import Fingerprint
+from worker.models import Fingerprint, batched
 
 
 def keys_of(fingerprint: Fingerprint) -> np.ndarray:
@@ -51,13 +51,15 @@ class StoredRows(Protocol):
 
 class CandidateIndex(Protocol):
     """What the pipeline needs of an index. ``lookup`` (and its staging) runs before the store's write lock,
-    ``catch_up`` under it, ``add`` under it (private index) or just after the commit (shared index)."""
+    ``catch_up`` under it, ``add`` just after the commit."""
 
     def catch_up(self, store: StoredRows) -> None:
         """Add the records stored since the index last looked (by other processes, or before a crash)."""
 
     def add(self, record_ids: Sequence[str], keys: Sequence[np.ndarray], last_seq: int) -> None:
-        """Add this batch's records, stored in the transaction that will commit with ``last_seq``."""
+        """Add this batch's records, just committed with sequence numbers up to ``last_seq``."""
+
+    def close(self) -> None: ...
 
     def lookup(
         self, queries: Sequence[np.ndarray], limit: int, stage_ids: Sequence[str] | None = None
@@ -83,6 +85,9 @@ class MemoryIndex:
         self.record_ids: list[str] = []
         self._segments: list[_Segment] = []
         self.last_seq = 0  # the newest store row already in the index
+
+    def close(self) -> None:
+        """Nothing to release."""
 
     def catch_up(self, store: StoredRows, after: int | None = None) -> None:
         ids, arrays, last = _rows_to_arrays(store.index_rows(self.last_seq if after is None else after))
@@ -340,20 +345,9 @@ class RedisIndex:
     def clear(self) -> int:
         """Remove this index's keys (only those under its prefix); returns how many."""
         removed = 0
-        for batch in _chunked(self._redis.scan_iter(match=f"{self._prefix}*", count=10_000), 10_000):
+        for batch in batched(self._redis.scan_iter(match=f"{self._prefix}*", count=10_000), 10_000):
             removed += self._redis.delete(*batch)
         return removed
-
-
-def _chunked(items: Iterable, size: int) -> Iterable[list]:
-    batch = []
-    for item in items:
-        batch.append(item)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
 
 
 def within_batch(queries: Sequence[np.ndarray]) -> list[list[int]]:

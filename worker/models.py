@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
+from itertools import islice
+from typing import TypeVar
 
 import numpy as np
+
+T = TypeVar("T")
 
 
 class Status(StrEnum):
@@ -89,6 +94,15 @@ class Fingerprint:
 
 
 @dataclass(frozen=True, slots=True)
+class Sketch:
+    """What verification needs of a stored record."""
+
+    record_id: str
+    root_id: str  # the canonical record this one belongs to (itself when canonical)
+    shingles: np.ndarray
+
+
+@dataclass(frozen=True, slots=True)
 class Decision:
     status: Status
     duplicate_of: str | None = None  # the canonical record's id
@@ -132,6 +146,13 @@ class Record:
             "published": self.published,
             "created_at": self.created_at,
         }
+
+
+def batched(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    """Lists of ``size`` items (the last shorter) from any iterable, read lazily."""
+    iterator = iter(items)
+    while batch := list(islice(iterator, size)):
+        yield batch
 
 
 def record_id(source: str, content_hash: str) -> str:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from itertools import islice
 from typing import TypeVar
 
 import numpy as np
@@ -22,10 +21,10 @@ from worker.decide import decide
 from worker.extract import extract
 from worker.fingerprint import fingerprint_batch, jaccard_and_containment
 from worker.index import CandidateIndex, MemoryIndex, RedisIndex, keys_of, within_batch
-from worker.models import Decision, Document, Fingerprint, Method, Record, Rejection, Status, record_id
+from worker.models import Decision, Document, Fingerprint, Method, Record, Rejection, Sketch, Status, batched, record_id
 from worker.readers import Item
 from worker.settings import Settings
-from worker.store import NewRecord, Sketch, Store, Transaction
+from worker.store import NewRecord, Store, Transaction
 
 FINGERPRINT_CHUNK = 64  # the vectorized fingerprint is fastest when a chunk's arrays stay in cache
 SKETCH_CACHE = 200_000  # records' shingles kept in memory, about 1.2 KB each for a news article
@@ -93,7 +92,7 @@ class Pipeline:
     def ingest(self, items: Iterable[Item], progress: Callable[[int], None] | None = None) -> Summary:
         summary = Summary()
         started = time.perf_counter()
-        for batch in _batches(items, self.settings.batch_size):
+        for batch in batched(items, self.settings.batch_size):
             stored = self.process(batch)
             summary.read += len(batch)
             summary.unchanged += len(batch) - len(stored)
@@ -111,31 +110,23 @@ class Pipeline:
         # The costly lookup happens before taking the lock; under it, only the records stored since
         # that lookup (by other workers, meanwhile) are looked at again.
         early, complete_to = self.index.lookup([p.keys for p in prepared], limit, stage_ids=[p.id for p in prepared])
-        try:
-            with self.store.writing() as txn:
-                self.index.catch_up(txn)
-                late = MemoryIndex()
-                late.catch_up(txn, after=complete_to)
-                found = {
-                    p.id: a + [c for c in b if c not in a]
-                    for p, a, b in zip(prepared, early, late.candidates([p.keys for p in prepared], limit), strict=True)
-                }
-                known = txn.existing_ids([p.id for p in prepared] + [r.id for r in rejections])
-                new = [_rejected(r) for r in _first_of_each(rejections, known)]
-                new += self._decide(txn, _first_of_each(prepared, known), found)
-                txn.insert(new)
-                indexed = [item for item in new if item.keys is not None]
-                last_seq = txn.last_seq()
-                if isinstance(self.index, MemoryIndex):  # private: added before the commit, reset on failure
-                    self.index.add([i.record.id for i in indexed], [i.keys for i in indexed], last_seq)
-        except BaseException:
-            if isinstance(self.index, MemoryIndex):
-                self.index = MemoryIndex()  # it may hold this batch's records: reload it from the store
-            raise
-        if not isinstance(self.index, MemoryIndex):
-            # Shared: the keys were staged before the lock; the index's sequence number moves only now,
-            # after the commit, so it never claims records that were rolled back.
-            self.index.add([i.record.id for i in indexed], [i.keys for i in indexed], last_seq)
+        with self.store.writing() as txn:
+            self.index.catch_up(txn)
+            late = MemoryIndex()
+            late.catch_up(txn, after=complete_to)
+            found = {
+                p.id: a + [c for c in b if c not in a]
+                for p, a, b in zip(prepared, early, late.candidates([p.keys for p in prepared], limit), strict=True)
+            }
+            known = txn.existing_ids([p.id for p in prepared] + [r.id for r in rejections])
+            new = [_rejected(r) for r in _first_of_each(rejections, known)]
+            new += self._decide(txn, _first_of_each(prepared, known), found)
+            txn.insert(new)
+            last_seq = txn.last_seq()
+        # Only after the commit: an index never claims records that were rolled back. (A shared index
+        # had the keys staged before the lock; only its sequence number moves now.)
+        indexed = [item for item in new if item.keys is not None]
+        self.index.add([i.record.id for i in indexed], [i.keys for i in indexed], last_seq)
         if len(self._sketches) > SKETCH_CACHE:
             self._sketches.clear()
         for item in indexed:
@@ -163,8 +154,7 @@ class Pipeline:
         return rejections, prepared
 
     def close(self) -> None:
-        if isinstance(self.index, RedisIndex):
-            self.index.close()
+        self.index.close()
         self.store.close()
 
     def fingerprint(self, documents: list[Document]) -> list[Fingerprint]:
@@ -221,7 +211,7 @@ class Pipeline:
 
     def similar(self, items: Iterable[Item], limit: int) -> Iterator[tuple[str, list[Match] | str]]:
         """For each input, the stored records closest to it (nothing is stored), or why it was rejected."""
-        for batch in _batches(items, self.settings.batch_size):
+        for batch in batched(items, self.settings.batch_size):
             rejections, prepared = self.prepare(batch)
             for rejection in rejections:
                 yield rejection.source, rejection.reason
@@ -275,9 +265,3 @@ def _rejected(rejection: Rejection) -> NewRecord:
             reason=rejection.reason,
         )
     )
-
-
-def _batches(items: Iterable[Item], size: int) -> Iterator[list[Item]]:
-    iterator = iter(items)
-    while batch := list(islice(iterator, size)):
-        yield batch

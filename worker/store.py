@@ -13,7 +13,7 @@ import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from worker.models import Method, Record, Status
+from worker.models import Method, Record, Sketch, Status, batched
 
 metadata = sa.MetaData()
 
@@ -75,15 +75,6 @@ CHUNK = 5000
 
 
 @dataclass(frozen=True, slots=True)
-class Sketch:
-    """What verification needs of a stored record."""
-
-    record_id: str
-    root_id: str  # the canonical record this one belongs to (itself when canonical)
-    shingles: np.ndarray
-
-
-@dataclass(frozen=True, slots=True)
 class NewRecord:
     record: Record
     shingles: np.ndarray | None = None
@@ -98,7 +89,7 @@ class Transaction:
 
     def existing_ids(self, ids: Iterable[str]) -> set[str]:
         found: set[str] = set()
-        for chunk in _chunks(list(ids)):
+        for chunk in batched(ids, CHUNK):
             found.update(self.conn.scalars(sa.select(records.c.id).where(records.c.id.in_(chunk))))
         return found
 
@@ -106,7 +97,7 @@ class Transaction:
         """For each content hash already stored, the canonical record it belongs to."""
         root = sa.func.coalesce(records.c.duplicate_of, records.c.id)
         found: dict[str, str] = {}
-        for chunk in _chunks(list(set(hashes))):
+        for chunk in batched(set(hashes), CHUNK):
             query = (
                 sa.select(records.c.content_hash, root)
                 .where(records.c.content_hash.in_(chunk), records.c.status != Status.REJECTED)
@@ -118,7 +109,7 @@ class Transaction:
     def sketches(self, ids: Iterable[str]) -> dict[str, Sketch]:
         root = sa.func.coalesce(records.c.duplicate_of, records.c.id)
         found: dict[str, Sketch] = {}
-        for chunk in _chunks(list(set(ids))):
+        for chunk in batched(set(ids), CHUNK):
             query = sa.select(records.c.id, root, records.c.shingles).where(
                 records.c.id.in_(chunk), records.c.shingles.is_not(None)
             )
@@ -139,7 +130,7 @@ class Transaction:
         return self.conn.scalar(sa.select(sa.func.coalesce(sa.func.max(records.c.seq), 0)))
 
     def insert(self, new: Sequence[NewRecord]) -> None:
-        for chunk in _chunks([_row(item) for item in new], 500):
+        for chunk in batched([_row(item) for item in new], 500):
             self.conn.execute(records.insert(), chunk)
 
 
@@ -350,8 +341,3 @@ def _record(row) -> Record:
         published=m["published"],
         created_at=m["created_at"].isoformat() if m["created_at"] else None,
     )
-
-
-def _chunks(items: list, size: int = CHUNK) -> Iterator[list]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
