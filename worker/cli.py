@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
+import os
 import sys
 from collections.abc import Sequence
 from urllib.parse import urlsplit, urlunsplit
@@ -417,5 +419,19 @@ def _shown(url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
 
 
+def console() -> None:
+    """The ``docsieve`` console command. It leaves without tearing the interpreter down: every command
+    has closed its store (and so made everything durable) when ``main`` returns, and freeing a large
+    ingest's objects one by one took 60-70 ms of a 5,000-article run."""
+    code = main()
+    logging.shutdown()
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except BrokenPipeError:  # `docsieve export | head`
+        pass
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    console()

@@ -41,38 +41,41 @@ def read(paths: Iterable[str], max_bytes: int, stdin: BinaryIO | None = None) ->
 
 
 def _read_directory(root: Path, max_bytes: int) -> Iterator[Item]:
+    # Plain strings and os.path rather than a Path per file: for folders of many small articles the
+    # Path objects cost as much as the reads.
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for name in sorted(filenames):
             if name.startswith(".") or name.lower() in ("readme.md", "readme.txt"):
                 continue  # hidden files and a folder's own description are not articles
-            path = Path(dirpath, name)
-            if path.suffix.lower() in SUPPORTED:
-                yield from _read_file(str(path), path, max_bytes)
+            path = os.path.join(dirpath, name)
+            suffix = os.path.splitext(name)[1].lower()
+            if suffix in SUPPORTED:
+                yield from _read_file(path, path, max_bytes)
             else:
                 yield Rejection.of(
-                    str(path),
-                    f"unsupported file type {path.suffix or '(no suffix)'!r}; "
-                    f"docsieve reads {', '.join(sorted(SUPPORTED))}",
-                    str(path).encode(),
+                    path,
+                    f"unsupported file type {suffix or '(no suffix)'!r}; docsieve reads {', '.join(sorted(SUPPORTED))}",
+                    path.encode(),
                 )
 
 
-def _read_file(source: str, path: Path, max_bytes: int) -> Iterator[Item]:
+def _read_file(source: str, path: str | Path, max_bytes: int) -> Iterator[Item]:
     try:
-        size = path.stat().st_size
-        if size > max_bytes:
-            yield Rejection.of(
-                source,
-                f"file too large: {size:,} bytes, the limit is {max_bytes:,} (DOCSIEVE_MAX_DOCUMENT_BYTES)",
-                f"{source}\0{size}".encode(),
-            )
-            return
-        data = path.read_bytes()
+        with open(path, "rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            if size > max_bytes:
+                yield Rejection.of(
+                    source,
+                    f"file too large: {size:,} bytes, the limit is {max_bytes:,} (DOCSIEVE_MAX_DOCUMENT_BYTES)",
+                    f"{source}\0{size}".encode(),
+                )
+                return
+            data = fh.read()  # (a file that grew past the limit since fstat is refused by _read_bytes)
     except OSError as exc:
         yield Rejection.of(source, f"cannot read file: {exc.strerror or exc}", source.encode())
         return
-    suffix = path.suffix.lower()
+    suffix = os.path.splitext(path)[1].lower()
     yield from _read_bytes(source, data, lambda _: _format_of(suffix), max_bytes)
 
 
@@ -104,7 +107,7 @@ def _read_bytes(source: str, data: bytes, format_of, max_bytes: int) -> Iterator
             source, f"input too large: more than {max_bytes:,} bytes (DOCSIEVE_MAX_DOCUMENT_BYTES)", data
         )
         return
-    if b"\0" in data[:BINARY_SNIFF]:
+    if data.find(b"\0", 0, BINARY_SNIFF) != -1:
         yield Rejection.of(source, "binary data, not text (NUL bytes in the first 8 KiB)", data)
         return
     kind = format_of(data)
