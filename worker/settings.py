@@ -65,6 +65,25 @@ class Settings:
     retry_backoff_max: int = 300
     max_retries: int = 12
 
+    # Web ingestion. What workers coordinate through (the per-host rate limit, the scheduler's locks):
+    # a redis:// URL in the deployment; empty, in-process (the embedded default).
+    coordination_url: str = ""
+    user_agent: str = "docsieve/0.1 (+https://github.com/docsieve/docsieve; news deduplication)"
+    fetch_connect_timeout: float = 5.0
+    fetch_read_timeout: float = 20.0
+    fetch_retries: int = 3  # on connection errors, 429 and 5xx, with backoff (Retry-After honoured)
+    fetch_max_bytes: int = 5_000_000  # bytes on the wire, counted while streaming
+    fetch_max_decoded_bytes: int = 20_000_000  # after gzip/deflate/brotli: a bomb is cut off here
+    fetch_max_redirects: int = 5
+    # Host names that may resolve to internal addresses (comma-separated; for tests and intranets).
+    # Everything else that resolves to loopback, private, link-local, ... is refused.
+    fetch_allow_hosts: str = ""
+    host_interval: float = 1.0  # seconds between two requests to one host, across all workers
+    robots_ttl: int = 3600  # seconds a host's robots.txt is kept
+    fetch_concurrency: int = 64  # threads of an I/O worker
+    # The sources polled on a schedule (TOML); see scheduler/.
+    sources_file: str = "sources.toml"
+
     def __post_init__(self) -> None:
         positive = (
             "shingle_size",
@@ -81,6 +100,10 @@ class Settings:
             "task_soft_time_limit",
             "task_time_limit",
             "retry_backoff_max",
+            "fetch_max_bytes",
+            "fetch_max_decoded_bytes",
+            "robots_ttl",
+            "fetch_concurrency",
         )
         for name in positive:
             if getattr(self, name) < 1:
@@ -96,6 +119,12 @@ class Settings:
             value = getattr(self, name)
             if not 0.0 < value <= 1.0:
                 raise SettingsError(f"{PREFIX}{name.upper()} must be in (0, 1], got {value}")
+        for name in ("fetch_connect_timeout", "fetch_read_timeout"):
+            if not getattr(self, name) > 0:
+                raise SettingsError(f"{PREFIX}{name.upper()} must be above 0, got {getattr(self, name)}")
+        for name in ("fetch_retries", "fetch_max_redirects", "host_interval"):
+            if getattr(self, name) < 0:
+                raise SettingsError(f"{PREFIX}{name.upper()} must not be negative, got {getattr(self, name)}")
         if not self.task_soft_time_limit < self.task_time_limit:
             raise SettingsError(f"{PREFIX}TASK_SOFT_TIME_LIMIT must be below {PREFIX}TASK_TIME_LIMIT")
         # A retried message stays unacknowledged through its countdown and then its whole run.
@@ -135,6 +164,10 @@ class Settings:
             f"normalization {NORMALIZATION_VERSION}, word {self.shingle_size}-grams, {self.num_perm} bins, "
             f"seed {self.seed}, {self.lsh_bands}x{self.lsh_rows} bands, 1-in-{self.sample_rate} sample"
         )
+
+    @property
+    def allowed_internal_hosts(self) -> frozenset[str]:
+        return frozenset(h.strip().lower() for h in self.fetch_allow_hosts.split(",") if h.strip())
 
     def with_(self, **changes: Any) -> Settings:
         return replace(self, **changes)
