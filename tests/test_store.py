@@ -73,3 +73,38 @@ def test_a_store_refuses_settings_that_make_other_fingerprints(store_url: str) -
     with pytest.raises(StoreError, match="fingerprints were made with"):
         Pipeline(store, Settings(store=store_url, shingle_size=5))
     store.close()
+
+
+def test_entries_are_claimed_once_per_source(store: Store) -> None:
+    long_url = "https://example.com/" + "a" * 5000  # longer than any index entry may be
+    assert store.claim_entries("feed", ["https://example.com/1", long_url]) == ["https://example.com/1", long_url]
+    assert store.claim_entries("feed", ["https://example.com/1", "https://example.com/2", long_url]) == [
+        "https://example.com/2"
+    ]
+    assert store.claim_entries("other", ["https://example.com/1"]) == ["https://example.com/1"]
+    assert store.claim_entries("feed", []) == []
+
+
+def test_entries_claimed_by_racing_pollers_go_to_one_of_them(store_url: str) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    keys = [f"https://example.com/{i}" for i in range(300)]
+    stores = [Store(store_url) for _ in range(4)]
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            claimed = list(pool.map(lambda s: s.claim_entries("feed", keys), stores))
+    finally:
+        for s in stores:
+            s.close()
+    everything = [key for part in claimed for key in part]
+    assert sorted(everything) == sorted(keys)
+
+
+def test_fetch_validators_are_kept_per_url(store: Store) -> None:
+    assert store.fetch_validators("https://example.com/a") == (None, None)
+    store.save_fetch_validators("https://example.com/a", '"v1"', "Tue, 24 Nov 2026 10:00:00 GMT")
+    store.save_fetch_validators("https://example.com/b", None, None)
+    assert store.fetch_validators("https://example.com/a") == ('"v1"', "Tue, 24 Nov 2026 10:00:00 GMT")
+    store.save_fetch_validators("https://example.com/a", '"v2"', None)
+    assert store.fetch_validators("https://example.com/a") == ('"v2"', None)
+    assert store.fetch_validators("https://example.com/b") == (None, None)

@@ -374,6 +374,7 @@ def _describe(record) -> str:
         ("language", record.language),
         ("url", record.url),
         ("published", record.published),
+        ("author", record.author),
         ("images", ", ".join(record.images)),
         ("reason", record.reason),
         ("content_hash", record.content_hash),

@@ -70,6 +70,7 @@ def _extract_scraped(raw: RawDocument) -> Document | Rejection:
         language=raw.language,
         url=raw.url,
         published=raw.published,
+        author=raw.author,
     )
 
 
@@ -110,4 +111,5 @@ def _extract_html(raw: RawDocument) -> Document | Rejection:
         language=raw.language,
         url=raw.url or result.url,
         published=raw.published or result.date,
+        author=raw.author or (result.author or "").strip() or None,
     )

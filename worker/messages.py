@@ -11,13 +11,15 @@ from worker.models import Format, RawDocument, Rejection
 from worker.readers import Item
 
 INGEST_TASK = "docsieve.ingest_batch"
+FETCH_TASK = "docsieve.fetch_urls"
+OPTIONAL = ("title", "url", "published", "language", "author")
 
 
 def to_message(item: Item) -> dict:
     if isinstance(item, Rejection):
         return {"source": item.source, "reason": item.reason, "raw_hash": item.raw_hash}
     message = {"source": item.source, "body": item.body, "format": str(item.format)}
-    for name in ("title", "url", "published", "language"):
+    for name in OPTIONAL:
         if getattr(item, name):
             message[name] = getattr(item, name)
     return message
@@ -25,9 +27,8 @@ def to_message(item: Item) -> dict:
 
 def from_message(message: object) -> Item:
     """The item a message carries; a malformed message is a rejection, never an exception."""
-    optional = ("title", "url", "published", "language")
     if isinstance(message, dict) and isinstance(message.get("source"), str):
-        wrong = [name for name in optional if message.get(name) is not None and not isinstance(message[name], str)]
+        wrong = [name for name in OPTIONAL if message.get(name) is not None and not isinstance(message[name], str)]
         if wrong:
             return _malformed(message, f"{', '.join(wrong)} must be text")
         try:
@@ -42,6 +43,7 @@ def from_message(message: object) -> Item:
                     url=message.get("url"),
                     published=message.get("published"),
                     language=message.get("language"),
+                    author=message.get("author"),
                 )
         except (KeyError, ValueError) as exc:
             return _malformed(message, f"{type(exc).__name__}: {exc}")

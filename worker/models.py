@@ -42,6 +42,7 @@ class RawDocument:
     url: str | None = None
     published: str | None = None
     language: str | None = None
+    author: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +75,7 @@ class Document:
     language: str | None = None
     url: str | None = None
     published: str | None = None
+    author: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +128,7 @@ class Record:
     reason: str | None = None
     url: str | None = None
     published: str | None = None
+    author: str | None = None
     created_at: str | None = None
 
     def to_json(self) -> dict:
@@ -144,6 +147,7 @@ class Record:
             "reason": self.reason,
             "url": self.url,
             "published": self.published,
+            "author": self.author,
             "created_at": self.created_at,
         }
 

@@ -202,6 +202,7 @@ class Pipeline:
                         images=doc.images,
                         url=doc.url,
                         published=doc.published,
+                        author=doc.author,
                     ),
                     shingles=fp.shingles if indexed else None,
                     keys=p.keys if indexed else None,

@@ -3,6 +3,7 @@ SQLAlchemy Core. The schema is owned by the Alembic migrations in ``worker/migra
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -36,6 +37,7 @@ records = sa.Table(
     sa.Column("reason", sa.Text, nullable=True),
     sa.Column("url", sa.Text, nullable=True),
     sa.Column("published", sa.String(64), nullable=True),
+    sa.Column("author", sa.Text, nullable=True),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
     sa.Column("shingles", sa.LargeBinary, nullable=True),  # sorted unique uint32, for verification
     sa.Column("index_keys", sa.LargeBinary, nullable=True),  # int64 LSH band and sample keys
@@ -65,11 +67,32 @@ meta = sa.Table(
     sa.Column("value", sa.Text, nullable=False),
 )
 
+# Web ingestion: the validators of each fetched URL, so the next fetch can be conditional (a 304 costs
+# nothing), and the entries of polled sources already seen, so each is enqueued once.
+fetch_state = sa.Table(
+    "fetch_state",
+    metadata,
+    sa.Column("url_hash", sa.String(64), primary_key=True),  # SHA-256 of the canonical URL: URLs can be long
+    sa.Column("url", sa.Text, nullable=False),
+    sa.Column("etag", sa.Text, nullable=True),
+    sa.Column("last_modified", sa.Text, nullable=True),
+    sa.Column("fetched_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+)
+
+source_entries = sa.Table(
+    "source_entries",
+    metadata,
+    sa.Column("source", sa.String(200), primary_key=True),
+    sa.Column("key_hash", sa.String(64), primary_key=True),
+    sa.Column("key", sa.Text, nullable=False),
+    sa.Column("first_seen", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+)
+
 RECORD_COLUMNS = [c for c in records.c if c.name not in ("shingles", "index_keys", "seq")]
 # Any constant: the advisory lock that serializes deciders on PostgreSQL, as BEGIN IMMEDIATE does on SQLite.
 WRITE_LOCK = 0x646F6373
 MIGRATIONS = Path(__file__).with_name("migrations")
-SCHEMA_REVISION = "0003"  # the newest migration; a test holds it equal to Alembic's head
+SCHEMA_REVISION = "0004"  # the newest migration; a test holds it equal to Alembic's head
 # Bound parameters per statement stay well below SQLite's limit (32766) and PostgreSQL's (65535).
 CHUNK = 5000
 
@@ -216,6 +239,36 @@ class Store:
         with self.engine.begin() as conn:
             conn.execute(failures.insert().values(**row))
 
+    def claim_entries(self, source: str, keys: Sequence[str]) -> list[str]:
+        """The keys never claimed before for this source, now claimed: one atomic insert that skips
+        the known ones, so two pollers racing on one source never both get an entry."""
+        rows = {_sha256(key): key for key in keys}
+        claimed: set[str] = set()
+        with self.engine.begin() as conn:
+            for chunk in batched(rows.items(), 500):
+                values = [{"source": source, "key_hash": h, "key": k} for h, k in chunk]
+                statement = _insert(conn, source_entries).values(values).on_conflict_do_nothing()
+                claimed.update(conn.scalars(statement.returning(source_entries.c.key_hash)))
+        return [key for h, key in rows.items() if h in claimed]
+
+    def fetch_validators(self, url: str) -> tuple[str | None, str | None]:
+        """(ETag, Last-Modified) of the last fetch of a URL, for a conditional GET."""
+        query = sa.select(fetch_state.c.etag, fetch_state.c.last_modified).where(fetch_state.c.url_hash == _sha256(url))
+        with self.engine.connect() as conn:
+            row = conn.execute(query).first()
+        return (row[0], row[1]) if row else (None, None)
+
+    def save_fetch_validators(self, url: str, etag: str | None, last_modified: str | None) -> None:
+        values = {"url_hash": _sha256(url), "url": url, "etag": etag, "last_modified": last_modified}
+        with self.engine.begin() as conn:
+            statement = _insert(conn, fetch_state).values(values)
+            conn.execute(
+                statement.on_conflict_do_update(
+                    index_elements=[fetch_state.c.url_hash],
+                    set_={"etag": etag, "last_modified": last_modified, "fetched_at": sa.func.now()},
+                )
+            )
+
     def recent_failures(self, limit: int = 10) -> list[dict]:
         query = sa.select(failures).order_by(failures.c.id.desc()).limit(limit)
         with self.engine.connect() as conn:
@@ -321,9 +374,23 @@ def _row(item: NewRecord) -> dict:
         "reason": r.reason,
         "url": r.url,
         "published": r.published,
+        "author": r.author,
         "shingles": item.shingles.astype(np.uint32).tobytes() if item.shingles is not None else None,
         "index_keys": item.keys.astype(np.int64).tobytes() if item.keys is not None else None,
     }
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _insert(conn: sa.Connection, table: sa.Table):
+    """An INSERT with ON CONFLICT, in the connection's dialect (both SQLite and PostgreSQL have it)."""
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    return insert(table)
 
 
 def _record(row) -> Record:
@@ -343,5 +410,6 @@ def _record(row) -> Record:
         reason=m["reason"],
         url=m["url"],
         published=m["published"],
+        author=m["author"],
         created_at=m["created_at"].isoformat() if m["created_at"] else None,
     )
