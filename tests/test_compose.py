@@ -37,12 +37,15 @@ def test_valid_against_the_compose_specification() -> None:
 
 
 def test_shape() -> None:
-    assert {"redis", "postgres", "migrate", "worker", "scheduler", "flower"} <= SERVICES.keys()
-    for name in ("worker", "scheduler", "migrate"):  # may run as many copies: no fixed names or host ports
+    assert {"redis", "postgres", "migrate", "worker", "fetcher", "scheduler", "flower"} <= SERVICES.keys()
+    for name in ("worker", "fetcher", "scheduler", "migrate"):  # may run as many copies: no fixed names or host ports
         assert "container_name" not in SERVICES[name] and "ports" not in SERVICES[name]
     assert "redis-cli ping" in " ".join(SERVICES["redis"]["healthcheck"]["test"])
     assert "pg_isready" in " ".join(SERVICES["postgres"]["healthcheck"]["test"])
     assert "inspect ping" in " ".join(SERVICES["worker"]["healthcheck"]["test"])
+    assert "inspect ping" in " ".join(SERVICES["fetcher"]["healthcheck"]["test"])
+    assert SERVICES["fetcher"]["command"] == ["docsieve", "worker", "--io"]
+    assert SERVICES["scheduler"]["command"] == ["docsieve", "scheduler"]
     assert "noeviction" in SERVICES["redis"]["command"]
     assert SERVICES["worker"]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
     assert SERVICES["worker"]["depends_on"]["postgres"]["condition"] == "service_healthy"
@@ -61,6 +64,8 @@ def services(postgres_server_url: str):
             "DOCSIEVE_BROKER_URL": redis_url,
             "DOCSIEVE_RESULT_BACKEND": redis_url,
             "DOCSIEVE_QUEUE_PREFIX": prefix,
+            "DOCSIEVE_COORDINATION_URL": redis_url,
+            "DOCSIEVE_SOURCES_FILE": str(Path(__file__).parent.parent / "sources.toml"),
             "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
         }
         yield env, redis_url, store_url
@@ -105,10 +110,7 @@ def test_service_commands_run_here(services) -> None:
     hostname = socket.gethostname()
     worker = subprocess.Popen(command("worker"), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     beat = subprocess.Popen(
-        command(
-            "scheduler",
-            **{"/tmp/celerybeat-schedule": str(Path(env.get("TMPDIR", "/tmp")) / f"beat-{uuid.uuid4().hex}")},
-        ),
+        command("scheduler"),
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -131,6 +133,7 @@ def test_service_commands_run_here(services) -> None:
         stderr=subprocess.STDOUT,
         text=True,
     )
+    processes = [worker, beat, flower]
     try:
         health = SERVICES["worker"]["healthcheck"]["test"][1].replace("$$", "$")
         deadline = time.monotonic() + 90
@@ -141,6 +144,27 @@ def test_service_commands_run_here(services) -> None:
             if probe.returncode == 0:
                 break
             assert worker.poll() is None, worker.stdout.read()
+            assert time.monotonic() < deadline, probe.stdout + probe.stderr
+            time.sleep(1)
+        assert "pong" in probe.stdout
+
+        # fetcher: the same healthcheck passes for the I/O worker (the CPU worker stopped first: in a
+        # container each has its own host name, here they would share one).
+        worker.terminate()
+        worker.wait(timeout=60)
+        fetcher = subprocess.Popen(
+            command("fetcher"), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        processes.append(fetcher)
+        health = SERVICES["fetcher"]["healthcheck"]["test"][1].replace("$$", "$")
+        deadline = time.monotonic() + 90
+        while True:
+            probe = subprocess.run(
+                ["sh", "-c", health], env={**env, "HOSTNAME": hostname}, capture_output=True, text=True
+            )
+            if probe.returncode == 0:
+                break
+            assert fetcher.poll() is None, fetcher.stdout.read()
             assert time.monotonic() < deadline, probe.stdout + probe.stderr
             time.sleep(1)
         assert "pong" in probe.stdout
@@ -167,9 +191,9 @@ def test_service_commands_run_here(services) -> None:
         # scheduler: celery beat is still running.
         assert beat.poll() is None, beat.stdout.read()
     finally:
-        for process in (worker, beat, flower):
+        for process in processes:
             process.terminate()
-        for process in (worker, beat, flower):
+        for process in processes:
             try:
                 process.wait(timeout=30)
             except subprocess.TimeoutExpired:

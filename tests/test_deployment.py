@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import random
+import socket
 import subprocess
 import sys
 import time
@@ -57,13 +58,14 @@ def settings_of(env: dict) -> Settings:
 
 
 @contextmanager
-def workers(env: dict, concurrency: int) -> Iterator[subprocess.Popen]:
+def workers(env: dict, concurrency: int, *options: str) -> Iterator[subprocess.Popen]:
     process = subprocess.Popen(
         [
             sys.executable,
             "-m",
             "worker.cli",
             "worker",
+            *options,
             "--concurrency",
             str(concurrency),
             "--loglevel",
@@ -79,8 +81,9 @@ def workers(env: dict, concurrency: int) -> Iterator[subprocess.Popen]:
     )
     app = create_app(settings_of(env))
     try:
+        name = process.args[process.args.index("--hostname") + 1].replace("%h", socket.gethostname())
         deadline = time.monotonic() + 60
-        while not (app.control.inspect(timeout=0.5).ping() or {}):
+        while name not in (app.control.inspect(timeout=0.5).ping() or {}):
             assert process.poll() is None, process.stdout.read()
             assert time.monotonic() < deadline, "worker did not come up"
         yield process
@@ -176,3 +179,37 @@ def test_a_task_delivered_twice_creates_no_second_record(deployment: dict) -> No
         outcomes = [r.get(timeout=60) for r in results]
     assert sorted(o["stored"] for o in outcomes) == [0, 1]
     assert Store(deployment["DOCSIEVE_STORE"]).counts() == {"canonical": 1}
+
+
+def test_urls_are_fetched_by_the_io_worker_and_ingested_by_the_cpu_worker(deployment: dict) -> None:
+    from tests.webserver import Reply, Request, WebServer
+
+    page = (Path(__file__).parent / "fixtures" / "pages" / "ar_article.html").read_bytes()
+
+    def conditional(request: Request) -> Reply:
+        if request.headers.get("If-None-Match") == '"v1"':
+            return Reply(304, {"ETag": '"v1"'})
+        return Reply(200, {"Content-Type": "text/html; charset=utf-8", "ETag": '"v1"'}, page)
+
+    env = {
+        **deployment,
+        "DOCSIEVE_FETCH_ALLOW_HOSTS": "127.0.0.1",
+        "DOCSIEVE_HOST_INTERVAL": "0",
+        "DOCSIEVE_COORDINATION_URL": deployment["DOCSIEVE_INDEX_URL"],
+        "DOCSIEVE_FETCH_RETRIES": "0",
+        "DOCSIEVE_RETRY_BACKOFF_MAX": "1",  # an unreachable page is tried again within a second
+    }
+    with WebServer() as web:
+        web.route("/ar/story.html", conditional)
+        web.route("/down.html", Reply(503))
+        with workers(env, 2), workers(env, 4, "--io"):
+            first = submit(env, web.url("/ar/story.html?utm_source=x"), web.url("/down.html"), "--wait")
+            again = submit(env, web.url("/ar/story.html"), "--wait")
+        assert first.returncode == 0, first.stdout + first.stderr
+        assert "queued 2 documents in 1 tasks" in first.stdout
+        assert "new 1" in first.stdout and "rejected 1" in first.stdout
+        assert "not modified 1" in again.stdout and "new 0" in again.stdout
+        assert len(web.hits("/down.html")) == 5  # FETCH_ATTEMPTS, each a task of its own
+    records = {r.source: r for r in Store(env["DOCSIEVE_STORE"], migrate=False).iter_records()}
+    assert records[web.url("/ar/story.html")].language == "ar"
+    assert "unreachable after 5 attempts" in records[web.url("/down.html")].reason

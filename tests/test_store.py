@@ -108,3 +108,10 @@ def test_fetch_validators_are_kept_per_url(store: Store) -> None:
     store.save_fetch_validators("https://example.com/a", '"v2"', None)
     assert store.fetch_validators("https://example.com/a") == ('"v2"', None)
     assert store.fetch_validators("https://example.com/b") == (None, None)
+
+
+def test_released_entries_can_be_claimed_again(store: Store) -> None:
+    assert store.claim_entries("feed", ["a", "b", "c"]) == ["a", "b", "c"]
+    store.release_entries("feed", ["b", "c"])
+    store.release_entries("other", ["a"])  # another source's claims are its own
+    assert store.claim_entries("feed", ["a", "b", "c"]) == ["b", "c"]

@@ -51,7 +51,12 @@ def queue_names(settings: Settings) -> tuple[str, str]:
 def create_app(settings: Settings) -> Celery:
     cpu, io = queue_names(settings)
     _register_serializer()
-    app = Celery("docsieve", broker=settings.broker_url, backend=settings.result_backend, include=["worker.tasks"])
+    app = Celery(
+        "docsieve",
+        broker=settings.broker_url,
+        backend=settings.result_backend,
+        include=["worker.tasks", "scheduler.tasks"],
+    )
     app.conf.update(
         task_serializer=SERIALIZER,
         result_serializer="json",
@@ -66,7 +71,12 @@ def create_app(settings: Settings) -> Celery:
         task_time_limit=settings.task_time_limit,
         task_queues=(Queue(cpu), Queue(io)),
         task_default_queue=cpu,
-        task_routes={"docsieve.*": {"queue": cpu}},
+        # Fetching and polling wait on the network: the I/O queue, served by a thread pool.
+        task_routes={
+            "docsieve.fetch_urls": {"queue": io},
+            "docsieve.poll_source": {"queue": io},
+            "docsieve.*": {"queue": cpu},
+        },
         result_expires=24 * 3600,
         task_track_started=True,
         worker_send_task_events=True,  # for Flower and `docsieve status`

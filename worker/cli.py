@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import logging
 import os
@@ -49,9 +50,9 @@ def _parser() -> argparse.ArgumentParser:
         parents=[common],
         help="read, fingerprint, deduplicate and store articles",
         description="Ingest files (.txt/.md scraped articles, .html pages, .json/.jsonl "
-        "batches), directories (recursively) or - for standard input.",
+        "batches), directories (recursively), - for standard input, or http(s) URLs of article pages.",
     )
-    ingest.add_argument("paths", nargs="+", metavar="PATH", help="file, directory, or - for stdin")
+    ingest.add_argument("paths", nargs="+", metavar="PATH", help="file, directory, URL, or - for stdin")
     ingest.add_argument("--quiet", action="store_true", help="no progress bar")
     ingest.set_defaults(run=_ingest)
 
@@ -78,11 +79,11 @@ def _parser() -> argparse.ArgumentParser:
     submit = sub.add_parser(
         "submit",
         parents=[common],
-        help="queue files, directories or stdin to a running deployment",
-        description="Read the inputs here and queue them, in batches, to the deployment's workers; returns at "
-        "once and prints what it queued, or with --wait follows the tasks to the end.",
+        help="queue files, directories, stdin or URLs to a running deployment",
+        description="Read the inputs here and queue them, in batches, to the deployment's workers (URLs go to "
+        "the fetch workers); returns at once and prints what it queued, or with --wait follows the tasks to the end.",
     )
-    submit.add_argument("paths", nargs="+", metavar="PATH", help="file, directory, or - for stdin")
+    submit.add_argument("paths", nargs="+", metavar="PATH", help="file, directory, URL, or - for stdin")
     submit.add_argument("--wait", action="store_true", help="follow progress until every task is done")
     submit.add_argument("--quiet", action="store_true", help="no progress bar")
     submit.add_argument(
@@ -98,9 +99,13 @@ def _parser() -> argparse.ArgumentParser:
         parents=[common],
         help="run a worker of the deployment",
         description="Start a Celery worker on the CPU queue (extract, fingerprint, decide, store) with a process "
-        "pool, one process per core unless --concurrency says otherwise.",
+        "pool, one process per core unless --concurrency says otherwise; with --io, a fetch worker on the I/O "
+        "queue (fetching pages, polling sources) with a thread pool of DOCSIEVE_FETCH_CONCURRENCY threads.",
     )
-    worker.add_argument("--concurrency", "-c", type=int, help="worker processes (default: the number of cores)")
+    worker.add_argument("--io", action="store_true", help="serve the I/O queue (fetching) instead of the CPU queue")
+    worker.add_argument(
+        "--concurrency", "-c", type=int, help="worker processes (default: the number of cores), or threads with --io"
+    )
     worker.add_argument("--loglevel", default="INFO")
     worker.add_argument("--hostname", "-n", help="worker name (default celery@HOST)")
     worker.set_defaults(run=_worker)
@@ -112,6 +117,17 @@ def _parser() -> argparse.ArgumentParser:
         description="A look at a running deployment.",
     )
     status.set_defaults(run=_status)
+
+    scheduler = sub.add_parser(
+        "scheduler",
+        parents=[common],
+        help="poll the sources of the sources file on their schedule",
+        description="Run the Celery beat scheduler of the deployment: every source of DOCSIEVE_SOURCES_FILE "
+        "(TOML) is polled every `interval` seconds by the fetch workers. Edits of the file take effect "
+        "without a restart; a second scheduler started by mistake sends nothing while the first runs.",
+    )
+    scheduler.add_argument("--loglevel", default="INFO")
+    scheduler.set_defaults(run=_scheduler)
 
     reindex = sub.add_parser(
         "reindex",
@@ -151,7 +167,12 @@ def _ingest(args: argparse.Namespace, settings: Settings) -> int:
     from worker.store import Store
 
     pipeline = Pipeline(Store(settings.store), settings)
-    items = read(args.paths, settings.max_document_bytes)
+    urls = [p for p in args.paths if _is_url(p)]
+    items = read([p for p in args.paths if not _is_url(p)], settings.max_document_bytes)
+    pages: list = []
+    if urls:
+        pages = _fetch_here(urls, pipeline.store, settings)
+        items = itertools.chain(items, (page.item for page in pages if page.item is not None))
     bar = None
     if not args.quiet and sys.stderr.isatty():
         from tqdm import tqdm
@@ -159,6 +180,10 @@ def _ingest(args: argparse.Namespace, settings: Settings) -> int:
         bar = tqdm(unit="doc", desc="ingest", file=sys.stderr, dynamic_ncols=True)
     try:
         summary = pipeline.ingest(items, progress=bar.update if bar else None)
+        if pages:  # only now, with the pages stored, may their next fetch be conditional
+            from worker.web import save_validators
+
+            save_validators(pipeline.store, (page.validators for page in pages))
     finally:
         if bar:
             bar.close()
@@ -166,41 +191,64 @@ def _ingest(args: argparse.Namespace, settings: Settings) -> int:
     print(
         f"read {summary.read}  new {summary.new}  exact copies {summary.exact}  near copies {summary.near}  "
         f"rejected {summary.rejected}  already stored {summary.unchanged}"
+        + (f"  not modified {sum(page.item is None for page in pages)}" if pages else "")
     )
     print(f"elapsed {summary.elapsed:.2f} s  {summary.docs_per_s:,.1f} docs/s  store {_shown(settings.store)}")
     for reason, n in sorted(summary.reasons.items(), key=lambda kv: -kv[1]):
         print(f"  rejected {n}: {reason}")
     if summary.read == 0:
+        if pages:  # every page unchanged since its last fetch
+            return 0
         print("docsieve: nothing to ingest", file=sys.stderr)
         return 1
     return 0 if summary.ingested else 1
 
 
+def _is_url(arg: str) -> bool:
+    """Anything with a scheme is a URL (an unsupported scheme is then rejected as such, not as a path)."""
+    scheme, sep, _ = arg.partition("://")
+    return bool(sep) and scheme[:1].isalpha() and all(c.isalnum() or c in "+.-" for c in scheme)
+
+
+def _fetch_here(urls: list[str], store, settings: Settings) -> list:
+    """The embedded default fetches in this process, on a thread pool; a page that cannot be reached now
+    is rejected with the reason (the deployment tries it again later instead)."""
+    from worker.fetch import Fetcher
+    from worker.models import Rejection
+    from worker.politeness import make_limiter
+    from worker.web import Page, Unreachable, fetch_pages, known_validators
+
+    fetcher = Fetcher(settings, make_limiter(settings))
+    try:
+        known = known_validators(store, urls)
+        return [
+            Page(got.url, Rejection.of(got.url, f"unreachable: {got.reason}", got.url))
+            if isinstance(got, Unreachable)
+            else got
+            for got in fetch_pages(fetcher, urls, known, settings.fetch_concurrency)
+        ]
+    finally:
+        fetcher.close()
+
+
 def _submit(args: argparse.Namespace, settings: Settings) -> int:
     from worker.celery_app import app, queue_names
-    from worker.messages import INGEST_TASK, message_size, to_message
+    from worker.messages import FETCH_TASK, INGEST_TASK, URLS_PER_TASK, message_batches, to_message
+    from worker.models import batched
     from worker.readers import read
 
+    cpu_queue, io_queue = queue_names(settings)
     queued_tasks = []
-    documents = 0
-    batch: list[dict] = []
-    size = 0
-
-    def send() -> None:
-        nonlocal batch, size
-        if batch:
-            queued_tasks.append(app.send_task(INGEST_TASK, args=[batch], queue=queue_names(settings)[0]))
-            batch, size = [], 0
-
-    for item in read(args.paths, settings.max_document_bytes):
-        message = to_message(item)
-        length = message_size(message)
-        if batch and (len(batch) >= settings.submit_batch or size + length > settings.submit_max_chars):
-            send()
-        batch.append(message)
-        size += length
-        documents += 1
-    send()
+    urls = [p for p in args.paths if _is_url(p)]
+    for chunk in batched(urls, URLS_PER_TASK):
+        queued_tasks.append(app.send_task(FETCH_TASK, args=[chunk], queue=io_queue))
+    documents = len(urls)
+    messages = (
+        to_message(item) for item in read([p for p in args.paths if not _is_url(p)], settings.max_document_bytes)
+    )
+    for batch in message_batches(messages, settings.submit_batch, settings.submit_max_chars):
+        queued_tasks.append(app.send_task(INGEST_TASK, args=[batch], queue=cpu_queue))
+        documents += len(batch)
     print(f"queued {documents} documents in {len(queued_tasks)} tasks to {_shown(settings.broker_url)}")
     if not args.wait:
         return 0 if documents else 1
@@ -211,6 +259,8 @@ def _follow(tasks, documents: int, quiet: bool, timeout: float | None = None) ->
     """Wait for every task (or until ``timeout``), with a progress bar on a terminal; print the totals."""
     import time
     from collections import Counter
+
+    from celery.result import AsyncResult
 
     deadline = time.monotonic() + timeout if timeout else None
     bar = None
@@ -229,8 +279,10 @@ def _follow(tasks, documents: int, quiet: bool, timeout: float | None = None) ->
             elif task.successful():
                 result = task.result
                 totals.update({k: v for k, v in result.items() if isinstance(v, int)})
+                # A fetch task hands its pages to ingest tasks (and unreachable URLs to a later fetch).
+                still += [AsyncResult(task_id, app=task.app) for task_id in result.get("followups", [])]
                 if bar:
-                    bar.update(result["received"])
+                    bar.update(result.get("received", 0) + result.get("not_modified", 0))
             else:
                 failed += 1
         pending = still
@@ -243,7 +295,8 @@ def _follow(tasks, documents: int, quiet: bool, timeout: float | None = None) ->
     print(
         f"received {totals['received']}  new {totals['canonical']}  exact copies {totals['exact']}  "
         f"near copies {totals['near']}  rejected {totals['rejected']}  "
-        f"already stored {totals['received'] - totals['stored']}  failed tasks {failed}"
+        f"already stored {totals['received'] - totals['stored']}  not modified {totals['not_modified']}  "
+        f"failed tasks {failed}"
     )
     if pending:
         print(f"docsieve: stopped waiting with {len(pending)} tasks still queued or running", file=sys.stderr)
@@ -257,12 +310,25 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
     os.environ["DOCSIEVE_STORE"] = settings.store  # before the app reads its settings at import
     from worker.celery_app import app, queue_names
 
-    argv = ["worker", "--queues", queue_names(settings)[0], "--pool", "prefork", "--loglevel", args.loglevel]
-    if args.concurrency:
-        argv += ["--concurrency", str(args.concurrency)]
+    cpu_queue, io_queue = queue_names(settings)
+    if args.io:
+        concurrency = args.concurrency or settings.fetch_concurrency
+        argv = ["worker", "--queues", io_queue, "--pool", "threads", "--concurrency", str(concurrency)]
+    else:
+        argv = ["worker", "--queues", cpu_queue, "--pool", "prefork"]
+        if args.concurrency:
+            argv += ["--concurrency", str(args.concurrency)]
+    argv += ["--loglevel", args.loglevel]
     if args.hostname:
         argv += ["--hostname", args.hostname]
     app.worker_main(argv)
+    return 0
+
+
+def _scheduler(args: argparse.Namespace, settings: Settings) -> int:
+    from scheduler import run_scheduler
+
+    run_scheduler(settings, loglevel=args.loglevel)
     return 0
 
 

@@ -6,6 +6,7 @@ Kept apart from the tasks so that ``docsieve submit`` imports neither the pipeli
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Iterator
 
 from worker.models import Format, RawDocument, Rejection
 from worker.readers import Item
@@ -13,6 +14,9 @@ from worker.readers import Item
 INGEST_TASK = "docsieve.ingest_batch"
 FETCH_TASK = "docsieve.fetch_urls"
 OPTIONAL = ("title", "url", "published", "language", "author")
+# A fetch task's URLs are fetched one after the other, while the I/O worker's thread pool runs many
+# tasks: few URLs a task keep the pool busy and a slow host holding up only a few others.
+URLS_PER_TASK = 8
 
 
 def to_message(item: Item) -> dict:
@@ -59,3 +63,19 @@ def _malformed(message: object, why: str) -> Rejection:
 def message_size(message: dict) -> int:
     """Characters of text in a message: what its size on the wire grows with."""
     return sum(len(value) for value in message.values() if isinstance(value, str))
+
+
+def message_batches(messages: Iterable[dict], max_count: int, max_chars: int) -> Iterator[list[dict]]:
+    """Task-sized batches: at most ``max_count`` messages and, unless one message is larger alone,
+    ``max_chars`` characters of text."""
+    batch: list[dict] = []
+    size = 0
+    for message in messages:
+        length = message_size(message)
+        if batch and (len(batch) >= max_count or size + length > max_chars):
+            yield batch
+            batch, size = [], 0
+        batch.append(message)
+        size += length
+    if batch:
+        yield batch

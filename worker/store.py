@@ -251,6 +251,16 @@ class Store:
                 claimed.update(conn.scalars(statement.returning(source_entries.c.key_hash)))
         return [key for h, key in rows.items() if h in claimed]
 
+    def release_entries(self, source: str, keys: Sequence[str]) -> None:
+        """Forget claims whose entries could not be sent, so that the next poll sends them."""
+        with self.engine.begin() as conn:
+            for chunk in batched({_sha256(key) for key in keys}, CHUNK):
+                conn.execute(
+                    source_entries.delete().where(
+                        source_entries.c.source == source, source_entries.c.key_hash.in_(chunk)
+                    )
+                )
+
     def fetch_validators(self, url: str) -> tuple[str | None, str | None]:
         """(ETag, Last-Modified) of the last fetch of a URL, for a conditional GET."""
         query = sa.select(fetch_state.c.etag, fetch_state.c.last_modified).where(fetch_state.c.url_hash == _sha256(url))

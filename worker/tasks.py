@@ -9,6 +9,7 @@ shows it.
 
 from __future__ import annotations
 
+import random
 from collections import Counter
 from functools import cache
 
@@ -17,11 +18,17 @@ import sqlalchemy.exc
 from celery import Task
 from kombu.exceptions import OperationalError as BrokerError
 
-from worker.celery_app import app
-from worker.messages import INGEST_TASK, from_message
+from worker.celery_app import app, queue_names
+from worker.messages import FETCH_TASK, INGEST_TASK, from_message, to_message
+from worker.models import Rejection
 from worker.pipeline import Pipeline
 from worker.settings import Settings
 from worker.store import Store
+from worker.web import Page, Unreachable, Validators, fetch_page, known_validators, save_validators, url_key
+
+# A URL that stays unreachable (network, 5xx, 429 after the fetcher's own retries) is tried this many
+# times, a little later each time, then stored as rejected with the last error.
+FETCH_ATTEMPTS = 5
 
 TRANSIENT = (
     sqlalchemy.exc.OperationalError,
@@ -33,6 +40,25 @@ TRANSIENT = (
     ConnectionError,
     TimeoutError,
 )
+
+
+def _settings() -> Settings:
+    return app.conf.docsieve_settings
+
+
+@cache
+def shared_fetcher():
+    """One fetcher (one HTTP session, one robots cache) per worker process, shared by its threads."""
+    from worker.fetch import Fetcher
+    from worker.politeness import make_limiter
+
+    return Fetcher(_settings(), make_limiter(_settings()))
+
+
+@cache
+def shared_store() -> Store:
+    """This process's store for small reads and writes outside the pipeline (validators, claims)."""
+    return Store(_settings().store)
 
 
 @cache
@@ -70,9 +96,78 @@ class IngestTask(Task):
     max_retries=app.conf.docsieve_settings.max_retries,
 )
 def ingest_batch(self, messages: list[dict]) -> dict:
-    records = _pipeline().process([from_message(m) for m in messages])
+    pipeline = _pipeline()
+    records = pipeline.process([from_message(m) for m in messages])
+    # Only now that the pages are stored may their next fetch be conditional.
+    save_validators(pipeline.store, (_validators(m) for m in messages))
     statuses = Counter(
         "exact" if r.method and r.method.value == "exact" else "near" if r.duplicate_of else r.status.value
         for r in records
     )
     return {"received": len(messages), "stored": len(records), **statuses}
+
+
+@app.task(
+    name=FETCH_TASK,
+    base=IngestTask,
+    bind=True,
+    autoretry_for=TRANSIENT,
+    retry_backoff=2,
+    retry_backoff_max=app.conf.docsieve_settings.retry_backoff_max,
+    retry_jitter=True,
+    max_retries=app.conf.docsieve_settings.max_retries,
+)
+def fetch_urls(self, urls: list[str], attempt: int = 1) -> dict:
+    """Fetch pages (I/O queue) and send what changed to the CPU queue to be ingested. URLs that may come
+    back later are sent again in a task of their own, so one slow host never holds the others."""
+    cpu_queue = queue_names(_settings())[0]
+    known = known_validators(shared_store(), urls)
+    messages: list[dict] = []
+    unchanged = 0
+    unreachable: list[Unreachable] = []
+    for url in urls:
+        try:
+            page = _fetch(url, known)
+        except Unreachable as exc:
+            unreachable.append(exc)
+            continue
+        if page.item is None:
+            unchanged += 1
+        else:
+            messages.append(_message(page))
+    followups = []
+    if unreachable and attempt < FETCH_ATTEMPTS:
+        # Well below the visibility timeout (settings check it): a countdown past it is delivered twice.
+        delay = min(_settings().retry_backoff_max, 15 * 2**attempt) * random.uniform(0.5, 1.0)
+        again = [e.url for e in unreachable]
+        io_queue = queue_names(_settings())[1]
+        followups.append(self.app.send_task(FETCH_TASK, args=[again, attempt + 1], queue=io_queue, countdown=delay).id)
+    elif unreachable:
+        for exc in unreachable:
+            reason = f"unreachable after {attempt} attempts: {exc.reason}"
+            messages.append(to_message(Rejection.of(exc.url, reason, exc.url)))
+    if messages:
+        followups.append(self.app.send_task(INGEST_TASK, args=[messages], queue=cpu_queue).id)
+    return {"urls": len(urls), "not_modified": unchanged, "followups": followups}
+
+
+def _fetch(url: str, known: dict[str, Validators]) -> Page:
+    return fetch_page(shared_fetcher(), url, known.get(url_key(url)))
+
+
+def _message(page: Page) -> dict:
+    message = to_message(page.item)
+    if page.validators is not None:
+        v = page.validators
+        message["validators"] = {"url": v.url, "etag": v.etag, "last_modified": v.last_modified}
+    return message
+
+
+def _validators(message: dict) -> Validators | None:
+    v = message.get("validators") if isinstance(message, dict) else None
+    if not isinstance(v, dict) or not isinstance(v.get("url"), str):
+        return None
+    etag, modified = v.get("etag"), v.get("last_modified")
+    return Validators(
+        v["url"], etag if isinstance(etag, str) else None, modified if isinstance(modified, str) else None
+    )

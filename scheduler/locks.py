@@ -1,0 +1,122 @@
+"""Expiring locks with an owner token: in Redis when workers and schedulers share one (the deployment's
+``coordination_url``), otherwise in this process.
+
+A lock is taken with SET NX PX and a random token; only the holder of the token may refresh or release
+it (compare-and-refresh and compare-and-delete run as Lua scripts, atomically), so a holder that was
+paused past the expiry never releases a lock that someone else took meanwhile.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Protocol
+
+import redis
+
+from worker.settings import Settings
+
+REFRESH = """
+if redis.call('get', KEYS[1]) == ARGV[1] then
+    return redis.call('pexpire', KEYS[1], ARGV[2])
+end
+return 0
+"""
+RELEASE = """
+if redis.call('get', KEYS[1]) == ARGV[1] then
+    return redis.call('del', KEYS[1])
+end
+return 0
+"""
+
+
+class Locks(Protocol):
+    def acquire(self, key: str, ttl: float) -> str | None:
+        """The token of the new hold, or None while someone else holds the lock."""
+
+    def refresh(self, key: str, token: str, ttl: float) -> bool:
+        """Extend a hold; False when the token no longer holds the lock."""
+
+    def release(self, key: str, token: str) -> bool:
+        """Release a hold; False when the token no longer held the lock."""
+
+
+def new_token() -> str:
+    # Host and pid first: `GET <key>` then tells a person which process holds the lock.
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(8)}"
+
+
+class RedisLocks:
+    def __init__(self, url: str) -> None:
+        self.redis = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
+        self._refresh = self.redis.register_script(REFRESH)
+        self._release = self.redis.register_script(RELEASE)
+
+    def acquire(self, key: str, ttl: float) -> str | None:
+        token = new_token()
+        return token if self.redis.set(key, token, nx=True, px=_ms(ttl)) else None
+
+    def refresh(self, key: str, token: str, ttl: float) -> bool:
+        return bool(self._refresh(keys=[key], args=[token, _ms(ttl)]))
+
+    def release(self, key: str, token: str) -> bool:
+        return bool(self._release(keys=[key], args=[token]))
+
+
+class LocalLocks:
+    """The same locks for one process and its threads (an I/O worker runs a thread pool)."""
+
+    def __init__(self) -> None:
+        self._mutex = threading.Lock()
+        self._held: dict[str, tuple[str, float]] = {}  # key -> (token, monotonic deadline)
+
+    def acquire(self, key: str, ttl: float) -> str | None:
+        with self._mutex:
+            held = self._held.get(key)
+            if held and held[1] > time.monotonic():
+                return None
+            token = new_token()
+            self._held[key] = (token, time.monotonic() + ttl)
+            return token
+
+    def refresh(self, key: str, token: str, ttl: float) -> bool:
+        with self._mutex:
+            if not self._holds(key, token):
+                return False
+            self._held[key] = (token, time.monotonic() + ttl)
+            return True
+
+    def release(self, key: str, token: str) -> bool:
+        with self._mutex:
+            if not self._holds(key, token):
+                return False
+            del self._held[key]
+            return True
+
+    def _holds(self, key: str, token: str) -> bool:
+        held = self._held.get(key)
+        return held is not None and held[0] == token and held[1] > time.monotonic()
+
+
+def make_locks(settings: Settings) -> Locks:
+    return RedisLocks(settings.coordination_url) if settings.coordination_url else LocalLocks()
+
+
+@contextmanager
+def holding(locks: Locks, key: str, ttl: float) -> Iterator[bool]:
+    """Whether the lock was free (and is now held until the block ends)."""
+    token = locks.acquire(key, ttl)
+    try:
+        yield token is not None
+    finally:
+        if token is not None:
+            locks.release(key, token)
+
+
+def _ms(seconds: float) -> int:
+    return max(1, round(seconds * 1000))

@@ -1,0 +1,71 @@
+"""The Celery task ``docsieve.poll_source``: a thin wrapper over ``worker.sources.poll``.
+
+A poll holds ``<prefix>:poll:<name>`` for as long as the task may run (the task time limit), so a slow
+poll never overlaps the next poll of the same source. (The I/O worker's thread pool does not enforce
+time limits: a poll still running after that long may overlap the next one, which is only wasted work,
+since the store's claims are atomic and each new entry is enqueued once either way.) A poll that fails
+is not retried: the next scheduled poll does the same work.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import cache, partial
+
+from scheduler.beat import POLL_TASK
+from scheduler.locks import Locks, holding, make_locks
+from worker.celery_app import app, queue_names
+from worker.messages import FETCH_TASK, INGEST_TASK, URLS_PER_TASK, message_batches, to_message
+from worker.models import batched
+from worker.readers import read
+from worker.settings import Settings
+from worker.sources import Claims, Enqueue, Entry, GetText, Source, load_sources, poll
+from worker.tasks import shared_fetcher, shared_store
+
+SendTask = Callable[..., object]
+
+
+def poll_once(settings: Settings, name: str, locks: Locks, get_text: GetText, claims: Claims, enqueue: Enqueue) -> dict:
+    """Poll the source called ``name`` in the sources file, unless a poll of it is still running."""
+    source = next((s for s in load_sources(settings.sources_file) if s.name == name), None)
+    if source is None:  # removed from the file since this poll was scheduled
+        return {"skipped": f"no source named {name!r} in {settings.sources_file}"}
+    with holding(locks, f"{settings.queue_prefix}:poll:{name}", settings.task_time_limit) as held:
+        if not held:
+            return {"skipped": "a poll of this source is still running"}
+        result = poll(source, get_text, claims, enqueue)
+    return {"source": name, "found": result.found, "new": result.new}
+
+
+def enqueue_entries(send_task: SendTask, settings: Settings, source: Source, entries: list[Entry]) -> None:
+    """Pages to fetch go to the I/O queue; files of a folder are read here and go to the CPU queue."""
+    cpu_queue, io_queue = queue_names(settings)
+    if source.kind != "folder":
+        for urls in batched((e.location for e in entries), URLS_PER_TASK):
+            send_task(FETCH_TASK, args=[urls], queue=io_queue)
+        return
+    messages = (to_message(item) for item in read([e.location for e in entries], settings.max_document_bytes))
+    for batch in message_batches(messages, settings.submit_batch, settings.submit_max_chars):
+        send_task(INGEST_TASK, args=[batch], queue=cpu_queue)
+
+
+def _settings() -> Settings:
+    return app.conf.docsieve_settings
+
+
+@cache
+def _locks() -> Locks:
+    return make_locks(_settings())
+
+
+@app.task(name=POLL_TASK)
+def poll_source(name: str) -> dict:
+    settings = _settings()
+    return poll_once(
+        settings,
+        name,
+        locks=_locks(),
+        get_text=shared_fetcher().get_text,
+        claims=shared_store(),
+        enqueue=partial(enqueue_entries, app.send_task, settings),
+    )

@@ -1,0 +1,405 @@
+"""The scheduler: a beat schedule from the sources file, one leader among schedulers, polls that never
+overlap, and what a poll sends. Locks are taken in a real Redis, under a key prefix of each test's own."""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from scheduler import tasks
+from scheduler.beat import LEADER_TTL, POLL_TASK, TICK, SourcesScheduler
+from scheduler.locks import LocalLocks, RedisLocks, holding
+from tests.conftest import REPO
+from tests.services import redis_server
+from worker.celery_app import create_app
+from worker.messages import FETCH_TASK, INGEST_TASK, URLS_PER_TASK, from_message
+from worker.models import RawDocument
+from worker.settings import Settings
+from worker.sources import Entry, Source
+
+FEED = 'name = "{name}"\nkind = "feed"\nlocation = "https://{name}.example/rss.xml"\ninterval = {interval}\n'
+
+
+@pytest.fixture(scope="module")
+def redis_url() -> Iterator[str]:
+    with redis_server() as url:
+        yield url
+
+
+@pytest.fixture
+def prefix(redis_url: str) -> Iterator[str]:
+    prefix = f"docsieve-test-{uuid.uuid4().hex[:8]}"
+    yield prefix
+    client = redis.Redis.from_url(redis_url)
+    for key in client.scan_iter(match=f"*{prefix}*"):  # only the keys this test made
+        client.delete(key)
+
+
+@pytest.fixture
+def settings(tmp_path: Path, redis_url: str, prefix: str) -> Settings:
+    return Settings(
+        broker_url=redis_url,
+        result_backend=redis_url,
+        coordination_url=redis_url,
+        queue_prefix=prefix,
+        sources_file=str(tmp_path / "sources.toml"),
+    )
+
+
+def write_sources(settings: Settings, *sources: tuple[str, float]) -> None:
+    """Write the sources file, its mtime always later than before (as an edit a second later would)."""
+    path = Path(settings.sources_file)
+    before = path.stat().st_mtime_ns if path.exists() else time.time_ns()
+    path.write_text("\n".join("[[source]]\n" + FEED.format(name=n, interval=i) for n, i in sources), encoding="utf-8")
+    os.utime(path, ns=(before + 2_000_000_000, before + 2_000_000_000))
+
+
+class Beat:
+    """A scheduler on its own app whose sends are recorded instead of published."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.app = create_app(settings)
+        self.sent: list[tuple[str, list, dict]] = []
+        self.app.send_task = lambda name, args=None, kwargs=None, **options: self.sent.append((name, args, options))
+        self.scheduler = SourcesScheduler(app=self.app)
+
+    def run_due(self) -> list[str]:
+        """Tick until nothing is due; the sources polled meanwhile."""
+        before = len(self.sent)
+        for _ in range(100):
+            if self.scheduler.tick() > 0:
+                return [args[0] for _, args, _ in self.sent[before:]]
+        raise AssertionError("the scheduler kept sending")
+
+
+@pytest.fixture
+def beats(settings: Settings) -> Iterator[list[Beat]]:
+    """Schedulers made by a test, closed (lock released) at its end."""
+    made: list[Beat] = []
+    yield made
+    for beat in made:
+        beat.scheduler.close()
+
+
+def start(beats: list[Beat], settings: Settings) -> Beat:
+    beats.append(Beat(settings))
+    return beats[-1]
+
+
+# The schedule.
+
+
+def test_one_entry_per_source_routed_to_the_io_queue(beats: list[Beat], settings: Settings, prefix: str) -> None:
+    write_sources(settings, ("wire", 600), ("akhbar", 30.5))
+    beat = start(beats, settings)
+    entries = {name: e for name, e in beat.scheduler.schedule.items() if name.startswith("poll-source:")}
+    assert sorted(entries) == ["poll-source:akhbar", "poll-source:wire"]
+    wire = entries["poll-source:wire"]
+    assert (wire.task, wire.args) == (POLL_TASK, ["wire"])
+    assert wire.schedule.run_every.total_seconds() == 600
+    assert wire.options == {"queue": f"{prefix}.io", "expires": 600.0}
+    assert entries["poll-source:akhbar"].schedule.run_every.total_seconds() == 30.5
+
+    assert sorted(beat.run_due()) == ["akhbar", "wire"]  # every source at once when the scheduler starts
+    name, _, options = beat.sent[0]
+    assert name == POLL_TASK and options["queue"] == f"{prefix}.io"
+    assert beat.run_due() == []  # then each after its interval
+    assert 0 < beat.scheduler.tick() <= TICK
+
+
+def test_a_source_added_to_the_file_is_scheduled_without_a_restart(beats: list[Beat], settings: Settings) -> None:
+    write_sources(settings, ("wire", 600))
+    beat = start(beats, settings)
+    assert beat.run_due() == ["wire"]
+
+    write_sources(settings, ("wire", 600), ("akhbar", 600))
+    assert beat.run_due() == ["akhbar"]  # the new one at once; the other keeps its time
+
+    write_sources(settings, ("akhbar", 900))  # wire removed, akhbar re-timed
+    assert beat.run_due() == []
+    assert [n for n in beat.scheduler.schedule if n.startswith("poll-source:")] == ["poll-source:akhbar"]
+    assert beat.scheduler.schedule["poll-source:akhbar"].schedule.run_every.total_seconds() == 900
+
+
+def test_a_broken_file_keeps_the_last_good_schedule(
+    beats: list[Beat], settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    write_sources(settings, ("wire", 600), ("akhbar", 600))
+    beat = start(beats, settings)
+    assert sorted(beat.run_due()) == ["akhbar", "wire"]
+
+    path = Path(settings.sources_file)
+    path.write_text(path.read_text() + "\n[[source]\nname = 'third'\n", encoding="utf-8")  # a typo
+    with caplog.at_level(logging.ERROR, logger="scheduler.beat"):
+        assert beat.run_due() == []
+        beat.run_due()  # the same broken file: said once
+    [message] = [r.getMessage() for r in caplog.records]
+    assert message.startswith(f"scheduler: {path}: invalid TOML: ")
+    assert message.endswith("; keeping the schedule of 2 sources")
+    assert sorted(n for n in beat.scheduler.schedule if n.startswith("poll-source:")) == [
+        "poll-source:akhbar",
+        "poll-source:wire",
+    ]
+
+    write_sources(settings, ("wire", 600), ("akhbar", 600), ("third", 600))  # fixed
+    assert beat.run_due() == ["third"]
+
+
+def test_no_file_at_start_then_one(beats: list[Beat], settings: Settings, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.ERROR, logger="scheduler.beat"):
+        beat = start(beats, settings)
+        assert beat.run_due() == []
+    assert "sources file not found; keeping the schedule of 0 sources" in caplog.text
+    write_sources(settings, ("wire", 600))
+    assert beat.run_due() == ["wire"]
+
+
+# One leader.
+
+
+def test_of_two_schedulers_only_the_leader_sends(
+    beats: list[Beat], settings: Settings, redis_url: str, prefix: str
+) -> None:
+    write_sources(settings, ("wire", 600), ("akhbar", 600))
+    first, second = start(beats, settings), start(beats, settings)
+    assert sorted(first.run_due()) == ["akhbar", "wire"]
+    assert second.run_due() == []
+    assert second.scheduler.tick() == TICK  # a standby asks again every tick
+    assert second.sent == []
+
+    client = redis.Redis.from_url(redis_url)
+    key = f"{prefix}:scheduler:leader"
+    assert client.get(key).decode() == first.scheduler.leadership.token
+    assert 0 < client.pttl(key) <= LEADER_TTL * 1000
+    client.pexpire(key, 5000)
+    first.scheduler.tick()
+    assert client.pttl(key) > 5000  # the leader refreshes its lock every tick
+
+    first.scheduler.close()  # shutdown releases the lock: the standby takes over at its next tick
+    assert client.get(key) is None
+    assert sorted(second.run_due()) == ["akhbar", "wire"]  # what was due, at once
+    assert len(first.sent) == 2
+
+
+def test_a_leader_whose_lock_was_taken_stops_sending(
+    beats: list[Beat], settings: Settings, redis_url: str, prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    write_sources(settings, ("wire", 600))
+    beat = start(beats, settings)
+    assert beat.run_due() == ["wire"]
+    # Its lock expired while it was paused, and another scheduler took it.
+    redis.Redis.from_url(redis_url).set(f"{prefix}:scheduler:leader", "another-scheduler")
+    write_sources(settings, ("wire", 600), ("akhbar", 600))  # akhbar is due at once
+    with caplog.at_level(logging.WARNING, logger="scheduler.beat"):
+        assert beat.run_due() == []
+    assert f"another scheduler holds the lock {prefix}:scheduler:leader; standing by" in caplog.text
+    assert redis.Redis.from_url(redis_url).get(f"{prefix}:scheduler:leader") == b"another-scheduler"
+
+
+def test_without_redis_for_locks_a_scheduler_leads_alone(beats: list[Beat], settings: Settings) -> None:
+    settings = settings.with_(coordination_url="")
+    write_sources(settings, ("wire", 600))
+    assert isinstance(start(beats, settings).scheduler.leadership.locks, LocalLocks)
+    assert beats[0].run_due() == ["wire"]
+
+
+def test_while_the_lock_cannot_be_reached_nothing_is_sent(
+    beats: list[Beat], settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = settings.with_(coordination_url="redis://127.0.0.1:1/0")  # nothing listens there
+    write_sources(settings, ("wire", 600))
+    beat = start(beats, settings)
+    with caplog.at_level(logging.WARNING, logger="scheduler.beat"):
+        assert beat.scheduler.tick() == TICK
+    assert beat.sent == []
+    assert "cannot reach the lock" in caplog.text
+
+
+def test_locks_are_refreshed_and_released_only_by_their_holder(redis_url: str, prefix: str) -> None:
+    for locks in (RedisLocks(redis_url), LocalLocks()):
+        key = f"{prefix}:lock"
+        token = locks.acquire(key, 10)
+        assert token is not None and locks.acquire(key, 10) is None
+        assert not locks.refresh(key, "not-the-token", 10)
+        assert not locks.release(key, "not-the-token")
+        assert locks.refresh(key, token, 20)
+        assert locks.release(key, token)
+        assert not locks.release(key, token)  # released once
+        assert locks.acquire(key, 10) is not None
+
+
+# Polls.
+
+
+class FakeStore:
+    def __init__(self) -> None:
+        self.claimed: set[str] = set()
+
+    def claim_entries(self, source_name: str, keys: list[str]) -> list[str]:
+        new = [k for k in dict.fromkeys(keys) if (source_name, k) not in self.claimed]
+        self.claimed.update((source_name, k) for k in new)
+        return new
+
+    def release_entries(self, source_name: str, keys: list[str]) -> None:
+        self.claimed.difference_update((source_name, k) for k in keys)
+
+
+RSS = """<?xml version="1.0"?><rss version="2.0"><channel><title>Wire</title>
+<item><title>One</title><link>https://wire.example/1</link></item>
+<item><title>Two</title><link>https://wire.example/2</link></item>
+</channel></rss>"""
+
+
+def test_a_poll_of_a_source_never_overlaps_the_next(settings: Settings, redis_url: str, prefix: str) -> None:
+    write_sources(settings, ("wire", 600))
+    locks, store, queued = RedisLocks(redis_url), FakeStore(), []
+    client = redis.Redis.from_url(redis_url)
+    key = f"{prefix}:poll:wire"
+    ttls = []
+
+    def get_text(url: str) -> str:
+        ttls.append(client.pttl(key))  # held while the poll runs
+        return RSS
+
+    def poll(name: str) -> dict:
+        enqueue = lambda source, entries: queued.extend(e.location for e in entries)  # noqa: E731
+        return tasks.poll_once(settings, name, locks, get_text, store, enqueue)
+
+    with holding(locks, key, 60) as held:  # a poll of wire still running
+        assert held
+        assert poll("wire") == {"skipped": "a poll of this source is still running"}
+        assert ttls == [] and queued == []
+    assert poll("wire") == {"source": "wire", "found": 2, "new": 2}
+    assert (settings.task_time_limit - 5) * 1000 < ttls[0] <= settings.task_time_limit * 1000
+    assert client.get(key) is None  # released at the end
+    assert poll("wire") == {"source": "wire", "found": 2, "new": 0}
+    assert queued == ["https://wire.example/1", "https://wire.example/2"]
+    assert poll("gone") == {"skipped": f"no source named 'gone' in {settings.sources_file}"}
+
+
+def test_a_failed_poll_releases_its_lock(settings: Settings, redis_url: str, prefix: str) -> None:
+    write_sources(settings, ("wire", 600))
+
+    def get_text(url: str) -> str:
+        raise ConnectionError("connection refused")
+
+    with pytest.raises(ConnectionError):
+        tasks.poll_once(settings, "wire", RedisLocks(redis_url), get_text, FakeStore(), print)
+    assert redis.Redis.from_url(redis_url).get(f"{prefix}:poll:wire") is None
+
+
+def test_pages_are_sent_to_be_fetched_in_batches(settings: Settings, prefix: str) -> None:
+    sent: list[tuple[str, list, dict]] = []
+    entries = [Entry(f"https://wire.example/{n}", f"https://wire.example/{n}") for n in range(2 * URLS_PER_TASK + 2)]
+    send_task = lambda name, args, **options: sent.append((name, args, options))  # noqa: E731
+    tasks.enqueue_entries(send_task, settings, Source("wire", "feed", "https://wire.example/rss", 600), entries)
+    assert [(name, len(args[0]), options) for name, args, options in sent] == [
+        (FETCH_TASK, URLS_PER_TASK, {"queue": f"{prefix}.io"}),
+        (FETCH_TASK, URLS_PER_TASK, {"queue": f"{prefix}.io"}),
+        (FETCH_TASK, 2, {"queue": f"{prefix}.io"}),
+    ]
+    assert [url for _, args, _ in sent for url in args[0]] == [e.location for e in entries]
+
+
+def test_files_of_a_folder_are_read_and_sent_to_be_ingested(settings: Settings, prefix: str, tmp_path: Path) -> None:
+    settings = settings.with_(submit_batch=2)
+    paths = []
+    for n, text in enumerate(["الخبر الأول\n", "second story\n", "third story\n"]):
+        paths.append(tmp_path / f"{n}.txt")
+        paths[-1].write_text(text, encoding="utf-8")
+    sent: list[tuple[str, list, dict]] = []
+    send_task = lambda name, args, **options: sent.append((name, args, options))  # noqa: E731
+    entries = [Entry(f"{p}@1:1", str(p)) for p in paths]
+    tasks.enqueue_entries(send_task, settings, Source("inbox", "folder", str(tmp_path), 60), entries)
+    assert [(name, len(args[0]), options) for name, args, options in sent] == [
+        (INGEST_TASK, 2, {"queue": f"{prefix}.cpu"}),
+        (INGEST_TASK, 1, {"queue": f"{prefix}.cpu"}),
+    ]
+    items = [from_message(m) for _, args, _ in sent for m in args[0]]
+    assert all(isinstance(i, RawDocument) for i in items)
+    assert [(i.source, i.body) for i in items] == [
+        (str(paths[0]), "الخبر الأول\n"),
+        (str(paths[1]), "second story\n"),
+        (str(paths[2]), "third story\n"),
+    ]
+
+
+def test_message_batches_hold_a_count_and_a_size() -> None:
+    messages = [{"source": str(n), "body": "x" * size} for n, size in enumerate([3, 3, 3, 20, 1])]
+    batches = list(tasks.message_batches(messages, max_count=10, max_chars=10))
+    # A message larger than the limit alone travels alone.
+    assert [[m["source"] for m in b] for b in batches] == [["0", "1"], ["2"], ["3"], ["4"]]
+    assert [len(b) for b in tasks.message_batches(messages, max_count=2, max_chars=1000)] == [2, 2, 1]
+
+
+def test_the_task_wires_fetcher_store_and_broker(
+    settings: Settings, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_sources(settings, ("wire", 600))
+    store, sent = FakeStore(), []
+
+    class Fetcher:
+        def get_text(self, url: str) -> str:
+            assert url == "https://wire.example/rss.xml"
+            return RSS
+
+    monkeypatch.setattr(tasks, "_settings", lambda: settings)
+    monkeypatch.setattr(tasks, "_locks", lambda: RedisLocks(redis_url))
+    monkeypatch.setattr(tasks, "shared_fetcher", Fetcher)
+    monkeypatch.setattr(tasks, "shared_store", lambda: store)
+    monkeypatch.setattr(tasks.app, "send_task", lambda name, args, **options: sent.append((name, args, options)))
+    assert tasks.poll_source("wire") == {"source": "wire", "found": 2, "new": 2}
+    assert sent == [
+        (FETCH_TASK, [["https://wire.example/1", "https://wire.example/2"]], {"queue": f"{settings.queue_prefix}.io"})
+    ]
+    assert tasks.poll_source("wire") == {"source": "wire", "found": 2, "new": 0}
+    assert len(sent) == 1
+
+
+# The command.
+
+
+def test_run_scheduler_sends_polls_and_releases_its_lock_on_sigterm(
+    settings: Settings, redis_url: str, prefix: str
+) -> None:
+    write_sources(settings, ("wire", 600))
+    code = (
+        "import sys; from worker.settings import Settings; from scheduler import run_scheduler; "
+        "run_scheduler(Settings(broker_url=sys.argv[1], result_backend=sys.argv[1], coordination_url=sys.argv[1], "
+        "queue_prefix=sys.argv[2], sources_file=sys.argv[3]))"
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-c", code, redis_url, prefix, settings.sources_file],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    client = redis.Redis.from_url(redis_url)
+    try:
+        deadline = time.monotonic() + 60
+        while not client.llen(f"{prefix}.io"):
+            assert process.poll() is None, process.communicate()[0]
+            assert time.monotonic() < deadline, "no poll was sent"
+            time.sleep(0.05)
+        assert client.get(f"{prefix}:scheduler:leader") is not None
+    finally:
+        process.send_signal(signal.SIGTERM)
+        output = process.communicate(timeout=30)[0]
+    assert process.returncode == 0, output
+    message = json.loads(client.lindex(f"{prefix}.io", 0))
+    assert message["headers"]["task"] == POLL_TASK
+    assert json.loads(base64.b64decode(message["body"]))[0] == ["wire"]
+    assert client.get(f"{prefix}:scheduler:leader") is None  # released on shutdown

@@ -1,0 +1,575 @@
+"""Fetching pages, feeds and sitemaps over http(s), safely and politely.
+
+One `Fetcher` per worker process, shared by the threads of its pool. Every request, redirects included, goes
+through the same checks: the URL's scheme, the address it connects to (no loopback, private, link-local, cloud
+metadata, ... address: SSRF), robots.txt and the per-host rate limit. The address check is made when the
+connection is made, on the very addresses it connects to (one DNS resolution), so a name that resolves to a
+public address when checked and to an internal one a moment later (DNS rebinding) cannot get through.
+"""
+
+from __future__ import annotations
+
+import codecs
+import contextlib
+import ipaddress
+import re
+import socket
+import ssl
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from http.cookiejar import DefaultCookiePolicy
+from types import TracebackType
+from typing import Any, Self
+from urllib.parse import urljoin, urlsplit
+
+import charset_normalizer
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.exceptions import (
+    ConnectTimeoutError,
+    DecodeError,
+    NameResolutionError,
+    NewConnectionError,
+    ProtocolError,
+    ReadTimeoutError,
+)
+from urllib3.util.connection import allowed_gai_family
+from urllib3.util.timeout import _DEFAULT_TIMEOUT
+
+from worker.politeness import RateLimiter, RobotsCache, make_limiter
+from worker.settings import Settings
+from worker.urls import canonicalize
+
+PAGE_TYPES = frozenset({"text/html", "application/xhtml+xml", "text/plain"})
+# Feeds and sitemaps. text/plain is accepted because misconfigured servers send feeds as such; text/html is not:
+# an HTML page where a feed was expected is an error or login page, not a feed.
+FEED_TYPES = frozenset(
+    {"application/rss+xml", "application/atom+xml", "application/rdf+xml", "application/xml", "text/xml", "text/plain"}
+)
+ANY_TYPE: frozenset[str] = frozenset()  # robots.txt: whatever the server calls it
+
+REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+BACKOFF_BASE = 0.5  # seconds before the first retry, doubled for each one after
+# Seconds one request may spend waiting between its attempts, Retry-After included: a server asking for more is
+# given up on (a transient failure, for the task to retry later) rather than allowed to hold a worker thread.
+RETRY_SLEEP_BUDGET = 30.0
+_CHUNK = 64 * 1024
+_POOL_HOSTS = 256  # connection pools (hosts) kept alive
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+CLOUD_METADATA = frozenset({ipaddress.ip_address("169.254.169.254"), ipaddress.ip_address("fd00:ec2::254")})
+_BROADCAST = ipaddress.IPv4Address("255.255.255.255")
+_CARRIER_GRADE_NAT = ipaddress.IPv4Network("100.64.0.0/10")
+# Special-purpose ranges that Python 3.11's ipaddress counts as global.
+_SPECIAL_PURPOSE = (
+    ipaddress.IPv4Network("192.0.0.0/24"),  # IETF protocol assignments
+    ipaddress.IPv4Network("192.88.99.0/24"),  # 6to4 relay anycast
+    ipaddress.IPv6Network("fec0::/10"),  # site-local
+    ipaddress.IPv6Network("3fff::/20"),  # documentation
+)
+_NAT64 = (ipaddress.IPv6Network("64:ff9b::/96"), ipaddress.IPv6Network("64:ff9b:1::/48"))
+_IPV4_TRANSLATED = ipaddress.IPv6Network("::ffff:0:0:0/96")
+_IPV4_COMPATIBLE = ipaddress.IPv6Network("::/96")
+
+
+@dataclass(frozen=True, slots=True)
+class Fetched:
+    url: str  # canonical form of the URL asked for
+    final_url: str  # after redirects (canonicalized)
+    status: int  # 200 (or other 2xx) or 304
+    text: str | None  # decoded body; None when 304
+    content_type: str  # e.g. "text/html"
+    etag: str | None
+    last_modified: str | None
+
+    @property
+    def not_modified(self) -> bool:
+        return self.status == 304
+
+
+class FetchError(Exception):
+    """A fetch that failed. str(exc) is the reason; `transient` says whether trying again later may work;
+    `status` is the HTTP status that made it fail, if one did."""
+
+    def __init__(self, reason: str, transient: bool = False, status: int | None = None) -> None:
+        super().__init__(reason)
+        self.transient = transient
+        self.status = status
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (str(self), self.transient, self.status))
+
+
+class AddressRefused(Exception):
+    """The host is, or resolves to, an address the fetcher must not connect to. Deliberately not an OSError:
+    urllib3 and requests then neither retry it nor wrap it into a connection error."""
+
+
+def blocked_reason(address: IPAddress) -> str | None:
+    """Why the fetcher must not connect to `address`, as in "a loopback address"; None for a public address."""
+    if address in CLOUD_METADATA:
+        return "a cloud metadata address"
+    if isinstance(address, ipaddress.IPv6Address):
+        embedded = _embedded_ipv4(address)
+        if embedded is not None:
+            kind, ipv4s, translated = embedded
+            for ipv4 in ipv4s:
+                reason = blocked_reason(ipv4)
+                if reason:
+                    return f"{kind} of {ipv4}, {reason}"
+            if translated:
+                return None  # the packets go to the embedded (public) IPv4 address
+    if address.is_unspecified:
+        return "an unspecified address"
+    if address.is_loopback:
+        return "a loopback address"
+    if address.is_link_local:
+        return "a link-local address"
+    if address.is_multicast:
+        return "a multicast address"
+    if address == _BROADCAST:
+        return "a broadcast address"
+    if address in _CARRIER_GRADE_NAT:
+        return "a carrier-grade NAT address"
+    if address.is_reserved:
+        return "a reserved address"
+    if address.is_private:
+        return "a private address"
+    if not address.is_global or any(address in network for network in _SPECIAL_PURPOSE):
+        return "a special-purpose address"
+    return None
+
+
+def _embedded_ipv4(address: ipaddress.IPv6Address) -> tuple[str, tuple[ipaddress.IPv4Address, ...], bool] | None:
+    """(what kind of address it is, the IPv4 addresses inside, whether traffic goes to them) for IPv6 addresses
+    that carry an IPv4 address."""
+    low32 = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    if address.ipv4_mapped is not None:
+        return "an IPv4-mapped address", (address.ipv4_mapped,), True
+    if address in _IPV4_TRANSLATED:
+        return "an IPv4-translated address", (low32,), True
+    if any(address in network for network in _NAT64):
+        return "a NAT64 address", (low32,), True
+    if address in _IPV4_COMPATIBLE and int(address) > 1:  # :: and ::1 are not IPv4-compatible addresses
+        return "an IPv4-compatible address", (low32,), True
+    if address.sixtofour is not None:
+        return "a 6to4 address", (address.sixtofour,), False
+    if address.teredo is not None:
+        return "a Teredo address", address.teredo, False
+    return None
+
+
+class AddressGuard:
+    """Which addresses may be connected to. Hosts named in `allowed_hosts` (tests, intranets) may be anything."""
+
+    def __init__(self, allowed_hosts: frozenset[str]) -> None:
+        self._allowed = frozenset(host.strip("[]").lower() for host in allowed_hosts)
+
+    def check_literal(self, host: str) -> None:
+        """Refuse an IP-address host at once, before robots.txt or the rate limit; names are checked on connect."""
+        host = host.strip("[]").lower()
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:
+            return
+        self._check(host, address)
+
+    def resolve(self, host: str, port: int | None) -> list[tuple[Any, ...]]:
+        """getaddrinfo's answers for host, every one checked: the caller connects only to these."""
+        answers = socket.getaddrinfo(host, port, allowed_gai_family(), socket.SOCK_STREAM)
+        for *_, sockaddr in answers:
+            self._check(host, ipaddress.ip_address(sockaddr[0]))
+        return answers
+
+    def _check(self, host: str, address: IPAddress) -> None:
+        if host.lower() in self._allowed:
+            return
+        reason = blocked_reason(address)
+        if reason is None:
+            return
+        if host.strip("[]") == str(address):
+            raise AddressRefused(f"refused: {address} is {reason}")
+        raise AddressRefused(f"refused: {host} resolves to {address}, {reason}")
+
+
+def _connect(conn: HTTPConnection, guard: AddressGuard) -> socket.socket:
+    """urllib3's HTTPConnection._new_conn, resolving once through the guard and connecting to a checked address.
+    conn.host is left alone, so the Host header, TLS SNI and certificate verification use the host name."""
+    try:
+        answers = guard.resolve(conn.host, conn.port)
+    except socket.gaierror as exc:
+        raise NameResolutionError(conn.host, conn, exc) from exc
+    failure: OSError = OSError(f"no address for {conn.host}")
+    for family, kind, proto, _, sockaddr in answers:
+        sock = socket.socket(family, kind, proto)
+        try:
+            for option in conn.socket_options or ():
+                sock.setsockopt(*option)
+            if conn.timeout is not _DEFAULT_TIMEOUT:
+                sock.settimeout(conn.timeout)
+            if conn.source_address:
+                sock.bind(conn.source_address)
+            sock.connect(sockaddr)
+        except OSError as exc:
+            sock.close()
+            failure = exc
+            continue
+        sys.audit("http.client.connect", conn, conn.host, conn.port)
+        return sock
+    if isinstance(failure, TimeoutError):
+        message = f"Connection to {conn.host} timed out. (connect timeout={conn.timeout})"
+        raise ConnectTimeoutError(conn, message) from failure
+    raise NewConnectionError(conn, f"Failed to establish a new connection: {failure}") from failure
+
+
+def _guarded_pool_classes(guard: AddressGuard) -> dict[str, type[HTTPConnectionPool]]:
+    class GuardedHTTPConnection(HTTPConnection):
+        def _new_conn(self) -> socket.socket:
+            return _connect(self, guard)
+
+    class GuardedHTTPSConnection(HTTPSConnection):
+        def _new_conn(self) -> socket.socket:
+            return _connect(self, guard)
+
+    class GuardedHTTPConnectionPool(HTTPConnectionPool):
+        ConnectionCls = GuardedHTTPConnection
+
+    class GuardedHTTPSConnectionPool(HTTPSConnectionPool):
+        ConnectionCls = GuardedHTTPSConnection
+
+    return {"http": GuardedHTTPConnectionPool, "https": GuardedHTTPSConnectionPool}
+
+
+class _GuardedAdapter(HTTPAdapter):
+    """requests' adapter whose connections go through the address guard. Retries are the Fetcher's own."""
+
+    def __init__(self, guard: AddressGuard, pool_maxsize: int) -> None:
+        self._guard = guard  # before super().__init__, which builds the pool manager
+        super().__init__(pool_connections=_POOL_HOSTS, pool_maxsize=pool_maxsize, max_retries=0)
+
+    def init_poolmanager(self, connections: int, maxsize: int, block: bool = False, **pool_kwargs: Any) -> None:
+        super().init_poolmanager(connections, maxsize, block, **pool_kwargs)
+        self.poolmanager.pool_classes_by_scheme = _guarded_pool_classes(self._guard)
+
+
+class _Retryable(Exception):
+    """An attempt that failed in a way another attempt may not: connection trouble, 429, 5xx."""
+
+    def __init__(self, reason: str, status: int | None = None, retry_after: float | None = None) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True, slots=True)
+class _Reply:
+    status: int
+    reason: str
+    headers: Mapping[str, str]
+    body: bytes  # empty unless 2xx
+    media_type: str
+    charset: str | None
+
+
+class Fetcher:
+    """Fetches http(s) resources for one worker process; safe to share between its threads (the session's only
+    mutable state, its cookie jar, accepts no cookies, and the pools of connections are thread-safe)."""
+
+    def __init__(self, settings: Settings, limiter: RateLimiter | None = None, robots: bool = True) -> None:
+        self._settings = settings
+        self._limiter = limiter if limiter is not None else make_limiter(settings)
+        self._guard = AddressGuard(settings.allowed_internal_hosts)
+        self._timeout = (settings.fetch_connect_timeout, settings.fetch_read_timeout)
+        self._session = self._new_session()
+        self._robots = RobotsCache(self._robots_txt, settings.user_agent, settings.robots_ttl) if robots else None
+
+    def fetch(
+        self,
+        url: str,
+        etag: str | None = None,
+        last_modified: str | None = None,
+        accept: frozenset[str] = PAGE_TYPES,
+    ) -> Fetched:
+        """GET url (conditionally when a validator is given), following redirects; raises FetchError."""
+        try:
+            start = canonicalize(url)
+        except ValueError as exc:
+            raise FetchError(str(exc)) from None
+        headers = {"Accept": ", ".join(sorted(accept)) or "*/*"}
+        if etag:
+            headers["If-None-Match"] = etag
+        if last_modified:
+            headers["If-Modified-Since"] = last_modified
+        reply, final_url = self._follow(start, headers, accept, obey_robots=True)
+        if reply.status == 304:
+            if not (etag or last_modified):
+                raise FetchError(f"HTTP 304 Not Modified from {final_url}, which was not asked for", status=304)
+            return Fetched(
+                url=start,
+                final_url=final_url,
+                status=304,
+                text=None,
+                content_type="",
+                etag=reply.headers.get("ETag", etag),
+                last_modified=reply.headers.get("Last-Modified", last_modified),
+            )
+        return Fetched(
+            url=start,
+            final_url=final_url,
+            status=reply.status,
+            text=decode_text(reply.body, reply.charset),
+            content_type=reply.media_type,
+            etag=reply.headers.get("ETag"),
+            last_modified=reply.headers.get("Last-Modified"),
+        )
+
+    def get_text(self, url: str) -> str:
+        """The decoded body of a feed or sitemap (its type must be one of FEED_TYPES)."""
+        return self.fetch(url, accept=FEED_TYPES).text or ""
+
+    def close(self) -> None:
+        self._session.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()
+
+    def _new_session(self) -> requests.Session:
+        session = requests.Session()
+        session.trust_env = False  # no proxy from the environment: a proxy would connect past the address guard
+        session.cookies.set_policy(DefaultCookiePolicy(allowed_domains=[]))  # no cookies, so nothing is shared
+        session.headers["User-Agent"] = self._settings.user_agent
+        adapter = _GuardedAdapter(self._guard, self._settings.fetch_concurrency)
+        session.mount("http://", adapter)
+        session.mount("https://", adapter)
+        return session
+
+    def _follow(
+        self, url: str, headers: dict[str, str], accept: frozenset[str], obey_robots: bool
+    ) -> tuple[_Reply, str]:
+        """The first answer that is not a redirect, and the URL it came from. Redirects are followed here, not by
+        requests, so that every hop is checked like the first."""
+        first, seen = url, {url}
+        for _ in range(self._settings.fetch_max_redirects + 1):
+            reply = self._request(url, headers, accept, obey_robots)
+            if reply.status not in REDIRECT_STATUSES:
+                return reply, url
+            url = _redirect_target(url, reply, seen)
+            seen.add(url)
+        raise FetchError(f"too many redirects: more than {self._settings.fetch_max_redirects} from {first}")
+
+    def _request(self, url: str, headers: dict[str, str], accept: frozenset[str], obey_robots: bool) -> _Reply:
+        """One URL, with retries; a 2xx, 304 or redirect answer, or FetchError."""
+        host = urlsplit(url).hostname or ""
+        try:
+            self._guard.check_literal(host)
+        except AddressRefused as exc:
+            raise FetchError(str(exc)) from None
+        if obey_robots and self._robots is not None and not self._robots.allowed(url):
+            raise FetchError(f"disallowed by robots.txt: {url}")
+        reply = self._attempts(url, host, headers, accept)
+        if 200 <= reply.status < 300 or reply.status == 304 or reply.status in REDIRECT_STATUSES:
+            return reply
+        raise FetchError(f"HTTP {reply.status} {reply.reason} from {url}", status=reply.status)
+
+    def _attempts(self, url: str, host: str, headers: dict[str, str], accept: frozenset[str]) -> _Reply:
+        """_exchange until it works, with backoff (or as Retry-After says) within RETRY_SLEEP_BUDGET."""
+        attempt, slept = 0, 0.0
+        while True:
+            self._limiter.wait(host)  # every attempt counts against the host's rate
+            try:
+                return self._exchange(url, host, headers, accept)
+            except _Retryable as exc:
+                delay = exc.retry_after if exc.retry_after is not None else BACKOFF_BASE * 2**attempt
+                if attempt >= self._settings.fetch_retries:
+                    raise FetchError(f"{exc} (gave up after {_attempt_count(attempt + 1)})", True, exc.status) from None
+                if slept + delay > RETRY_SLEEP_BUDGET:
+                    raise FetchError(f"{exc} (not waiting {delay:g} s to try again)", True, exc.status) from None
+            time.sleep(delay)
+            attempt, slept = attempt + 1, slept + delay
+
+    def _exchange(self, url: str, host: str, headers: dict[str, str], accept: frozenset[str]) -> _Reply:
+        """One attempt: the answer, with the body of a 2xx of an accepted type read within the limits."""
+        try:
+            response = self._session.get(
+                url, headers=headers, stream=True, allow_redirects=False, timeout=self._timeout
+            )
+        except AddressRefused as exc:
+            raise FetchError(str(exc)) from None
+        except requests.ConnectTimeout:
+            raise _Retryable(f"could not connect to {host} within {self._timeout[0]:g} s") from None
+        except requests.ReadTimeout:
+            raise _Retryable(f"no answer from {host} within {self._timeout[1]:g} s") from None
+        except requests.ConnectionError as exc:
+            cause = _root_cause(exc)
+            if isinstance(cause, ssl.SSLCertVerificationError):  # trying again will not make it verify
+                raise FetchError(f"the TLS certificate of {host} does not verify: {cause}") from None
+            raise _Retryable(f"cannot connect to {host}: {cause}") from None
+        except requests.RequestException as exc:
+            raise FetchError(f"cannot fetch {url}: {exc}") from None
+        with response:
+            status = response.status_code
+            if status == 429 or status >= 500:
+                retry_after = _retry_after(response.headers.get("Retry-After"))
+                raise _Retryable(f"HTTP {status} {response.reason} from {url}", status, retry_after)
+            media_type, charset = _media_type(response.headers.get("Content-Type", ""))
+            body = b""
+            if 200 <= status < 300:
+                if accept and media_type not in accept:
+                    expected = ", ".join(sorted(accept))
+                    raise FetchError(f"{url} is {media_type or 'of no stated type'}, not one of {expected}")
+                body = self._read_body(response, url)
+            return _Reply(status, response.reason or "", response.headers, body, media_type, charset)
+
+    def _read_body(self, response: requests.Response, url: str) -> bytes:
+        limit, decoded_limit = self._settings.fetch_max_bytes, self._settings.fetch_max_decoded_bytes
+        declared = response.headers.get("Content-Length", "").strip()
+        if declared.isdigit() and int(declared) > limit:
+            raise FetchError(f"too large: {url} has a Content-Length of {int(declared)} bytes, over {limit}")
+        raw = response.raw
+        chunks: list[bytes] = []
+        decoded = 0
+        try:
+            # read(amt) decompresses at most amt bytes a call (urllib3 >= 2.6): a bomb stops at the limit.
+            while chunk := raw.read(_CHUNK, decode_content=True):
+                if raw.tell() > limit:  # bytes received, before decompression
+                    raise FetchError(f"too large: {url} sent more than {limit} bytes")
+                decoded += len(chunk)
+                if decoded > decoded_limit:
+                    raise FetchError(f"too large: {url} decompresses to more than {decoded_limit} bytes")
+                chunks.append(chunk)
+        except (ReadTimeoutError, ProtocolError) as exc:
+            raise _Retryable(f"{url} broke off: {_root_cause(exc)}") from None
+        except DecodeError as exc:
+            raise FetchError(f"cannot decompress {url}: {_root_cause(exc)}") from None
+        return b"".join(chunks)
+
+    def _robots_txt(self, robots_url: str) -> str | None:
+        """The text of a robots.txt for the RobotsCache; None when the site has none (4xx)."""
+        try:
+            reply, _ = self._follow(robots_url, {"Accept": "text/plain, */*"}, ANY_TYPE, obey_robots=False)
+        except FetchError as exc:
+            if exc.transient:
+                message = f"disallowed for now: {robots_url} is unavailable ({exc})"
+                raise FetchError(message, transient=True, status=exc.status) from None
+            if exc.status is not None and 400 <= exc.status < 500:
+                return None
+            raise FetchError(f"{robots_url} cannot be used: {exc}", status=exc.status) from None
+        return decode_text(reply.body, reply.charset)
+
+
+def _redirect_target(url: str, reply: _Reply, seen: set[str]) -> str:
+    location = reply.headers.get("Location")
+    if not location:
+        raise FetchError(f"HTTP {reply.status} from {url} without a Location", status=reply.status)
+    with contextlib.suppress(UnicodeError):
+        # http.client decodes header bytes as Latin-1; servers send UTF-8 (as requests assumes too).
+        location = location.encode("latin-1").decode("utf-8")
+    try:
+        target = canonicalize(urljoin(url, location))
+    except ValueError as exc:
+        raise FetchError(f"{url} redirects to a URL that cannot be fetched: {exc}") from None
+    if target in seen:
+        raise FetchError(f"redirect loop: {url} leads back to {target}")
+    return target
+
+
+def _attempt_count(count: int) -> str:
+    return "1 attempt" if count == 1 else f"{count} attempts"
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Seconds from a Retry-After header (delay-seconds or HTTP date); None when absent or unreadable."""
+    value = (value or "").strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
+def _media_type(header: str) -> tuple[str, str | None]:
+    """("text/html", "utf-8") from "text/html; charset=UTF-8"."""
+    media_type, *parameters = header.split(";")
+    charset = None
+    for parameter in parameters:
+        name, _, value = parameter.partition("=")
+        if name.strip().lower() == "charset":
+            charset = value.strip().strip("\"'") or None
+    return media_type.strip().lower(), charset
+
+
+def _root_cause(exc: BaseException) -> BaseException:
+    """The innermost exception of a chain (requests and urllib3 wrap the socket error several times)."""
+    for _ in range(10):
+        inner = exc.__cause__ or exc.__context__
+        if inner is None:
+            break
+        exc = inner
+    return exc
+
+
+# UTF-32 before UTF-16: the UTF-32-LE BOM starts with the UTF-16-LE one.
+_BOMS = (
+    (codecs.BOM_UTF8, "utf-8-sig"),
+    (codecs.BOM_UTF32_LE, "utf-32"),
+    (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+)
+_DECLARED_CHARSET = re.compile(
+    rb"""<meta[^>]+charset\s*=\s*["']?\s*([a-z0-9_.:-]+)|^\s*<\?xml[^>]+encoding\s*=\s*["']([a-z0-9_.:-]+)""",
+    re.IGNORECASE,
+)
+_SNIFF_BYTES = 4096  # where a document's own charset declaration must be (1024 in the HTML standard)
+_UNICODE_CODECS = frozenset({"utf-8", "utf-16", "utf-16-le", "utf-16-be", "utf-32", "utf-32-le", "utf-32-be"})
+# As browsers do (WHATWG Encoding): these labels mean windows-1252, which most such pages really are.
+_AS_WINDOWS_1252 = frozenset({"iso8859-1", "ascii"})
+
+
+def decode_text(body: bytes, header_charset: str | None) -> str:
+    """The text of a body: by its BOM, else the charset in the HTTP header, else the one the document declares
+    (``<meta charset>``, ``<meta http-equiv>``, ``<?xml encoding?>``), else by detection. A declared charset the
+    body does not decode in is passed over, and so is a legacy one when the body is valid UTF-8."""
+    for bom, encoding in _BOMS:
+        if body.startswith(bom):
+            return body.decode(encoding, "replace")
+    match = _DECLARED_CHARSET.search(body[:_SNIFF_BYTES])
+    declared = (match.group(1) or match.group(2)).decode("ascii") if match else None
+    for charset in (header_charset, declared):
+        text = _decode_as(body, charset)
+        if text is not None:
+            return text
+    best = charset_normalizer.from_bytes(body).best()
+    return str(best) if best is not None else body.decode("utf-8", "replace")
+
+
+def _decode_as(body: bytes, charset: str | None) -> str | None:
+    if not charset:
+        return None
+    try:
+        codec = codecs.lookup(charset).name
+    except LookupError:
+        return None
+    if codec not in _UNICODE_CODECS and not body.isascii():
+        try:
+            return body.decode("utf-8")  # legacy-encoded text is practically never valid UTF-8
+        except UnicodeDecodeError:
+            pass
+    try:
+        return body.decode("cp1252" if codec in _AS_WINDOWS_1252 else codec)
+    except UnicodeDecodeError:
+        return None

@@ -1,0 +1,118 @@
+"""Web pages as documents: a URL becomes a raw HTML document, a rejection, or nothing (unchanged).
+
+One URL per article: the URL is canonicalized before anything else, and a page's
+``<link rel="canonical">`` names the record, so the same article reached under two URLs (tracking
+parameters, another path) is one source. Validators (ETag, Last-Modified) of a fetch are saved only
+after its document is stored (``save_validators``), so a 304 never hides a page that was not.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from worker.fetch import Fetcher, FetchError
+from worker.models import Format, RawDocument, Rejection
+from worker.readers import Item
+from worker.urls import canonical_link, canonicalize
+
+
+@dataclass(frozen=True, slots=True)
+class Validators:
+    url: str  # the canonical URL fetched
+    etag: str | None
+    last_modified: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """What one fetch gave: ``item`` is None when the page has not changed since the last fetch."""
+
+    url: str
+    item: Item | None
+    validators: Validators | None = None
+
+
+class Unreachable(Exception):
+    """A fetch failed in a way that may pass (network, 5xx, 429 after retries): try the URL again later."""
+
+    def __init__(self, url: str, reason: str) -> None:
+        super().__init__(f"{url}: {reason}")
+        self.url = url
+        self.reason = reason
+
+
+def fetch_page(fetcher: Fetcher, url: str, known: Validators | None = None) -> Page:
+    """Fetch one URL (conditionally when ``known`` has validators); raises ``Unreachable`` for faults
+    that may pass, and turns every other failure into a rejection with the reason."""
+    try:
+        canonical = canonicalize(url)
+    except ValueError as exc:
+        return Page(url, Rejection.of(url, f"not a URL docsieve fetches: {exc}", url))
+    etag, modified = (known.etag, known.last_modified) if known else (None, None)
+    try:
+        fetched = fetcher.fetch(canonical, etag=etag, last_modified=modified)
+    except FetchError as exc:
+        if exc.transient:
+            raise Unreachable(canonical, str(exc)) from exc
+        return Page(canonical, Rejection.of(canonical, f"fetch failed: {exc}", canonical))
+    if fetched.not_modified:
+        return Page(canonical, None)
+    text = fetched.text or ""
+    source = _same_site(canonical_link(text, fetched.final_url), fetched.final_url) or fetched.final_url
+    document = RawDocument(source=source, body=text, format=Format.HTML, url=source)
+    return Page(canonical, document, Validators(canonical, fetched.etag, fetched.last_modified))
+
+
+def fetch_pages(
+    fetcher: Fetcher, urls: Sequence[str], known: dict[str, Validators], threads: int
+) -> Iterator[Page | Unreachable]:
+    """Fetch many URLs on a thread pool (fetching waits on the network, not the CPU), in order."""
+
+    def one(url: str) -> Page | Unreachable:
+        try:
+            return fetch_page(fetcher, url, known.get(url_key(url)))
+        except Unreachable as exc:
+            return exc
+
+    with ThreadPoolExecutor(max(1, min(threads, len(urls)))) as pool:
+        yield from pool.map(one, urls)
+
+
+def known_validators(store, urls: Iterable[str]) -> dict[str, Validators]:
+    """The validators of the last stored fetch of each URL, keyed by canonical URL."""
+    found = {}
+    for url in urls:
+        canonical = url_key(url)
+        etag, modified = store.fetch_validators(canonical)
+        if etag or modified:
+            found[canonical] = Validators(canonical, etag, modified)
+    return found
+
+
+def save_validators(store, validators: Iterable[Validators | None]) -> None:
+    for v in validators:
+        if v is not None and (v.etag or v.last_modified):
+            store.save_fetch_validators(v.url, v.etag, v.last_modified)
+
+
+def _same_site(canonical: str | None, final_url: str) -> str | None:
+    """A page's canonical URL, taken only on its own site: any page can claim any URL, and a claim on
+    another site's would make its text pass for that site's record."""
+    if canonical is None:
+        return None
+
+    def site(url: str) -> str:
+        return (urlsplit(url).hostname or "").removeprefix("www.")
+
+    return canonical if site(canonical) == site(final_url) else None
+
+
+def url_key(url: str) -> str:
+    """The canonical form of a URL, or the text itself when it is not one (it will be rejected)."""
+    try:
+        return canonicalize(url)
+    except ValueError:
+        return url
