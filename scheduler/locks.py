@@ -13,7 +13,7 @@ import secrets
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Protocol
 
@@ -108,11 +108,12 @@ def make_locks(settings: Settings) -> Locks:
 
 
 @contextmanager
-def holding(locks: Locks, key: str, ttl: float) -> Iterator[bool]:
-    """Whether the lock was free (and is now held until the block ends)."""
+def holding(locks: Locks, key: str, ttl: float) -> Iterator[Callable[[], bool] | None]:
+    """None when someone else holds the lock; else it is held until the block ends, and what is yielded
+    extends the hold by ``ttl`` again (for work that goes on longer than expected)."""
     token = locks.acquire(key, ttl)
     try:
-        yield token is not None
+        yield None if token is None else (lambda: locks.refresh(key, token, ttl))
     finally:
         if token is not None:
             locks.release(key, token)

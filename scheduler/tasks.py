@@ -30,10 +30,17 @@ def poll_once(settings: Settings, name: str, locks: Locks, get_text: GetText, cl
     source = next((s for s in load_sources(settings.sources_file) if s.name == name), None)
     if source is None:  # removed from the file since this poll was scheduled
         return {"skipped": f"no source named {name!r} in {settings.sources_file}"}
-    with holding(locks, f"{settings.queue_prefix}:poll:{name}", settings.task_time_limit) as held:
-        if not held:
+    with holding(locks, f"{settings.queue_prefix}:poll:{name}", settings.task_time_limit) as extend:
+        if extend is None:
             return {"skipped": "a poll of this source is still running"}
-        result = poll(source, get_text, claims, enqueue)
+
+        def get_text_held(url: str) -> str:
+            # A sitemap index can take many fetches: each one extends the hold, so the poll that is still
+            # running keeps it and the next scheduled one of this source is skipped, never overlapping.
+            extend()
+            return get_text(url)
+
+        result = poll(source, get_text_held, claims, enqueue)
     return {"source": name, "found": result.found, "new": result.new}
 
 

@@ -561,3 +561,47 @@ def test_canonical_url_is_what_is_reported(web: WebServer, fetcher: Fetcher) -> 
     web.route("/a%20b", Reply(200, HTML, b"<p>x</p>"))
     got = fetcher.fetch(f"HTTP://127.0.0.1:{web.port}/./a%20b?fbclid=1#x")
     assert got.url == got.final_url == canonicalize(web.url("/a%20b"))
+
+
+# --- found in review ---
+
+
+def test_the_body_of_a_redirect_is_never_read(web: WebServer) -> None:
+    """requests reads a redirect's whole body (to reuse the connection) unless told otherwise: a 64 MiB one
+    would pass every size limit. Only what the socket buffers took may have been sent."""
+    sent, done = [], threading.Event()
+
+    def huge() -> Iterator[bytes]:
+        try:
+            for _ in range(1024):
+                sent.append(1)
+                yield bytes(64 * 1024)
+        finally:
+            done.set()
+
+    web.route("/moved", Reply(302, {"Location": "/page", "Content-Length": str(64 * MiB)}, stream=huge))
+    web.route("/page", Reply(200, HTML, b"<p>here</p>"))
+    with make_fetcher(fetch_max_bytes=100_000) as fetcher:
+        assert fetcher.fetch(web.url("/moved")).text == "<p>here</p>"
+    assert done.wait(10)  # the server stopped sending: the client hung up
+    assert len(sent) < 256  # of 1024 chunks; reading them all would have taken 64 MiB
+
+
+def test_a_charset_that_is_no_text_encoding_falls_back_to_detection(web: WebServer, fetcher: Fetcher) -> None:
+    body = "<html><body><p>مرحبا بالعالم، هذا نص عربي</p></body></html>".encode()
+    web.route("/b64", Reply(200, {"Content-Type": "text/html; charset=base64"}, body))
+    web.route("/hex", Reply(200, {"Content-Type": "text/html"}, b'<meta charset="hex">' + body))
+    assert "مرحبا" in fetcher.fetch(web.url("/b64")).text
+    assert "مرحبا" in fetcher.fetch(web.url("/hex")).text
+
+
+def test_a_trickling_body_stops_at_the_deadline(web: WebServer) -> None:
+    def trickle() -> Iterator[bytes]:
+        for _ in range(40):
+            time.sleep(0.1)  # each read well within the read timeout
+            yield b"<p>x</p>"
+
+    web.route("/slow", Reply(200, HTML, stream=trickle))
+    with make_fetcher(fetch_read_timeout=1.0, fetch_deadline=1.0) as fetcher:
+        error = fetch_error(fetcher, web.url("/slow"))
+    assert "too slow" in str(error) and error.transient

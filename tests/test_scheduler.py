@@ -255,6 +255,9 @@ class FakeStore:
     def release_entries(self, source_name: str, keys: list[str]) -> None:
         self.claimed.difference_update((source_name, k) for k in keys)
 
+    def mark_sent(self, source_name: str, keys: list[str]) -> None:
+        pass
+
 
 RSS = """<?xml version="1.0"?><rss version="2.0"><channel><title>Wire</title>
 <item><title>One</title><link>https://wire.example/1</link></item>

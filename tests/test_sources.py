@@ -55,6 +55,9 @@ class MemoryClaims:
     def release_entries(self, source: str, keys: list[str]) -> None:
         self.claimed.get(source, set()).difference_update(keys)
 
+    def mark_sent(self, source: str, keys: list[str]) -> None:
+        pass  # a memory claim is never given out again anyway
+
 
 class Queue:
     def __init__(self) -> None:

@@ -115,3 +115,18 @@ def test_released_entries_can_be_claimed_again(store: Store) -> None:
     store.release_entries("feed", ["b", "c"])
     store.release_entries("other", ["a"])  # another source's claims are its own
     assert store.claim_entries("feed", ["a", "b", "c"]) == ["b", "c"]
+
+
+def test_a_claim_never_marked_sent_is_given_out_again_later(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A poll killed between claiming entries and queueing them: after a while they are claimed again."""
+    import time
+
+    from worker import store as store_module
+
+    assert store.claim_entries("feed", ["lost", "sent"]) == ["lost", "sent"]
+    store.mark_sent("feed", ["sent"])
+    assert store.claim_entries("feed", ["lost", "sent"]) == []  # the claim is recent: its poll may be running
+    later = time.time() + store_module.CLAIM_STALE_AFTER + 1
+    monkeypatch.setattr(store_module.time, "time", lambda: later)
+    assert store.claim_entries("feed", ["lost", "sent"]) == ["lost"]
+    assert store.claim_entries("feed", ["lost", "sent"]) == []  # and claimed anew

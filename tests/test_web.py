@@ -108,3 +108,13 @@ def test_ingest_urls_one_record_per_article(site: WebServer, tmp_path: Path) -> 
     assert "not modified 1" in again.stdout and "read 0" in again.stdout
     assert site.hits("/ar/story.html")[-1].headers.get("If-None-Match") == ETAG
     assert export(store).keys() == records.keys()
+
+
+def test_a_plain_text_article_is_read_as_text(site: WebServer, tmp_path: Path) -> None:
+    article = (Path(__file__).parent / "fixtures" / "en_article.txt").read_bytes()
+    site.route("/wire/story.txt", Reply(200, {"Content-Type": "text/plain; charset=utf-8"}, article))
+    run = docsieve("ingest", site.url("/wire/story.txt"), "--quiet", store=tmp_path / "web.db")
+    assert run.returncode == 0, run.stderr
+    record = export(tmp_path / "web.db")[site.url("/wire/story.txt")]
+    assert (record["status"], record["language"]) == ("canonical", "en")
+    assert record["text"].split("\n")[0] in article.decode()

@@ -215,10 +215,9 @@ def _fetch_here(urls: list[str], store, settings: Settings) -> list:
     is rejected with the reason (the deployment tries it again later instead)."""
     from worker.fetch import Fetcher
     from worker.models import Rejection
-    from worker.politeness import make_limiter
     from worker.web import Page, Unreachable, fetch_pages, known_validators
 
-    fetcher = Fetcher(settings, make_limiter(settings))
+    fetcher = Fetcher(settings)
     try:
         known = known_validators(store, urls)
         return [

@@ -259,6 +259,14 @@ class _GuardedAdapter(HTTPAdapter):
         self.poolmanager.pool_classes_by_scheme = _guarded_pool_classes(self._guard)
 
 
+class _Session(requests.Session):
+    """Redirects are followed by the Fetcher, hop by hop. requests would still read the whole body of every
+    redirect answer (to reuse the connection), past every size limit, even with allow_redirects=False."""
+
+    def get_redirect_target(self, resp: requests.Response) -> None:
+        return None
+
+
 class _Retryable(Exception):
     """An attempt that failed in a way another attempt may not: connection trouble, 429, 5xx."""
 
@@ -336,6 +344,9 @@ class Fetcher:
 
     def close(self) -> None:
         self._session.close()
+        close = getattr(self._limiter, "close", None)
+        if close is not None:
+            close()
 
     def __enter__(self) -> Self:
         return self
@@ -344,7 +355,7 @@ class Fetcher:
         self.close()
 
     def _new_session(self) -> requests.Session:
-        session = requests.Session()
+        session = _Session()
         session.trust_env = False  # no proxy from the environment: a proxy would connect past the address guard
         session.cookies.set_policy(DefaultCookiePolicy(allowed_domains=[]))  # no cookies, so nothing is shared
         session.headers["User-Agent"] = self._settings.user_agent
@@ -438,9 +449,15 @@ class Fetcher:
         raw = response.raw
         chunks: list[bytes] = []
         decoded = 0
+        # The read timeout bounds each read, not the whole body: a server trickling a byte a second would
+        # otherwise hold a thread for as long as it likes.
+        deadline = time.monotonic() + self._settings.fetch_deadline
         try:
             # read(amt) decompresses at most amt bytes a call (urllib3 >= 2.6): a bomb stops at the limit.
             while chunk := raw.read(_CHUNK, decode_content=True):
+                if time.monotonic() > deadline:
+                    message = f"too slow: {url} took more than {self._settings.fetch_deadline:g} s to download"
+                    raise FetchError(message, transient=True)
                 if raw.tell() > limit:  # bytes received, before decompression
                     raise FetchError(f"too large: {url} sent more than {limit} bytes")
                 decoded += len(chunk)
@@ -561,9 +578,12 @@ def _decode_as(body: bytes, charset: str | None) -> str | None:
     if not charset:
         return None
     try:
-        codec = codecs.lookup(charset).name
+        info = codecs.lookup(charset)
     except LookupError:
         return None
+    if not info._is_text_encoding:  # base64, hex, rot13, zlib: codecs, but no charset a page can be in
+        return None
+    codec = info.name
     if codec not in _UNICODE_CODECS and not body.isascii():
         try:
             return body.decode("utf-8")  # legacy-encoded text is practically never valid UTF-8

@@ -66,7 +66,7 @@ class RedisRateLimiter:
     def __init__(self, redis_url: str, prefix: str, interval: float) -> None:
         self._interval_ms = round(interval * 1000)
         self._prefix = f"{prefix}:ratelimit:"
-        self._client = redis.Redis.from_url(redis_url)
+        self._client = redis.Redis.from_url(redis_url, socket_timeout=5, socket_connect_timeout=5)
         self._reserve = self._client.register_script(_RESERVE_SLOT)
 
     def wait(self, host: str) -> None:

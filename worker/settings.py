@@ -71,6 +71,7 @@ class Settings:
     user_agent: str = "docsieve/0.1 (+https://github.com/docsieve/docsieve; news deduplication)"
     fetch_connect_timeout: float = 5.0
     fetch_read_timeout: float = 20.0
+    fetch_deadline: float = 120.0  # seconds for a whole download, however the server trickles it
     fetch_retries: int = 3  # on connection errors, 429 and 5xx, with backoff (Retry-After honoured)
     fetch_max_bytes: int = 5_000_000  # bytes on the wire, counted while streaming
     fetch_max_decoded_bytes: int = 20_000_000  # after gzip/deflate/brotli: a bomb is cut off here
@@ -119,7 +120,7 @@ class Settings:
             value = getattr(self, name)
             if not 0.0 < value <= 1.0:
                 raise SettingsError(f"{PREFIX}{name.upper()} must be in (0, 1], got {value}")
-        for name in ("fetch_connect_timeout", "fetch_read_timeout"):
+        for name in ("fetch_connect_timeout", "fetch_read_timeout", "fetch_deadline"):
             if not getattr(self, name) > 0:
                 raise SettingsError(f"{PREFIX}{name.upper()} must be above 0, got {getattr(self, name)}")
         for name in ("fetch_retries", "fetch_max_redirects", "host_interval"):

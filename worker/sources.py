@@ -33,6 +33,7 @@ from defusedxml import DefusedXmlException, EntitiesForbidden
 
 from worker.models import batched
 from worker.readers import SUPPORTED
+from worker.urls import url_key
 
 logger = logging.getLogger(__name__)
 
@@ -87,6 +88,10 @@ class Claims(Protocol):
 
     def claim_entries(self, source: str, keys: list[str]) -> list[str]:
         """The keys never claimed before for this source, now claimed (atomically)."""
+
+    def mark_sent(self, source: str, keys: list[str]) -> None:
+        """The entries are enqueued: never give them out again. (A claim never marked sent, its poll killed
+        in between, is given out again after a while.)"""
 
     def release_entries(self, source: str, keys: list[str]) -> None:
         """Forget claims whose entries could not be enqueued, so the next poll tries them again."""
@@ -211,6 +216,7 @@ def poll(source: Source, get_text: GetText, claims: Claims, enqueue: Enqueue) ->
             except BaseException:
                 claims.release_entries(source.name, [e.key for e in todo])
                 raise
+            claims.mark_sent(source.name, [e.key for e in todo])
             new += len(todo)
     return PollResult(found=len(entries), new=new)
 
@@ -242,7 +248,9 @@ def _feed_entries(source: Source, get_text: GetText) -> list[Entry]:
         stamp = item.get("published_parsed") or item.get("updated_parsed")
         published = datetime(*stamp[:6], tzinfo=UTC).isoformat() if stamp else None
         entries.append(
-            Entry(key=link, location=link, title=(item.get("title") or "").strip() or None, published=published)
+            Entry(
+                key=url_key(link), location=link, title=(item.get("title") or "").strip() or None, published=published
+            )
         )
     return entries
 
@@ -296,7 +304,9 @@ def _urlset(root: Element, base: str) -> list[Entry]:
         published = (_text(news, "publication_date") if news is not None else None) or _text(node, "lastmod")
         title = _text(news, "title") if news is not None else None
         stamp = _date(published)
-        entries.append(Entry(key=url, location=url, title=title, published=stamp.isoformat() if stamp else None))
+        entries.append(
+            Entry(key=url_key(url), location=url, title=title, published=stamp.isoformat() if stamp else None)
+        )
     return entries
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -86,7 +87,12 @@ source_entries = sa.Table(
     sa.Column("key_hash", sa.String(64), primary_key=True),
     sa.Column("key", sa.Text, nullable=False),
     sa.Column("first_seen", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+    # Epoch seconds. Claimed, then marked sent once its task is queued: a claim never marked sent belongs
+    # to a poll that died in between, and is given out again after CLAIM_STALE_AFTER.
+    sa.Column("claimed_at", sa.Float, nullable=False),
+    sa.Column("sent_at", sa.Float, nullable=True),
 )
+CLAIM_STALE_AFTER = 3600.0  # seconds; far longer than a poll may run (the task time limit)
 
 RECORD_COLUMNS = [c for c in records.c if c.name not in ("shingles", "index_keys", "seq")]
 # Any constant: the advisory lock that serializes deciders on PostgreSQL, as BEGIN IMMEDIATE does on SQLite.
@@ -240,16 +246,30 @@ class Store:
             conn.execute(failures.insert().values(**row))
 
     def claim_entries(self, source: str, keys: Sequence[str]) -> list[str]:
-        """The keys never claimed before for this source, now claimed: one atomic insert that skips
-        the known ones, so two pollers racing on one source never both get an entry."""
+        """The keys never claimed before for this source (or claimed by a poll that died before sending
+        them), now claimed: one atomic upsert, so two pollers racing on one source never both get one."""
         rows = {_sha256(key): key for key in keys}
+        now = time.time()
         claimed: set[str] = set()
         with self.engine.begin() as conn:
             for chunk in batched(rows.items(), 500):
-                values = [{"source": source, "key_hash": h, "key": k} for h, k in chunk]
-                statement = _insert(conn, source_entries).values(values).on_conflict_do_nothing()
+                values = [{"source": source, "key_hash": h, "key": k, "claimed_at": now} for h, k in chunk]
+                statement = _insert(conn, source_entries).values(values)
+                statement = statement.on_conflict_do_update(
+                    index_elements=[source_entries.c.source, source_entries.c.key_hash],
+                    set_={"claimed_at": now},
+                    where=source_entries.c.sent_at.is_(None) & (source_entries.c.claimed_at < now - CLAIM_STALE_AFTER),
+                )
                 claimed.update(conn.scalars(statement.returning(source_entries.c.key_hash)))
         return [key for h, key in rows.items() if h in claimed]
+
+    def mark_sent(self, source: str, keys: Sequence[str]) -> None:
+        """The claimed entries' tasks are queued: they are never given out again."""
+        now = time.time()
+        with self.engine.begin() as conn:
+            for chunk in batched({_sha256(key) for key in keys}, CHUNK):
+                mine = (source_entries.c.source == source) & source_entries.c.key_hash.in_(chunk)
+                conn.execute(source_entries.update().where(mine).values(sent_at=now))
 
     def release_entries(self, source: str, keys: Sequence[str]) -> None:
         """Forget claims whose entries could not be sent, so that the next poll sends them."""

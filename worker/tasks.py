@@ -10,8 +10,11 @@ shows it.
 from __future__ import annotations
 
 import random
+import threading
 from collections import Counter
-from functools import cache
+from collections.abc import Callable
+from functools import cache, wraps
+from typing import TypeVar
 
 import redis.exceptions
 import sqlalchemy.exc
@@ -29,6 +32,7 @@ from worker.web import Page, Unreachable, Validators, fetch_page, known_validato
 # A URL that stays unreachable (network, 5xx, 429 after the fetcher's own retries) is tried this many
 # times, a little later each time, then stored as rejected with the last error.
 FETCH_ATTEMPTS = 5
+T = TypeVar("T")
 
 TRANSIENT = (
     sqlalchemy.exc.OperationalError,
@@ -46,16 +50,32 @@ def _settings() -> Settings:
     return app.conf.docsieve_settings
 
 
-@cache
+def _once(make: Callable[[], T]) -> Callable[[], T]:
+    """make() once per process, however many threads of an I/O worker ask at the same moment
+    (functools.cache would let each of them make its own)."""
+    made: list[T] = []
+    lock = threading.Lock()
+
+    @wraps(make)
+    def get() -> T:
+        if not made:
+            with lock:
+                if not made:
+                    made.append(make())
+        return made[0]
+
+    return get
+
+
+@_once
 def shared_fetcher():
-    """One fetcher (one HTTP session, one robots cache) per worker process, shared by its threads."""
+    """One fetcher (one HTTP session, one robots cache, one rate limiter) per worker process."""
     from worker.fetch import Fetcher
-    from worker.politeness import make_limiter
 
-    return Fetcher(_settings(), make_limiter(_settings()))
+    return Fetcher(_settings())
 
 
-@cache
+@_once
 def shared_store() -> Store:
     """This process's store for small reads and writes outside the pipeline (validators, claims)."""
     return Store(_settings().store)
@@ -120,14 +140,14 @@ def ingest_batch(self, messages: list[dict]) -> dict:
 def fetch_urls(self, urls: list[str], attempt: int = 1) -> dict:
     """Fetch pages (I/O queue) and send what changed to the CPU queue to be ingested. URLs that may come
     back later are sent again in a task of their own, so one slow host never holds the others."""
-    cpu_queue = queue_names(_settings())[0]
+    cpu_queue, io_queue = queue_names(_settings())
     known = known_validators(shared_store(), urls)
     messages: list[dict] = []
     unchanged = 0
     unreachable: list[Unreachable] = []
     for url in urls:
         try:
-            page = _fetch(url, known)
+            page = fetch_page(shared_fetcher(), url, known.get(url_key(url)))
         except Unreachable as exc:
             unreachable.append(exc)
             continue
@@ -135,24 +155,19 @@ def fetch_urls(self, urls: list[str], attempt: int = 1) -> dict:
             unchanged += 1
         else:
             messages.append(_message(page))
-    followups = []
+    if unreachable and attempt >= FETCH_ATTEMPTS:
+        for exc in unreachable:
+            reason = f"unreachable after {attempt} attempts: {exc.reason}"
+            messages.append(to_message(Rejection.of(exc.url, reason, exc.url)))
+    # The pages first: if sending fails, the retry of this task fetches them again (conditionally: no
+    # validators were saved), and no second chain of later attempts has been started.
+    followups = [self.app.send_task(INGEST_TASK, args=[messages], queue=cpu_queue).id] if messages else []
     if unreachable and attempt < FETCH_ATTEMPTS:
         # Well below the visibility timeout (settings check it): a countdown past it is delivered twice.
         delay = min(_settings().retry_backoff_max, 15 * 2**attempt) * random.uniform(0.5, 1.0)
         again = [e.url for e in unreachable]
-        io_queue = queue_names(_settings())[1]
         followups.append(self.app.send_task(FETCH_TASK, args=[again, attempt + 1], queue=io_queue, countdown=delay).id)
-    elif unreachable:
-        for exc in unreachable:
-            reason = f"unreachable after {attempt} attempts: {exc.reason}"
-            messages.append(to_message(Rejection.of(exc.url, reason, exc.url)))
-    if messages:
-        followups.append(self.app.send_task(INGEST_TASK, args=[messages], queue=cpu_queue).id)
     return {"urls": len(urls), "not_modified": unchanged, "followups": followups}
-
-
-def _fetch(url: str, known: dict[str, Validators]) -> Page:
-    return fetch_page(shared_fetcher(), url, known.get(url_key(url)))
 
 
 def _message(page: Page) -> dict:

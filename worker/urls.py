@@ -184,3 +184,11 @@ def _clean_query(query: str) -> str:
 
 def _is_tracking(name: str) -> bool:
     return name in TRACKING_PARAMETERS or name.startswith(TRACKING_PREFIXES)
+
+
+def url_key(url: str) -> str:
+    """The canonical form of a URL, or the text itself when it is not one (it will be rejected)."""
+    try:
+        return canonicalize(url)
+    except ValueError:
+        return url

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 from worker.fetch import Fetcher, FetchError
 from worker.models import Format, RawDocument, Rejection
 from worker.readers import Item
-from worker.urls import canonical_link, canonicalize
+from worker.urls import canonical_link, canonicalize, url_key
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,8 +61,11 @@ def fetch_page(fetcher: Fetcher, url: str, known: Validators | None = None) -> P
     if fetched.not_modified:
         return Page(canonical, None)
     text = fetched.text or ""
-    source = _same_site(canonical_link(text, fetched.final_url), fetched.final_url) or fetched.final_url
-    document = RawDocument(source=source, body=text, format=Format.HTML, url=source)
+    if fetched.content_type == "text/plain":  # an article as plain text: paragraphs, no markup
+        document = RawDocument(source=fetched.final_url, body=text, format=Format.SCRAPED, url=fetched.final_url)
+    else:
+        source = _same_site(canonical_link(text, fetched.final_url), fetched.final_url) or fetched.final_url
+        document = RawDocument(source=source, body=text, format=Format.HTML, url=source)
     return Page(canonical, document, Validators(canonical, fetched.etag, fetched.last_modified))
 
 
@@ -108,11 +111,3 @@ def _same_site(canonical: str | None, final_url: str) -> str | None:
         return (urlsplit(url).hostname or "").removeprefix("www.")
 
     return canonical if site(canonical) == site(final_url) else None
-
-
-def url_key(url: str) -> str:
-    """The canonical form of a URL, or the text itself when it is not one (it will be rejected)."""
-    try:
-        return canonicalize(url)
-    except ValueError:
-        return url

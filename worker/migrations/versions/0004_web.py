@@ -30,6 +30,8 @@ def upgrade() -> None:
         sa.Column("key_hash", sa.String(64), primary_key=True),
         sa.Column("key", sa.Text, nullable=False),
         sa.Column("first_seen", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+        sa.Column("claimed_at", sa.Float, nullable=False),
+        sa.Column("sent_at", sa.Float, nullable=True),
     )
 
 
