@@ -20,6 +20,11 @@ class SettingsError(ValueError):
     """A setting has a value that cannot work; the message names the variable."""
 
 
+class StoreError(RuntimeError):
+    """The store cannot be used as asked (none at that URL, made with other settings); the message says
+    why. Here rather than in worker/store.py so that commands catch it without importing SQLAlchemy."""
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     # Where records live: a SQLAlchemy URL. SQLite file by default, PostgreSQL for the deployment.

@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from worker.models import Method, Record, Sketch, Status, batched
+from worker.settings import StoreError
 
 metadata = sa.MetaData()
 
@@ -159,12 +160,17 @@ class Transaction:
         return self.conn.scalar(sa.select(sa.func.coalesce(sa.func.max(records.c.seq), 0)))
 
     def insert(self, new: Sequence[NewRecord]) -> None:
-        for chunk in batched([_row(item) for item in new], 500):
+        rows = [_row(item) for item in new]
+        if self.conn.dialect.name == "postgresql" and rows:
+            # COPY, in this transaction: a batch's rows (text, shingles, keys) cost a third of executemany.
+            columns = list(rows[0])
+            cursor = self.conn.connection.driver_connection.cursor()
+            with cursor, cursor.copy(f"COPY records ({', '.join(columns)}) FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row([row[c] for c in columns])
+            return
+        for chunk in batched(rows, 500):
             self.conn.execute(records.insert(), chunk)
-
-
-class StoreError(RuntimeError):
-    """The store cannot be used as asked; the message says why."""
 
 
 class Store:

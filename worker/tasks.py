@@ -19,6 +19,7 @@ from typing import TypeVar
 import redis.exceptions
 import sqlalchemy.exc
 from celery import Task
+from celery.signals import worker_process_init
 from kombu.exceptions import OperationalError as BrokerError
 
 from worker.celery_app import app, queue_names
@@ -86,6 +87,21 @@ def _pipeline() -> Pipeline:
     """One pipeline per worker process, made on first use: after the fork, so no connection is shared."""
     settings: Settings = app.conf.docsieve_settings
     return Pipeline(Store(settings.store), settings)
+
+
+@worker_process_init.connect
+def _warm_up(**_) -> None:
+    """Each process of a CPU worker loads what its first batch needs (store connection, candidate index,
+    language model, normalization tables) when it starts, not while that batch waits. A store that is
+    not reachable yet only postpones this to the first task, which retries."""
+    from worker import language, normalize
+
+    try:
+        _pipeline()
+        language.detect_many(["warm up"])
+        normalize.normalize_batch(["warm up"])
+    except TRANSIENT:
+        app.log.get_default_logger().warning("store not reachable at start; the first task will connect")
 
 
 class IngestTask(Task):
