@@ -213,3 +213,41 @@ def test_urls_are_fetched_by_the_io_worker_and_ingested_by_the_cpu_worker(deploy
     records = {r.source: r for r in Store(env["DOCSIEVE_STORE"], migrate=False).iter_records()}
     assert records[web.url("/ar/story.html")].language == "ar"
     assert "unreachable after 5 attempts" in records[web.url("/down.html")].reason
+
+
+def cli(env: dict, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "worker.cli", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=120
+    )
+
+
+def test_failed_tasks_are_dead_letters_a_person_can_see_and_retry(deployment: dict) -> None:
+    from worker.messages import INGEST_TASK, to_message
+
+    store = Store(deployment["DOCSIEVE_STORE"])
+    # A task that fails for good, as a worker records it: say its store stayed down past every retry.
+    document = RawDocument(source="wire/flood.txt", body=fixture_text("en_article.txt"))
+    error = "OperationalError: the database was unreachable"
+    store.record_failure("lost-task", INGEST_TASK, error, [to_message(document)])
+    app = create_app(settings_of(deployment))
+    with workers(deployment, 1):
+        # And one that fails for good in a worker now: a message no task can read.
+        broken = app.send_task(INGEST_TASK, args=[5], queue=f"{deployment['DOCSIEVE_QUEUE_PREFIX']}.cpu")
+        with pytest.raises(TypeError):
+            broken.get(timeout=60)
+        listed = cli(deployment, "failures")
+        assert "2 failures not retried yet" in listed.stdout, listed.stdout + listed.stderr
+        assert error in listed.stdout
+        assert "wire/flood.txt" in listed.stdout
+        assert "TypeError" in listed.stdout  # the worker's own failure, with its error
+
+        failure_id = next(f["id"] for f in store.recent_failures() if f["task_id"] == "lost-task")
+        retried = cli(deployment, "retry", str(failure_id))
+        assert retried.returncode == 0, retried.stderr
+        retry_task = retried.stdout.split("as task ")[1].strip()
+        assert app.AsyncResult(retry_task).get(timeout=60)["stored"] == 1
+    assert [r.source for r in store.iter_records()] == ["wire/flood.txt"]
+    again = cli(deployment, "retry", str(failure_id))
+    assert again.returncode == 1 and f"no failure {failure_id} waiting" in again.stderr
+    assert "1 failures not retried yet" in cli(deployment, "failures").stdout
+    assert "retried" in cli(deployment, "failures", "--all").stdout

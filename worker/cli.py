@@ -116,6 +116,29 @@ def _parser() -> argparse.ArgumentParser:
     )
     status.set_defaults(run=_status)
 
+    failures = sub.add_parser(
+        "failures",
+        parents=[common],
+        help="tasks that failed for good, with their error",
+        description="List the deployment's dead letters: tasks that failed for good (after their retries, or at "
+        "once for an error that retrying cannot fix), with the error and the documents or URLs they carried. "
+        "`docsieve retry` sends them again.",
+    )
+    failures.add_argument("--all", action="store_true", help="also those already retried")
+    failures.add_argument("--limit", type=int, default=50, help="at most this many, newest first (default 50)")
+    failures.set_defaults(run=_failures)
+
+    retry = sub.add_parser(
+        "retry",
+        parents=[common],
+        help="send failed tasks again",
+        description="Queue the documents or URLs of failed tasks again, each failure as one task to the task that "
+        "failed; a retried failure is marked as such (with the new task id) and not retried twice.",
+    )
+    retry.add_argument("ids", nargs="*", type=int, metavar="ID", help="failure ids (see `docsieve failures`)")
+    retry.add_argument("--all", action="store_true", help="every failure not retried yet")
+    retry.set_defaults(run=_retry)
+
     scheduler = sub.add_parser(
         "scheduler",
         parents=[common],
@@ -320,6 +343,48 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
         argv += ["--hostname", args.hostname]
     app.worker_main(argv)
     return 0
+
+
+def _failures(args: argparse.Namespace, settings: Settings) -> int:
+    from worker.store import Store
+
+    store = Store(settings.store, migrate=False)
+    try:
+        found = store.recent_failures(limit=args.limit, include_retried=args.all)
+    finally:
+        store.close()
+    for failure in found:
+        sources = json.loads(failure["sources"])
+        shown = ", ".join(str(s) for s in sources[:3]) + (f" and {len(sources) - 3} more" if len(sources) > 3 else "")
+        retried = f"  retried {failure['retried_at']} as {failure['retry_task_id']}" if failure["retried_at"] else ""
+        print(f"{failure['id']}  {failure['failed_at']}  {failure['task']}  {len(sources)} items{retried}")
+        print(f"    error: {failure['error']}")
+        print(f"    items: {shown}")
+    print(f"{len(found)} failures" + ("" if args.all else " not retried yet"))
+    return 0
+
+
+def _retry(args: argparse.Namespace, settings: Settings) -> int:
+    from worker.celery_app import app
+    from worker.store import Store
+
+    if not args.ids and not args.all:
+        print("docsieve: name the failures to retry (ids from `docsieve failures`) or give --all", file=sys.stderr)
+        return 2
+    store = Store(settings.store, migrate=False)
+    try:
+        found = store.failures_to_retry(None if args.all else args.ids)
+        for failure in found:
+            # Routed by task name, as the first time (fetching to the I/O queue, the rest to the CPU queue).
+            sent = app.send_task(failure["task"], args=[json.loads(failure["payload"])])
+            store.mark_retried(failure["id"], sent.id)
+            print(f"retried {failure['id']} ({failure['task']}) as task {sent.id}")
+    finally:
+        store.close()
+    missing = set(args.ids) - {f["id"] for f in found}
+    for failure_id in sorted(missing):
+        print(f"docsieve: no failure {failure_id} waiting to be retried", file=sys.stderr)
+    return 1 if missing else 0
 
 
 def _scheduler(args: argparse.Namespace, settings: Settings) -> int:

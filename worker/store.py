@@ -59,6 +59,9 @@ failures = sa.Table(
     sa.Column("sources", sa.Text, nullable=False),  # JSON list of the sources in the task
     sa.Column("payload", sa.Text, nullable=False),  # the task's messages (JSON), to retry them
     sa.Column("failed_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+    # Set by `docsieve retry`: when, and the id of the task that carries the messages again.
+    sa.Column("retried_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("retry_task_id", sa.String(64), nullable=True),
 )
 
 # What the stored fingerprints were made with: a store refuses settings that would make others.
@@ -99,7 +102,7 @@ RECORD_COLUMNS = [c for c in records.c if c.name not in ("shingles", "index_keys
 # Any constant: the advisory lock that serializes deciders on PostgreSQL, as BEGIN IMMEDIATE does on SQLite.
 WRITE_LOCK = 0x646F6373
 MIGRATIONS = Path(__file__).with_name("migrations")
-SCHEMA_REVISION = "0004"  # the newest migration; a test holds it equal to Alembic's head
+SCHEMA_REVISION = "0005"  # the newest migration; a test holds it equal to Alembic's head
 # Bound parameters per statement stay well below SQLite's limit (32766) and PostgreSQL's (65535).
 CHUNK = 5000
 
@@ -240,7 +243,8 @@ class Store:
                 )
 
     def record_failure(self, task_id: str, task: str, error: str, messages: list) -> None:
-        sources = [m.get("source") if isinstance(m, dict) else None for m in messages]
+        """A task that failed for good, with its messages (documents, or URLs to fetch) to retry."""
+        sources = [m.get("source") if isinstance(m, dict) else m if isinstance(m, str) else None for m in messages]
         row = {
             "task_id": task_id,
             "task": task,
@@ -305,10 +309,28 @@ class Store:
                 )
             )
 
-    def recent_failures(self, limit: int = 10) -> list[dict]:
+    def recent_failures(self, limit: int = 10, include_retried: bool = True) -> list[dict]:
         query = sa.select(failures).order_by(failures.c.id.desc()).limit(limit)
+        if not include_retried:
+            query = query.where(failures.c.retried_at.is_(None))
         with self.engine.connect() as conn:
             return [dict(row._mapping) for row in conn.execute(query)]
+
+    def failures_to_retry(self, ids: Sequence[int] | None) -> list[dict]:
+        """The failures not retried yet, in order: these ids, or all of them."""
+        query = sa.select(failures).where(failures.c.retried_at.is_(None)).order_by(failures.c.id)
+        if ids is not None:
+            query = query.where(failures.c.id.in_(list(ids)))
+        with self.engine.connect() as conn:
+            return [dict(row._mapping) for row in conn.execute(query)]
+
+    def mark_retried(self, failure_id: int, retry_task_id: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                failures.update()
+                .where(failures.c.id == failure_id)
+                .values(retried_at=sa.func.now(), retry_task_id=retry_task_id)
+            )
 
     def counts(self) -> dict[str, int]:
         with self.engine.connect() as conn:
