@@ -51,7 +51,8 @@ def enqueue_entries(send_task: SendTask, settings: Settings, source: Source, ent
         for urls in batched((e.location for e in entries), URLS_PER_TASK):
             send_task(FETCH_TASK, args=[urls], queue=io_queue)
         return
-    messages = (to_message(item) for item in read([e.location for e in entries], settings.max_document_bytes))
+    files = read([e.location for e in entries], settings.max_document_bytes, root=source.location)
+    messages = (to_message(item) for item in files)
     for batch in message_batches(messages, settings.submit_batch, settings.submit_max_chars):
         send_task(INGEST_TASK, args=[batch], queue=cpu_queue)
 

@@ -406,3 +406,22 @@ def test_run_scheduler_sends_polls_and_releases_its_lock_on_sigterm(
     assert message["headers"]["task"] == POLL_TASK
     assert json.loads(base64.b64decode(message["body"]))[0] == ["wire"]
     assert client.get(f"{prefix}:scheduler:leader") is None  # released on shutdown
+
+
+def test_a_watched_folder_never_reads_past_itself(settings: Settings, tmp_path: Path) -> None:
+    inbox, elsewhere = tmp_path / "inbox", tmp_path / "elsewhere"
+    inbox.mkdir()
+    elsewhere.mkdir()
+    (inbox / "story.txt").write_text("a story\n", encoding="utf-8")
+    (elsewhere / "secret.txt").write_text("not for the inbox\n", encoding="utf-8")
+    os.symlink(elsewhere / "secret.txt", inbox / "link.txt")
+    sent: list[tuple[str, list, dict]] = []
+    send_task = lambda name, args, **options: sent.append((name, args, options))  # noqa: E731
+    source = Source("inbox", "folder", str(inbox), 60)
+    entries = [
+        Entry(p, p) for p in (str(inbox / "story.txt"), str(inbox / "link.txt"), str(inbox / "../elsewhere/secret.txt"))
+    ]
+    tasks.enqueue_entries(send_task, settings, source, entries)
+    items = [from_message(m) for _, args, _ in sent for m in args[0]]
+    assert [type(i).__name__ for i in items] == ["RawDocument", "Rejection", "Rejection"]
+    assert all("outside the folder being read" in i.reason for i in items[1:])

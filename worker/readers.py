@@ -24,25 +24,41 @@ BINARY_SNIFF = 8192
 Item = RawDocument | Rejection
 
 
-def read(paths: Iterable[str], max_bytes: int, stdin: BinaryIO | None = None) -> Iterator[Item]:
-    """Every document under the given paths, in order; ``-`` reads standard input."""
+def read(
+    paths: Iterable[str], max_bytes: int, stdin: BinaryIO | None = None, root: str | None = None
+) -> Iterator[Item]:
+    """Every document under the given paths, in order; ``-`` reads standard input. With ``root``, only
+    files that really are inside that folder are read (a watched folder's files, not where a symlink or
+    a ``..`` in their path leads); a folder's own files are always held to that folder."""
+    real_root = os.path.realpath(root) if root is not None else None
     for given in paths:
         if given == "-":
             stream = stdin or sys.stdin.buffer
             yield from _read_bytes("-", stream.read(max_bytes + 1), _sniff_format, max_bytes)
             continue
         path = Path(given)
-        if path.is_dir():
-            yield from _read_directory(path, max_bytes)
+        if real_root is not None and not _inside(given, real_root):
+            yield _outside(given, real_root)
+        elif path.is_dir():
+            yield from _read_directory(path, max_bytes, real_root or os.path.realpath(path))
         elif path.is_file():
             yield from _read_file(given, path, max_bytes)
         else:
             yield Rejection.of(given, "no such file or directory", given.encode())
 
 
-def _read_directory(root: Path, max_bytes: int) -> Iterator[Item]:
+def _inside(path: str, real_root: str) -> bool:
+    return os.path.commonpath([os.path.realpath(path), real_root]) == real_root
+
+
+def _outside(path: str, real_root: str) -> Rejection:
+    where = os.path.realpath(path)
+    return Rejection.of(path, f"outside the folder being read ({real_root}): the path leads to {where}", path.encode())
+
+
+def _read_directory(root: Path, max_bytes: int, real_root: str) -> Iterator[Item]:
     # Plain strings and os.path rather than a Path per file: for folders of many small articles the
-    # Path objects cost as much as the reads.
+    # Path objects cost as much as the reads. (os.walk does not follow symlinked folders.)
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for name in sorted(filenames):
@@ -50,7 +66,9 @@ def _read_directory(root: Path, max_bytes: int) -> Iterator[Item]:
                 continue  # hidden files and a folder's own description are not articles
             path = os.path.join(dirpath, name)
             suffix = os.path.splitext(name)[1].lower()
-            if suffix in SUPPORTED:
+            if os.path.islink(path) and not _inside(path, real_root):
+                yield _outside(path, real_root)
+            elif suffix in SUPPORTED:
                 yield from _read_file(path, path, max_bytes)
             else:
                 yield Rejection.of(
