@@ -161,7 +161,17 @@ def _decode_html(data: bytes) -> str | None:
 
 def _read_batch(source: str, text: str, max_bytes: int) -> Iterator[Item]:
     """A JSON array of objects, one JSON object (however it is laid out), or JSON Lines: one document
-    per object. A file that is one object gives the same source whether or not it is on one line."""
+    per object. A file that is one object gives the same source whether or not it is on one line. A
+    batch without a single object is itself rejected: nothing passes unnoticed."""
+    items = 0
+    for item in _batch_items(source, text, max_bytes):
+        items += 1
+        yield item
+    if not items:
+        yield Rejection.of(source, "an empty batch: no JSON object in it", text.encode())
+
+
+def _batch_items(source: str, text: str, max_bytes: int) -> Iterator[Item]:
     stripped = text.strip()
     whole = _parse(stripped)
     if isinstance(whole, dict):
@@ -174,17 +184,16 @@ def _read_batch(source: str, text: str, max_bytes: int) -> Iterator[Item]:
         for number, obj in enumerate(whole, 1):
             yield _from_object(source, f"#{number}", obj, max_bytes)
         return
-    for number, line in enumerate(text.splitlines(), 1):
+    # Lines end at \n only: str.splitlines() would also cut at U+2028 and others, which JSON strings hold as they are.
+    for number, line in enumerate(text.split("\n"), 1):
+        line = line.removesuffix("\r")
         if not line.strip():
             continue
         try:
             obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            yield Rejection.of(
-                f"{source}#L{number}",
-                f"line {number} is not valid JSON: {exc.msg} at column {exc.colno}",
-                line.encode(),
-            )
+        except (ValueError, RecursionError) as exc:  # also a number too long to convert, or nesting too deep
+            why = _json_reason(exc)
+            yield Rejection.of(f"{source}#L{number}", f"line {number} is not valid JSON: {why}", line.encode())
             continue
         yield _from_object(source, f"#L{number}", obj, max_bytes)
 
@@ -192,7 +201,7 @@ def _read_batch(source: str, text: str, max_bytes: int) -> Iterator[Item]:
 def _parse(text: str) -> object:
     try:
         return json.loads(text)
-    except json.JSONDecodeError:
+    except (ValueError, RecursionError):  # also an integer past Python's digit limit, or nesting too deep
         return None
 
 
@@ -201,21 +210,31 @@ def _json_error(text: str) -> str:
         json.loads(text)
     except json.JSONDecodeError as exc:
         return f"{exc.msg} at line {exc.lineno} column {exc.colno}"
+    except (ValueError, RecursionError) as exc:
+        return _json_reason(exc)
     return "not an array of objects"
 
 
+def _json_reason(exc: Exception) -> str:
+    if isinstance(exc, json.JSONDecodeError):
+        return f"{exc.msg} at column {exc.colno}"
+    if isinstance(exc, RecursionError):
+        return "nested too deeply"
+    return str(exc)
+
+
 def _from_object(source: str, locator: str, obj: object, max_bytes: int) -> Item:
+    try:
+        raw = json.dumps(obj, ensure_ascii=False, sort_keys=True).encode()
+    except UnicodeEncodeError as exc:  # JSON may escape a lone surrogate ("\ud800"): no text can hold it
+        reason = f"not valid Unicode: a lone surrogate U+{ord(exc.object[exc.start]):04X} in the object"
+        return Rejection.of(source + locator, reason, json.dumps(obj, sort_keys=True).encode())
     if not isinstance(obj, dict):
-        return Rejection.of(
-            source + locator,
-            f"expected a JSON object, got {type(obj).__name__}",
-            json.dumps(obj, ensure_ascii=False).encode(),
-        )
+        return Rejection.of(source + locator, f"expected a JSON object, got {type(obj).__name__}", raw)
     if obj.get("id") not in (None, ""):
         locator = f"#{obj['id']}"
     where = source + locator
     text = obj.get("text")
-    raw = json.dumps(obj, ensure_ascii=False, sort_keys=True).encode()
     if not isinstance(text, str):
         missing = "has no 'text' field" if text is None else f"has a 'text' of type {type(text).__name__}"
         return Rejection.of(where, f"object {missing}; 'text' is required", raw)
