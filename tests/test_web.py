@@ -91,6 +91,8 @@ def test_ingest_urls_one_record_per_article(site: WebServer, tmp_path: Path) -> 
     assert "تحلية المياه" in ar["title"] and "تحلية" in ar["text"]
     assert (en["status"], en["language"]) == ("canonical", "en")
     assert "flood barrier" in en["title"].lower()
+    assert "Maria Lindqvist" in en["author"] and en["published"] == "2024-03-12"
+    assert ar["published"] == "2024-05-21"
     for boilerplate in ("Subscribe", "All rights reserved"):
         assert boilerplate not in en["text"]
     reasons = {source: r["reason"] for source, r in records.items() if r["status"] == "rejected"}
