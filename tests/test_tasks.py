@@ -50,3 +50,23 @@ def test_a_failed_task_is_recorded(task_pipeline: Pipeline) -> None:
     (failure,) = task_pipeline.store.recent_failures()
     assert (failure["task_id"], failure["error"]) == ("task-42", "RuntimeError: disk full")
     assert failure["sources"] == '["a.txt"]' and failure["payload"] == '[{"source": "a.txt"}]'
+
+
+def test_a_retry_that_cannot_be_queued_gives_the_message_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fault is the broker itself (Redis restarting): the retry message cannot be sent. Celery would
+    drop the delivered message (requeue=False); it must go back to the queue instead."""
+    from celery.exceptions import Reject
+    from redis.exceptions import ConnectionError as RedisDown
+
+    def broker_down(*args, **kwargs):
+        raise RedisDown("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+
+    monkeypatch.setattr(tasks.app, "send_task", broker_down)
+    task = tasks.ingest_batch
+    task.push_request(id="t-1", args=[[]], kwargs={}, retries=0, called_directly=False, is_eager=False)
+    try:
+        with pytest.raises(Reject) as caught:
+            task.retry(exc=RedisDown("connection refused"), countdown=1)
+    finally:
+        task.pop_request()
+    assert caught.value.requeue is True

@@ -19,6 +19,7 @@ from typing import TypeVar
 import redis.exceptions
 import sqlalchemy.exc
 from celery import Task
+from celery.exceptions import Reject
 from celery.signals import worker_process_init
 from kombu.exceptions import OperationalError as BrokerError
 
@@ -105,6 +106,16 @@ def _warm_up(**_) -> None:
 
 
 class IngestTask(Task):
+    def retry(self, *args, **kwargs):
+        """Celery drops a message for good (``Reject(requeue=False)``) when the retry cannot be queued,
+        as when the fault is the broker itself restarting: found by reliability/restart_services.py,
+        which lost every batch caught in a Redis restart. The message goes back instead (or, with the
+        broker unreachable, stays unacknowledged and is restored when the worker reconnects)."""
+        try:
+            return super().retry(*args, **kwargs)
+        except Reject as exc:
+            raise Reject(exc.reason, requeue=True) from None
+
     def on_failure(self, exc, task_id, args, kwargs, einfo) -> None:
         """Keep the failed task's messages where a person can see them. After a hard time limit this runs
         in the pool's parent process, so it uses a store of its own, closed at once, rather than the
