@@ -15,18 +15,30 @@ from functools import cache, partial
 from scheduler.beat import POLL_TASK
 from scheduler.locks import Locks, holding, make_locks
 from worker.celery_app import app, queue_names
+from worker.fetch import FetchError
 from worker.messages import FETCH_TASK, INGEST_TASK, URLS_PER_TASK, message_batches, to_message
-from worker.models import batched
+from worker.models import Rejection, batched
 from worker.readers import read
 from worker.settings import Settings
-from worker.sources import Claims, Enqueue, Entry, GetText, Source, load_sources, poll
+from worker.sources import Claims, Enqueue, Entry, GetText, Source, SourcesError, load_sources, poll
 from worker.tasks import shared_fetcher, shared_store
 
 SendTask = Callable[..., object]
+Reject = Callable[[Source, str], None]
 
 
-def poll_once(settings: Settings, name: str, locks: Locks, get_text: GetText, claims: Claims, enqueue: Enqueue) -> dict:
-    """Poll the source called ``name`` in the sources file, unless a poll of it is still running."""
+def poll_once(
+    settings: Settings,
+    name: str,
+    locks: Locks,
+    get_text: GetText,
+    claims: Claims,
+    enqueue: Enqueue,
+    reject: Reject | None = None,
+) -> dict:
+    """Poll the source called ``name`` in the sources file, unless a poll of it is still running. A source
+    that cannot be read for good (hostile or malformed XML, a 404) is reported to ``reject``; a fault
+    that may pass (network, 5xx) raises, and the next scheduled poll tries again."""
     source = next((s for s in load_sources(settings.sources_file) if s.name == name), None)
     if source is None:  # removed from the file since this poll was scheduled
         return {"skipped": f"no source named {name!r} in {settings.sources_file}"}
@@ -40,8 +52,22 @@ def poll_once(settings: Settings, name: str, locks: Locks, get_text: GetText, cl
             extend()
             return get_text(url)
 
-        result = poll(source, get_text_held, claims, enqueue)
+        try:
+            result = poll(source, get_text_held, claims, enqueue)
+        except (SourcesError, FetchError) as exc:
+            if isinstance(exc, FetchError) and exc.transient:
+                raise
+            if reject is not None:
+                reject(source, str(exc))
+            return {"source": name, "rejected": str(exc)}
     return {"source": name, "found": result.found, "new": result.new}
+
+
+def reject_source(send_task: SendTask, settings: Settings, source: Source, reason: str) -> None:
+    """A `rejected` record for a source that cannot be read: one per source and reason, however often
+    the poll fails the same way (the record id comes from both)."""
+    rejection = Rejection.of(source.location, reason, f"{source.location}\0{reason}")
+    send_task(INGEST_TASK, args=[[to_message(rejection)]], queue=queue_names(settings)[0])
 
 
 def enqueue_entries(send_task: SendTask, settings: Settings, source: Source, entries: list[Entry]) -> None:
@@ -76,4 +102,5 @@ def poll_source(name: str) -> dict:
         get_text=shared_fetcher().get_text,
         claims=shared_store(),
         enqueue=partial(enqueue_entries, app.send_task, settings),
+        reject=partial(reject_source, app.send_task, settings),
     )

@@ -25,7 +25,7 @@ from tests.conftest import REPO
 from tests.services import redis_server
 from worker.celery_app import create_app
 from worker.messages import FETCH_TASK, INGEST_TASK, URLS_PER_TASK, from_message
-from worker.models import RawDocument
+from worker.models import RawDocument, Rejection
 from worker.settings import Settings
 from worker.sources import Entry, Source
 
@@ -425,3 +425,27 @@ def test_a_watched_folder_never_reads_past_itself(settings: Settings, tmp_path: 
     items = [from_message(m) for _, args, _ in sent for m in args[0]]
     assert [type(i).__name__ for i in items] == ["RawDocument", "Rejection", "Rejection"]
     assert all("outside the folder being read" in i.reason for i in items[1:])
+
+
+def test_a_source_that_cannot_be_read_is_a_rejected_record(
+    settings: Settings, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_sources(settings, ("wire", 600))
+    sent: list[tuple[str, list, dict]] = []
+    hostile = (Path(__file__).parent / "fixtures" / "feeds" / "billion_laughs.xml").read_text(encoding="utf-8")
+
+    class Fetcher:
+        def get_text(self, url: str) -> str:
+            return hostile
+
+    monkeypatch.setattr(tasks, "_settings", lambda: settings)
+    monkeypatch.setattr(tasks, "_locks", lambda: RedisLocks(redis_url))
+    monkeypatch.setattr(tasks, "shared_fetcher", Fetcher)
+    monkeypatch.setattr(tasks, "shared_store", FakeStore)
+    monkeypatch.setattr(tasks.app, "send_task", lambda name, args, **options: sent.append((name, args, options)))
+    first, second = tasks.poll_source("wire"), tasks.poll_source("wire")
+    assert "entity" in first["rejected"] and first == second
+    (rejection,) = {from_message(m) for _, args, _ in sent for m in args[0]}  # the same record both times
+    assert isinstance(rejection, Rejection) and rejection.source == "https://wire.example/rss.xml"
+    assert "entity" in rejection.reason
+    assert {(name, options["queue"]) for name, _, options in sent} == {(INGEST_TASK, f"{settings.queue_prefix}.cpu")}
