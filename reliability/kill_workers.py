@@ -29,11 +29,8 @@ import argparse
 import os
 import platform
 import random
-import re
-import shlex
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -42,21 +39,23 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from common import (
-    DOCSIEVE,
-    ROOT,
     Check,
     Corpus,
     LogSummary,
     Worker,
+    add_worker,
     check_store,
     cleanup_redis,
+    command_line,
     deployment_env,
+    deployment_options,
+    docsieve,
     kill_group,
+    log_notes,
     parked_messages,
     read_logs,
-    start_worker,
-    stop_worker,
-    wait_ready,
+    running_workers,
+    submit,
     write_corpus,
 )
 
@@ -127,25 +126,20 @@ def run_trial(number: int, args: argparse.Namespace, corpus: Corpus, redis_url: 
     extra = SHORT_VISIBILITY if args.kill_parent else {}
     with postgres_database(pg) as store_url:
         env = deployment_env(redis_url, store_url, prefix, args.batch, **extra)
-        settings = Settings.from_env(env)
         queue = f"{prefix}.cpu"
-        subprocess.run([DOCSIEVE, "migrate"], env=env, cwd=ROOT, check=True, capture_output=True)
-        app = create_app(settings)
+        docsieve(env, "migrate")
+        app = create_app(Settings.from_env(env))
         folder = logs / f"trial-{number:02d}"
         folder.mkdir(parents=True, exist_ok=True)
-        workers = [
-            start_worker(env, f"w{i}@{prefix}", args.concurrency, folder / f"w{i}.log") for i in range(args.workers)
-        ]
         store = Store(store_url, migrate=False)
+        workers: list[Worker] = []
         try:
-            wait_ready(app, workers)
-            trial = drive(number, args, corpus, env, app, workers, store, redis_url, queue, rng, folder)
+            with running_workers(env, args.workers, args.concurrency, folder, app=app) as workers:
+                trial = drive(number, args, corpus, env, app, workers, store, redis_url, queue, rng, folder)
             (folder / "kills.tsv").write_text(
                 "".join(f"{k.at:.3f}\t{k.worker}\t{k.pid}\t{k.task or 'whole worker'}\n" for k in trial.kills)
             )
         finally:
-            for w in workers:
-                stop_worker(w)
             store.close()
             summary = read_logs(w.log for w in workers)
             mailbox = app.control.mailbox.oid
@@ -175,15 +169,7 @@ def drive(
     """Submit, kill pool processes while tasks run, wait until everything is done and settled."""
     low, high = args.interval
     started = time.monotonic()
-    submitted = subprocess.run(
-        [DOCSIEVE, "submit", str(corpus.folder), "--quiet"], env=env, cwd=ROOT, capture_output=True, text=True
-    )
-    if submitted.returncode != 0:
-        raise RuntimeError(f"submit failed: {submitted.stdout}{submitted.stderr}")
-    m = re.search(r"queued (\d+) documents in (\d+) tasks", submitted.stdout)
-    if not m:
-        raise RuntimeError(f"unexpected submit output: {submitted.stdout}")
-    documents, tasks = int(m.group(1)), int(m.group(2))
+    documents, tasks = submit(env, corpus)
     kills: list[Kill] = []
     next_kill = time.monotonic() + rng.uniform(low, high)
     parent_kill_at = int(tasks * rng.uniform(0.2, 0.6)) if args.kill_parent else None
@@ -201,8 +187,7 @@ def drive(
             victim = rng.choice(busy)  # one with a task in hand: its message is what must come back
             kill_group(victim)
             kills.append(Kill(time.monotonic() - started, victim.name, victim.process.pid, ""))
-            replacement = f"w{len(workers)}@{env['DOCSIEVE_QUEUE_PREFIX']}"
-            workers.append(start_worker(env, replacement, args.concurrency, folder / f"w{len(workers)}.log"))
+            add_worker(env, workers, args.concurrency, folder)
             parent_kill_at = None
         if done < tasks and now >= next_kill:
             killed = {k.pid for k in kills}
@@ -220,10 +205,10 @@ def drive(
             last_total, still_since = total, now
         waiting, unacked = parked_messages(redis_url, queue)
         if done >= tasks and not waiting and not unacked and now - still_since >= SETTLE:
-            return Trial(number, len(corpus.story_of), documents, tasks, kills, summary, still_since - started, True)
+            return Trial(number, corpus.size, documents, tasks, kills, summary, still_since - started, True)
         if now > deadline:
             note = f"timeout: {done}/{tasks} tasks succeeded, {waiting} queued, {unacked} unacknowledged"
-            return Trial(number, len(corpus.story_of), documents, tasks, kills, summary, now - started, False, note)
+            return Trial(number, corpus.size, documents, tasks, kills, summary, now - started, False, note)
         time.sleep(0.1)
 
 
@@ -289,9 +274,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--trials", type=int, default=10)
     parser.add_argument("--docs", type=int, default=3000, help="documents submitted per trial (default 3000)")
-    parser.add_argument("--workers", type=int, default=3, help="docsieve worker processes (default 3)")
-    parser.add_argument("--concurrency", type=int, default=1, help="pool processes per worker (default 1)")
-    parser.add_argument("--batch", type=int, default=64, help="DOCSIEVE_SUBMIT_BATCH (default 64)")
+    deployment_options(parser, workers=3, concurrency=1, batch=64)
     parser.add_argument(
         "--interval",
         type=lambda s: tuple(float(x) for x in s.split(",")),
@@ -304,7 +287,7 @@ def main() -> int:
     parser.add_argument("--keep-logs", type=Path, help="keep the worker logs here (default: a temporary folder)")
     parser.add_argument("--check-unfinished", action="store_true", help="check the store after a timeout too")
     args = parser.parse_args()
-    command = " ".join([".venv/bin/python reliability/kill_workers.py", shlex.join(sys.argv[1:])]).strip()
+    command = command_line()
     machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, {platform.system()}"
     if args.kill_parent:
         os.environ.pop("REDIS_URL", None)  # a short visibility timeout must not touch anyone else's messages
@@ -326,8 +309,8 @@ def main() -> int:
                 trial.wall = time.monotonic() - began
                 trials.append(trial)
                 print(line(trial), flush=True)
-                for error in trial.logs.errors[:5]:
-                    print(f"    {error}", flush=True)
+                for note in log_notes(trial.logs, warnings=True):
+                    print(note, flush=True)
     seconds = [t.seconds for t in trials]
     walls = [t.wall for t in trials]
     print()
