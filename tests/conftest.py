@@ -1,10 +1,13 @@
 from __future__ import annotations
 
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
 
-from tests.services import postgres_database, postgres_server
+from tests.services import postgres_database, postgres_server, redis_server
 from worker.models import RawDocument, Record
 from worker.pipeline import Pipeline
 from worker.settings import Settings
@@ -22,6 +25,24 @@ def fixture_text(name: str) -> str:
 def postgres_server_url():
     with postgres_server() as url:
         yield url
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """REDIS_URL when set and reachable, else one private redis-server for the whole run."""
+    with redis_server() as url:
+        yield url
+
+
+@pytest.fixture
+def prefix(redis_url: str) -> Iterator[str]:
+    """A key (and queue) prefix of this test's own; only its keys are removed afterwards."""
+    name = f"docsieve-test-{uuid.uuid4().hex[:12]}"
+    yield name
+    client = redis.Redis.from_url(redis_url)
+    for key in client.scan_iter(match=f"*{name}*"):
+        client.delete(key)
+    client.close()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -83,6 +83,19 @@ def command(service: str, **replace: str) -> list[str]:
     return parts
 
 
+def healthcheck(service: str, process: subprocess.Popen, env: dict) -> str:
+    """Run the service's healthcheck until it passes (what it printed), while the process stays up."""
+    health = SERVICES[service]["healthcheck"]["test"][1].replace("$$", "$")
+    deadline = time.monotonic() + 90
+    while True:
+        probe = subprocess.run(["sh", "-c", health], env=env, capture_output=True, text=True)
+        if probe.returncode == 0:
+            return probe.stdout
+        assert process.poll() is None, process.stdout.read()
+        assert time.monotonic() < deadline, probe.stdout + probe.stderr
+        time.sleep(1)
+
+
 def test_service_commands_run_here(services) -> None:
     env, redis_url, store_url = services
     # migrate: the one-shot service ends with success.
@@ -135,18 +148,7 @@ def test_service_commands_run_here(services) -> None:
     )
     processes = [worker, beat, flower]
     try:
-        health = SERVICES["worker"]["healthcheck"]["test"][1].replace("$$", "$")
-        deadline = time.monotonic() + 90
-        while True:
-            probe = subprocess.run(
-                ["sh", "-c", health], env={**env, "HOSTNAME": hostname}, capture_output=True, text=True
-            )
-            if probe.returncode == 0:
-                break
-            assert worker.poll() is None, worker.stdout.read()
-            assert time.monotonic() < deadline, probe.stdout + probe.stderr
-            time.sleep(1)
-        assert "pong" in probe.stdout
+        assert "pong" in healthcheck("worker", worker, {**env, "HOSTNAME": hostname})
 
         # fetcher: the same healthcheck passes for the I/O worker (the CPU worker stopped first: in a
         # container each has its own host name, here they would share one).
@@ -156,18 +158,7 @@ def test_service_commands_run_here(services) -> None:
             command("fetcher"), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
         )
         processes.append(fetcher)
-        health = SERVICES["fetcher"]["healthcheck"]["test"][1].replace("$$", "$")
-        deadline = time.monotonic() + 90
-        while True:
-            probe = subprocess.run(
-                ["sh", "-c", health], env={**env, "HOSTNAME": hostname}, capture_output=True, text=True
-            )
-            if probe.returncode == 0:
-                break
-            assert fetcher.poll() is None, fetcher.stdout.read()
-            assert time.monotonic() < deadline, probe.stdout + probe.stderr
-            time.sleep(1)
-        assert "pong" in probe.stdout
+        assert "pong" in healthcheck("fetcher", fetcher, {**env, "HOSTNAME": hostname})
 
         # flower: answers, behind authentication.
         url = f"http://127.0.0.1:{port}/api/workers"

@@ -19,19 +19,13 @@ import pytest
 import redis
 
 from tests.conftest import REPO, fixture_text
-from tests.services import postgres_database, redis_server
+from tests.services import postgres_database
 from worker.celery_app import create_app
 from worker.models import RawDocument
 from worker.pipeline import Pipeline
 from worker.readers import read
 from worker.settings import Settings
 from worker.store import Store
-
-
-@pytest.fixture(scope="module")
-def redis_url():
-    with redis_server() as url:
-        yield url
 
 
 @pytest.fixture

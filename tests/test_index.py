@@ -9,18 +9,11 @@ import pytest
 import redis
 
 from tests.conftest import fixture_text
-from tests.services import redis_server
 from worker.index import MemoryIndex, RedisIndex
 from worker.models import RawDocument
 from worker.pipeline import Pipeline
 from worker.settings import Settings
 from worker.store import Store
-
-
-@pytest.fixture(scope="module")
-def redis_url():
-    with redis_server() as url:
-        yield url
 
 
 @pytest.fixture

@@ -5,13 +5,11 @@ from __future__ import annotations
 import itertools
 import threading
 import time
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 import redis
 
-from tests.services import redis_server
 from worker.politeness import (
     ROBOTS_FAILURE_TTL,
     MemoryRateLimiter,
@@ -24,23 +22,6 @@ from worker.settings import Settings
 
 INTERVAL = 0.2
 SLACK = 0.05  # a thread wakes up a little after its slot (and hears from Redis a little after it answered)
-
-
-@pytest.fixture(scope="module")
-def redis_url() -> Iterator[str]:
-    with redis_server() as url:
-        yield url
-
-
-@pytest.fixture
-def prefix(redis_url: str) -> Iterator[str]:
-    """A key prefix of this test's own; its keys are removed afterwards (and expire anyway)."""
-    name = f"docsieve-test-{uuid.uuid4().hex[:12]}"
-    yield name
-    client = redis.Redis.from_url(redis_url)
-    for key in client.scan_iter(match=f"{name}:*"):
-        client.delete(key)
-    client.close()
 
 
 def wait_times(limiters: list[RateLimiter], host: str, per_limiter: int) -> list[float]:

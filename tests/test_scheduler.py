@@ -11,7 +11,6 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,7 +21,6 @@ from scheduler import tasks
 from scheduler.beat import LEADER_TTL, POLL_TASK, TICK, SourcesScheduler
 from scheduler.locks import LocalLocks, RedisLocks, holding
 from tests.conftest import REPO
-from tests.services import redis_server
 from worker.celery_app import create_app
 from worker.messages import FETCH_TASK, INGEST_TASK, URLS_PER_TASK, from_message
 from worker.models import RawDocument, Rejection
@@ -30,21 +28,6 @@ from worker.settings import Settings
 from worker.sources import Entry, Source
 
 FEED = 'name = "{name}"\nkind = "feed"\nlocation = "https://{name}.example/rss.xml"\ninterval = {interval}\n'
-
-
-@pytest.fixture(scope="module")
-def redis_url() -> Iterator[str]:
-    with redis_server() as url:
-        yield url
-
-
-@pytest.fixture
-def prefix(redis_url: str) -> Iterator[str]:
-    prefix = f"docsieve-test-{uuid.uuid4().hex[:8]}"
-    yield prefix
-    client = redis.Redis.from_url(redis_url)
-    for key in client.scan_iter(match=f"*{prefix}*"):  # only the keys this test made
-        client.delete(key)
 
 
 @pytest.fixture

@@ -132,16 +132,19 @@ class IngestTask(Task):
             self.app.log.get_default_logger().exception("could not record the failure of task %s", task_id)
 
 
-@app.task(
-    name=INGEST_TASK,
-    base=IngestTask,
-    bind=True,
-    autoretry_for=TRANSIENT,
-    retry_backoff=2,
-    retry_backoff_max=app.conf.docsieve_settings.retry_backoff_max,
-    retry_jitter=True,
-    max_retries=app.conf.docsieve_settings.max_retries,
-)
+# Both tasks: transient faults retried with exponential backoff and jitter, failures kept (IngestTask).
+RETRYING = {
+    "base": IngestTask,
+    "bind": True,
+    "autoretry_for": TRANSIENT,
+    "retry_backoff": 2,
+    "retry_backoff_max": app.conf.docsieve_settings.retry_backoff_max,
+    "retry_jitter": True,
+    "max_retries": app.conf.docsieve_settings.max_retries,
+}
+
+
+@app.task(name=INGEST_TASK, **RETRYING)
 def ingest_batch(self, messages: list[dict]) -> dict:
     pipeline = _pipeline()
     records = pipeline.process([from_message(m) for m in messages])
@@ -154,16 +157,7 @@ def ingest_batch(self, messages: list[dict]) -> dict:
     return {"received": len(messages), "stored": len(records), **statuses}
 
 
-@app.task(
-    name=FETCH_TASK,
-    base=IngestTask,
-    bind=True,
-    autoretry_for=TRANSIENT,
-    retry_backoff=2,
-    retry_backoff_max=app.conf.docsieve_settings.retry_backoff_max,
-    retry_jitter=True,
-    max_retries=app.conf.docsieve_settings.max_retries,
-)
+@app.task(name=FETCH_TASK, **RETRYING)
 def fetch_urls(self, urls: list[str], attempt: int = 1) -> dict:
     """Fetch pages (I/O queue) and send what changed to the CPU queue to be ingested. URLs that may come
     back later are sent again in a task of their own, so one slow host never holds the others."""
