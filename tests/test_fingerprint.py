@@ -5,7 +5,8 @@ import numpy as np
 from datasketch import MinHashLSH
 
 from tests.conftest import fixture_text
-from worker.fingerprint import fingerprint_batch, jaccard_and_containment
+from worker.decide import best_matches, hopeless
+from worker.fingerprint import bin_minima, fingerprint_batch, jaccard_and_containment, pair_overlaps
 from worker.settings import Settings
 
 SETTINGS = Settings()
@@ -91,3 +92,71 @@ def test_sample_keys_are_consistent_subsets() -> None:
     assert len(short_fp.sample_keys) > 10
     assert set(short_fp.sample_keys.tolist()) <= set(long_fp.sample_keys.tolist())
     assert not set(long_fp.sample_keys.tolist()) & set(long_fp.band_keys.tolist())
+
+
+def _random_sets(rng: np.random.Generator, count: int) -> list[np.ndarray]:
+    """Sorted unique uint32 sets, overlapping a shared pool so that pairs share anything from none to all."""
+    pool = rng.integers(0, 2**32, size=4000, dtype=np.uint64).astype(np.uint32)
+    sets = []
+    for _ in range(count):
+        size = int(rng.choice([0, 1, 5, 40, 300, 2500]))
+        own = rng.integers(0, 2**32, size=size, dtype=np.uint64).astype(np.uint32)
+        picked = pool[rng.integers(0, len(pool), size=int(rng.integers(0, size + 1)))]
+        sets.append(np.unique(np.concatenate((own[: size - len(picked)], picked))))
+    return sets
+
+
+def test_pair_overlaps_equal_set_arithmetic() -> None:
+    rng = np.random.default_rng(7)
+    queries, others = _random_sets(rng, 60), _random_sets(rng, 900)
+    query_of_pair = rng.integers(0, len(queries), size=len(others))
+    jaccard, containment = pair_overlaps(queries, query_of_pair, others)
+    for q, other, j, c in zip(query_of_pair, others, jaccard, containment, strict=True):
+        a, b = set(queries[q].tolist()), set(other.tolist())
+        assert j == len(a & b) / max(len(a | b), 1)
+        assert c == len(a & b) / max(min(len(a), len(b)), 1)
+    # Many pairs span several of the chunks pair_overlaps works in; one pair alone gives the same.
+    assert jaccard_and_containment(queries[query_of_pair[5]], others[5]) == (jaccard[5], containment[5])
+
+
+def test_bin_minima_agreement_estimates_jaccard() -> None:
+    rng = np.random.default_rng(3)
+    base = np.unique(rng.integers(0, 2**32, size=3000, dtype=np.uint64).astype(np.uint32))
+    half = np.unique(
+        np.concatenate((base[:1500], rng.integers(0, 2**32, size=1500, dtype=np.uint64).astype(np.uint32)))
+    )
+    minima = bin_minima([base, half, base[:0]])
+    assert abs((minima[0] == minima[1]).mean() - 1500 / 4500) < 0.12
+    assert not (minima[2] == minima[0]).any()  # empty bins never agree
+
+
+def test_prefilter_never_rules_out_a_passing_candidate() -> None:
+    """best_matches rules candidates out by their bin minima before comparing sets; every pair that
+    passes on the exact sets must still be found, and unrelated long texts are ruled out."""
+    rng = np.random.default_rng(11)
+    queries = _random_sets(rng, 80)
+    others, query_of_pair = [], []
+    for q, query in enumerate(queries):
+        for keep in (1.0, 0.8, 0.6, 0.5, 0.3, 0.0):
+            part = query[rng.random(len(query)) < keep]
+            extra = rng.integers(0, 2**32, size=int(rng.integers(0, len(query) + 2)), dtype=np.uint64).astype(np.uint32)
+            others.append(np.unique(np.concatenate((part, extra))))
+            query_of_pair.append(q)
+    matches = best_matches(queries, bin_minima(queries), query_of_pair, others, list(bin_minima(others)), SETTINGS)
+    jaccard, containment = pair_overlaps(queries, np.array(query_of_pair), others)
+    smaller = np.minimum([len(queries[q]) for q in query_of_pair], [len(o) for o in others])
+    passing = (jaccard >= SETTINGS.jaccard_threshold) | (
+        (containment >= SETTINGS.containment_threshold) & (smaller >= SETTINGS.min_containment_shingles)
+    )
+    assert {query_of_pair[p] for p in np.flatnonzero(passing)} == set(matches)
+    for doc, match in matches.items():
+        assert passing[match.pair] and query_of_pair[match.pair] == doc
+        best = max(jaccard[p] for p in np.flatnonzero(passing) if query_of_pair[p] == doc)
+        assert match.method.value != "near" or match.similarity == round(best, 4)
+
+    sizes = np.array([len(queries[q]) for q in query_of_pair]), np.array([len(o) for o in others])
+    ruled_out = hopeless(*sizes, bin_minima(queries)[query_of_pair], bin_minima(others), SETTINGS)
+    assert not (ruled_out & passing).any()
+    # Unrelated sets of a few hundred ids and more: nothing shared, so the minima rule them out.
+    unrelated = (containment == 0) & (smaller >= 300)
+    assert unrelated.sum() >= 5 and ruled_out[unrelated].all()

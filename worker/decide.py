@@ -1,38 +1,114 @@
-"""The decision: canonical, or a duplicate of which record, by which method and how similar.
+"""The decision: canonical, or a duplicate of which candidate, by which method and how similar.
 
 Every candidate from the index is verified on the exact shingle sets before a document is called a
 duplicate: Jaccard for copies of about the same length, containment (shared shingles over the
-smaller set) for truncated copies and excerpts, which plain Jaccard misses.
+smaller set) for truncated copies and excerpts, which plain Jaccard misses. The exact sets of all
+the candidate pairs of a batch are compared at once; which record a match points to (the
+candidate's canonical record) is the caller's business, since within a batch it depends on the
+decisions made before.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
-from worker.fingerprint import overlaps
-from worker.models import Decision, Fingerprint, Method, Sketch, Status
+from worker.fingerprint import MINIMA_SHIFT, pair_overlaps
+from worker.models import Method
 from worker.settings import Settings
 
 
-def decide(fingerprint: Fingerprint, candidates: Sequence[Sketch], settings: Settings) -> Decision:
-    if not candidates:
-        return Decision(Status.CANONICAL)
-    jaccard, containment = overlaps(fingerprint.shingles, [c.shingles for c in candidates])
-    smaller = np.minimum(len(fingerprint.shingles), [len(c.shingles) for c in candidates])
-    near = jaccard >= settings.jaccard_threshold
-    contained = (containment >= settings.containment_threshold) & (smaller >= settings.min_containment_shingles)
-    # A near copy beats an excerpt; among equals, the more similar one.
-    if near.any():
-        best, method, similarity = int(np.argmax(np.where(near, jaccard, -1))), Method.NEAR, jaccard
-    elif contained.any():
-        best, method, similarity = int(np.argmax(np.where(contained, containment, -1))), Method.CONTAINMENT, containment
-    else:
-        return Decision(Status.CANONICAL)
-    return Decision(
-        Status.DUPLICATE,
-        duplicate_of=candidates[best].root_id,
-        similarity=round(float(similarity[best]), 4),
-        method=method,
+@dataclass(frozen=True, slots=True)
+class Match:
+    """The best verified candidate of a document: which pair, by which method, how similar."""
+
+    pair: int
+    method: Method
+    similarity: float
+
+
+# A candidate is ruled out without comparing the sets when its bin minima say that the chance it passes
+# is below this. Chernoff's bound on the binomial tail: P(at most m of n bins agree | Jaccard >= p) <=
+# exp(-n KL(m/n || p)).
+RULE_OUT_BELOW = 1e-6
+
+
+def best_matches(
+    queries: Sequence[np.ndarray],
+    query_minima: np.ndarray,
+    doc_of_pair: Sequence[int],
+    candidates: Sequence[np.ndarray],
+    candidate_minima: Sequence[np.ndarray],
+    settings: Settings,
+) -> dict[int, Match]:
+    """For each document with a candidate that passes verification, its best one: a near copy beats an
+    excerpt; among equals the more similar one, then the earlier pair. Pairs are (``queries[doc]``,
+    ``candidates[p]``) for ``doc = doc_of_pair[p]``; the minima are ``fingerprint.bin_minima`` of each."""
+    if not len(candidates):
+        return {}
+    docs = np.asarray(doc_of_pair, dtype=np.int64)
+    query_sizes = np.fromiter(map(len, queries), dtype=np.int64, count=len(queries))[docs]
+    other_sizes = np.fromiter(map(len, candidates), dtype=np.int64, count=len(candidates))
+    may_contain = np.minimum(query_sizes, other_sizes) >= settings.min_containment_shingles
+    kept = np.flatnonzero(
+        ~hopeless(
+            query_sizes,
+            other_sizes,
+            query_minima[docs],
+            np.concatenate(candidate_minima).reshape(len(docs), -1),
+            settings,
+        )
     )
+    if not len(kept):
+        return {}
+
+    jaccard, containment = pair_overlaps(queries, docs[kept], [candidates[p] for p in kept.tolist()])
+    near = jaccard >= settings.jaccard_threshold
+    contained = (containment >= settings.containment_threshold) & may_contain[kept]
+    rank = np.where(near, 2, np.where(contained, 1, 0))
+    similarity = np.where(near, jaccard, containment)
+    passing = np.flatnonzero(rank)
+    if not len(passing):
+        return {}
+    # Best first within each document: lexsort's last key is the primary one.
+    pair_docs = docs[kept]
+    order = passing[np.lexsort((passing, -similarity[passing], -rank[passing], pair_docs[passing]))]
+    first = order[np.r_[True, pair_docs[order][1:] != pair_docs[order][:-1]]]
+    return {
+        doc: Match(pair, Method.NEAR if r == 2 else Method.CONTAINMENT, round(sim, 4))
+        for doc, pair, r, sim in zip(
+            pair_docs[first].tolist(),
+            kept[first].tolist(),
+            rank[first].tolist(),
+            similarity[first].tolist(),
+            strict=True,
+        )
+    }
+
+
+def hopeless(
+    query_sizes: np.ndarray, other_sizes: np.ndarray, mine: np.ndarray, theirs: np.ndarray, settings: Settings
+) -> np.ndarray:
+    """Pairs whose bin minima (rows of ``mine`` and ``theirs``) make passing verification less likely than
+    RULE_OUT_BELOW. Most candidates share a stock phrase or a chance LSH band and nothing more; this
+    spares comparing their sets. The least Jaccard a pair needs to pass: the threshold, or what
+    containment at its threshold implies for the two sizes."""
+    smaller = np.minimum(query_sizes, other_sizes)
+    shared_needed = settings.containment_threshold * smaller
+    contained_jaccard = shared_needed / np.maximum(query_sizes + other_sizes - shared_needed, 1)
+    least = np.where(
+        smaller >= settings.min_containment_shingles,
+        np.minimum(settings.jaccard_threshold, contained_jaccard),
+        settings.jaccard_threshold,
+    )
+    own_bin = np.arange(mine.shape[1], dtype=np.uint32)
+    bins = (((mine >> MINIMA_SHIFT) == own_bin) & ((theirs >> MINIMA_SHIFT) == own_bin)).sum(axis=1)
+    agree = (mine == theirs).sum(axis=1)  # equal values lie in their own bin's range: both filled
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rate = agree / np.maximum(bins, 1)
+        divergence = np.where(rate > 0, rate * np.log(rate / least), 0.0) + (1 - rate) * np.log(
+            (1 - rate) / (1 - least)
+        )
+    return (rate < least) & (bins * divergence > -np.log(RULE_OUT_BELOW))

@@ -204,6 +204,7 @@ def fingerprint_batch(texts: Sequence[str], settings: Settings) -> list[Fingerpr
     sampled = (ids.astype(np.uint64) * U64(0x9E3779B1)) & U64(0xFFFFFFFF) < (1 << 32) // settings.sample_rate
     sample_keys = ids[sampled].astype(np.int64) | SAMPLE_TAG
     sample_bounds = np.r_[0, np.cumsum(sampled)][bounds]
+    minima = _bin_minima(ids, (keys >> U64(32)).astype(np.int64), docs)
     return [
         Fingerprint(
             content_hash=hashlib.sha256(batch.normalized.text(i).encode()).hexdigest(),
@@ -211,35 +212,109 @@ def fingerprint_batch(texts: Sequence[str], settings: Settings) -> list[Fingerpr
             signature=batch.signatures[i],
             band_keys=band_keys[i],
             sample_keys=sample_keys[sample_bounds[i] : sample_bounds[i + 1]],
+            minima=minima[i],
             seed=settings.seed,
         )
         for i in range(docs)
     ]
 
 
-def overlaps(shingles: np.ndarray, others: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """Exact Jaccard and containment (shared / smaller set) of one sorted unique shingle array with each
-    of several others, in a few numpy calls for all of them."""
-    sizes = np.fromiter((len(o) for o in others), dtype=np.int64, count=len(others))
-    if not len(shingles) or not sizes.sum():
-        return np.zeros(len(others)), np.zeros(len(others))
-    joined = np.concatenate(others)
-    # A 64 Ki-bit table of the low 16 bits rules out almost every non-member with one gather; only the
-    # few that pass (the true members and about len(shingles)/65536 of the rest) need a binary search.
-    table = np.zeros(1 << 16, dtype=bool)
-    table[shingles & 0xFFFF] = True
-    maybe = np.flatnonzero(table[joined & 0xFFFF])
-    values = joined[maybe]
-    at = np.minimum(np.searchsorted(shingles, values), len(shingles) - 1)
-    members = maybe[shingles[at] == values]
-    ends = np.cumsum(sizes)
-    shared = np.bincount(np.searchsorted(ends, members, "right"), minlength=len(others))[: len(others)]
-    union = len(shingles) + sizes - shared
-    smaller = np.maximum(np.minimum(len(shingles), sizes), 1)
+MINIMA_BITS = 7  # 128 bins, by the top bits of a shingle id
+MINIMA_SHIFT = 32 - MINIMA_BITS
+# An empty bin holds a value outside its own range (the next bin's first id), so it never matches.
+EMPTY_MINIMA = (
+    (np.arange(1 << MINIMA_BITS, dtype=np.uint64) + U64(1)) % U64(1 << MINIMA_BITS) << U64(MINIMA_SHIFT)
+).astype(np.uint32)
+
+
+def bin_minima(sets: Sequence[np.ndarray]) -> np.ndarray:
+    """uint32[len(sets), 128]: for each sorted unique shingle set, the smallest id in each bin of ids
+    with the same top 7 bits. Ids are hashes, so this is a one-permutation MinHash of the exact set:
+    two sets agree in a bin about as often as their Jaccard similarity, which lets a candidate that
+    cannot pass verification be ruled out without comparing the sets (``decide``)."""
+    sizes = np.fromiter((len(s) for s in sets), dtype=np.int64, count=len(sets))
+    if not sizes.sum():
+        return np.tile(EMPTY_MINIMA, (len(sets), 1))
+    return _bin_minima(np.concatenate(sets), np.repeat(np.arange(len(sets), dtype=np.int64), sizes), len(sets))
+
+
+def _bin_minima(ids: np.ndarray, owner: np.ndarray, sets: int) -> np.ndarray:
+    """bin_minima of sets given one after another: ``owner`` ascending, each set's ids sorted."""
+    minima = np.tile(EMPTY_MINIMA, (sets, 1))
+    bins = (ids >> MINIMA_SHIFT).astype(np.int64)
+    first = np.ones(len(ids), dtype=bool)  # in a sorted set, a bin's first id is its smallest
+    first[1:] = (bins[1:] != bins[:-1]) | (owner[1:] != owner[:-1])
+    minima[owner[first], bins[first]] = ids[first]
+    return minima
+
+
+EMPTY_SLOT = np.int64(-1)  # no query shingle in the slot
+SHARED_SLOT = np.int64(-2)  # several: a binary search decides
+CHUNK_VALUES = 1 << 16  # elements compared in one go: the chunk's arrays and tables stay in cache
+
+
+def pair_overlaps(
+    queries: Sequence[np.ndarray], query_of_pair: np.ndarray, others: Sequence[np.ndarray]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact Jaccard and containment (shared / smaller set) of each pair (``queries[query_of_pair[p]]``,
+    ``others[p]``) of sorted unique shingle arrays, with numpy calls for many pairs at once (a call per
+    pair would cost more than the counting).
+
+    Each query of a chunk of pairs gets a direct-mapped table of its shingles (slot = low bits of the
+    id, itself a hash; at least 4 slots a shingle), so testing an element of another set is one
+    gather and one compare; only elements that land on a slot two query shingles share need a
+    binary search.
+    """
+    pairs = len(others)
+    query_sizes = np.fromiter(map(len, queries), dtype=np.int64, count=len(queries))
+    other_sizes = np.fromiter(map(len, others), dtype=np.int64, count=pairs)
+    query_of_pair = np.asarray(query_of_pair, dtype=np.int64)
+    shared = np.zeros(pairs, dtype=np.int64)
+    ends = np.cumsum(other_sizes)
+    cuts = np.unique(np.searchsorted(ends, np.arange(CHUNK_VALUES, ends[-1] if pairs else 0, CHUNK_VALUES)))
+    for lo, hi in zip([0, *cuts.tolist()], [*cuts.tolist(), pairs], strict=True):
+        chunk_queries, local = np.unique(query_of_pair[lo:hi], return_inverse=True)
+        shared[lo:hi] = _shared_counts([queries[q] for q in chunk_queries.tolist()], local, others[lo:hi])
+    sizes = query_sizes[query_of_pair]
+    union = sizes + other_sizes - shared
+    smaller = np.maximum(np.minimum(sizes, other_sizes), 1)
     return shared / np.maximum(union, 1), shared / smaller
+
+
+def _shared_counts(
+    queries: Sequence[np.ndarray], query_of_pair: np.ndarray, others: Sequence[np.ndarray]
+) -> np.ndarray:
+    """How many shingles each pair of pair_overlaps shares."""
+    pairs = len(others)
+    query_sizes = np.fromiter(map(len, queries), dtype=np.int64, count=len(queries))
+    other_sizes = np.fromiter(map(len, others), dtype=np.int64, count=pairs)
+    if not query_sizes.sum() or not other_sizes.sum():
+        return np.zeros(pairs, dtype=np.int64)
+    # Sized for the average query: a long one only has more shared slots.
+    bits = max(int(4 * query_sizes.mean()).bit_length(), 1)
+    mask = np.int64((1 << bits) - 1)
+    query_ids = np.concatenate(queries).astype(np.int64)
+    query_owner = np.repeat(np.arange(len(queries), dtype=np.int64), query_sizes)
+    query_slots = (query_owner << bits) | (query_ids & mask)
+    table = np.full(len(queries) << bits, EMPTY_SLOT, dtype=np.int64)
+    table[query_slots] = query_ids
+    table[query_slots[table[query_slots] != query_ids]] = SHARED_SLOT  # a later id took the slot
+
+    values = np.concatenate(others).astype(np.int64)
+    owner = np.repeat(query_of_pair, other_sizes)
+    found = table[(owner << bits) | (values & mask)]
+    member = found == values
+    unsure = np.flatnonzero(found == SHARED_SLOT)
+    if len(unsure):
+        # query_owner ascends and each query is sorted, so these keys are sorted already.
+        keys = (query_owner << 32) | query_ids
+        wanted = (owner[unsure] << 32) | values[unsure]
+        at = np.minimum(np.searchsorted(keys, wanted), len(keys) - 1)
+        member[unsure] = keys[at] == wanted
+    return np.bincount(np.repeat(np.arange(pairs, dtype=np.int64), other_sizes)[member], minlength=pairs)
 
 
 def jaccard_and_containment(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     """Exact Jaccard and containment of two sorted unique shingle arrays."""
-    jaccard, containment = overlaps(a, [b])
+    jaccard, containment = pair_overlaps([a], np.zeros(1, dtype=np.int64), [b])
     return float(jaccard[0]), float(containment[0])

@@ -85,6 +85,7 @@ class Fingerprint:
     signature: np.ndarray = field(repr=False)  # uint64 MinHash hash values (< 2**32), datasketch layout
     band_keys: np.ndarray = field(repr=False)  # int64 LSH bucket keys, one per band
     sample_keys: np.ndarray = field(repr=False)  # int64 keys of the sampled shingles (containment index)
+    minima: np.ndarray = field(repr=False)  # uint32 bin minima of the shingles (fingerprint.bin_minima)
     seed: int = 1
 
     def minhash(self):
@@ -102,6 +103,7 @@ class Sketch:
     record_id: str
     root_id: str  # the canonical record this one belongs to (itself when canonical)
     shingles: np.ndarray
+    minima: np.ndarray  # fingerprint.bin_minima of the shingles
 
 
 @dataclass(frozen=True, slots=True)

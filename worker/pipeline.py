@@ -17,7 +17,7 @@ from typing import TypeVar
 import numpy as np
 
 from worker import language
-from worker.decide import decide
+from worker.decide import best_matches
 from worker.extract import extract
 from worker.fingerprint import fingerprint_batch, jaccard_and_containment
 from worker.index import CandidateIndex, MemoryIndex, RedisIndex, keys_of, within_batch
@@ -131,7 +131,7 @@ class Pipeline:
             self._sketches.clear()
         for item in indexed:
             r = item.record
-            self._sketches[r.id] = Sketch(r.id, r.duplicate_of or r.id, item.shingles)
+            self._sketches[r.id] = Sketch(r.id, r.duplicate_of or r.id, item.shingles, item.minima)
         return [n.record for n in new]
 
     def prepare(self, batch: list[Item]) -> tuple[list[Rejection], list[Prepared]]:
@@ -168,22 +168,60 @@ class Pipeline:
     def _decide(self, txn: Transaction, batch: list[Prepared], found: dict[str, list[str]]) -> list[NewRecord]:
         limit = self.settings.max_candidates
         roots = txn.roots_by_hash(p.fingerprint.content_hash for p in batch)
-        stored_candidates = [found[p.id] for p in batch]
-        local_candidates = within_batch([p.keys for p in batch])
-        wanted = {c for found in stored_candidates for c in found}
+        wanted = {c for p in batch for c in found[p.id]}
         sketches = {c: self._sketches[c] for c in wanted if c in self._sketches}
         sketches.update(txn.sketches(wanted - sketches.keys()))
+        # An exact copy of a stored text, or of an earlier text of this batch (which, not being one
+        # itself, will have set the root of its hash by then), needs no verification.
+        exact, hashes = [], set(roots)
+        for p in batch:
+            exact.append(p.fingerprint.content_hash in hashes)
+            hashes.add(p.fingerprint.content_hash)
+        # Every candidate pair of the batch, verified at once: stored candidates (their root known),
+        # then earlier documents of the batch that are not exact copies (their root decided below first).
+        doc_of_pair: list[int] = []
+        candidate_shingles: list[np.ndarray] = []
+        candidate_minima: list[np.ndarray] = []
+        targets: list[str | int] = []  # a stored candidate's root id, or a batch position
+        for i, (p, local) in enumerate(zip(batch, within_batch([p.keys for p in batch]), strict=True)):
+            if exact[i]:
+                continue
+            for c in found[p.id]:
+                if (sketch := sketches.get(c)) is not None:
+                    doc_of_pair.append(i)
+                    candidate_shingles.append(sketch.shingles)
+                    candidate_minima.append(sketch.minima)
+                    targets.append(sketch.root_id)
+            for j in local[:limit]:
+                if not exact[j]:
+                    doc_of_pair.append(i)
+                    candidate_shingles.append(batch[j].fingerprint.shingles)
+                    candidate_minima.append(batch[j].fingerprint.minima)
+                    targets.append(j)
+        matches = best_matches(
+            [p.fingerprint.shingles for p in batch],
+            np.array([p.fingerprint.minima for p in batch]),
+            doc_of_pair,
+            candidate_shingles,
+            candidate_minima,
+            self.settings,
+        )
+        batch_roots: list[str] = []
         new = []
         for i, p in enumerate(batch):
             fp = p.fingerprint
-            if fp.content_hash in roots:
+            if exact[i]:
                 decision = Decision(Status.DUPLICATE, roots[fp.content_hash], 1.0, Method.EXACT)
+            elif (match := matches.get(i)) is not None:
+                target = targets[match.pair]
+                root = batch_roots[target] if isinstance(target, int) else target
+                decision = Decision(Status.DUPLICATE, root, match.similarity, match.method)
             else:
-                candidates = stored_candidates[i] + [batch[j].id for j in local_candidates[i][:limit]]
-                decision = decide(fp, [sketches[c] for c in candidates if c in sketches], self.settings)
-                root = decision.duplicate_of or p.id
+                decision = Decision(Status.CANONICAL)
+            root = decision.duplicate_of or p.id
+            batch_roots.append(root)
+            if not exact[i]:
                 roots[fp.content_hash] = root
-                sketches[p.id] = Sketch(p.id, root, fp.shingles)
             indexed = decision.method is not Method.EXACT  # an exact copy adds nothing to find
             doc = p.document
             new.append(
@@ -206,6 +244,7 @@ class Pipeline:
                     ),
                     shingles=fp.shingles if indexed else None,
                     keys=p.keys if indexed else None,
+                    minima=fp.minima if indexed else None,
                 )
             )
         return new

@@ -15,6 +15,7 @@ import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from worker.fingerprint import bin_minima
 from worker.models import Method, Record, Sketch, Status, batched
 from worker.settings import StoreError
 
@@ -112,6 +113,7 @@ class NewRecord:
     record: Record
     shingles: np.ndarray | None = None
     keys: np.ndarray | None = None  # candidate-index keys of this record
+    minima: np.ndarray | None = None  # bin minima of the shingles (not stored: made again on reading)
 
 
 class Transaction:
@@ -141,14 +143,14 @@ class Transaction:
 
     def sketches(self, ids: Iterable[str]) -> dict[str, Sketch]:
         root = sa.func.coalesce(records.c.duplicate_of, records.c.id)
-        found: dict[str, Sketch] = {}
+        rows: list[tuple[str, str, np.ndarray]] = []
         for chunk in batched(set(ids), CHUNK):
             query = sa.select(records.c.id, root, records.c.shingles).where(
                 records.c.id.in_(chunk), records.c.shingles.is_not(None)
             )
-            for record_id, root_id, blob in self.conn.execute(query):
-                found[record_id] = Sketch(record_id, root_id, np.frombuffer(blob, dtype=np.uint32))
-        return found
+            rows += [(i, r, np.frombuffer(blob, dtype=np.uint32)) for i, r, blob in self.conn.execute(query)]
+        minima = bin_minima([shingles for _, _, shingles in rows])
+        return {i: Sketch(i, r, shingles, m) for (i, r, shingles), m in zip(rows, minima, strict=True)}
 
     def index_rows(self, after_seq: int) -> Iterator[tuple[int, str, bytes]]:
         """(seq, id, keys) of the records stored after ``after_seq``, in order."""
