@@ -130,3 +130,35 @@ def test_a_claim_never_marked_sent_is_given_out_again_later(store: Store, monkey
     monkeypatch.setattr(store_module.time, "time", lambda: later)
     assert store.claim_entries("feed", ["lost", "sent"]) == ["lost"]
     assert store.claim_entries("feed", ["lost", "sent"]) == []  # and claimed anew
+
+
+def test_sqlite_log_is_copied_into_the_database_file_while_the_store_is_open(tmp_path) -> None:
+    """The checkpoint thread: after a commit, the database file alone (without its -wal log) soon holds
+    the new records, long before SQLite's own checkpoint would run; closing leaves no log behind."""
+    import shutil
+    import sqlite3
+    import time
+
+    from worker.models import Record, Status
+    from worker.store import NewRecord
+
+    path = tmp_path / "store.db"
+    store = Store(f"sqlite:///{path}")
+    for batch in range(3):
+        with store.writing() as txn:
+            txn.insert(
+                [
+                    NewRecord(Record(id=f"r{batch}-{i}", source=f"s{i}", status=Status.CANONICAL, content_hash="h"))
+                    for i in range(50)
+                ]
+            )
+    copy = tmp_path / "copy.db"
+    deadline, seen = time.monotonic() + 10, 0
+    while seen < 150 and time.monotonic() < deadline:
+        shutil.copyfile(path, copy)  # the file alone: what a crash-free reader without the log would see
+        with sqlite3.connect(copy) as conn:
+            seen = conn.execute("select count(*) from records").fetchone()[0]
+        time.sleep(0.05)
+    assert seen == 150
+    store.close()
+    assert not (tmp_path / "store.db-wal").exists()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -187,6 +188,8 @@ class Store:
         if not migrate and url.startswith("sqlite") and database and not Path(database).exists():
             raise StoreError(f"no docsieve store at {url} (run `docsieve migrate` or `docsieve ingest` first)")
         self.engine = create_engine(url)
+        # A file store copies its write-ahead log into the database on a thread of its own (below).
+        self._checkpointer = _Checkpointer(self.engine) if self.engine.dialect.name == "sqlite" and database else None
         try:
             if migrate:
                 upgrade(self.engine)
@@ -197,6 +200,8 @@ class Store:
             raise
 
     def close(self) -> None:
+        if self._checkpointer:
+            self._checkpointer.close()
         self.engine.dispose()
 
     @contextmanager
@@ -210,6 +215,8 @@ class Store:
         that deciding against what is stored and storing the decision are one atomic step."""
         with write_locked(self.engine) as conn:
             yield Transaction(conn)
+        if self._checkpointer:
+            self._checkpointer.request()
 
     def get(self, record_id: str) -> Record | None:
         """A record by id or by a unique prefix of it."""
@@ -365,6 +372,52 @@ def create_engine(url: str) -> Engine:
 
         return engine
     return sa.create_engine(url, pool_pre_ping=True)
+
+
+class _Checkpointer:
+    """Copies SQLite's write-ahead log into the database file after each commit, on a thread of its own.
+
+    SQLite would do it on the committing thread (every 16,384 pages here) and once more when the last
+    connection closes: 0.15-0.2 s at the end of a 5,000-article ingest, in which the pipeline waits.
+    A PASSIVE checkpoint never waits for readers or writers and runs with the GIL released, so on
+    this thread it overlaps the pipeline's next batch; and a log that has been copied whole starts
+    over at its beginning, so it stays small. Started at the first request (after a worker forks).
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._wanted = threading.Event()
+        self._closing = False
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def request(self) -> None:
+        with self._lock:
+            if self._closing:
+                return
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="docsieve-checkpoint", daemon=True)
+                self._thread.start()
+        self._wanted.set()
+
+    def close(self) -> None:
+        with self._lock:
+            self._closing = True
+        self._wanted.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def _run(self) -> None:
+        with self._engine.connect() as conn:
+            while True:
+                self._wanted.wait()
+                self._wanted.clear()
+                if self._closing:
+                    return
+                try:
+                    conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
+                except sa.exc.DBAPIError:  # a busy or failing checkpoint is only done later, or at close
+                    continue
 
 
 @contextmanager
