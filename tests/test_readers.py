@@ -109,3 +109,39 @@ def test_single_object_any_layout_and_bracketed_text_on_stdin(tmp_path: Path) ->
     assert [i.source for i in line] == [str(tmp_path / "line.json")]
     (doc,) = items("-", stdin=b"[Reuters] Oil prices rose on Monday.\nSecond paragraph.")
     assert isinstance(doc, RawDocument) and doc.body.startswith("[Reuters]")
+
+
+def test_linked_folder_is_rejected_not_followed_and_unreadable_folder_reported(tmp_path: Path) -> None:
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "b.txt").write_text("two", encoding="utf-8")
+    (tmp_path / "a.txt").write_text("one", encoding="utf-8")
+    (tmp_path / "z_link").symlink_to(tmp_path / "sub", target_is_directory=True)
+    (tmp_path / "locked").mkdir()
+    (tmp_path / "locked" / "c.txt").write_text("three", encoding="utf-8")
+    (tmp_path / "locked").chmod(0)
+    try:
+        found = items(str(tmp_path))
+    finally:
+        (tmp_path / "locked").chmod(0o755)
+    by_source = {Path(i.source).name: i for i in found}
+    assert by_source["a.txt"].body == "one" and by_source["b.txt"].body == "two"
+    assert "not followed" in by_source["z_link"].reason
+    if isinstance(by_source.get("locked"), Rejection):  # root reads every folder; others get a reason
+        assert "cannot read folder" in by_source["locked"].reason
+    else:
+        assert by_source["c.txt"].body == "three"
+    # Files of a folder first, then its subfolders, each in name order.
+    assert [Path(i.source).name for i in found][:2] == ["a.txt", "z_link"]
+
+
+def test_a_file_that_grows_past_the_limit_while_read_is_refused(tmp_path: Path, monkeypatch) -> None:
+    import os
+
+    path = tmp_path / "growing.txt"
+    path.write_text("x" * 10, encoding="utf-8")
+    real_fstat = os.fstat
+    monkeypatch.setattr(os, "fstat", lambda fd: os.stat_result((*real_fstat(fd)[:6], 4, *real_fstat(fd)[7:])))
+    (found,) = items(str(path), limit=8)  # fstat says 4 bytes; 10 are there, over the limit of 8
+    assert isinstance(found, Rejection) and "too large" in found.reason
+    (found,) = items(str(path), limit=100)  # under the limit: read whole although fstat said 4
+    assert found.body == "x" * 10
