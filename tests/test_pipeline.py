@@ -1,5 +1,7 @@
 """Decisions end to end through the pipeline and a real SQLite store."""
 
+import pytest
+
 from tests.conftest import fixture_text, ingest_texts
 from worker.models import Method, RawDocument, Status
 from worker.pipeline import Pipeline
@@ -144,3 +146,38 @@ def test_language_of_arabic_script_languages() -> None:
         ]
     )
     assert found == ["ar", "fa", "ur", "en", "de", None]
+
+
+def test_run_ahead_keeps_order_raises_producer_errors_and_never_waits_on_a_stuck_source() -> None:
+    import threading
+
+    from worker.pipeline import run_ahead
+
+    assert list(run_ahead(iter(range(100)), depth=2)) == list(range(100))
+
+    def failing():
+        yield 1
+        raise ValueError("broken input")
+
+    got = []
+    with pytest.raises(ValueError, match="broken input"):
+        for item in run_ahead(failing()):
+            got.append(item)
+    assert got == [1]
+
+    # A consumer that stops early (a store error, say) is not held up by a source waiting for input.
+    release = threading.Event()
+
+    def stuck():
+        yield "first"
+        release.wait(30)  # stdin that never ends
+        yield "late"
+
+    ahead = run_ahead(stuck())
+    assert next(ahead) == "first"
+    closing = threading.Thread(target=ahead.close)
+    closing.start()
+    closing.join(10)
+    stopped = not closing.is_alive()
+    release.set()
+    assert stopped  # close() returned although the producer was still waiting for input

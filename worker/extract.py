@@ -38,16 +38,21 @@ def _extract_scraped(raw: RawDocument) -> Document | Rejection:
         return " "
 
     body = raw.body
-    if "](" in body:  # markdown image or link syntax somewhere: one pass over the whole body each
-        body = LINK.sub(r"\1", IMAGE.sub(keep_image, body))
+    if "![" in body:  # markdown image syntax somewhere: one pass over the whole body
+        body = IMAGE.sub(keep_image, body)
+    if "](" in body:  # and link syntax
+        body = LINK.sub(r"\1", body)
+    # Fold runs of whitespace, Unicode spaces included. isprintable() is False for every separator but
+    # the ASCII space, so a body without double spaces that is printable once its newlines are spaces
+    # (most articles) needs no folding: plain newline splits and strips, no split and join per line.
+    plain = "  " not in body and body.replace("\n", " ").isprintable()
+    may_have_headings = "#" in body
     lines = []
-    for line in body.splitlines():
-        had_heading = line.lstrip(" ").startswith("#") and bool(HEADING.match(line))
+    for line in body.split("\n") if plain else body.splitlines():
+        had_heading = may_have_headings and line.lstrip(" ").startswith("#") and bool(HEADING.match(line))
         if had_heading:
             line = HEADING.sub("", line)
-        # Fold runs of whitespace, Unicode spaces included. isprintable() is False for every separator but
-        # the ASCII space, so most lines, which need no folding, skip the split and join.
-        line = line.strip() if line.isprintable() and "  " not in line else " ".join(line.split())
+        line = line.strip() if plain or (line.isprintable() and "  " not in line) else " ".join(line.split())
         if line:
             lines.append((line, had_heading))
     if not lines:
