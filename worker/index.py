@@ -352,20 +352,27 @@ class RedisIndex:
 
 def within_batch(queries: Sequence[np.ndarray]) -> list[list[int]]:
     """For each key array, the earlier arrays of the same batch that share keys with it, most shared
-    first: how a copy finds an original that arrived a few documents before it, not yet stored."""
+    first (then the earliest): how a copy finds an original that arrived a few documents before it,
+    not yet stored. As across batches, only the earliest POSTINGS_PER_KEY arrays with a key count."""
     if not queries:
         return []
     keys = np.concatenate(queries)
     owner = np.repeat(np.arange(len(queries), dtype=np.int64), [len(q) for q in queries])
     order = np.lexsort((owner, keys))
     keys, owner = keys[order], owner[order]
-    boundaries = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1], True])
-    shared: list[dict[int, int]] = [{} for _ in queries]
-    for start, end in zip(boundaries[:-1].tolist(), boundaries[1:].tolist(), strict=True):
-        if end - start < 2:
-            continue
-        members = owner[start:end].tolist()
-        for j, later in enumerate(members):
-            for earlier in members[: min(j, POSTINGS_PER_KEY)]:  # as across batches: the earliest count
-                shared[later][earlier] = shared[later].get(earlier, 0) + 1
-    return [sorted(s, key=lambda i, s=s: (-s[i], i)) for s in shared]
+    # Each array with a key is paired with the (at most POSTINGS_PER_KEY) arrays before it with that key.
+    group_start = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
+    first_of = np.repeat(group_start, np.diff(np.r_[group_start, len(keys)]))
+    rank = np.arange(len(keys)) - first_of
+    partners = np.minimum(rank, POSTINGS_PER_KEY)
+    later = np.repeat(owner, partners)
+    pair_start = np.repeat(np.cumsum(partners) - partners, partners)
+    earlier = owner[np.repeat(first_of, partners) + np.arange(len(later)) - pair_start]
+    distinct = earlier != later
+    codes, shared = np.unique(later[distinct] * len(queries) + earlier[distinct], return_counts=True)
+    later, earlier = np.divmod(codes, len(queries))
+    order = np.lexsort((earlier, -shared, later))  # by later array, most shared first, then earliest
+    later, earlier = later[order], earlier[order]
+    bounds = np.searchsorted(later, np.arange(len(queries) + 1))
+    found = earlier.tolist()
+    return [found[a:b] for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True)]
