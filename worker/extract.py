@@ -46,25 +46,21 @@ def _extract_scraped(raw: RawDocument) -> Document | Rejection:
     # the ASCII space, so a body without double spaces that is printable once its newlines are spaces
     # (most articles) needs no folding: plain newline splits and strips, no split and join per line.
     plain = "  " not in body and body.replace("\n", " ").isprintable()
-    may_have_headings = "#" in body
-    lines = []
-    for line in body.split("\n") if plain else body.splitlines():
-        had_heading = may_have_headings and line.lstrip(" ").startswith("#") and bool(HEADING.match(line))
-        if had_heading:
-            line = HEADING.sub("", line)
-        line = line.strip() if plain or (line.isprintable() and "  " not in line) else " ".join(line.split())
-        if line:
-            lines.append((line, had_heading))
+    if plain and "#" not in body:  # no folding and no headings: the common case, in two C-level passes
+        lines = [line for line in map(str.strip, body.split("\n")) if line]
+        first_is_heading = False
+    else:
+        lines, first_is_heading = _lines(body, plain)
     if not lines:
         return Rejection.of(raw.source, "no article text (empty, whitespace or images only)", raw.body)
 
     title = raw.title.strip() if raw.title else None
-    first, first_is_heading = lines[0]
+    first = lines[0]
     if title and " ".join(title.split()) == first:
         lines = lines[1:]  # the headline repeats the given title
     elif not title and len(lines) > 1 and (first_is_heading or _looks_like_headline(first)):
         title, lines = first, lines[1:]
-    text = "\n".join(line for line, _ in lines)
+    text = "\n".join(lines)
     if not text:
         return Rejection.of(raw.source, "no article text (a headline only)", raw.body)
     return Document(
@@ -77,6 +73,23 @@ def _extract_scraped(raw: RawDocument) -> Document | Rejection:
         published=raw.published,
         author=raw.author,
     )
+
+
+def _lines(body: str, plain: bool) -> tuple[list[str], bool]:
+    """The non-empty lines of a body, markdown heading marks removed and whitespace folded, and whether
+    the first of them was a heading."""
+    lines: list[str] = []
+    first_is_heading = False
+    for line in body.split("\n") if plain else body.splitlines():
+        had_heading = line.lstrip(" ").startswith("#") and bool(HEADING.match(line))
+        if had_heading:
+            line = HEADING.sub("", line)
+        line = line.strip() if plain or (line.isprintable() and "  " not in line) else " ".join(line.split())
+        if line:
+            if not lines:
+                first_is_heading = had_heading
+            lines.append(line)
+    return lines, first_is_heading
 
 
 def _looks_like_headline(line: str) -> bool:
