@@ -160,3 +160,22 @@ def test_prefilter_never_rules_out_a_passing_candidate() -> None:
     # Unrelated sets of a few hundred ids and more: nothing shared, so the minima rule them out.
     unrelated = (containment == 0) & (smaller >= 300)
     assert unrelated.sum() >= 5 and ruled_out[unrelated].all()
+
+
+def test_fingerprints_made_on_several_threads_at_once_equal_sequential_ones(monkeypatch) -> None:
+    """The power tables grow while other threads read them (a batch larger than any before)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from worker import fingerprint
+
+    words = fixture_text("ar_near_a.txt").split()
+    chunks = [
+        [" ".join(words[: 20 + (i * 37 + j * 11) % len(words)]) * (1 + i % 7) for j in range(8)] for i in range(60)
+    ]
+    expected = [[fp.signature for fp in fingerprint_batch(chunk, SETTINGS)] for chunk in chunks]
+    for _ in range(3):
+        monkeypatch.setattr(fingerprint, "_powers", fingerprint._PowerTable())  # start small, grow under load
+        with ThreadPoolExecutor(4) as pool:
+            got = list(pool.map(lambda chunk: [fp.signature for fp in fingerprint_batch(chunk, SETTINGS)], chunks))
+        for want, have in zip(expected, got, strict=True):
+            assert all(np.array_equal(a, b) for a, b in zip(want, have, strict=True))

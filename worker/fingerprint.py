@@ -48,23 +48,27 @@ BASE = 0x100000001B3  # FNV's 64-bit prime: odd, so it has an inverse modulo 2**
 
 
 class _PowerTable:
-    """BASE**i and BASE**-i modulo 2**64 for i below the largest batch seen, grown by doubling."""
+    """BASE**i and BASE**-i modulo 2**64 for i below the largest batch seen, grown by doubling. Both
+    tables are swapped in as one tuple, so threads fingerprinting at once never see a mismatched pair."""
 
     def __init__(self) -> None:
-        self.powers = np.ones(0, dtype=np.uint64)
-        self.inverses = np.ones(0, dtype=np.uint64)
+        self.tables = (np.ones(0, dtype=np.uint64), np.ones(0, dtype=np.uint64))
 
     def __call__(self, size: int) -> tuple[np.ndarray, np.ndarray]:
-        if size > KEEP_POWERS:  # a huge chunk: tables for it alone, not kept (16 bytes a character)
-            return _PowerTable()._grown(size)
-        return self._grown(size)
+        tables = self.tables
+        if size <= len(tables[0]):
+            return tables
+        grown = _power_tables(max(size, 2 * len(tables[0]), 1 << 16))
+        if size <= KEEP_POWERS:  # a huge chunk gets tables for it alone, not kept (16 bytes a character)
+            self.tables = grown
+        return grown
 
-    def _grown(self, size: int) -> tuple[np.ndarray, np.ndarray]:
-        if size > len(self.powers):
-            size = max(size, 2 * len(self.powers), 1 << 16)
-            self.powers = np.cumprod(np.full(size, BASE, dtype=np.uint64)) * U64(pow(BASE, -1, 1 << 64))
-            self.inverses = np.cumprod(np.full(size, pow(BASE, -1, 1 << 64), dtype=np.uint64)) * U64(BASE)
-        return self.powers, self.inverses
+
+def _power_tables(size: int) -> tuple[np.ndarray, np.ndarray]:
+    inverse = pow(BASE, -1, 1 << 64)
+    powers = np.cumprod(np.full(size, BASE, dtype=np.uint64)) * U64(inverse)
+    inverses = np.cumprod(np.full(size, inverse, dtype=np.uint64)) * U64(BASE)
+    return powers, inverses
 
 
 _powers = _PowerTable()
