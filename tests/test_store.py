@@ -162,3 +162,9 @@ def test_sqlite_log_is_copied_into_the_database_file_while_the_store_is_open(tmp
     assert seen == 150
     store.close()
     assert not (tmp_path / "store.db-wal").exists()
+
+
+def test_bulk_insert_writes_every_column_but_the_database_assigned_ones() -> None:
+    from worker.store import ROW_COLUMNS, records
+
+    assert set(ROW_COLUMNS) == {c.name for c in records.columns} - {"seq", "created_at"}

@@ -166,17 +166,19 @@ class Transaction:
         return self.conn.scalar(sa.select(sa.func.coalesce(sa.func.max(records.c.seq), 0)))
 
     def insert(self, new: Sequence[NewRecord]) -> None:
-        rows = [_row(item) for item in new]
-        if self.conn.dialect.name == "postgresql" and rows:
-            # COPY, in this transaction: a batch's rows (text, shingles, keys) cost a third of executemany.
-            columns = list(rows[0])
-            cursor = self.conn.connection.driver_connection.cursor()
-            with cursor, cursor.copy(f"COPY records ({', '.join(columns)}) FROM STDIN") as copy:
-                for row in rows:
-                    copy.write_row([row[c] for c in columns])
+        """New records, in this transaction, through the driver's bulk path: on PostgreSQL COPY (a third
+        of the cost of executemany for rows with text, shingles and keys), on SQLite the driver's
+        executemany (SQLAlchemy's per-row parameter handling took a quarter of the insert's time)."""
+        if not new:
             return
-        for chunk in batched(rows, 500):
-            self.conn.execute(records.insert(), chunk)
+        rows = [_row(item) for item in new]
+        if self.conn.dialect.name == "postgresql":
+            cursor = self.conn.connection.driver_connection.cursor()
+            with cursor, cursor.copy(f"COPY records ({', '.join(ROW_COLUMNS)}) FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row(row)
+            return
+        self.conn.exec_driver_sql(SQLITE_INSERT, rows)
 
 
 class Store:
@@ -470,27 +472,50 @@ def _revision(engine: Engine) -> str | None:
         return conn.scalar(sa.text("SELECT version_num FROM alembic_version"))
 
 
-def _row(item: NewRecord) -> dict:
+ROW_COLUMNS = (
+    "id",
+    "source",
+    "status",
+    "duplicate_of",
+    "similarity",
+    "method",
+    "content_hash",
+    "language",
+    "title",
+    "text",
+    "images",
+    "reason",
+    "url",
+    "published",
+    "author",
+    "shingles",
+    "index_keys",
+)
+SQLITE_INSERT = f"INSERT INTO records ({', '.join(ROW_COLUMNS)}) VALUES ({', '.join('?' * len(ROW_COLUMNS))})"
+
+
+def _row(item: NewRecord) -> tuple:
+    """A record's values in the order of ROW_COLUMNS."""
     r = item.record
-    return {
-        "id": r.id,
-        "source": r.source,
-        "status": str(r.status),
-        "duplicate_of": r.duplicate_of,
-        "similarity": r.similarity,
-        "method": str(r.method) if r.method else None,
-        "content_hash": r.content_hash,
-        "language": r.language,
-        "title": r.title,
-        "text": r.text,
-        "images": json.dumps(list(r.images), ensure_ascii=False),
-        "reason": r.reason,
-        "url": r.url,
-        "published": r.published,
-        "author": r.author,
-        "shingles": item.shingles.astype(np.uint32).tobytes() if item.shingles is not None else None,
-        "index_keys": item.keys.astype(np.int64).tobytes() if item.keys is not None else None,
-    }
+    return (
+        r.id,
+        r.source,
+        str(r.status),
+        r.duplicate_of,
+        r.similarity,
+        str(r.method) if r.method else None,
+        r.content_hash,
+        r.language,
+        r.title,
+        r.text,
+        json.dumps(list(r.images), ensure_ascii=False),
+        r.reason,
+        r.url,
+        r.published,
+        r.author,
+        item.shingles.astype(np.uint32).tobytes() if item.shingles is not None else None,
+        item.keys.astype(np.int64).tobytes() if item.keys is not None else None,
+    )
 
 
 def _sha256(text: str) -> str:
