@@ -155,3 +155,15 @@ def test_read_commands_do_not_create_a_store(tmp_path: Path) -> None:
         result = docsieve(*command, store=store)
         assert result.returncode == 2 and "no docsieve store" in result.stderr
     assert not (tmp_path / "typo.db").exists()
+
+
+def test_ingest_keeps_the_garbage_collector_out_of_the_way_and_restores_it() -> None:
+    import gc
+
+    from worker.cli import _few_collections
+
+    before = gc.get_threshold()
+    with _few_collections():
+        assert gc.get_threshold()[0] >= 100_000 and gc.get_freeze_count() > 0
+        gc.collect()  # cyclic garbage made meanwhile is still collectable
+    assert gc.get_threshold() == before and gc.get_freeze_count() == 0
