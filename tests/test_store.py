@@ -168,3 +168,36 @@ def test_bulk_insert_writes_every_column_but_the_database_assigned_ones() -> Non
     from worker.store import ROW_COLUMNS, records
 
     assert set(ROW_COLUMNS) == {c.name for c in records.columns} - {"seq", "created_at"}
+
+
+def test_postgres_stores_text_with_lz4_and_hashes_uncompressed(postgres_server_url: str) -> None:
+    """The same storage whether the store was created new or migrated from revision 0005."""
+    from alembic import command
+    from alembic.config import Config
+
+    from tests.services import postgres_database
+
+    with postgres_database(postgres_server_url) as store_url:
+        _check_storage(store_url, command, Config)
+
+
+def _check_storage(store_url: str, command, Config) -> None:
+    query = sa.text(
+        "SELECT attname, attstorage, attcompression FROM pg_attribute "
+        "WHERE attrelid = 'records'::regclass AND attname IN ('text', 'shingles', 'index_keys')"
+    )
+    new = Store(store_url)
+    with new.engine.connect() as conn:
+        created = {name: (storage, compression) for name, storage, compression in conn.execute(query)}
+        config = Config()
+        config.set_main_option("script_location", str(MIGRATIONS))
+    with new.engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.downgrade(config, "0005")
+        command.upgrade(config, "head")
+    with new.engine.connect() as conn:
+        migrated = {name: (storage, compression) for name, storage, compression in conn.execute(query)}
+    new.close()
+    assert created == migrated
+    assert created["shingles"][0] == created["index_keys"][0] == "e"  # external: never compressed
+    assert created["text"][1] in ("l", "")  # lz4 where the server has it

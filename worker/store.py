@@ -104,7 +104,7 @@ RECORD_COLUMNS = [c for c in records.c if c.name not in ("shingles", "index_keys
 # Any constant: the advisory lock that serializes deciders on PostgreSQL, as BEGIN IMMEDIATE does on SQLite.
 WRITE_LOCK = 0x646F6373
 MIGRATIONS = Path(__file__).with_name("migrations")
-SCHEMA_REVISION = "0005"  # the newest migration; a test holds it equal to Alembic's head
+SCHEMA_REVISION = "0006"  # the newest migration; a test holds it equal to Alembic's head
 # Bound parameters per statement stay well below SQLite's limit (32766) and PostgreSQL's (65535).
 CHUNK = 5000
 
@@ -435,6 +435,27 @@ def write_locked(engine: Engine) -> Iterator[sa.Connection]:
             yield conn
 
 
+# PostgreSQL compresses large values with pglz, which took 40% of the time of a batch's COPY (5,000
+# articles: 0.77 s -> 0.45 s without). Text compresses with lz4 instead, several times faster, where the
+# server has it; shingles and index keys are hash values that never compress, stored as they are.
+# Migration 0006 makes the same change to an existing store.
+LZ4_COLUMNS = ("source", "title", "text", "images")
+RAW_COLUMNS = ("shingles", "index_keys")
+
+
+def tune_postgres_storage(conn: sa.Connection) -> None:
+    if conn.dialect.name != "postgresql":
+        return
+    for column in RAW_COLUMNS:
+        conn.exec_driver_sql(f"ALTER TABLE records ALTER COLUMN {column} SET STORAGE EXTERNAL")
+    lz4 = conn.exec_driver_sql(
+        "SELECT 'lz4' = ANY(enumvals) FROM pg_settings WHERE name = 'default_toast_compression'"
+    ).scalar()
+    if lz4:
+        for column in LZ4_COLUMNS:
+            conn.exec_driver_sql(f"ALTER TABLE records ALTER COLUMN {column} SET COMPRESSION lz4")
+
+
 def upgrade(engine: Engine) -> None:
     """Bring the schema to the newest migration. The common case, already there, costs one query and
     no Alembic import; migrating takes the write lock, so processes starting together migrate once.
@@ -446,6 +467,7 @@ def upgrade(engine: Engine) -> None:
         inspector = sa.inspect(conn)
         if not any(inspector.has_table(t) for t in (*metadata.tables, "alembic_version")):
             metadata.create_all(conn)
+            tune_postgres_storage(conn)
             conn.execute(
                 sa.text(
                     "CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL, "
