@@ -9,7 +9,7 @@ import pytest
 import redis
 
 from tests.conftest import fixture_text
-from worker.index import MemoryIndex, RedisIndex
+from worker.index import ID_WIDTH, MemoryIndex, RedisIndex
 from worker.models import RawDocument
 from worker.pipeline import Pipeline
 from worker.settings import Settings
@@ -105,12 +105,15 @@ def test_reindex_command_rebuilds_the_shared_index(redis_url: str, tmp_path) -> 
 
     assert run("ingest", "seeds/").returncode == 0
     client = redis.Redis.from_url(redis_url)
-    postings = f"{prefix}:index:postings"
+    postings = f"{prefix}:index2:postings"
     before = client.hgetall(postings)
     client.hdel(postings, *list(before)[: len(before) // 2])  # half the index lost
     rebuilt = run("reindex")
     assert rebuilt.returncode == 0, rebuilt.stderr
-    after = {int(np.frombuffer(k, "<i8")[0]): v.decode().split(",") for k, v in client.hgetall(postings).items()}
+    after = {
+        int(np.frombuffer(k, "<i8")[0]): [v[i : i + ID_WIDTH].decode() for i in range(0, len(v), ID_WIDTH)]
+        for k, v in client.hgetall(postings).items()
+    }
     store = Store(env["DOCSIEVE_STORE"])
     with store.reading() as txn:
         rows = list(txn.index_rows(0))
@@ -120,3 +123,19 @@ def test_reindex_command_rebuilds_the_shared_index(redis_url: str, tmp_path) -> 
         for key in np.frombuffer(blob, dtype=np.int64).tolist():
             assert record_id in after[key]
     RedisIndex(redis_url, prefix).clear()
+
+
+def test_only_the_earliest_records_of_a_key_count_and_a_document_never_finds_itself(redis_index: RedisIndex) -> None:
+    from worker.index import POSTINGS_PER_KEY
+
+    shared = np.array([42], dtype=np.int64)
+    ids = [f"{i:020x}" for i in range(POSTINGS_PER_KEY + 3)]
+    # Two batches: the first stages all but three, the second the rest, with a key of their own too.
+    first, second = ids[:-3], ids[-3:]
+    redis_index.lookup([shared] * len(first), 0, stage_ids=first)
+    found, _ = redis_index.lookup([np.array([42, 7], dtype=np.int64)] * 3, 50, stage_ids=second)
+    assert found == [first] * 3  # the batch's own records are not there yet: staged after reading
+    found, _ = redis_index.lookup([shared], 50)
+    assert found == [ids[:POSTINGS_PER_KEY]]  # the cap keeps the earliest
+    found, _ = redis_index.lookup([np.array([7], dtype=np.int64)], 50, stage_ids=[second[0]])
+    assert found == [second[1:]]  # a document staged again does not find itself

@@ -155,6 +155,9 @@ class MemoryIndex:
         return result
 
 
+ID_WIDTH = 20  # record ids are 20 hex characters; the index stores them at this fixed width
+
+
 class RedisIndex:
     """The deployment's index, shared by every worker: for each key the (earliest) records that have it,
     and the store sequence number the index is complete up to.
@@ -165,49 +168,85 @@ class RedisIndex:
     the lock. So a record others can see is never missed, and a crash leaves at worst keys of records
     that were never stored (no sketch: never a candidate). A lost or stale Redis is caught up from the
     store's rows by sequence number on the next batch; ``docsieve reindex`` rebuilds it whole.
+
+    Layout: one hash holds every key's postings, the record ids one after another at ID_WIDTH
+    characters each, so a script counts them by length and finds one with a plain substring search.
+    Keys travel as the raw 8 bytes of each int64 (the hash's field names). A batch (some 36,000 keys)
+    is one script call: its HMGETs, and with staging the batch's own ids appended under its keys. The
+    script only reads and writes; counting shared keys and ranking candidates happen in the worker,
+    with numpy (counting in Lua took Redis, which every worker and the broker share, 0.15 s a batch).
     """
 
-    # One hash holds every key's postings as "id,id,...": a batch's lookup is a few HMGETs inside one
-    # script call instead of one command (or one Lua redis.call, ~3 µs each) per key; a batch has some
-    # 15,000 keys. Keys travel as the raw 8 bytes of each int64 (the hash's field names), so neither
-    # side formats or parses numbers.
-    _ADD = """
-    local hash, cap = ARGV[1] .. 'postings', tonumber(ARGV[3])
-    local order, added = {}, {}
-    for i = 5, #ARGV, 2 do
-        local id, keys = ARGV[i], ARGV[i + 1]
-        for p = 1, #keys, 8 do
-            local key = string.sub(keys, p, p + 7)
-            if added[key] then table.insert(added[key], id)
-            else added[key] = {id}; order[#order + 1] = key end
+    # Shared by the lookup (with staging) and the add script. ARGV: prefix, cap, mode, epoch, the batch's
+    # distinct keys (8 bytes each, one string), how many ids each key gets (one byte each, at most cap),
+    # the ids (ID_WIDTH each, one string). Unless mode is 'add', the reply starts with each key's
+    # number of ids and all the ids as read, before appending. Appending skips ids already there and
+    # stops at cap; most keys are new, which costs one substring.
+    _READ_AND_APPEND = """
+    local hash, cap, mode, W = ARGV[1] .. 'postings', tonumber(ARGV[2]), ARGV[3], ID_WIDTH
+    local blob, counts, adds = ARGV[5], ARGV[6], ARGV[7]
+    local n = #blob / 8
+    local fields = {}
+    for i = 1, n do fields[i] = string.sub(blob, 8 * i - 7, 8 * i) end
+    local found, changed, at = {}, {}, 1
+    for s = 1, n, 4000 do
+        local values = redis.call('HMGET', hash, unpack(fields, s, math.min(s + 3999, n)))
+        for j = 1, #values do
+            local i, value = s + j - 1, values[j]
+            found[i] = value or ''
+            local c = mode ~= 'lookup' and string.byte(counts, i) or 0
+            if c > 0 then
+                if not value then
+                    changed[#changed + 1] = fields[i]; changed[#changed + 1] = string.sub(adds, at, at + c * W - 1)
+                else
+                    local merged = value
+                    for k = 0, c - 1 do
+                        if #merged >= cap * W then break end
+                        local id = string.sub(adds, at + k * W, at + (k + 1) * W - 1)
+                        local seen, from = false, 1
+                        while true do
+                            local hit = string.find(merged, id, from, true)
+                            if not hit then break end
+                            if (hit - 1) % W == 0 then seen = true; break end
+                            from = hit + 1
+                        end
+                        if not seen then merged = merged .. id end
+                    end
+                    if merged ~= value then changed[#changed + 1] = fields[i]; changed[#changed + 1] = merged end
+                end
+                if #changed >= 4000 then redis.call('HSET', hash, unpack(changed)); changed = {} end
+                at = at + c * W
+            end
         end
     end
-    for s = 1, #order, 2000 do
-        local e = math.min(s + 1999, #order)
-        local current = redis.call('HMGET', hash, unpack(order, s, e))
-        local fields = {}
-        for j = s, e do
-            local key, old = order[j], current[j - s + 1]
-            local ids, present = {}, {}
-            if old then
-                for id in string.gmatch(old, '[^,]+') do ids[#ids + 1] = id; present[id] = true end
-            end
-            local before = #ids
-            for _, id in ipairs(added[key]) do
-                if #ids < cap and not present[id] then ids[#ids + 1] = id; present[id] = true end
-            end
-            if #ids > before then
-                fields[#fields + 1] = key; fields[#fields + 1] = table.concat(ids, ',')
-            end
-        end
-        if #fields > 0 then redis.call('HSET', hash, unpack(fields)) end
+    if #changed > 0 then redis.call('HSET', hash, unpack(changed)) end
+    if mode ~= 'lookup' then redis.call('SETNX', ARGV[1] .. 'epoch', ARGV[4]) end
+    local reply = {}
+    if mode ~= 'add' then
+        local sizes = {}
+        for i = 1, n do sizes[i] = string.char(#found[i] / W) end
+        reply = {table.concat(sizes), table.concat(found)}
     end
-    redis.call('SETNX', ARGV[1] .. 'epoch', ARGV[4])
-    if tonumber(ARGV[2]) > tonumber(redis.call('GET', ARGV[1] .. 'seq') or '0') then
-        redis.call('SET', ARGV[1] .. 'seq', ARGV[2])
+    """.replace("ID_WIDTH", str(ID_WIDTH))
+    # The lookup: the postings read, the sequence number they are complete up to, and the epoch.
+    _LOOKUP = (
+        _READ_AND_APPEND
+        + """
+    reply[3] = redis.call('GET', ARGV[1] .. 'seq') or '0'
+    reply[4] = redis.call('GET', ARGV[1] .. 'epoch') or ''
+    return reply
+    """
+    )
+    # Writing records' keys after the fact (catching up, or staged keys lost): append, move the sequence.
+    _ADD = (
+        _READ_AND_APPEND
+        + """
+    if tonumber(ARGV[8]) > tonumber(redis.call('GET', ARGV[1] .. 'seq') or '0') then
+        redis.call('SET', ARGV[1] .. 'seq', ARGV[8])
     end
     return redis.call('GET', ARGV[1] .. 'epoch')
     """
+    )
     # Moves the sequence number only if the staged keys are still there (the same epoch: the index was
     # not cleared, nor Redis restarted empty, since they were written); otherwise the caller writes
     # them again.
@@ -218,83 +257,14 @@ class RedisIndex:
     end
     return 1
     """
-    # Counting shared keys per document happens here too: the reply is a few ids a document. With
-    # ARGV[4] == 'stage' the documents' own ids are then added under their keys in the same call (one
-    # HMGET of the batch's keys serves both), counted from the values read before the addition.
-    _LOOKUP = """
-    local hash, limit, cap = ARGV[1] .. 'postings', tonumber(ARGV[2]), tonumber(ARGV[3])
-    local docs, ids, unique, position = {}, {}, {}, {}
-    for i = 6, #ARGV, 2 do
-        local keys, blob = {}, ARGV[i + 1]
-        for p = 1, #blob, 8 do
-            local key = string.sub(blob, p, p + 7)
-            keys[#keys + 1] = key
-            if not position[key] then unique[#unique + 1] = key; position[key] = #unique end
-        end
-        docs[#docs + 1] = keys; ids[#ids + 1] = ARGV[i]
-    end
-    local found = {}
-    for s = 1, #unique, 4000 do
-        local values = redis.call('HMGET', hash, unpack(unique, s, math.min(s + 3999, #unique)))
-        for j = 1, #values do found[s + j - 1] = values[j] end
-    end
-    local out = {redis.call('GET', ARGV[1] .. 'seq') or '0', ''}
-    local listed = {}
-    for d = 1, #docs do
-        local counts, order = {}, {}
-        for _, key in ipairs(docs[d]) do
-            local value = found[position[key]]
-            if value then
-                for id in string.gmatch(value, '[^,]+') do
-                    if id ~= ids[d] then
-                        if counts[id] then counts[id] = counts[id] + 1
-                        else counts[id] = 1; order[#order + 1] = id end
-                    end
-                end
-            end
-        end
-        table.sort(order, function(a, b)
-            if counts[a] ~= counts[b] then return counts[a] > counts[b] end
-            return a < b
-        end)
-        for k = limit + 1, #order do order[k] = nil end
-        out[#out + 1] = table.concat(order, ',')
-    end
-    if ARGV[4] == 'stage' then
-        local fields, additions = {}, {}
-        for d = 1, #docs do
-            for _, key in ipairs(docs[d]) do
-                local pos = position[key]
-                if not additions[pos] then additions[pos] = {} end
-                table.insert(additions[pos], ids[d])
-            end
-        end
-        for pos, added in pairs(additions) do
-            local list, present = {}, {}
-            if found[pos] then
-                for id in string.gmatch(found[pos], '[^,]+') do list[#list + 1] = id; present[id] = true end
-            end
-            local before = #list
-            for _, id in ipairs(added) do
-                if #list < cap and not present[id] then list[#list + 1] = id; present[id] = true end
-            end
-            if #list > before then
-                fields[#fields + 1] = unique[pos]; fields[#fields + 1] = table.concat(list, ',')
-                if #fields >= 4000 then redis.call('HSET', hash, unpack(fields)); fields = {} end
-            end
-        end
-        if #fields > 0 then redis.call('HSET', hash, unpack(fields)) end
-        redis.call('SETNX', ARGV[1] .. 'epoch', ARGV[5])
-        out[2] = redis.call('GET', ARGV[1] .. 'epoch')
-    end
-    return table.concat(out, ';')
-    """
 
     def __init__(self, url: str, prefix: str) -> None:
         import redis
 
         self._redis = redis.Redis.from_url(url)
-        self._prefix = f"{prefix}:index:"
+        # "index2": postings at a fixed width (the first layout, "index", separated ids with commas).
+        self._namespace = f"{prefix}:index"
+        self._prefix = f"{prefix}:index2:"
         self._seq_key = f"{self._prefix}seq"
         self._add = self._redis.register_script(self._ADD)
         self._publish = self._redis.register_script(self._PUBLISH)
@@ -326,28 +296,100 @@ class RedisIndex:
             self._write(record_ids, keys, last_seq)
 
     def _write(self, record_ids: Sequence[str], keys: Sequence[np.ndarray], last_seq: int) -> bytes:
-        args: list = [self._prefix, last_seq, POSTINGS_PER_KEY, uuid.uuid4().hex]
-        for record_id, array in zip(record_ids, keys, strict=True):
-            args += (record_id, array.astype("<i8").tobytes())
-        return self._add(args=args)
+        batch = _KeyBatch(keys)
+        args = [self._prefix, POSTINGS_PER_KEY, "add", uuid.uuid4().hex, batch.keys, *batch.appends(record_ids)]
+        return self._add(args=[*args, last_seq])
 
     def lookup(
         self, queries: Sequence[np.ndarray], limit: int, stage_ids: Sequence[str] | None = None
     ) -> tuple[list[list[str]], int]:
-        args: list = [self._prefix, limit, POSTINGS_PER_KEY, "stage" if stage_ids else "", uuid.uuid4().hex]
-        for record_id, q in zip(stage_ids or [""] * len(queries), queries, strict=True):
-            args += (record_id, q.astype("<i8").tobytes())
-        seq, epoch, *found = self._lookup(args=args).decode().split(";")
+        batch = _KeyBatch(queries)
+        mode = "stage" if stage_ids else "lookup"
+        appends = batch.appends(stage_ids) if stage_ids else (b"", b"")
+        sizes, ids, seq, epoch = self._lookup(
+            args=[self._prefix, POSTINGS_PER_KEY, mode, uuid.uuid4().hex, batch.keys, *appends]
+        )
         if stage_ids:
-            self._staged_epoch = epoch.encode()
-        return [ids.split(",") if ids else [] for ids in found], int(seq)
+            self._staged_epoch = epoch
+        return batch.ranked(np.frombuffer(sizes, dtype=np.uint8).astype(np.int64), ids, stage_ids, limit), int(seq)
 
     def clear(self) -> int:
-        """Remove this index's keys (only those under its prefix); returns how many."""
+        """Remove this index's keys (only those under its prefix, in either layout); returns how many."""
         removed = 0
-        for batch in batched(self._redis.scan_iter(match=f"{self._prefix}*", count=10_000), 10_000):
+        for batch in batched(self._redis.scan_iter(match=f"{self._namespace}*", count=10_000), 10_000):
             removed += self._redis.delete(*batch)
         return removed
+
+
+class _KeyBatch:
+    """A batch's key arrays as the Redis scripts take them (each distinct key once) and their answers
+    turned into candidates."""
+
+    def __init__(self, queries: Sequence[np.ndarray]) -> None:
+        self.count = len(queries)
+        keys = np.concatenate(queries).astype(np.int64) if queries else np.zeros(0, dtype=np.int64)
+        self.owner = np.repeat(np.arange(len(queries), dtype=np.int64), [len(q) for q in queries])
+        self.distinct, position = np.unique(keys, return_inverse=True)
+        self.position = position.reshape(-1)
+        self.unique = len(self.distinct)
+
+    @property
+    def keys(self) -> bytes:
+        """The distinct keys as the raw 8 bytes of each (the hash's field names), one after another."""
+        return self.distinct.astype("<i8").tobytes()
+
+    def appends(self, record_ids: Sequence[str]) -> tuple[bytes, bytes]:
+        """How many ids each distinct key gets and those ids: the earliest POSTINGS_PER_KEY records of
+        the batch with the key, in batch order."""
+        order = np.lexsort((self.owner, self.position))
+        position, owner = self.position[order], self.owner[order]
+        start = np.flatnonzero(np.r_[True, position[1:] != position[:-1]]) if len(position) else position
+        rank = np.arange(len(position)) - np.repeat(start, np.diff(np.r_[start, len(position)]))
+        kept = rank < POSTINGS_PER_KEY
+        counts = np.bincount(position[kept], minlength=self.unique).astype(np.uint8)
+        return counts.tobytes(), _fixed_width(record_ids)[owner[kept]].tobytes()
+
+    def ranked(self, sizes: np.ndarray, postings: bytes, own_ids: Sequence[str] | None, limit: int) -> list[list[str]]:
+        """For each query, the records sharing its keys (``sizes[k]`` ids of ``postings`` for distinct
+        key k, in order), most shared first, then by id; never itself."""
+        result: list[list[str]] = [[] for _ in range(self.count)]
+        ids = np.frombuffer(postings, dtype=f"S{ID_WIDTH}")
+        if not len(ids) or not limit:
+            return result
+        names, codes = np.unique(ids, return_inverse=True)  # codes in id order
+        codes = codes.reshape(-1)
+        first = np.cumsum(sizes) - sizes
+        per_key = sizes[self.position]
+        query = np.repeat(self.owner, per_key)
+        at = (
+            np.repeat(first[self.position], per_key)
+            + np.arange(per_key.sum())
+            - np.repeat(np.cumsum(per_key) - per_key, per_key)
+        )
+        record = codes[at]
+        if own_ids:
+            own = _fixed_width(own_ids)
+            where = np.minimum(np.searchsorted(names, own), len(names) - 1)
+            own_code = np.where(names[where] == own, where, -1)
+            keep = record != own_code[query]
+            query, record = query[keep], record[keep]
+        pairs, shared = np.unique(query * len(names) + record, return_counts=True)
+        query, record = np.divmod(pairs, len(names))
+        order = np.lexsort((record, -shared, query))
+        query, record = query[order], record[order]
+        start = np.flatnonzero(np.r_[True, query[1:] != query[:-1]])
+        rank = np.arange(len(query)) - np.repeat(start, np.diff(np.r_[start, len(query)]))
+        keep = rank < limit
+        text = [n.decode().rstrip() for n in names.tolist()]
+        for q, r in zip(query[keep].tolist(), record[keep].tolist(), strict=True):
+            result[q].append(text[r])
+        return result
+
+
+def _fixed_width(record_ids: Sequence[str]) -> np.ndarray:
+    if any(len(r) > ID_WIDTH for r in record_ids):
+        raise ValueError(f"record ids longer than {ID_WIDTH} characters cannot be indexed")
+    return np.array([r.ljust(ID_WIDTH) for r in record_ids], dtype=f"S{ID_WIDTH}")
 
 
 def within_batch(queries: Sequence[np.ndarray]) -> list[list[int]]:
