@@ -167,3 +167,15 @@ def test_ingest_keeps_the_garbage_collector_out_of_the_way_and_restores_it() -> 
         assert gc.get_threshold()[0] >= 100_000 and gc.get_freeze_count() > 0
         gc.collect()  # cyclic garbage made meanwhile is still collectable
     assert gc.get_threshold() == before and gc.get_freeze_count() == 0
+
+
+def test_submit_imports_neither_the_store_nor_numpy() -> None:
+    """`docsieve submit` only reads files and queues messages: the modules it loads say so (SQLAlchemy
+    and numpy cost a quarter of a second of start-up on a machine that also runs the workers)."""
+    code = (
+        "import sys, worker.cli, worker.messages, worker.readers, worker.celery_app\n"
+        "print(sorted(m for m in ('sqlalchemy', 'numpy') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

@@ -7,9 +7,10 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
 from itertools import islice
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
-import numpy as np
+if TYPE_CHECKING:  # numpy is not imported at run time: `docsieve submit` needs these classes, not numpy
+    import numpy as np
 
 T = TypeVar("T")
 

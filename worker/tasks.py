@@ -9,6 +9,7 @@ shows it.
 
 from __future__ import annotations
 
+import gc
 import random
 import threading
 from collections import Counter
@@ -103,6 +104,10 @@ def _warm_up(**_) -> None:
         normalize.normalize_batch(["warm up"])
     except TRANSIENT:
         app.log.get_default_logger().warning("store not reachable at start; the first task will connect")
+    # As for `docsieve ingest` (cli._few_collections): what the process loaded is left out of the cyclic
+    # collector's scans, and a batch's millions of short-lived objects no longer set it off every 700.
+    gc.freeze()
+    gc.set_threshold(100_000, 20, 100)
 
 
 class IngestTask(Task):
