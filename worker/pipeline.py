@@ -87,7 +87,7 @@ class Pipeline:
         self.settings = settings
         store.check_fingerprints(settings.fingerprint_parameters)
         self.index = make_index(settings)
-        # Shingles of the records this process stored, so most verifications need no store read.
+        # Shingles of the records this process stored or read, so most verifications need no store read.
         # A record's root never changes, so an entry never goes stale; the cap only bounds memory.
         self._sketches: dict[str, Sketch] = {}
 
@@ -179,7 +179,9 @@ class Pipeline:
         roots = txn.roots_by_hash(p.fingerprint.content_hash for p in batch)
         wanted = {c for p in batch for c in found[p.id]}
         sketches = {c: self._sketches[c] for c in wanted if c in self._sketches}
-        sketches.update(txn.sketches(wanted - sketches.keys()))
+        loaded = txn.sketches(wanted - sketches.keys())
+        sketches.update(loaded)
+        self._sketches.update(loaded)  # other workers' records: read from the store once
         # An exact copy of a stored text, or of an earlier text of this batch (which, not being one
         # itself, will have set the root of its hash by then), needs no verification.
         exact, hashes = [], set(roots)

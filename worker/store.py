@@ -123,10 +123,20 @@ class Transaction:
     def __init__(self, conn: sa.Connection) -> None:
         self.conn = conn
 
+    def _among(self, column: sa.Column, values: list[str]) -> sa.ColumnElement[bool]:
+        """``column IN values``; on PostgreSQL as ``= ANY(array)``, one parameter instead of hundreds (a
+        batch's lookups by id and by hash: 4 ms -> 1.3 ms each)."""
+        if self.conn.dialect.name == "postgresql":
+            from sqlalchemy.dialects.postgresql import ARRAY  # loaded with the dialect already
+
+            array = ARRAY(sa.String)
+            return column == sa.any_(sa.cast(sa.bindparam("values", list(values), type_=array), array))
+        return column.in_(values)
+
     def existing_ids(self, ids: Iterable[str]) -> set[str]:
         found: set[str] = set()
         for chunk in batched(ids, CHUNK):
-            found.update(self.conn.scalars(sa.select(records.c.id).where(records.c.id.in_(chunk))))
+            found.update(self.conn.scalars(sa.select(records.c.id).where(self._among(records.c.id, chunk))))
         return found
 
     def roots_by_hash(self, hashes: Iterable[str]) -> dict[str, str]:
@@ -136,7 +146,7 @@ class Transaction:
         for chunk in batched(set(hashes), CHUNK):
             query = (
                 sa.select(records.c.content_hash, root)
-                .where(records.c.content_hash.in_(chunk), records.c.status != Status.REJECTED)
+                .where(self._among(records.c.content_hash, chunk), records.c.status != Status.REJECTED)
                 .order_by(records.c.seq.desc())
             )
             found.update(self.conn.execute(query).all())  # the earliest comes last and wins
@@ -147,7 +157,7 @@ class Transaction:
         rows: list[tuple[str, str, np.ndarray]] = []
         for chunk in batched(set(ids), CHUNK):
             query = sa.select(records.c.id, root, records.c.shingles).where(
-                records.c.id.in_(chunk), records.c.shingles.is_not(None)
+                self._among(records.c.id, chunk), records.c.shingles.is_not(None)
             )
             rows += [(i, r, np.frombuffer(blob, dtype=np.uint32)) for i, r, blob in self.conn.execute(query)]
         minima = bin_minima([shingles for _, _, shingles in rows])
