@@ -25,7 +25,7 @@ import uuid
 from pathlib import Path
 
 from common import DEFAULT_CORPUS, ROOT, folder_or_exit, load_articles, machine
-from pipeline import docsieve_command, write_articles
+from pipeline import compile_sources, docsieve_command, write_articles
 
 sys.path.insert(0, str(ROOT))
 from tests.services import postgres_database, postgres_server, redis_server
@@ -75,6 +75,7 @@ def main() -> int:
     args = parser.parse_args()
     articles = load_articles(folder_or_exit(args.corpus), args.docs)
     docsieve = docsieve_command()
+    compile_sources()  # every command runs from bytecode, as an installed package does
     batches = [int(b) for b in args.batches.split(",")]
     times: dict[str, list[float]] = {}
     outcomes: dict[str, str] = {}

@@ -21,7 +21,7 @@ from worker.settings import Settings
 
 
 @dataclass(frozen=True, slots=True)
-class Match:
+class BestMatch:
     """The best verified candidate of a document: which pair, by which method, how similar."""
 
     pair: int
@@ -42,7 +42,7 @@ def best_matches(
     candidates: Sequence[np.ndarray],
     candidate_minima: Sequence[np.ndarray],
     settings: Settings,
-) -> dict[int, Match]:
+) -> dict[int, BestMatch]:
     """For each document with a candidate that passes verification, its best one: a near copy beats an
     excerpt; among equals the more similar one, then the earlier pair. Pairs are (``queries[doc]``,
     ``candidates[p]``) for ``doc = doc_of_pair[p]``; the minima are ``fingerprint.bin_minima`` of each."""
@@ -77,7 +77,7 @@ def best_matches(
     order = passing[np.lexsort((passing, -similarity[passing], -rank[passing], pair_docs[passing]))]
     first = order[np.r_[True, pair_docs[order][1:] != pair_docs[order][:-1]]]
     return {
-        doc: Match(pair, Method.NEAR if r == 2 else Method.CONTAINMENT, round(sim, 4))
+        doc: BestMatch(pair, Method.NEAR if r == 2 else Method.CONTAINMENT, round(sim, 4))
         for doc, pair, r, sim in zip(
             pair_docs[first].tolist(),
             kept[first].tolist(),
