@@ -1,12 +1,12 @@
 """The deployment against the embedded default, on the same articles, in one run.
 
-    .venv/bin/python bench/deployment.py [--corpus ../shared/corpus] [--docs 5000] [--workers 2] [--batches 512,64,1]
+    .venv/bin/python bench/deployment.py [--corpus ../shared/corpus] [--docs 5000] [--workers 2] [--batches 512,256,64,1]
 
 Writes SaudiNewsNet articles as scraped files, then:
 - embedded: ``docsieve ingest DIR`` into a fresh SQLite file (process start included);
 - deployment: ``docsieve worker --concurrency N`` already running on Redis and a fresh PostgreSQL
   database, and ``docsieve submit DIR --wait`` timed from its start to the last stored record, with
-  512, 64 and 1 document a task (the default is 512), which shows the per-task
+  512, 256, 64 and 1 document a task (the default is 256), which shows the per-task
   overhead that batching removes.
 Services come from REDIS_URL / DATABASE_URL when set and reachable, else private instances (the same
 helpers as the tests). Prints docs/s and the ratios, and a markdown table for docs/benchmarks.md.
@@ -70,7 +70,7 @@ def main() -> int:
     parser.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS)
     parser.add_argument("--docs", type=int, default=5000)
     parser.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
-    parser.add_argument("--batches", default="512,64,1", help="documents a task to try (default 512,64,1)")
+    parser.add_argument("--batches", default="512,256,64,1", help="documents a task to try (default 512,256,64,1)")
     parser.add_argument("--rounds", type=int, default=3, help="rounds, embedded and deployment alternating")
     args = parser.parse_args()
     articles = load_articles(folder_or_exit(args.corpus), args.docs)
