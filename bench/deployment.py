@@ -1,6 +1,6 @@
 """The deployment against the embedded default, on the same articles, in one run.
 
-    .venv/bin/python bench/deployment.py [--corpus ../shared/corpus] [--docs 5000] [--workers 2] [--batches 512,256,64,1]
+    .venv/bin/python bench/deployment.py [--corpus DIR] [--docs 5000] [--workers 2] [--batches 512,256,64,1]
 
 Writes SaudiNewsNet articles as scraped files, then:
 - embedded: ``docsieve ingest DIR`` into a fresh SQLite file (process start included);

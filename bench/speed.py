@@ -36,7 +36,7 @@ from common import DEFAULT_CORPUS, Article, folder_or_exit, load_articles, machi
 from datasketch import MinHash
 
 from worker.fingerprint import shingle_batch
-from worker.pipeline import FINGERPRINT_CHUNK
+from worker.prepare import FINGERPRINT_CHUNK
 from worker.settings import Settings
 
 RENSA_SEED = 42

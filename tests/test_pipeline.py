@@ -151,7 +151,7 @@ def test_language_of_arabic_script_languages() -> None:
 def test_run_ahead_keeps_order_raises_producer_errors_and_never_waits_on_a_stuck_source() -> None:
     import threading
 
-    from worker.pipeline import run_ahead
+    from worker.prepare import RunAhead as run_ahead
 
     assert list(run_ahead(iter(range(100)), depth=2)) == list(range(100))
 

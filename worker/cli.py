@@ -202,33 +202,47 @@ def _few_collections() -> Iterator[None]:
 
 
 def _ingest(args: argparse.Namespace, settings: Settings) -> int:
-    from worker.pipeline import Pipeline
+    from worker.prepare import prepare_ahead
     from worker.readers import read
-    from worker.store import Store
 
-    pipeline = Pipeline(Store(settings.store), settings)
     urls = [p for p in args.paths if _is_url(p)]
     items = read([p for p in args.paths if not _is_url(p)], settings.max_document_bytes)
     pages: list = []
-    if urls:
-        pages = _fetch_here(urls, pipeline.store, settings)
-        items = itertools.chain(items, (page.item for page in pages if page.item is not None))
-    bar = None
-    if not args.quiet and sys.stderr.isatty():
-        from tqdm import tqdm
+    with _few_collections():
+        # Files only: the first batches are read and prepared while this thread imports the storage code
+        # and opens the store (a fifth of a short run's time). Pages need the store first, for the
+        # validators of their conditional requests.
+        batches = None if urls else prepare_ahead(items, settings)
+        try:
+            from worker.pipeline import Pipeline
+            from worker.store import Store
 
-        bar = tqdm(unit="doc", desc="ingest", file=sys.stderr, dynamic_ncols=True)
-    try:
-        with _few_collections():
-            summary = pipeline.ingest(items, progress=bar.update if bar else None)
-        if pages:  # only now, with the pages stored, may their next fetch be conditional
-            from worker.web import save_validators
+            gc.freeze()  # what the storage code loaded is no garbage either
+            pipeline = Pipeline(Store(settings.store), settings)
+        except BaseException:
+            if batches:
+                batches.close()
+            raise
+        bar = None
+        try:
+            if urls:
+                pages = _fetch_here(urls, pipeline.store, settings)
+                items = itertools.chain(items, (page.item for page in pages if page.item is not None))
+                batches = prepare_ahead(items, settings)
+            if not args.quiet and sys.stderr.isatty():
+                from tqdm import tqdm
 
-            save_validators(pipeline.store, (page.validators for page in pages))
-    finally:
-        if bar:
-            bar.close()
-        pipeline.close()
+                bar = tqdm(unit="doc", desc="ingest", file=sys.stderr, dynamic_ncols=True)
+            assert batches is not None
+            summary = pipeline.ingest_prepared(batches, progress=bar.update if bar else None)
+            if pages:  # only now, with the pages stored, may their next fetch be conditional
+                from worker.web import save_validators
+
+                save_validators(pipeline.store, (page.validators for page in pages))
+        finally:
+            if bar:
+                bar.close()
+            pipeline.close()
     print(
         f"read {summary.read}  new {summary.new}  exact copies {summary.exact}  near copies {summary.near}  "
         f"rejected {summary.rejected}  already stored {summary.unchanged}"

@@ -1,0 +1,130 @@
+"""Preparing a batch: extraction, fingerprints and language, everything that needs neither the store nor
+its lock; and running that ahead of the deciding thread.
+
+This module loads no storage code: ``docsieve ingest`` starts preparing the first batch while the other
+thread still imports SQLAlchemy and opens the store.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+import numpy as np
+
+from worker import language
+from worker.extract import extract
+from worker.fingerprint import fingerprint_batch
+from worker.index import keys_of
+from worker.models import Document, Fingerprint, Rejection, batched, record_id
+from worker.readers import Item
+from worker.settings import Settings
+
+FINGERPRINT_CHUNK = 64  # the vectorized fingerprint is fastest when a chunk's arrays stay in cache
+U = TypeVar("U")
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A document ready to be decided."""
+
+    id: str
+    document: Document
+    fingerprint: Fingerprint
+    keys: np.ndarray
+    language: str | None
+
+
+def prepare(batch: list[Item], settings: Settings) -> tuple[list[Rejection], list[Prepared]]:
+    """Extraction, language and fingerprints of a batch; what cannot become a document is rejected."""
+    rejections: list[Rejection] = []
+    documents: list[Document] = []
+    for item in batch:
+        result = item if isinstance(item, Rejection) else extract(item)
+        (rejections if isinstance(result, Rejection) else documents).append(result)
+    fingerprints = fingerprint_documents(documents, settings)
+    languages = language.detect_many([doc.text for doc in documents])
+    prepared = []
+    for doc, fp, lang in zip(documents, fingerprints, languages, strict=True):
+        if not len(fp.shingles):
+            reason = "no words left after normalization (punctuation or symbols only)"
+            rejections.append(Rejection.of(doc.source, reason, doc.text))
+            continue
+        rid = record_id(doc.source, fp.content_hash)
+        prepared.append(Prepared(rid, doc, fp, keys_of(fp), doc.language or lang))
+    return rejections, prepared
+
+
+def fingerprint_documents(documents: list[Document], settings: Settings) -> list[Fingerprint]:
+    texts = [doc.text for doc in documents]
+    return [
+        fp
+        for start in range(0, len(texts), FINGERPRINT_CHUNK)
+        for fp in fingerprint_batch(texts[start : start + FINGERPRINT_CHUNK], settings)
+    ]
+
+
+PreparedBatch = tuple[list[Item], tuple[list[Rejection], list[Prepared]]]
+
+
+def prepare_ahead(items: Iterable[Item], settings: Settings) -> RunAhead[PreparedBatch]:
+    """Batches of the items with their preparation, made on a thread of their own from now on."""
+    return RunAhead((batch, prepare(batch, settings)) for batch in batched(items, settings.batch_size))
+
+
+class RunAhead(Generic[U]):
+    """The items of an iterable in order, produced on a thread of their own (started at once) at most
+    ``depth`` items ahead of the consumer. An exception in the producer is raised in the consumer;
+    ``close`` stops the producer after the item it is making, without waiting for it (it may be waiting
+    for input)."""
+
+    _FINISHED = object()
+
+    def __init__(self, items: Iterable[U], depth: int = 1) -> None:
+        self._ready: queue.Queue = queue.Queue(depth)
+        self._stopping = threading.Event()
+        self._items = items
+        self._done = False
+        self.started = time.perf_counter()
+        threading.Thread(target=self._produce, name="docsieve-prepare", daemon=True).start()
+
+    def __iter__(self) -> Iterator[U]:
+        return self
+
+    def __next__(self) -> U:
+        if self._done:
+            raise StopIteration
+        ok, item = self._ready.get()
+        if not ok:
+            self.close()
+            raise item
+        if item is self._FINISHED:
+            self.close()
+            raise StopIteration
+        return item
+
+    def close(self) -> None:
+        self._done = True
+        self._stopping.set()
+
+    def _hand_over(self, entry: tuple[bool, object]) -> bool:
+        while not self._stopping.is_set():
+            try:
+                self._ready.put(entry, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _produce(self) -> None:
+        try:
+            for item in self._items:
+                if not self._hand_over((True, item)):
+                    return
+            self._hand_over((True, self._FINISHED))
+        except BaseException as exc:  # handed to the consumer, raised there
+            self._hand_over((False, exc))
