@@ -181,3 +181,10 @@ def test_run_ahead_keeps_order_raises_producer_errors_and_never_waits_on_a_stuck
     stopped = not closing.is_alive()
     release.set()
     assert stopped  # close() returned although the producer was still waiting for input
+
+
+def test_the_arabic_shortcut_needs_ten_letters() -> None:
+    from worker.language import TEN_ARABIC_LETTERS
+
+    nine, ten = " ".join("سلامعليكم"), " ".join("سلامعليكمو")
+    assert TEN_ARABIC_LETTERS.match("١٢ " + ten + ".") and not TEN_ARABIC_LETTERS.match("١٢ " + nine + ".")
