@@ -1,10 +1,10 @@
-"""The pipeline: raw documents -> extract -> language -> fingerprint -> decide -> store, in batches.
+"""The pipeline: raw documents -> extract -> fingerprint -> language -> decide -> store, in batches.
 
-Extraction, language and fingerprints are computed outside any lock. Deciding and storing happen in
-one transaction that holds the store's write lock: the index first catches up with what other
-processes stored, then each document of the batch is decided in arrival order (so the first copy of a
-story is its canonical record within a batch as well), then the batch is written. A batch costs a
-handful of store round trips whatever its size.
+Extraction, fingerprints (``worker/prepare.py``) and language are computed outside any lock. Deciding
+and storing happen in one transaction that holds the store's write lock: the index first catches up
+with what other processes stored, then each document of the batch is decided in arrival order (so the
+first copy of a story is its canonical record within a batch as well), then the batch is written. A
+batch costs a handful of store round trips whatever its size.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import TypeVar
 
 import numpy as np
 
+from worker import language
 from worker.decide import best_matches
 from worker.fingerprint import jaccard_and_containment
 from worker.index import CandidateIndex, MemoryIndex, RedisIndex, within_batch
@@ -108,6 +109,11 @@ class Pipeline:
     def store_prepared(self, rejections: list[Rejection], prepared: list[Prepared]) -> list[Record]:
         """Decide and store a prepared batch; returns the records it created."""
         limit = self.settings.max_candidates
+        # The language here rather than while preparing: the preparing thread is the busier of the two.
+        unknown = [p for p in prepared if not p.document.language]
+        languages = dict(
+            zip([p.id for p in unknown], language.detect_many([p.document.text for p in unknown]), strict=True)
+        )
         # The costly lookup happens before taking the lock; under it, only the records stored since
         # that lookup (by other workers, meanwhile) are looked at again.
         early, complete_to = self.index.lookup([p.keys for p in prepared], limit, stage_ids=[p.id for p in prepared])
@@ -121,7 +127,7 @@ class Pipeline:
             }
             known = txn.existing_ids([p.id for p in prepared] + [r.id for r in rejections])
             new = [_rejected(r) for r in _first_of_each(rejections, known)]
-            new += self._decide(txn, _first_of_each(prepared, known), found)
+            new += self._decide(txn, _first_of_each(prepared, known), found, languages)
             txn.insert(new)
             last_seq = txn.last_seq()
         # Only after the commit: an index never claims records that were rolled back. (A shared index
@@ -143,7 +149,9 @@ class Pipeline:
         self.index.close()
         self.store.close()
 
-    def _decide(self, txn: Transaction, batch: list[Prepared], found: dict[str, list[str]]) -> list[NewRecord]:
+    def _decide(
+        self, txn: Transaction, batch: list[Prepared], found: dict[str, list[str]], languages: dict[str, str | None]
+    ) -> list[NewRecord]:
         limit = self.settings.max_candidates
         roots = txn.roots_by_hash(p.fingerprint.content_hash for p in batch)
         wanted = {c for p in batch for c in found[p.id]}
@@ -214,7 +222,7 @@ class Pipeline:
                         duplicate_of=decision.duplicate_of,
                         similarity=decision.similarity,
                         method=decision.method,
-                        language=p.language,
+                        language=doc.language or languages[p.id],
                         title=doc.title,
                         text=doc.text,
                         images=doc.images,

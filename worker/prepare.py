@@ -1,5 +1,5 @@
-"""Preparing a batch: extraction, fingerprints and language, everything that needs neither the store nor
-its lock; and running that ahead of the deciding thread.
+"""Preparing a batch: extraction and fingerprints, which need neither the store nor its lock; and running
+that ahead of the deciding thread.
 
 This module loads no storage code: ``docsieve ingest`` starts preparing the first batch while the other
 thread still imports SQLAlchemy and opens the store.
@@ -16,7 +16,6 @@ from typing import Generic, TypeVar
 
 import numpy as np
 
-from worker import language
 from worker.extract import extract
 from worker.fingerprint import fingerprint_batch
 from worker.index import keys_of
@@ -36,26 +35,26 @@ class Prepared:
     document: Document
     fingerprint: Fingerprint
     keys: np.ndarray
-    language: str | None
 
 
 def prepare(batch: list[Item], settings: Settings) -> tuple[list[Rejection], list[Prepared]]:
-    """Extraction, language and fingerprints of a batch; what cannot become a document is rejected."""
+    """Extraction and fingerprints of a batch; what cannot become a document is rejected. (The language
+    is detected by the deciding thread, ``Pipeline._decide``: this thread is the busier of the two, and
+    documents already stored need none.)"""
     rejections: list[Rejection] = []
     documents: list[Document] = []
     for item in batch:
         result = item if isinstance(item, Rejection) else extract(item)
         (rejections if isinstance(result, Rejection) else documents).append(result)
     fingerprints = fingerprint_documents(documents, settings)
-    languages = language.detect_many([doc.text for doc in documents])
     prepared = []
-    for doc, fp, lang in zip(documents, fingerprints, languages, strict=True):
+    for doc, fp in zip(documents, fingerprints, strict=True):
         if not len(fp.shingles):
             reason = "no words left after normalization (punctuation or symbols only)"
             rejections.append(Rejection.of(doc.source, reason, doc.text))
             continue
         rid = record_id(doc.source, fp.content_hash)
-        prepared.append(Prepared(rid, doc, fp, keys_of(fp), doc.language or lang))
+        prepared.append(Prepared(rid, doc, fp, keys_of(fp)))
     return rejections, prepared
 
 
