@@ -139,3 +139,28 @@ def test_only_the_earliest_records_of_a_key_count_and_a_document_never_finds_its
     assert found == [ids[:POSTINGS_PER_KEY]]  # the cap keeps the earliest
     found, _ = redis_index.lookup([np.array([7], dtype=np.int64)], 50, stage_ids=[second[0]])
     assert found == [second[1:]]  # a document staged again does not find itself
+
+
+def test_an_id_staged_twice_in_one_batch_takes_one_place(redis_index: RedisIndex) -> None:
+    """The same source and text twice in a batch (or a document whose keys repeat) is one posting."""
+    key = np.array([5, 5], dtype=np.int64)
+    twice, other = "e" * 20, "f" * 20
+    redis_index.lookup([key, key, np.array([5], dtype=np.int64)], 0, stage_ids=[twice, twice, other])
+    found, _ = redis_index.lookup([np.array([5], dtype=np.int64)], 10)
+    assert found == [[twice, other]]
+    raw = redis_index._redis.hget(f"{redis_index._prefix}postings", np.array([5], dtype="<i8").tobytes())
+    assert raw == (twice + other).encode()
+
+
+def test_clear_removes_both_layouts_and_nothing_else(redis_url: str) -> None:
+    prefix = f"docsieve-test-{uuid.uuid4().hex[:8]}"
+    client = redis.Redis.from_url(redis_url)
+    mine = [f"{prefix}:index:postings", f"{prefix}:index2:seq"]
+    others = [f"{prefix}:indexer", f"{prefix}:index-b:seq"]
+    for key in mine + others:
+        client.set(key, "1")
+    try:
+        assert RedisIndex(redis_url, prefix).clear() == 2
+        assert [client.exists(k) for k in mine + others] == [0, 0, 1, 1]
+    finally:
+        client.delete(*others)

@@ -240,6 +240,8 @@ def _ingest(args: argparse.Namespace, settings: Settings) -> int:
 
                 save_validators(pipeline.store, (page.validators for page in pages))
         finally:
+            if batches:
+                batches.close()
             if bar:
                 bar.close()
             pipeline.close()

@@ -104,8 +104,12 @@ def hopeless(
         settings.jaccard_threshold,
     )
     own_bin = np.arange(mine.shape[1], dtype=np.uint32)
-    bins = (((mine >> MINIMA_SHIFT) == own_bin) & ((theirs >> MINIMA_SHIFT) == own_bin)).sum(axis=1)
-    agree = (mine == theirs).sum(axis=1)  # equal values lie in their own bin's range: both filled
+    filled = ((mine >> MINIMA_SHIFT) == own_bin) & ((theirs >> MINIMA_SHIFT) == own_bin)
+    bins = filled.sum(axis=1)
+    # Only bins filled on both sides count (two empty bins hold the same marker). A bin one side leaves
+    # empty holds none of the shared shingles, so leaving it out can only raise the rate: never rules
+    # out more.
+    agree = ((mine == theirs) & filled).sum(axis=1)
     with np.errstate(divide="ignore", invalid="ignore"):
         rate = agree / np.maximum(bins, 1)
         divergence = np.where(rate > 0, rate * np.log(rate / least), 0.0) + (1 - rate) * np.log(

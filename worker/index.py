@@ -316,8 +316,9 @@ class RedisIndex:
     def clear(self) -> int:
         """Remove this index's keys (only those under its prefix, in either layout); returns how many."""
         removed = 0
-        for batch in batched(self._redis.scan_iter(match=f"{self._namespace}*", count=10_000), 10_000):
-            removed += self._redis.delete(*batch)
+        for layout in (f"{self._namespace}:*", f"{self._prefix}*"):
+            for batch in batched(self._redis.scan_iter(match=layout, count=10_000), 10_000):
+                removed += self._redis.delete(*batch)
         return removed
 
 
@@ -340,9 +341,13 @@ class _KeyBatch:
 
     def appends(self, record_ids: Sequence[str]) -> tuple[bytes, bytes]:
         """How many ids each distinct key gets and those ids: the earliest POSTINGS_PER_KEY records of
-        the batch with the key, in batch order."""
-        order = np.lexsort((self.owner, self.position))
-        position, owner = self.position[order], self.owner[order]
+        the batch with the key, in batch order, each id once (the same source and text can come twice
+        in a batch, and a document's keys can repeat)."""
+        names, code = np.unique(np.array(list(record_ids), dtype=str), return_inverse=True)
+        _, first = np.unique(self.position * len(names) + code.reshape(-1)[self.owner], return_index=True)
+        position, owner = self.position[first], self.owner[first]
+        order = np.lexsort((owner, position))
+        position, owner = position[order], owner[order]
         start = np.flatnonzero(np.r_[True, position[1:] != position[:-1]]) if len(position) else position
         rank = np.arange(len(position)) - np.repeat(start, np.diff(np.r_[start, len(position)]))
         kept = rank < POSTINGS_PER_KEY
