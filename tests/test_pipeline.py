@@ -148,12 +148,12 @@ def test_language_of_arabic_script_languages() -> None:
     assert found == ["ar", "fa", "ur", "en", "de", None]
 
 
-def test_run_ahead_keeps_order_raises_producer_errors_and_never_waits_on_a_stuck_source() -> None:
+def test_running_ahead_keeps_order_raises_producer_errors_and_never_waits_on_a_stuck_source() -> None:
     import threading
 
-    from worker.prepare import RunAhead as run_ahead
+    from worker.prepare import RunAhead
 
-    assert list(run_ahead(iter(range(100)), depth=2)) == list(range(100))
+    assert list(RunAhead(iter(range(100)), depth=2)) == list(range(100))
 
     def failing():
         yield 1
@@ -161,7 +161,7 @@ def test_run_ahead_keeps_order_raises_producer_errors_and_never_waits_on_a_stuck
 
     got = []
     with pytest.raises(ValueError, match="broken input"):
-        for item in run_ahead(failing()):
+        for item in RunAhead(failing()):
             got.append(item)
     assert got == [1]
 
@@ -173,7 +173,7 @@ def test_run_ahead_keeps_order_raises_producer_errors_and_never_waits_on_a_stuck
         release.wait(30)  # stdin that never ends
         yield "late"
 
-    ahead = run_ahead(stuck())
+    ahead = RunAhead(stuck())
     assert next(ahead) == "first"
     closing = threading.Thread(target=ahead.close)
     closing.start()

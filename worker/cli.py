@@ -186,14 +186,10 @@ def _parser() -> argparse.ArgumentParser:
 
 @contextmanager
 def _few_collections() -> Iterator[None]:
-    """Run a batch job with the cyclic garbage collector mostly out of the way. An ingest allocates
-    millions of short-lived objects that reference counting frees; with the default thresholds the
-    collector still ran some 190 times in a 5,000-article ingest (0.1 s, 5% of it, all holding the
-    GIL) and found next to nothing. The objects of the imports are frozen out of its scans, and it
-    runs once every 100,000 allocations instead of 700."""
-    thresholds = gc.get_threshold()
-    gc.freeze()
-    gc.set_threshold(100_000, 20, 100)
+    """A batch job with the garbage collector mostly out of the way (prepare.collect_less); restored after."""
+    from worker.prepare import collect_less
+
+    thresholds = collect_less()
     try:
         yield
     finally:
@@ -217,7 +213,7 @@ def _ingest(args: argparse.Namespace, settings: Settings) -> int:
             from worker.pipeline import Pipeline
             from worker.store import Store
 
-            gc.freeze()  # what the storage code loaded is no garbage either
+            gc.freeze()  # what the storage code loaded is no garbage either (see prepare.collect_less)
             pipeline = Pipeline(Store(settings.store), settings)
         except BaseException:
             if batches:

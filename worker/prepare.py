@@ -7,6 +7,7 @@ thread still imports SQLAlchemy and opens the store.
 
 from __future__ import annotations
 
+import gc
 import queue
 import threading
 import time
@@ -73,6 +74,18 @@ PreparedBatch = tuple[list[Item], tuple[list[Rejection], list[Prepared]]]
 def prepare_ahead(items: Iterable[Item], settings: Settings) -> RunAhead[PreparedBatch]:
     """Batches of the items with their preparation, made on a thread of their own from now on."""
     return RunAhead((batch, prepare(batch, settings)) for batch in batched(items, settings.batch_size))
+
+
+def collect_less() -> tuple[int, int, int]:
+    """Keep the cyclic garbage collector mostly out of the way of batch work; returns the thresholds it
+    replaced. Batches allocate millions of short-lived objects that reference counting frees; with the
+    default thresholds the collector still ran some 190 times in a 5,000-article ingest (0.1 s, 5% of
+    it, all holding the GIL) and found next to nothing. What is loaded so far is frozen out of its
+    scans (call again after loading more), and it runs once every 100,000 allocations instead of 700."""
+    previous = gc.get_threshold()
+    gc.freeze()
+    gc.set_threshold(100_000, 20, 100)
+    return previous
 
 
 class RunAhead(Generic[U]):

@@ -9,7 +9,6 @@ shows it.
 
 from __future__ import annotations
 
-import gc
 import random
 import threading
 from collections import Counter
@@ -28,6 +27,7 @@ from worker.celery_app import app, queue_names
 from worker.messages import FETCH_TASK, INGEST_TASK, from_message, to_message
 from worker.models import Rejection
 from worker.pipeline import Pipeline
+from worker.prepare import collect_less
 from worker.settings import Settings
 from worker.store import Store
 from worker.web import Page, Unreachable, Validators, fetch_page, known_validators, save_validators, url_key
@@ -104,10 +104,7 @@ def _warm_up(**_) -> None:
         normalize.normalize_batch(["warm up"])
     except TRANSIENT:
         app.log.get_default_logger().warning("store not reachable at start; the first task will connect")
-    # As for `docsieve ingest` (cli._few_collections): what the process loaded is left out of the cyclic
-    # collector's scans, and a batch's millions of short-lived objects no longer set it off every 700.
-    gc.freeze()
-    gc.set_threshold(100_000, 20, 100)
+    collect_less()  # for the life of the process, after loading what its batches need
 
 
 class IngestTask(Task):
