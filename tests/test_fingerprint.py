@@ -179,3 +179,31 @@ def test_fingerprints_made_on_several_threads_at_once_equal_sequential_ones(monk
             got = list(pool.map(lambda chunk: [fp.signature for fp in fingerprint_batch(chunk, SETTINGS)], chunks))
         for want, have in zip(expected, got, strict=True):
             assert all(np.array_equal(a, b) for a, b in zip(want, have, strict=True))
+
+
+def test_shingle_ids_equal_a_plain_python_reference() -> None:
+    """The vectorized hashing must give what its description says, word by word, or stores written
+    before a change would no longer match what is ingested after it."""
+    from worker.fingerprint import BASE, _constants, _mix
+    from worker.normalize import normalize
+
+    mask = (1 << 64) - 1
+    const = _constants(SETTINGS.shingle_size, SETTINGS.num_perm, SETTINGS.lsh_bands, SETTINGS.seed)
+
+    def mixed(x: int) -> int:
+        return int(_mix(np.array([x], dtype=np.uint64))[0])
+
+    texts = [fixture_text("ar_near_a.txt"), "one two", "Ünïcode, digits ١٢٣ and 𝔘 astral"]
+    for text, fp in zip(texts, fingerprint_batch(texts, SETTINGS), strict=True):
+        tokens = []
+        for word in normalize(text).split(" "):
+            total = sum(ord(ch) * pow(BASE, i, 1 << 64) for i, ch in enumerate(word + " ")) & mask
+            tokens.append(mixed(total))
+        n = SETTINGS.shingle_size
+        windows = [tokens[i : i + n] for i in range(max(len(tokens) - n + 1, 1))]
+        expected = set()
+        for window in windows:
+            window = window + [0] * (n - len(window))
+            gram = sum(t * int(w) for t, w in zip(window, const.gram_weights, strict=True)) & mask
+            expected.add(mixed(gram ^ int(const.seed)) >> 32)
+        assert sorted(expected) == fp.shingles.tolist()

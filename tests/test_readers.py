@@ -145,3 +145,11 @@ def test_a_file_that_grows_past_the_limit_while_read_is_refused(tmp_path: Path, 
     assert isinstance(found, Rejection) and "too large" in found.reason
     (found,) = items(str(path), limit=100)  # under the limit: read whole although fstat said 4
     assert found.body == "x" * 10
+
+
+def test_byte_order_mark_is_not_text(tmp_path: Path) -> None:
+    (tmp_path / "bom.txt").write_bytes(b"\xef\xbb\xbf" + "نص المقال".encode())
+    (tmp_path / "inner.txt").write_bytes("نص\ufeffالمقال".encode())  # only a leading mark is dropped
+    first, second = items(str(tmp_path / "bom.txt"), str(tmp_path / "inner.txt"))
+    assert first.body == "نص المقال"
+    assert second.body == "نص\ufeffالمقال"

@@ -125,18 +125,20 @@ def shingle_batch(texts: Sequence[str], settings: Settings) -> ShingledBatch:
     # Tokens: every space closes one. A token's hash is the polynomial sum(c_i * B**i) over its
     # characters, computed for all tokens at once with weights by position in the batch, then
     # brought back to the token's own start by the inverse power of B (B is odd, so invertible).
+    # Each token's sum runs through its closing space (the codes end with one): differences of a running
+    # sum at the spaces, wrapping modulo 2**64 like the sums themselves (a third of np.add.reduceat's time).
     spaces = np.flatnonzero(codes == SPACE)
     token_starts = np.zeros(len(spaces), dtype=np.int64)
     token_starts[1:] = spaces[:-1] + 1
     if len(spaces):
         powers, inverses = _powers(len(codes))
-        sums = np.add.reduceat(codes.astype(np.uint64) * powers[: len(codes)], token_starts)
+        sums = np.diff(np.cumsum(np.multiply(codes, powers[: len(codes)], dtype=np.uint64))[spaces], prepend=U64(0))
         tokens = _mix(sums * inverses[token_starts])
     else:
         tokens = np.zeros(0, dtype=np.uint64)
-    space_count = np.zeros(len(codes) + 1, dtype=np.int64)
-    np.cumsum(codes == SPACE, out=space_count[1:])
-    token_bounds = space_count[norm.bounds]
+    # Tokens before each document's start: spaces before it (a running count over every character would
+    # cost 20 times more).
+    token_bounds = np.searchsorted(spaces, norm.bounds)
     token_counts = np.diff(token_bounds)
 
     # Shingles: n consecutive tokens. Each document gets n-1 zero tokens of padding so that a window
@@ -207,16 +209,17 @@ def fingerprint_batch(texts: Sequence[str], settings: Settings) -> list[Fingerpr
     # Consistent sampling for the containment index: a shingle is sampled in every text that has it.
     sampled = (ids.astype(np.uint64) * U64(0x9E3779B1)) & U64(0xFFFFFFFF) < (1 << 32) // settings.sample_rate
     sample_keys = ids[sampled].astype(np.int64) | SAMPLE_TAG
-    sample_bounds = np.r_[0, np.cumsum(sampled)][bounds]
+    sample_bounds = np.searchsorted(np.flatnonzero(sampled), bounds)  # sampled ids before each bound
     minima = _bin_minima(ids, (keys >> U64(32)).astype(np.int64), docs)
     # Python ints for the per-document slices: slicing with numpy scalars costs several times more.
     shingle_at, sample_at = bounds.tolist(), sample_bounds.tolist()
-    codes, text_at = batch.normalized.codes, batch.normalized.bounds.tolist()
+    # The normalized texts decoded in one call (a tenth less than one per document), each hashed in
+    # UTF-8 without its closing space (as NormalizedBatch.text gives it).
+    normalized, text_at = batch.normalized.codes.tobytes().decode("utf-32-le"), batch.normalized.bounds.tolist()
     return [
         Fingerprint(
-            # The normalized text without its closing space, in UTF-8 (NormalizedBatch.text, inlined).
             content_hash=hashlib.sha256(
-                codes[text_at[i] : max(text_at[i], text_at[i + 1] - 1)].tobytes().decode("utf-32-le").encode()
+                normalized[text_at[i] : max(text_at[i], text_at[i + 1] - 1)].encode()
             ).hexdigest(),
             shingles=ids[shingle_at[i] : shingle_at[i + 1]],
             signature=batch.signatures[i],

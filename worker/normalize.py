@@ -168,18 +168,16 @@ class NormalizedBatch:
 def normalize_batch(texts: Sequence[str]) -> NormalizedBatch:
     tables = _tables()
     cps, ends = _code_points(texts)
-    low = cps & 0xFFFF
-    astral = cps > 0xFFFF
-    if (tables.special[low] | astral).any():
+    low, astral = _low(cps), cps > 0xFFFF
+    special = np.take(tables.special, low) | astral
+    if special.any():
         texts = list(texts)
-        special = np.flatnonzero(tables.special[low] | astral)
-        for i in set(np.searchsorted(ends, special).tolist()):
+        for i in set(np.searchsorted(ends, np.flatnonzero(special)).tolist()):
             texts[i] = _prepass(texts[i], tables)
         cps, ends = _code_points(texts)
-        low = cps & 0xFFFF
-        astral = cps > 0xFFFF
+        low, astral = _low(cps), cps > 0xFFFF
 
-    folded = tables.fold[low]
+    folded = np.take(tables.fold, low)
     if astral.any():  # the prepass left only the astral characters that are word characters
         folded[astral] = cps[astral]
     # Drop deleted characters, then runs of spaces and a space that opens a document (the previous one
@@ -195,6 +193,12 @@ def normalize_batch(texts: Sequence[str]) -> NormalizedBatch:
     bounds = np.zeros(len(texts) + 1, dtype=np.int64)
     bounds[1:] = ends + 1  # a dropped closing space falls back on the kept space before it
     return NormalizedBatch(np.ascontiguousarray(codes), bounds)
+
+
+def _low(cps: np.ndarray) -> np.ndarray:
+    """The low 16 bits of each code point as table positions: numpy converts uint32 positions on every
+    lookup, which costs twice the lookup itself."""
+    return np.bitwise_and(cps, 0xFFFF, dtype=np.intp)
 
 
 def _drop(codes: np.ndarray, ends: np.ndarray, dropped: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

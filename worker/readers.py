@@ -6,6 +6,7 @@ a reason, and reading goes on with the next input.
 
 from __future__ import annotations
 
+import codecs
 import json
 import os
 import sys
@@ -162,7 +163,7 @@ def _read_bytes(source: str, data: bytes, format_of, max_bytes: int) -> Iterator
             yield RawDocument(source=source, body=text, format=Format.HTML)
         return
     try:
-        text = data.decode("utf-8-sig")
+        text = _utf8(data)
     except UnicodeDecodeError as exc:
         yield Rejection.of(source, f"not valid UTF-8: byte 0x{data[exc.start]:02x} at offset {exc.start}", data)
         return
@@ -172,10 +173,16 @@ def _read_bytes(source: str, data: bytes, format_of, max_bytes: int) -> Iterator
         yield RawDocument(source=source, body=text, format=Format.SCRAPED)
 
 
+def _utf8(data: bytes) -> str:
+    """UTF-8 without a leading byte order mark: the "utf-8-sig" codec does the same through a Python
+    function per call, a fifth slower for an article."""
+    return data.removeprefix(codecs.BOM_UTF8).decode()
+
+
 def _decode_html(data: bytes) -> str | None:
     """HTML bytes to text: UTF-8 when valid, else the charset the page declares or that detection finds."""
     try:
-        return data.decode("utf-8-sig")
+        return _utf8(data)
     except UnicodeDecodeError:
         pass
     from trafilatura.utils import decode_file  # imported here: trafilatura is slow to import

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import orjson
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
@@ -540,13 +541,13 @@ def _row(item: NewRecord) -> tuple:
         r.language,
         r.title,
         r.text,
-        json.dumps(list(r.images), ensure_ascii=False),
+        orjson.dumps(r.images).decode(),  # a tenth of json.dumps' time, per row
         r.reason,
         r.url,
         r.published,
         r.author,
-        item.shingles.astype(np.uint32).tobytes() if item.shingles is not None else None,
-        item.keys.astype(np.int64).tobytes() if item.keys is not None else None,
+        np.asarray(item.shingles, dtype=np.uint32).tobytes() if item.shingles is not None else None,
+        np.asarray(item.keys, dtype=np.int64).tobytes() if item.keys is not None else None,
     )
 
 
