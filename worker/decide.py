@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from worker.fingerprint import MINIMA_SHIFT, pair_overlaps
+from worker.fingerprint import EMPTY_MINIMA, pair_overlaps
 from worker.models import Method
 from worker.settings import Settings
 
@@ -103,13 +103,11 @@ def hopeless(
         np.minimum(settings.jaccard_threshold, contained_jaccard),
         settings.jaccard_threshold,
     )
-    own_bin = np.arange(mine.shape[1], dtype=np.uint32)
-    filled = ((mine >> MINIMA_SHIFT) == own_bin) & ((theirs >> MINIMA_SHIFT) == own_bin)
-    bins = filled.sum(axis=1)
     # Only bins filled on both sides count (two empty bins hold the same marker). A bin one side leaves
     # empty holds none of the shared shingles, so leaving it out can only raise the rate: never rules
-    # out more.
-    agree = ((mine == theirs) & filled).sum(axis=1)
+    # out more. (Equal values in a bin are both filled or both empty.)
+    bins = ((mine != EMPTY_MINIMA) & (theirs != EMPTY_MINIMA)).sum(axis=1)
+    agree = ((mine == theirs) & (mine != EMPTY_MINIMA)).sum(axis=1)
     with np.errstate(divide="ignore", invalid="ignore"):
         rate = agree / np.maximum(bins, 1)
         divergence = np.where(rate > 0, rate * np.log(rate / least), 0.0) + (1 - rate) * np.log(

@@ -43,11 +43,12 @@ def _extract_scraped(raw: RawDocument) -> Document | Rejection:
     if "](" in body:  # and link syntax
         body = LINK.sub(r"\1", body)
     # Fold runs of whitespace, Unicode spaces included. isprintable() is False for every separator but
-    # the ASCII space, so a body without double spaces that is printable once its newlines are spaces
-    # (most articles) needs no folding: plain newline splits and strips, no split and join per line.
-    plain = "  " not in body and body.replace("\n", " ").isprintable()
-    if plain and "#" not in body:  # no folding and no headings: the common case, in two C-level passes
-        lines = [line for line in map(str.strip, body.split("\n")) if line]
+    # the ASCII space, so a body without double spaces whose lines are all printable (most articles)
+    # needs no folding: plain newline splits and strips, no split and join per line.
+    parts = body.split("\n")
+    plain = "  " not in body and all(map(str.isprintable, parts))
+    if plain and "#" not in body:  # no folding and no headings: the common case, in C-level passes
+        lines = [line for line in map(str.strip, parts) if line]
         first_is_heading = False
     else:
         lines, first_is_heading = _lines(body, plain)

@@ -43,7 +43,7 @@ def read(
         elif path.is_dir():
             yield from _read_directory(path, max_bytes, real_root or os.path.realpath(path))
         elif path.is_file():
-            yield from _read_file(given, path, max_bytes)
+            yield from _read_file(given, path, path.suffix.lower(), max_bytes)
         else:
             yield Rejection.of(given, "no such file or directory", given.encode())
 
@@ -85,7 +85,7 @@ def _read_directory(root: Path | str, max_bytes: int, real_root: str) -> Iterato
         elif entry.is_symlink() and not _inside(path, real_root):
             yield _outside(path, real_root)
         elif suffix in SUPPORTED:
-            yield from _read_file(path, path, max_bytes)
+            yield from _read_file(path, path, suffix, max_bytes)
         else:
             yield Rejection.of(
                 path,
@@ -96,7 +96,7 @@ def _read_directory(root: Path | str, max_bytes: int, real_root: str) -> Iterato
         yield from _read_directory(folder, max_bytes, real_root)
 
 
-def _read_file(source: str, path: str | Path, max_bytes: int) -> Iterator[Item]:
+def _read_file(source: str, path: str | Path, suffix: str, max_bytes: int) -> Iterator[Item]:
     try:
         fd = os.open(path, os.O_RDONLY)
         try:
@@ -119,7 +119,6 @@ def _read_file(source: str, path: str | Path, max_bytes: int) -> Iterator[Item]:
     except OSError as exc:
         yield Rejection.of(source, f"cannot read file: {exc.strerror or exc}", source.encode())
         return
-    suffix = os.path.splitext(path)[1].lower()
     yield from _read_bytes(source, data, lambda _: _format_of(suffix), max_bytes)
 
 
