@@ -62,3 +62,28 @@ def machine() -> str:
     except OSError:
         pass
     return f"{model}, {os.cpu_count()} CPUs"
+
+
+def settle(quiet_below: float = 0.2, longest: float = 10.0) -> None:
+    """Wait until the machine is about idle (busy under ``quiet_below`` of its CPUs over a quarter second,
+    for at most ``longest`` seconds): what the previous run left behind (PostgreSQL dropping a database,
+    writing its checkpoint) must not count against the next one. Linux only; elsewhere a pause."""
+    import time
+
+    def busy_and_total() -> tuple[int, int]:
+        values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        idle = values[3] + values[4]  # idle and iowait
+        return sum(values) - idle, sum(values)
+
+    deadline = time.monotonic() + longest
+    try:
+        before = busy_and_total()
+    except (OSError, ValueError, IndexError):
+        time.sleep(1.0)
+        return
+    while time.monotonic() < deadline:
+        time.sleep(0.25)
+        after = busy_and_total()
+        if after[1] > before[1] and (after[0] - before[0]) / (after[1] - before[1]) < quiet_below:
+            return
+        before = after

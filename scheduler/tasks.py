@@ -18,6 +18,7 @@ from worker.celery_app import app, queue_names
 from worker.fetch import FetchError
 from worker.messages import FETCH_TASK, INGEST_TASK, URLS_PER_TASK, message_batches, to_message
 from worker.models import Rejection, batched
+from worker.payloads import Payloads, send_ingest
 from worker.readers import read
 from worker.settings import Settings
 from worker.sources import Claims, Enqueue, Entry, GetText, Source, SourcesError, load_sources, poll
@@ -79,8 +80,13 @@ def enqueue_entries(send_task: SendTask, settings: Settings, source: Source, ent
         return
     files = read([e.location for e in entries], settings.max_document_bytes, root=source.location)
     messages = (to_message(item) for item in files)
-    for batch in message_batches(messages, settings.submit_batch, settings.submit_max_chars):
-        send_task(INGEST_TASK, args=[batch], queue=cpu_queue)
+    payloads = Payloads.of(settings)
+    try:
+        for batch in message_batches(messages, settings.submit_batch, settings.submit_max_chars):
+            send_ingest(send_task, batch, cpu_queue, payloads)
+    finally:
+        if payloads:
+            payloads.close()
 
 
 def _settings() -> Settings:

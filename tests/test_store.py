@@ -51,6 +51,7 @@ def test_migrations_reach_head_and_are_idempotent(store_url: str) -> None:
         ({"DOCSIEVE_JACCARD_THRESHOLD": "1.5"}, "JACCARD_THRESHOLD"),
         ({"DOCSIEVE_BATCH_SIZE": "many"}, "not a valid int"),
         ({"DOCSIEVE_STORE": "docsieve.db"}, "SQLAlchemy URL"),
+        ({"DOCSIEVE_PAYLOAD_TTL": "3600"}, "PAYLOAD_TTL .* must exceed DOCSIEVE_VISIBILITY_TIMEOUT"),
     ],
 )
 def test_settings_are_validated(env: dict, message: str) -> None:

@@ -3,6 +3,8 @@ that fails for good is recorded where `docsieve status` shows it."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 import worker.tasks as tasks
@@ -70,3 +72,67 @@ def test_a_retry_that_cannot_be_queued_gives_the_message_back(monkeypatch: pytes
     finally:
         task.pop_request()
     assert caught.value.requeue is True
+
+
+@pytest.fixture
+def with_payloads(task_pipeline: Pipeline, redis_url: str, prefix: str, monkeypatch: pytest.MonkeyPatch):
+    """The task's settings with a shared Redis, where payloads wait under this test's own prefix."""
+    from worker.payloads import Payloads
+
+    settings = task_pipeline.settings.with_(index_url=redis_url, queue_prefix=prefix)
+    monkeypatch.setitem(tasks.app.conf, "docsieve_settings", settings)
+    payloads = Payloads.of(settings)
+    monkeypatch.setattr(tasks, "_payloads_if_any", lambda: payloads)
+    yield payloads
+    payloads.close()
+
+
+def test_submit_sends_a_small_message_and_the_documents_as_a_payload(with_payloads, task_pipeline) -> None:
+    from worker.payloads import send_ingest
+
+    messages = [to_message(RawDocument(f"{i}.txt", fixture_text("ar_near_a.txt") + f" {i}")) for i in range(3)]
+    sent = []
+    send_ingest(lambda name, **options: sent.append((name, options)), messages, "q.cpu", with_payloads)
+    ((name, options),) = sent
+    assert name == tasks.INGEST_TASK and options["queue"] == "q.cpu" and "args" not in options
+    kwargs = options["kwargs"]
+    assert kwargs["sources"] == ["0.txt", "1.txt", "2.txt"]
+    assert len(repr(kwargs)) < 500  # the texts (several KB each) are not in the message
+    result = tasks.ingest_batch.run(**kwargs)
+    assert result["received"] == 3 and result["stored"] == 3
+    assert {r.source for r in task_pipeline.store.iter_records()} == {"0.txt", "1.txt", "2.txt"}
+
+
+def test_a_payload_delivered_again_returns_its_first_result(with_payloads, task_pipeline) -> None:
+    """A worker killed after the work and before the acknowledgement: the message comes again, after its
+    payload was done. It gets the same answer, and no record is made twice."""
+    key = with_payloads.put([to_message(RawDocument("a.txt", fixture_text("ar_near_a.txt")))])
+    first = tasks.ingest_batch.run(payload=key, sources=["a.txt"])
+    assert first == {"received": 1, "stored": 1, "canonical": 1}
+    assert tasks.ingest_batch.run(payload=key, sources=["a.txt"]) == first
+    assert len(list(task_pipeline.store.iter_records())) == 1
+
+
+def test_a_lost_payload_makes_rejected_records_of_its_sources(with_payloads, task_pipeline) -> None:
+    key = with_payloads.put([to_message(RawDocument("a.txt", "text"))])
+    with_payloads._redis.delete(key)  # expired, or a Redis that lost its data
+    result = tasks.ingest_batch.run(payload=key, sources=["a.txt", "b.txt"])
+    assert result == {"received": 2, "stored": 2, "rejected": 2}
+    reasons = {r.source: r.reason for r in task_pipeline.store.iter_records()}
+    assert set(reasons) == {"a.txt", "b.txt"} and all("submit the source again" in r for r in reasons.values())
+
+
+def test_a_failed_payload_task_keeps_its_documents_for_a_retry(with_payloads, task_pipeline) -> None:
+    message = to_message(RawDocument("a.txt", "text"))
+    key = with_payloads.put([message])
+    tasks.ingest_batch.on_failure(RuntimeError("disk full"), "t-7", (), {"payload": key, "sources": ["a.txt"]}, None)
+    (failure,) = task_pipeline.store.recent_failures()
+    assert failure["sources"] == '["a.txt"]'
+    assert json.loads(failure["payload"]) == [message]
+
+
+def test_a_payload_key_of_another_deployment_is_refused(with_payloads) -> None:
+    from worker.payloads import PayloadLost
+
+    with pytest.raises(PayloadLost):
+        with_payloads.take("other:payload:abc")

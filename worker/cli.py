@@ -285,8 +285,9 @@ def _fetch_here(urls: list[str], store, settings: Settings) -> list:
 
 def _submit(args: argparse.Namespace, settings: Settings) -> int:
     from worker.celery_app import app, queue_names
-    from worker.messages import FETCH_TASK, INGEST_TASK, URLS_PER_TASK, message_batches, to_message
+    from worker.messages import FETCH_TASK, URLS_PER_TASK, message_batches, to_message
     from worker.models import batched
+    from worker.payloads import Payloads, send_ingest
     from worker.readers import read
 
     cpu_queue, io_queue = queue_names(settings)
@@ -298,8 +299,9 @@ def _submit(args: argparse.Namespace, settings: Settings) -> int:
     messages = (
         to_message(item) for item in read([p for p in args.paths if not _is_url(p)], settings.max_document_bytes)
     )
+    payloads = Payloads.of(settings)
     for batch in message_batches(messages, settings.submit_batch, settings.submit_max_chars):
-        queued_tasks.append(app.send_task(INGEST_TASK, args=[batch], queue=cpu_queue))
+        queued_tasks.append(send_ingest(app.send_task, batch, cpu_queue, payloads))
         documents += len(batch)
     print(f"queued {documents} documents in {len(queued_tasks)} tasks to {_shown(settings.broker_url)}")
     if not args.wait:
@@ -397,7 +399,9 @@ def _failures(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _retry(args: argparse.Namespace, settings: Settings) -> int:
-    from worker.celery_app import app
+    from worker.celery_app import app, queue_names
+    from worker.messages import INGEST_TASK
+    from worker.payloads import Payloads, send_ingest
     from worker.store import Store
 
     if not args.ids and not args.all:
@@ -408,7 +412,11 @@ def _retry(args: argparse.Namespace, settings: Settings) -> int:
         found = store.failures_to_retry(None if args.all else args.ids)
         for failure in found:
             # Routed by task name, as the first time (fetching to the I/O queue, the rest to the CPU queue).
-            sent = app.send_task(failure["task"], args=[json.loads(failure["payload"])])
+            messages = json.loads(failure["payload"])
+            if failure["task"] == INGEST_TASK:
+                sent = send_ingest(app.send_task, messages, queue_names(settings)[0], Payloads.of(settings))
+            else:
+                sent = app.send_task(failure["task"], args=[messages])
             store.mark_retried(failure["id"], sent.id)
             print(f"retried {failure['id']} ({failure['task']}) as task {sent.id}")
     finally:

@@ -65,6 +65,9 @@ class Settings:
     # Seconds. Redis redelivers a message unacknowledged this long; it must exceed the longest task run,
     # retry delay and countdown (see worker/celery_app.py).
     visibility_timeout: int = 7200
+    # Seconds the documents of a queued ingest task wait in the shared Redis (worker/payloads.py); above
+    # the visibility timeout, so that a message delivered again still finds them.
+    payload_ttl: int = 7 * 24 * 3600
     task_soft_time_limit: int = 600
     task_time_limit: int = 660
     retry_backoff_max: int = 300
@@ -140,6 +143,11 @@ class Settings:
             raise SettingsError(
                 f"{PREFIX}VISIBILITY_TIMEOUT ({self.visibility_timeout}) must exceed the task "
                 f"time limit plus the longest retry delay ({longest})"
+            )
+        if self.payload_ttl <= self.visibility_timeout:
+            raise SettingsError(
+                f"{PREFIX}PAYLOAD_TTL ({self.payload_ttl}) must exceed {PREFIX}VISIBILITY_TIMEOUT "
+                f"({self.visibility_timeout}): a message delivered again must still find its documents"
             )
         if "://" not in self.store:
             raise SettingsError(

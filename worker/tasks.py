@@ -26,15 +26,20 @@ from kombu.exceptions import OperationalError as BrokerError
 from worker.celery_app import app, queue_names
 from worker.messages import FETCH_TASK, INGEST_TASK, from_message, to_message
 from worker.models import Rejection
+from worker.payloads import PayloadLost, Payloads, send_ingest
 from worker.pipeline import Pipeline
 from worker.prepare import collect_less
-from worker.settings import Settings
+from worker.settings import PREFIX, Settings
 from worker.store import Store
 from worker.web import Page, Unreachable, Validators, fetch_page, known_validators, save_validators, url_key
 
 # A URL that stays unreachable (network, 5xx, 429 after the fetcher's own retries) is tried this many
 # times, a little later each time, then stored as rejected with the last error.
 FETCH_ATTEMPTS = 5
+PAYLOAD_LOST = (
+    "the documents of this task were gone before it ran (kept DOCSIEVE_PAYLOAD_TTL seconds in Redis, "
+    "or Redis lost them): submit the source again"
+)
 T = TypeVar("T")
 
 TRANSIENT = (
@@ -76,6 +81,21 @@ def shared_fetcher():
     from worker.fetch import Fetcher
 
     return Fetcher(_settings())
+
+
+@_once
+def _payloads_if_any() -> Payloads | None:
+    """Where this process's ingest tasks keep their documents: the shared Redis, if there is one."""
+    return Payloads.of(_settings())
+
+
+def _payloads() -> Payloads:
+    """For a task that came with a payload key: a worker without the shared Redis is misconfigured (the
+    task fails, and is kept for a retry), not the documents."""
+    payloads = _payloads_if_any()
+    if payloads is None:
+        raise RuntimeError(f"a task came with a payload key, but this worker has no shared Redis ({PREFIX}INDEX_URL)")
+    return payloads
 
 
 @_once
@@ -122,8 +142,7 @@ class IngestTask(Task):
         """Keep the failed task's messages where a person can see them. After a hard time limit this runs
         in the pool's parent process, so it uses a store of its own, closed at once, rather than the
         per-process pipeline, whose connections children forked later would inherit."""
-        messages = args[0] if args else kwargs.get("messages", [])
-        messages = messages if isinstance(messages, list) else [messages]
+        messages = _failed_messages(args, kwargs)
         try:
             store = Store(app.conf.docsieve_settings.store, migrate=False)
             try:
@@ -132,6 +151,19 @@ class IngestTask(Task):
                 store.close()
         except Exception:  # the store itself may be what failed; the worker log keeps the error
             self.app.log.get_default_logger().exception("could not record the failure of task %s", task_id)
+
+
+def _failed_messages(args: tuple, kwargs: dict) -> list:
+    """What a failed task was given, to keep for a retry: its messages, read from its payload if it had
+    one (or, with the payload gone too, its sources alone)."""
+    messages = args[0] if args else kwargs.get("messages")
+    if messages is None and kwargs.get("payload"):
+        try:
+            taken = _payloads().take(kwargs["payload"])
+            messages = taken if isinstance(taken, list) else []
+        except Exception:  # lost, or Redis is what failed
+            messages = [{"source": s, "reason": PAYLOAD_LOST, "raw_hash": ""} for s in kwargs.get("sources") or []]
+    return messages if isinstance(messages, list) else [messages]
 
 
 # Both tasks: transient faults retried with exponential backoff and jitter, failures kept (IngestTask).
@@ -147,7 +179,21 @@ RETRYING = {
 
 
 @app.task(name=INGEST_TASK, **RETRYING)
-def ingest_batch(self, messages: list[dict]) -> dict:
+def ingest_batch(
+    self, messages: list[dict] | None = None, payload: str | None = None, sources: list[str] | None = None
+) -> dict:
+    """Store a batch of documents: the messages themselves, or the ``payload`` key they wait under
+    (worker/payloads.py), with their ``sources`` for the record if the payload is gone."""
+    if payload is not None:
+        try:
+            taken = _payloads().take(payload)
+        except PayloadLost:
+            messages = [to_message(Rejection.of(str(s), PAYLOAD_LOST, f"{payload}\0{s}")) for s in sources or []]
+        else:
+            if isinstance(taken, dict):  # delivered again after it was done: its result
+                return taken
+            messages = taken
+    messages = messages or []
     pipeline = _pipeline()
     records = pipeline.process([from_message(m) for m in messages])
     # Only now that the pages are stored may their next fetch be conditional.
@@ -156,7 +202,10 @@ def ingest_batch(self, messages: list[dict]) -> dict:
         "exact" if r.method and r.method.value == "exact" else "near" if r.duplicate_of else r.status.value
         for r in records
     )
-    return {"received": len(messages), "stored": len(records), **statuses}
+    result = {"received": len(messages), "stored": len(records), **statuses}
+    if payload is not None:
+        _payloads().done(payload, result)
+    return result
 
 
 @app.task(name=FETCH_TASK, **RETRYING)
@@ -184,7 +233,7 @@ def fetch_urls(self, urls: list[str], attempt: int = 1) -> dict:
             messages.append(to_message(Rejection.of(exc.url, reason, exc.url)))
     # The pages first: if sending fails, the retry of this task fetches them again (conditionally: no
     # validators were saved), and no second chain of later attempts has been started.
-    followups = [self.app.send_task(INGEST_TASK, args=[messages], queue=cpu_queue).id] if messages else []
+    followups = [send_ingest(self.app.send_task, messages, cpu_queue, _payloads_if_any()).id] if messages else []
     if unreachable and attempt < FETCH_ATTEMPTS:
         # Well below the visibility timeout (settings check it): a countdown past it is delivered twice.
         delay = min(_settings().retry_backoff_max, 15 * 2**attempt) * random.uniform(0.5, 1.0)

@@ -1,0 +1,77 @@
+"""Task payloads: the documents of an ingest task wait in Redis under a key, and the task message carries
+only that key and the documents' sources, so messages stay small (Celery's guidance).
+
+Measured on 5,000 articles (docs/benchmarks.md): with the documents inside the message, kombu's Redis
+transport base64-encoded every body and wrote it into a JSON envelope, which cost `docsieve submit`
+a quarter of its CPU, and the worker's parent process decoded it again before handing it to a child.
+A payload is the JSON of the messages as they are, written with one SET and read with one GET.
+
+A payload outlives a delivery: when its task is done the documents are replaced by the task's result,
+so a message delivered again (a worker killed before the acknowledgement) returns that result rather
+than finding nothing. Both expire after ``payload_ttl`` seconds, which must exceed the visibility
+timeout. A payload gone before its task ran (expired, or a Redis that lost its data) makes its
+documents ``rejected`` records that say so: nothing is dropped silently.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Sequence
+from typing import TypeVar
+
+import orjson
+
+from worker.messages import INGEST_TASK
+from worker.settings import Settings
+
+T = TypeVar("T")
+
+
+class PayloadLost(LookupError):
+    """The documents of a task are no longer where its message says."""
+
+
+class Payloads:
+    """Payloads in the Redis the workers share (``index_url``)."""
+
+    def __init__(self, url: str, prefix: str, ttl: int) -> None:
+        import redis
+
+        self._redis = redis.Redis.from_url(url)
+        self._prefix = f"{prefix}:payload:"
+        self._ttl = ttl
+
+    @classmethod
+    def of(cls, settings: Settings) -> Payloads | None:
+        """Payloads for a deployment with a shared Redis; None where documents travel in the messages."""
+        return cls(settings.index_url, settings.queue_prefix, settings.payload_ttl) if settings.index_url else None
+
+    def put(self, messages: Sequence[dict]) -> str:
+        key = f"{self._prefix}{uuid.uuid4().hex}"
+        self._redis.set(key, orjson.dumps(messages), ex=self._ttl)
+        return key
+
+    def take(self, key: str) -> list[dict] | dict:
+        """The messages waiting under ``key``, or the result of the run that already took them."""
+        if not key.startswith(self._prefix):
+            raise PayloadLost(f"{key!r} is not a payload of this deployment ({self._prefix}*)")
+        found = self._redis.get(key)
+        if found is None:
+            raise PayloadLost(key)
+        return orjson.loads(found)
+
+    def done(self, key: str, result: dict) -> None:
+        """The task's result in place of its documents, for a delivery of the same message again."""
+        self._redis.set(key, orjson.dumps(result), ex=self._ttl)
+
+    def close(self) -> None:
+        self._redis.close()
+
+
+def send_ingest(send_task: Callable[..., T], messages: list[dict], queue: str, payloads: Payloads | None) -> T:
+    """Queue an ingest task (``send_task`` is the app's) for the messages: their payload's key where there
+    is a shared Redis, else the messages themselves."""
+    if payloads is None:
+        return send_task(INGEST_TASK, args=[messages], queue=queue)
+    sources = [m.get("source") for m in messages]
+    return send_task(INGEST_TASK, kwargs={"payload": payloads.put(messages), "sources": sources}, queue=queue)
