@@ -8,8 +8,10 @@ Writes SaudiNewsNet articles as scraped files, then:
   database, and ``docsieve submit DIR --wait`` timed from its start to the last stored record, with
   512, 256, 64 and 1 document a task (the default is 256), which shows the per-task
   overhead that batching removes.
-Services come from REDIS_URL / DATABASE_URL when set and reachable, else private instances (the same
-helpers as the tests). Prints docs/s and the ratios, and a markdown table for docs/benchmarks.md.
+Each timed run starts once the machine is about idle (``common.settle``): a deployment run ends by
+dropping its database, which must not be counted against the next run. Services come from REDIS_URL /
+DATABASE_URL when set and reachable, else private instances (the same helpers as the tests). Prints
+docs/s and the ratios, and a markdown table for docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import time
 import uuid
 from pathlib import Path
 
-from common import DEFAULT_CORPUS, ROOT, folder_or_exit, load_articles, machine
+from common import DEFAULT_CORPUS, ROOT, folder_or_exit, load_articles, machine, settle
 from pipeline import compile_sources, docsieve_command, write_articles
 
 sys.path.insert(0, str(ROOT))
@@ -37,6 +39,7 @@ EMBEDDED = "embedded `docsieve ingest` (SQLite)"
 
 
 def timed(argv: list[str], env: dict) -> tuple[float, str]:
+    settle()  # not while the previous run's database is still being dropped
     started = time.perf_counter()
     done = subprocess.run(argv, env=env, capture_output=True, text=True, check=True)
     return time.perf_counter() - started, done.stdout

@@ -4,12 +4,12 @@
 
 Writes the first --docs SaudiNewsNet articles with non-empty content (or all of them) into a temporary
 folder in the scraped shape (image line, title line, one paragraph per line). Then, alternating for
---rounds rounds, each as a child process with wall time measured from outside (process start and
-imports included) and peak RSS from the child's own rusage, as reported by a small wrapper:
-``/usr/bin/time -v`` where it is GNU time, else a Python one using ``os.wait4`` (its own start, some
-20 ms, then counts in the wall time). Why a wrapper: Linux carries the parent's peak RSS over to a
-child at exec, so rusage taken here would report at least this process's size (58 MB for 5000
-articles, above bare rensa's own peak).
+--rounds rounds, each as a child process started once the machine is about idle (``common.settle``),
+with wall time measured from outside (process start and imports included) and peak RSS from the
+child's own rusage, as reported by a small wrapper: ``/usr/bin/time -v`` where it is GNU time, else a
+Python one using ``os.wait4`` (its own start, some 20 ms, then counts in the wall time). Why a
+wrapper: Linux carries the parent's peak RSS over to a child at exec, so rusage taken here would
+report at least this process's size (58 MB for 5000 articles, above bare rensa's own peak).
 
 - docsieve: ``docsieve ingest DIR --store sqlite:///TMP/bench.db --quiet``, a fresh store every round;
 - rensa: a minimal script that walks the folder, reads every file, splits on whitespace and signs the
@@ -40,7 +40,7 @@ from dataclasses import asdict, dataclass
 from importlib.metadata import version
 from pathlib import Path
 
-from common import DEFAULT_CORPUS, Article, folder_or_exit, load_articles, machine
+from common import DEFAULT_CORPUS, Article, folder_or_exit, load_articles, machine, settle
 
 RENSA_SCRIPT = '''\
 """Bare rensa: read every file under a folder and sign its whitespace word n-grams."""
@@ -144,6 +144,7 @@ def run_child(
 ) -> Run:
     """Run cmd to completion under the measuring prefix; wall time from here, peak RSS from the report."""
     report.unlink(missing_ok=True)
+    settle()
     with log.open("wb") as out:
         started = time.perf_counter()
         returncode = subprocess.run([*prefix, *cmd], stdout=out, stderr=subprocess.STDOUT, env=env).returncode
