@@ -284,7 +284,9 @@ def pair_overlaps(
     query_of_pair = np.asarray(query_of_pair, dtype=np.int64)
     shared = np.zeros(pairs, dtype=np.int64)
     ends = np.cumsum(other_sizes)
-    cuts = np.unique(np.searchsorted(ends, np.arange(CHUNK_VALUES, ends[-1] if pairs else 0, CHUNK_VALUES)))
+    marks = np.searchsorted(ends, np.arange(CHUNK_VALUES, ends[-1] if pairs else 0, CHUNK_VALUES))
+    # Sorted already, so repeats are dropped by a neighbour test (np.unique would also load numpy.ma).
+    cuts = marks[np.r_[True, marks[1:] != marks[:-1]]] if len(marks) else marks
     for lo, hi in zip([0, *cuts.tolist()], [*cuts.tolist(), pairs], strict=True):
         chunk_queries, local = np.unique(query_of_pair[lo:hi], return_inverse=True)
         shared[lo:hi] = _shared_counts([queries[q] for q in chunk_queries.tolist()], local, others[lo:hi])

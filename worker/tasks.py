@@ -114,14 +114,15 @@ def _pipeline() -> Pipeline:
 @worker_process_init.connect
 def _warm_up(**_) -> None:
     """Each process of a CPU worker loads what its first batch needs (store connection, candidate index,
-    language model, normalization tables) when it starts, not while that batch waits. A store that is
-    not reachable yet only postpones this to the first task, which retries."""
-    from worker import language, normalize
+    language model, normalization tables, fingerprint constants) when it starts, not while that batch
+    waits. A store that is not reachable yet only postpones this to the first task, which retries."""
+    from worker import language
+    from worker.fingerprint import fingerprint_batch
 
     try:
         _pipeline()
         language.detect_many(["warm up"])
-        normalize.normalize_batch(["warm up"])
+        fingerprint_batch(["warm up"], _settings())
     except TRANSIENT:
         app.log.get_default_logger().warning("store not reachable at start; the first task will connect")
     collect_less()  # for the life of the process, after loading what its batches need
