@@ -6,7 +6,7 @@ Writes SaudiNewsNet articles as scraped files, then:
 - embedded: ``docsieve ingest DIR`` into a fresh SQLite file (process start included);
 - deployment: ``docsieve worker --concurrency N`` already running on Redis and a fresh PostgreSQL
   database, and ``docsieve submit DIR --wait`` timed from its start to the last stored record, with
-  512, 256, 64 and 1 document a task (the default is 256), which shows the per-task
+  512, 256, 64 and 1 document a task (the default is 512), which shows the per-task
   overhead that batching removes.
 Each timed run starts once the machine is about idle (``common.settle``): a deployment run ends by
 dropping its database, which must not be counted against the next run. Services come from REDIS_URL /

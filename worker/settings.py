@@ -60,7 +60,7 @@ class Settings:
     queue_prefix: str = "docsieve"
     # Documents per task message from `docsieve submit`, and the characters of text past which a message
     # is sent (a single larger document travels alone; documents are limited by max_document_bytes).
-    submit_batch: int = 256
+    submit_batch: int = 512
     submit_max_chars: int = 1_000_000
     # Seconds. Redis redelivers a message unacknowledged this long; it must exceed the longest task run,
     # retry delay and countdown (see worker/celery_app.py).
