@@ -90,17 +90,28 @@ def with_payloads(task_pipeline: Pipeline, redis_url: str, prefix: str, monkeypa
 def test_submit_sends_a_small_message_and_the_documents_as_a_payload(with_payloads, task_pipeline) -> None:
     from worker.payloads import send_ingest
 
-    messages = [to_message(RawDocument(f"{i}.txt", fixture_text("ar_near_a.txt") + f" {i}")) for i in range(3)]
+    long_text = " ".join([fixture_text("ar_near_a.txt")] * 16)  # 15,000 characters: 45,000 in all
+    messages = [to_message(RawDocument(f"{i}.txt", f"{long_text} {i}")) for i in range(3)]
     sent = []
     send_ingest(lambda name, **options: sent.append((name, options)), messages, "q.cpu", with_payloads)
     ((name, options),) = sent
     assert name == tasks.INGEST_TASK and options["queue"] == "q.cpu" and "args" not in options
     kwargs = options["kwargs"]
     assert kwargs["sources"] == ["0.txt", "1.txt", "2.txt"]
-    assert len(repr(kwargs)) < 500  # the texts (several KB each) are not in the message
+    assert len(repr(kwargs)) < 500  # the texts are not in the message
     result = tasks.ingest_batch.run(**kwargs)
     assert result["received"] == 3 and result["stored"] == 3
     assert {r.source for r in task_pipeline.store.iter_records()} == {"0.txt", "1.txt", "2.txt"}
+
+
+def test_a_little_text_travels_in_the_message(with_payloads) -> None:
+    """A fetched page or a one-document task: a payload would only add Redis round trips."""
+    from worker.payloads import INLINE_CHARS, send_ingest
+
+    messages = [to_message(RawDocument("page.html", "x" * (INLINE_CHARS - 100)))]
+    sent = []
+    send_ingest(lambda name, **options: sent.append(options), messages, "q.cpu", with_payloads)
+    assert sent == [{"args": [messages], "queue": "q.cpu"}]
 
 
 def test_a_payload_delivered_again_returns_its_first_result(with_payloads, task_pipeline) -> None:

@@ -21,7 +21,7 @@ from typing import TypeVar
 
 import orjson
 
-from worker.messages import INGEST_TASK
+from worker.messages import INGEST_TASK, message_size
 from worker.settings import Settings
 
 T = TypeVar("T")
@@ -68,10 +68,15 @@ class Payloads:
         self._redis.close()
 
 
+# Characters of text up to which documents travel in the message itself: a page or two of a fetch, or a
+# one-document task, is small already, and a payload would cost it two more Redis round trips.
+INLINE_CHARS = 32_000
+
+
 def send_ingest(send_task: Callable[..., T], messages: list[dict], queue: str, payloads: Payloads | None) -> T:
     """Queue an ingest task (``send_task`` is the app's) for the messages: their payload's key where there
-    is a shared Redis, else the messages themselves."""
-    if payloads is None:
+    is a shared Redis and they are more than a little text, else the messages themselves."""
+    if payloads is None or sum(map(message_size, messages)) <= INLINE_CHARS:
         return send_task(INGEST_TASK, args=[messages], queue=queue)
     sources = [m.get("source") for m in messages]
     return send_task(INGEST_TASK, kwargs={"payload": payloads.put(messages), "sources": sources}, queue=queue)
