@@ -1,6 +1,6 @@
 """The deployment against the embedded default, on the same articles, in one run.
 
-    .venv/bin/python bench/deployment.py [--corpus DIR] [--docs 5000] [--workers 2] [--batches 512,256,64,1]
+    .venv/bin/python bench/deployment.py [--corpus DIR] [--docs 5000] [--workers 2] [--batches 512,256,64,1] [--cpu]
 
 Writes SaudiNewsNet articles as scraped files, then:
 - embedded: ``docsieve ingest DIR`` into a fresh SQLite file (process start included);
@@ -38,15 +38,64 @@ from worker.settings import Settings
 EMBEDDED = "embedded `docsieve ingest` (SQLite)"
 
 
-def timed(argv: list[str], env: dict) -> tuple[float, str]:
+def timed(argv: list[str], env: dict) -> tuple[float, str, float]:
+    """Wall seconds, standard output and CPU seconds of a command."""
     settle()  # not while the previous run's database is still being dropped
     started = time.perf_counter()
-    done = subprocess.run(argv, env=env, capture_output=True, text=True, check=True)
-    return time.perf_counter() - started, done.stdout
+    with tempfile.TemporaryFile() as out:
+        child = subprocess.Popen(argv, env=env, stdout=out)
+        _, status, usage = os.wait4(child.pid, 0)
+        seconds = time.perf_counter() - started
+        if os.waitstatus_to_exitcode(status) != 0:
+            sys.exit(f"{' '.join(argv)} failed with status {status}")
+        out.seek(0)
+        return seconds, out.read().decode(), usage.ru_utime + usage.ru_stime
 
 
-def deployment_run(docsieve: str, folder: Path, env: dict, pg_server: str, workers: int) -> tuple[float, str]:
-    """Workers up on a fresh database, then ``submit --wait`` timed."""
+class CpuMeter:
+    """CPU seconds spent meanwhile by the worker processes, Redis and PostgreSQL (``--cpu``, with psutil),
+    and by the whole machine."""
+
+    def __init__(self, worker_pid: int) -> None:
+        import psutil
+
+        self._psutil = psutil
+        self._worker = psutil.Process(worker_pid)
+        self._start = self._read()
+
+    def _read(self) -> dict[str, float]:
+        psutil = self._psutil
+        seconds = {"workers": 0.0, "redis": 0.0, "postgres": 0.0}
+        for process in [self._worker, *self._worker.children(recursive=True)]:
+            seconds["workers"] += self._cpu(process)
+        self._services: dict[int, float] = {}
+        for process in psutil.process_iter(["name"]):
+            name = process.info["name"] or ""
+            kind = "redis" if name.startswith("redis-server") else "postgres" if name.startswith("postgres") else None
+            if kind:
+                self._services[process.pid] = self._cpu(process)
+                seconds[kind] += self._services[process.pid]
+        times = psutil.cpu_times()
+        seconds["machine"] = times.user + times.system + times.nice + times.irq + times.softirq
+        return seconds
+
+    def _cpu(self, process) -> float:
+        try:
+            times = process.cpu_times()
+        except self._psutil.Error:
+            return 0.0
+        return times.user + times.system
+
+    def spent(self) -> dict[str, float]:
+        """Since this meter was made (service processes started meanwhile count from zero)."""
+        end = self._read()
+        return {kind: end[kind] - self._start[kind] for kind in end}
+
+
+def deployment_run(
+    docsieve: str, folder: Path, env: dict, pg_server: str, workers: int, cpu: bool
+) -> tuple[float, str, dict[str, float]]:
+    """Workers up on a fresh database, then ``submit --wait`` timed (and with ``cpu``, where CPU went)."""
     with postgres_database(pg_server) as store_url:
         env = {**env, "DOCSIEVE_STORE": store_url, "DOCSIEVE_QUEUE_PREFIX": f"docsieve-bench-{uuid.uuid4().hex[:8]}"}
         subprocess.run([docsieve, "migrate"], env=env, check=True, capture_output=True)
@@ -60,12 +109,14 @@ def deployment_run(docsieve: str, folder: Path, env: dict, pg_server: str, worke
             app = create_app(Settings.from_env(env))
             while not (app.control.inspect(timeout=0.5).ping() or {}):
                 time.sleep(0.2)
-            seconds, out = timed([docsieve, "submit", str(folder), "--wait", "--quiet"], env)
+            meter = CpuMeter(worker.pid) if cpu else None
+            seconds, out, submit_cpu = timed([docsieve, "submit", str(folder), "--wait", "--quiet"], env)
+            spent = {"submit": submit_cpu, **meter.spent()} if meter else {}
         finally:
             worker.terminate()
             worker.wait(timeout=60)
         RedisIndex(env["DOCSIEVE_INDEX_URL"], env["DOCSIEVE_QUEUE_PREFIX"]).clear()
-    return seconds, out.splitlines()[-1]
+    return seconds, out.splitlines()[-1], spent
 
 
 def main() -> int:
@@ -75,6 +126,7 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
     parser.add_argument("--batches", default="512,256,64,1", help="documents a task to try (default 512,256,64,1)")
     parser.add_argument("--rounds", type=int, default=3, help="rounds, embedded and deployment alternating")
+    parser.add_argument("--cpu", action="store_true", help="also where the CPU time goes (needs psutil)")
     args = parser.parse_args()
     articles = load_articles(folder_or_exit(args.corpus), args.docs)
     docsieve = docsieve_command()
@@ -82,6 +134,7 @@ def main() -> int:
     batches = [int(b) for b in args.batches.split(",")]
     times: dict[str, list[float]] = {}
     outcomes: dict[str, str] = {}
+    cpu: dict[str, list[dict[str, float]]] = {}
     with tempfile.TemporaryDirectory(prefix="docsieve-deploy-") as work_dir:
         work = Path(work_dir)
         folder = work / "articles"
@@ -96,18 +149,25 @@ def main() -> int:
             }
             for round_ in range(args.rounds):
                 store = work / f"embedded-{round_}.db"
-                seconds, out = timed(
+                seconds, out, used = timed(
                     [docsieve, "ingest", str(folder), "--quiet", "--store", f"sqlite:///{store}"], base
                 )
                 times.setdefault(EMBEDDED, []).append(seconds)
                 outcomes[EMBEDDED] = out.splitlines()[0]
+                cpu.setdefault(EMBEDDED, []).append({"ingest": used})
                 # One document a task is slow: it runs in the first round only.
                 for batch in batches if round_ == 0 else [b for b in batches if b > 1]:
                     label = f"deployment, {batch} document{'s' if batch > 1 else ''} a task, {args.workers} workers"
-                    seconds, outcomes[label] = deployment_run(
-                        docsieve, folder, {**env, "DOCSIEVE_SUBMIT_BATCH": str(batch)}, pg_server, args.workers
+                    seconds, outcomes[label], spent = deployment_run(
+                        docsieve,
+                        folder,
+                        {**env, "DOCSIEVE_SUBMIT_BATCH": str(batch)},
+                        pg_server,
+                        args.workers,
+                        args.cpu,
                     )
                     times.setdefault(label, []).append(seconds)
+                    cpu.setdefault(label, []).append(spent)
     docs = len(articles)
     embedded = statistics.median(times[EMBEDDED])
     print(f"{docs:,} SaudiNewsNet articles as files; {args.rounds} rounds; {machine()}")
@@ -119,6 +179,15 @@ def main() -> int:
             f"| {label} | {len(runs)} | {median:.2f} | {docs / median:,.0f} | {embedded / median:.2f}x | "
             f"{min(times[EMBEDDED]) / min(runs):.2f}x | `{outcomes[label]}` |"
         )
+    if args.cpu:
+        print("\nCPU seconds, median over the rounds (the deployment's Redis and PostgreSQL: every such process")
+        print("on the machine; `machine`: all CPUs, whatever ran):\n")
+        kinds = ["ingest", "submit", "workers", "redis", "postgres", "machine"]
+        print("| run | " + " | ".join(kinds) + " |")
+        print("| --- |" + " ---: |" * len(kinds))
+        for label, spent in cpu.items():
+            cells = [f"{statistics.median(s[k] for s in spent):.2f}" if k in spent[0] else "" for k in kinds]
+            print(f"| {label} | " + " | ".join(cells) + " |")
     return 0
 
 
