@@ -42,19 +42,21 @@ def timed(argv: list[str], env: dict) -> tuple[float, str, float]:
     """Wall seconds, standard output and CPU seconds of a command."""
     settle()  # not while the previous run's database is still being dropped
     started = time.perf_counter()
-    with tempfile.TemporaryFile() as out:
-        child = subprocess.Popen(argv, env=env, stdout=out)
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        child = subprocess.Popen(argv, env=env, stdout=out, stderr=err)
         _, status, usage = os.wait4(child.pid, 0)
         seconds = time.perf_counter() - started
-        if os.waitstatus_to_exitcode(status) != 0:
-            sys.exit(f"{' '.join(argv)} failed with status {status}")
+        if (code := os.waitstatus_to_exitcode(status)) != 0:
+            err.seek(0)
+            sys.exit(f"{' '.join(argv)} failed with exit code {code}:\n{err.read().decode(errors='replace')}")
         out.seek(0)
         return seconds, out.read().decode(), usage.ru_utime + usage.ru_stime
 
 
 class CpuMeter:
     """CPU seconds spent meanwhile by the worker processes, Redis and PostgreSQL (``--cpu``, with psutil),
-    and by the whole machine."""
+    and by the whole machine. A lower bound for each service: a process that ends during the run (a
+    short-lived PostgreSQL worker) takes its time with it; the machine's figure counts everything."""
 
     def __init__(self, worker_pid: int) -> None:
         import psutil
@@ -181,7 +183,7 @@ def main() -> int:
         )
     if args.cpu:
         print("\nCPU seconds, median over the rounds (the deployment's Redis and PostgreSQL: every such process")
-        print("on the machine; `machine`: all CPUs, whatever ran):\n")
+        print("on the machine that lives through the run; `machine`: all CPUs, whatever ran):\n")
         kinds = ["ingest", "submit", "workers", "redis", "postgres", "machine"]
         print("| run | " + " | ".join(kinds) + " |")
         print("| --- |" + " ---: |" * len(kinds))

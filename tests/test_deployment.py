@@ -255,3 +255,27 @@ def test_failed_tasks_are_dead_letters_a_person_can_see_and_retry(deployment: di
     assert again.returncode == 1 and f"no failure {failure_id} waiting" in again.stderr
     assert "1 failures not retried yet" in cli(deployment, "failures").stdout
     assert "retried" in cli(deployment, "failures", "--all").stdout
+
+
+def test_a_failure_that_kept_its_payload_key_is_retried_from_it(deployment: dict) -> None:
+    """A payload task that failed while its documents could not be read (Redis unreachable): the failure
+    keeps the key, and `docsieve retry` sends the task again with it."""
+    from worker.messages import INGEST_TASK, to_message
+    from worker.payloads import Payloads
+
+    settings = settings_of(deployment)
+    payloads = Payloads.of(settings)
+    document = RawDocument(source="wire/kept.txt", body=fixture_text("en_article.txt"))
+    key = payloads.put([to_message(document)])
+    payloads.close()
+    store = Store(deployment["DOCSIEVE_STORE"])
+    kept = {"payload": key, "sources": ["wire/kept.txt"]}
+    store.record_failure("kept-key", INGEST_TASK, "ConnectionError: Redis", kept)
+    (failure,) = store.recent_failures()
+    app = create_app(settings)
+    with workers(deployment, 1):
+        retried = cli(deployment, "retry", str(failure["id"]))
+        assert retried.returncode == 0, retried.stderr
+        retry_task = retried.stdout.split("as task ")[1].strip()
+        assert app.AsyncResult(retry_task).get(timeout=60)["stored"] == 1
+    assert [r.source for r in store.iter_records()] == ["wire/kept.txt"]

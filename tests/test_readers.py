@@ -150,6 +150,8 @@ def test_a_file_that_grows_past_the_limit_while_read_is_refused(tmp_path: Path, 
 def test_byte_order_mark_is_not_text(tmp_path: Path) -> None:
     (tmp_path / "bom.txt").write_bytes(b"\xef\xbb\xbf" + "نص المقال".encode())
     (tmp_path / "inner.txt").write_bytes("نص\ufeffالمقال".encode())  # only a leading mark is dropped
-    first, second = items(str(tmp_path / "bom.txt"), str(tmp_path / "inner.txt"))
+    (tmp_path / "bad.txt").write_bytes(b"\xef\xbb\xbfab\xff")
+    first, second, bad = items(*(str(tmp_path / name) for name in ("bom.txt", "inner.txt", "bad.txt")))
     assert first.body == "نص المقال"
     assert second.body == "نص\ufeffالمقال"
+    assert bad.reason == "not valid UTF-8: byte 0xff at offset 5"  # counted in the file, mark included

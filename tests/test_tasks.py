@@ -140,6 +140,36 @@ def test_a_failed_payload_task_keeps_its_documents_for_a_retry(with_payloads, ta
     (failure,) = task_pipeline.store.recent_failures()
     assert failure["sources"] == '["a.txt"]'
     assert json.loads(failure["payload"]) == [message]
+    with pytest.raises(tasks.PayloadLost):  # kept in the failures table, so no longer in Redis
+        with_payloads.take(key)
+
+
+def test_a_failed_task_whose_payload_cannot_be_read_keeps_its_key(task_pipeline) -> None:
+    """No shared Redis in this process (or Redis unreachable): the documents are still in their payload,
+    so the failure keeps the key and the sources, which `docsieve retry` sends again as they were."""
+    kwargs = {"payload": "docsieve:payload:abc", "sources": ["a.txt", "b.txt"]}
+    tasks.ingest_batch.on_failure(RuntimeError("no shared Redis"), "t-8", (), kwargs, None)
+    (failure,) = task_pipeline.store.recent_failures()
+    assert json.loads(failure["payload"]) == kwargs
+    assert json.loads(failure["sources"]) == ["a.txt", "b.txt"]
+
+
+def test_a_failed_task_whose_payload_is_gone_keeps_rejections(with_payloads, task_pipeline) -> None:
+    key = with_payloads.put([to_message(RawDocument("a.txt", "text"))])
+    with_payloads.drop(key)
+    tasks.ingest_batch.on_failure(RuntimeError("disk full"), "t-9", (), {"payload": key, "sources": ["a.txt"]}, None)
+    (failure,) = task_pipeline.store.recent_failures()
+    (item,) = [from_message(m) for m in json.loads(failure["payload"])]
+    assert isinstance(item, Rejection) and item.source == "a.txt" and "submit the source again" in item.reason
+
+
+def test_taking_a_payload_keeps_it_for_another_ttl(with_payloads) -> None:
+    """The TTL runs from the last delivery, not from the submit: a message redelivered after the
+    visibility timeout still finds its documents."""
+    key = with_payloads.put([to_message(RawDocument("a.txt", "text"))])
+    with_payloads._redis.expire(key, 5)
+    with_payloads.take(key)
+    assert with_payloads._redis.ttl(key) > 5
 
 
 def test_a_payload_key_of_another_deployment_is_refused(with_payloads) -> None:

@@ -303,6 +303,8 @@ def _submit(args: argparse.Namespace, settings: Settings) -> int:
     for batch in message_batches(messages, settings.submit_batch, settings.submit_max_chars):
         queued_tasks.append(send_ingest(app.send_task, batch, cpu_queue, payloads))
         documents += len(batch)
+    if payloads:
+        payloads.close()
     print(f"queued {documents} documents in {len(queued_tasks)} tasks to {_shown(settings.broker_url)}")
     if not args.wait:
         return 0 if documents else 1
@@ -408,19 +410,24 @@ def _retry(args: argparse.Namespace, settings: Settings) -> int:
         print("docsieve: name the failures to retry (ids from `docsieve failures`) or give --all", file=sys.stderr)
         return 2
     store = Store(settings.store, migrate=False)
+    payloads = Payloads.of(settings)
     try:
         found = store.failures_to_retry(None if args.all else args.ids)
         for failure in found:
             # Routed by task name, as the first time (fetching to the I/O queue, the rest to the CPU queue).
             messages = json.loads(failure["payload"])
-            if failure["task"] == INGEST_TASK:
-                sent = send_ingest(app.send_task, messages, queue_names(settings)[0], Payloads.of(settings))
-            else:
+            if failure["task"] != INGEST_TASK:
                 sent = app.send_task(failure["task"], args=[messages])
+            elif isinstance(messages, dict):  # documents still in their payload: its key and sources again
+                sent = app.send_task(INGEST_TASK, kwargs=messages, queue=queue_names(settings)[0])
+            else:
+                sent = send_ingest(app.send_task, messages, queue_names(settings)[0], payloads)
             store.mark_retried(failure["id"], sent.id)
             print(f"retried {failure['id']} ({failure['task']}) as task {sent.id}")
     finally:
         store.close()
+        if payloads:
+            payloads.close()
     missing = set(args.ids) - {f["id"] for f in found}
     for failure_id in sorted(missing):
         print(f"docsieve: no failure {failure_id} waiting to be retried", file=sys.stderr)

@@ -8,9 +8,11 @@ A payload is the JSON of the messages as they are, written with one SET and read
 
 A payload outlives a delivery: when its task is done the documents are replaced by the task's result,
 so a message delivered again (a worker killed before the acknowledgement) returns that result rather
-than finding nothing. Both expire after ``payload_ttl`` seconds, which must exceed the visibility
-timeout. A payload gone before its task ran (expired, or a Redis that lost its data) makes its
-documents ``rejected`` records that say so: nothing is dropped silently.
+than finding nothing. Either expires ``payload_ttl`` seconds after it was queued or last taken (more
+than the visibility timeout, after which an unacknowledged message comes again). A payload gone
+before its task ran (a backlog older than the TTL, or a Redis that lost its data) makes its documents
+``rejected`` records that say so: nothing is dropped silently. A task that fails for good keeps its
+documents in the failures table (``docsieve retry``) and its payload is dropped.
 """
 
 from __future__ import annotations
@@ -52,10 +54,11 @@ class Payloads:
         return key
 
     def take(self, key: str) -> list[dict] | dict:
-        """The messages waiting under ``key``, or the result of the run that already took them."""
+        """The messages waiting under ``key``, or the result of the run that already took them; either
+        is kept ``ttl`` seconds more from now, for a delivery of the same message again."""
         if not key.startswith(self._prefix):
             raise PayloadLost(f"{key!r} is not a payload of this deployment ({self._prefix}*)")
-        found = self._redis.get(key)
+        found = self._redis.getex(key, ex=self._ttl)
         if found is None:
             raise PayloadLost(key)
         return orjson.loads(found)
@@ -63,6 +66,10 @@ class Payloads:
     def done(self, key: str, result: dict) -> None:
         """The task's result in place of its documents, for a delivery of the same message again."""
         self._redis.set(key, orjson.dumps(result), ex=self._ttl)
+
+    def drop(self, key: str) -> None:
+        """Forget a payload whose documents are kept elsewhere (a failed task's, in the failures table)."""
+        self._redis.delete(key)
 
     def close(self) -> None:
         self._redis.close()

@@ -43,7 +43,7 @@ def read(
         elif path.is_dir():
             yield from _read_directory(path, max_bytes, real_root or os.path.realpath(path))
         elif path.is_file():
-            yield from _read_file(given, path, path.suffix.lower(), max_bytes)
+            yield from _read_file(given, path, os.path.splitext(given)[1].lower(), max_bytes)
         else:
             yield Rejection.of(given, "no such file or directory", given.encode())
 
@@ -164,7 +164,8 @@ def _read_bytes(source: str, data: bytes, format_of, max_bytes: int) -> Iterator
     try:
         text = _utf8(data)
     except UnicodeDecodeError as exc:
-        yield Rejection.of(source, f"not valid UTF-8: byte 0x{data[exc.start]:02x} at offset {exc.start}", data)
+        at = exc.start + (len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0)  # in the file
+        yield Rejection.of(source, f"not valid UTF-8: byte 0x{data[at]:02x} at offset {at}", data)
         return
     if kind == "jsonl":
         yield from _read_batch(source, text, max_bytes)

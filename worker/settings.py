@@ -65,8 +65,9 @@ class Settings:
     # Seconds. Redis redelivers a message unacknowledged this long; it must exceed the longest task run,
     # retry delay and countdown (see worker/celery_app.py).
     visibility_timeout: int = 7200
-    # Seconds the documents of a queued ingest task wait in the shared Redis (worker/payloads.py); above
-    # the visibility timeout, so that a message delivered again still finds them.
+    # Seconds the documents of a queued ingest task wait in the shared Redis (worker/payloads.py), from
+    # when they are queued or last taken: longer than the longest backlog, and above the visibility
+    # timeout, so that a message delivered again still finds them.
     payload_ttl: int = 7 * 24 * 3600
     task_soft_time_limit: int = 600
     task_time_limit: int = 660

@@ -267,9 +267,13 @@ class Store:
                     f"{made_with}. Use the store's settings, or a new store."
                 )
 
-    def record_failure(self, task_id: str, task: str, error: str, messages: list) -> None:
-        """A task that failed for good, with its messages (documents, or URLs to fetch) to retry."""
-        sources = [m.get("source") if isinstance(m, dict) else m if isinstance(m, str) else None for m in messages]
+    def record_failure(self, task_id: str, task: str, error: str, messages: list | dict) -> None:
+        """A task that failed for good, with its messages (documents, or URLs to fetch) to retry, or the
+        payload key and sources of documents still in Redis (worker/payloads.py)."""
+        if isinstance(messages, dict):
+            sources = list(messages.get("sources", []))
+        else:
+            sources = [m.get("source") if isinstance(m, dict) else m if isinstance(m, str) else None for m in messages]
         row = {
             "task_id": task_id,
             "task": task,

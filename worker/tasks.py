@@ -141,30 +141,53 @@ class IngestTask(Task):
 
     def on_failure(self, exc, task_id, args, kwargs, einfo) -> None:
         """Keep the failed task's messages where a person can see them. After a hard time limit this runs
-        in the pool's parent process, so it uses a store of its own, closed at once, rather than the
-        per-process pipeline, whose connections children forked later would inherit."""
-        messages = _failed_messages(args, kwargs)
+        in the pool's parent process, so it uses a store (and a Redis client) of its own, closed at once,
+        rather than the per-process ones, whose connections children forked later would inherit. The
+        documents of a payload, once kept, leave Redis."""
+        settings = app.conf.docsieve_settings
+        payloads = Payloads.of(settings) if kwargs.get("payload") else None
         try:
-            store = Store(app.conf.docsieve_settings.store, migrate=False)
+            kept = _failed_messages(args, kwargs, payloads)
             try:
-                store.record_failure(task_id, self.name, f"{type(exc).__name__}: {exc}", messages)
-            finally:
-                store.close()
-        except Exception:  # the store itself may be what failed; the worker log keeps the error
-            self.app.log.get_default_logger().exception("could not record the failure of task %s", task_id)
+                store = Store(settings.store, migrate=False)
+                try:
+                    store.record_failure(task_id, self.name, f"{type(exc).__name__}: {exc}", kept)
+                finally:
+                    store.close()
+            except Exception:  # the store itself may be what failed; the worker log keeps the error
+                self.app.log.get_default_logger().exception("could not record the failure of task %s", task_id)
+                return
+            if payloads is not None and isinstance(kept, list):
+                payloads.drop(kwargs["payload"])
+        except Exception:  # Redis unreachable while dropping: the payload expires by itself
+            self.app.log.get_default_logger().exception("could not clean up after task %s", task_id)
+        finally:
+            if payloads is not None:
+                payloads.close()
 
 
-def _failed_messages(args: tuple, kwargs: dict) -> list:
+def _failed_messages(args: tuple, kwargs: dict, payloads: Payloads | None) -> list | dict:
     """What a failed task was given, to keep for a retry: its messages, read from its payload if it had
-    one (or, with the payload gone too, its sources alone)."""
+    one. Where the payload cannot be read now (Redis unreachable, or no shared Redis here), its key and
+    sources, for a retry to send again; where it is gone for good, the rejections of its sources."""
     messages = args[0] if args else kwargs.get("messages")
-    if messages is None and kwargs.get("payload"):
+    key, sources = kwargs.get("payload"), [str(s) for s in kwargs.get("sources") or []]
+    if messages is None and key:
+        if payloads is None:
+            return {"payload": key, "sources": sources}
         try:
-            taken = _payloads().take(kwargs["payload"])
-            messages = taken if isinstance(taken, list) else []
-        except Exception:  # lost, or Redis is what failed
-            messages = [{"source": s, "reason": PAYLOAD_LOST, "raw_hash": ""} for s in kwargs.get("sources") or []]
+            taken = payloads.take(key)
+        except PayloadLost:
+            return [_lost(key, source) for source in sources]
+        except Exception:  # the documents are still there, unreachable
+            return {"payload": key, "sources": sources}
+        return taken if isinstance(taken, list) else []  # a result: another delivery did the work
     return messages if isinstance(messages, list) else [messages]
+
+
+def _lost(key: str, source: str) -> dict:
+    """The message of a rejection for a document whose payload is gone."""
+    return to_message(Rejection.of(source, PAYLOAD_LOST, f"{key}\0{source}"))
 
 
 # Both tasks: transient faults retried with exponential backoff and jitter, failures kept (IngestTask).
@@ -189,7 +212,7 @@ def ingest_batch(
         try:
             taken = _payloads().take(payload)
         except PayloadLost:
-            messages = [to_message(Rejection.of(str(s), PAYLOAD_LOST, f"{payload}\0{s}")) for s in sources or []]
+            messages = [_lost(payload, str(source)) for source in sources or []]
         else:
             if isinstance(taken, dict):  # delivered again after it was done: its result
                 return taken
