@@ -179,3 +179,49 @@ def test_submit_imports_neither_the_store_nor_numpy() -> None:
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+def test_submit_with_the_broker_down_says_so_at_once(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    url = f"redis://127.0.0.1:{port}/0"
+    env = {**os.environ, "DOCSIEVE_BROKER_URL": url, "DOCSIEVE_RESULT_BACKEND": url, "DOCSIEVE_INDEX_URL": url}
+    done = subprocess.run(
+        [sys.executable, "-m", "worker.cli", "submit", "seeds/"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1
+    assert f"cannot reach the broker at {url}" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_submit_says_how_far_it_got_when_the_payloads_cannot_be_written(redis_url: str, prefix: str) -> None:
+    """The broker answers but the Redis for the documents does not (down, or full under noeviction)."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {
+        **os.environ,
+        "DOCSIEVE_BROKER_URL": redis_url,
+        "DOCSIEVE_RESULT_BACKEND": redis_url,
+        "DOCSIEVE_INDEX_URL": f"redis://127.0.0.1:{port}/0",
+        "DOCSIEVE_QUEUE_PREFIX": prefix,
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "worker.cli", "submit", "seeds/"],  # 39,000 characters: one payload
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert "could not queue" in done.stderr and "(0 documents in 0 tasks were queued before)" in done.stderr

@@ -284,6 +284,9 @@ def _fetch_here(urls: list[str], store, settings: Settings) -> list:
 
 
 def _submit(args: argparse.Namespace, settings: Settings) -> int:
+    from kombu.exceptions import OperationalError
+    from redis.exceptions import RedisError
+
     from worker.celery_app import app, queue_names
     from worker.messages import FETCH_TASK, URLS_PER_TASK, message_batches, to_message
     from worker.models import batched
@@ -293,18 +296,33 @@ def _submit(args: argparse.Namespace, settings: Settings) -> int:
     cpu_queue, io_queue = queue_names(settings)
     queued_tasks = []
     urls = [p for p in args.paths if _is_url(p)]
-    for chunk in batched(urls, URLS_PER_TASK):
-        queued_tasks.append(app.send_task(FETCH_TASK, args=[chunk], queue=io_queue))
-    documents = len(urls)
-    messages = (
-        to_message(item) for item in read([p for p in args.paths if not _is_url(p)], settings.max_document_bytes)
-    )
+    documents = 0
+    try:  # at once, rather than after Celery's own reconnection attempts (some 20 s)
+        with app.connection_for_write() as connection:
+            connection.ensure_connection(max_retries=1, interval_start=0.5)
+    except OperationalError as exc:
+        print(f"docsieve: cannot reach the broker at {_shown(settings.broker_url)}: {exc}", file=sys.stderr)
+        return 1
     payloads = Payloads.of(settings)
-    for batch in message_batches(messages, settings.submit_batch, settings.submit_max_chars):
-        queued_tasks.append(send_ingest(app.send_task, batch, cpu_queue, payloads))
-        documents += len(batch)
-    if payloads:
-        payloads.close()
+    try:
+        for chunk in batched(urls, URLS_PER_TASK):
+            queued_tasks.append(app.send_task(FETCH_TASK, args=[chunk], queue=io_queue))
+            documents += len(chunk)
+        paths = [p for p in args.paths if not _is_url(p)]
+        messages = (to_message(item) for item in read(paths, settings.max_document_bytes))
+        for batch in message_batches(messages, settings.submit_batch, settings.submit_max_chars):
+            queued_tasks.append(send_ingest(app.send_task, batch, cpu_queue, payloads))
+            documents += len(batch)
+    except (OperationalError, RedisError) as exc:  # the broker or the payloads' Redis: down, or full
+        print(
+            f"docsieve: could not queue to {_shown(settings.broker_url)}: {exc} "
+            f"({documents} documents in {len(queued_tasks)} tasks were queued before)",
+            file=sys.stderr,
+        )
+        return 1
+    finally:
+        if payloads:
+            payloads.close()
     print(f"queued {documents} documents in {len(queued_tasks)} tasks to {_shown(settings.broker_url)}")
     if not args.wait:
         return 0 if documents else 1
