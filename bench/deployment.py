@@ -55,31 +55,32 @@ def timed(argv: list[str], env: dict) -> tuple[float, str, float]:
 
 class CpuMeter:
     """CPU seconds spent meanwhile by the worker processes, Redis and PostgreSQL (``--cpu``, with psutil),
-    and by the whole machine. A lower bound for each service: a process that ends during the run (a
-    short-lived PostgreSQL worker) takes its time with it; the machine's figure counts everything."""
+    and by the whole machine. Each process counts from its time when the meter was made (from zero if it
+    started later); one that ends during the run takes its time in the run with it, so each service's
+    figure is a lower bound; the machine's counts everything."""
 
     def __init__(self, worker_pid: int) -> None:
         import psutil
 
         self._psutil = psutil
         self._worker = psutil.Process(worker_pid)
-        self._start = self._read()
+        self._start, self._machine = self._read()
 
-    def _read(self) -> dict[str, float]:
+    def _read(self) -> tuple[dict[tuple[str, int], float], float]:
+        """CPU seconds so far of each (kind, pid), and of the machine."""
         psutil = self._psutil
-        seconds = {"workers": 0.0, "redis": 0.0, "postgres": 0.0}
-        for process in [self._worker, *self._worker.children(recursive=True)]:
-            seconds["workers"] += self._cpu(process)
-        self._services: dict[int, float] = {}
+        try:
+            workers = [self._worker, *self._worker.children(recursive=True)]
+        except psutil.Error:  # the worker is gone
+            workers = []
+        seconds = {("workers", p.pid): self._cpu(p) for p in workers}
         for process in psutil.process_iter(["name"]):
             name = process.info["name"] or ""
             kind = "redis" if name.startswith("redis-server") else "postgres" if name.startswith("postgres") else None
             if kind:
-                self._services[process.pid] = self._cpu(process)
-                seconds[kind] += self._services[process.pid]
+                seconds[kind, process.pid] = self._cpu(process)
         times = psutil.cpu_times()
-        seconds["machine"] = times.user + times.system + times.nice + times.irq + times.softirq
-        return seconds
+        return seconds, times.user + times.system + times.nice + times.irq + times.softirq
 
     def _cpu(self, process) -> float:
         try:
@@ -89,9 +90,12 @@ class CpuMeter:
         return times.user + times.system
 
     def spent(self) -> dict[str, float]:
-        """Since this meter was made (service processes started meanwhile count from zero)."""
-        end = self._read()
-        return {kind: end[kind] - self._start[kind] for kind in end}
+        """Since this meter was made, by kind."""
+        end, machine = self._read()
+        spent = {"workers": 0.0, "redis": 0.0, "postgres": 0.0, "machine": machine - self._machine}
+        for (kind, pid), seconds in end.items():
+            spent[kind] += seconds - self._start.get((kind, pid), 0.0)
+        return spent
 
 
 def deployment_run(
@@ -182,8 +186,8 @@ def main() -> int:
             f"{min(times[EMBEDDED]) / min(runs):.2f}x | `{outcomes[label]}` |"
         )
     if args.cpu:
-        print("\nCPU seconds, median over the rounds (the deployment's Redis and PostgreSQL: every such process")
-        print("on the machine that lives through the run; `machine`: all CPUs, whatever ran):\n")
+        print("\nCPU seconds during the runs, medians (Redis and PostgreSQL: every such process on the machine,")
+        print("a lower bound, as one that ends takes its time with it; `machine`: all CPUs, whatever ran):\n")
         kinds = ["ingest", "submit", "workers", "redis", "postgres", "machine"]
         print("| run | " + " | ".join(kinds) + " |")
         print("| --- |" + " ---: |" * len(kinds))

@@ -20,6 +20,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import Protocol
 
 import numpy as np
@@ -131,7 +132,7 @@ class MemoryIndex:
         # direction, about four times faster than searching the keys as they come.
         order = np.argsort(keys)
         keys, query_of = keys[order], query_of[order]
-        pairs = []
+        query_hits, owner_hits = [], []
         quota = np.full(len(keys), POSTINGS_PER_KEY, dtype=np.int64)
         for segment in self._segments:  # oldest first, and within a segment in arrival order
             left = np.searchsorted(segment.keys, keys, "left")
@@ -144,19 +145,12 @@ class MemoryIndex:
             # Every (query, matching position) pair, without a Python loop over the hits.
             starts = np.repeat(left[hit] - np.cumsum(counts) + counts, counts)
             positions = starts + np.arange(counts.sum(), dtype=np.int64)
-            pairs.append(query_of[hit].repeat(counts) * len(self.record_ids) + segment.owners[positions])
-        if not pairs:
+            query_hits.append(query_of[hit].repeat(counts))
+            owner_hits.append(segment.owners[positions])
+        if not query_hits:
             return result
-        codes, shared = np.unique(np.concatenate(pairs), return_counts=True)
-        query, owner = np.divmod(codes, len(self.record_ids))
-        order = np.lexsort((-shared, query))  # by query, most shared first
-        query, owner = query[order], owner[order]
-        group_start = np.flatnonzero(np.r_[True, query[1:] != query[:-1]])
-        rank = np.arange(len(query)) - np.repeat(group_start, np.diff(np.r_[group_start, len(query)]))
-        keep = rank < limit
-        for q, o in zip(query[keep].tolist(), owner[keep].tolist(), strict=True):
-            result[q].append(self.record_ids[o])
-        return result
+        ranked = _most_shared(np.concatenate(query_hits), np.concatenate(owner_hits), len(queries), limit)
+        return [[self.record_ids[o] for o in owners] for owners in ranked]
 
 
 ID_WIDTH = 20  # record ids are 20 hex characters; the index stores them at this fixed width
@@ -384,17 +378,8 @@ class _KeyBatch:
             own_code = np.where(names[where] == own, where, -1)
             keep = record != own_code[query]
             query, record = query[keep], record[keep]
-        pairs, shared = np.unique(query * len(names) + record, return_counts=True)
-        query, record = np.divmod(pairs, len(names))
-        order = np.lexsort((record, -shared, query))
-        query, record = query[order], record[order]
-        start = np.flatnonzero(np.r_[True, query[1:] != query[:-1]])
-        rank = np.arange(len(query)) - np.repeat(start, np.diff(np.r_[start, len(query)]))
-        keep = rank < limit
         text = [n.decode().rstrip() for n in names.tolist()]
-        for q, r in zip(query[keep].tolist(), record[keep].tolist(), strict=True):
-            result[q].append(text[r])
-        return result
+        return [[text[r] for r in records] for records in _most_shared(query, record, self.count, limit)]
 
 
 def _fixed_width(record_ids: Sequence[str]) -> np.ndarray:
@@ -422,10 +407,23 @@ def within_batch(queries: Sequence[np.ndarray]) -> list[list[int]]:
     pair_start = np.repeat(np.cumsum(partners) - partners, partners)
     earlier = owner[np.repeat(first_of, partners) + np.arange(len(later)) - pair_start]
     distinct = earlier != later
-    codes, shared = np.unique(later[distinct] * len(queries) + earlier[distinct], return_counts=True)
-    later, earlier = np.divmod(codes, len(queries))
-    order = np.lexsort((earlier, -shared, later))  # by later array, most shared first, then earliest
-    later, earlier = later[order], earlier[order]
-    bounds = np.searchsorted(later, np.arange(len(queries) + 1))
-    found = earlier.tolist()
-    return [found[a:b] for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True)]
+    return _most_shared(later[distinct], earlier[distinct], len(queries), None)
+
+
+def _most_shared(query: np.ndarray, other: np.ndarray, queries: int, limit: int | None) -> list[list[int]]:
+    """For each of ``queries`` queries, given one (query, other) pair per key they share, the others it
+    shares keys with: most shared first, then the lowest other; at most ``limit`` of them."""
+    if not len(query):
+        return [[] for _ in range(queries)]
+    others = int(other.max()) + 1
+    codes, shared = np.unique(query * others + other, return_counts=True)
+    query, other = np.divmod(codes, others)
+    order = np.lexsort((other, -shared, query))
+    query, other = query[order], other[order]
+    if limit is not None:
+        start = np.flatnonzero(np.r_[True, query[1:] != query[:-1]])
+        kept = np.arange(len(query)) - np.repeat(start, np.diff(np.r_[start, len(query)])) < limit
+        query, other = query[kept], other[kept]
+    bounds = np.searchsorted(query, np.arange(queries + 1)).tolist()
+    found = other.tolist()
+    return [found[a:b] for a, b in pairwise(bounds)]

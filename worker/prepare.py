@@ -40,7 +40,7 @@ class Prepared:
 
 def prepare(batch: list[Item], settings: Settings) -> tuple[list[Rejection], list[Prepared]]:
     """Extraction and fingerprints of a batch; what cannot become a document is rejected. (The language
-    is detected by the deciding thread, ``Pipeline._decide``: this thread is the busier of the two, and
+    is detected by the deciding thread, ``Pipeline.store_prepared``: this thread is the busier of the two, and
     documents already stored need none.)"""
     rejections: list[Rejection] = []
     documents: list[Document] = []

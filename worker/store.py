@@ -512,25 +512,8 @@ def _revision(engine: Engine) -> str | None:
         return conn.scalar(sa.text("SELECT version_num FROM alembic_version"))
 
 
-ROW_COLUMNS = (
-    "id",
-    "source",
-    "status",
-    "duplicate_of",
-    "similarity",
-    "method",
-    "content_hash",
-    "language",
-    "title",
-    "text",
-    "images",
-    "reason",
-    "url",
-    "published",
-    "author",
-    "shingles",
-    "index_keys",
-)
+# What an insert writes: every column but those the database fills in.
+ROW_COLUMNS = tuple(c.name for c in records.c if c.name not in ("seq", "created_at"))
 # PostgreSQL's names of the ROW_COLUMNS types, for binary COPY (Text before String: it is one).
 COPY_TYPES = [
     next(
