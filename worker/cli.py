@@ -230,7 +230,7 @@ def _ingest(args: argparse.Namespace, settings: Settings) -> int:
 
                 bar = tqdm(unit="doc", desc="ingest", file=sys.stderr, dynamic_ncols=True)
             assert batches is not None
-            summary = pipeline.ingest_prepared(batches, progress=bar.update if bar else None)
+            summary = pipeline.ingest_prepared(batches, progress=bar.update if bar is not None else None)
             if pages:  # only now, with the pages stored, may their next fetch be conditional
                 from worker.web import save_validators
 
@@ -238,7 +238,7 @@ def _ingest(args: argparse.Namespace, settings: Settings) -> int:
         finally:
             if batches:
                 batches.close()
-            if bar:
+            if bar is not None:  # not `if bar`: a bar without a total has no truth value (tqdm raises)
                 bar.close()
             pipeline.close()
     print(
@@ -355,7 +355,7 @@ def _follow(tasks, documents: int, quiet: bool, timeout: float | None = None) ->
                 totals.update({k: v for k, v in result.items() if isinstance(v, int)})
                 # A fetch task hands its pages to ingest tasks (and unreachable URLs to a later fetch).
                 still += [AsyncResult(task_id, app=task.app) for task_id in result.get("followups", [])]
-                if bar:
+                if bar is not None:
                     bar.update(result.get("received", 0) + result.get("not_modified", 0))
             else:
                 failed += 1
@@ -364,7 +364,7 @@ def _follow(tasks, documents: int, quiet: bool, timeout: float | None = None) ->
             break
         if pending:
             time.sleep(0.05)  # the end is seen within 50 ms; a poll is one Redis read a pending task
-    if bar:
+    if bar is not None:
         bar.close()
     print(
         f"received {totals['received']}  new {totals['canonical']}  exact copies {totals['exact']}  "
