@@ -37,7 +37,7 @@ def test_commands_that_draw_nothing_work_in_a_terminal_too(tmp_path: Path) -> No
         assert shown.output.strip(), args
 
 
-def test_submit_wait_in_a_terminal_follows_the_tasks_with_its_bar(deployment: dict) -> None:
+def test_submit_wait_in_a_terminal_follows_the_tasks_with_its_bar(deployment: dict) -> None:  # noqa: F811
     with workers(deployment, concurrency=1):
         shown = run_in_terminal("submit", "seeds/", "--wait", env=deployment)
     assert shown.returncode == 0, shown.output
