@@ -14,6 +14,10 @@ if TYPE_CHECKING:  # numpy is not imported at run time: `docsieve submit` needs 
 
 T = TypeVar("T")
 
+# The columns of these values are bounded (worker/store.py); worker/validate.py holds documents to them.
+LANGUAGE_MAX_CHARS = 16
+PUBLISHED_MAX_CHARS = 64
+
 
 class Status(StrEnum):
     CANONICAL = "canonical"

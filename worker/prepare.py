@@ -23,6 +23,7 @@ from worker.index import keys_of
 from worker.models import Document, Fingerprint, Rejection, batched, record_id
 from worker.readers import Item
 from worker.settings import Settings
+from worker.validate import validate
 
 FINGERPRINT_CHUNK = 64  # the vectorized fingerprint is fastest when a chunk's arrays stay in cache
 U = TypeVar("U")
@@ -45,7 +46,7 @@ def prepare(batch: list[Item], settings: Settings) -> tuple[list[Rejection], lis
     rejections: list[Rejection] = []
     documents: list[Document] = []
     for item in batch:
-        result = item if isinstance(item, Rejection) else extract(item)
+        result = validate(item if isinstance(item, Rejection) else extract(item))
         (rejections if isinstance(result, Rejection) else documents).append(result)
     fingerprints = fingerprint_documents(documents, settings)
     prepared = []

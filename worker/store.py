@@ -18,8 +18,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from worker.fingerprint import bin_minima
-from worker.models import Method, Record, Sketch, Status, batched
+from worker.models import LANGUAGE_MAX_CHARS, PUBLISHED_MAX_CHARS, Method, Record, Sketch, Status, batched
 from worker.settings import StoreError
+from worker.validate import storable
 
 metadata = sa.MetaData()
 
@@ -35,13 +36,13 @@ records = sa.Table(
     sa.Column("similarity", sa.Float, nullable=True),
     sa.Column("method", sa.String(16), nullable=True),
     sa.Column("content_hash", sa.String(64), nullable=False),
-    sa.Column("language", sa.String(16), nullable=True),
+    sa.Column("language", sa.String(LANGUAGE_MAX_CHARS), nullable=True),
     sa.Column("title", sa.Text, nullable=True),
     sa.Column("text", sa.Text, nullable=True),
     sa.Column("images", sa.Text, nullable=False, default="[]"),  # JSON list of URLs
     sa.Column("reason", sa.Text, nullable=True),
     sa.Column("url", sa.Text, nullable=True),
-    sa.Column("published", sa.String(64), nullable=True),
+    sa.Column("published", sa.String(PUBLISHED_MAX_CHARS), nullable=True),
     sa.Column("author", sa.Text, nullable=True),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
     sa.Column("shingles", sa.LargeBinary, nullable=True),  # sorted unique uint32, for verification
@@ -277,9 +278,9 @@ class Store:
         row = {
             "task_id": task_id,
             "task": task,
-            "error": error,
-            "sources": json.dumps(sources, ensure_ascii=False),
-            "payload": json.dumps(messages, ensure_ascii=False, default=str),
+            "error": storable(error),
+            "sources": storable(json.dumps(sources, ensure_ascii=False)),
+            "payload": storable(json.dumps(messages, ensure_ascii=False, default=str)),
         }
         with self.engine.begin() as conn:
             conn.execute(failures.insert().values(**row))
@@ -292,7 +293,7 @@ class Store:
         claimed: set[str] = set()
         with self.engine.begin() as conn:
             for chunk in batched(rows.items(), 500):
-                values = [{"source": source, "key_hash": h, "key": k, "claimed_at": now} for h, k in chunk]
+                values = [{"source": source, "key_hash": h, "key": storable(k), "claimed_at": now} for h, k in chunk]
                 statement = _insert(conn, source_entries).values(values)
                 statement = statement.on_conflict_do_update(
                     index_elements=[source_entries.c.source, source_entries.c.key_hash],
@@ -551,7 +552,8 @@ def _row(item: NewRecord) -> tuple:
 
 
 def _sha256(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
+    """Of the text's bytes; a file name that is not UTF-8 (its bytes as lone surrogates) has its own."""
+    return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()
 
 
 def _insert(conn: sa.Connection, table: sa.Table):
