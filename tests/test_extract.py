@@ -78,3 +78,18 @@ def test_html_without_article_is_rejected() -> None:
 def test_unicode_whitespace_is_folded() -> None:
     d = doc("Title line\nA\u00a0\u00a0paragraph\u2003with  odd\tspacing.\u200f")
     assert d.text == "A paragraph with odd spacing.\u200f"
+
+
+def test_a_question_headline_is_kept_whole() -> None:
+    headline = "الذهب عند أقل مستوى في 5 سنوات.. هل تغيرت عقيدة المستثمرين بشأن الملاذات الآمنة؟"
+    body = "بالنسبة إلى ديانا ميتوفيتش، مديرة صندوق استثماري، فإن الذهب لم يعد ملاذا آمنا.\nفقرة ثانية."
+    d = doc(f"![](http://img/1.jpg)\n{headline}\n{body}")
+    assert d.title == headline and d.text == body
+    english = doc("Is gold still a safe haven?\nInvestors are leaving gold for the dollar.\nMore text.")
+    assert english.title == "Is gold still a safe haven?" and english.text.startswith("Investors")
+
+
+def test_the_first_sentence_is_not_cut_at_a_pause_of_dots() -> None:
+    d = doc("وسط التقشف الصارم.. الحكومة تخفض الإنفاق العام بنسبة كبيرة. وجملة ثانية.\nفقرة أخرى طويلة بما يكفي.")
+    assert d.title == "وسط التقشف الصارم.. الحكومة تخفض الإنفاق العام بنسبة كبيرة."
+    assert doc("Prices rose... then fell. Second sentence here.\nMore.").title.startswith("Prices rose... then fell.")

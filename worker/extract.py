@@ -14,8 +14,11 @@ from worker.models import Document, Format, RawDocument, Rejection
 IMAGE = re.compile(r"!\[[^\]\n]*\]\(\s*<?([^)\s>]*)>?(?:\s+\"[^\"\n]*\")?\s*\)")
 LINK = re.compile(r"\[([^\]\n]*)\]\(\s*[^)\s]*(?:\s+\"[^\"\n]*\")?\s*\)")
 HEADING = re.compile(r"^\s{0,3}#{1,6}\s+")
-SENTENCE_END = re.compile(r"(?<=[.!?؟…。])[\"'»”)\]]*(?=\s|$)")
-HEADLINE_ENDS = (".", "!", "?", "؟", "…", ":", "؛", "،", ",", ";")
+# A run of two or more dots is a pause in Arabic news writing ("وسط التقشف الصارم.. هل"), not a sentence end.
+SENTENCE_END = re.compile(r"(?:(?<!\.)\.(?!\.)|[!?؟…。])[\"'»”)\]]*(?=\s|$)")
+# A line ending so is a sentence of the body, not a headline. Not "?" and "؟": question headlines are common
+# (203 of 16,339 SaudiNewsNet titles), while a body opening on a short question is rare (10 of 9,289 articles).
+HEADLINE_ENDS = (".", "!", "…", ":", "؛", "،", ",", ";")
 MAX_HEADLINE_CHARS = 200
 MAX_HEADLINE_WORDS = 30
 MAX_TITLE_CHARS = 160
