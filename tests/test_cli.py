@@ -139,7 +139,7 @@ def test_help_everywhere() -> None:
 
 
 def test_printed_urls_hide_passwords() -> None:
-    from worker.cli import _shown
+    from worker.settings import redacted as _shown
 
     assert (
         _shown("postgresql+psycopg://docsieve:secret@db:5432/docsieve")

@@ -50,13 +50,19 @@ def test_migrations_reach_head_and_are_idempotent(store_url: str) -> None:
         ({"DOCSIEVE_LSH_BANDS": "10"}, r"LSH_BANDS \* DOCSIEVE_LSH_ROWS"),
         ({"DOCSIEVE_JACCARD_THRESHOLD": "1.5"}, "JACCARD_THRESHOLD"),
         ({"DOCSIEVE_BATCH_SIZE": "many"}, "not a valid int"),
-        ({"DOCSIEVE_STORE": "docsieve.db"}, "SQLAlchemy URL"),
+        ({"DOCSIEVE_STORE": "  "}, "DOCSIEVE_STORE must not be empty"),
         ({"DOCSIEVE_PAYLOAD_TTL": "3600"}, "PAYLOAD_TTL .* must exceed DOCSIEVE_VISIBILITY_TIMEOUT"),
     ],
 )
 def test_settings_are_validated(env: dict, message: str) -> None:
     with pytest.raises(SettingsError, match=message):
         Settings.from_env(env)
+
+
+def test_a_store_path_is_a_sqlite_file() -> None:
+    assert Settings.from_env({"DOCSIEVE_STORE": "docsieve.db"}).store == "sqlite:///docsieve.db"
+    assert Settings.from_env({}, store="/srv/news.db").store == "sqlite:////srv/news.db"
+    assert Settings(store="postgresql+psycopg://db/x").store == "postgresql+psycopg://db/x"
 
 
 def test_settings_from_env_and_overrides() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import itertools
 import json
@@ -11,14 +12,17 @@ import os
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from urllib.parse import urlsplit, urlunsplit
 
-from worker.settings import Settings, SettingsError, StoreError
+from worker.settings import Settings, SettingsError, StoreError, redacted
+
+SHOW_AMBIGUOUS = 10  # ids listed when a prefix names several records
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    if args.store == "":
+        parser.error("--store must not be empty: a SQLAlchemy URL, or the path of a SQLite file")
     try:
         settings = Settings.from_env(store=args.store)
     except SettingsError as exc:
@@ -31,10 +35,45 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except BrokenPipeError:  # `docsieve export | head`
         return 0
+    except Exception as exc:
+        problem = _store_failure(exc, settings.store)
+        if problem is None:
+            raise
+        print(f"docsieve: {problem}", file=sys.stderr)
+        return 1
+
+
+def _store_failure(exc: Exception, store: str) -> str | None:
+    """One line for a store that failed under a command (disk full, gone read-only, unreachable); None for
+    any other error, a bug, which keeps its traceback."""
+    if not type(exc).__module__.startswith("sqlalchemy"):
+        return None
+    import sqlalchemy.exc
+
+    from worker.store import database_problem
+
+    if not (isinstance(exc, sqlalchemy.exc.OperationalError) or type(exc) is sqlalchemy.exc.DatabaseError):
+        return None
+    return (
+        f"the store {redacted(store)} failed: {database_problem(exc)} (the batch in hand was rolled back; "
+        "what was stored before stays, and running the command again skips it)"
+    )
+
+
+def _missing_paths(paths: Sequence[str]) -> str | None:
+    """A path given on the command line that is not there: said at once, nothing read."""
+    for path in paths:
+        if path == "-" or _is_url(path):
+            continue
+        if not path.strip():
+            return f"{path!r} is not a path (an empty argument)"
+        if not os.path.lexists(path):
+            return f"no such file or folder: {path}"
+    return None
 
 
 def _parser() -> argparse.ArgumentParser:
-    store_help = "SQLAlchemy URL of the store (default: $DOCSIEVE_STORE or sqlite:///docsieve.db)"
+    store_help = "SQLAlchemy URL of the store, or the path of a SQLite file (default: $DOCSIEVE_STORE or docsieve.db)"
     # --store is accepted before and after the command; SUPPRESS keeps a subcommand from resetting it.
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--store", metavar="URL", default=argparse.SUPPRESS, help=store_help)
@@ -43,6 +82,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Ingest articles, keep one canonical record per story and link every copy to it.",
     )
     parser.add_argument("--store", metavar="URL", default=None, help=store_help)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     ingest = sub.add_parser(
@@ -184,6 +224,15 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("docsieve")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "(not installed)"
+
+
 @contextmanager
 def _few_collections() -> Iterator[None]:
     """A batch job with the garbage collector mostly out of the way (prepare.collect_less); restored after."""
@@ -198,9 +247,15 @@ def _few_collections() -> Iterator[None]:
 
 
 def _ingest(args: argparse.Namespace, settings: Settings) -> int:
+    import time
+
     from worker.prepare import prepare_ahead
     from worker.readers import read
 
+    started = time.perf_counter()
+    if missing := _missing_paths(args.paths):
+        print(f"docsieve: {missing}; nothing was ingested", file=sys.stderr)
+        return 2
     urls = [p for p in args.paths if _is_url(p)]
     items = read([p for p in args.paths if not _is_url(p)], settings.max_document_bytes)
     pages: list = []
@@ -246,7 +301,8 @@ def _ingest(args: argparse.Namespace, settings: Settings) -> int:
         f"rejected {summary.rejected}  already stored {summary.unchanged}"
         + (f"  not modified {sum(page.item is None for page in pages)}" if pages else "")
     )
-    print(f"elapsed {summary.elapsed:.2f} s  {summary.docs_per_s:,.1f} docs/s  store {_shown(settings.store)}")
+    summary.elapsed = time.perf_counter() - started  # the whole run: fetching pages included
+    print(f"elapsed {summary.elapsed:.2f} s  {summary.docs_per_s:,.1f} docs/s  store {redacted(settings.store)}")
     for reason, n in sorted(summary.reasons.items(), key=lambda kv: -kv[1]):
         print(f"  rejected {n}: {reason}")
     if summary.read == 0:
@@ -293,6 +349,9 @@ def _submit(args: argparse.Namespace, settings: Settings) -> int:
     from worker.payloads import Payloads, send_ingest
     from worker.readers import read
 
+    if missing := _missing_paths(args.paths):
+        print(f"docsieve: {missing}; nothing was queued", file=sys.stderr)
+        return 2
     cpu_queue, io_queue = queue_names(settings)
     queued_tasks = []
     urls = [p for p in args.paths if _is_url(p)]
@@ -301,7 +360,7 @@ def _submit(args: argparse.Namespace, settings: Settings) -> int:
         with app.connection_for_write() as connection:
             connection.ensure_connection(max_retries=1, interval_start=0.5)
     except OperationalError as exc:
-        print(f"docsieve: cannot reach the broker at {_shown(settings.broker_url)}: {exc}", file=sys.stderr)
+        print(f"docsieve: cannot reach the broker at {redacted(settings.broker_url)}: {exc}", file=sys.stderr)
         return 1
     payloads = Payloads.of(settings)
     try:
@@ -315,7 +374,7 @@ def _submit(args: argparse.Namespace, settings: Settings) -> int:
             documents += len(batch)
     except (OperationalError, RedisError) as exc:  # the broker or the payloads' Redis: down, or full
         print(
-            f"docsieve: could not queue to {_shown(settings.broker_url)}: {exc} "
+            f"docsieve: could not queue to {redacted(settings.broker_url)}: {exc} "
             f"({documents} documents in {len(queued_tasks)} tasks were queued before)",
             file=sys.stderr,
         )
@@ -323,7 +382,7 @@ def _submit(args: argparse.Namespace, settings: Settings) -> int:
     finally:
         if payloads:
             payloads.close()
-    print(f"queued {documents} documents in {len(queued_tasks)} tasks to {_shown(settings.broker_url)}")
+    print(f"queued {documents} documents in {len(queued_tasks)} tasks to {redacted(settings.broker_url)}")
     if not args.wait:
         return 0 if documents else 1
     return _follow(queued_tasks, documents, quiet=args.quiet, timeout=args.timeout)
@@ -507,7 +566,7 @@ def _reindex(args: argparse.Namespace, settings: Settings) -> int:
             index.catch_up(txn)
     finally:
         store.close()
-    print(f"index rebuilt from {_shown(settings.store)}: {removed} old keys removed")
+    print(f"index rebuilt from {redacted(settings.store)}: {removed} old keys removed")
     return 0
 
 
@@ -515,7 +574,7 @@ def _migrate(args: argparse.Namespace, settings: Settings) -> int:
     from worker.store import SCHEMA_REVISION, Store
 
     Store(settings.store).close()
-    print(f"store {_shown(settings.store)} at schema revision {SCHEMA_REVISION}")
+    print(f"store {redacted(settings.store)} at schema revision {SCHEMA_REVISION}")
     return 0
 
 
@@ -523,27 +582,69 @@ def _export(args: argparse.Namespace, settings: Settings) -> int:
     from worker.models import Status
     from worker.store import Store
 
-    store = Store(settings.store, migrate=False)
-    out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout  # noqa: SIM115
+    store = Store(settings.store, readonly=True)
     try:
-        for record in store.iter_records(Status(args.status) if args.status else None):
-            out.write(json.dumps(record.to_json(), ensure_ascii=False) + "\n")
+        lines = (
+            json.dumps(record.to_json(), ensure_ascii=False) + "\n"
+            for record in store.iter_records(Status(args.status) if args.status else None)
+        )
+        if not args.output:
+            sys.stdout.writelines(lines)
+            return 0
+        try:
+            _write_whole(args.output, lines)
+        except OSError as exc:
+            print(f"docsieve: cannot write {args.output}: {exc.strerror or exc} (nothing was written)", file=sys.stderr)
+            return 1
     finally:
-        if args.output:
-            out.close()
         store.close()
     return 0
+
+
+def _write_whole(path: str, lines: Iterator[str]) -> None:
+    """Write a file whole or not at all: into a temporary file beside it, renamed over it at the end, so a
+    failure (disk full, the store failing midway) leaves no partial file, and an older file as it was. A
+    path that is not a regular file (``/dev/stdout``, a pipe) is written to directly."""
+    import tempfile
+
+    if os.path.exists(path) and not os.path.isfile(path):
+        with open(path, "w", encoding="utf-8") as out:
+            out.writelines(lines)
+        return
+    folder, name = os.path.split(os.path.abspath(path))
+    fd, temporary = tempfile.mkstemp(prefix=f".{name}.", suffix=".part", dir=folder)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.writelines(lines)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temporary, 0o666 & ~umask)  # as open() would have made it, not mkstemp's 0600
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
 
 
 def _show(args: argparse.Namespace, settings: Settings) -> int:
     from worker.store import Store
 
-    store = Store(settings.store, migrate=False)
+    store = Store(settings.store, readonly=True)
     try:
-        record = store.get(args.id)
-        if record is None:
-            print(f"docsieve: no record with id {args.id!r} (or the prefix is not unique)", file=sys.stderr)
+        found = store.matching(args.id, limit=SHOW_AMBIGUOUS + 1)
+        if not found:
+            print(f"docsieve: no record with an id starting {args.id!r}", file=sys.stderr)
             return 1
+        if len(found) > 1 and found[0].id != args.id:
+            more = " and more" if len(found) > SHOW_AMBIGUOUS else ""
+            print(
+                f"docsieve: {args.id!r} is the start of several ids{more}; give more of the one you mean:",
+                file=sys.stderr,
+            )
+            for record in found[:SHOW_AMBIGUOUS]:
+                print(f"  {record.id}  {record.status}  {record.title or ''}  ({record.source})", file=sys.stderr)
+            return 1
+        record = found[0]
         print(_describe(record))
         if record.duplicate_of:
             print(f"  copy of {record.duplicate_of} ({record.method}, similarity {record.similarity})")
@@ -583,7 +684,10 @@ def _similar(args: argparse.Namespace, settings: Settings) -> int:
     from worker.readers import read
     from worker.store import Store
 
-    pipeline = Pipeline(Store(settings.store, migrate=False), settings)
+    if missing := _missing_paths([args.path]):
+        print(f"docsieve: {missing}", file=sys.stderr)
+        return 2
+    pipeline = Pipeline(Store(settings.store, readonly=True), settings)
     try:
         found_any = False
         for source, matches in pipeline.similar(read([args.path], settings.max_document_bytes), args.limit):
@@ -602,15 +706,6 @@ def _similar(args: argparse.Namespace, settings: Settings) -> int:
         return 0 if found_any else 1
     finally:
         pipeline.close()
-
-
-def _shown(url: str) -> str:
-    """A URL as printed: without its password."""
-    parts = urlsplit(url)
-    if not parts.password:
-        return url
-    host = parts.netloc.rsplit("@", 1)[1]
-    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
 
 
 def console() -> None:

@@ -10,6 +10,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 PREFIX = "DOCSIEVE_"
 # Bump when the normalization rules change: fingerprints made before would no longer match.
@@ -27,7 +28,8 @@ class StoreError(RuntimeError):
 
 @dataclass(frozen=True, slots=True)
 class Settings:
-    # Where records live: a SQLAlchemy URL. SQLite file by default, PostgreSQL for the deployment.
+    # Where records live: a SQLAlchemy URL, or a plain path for a SQLite file. SQLite file by default,
+    # PostgreSQL for the deployment.
     store: str = "sqlite:///docsieve.db"
     # Fingerprints: word n-grams over the normalized text, num_perm one-permutation MinHash bins.
     shingle_size: int = 3
@@ -150,10 +152,10 @@ class Settings:
                 f"{PREFIX}PAYLOAD_TTL ({self.payload_ttl}) must exceed {PREFIX}VISIBILITY_TIMEOUT "
                 f"({self.visibility_timeout}): a message delivered again must still find its documents"
             )
-        if "://" not in self.store:
-            raise SettingsError(
-                f"{PREFIX}STORE must be a SQLAlchemy URL such as sqlite:///docsieve.db, got {self.store!r}"
-            )
+        if not self.store.strip():
+            raise SettingsError(f"{PREFIX}STORE must not be empty: a SQLAlchemy URL, or the path of a SQLite file")
+        if "://" not in self.store:  # a plain path is a SQLite file (relative to the working directory)
+            object.__setattr__(self, "store", f"sqlite:///{self.store}")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -186,3 +188,16 @@ class Settings:
 
     def with_(self, **changes: Any) -> Settings:
         return replace(self, **changes)
+
+
+def redacted(url: str) -> str:
+    """A URL as shown to a person or written to a log: without its password."""
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:  # not a URL at all: nothing to hide
+        return url
+    if not password:
+        return url
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))

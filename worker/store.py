@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -19,7 +20,7 @@ from sqlalchemy.engine import Engine
 
 from worker.fingerprint import bin_minima
 from worker.models import LANGUAGE_MAX_CHARS, PUBLISHED_MAX_CHARS, Method, Record, Sketch, Status, batched
-from worker.settings import StoreError
+from worker.settings import StoreError, redacted
 from worker.validate import storable
 
 metadata = sa.MetaData()
@@ -107,6 +108,8 @@ RECORD_COLUMNS = [c for c in records.c if c.name not in ("shingles", "index_keys
 WRITE_LOCK = 0x646F6373
 MIGRATIONS = Path(__file__).with_name("migrations")
 SCHEMA_REVISION = "0006"  # the newest migration; a test holds it equal to Alembic's head
+KNOWN_REVISIONS = frozenset(path.name[:4] for path in (MIGRATIONS / "versions").glob("[0-9][0-9][0-9][0-9]_*.py"))
+SQLITE_HEADER = b"SQLite format 3\0"
 # Bound parameters per statement stay well below SQLite's limit (32766) and PostgreSQL's (65535).
 CHUNK = 5000
 
@@ -197,23 +200,49 @@ class Transaction:
 
 
 class Store:
-    def __init__(self, url: str, migrate: bool = True) -> None:
+    def __init__(self, url: str, migrate: bool = True, readonly: bool = False) -> None:
         """Open a store; ``migrate`` brings its schema up to date (creating it), otherwise a store
-        without docsieve's schema is an error, so a mistyped URL never passes for an empty store."""
+        without docsieve's schema is an error, so a mistyped URL never passes for an empty store.
+        ``readonly`` (export, show, similar, status) opens it without changing anything, not even SQLite's
+        journal mode, so a store on a read-only disk, or another program's database, can be read."""
         self.url = url
-        database = sa.engine.make_url(url).database
-        if not migrate and url.startswith("sqlite") and database and not Path(database).exists():
-            raise StoreError(f"no docsieve store at {url} (run `docsieve migrate` or `docsieve ingest` first)")
-        self.engine = create_engine(url)
+        self.readonly = readonly
+        migrate = migrate and not readonly
+        shown = redacted(url)
+        try:
+            parsed = sa.engine.make_url(url)
+        except sa.exc.ArgumentError as exc:
+            raise StoreError(f"{shown} is not a store URL: {exc}") from None
+        database = parsed.database
+        is_file = parsed.get_backend_name() == "sqlite" and bool(database) and database != ":memory:"
+        if is_file:
+            assert database is not None
+            problem = _file_problem(database, writing=migrate)
+            if problem:
+                raise StoreError(f"the store {shown}: {problem}")
+            if not migrate and not os.path.exists(database):  # and never create one by reading
+                raise StoreError(f"no docsieve store at {shown} (run `docsieve migrate` or `docsieve ingest` first)")
+        try:
+            self.engine = create_engine(url, readonly=readonly)
+        except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError) as exc:
+            raise StoreError(f"{shown} is not a store URL docsieve can open: {exc}") from None
         # A file store copies its write-ahead log into the database on a thread of its own (below).
-        self._checkpointer = _Checkpointer(self.engine) if self.engine.dialect.name == "sqlite" and database else None
+        self._checkpointer = _Checkpointer(self.engine) if is_file and not readonly else None
         try:
             if migrate:
-                upgrade(self.engine)
-            elif _revision(self.engine) is None:
-                raise StoreError(f"no docsieve store at {url} (run `docsieve migrate` or `docsieve ingest` first)")
-        except BaseException:
+                upgrade(self.engine, shown)
+                if is_file:  # WAL: readers never block the writer. Kept in the file once set.
+                    raw = self.engine.raw_connection()  # outside a transaction, where the mode can change
+                    try:
+                        raw.driver_connection.execute("PRAGMA journal_mode=WAL")
+                    finally:
+                        raw.close()
+            elif _revision(self.engine, shown) is None:
+                raise StoreError(_not_a_store(self.engine, shown))
+        except BaseException as exc:
             self.engine.dispose()
+            if isinstance(exc, sa.exc.OperationalError | sa.exc.DatabaseError):
+                raise StoreError(f"the store {shown}: {database_problem(exc)}") from None
             raise
 
     def close(self) -> None:
@@ -237,10 +266,19 @@ class Store:
 
     def get(self, record_id: str) -> Record | None:
         """A record by id or by a unique prefix of it."""
-        query = sa.select(*RECORD_COLUMNS).where(records.c.id.startswith(record_id, autoescape=True)).limit(2)
+        found = self.matching(record_id, limit=2)
+        return found[0] if len(found) == 1 or (found and found[0].id == record_id) else None
+
+    def matching(self, prefix: str, limit: int) -> list[Record]:
+        """Records whose id starts with ``prefix`` (the one whose id it is whole first), at most ``limit``."""
+        query = (
+            sa.select(*RECORD_COLUMNS)
+            .where(records.c.id.startswith(prefix, autoescape=True))
+            .order_by(records.c.id != prefix, records.c.id)
+            .limit(limit)
+        )
         with self.engine.connect() as conn:
-            rows = conn.execute(query).all()
-        return _record(rows[0]) if len(rows) == 1 else None
+            return [_record(row) for row in conn.execute(query)]
 
     def copies_of(self, record_id: str) -> list[Record]:
         query = sa.select(*RECORD_COLUMNS).where(records.c.duplicate_of == record_id).order_by(records.c.seq)
@@ -257,7 +295,17 @@ class Store:
 
     def check_fingerprints(self, made_with: str) -> None:
         """Record what this store's fingerprints are made with, or refuse other parameters: shingles,
-        signatures and index keys made otherwise would never match the stored ones, silently."""
+        signatures and index keys made otherwise would never match the stored ones, silently. A store
+        opened read-only is only compared with."""
+        if self.readonly:
+            with self.engine.connect() as conn:
+                stored = conn.scalar(sa.select(meta.c.value).where(meta.c.key == "fingerprints"))
+            if stored not in (None, made_with):
+                raise StoreError(
+                    f"the store's fingerprints were made with {stored}; the settings now say "
+                    f"{made_with}. Use the store's settings."
+                )
+            return
         with write_locked(self.engine) as conn:
             stored = conn.scalar(sa.select(meta.c.value).where(meta.c.key == "fingerprints"))
             if stored is None:
@@ -368,16 +416,20 @@ class Store:
             return {status: n for status, n in conn.execute(query)}
 
 
-def create_engine(url: str) -> Engine:
-    if url.startswith("sqlite"):
+def create_engine(url: str, readonly: bool = False) -> Engine:
+    parsed = sa.engine.make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        path = parsed.database
+        if readonly and path and path != ":memory:":
+            return _read_only_sqlite(path)
         engine = sa.create_engine(url)
 
         @sa.event.listens_for(engine, "connect")
         def _sqlite_connect(dbapi_connection, _record) -> None:
-            # WAL: readers never block the writer; NORMAL sync is durable across process crashes.
+            # NORMAL sync is durable across process crashes in WAL mode (set once the store is known to be
+            # docsieve's: Store.__init__, never on another program's database).
             dbapi_connection.isolation_level = None  # we emit BEGIN ourselves, below
             cursor = dbapi_connection.cursor()
-            cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.execute("PRAGMA busy_timeout=60000")
             # A checkpoint every 64 MiB of log rather than every 4 MiB: an ingest rewrites the same index
@@ -392,7 +444,71 @@ def create_engine(url: str) -> Engine:
             conn.exec_driver_sql(conn.get_execution_options().get("sqlite_begin", "BEGIN"))
 
         return engine
+    if readonly and parsed.get_backend_name() == "postgresql":
+        # Every transaction of this engine is read-only: a reading command cannot change the store by mistake.
+        return sa.create_engine(
+            url, pool_pre_ping=True, connect_args={"options": "-c default_transaction_read_only=on"}
+        )
     return sa.create_engine(url, pool_pre_ping=True)
+
+
+def _read_only_sqlite(path: str) -> Engine:
+    """A SQLite file opened read-only (``mode=ro``): no journal mode set, nothing written. A store in WAL mode
+    on a disk or folder this process cannot write, whose ``-shm`` file is missing, can only be opened as
+    immutable (no other process may be writing it then: it could not, either)."""
+    import sqlite3
+    from urllib.parse import quote
+
+    uri = f"file:{quote(os.path.abspath(path))}?mode=ro"
+
+    def connect() -> sqlite3.Connection:
+        try:
+            connection = sqlite3.connect(uri, uri=True, check_same_thread=False)
+            connection.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        except sqlite3.OperationalError as exc:
+            if "unable to open" not in str(exc) and "readonly" not in str(exc):
+                raise
+            connection = sqlite3.connect(uri + "&immutable=1", uri=True, check_same_thread=False)
+        connection.isolation_level = None  # as for the writing engine: BEGIN is emitted below
+        connection.execute("PRAGMA busy_timeout=60000")
+        return connection
+
+    engine = sa.create_engine("sqlite://", creator=connect, poolclass=sa.pool.NullPool)
+
+    @sa.event.listens_for(engine, "begin")
+    def _sqlite_begin(conn) -> None:
+        conn.exec_driver_sql("BEGIN")
+
+    return engine
+
+
+def _file_problem(path: str, writing: bool) -> str | None:
+    """What keeps a SQLite store file from being used, said before SQLite says it less clearly."""
+    if os.path.isdir(path):
+        return f"{path} is a folder, not a store file"
+    if not os.path.exists(path):
+        folder = os.path.dirname(os.path.abspath(path))
+        if writing and not os.path.isdir(folder):
+            return f"the folder {folder} does not exist"
+        return None
+    if not os.access(path, os.R_OK):
+        return f"cannot read {path}: permission denied"
+    try:
+        with open(path, "rb") as fh:
+            header = fh.read(len(SQLITE_HEADER))
+    except OSError as exc:
+        return f"cannot read {path}: {exc.strerror or exc}"
+    if header and header != SQLITE_HEADER:
+        return f"{path} is not a SQLite database (it is a file of another kind)"
+    if writing and not (os.access(path, os.W_OK) and os.access(os.path.dirname(os.path.abspath(path)), os.W_OK)):
+        return f"{path} is read-only here: docsieve cannot write to it (export, show and similar can still read it)"
+    return None
+
+
+def database_problem(exc: sa.exc.DBAPIError) -> str:
+    """The database's own words for what went wrong (disk full, read-only, cannot connect), on one line."""
+    said = str(exc.orig) if exc.orig is not None else str(exc)
+    return said.strip().splitlines()[0] if said.strip() else type(exc).__name__
 
 
 class _Checkpointer:
@@ -475,16 +591,33 @@ def tune_postgres_storage(conn: sa.Connection) -> None:
             conn.exec_driver_sql(f"ALTER TABLE records ALTER COLUMN {column} SET COMPRESSION lz4")
 
 
-def upgrade(engine: Engine) -> None:
+def _not_a_store(engine: Engine, shown: str) -> str:
+    with engine.connect() as conn:
+        others = sorted(sa.inspect(conn).get_table_names())
+    if others:
+        return _another_programs(shown, others)
+    return f"no docsieve store at {shown} (run `docsieve migrate` or `docsieve ingest` first)"
+
+
+def _another_programs(shown: str, tables: list[str]) -> str:
+    listed = ", ".join(tables[:5]) + (f" and {len(tables) - 5} more" if len(tables) > 5 else "")
+    return f"{shown} is a database of another program (tables {listed}), not a docsieve store"
+
+
+def upgrade(engine: Engine, shown: str) -> None:
     """Bring the schema to the newest migration. The common case, already there, costs one query and
     no Alembic import; migrating takes the write lock, so processes starting together migrate once.
     An empty database gets the newest schema in one step, stamped with its revision, which is what
-    running every migration would build (``tests/test_store.py`` compares the two)."""
-    if _revision(engine) == SCHEMA_REVISION:
+    running every migration would build (``tests/test_store.py`` compares the two). A database that
+    holds other tables, and no docsieve schema, is another program's: refused, never written to."""
+    if _revision(engine, shown) == SCHEMA_REVISION:
         return
     with write_locked(engine) as conn:
         inspector = sa.inspect(conn)
         if not any(inspector.has_table(t) for t in (*metadata.tables, "alembic_version")):
+            others = sorted(inspector.get_table_names())
+            if others:
+                raise StoreError(f"{_another_programs(shown, others)}: give a new file or an empty database")
             metadata.create_all(conn)
             tune_postgres_storage(conn)
             conn.execute(
@@ -506,11 +639,20 @@ def upgrade(engine: Engine) -> None:
             command.upgrade(config, "head")
 
 
-def _revision(engine: Engine) -> str | None:
+def _revision(engine: Engine, shown: str) -> str | None:
+    """The store's schema revision; None for a database without docsieve's schema (new, or another's)."""
     with engine.connect() as conn:
         if not sa.inspect(conn).has_table("alembic_version"):
             return None
-        return conn.scalar(sa.text("SELECT version_num FROM alembic_version"))
+        revision = conn.scalar(sa.text("SELECT version_num FROM alembic_version"))
+    if revision is not None and revision not in KNOWN_REVISIONS:
+        newer = revision.isdigit() and len(revision) == len(SCHEMA_REVISION) and revision > SCHEMA_REVISION
+        raise StoreError(
+            f"{shown} was made by a newer docsieve (schema revision {revision}; this one knows up to {SCHEMA_REVISION})"
+            if newer
+            else f"{shown} is not a docsieve store (its Alembic revision {revision!r} is another program's)"
+        )
+    return revision
 
 
 # What an insert writes: every column but those the database fills in.
