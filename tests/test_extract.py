@@ -1,3 +1,5 @@
+import time
+
 from tests.conftest import REPO, fixture_text
 from worker.extract import extract
 from worker.models import Document, Format, RawDocument, Rejection
@@ -93,3 +95,39 @@ def test_the_first_sentence_is_not_cut_at_a_pause_of_dots() -> None:
     d = doc("وسط التقشف الصارم.. الحكومة تخفض الإنفاق العام بنسبة كبيرة. وجملة ثانية.\nفقرة أخرى طويلة بما يكفي.")
     assert d.title == "وسط التقشف الصارم.. الحكومة تخفض الإنفاق العام بنسبة كبيرة."
     assert doc("Prices rose... then fell. Second sentence here.\nMore.").title.startswith("Prices rose... then fell.")
+
+
+def flat_divs(count: int) -> str:
+    """Markup whose extraction cost grows with its elements: 10 MB of it took three minutes."""
+    return "<html><body>" + "<div>word and more words</div>" * count + "</body></html>"
+
+
+def test_html_extraction_is_bounded_in_size_and_time() -> None:
+    from worker.extract import HtmlLimits
+
+    page = RawDocument(source="big.html", body=flat_divs(200_000), format=Format.HTML)  # 6 MB
+    too_large = extract(page, HtmlLimits(max_chars=1_000_000, timeout=60))
+    assert isinstance(too_large, Rejection)
+    assert too_large.reason.startswith("HTML page too large to extract: 6,000,026 characters, the limit is 1,000,000")
+    started = time.monotonic()
+    too_slow = extract(page, HtmlLimits(max_chars=10_000_000, timeout=0.5))
+    took = time.monotonic() - started
+    assert isinstance(too_slow, Rejection) and "HTML extraction took more than 0.5 s" in too_slow.reason
+    assert took < 5, took  # unbounded, this page takes about 20 s here
+    # The thread that was interrupted extracts the next page as usual, and nothing fires later.
+    d = doc(fixture_text("../fixtures/pages/en_article.html"), format=Format.HTML)
+    assert d.text
+    time.sleep(0.6)
+    assert doc(fixture_text("../fixtures/pages/en_article.html"), format=Format.HTML).text == d.text
+
+
+def test_the_deadline_interrupts_extraction_on_any_thread() -> None:
+    """``ingest`` extracts on its preparing thread, where no signal can reach."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from worker.extract import HtmlLimits
+
+    page = RawDocument(source="big.html", body=flat_divs(200_000), format=Format.HTML)
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(lambda _: extract(page, HtmlLimits(max_chars=10_000_000, timeout=0.3)), range(2)))
+    assert all(isinstance(r, Rejection) and "took more than 0.3 s" in r.reason for r in results)

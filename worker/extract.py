@@ -7,7 +7,12 @@ to ``images``, link texts stay. HTML goes through trafilatura.
 
 from __future__ import annotations
 
+import ctypes
 import re
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 
 from worker.models import Document, Format, RawDocument, Rejection
 
@@ -26,9 +31,19 @@ MAX_TITLE_CHARS = 160
 MIN_HTML_WORDS = 10
 
 
-def extract(raw: RawDocument) -> Document | Rejection:
+@dataclass(frozen=True, slots=True)
+class HtmlLimits:
+    """Bounds of HTML extraction, whose cost grows with the page's elements: 10 MB of flat ``<div>``s took
+    trafilatura three minutes and 1.3 GB. Real article pages are well under a megabyte and take a tenth of
+    a second (settings.py has the defaults)."""
+
+    max_chars: int = 5_000_000
+    timeout: float = 10.0  # seconds
+
+
+def extract(raw: RawDocument, html_limits: HtmlLimits = HtmlLimits()) -> Document | Rejection:
     if raw.format is Format.HTML:
-        return _extract_html(raw)
+        return _extract_html(raw, html_limits)
     return _extract_scraped(raw)
 
 
@@ -112,13 +127,23 @@ def _first_sentence(text: str) -> str:
     return sentence[: cut if cut > 0 else MAX_TITLE_CHARS].rstrip(" ,،؛;:") + "…"
 
 
-def _extract_html(raw: RawDocument) -> Document | Rejection:
+def _extract_html(raw: RawDocument, limits: HtmlLimits) -> Document | Rejection:
     import trafilatura  # imported here: slow to import, and only HTML needs it
 
-    try:
-        result = trafilatura.bare_extraction(
-            raw.body, url=raw.url, with_metadata=True, include_comments=False, include_tables=False
+    if len(raw.body) > limits.max_chars:
+        reason = (
+            f"HTML page too large to extract: {len(raw.body):,} characters, the limit is {limits.max_chars:,} "
+            "(DOCSIEVE_MAX_HTML_CHARS)"
         )
+        return Rejection.of(raw.source, reason, raw.body)
+    try:
+        with _deadline(limits.timeout):
+            result = trafilatura.bare_extraction(
+                raw.body, url=raw.url, with_metadata=True, include_comments=False, include_tables=False
+            )
+    except ExtractionTimeout:
+        reason = f"HTML extraction took more than {limits.timeout:g} s (DOCSIEVE_EXTRACT_TIMEOUT)"
+        return Rejection.of(raw.source, reason, raw.body)
     except Exception as exc:  # trafilatura raises many lxml types on hostile markup; the batch goes on
         return Rejection.of(raw.source, f"HTML could not be parsed: {type(exc).__name__}: {exc}", raw.body)
     if result is None or len((result.text or "").split()) < MIN_HTML_WORDS:
@@ -135,3 +160,46 @@ def _extract_html(raw: RawDocument) -> Document | Rejection:
         published=raw.published or result.date,
         author=raw.author or (result.author or "").strip() or None,
     )
+
+
+class ExtractionTimeout(BaseException):
+    """Raised in an extracting thread by ``_deadline``. A BaseException, as KeyboardInterrupt is: the broad
+    ``except Exception`` of the libraries it passes through must not swallow it."""
+
+
+_set_async_exc = ctypes.pythonapi.PyThreadState_SetAsyncExc
+_set_async_exc.argtypes = (ctypes.c_ulong, ctypes.py_object)
+
+
+@contextmanager
+def _deadline(seconds: float) -> Iterator[None]:
+    """Raise ExtractionTimeout in this thread once ``seconds`` have passed, wherever its Python code is.
+
+    Written here because no other bound fits: SIGALRM reaches only the main thread (``ingest`` extracts on
+    its preparing thread), and a process per page would cost a fork per document, where Celery's daemonic
+    pool processes may not even start a process pool. trafilatura is Python over lxml, whose calls are
+    short, so an exception set on the thread (CPython's ``PyThreadState_SetAsyncExc``) arrives within moments.
+    """
+    thread = threading.get_ident()
+    lock = threading.Lock()
+    state = {"active": True, "fired": False}
+
+    def expire() -> None:
+        with lock:
+            if state["active"]:
+                state["fired"] = True
+                _set_async_exc(thread, ExtractionTimeout)
+
+    timer = threading.Timer(seconds, expire)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
+        with lock:
+            state["active"] = False
+        if state["fired"]:
+            # It fired as the block ended: if it is not raised yet, cancel it (the block's work is done), so that
+            # it cannot land later in code that does not expect it.
+            _set_async_exc(thread, ctypes.py_object())

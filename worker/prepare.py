@@ -17,7 +17,7 @@ from typing import Generic, TypeVar
 
 import numpy as np
 
-from worker.extract import extract
+from worker.extract import HtmlLimits, extract
 from worker.fingerprint import fingerprint_batch
 from worker.index import keys_of
 from worker.models import Document, Fingerprint, Rejection, batched, record_id
@@ -45,8 +45,9 @@ def prepare(batch: list[Item], settings: Settings) -> tuple[list[Rejection], lis
     documents already stored need none.)"""
     rejections: list[Rejection] = []
     documents: list[Document] = []
+    html_limits = HtmlLimits(settings.max_html_chars, settings.extract_timeout)
     for item in batch:
-        result = validate(item if isinstance(item, Rejection) else extract(item))
+        result = validate(item if isinstance(item, Rejection) else extract(item, html_limits))
         (rejections if isinstance(result, Rejection) else documents).append(result)
     fingerprints = fingerprint_documents(documents, settings)
     prepared = []

@@ -50,6 +50,10 @@ class Settings:
     max_candidates: int = 32
     # Documents larger than this (bytes) are rejected.
     max_document_bytes: int = 10_000_000
+    # HTML extraction's bounds: characters of a page (the fetch's download limit, FETCH_MAX_BYTES, by
+    # default), and seconds (real article pages take a tenth of one).
+    max_html_chars: int = 5_000_000
+    extract_timeout: float = 10.0
     # Documents processed together (vectorized fingerprints, one store round trip per batch).
     batch_size: int = 512
 
@@ -105,6 +109,7 @@ class Settings:
             "sample_rate",
             "max_candidates",
             "max_document_bytes",
+            "max_html_chars",
             "batch_size",
             "submit_batch",
             "submit_max_chars",
@@ -131,7 +136,7 @@ class Settings:
             value = getattr(self, name)
             if not 0.0 < value <= 1.0:
                 raise SettingsError(f"{PREFIX}{name.upper()} must be in (0, 1], got {value}")
-        for name in ("fetch_connect_timeout", "fetch_read_timeout", "fetch_deadline"):
+        for name in ("fetch_connect_timeout", "fetch_read_timeout", "fetch_deadline", "extract_timeout"):
             if not getattr(self, name) > 0:
                 raise SettingsError(f"{PREFIX}{name.upper()} must be above 0, got {getattr(self, name)}")
         for name in ("fetch_retries", "fetch_max_redirects", "host_interval"):
