@@ -71,6 +71,10 @@ class Queue:
         return [e.location for _, entries in self.calls for e in entries]
 
 
+def local_fetching(web: WebServer) -> Settings:
+    return Settings(fetch_allow_hosts=f"127.0.0.1:{web.port}", host_interval=0, fetch_retries=0)
+
+
 def write(path: Path, text: str) -> Path:
     path.write_text(text, encoding="utf-8")
     return path
@@ -422,11 +426,10 @@ def test_polling_over_http_with_the_real_fetcher() -> None:
     """An Arabic feed in windows-1256 (declared only in the document) and a sitemap index, fetched."""
     from worker.fetch import Fetcher
 
-    settings = Settings(fetch_allow_hosts="127.0.0.1", host_interval=0, fetch_retries=0)
     legacy = feed_text("atom_ar.xml").replace('encoding="utf-8"', 'encoding="windows-1256"')
     atom = legacy.encode("cp1256", "xmlcharrefreplace")  # the Arabic-Indic digits are not in windows-1256
     xml = {"Content-Type": "application/xml"}
-    with WebServer() as web, Fetcher(settings) as fetcher:
+    with WebServer() as web, Fetcher(local_fetching(web)) as fetcher:
         web.route("/atom.xml", Reply(200, {"Content-Type": "application/atom+xml"}, atom))
         web.route("/sitemaps/news.xml", Reply(200, xml, feed_text("sitemap_news.xml").encode()))
         web.route("/sitemaps/pages.xml", Reply(200, xml, feed_text("sitemap_pages.xml").encode()))
