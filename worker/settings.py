@@ -116,6 +116,8 @@ class Settings:
     fetch_concurrency: int = 64  # threads of an I/O worker
     # The sources polled on a schedule (TOML); see scheduler/.
     sources_file: str = "sources.toml"
+    # New entries a poll enqueues at most (a sitemap index can list millions); the rest wait for later polls.
+    max_entries_per_poll: int = 10_000
 
     def __post_init__(self) -> None:
         positive = (
@@ -137,6 +139,7 @@ class Settings:
             "fetch_max_decoded_bytes",
             "robots_ttl",
             "fetch_concurrency",
+            "max_entries_per_poll",
         )
         for name in positive:
             if getattr(self, name) < 1:
