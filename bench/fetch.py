@@ -119,7 +119,7 @@ def main() -> int:
     docsieve = docsieve_command()
     base = {k: v for k, v in os.environ.items() if not k.startswith("DOCSIEVE_")}
     base |= {
-        "DOCSIEVE_FETCH_ALLOW_HOSTS": "127.0.0.1",
+        "DOCSIEVE_FETCH_ALLOW_HOSTS": site.url.removeprefix("http://"),  # 127.0.0.1 on the site's port
         "DOCSIEVE_HOST_INTERVAL": "0",
         "DOCSIEVE_FETCH_CONCURRENCY": str(args.threads),
     }

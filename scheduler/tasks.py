@@ -54,7 +54,7 @@ def poll_once(
             return get_text(url)
 
         try:
-            result = poll(source, get_text_held, claims, enqueue)
+            result = poll(source, get_text_held, claims, enqueue, limit=settings.max_entries_per_poll)
         except (SourcesError, FetchError) as exc:
             if isinstance(exc, FetchError) and exc.transient:
                 raise

@@ -195,15 +195,15 @@ def test_urls_are_fetched_by_the_io_worker_and_ingested_by_the_cpu_worker(deploy
             return Reply(304, {"ETag": '"v1"'})
         return Reply(200, {"Content-Type": "text/html; charset=utf-8", "ETag": '"v1"'}, page)
 
-    env = {
-        **deployment,
-        "DOCSIEVE_FETCH_ALLOW_HOSTS": "127.0.0.1",
-        "DOCSIEVE_HOST_INTERVAL": "0",
-        "DOCSIEVE_COORDINATION_URL": deployment["DOCSIEVE_INDEX_URL"],
-        "DOCSIEVE_FETCH_RETRIES": "0",
-        "DOCSIEVE_RETRY_BACKOFF_MAX": "1",  # an unreachable page is tried again within a second
-    }
     with WebServer() as web:
+        env = {
+            **deployment,
+            "DOCSIEVE_FETCH_ALLOW_HOSTS": f"127.0.0.1:{web.port}",
+            "DOCSIEVE_HOST_INTERVAL": "0",
+            "DOCSIEVE_COORDINATION_URL": deployment["DOCSIEVE_INDEX_URL"],
+            "DOCSIEVE_FETCH_RETRIES": "0",
+            "DOCSIEVE_RETRY_BACKOFF_MAX": "1",  # an unreachable page is tried again within a second
+        }
         web.route("/ar/story.html", conditional)
         web.route("/down.html", Reply(503))
         with workers(env, 2), workers(env, 4, "--io"):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import ipaddress
 import itertools
 import pickle
+import re
 import socket
 import threading
 import time
@@ -18,12 +19,14 @@ from typing import Any
 
 import pytest
 
-from tests.webserver import Reply, Request, WebServer
+from tests.webserver import Reply, Request, TrickleRelay, WebServer, dribble
 from worker import fetch as fetch_module
-from worker.fetch import FEED_TYPES, Fetcher, FetchError, blocked_reason
+from worker.fetch import FEED_TYPES, Fetcher, FetchError, NoSuchName, blocked_reason
+from worker.models import Rejection
 from worker.politeness import MemoryRateLimiter
-from worker.settings import Settings
+from worker.settings import Settings, SettingsError
 from worker.urls import canonicalize
+from worker.web import Unreachable, fetch_page
 
 PAGES = Path(__file__).parent / "fixtures" / "pages"
 HTML = {"Content-Type": "text/html; charset=utf-8"}
@@ -58,15 +61,18 @@ def web() -> Iterator[WebServer]:
         yield server
 
 
-def make_fetcher(robots: bool = False, limiter: MemoryRateLimiter | None = None, **settings: Any) -> Fetcher:
-    """127.0.0.1 (the test server) allowed, no rate limit, no retries, unless said otherwise."""
-    values: dict[str, Any] = {"fetch_allow_hosts": "127.0.0.1", "host_interval": 0.0, "fetch_retries": 0}
+def make_fetcher(
+    *servers: WebServer | TrickleRelay, robots: bool = False, limiter: MemoryRateLimiter | None = None, **settings: Any
+) -> Fetcher:
+    """The test servers (127.0.0.1, each on its port) allowed, no rate limit, no retries, unless said otherwise."""
+    allow = ",".join(f"127.0.0.1:{server.port}" for server in servers)
+    values: dict[str, Any] = {"fetch_allow_hosts": allow, "host_interval": 0.0, "fetch_retries": 0}
     return Fetcher(Settings(**(values | settings)), limiter=limiter, robots=robots)
 
 
 @pytest.fixture
-def fetcher() -> Iterator[Fetcher]:
-    with make_fetcher() as f:
+def fetcher(web: WebServer) -> Iterator[Fetcher]:
+    with make_fetcher(web) as f:
         yield f
 
 
@@ -100,7 +106,7 @@ def test_redirect_loop_is_refused(web: WebServer, fetcher: Fetcher) -> None:
 def test_too_many_redirects_are_refused(web: WebServer) -> None:
     for i in range(10):
         web.route(f"/r{i}", Reply(302, {"Location": f"/r{i + 1}"}))
-    with make_fetcher(fetch_max_redirects=3) as fetcher:
+    with make_fetcher(web, fetch_max_redirects=3) as fetcher:
         error = fetch_error(fetcher, web.url("/r0"))
     assert "too many redirects" in str(error) and not error.transient
     assert len(web.requests) == 4  # the first request and three redirects
@@ -148,21 +154,21 @@ def test_if_modified_since_gives_304(web: WebServer, fetcher: Fetcher) -> None:
 
 def test_slow_answer_beyond_the_read_timeout_is_transient(web: WebServer) -> None:
     web.route("/slow", Reply(200, HTML, b"late", delay=1.0))
-    with make_fetcher(fetch_read_timeout=0.2) as fetcher:
+    with make_fetcher(web, fetch_read_timeout=0.2) as fetcher:
         error = fetch_error(fetcher, web.url("/slow"))
     assert error.transient and "no answer" in str(error)
 
 
 def test_503_then_200_is_retried(web: WebServer) -> None:
     web.route("/flaky", Reply(503), Reply(200, HTML, b"<p>ok</p>"))
-    with make_fetcher(fetch_retries=2) as fetcher:
+    with make_fetcher(web, fetch_retries=2) as fetcher:
         assert fetcher.fetch(web.url("/flaky")).text == "<p>ok</p>"
     assert len(web.hits("/flaky")) == 2
 
 
 def test_retries_exhausted_is_transient(web: WebServer) -> None:
     web.route("/down", Reply(503))
-    with make_fetcher(fetch_retries=2) as fetcher:
+    with make_fetcher(web, fetch_retries=2) as fetcher:
         error = fetch_error(fetcher, web.url("/down"))
     assert error.transient and error.status == 503 and "503" in str(error)
     assert len(web.hits("/down")) == 3
@@ -170,7 +176,7 @@ def test_retries_exhausted_is_transient(web: WebServer) -> None:
 
 def test_429_retry_after_is_honoured(web: WebServer) -> None:
     web.route("/busy", Reply(429, {"Retry-After": "1"}), Reply(200, HTML, b"<p>ok</p>"))
-    with make_fetcher(fetch_retries=1) as fetcher:
+    with make_fetcher(web, fetch_retries=1) as fetcher:
         assert fetcher.fetch(web.url("/busy")).text == "<p>ok</p>"
     first, second = web.hits("/busy")
     assert second.at - first.at >= 0.95
@@ -178,24 +184,25 @@ def test_429_retry_after_is_honoured(web: WebServer) -> None:
 
 def test_hostile_retry_after_is_not_waited_for(web: WebServer) -> None:
     web.route("/busy", Reply(429, {"Retry-After": "86400"}))
-    with make_fetcher(fetch_retries=3) as fetcher:
+    with make_fetcher(web, fetch_retries=3) as fetcher:
         error = fetch_error(fetcher, web.url("/busy"))
     assert error.transient and error.status == 429 and "86400" in str(error)
     assert len(web.hits("/busy")) == 1
 
 
 def test_client_error_is_permanent_and_not_retried(web: WebServer) -> None:
-    with make_fetcher(fetch_retries=3) as fetcher:
+    with make_fetcher(web, fetch_retries=3) as fetcher:
         error = fetch_error(fetcher, web.url("/missing"))
     assert not error.transient and error.status == 404 and "404" in str(error)
     assert len(web.requests) == 1
 
 
-def test_unreachable_host_is_transient(fetcher: Fetcher) -> None:
+def test_unreachable_host_is_transient() -> None:
     with socket.socket() as probe:  # a port nobody listens on
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    error = fetch_error(fetcher, f"http://127.0.0.1:{port}/")
+    with make_fetcher(fetch_allow_hosts=f"127.0.0.1:{port}") as fetcher:
+        error = fetch_error(fetcher, f"http://127.0.0.1:{port}/")
     assert error.transient and "cannot connect" in str(error)
 
 
@@ -204,14 +211,14 @@ def test_unreachable_host_is_transient(fetcher: Fetcher) -> None:
 
 def test_content_length_over_the_limit_is_refused_before_reading(web: WebServer) -> None:
     web.route("/big", Reply(200, HTML, b"x" * 200_000))
-    with make_fetcher(fetch_max_bytes=100_000) as fetcher:
+    with make_fetcher(web, fetch_max_bytes=100_000) as fetcher:
         error = fetch_error(fetcher, web.url("/big"))
     assert "Content-Length" in str(error) and not error.transient
 
 
 def test_streamed_body_over_the_limit_is_cut_off(web: WebServer) -> None:
     web.route("/big", Reply(200, HTML, stream=lambda: (b"x" * 10_000 for _ in range(1000))))
-    with make_fetcher(fetch_max_bytes=100_000) as fetcher:
+    with make_fetcher(web, fetch_max_bytes=100_000) as fetcher:
         error = fetch_error(fetcher, web.url("/big"))
     assert "more than 100000 bytes" in str(error) and not error.transient
 
@@ -235,7 +242,7 @@ def brotli_bomb() -> bytes:
 @pytest.mark.parametrize(("encoding", "bomb"), [("gzip", gzip_bomb), ("br", brotli_bomb)])
 def test_decompression_bomb_stops_at_the_decoded_limit(web: WebServer, encoding: str, bomb: Any) -> None:
     web.route("/bomb", Reply(200, HTML | {"Content-Encoding": encoding}, bomb()))
-    with make_fetcher(fetch_max_decoded_bytes=MiB) as fetcher:
+    with make_fetcher(web, fetch_max_decoded_bytes=MiB) as fetcher:
         tracemalloc.start()
         try:
             error = fetch_error(fetcher, web.url("/bomb"))
@@ -323,7 +330,7 @@ def test_robots_disallow_is_obeyed_and_robots_fetched_once(web: WebServer) -> No
     robots = b"User-agent: *\nDisallow: /\n\nUser-agent: docsieve\nDisallow: /private\nDisallow: /no-bots\n"
     web.route("/robots.txt", Reply(200, {"Content-Type": "text/plain"}, robots))
     web.route("/news", Reply(200, HTML, b"<p>news</p>"))
-    with make_fetcher(robots=True) as fetcher:
+    with make_fetcher(web, robots=True) as fetcher:
         for _ in range(3):
             assert fetcher.fetch(web.url("/news")).text == "<p>news</p>"
         for path in ("/private/page", "/no-bots"):
@@ -336,14 +343,14 @@ def test_robots_disallow_is_obeyed_and_robots_fetched_once(web: WebServer) -> No
 def test_robots_disallow_applies_to_a_redirect_target(web: WebServer) -> None:
     web.route("/robots.txt", Reply(200, {"Content-Type": "text/plain"}, b"User-agent: *\nDisallow: /private\n"))
     web.route("/go", Reply(302, {"Location": "/private/page"}))
-    with make_fetcher(robots=True) as fetcher:
+    with make_fetcher(web, robots=True) as fetcher:
         assert "disallowed by robots.txt" in str(fetch_error(fetcher, web.url("/go")))
     assert not web.hits("/private/page")
 
 
 def test_missing_robots_allows_everything(web: WebServer) -> None:
     web.route("/news", Reply(200, HTML, b"<p>news</p>"))
-    with make_fetcher(robots=True) as fetcher:
+    with make_fetcher(web, robots=True) as fetcher:
         assert fetcher.fetch(web.url("/news")).status == 200
     assert len(web.hits("/robots.txt")) == 1
 
@@ -351,7 +358,7 @@ def test_missing_robots_allows_everything(web: WebServer) -> None:
 def test_robots_server_error_disallows_for_now(web: WebServer) -> None:
     web.route("/robots.txt", Reply(503))
     web.route("/news", Reply(200, HTML, b"<p>news</p>"))
-    with make_fetcher(robots=True) as fetcher:
+    with make_fetcher(web, robots=True) as fetcher:
         for _ in range(2):
             error = fetch_error(fetcher, web.url("/news"))
             assert error.transient and "robots.txt" in str(error)
@@ -377,7 +384,7 @@ class RecordingLimiter(MemoryRateLimiter):
 def test_requests_to_one_host_are_spaced_by_the_interval(web: WebServer) -> None:
     web.route("/news", Reply(200, HTML, b"<p>news</p>"))
     limiter = RecordingLimiter(0.2)
-    with make_fetcher(robots=True, limiter=limiter) as fetcher:
+    with make_fetcher(web, robots=True, limiter=limiter) as fetcher:
         for _ in range(3):
             fetcher.fetch(web.url("/news"))
     assert [r.path for r in web.requests] == ["/robots.txt", "/news", "/news", "/news"]  # robots counts too
@@ -391,7 +398,7 @@ def test_requests_to_one_host_are_spaced_by_the_interval(web: WebServer) -> None
 
 def test_user_agent_and_accept_are_sent(web: WebServer) -> None:
     web.route("/news", Reply(200, HTML, b"<p>news</p>"))
-    with make_fetcher(user_agent="docsieve-test/1.0") as fetcher:
+    with make_fetcher(web, user_agent="docsieve-test/1.0") as fetcher:
         fetcher.fetch(web.url("/news"))
     headers = web.requests[0].headers
     assert headers["User-Agent"] == "docsieve-test/1.0"
@@ -402,7 +409,7 @@ def test_one_fetcher_serves_many_threads(web: WebServer) -> None:
     for i in range(32):
         web.route(f"/p{i}", Reply(200, HTML | {"Set-Cookie": f"s={i}"}, f"<p>{i}</p>".encode()))
     results: dict[int, str | None] = {}
-    with make_fetcher(fetch_concurrency=8) as fetcher:
+    with make_fetcher(web, fetch_concurrency=8) as fetcher:
 
         def work(i: int) -> None:
             results[i] = fetcher.fetch(web.url(f"/p{i}")).text
@@ -481,9 +488,46 @@ def test_redirect_from_the_allowed_host_to_another_internal_address_is_refused(
 
 def test_allowed_host_name_reaches_the_local_server(web: WebServer) -> None:
     web.route("/page", Reply(200, HTML, b"<p>ok</p>"))
-    with make_fetcher(fetch_allow_hosts="localhost") as fetcher:
+    with make_fetcher(fetch_allow_hosts=f"localhost:{web.port}") as fetcher:
         assert fetcher.fetch(web.url("/page", host="localhost")).text == "<p>ok</p>"
         assert "refused" in str(fetch_error(fetcher, web.url("/page")))  # 127.0.0.1 itself is not allowed now
+
+
+@pytest.mark.parametrize("host", ["localhost", "127.0.0.1"])
+def test_an_allowed_host_is_allowed_on_its_port_only(web: WebServer, host: str) -> None:
+    web.route("/page", Reply(200, HTML, b"<p>ok</p>"))
+    with WebServer() as other:  # another service of the same host
+        other.route("/secret", Reply(200, HTML, b"<p>secret</p>"))
+        web.route("/go", Reply(302, {"Location": other.url("/secret", host=host)}))
+        with make_fetcher(fetch_allow_hosts=f"{host}:{web.port}") as fetcher:
+            assert fetcher.fetch(web.url("/page", host=host)).text == "<p>ok</p>"
+            error = fetch_error(fetcher, web.url("/go", host=host))
+        assert not other.hits("/secret")
+    refused = "127.0.0.1 is" if host == "127.0.0.1" else "localhost resolves to (127.0.0.1|::1),"
+    allowed = rf"\(DOCSIEVE_FETCH_ALLOW_HOSTS allows {host} on other ports, not on {other.port}\)"
+    assert re.fullmatch(f"refused: {refused} a loopback address {allowed}", str(error)) and not error.transient
+
+
+@pytest.mark.parametrize(
+    ("value", "pairs"),
+    [
+        ("localhost:8080", {("localhost", 8080)}),
+        ("intranet.example", {("intranet.example", 80), ("intranet.example", 443)}),  # a bare host: 80 and 443
+        ("[::1]:8080, 10.0.0.5:9200", {("::1", 8080), ("10.0.0.5", 9200)}),
+        ("::1,[0:0::2]", {("::1", 80), ("::1", 443), ("::2", 80), ("::2", 443)}),
+        ("LocalHost.:81", {("localhost", 81)}),  # as URLs are canonicalized
+    ],
+)
+def test_allowed_hosts_are_host_and_port(value: str, pairs: set[tuple[str, int]]) -> None:
+    assert Settings(fetch_allow_hosts=value).allowed_internal_hosts == pairs
+
+
+@pytest.mark.parametrize(
+    "entry", ["localhost:http", "localhost:0", "localhost:65536", "http://localhost:80", "[::x]:80"]
+)
+def test_an_allowed_host_that_is_no_host_and_port_is_an_error(entry: str) -> None:
+    with pytest.raises(SettingsError, match=rf"DOCSIEVE_FETCH_ALLOW_HOSTS: '{re.escape(entry)}' is not a host or"):
+        Settings.from_env({"DOCSIEVE_FETCH_ALLOW_HOSTS": f"localhost:8080,{entry}"})
 
 
 def fake_dns(monkeypatch: pytest.MonkeyPatch, name: str, *answers: str) -> list[str]:
@@ -523,7 +567,7 @@ def test_dns_rebinding_cannot_reach_the_internal_address(
     # fixture refuses, no packet leaving the machine), and on the retry refuses the new, internal answer.
     web.route("/", Reply(200, HTML, b"<p>internal</p>"))
     given = fake_dns(monkeypatch, "rebind.example", "93.184.216.34", "127.0.0.1")
-    with make_fetcher(fetch_retries=1) as fetcher:
+    with make_fetcher(web, fetch_retries=1) as fetcher:
         error = fetch_error(fetcher, f"http://rebind.example:{web.port}/")
     assert given == ["93.184.216.34", "127.0.0.1"]  # one lookup per connection
     assert connections == [("93.184.216.34", web.port)]  # connected to the checked address, and only there
@@ -549,7 +593,10 @@ def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, P
 def test_https_checks_the_certificate_against_the_host_name(certificate: tuple[Path, Path, Path]) -> None:
     # The connection goes to the address the guard checked, yet TLS (SNI, verification) uses the name.
     cert, key, authority = certificate
-    with WebServer(tls=(cert, key)) as web, make_fetcher(fetch_allow_hosts="localhost,127.0.0.1") as fetcher:
+    with (
+        WebServer(tls=(cert, key)) as web,
+        make_fetcher(fetch_allow_hosts=f"localhost:{web.port},127.0.0.1:{web.port}") as fetcher,
+    ):
         web.route("/page", Reply(200, HTML, b"<p>secure</p>"))
         fetcher._session.verify = str(authority)  # trust the test CA instead of the public ones
         assert fetcher.fetch(web.url("/page", host="localhost")).text == "<p>secure</p>"
@@ -581,7 +628,7 @@ def test_the_body_of_a_redirect_is_never_read(web: WebServer) -> None:
 
     web.route("/moved", Reply(302, {"Location": "/page", "Content-Length": str(64 * MiB)}, stream=huge))
     web.route("/page", Reply(200, HTML, b"<p>here</p>"))
-    with make_fetcher(fetch_max_bytes=100_000) as fetcher:
+    with make_fetcher(web, fetch_max_bytes=100_000) as fetcher:
         assert fetcher.fetch(web.url("/moved")).text == "<p>here</p>"
     assert done.wait(10)  # the server stopped sending: the client hung up
     assert len(sent) < 256  # of 1024 chunks; reading them all would have taken 64 MiB
@@ -595,13 +642,138 @@ def test_a_charset_that_is_no_text_encoding_falls_back_to_detection(web: WebServ
     assert "مرحبا" in fetcher.fetch(web.url("/hex")).text
 
 
-def test_a_trickling_body_stops_at_the_deadline(web: WebServer) -> None:
-    def trickle() -> Iterator[bytes]:
-        for _ in range(40):
-            time.sleep(0.1)  # each read well within the read timeout
-            yield b"<p>x</p>"
+# --- the deadline: it bounds the whole fetch, whatever the server does ---
 
-    web.route("/slow", Reply(200, HTML, stream=trickle))
-    with make_fetcher(fetch_read_timeout=1.0, fetch_deadline=1.0) as fetcher:
-        error = fetch_error(fetcher, web.url("/slow"))
-    assert "too slow" in str(error) and error.transient
+DEADLINE = 1.0
+# Thread wake-ups on a busy machine. Without the bound, each of these fetches takes 20 s or more (or succeeds).
+MARGIN = 1.5
+
+
+def stopped_at_the_deadline(fetcher: Fetcher, url: str) -> FetchError:
+    started = time.monotonic()
+    error = fetch_error(fetcher, url)
+    elapsed = time.monotonic() - started
+    assert elapsed < DEADLINE + MARGIN, f"{elapsed:.1f} s: {error}"
+    assert str(error).startswith(f"too slow: fetching {url} took more than {DEADLINE:g} s") and error.transient
+    return error
+
+
+def test_headers_trickled_a_byte_at_a_time_stop_at_the_deadline(web: WebServer) -> None:
+    web.route("/page", Reply(200, HTML | {"X-Padding": "x" * 400}, b"<p>late</p>"))  # 500 bytes of head: 25 s
+    with TrickleRelay(web.port, 0.05) as relay, make_fetcher(relay, fetch_deadline=DEADLINE) as fetcher:
+        stopped_at_the_deadline(fetcher, relay.url("/page"))
+
+
+def test_a_body_in_one_byte_chunks_stops_at_the_deadline(web: WebServer) -> None:
+    web.route("/page", Reply(200, HTML, stream=dribble(b"x" * 500, 0.05)))  # each read waits 0.05 s, 25 s in all
+    with make_fetcher(web, fetch_deadline=DEADLINE) as fetcher:
+        stopped_at_the_deadline(fetcher, web.url("/page"))
+
+
+def test_a_trickled_tls_handshake_stops_at_the_deadline(certificate: tuple[Path, Path, Path]) -> None:
+    cert, key, authority = certificate
+    with WebServer(tls=(cert, key)) as web, TrickleRelay(web.port, 0.02) as relay:
+        web.route("/page", Reply(200, HTML, b"<p>secure</p>"))
+        with make_fetcher(fetch_allow_hosts=f"localhost:{relay.port}", fetch_deadline=DEADLINE) as fetcher:
+            fetcher._session.verify = str(authority)
+            stopped_at_the_deadline(fetcher, relay.url("/page", host="localhost", scheme="https"))
+
+
+def test_a_trickled_robots_txt_stops_at_the_deadline(web: WebServer) -> None:
+    web.route("/robots.txt", Reply(200, {"Content-Type": "text/plain"}, b"User-agent: *\nDisallow: /private\n"))
+    web.route("/page", Reply(200, HTML, b"<p>news</p>"))
+    with TrickleRelay(web.port, 0.05) as relay, make_fetcher(relay, robots=True, fetch_deadline=DEADLINE) as fetcher:
+        started = time.monotonic()
+        error = fetch_error(fetcher, relay.url("/page"))
+        elapsed = time.monotonic() - started
+    assert elapsed < DEADLINE + MARGIN, f"{elapsed:.1f} s: {error}"
+    robots = relay.url("/robots.txt")
+    page = relay.url("/page")
+    assert str(error) == (
+        f"disallowed for now: {robots} is unavailable "
+        f"(too slow: fetching {page} took more than {DEADLINE:g} s, at {robots})"
+    )
+    assert error.transient and not web.hits("/page")
+
+
+@pytest.mark.parametrize("kind", ["redirects", "retries"])
+def test_redirects_and_retries_count_against_one_deadline(web: WebServer, kind: str) -> None:
+    # Every answer comes within the read timeout, after 0.3 s; ten of them take 3 s.
+    for i in range(10):
+        web.route(f"/r{i}", Reply(302, {"Location": f"/r{i + 1}"}, delay=0.3))
+    web.route("/r10", Reply(200, HTML, b"<p>at last</p>"))
+    web.route("/busy", Reply(503, {"Retry-After": "0"}, delay=0.3), Reply(503, {"Retry-After": "0"}, delay=0.3))
+    with make_fetcher(web, fetch_deadline=DEADLINE, fetch_max_redirects=10, fetch_retries=10) as fetcher:
+        stopped_at_the_deadline(fetcher, web.url("/r0" if kind == "redirects" else "/busy"))
+
+
+def test_waiting_for_the_host_s_turn_does_not_count_against_the_deadline(web: WebServer) -> None:
+    class SlowTurn(MemoryRateLimiter):
+        def wait(self, host: str) -> None:
+            time.sleep(DEADLINE)  # other fetches of the host went first: this deployment's doing, not the server's
+
+    web.route("/page", Reply(200, HTML, b"<p>ok</p>", delay=0.2))
+    with make_fetcher(web, robots=True, limiter=SlowTurn(0), fetch_deadline=DEADLINE) as fetcher:
+        assert fetcher.fetch(web.url("/page")).text == "<p>ok</p>"  # robots.txt and the page: two turns
+
+
+# --- a name that does not exist ---
+
+
+@pytest.mark.parametrize(
+    ("errno", "reason"),
+    [
+        (socket.EAI_NONAME, "the name nowhere.invalid does not exist"),
+        (socket.EAI_NODATA, "the name nowhere.invalid has no address"),
+    ],
+)
+def test_a_name_that_does_not_exist_fails_at_once_for_good(
+    monkeypatch: pytest.MonkeyPatch, errno: int, reason: str
+) -> None:
+    lookups = failing_dns(monkeypatch, "nowhere.invalid", errno)
+    with make_fetcher(robots=True, fetch_retries=3) as fetcher:
+        error = fetch_error(fetcher, "http://nowhere.invalid/news")  # robots.txt first: the same answer
+        assert (str(error), error.transient, type(error)) == (reason, False, NoSuchName)
+        page = fetch_page(fetcher, "http://nowhere.invalid/other")
+    assert page.item == Rejection.of(page.url, f"fetch failed: {reason}", page.url)
+    assert lookups == ["nowhere.invalid"]  # neither tried again nor looked up again: robots.txt keeps the answer
+
+
+def test_a_resolver_that_cannot_answer_now_is_transient(monkeypatch: pytest.MonkeyPatch) -> None:
+    lookups = failing_dns(monkeypatch, "nowhere.invalid", socket.EAI_AGAIN)
+    with make_fetcher(robots=True, fetch_retries=2) as fetcher, pytest.raises(Unreachable, match="Temporary failure"):
+        fetch_page(fetcher, "http://nowhere.invalid/news")
+    assert lookups == ["nowhere.invalid"] * 3
+
+
+def test_example_invalid_with_the_resolver_of_this_machine() -> None:
+    """End to end with the real resolver. A name under .invalid never resolves (RFC 6761), but a machine with no
+    DNS server to ask answers EAI_AGAIN (it could not ask) rather than that the name does not exist: that is
+    transient, as it must be, since the network may come back."""
+    with pytest.raises(socket.gaierror) as lookup:
+        socket.getaddrinfo("example.invalid", 80)
+    with make_fetcher(robots=True, fetch_retries=1) as fetcher:
+        if lookup.value.errno == socket.EAI_AGAIN:
+            with pytest.raises(Unreachable):
+                fetch_page(fetcher, "http://example.invalid/news")
+            return
+        page = fetch_page(fetcher, "http://example.invalid/news")
+    assert page.item.reason == "fetch failed: the name example.invalid does not exist"
+
+
+def failing_dns(monkeypatch: pytest.MonkeyPatch, name: str, errno: int) -> list[str]:
+    """getaddrinfo fails for `name` with errno, as the system resolver does; returns the names looked up."""
+    real, lookups = socket.getaddrinfo, []
+    messages = {
+        socket.EAI_NONAME: "Name or service not known",
+        socket.EAI_NODATA: "No address associated with hostname",
+    }
+
+    def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
+        if host != name:
+            return real(host, *args, **kwargs)
+        lookups.append(host)
+        raise socket.gaierror(errno, messages.get(errno, "Temporary failure in name resolution"))
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    return lookups

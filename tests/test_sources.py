@@ -20,6 +20,7 @@ FEEDS = FIXTURES / "feeds"
 RSS_URL = "https://news.example.org/world/rss.xml"
 ATOM_URL = "https://akhbar.example.net/economy/atom.xml"
 INDEX_URL = "https://news.example.org/sitemap.xml"
+LIMIT = Settings().max_entries_per_poll
 
 
 def feed_text(name: str) -> str:
@@ -69,6 +70,10 @@ class Queue:
     @property
     def locations(self) -> list[str]:
         return [e.location for _, entries in self.calls for e in entries]
+
+
+def local_fetching(web: WebServer) -> Settings:
+    return Settings(fetch_allow_hosts=f"127.0.0.1:{web.port}", host_interval=0, fetch_retries=0)
 
 
 def write(path: Path, text: str) -> Path:
@@ -259,15 +264,17 @@ def test_sitemap_index_reads_its_urlsets_and_news_sitemaps_newest_first(caplog: 
     assert "skipped child sitemap https://news.example.org/sitemaps/missing.xml: 404 Not Found" in caplog.text
 
 
+def index(*children: str) -> str:
+    items = "".join(f"<sitemap><loc>{c}</loc></sitemap>" for c in children)
+    return f'<sitemapindex xmlns="http://www.sitemaps.org/schemas/sitemap/0.9">{items}</sitemapindex>'
+
+
+def urlset(*pages: str) -> str:
+    items = "".join(f"<url><loc>{p}</loc></url>" for p in pages)
+    return f'<urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9">{items}</urlset>'
+
+
 def test_sitemap_index_depth_and_child_count_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
-    def index(*children: str) -> str:
-        items = "".join(f"<sitemap><loc>{c}</loc></sitemap>" for c in children)
-        return f'<sitemapindex xmlns="http://www.sitemaps.org/schemas/sitemap/0.9">{items}</sitemapindex>'
-
-    def urlset(*pages: str) -> str:
-        items = "".join(f"<url><loc>{p}</loc></url>" for p in pages)
-        return f'<urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9">{items}</urlset>'
-
     base = "https://deep.example/"
     web = Web(
         {
@@ -378,13 +385,13 @@ def test_polling_twice_enqueues_each_entry_once() -> None:
     source = Source("wire", "feed", RSS_URL, 900)
     claims, queue = MemoryClaims(), Queue()
 
-    assert poll(source, web, claims, queue) == PollResult(found=2, new=2)
-    assert poll(source, web, claims, queue) == PollResult(found=2, new=0)
+    assert poll(source, web, claims, queue, limit=LIMIT) == PollResult(found=2, new=2)
+    assert poll(source, web, claims, queue, limit=LIMIT) == PollResult(found=2, new=0)
     assert len(queue.calls) == 1  # nothing enqueued when nothing is new
 
     item = "<item><title>New</title><link>https://news.example.org/world/new</link></item>"
     web.pages[RSS_URL] = web.pages[RSS_URL].replace("<item>", item + "<item>", 1)
-    assert poll(source, web, claims, queue) == PollResult(found=3, new=1)
+    assert poll(source, web, claims, queue, limit=LIMIT) == PollResult(found=3, new=1)
     assert queue.locations == [
         "https://news.example.org/world/2024/05/01/ports-reopen",
         "https://news.example.org/world/2024/05/01/grain-prices",
@@ -401,8 +408,8 @@ def test_entries_that_could_not_be_sent_are_sent_by_the_next_poll() -> None:
         raise ConnectionError("broker unreachable")
 
     with pytest.raises(ConnectionError):
-        poll(source, web, claims, broker_down)
-    assert poll(source, web, claims, queue) == PollResult(found=2, new=2)
+        poll(source, web, claims, broker_down, limit=LIMIT)
+    assert poll(source, web, claims, queue, limit=LIMIT) == PollResult(found=2, new=2)
 
 
 def test_claims_are_per_source_and_in_batches(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -411,22 +418,43 @@ def test_claims_are_per_source_and_in_batches(monkeypatch: pytest.MonkeyPatch, t
         write(tmp_path / f"{n}.txt", f"article {n}\n")
     claims, queue = MemoryClaims(), Queue()
     source = Source("inbox", "folder", str(tmp_path), 60)
-    assert poll(source, Web({}), claims, queue) == PollResult(found=5, new=5)
+    assert poll(source, Web({}), claims, queue, limit=LIMIT) == PollResult(found=5, new=5)
     assert [len(entries) for _, entries in queue.calls] == [2, 2, 1]
-    assert poll(source, Web({}), claims, queue) == PollResult(found=5, new=0)
+    assert poll(source, Web({}), claims, queue, limit=LIMIT) == PollResult(found=5, new=0)
     # The same files under another source's name are that source's news.
-    assert poll(Source("copy", "folder", str(tmp_path), 60), Web({}), claims, queue).new == 5
+    assert poll(Source("copy", "folder", str(tmp_path), 60), Web({}), claims, queue, limit=LIMIT).new == 5
+
+
+def test_a_poll_enqueues_at_most_its_limit_and_the_next_polls_go_on_from_there(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(sources, "CLAIM_BATCH", 4)  # the limit falls inside a claim
+    base = "https://big.example/"
+    children = [f"{base}{c}.xml" for c in range(3)]
+    pages = [[f"{base}{c}/{n}" for n in range(10)] for c in range(3)]
+    web = Web(
+        {base + "index.xml": index(*children)} | {child: urlset(*p) for child, p in zip(children, pages, strict=True)}
+    )
+    source = Source("big", "sitemap", base + "index.xml", 900)
+    claims, queue = MemoryClaims(), Queue()
+
+    assert poll(source, web, claims, queue, limit=7) == PollResult(found=8, new=7)
+    assert queue.locations == pages[0][:7]
+    assert web.asked == [base + "index.xml", children[0]]  # no child read past the limit
+    assert [poll(source, web, claims, queue, limit=7).new for _ in range(4)] == [7, 7, 7, 2]
+    assert queue.locations == pages[0] + pages[1] + pages[2]  # each once, in the sitemap's order
+    assert web.asked.count(children[2]) == 3  # reached by the third poll
+    assert poll(source, web, claims, queue, limit=7) == PollResult(found=30, new=0)
 
 
 def test_polling_over_http_with_the_real_fetcher() -> None:
     """An Arabic feed in windows-1256 (declared only in the document) and a sitemap index, fetched."""
     from worker.fetch import Fetcher
 
-    settings = Settings(fetch_allow_hosts="127.0.0.1", host_interval=0, fetch_retries=0)
     legacy = feed_text("atom_ar.xml").replace('encoding="utf-8"', 'encoding="windows-1256"')
     atom = legacy.encode("cp1256", "xmlcharrefreplace")  # the Arabic-Indic digits are not in windows-1256
     xml = {"Content-Type": "application/xml"}
-    with WebServer() as web, Fetcher(settings) as fetcher:
+    with WebServer() as web, Fetcher(local_fetching(web)) as fetcher:
         web.route("/atom.xml", Reply(200, {"Content-Type": "application/atom+xml"}, atom))
         web.route("/sitemaps/news.xml", Reply(200, xml, feed_text("sitemap_news.xml").encode()))
         web.route("/sitemaps/pages.xml", Reply(200, xml, feed_text("sitemap_pages.xml").encode()))
@@ -435,10 +463,10 @@ def test_polling_over_http_with_the_real_fetcher() -> None:
         claims, queue = MemoryClaims(), Queue()
 
         feed = Source("akhbar", "feed", web.url("/atom.xml"), 900)
-        assert poll(feed, fetcher.get_text, claims, queue) == PollResult(found=2, new=2)
+        assert poll(feed, fetcher.get_text, claims, queue, limit=LIMIT) == PollResult(found=2, new=2)
         assert [e.title for e in queue.calls[0][1]][1] == "ارتفاع صادرات التمور بنسبة ١٢٪"
 
         sitemap = Source("wire-map", "sitemap", web.url("/sitemap.xml"), 900)
-        assert poll(sitemap, fetcher.get_text, claims, queue) == PollResult(found=5, new=5)
-        assert poll(sitemap, fetcher.get_text, claims, queue) == PollResult(found=5, new=0)
+        assert poll(sitemap, fetcher.get_text, claims, queue, limit=LIMIT) == PollResult(found=5, new=5)
+        assert poll(sitemap, fetcher.get_text, claims, queue, limit=LIMIT) == PollResult(found=5, new=0)
         assert len(web.hits("/sitemaps/missing.xml")) == 2  # a 404 child: skipped, tried again next poll

@@ -4,6 +4,10 @@ that fails for good is recorded where `docsieve status` shows it."""
 from __future__ import annotations
 
 import json
+import logging
+import re
+import socket
+from types import SimpleNamespace
 
 import pytest
 
@@ -177,3 +181,46 @@ def test_a_payload_key_of_another_deployment_is_refused(with_payloads) -> None:
 
     with pytest.raises(PayloadLost):
         with_payloads.take("other:payload:abc")
+
+
+def test_a_fetch_task_rejects_a_name_that_does_not_exist_and_logs_each_url_it_defers(
+    task_pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from tests.webserver import Reply, WebServer
+    from worker.fetch import Fetcher
+
+    real = socket.getaddrinfo
+
+    def getaddrinfo(host: str, *args, **kwargs):
+        if host == "nowhere.invalid":
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        return real(host, *args, **kwargs)
+
+    sent = []
+
+    def send_task(name: str, **options) -> SimpleNamespace:
+        sent.append((name, options))
+        return SimpleNamespace(id=f"task-{len(sent)}")
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    monkeypatch.setattr(tasks.app, "send_task", send_task)
+    monkeypatch.setattr(tasks, "_payloads_if_any", lambda: None)
+    monkeypatch.setattr(tasks, "shared_store", lambda: task_pipeline.store)
+    with WebServer() as web:
+        web.route("/down.html", Reply(503))
+        down = web.url("/down.html")
+        settings = task_pipeline.settings.with_(
+            fetch_allow_hosts=f"127.0.0.1:{web.port}", host_interval=0, fetch_retries=0
+        )
+        monkeypatch.setitem(tasks.app.conf, "docsieve_settings", settings)
+        with Fetcher(settings) as fetcher, caplog.at_level(logging.WARNING, logger="worker.tasks"):
+            monkeypatch.setattr(tasks, "shared_fetcher", lambda: fetcher)
+            tasks.fetch_urls.run(["http://nowhere.invalid/news", down])
+    (ingest, to_ingest), (fetch, to_fetch) = sent
+    assert (ingest, fetch) == (tasks.INGEST_TASK, tasks.FETCH_TASK)
+    (rejection,) = [from_message(m) for m in to_ingest["args"][0]]
+    assert rejection.source == "http://nowhere.invalid/news"
+    assert rejection.reason == "fetch failed: the name nowhere.invalid does not exist"  # at once, not in 4.5 minutes
+    assert to_fetch["args"] == [[down], 2]  # only what may come back is tried again
+    (logged,) = caplog.records
+    assert re.fullmatch(rf"{down}: unreachable, attempt 2 of 5 in \d+ s: HTTP 503 .*", logged.getMessage())

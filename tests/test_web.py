@@ -50,13 +50,11 @@ def site():
         yield web
 
 
-def docsieve(*args: str, store: Path) -> subprocess.CompletedProcess:
+def docsieve(*args: str, store: Path, site: WebServer | None = None) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith("DOCSIEVE_")}
-    env |= {
-        "DOCSIEVE_STORE": f"sqlite:///{store}",
-        "DOCSIEVE_FETCH_ALLOW_HOSTS": "127.0.0.1",  # the test server; every other internal address is refused
-        "DOCSIEVE_HOST_INTERVAL": "0",
-    }
+    env |= {"DOCSIEVE_STORE": f"sqlite:///{store}", "DOCSIEVE_HOST_INTERVAL": "0"}
+    if site is not None:  # the test server; every other internal address (or port) is refused
+        env["DOCSIEVE_FETCH_ALLOW_HOSTS"] = f"127.0.0.1:{site.port}"
     return subprocess.run(
         [sys.executable, "-m", "worker.cli", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=120
     )
@@ -81,7 +79,7 @@ def test_ingest_urls_one_record_per_article(site: WebServer, tmp_path: Path) -> 
         refused,
         "ftp://127.0.0.1/file.txt",
     ]
-    run = docsieve("ingest", *urls, "--quiet", store=store)
+    run = docsieve("ingest", *urls, "--quiet", store=store, site=site)
     assert run.returncode == 0, run.stderr
     assert "read 8  new 2  exact copies 0  near copies 0  rejected 5  already stored 1" in run.stdout
 
@@ -105,7 +103,7 @@ def test_ingest_urls_one_record_per_article(site: WebServer, tmp_path: Path) -> 
     assert len(site.hits("/robots.txt")) == 1  # once per host
 
     # A second run: the page answers 304 to the validators the first run kept; nothing new is stored.
-    again = docsieve("ingest", site.url("/ar/story.html"), "--quiet", store=store)
+    again = docsieve("ingest", site.url("/ar/story.html"), "--quiet", store=store, site=site)
     assert again.returncode == 0, again.stderr
     assert "not modified 1" in again.stdout and "read 0" in again.stdout
     assert site.hits("/ar/story.html")[-1].headers.get("If-None-Match") == ETAG
@@ -115,7 +113,7 @@ def test_ingest_urls_one_record_per_article(site: WebServer, tmp_path: Path) -> 
 def test_a_plain_text_article_is_read_as_text(site: WebServer, tmp_path: Path) -> None:
     article = (Path(__file__).parent / "fixtures" / "en_article.txt").read_bytes()
     site.route("/wire/story.txt", Reply(200, {"Content-Type": "text/plain; charset=utf-8"}, article))
-    run = docsieve("ingest", site.url("/wire/story.txt"), "--quiet", store=tmp_path / "web.db")
+    run = docsieve("ingest", site.url("/wire/story.txt"), "--quiet", store=tmp_path / "web.db", site=site)
     assert run.returncode == 0, run.stderr
     record = export(tmp_path / "web.db")[site.url("/wire/story.txt")]
     assert (record["status"], record["language"]) == ("canonical", "en")

@@ -6,16 +6,22 @@ port, in daemon threads. Every request is recorded.
         web.route("/flaky", Reply(503), Reply(200, body=b"ok"))          # one reply per request, the last repeats
         web.route("/etag", lambda request: Reply(304) if request.headers.get("If-None-Match") else Reply(200))
         web.route("/huge", Reply(200, stream=lambda: (b"x" * 65536 for _ in range(1000))))  # chunked, unbounded
+        web.route("/slow", Reply(200, stream=dribble(b"x" * 1000, 0.1)))  # a 1-byte chunk every 0.1 s
         fetch(web.url("/page"))
+
+    with WebServer() as web, TrickleRelay(web.port, 0.1) as relay:
+        fetch(relay.url("/page"))  # the status line, the headers and the body: a byte every 0.1 s
 """
 
 from __future__ import annotations
 
+import contextlib
+import socket
 import ssl
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from email.message import Message
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -94,6 +100,76 @@ class WebServer:
                 return Reply(404, {"Content-Type": "text/plain"}, b"no such route")
             handler = handlers.pop(0) if len(handlers) > 1 else handlers[0]
         return handler if isinstance(handler, Reply) else handler(request)
+
+
+def dribble(data: bytes, interval: float) -> Callable[[], Iterator[bytes]]:
+    """A stream (for Reply) of data a byte at a time, `interval` seconds apart: each read of it waits only that long."""
+
+    def stream() -> Iterator[bytes]:
+        for byte in data:
+            time.sleep(interval)
+            yield bytes([byte])
+
+    return stream
+
+
+class TrickleRelay:
+    """A TCP relay to a server on this machine that passes on what the server sends a byte at a time, `interval`
+    seconds apart (what the client sends goes through at once): the TLS handshake, the status line, the headers and
+    the body all trickle, each read of them well within any read timeout."""
+
+    def __init__(self, upstream_port: int, interval: float) -> None:
+        self._upstream_port = upstream_port
+        self._interval = interval
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener.settimeout(0.05)  # accept() wakes up to see whether the relay is closed
+        self.port: int = self._listener.getsockname()[1]
+        self._closed = threading.Event()
+        self._sockets: list[socket.socket] = []
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+
+    def url(self, path: str = "/", host: str = "127.0.0.1", scheme: str = "http") -> str:
+        return f"{scheme}://{host}:{self.port}{path}"
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self._closed.set()
+        self._thread.join()
+        self._listener.close()
+        for sock in self._sockets:
+            _shut(sock)
+            sock.close()
+
+    def _accept(self) -> None:
+        while not self._closed.is_set():
+            try:
+                client, _ = self._listener.accept()
+            except TimeoutError:
+                continue
+            client.settimeout(None)
+            upstream = socket.create_connection(("127.0.0.1", self._upstream_port))
+            self._sockets += (client, upstream)
+            for source, target, interval in ((client, upstream, 0.0), (upstream, client, self._interval)):
+                threading.Thread(target=self._pipe, args=(source, target, interval), daemon=True).start()
+
+    def _pipe(self, source: socket.socket, target: socket.socket, interval: float) -> None:
+        with contextlib.suppress(OSError):
+            while not self._closed.is_set() and (data := source.recv(65536)):
+                for piece in [data[i : i + 1] for i in range(len(data))] if interval else [data]:
+                    if self._closed.is_set():
+                        break
+                    target.sendall(piece)
+                    time.sleep(interval)
+        _shut(source)  # one side is done (or the relay closed): so is the other
+        _shut(target)
+
+
+def _shut(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
 
 
 class _Server(ThreadingHTTPServer):

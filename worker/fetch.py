@@ -16,8 +16,9 @@ import re
 import socket
 import ssl
 import sys
+import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -31,14 +32,7 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
-from urllib3.exceptions import (
-    ConnectTimeoutError,
-    DecodeError,
-    NameResolutionError,
-    NewConnectionError,
-    ProtocolError,
-    ReadTimeoutError,
-)
+from urllib3.exceptions import ConnectTimeoutError, DecodeError, HTTPError, NameResolutionError, NewConnectionError
 from urllib3.util.connection import allowed_gai_family
 from urllib3.util.timeout import _DEFAULT_TIMEOUT
 
@@ -61,6 +55,10 @@ BACKOFF_BASE = 0.5  # seconds before the first retry, doubled for each one after
 RETRY_SLEEP_BUDGET = 30.0
 _CHUNK = 64 * 1024
 _POOL_HOSTS = 256  # connection pools (hosts) kept alive
+DEFAULT_PORTS = {"http": 80, "https": 443}
+# getaddrinfo's answers that a name does not exist, or has no address: asking again will not change them, unlike
+# EAI_AGAIN (the resolver could not answer now), which stays transient.
+_NO_SUCH_NAME = {socket.EAI_NONAME: "does not exist", socket.EAI_NODATA: "has no address"}
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -105,6 +103,10 @@ class FetchError(Exception):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (str(self), self.transient, self.status))
+
+
+class NoSuchName(FetchError):
+    """The host's name does not exist: for every URL of the host, robots.txt included, and for good."""
 
 
 class AddressRefused(Exception):
@@ -167,36 +169,132 @@ def _embedded_ipv4(address: ipaddress.IPv6Address) -> tuple[str, tuple[ipaddress
 
 
 class AddressGuard:
-    """Which addresses may be connected to. Hosts named in `allowed_hosts` (tests, intranets) may be anything."""
+    """Which addresses may be connected to. The (host, port) pairs in `allowed` (tests, intranets) may be anything:
+    only on that port, so that a redirect cannot take the fetcher to another service of an allowed host."""
 
-    def __init__(self, allowed_hosts: frozenset[str]) -> None:
-        self._allowed = frozenset(host.strip("[]").lower() for host in allowed_hosts)
+    def __init__(self, allowed: frozenset[tuple[str, int]]) -> None:
+        self._allowed = allowed
+        self._allowed_hosts = frozenset(host for host, _ in allowed)
 
-    def check_literal(self, host: str) -> None:
+    def check_literal(self, host: str, port: int) -> None:
         """Refuse an IP-address host at once, before robots.txt or the rate limit; names are checked on connect."""
-        host = host.strip("[]").lower()
         try:
-            address = ipaddress.ip_address(host)
+            address = ipaddress.ip_address(host.strip("[]"))
         except ValueError:
             return
-        self._check(host, address)
+        self._check(host, port, address)
 
-    def resolve(self, host: str, port: int | None) -> list[tuple[Any, ...]]:
+    def resolve(self, host: str, port: int) -> list[tuple[Any, ...]]:
         """getaddrinfo's answers for host, every one checked: the caller connects only to these."""
         answers = socket.getaddrinfo(host, port, allowed_gai_family(), socket.SOCK_STREAM)
         for *_, sockaddr in answers:
-            self._check(host, ipaddress.ip_address(sockaddr[0]))
+            self._check(host, port, ipaddress.ip_address(sockaddr[0]))
         return answers
 
-    def _check(self, host: str, address: IPAddress) -> None:
-        if host.lower() in self._allowed:
+    def _check(self, host: str, port: int, address: IPAddress) -> None:
+        host = host.strip("[]").lower()
+        if (host, port) in self._allowed:
             return
         reason = blocked_reason(address)
         if reason is None:
             return
-        if host.strip("[]") == str(address):
-            raise AddressRefused(f"refused: {address} is {reason}")
-        raise AddressRefused(f"refused: {host} resolves to {address}, {reason}")
+        message = f"refused: {host} resolves to {address}, {reason}"
+        if host == str(address):
+            message = f"refused: {address} is {reason}"
+        if host in self._allowed_hosts:
+            message += f" (DOCSIEVE_FETCH_ALLOW_HOSTS allows {host} on other ports, not on {port})"
+        raise AddressRefused(message)
+
+
+_current = threading.local()  # .deadline: the _Deadline of the fetch this thread is making, if any
+
+
+class _Deadline:
+    """When a fetch must be over, FETCH_DEADLINE seconds after it began (not counting the waits for the host's
+    turn under the rate limit: those are this deployment's own doing), and the sockets of its current attempt.
+
+    The sockets are shut down from a timer thread when the moment comes. requests and urllib3 bound each socket
+    operation (connect, one read) with a timeout, never a series of them: status line and headers trickled a byte
+    at a time, a body in 1-byte chunks, a TLS handshake (reads made inside OpenSSL) go on as long as the server
+    likes, each read within the read timeout. Shorter timeouts as the deadline nears cannot reach the reads made
+    inside http.client's readline or OpenSSL; shutting the socket down ends whatever read or write is blocked on it
+    at once, in any layer, and the fetch then reports the deadline. What is shut down is a duplicate of the
+    socket's descriptor: TLS detaches the socket object urllib3 made, and the descriptor of a socket urllib3 closed
+    may already serve another connection. (A DNS lookup cannot be cut short: the system resolver's own timeouts
+    bound it, and the deadline is checked after it.)"""
+
+    def __init__(self, seconds: float, url: str) -> None:
+        self.seconds = seconds
+        self.url = url  # what the fetch is for
+        self.fired = False  # the timer shut the sockets down: what they gave may be cut short
+        self._end = time.monotonic() + seconds
+        self._lock = threading.Lock()
+        self._sockets: list[socket.socket] | None = None  # while an attempt is watched
+
+    def remaining(self) -> float:
+        return self._end - time.monotonic()
+
+    def exceeded(self, url: str, detail: str = "") -> FetchError:
+        """The error of a fetch out of time while at url (a redirect, its robots.txt)."""
+        where = f", at {url}" if url != self.url else ""
+        reason = f"too slow: fetching {self.url} took more than {self.seconds:g} s{where}"
+        return FetchError(reason + (f" ({detail})" if detail else ""), transient=True)
+
+    @contextlib.contextmanager
+    def not_counting(self) -> Iterator[None]:
+        began = time.monotonic()
+        try:
+            yield
+        finally:
+            self._end += time.monotonic() - began
+
+    @contextlib.contextmanager
+    def watching(self) -> Iterator[None]:
+        """Sockets given to `watch` in the block are shut down if the deadline comes before the block ends. A
+        timer thread per attempt (threading.Timer): simple, and cheap next to the fetch it watches."""
+        with self._lock:
+            self._sockets = []
+        timer = threading.Timer(max(0.0, self.remaining()), self._fire)
+        timer.daemon = True
+        timer.start()
+        try:
+            yield
+        finally:
+            timer.cancel()
+            with self._lock:
+                sockets, self._sockets = self._sockets or [], None
+            for duplicate in sockets:
+                duplicate.close()
+
+    def watch(self, sock: socket.socket) -> None:
+        with self._lock:
+            if self._sockets is None:
+                return
+            try:
+                duplicate = socket.fromfd(sock.fileno(), sock.family, sock.type, sock.proto)
+            except OSError:  # closed already: nothing can block on it
+                return
+            self._sockets.append(duplicate)
+            if self.fired:
+                _shut(duplicate)
+
+    def _fire(self) -> None:
+        with self._lock:
+            self.fired = True
+            for duplicate in self._sockets or ():
+                _shut(duplicate)
+
+
+def _shut(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):  # not connected (yet, or any more)
+        sock.shutdown(socket.SHUT_RDWR)
+
+
+def _watch(sock: socket.socket) -> None:
+    """Have the deadline of this thread's fetch watch sock (urllib3 gives no way to pass it down)."""
+    deadline = getattr(_current, "deadline", None)
+    if deadline is not None:
+        deadline.watch(sock)
 
 
 def _connect(conn: HTTPConnection, guard: AddressGuard) -> socket.socket:
@@ -209,6 +307,7 @@ def _connect(conn: HTTPConnection, guard: AddressGuard) -> socket.socket:
     failure: OSError = OSError(f"no address for {conn.host}")
     for family, kind, proto, _, sockaddr in answers:
         sock = socket.socket(family, kind, proto)
+        _watch(sock)
         try:
             for option in conn.socket_options or ():
                 sock.setsockopt(*option)
@@ -229,12 +328,19 @@ def _connect(conn: HTTPConnection, guard: AddressGuard) -> socket.socket:
     raise NewConnectionError(conn, f"Failed to establish a new connection: {failure}") from failure
 
 
+class _WatchedConnection(HTTPConnection):
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        if self.sock is not None:  # a kept-alive connection, used again (a new one is watched from _connect)
+            _watch(self.sock)
+        super().request(*args, **kwargs)
+
+
 def _guarded_pool_classes(guard: AddressGuard) -> dict[str, type[HTTPConnectionPool]]:
-    class GuardedHTTPConnection(HTTPConnection):
+    class GuardedHTTPConnection(_WatchedConnection):
         def _new_conn(self) -> socket.socket:
             return _connect(self, guard)
 
-    class GuardedHTTPSConnection(HTTPSConnection):
+    class GuardedHTTPSConnection(_WatchedConnection, HTTPSConnection):
         def _new_conn(self) -> socket.socket:
             return _connect(self, guard)
 
@@ -315,7 +421,8 @@ class Fetcher:
             headers["If-None-Match"] = etag
         if last_modified:
             headers["If-Modified-Since"] = last_modified
-        reply, final_url = self._follow(start, headers, accept, obey_robots=True)
+        with self._deadline(start) as deadline:
+            reply, final_url = self._follow(start, headers, accept, deadline, obey_robots=True)
         if reply.status == 304:
             if not (etag or last_modified):
                 raise FetchError(f"HTTP 304 Not Modified from {final_url}, which was not asked for", status=304)
@@ -354,6 +461,20 @@ class Fetcher:
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         self.close()
 
+    @contextlib.contextmanager
+    def _deadline(self, url: str) -> Iterator[_Deadline]:
+        """The deadline of the fetch this thread is making (a page's, for its robots.txt), or of one of url beginning
+        now."""
+        current = getattr(_current, "deadline", None)
+        if current is not None:
+            yield current
+            return
+        _current.deadline = _Deadline(self._settings.fetch_deadline, url)
+        try:
+            yield _current.deadline
+        finally:
+            _current.deadline = None
+
     def _new_session(self) -> requests.Session:
         session = _Session()
         session.trust_env = False  # no proxy from the environment: a proxy would connect past the address guard
@@ -365,55 +486,83 @@ class Fetcher:
         return session
 
     def _follow(
-        self, url: str, headers: dict[str, str], accept: frozenset[str], obey_robots: bool
+        self, url: str, headers: dict[str, str], accept: frozenset[str], deadline: _Deadline, obey_robots: bool
     ) -> tuple[_Reply, str]:
         """The first answer that is not a redirect, and the URL it came from. Redirects are followed here, not by
         requests, so that every hop is checked like the first."""
         first, seen = url, {url}
         for _ in range(self._settings.fetch_max_redirects + 1):
-            reply = self._request(url, headers, accept, obey_robots)
+            reply = self._request(url, headers, accept, deadline, obey_robots)
             if reply.status not in REDIRECT_STATUSES:
                 return reply, url
             url = _redirect_target(url, reply, seen)
             seen.add(url)
         raise FetchError(f"too many redirects: more than {self._settings.fetch_max_redirects} from {first}")
 
-    def _request(self, url: str, headers: dict[str, str], accept: frozenset[str], obey_robots: bool) -> _Reply:
+    def _request(
+        self, url: str, headers: dict[str, str], accept: frozenset[str], deadline: _Deadline, obey_robots: bool
+    ) -> _Reply:
         """One URL, with retries; a 2xx, 304 or redirect answer, or FetchError."""
-        host = urlsplit(url).hostname or ""
+        parts = urlsplit(url)
+        host = parts.hostname or ""
         try:
-            self._guard.check_literal(host)
+            self._guard.check_literal(host, parts.port or DEFAULT_PORTS[parts.scheme])
         except AddressRefused as exc:
             raise FetchError(str(exc)) from None
         if obey_robots and self._robots is not None and not self._robots.allowed(url):
             raise FetchError(f"disallowed by robots.txt: {url}")
-        reply = self._attempts(url, host, headers, accept)
+        reply = self._attempts(url, host, headers, accept, deadline)
         if 200 <= reply.status < 300 or reply.status == 304 or reply.status in REDIRECT_STATUSES:
             return reply
         raise FetchError(f"HTTP {reply.status} {reply.reason} from {url}", status=reply.status)
 
-    def _attempts(self, url: str, host: str, headers: dict[str, str], accept: frozenset[str]) -> _Reply:
-        """_exchange until it works, with backoff (or as Retry-After says) within RETRY_SLEEP_BUDGET."""
+    def _attempts(
+        self, url: str, host: str, headers: dict[str, str], accept: frozenset[str], deadline: _Deadline
+    ) -> _Reply:
+        """_exchange until it works, with backoff (or as Retry-After says) within RETRY_SLEEP_BUDGET and the
+        deadline."""
         attempt, slept = 0, 0.0
         while True:
-            self._limiter.wait(host)  # every attempt counts against the host's rate
+            with deadline.not_counting():
+                self._limiter.wait(host)  # every attempt counts against the host's rate
             try:
-                return self._exchange(url, host, headers, accept)
+                return self._exchange(url, host, headers, accept, deadline)
             except _Retryable as exc:
                 delay = exc.retry_after if exc.retry_after is not None else BACKOFF_BASE * 2**attempt
                 if attempt >= self._settings.fetch_retries:
                     raise FetchError(f"{exc} (gave up after {_attempt_count(attempt + 1)})", True, exc.status) from None
                 if slept + delay > RETRY_SLEEP_BUDGET:
                     raise FetchError(f"{exc} (not waiting {delay:g} s to try again)", True, exc.status) from None
+                if delay >= deadline.remaining():
+                    raise deadline.exceeded(url, f"{exc}; not waiting {delay:g} s to try again") from None
             time.sleep(delay)
             attempt, slept = attempt + 1, slept + delay
 
-    def _exchange(self, url: str, host: str, headers: dict[str, str], accept: frozenset[str]) -> _Reply:
-        """One attempt: the answer, with the body of a 2xx of an accepted type read within the limits."""
+    def _exchange(
+        self, url: str, host: str, headers: dict[str, str], accept: frozenset[str], deadline: _Deadline
+    ) -> _Reply:
+        """One attempt, within what is left of the deadline."""
+        remaining = deadline.remaining()
+        if remaining <= 0:
+            raise deadline.exceeded(url)
+        timeout = (min(self._timeout[0], remaining), min(self._timeout[1], remaining))
+        with deadline.watching():
+            try:
+                reply = self._answer(url, host, headers, accept, timeout)
+            except Exception:
+                if deadline.fired or deadline.remaining() <= 0:  # whatever broke, the deadline broke it
+                    raise deadline.exceeded(url) from None
+                raise
+            if deadline.fired:  # a body cut short when the socket was shut down may look complete
+                raise deadline.exceeded(url)
+        return reply
+
+    def _answer(
+        self, url: str, host: str, headers: dict[str, str], accept: frozenset[str], timeout: tuple[float, float]
+    ) -> _Reply:
+        """The answer, with the body of a 2xx of an accepted type read within the limits."""
         try:
-            response = self._session.get(
-                url, headers=headers, stream=True, allow_redirects=False, timeout=self._timeout
-            )
+            response = self._session.get(url, headers=headers, stream=True, allow_redirects=False, timeout=timeout)
         except AddressRefused as exc:
             raise FetchError(str(exc)) from None
         except requests.ConnectTimeout:
@@ -424,6 +573,8 @@ class Fetcher:
             cause = _root_cause(exc)
             if isinstance(cause, ssl.SSLCertVerificationError):  # trying again will not make it verify
                 raise FetchError(f"the TLS certificate of {host} does not verify: {cause}") from None
+            if isinstance(cause, socket.gaierror) and cause.errno in _NO_SUCH_NAME:
+                raise NoSuchName(f"the name {host} {_NO_SUCH_NAME[cause.errno]}") from None
             raise _Retryable(f"cannot connect to {host}: {cause}") from None
         except requests.RequestException as exc:
             raise FetchError(f"cannot fetch {url}: {exc}") from None
@@ -449,31 +600,29 @@ class Fetcher:
         raw = response.raw
         chunks: list[bytes] = []
         decoded = 0
-        # The read timeout bounds each read, not the whole body: a server trickling a byte a second would
-        # otherwise hold a thread for as long as it likes.
-        deadline = time.monotonic() + self._settings.fetch_deadline
         try:
             # read(amt) decompresses at most amt bytes a call (urllib3 >= 2.6): a bomb stops at the limit.
             while chunk := raw.read(_CHUNK, decode_content=True):
-                if time.monotonic() > deadline:
-                    message = f"too slow: {url} took more than {self._settings.fetch_deadline:g} s to download"
-                    raise FetchError(message, transient=True)
                 if raw.tell() > limit:  # bytes received, before decompression
                     raise FetchError(f"too large: {url} sent more than {limit} bytes")
                 decoded += len(chunk)
                 if decoded > decoded_limit:
                     raise FetchError(f"too large: {url} decompresses to more than {decoded_limit} bytes")
                 chunks.append(chunk)
-        except (ReadTimeoutError, ProtocolError) as exc:
-            raise _Retryable(f"{url} broke off: {_root_cause(exc)}") from None
         except DecodeError as exc:
             raise FetchError(f"cannot decompress {url}: {_root_cause(exc)}") from None
+        except HTTPError as exc:  # a read timeout, a connection or TLS error
+            raise _Retryable(f"{url} broke off: {_root_cause(exc)}") from None
         return b"".join(chunks)
 
     def _robots_txt(self, robots_url: str) -> str | None:
         """The text of a robots.txt for the RobotsCache; None when the site has none (4xx)."""
         try:
-            reply, _ = self._follow(robots_url, {"Accept": "text/plain, */*"}, ANY_TYPE, obey_robots=False)
+            with self._deadline(robots_url) as deadline:
+                headers = {"Accept": "text/plain, */*"}
+                reply, _ = self._follow(robots_url, headers, ANY_TYPE, deadline, obey_robots=False)
+        except NoSuchName:
+            raise  # about the host, not its robots.txt
         except FetchError as exc:
             if exc.transient:
                 message = f"disallowed for now: {robots_url} is unavailable ({exc})"

@@ -6,7 +6,10 @@ labeled sets in the shared corpus (see ``docs/benchmarks.md``).
 
 from __future__ import annotations
 
+import contextlib
+import ipaddress
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from typing import Any
@@ -15,6 +18,25 @@ from urllib.parse import urlsplit, urlunsplit
 PREFIX = "DOCSIEVE_"
 # Bump when the normalization rules change: fingerprints made before would no longer match.
 NORMALIZATION_VERSION = 1
+
+
+# host:port, [IPv6]:port, or either without the port.
+_HOST_PORT = re.compile(r"(?:\[(?P<ipv6>[0-9a-fA-F:.]+)\]|(?P<host>[^\s:/@\[\]]+))(?::(?P<port>[0-9]{1,5}))?")
+
+
+def _host_and_port(entry: str) -> tuple[str, int | None]:
+    """("localhost", 8080) from "localhost:8080", ("::1", None) from "[::1]" or "::1"; IP addresses in the
+    form URLs are canonicalized to (worker/urls.py)."""
+    with contextlib.suppress(ValueError):
+        return str(ipaddress.ip_address(entry)), None  # a bare IPv6 address: its colons are no port
+    match = _HOST_PORT.fullmatch(entry)
+    port = int(match["port"]) if match and match["port"] else None
+    if match and (port is None or 0 < port < 65536):
+        if match["host"] and match["host"].strip("."):
+            return match["host"].lower().rstrip("."), port
+        with contextlib.suppress(ValueError):
+            return str(ipaddress.ip_address(match["ipv6"])), port
+    raise SettingsError(f"{PREFIX}FETCH_ALLOW_HOSTS: {entry!r} is not a host or host:port (IPv6 as [::1]:8080)")
 
 
 class SettingsError(ValueError):
@@ -91,14 +113,17 @@ class Settings:
     fetch_max_bytes: int = 5_000_000  # bytes on the wire, counted while streaming
     fetch_max_decoded_bytes: int = 20_000_000  # after gzip/deflate/brotli: a bomb is cut off here
     fetch_max_redirects: int = 5
-    # Host names that may resolve to internal addresses (comma-separated; for tests and intranets).
-    # Everything else that resolves to loopback, private, link-local, ... is refused.
+    # Hosts that may resolve to internal addresses, each on one port (comma-separated host:port, [::1]:8080 for
+    # IPv6; a bare host means ports 80 and 443); for tests and intranets. Everything else that resolves to
+    # loopback, private, link-local, ... is refused.
     fetch_allow_hosts: str = ""
     host_interval: float = 1.0  # seconds between two requests to one host, across all workers
     robots_ttl: int = 3600  # seconds a host's robots.txt is kept
     fetch_concurrency: int = 64  # threads of an I/O worker
     # The sources polled on a schedule (TOML); see scheduler/.
     sources_file: str = "sources.toml"
+    # New entries a poll enqueues at most (a sitemap index can list millions); the rest wait for later polls.
+    max_entries_per_poll: int = 10_000
 
     def __post_init__(self) -> None:
         positive = (
@@ -121,6 +146,7 @@ class Settings:
             "fetch_max_decoded_bytes",
             "robots_ttl",
             "fetch_concurrency",
+            "max_entries_per_poll",
         )
         for name in positive:
             if getattr(self, name) < 1:
@@ -157,6 +183,7 @@ class Settings:
                 f"{PREFIX}PAYLOAD_TTL ({self.payload_ttl}) must exceed {PREFIX}VISIBILITY_TIMEOUT "
                 f"({self.visibility_timeout}): a message delivered again must still find its documents"
             )
+        self.allowed_internal_hosts  # noqa: B018 (validates DOCSIEVE_FETCH_ALLOW_HOSTS)
         if not self.store.strip():
             raise SettingsError(f"{PREFIX}STORE must not be empty: a SQLAlchemy URL, or the path of a SQLite file")
         if "://" not in self.store:  # a plain path is a SQLite file (relative to the working directory)
@@ -188,8 +215,13 @@ class Settings:
         )
 
     @property
-    def allowed_internal_hosts(self) -> frozenset[str]:
-        return frozenset(h.strip().lower() for h in self.fetch_allow_hosts.split(",") if h.strip())
+    def allowed_internal_hosts(self) -> frozenset[tuple[str, int]]:
+        """(host, port) pairs from FETCH_ALLOW_HOSTS; a bare host stands for its ports 80 and 443."""
+        pairs: set[tuple[str, int]] = set()
+        for entry in filter(None, (e.strip() for e in self.fetch_allow_hosts.split(","))):
+            host, port = _host_and_port(entry)
+            pairs.update((host, p) for p in ((port,) if port else (80, 443)))
+        return frozenset(pairs)
 
     def with_(self, **changes: Any) -> Settings:
         return replace(self, **changes)

@@ -19,7 +19,7 @@ import math
 import os
 import tomllib
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -188,28 +188,40 @@ def _is_web_url(text: str) -> bool:
 
 def discover(source: Source, get_text: GetText) -> list[Entry]:
     """The source's entries, in its order, one per key. Errors of get_text (fetching) pass through."""
+    return list(_entries(source, get_text))
+
+
+def _entries(source: Source, get_text: GetText) -> Iterator[Entry]:
+    """discover's entries as they are read: a sitemap index's children are fetched only as far as they are
+    consumed."""
     if source.kind == "feed":
-        entries = _feed_entries(source, get_text)
+        entries: Iterator[Entry] = iter(_feed_entries(source, get_text))
     elif source.kind == "sitemap":
         entries = _sitemap_entries(source, get_text)
     elif source.kind == "folder":
-        entries = _folder_entries(source)
+        entries = iter(_folder_entries(source))
     else:
         raise SourcesError(f"source {source.name!r}: unknown kind {source.kind!r}")
-    unique: dict[str, Entry] = {}
+    seen: set[str] = set()
     for entry in entries:
-        unique.setdefault(entry.key, entry)
-    return list(unique.values())
+        if entry.key not in seen:
+            seen.add(entry.key)
+            yield entry
 
 
-def poll(source: Source, get_text: GetText, claims: Claims, enqueue: Enqueue) -> PollResult:
-    """Discover the source's entries and enqueue those never claimed before. Entries whose sending
-    failed (broker down, time limit) are released, so the next poll sends them: none is lost."""
-    entries = discover(source, get_text)
-    new = 0
-    for chunk in batched(entries, CLAIM_BATCH):
+def poll(source: Source, get_text: GetText, claims: Claims, enqueue: Enqueue, *, limit: int) -> PollResult:
+    """Enqueue the source's entries never claimed before, at most `limit` of them, in the source's order. The
+    rest wait for the next polls: the entries enqueued now are claimed, so each poll goes on where the last one
+    stopped, reading no further (no more child sitemaps) once it has its `limit`. Entries whose sending failed
+    (broker down, time limit) are released, so the next poll sends them: none is lost."""
+    found = new = 0
+    for chunk in batched(_entries(source, get_text), CLAIM_BATCH):
+        found += len(chunk)
         fresh = set(claims.claim_entries(source.name, [e.key for e in chunk]))
         todo = [e for e in chunk if e.key in fresh]
+        if len(todo) > limit - new:  # claimed by this poll, beyond its limit: given back, for the next poll
+            claims.release_entries(source.name, [e.key for e in todo[limit - new :]])
+            del todo[limit - new :]
         if todo:
             try:
                 enqueue(source, todo)
@@ -218,7 +230,10 @@ def poll(source: Source, get_text: GetText, claims: Claims, enqueue: Enqueue) ->
                 raise
             claims.mark_sent(source.name, [e.key for e in todo])
             new += len(todo)
-    return PollResult(found=len(entries), new=new)
+        if new >= limit:
+            logger.info("source %r: %d new entries enqueued, the most a poll takes; the rest wait", source.name, new)
+            break
+    return PollResult(found=found, new=new)
 
 
 def _feed_entries(source: Source, get_text: GetText) -> list[Entry]:
@@ -255,17 +270,17 @@ def _feed_entries(source: Source, get_text: GetText) -> list[Entry]:
     return entries
 
 
-def _sitemap_entries(source: Source, get_text: GetText) -> list[Entry]:
-    """A urlset, or an index read breadth first within the depth and child-count bounds. A child that
-    cannot be fetched or read is skipped with a warning: the others still count, and it is read again
-    at the next poll (its entries were not claimed)."""
+def _sitemap_entries(source: Source, get_text: GetText) -> Iterator[Entry]:
+    """A urlset, or an index read breadth first within the depth and child-count bounds, each child fetched
+    when the entries before it have been consumed. A child that cannot be fetched or read is skipped with a
+    warning: the others still count, and it is read again at the next poll (its entries were not claimed)."""
     what = f"source {source.name!r}: sitemap {source.location}"
     root = _parse_xml(get_text(source.location), what)
     if _local(root.tag) == "urlset":
-        return _urlset(root, source.location)
+        yield from _urlset(root, source.location)
+        return
     if _local(root.tag) != "sitemapindex":
         raise SourcesError(f"{what}: not a sitemap (the root element is <{_local(root.tag)}>)")
-    entries: list[Entry] = []
     pending = deque((url, 2) for url in _children(root, source.location))
     seen = {source.location}
     read = 0
@@ -281,7 +296,7 @@ def _sitemap_entries(source: Source, get_text: GetText) -> list[Entry]:
             logger.warning("%s: skipped child sitemap %s: %s", what, url, exc)
             continue
         if _local(child.tag) == "urlset":
-            entries.extend(_urlset(child, url))
+            yield from _urlset(child, url)
         elif _local(child.tag) == "sitemapindex" and depth < MAX_SITEMAP_DEPTH:
             pending.extend((u, depth + 1) for u in _children(child, url))
         else:
@@ -289,7 +304,6 @@ def _sitemap_entries(source: Source, get_text: GetText) -> list[Entry]:
     left = {url for url, _ in pending} - seen
     if left:
         logger.warning("%s: %d child sitemaps not read (at most %d a poll)", what, len(left), MAX_CHILD_SITEMAPS)
-    return entries
 
 
 def _urlset(root: Element, base: str) -> list[Entry]:

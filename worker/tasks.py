@@ -9,6 +9,7 @@ shows it.
 
 from __future__ import annotations
 
+import logging
 import random
 import threading
 from collections import Counter
@@ -32,6 +33,8 @@ from worker.prepare import collect_less
 from worker.settings import PREFIX, Settings
 from worker.store import Store
 from worker.web import Page, Unreachable, Validators, fetch_page, known_validators, save_validators, url_key
+
+logger = logging.getLogger(__name__)
 
 # A URL that stays unreachable (network, 5xx, 429 after the fetcher's own retries) is tried this many
 # times, a little later each time, then stored as rejected with the last error.
@@ -254,6 +257,7 @@ def fetch_urls(self, urls: list[str], attempt: int = 1) -> dict:
     if unreachable and attempt >= FETCH_ATTEMPTS:
         for exc in unreachable:
             reason = f"unreachable after {attempt} attempts: {exc.reason}"
+            logger.warning("%s: rejected: %s", exc.url, reason)
             messages.append(to_message(Rejection.of(exc.url, reason, exc.url)))
     # The pages first: if sending fails, the retry of this task fetches them again (conditionally: no
     # validators were saved), and no second chain of later attempts has been started.
@@ -261,6 +265,9 @@ def fetch_urls(self, urls: list[str], attempt: int = 1) -> dict:
     if unreachable and attempt < FETCH_ATTEMPTS:
         # Well below the visibility timeout (settings check it): a countdown past it is delivered twice.
         delay = min(_settings().retry_backoff_max, 15 * 2**attempt) * random.uniform(0.5, 1.0)
+        for exc in unreachable:
+            when = f"attempt {attempt + 1} of {FETCH_ATTEMPTS} in {delay:.0f} s"
+            logger.warning("%s: unreachable, %s: %s", exc.url, when, exc.reason)
         again = [e.url for e in unreachable]
         followups.append(self.app.send_task(FETCH_TASK, args=[again, attempt + 1], queue=io_queue, countdown=delay).id)
     return {"urls": len(urls), "not_modified": unchanged, "followups": followups}
