@@ -118,3 +118,12 @@ def test_a_plain_text_article_is_read_as_text(site: WebServer, tmp_path: Path) -
     record = export(tmp_path / "web.db")[site.url("/wire/story.txt")]
     assert (record["status"], record["language"]) == ("canonical", "en")
     assert record["text"].split("\n")[0] in article.decode()
+
+
+def test_the_summary_s_elapsed_time_counts_the_fetching(site: WebServer, tmp_path: Path) -> None:
+    body = page("en_article.html", canonical="/slow.html")
+    site.route("/slow.html", Reply(200, {"Content-Type": "text/html; charset=utf-8"}, body, delay=1.5))
+    run = docsieve("ingest", site.url("/slow.html"), "--quiet", store=tmp_path / "slow.db", site=site)
+    assert run.returncode == 0, run.stderr
+    elapsed = float(run.stdout.split("elapsed ")[1].split(" s")[0])
+    assert elapsed >= 1.5, run.stdout  # the page took 1.5 s to answer; before, only the storing was counted
