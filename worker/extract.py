@@ -73,6 +73,7 @@ def _extract_scraped(raw: RawDocument) -> Document | Rejection:
         url=raw.url,
         published=raw.published,
         author=raw.author,
+        outlet=raw.outlet,
     )
 
 
@@ -131,4 +132,5 @@ def _extract_html(raw: RawDocument) -> Document | Rejection:
         url=raw.url or result.url,
         published=raw.published or result.date,
         author=raw.author or (result.author or "").strip() or None,
+        outlet=raw.outlet,
     )
