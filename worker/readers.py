@@ -305,17 +305,20 @@ class _Stream:
 
     def read(self, n: int) -> bytes:
         """Up to n bytes; b"" only at the end."""
-        try:
-            data = self._ahead or self._read(n)
-        except OSError as exc:  # the device or pipe failed (not gzip's errors: _Inflating says those)
-            raise _Unreadable(f"cannot read: {_why(exc)}") from exc
+        data = self._ahead or self._pull(n)
         data, self._ahead = data[:n], data[n:]
         return data
 
     def peek(self, n: int) -> bytes:
-        while len(self._ahead) < n and (more := self._read(n - len(self._ahead))):
+        while len(self._ahead) < n and (more := self._pull(n - len(self._ahead))):
             self._ahead += more
         return self._ahead[:n]
+
+    def _pull(self, n: int) -> bytes:
+        try:
+            return self._read(n)
+        except OSError as exc:  # the disk or pipe failed (gzip's errors are said by _Inflating)
+            raise _Unreadable(f"cannot read: {_why(exc)}") from exc
 
     def read_up_to(self, n: int) -> bytes:
         """n bytes, fewer only at the end."""
@@ -335,9 +338,10 @@ class _Inflating:
         self._floor = floor
         self.consumed = 0
         self.produced = 0
-        self._gzip = gzip.GzipFile(fileobj=self, mode="rb")  # reads through self.read_compressed
+        self._gzip = gzip.GzipFile(fileobj=self, mode="rb")
 
-    def read(self, n: int) -> bytes:  # what GzipFile calls on its file object
+    def read(self, n: int) -> bytes:
+        """The compressed bytes, for GzipFile (this is its file object), counted."""
         data = self._compressed.read(n)
         self.consumed += len(data)
         return data
@@ -420,6 +424,7 @@ def _read_stream(source: str, stream: _Stream, suffix: str | None, max_bytes: in
 
 def _read_bytes(source: str, data: bytes, kind: str | None, max_bytes: int, fields: FieldMap) -> Iterator[Item]:
     """A whole input; ``kind`` None sniffs it (standard input)."""
+    positional = kind is not None
     if len(data) > max_bytes:
         yield Rejection.of(source, f"input too large: more than {max_bytes:,} bytes ({LIMIT_SETTING})", data)
         return
@@ -441,7 +446,7 @@ def _read_bytes(source: str, data: bytes, kind: str | None, max_bytes: int, fiel
             yield RawDocument(source=source, body=text, format=Format.HTML)
         return
     if kind == "jsonl":
-        yield from _read_batch(source, data, None, max_bytes, fields, positional=source != "-")
+        yield from _read_batch(source, data, None, max_bytes, fields, positional)
         return
     try:
         text = _utf8(data)
@@ -489,7 +494,7 @@ def _read_batch(
             items += 1
             yield item
     except _Unreadable as exc:
-        after = f" (after {items} items of it)" if items else ""
+        after = f", after {items} item{'s' if items > 1 else ''}" if items else ""
         yield Rejection.of(source, f"{exc}{after}", f"{source}\0{exc}")
         return
     if not items:
@@ -523,7 +528,7 @@ def _batch_items(
             if isinstance(whole, dict):
                 yield _from_object(source, "", whole, max_bytes, fields, positional)
                 return
-        elif head[first.start(1) :].split(b"\n", 1)[0].strip() == b"{":  # one object laid out over lines
+        elif head[first.start(1) : head.find(b"\n", first.start(1))].strip() == b"{":  # one object over lines
             reason = f"one JSON object larger than {max_bytes:,} bytes ({LIMIT_SETTING})"
             yield Rejection.of(source, reason, f"{source}\0{reason}")
             return
@@ -614,7 +619,8 @@ def _array_items(
             elif mark in (b"[", b"{"):
                 depth += 1
             elif depth > 1:
-                depth -= mark != b","
+                if mark != b",":
+                    depth -= 1
             else:  # a comma or the closing bracket of the array itself
                 size += match.start() - item_start
                 item = size if size > max_bytes else b"".join([*parts, data[item_start : match.start()]])
@@ -694,9 +700,7 @@ OPTIONAL_FIELDS = ("title", "url", "published", "author", "language", "outlet")
 INTEGER_FIELDS = ("id", "published")
 
 
-def _from_object(
-    source: str, locator: str, obj: object, max_bytes: int, fields: FieldMap = DEFAULT_FIELDS, positional: bool = True
-) -> Item:
+def _from_object(source: str, locator: str, obj: object, max_bytes: int, fields: FieldMap, positional: bool) -> Item:
     """A document from one JSON object. Text fields are strings; ``id`` and ``published`` may also be
     integers (taken as their decimal digits); ``outlet`` may also be an object with a string ``name``
     (NewsAPI's ``source``). Any other value is rejected with the field's name, never kept as Python's
