@@ -7,26 +7,31 @@ single spaces. Fingerprints do not depend on the batch, the run or the process.
 
 from __future__ import annotations
 
+import codecs
+import gzip
 import hashlib
 import io
 import json
 import os
 import random
 import re
+import shutil
 import string
 import subprocess
 import sys
 import unicodedata
+from dataclasses import replace
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, example, given, settings
+from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 from worker.extract import extract
 from worker.fingerprint import fingerprint_batch
-from worker.models import Document, Fingerprint, Format, RawDocument, Rejection
+from worker.models import Document, Fingerprint, Format, RawDocument, Rejection, record_id
 from worker.normalize import normalize, normalize_batch
 from worker.readers import read
 from worker.settings import Settings
@@ -218,21 +223,122 @@ def test_reading_any_stdin_never_raises_and_always_answers(data: bytes) -> None:
     assert list(read(["-"], LIMIT, stdin=io.BytesIO(data))) == items
 
 
-@fuzz_settings(60)
-@given(data=raw_inputs, max_bytes=st.integers(0, 64), suffix=st.sampled_from([*SUFFIXES, "-"]))
-def test_input_over_the_limit_is_one_rejection(fuzz_dir: Path, data: bytes, max_bytes: int, suffix: str) -> None:
-    if suffix == "-":
-        source, items = "-", list(read(["-"], max_bytes, stdin=io.BytesIO(data)))
-    else:
-        path = fuzz_dir / f"limit{suffix}"
-        path.write_bytes(data)
-        source = str(path)
-        items = list(read([source], max_bytes))
-    if len(data) > max_bytes:
+@fuzz_settings(100)
+@given(
+    data=raw_inputs,
+    max_bytes=st.integers(0, 64),
+    suffix=st.sampled_from([*SUFFIXES, ".txt.gz", ".jsonl.gz", "-"]),
+    chunk=st.integers(1, 16),
+)
+def test_no_document_over_the_limit_gets_through(
+    fuzz_dir: Path, data: bytes, max_bytes: int, suffix: str, chunk: int
+) -> None:
+    """The limit holds for each document: a text or page over it is one rejection; a batch over it goes
+    on one document at a time, none of them over it (read in small chunks: items cut across reads)."""
+    with mock.patch("worker.readers.CHUNK", chunk):
+        if suffix == "-":
+            source, items = "-", list(read(["-"], max_bytes, stdin=io.BytesIO(data)))
+        else:
+            path = fuzz_dir / f"limit{suffix}"
+            path.write_bytes(gzip.compress(data) if suffix.endswith(".gz") else data)
+            source = str(path)
+            items = list(read([source], max_bytes))
+    check_items(items, source)
+    for item in items:  # (a page's text in a legacy charset can take more bytes as UTF-8 than it read)
+        if isinstance(item, RawDocument) and item.format is Format.SCRAPED:
+            assert len(item.body.encode()) <= max_bytes, item
+    if len(data) > max_bytes and suffix.startswith((".txt", ".md", ".html")):
         assert len(items) == 1 and isinstance(items[0], Rejection), items
         assert "too large" in items[0].reason
+
+
+batch_objects = st.lists(
+    st.fixed_dictionaries(
+        {"text": st.one_of(st.text(max_size=30), arabic_text)},
+        optional={"id": st.integers(0, 5) | st.text(max_size=3), "title": st.text(max_size=8), "x": json_values},
+    ),
+    min_size=2,
+    max_size=8,
+)
+
+
+@fuzz_settings(150)
+@given(
+    objects=batch_objects,
+    layout=st.sampled_from(["lines", "array", "pretty array"]),
+    ascii_only=st.booleans(),
+    chunk=st.integers(1, 16),
+    as_stdin=st.booleans(),
+)
+def test_a_batch_streamed_gives_what_it_gives_read_whole(
+    fuzz_dir: Path, objects: list[dict], layout: str, ascii_only: bool, chunk: int, as_stdin: bool
+) -> None:
+    """A batch over the limit, read a document at a time in chunks of a few bytes, gives the documents it
+    gives read whole: the scanner finds every item of an array and every line whatever the escapes,
+    brackets and quotes in its strings, and wherever a read cuts them."""
+    if layout == "lines":
+        encoded = [json.dumps(o, ensure_ascii=ascii_only) for o in objects]
+        data = "\n".join(encoded).encode()
     else:
-        check_items(items, source)
+        indent = 2 if layout == "pretty array" else None
+        encoded = [json.dumps(o, ensure_ascii=ascii_only, indent=indent) for o in objects]
+        data = json.dumps(objects, ensure_ascii=ascii_only, indent=indent).encode()
+    # An item of an array also holds the spaces around it (two more a line where pretty-printed).
+    limit = max(len(e.encode()) + 2 * e.count("\n") + 4 for e in encoded)
+    if as_stdin:
+        source = "-"
+        whole = list(read(["-"], LIMIT, stdin=io.BytesIO(data)))
+    else:
+        path = fuzz_dir / "stream.json"
+        path.write_bytes(data)
+        source = str(path)
+        whole = list(read([source], LIMIT))
+    assert [type(i) for i in whole] == [RawDocument] * len(objects), whole
+    assert [i.body for i in whole] == [o["text"] for o in objects]
+    with mock.patch("worker.readers.CHUNK", chunk):
+        streamed = list(read([source], limit, stdin=io.BytesIO(data)))
+    assert streamed == whole
+
+
+@fuzz_settings(100)
+@given(text=st.text(max_size=60), codec=st.sampled_from(["utf-16", "utf-16-be", "utf-32", "utf-32-be"]))
+def test_utf16_and_utf32_read_as_utf8(fuzz_dir: Path, text: str, codec: str) -> None:
+    """A text with a byte order mark gives what the same text in UTF-8 gives, gzipped or not."""
+    # The bare codecs write their own byte order mark (the machine's order).
+    encoded = text.encode(codec) if codec in ("utf-16", "utf-32") else ("\ufeff" + text).encode(codec)
+    assume(not encoded.startswith(codecs.BOM_UTF16_LE + b"\0\0") or "32" in codec)  # is UTF-32's mark
+    utf8, other, gzipped = fuzz_dir / "utf8.txt", fuzz_dir / "other.txt", fuzz_dir / "other.txt.gz"
+    utf8.write_bytes(text.encode())
+    other.write_bytes(encoded)
+    gzipped.write_bytes(gzip.compress(encoded))
+    expected = [replace(i, source="") for i in read([str(utf8)], LIMIT)]
+    assert [replace(i, source="") for i in read([str(other)], LIMIT)] == expected
+    assert [replace(i, source="") for i in read([str(gzipped)], LIMIT)] == expected
+
+
+# Without backslashes: "\\xff" is how a name's byte 0xff is spelled, so a name holding that text and one
+# holding the byte would be one source.
+file_names = st.binary(min_size=1, max_size=12).filter(lambda b: not set(b"/\\\0") & set(b) and b not in (b".", b".."))
+
+
+@fuzz_settings(60)
+@given(names=st.lists(file_names, min_size=1, max_size=5, unique=True), suffix=st.sampled_from([".txt", ".pdf", ""]))
+def test_any_file_name_gives_a_storable_source(fuzz_dir: Path, names: list[bytes], suffix: str) -> None:
+    """Whatever bytes a name holds, each file gives an item whose source is valid text (any store takes
+    it) and whose record id can be made; names that differ give sources that differ."""
+    folder = os.fsencode(fuzz_dir / "names")
+    shutil.rmtree(folder, ignore_errors=True)
+    os.mkdir(folder)
+    for name in names:
+        with open(os.path.join(folder, name + suffix.encode()), "wb") as fh:
+            fh.write(b"text of a file")
+    items = list(read([os.fsdecode(folder)], LIMIT))
+    visible = [n for n in names if not n.startswith(b".") and n.lower() + suffix.encode() not in (b"readme.txt",)]
+    assert len(items) == len(visible)
+    for item in items:
+        item.source.encode("utf-8")  # no lone surrogate
+        assert record_id(item.source, "0" * 64)
+    assert len({i.source for i in items}) == len(items)
 
 
 @fuzz_settings(40)
@@ -313,7 +419,10 @@ def test_json_lines_round_trip(
         source, items = str(path), list(read([str(path)], LIMIT))
     assert [type(item) for item in items] == [RawDocument] * len(texts), items
     assert [item.body for item in items] == texts
-    assert [item.source for item in items] == [f"{source}#L{n}" for n in range(1, len(texts) + 1)]
+    # Standard input has no places: its objects are located by their text (the same piped again is stored once).
+    assert [item.source for item in items] == [
+        f"{source}#L{n}" if not as_stdin else "-" for n in range(1, len(texts) + 1)
+    ]
 
 
 scraped_bodies = st.lists(

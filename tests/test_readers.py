@@ -1,9 +1,20 @@
+import codecs
+import contextlib
+import gzip
 import io
 import json
+import os
+import socket
+import subprocess
+import sys
+import threading
 from pathlib import Path
 
+import pytest
+
+from tests.conftest import REPO
 from worker.models import Format, RawDocument, Rejection
-from worker.readers import read
+from worker.readers import FieldMap, read
 
 LIMIT = 1_000_000
 
@@ -155,3 +166,408 @@ def test_byte_order_mark_is_not_text(tmp_path: Path) -> None:
     assert first.body == "نص المقال"
     assert second.body == "نص\ufeffالمقال"
     assert bad.reason == "not valid UTF-8: byte 0xff at offset 5"  # counted in the file, mark included
+
+
+# --- Files that are not regular files, names that are not UTF-8, deep folders (issue 11: 3, 4, 5) ---
+
+
+def read_in_thread(*args, **kwargs) -> list:
+    """``read`` on a thread of its own, given 30 s: a reader that blocks (on a FIFO, say) fails the test
+    rather than hanging the run."""
+    found: list = []
+    worker = threading.Thread(target=lambda: found.extend(read(*args, **kwargs)), daemon=True)
+    worker.start()
+    worker.join(30)
+    assert not worker.is_alive(), "the reader is blocked"
+    return found
+
+
+def test_a_fifo_socket_or_device_is_rejected_not_waited_on(tmp_path: Path) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "a.txt").write_text("one", encoding="utf-8")
+    os.mkfifo(folder / "b_pipe.txt")
+    (folder / "z.txt").write_text("two", encoding="utf-8")
+    listening = socket.socket(socket.AF_UNIX)
+    try:
+        listening.bind(str(folder / "c_socket.jsonl"))
+        found = read_in_thread([str(folder), str(folder / "b_pipe.txt"), "/dev/null"], LIMIT)
+    finally:
+        listening.close()
+        with contextlib.suppress(OSError):  # a reader blocked in open() (the defect) is released
+            os.close(os.open(folder / "b_pipe.txt", os.O_WRONLY | os.O_NONBLOCK))
+    reasons = [(Path(i.source).name, i.reason if isinstance(i, Rejection) else i.body) for i in found]
+    assert reasons == [
+        ("a.txt", "one"),
+        ("b_pipe.txt", "not a regular file: a FIFO"),
+        ("c_socket.jsonl", "not a regular file: a socket"),
+        ("z.txt", "two"),
+        ("b_pipe.txt", "not a regular file: a FIFO"),
+        ("null", "not a regular file: a character device"),
+    ]
+
+
+def test_a_fifo_put_in_place_of_a_listed_file_is_refused_once_open(tmp_path: Path) -> None:
+    """Between the folder's listing and the read, a file may become a FIFO: the open itself never waits."""
+    from worker import readers
+
+    os.mkfifo(tmp_path / "swapped.txt")
+    found = []
+    worker = threading.Thread(
+        target=lambda: found.extend(readers._read_file("s", str(tmp_path / "swapped.txt"), ".txt", LIMIT, FieldMap())),
+        daemon=True,
+    )
+    worker.start()
+    worker.join(30)
+    try:
+        assert not worker.is_alive(), "the reader is blocked"
+    finally:
+        with contextlib.suppress(OSError):
+            os.close(os.open(tmp_path / "swapped.txt", os.O_WRONLY | os.O_NONBLOCK))
+    assert [i.reason for i in found] == ["not a regular file: a FIFO"]
+
+
+def test_names_that_are_not_utf8_are_read_and_stored(tmp_path: Path, pipeline) -> None:
+    """A name's bytes that are not UTF-8 are spelled \\xNN in the source: the record id and both stores take it."""
+    folder = os.fsencode(tmp_path / "in")
+    os.makedirs(os.path.join(folder, b"caf\xe9"))
+    for name, text in (
+        (b"\xff.txt", "أول خبر في المجلد للاختبار"),
+        (b"caf\xe9/\xfe.md", "a second story, in a folder"),
+    ):
+        with open(os.path.join(folder, name), "wb") as fh:
+            fh.write(text.encode())
+    open(os.path.join(folder, b"\xfd.pdf"), "wb").close()
+    given = os.fsdecode(os.path.join(folder, b"caf\xe9/\xfe.md"))  # also named directly, as a shell passes it
+    summary = pipeline.ingest(read([os.fsdecode(folder), given, os.fsdecode(folder + b"/gone\xfc.txt")], LIMIT))
+    assert (summary.new, summary.rejected, summary.unchanged) == (2, 2, 1)
+    records = {r.source.removeprefix(str(tmp_path)): r for r in pipeline.store.iter_records()}
+    assert set(records) == {"/in/\\xff.txt", "/in/caf\\xe9/\\xfe.md", "/in/\\xfd.pdf", "/in/gone\\xfc.txt"}
+    assert records["/in/\\xff.txt"].status == "canonical"
+    assert "unsupported file type '.pdf'" in records["/in/\\xfd.pdf"].reason
+    assert records["/in/gone\\xfc.txt"].reason == "no such file or directory"
+    again = pipeline.ingest(read([os.fsdecode(folder)], LIMIT))  # the same ids: nothing new
+    assert again.unchanged == 3 and again.new == again.rejected == 0
+
+
+def test_a_folder_a_thousand_levels_deep_is_read_in_order_with_few_files_open(tmp_path: Path) -> None:
+    folders = [tmp_path / "top"]
+    for _ in range(1000):
+        folders.append(folders[-1] / "d")
+    for folder in folders:  # one by one: Path.mkdir(parents=True) recurses
+        folder.mkdir()
+    for level in range(0, 1000, 250):  # a few files on the way down, beside their subfolder
+        (folders[level] / f"f{level}.txt").write_text(f"level {level}", encoding="utf-8")
+    (folders[-1] / "bottom.txt").write_text("the bottom", encoding="utf-8")
+    (folders[0] / "e").mkdir()
+    (folders[0] / "e" / "after.txt").write_text("after the deep folder", encoding="utf-8")
+    open_files, bodies = [], []
+    try:
+        for item in read([str(folders[0])], LIMIT):
+            open_files.append(len(os.listdir("/proc/self/fd")))
+            bodies.append(item.body)
+    finally:  # bottom up: pytest's own clean-up (shutil.rmtree) recurses, and fails this deep
+        for folder in reversed(folders[1:]):
+            for file in folder.glob("*.txt"):
+                file.unlink()
+            folder.rmdir()
+    assert bodies == ["level 0", "level 250", "level 500", "level 750", "the bottom", "after the deep folder"]
+    assert max(open_files) - min(open_files) <= 1
+
+
+# --- Batches larger than the limit, streamed (issue 11: 6) ---
+
+
+def test_a_batch_many_times_the_limit_gives_every_document(tmp_path: Path) -> None:
+    limit = 2_000
+    texts = [f"story {n}: " + "كلمة " * (n % 60) for n in range(400)]
+    path = tmp_path / "big.jsonl"
+    lines = [json.dumps({"text": t, "title": f"t{n}"}, ensure_ascii=n % 2 == 0) for n, t in enumerate(texts)]
+    lines[200] = json.dumps({"id": "huge", "text": "x" * 50_000})  # one line over the limit, not held whole
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    assert path.stat().st_size > 50 * limit
+    found = items(str(path), limit=limit)
+    assert len(found) == 400
+    assert [i.body for i in found if isinstance(i, RawDocument)] == texts[:200] + texts[201:]
+    assert [i.source for i in found[199:202]] == [f"{path}#L200", f"{path}#L201", f"{path}#L202"]
+    assert found[200].reason == "line 201 too large: 50,026 bytes, the limit is 2,000 (DOCSIEVE_MAX_DOCUMENT_BYTES)"
+
+
+def test_a_json_array_many_times_the_limit_gives_every_document(tmp_path: Path, monkeypatch) -> None:
+    from worker import readers
+
+    monkeypatch.setattr(readers, "CHUNK", 7)  # item ends, strings and escapes cut across reads
+    objects = [
+        {"text": f'story {n} with "quotes", [brackets], {{braces}} and a \\ backslash\\', "id": n, "x": [1, {"a": "]"}]}
+        for n in range(300)
+    ]
+    objects[100] = {"text": "y" * 5_000}
+    path = tmp_path / "big.json"
+    path.write_text(json.dumps(objects, indent=2, ensure_ascii=False), encoding="utf-8")
+    found = items(str(path), limit=1_000)
+    assert len(found) == 300
+    assert [i.body for i in found if isinstance(i, RawDocument)] == [o["text"] for o in objects if "id" in o]
+    assert found[0].source == f"{path}#0" and found[299].source == f"{path}#299"
+    assert found[100].source == f"{path}#101" and found[100].reason.startswith("item 101 too large")
+
+
+def test_broken_arrays_and_one_object_over_the_limit(tmp_path: Path) -> None:
+    cut = tmp_path / "cut.json"
+    cut.write_text(json.dumps([{"text": "one " * 100}, {"text": "two " * 100}])[:-30], encoding="utf-8")
+    first, last, unclosed = items(str(cut), limit=500)
+    assert first.body.startswith("one") and "not valid JSON" in last.reason
+    assert unclosed.source == str(cut) and "the array is not closed" in unclosed.reason
+    trailing = tmp_path / "trailing.json"
+    trailing.write_text(json.dumps([{"text": "one " * 100}]) + " and more", encoding="utf-8")
+    doc, after = items(str(trailing))
+    assert doc.body.startswith("one") and after.reason == "invalid JSON: more after the end of the array"
+    pretty = tmp_path / "one.json"
+    pretty.write_text(json.dumps({"text": "word " * 500, "title": "t"}, indent=2), encoding="utf-8")
+    (found,) = items(str(pretty), limit=1_000)
+    assert found.reason == "one JSON object larger than 1,000 bytes (DOCSIEVE_MAX_DOCUMENT_BYTES)"
+
+
+def test_standard_input_over_the_limit(tmp_path: Path) -> None:
+    lines = "".join(json.dumps({"text": f"story number {n}"}) + "\n" for n in range(100))
+    assert [i.body for i in items("-", stdin=lines.encode(), limit=200)] == [f"story number {n}" for n in range(100)]
+    array = json.dumps([{"text": f"story number {n}"} for n in range(100)]).encode()
+    assert len(items("-", stdin=array, limit=200)) == 100
+    (text,) = items("-", stdin=b"[Reuters] " + b"word " * 100, limit=200)
+    assert text.reason == "input too large: more than 200 bytes (DOCSIEVE_MAX_DOCUMENT_BYTES)"
+
+
+MEMORY_CHILD = """
+import json, resource, sys
+from worker.readers import read
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+found = [getattr(item, "reason", None) or item.body for item in read([sys.argv[1]], 1_000_000)]
+grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+print(json.dumps({"found": found, "grown_kib": grown}))
+"""
+
+
+def test_a_line_many_times_the_limit_is_skipped_in_bounded_memory(tmp_path: Path) -> None:
+    path = tmp_path / "long_line.jsonl"
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.write(json.dumps({"text": "before"}) + "\n")
+        fh.write('{"text": "' + "long " * 12_800_000 + '"}\n')  # 64 MB
+        fh.write(json.dumps({"text": "after"}) + "\n")
+    done = subprocess.run(
+        [sys.executable, "-c", MEMORY_CHILD, str(path)], cwd=REPO, capture_output=True, text=True, check=True
+    )
+    result = json.loads(done.stdout)
+    assert result["found"] == [
+        "before",
+        "line 2 too large: 64,000,012 bytes, the limit is 1,000,000 (DOCSIEVE_MAX_DOCUMENT_BYTES)",
+        "after",
+    ]
+    assert result["grown_kib"] < 32 * 1024, f"peak memory grew by {result['grown_kib']} KiB reading a 64 MB line"
+
+
+# --- UTF-16 and UTF-32, gzip (issue 11: 12, 13) ---
+
+ARTICLE = "عنوان الخبر\nنص المقال الأول، وفيه كلمات كثيرة.\nSecond paragraph."
+
+
+@pytest.mark.parametrize("codec", ["utf-16-le", "utf-16-be", "utf-32-le", "utf-32-be"])
+def test_utf16_and_utf32_files_are_read_by_their_byte_order_mark(tmp_path: Path, codec: str) -> None:
+    def write(name: str, text: str) -> str:
+        (tmp_path / name).write_bytes("\ufeff".encode(codec) + text.encode(codec))
+        return str(tmp_path / name)
+
+    page = f"<html><head><meta charset='{codec}'></head><body><p>{ARTICLE}</p></body></html>"
+    lines = "\n".join(json.dumps({"text": t}, ensure_ascii=False) for t in ("أول", "second")) + "\n"
+    found = items(write("a.txt", ARTICLE), write("p.html", page), write("b.jsonl", lines))
+    assert [type(i) for i in found] == [RawDocument] * 4
+    assert found[0].body == ARTICLE and ARTICLE.split("\n")[1] in found[1].body
+    assert [i.body for i in found[2:]] == ["أول", "second"]
+    assert [i.body for i in items(str(tmp_path / "b.jsonl"), limit=20)] == ["أول", "second"]  # streamed
+    (stdin,) = items("-", stdin=(tmp_path / "a.txt").read_bytes())
+    assert stdin.body == ARTICLE
+
+
+def test_broken_utf16_is_rejected_with_the_offset(tmp_path: Path) -> None:
+    (tmp_path / "odd.txt").write_bytes(codecs.BOM_UTF16_LE + "abc".encode("utf-16-le") + b"\x00")
+    (tmp_path / "lone.txt").write_bytes(codecs.BOM_UTF16_LE + "ab".encode("utf-16-le") + b"\x00\xd8x\x00")
+    odd, lone = items(str(tmp_path / "odd.txt"), str(tmp_path / "lone.txt"))
+    assert odd.reason == "not valid UTF-16: truncated data at offset 8"
+    assert lone.reason.startswith("not valid UTF-16: illegal UTF-16 surrogate at offset 6")
+
+
+@pytest.mark.parametrize("suffix", [".txt.gz", ".md.gz", ".html.gz", ".jsonl.gz", ".json.gz", ".NDJSON.GZ"])
+def test_gzipped_files_are_read(tmp_path: Path, suffix: str) -> None:
+    if ".htm" in suffix:
+        data, expected = f"<html><body><article><p>{ARTICLE}</p></article></body></html>", [ARTICLE]
+    elif "json" in suffix.lower():
+        expected = [f"story {n}" for n in range(50)]
+        data = "".join(json.dumps({"text": t}) + "\n" for t in expected)
+        if suffix == ".json.gz":
+            data = json.dumps([{"text": t} for t in expected], indent=2)
+    else:
+        data, expected = ARTICLE, [ARTICLE]
+    path = tmp_path / f"in{suffix}"
+    path.write_bytes(gzip.compress(data.encode("utf-16") if suffix == ".md.gz" else data.encode()))
+    for limit in (LIMIT, 100):  # whole, or streamed in documents under the limit
+        found = items(str(tmp_path), limit=limit)
+        if limit == LIMIT or len(expected) > 1:
+            assert [type(i) for i in found] == [RawDocument] * len(expected), found
+            bodies = [i.body for i in found]
+            assert bodies == expected if ".htm" not in suffix else ARTICLE.split("\n")[1] in bodies[0]
+        else:
+            assert found[0].reason == "file too large: more than 100 bytes decompressed (DOCSIEVE_MAX_DOCUMENT_BYTES)"
+    assert found[0].source.startswith(str(path))
+
+
+def test_gzip_on_standard_input_and_suffixes_that_are_not_gzip(tmp_path: Path) -> None:
+    lines = "".join(json.dumps({"text": f"story {n}"}) + "\n" for n in range(30)).encode()
+    assert len(items("-", stdin=gzip.compress(lines))) == 30
+    assert len(items("-", stdin=gzip.compress(lines), limit=50)) == 30
+    (tmp_path / "page.html").write_bytes(gzip.compress(b"<html><body>x</body></html>"))  # named as not gzipped
+    (tmp_path / "archive.tar.gz").write_bytes(gzip.compress(b"x"))
+    (tmp_path / "bad.txt.gz").write_bytes(b"not gzip at all")
+    (tmp_path / "cut.jsonl.gz").write_bytes(gzip.compress(lines)[:-40])
+    reasons = {Path(i.source).name: i.reason for i in items(str(tmp_path)) if isinstance(i, Rejection)}
+    assert reasons["page.html"].startswith("binary data")
+    assert reasons["archive.tar.gz"].startswith("unsupported file type '.tar.gz'")
+    assert reasons["bad.txt.gz"] == "not valid gzip data: Not a gzipped file (b'no')"
+    assert reasons["cut.jsonl.gz"].startswith("gzip data cut short")
+
+
+def test_a_gzip_bomb_is_refused_without_decompressing_it_all(tmp_path: Path, monkeypatch) -> None:
+    decompressed = []
+    real_read = gzip.GzipFile.read
+    monkeypatch.setattr(
+        gzip.GzipFile, "read", lambda self, n=-1: decompressed.append(len(data := real_read(self, n))) or data
+    )
+    bomb = gzip.compress(b"a" * 200_000_000, compresslevel=9)  # 200 MB in about 200 KB
+    (tmp_path / "bomb.txt.gz").write_bytes(bomb)
+    (tmp_path / "bomb.jsonl.gz").write_bytes(gzip.compress(b'{"text": "first"}\n') + bomb)
+    text_bomb, first, batch_bomb = items(
+        str(tmp_path / "bomb.txt.gz"), str(tmp_path / "bomb.jsonl.gz"), limit=1_000_000
+    )
+    assert text_bomb.reason == "file too large: more than 1,000,000 bytes decompressed (DOCSIEVE_MAX_DOCUMENT_BYTES)"
+    assert first.body == "first"
+    assert batch_bomb.source == str(tmp_path / "bomb.jsonl.gz")
+    assert batch_bomb.reason.startswith("a decompression bomb:") and batch_bomb.reason.endswith(", after 1 item")
+    assert sum(decompressed) < 5_000_000
+
+
+# --- Field mapping, the kept author and outlet, the types of fields (issue 11: 14) ---
+
+SNN = {  # SaudiNewsNet's layout
+    "source": "aawsat",
+    "url": "http://aawsat.com/home/article/410826",
+    "date_extracted": "2015-07-21 02:51:32",
+    "title": "بريطانيا: أربعة محاور لاستراتيجية جديدة",
+    "author": "لندن: رنيم حنوش",
+    "content": "حدد رئيس الوزراء البريطاني ديفيد كاميرون ملامح استراتيجية للتصدي للتطرف.",
+}
+
+
+def test_a_field_mapping_reads_other_layouts_and_keeps_author_and_outlet(tmp_path: Path) -> None:
+    (tmp_path / "day.json").write_text(json.dumps([SNN, {**SNN, "source": {"id": None, "name": "Reuters"}}]))
+    fields = FieldMap(text="content", published="date_extracted")
+    first, second = read([str(tmp_path / "day.json")], LIMIT, fields=fields)
+    assert (first.body, first.title, first.url) == (SNN["content"], SNN["title"], SNN["url"])
+    assert (first.published, first.author, first.outlet) == ("2015-07-21 02:51:32", SNN["author"], "aawsat")
+    assert second.outlet == "Reuters"  # NewsAPI's {"id", "name"}
+    (missing,) = items(str(tmp_path / "day.json"))[:1]
+    assert missing.reason == "object has no 'text' field; 'text' is required"
+
+
+def test_the_outlet_and_author_travel_in_task_messages_and_to_the_record(pipeline) -> None:
+    from worker.messages import from_message, to_message
+
+    raw = RawDocument("day.json#1", SNN["content"], author=SNN["author"], outlet="aawsat")
+    assert from_message(json.loads(json.dumps(to_message(raw)))) == raw
+    pipeline.ingest([raw])
+    (record,) = pipeline.store.iter_records()
+    assert record.author == SNN["author"]  # the outlet too, once the store has its column (migration 0007)
+
+
+def test_fields_of_other_types_are_rejected_or_converted_by_the_stated_rule(tmp_path: Path) -> None:
+    objects = [
+        {"id": 7, "text": "an integer id", "published": 2015},
+        {"id": 7.5, "text": "a float id"},
+        {"id": True, "text": "a boolean id"},
+        {"text": "a list title", "title": ["a"]},
+        {"text": "a number url", "url": 5},
+        {"text": "a float date", "published": 1437436800.5},
+        {"id": "x", "text": "an object author", "author": {"name": "A"}},
+        {"text": "a number language", "language": 1},
+        {"text": "an outlet without a name", "source": {"id": "x"}},
+        {"text": "empty and null fields", "title": "", "url": None},
+    ]
+    (tmp_path / "b.jsonl").write_text("\n".join(json.dumps(o) for o in objects), encoding="utf-8")
+    found = items(str(tmp_path / "b.jsonl"))
+    assert (found[0].source, found[0].published) == (f"{tmp_path / 'b.jsonl'}#7", "2015")
+    assert [i.reason for i in found[1:9]] == [
+        "'id' must be a string or an integer, got float",
+        "'id' must be a string or an integer, got bool",
+        "'title' must be a string, got list",
+        "'url' must be a string, got int",
+        "'published' must be a string or an integer, got float",
+        "'author' must be a string, got dict",
+        "'language' must be a string, got int",
+        "'source' must be a string, got dict",
+    ]
+    assert found[6].source.endswith("#x") and found[3].source.endswith("#L4")
+    assert (found[9].title, found[9].url) == (None, None)
+
+
+def test_field_flags_on_the_command_line(tmp_path: Path) -> None:
+    from worker.cli import MAPPED_FIELDS, _field_map, _parser
+
+    assert set(MAPPED_FIELDS) == set(FieldMap.__dataclass_fields__)
+    for command in (["ingest", "x"], ["submit", "x"], ["similar", "x"]):
+        args = _parser().parse_args([*command, "--text-field", "content", "--outlet-field", "publisher"])
+        assert _field_map(args) == FieldMap(text="content", outlet="publisher")
+    (tmp_path / "day.json").write_text(json.dumps([SNN]), encoding="utf-8")
+    env = {**os.environ, "DOCSIEVE_STORE": f"sqlite:///{tmp_path / 's.db'}"}
+    run = [sys.executable, "-m", "worker.cli"]
+    flags = ["--text-field", "content", "--published-field", "date_extracted"]
+    done = subprocess.run([*run, "ingest", str(tmp_path / "day.json"), *flags], env=env, cwd=REPO, capture_output=True)
+    assert done.returncode == 0, done.stderr
+    exported = subprocess.run([*run, "export"], env=env, cwd=REPO, capture_output=True, text=True, check=True)
+    (record,) = map(json.loads, exported.stdout.splitlines())
+    assert (record["author"], record["published"], record["status"]) == (
+        SNN["author"],
+        SNN["date_extracted"],
+        "canonical",
+    )
+    similar = subprocess.run(
+        [*run, "similar", str(tmp_path / "day.json"), *flags], env=env, cwd=REPO, capture_output=True, text=True
+    )
+    assert f"{record['id']}  jaccard 1.000" in similar.stdout
+
+
+# --- One file, one source; stdin twice (issue 11: 16) ---
+
+
+def test_one_file_is_one_source_however_its_path_is_spelled(tmp_path: Path, pipeline, monkeypatch) -> None:
+    (tmp_path / "in" / "sub").mkdir(parents=True)
+    (tmp_path / "in" / "a.txt").write_text("أول خبر في المجلد للاختبار", encoding="utf-8")
+    (tmp_path / "in" / "sub" / "b.txt").write_text("a second story, in a folder", encoding="utf-8")
+    (tmp_path / "link").symlink_to(tmp_path / "in" / "sub", target_is_directory=True)
+    monkeypatch.chdir(tmp_path)
+    first = pipeline.ingest(read([str(tmp_path / "in")], LIMIT))
+    assert first.new == 2
+    for spelling in ("in", "./in/", "in//sub/..", "link/../a.txt", "in/sub/../a.txt", str(tmp_path / "in" / "a.txt")):
+        again = pipeline.ingest(read([spelling], LIMIT))
+        assert (again.unchanged, again.new, again.exact) == (again.read, 0, 0), spelling
+    sources = sorted(r.source for r in pipeline.store.iter_records())
+    assert sources == [str(tmp_path / "in" / "a.txt"), str(tmp_path / "in" / "sub" / "b.txt")]
+    linked = pipeline.ingest(read(["link/b.txt"], LIMIT))  # a link is its own source, as before
+    assert linked.exact == 1
+
+
+def test_the_same_objects_piped_twice_are_already_stored(pipeline) -> None:
+    objects = [{"text": f"story number {n} about the city council and its budget"} for n in range(5)]
+    lines = "".join(json.dumps(o) + "\n" for o in objects).encode()
+    assert pipeline.ingest(read(["-"], LIMIT, stdin=io.BytesIO(lines))).new == 5
+    again = b"".join(reversed(lines.splitlines(keepends=True))) + lines  # in another order, and twice over
+    second = pipeline.ingest(read(["-"], LIMIT, stdin=io.BytesIO(again)))
+    assert (second.read, second.unchanged, second.exact) == (10, 10, 0)
+    with_ids = "".join(json.dumps({**o, "id": n}) + "\n" for n, o in enumerate(objects)).encode()
+    third = pipeline.ingest(read(["-"], LIMIT, stdin=io.BytesIO(with_ids)))
+    assert (third.new, third.exact) == (0, 5)  # another source (-#id) with the same text: exact copies

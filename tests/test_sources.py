@@ -355,12 +355,15 @@ def test_folder_lists_supported_article_files_and_an_edited_file_is_new(tmp_path
     inbox = tmp_path / "inbox"
     (inbox / "sub").mkdir(parents=True)
     (inbox / ".git").mkdir()
-    for name in ("a.txt", "sub/b.md", "sub/c.json", ".hidden.txt", "README.md", "photo.png", ".git/d.txt"):
+    names = ("a.txt", "sub/b.md", "sub/c.json", "sub/e.JSONL.gz", ".hidden.txt", "README.md", "photo.png", "f.tar.gz")
+    for name in (*names, ".git/d.txt"):
         write(inbox / name, f"text of {name}\n")
     source = Source("inbox", "folder", str(inbox), 60)
 
     first = discover(source, Web({}))
-    assert [e.location for e in first] == [str(inbox / "a.txt"), str(inbox / "sub/b.md"), str(inbox / "sub/c.json")]
+    assert [e.location for e in first] == [
+        str(inbox / name) for name in ("a.txt", "sub/b.md", "sub/c.json", "sub/e.JSONL.gz")
+    ]
     stat = os.stat(inbox / "a.txt")
     assert first[0] == Entry(f"{inbox / 'a.txt'}@{stat.st_mtime_ns}:{stat.st_size}", str(inbox / "a.txt"))
     assert discover(source, Web({})) == first  # unchanged files: the same keys

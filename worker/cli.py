@@ -17,6 +17,10 @@ from worker.settings import Settings, SettingsError, StoreError, redacted
 
 SHOW_AMBIGUOUS = 10  # ids listed when a prefix names several records
 
+# The parts of a document a batch's JSON objects hold (readers.FieldMap): named here, not imported, so
+# that every command's start-up does not load the readers.
+MAPPED_FIELDS = ("text", "id", "title", "url", "published", "author", "language", "outlet")
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
@@ -77,6 +81,14 @@ def _parser() -> argparse.ArgumentParser:
     # --store is accepted before and after the command; SUPPRESS keeps a subcommand from resetting it.
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--store", metavar="URL", default=argparse.SUPPRESS, help=store_help)
+    fields = argparse.ArgumentParser(add_help=False)
+    mapping = fields.add_argument_group(
+        "JSON batches",
+        "the field of each object that holds a part of the document: by default the part's own name "
+        "(`text`, `id`...), and `source` for the outlet (the publisher)",
+    )
+    for name in MAPPED_FIELDS:
+        mapping.add_argument(f"--{name}-field", metavar="NAME")
     parser = argparse.ArgumentParser(
         prog="docsieve",
         description="Ingest articles, keep one canonical record per story and link every copy to it.",
@@ -87,7 +99,7 @@ def _parser() -> argparse.ArgumentParser:
 
     ingest = sub.add_parser(
         "ingest",
-        parents=[common],
+        parents=[common, fields],
         help="read, fingerprint, deduplicate and store articles",
         description="Ingest files (.txt/.md scraped articles, .html pages, .json/.jsonl "
         "batches), directories (recursively), - for standard input, or http(s) URLs of article pages.",
@@ -118,7 +130,7 @@ def _parser() -> argparse.ArgumentParser:
 
     submit = sub.add_parser(
         "submit",
-        parents=[common],
+        parents=[common, fields],
         help="queue files, directories, stdin or URLs to a running deployment",
         description="Read the inputs here and queue them, in batches, to the deployment's workers (URLs go to "
         "the fetch workers); returns at once and prints what it queued, or with --wait follows the tasks to the end.",
@@ -213,7 +225,7 @@ def _parser() -> argparse.ArgumentParser:
 
     similar = sub.add_parser(
         "similar",
-        parents=[common],
+        parents=[common, fields],
         help="the stored documents closest to a file",
         description="Fingerprint PATH (nothing is stored) and list the closest stored "
         "documents with their Jaccard and containment similarity.",
@@ -257,7 +269,7 @@ def _ingest(args: argparse.Namespace, settings: Settings) -> int:
         print(f"docsieve: {missing}; nothing was ingested", file=sys.stderr)
         return 2
     urls = [p for p in args.paths if _is_url(p)]
-    items = read([p for p in args.paths if not _is_url(p)], settings.max_document_bytes)
+    items = read([p for p in args.paths if not _is_url(p)], settings.max_document_bytes, fields=_field_map(args))
     pages: list = []
     with _few_collections():
         # Files only: the first batches are read and prepared while this thread imports the storage code
@@ -311,6 +323,14 @@ def _ingest(args: argparse.Namespace, settings: Settings) -> int:
         print("docsieve: nothing to ingest", file=sys.stderr)
         return 1
     return 0 if summary.ingested else 1
+
+
+def _field_map(args: argparse.Namespace):
+    """The JSON field names the command line gave (``--text-field content``...), the others as default."""
+    from worker.readers import FieldMap
+
+    given = {name: getattr(args, f"{name}_field") for name in MAPPED_FIELDS}
+    return FieldMap(**{name: field for name, field in given.items() if field is not None})
 
 
 def _is_url(arg: str) -> bool:
@@ -368,7 +388,7 @@ def _submit(args: argparse.Namespace, settings: Settings) -> int:
             queued_tasks.append(app.send_task(FETCH_TASK, args=[chunk], queue=io_queue))
             documents += len(chunk)
         paths = [p for p in args.paths if not _is_url(p)]
-        messages = (to_message(item) for item in read(paths, settings.max_document_bytes))
+        messages = (to_message(item) for item in read(paths, settings.max_document_bytes, fields=_field_map(args)))
         for batch in message_batches(messages, settings.submit_batch, settings.submit_max_chars):
             queued_tasks.append(send_ingest(app.send_task, batch, cpu_queue, payloads))
             documents += len(batch)
@@ -690,7 +710,8 @@ def _similar(args: argparse.Namespace, settings: Settings) -> int:
     pipeline = Pipeline(Store(settings.store, readonly=True), settings)
     try:
         found_any = False
-        for source, matches in pipeline.similar(read([args.path], settings.max_document_bytes), args.limit):
+        items = read([args.path], settings.max_document_bytes, fields=_field_map(args))
+        for source, matches in pipeline.similar(items, args.limit):
             found_any = True
             print(source)
             if isinstance(matches, str):

@@ -91,6 +91,7 @@ def _extract_scraped(raw: RawDocument) -> Document | Rejection:
         url=raw.url,
         published=raw.published,
         author=raw.author,
+        outlet=raw.outlet,
     )
 
 
@@ -159,6 +160,7 @@ def _extract_html(raw: RawDocument, limits: HtmlLimits) -> Document | Rejection:
         url=raw.url or result.url,
         published=raw.published or result.date,
         author=raw.author or (result.author or "").strip() or None,
+        outlet=raw.outlet,
     )
 
 

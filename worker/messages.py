@@ -13,7 +13,7 @@ from worker.readers import Item
 
 INGEST_TASK = "docsieve.ingest_batch"
 FETCH_TASK = "docsieve.fetch_urls"
-OPTIONAL = ("title", "url", "published", "language", "author")
+OPTIONAL = ("title", "url", "published", "language", "author", "outlet")
 # A fetch task's URLs are fetched one after the other, while the I/O worker's thread pool runs many
 # tasks: few URLs a task keep the pool busy and a slow host holding up only a few others.
 URLS_PER_TASK = 8
@@ -48,6 +48,7 @@ def from_message(message: object) -> Item:
                     published=message.get("published"),
                     language=message.get("language"),
                     author=message.get("author"),
+                    outlet=message.get("outlet"),
                 )
         except (KeyError, ValueError) as exc:
             return _malformed(message, f"{type(exc).__name__}: {exc}")

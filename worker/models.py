@@ -48,6 +48,7 @@ class RawDocument:
     published: str | None = None
     language: str | None = None
     author: str | None = None
+    outlet: str | None = None  # the publisher a batch names (its "source" field), not where it was read
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +82,7 @@ class Document:
     url: str | None = None
     published: str | None = None
     author: str | None = None
+    outlet: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +139,7 @@ class Record:
     published: str | None = None
     author: str | None = None
     created_at: str | None = None
+    outlet: str | None = None
 
     def to_json(self) -> dict:
         return {
@@ -155,6 +158,7 @@ class Record:
             "url": self.url,
             "published": self.published,
             "author": self.author,
+            "outlet": self.outlet,
             "created_at": self.created_at,
         }
 

@@ -230,6 +230,7 @@ class Pipeline:
                         url=doc.url,
                         published=doc.published,
                         author=doc.author,
+                        outlet=doc.outlet,
                     ),
                     shingles=fp.shingles if indexed else None,
                     keys=p.keys if indexed else None,

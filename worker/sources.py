@@ -32,7 +32,7 @@ import feedparser
 from defusedxml import DefusedXmlException, EntitiesForbidden
 
 from worker.models import batched
-from worker.readers import SUPPORTED
+from worker.readers import SUPPORTED, suffix_of
 from worker.urls import url_key
 
 logger = logging.getLogger(__name__)
@@ -395,7 +395,7 @@ def _folder_entries(source: Source) -> list[Entry]:
         for name in sorted(filenames):
             if name.startswith(".") or name.lower() in ("readme.md", "readme.txt"):
                 continue
-            if os.path.splitext(name)[1].lower() not in SUPPORTED:
+            if suffix_of(name) not in SUPPORTED:
                 continue
             path = os.path.join(dirpath, name)
             try:
