@@ -482,7 +482,8 @@ def test_the_outlet_and_author_travel_in_task_messages_and_to_the_record(pipelin
     assert from_message(json.loads(json.dumps(to_message(raw)))) == raw
     pipeline.ingest([raw])
     (record,) = pipeline.store.iter_records()
-    assert record.author == SNN["author"]  # the outlet too, once the store has its column (migration 0007)
+    assert (record.author, record.outlet) == (SNN["author"], "aawsat")
+    assert record.to_json()["outlet"] == "aawsat"
 
 
 def test_fields_of_other_types_are_rejected_or_converted_by_the_stated_rule(tmp_path: Path) -> None:

@@ -375,6 +375,22 @@ def test_folder_lists_supported_article_files_and_an_edited_file_is_new(tmp_path
     assert second[1:] == first[1:]
 
 
+def test_a_watched_folder_a_thousand_levels_deep_is_listed_in_order(tmp_path: Path) -> None:
+    inbox = tmp_path / "inbox"
+    deep = inbox
+    for level in range(1001):  # one by one: mkdir(parents=True) recurses too
+        deep.mkdir()
+        if level == 500:
+            write(deep / "middle.txt", "half way down\n")
+        deep = deep / "d"
+    deep = deep.parent
+    write(deep / "bottom.txt", "the bottom\n")
+    write(inbox / "z.txt", "at the top\n")
+    (inbox / "linked.txt").symlink_to(inbox / "d")  # a link to a folder, however it is named: not an entry
+    found = discover(Source("inbox", "folder", str(inbox), 60), Web({}))
+    assert [Path(e.location).name for e in found] == ["z.txt", "middle.txt", "bottom.txt"]
+
+
 def test_a_missing_folder_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(SourcesError, match=f"source 'inbox': folder {tmp_path / 'gone'} does not exist"):
         discover(Source("inbox", "folder", str(tmp_path / "gone"), 60), Web({}))

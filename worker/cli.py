@@ -689,6 +689,7 @@ def _describe(record) -> str:
         ("url", record.url),
         ("published", record.published),
         ("author", record.author),
+        ("outlet", record.outlet),
         ("images", ", ".join(record.images)),
         ("reason", record.reason),
         ("content_hash", record.content_hash),

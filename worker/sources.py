@@ -390,17 +390,31 @@ def _folder_entries(source: Source) -> list[Entry]:
     if not os.path.isdir(root):
         raise SourcesError(f"source {source.name!r}: folder {root} does not exist or is not a folder")
     entries = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for name in sorted(filenames):
-            if name.startswith(".") or name.lower() in ("readme.md", "readme.txt"):
+    # A stack, not os.walk: it recurses on Python 3.11, and a folder a thousand levels deep would end the poll.
+    pending = [root]
+    while pending:
+        folder = pending.pop()
+        try:
+            with os.scandir(folder) as listing:
+                found = sorted(listing, key=lambda e: e.name)
+        except OSError:
+            continue  # removed, or unreadable, since it was listed
+        subfolders = []
+        for entry in found:
+            name = entry.name
+            if name.startswith("."):
                 continue
-            if suffix_of(name) not in SUPPORTED:
+            if entry.is_dir(follow_symlinks=False):
+                subfolders.append(entry.path)
                 continue
-            path = os.path.join(dirpath, name)
+            if entry.is_dir():  # a link to a folder: not followed, as the reader does not
+                continue
+            if name.lower() in ("readme.md", "readme.txt") or suffix_of(name) not in SUPPORTED:
+                continue
             try:
-                stat = os.stat(path)
+                stat = os.stat(entry.path)
             except OSError:
                 continue  # removed since it was listed
-            entries.append(Entry(key=f"{path}@{stat.st_mtime_ns}:{stat.st_size}", location=path))
+            entries.append(Entry(key=f"{entry.path}@{stat.st_mtime_ns}:{stat.st_size}", location=entry.path))
+        pending.extend(reversed(subfolders))  # the first subfolder next: os.walk's order
     return entries

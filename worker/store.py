@@ -45,6 +45,7 @@ records = sa.Table(
     sa.Column("url", sa.Text, nullable=True),
     sa.Column("published", sa.String(PUBLISHED_MAX_CHARS), nullable=True),
     sa.Column("author", sa.Text, nullable=True),
+    sa.Column("outlet", sa.Text, nullable=True),  # the publisher a batch names (migration 0007)
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
     sa.Column("shingles", sa.LargeBinary, nullable=True),  # sorted unique uint32, for verification
     sa.Column("index_keys", sa.LargeBinary, nullable=True),  # int64 LSH band and sample keys
@@ -107,7 +108,7 @@ RECORD_COLUMNS = [c for c in records.c if c.name not in ("shingles", "index_keys
 # Any constant: the advisory lock that serializes deciders on PostgreSQL, as BEGIN IMMEDIATE does on SQLite.
 WRITE_LOCK = 0x646F6373
 MIGRATIONS = Path(__file__).with_name("migrations")
-SCHEMA_REVISION = "0006"  # the newest migration; a test holds it equal to Alembic's head
+SCHEMA_REVISION = "0007"  # the newest migration; a test holds it equal to Alembic's head
 KNOWN_REVISIONS = frozenset(path.name[:4] for path in (MIGRATIONS / "versions").glob("[0-9][0-9][0-9][0-9]_*.py"))
 SQLITE_HEADER = b"SQLite format 3\0"
 # Bound parameters per statement stay well below SQLite's limit (32766) and PostgreSQL's (65535).
@@ -688,6 +689,7 @@ def _row(item: NewRecord) -> tuple:
         r.url,
         r.published,
         r.author,
+        r.outlet,
         np.asarray(item.shingles, dtype=np.uint32).tobytes() if item.shingles is not None else None,
         np.asarray(item.keys, dtype=np.int64).tobytes() if item.keys is not None else None,
     )
@@ -725,5 +727,6 @@ def _record(row) -> Record:
         url=m["url"],
         published=m["published"],
         author=m["author"],
+        outlet=m["outlet"],
         created_at=m["created_at"].isoformat() if m["created_at"] else None,
     )

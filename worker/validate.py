@@ -6,9 +6,10 @@ Rules:
 - NUL (U+0000) is no text, and PostgreSQL cannot store it: in any value it becomes U+FFFD, the
   replacement character a decoder puts where input could not be read. Word breaks stay where they were
   (normalization treats both as a break), so fingerprints are as they would have been.
-- A lone surrogate (a file name that is not UTF-8, decoded with ``surrogateescape``) cannot be encoded
-  for either store: it becomes U+FFFD too. Texts are never checked for them: every reader decodes them
-  strictly or rejects them, and the check would cost as much as a fifth of a fingerprint.
+- A lone surrogate cannot be encoded for either store: it becomes U+FFFD too. Readers spell a file name
+  that is not UTF-8 with ``\\xNN`` escapes and decode texts strictly, so only a value from elsewhere (a
+  program calling the pipeline itself) can hold one. Texts are not checked for them: the check would
+  cost as much as a fifth of a fingerprint.
 - ``language`` must be a language tag (``ar``, ``en-GB``, ``zh_Hant``) of at most 16 characters, and
   ``published`` at most 64 characters (a date): otherwise the document is rejected, saying which value
   is wrong, since a wrong field mapping is better told than stored.
@@ -35,7 +36,7 @@ def validate(item: Document | Rejection) -> Document | Rejection:
     doc = item
     cleaned = {
         name: storable(value)
-        for name in ("source", "title", "url", "published", "author", "language")
+        for name in ("source", "title", "url", "published", "author", "outlet", "language")
         if (value := getattr(doc, name)) is not None and _UNSTORABLE.search(value)
     }
     if "\0" in doc.text:
