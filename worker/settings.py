@@ -13,7 +13,7 @@ from typing import Any
 
 PREFIX = "DOCSIEVE_"
 # Bump when the normalization rules change: fingerprints made before would no longer match.
-NORMALIZATION_VERSION = 1
+NORMALIZATION_VERSION = 2
 
 
 class SettingsError(ValueError):
