@@ -81,7 +81,7 @@ def test_lookalikes_inside_latin_words_become_latin(spoof: str, plain: str) -> N
 def test_words_in_one_script_keep_their_letters() -> None:
     assert normalize("Москва Сегодня, Αθήνα ΚΑΙ Ελλάδα") == "москва сегодня αθήνα και ελλάδα"
     assert normalize("Москва and Paris") == "москва and paris"
-    assert normalize("рор-up") == "рор up"  # Cyrillic look-alikes alone are a Cyrillic word
+    assert normalize("рор-up рοр") == "рор up рοр"  # look-alikes with no Latin letter stay (Cyrillic, Greek ο)
     assert normalize("5 µm, 3 µg") == "5 μm 3 μg"  # the micro sign is no look-alike
     # Letters without a Latin look-alike stay in a mixed word.
     assert normalize("Pжa") == "pжa"

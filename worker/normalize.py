@@ -5,17 +5,17 @@ alef forms (أ إ آ ٱ) to ا, ى to ي, ة to ه, and the Persian, Urdu and Ku
 letters (ی ک ہ ۂ ۀ ھ ە ۃ) to the Arabic ones; Arabic-Indic and Persian digits to ASCII; punctuation
 (Arabic ، ؛ ؟ included), symbols, controls and separators become word breaks; format characters
 (ZWNJ, RLM, BOM), invisible fillers (Hangul fillers, the braille blank) and other non-spacing marks
-vanish. In a word that mixes Latin, Cyrillic and Greek letters, the Cyrillic and Greek look-alikes of
-Latin letters become those letters ("Рresident" with a Cyrillic Р is "president"); a word in one
-script keeps its letters. The result is the words separated by single spaces.
+vanish. In a word with Latin letters, the Cyrillic and Greek look-alikes of Latin letters become those
+letters ("Рresident" with a Cyrillic Р is "president"); a Cyrillic or Greek word keeps its letters.
+The result is the words separated by single spaces.
 
 Why not ``str.translate``: with a dict table it costs about 180 µs for a typical Arabic article, more
 than the whole fingerprint budget. Instead every BMP code point is folded once, at first use, into a
 lookup table that numpy applies to a whole batch of UTF-32 code points at once. The few texts whose
 characters need NFKC composition or multi-character casefolding (presentation forms, ß, combining
 accents, astral characters) go through ``unicodedata`` first, then through the same table, so both
-paths give the same answer. The same lookup that finds those texts finds the few with Cyrillic or
-Greek look-alikes; only their words are checked for mixed scripts.
+paths give the same answer. The same lookup that finds those texts finds the few with both Latin
+letters and Cyrillic or Greek look-alikes; only their words are checked for mixed scripts.
 """
 
 from __future__ import annotations
@@ -34,10 +34,10 @@ import numpy as np
 
 SPACE = 32
 DELETE = 0  # NUL in the input becomes a space (it is a control), so 0 is free to mean "drop"
-# Bits of _Tables.flags: the character needs the unicodedata prepass; it is (or folds to) a look-alike.
-SPECIAL, LOOKALIKE = 1, 2
-# Bits of _Tables.script; a word with two of them mixes scripts.
-LATIN, CYRILLIC, GREEK = 1, 2, 4
+# Bits of _Tables.flags: the character needs the unicodedata prepass; its NFKC casefold holds a Cyrillic
+# or Greek look-alike of a Latin letter, a Latin letter. A word with both bits mixes scripts.
+SPECIAL, LOOKALIKE, LATIN = 1, 2, 4
+MIXED = LOOKALIKE | LATIN
 
 ARABIC_FOLDS = {
     "أ": "ا",
@@ -107,18 +107,19 @@ def fold_char(ch: str) -> str:
 class _Tables:
     fold: np.ndarray  # uint32[65536]: folded code point, SPACE, or DELETE
     needs_unicodedata: np.ndarray  # bool[65536]: NFKC must see this character in context
-    flags: np.ndarray  # uint8[65536]: SPECIAL (needs_unicodedata or expandable), LOOKALIKE
-    script: np.ndarray  # uint8[65536]: LATIN, CYRILLIC or GREEK for a letter of that script, else 0
+    flags: np.ndarray  # uint8[65536]: SPECIAL (needs_unicodedata or expandable), LOOKALIKE, LATIN
     latin: np.ndarray  # uint32[65536]: the Latin letter a folded look-alike stands for, else 0
     # Characters whose NFKC casefold is several plain characters (ﻻ -> لا, ß -> ss) need no
     # composition: a regex substitution expands them before the table applies.
     expansions: dict[str, str]
     expandable: re.Pattern[str]
-    vanishing: re.Pattern[str]  # the BMP characters the fold deletes
+    # The BMP characters the fold deletes, and those with the LOOKALIKE and LATIN flags.
+    vanishing: re.Pattern[str]
     lookalike: re.Pattern[str]
+    latin_letter: re.Pattern[str]
 
 
-ARRAYS = ("fold", "needs_unicodedata", "flags", "script", "latin")
+ARRAYS = ("fold", "needs_unicodedata", "flags", "latin")
 
 
 @cache
@@ -158,39 +159,47 @@ def _save(path: Path, tables: _Tables) -> None:
 
 
 def _with_patterns(
-    fold: np.ndarray,
-    needs: np.ndarray,
-    flags: np.ndarray,
-    script: np.ndarray,
-    latin: np.ndarray,
-    expansions: dict[str, str],
+    fold: np.ndarray, needs: np.ndarray, flags: np.ndarray, latin: np.ndarray, expansions: dict[str, str]
 ) -> _Tables:
     expandable = re.compile("[" + "".join(map(re.escape, expansions)) + "]")
-    deleted = np.flatnonzero(fold == DELETE)  # as ranges of code points: a short character class
-    cuts = np.flatnonzero(np.diff(deleted) != 1)
-    firsts, lasts = deleted[np.r_[0, cuts + 1]].tolist(), deleted[np.r_[cuts, len(deleted) - 1]].tolist()
+    return _Tables(
+        fold,
+        needs,
+        flags,
+        latin,
+        expansions,
+        expandable,
+        _character_class(np.flatnonzero(fold == DELETE)),
+        _character_class(np.flatnonzero(flags & LOOKALIKE)),
+        _character_class(np.flatnonzero(flags & LATIN)),
+    )
+
+
+def _character_class(cps: np.ndarray) -> re.Pattern[str]:
+    """A pattern for any of these code points (sorted, at least one), as ranges: a short character class."""
+    cuts = np.flatnonzero(np.diff(cps) != 1)
+    firsts, lasts = cps[np.r_[0, cuts + 1]].tolist(), cps[np.r_[cuts, len(cps) - 1]].tolist()
     ranges = (f"{re.escape(chr(a))}-{re.escape(chr(b))}" for a, b in zip(firsts, lasts, strict=True))
-    vanishing = re.compile("[" + "".join(ranges) + "]")
-    lookalike = re.compile("[" + "".join(LOOKALIKES) + "]")
-    return _Tables(fold, needs, flags, script, latin, expansions, expandable, vanishing, lookalike)
+    return re.compile("[" + "".join(ranges) + "]")
 
 
 def _build_tables() -> _Tables:
     # Python lists while filling: a numpy item assignment per code point would cost most of the build.
     fold = [SPACE] * 0x10000  # lone surrogates (from surrogateescape) are no text
     needs = np.zeros(0x10000, dtype=bool)
-    script = [0] * 0x10000
+    flags = [0] * 0x10000
     composes_as = list(range(0x10000))  # the one BMP character a character's NFKC form is
-    lookalikes: list[int] = []
     expansions: dict[str, str] = {}
-    scripts = {"LATIN": LATIN, "CYRILLIC": CYRILLIC, "GREEK": GREEK}
-    for cp in (*range(0xD800), *range(0xE000, 0x10000)):
+    code_points = (*range(0xD800), *range(0xE000, 0x10000))
+    latin_letters = {
+        ch for ch in map(chr, code_points) if ch.isalpha() and unicodedata.name(ch, "").startswith("LATIN ")
+    }
+    for cp in code_points:
         ch = chr(cp)
-        if unicodedata.category(ch)[0] == "L":
-            script[cp] = scripts.get(unicodedata.name(ch, "").split(" ", 1)[0], 0)
         composed = unicodedata.normalize("NFKC", ch).casefold()
-        if not LOOKALIKES.keys().isdisjoint(composed):
-            lookalikes.append(cp)
+        flags[cp] = (0 if LOOKALIKES.keys().isdisjoint(composed) else LOOKALIKE) | (
+            0 if latin_letters.isdisjoint(composed) else LATIN
+        )
         if len(composed) > 1 and not "".join(map(fold_char, composed)).strip():
             composed = " "  # an expansion into punctuation only (… -> ...) is just a word break
         if (unicodedata.combining(ch) and ch not in ARABIC_DROPPED) or ch in COMPOSING_MARKS:
@@ -214,12 +223,11 @@ def _build_tables() -> _Tables:
     # A character that folds to another must land on a fixed point, so normalizing twice changes nothing.
     moved = (folds != DELETE) & (folds <= 0xFFFF)
     folds[moved] = folds[folds[moved]]
-    flags = needs.astype(np.uint8)
-    flags[[ord(ch) for ch in expansions]] |= SPECIAL
-    flags[lookalikes] |= LOOKALIKE
+    flag_array = np.array(flags, dtype=np.uint8) | needs
+    flag_array[[ord(ch) for ch in expansions]] |= SPECIAL
     latin = np.zeros(0x10000, dtype=np.uint32)
     latin[[ord(ch) for ch in LOOKALIKES]] = [ord(ch) for ch in LOOKALIKES.values()]
-    return _with_patterns(folds, needs, flags, np.array(script, dtype=np.uint8), latin, expansions)
+    return _with_patterns(folds, needs, flag_array, latin, expansions)
 
 
 def _prepass(text: str, tables: _Tables) -> str:
@@ -240,22 +248,23 @@ def _prepass(text: str, tables: _Tables) -> str:
 
 
 def _unspoof(codes: np.ndarray, bounds: np.ndarray, docs: Sequence[int], tables: _Tables) -> None:
-    """In place: in the words of these documents that mix Latin, Cyrillic and Greek letters, each
-    Cyrillic or Greek look-alike becomes the Latin letter it looks like."""
-    at = np.concatenate([np.arange(bounds[i], bounds[i + 1]) for i in docs])
-    if not len(at):
-        return
-    part = codes[at]  # whole documents: every word, the last one included, ends with a space
-    low, bmp = _low(part), part <= 0xFFFF
-    scripts = np.take(tables.script, low) * bmp
+    """In place: in the words of these documents that hold Latin letters, each Cyrillic or Greek
+    look-alike becomes the Latin letter it looks like."""
+    chosen = np.zeros(len(codes), dtype=bool)  # a mask: cheaper to build and apply than positions
+    for i in docs:
+        chosen[bounds[i] : bounds[i + 1]] = True
+    part = codes[chosen]  # whole documents: every word, the last one included, ends with a space
+    low = _low(part)
+    kinds = np.take(tables.flags, low) & MIXED
+    kinds[part > 0xFFFF] = 0  # an astral letter is neither (its low bits are another character's)
     starts = np.r_[0, np.flatnonzero(part == SPACE)[:-1] + 1]
-    seen = np.bitwise_or.reduceat(scripts, starts)
-    mixed = (seen & (seen - 1)) != 0  # two script bits or more
+    mixed = np.bitwise_or.reduceat(kinds, starts) == MIXED
     if not mixed.any():
         return
-    latin = np.take(tables.latin, low)
-    change = np.repeat(mixed, np.diff(np.r_[starts, len(part)])) & (latin != 0) & bmp
-    codes[at[change]] = latin[change]
+    spoofed = np.flatnonzero(np.repeat(mixed, np.diff(np.r_[starts, len(part)])) & (kinds == LOOKALIKE))
+    latin = np.take(tables.latin, low[spoofed])
+    part[spoofed] = np.where(latin != 0, latin, part[spoofed])
+    codes[chosen] = part
 
 
 @dataclass(frozen=True, slots=True)
@@ -281,14 +290,15 @@ def normalize_batch(texts: Sequence[str]) -> NormalizedBatch:
     spoofable: list[int] = []
     if flags.any():
         of_doc = np.bitwise_or.reduceat(flags, np.r_[0, ends[:-1] + 1])
-        spoofable = np.flatnonzero(of_doc & LOOKALIKE).tolist()
         special = np.flatnonzero(of_doc & SPECIAL).tolist()
+        spoofable = np.flatnonzero((of_doc & (MIXED | SPECIAL)) == MIXED).tolist()
         if special:
             texts = list(texts)
             for i in special:
                 texts[i] = _prepass(texts[i], tables)
-            # An astral character is a look-alike only after NFKC (mathematical 𝛒 is ρ).
-            spoofable = sorted({*spoofable, *(i for i in special if tables.lookalike.search(texts[i]))})
+            # Seen again once NFKC has made astral letters BMP ones (mathematical 𝛒 is ρ).
+            again = [i for i in special if tables.lookalike.search(texts[i]) and tables.latin_letter.search(texts[i])]
+            spoofable = sorted(spoofable + again)
             cps, ends = _code_points(texts)
             low, astral = _low(cps), cps > 0xFFFF
 
