@@ -247,24 +247,22 @@ def _prepass(text: str, tables: _Tables) -> str:
         text = unicodedata.normalize("NFKC", text).casefold()
 
 
-def _unspoof(codes: np.ndarray, bounds: np.ndarray, docs: Sequence[int], tables: _Tables) -> None:
+def _unspoof(codes: np.ndarray, bounds: np.ndarray, docs: list[int], tables: _Tables) -> None:
     """In place: in the words of these documents that hold Latin letters, each Cyrillic or Greek
-    look-alike becomes the Latin letter it looks like."""
-    chosen = np.zeros(len(codes), dtype=bool)  # a mask: cheaper to build and apply than positions
-    for i in docs:
-        chosen[bounds[i] : bounds[i + 1]] = True
-    part = codes[chosen]  # whole documents: every word, the last one included, ends with a space
-    low = _low(part)
-    kinds = np.take(tables.flags, low) & MIXED
-    kinds[part > 0xFFFF] = 0  # an astral letter is neither (its low bits are another character's)
-    starts = np.r_[0, np.flatnonzero(part == SPACE)[:-1] + 1]
-    mixed = np.bitwise_or.reduceat(kinds, starts) == MIXED
-    if not mixed.any():
-        return
-    spoofed = np.flatnonzero(np.repeat(mixed, np.diff(np.r_[starts, len(part)])) & (kinds == LOOKALIKE))
-    latin = np.take(tables.latin, low[spoofed])
-    part[spoofed] = np.where(latin != 0, latin, part[spoofed])
-    codes[chosen] = part
+    look-alike becomes the Latin letter it looks like. Consecutive documents are one slice, so a batch
+    of such documents is one pass and a few among many cost only their own length."""
+    for run in np.split(np.asarray(docs), np.flatnonzero(np.diff(docs) != 1) + 1):
+        part = codes[bounds[run[0]] : bounds[run[-1] + 1]]  # a view; every word ends with a space
+        low = _low(part)
+        kinds = np.take(tables.flags, low) & MIXED
+        kinds[part > 0xFFFF] = 0  # an astral letter is neither (its low bits are another character's)
+        ends = np.flatnonzero(part == SPACE)
+        starts = np.empty_like(ends)
+        starts[0], starts[1:] = 0, ends[:-1] + 1
+        mixed = np.bitwise_or.reduceat(kinds, starts) == MIXED
+        spoofed = np.flatnonzero(np.repeat(mixed, ends - starts + 1) & (kinds == LOOKALIKE))
+        latin = np.take(tables.latin, low[spoofed])
+        part[spoofed] = np.where(latin != 0, latin, part[spoofed])
 
 
 @dataclass(frozen=True, slots=True)
