@@ -32,7 +32,7 @@ from hypothesis import strategies as st
 from worker.extract import extract
 from worker.fingerprint import fingerprint_batch
 from worker.models import Document, Fingerprint, Format, RawDocument, Rejection, record_id
-from worker.normalize import normalize, normalize_batch
+from worker.normalize import INVISIBLE, LOOKALIKES, normalize, normalize_batch
 from worker.readers import read
 from worker.settings import Settings
 
@@ -56,7 +56,18 @@ def fuzz_settings(max_examples: int) -> settings:
 
 ARABIC_LETTERS = "ابتثجحخدذرزسشصضطظعغفقكلمنهويءأإآٱىةؤئ"
 ARABIC_EXTRA = "٠١٢٣٤٥٦٧٨٩۰۱۲۳۴۵۶۷۸۹،؛؟\u0640\u064b\u064c\u064d\u064e\u064f\u0650\u0651\u0652\u0670"
-arabic_text = st.text(alphabet=st.sampled_from(ARABIC_LETTERS + ARABIC_EXTRA + " .\n"), max_size=40)
+# Persian, Urdu and Kurdish forms of Arabic letters (they fold), and letters of those languages (they stay).
+ARABIC_SCRIPT_VARIANTS = "یکہۂۀھەۃ"
+ARABIC_SCRIPT_OTHERS = "پچژگےڪٹ"
+arabic_text = st.text(
+    alphabet=st.sampled_from(ARABIC_LETTERS + ARABIC_EXTRA + ARABIC_SCRIPT_VARIANTS + " .\n"), max_size=40
+)
+# Blank or invisible characters that vanish inside a word, and the format characters that already did.
+FILLERS = ["\u3164", "\uffa0", "\u2800", "\u115f", "\u1160", "\u2065", "\ufff0", "\U000e0000", "\U0001d159"]
+FORMAT = ["\u200b", "\u200c", "\u200d", "\u00ad", "\u2060", "\ufeff", "\U000e0041"]
+# Cyrillic and Greek letters, look-alikes of Latin ones (both cases) and others.
+LOOKALIKE_LETTERS = sorted({*LOOKALIKES, *(ch.upper() for ch in LOOKALIKES)})
+OTHER_LETTERS = list("жлдпфшщэюяЖЛДПФЯλπωψξδθΩΛΠΨΞΔΘςµ")
 english_text = st.text(alphabet=string.ascii_letters + string.digits + " .,!?'\"-\n", max_size=40)
 
 lone_surrogate_bytes = st.integers(0xD800, 0xDFFF).map(lambda cp: chr(cp).encode("utf-8", "surrogatepass"))
@@ -459,6 +470,12 @@ special_chars = st.one_of(
         + list("ßİıſﬁﬀ…‥ÅΩKµǰΐẞ")
         + list("ﻻﷲﷺ")
         + list("abcXYZ019 .,-'")
+        + list(ARABIC_SCRIPT_VARIANTS + ARABIC_SCRIPT_OTHERS)
+        + FILLERS
+        + FORMAT
+        + LOOKALIKE_LETTERS
+        + OTHER_LETTERS
+        + list("\u0bc6\u0bbe\u0bd7\u0bca")  # Tamil vowel signs: the second part composes, as Hangul V and T jamo do
     ),
     st.characters(min_codepoint=0x064B, max_codepoint=0x065F),  # Arabic marks, hamza and maddah included
     st.characters(min_codepoint=0x0300, max_codepoint=0x036F),  # combining accents
@@ -466,6 +483,11 @@ special_chars = st.one_of(
     st.characters(min_codepoint=0xFE70, max_codepoint=0xFEFF),  # Arabic presentation forms B
     st.characters(min_codepoint=0x1100, max_codepoint=0x11FF),  # conjoining Hangul jamo
     st.characters(min_codepoint=0xAC00, max_codepoint=0xAC30),  # Hangul syllables
+    st.characters(min_codepoint=0x3131, max_codepoint=0x318E),  # compatibility jamo (NFKC: conjoining jamo)
+    st.characters(min_codepoint=0xFFA0, max_codepoint=0xFFDC),  # halfwidth jamo, the filler included
+    st.characters(min_codepoint=0x0370, max_codepoint=0x03FF),  # Greek and Coptic
+    st.characters(min_codepoint=0x0400, max_codepoint=0x052F),  # Cyrillic
+    st.characters(min_codepoint=0xFB8E, max_codepoint=0xFBFF),  # presentation forms of ک گ ہ ھ ی ...
     st.characters(min_codepoint=0x1D15E, max_codepoint=0x1D164),  # musical symbols with decompositions
     st.characters(min_codepoint=0x1D400, max_codepoint=0x1D7FF),  # mathematical alphanumerics (astral)
     st.characters(min_codepoint=0x1F300, max_codepoint=0x1F6FF),  # emoji
@@ -474,7 +496,7 @@ special_chars = st.one_of(
 )
 unicode_texts = st.one_of(st.text(max_size=60), st.text(special_chars, max_size=60))
 
-ARABIC_FOLDED_AWAY = set("أإآٱىة\u0640\u0670") | {chr(c) for c in range(0x064B, 0x0660)}
+ARABIC_FOLDED_AWAY = set("أإآٱىة\u0640\u0670" + ARABIC_SCRIPT_VARIANTS) | {chr(c) for c in range(0x064B, 0x0660)}
 FOREIGN_DIGITS = {chr(0x0660 + i) for i in range(10)} | {chr(0x06F0 + i) for i in range(10)}
 
 
@@ -485,6 +507,10 @@ FOREIGN_DIGITS = {chr(0x0660 + i) for i in range(10)} | {chr(0x06F0 + i) for i i
 @example("ﷺ")
 @example("و\u0654")
 @example("\U0001d400\u0301")
+@example("\u1100\u3164\u1161")
+@example("\u3131\u314f")
+@example("\u0bc6\u200c\u0bbe")
+@example("\u0420resident")
 def test_normalize_is_idempotent_and_well_formed(text: str) -> None:
     once = normalize(text)
     assert isinstance(once, str)
@@ -492,15 +518,42 @@ def test_normalize_is_idempotent_and_well_formed(text: str) -> None:
     assert once == once.strip(" ") and "  " not in once
     assert all(ch == " " or not ch.isspace() for ch in once), once
     for ch in once:
-        assert ch not in ARABIC_FOLDED_AWAY and ch not in FOREIGN_DIGITS, (text, once, ch)
+        assert ch not in ARABIC_FOLDED_AWAY and ch not in FOREIGN_DIGITS and ch not in INVISIBLE, (text, once, ch)
         category = unicodedata.category(ch)
         assert ch == " " or (category[0] not in "PSZC" and category not in ("Mn", "Me")), (text, once, ch)
 
 
 @fuzz_settings(200)
 @given(text=unicode_texts)
+@example("\u3131\u314f")  # compatibility jamo: NFKC makes them conjoining, and they compose
 def test_normalize_sees_text_as_nfkc_does(text: str) -> None:
     assert normalize(unicodedata.normalize("NFKC", text)) == normalize(text)
+
+
+def is_latin(ch: str) -> bool:
+    return ch.isalpha() and unicodedata.name(ch, "").startswith("LATIN ")
+
+
+@fuzz_settings(300)
+@given(text=unicode_texts)
+@example("Рresident Ρжα")
+def test_words_with_latin_letters_keep_no_lookalike(text: str) -> None:
+    for word in normalize(text).split(" "):
+        if any(map(is_latin, word)):
+            assert not LOOKALIKES.keys() & set(word), (text, word)
+
+
+CYRILLIC = "".join(map(chr, range(0x0410, 0x0450)))  # А-я
+GREEK = "".join(chr(c) for c in [*range(0x0391, 0x03AA), *range(0x03B1, 0x03CA)] if c != 0x03A2)  # Α-Ω α-ω
+one_script_words = st.one_of(
+    *(st.text(alphabet=letters, min_size=1, max_size=8) for letters in (CYRILLIC, GREEK, string.ascii_letters))
+)
+
+
+@fuzz_settings(200)
+@given(words=st.lists(one_script_words, max_size=10))
+def test_words_in_one_script_keep_their_letters(words: list[str]) -> None:
+    assert normalize(" ".join(words)) == " ".join(word.casefold() for word in words)
 
 
 @fuzz_settings(200)
@@ -531,6 +584,8 @@ ARABIC_WORDS = [
     "مؤتمر",
     "الشرطة",
     "ٱلله",
+    "الكويت",
+    "كتابة",
 ]
 ENGLISH_WORDS = [
     "the",
@@ -551,6 +606,13 @@ words = st.lists(st.sampled_from(ARABIC_WORDS + ENGLISH_WORDS), max_size=25)
 fingerprint_texts = st.one_of(words.map(" ".join), unicode_texts)
 
 ALEFS = "اأإآٱ"
+# What each letter may be written as: Persian, Urdu and Kurdish forms of Arabic letters; Cyrillic and
+# Greek look-alikes of Latin letters (after a word's first letter, which stays Latin).
+SPELLINGS = {"ي": "يىی", "ى": "يىی", "ك": "كک", "ه": "هةہۂۀھە", "ة": "هةۃہھە"}
+LOOKALIKES_OF = {
+    latin: [ch for other, to in LOOKALIKES.items() if to == latin for ch in {other, other.upper()}]
+    for latin in set(LOOKALIKES.values())
+}
 HARAKAT = [chr(c) for c in range(0x064B, 0x0653)] + ["\u0670"]  # not hamza/maddah marks: those compose
 SEPARATORS = [" ", "  ", "\n", "\t", "، ", "؛ ", " ؟ ", ", ", ". ", " - ", "\u00a0", "\u200f ", "!\n\n", "…"]
 
@@ -558,26 +620,27 @@ SEPARATORS = [" ", "  ", "\n", "\t", "، ", "؛ ", " ؟ ", ", ", ". ", " - ", "\
 @st.composite
 def variants(draw, plain_words: list[str]) -> str:
     """A spelling of the words that differs only in what normalization removes: harakat, tatweel, alef
-    forms, ى/ي, ة/ه, digit scripts, ASCII case, zero-width characters, punctuation and spacing."""
+    forms, ى/ي, ة/ه, Persian, Urdu and Kurdish letter forms, digit scripts, ASCII case, Cyrillic and
+    Greek look-alikes inside Latin words, zero-width characters and fillers, punctuation and spacing."""
     out = [draw(st.sampled_from(["", *SEPARATORS]))]
     for n, word in enumerate(plain_words):
         if n:
             out.append(draw(st.sampled_from(SEPARATORS)))
-        for ch in word:
+        for i, ch in enumerate(word):
             if ch in ALEFS:
                 ch = draw(st.sampled_from(ALEFS))
-            elif ch in "يى":
-                ch = draw(st.sampled_from("يى"))
-            elif ch in "هة":
-                ch = draw(st.sampled_from("هة"))
+            elif ch in SPELLINGS:
+                ch = draw(st.sampled_from(SPELLINGS[ch]))
             elif ch.isdigit():
                 d = int(ch)
                 ch = draw(st.sampled_from([str(d), chr(0x0660 + d), chr(0x06F0 + d)]))
             elif ch in string.ascii_letters:
-                ch = draw(st.sampled_from([ch.lower(), ch.upper()]))
+                ch = draw(st.sampled_from([ch.lower(), ch.upper(), *(LOOKALIKES_OF.get(ch.lower(), []) if i else [])]))
             out.append(ch)
             if "\u0600" <= ch <= "\u06ff":
                 out.extend(draw(st.lists(st.sampled_from([*HARAKAT, "\u0640", "\u200c"]), max_size=2)))
+            if ch.isalpha():
+                out.extend(draw(st.lists(st.sampled_from(FILLERS + FORMAT), max_size=1)))
     out.append(draw(st.sampled_from(["", *SEPARATORS])))
     return "".join(out)
 

@@ -1,5 +1,7 @@
 """Decisions end to end through the pipeline and a real SQLite store."""
 
+import re
+
 import pytest
 
 from tests.conftest import fixture_text, ingest_texts
@@ -9,6 +11,7 @@ from worker.store import Store
 
 ARABIC = fixture_text("ar_near_a.txt")
 LONG = fixture_text("ar_long_article.txt")  # image line, no headline, 15 paragraphs
+ENGLISH = fixture_text("en_article.txt")
 
 
 def spelling_variant(text: str) -> str:
@@ -36,6 +39,56 @@ def test_arabic_spelling_variant_is_an_exact_copy(pipeline: Pipeline) -> None:
     assert records["variant.txt"].method is Method.EXACT
     assert records["variant.txt"].content_hash == records["a.txt"].content_hash
     assert records["variant.txt"].text != records["a.txt"].text  # the record keeps its own clean text
+
+
+def typed_on(keyboard: str, text: str) -> str:
+    """The Arabic text as typed on a Persian, Urdu or Kurdish keyboard: their yeh, kaf, heh, teh marbuta."""
+    common = {"ي": "ی", "ى": "ی", "ك": "ک"}
+    if keyboard == "persian":
+        return text.translate(str.maketrans(common))
+    if keyboard == "urdu":
+        return text.translate(str.maketrans({**common, "ه": "ہ", "ة": "ۃ"}))
+    # Kurdish: ھ where heh joins the next letter, ە at the end of a word.
+    text = re.sub(r"[هة](?!\w)", "ە", text)
+    return text.translate(str.maketrans({**common, "ه": "ھ"}))
+
+
+# Cyrillic and Greek letters for the Latin ones they look like.
+LOOKALIKE_OF = str.maketrans("aceopxyijsABEHKMOPCTXNIZ", "асеорхуіјѕАВЕНКМОРСТХΝΙΖ")
+
+
+def with_lookalikes(text: str) -> str:
+    """Every Latin letter that has a Cyrillic or Greek look-alike gets it, but the first of each word."""
+    return re.sub(r"\b(\w)(\w+)", lambda m: m[1] + m[2].translate(LOOKALIKE_OF), text)
+
+
+def with_fillers(text: str) -> str:
+    """Invisible fillers between the letters of every word, cycling through the kinds."""
+    fillers = iter(["\u3164", "\uffa0", "\u2800", "\u115f", "\u1160"] * len(text))
+    return re.sub(r"(?<=\w\w)(?=\w)", lambda _: next(fillers), text)
+
+
+@pytest.mark.parametrize("keyboard", ["persian", "urdu", "kurdish"])
+def test_arabic_typed_on_another_keyboard_is_an_exact_copy(pipeline: Pipeline, keyboard: str) -> None:
+    copy = typed_on(keyboard, ARABIC)
+    assert copy != ARABIC
+    records = ingest_texts(pipeline, ("a.txt", ARABIC), ("copy.txt", copy))
+    assert records["copy.txt"].status is Status.DUPLICATE and records["copy.txt"].method is Method.EXACT
+    assert records["copy.txt"].duplicate_of == records["a.txt"].id
+    assert records["copy.txt"].text != records["a.txt"].text  # the record keeps its own letters
+
+
+@pytest.mark.parametrize(
+    ("original", "disguise"),
+    [(ENGLISH, with_lookalikes), (ENGLISH, with_fillers), (ARABIC, with_fillers)],
+    ids=["lookalikes", "fillers-en", "fillers-ar"],
+)
+def test_disguised_copy_is_an_exact_copy(pipeline: Pipeline, original: str, disguise) -> None:
+    copy = disguise(original)
+    assert copy != original
+    records = ingest_texts(pipeline, ("a.txt", original), ("copy.txt", copy))
+    assert records["copy.txt"].status is Status.DUPLICATE and records["copy.txt"].method is Method.EXACT
+    assert records["copy.txt"].duplicate_of == records["a.txt"].id
 
 
 def test_republished_wire_copy_is_near(pipeline: Pipeline) -> None:

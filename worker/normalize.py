@@ -1,17 +1,21 @@
 """Normalization for fingerprints (never for the stored text).
 
 Rules: Unicode NFKC and casefolding; Arabic diacritics (harakat, superscript alef) and tatweel removed;
-alef forms (أ إ آ ٱ) to ا, ى to ي, ة to ه; Arabic-Indic and Persian digits to ASCII; punctuation
+alef forms (أ إ آ ٱ) to ا, ى to ي, ة to ه, and the Persian, Urdu and Kurdish keyboards' forms of Arabic
+letters (ی ک ہ ۂ ۀ ھ ە ۃ) to the Arabic ones; Arabic-Indic and Persian digits to ASCII; punctuation
 (Arabic ، ؛ ؟ included), symbols, controls and separators become word breaks; format characters
-(ZWNJ, RLM, BOM) and other non-spacing marks vanish. The result is the words separated by single
-spaces.
+(ZWNJ, RLM, BOM), invisible fillers (Hangul fillers, the braille blank) and other non-spacing marks
+vanish. In a word with Latin letters, the Cyrillic and Greek look-alikes of Latin letters become those
+letters ("Рresident" with a Cyrillic Р is "president"); a Cyrillic or Greek word keeps its letters.
+The result is the words separated by single spaces.
 
 Why not ``str.translate``: with a dict table it costs about 180 µs for a typical Arabic article, more
 than the whole fingerprint budget. Instead every BMP code point is folded once, at first use, into a
 lookup table that numpy applies to a whole batch of UTF-32 code points at once. The few texts whose
 characters need NFKC composition or multi-character casefolding (presentation forms, ß, combining
 accents, astral characters) go through ``unicodedata`` first, then through the same table, so both
-paths give the same answer.
+paths give the same answer. The same lookup that finds those texts finds the few with both Latin
+letters and Cyrillic or Greek look-alikes; only their words are checked for mixed scripts.
 """
 
 from __future__ import annotations
@@ -30,13 +34,57 @@ import numpy as np
 
 SPACE = 32
 DELETE = 0  # NUL in the input becomes a space (it is a control), so 0 is free to mean "drop"
+# Bits of _Tables.flags: the character needs the unicodedata prepass; its NFKC casefold holds a Cyrillic
+# or Greek look-alike of a Latin letter, a Latin letter. A word with both bits mixes scripts.
+SPECIAL, LOOKALIKE, LATIN = 1, 2, 4
+MIXED = LOOKALIKE | LATIN
 
-ARABIC_FOLDS = {"أ": "ا", "إ": "ا", "آ": "ا", "ٱ": "ا", "ى": "ي", "ة": "ه"}
+ARABIC_FOLDS = {
+    "أ": "ا",
+    "إ": "ا",
+    "آ": "ا",
+    "ٱ": "ا",
+    "ى": "ي",
+    "ة": "ه",
+    # What Persian, Urdu and Kurdish keyboards type for these Arabic letters, so what an Arabic text
+    # typed or converted there holds; each looks like the Arabic letter (UTS #39 confusables.txt maps
+    # them to it). Fingerprints then no longer tell Urdu ہ from ھ or Kurdish ە from ھ, which only
+    # matters for two texts that differ in nothing else. Letters with no Arabic counterpart (پ چ ژ گ),
+    # Urdu ے and Sindhi ڪ (another language's own letter, never typed for ي or ك) stay.
+    "\u06cc": "ي",  # ی FARSI YEH
+    "\u06a9": "ك",  # ک KEHEH
+    "\u06c1": "ه",  # ہ HEH GOAL
+    "\u06c2": "ه",  # ۂ HEH GOAL WITH HAMZA ABOVE (the hamza marks the ezafe; hamza marks are dropped)
+    "\u06c0": "ه",  # ۀ HEH WITH YEH ABOVE (likewise)
+    "\u06be": "ه",  # ھ HEH DOACHASHMEE: the Urdu and Kurdish heh in its joined forms
+    "\u06d5": "ه",  # ە AE: the Kurdish final heh
+    "\u06c3": "ه",  # ۃ TEH MARBUTA GOAL, like ة
+}
 ARABIC_DROPPED = {"\u0640"} | {chr(c) for c in range(0x064B, 0x0660)} | {"\u0670"}
 # Hamza and maddah marks compose with a preceding letter under NFKC (و + ٔ -> ؤ): such texts must
 # be composed before the marks are dropped, or the two spellings would differ.
 COMPOSING_MARKS = {"\u0653", "\u0654", "\u0655"}
 DIGITS = {chr(0x0660 + i): str(i) for i in range(10)} | {chr(0x06F0 + i): str(i) for i in range(10)}
+# Letters and symbols that draw nothing or a blank: the Hangul fillers (default-ignorable in Unicode),
+# the braille blank and the null notehead, and the default-ignorable code points Unicode keeps
+# unassigned. Put between letters they hide a copy, so they vanish like ZWNJ rather than break the word
+# (a text that puts them instead of spaces runs its words together: a filler between two words cannot
+# be told from one inside a word).
+INVISIBLE = (
+    {"\u115f", "\u1160", "\u3164", "\uffa0", "\u2800", "\U0001d159", "\u2065"}
+    | {chr(c) for c in range(0xFFF0, 0xFFF9)}
+    | {chr(c) for c in range(0xE0000, 0xE1000)}
+)
+# Cyrillic and Greek letters that look like a Latin letter (the single-letter prototypes of UTS #39
+# confusables.txt), as they are after casefolding: where only the capital looks like one (Н, Η for H),
+# its small letter stands for it. An explicit table rather than a confusables library: the fold must
+# be a fixed table for the vectorized lookup, its entries must not move with a library release (stored
+# fingerprints would), and these letters are what makes a Latin word look unchanged. µ (the micro sign,
+# Greek mu after NFKC) is left out: units mix it with Latin letters (µg, µm).
+LOOKALIKES = {
+    **dict(zip("авгекмнорстухьѕіјѡѵүһҽӏԁԍԛԝꙇ", "abrekmhopctyxbsijwvyheidgqwi", strict=True)),
+    **dict(zip("αβγεζηικνορστυχϝϳϻᴦ", "abyezhikvopotuxfjmr", strict=True)),
+}
 
 
 def fold_char(ch: str) -> str:
@@ -45,7 +93,7 @@ def fold_char(ch: str) -> str:
         return ARABIC_FOLDS[ch]
     if ch in DIGITS:
         return DIGITS[ch]
-    if ch in ARABIC_DROPPED:
+    if ch in ARABIC_DROPPED or ch in INVISIBLE:
         return ""
     category = unicodedata.category(ch)
     if category in ("Mn", "Me", "Cf"):
@@ -59,11 +107,19 @@ def fold_char(ch: str) -> str:
 class _Tables:
     fold: np.ndarray  # uint32[65536]: folded code point, SPACE, or DELETE
     needs_unicodedata: np.ndarray  # bool[65536]: NFKC must see this character in context
-    special: np.ndarray  # bool[65536]: needs_unicodedata or expandable
+    flags: np.ndarray  # uint8[65536]: SPECIAL (needs_unicodedata or expandable), LOOKALIKE, LATIN
+    latin: np.ndarray  # uint32[65536]: the Latin letter a folded look-alike stands for, else 0
     # Characters whose NFKC casefold is several plain characters (ﻻ -> لا, ß -> ss) need no
     # composition: a regex substitution expands them before the table applies.
     expansions: dict[str, str]
     expandable: re.Pattern[str]
+    # The BMP characters the fold deletes, and those with the LOOKALIKE and LATIN flags.
+    vanishing: re.Pattern[str]
+    lookalike: re.Pattern[str]
+    latin_letter: re.Pattern[str]
+
+
+ARRAYS = ("fold", "needs_unicodedata", "flags", "latin")
 
 
 @cache
@@ -74,13 +130,13 @@ def _tables() -> _Tables:
     cached = _cache_dir() / f"normalize-{key}.npz"
     try:
         with np.load(cached) as data:
-            fold, needs, special = data["fold"], data["needs"], data["special"]
+            arrays = [data[name] for name in ARRAYS]
         expansions = json.loads(cached.with_suffix(".json").read_text(encoding="utf-8"))
     except Exception:  # missing, truncated or from another numpy: build it again
         tables = _build_tables()
         _save(cached, tables)
         return tables
-    return _Tables(fold, needs, special, expansions, _expandable(expansions))
+    return _with_patterns(*arrays, expansions)
 
 
 def _cache_dir() -> Path:
@@ -93,7 +149,7 @@ def _save(path: Path, tables: _Tables) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         temporary = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")
-        np.savez(temporary, fold=tables.fold, needs=tables.needs_unicodedata, special=tables.special)
+        np.savez(temporary, **{name: getattr(tables, name) for name in ARRAYS})
         json_path = path.with_suffix(".json")
         json_path.with_name(f"{json_path.name}.{os.getpid()}").write_text(json.dumps(tables.expansions), "utf-8")
         os.replace(json_path.with_name(f"{json_path.name}.{os.getpid()}"), json_path)
@@ -102,20 +158,48 @@ def _save(path: Path, tables: _Tables) -> None:
         pass
 
 
-def _expandable(expansions: dict[str, str]) -> re.Pattern[str]:
-    return re.compile("[" + "".join(map(re.escape, expansions)) + "]")
+def _with_patterns(
+    fold: np.ndarray, needs: np.ndarray, flags: np.ndarray, latin: np.ndarray, expansions: dict[str, str]
+) -> _Tables:
+    expandable = re.compile("[" + "".join(map(re.escape, expansions)) + "]")
+    return _Tables(
+        fold,
+        needs,
+        flags,
+        latin,
+        expansions,
+        expandable,
+        _character_class(np.flatnonzero(fold == DELETE)),
+        _character_class(np.flatnonzero(flags & LOOKALIKE)),
+        _character_class(np.flatnonzero(flags & LATIN)),
+    )
+
+
+def _character_class(cps: np.ndarray) -> re.Pattern[str]:
+    """A pattern for any of these code points (sorted, at least one), as ranges: a short character class."""
+    cuts = np.flatnonzero(np.diff(cps) != 1)
+    firsts, lasts = cps[np.r_[0, cuts + 1]].tolist(), cps[np.r_[cuts, len(cps) - 1]].tolist()
+    ranges = (f"{re.escape(chr(a))}-{re.escape(chr(b))}" for a, b in zip(firsts, lasts, strict=True))
+    return re.compile("[" + "".join(ranges) + "]")
 
 
 def _build_tables() -> _Tables:
-    fold = np.empty(0x10000, dtype=np.uint32)
+    # Python lists while filling: a numpy item assignment per code point would cost most of the build.
+    fold = [SPACE] * 0x10000  # lone surrogates (from surrogateescape) are no text
     needs = np.zeros(0x10000, dtype=bool)
+    flags = [0] * 0x10000
+    composes_as = list(range(0x10000))  # the one BMP character a character's NFKC form is
     expansions: dict[str, str] = {}
-    for cp in range(0x10000):
+    code_points = (*range(0xD800), *range(0xE000, 0x10000))
+    latin_letters = {
+        ch for ch in map(chr, code_points) if ch.isalpha() and unicodedata.name(ch, "").startswith("LATIN ")
+    }
+    for cp in code_points:
         ch = chr(cp)
-        if 0xD800 <= cp <= 0xDFFF:  # lone surrogates (from surrogateescape) are no text
-            fold[cp] = SPACE
-            continue
         composed = unicodedata.normalize("NFKC", ch).casefold()
+        flags[cp] = (0 if LOOKALIKES.keys().isdisjoint(composed) else LOOKALIKE) | (
+            0 if latin_letters.isdisjoint(composed) else LATIN
+        )
         if len(composed) > 1 and not "".join(map(fold_char, composed)).strip():
             composed = " "  # an expansion into punctuation only (… -> ...) is just a word break
         if (unicodedata.combining(ch) and ch not in ARABIC_DROPPED) or ch in COMPOSING_MARKS:
@@ -125,6 +209,8 @@ def _build_tables() -> _Tables:
                 needs[cp] = True
             else:
                 expansions[ch] = composed
+        elif ord(composed) <= 0xFFFF:
+            composes_as[cp] = ord(composed)
         decomposition = unicodedata.decomposition(ch).split()
         if len(decomposition) == 2 and not decomposition[0].startswith("<"):
             # The second part of a canonical pair composes with what precedes it (even at ccc 0).
@@ -132,12 +218,16 @@ def _build_tables() -> _Tables:
         folded = fold_char(composed) if len(composed) == 1 else fold_char(ch)
         fold[cp] = DELETE if folded == "" else ord(folded) if len(folded) == 1 else SPACE
     needs[0x1100:0x1200] = True  # conjoining Hangul jamo compose under NFKC
+    needs |= needs[composes_as]  # and so do the compatibility jamo that NFKC makes them (ㄱ -> ᄀ)
+    folds = np.array(fold, dtype=np.uint32)
     # A character that folds to another must land on a fixed point, so normalizing twice changes nothing.
-    moved = (fold != DELETE) & (fold <= 0xFFFF)
-    fold[moved] = fold[fold[moved]]
-    special = needs.copy()
-    special[[ord(ch) for ch in expansions]] = True
-    return _Tables(fold, needs, special, expansions, _expandable(expansions))
+    moved = (folds != DELETE) & (folds <= 0xFFFF)
+    folds[moved] = folds[folds[moved]]
+    flag_array = np.array(flags, dtype=np.uint8) | needs
+    flag_array[[ord(ch) for ch in expansions]] |= SPECIAL
+    latin = np.zeros(0x10000, dtype=np.uint32)
+    latin[[ord(ch) for ch in LOOKALIKES]] = [ord(ch) for ch in LOOKALIKES.values()]
+    return _with_patterns(folds, needs, flag_array, latin, expansions)
 
 
 def _prepass(text: str, tables: _Tables) -> str:
@@ -148,7 +238,31 @@ def _prepass(text: str, tables: _Tables) -> str:
     text = unicodedata.normalize("NFKC", text).casefold()
     if any(ord(ch) > 0xFFFF for ch in text):
         text = "".join(fold_char(ch) if ord(ch) > 0xFFFF else ch for ch in text)
-    return text
+    # What vanishes may stand between two characters that compose (ᄀ, a filler or a mark, then ᅡ):
+    # without it they compose, as they would when the result is normalized again.
+    while True:
+        text, vanished = tables.vanishing.subn("", text)
+        if not vanished:
+            return text
+        text = unicodedata.normalize("NFKC", text).casefold()
+
+
+def _unspoof(codes: np.ndarray, bounds: np.ndarray, docs: list[int], tables: _Tables) -> None:
+    """In place: in the words of these documents that hold Latin letters, each Cyrillic or Greek
+    look-alike becomes the Latin letter it looks like. Consecutive documents are one slice, so a batch
+    of such documents is one pass and a few among many cost only their own length."""
+    for run in np.split(np.asarray(docs), np.flatnonzero(np.diff(docs) != 1) + 1):
+        part = codes[bounds[run[0]] : bounds[run[-1] + 1]]  # a view; every word ends with a space
+        low = _low(part)
+        kinds = np.take(tables.flags, low) & MIXED
+        kinds[part > 0xFFFF] = 0  # an astral letter is neither (its low bits are another character's)
+        ends = np.flatnonzero(part == SPACE)
+        starts = np.empty_like(ends)
+        starts[0], starts[1:] = 0, ends[:-1] + 1
+        mixed = np.bitwise_or.reduceat(kinds, starts) == MIXED
+        spoofed = np.flatnonzero(np.repeat(mixed, ends - starts + 1) & (kinds == LOOKALIKE))
+        latin = np.take(tables.latin, low[spoofed])
+        part[spoofed] = np.where(latin != 0, latin, part[spoofed])
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,13 +283,22 @@ def normalize_batch(texts: Sequence[str]) -> NormalizedBatch:
     tables = _tables()
     cps, ends = _code_points(texts)
     low, astral = _low(cps), cps > 0xFFFF
-    special = np.take(tables.special, low) | astral
-    if special.any():
-        texts = list(texts)
-        for i in set(np.searchsorted(ends, np.flatnonzero(special)).tolist()):
-            texts[i] = _prepass(texts[i], tables)
-        cps, ends = _code_points(texts)
-        low, astral = _low(cps), cps > 0xFFFF
+    flags = np.take(tables.flags, low)
+    flags |= astral  # the table does not reach astral characters: special
+    spoofable: list[int] = []
+    if flags.any():
+        of_doc = np.bitwise_or.reduceat(flags, np.r_[0, ends[:-1] + 1])
+        special = np.flatnonzero(of_doc & SPECIAL).tolist()
+        spoofable = np.flatnonzero((of_doc & (MIXED | SPECIAL)) == MIXED).tolist()
+        if special:
+            texts = list(texts)
+            for i in special:
+                texts[i] = _prepass(texts[i], tables)
+            # Seen again once NFKC has made astral letters BMP ones (mathematical 𝛒 is ρ).
+            again = [i for i in special if tables.lookalike.search(texts[i]) and tables.latin_letter.search(texts[i])]
+            spoofable = sorted(spoofable + again)
+            cps, ends = _code_points(texts)
+            low, astral = _low(cps), cps > 0xFFFF
 
     folded = np.take(tables.fold, low)
     if astral.any():  # the prepass left only the astral characters that are word characters
@@ -192,6 +315,8 @@ def normalize_batch(texts: Sequence[str]) -> NormalizedBatch:
     codes, ends = _drop(folded, ends, space & previous_space)
     bounds = np.zeros(len(texts) + 1, dtype=np.int64)
     bounds[1:] = ends + 1  # a dropped closing space falls back on the kept space before it
+    if spoofable:
+        _unspoof(codes, bounds, spoofable, tables)
     return NormalizedBatch(np.ascontiguousarray(codes), bounds)
 
 

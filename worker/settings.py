@@ -17,7 +17,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 PREFIX = "DOCSIEVE_"
 # Bump when the normalization rules change: fingerprints made before would no longer match.
-NORMALIZATION_VERSION = 1
+NORMALIZATION_VERSION = 2
 
 
 # host:port, [IPv6]:port, or either without the port.
