@@ -77,9 +77,24 @@ def test_a_store_refuses_settings_that_make_other_fingerprints(store_url: str) -
     store = Store(store_url)
     Pipeline(store, Settings(store=store_url))
     Pipeline(store, Settings(store=store_url, jaccard_threshold=0.6))  # thresholds only read fingerprints
-    with pytest.raises(StoreError, match="fingerprints were made with"):
+    with pytest.raises(StoreError, match=r"fingerprints were made with .*Use the store's settings"):
         Pipeline(store, Settings(store=store_url, shingle_size=5))
     store.close()
+
+
+def test_a_store_made_with_an_older_normalization_says_what_to_do(store_url: str, monkeypatch) -> None:
+    import worker.settings
+    from worker.pipeline import Pipeline
+    from worker.store import StoreError
+
+    store = Store(store_url)
+    monkeypatch.setattr(worker.settings, "NORMALIZATION_VERSION", worker.settings.NORMALIZATION_VERSION - 1)
+    Pipeline(store, Settings(store=store_url))  # the store is made by the older docsieve
+    monkeypatch.undo()
+    for opened in (store, Store(store_url, readonly=True)):
+        with pytest.raises(StoreError, match=r"normalizes text differently.*ingest into a new store"):
+            Pipeline(opened, Settings(store=store_url))
+        opened.close()
 
 
 def test_entries_are_claimed_once_per_source(store: Store) -> None:

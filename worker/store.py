@@ -302,20 +302,14 @@ class Store:
             with self.engine.connect() as conn:
                 stored = conn.scalar(sa.select(meta.c.value).where(meta.c.key == "fingerprints"))
             if stored not in (None, made_with):
-                raise StoreError(
-                    f"the store's fingerprints were made with {stored}; the settings now say "
-                    f"{made_with}. Use the store's settings."
-                )
+                raise StoreError(_other_fingerprints(stored, made_with))
             return
         with write_locked(self.engine) as conn:
             stored = conn.scalar(sa.select(meta.c.value).where(meta.c.key == "fingerprints"))
             if stored is None:
                 conn.execute(meta.insert().values(key="fingerprints", value=made_with))
             elif stored != made_with:
-                raise StoreError(
-                    f"the store's fingerprints were made with {stored}; the settings now say "
-                    f"{made_with}. Use the store's settings, or a new store."
-                )
+                raise StoreError(_other_fingerprints(stored, made_with))
 
     def record_failure(self, task_id: str, task: str, error: str, messages: list | dict) -> None:
         """A task that failed for good, with its messages (documents, or URLs to fetch) to retry, or the
@@ -590,6 +584,16 @@ def tune_postgres_storage(conn: sa.Connection) -> None:
     if lz4:
         for column in LZ4_COLUMNS:
             conn.exec_driver_sql(f"ALTER TABLE records ALTER COLUMN {column} SET COMPRESSION lz4")
+
+
+def _other_fingerprints(stored: str, made_with: str) -> str:
+    said = f"the store's fingerprints were made with {stored}; the settings now say {made_with}"
+    if stored.split(",")[0] != made_with.split(",")[0]:  # "normalization N" comes first
+        return (
+            f"{said}. This docsieve normalizes text differently from the one that made the store: ingest into "
+            "a new store (export gives every record's text), or keep using that version for this store."
+        )
+    return f"{said}. Use the store's settings, or a new store."
 
 
 def _not_a_store(engine: Engine, shown: str) -> str:
