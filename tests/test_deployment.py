@@ -363,6 +363,8 @@ def test_status_lists_the_failures_not_retried_by_the_ids_retry_takes(deployment
 
 
 def test_status_says_in_one_line_what_it_cannot_read_and_shows_the_rest(deployment: dict, tmp_path: Path) -> None:
+    from sqlalchemy.engine import make_url
+
     prefix = deployment["DOCSIEVE_QUEUE_PREFIX"]
     garbage = tmp_path / "not-a-store.db"
     garbage.write_bytes(b"not a database " * 1000)
@@ -375,6 +377,11 @@ def test_status_says_in_one_line_what_it_cannot_read_and_shows_the_rest(deployme
         (said,) = status.stderr.strip().splitlines()  # one line, no traceback
         assert said.startswith("docsieve: cannot read the store ") and reason in said, said
         assert "hunter2" not in said
+
+    no_store = make_url(deployment["DOCSIEVE_STORE"]).set(password="hunter2").render_as_string(hide_password=False)
+    status = cli({**deployment, "DOCSIEVE_STORE": no_store}, "status")  # a database without docsieve's tables
+    (said,) = status.stderr.strip().splitlines()
+    assert status.returncode == 1 and said.startswith("docsieve: no docsieve store at ") and "hunter2" not in said
 
     Store(deployment["DOCSIEVE_STORE"]).close()
     status = cli({**deployment, "DOCSIEVE_BROKER_URL": "redis://127.0.0.1:1/0"}, "status")

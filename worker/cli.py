@@ -552,8 +552,8 @@ def _records_and_failures(settings: Settings) -> bool:
             recent = store.recent_failures(include_retried=False)
         finally:
             store.close()
-    except StoreError as exc:
-        print(f"docsieve: {exc}", file=sys.stderr)
+    except StoreError as exc:  # its message names the store: without the password
+        print(f"docsieve: {str(exc).replace(settings.store, _shown(settings.store))}", file=sys.stderr)
         return False
     except SQLAlchemyError as exc:
         print(f"docsieve: cannot read the store {_shown(settings.store)}: {_first_line(exc)}", file=sys.stderr)
