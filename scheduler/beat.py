@@ -10,6 +10,9 @@ single key. No extra dependency, no schedule file on disk.
   schedule and logs the error once.
 - A source is polled as soon as it appears (at start or when added), then every ``interval`` seconds;
   a changed interval keeps the time of the last poll.
+- Each poll message carries the whole source, so the fetchers need no sources file.
+- Every tick rewrites a heartbeat file (``heartbeat_path``: the time and whether this scheduler leads),
+  which the container's healthcheck reads (``python -m scheduler.health``).
 - With ``coordination_url`` set, only the holder of ``<prefix>:scheduler:leader`` sends anything. The
   holder refreshes the lock every tick (a tick is at most ``TICK`` seconds apart) and releases it on
   shutdown; a standby takes over within ``LEADER_TTL`` of a leader's crash, and then sends what is due
@@ -21,7 +24,11 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
+from dataclasses import asdict
 from datetime import timedelta
+from pathlib import Path
+from urllib.parse import quote
 
 import redis
 from celery import Celery
@@ -38,6 +45,7 @@ POLL_TASK = "docsieve.poll_source"
 ENTRY_PREFIX = "poll-source:"
 TICK = 5.0  # seconds: the longest a tick waits, so the lock is refreshed and the file checked this often
 LEADER_TTL = 30.0  # seconds; several ticks, so one slow tick does not cost the lead
+LEADING, STANDING_BY, UNREACHABLE = "leading", "standing by", "lock unreachable"
 
 
 class Leadership:
@@ -49,6 +57,7 @@ class Leadership:
         self.ttl = ttl
         self.token: str | None = None
         self.leading: bool | None = None
+        self.state = "starting"  # what the heartbeat says: leading, standing by, or lock unreachable
 
     def hold(self) -> bool:
         """Refresh the lock if held, else try to take it; whether this scheduler leads for this tick."""
@@ -57,7 +66,9 @@ class Leadership:
         except redis.RedisError as exc:
             # Keep the token: the lock may still be ours when Redis answers again. Send nothing meanwhile.
             logger.warning("scheduler: cannot reach the lock %s (%s); sending nothing until it answers", self.key, exc)
+            self.state = UNREACHABLE
             return False
+        self.state = LEADING if leading else STANDING_BY
         if leading != self.leading:  # said once per change, not every tick
             if leading:
                 logger.info("scheduler: leading (lock %s)", self.key)
@@ -84,15 +95,17 @@ class Leadership:
 
 
 class SourcesScheduler(Scheduler):
-    """``celery beat`` scheduler for the sources file of ``app.conf.docsieve_settings``."""
+    """``celery beat`` scheduler for the sources file of ``app.docsieve_settings``."""
 
     max_interval = TICK
 
     def __init__(self, app: Celery, *args, **kwargs) -> None:
-        settings: Settings = app.conf.docsieve_settings
+        settings: Settings = app.docsieve_settings
         self.sources_file = settings.sources_file
         self.io_queue = queue_names(settings)[1]
         self.leadership = Leadership(make_locks(settings), f"{settings.queue_prefix}:scheduler:leader")
+        self.heartbeat = heartbeat_path(settings)
+        self._heartbeat_failed = False
         self._file_state: tuple[int, int, int] | None = None
         self._loaded = False
         super().__init__(app, *args, **kwargs)
@@ -103,15 +116,29 @@ class SourcesScheduler(Scheduler):
 
     def tick(self, *args, **kwargs) -> float:
         self.refresh_sources()
-        if not self.leadership.hold():
-            return self.max_interval  # a standby sends nothing, and asks again next tick
-        return super().tick(*args, **kwargs)
+        # A standby sends nothing, and asks again next tick.
+        wait = super().tick(*args, **kwargs) if self.leadership.hold() else self.max_interval
+        self._beat()
+        return wait
 
     def close(self) -> None:
         try:
             super().close()
         finally:
             self.leadership.release()
+            self.heartbeat.unlink(missing_ok=True)
+
+    def _beat(self) -> None:
+        """This tick is done: the heartbeat file says when, and in what state (written whole, then renamed,
+        so the healthcheck never reads half of it)."""
+        try:
+            written = self.heartbeat.with_name(self.heartbeat.name + f".{os.getpid()}")
+            written.write_text(self.leadership.state, encoding="utf-8")
+            written.replace(self.heartbeat)
+        except OSError as exc:
+            if not self._heartbeat_failed:  # said once: the healthcheck reports the stale heartbeat
+                logger.error("scheduler: cannot write the heartbeat %s: %s", self.heartbeat, exc)
+                self._heartbeat_failed = True
 
     def refresh_sources(self) -> None:
         """Load the sources file again if it changed since the last look."""
@@ -155,13 +182,18 @@ class SourcesScheduler(Scheduler):
         return self.Entry(
             name=name,
             task=POLL_TASK,
-            args=[source.name],
+            args=[asdict(source)],
             schedule=every,
             # A poll still queued when the next one is due is dropped: the next one does its work.
             options={"queue": self.io_queue, "expires": source.interval},
             last_run_at=self.app.now() - every,  # due at once
             app=self.app,
         )
+
+
+def heartbeat_path(settings: Settings) -> Path:
+    """The heartbeat file of this host's scheduler of the deployment (``queue_prefix``)."""
+    return Path(tempfile.gettempdir()) / f"docsieve-scheduler-{quote(settings.queue_prefix, safe='')}.alive"
 
 
 def _file_state(path: str) -> tuple[int, int, int] | None:

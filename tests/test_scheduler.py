@@ -12,14 +12,16 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
 import redis
 
-from scheduler import tasks
-from scheduler.beat import LEADER_TTL, POLL_TASK, TICK, SourcesScheduler
+from scheduler import health, tasks
+from scheduler.beat import LEADER_TTL, POLL_TASK, TICK, SourcesScheduler, heartbeat_path
 from scheduler.locks import LocalLocks, RedisLocks, holding
+from scheduler.polls import PollLog
 from tests.conftest import REPO
 from worker.celery_app import create_app
 from worker.messages import FETCH_TASK, INGEST_TASK, URLS_PER_TASK, from_message
@@ -63,7 +65,7 @@ class Beat:
         before = len(self.sent)
         for _ in range(100):
             if self.scheduler.tick() > 0:
-                return [args[0] for _, args, _ in self.sent[before:]]
+                return [args[0]["name"] for _, args, _ in self.sent[before:]]
         raise AssertionError("the scheduler kept sending")
 
 
@@ -90,7 +92,9 @@ def test_one_entry_per_source_routed_to_the_io_queue(beats: list[Beat], settings
     entries = {name: e for name, e in beat.scheduler.schedule.items() if name.startswith("poll-source:")}
     assert sorted(entries) == ["poll-source:akhbar", "poll-source:wire"]
     wire = entries["poll-source:wire"]
-    assert (wire.task, wire.args) == (POLL_TASK, ["wire"])
+    # The message carries the whole source: a fetcher needs no sources file.
+    source = {"name": "wire", "kind": "feed", "location": "https://wire.example/rss.xml", "interval": 600.0}
+    assert (wire.task, wire.args) == (POLL_TASK, [source])
     assert wire.schedule.run_every.total_seconds() == 600
     assert wire.options == {"queue": f"{prefix}.io", "expires": 600.0}
     assert entries["poll-source:akhbar"].schedule.run_every.total_seconds() == 30.5
@@ -242,6 +246,11 @@ class FakeStore:
         pass
 
 
+def feed(name: str, interval: float = 600) -> Source:
+    """A source as the scheduler reads it from a file that FEED wrote."""
+    return Source(name, "feed", f"https://{name}.example/rss.xml", interval)
+
+
 RSS = """<?xml version="1.0"?><rss version="2.0"><channel><title>Wire</title>
 <item><title>One</title><link>https://wire.example/1</link></item>
 <item><title>Two</title><link>https://wire.example/2</link></item>
@@ -261,7 +270,7 @@ def test_a_poll_of_a_source_never_overlaps_the_next(settings: Settings, redis_ur
 
     def poll(name: str) -> dict:
         enqueue = lambda source, entries: queued.extend(e.location for e in entries)  # noqa: E731
-        return tasks.poll_once(settings, name, locks, get_text, store, enqueue)
+        return tasks.poll_once(settings, feed(name), locks, get_text, store, enqueue)
 
     with holding(locks, key, 60) as held:  # a poll of wire still running
         assert held
@@ -272,7 +281,6 @@ def test_a_poll_of_a_source_never_overlaps_the_next(settings: Settings, redis_ur
     assert client.get(key) is None  # released at the end
     assert poll("wire") == {"source": "wire", "found": 2, "new": 0}
     assert queued == ["https://wire.example/1", "https://wire.example/2"]
-    assert poll("gone") == {"skipped": f"no source named 'gone' in {settings.sources_file}"}
 
 
 def test_a_poll_enqueues_at_most_max_entries_per_poll_and_the_next_one_the_rest(settings: Settings) -> None:
@@ -292,7 +300,7 @@ def test_a_failed_poll_releases_its_lock(settings: Settings, redis_url: str, pre
         raise ConnectionError("connection refused")
 
     with pytest.raises(ConnectionError):
-        tasks.poll_once(settings, "wire", RedisLocks(redis_url), get_text, FakeStore(), print)
+        tasks.poll_once(settings, feed("wire"), RedisLocks(redis_url), get_text, FakeStore(), print)
     assert redis.Redis.from_url(redis_url).get(f"{prefix}:poll:wire") is None
 
 
@@ -340,10 +348,14 @@ def test_message_batches_hold_a_count_and_a_size() -> None:
     assert [len(b) for b in tasks.message_batches(messages, max_count=2, max_chars=1000)] == [2, 2, 1]
 
 
-def test_the_task_wires_fetcher_store_and_broker(
-    settings: Settings, redis_url: str, monkeypatch: pytest.MonkeyPatch
+def test_a_fetcher_polls_what_the_scheduler_sent_without_the_sources_file(
+    beats: list[Beat], settings: Settings, redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Only the scheduler is told where the sources file is: the poll message carries the source."""
     write_sources(settings, ("wire", 600))
+    beat = start(beats, settings)
+    assert beat.run_due() == ["wire"]
+    ((name, args, _),) = beat.sent
     store, sent = FakeStore(), []
 
     class Fetcher:
@@ -351,17 +363,97 @@ def test_the_task_wires_fetcher_store_and_broker(
             assert url == "https://wire.example/rss.xml"
             return RSS
 
-    monkeypatch.setattr(tasks, "_settings", lambda: settings)
+    fetcher_settings = settings.with_(sources_file=str(tmp_path / "no-such-file.toml"))
+    monkeypatch.setattr(tasks, "_settings", lambda: fetcher_settings)
     monkeypatch.setattr(tasks, "_locks", lambda: RedisLocks(redis_url))
+    monkeypatch.setattr(tasks, "_poll_log", lambda: PollLog.of(settings))
     monkeypatch.setattr(tasks, "shared_fetcher", Fetcher)
     monkeypatch.setattr(tasks, "shared_store", lambda: store)
     monkeypatch.setattr(tasks.app, "send_task", lambda name, args, **options: sent.append((name, args, options)))
-    assert tasks.poll_source("wire") == {"source": "wire", "found": 2, "new": 2}
+    assert name == POLL_TASK
+    assert tasks.poll_source(*args) == {"source": "wire", "found": 2, "new": 2}
     assert sent == [
         (FETCH_TASK, [["https://wire.example/1", "https://wire.example/2"]], {"queue": f"{settings.queue_prefix}.io"})
     ]
-    assert tasks.poll_source("wire") == {"source": "wire", "found": 2, "new": 0}
+    assert tasks.poll_source(*args) == {"source": "wire", "found": 2, "new": 0}
     assert len(sent) == 1
+
+
+def test_how_each_poll_went_is_kept_for_status(
+    settings: Settings, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hostile = (Path(__file__).parent / "fixtures" / "feeds" / "billion_laughs.xml").read_text(encoding="utf-8")
+    replies: list[str | Exception] = [
+        ConnectionError("connection refused"),
+        TimeoutError("read timed out"),
+        RSS,
+        hostile,
+    ]
+
+    class Fetcher:
+        def get_text(self, url: str) -> str:
+            reply = replies.pop(0)
+            if isinstance(reply, Exception):
+                raise reply
+            return reply
+
+    log = PollLog.of(settings)
+    monkeypatch.setattr(tasks, "_settings", lambda: settings)
+    monkeypatch.setattr(tasks, "_locks", lambda: RedisLocks(redis_url))
+    monkeypatch.setattr(tasks, "_poll_log", lambda: log)
+    monkeypatch.setattr(tasks, "shared_fetcher", Fetcher)
+    monkeypatch.setattr(tasks, "shared_store", FakeStore)
+    monkeypatch.setattr(tasks.app, "send_task", lambda name, args, **options: None)
+    wire = asdict(feed("wire", 600))
+    assert log.all() == []
+
+    with pytest.raises(ConnectionError):
+        tasks.poll_source(wire)
+    first = log.get("wire")
+    assert (first.error, first.failures, first.failing_since) == ("ConnectionError: connection refused", 1, first.at)
+    with pytest.raises(TimeoutError):
+        tasks.poll_source(wire)
+    second = log.get("wire")
+    assert (second.error, second.failures) == ("TimeoutError: read timed out", 2)
+    assert second.failing_since == first.failing_since < second.at  # failing since the first of the run
+
+    tasks.poll_source(wire)
+    worked = log.get("wire")
+    assert (worked.error, worked.failures, worked.found, worked.new) == (None, 0, 2, 2)
+    assert not worked.overdue(worked.at + 2 * 600) and worked.overdue(worked.at + 2 * 600 + 61)
+
+    assert "rejected" in tasks.poll_source(wire)  # a feed that can never be read: failing too
+    rejected = log.get("wire")
+    assert "entity" in rejected.error and rejected.failures == 1
+    assert [p.source for p in log.all()] == ["wire"]
+    ttl = redis.Redis.from_url(redis_url).ttl(f"{settings.queue_prefix}:polled:wire")
+    assert 7 * 24 * 3600 < ttl <= 7 * 24 * 3600 + 2 * 600  # a source no longer polled goes in a week
+
+
+def test_the_healthcheck_passes_while_the_scheduler_ticks(
+    beats: list[Beat], settings: Settings, redis_url: str
+) -> None:
+    write_sources(settings, ("wire", 600))
+    assert health.check(settings) == (False, f"no scheduler ticks here (no heartbeat {heartbeat_path(settings)})")
+    beat = start(beats, settings)
+    beat.run_due()
+    healthy, said = health.check(settings)
+    assert healthy and said.startswith("scheduler leading, last tick"), said
+    assert not health.check(settings, now=time.time() + health.STALE_AFTER + 1)[0]  # it stopped ticking
+
+    second = start(beats, settings)  # a standby is healthy too (its heartbeat is the same file here)
+    second.scheduler.tick()
+    assert health.check(settings)[1].startswith("scheduler standing by")
+    beat.scheduler.close()
+    second.scheduler.close()
+    assert not health.check(settings)[0]  # stopped: no heartbeat
+
+    cut_off = start(beats, settings.with_(coordination_url="redis://127.0.0.1:1/0"))  # its lock unreachable
+    cut_off.scheduler.tick()
+    assert health.check(settings) == (
+        False,
+        "the scheduler cannot reach the Redis of its lock (DOCSIEVE_COORDINATION_URL)",
+    )
 
 
 # The command.
@@ -397,7 +489,7 @@ def test_run_scheduler_sends_polls_and_releases_its_lock_on_sigterm(
     assert process.returncode == 0, output
     message = json.loads(client.lindex(f"{prefix}.io", 0))
     assert message["headers"]["task"] == POLL_TASK
-    assert json.loads(base64.b64decode(message["body"]))[0] == ["wire"]
+    assert json.loads(base64.b64decode(message["body"]))[0] == [asdict(feed("wire", 600))]
     assert client.get(f"{prefix}:scheduler:leader") is None  # released on shutdown
 
 
@@ -436,7 +528,8 @@ def test_a_source_that_cannot_be_read_is_a_rejected_record(
     monkeypatch.setattr(tasks, "shared_fetcher", Fetcher)
     monkeypatch.setattr(tasks, "shared_store", FakeStore)
     monkeypatch.setattr(tasks.app, "send_task", lambda name, args, **options: sent.append((name, args, options)))
-    first, second = tasks.poll_source("wire"), tasks.poll_source("wire")
+    monkeypatch.setattr(tasks, "_poll_log", lambda: None)
+    first, second = tasks.poll_source(asdict(feed("wire"))), tasks.poll_source(asdict(feed("wire")))
     assert "entity" in first["rejected"] and first == second
     (rejection,) = {from_message(m) for _, args, _ in sent for m in args[0]}  # the same record both times
     assert isinstance(rejection, Rejection) and rejection.source == "https://wire.example/rss.xml"

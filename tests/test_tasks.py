@@ -21,7 +21,7 @@ from worker.pipeline import Pipeline
 @pytest.fixture
 def task_pipeline(pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch) -> Pipeline:
     monkeypatch.setattr(tasks, "_pipeline", lambda: pipeline)
-    monkeypatch.setitem(tasks.app.conf, "docsieve_settings", pipeline.settings)
+    monkeypatch.setattr(tasks.app, "docsieve_settings", pipeline.settings)
     return pipeline
 
 
@@ -84,7 +84,7 @@ def with_payloads(task_pipeline: Pipeline, redis_url: str, prefix: str, monkeypa
     from worker.payloads import Payloads
 
     settings = task_pipeline.settings.with_(index_url=redis_url, queue_prefix=prefix)
-    monkeypatch.setitem(tasks.app.conf, "docsieve_settings", settings)
+    monkeypatch.setattr(tasks.app, "docsieve_settings", settings)
     payloads = Payloads.of(settings)
     monkeypatch.setattr(tasks, "_payloads_if_any", lambda: payloads)
     yield payloads

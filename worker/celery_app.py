@@ -43,6 +43,12 @@ def _register_serializer() -> None:
     )
 
 
+class Retrying(Exception):
+    """What the result backend keeps of a task waiting for its next attempt, for `docsieve submit --wait`
+    and Flower: which attempt failed, and why. Celery keeps only the error, the same at every retry, so
+    that a watcher could not tell one retry from the next (``worker.tasks.IngestTask.on_retry``)."""
+
+
 def queue_names(settings: Settings) -> tuple[str, str]:
     """The CPU queue (extract, fingerprint, decide, store) and the I/O queue (fetching)."""
     return f"{settings.queue_prefix}.cpu", f"{settings.queue_prefix}.io"
@@ -82,7 +88,9 @@ def create_app(settings: Settings) -> Celery:
         worker_send_task_events=True,  # for Flower and `docsieve status`
         task_send_sent_event=True,
     )
-    app.conf.docsieve_settings = settings
+    # On the app, not in app.conf: a worker publishes its conf (`celery inspect conf`, Flower's Config tab),
+    # and the settings hold the store's and Redis's URLs with their passwords.
+    app.docsieve_settings = settings
     return app
 
 

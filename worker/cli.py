@@ -159,14 +159,21 @@ def _parser() -> argparse.ArgumentParser:
         "--concurrency", "-c", type=int, help="worker processes (default: the number of cores), or threads with --io"
     )
     worker.add_argument("--loglevel", default="INFO")
-    worker.add_argument("--hostname", "-n", help="worker name (default celery@HOST)")
+    worker.add_argument(
+        "--hostname",
+        "-n",
+        help="node name (default: the queue's name at this host, docsieve.cpu@HOST, with --io docsieve.io@HOST)",
+    )
     worker.set_defaults(run=_worker)
 
     status = sub.add_parser(
         "status",
         parents=[common],
-        help="queue depths, workers online, records by status, recent failures",
-        description="A look at a running deployment.",
+        help="queue depths, workers and fetchers online, records, failures, source polls",
+        description="A look at a running deployment: queue depths, the CPU workers and the fetchers online, "
+        "records by status, the failures not retried yet (by the ids `docsieve failures` and `retry` take), and "
+        "the sources whose last poll failed or that are overdue. A part that cannot be read (the broker, the "
+        "store, Redis) is said in one line, the others are still shown, and the exit code is 1.",
     )
     status.set_defaults(run=_status)
 
@@ -409,11 +416,17 @@ def _submit(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _follow(tasks, documents: int, quiet: bool, timeout: float | None = None) -> int:
-    """Wait for every task (or until ``timeout``), with a progress bar on a terminal; print the totals."""
+    """Wait for every task (or until ``timeout``), with a progress bar on a terminal; print the totals.
+    What goes wrong on the way is said as it happens, a line each on standard error (above the bar): a task
+    that failed and will be retried, a URL that could not be fetched now and will be tried again later, a
+    task that failed for good."""
     import time
     from collections import Counter
 
+    from celery import states
     from celery.result import AsyncResult
+
+    from worker.celery_app import Retrying
 
     deadline = time.monotonic() + timeout if timeout else None
     bar = None
@@ -421,23 +434,40 @@ def _follow(tasks, documents: int, quiet: bool, timeout: float | None = None) ->
         from tqdm import tqdm
 
         bar = tqdm(total=documents, unit="doc", desc="ingest", file=sys.stderr, dynamic_ncols=True)
+
+    def say(line: str) -> None:
+        if bar is not None:
+            bar.write(line, file=sys.stderr)  # clears the bar, writes the line, draws the bar again below it
+        else:
+            print(line, file=sys.stderr)
+
     totals: Counter[str] = Counter()
     pending = list(tasks)
     failed = 0
+    retried: dict[str, str] = {}  # what was said last of each task waiting for its retry
     while pending:
         still = []
         for task in pending:
-            if not task.ready():
+            state = task.state  # one read of the result backend
+            if state not in states.READY_STATES:
+                # Which attempt failed and why (worker.tasks.IngestTask.on_retry), said once per attempt.
+                info = task.info if state == states.RETRY else None
+                if isinstance(info, Retrying) and retried.get(task.id) != str(info):
+                    retried[task.id] = str(info)
+                    say(f"retrying task {task.id}: {_first_line(info)}")
                 still.append(task)
-            elif task.successful():
+            elif state == states.SUCCESS:
                 result = task.result
                 totals.update({k: v for k, v in result.items() if isinstance(v, int)})
                 # A fetch task hands its pages to ingest tasks (and unreachable URLs to a later fetch).
                 still += [AsyncResult(task_id, app=task.app) for task_id in result.get("followups", [])]
+                for url, reason in result.get("deferred", []):
+                    say(f"unreachable for now, trying again later: {url}: {_first_line(reason)}")
                 if bar is not None:
                     bar.update(result.get("received", 0) + result.get("not_modified", 0))
             else:
                 failed += 1
+                say(f"task {task.id} failed: {_first_line(_reason(task.info))} (see `docsieve failures`)")
         pending = still
         if pending and deadline and time.monotonic() > deadline:
             break
@@ -457,6 +487,11 @@ def _follow(tasks, documents: int, quiet: bool, timeout: float | None = None) ->
     return 1 if failed else 0
 
 
+def _reason(exc: object) -> str:
+    """A task's error as the worker raised it: its type and message."""
+    return f"{type(exc).__name__}: {exc}" if isinstance(exc, BaseException) else str(exc)
+
+
 def _worker(args: argparse.Namespace, settings: Settings) -> int:
     import os
 
@@ -464,16 +499,17 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
     from worker.celery_app import app, queue_names
 
     cpu_queue, io_queue = queue_names(settings)
+    queue = io_queue if args.io else cpu_queue
     if args.io:
         concurrency = args.concurrency or settings.fetch_concurrency
-        argv = ["worker", "--queues", io_queue, "--pool", "threads", "--concurrency", str(concurrency)]
+        argv = ["worker", "--queues", queue, "--pool", "threads", "--concurrency", str(concurrency)]
     else:
-        argv = ["worker", "--queues", cpu_queue, "--pool", "prefork"]
+        argv = ["worker", "--queues", queue, "--pool", "prefork"]
         if args.concurrency:
             argv += ["--concurrency", str(args.concurrency)]
-    argv += ["--loglevel", args.loglevel]
-    if args.hostname:
-        argv += ["--hostname", args.hostname]
+    # Named after its queue: a CPU worker and a fetcher on one host (or workers of two deployments sharing a
+    # broker) are two nodes, not one `celery@HOST` twice, which Celery's control replies merge.
+    argv += ["--loglevel", args.loglevel, "--hostname", args.hostname or f"{queue}@%h"]
     app.worker_main(argv)
     return 0
 
@@ -539,32 +575,124 @@ def _scheduler(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _status(args: argparse.Namespace, settings: Settings) -> int:
+    """Each part of the deployment that answers is shown; one that does not is said in one line on standard
+    error (and the exit code is 1), and the others are still shown."""
+    answered = [_queues_and_workers(settings), _records_and_failures(settings), _source_polls(settings)]
+    return 0 if all(answered) else 1
+
+
+def _queues_and_workers(settings: Settings) -> bool:
+    from collections import Counter
+
+    from kombu.exceptions import OperationalError
+
     from worker.celery_app import app, queue_names
+
+    queues = queue_names(settings)
+    try:
+        with app.connection_for_read() as conn:
+            conn.ensure_connection(max_retries=1, interval_start=0.5)  # at once, not after minutes of retries
+            for queue in queues:
+                try:
+                    depth = conn.default_channel.queue_declare(queue=queue, passive=True).message_count
+                except Exception:  # a queue nobody declared yet is empty
+                    depth = 0
+                print(f"queue {queue}: {depth} waiting")
+        # Each reply apart ({node: queues}): two workers under one name would otherwise count as one.
+        replies = app.control.broadcast("active_queues", reply=True, timeout=1.0)
+    except OperationalError as exc:
+        print(f"docsieve: cannot reach the broker at {_shown(settings.broker_url)}: {exc}", file=sys.stderr)
+        return False
+    answers = Counter(node for reply in replies for node in reply)
+    consuming = {node: consumed for reply in replies for node, consumed in reply.items()}
+    # Only the workers of this deployment, told apart by the queue they consume (a broker may serve several).
+    for label, queue in zip(("workers", "fetchers"), queues, strict=True):
+        nodes = sorted(node for node, consumed in consuming.items() if any(q.get("name") == queue for q in consumed))
+        print(f"{label} online: {len(nodes)}" + (f" ({', '.join(nodes)})" if nodes else ""))
+        for node in nodes:
+            if answers[node] > 1:
+                print(
+                    f"docsieve: {answers[node]} workers answer as {node}, counted as one: give each its own --hostname",
+                    file=sys.stderr,
+                )
+    return True
+
+
+def _records_and_failures(settings: Settings) -> bool:
+    from sqlalchemy.exc import SQLAlchemyError
+
     from worker.store import Store
 
-    with app.connection_for_read() as conn:
-        for queue in queue_names(settings):
-            try:
-                depth = conn.default_channel.queue_declare(queue=queue, passive=True).message_count
-            except Exception:  # a queue nobody declared yet is empty
-                depth = 0
-            print(f"queue {queue}: {depth} waiting")
-    # Only the workers of this deployment: those consuming its queue (a broker may serve several).
-    consuming = app.control.inspect(timeout=1.0).active_queues() or {}
-    cpu_queue = queue_names(settings)[0]
-    replies = sorted(w for w, queues in consuming.items() if any(q.get("name") == cpu_queue for q in queues))
-    print(f"workers online: {len(replies)}" + (f" ({', '.join(replies)})" if replies else ""))
-    store = Store(settings.store, migrate=False)
     try:
-        counts = store.counts()
-        print("records: " + "  ".join(f"{s} {counts.get(s, 0)}" for s in ("canonical", "duplicate", "rejected")))
-        failures = store.recent_failures()
-        print(f"recent failures: {len(failures)}")
-        for failure in failures:
-            print(f"  {failure['failed_at']}  {failure['task_id']}  {failure['error']}")
+        store = Store(settings.store, migrate=False)
+        try:
+            counts = store.counts()
+            waiting, retried = store.failure_counts()
+            recent = store.recent_failures(include_retried=False)
+        finally:
+            store.close()
+    except StoreError as exc:  # its message names the store: without the password
+        print(f"docsieve: {str(exc).replace(settings.store, _shown(settings.store))}", file=sys.stderr)
+        return False
+    except SQLAlchemyError as exc:
+        print(f"docsieve: cannot read the store {_shown(settings.store)}: {_first_line(exc)}", file=sys.stderr)
+        return False
+    print("records: " + "  ".join(f"{s} {counts.get(s, 0)}" for s in ("canonical", "duplicate", "rejected")))
+    hint = "  (`docsieve failures` lists them)" if waiting else ""
+    print(f"failures: {waiting} not retried yet, {retried} retried{hint}")
+    for failure in recent:  # by the ids `docsieve failures` and `docsieve retry` take
+        when, error = f"{failure['failed_at']:%Y-%m-%d %H:%M:%S}", _first_line(failure["error"])
+        print(f"  {failure['id']}  {when}  {failure['task']}  {error}")
+    return True
+
+
+def _source_polls(settings: Settings) -> bool:
+    import time
+
+    from redis.exceptions import RedisError
+
+    from scheduler.polls import PollLog
+
+    log = PollLog.of(settings)
+    if log is None:
+        print("sources: polls are recorded only with DOCSIEVE_COORDINATION_URL")
+        return True
+    try:
+        polls = log.all()
+    except RedisError as exc:
+        print(f"docsieve: cannot read the polls at {_shown(settings.coordination_url)}: {exc}", file=sys.stderr)
+        return False
     finally:
-        store.close()
-    return 0
+        log.close()
+    now = time.time()
+    failing = [p for p in polls if p.error is not None]
+    overdue = [p for p in polls if p.error is None and p.overdue(now)]
+    print(f"sources: {len(polls)} polled, {len(failing)} failing, {len(overdue)} overdue")
+    for poll in failing:
+        in_a_row = f"{poll.failures} failed poll{'s' if poll.failures != 1 else ''} in a row"
+        print(
+            f"  {poll.source}: failing since {_when(poll.failing_since)} ({in_a_row}, last {_when(poll.at)}): "
+            f"{_first_line(poll.error)}"
+        )
+    for poll in overdue:
+        print(
+            f"  {poll.source}: last polled {_when(poll.at)}, due every {poll.interval:g} s (no fetcher polls it, "
+            f"or it left the sources file)"
+        )
+    return True
+
+
+def _when(epoch: float | None) -> str:
+    from datetime import UTC, datetime
+
+    return "?" if epoch is None else datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _first_line(said: object) -> str:
+    """An error in one line: a database driver's message (not SQLAlchemy's wrapping of it), its first line."""
+    said = getattr(said, "orig", None) or said
+    lines = str(said).strip().splitlines()
+    return lines[0] if lines else type(said).__name__
 
 
 def _reindex(args: argparse.Namespace, settings: Settings) -> int:

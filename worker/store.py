@@ -389,6 +389,13 @@ class Store:
         with self.engine.connect() as conn:
             return [dict(row._mapping) for row in conn.execute(query)]
 
+    def failure_counts(self) -> tuple[int, int]:
+        """How many failures wait to be retried, and how many were retried."""
+        query = sa.select(sa.func.count(), sa.func.count(failures.c.retried_at))
+        with self.engine.connect() as conn:
+            total, retried = conn.execute(query).one()
+        return total - retried, retried
+
     def failures_to_retry(self, ids: Sequence[int] | None) -> list[dict]:
         """The failures not retried yet, in order: these ids, or all of them."""
         query = sa.select(failures).where(failures.c.retried_at.is_(None)).order_by(failures.c.id)

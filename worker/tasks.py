@@ -24,7 +24,7 @@ from celery.exceptions import Reject
 from celery.signals import worker_process_init
 from kombu.exceptions import OperationalError as BrokerError
 
-from worker.celery_app import app, queue_names
+from worker.celery_app import Retrying, app, queue_names
 from worker.messages import FETCH_TASK, INGEST_TASK, from_message, to_message
 from worker.models import Rejection
 from worker.payloads import PayloadLost, Payloads, send_ingest
@@ -58,7 +58,7 @@ TRANSIENT = (
 
 
 def _settings() -> Settings:
-    return app.conf.docsieve_settings
+    return app.docsieve_settings
 
 
 def _once(make: Callable[[], T]) -> Callable[[], T]:
@@ -110,7 +110,7 @@ def shared_store() -> Store:
 @cache
 def _pipeline() -> Pipeline:
     """One pipeline per worker process, made on first use: after the fork, so no connection is shared."""
-    settings: Settings = app.conf.docsieve_settings
+    settings = _settings()
     return Pipeline(Store(settings.store), settings)
 
 
@@ -142,12 +142,19 @@ class IngestTask(Task):
         except Reject as exc:
             raise Reject(exc.reason, requeue=True) from None
 
+    def on_retry(self, exc, task_id, args, kwargs, einfo) -> None:
+        """The task's state while it waits for its next attempt says which attempt failed (Celery has just
+        stored the error alone)."""
+        attempt = self.request.retries + 1
+        said = Retrying(f"attempt {attempt} of {self.max_retries + 1} failed: {type(exc).__name__}: {exc}")
+        self.backend.mark_as_retry(task_id, said, einfo.traceback, request=self.request)
+
     def on_failure(self, exc, task_id, args, kwargs, einfo) -> None:
         """Keep the failed task's messages where a person can see them. After a hard time limit this runs
         in the pool's parent process, so it uses a store (and a Redis client) of its own, closed at once,
         rather than the per-process ones, whose connections children forked later would inherit. The
         documents of a payload, once kept, leave Redis."""
-        settings = app.conf.docsieve_settings
+        settings = _settings()
         payloads = Payloads.of(settings) if kwargs.get("payload") else None
         try:
             kept = _failed_messages(args, kwargs, payloads)
@@ -199,9 +206,9 @@ RETRYING = {
     "bind": True,
     "autoretry_for": TRANSIENT,
     "retry_backoff": 2,
-    "retry_backoff_max": app.conf.docsieve_settings.retry_backoff_max,
+    "retry_backoff_max": _settings().retry_backoff_max,
     "retry_jitter": True,
-    "max_retries": app.conf.docsieve_settings.max_retries,
+    "max_retries": _settings().max_retries,
 }
 
 
@@ -270,7 +277,9 @@ def fetch_urls(self, urls: list[str], attempt: int = 1) -> dict:
             logger.warning("%s: unreachable, %s: %s", exc.url, when, exc.reason)
         again = [e.url for e in unreachable]
         followups.append(self.app.send_task(FETCH_TASK, args=[again, attempt + 1], queue=io_queue, countdown=delay).id)
-    return {"urls": len(urls), "not_modified": unchanged, "followups": followups}
+    # `submit --wait` says which URLs wait for a later attempt, and why.
+    deferred = [[e.url, e.reason] for e in unreachable] if attempt < FETCH_ATTEMPTS else []
+    return {"urls": len(urls), "not_modified": unchanged, "followups": followups, "deferred": deferred}
 
 
 def _message(page: Page) -> dict:
