@@ -517,7 +517,7 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
 def _failures(args: argparse.Namespace, settings: Settings) -> int:
     from worker.store import Store
 
-    store = Store(settings.store, migrate=False)
+    store = Store(settings.store, readonly=True)
     try:
         found = store.recent_failures(limit=args.limit, include_retried=args.all)
     finally:
@@ -601,7 +601,7 @@ def _queues_and_workers(settings: Settings) -> bool:
         # Each reply apart ({node: queues}): two workers under one name would otherwise count as one.
         replies = app.control.broadcast("active_queues", reply=True, timeout=1.0)
     except OperationalError as exc:
-        print(f"docsieve: cannot reach the broker at {_shown(settings.broker_url)}: {exc}", file=sys.stderr)
+        print(f"docsieve: cannot reach the broker at {redacted(settings.broker_url)}: {exc}", file=sys.stderr)
         return False
     answers = Counter(node for reply in replies for node in reply)
     consuming = {node: consumed for reply in replies for node, consumed in reply.items()}
@@ -624,7 +624,7 @@ def _records_and_failures(settings: Settings) -> bool:
     from worker.store import Store
 
     try:
-        store = Store(settings.store, migrate=False)
+        store = Store(settings.store, readonly=True)
         try:
             counts = store.counts()
             waiting, retried = store.failure_counts()
@@ -632,10 +632,10 @@ def _records_and_failures(settings: Settings) -> bool:
         finally:
             store.close()
     except StoreError as exc:  # its message names the store: without the password
-        print(f"docsieve: {str(exc).replace(settings.store, _shown(settings.store))}", file=sys.stderr)
+        print(f"docsieve: {str(exc).replace(settings.store, redacted(settings.store))}", file=sys.stderr)
         return False
     except SQLAlchemyError as exc:
-        print(f"docsieve: cannot read the store {_shown(settings.store)}: {_first_line(exc)}", file=sys.stderr)
+        print(f"docsieve: cannot read the store {redacted(settings.store)}: {_first_line(exc)}", file=sys.stderr)
         return False
     print("records: " + "  ".join(f"{s} {counts.get(s, 0)}" for s in ("canonical", "duplicate", "rejected")))
     hint = "  (`docsieve failures` lists them)" if waiting else ""
@@ -660,7 +660,7 @@ def _source_polls(settings: Settings) -> bool:
     try:
         polls = log.all()
     except RedisError as exc:
-        print(f"docsieve: cannot read the polls at {_shown(settings.coordination_url)}: {exc}", file=sys.stderr)
+        print(f"docsieve: cannot read the polls at {redacted(settings.coordination_url)}: {exc}", file=sys.stderr)
         return False
     finally:
         log.close()
