@@ -212,7 +212,7 @@ def test_a_fetch_task_rejects_a_name_that_does_not_exist_and_logs_each_url_it_de
         settings = task_pipeline.settings.with_(
             fetch_allow_hosts=f"127.0.0.1:{web.port}", host_interval=0, fetch_retries=0
         )
-        monkeypatch.setitem(tasks.app.conf, "docsieve_settings", settings)
+        monkeypatch.setattr(tasks.app, "docsieve_settings", settings)
         with Fetcher(settings) as fetcher, caplog.at_level(logging.WARNING, logger="worker.tasks"):
             monkeypatch.setattr(tasks, "shared_fetcher", lambda: fetcher)
             tasks.fetch_urls.run(["http://nowhere.invalid/news", down])

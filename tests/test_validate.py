@@ -103,7 +103,7 @@ def postgres_pipeline(postgres_server_url: str, monkeypatch: pytest.MonkeyPatch)
     with postgres_database(postgres_server_url) as url:
         pipeline = Pipeline(Store(url), Settings(store=url))
         monkeypatch.setattr(tasks, "_pipeline", lambda: pipeline)
-        monkeypatch.setitem(tasks.app.conf, "docsieve_settings", pipeline.settings)
+        monkeypatch.setattr(tasks.app, "docsieve_settings", pipeline.settings)
         yield pipeline
         pipeline.close()
 
