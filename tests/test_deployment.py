@@ -369,13 +369,13 @@ def test_status_says_in_one_line_what_it_cannot_read_and_shows_the_rest(deployme
     garbage = tmp_path / "not-a-store.db"
     garbage.write_bytes(b"not a database " * 1000)
     unreachable = "postgresql+psycopg://docsieve:hunter2@127.0.0.1:1/docsieve"
-    for store, reason in ((f"sqlite:///{garbage}", "file is not a database"), (unreachable, "Connection refused")):
+    for store, reason in ((f"sqlite:///{garbage}", "is not a SQLite database"), (unreachable, "Connection refused")):
         status = cli({**deployment, "DOCSIEVE_STORE": store}, "status")
         assert status.returncode == 1
         assert f"queue {prefix}.cpu: 0 waiting" in status.stdout and "workers online: 0" in status.stdout
         assert "records:" not in status.stdout
         (said,) = status.stderr.strip().splitlines()  # one line, no traceback
-        assert said.startswith("docsieve: cannot read the store ") and reason in said, said
+        assert said.startswith("docsieve: the store ") and reason in said, said
         assert "hunter2" not in said
 
     no_store = make_url(deployment["DOCSIEVE_STORE"]).set(password="hunter2").render_as_string(hide_password=False)
