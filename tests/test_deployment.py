@@ -432,14 +432,14 @@ def test_submit_wait_says_each_unreachable_url_above_its_bar(deployment: dict) -
     from tests.terminal import run_in_terminal
     from tests.webserver import Reply, WebServer
 
-    env = {
-        **deployment,
-        "DOCSIEVE_FETCH_ALLOW_HOSTS": "127.0.0.1",
-        "DOCSIEVE_HOST_INTERVAL": "0",
-        "DOCSIEVE_FETCH_RETRIES": "0",
-        "DOCSIEVE_RETRY_BACKOFF_MAX": "1",  # the next attempt within a second
-    }
     with WebServer() as web:
+        env = {
+            **deployment,
+            "DOCSIEVE_FETCH_ALLOW_HOSTS": f"127.0.0.1:{web.port}",
+            "DOCSIEVE_HOST_INTERVAL": "0",
+            "DOCSIEVE_FETCH_RETRIES": "0",
+            "DOCSIEVE_RETRY_BACKOFF_MAX": "1",  # the next attempt within a second
+        }
         web.route("/down.html", Reply(503))
         with workers(env, 1), workers(env, 2, "--io"):
             shown = run_in_terminal("submit", web.url("/down.html"), "--wait", env=env)

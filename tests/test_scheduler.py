@@ -288,7 +288,7 @@ def test_a_poll_enqueues_at_most_max_entries_per_poll_and_the_next_one_the_rest(
     settings = settings.with_(max_entries_per_poll=1)
     locks, store, queued = LocalLocks(), FakeStore(), []
     enqueue = lambda source, entries: queued.extend(e.location for e in entries)  # noqa: E731
-    results = [tasks.poll_once(settings, "wire", locks, lambda url: RSS, store, enqueue) for _ in range(3)]
+    results = [tasks.poll_once(settings, feed("wire"), locks, lambda url: RSS, store, enqueue) for _ in range(3)]
     assert [r["new"] for r in results] == [1, 1, 0]
     assert queued == ["https://wire.example/1", "https://wire.example/2"]
 

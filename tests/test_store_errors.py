@@ -210,7 +210,7 @@ def test_a_store_that_cannot_be_written_midway_is_one_line(tmp_path: Path) -> No
         cwd=tmp_path,
         preexec_fn=_file_size_limit(150_000),
     )
-    one_line_error(full, "the store sqlite:///full.db failed", "rolled back")
+    one_line_error(full, "the store sqlite:///full.db: ", "rolled back")
     assert full.returncode == 1
 
 

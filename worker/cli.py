@@ -43,13 +43,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         problem = _store_failure(exc, settings.store)
         if problem is None:
             raise
+        if args.command == "ingest":
+            problem += " (the batch in hand was rolled back; what was stored before stays, ingesting again skips it)"
         print(f"docsieve: {problem}", file=sys.stderr)
         return 1
 
 
 def _store_failure(exc: Exception, store: str) -> str | None:
-    """One line for a store that failed under a command (disk full, gone read-only, unreachable); None for
-    any other error, a bug, which keeps its traceback."""
+    """One line for a store that cannot be reached or failed under a command (disk full, gone read-only);
+    None for any other error, a bug, which keeps its traceback."""
     if not type(exc).__module__.startswith("sqlalchemy"):
         return None
     import sqlalchemy.exc
@@ -58,10 +60,7 @@ def _store_failure(exc: Exception, store: str) -> str | None:
 
     if not (isinstance(exc, sqlalchemy.exc.OperationalError) or type(exc) is sqlalchemy.exc.DatabaseError):
         return None
-    return (
-        f"the store {redacted(store)} failed: {database_problem(exc)} (the batch in hand was rolled back; "
-        "what was stored before stays, and running the command again skips it)"
-    )
+    return f"the store {redacted(store)}: {database_problem(exc)}"
 
 
 def _missing_paths(paths: Sequence[str]) -> str | None:
@@ -635,7 +634,7 @@ def _records_and_failures(settings: Settings) -> bool:
         print(f"docsieve: {str(exc).replace(settings.store, redacted(settings.store))}", file=sys.stderr)
         return False
     except SQLAlchemyError as exc:
-        print(f"docsieve: cannot read the store {redacted(settings.store)}: {_first_line(exc)}", file=sys.stderr)
+        print(f"docsieve: the store {redacted(settings.store)}: {_first_line(exc)}", file=sys.stderr)
         return False
     print("records: " + "  ".join(f"{s} {counts.get(s, 0)}" for s in ("canonical", "duplicate", "rejected")))
     hint = "  (`docsieve failures` lists them)" if waiting else ""

@@ -242,7 +242,9 @@ class Store:
                 raise StoreError(_not_a_store(self.engine, shown))
         except BaseException as exc:
             self.engine.dispose()
-            if isinstance(exc, sa.exc.OperationalError | sa.exc.DatabaseError):
+            # A file that SQLite cannot use as a store is said in one line. A server that cannot be reached
+            # (OperationalError on PostgreSQL) stays what it is: a fault that may pass, which tasks retry.
+            if isinstance(exc, sa.exc.DatabaseError) and (is_file or not isinstance(exc, sa.exc.OperationalError)):
                 raise StoreError(f"the store {shown}: {database_problem(exc)}") from None
             raise
 
