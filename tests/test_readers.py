@@ -434,6 +434,9 @@ def test_gzip_on_standard_input_and_suffixes_that_are_not_gzip(tmp_path: Path) -
 
 
 def test_a_gzip_bomb_is_refused_without_decompressing_it_all(tmp_path: Path, monkeypatch) -> None:
+    import worker.readers
+
+    monkeypatch.setattr(worker.readers, "INFLATE_BUDGET", 2_000_000)  # 1 GiB: seconds, and a 1 MB bomb to write
     decompressed = []
     real_read = gzip.GzipFile.read
     monkeypatch.setattr(
@@ -450,6 +453,18 @@ def test_a_gzip_bomb_is_refused_without_decompressing_it_all(tmp_path: Path, mon
     assert batch_bomb.source == str(tmp_path / "bomb.jsonl.gz")
     assert batch_bomb.reason.startswith("a decompression bomb:") and batch_bomb.reason.endswith(", after 1 item")
     assert sum(decompressed) < 5_000_000
+
+
+def test_a_batch_of_near_identical_records_is_read_whole_however_well_it_compresses(tmp_path: Path) -> None:
+    """Templated items compress a thousand times, as a bomb does; under the budget every one is read."""
+    from worker.readers import MAX_INFLATE_RATIO
+
+    lines = [json.dumps({"id": n, "text": "حالة الطقس: صحو إلى غائم جزئياً " * 20 + str(n)}) for n in range(20_000)]
+    packed = gzip.compress("\n".join(lines).encode(), compresslevel=9)
+    (tmp_path / "weather.jsonl.gz").write_bytes(packed)
+    found = items(str(tmp_path / "weather.jsonl.gz"), limit=1_000_000)
+    assert len(packed) * MAX_INFLATE_RATIO < sum(len(line) for line in lines)  # more than a bomb's ratio
+    assert len(found) == 20_000 and all(isinstance(i, RawDocument) for i in found)
 
 
 # --- Field mapping, the kept author and outlet, the types of fields (issue 11: 14) ---

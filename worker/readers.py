@@ -31,10 +31,13 @@ SUPPORTED = PLAIN_SUFFIXES | {suffix + GZIP_SUFFIX for suffix in PLAIN_SUFFIXES}
 BINARY_SNIFF = 8192
 CHUNK = 1 << 20  # bytes read at a time from a stream
 GZIP_MAGIC = b"\x1f\x8b"
-# Text compresses 3 to 20 times; deflate at most about 1,000 times. Past the document limit, gzip input
-# that decompresses to more than this many times what was read of it is taken for a decompression bomb
-# (Apache POI refuses zip entries at the same ratio).
+# Text compresses 3 to 20 times; deflate at most about 1,000 times. Past INFLATE_BUDGET bytes decompressed,
+# gzip input that decompresses to more than this many times what was read of it is taken for a decompression
+# bomb (Apache POI refuses zip entries at the same ratio). Memory is bounded whatever the input (documents
+# are streamed); the budget bounds the time a bomb takes (1 GiB: seconds), while a batch of many near
+# identical records, which compresses a thousand times, is read whole up to it.
 MAX_INFLATE_RATIO = 100
+INFLATE_BUDGET = 1 << 30
 # UTF-32's marks first: UTF-32 LE's begins with UTF-16 LE's.
 BYTE_ORDER_MARKS = (
     (codecs.BOM_UTF32_LE, "utf-32"),
@@ -400,7 +403,7 @@ def _read_stream(source: str, stream: _Stream, suffix: str | None, max_bytes: in
     gzipped = suffix.endswith(GZIP_SUFFIX) if suffix is not None else stream.peek(2) == GZIP_MAGIC
     try:
         if gzipped:
-            stream = _Stream(_Inflating(stream, max_bytes + 1).inflate)
+            stream = _Stream(_Inflating(stream, max(max_bytes + 1, INFLATE_BUDGET)).inflate)
         if codec := _byte_order(stream.peek(4)):
             stream = _Stream(_Transcoding(stream, codec).read)
         head = stream.read_up_to(max_bytes + 1)
