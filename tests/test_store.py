@@ -226,3 +226,43 @@ def _check_storage(store_url: str, command, Config) -> None:
     assert created == migrated
     assert created["shingles"][0] == created["index_keys"][0] == "e"  # external: never compressed
     assert created["text"][1] in ("l", "")  # lz4 where the server has it
+
+
+def test_a_store_of_the_previous_release_is_read_and_left_to_it(store_url: str, monkeypatch) -> None:
+    """A store made by the docsieve before this one (schema 0006, normalization 1): export and show read it as
+    it is, and ingest refuses it without migrating it, so the docsieve that made it can still use it."""
+    from alembic import command
+    from alembic.config import Config
+
+    import worker.settings
+    from worker.models import RawDocument
+    from worker.pipeline import Pipeline
+    from worker.store import StoreError
+
+    monkeypatch.setattr(worker.settings, "NORMALIZATION_VERSION", worker.settings.NORMALIZATION_VERSION - 1)
+    made_with = Settings(store=store_url).fingerprint_parameters
+    pipeline = Pipeline(Store(store_url), Settings(store=store_url))
+    pipeline.ingest([RawDocument("a.txt", "an article of the older release, long enough to be one")])
+    pipeline.close()
+    engine = sa.create_engine(store_url)
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.downgrade(config, "0006")
+    monkeypatch.undo()
+
+    reader = Store(store_url, readonly=True)
+    (record,) = reader.iter_records()
+    assert record.source == "a.txt" and record.outlet is None and reader.get(record.id[:6]) == record
+    reader.close()
+    new = Settings(store=store_url).fingerprint_parameters
+    with pytest.raises(StoreError, match="normalizes text differently"):
+        Store(store_url, fingerprints=new)
+    with engine.connect() as conn:
+        assert conn.scalar(sa.text("select version_num from alembic_version")) == "0006"
+        assert "outlet" not in {c["name"] for c in sa.inspect(conn).get_columns("records")}
+    Store(store_url, fingerprints=made_with).close()  # the settings it was made with: migrated as usual
+    with engine.connect() as conn:
+        assert conn.scalar(sa.text("select version_num from alembic_version")) == SCHEMA_REVISION
+    engine.dispose()

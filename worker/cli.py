@@ -287,7 +287,7 @@ def _ingest(args: argparse.Namespace, settings: Settings) -> int:
             from worker.store import Store
 
             gc.freeze()  # what the storage code loaded is no garbage either (see prepare.collect_less)
-            pipeline = Pipeline(Store(settings.store), settings)
+            pipeline = Pipeline(Store(settings.store, fingerprints=settings.fingerprint_parameters), settings)
         except BaseException:
             if batches:
                 batches.close()

@@ -201,11 +201,13 @@ class Transaction:
 
 
 class Store:
-    def __init__(self, url: str, migrate: bool = True, readonly: bool = False) -> None:
+    def __init__(self, url: str, migrate: bool = True, readonly: bool = False, fingerprints: str | None = None) -> None:
         """Open a store; ``migrate`` brings its schema up to date (creating it), otherwise a store
         without docsieve's schema is an error, so a mistyped URL never passes for an empty store.
         ``readonly`` (export, show, similar, status) opens it without changing anything, not even SQLite's
-        journal mode, so a store on a read-only disk, or another program's database, can be read."""
+        journal mode, so a store on a read-only disk, another program's database, or a store of an older
+        schema, can be read. ``fingerprints`` (what the settings make, for a store that will be written)
+        refuses a store made with others before migrating it, so the docsieve that made it still can."""
         self.url = url
         self.readonly = readonly
         migrate = migrate and not readonly
@@ -225,12 +227,16 @@ class Store:
                 raise StoreError(f"no docsieve store at {shown} (run `docsieve migrate` or `docsieve ingest` first)")
         try:
             self.engine = create_engine(url, readonly=readonly)
-        except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError) as exc:
+        except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError, ImportError) as exc:  # ImportError: no driver
             raise StoreError(f"{shown} is not a store URL docsieve can open: {exc}") from None
+        self._columns: list[sa.ColumnElement] = list(RECORD_COLUMNS)
         # A file store copies its write-ahead log into the database on a thread of its own (below).
         self._checkpointer = _Checkpointer(self.engine) if is_file and not readonly else None
         try:
             if migrate:
+                stored = _stored_fingerprints(self.engine, shown) if fingerprints is not None else None
+                if stored not in (None, fingerprints):
+                    raise StoreError(_other_fingerprints(stored, fingerprints))
                 upgrade(self.engine, shown)
                 if is_file:  # WAL: readers never block the writer. Kept in the file once set.
                     raw = self.engine.raw_connection()  # outside a transaction, where the mode can change
@@ -238,8 +244,14 @@ class Store:
                         raw.driver_connection.execute("PRAGMA journal_mode=WAL")
                     finally:
                         raw.close()
-            elif _revision(self.engine, shown) is None:
-                raise StoreError(_not_a_store(self.engine, shown))
+            else:
+                revision = _revision(self.engine, shown)
+                if revision is None:
+                    raise StoreError(_not_a_store(self.engine, shown))
+                if revision != SCHEMA_REVISION:  # an older schema, read as it is: a column it lacks is empty
+                    with self.engine.connect() as conn:
+                        present = {column["name"] for column in sa.inspect(conn).get_columns("records")}
+                    self._columns = [c if c.name in present else sa.null().label(c.name) for c in RECORD_COLUMNS]
         except BaseException as exc:
             self.engine.dispose()
             # A file that SQLite cannot use as a store is said in one line. A server that cannot be reached
@@ -275,7 +287,7 @@ class Store:
     def matching(self, prefix: str, limit: int) -> list[Record]:
         """Records whose id starts with ``prefix`` (the one whose id it is whole first), at most ``limit``."""
         query = (
-            sa.select(*RECORD_COLUMNS)
+            sa.select(*self._columns)
             .where(records.c.id.startswith(prefix, autoescape=True))
             .order_by(records.c.id != prefix, records.c.id)
             .limit(limit)
@@ -284,12 +296,12 @@ class Store:
             return [_record(row) for row in conn.execute(query)]
 
     def copies_of(self, record_id: str) -> list[Record]:
-        query = sa.select(*RECORD_COLUMNS).where(records.c.duplicate_of == record_id).order_by(records.c.seq)
+        query = sa.select(*self._columns).where(records.c.duplicate_of == record_id).order_by(records.c.seq)
         with self.engine.connect() as conn:
             return [_record(r) for r in conn.execute(query)]
 
     def iter_records(self, status: Status | None = None) -> Iterator[Record]:
-        query = sa.select(*RECORD_COLUMNS).order_by(records.c.seq)
+        query = sa.select(*self._columns).order_by(records.c.seq)
         if status:
             query = query.where(records.c.status == status)
         with self.engine.connect() as conn:
@@ -593,6 +605,14 @@ def tune_postgres_storage(conn: sa.Connection) -> None:
     if lz4:
         for column in LZ4_COLUMNS:
             conn.exec_driver_sql(f"ALTER TABLE records ALTER COLUMN {column} SET COMPRESSION lz4")
+
+
+def _stored_fingerprints(engine: Engine, shown: str) -> str | None:
+    """What a docsieve store's fingerprints were made with; None for a new (or another program's) database."""
+    if _revision(engine, shown) is None:
+        return None
+    with engine.connect() as conn:
+        return conn.scalar(sa.select(meta.c.value).where(meta.c.key == "fingerprints"))
 
 
 def _other_fingerprints(stored: str, made_with: str) -> str:

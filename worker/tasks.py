@@ -111,7 +111,7 @@ def shared_store() -> Store:
 def _pipeline() -> Pipeline:
     """One pipeline per worker process, made on first use: after the fork, so no connection is shared."""
     settings = _settings()
-    return Pipeline(Store(settings.store), settings)
+    return Pipeline(Store(settings.store, fingerprints=settings.fingerprint_parameters), settings)
 
 
 @worker_process_init.connect
