@@ -777,3 +777,17 @@ def failing_dns(monkeypatch: pytest.MonkeyPatch, name: str, errno: int) -> list[
 
     monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
     return lookups
+
+
+def test_a_page_out_of_time_on_another_site_s_robots_txt_leaves_that_site_usable(web: WebServer) -> None:
+    """The page's deadline ran out while fetching robots.txt of the site it redirects to: that is the page's
+    failure, not the site's, and the site's next page is fetched (not refused for a minute)."""
+    with WebServer(host="localhost") as other:
+        other.route("/robots.txt", Reply(200, {"Content-Type": "text/plain"}, b"User-agent: *\n", delay=0.6))
+        other.route("/story", Reply(200, HTML, b"<p>news</p>"))
+        web.route("/moved", Reply(302, {"Location": other.url("/story", host="localhost")}, delay=0.6))
+        allow = f"127.0.0.1:{web.port},localhost:{other.port}"
+        with make_fetcher(web, robots=True, fetch_deadline=1.0, fetch_allow_hosts=allow) as fetcher:
+            error = fetch_error(fetcher, web.url("/moved"))
+            assert error.transient and "too slow" in str(error)
+            assert fetcher.fetch(other.url("/story", host="localhost")).text == "<p>news</p>"

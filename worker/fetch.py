@@ -36,7 +36,7 @@ from urllib3.exceptions import ConnectTimeoutError, DecodeError, HTTPError, Name
 from urllib3.util.connection import allowed_gai_family
 from urllib3.util.timeout import _DEFAULT_TIMEOUT
 
-from worker.politeness import RateLimiter, RobotsCache, make_limiter
+from worker.politeness import NotTheSites, RateLimiter, RobotsCache, make_limiter
 from worker.settings import Settings
 from worker.urls import canonicalize
 
@@ -103,6 +103,10 @@ class FetchError(Exception):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (str(self), self.transient, self.status))
+
+
+class _OutOfTime(FetchError, NotTheSites):
+    """A robots.txt fetch cut short by the deadline of the page it was fetched for: the page's, not the site's."""
 
 
 class NoSuchName(FetchError):
@@ -617,6 +621,7 @@ class Fetcher:
 
     def _robots_txt(self, robots_url: str) -> str | None:
         """The text of a robots.txt for the RobotsCache; None when the site has none (4xx)."""
+        borrowed = getattr(_current, "deadline", None)  # the page's, when fetched for a page
         try:
             with self._deadline(robots_url) as deadline:
                 headers = {"Accept": "text/plain, */*"}
@@ -626,6 +631,8 @@ class Fetcher:
         except FetchError as exc:
             if exc.transient:
                 message = f"disallowed for now: {robots_url} is unavailable ({exc})"
+                if borrowed is not None and borrowed.remaining() <= 0:  # the page's time ran out: not kept
+                    raise _OutOfTime(message, transient=True, status=exc.status) from None
                 raise FetchError(message, transient=True, status=exc.status) from None
             if exc.status is not None and 400 <= exc.status < 500:
                 return None

@@ -87,6 +87,11 @@ def make_limiter(settings: Settings) -> RateLimiter:
     return MemoryRateLimiter(settings.host_interval)
 
 
+class NotTheSites(Exception):
+    """A robots.txt fetch that failed for a reason of its caller's, not of the site (the page it was fetched for
+    ran out of time): raised to that caller, and not kept for the site."""
+
+
 @dataclass(frozen=True, slots=True)
 class _Robots:
     answer: RobotFileParser | Exception  # an exception: what fetching the file raised
@@ -145,7 +150,9 @@ class RobotsCache:
     def _load(self, site: str) -> _Robots:
         try:
             text = self._fetch(f"{site}/robots.txt")
-        except Exception as exc:  # whatever it is, it stands for the site until tried again
+        except NotTheSites:
+            raise
+        except Exception as exc:  # whatever else it is, it stands for the site until tried again
             return _Robots(exc, self._clock() + min(self._ttl, ROBOTS_FAILURE_TTL))
         parser = RobotFileParser()
         if text is None:
