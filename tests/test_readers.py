@@ -336,6 +336,18 @@ def test_standard_input_over_the_limit(tmp_path: Path) -> None:
     assert text.reason == "input too large: more than 200 bytes (DOCSIEVE_MAX_DOCUMENT_BYTES)"
 
 
+def test_standard_input_whose_first_line_is_broken_is_still_a_batch() -> None:
+    """One cut line first must not turn the rest of a piped batch into one text document."""
+    lines = '{"text": "cut sho\n' + "".join(json.dumps({"text": f"story number {n}"}) + "\n" for n in range(3))
+    found = items("-", stdin=lines.encode())
+    assert [type(i).__name__ for i in found] == ["Rejection", "RawDocument", "RawDocument", "RawDocument"]
+    assert found[0].reason.startswith("line 1 is not valid JSON")
+    over = items("-", stdin=(lines * 20).encode(), limit=200)  # over the limit: streamed, the same way
+    assert sum(isinstance(i, RawDocument) for i in over) == 60
+    (text,) = items("-", stdin="{not json} an article that opens with a brace.\nSecond line.".encode())
+    assert isinstance(text, RawDocument) and text.body.startswith("{not json}")
+
+
 MEMORY_CHILD = """
 import json, resource, sys
 from worker.readers import read

@@ -271,18 +271,20 @@ def _format_of(suffix: str) -> str:
     return "text"
 
 
+SNIFFED_LINES = 5  # of standard input, to tell JSON Lines from text
 _ARRAY_OF_OBJECTS = re.compile(rb"\s*\[\s*\{")
 
 
 def _sniff_format(data: bytes, complete: bool = True) -> str:
     """What standard input holds. Text that merely starts with a bracket ("[Reuters] ...") is text:
-    JSON only when the whole input, or its first line, parses (or, for input over the limit, of which
-    only the start was read, when it starts as an array of objects)."""
+    JSON only when the whole input, or one of its first lines, parses (one broken line does not make a
+    batch text), or, for input over the limit, of which only the start was read, when it starts as an
+    array of objects."""
     data = data.removeprefix(codecs.BOM_UTF8)
     head = data[:512].lstrip().lower()
     if head.startswith((b"{", b"[")):
-        first_line = data.lstrip().split(b"\n", 1)[0]
-        if _parse(first_line.decode("utf-8", "replace")) is not None:
+        first_lines = data.lstrip().split(b"\n", SNIFFED_LINES)[:SNIFFED_LINES]  # not the rest after them
+        if any(isinstance(_parse(line.decode("utf-8", "replace")), dict | list) for line in first_lines):
             return "jsonl"
         if complete and _parse(data.decode("utf-8", "replace")):
             return "jsonl"
