@@ -707,10 +707,12 @@ INTEGER_FIELDS = ("id", "published")
 
 def _from_object(source: str, locator: str, obj: object, max_bytes: int, fields: FieldMap, positional: bool) -> Item:
     """A document from one JSON object. Text fields are strings; ``id`` and ``published`` may also be
-    integers (taken as their decimal digits); ``outlet`` may also be an object with a string ``name``
-    (NewsAPI's ``source``). Any other value is rejected with the field's name, never kept as Python's
-    spelling of it. The source is ``source`` and the id (``#id``), else the object's place
-    (``locator``), which ``positional`` False leaves out."""
+    integers (taken as their decimal digits); ``author`` may be a list of strings (joined with ", ").
+    Any other value is rejected with the field's name, never kept as Python's spelling of it. The
+    outlet is a string, an integer, or an object with a string ``name`` (NewsAPI's ``source``); a value
+    of another kind is no outlet and is left out, since ``source``, the field it is read from unless
+    said otherwise, means other things in other layouts. The source is ``source`` and the id (``#id``),
+    else the object's place (``locator``), which ``positional`` False leaves out."""
     try:
         raw = json.dumps(obj, ensure_ascii=False, sort_keys=True).encode()
     except UnicodeEncodeError as exc:  # JSON may escape a lone surrogate ("\ud800"): no text can hold it
@@ -726,10 +728,13 @@ def _from_object(source: str, locator: str, obj: object, max_bytes: int, fields:
             continue
         if isinstance(value, str):
             values[name] = value
-        elif name in INTEGER_FIELDS and isinstance(value, int) and not isinstance(value, bool):
+        elif name in (*INTEGER_FIELDS, "outlet") and isinstance(value, int) and not isinstance(value, bool):
             values[name] = str(value)
-        elif name == "outlet" and isinstance(value, dict) and isinstance(value.get("name"), str):
-            if value["name"]:
+        elif name == "author" and isinstance(value, list) and all(isinstance(v, str) for v in value):
+            if joined := ", ".join(v for v in value if v):
+                values[name] = joined
+        elif name == "outlet":
+            if isinstance(value, dict) and isinstance(value.get("name"), str) and value["name"]:
                 values[name] = value["name"]
         else:
             allowed = "a string or an integer" if name in INTEGER_FIELDS else "a string"
