@@ -225,3 +225,49 @@ def test_export_to_a_file_leaves_no_partial_file(seeded: Path, tmp_path: Path) -
     assert done.returncode == 0 and len(out.read_text().splitlines()) == 25
     assert oct(out.stat().st_mode & 0o777) != oct(0o600)  # made as open() makes a file, not as a temporary
     one_line_error(docsieve("--store", str(seeded), "export", "-o", str(tmp_path / "no" / "x.jsonl")), "cannot write")
+
+
+def test_another_programs_alembic_database_is_not_taken_for_a_store(tmp_path: Path) -> None:
+    foreign = tmp_path / "app.db"
+    with sqlite3.connect(foreign) as conn:
+        conn.execute("CREATE TABLE alembic_version (version_num VARCHAR(32) PRIMARY KEY)")
+        conn.execute("INSERT INTO alembic_version VALUES ('0005')")  # a revision docsieve also has
+        conn.execute("CREATE TABLE orders (n INTEGER)")
+    conn.close()
+    for command in (["export"], ["ingest", "seeds/"]):
+        one_line_error(docsieve("--store", str(foreign), *command), "not a docsieve store", "'0005'")
+
+
+def test_a_read_only_store_with_records_in_its_log_is_refused_not_read_short(seeded: Path) -> None:
+    """In a folder that cannot be written, a store whose -shm file is gone can only be read as immutable,
+    which would not see what its write-ahead log holds: refused in one line instead of exported short."""
+    folder = Path(tempfile.mkdtemp(prefix="docsieve-ro-"))
+    store = folder / "log.db"
+    writer = sqlite3.connect(seeded)
+    writer.execute("PRAGMA wal_autocheckpoint=0")
+    writer.execute("UPDATE records SET title = 'edited'")  # committed, in the log only
+    writer.commit()
+    store.write_bytes(seeded.read_bytes())
+    Path(f"{store}-wal").write_bytes(Path(f"{seeded}-wal").read_bytes())
+    writer.close()
+    store.chmod(0o444)
+    folder.chmod(0o555)
+    try:
+        wrapper = ["unshare", "--user"] if os.geteuid() == 0 else []
+        env = {"XDG_CACHE_HOME": str(folder), "HOME": str(folder)}
+        one_line_error(docsieve("--store", str(store), "export", env=env, wrapper=wrapper), "write-ahead log")
+    finally:
+        folder.chmod(0o755)
+        for path in folder.iterdir():
+            path.unlink()
+        folder.rmdir()
+
+
+def test_export_through_a_link_replaces_its_target(seeded: Path, tmp_path: Path) -> None:
+    target = tmp_path / "exports" / "latest.jsonl"
+    target.parent.mkdir()
+    target.write_text("old\n")
+    link = tmp_path / "latest.jsonl"
+    link.symlink_to(target)
+    assert docsieve("--store", str(seeded), "export", "-o", str(link)).returncode == 0
+    assert link.is_symlink() and len(target.read_text().splitlines()) == 25

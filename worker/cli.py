@@ -751,14 +751,17 @@ def _export(args: argparse.Namespace, settings: Settings) -> int:
 def _write_whole(path: str, lines: Iterator[str]) -> None:
     """Write a file whole or not at all: into a temporary file beside it, renamed over it at the end, so a
     failure (disk full, the store failing midway) leaves no partial file, and an older file as it was. A
-    path that is not a regular file (``/dev/stdout``, a pipe) is written to directly."""
+    path that is not a regular file (``/dev/stdout``, a pipe), or a file in a folder that cannot be
+    written, is written to directly."""
     import tempfile
 
-    if os.path.exists(path) and not os.path.isfile(path):
+    target = os.path.realpath(path)  # a link's target is replaced, not the link
+    folder, name = os.path.split(target)
+    if (os.path.exists(target) and not os.path.isfile(target)) or not os.access(folder, os.W_OK):
+        # Not a regular file, or a file in a folder where no other can be made: written in place.
         with open(path, "w", encoding="utf-8") as out:
             out.writelines(lines)
         return
-    folder, name = os.path.split(os.path.abspath(path))
     fd, temporary = tempfile.mkstemp(prefix=f".{name}.", suffix=".part", dir=folder)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as out:
@@ -766,7 +769,7 @@ def _write_whole(path: str, lines: Iterator[str]) -> None:
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(temporary, 0o666 & ~umask)  # as open() would have made it, not mkstemp's 0600
-        os.replace(temporary, path)
+        os.replace(temporary, target)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(temporary)

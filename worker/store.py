@@ -460,12 +460,18 @@ def create_engine(url: str, readonly: bool = False) -> Engine:
             conn.exec_driver_sql(conn.get_execution_options().get("sqlite_begin", "BEGIN"))
 
         return engine
+    engine = sa.create_engine(url, pool_pre_ping=True)
     if readonly and parsed.get_backend_name() == "postgresql":
-        # Every transaction of this engine is read-only: a reading command cannot change the store by mistake.
-        return sa.create_engine(
-            url, pool_pre_ping=True, connect_args={"options": "-c default_transaction_read_only=on"}
-        )
-    return sa.create_engine(url, pool_pre_ping=True)
+
+        @sa.event.listens_for(engine, "connect")
+        def _read_only(dbapi_connection, _record) -> None:
+            # Every transaction of this engine is read-only: a reading command cannot change the store by
+            # mistake. Set on the session rather than as a startup option, which PgBouncer refuses.
+            with dbapi_connection.cursor() as cursor:
+                cursor.execute("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
+            dbapi_connection.commit()
+
+    return engine
 
 
 def _read_only_sqlite(path: str) -> Engine:
@@ -484,6 +490,12 @@ def _read_only_sqlite(path: str) -> Engine:
         except sqlite3.OperationalError as exc:
             if "unable to open" not in str(exc) and "readonly" not in str(exc):
                 raise
+            wal = f"{path}-wal"
+            if os.path.exists(wal) and os.path.getsize(wal) > 0:  # immutable would read past what it holds
+                raise sqlite3.OperationalError(
+                    f"{path} has recent records in its write-ahead log ({wal}), which can only be read where its "
+                    "folder can be written (to make its -shm file): open it once there"
+                ) from exc
             connection = sqlite3.connect(uri + "&immutable=1", uri=True, check_same_thread=False)
         connection.isolation_level = None  # as for the writing engine: BEGIN is emitted below
         connection.execute("PRAGMA busy_timeout=60000")
@@ -679,14 +691,22 @@ def _revision(engine: Engine, shown: str) -> str | None:
         if not sa.inspect(conn).has_table("alembic_version"):
             return None
         revision = conn.scalar(sa.text("SELECT version_num FROM alembic_version"))
+        if revision is not None and not sa.inspect(conn).has_table("records"):  # Alembic, but not ours
+            raise StoreError(
+                f"{shown} is not a docsieve store (its Alembic revision {revision!r} is another program's)"
+            )
     if revision is not None and revision not in KNOWN_REVISIONS:
         newer = revision.isdigit() and len(revision) == len(SCHEMA_REVISION) and revision > SCHEMA_REVISION
         raise StoreError(
             f"{shown} was made by a newer docsieve (schema revision {revision}; this one knows up to {SCHEMA_REVISION})"
             if newer
-            else f"{shown} is not a docsieve store (its Alembic revision {revision!r} is another program's)"
+            else _foreign_revision(shown, revision)
         )
     return revision
+
+
+def _foreign_revision(shown: str, revision: str) -> str:
+    return f"{shown} is not a docsieve store (its Alembic revision {revision!r} is another program's)"
 
 
 # What an insert writes: every column but those the database fills in.
