@@ -26,9 +26,10 @@ class Terminal:
 
 
 def run_in_terminal(
-    *args: str, env: dict[str, str], cwd: Path = REPO, timeout: float = 300, columns: int = 100
+    *args: str, env: dict[str, str], cwd: Path = REPO, timeout: float = 300, columns: int = 100, typed: bytes = b""
 ) -> Terminal:
-    """``python -m worker.cli ARGS`` with a pseudo-terminal of ``columns`` columns as its terminal."""
+    """``python -m worker.cli ARGS`` with a pseudo-terminal of ``columns`` columns as its terminal, and
+    ``typed`` typed at it (b"\x04" is Ctrl-D: the end of input)."""
     leader, follower = pty.openpty()
     fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 40, columns, 0, 0))
     process = subprocess.Popen(
@@ -42,6 +43,8 @@ def run_in_terminal(
         close_fds=True,
     )
     os.close(follower)
+    if typed:
+        os.write(leader, typed)
     chunks: list[bytes] = []
     deadline = time.monotonic() + timeout
     try:

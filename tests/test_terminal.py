@@ -28,6 +28,14 @@ def test_ingest_in_a_terminal_draws_its_bar_and_stores_the_seeds(tmp_path: Path)
     assert again.returncode == 0 and "already stored 25" in again.output, again.output
 
 
+def test_standard_input_typed_at_a_terminal_ends_at_one_ctrl_d(tmp_path: Path) -> None:
+    store = f"sqlite:///{tmp_path / 'typed.db'}"
+    line = '{"id": "x", "text": "خبر عاجل من الرياض حول اجتماع مجلس الوزراء اليوم.", "source": "spa"}'
+    shown = run_in_terminal("ingest", "-", env=_env(store), typed=line.encode() + b"\n\x04", timeout=30)
+    assert shown.returncode == 0, shown.output
+    assert re.search(r"read 1\s+new 1", shown.output), shown.output
+
+
 def test_commands_that_draw_nothing_work_in_a_terminal_too(tmp_path: Path) -> None:
     store = f"sqlite:///{tmp_path / 'tty.db'}"
     assert run_in_terminal("ingest", "seeds/", "--quiet", env=_env(store)).returncode == 0

@@ -92,7 +92,10 @@ def read(
     for given in paths:
         if given == "-":
             stream = stdin or sys.stdin.buffer
-            yield from _read_stream("-", _Stream(stream.read), None, max_bytes, fields)
+            # read1: what one read of the terminal or pipe gives. read(n) would wait for n bytes past an
+            # end of input typed at a terminal (Ctrl-D), so that a person had to type it twice.
+            read = getattr(stream, "read1", stream.read)
+            yield from _read_stream("-", _Stream(read), None, max_bytes, fields)
             continue
         path = _absolute(given)
         source = _spelled(path)
@@ -307,6 +310,7 @@ class _Stream:
     def __init__(self, read: Callable[[int], bytes]) -> None:
         self._read = read
         self._ahead = b""
+        self._ended = False  # once the input said so: a terminal asked again would wait for more
 
     def read(self, n: int) -> bytes:
         """Up to n bytes; b"" only at the end."""
@@ -320,10 +324,14 @@ class _Stream:
         return self._ahead[:n]
 
     def _pull(self, n: int) -> bytes:
+        if self._ended:
+            return b""
         try:
-            return self._read(n)
+            data = self._read(n)
         except OSError as exc:  # the disk or pipe failed (gzip's errors are said by _Inflating)
             raise _Unreadable(f"cannot read: {_why(exc)}") from exc
+        self._ended = not data
+        return data
 
     def read_up_to(self, n: int) -> bytes:
         """n bytes, fewer only at the end."""
