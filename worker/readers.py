@@ -182,33 +182,43 @@ def _not_a_file(source: str, path: str) -> Rejection:
     return _not_regular(source, mode)
 
 
-def _read_directory(top: str, max_bytes: int, real_root: str, fields: FieldMap) -> Iterator[Item]:
-    """A folder's files in name order, then its subfolders in name order, depth first. A stack of the
-    folders still to read rather than recursion: any depth, and one folder open at a time (each is
-    listed and closed before its files are read). ``os.scandir`` rather than ``os.walk`` and a ``Path``
-    per file: the directory entries already say which are links and folders, and for folders of many
-    small articles the extra system calls and objects cost as much as the reads. Hidden entries are
-    skipped; symlinked folders are not followed."""
+def folder_files(top: str) -> Iterator[tuple[str, list[os.DirEntry[str]] | OSError]]:
+    """Each folder under ``top`` (itself first) with its entries that are not folders, in name order, or
+    the error that kept it from being listed: a folder's files, then its subfolders in name order, depth
+    first. A stack of the folders still to read rather than recursion (``os.walk`` recurses on Python
+    3.11): any depth, and one folder open at a time (each is listed and closed before its files are
+    given). ``os.scandir``: the directory entries already say which are links and folders, and for
+    folders of many small articles the extra system calls and objects would cost as much as the reads.
+    Hidden entries are left out; symlinked folders are not followed (they are given as entries)."""
     pending = [top]
     while pending:
         folder = pending.pop()
         try:
             with os.scandir(folder) as listing:
-                entries = sorted(listing, key=lambda e: e.name)
+                entries = sorted((e for e in listing if not e.name.startswith(".")), key=lambda e: e.name)
         except OSError as exc:
-            shown = _spelled(folder)
-            yield Rejection.of(shown, f"cannot read folder: {_why(exc)}", shown)
+            yield folder, exc
             continue
-        subfolders = []
-        for entry in entries:
+        yield folder, [e for e in entries if not e.is_dir(follow_symlinks=False)]
+        pending.extend(reversed([e.path for e in entries if e.is_dir(follow_symlinks=False)]))
+
+
+def is_readme(name: str) -> bool:
+    """A folder's own description, not an article."""
+    return name.lower() in ("readme.md", "readme.txt")
+
+
+def _read_directory(top: str, max_bytes: int, real_root: str, fields: FieldMap) -> Iterator[Item]:
+    """Every file under a folder (``folder_files``), read or rejected with the reason."""
+    for folder, files in folder_files(top):
+        if isinstance(files, OSError):
+            shown = _spelled(folder)
+            yield Rejection.of(shown, f"cannot read folder: {_why(files)}", shown)
+            continue
+        for entry in files:
             name, path = entry.name, entry.path
-            if name.startswith("."):
+            if is_readme(name):
                 continue
-            if entry.is_dir(follow_symlinks=False):
-                subfolders.append(path)
-                continue
-            if name.lower() in ("readme.md", "readme.txt"):
-                continue  # a folder's own description is not an article
             source = _spelled(path)
             suffix = suffix_of(name)
             if entry.is_symlink() and os.path.isdir(path):
@@ -224,7 +234,6 @@ def _read_directory(top: str, max_bytes: int, real_root: str, fields: FieldMap) 
                 yield Rejection.of(source, reason, source)
             else:
                 yield from _read_file(source, path, suffix, max_bytes, fields)
-        pending.extend(reversed(subfolders))
 
 
 def _read_file(source: str, path: str, suffix: str, max_bytes: int, fields: FieldMap) -> Iterator[Item]:

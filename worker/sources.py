@@ -32,7 +32,7 @@ import feedparser
 from defusedxml import DefusedXmlException, EntitiesForbidden
 
 from worker.models import batched
-from worker.readers import SUPPORTED, suffix_of
+from worker.readers import SUPPORTED, folder_files, is_readme, suffix_of
 from worker.urls import url_key
 
 logger = logging.getLogger(__name__)
@@ -390,31 +390,15 @@ def _folder_entries(source: Source) -> list[Entry]:
     if not os.path.isdir(root):
         raise SourcesError(f"source {source.name!r}: folder {root} does not exist or is not a folder")
     entries = []
-    # A stack, not os.walk: it recurses on Python 3.11, and a folder a thousand levels deep would end the poll.
-    pending = [root]
-    while pending:
-        folder = pending.pop()
-        try:
-            with os.scandir(folder) as listing:
-                found = sorted(listing, key=lambda e: e.name)
-        except OSError:
+    for _, files in folder_files(root):
+        if isinstance(files, OSError):
             continue  # removed, or unreadable, since it was listed
-        subfolders = []
-        for entry in found:
-            name = entry.name
-            if name.startswith("."):
-                continue
-            if entry.is_dir(follow_symlinks=False):
-                subfolders.append(entry.path)
-                continue
-            if entry.is_dir():  # a link to a folder: not followed, as the reader does not
-                continue
-            if name.lower() in ("readme.md", "readme.txt") or suffix_of(name) not in SUPPORTED:
-                continue
+        for entry in files:
+            if entry.is_dir() or is_readme(entry.name) or suffix_of(entry.name) not in SUPPORTED:
+                continue  # a link to a folder (not followed, as by the reader), a README, not an article
             try:
                 stat = os.stat(entry.path)
             except OSError:
                 continue  # removed since it was listed
             entries.append(Entry(key=f"{entry.path}@{stat.st_mtime_ns}:{stat.st_size}", location=entry.path))
-        pending.extend(reversed(subfolders))  # the first subfolder next: os.walk's order
     return entries
