@@ -452,3 +452,15 @@ def test_submit_wait_says_each_unreachable_url_above_its_bar(deployment: dict) -
             repr(line)
         )
     assert re.search(r"rejected 1", shown.output), shown.output
+
+
+def test_submit_of_a_batch_larger_than_a_document_queues_every_document(deployment: dict, tmp_path: Path) -> None:
+    """The document limit is per document: a batch file over it is streamed, not rejected whole."""
+    batch = tmp_path / "day.jsonl"
+    lines = [json.dumps({"id": f"a{n}", "text": f"story {n}: " + "كلمة " * 200}, ensure_ascii=False) for n in range(300)]
+    batch.write_text("\n".join(lines), encoding="utf-8")
+    env = {**deployment, "DOCSIEVE_MAX_DOCUMENT_BYTES": "50000"}  # the file is 0.55 MB
+    assert batch.stat().st_size > 10 * 50_000
+    queued = submit(env, str(batch))
+    assert queued.returncode == 0, queued.stderr
+    assert queued.stdout.startswith("queued 300 documents in "), queued.stdout
