@@ -457,7 +457,8 @@ def test_submit_wait_says_each_unreachable_url_above_its_bar(deployment: dict) -
 def test_submit_of_a_batch_larger_than_a_document_queues_every_document(deployment: dict, tmp_path: Path) -> None:
     """The document limit is per document: a batch file over it is streamed, not rejected whole."""
     batch = tmp_path / "day.jsonl"
-    lines = [json.dumps({"id": f"a{n}", "text": f"story {n}: " + "كلمة " * 200}, ensure_ascii=False) for n in range(300)]
+    text = "كلمة " * 200
+    lines = [json.dumps({"id": f"a{n}", "text": f"story {n}: {text}"}, ensure_ascii=False) for n in range(300)]
     batch.write_text("\n".join(lines), encoding="utf-8")
     env = {**deployment, "DOCSIEVE_MAX_DOCUMENT_BYTES": "50000"}  # the file is 0.55 MB
     assert batch.stat().st_size > 10 * 50_000
