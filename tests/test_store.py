@@ -7,27 +7,30 @@ from worker.settings import Settings, SettingsError
 from worker.store import MIGRATIONS, SCHEMA_REVISION, Store, metadata
 
 
-def test_schema_revision_is_the_migrations_head() -> None:
+def alembic_config(connection: sa.Connection | None = None):
+    """Alembic's configuration for docsieve's migrations, on this connection."""
     from alembic.config import Config
-    from alembic.script import ScriptDirectory
 
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
-    assert ScriptDirectory.from_config(config).get_current_head() == SCHEMA_REVISION
+    config.attributes["connection"] = connection
+    return config
+
+
+def test_schema_revision_is_the_migrations_head() -> None:
+    from alembic.script import ScriptDirectory
+
+    assert ScriptDirectory.from_config(alembic_config()).get_current_head() == SCHEMA_REVISION
 
 
 def test_the_migrations_build_what_a_new_store_gets(store_url: str) -> None:
     """A new store is created from the models in one step; an old one is migrated step by step: the
     two must end with the same schema."""
     from alembic import command
-    from alembic.config import Config
 
     migrated = sa.create_engine(store_url)
-    config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS))
     with migrated.begin() as conn:
-        config.attributes["connection"] = conn
-        command.upgrade(config, "head")
+        command.upgrade(alembic_config(conn), "head")
     with migrated.connect() as conn:
         assert compare_metadata(MigrationContext.configure(conn), metadata) == []
         assert conn.scalar(sa.text("select version_num from alembic_version")) == SCHEMA_REVISION
@@ -197,16 +200,15 @@ def test_bulk_insert_writes_every_column_but_the_database_assigned_ones() -> Non
 
 def test_postgres_stores_text_with_lz4_and_hashes_uncompressed(postgres_server_url: str) -> None:
     """The same storage whether the store was created new or migrated from revision 0005."""
-    from alembic import command
-    from alembic.config import Config
-
     from tests.services import postgres_database
 
     with postgres_database(postgres_server_url) as store_url:
-        _check_storage(store_url, command, Config)
+        _check_storage(store_url)
 
 
-def _check_storage(store_url: str, command, Config) -> None:
+def _check_storage(store_url: str) -> None:
+    from alembic import command
+
     query = sa.text(
         "SELECT attname, attstorage, attcompression FROM pg_attribute "
         "WHERE attrelid = 'records'::regclass AND attname IN ('text', 'shingles', 'index_keys')"
@@ -214,10 +216,8 @@ def _check_storage(store_url: str, command, Config) -> None:
     new = Store(store_url)
     with new.engine.connect() as conn:
         created = {name: (storage, compression) for name, storage, compression in conn.execute(query)}
-        config = Config()
-        config.set_main_option("script_location", str(MIGRATIONS))
     with new.engine.begin() as conn:
-        config.attributes["connection"] = conn
+        config = alembic_config(conn)
         command.downgrade(config, "0005")
         command.upgrade(config, "head")
     with new.engine.connect() as conn:
@@ -232,7 +232,6 @@ def test_a_store_of_the_previous_release_is_read_and_left_to_it(store_url: str, 
     """A store made by the docsieve before this one (schema 0006, normalization 1): export and show read it as
     it is, and ingest refuses it without migrating it, so the docsieve that made it can still use it."""
     from alembic import command
-    from alembic.config import Config
 
     import worker.settings
     from worker.models import RawDocument
@@ -245,11 +244,8 @@ def test_a_store_of_the_previous_release_is_read_and_left_to_it(store_url: str, 
     pipeline.ingest([RawDocument("a.txt", "an article of the older release, long enough to be one")])
     pipeline.close()
     engine = sa.create_engine(store_url)
-    config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS))
     with engine.begin() as conn:
-        config.attributes["connection"] = conn
-        command.downgrade(config, "0006")
+        command.downgrade(alembic_config(conn), "0006")
     monkeypatch.undo()
 
     reader = Store(store_url, readonly=True)

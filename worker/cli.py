@@ -56,11 +56,9 @@ def _store_failure(exc: Exception, store: str) -> str | None:
         return None
     import sqlalchemy.exc
 
-    from worker.store import database_problem
-
     if not (isinstance(exc, sqlalchemy.exc.OperationalError) or type(exc) is sqlalchemy.exc.DatabaseError):
         return None
-    return f"the store {redacted(store)}: {database_problem(exc)}"
+    return f"the store {redacted(store)}: {_first_line(exc)}"
 
 
 def _missing_paths(paths: Sequence[str]) -> str | None:
@@ -630,8 +628,8 @@ def _records_and_failures(settings: Settings) -> bool:
             recent = store.recent_failures(include_retried=False)
         finally:
             store.close()
-    except StoreError as exc:  # its message names the store: without the password
-        print(f"docsieve: {str(exc).replace(settings.store, redacted(settings.store))}", file=sys.stderr)
+    except StoreError as exc:  # its message names the store without its password
+        print(f"docsieve: {exc}", file=sys.stderr)
         return False
     except SQLAlchemyError as exc:
         print(f"docsieve: the store {redacted(settings.store)}: {_first_line(exc)}", file=sys.stderr)

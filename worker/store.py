@@ -233,31 +233,34 @@ class Store:
         # A file store copies its write-ahead log into the database on a thread of its own (below).
         self._checkpointer = _Checkpointer(self.engine) if is_file and not readonly else None
         try:
+            # The common case, a store at the newest schema, costs this one query and no Alembic import.
+            revision = _revision(self.engine, shown)
             if migrate:
-                stored = _stored_fingerprints(self.engine, shown) if fingerprints is not None else None
-                if stored not in (None, fingerprints):
-                    raise StoreError(_other_fingerprints(stored, fingerprints))
-                upgrade(self.engine, shown)
+                if fingerprints is not None and revision is not None:
+                    with self.engine.connect() as conn:
+                        stored = _fingerprints_of(conn)
+                    if stored not in (None, fingerprints):
+                        raise StoreError(_other_fingerprints(stored, fingerprints))
+                if revision != SCHEMA_REVISION:
+                    upgrade(self.engine, shown)
                 if is_file:  # WAL: readers never block the writer. Kept in the file once set.
                     raw = self.engine.raw_connection()  # outside a transaction, where the mode can change
                     try:
                         raw.driver_connection.execute("PRAGMA journal_mode=WAL")
                     finally:
                         raw.close()
-            else:
-                revision = _revision(self.engine, shown)
-                if revision is None:
-                    raise StoreError(_not_a_store(self.engine, shown))
-                if revision != SCHEMA_REVISION:  # an older schema, read as it is: a column it lacks is empty
-                    with self.engine.connect() as conn:
-                        present = {column["name"] for column in sa.inspect(conn).get_columns("records")}
-                    self._columns = [c if c.name in present else sa.null().label(c.name) for c in RECORD_COLUMNS]
+            elif revision is None:
+                raise StoreError(_not_a_store(self.engine, shown))
+            elif revision != SCHEMA_REVISION:  # an older schema, read as it is: a column it lacks is empty
+                with self.engine.connect() as conn:
+                    present = {column["name"] for column in sa.inspect(conn).get_columns("records")}
+                self._columns = [c if c.name in present else sa.null().label(c.name) for c in RECORD_COLUMNS]
         except BaseException as exc:
             self.engine.dispose()
             # A file that SQLite cannot use as a store is said in one line. A server that cannot be reached
             # (OperationalError on PostgreSQL) stays what it is: a fault that may pass, which tasks retry.
             if isinstance(exc, sa.exc.DatabaseError) and (is_file or not isinstance(exc, sa.exc.OperationalError)):
-                raise StoreError(f"the store {shown}: {database_problem(exc)}") from None
+                raise StoreError(f"the store {shown}: {_database_problem(exc)}") from None
             raise
 
     def close(self) -> None:
@@ -314,12 +317,12 @@ class Store:
         opened read-only is only compared with."""
         if self.readonly:
             with self.engine.connect() as conn:
-                stored = conn.scalar(sa.select(meta.c.value).where(meta.c.key == "fingerprints"))
+                stored = _fingerprints_of(conn)
             if stored not in (None, made_with):
                 raise StoreError(_other_fingerprints(stored, made_with))
             return
         with write_locked(self.engine) as conn:
-            stored = conn.scalar(sa.select(meta.c.value).where(meta.c.key == "fingerprints"))
+            stored = _fingerprints_of(conn)
             if stored is None:
                 conn.execute(meta.insert().values(key="fingerprints", value=made_with))
             elif stored != made_with:
@@ -454,11 +457,7 @@ def create_engine(url: str, readonly: bool = False) -> Engine:
             cursor.execute("PRAGMA cache_size=-65536")  # 64 MiB of page cache, for the same reason
             cursor.close()
 
-        @sa.event.listens_for(engine, "begin")
-        def _sqlite_begin(conn) -> None:
-            # pysqlite's own BEGIN is deferred: two writers would both read, then one would fail.
-            conn.exec_driver_sql(conn.get_execution_options().get("sqlite_begin", "BEGIN"))
-
+        sa.event.listen(engine, "begin", _sqlite_begin)
         return engine
     engine = sa.create_engine(url, pool_pre_ping=True)
     if readonly and parsed.get_backend_name() == "postgresql":
@@ -502,12 +501,14 @@ def _read_only_sqlite(path: str) -> Engine:
         return connection
 
     engine = sa.create_engine("sqlite://", creator=connect, poolclass=sa.pool.NullPool)
-
-    @sa.event.listens_for(engine, "begin")
-    def _sqlite_begin(conn) -> None:
-        conn.exec_driver_sql("BEGIN")
-
+    sa.event.listen(engine, "begin", _sqlite_begin)
     return engine
+
+
+def _sqlite_begin(conn: sa.Connection) -> None:
+    """The BEGIN of every SQLite transaction, emitted here: pysqlite's own is deferred, so two writers
+    would both read, then one would fail (the write lock asks for BEGIN IMMEDIATE)."""
+    conn.exec_driver_sql(conn.get_execution_options().get("sqlite_begin", "BEGIN"))
 
 
 def _file_problem(path: str, writing: bool) -> str | None:
@@ -533,7 +534,7 @@ def _file_problem(path: str, writing: bool) -> str | None:
     return None
 
 
-def database_problem(exc: sa.exc.DBAPIError) -> str:
+def _database_problem(exc: sa.exc.DBAPIError) -> str:
     """The database's own words for what went wrong (disk full, read-only, cannot connect), on one line."""
     said = str(exc.orig) if exc.orig is not None else str(exc)
     return said.strip().splitlines()[0] if said.strip() else type(exc).__name__
@@ -619,12 +620,9 @@ def tune_postgres_storage(conn: sa.Connection) -> None:
             conn.exec_driver_sql(f"ALTER TABLE records ALTER COLUMN {column} SET COMPRESSION lz4")
 
 
-def _stored_fingerprints(engine: Engine, shown: str) -> str | None:
-    """What a docsieve store's fingerprints were made with; None for a new (or another program's) database."""
-    if _revision(engine, shown) is None:
-        return None
-    with engine.connect() as conn:
-        return conn.scalar(sa.select(meta.c.value).where(meta.c.key == "fingerprints"))
+def _fingerprints_of(conn: sa.Connection) -> str | None:
+    """What a docsieve store's fingerprints were made with; None before its first document."""
+    return conn.scalar(sa.select(meta.c.value).where(meta.c.key == "fingerprints"))
 
 
 def _other_fingerprints(stored: str, made_with: str) -> str:
@@ -651,13 +649,11 @@ def _another_programs(shown: str, tables: list[str]) -> str:
 
 
 def upgrade(engine: Engine, shown: str) -> None:
-    """Bring the schema to the newest migration. The common case, already there, costs one query and
-    no Alembic import; migrating takes the write lock, so processes starting together migrate once.
+    """Bring the schema to the newest migration (``Store`` calls it when its revision is not the newest).
+    Migrating takes the write lock, so processes starting together migrate once.
     An empty database gets the newest schema in one step, stamped with its revision, which is what
     running every migration would build (``tests/test_store.py`` compares the two). A database that
     holds other tables, and no docsieve schema, is another program's: refused, never written to."""
-    if _revision(engine, shown) == SCHEMA_REVISION:
-        return
     with write_locked(engine) as conn:
         inspector = sa.inspect(conn)
         if not any(inspector.has_table(t) for t in (*metadata.tables, "alembic_version")):
@@ -688,13 +684,12 @@ def upgrade(engine: Engine, shown: str) -> None:
 def _revision(engine: Engine, shown: str) -> str | None:
     """The store's schema revision; None for a database without docsieve's schema (new, or another's)."""
     with engine.connect() as conn:
-        if not sa.inspect(conn).has_table("alembic_version"):
+        inspector = sa.inspect(conn)
+        if not inspector.has_table("alembic_version"):
             return None
         revision = conn.scalar(sa.text("SELECT version_num FROM alembic_version"))
-        if revision is not None and not sa.inspect(conn).has_table("records"):  # Alembic, but not ours
-            raise StoreError(
-                f"{shown} is not a docsieve store (its Alembic revision {revision!r} is another program's)"
-            )
+        if revision is not None and not inspector.has_table("records"):  # Alembic, but not ours
+            raise StoreError(_foreign_revision(shown, revision))
     if revision is not None and revision not in KNOWN_REVISIONS:
         newer = revision.isdigit() and len(revision) == len(SCHEMA_REVISION) and revision > SCHEMA_REVISION
         raise StoreError(
