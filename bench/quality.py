@@ -156,7 +156,7 @@ def main() -> int:
     print(
         f"settings: shingle_size={settings.shingle_size} num_perm={settings.num_perm} "
         f"bands={settings.lsh_bands}x{settings.lsh_rows} jaccard>={settings.jaccard_threshold} "
-        f"containment>={settings.containment_threshold} sample 1/{settings.sample_rate}"
+        f"containment>={settings.containment_threshold} winnowing window {settings.winnow_window}"
     )
     report = {}
     rows = []

@@ -34,7 +34,7 @@ def test_fingerprint_does_not_depend_on_batch_neighbours() -> None:
         assert np.array_equal(alone.signature, fp.signature)
         assert np.array_equal(alone.shingles, fp.shingles)
         assert np.array_equal(alone.band_keys, fp.band_keys)
-        assert np.array_equal(alone.sample_keys, fp.sample_keys)
+        assert np.array_equal(alone.winnow_keys, fp.winnow_keys)
 
 
 def test_fingerprint_equal_across_processes() -> None:
@@ -86,12 +86,12 @@ def test_containment_of_an_excerpt() -> None:
     assert jaccard < 0.3 and containment > 0.6
 
 
-def test_sample_keys_are_consistent_subsets() -> None:
+def test_winnow_keys_are_consistent_subsets() -> None:
     long_fp = one(" ".join(f"w{i}" for i in range(3000)))
     short_fp = one(" ".join(f"w{i}" for i in range(1000, 1600)))
-    assert len(short_fp.sample_keys) > 10
-    assert set(short_fp.sample_keys.tolist()) <= set(long_fp.sample_keys.tolist())
-    assert not set(long_fp.sample_keys.tolist()) & set(long_fp.band_keys.tolist())
+    assert len(short_fp.winnow_keys) > 10
+    assert set(short_fp.winnow_keys.tolist()) <= set(long_fp.winnow_keys.tolist())
+    assert not set(long_fp.winnow_keys.tolist()) & set(long_fp.band_keys.tolist())
 
 
 def _random_sets(rng: np.random.Generator, count: int) -> list[np.ndarray]:

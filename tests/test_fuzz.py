@@ -650,12 +650,12 @@ def sha(a: np.ndarray) -> str:
 
 
 def summary(fp: Fingerprint) -> list[str]:
-    return [fp.content_hash, sha(fp.signature), sha(fp.shingles), sha(fp.band_keys), sha(fp.sample_keys)]
+    return [fp.content_hash, sha(fp.signature), sha(fp.shingles), sha(fp.band_keys), sha(fp.winnow_keys)]
 
 
 def assert_same(a: Fingerprint, b: Fingerprint) -> None:
     assert a.content_hash == b.content_hash
-    for name in ("signature", "shingles", "band_keys", "sample_keys"):
+    for name in ("signature", "shingles", "band_keys", "winnow_keys"):
         x, y = getattr(a, name), getattr(b, name)
         assert x.dtype == y.dtype and np.array_equal(x, y), name
 
@@ -735,7 +735,7 @@ from worker.fingerprint import fingerprint_batch
 from worker.settings import Settings
 sha = lambda a: hashlib.sha256(str(a.dtype).encode() + a.tobytes()).hexdigest()
 texts = json.loads(sys.stdin.read())
-print(json.dumps([[f.content_hash, sha(f.signature), sha(f.shingles), sha(f.band_keys), sha(f.sample_keys)]
+print(json.dumps([[f.content_hash, sha(f.signature), sha(f.shingles), sha(f.band_keys), sha(f.winnow_keys)]
                   for f in fingerprint_batch(texts, Settings())]))
 """
 

@@ -1,33 +1,19 @@
-"""The decision: canonical, or a duplicate of which candidate, by which method and how similar.
+"""Verification: which candidates are copies, on the exact shingle sets.
 
-Every candidate from the index is verified on the exact shingle sets before a document is called a
-duplicate: Jaccard for copies of about the same length, containment (shared shingles over the
-smaller set) for truncated copies and excerpts, which plain Jaccard misses. The exact sets of all
-the candidate pairs of a batch are compared at once; which record a match points to (the
-candidate's canonical record) is the caller's business, since within a batch it depends on the
-decisions made before.
+Every candidate from the index is verified before a document is called a copy of it: Jaccard for
+copies of about the same length, containment (shared shingles over the smaller set) for truncated
+copies and excerpts, which plain Jaccard misses. The exact sets of all the candidate pairs of a batch
+are compared at once; which story a copy joins is worker/stories.py's business.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 
 from worker.fingerprint import EMPTY_MINIMA, pair_overlaps
-from worker.models import Method
 from worker.settings import Settings
-
-
-@dataclass(frozen=True, slots=True)
-class BestMatch:
-    """The best verified candidate of a document: which pair, by which method, how similar."""
-
-    pair: int
-    method: Method
-    similarity: float
-
 
 # A candidate is ruled out without comparing the sets when its bin minima say that the chance it passes
 # is below this. Chernoff's bound on the binomial tail: P(at most m of n bins agree | Jaccard >= p) <=
@@ -35,17 +21,18 @@ class BestMatch:
 RULE_OUT_BELOW = 1e-6
 
 
-def best_matches(
+def verified_pairs(
     queries: Sequence[np.ndarray],
     query_minima: np.ndarray,
     doc_of_pair: Sequence[int],
     candidates: Sequence[np.ndarray],
     candidate_minima: Sequence[np.ndarray],
     settings: Settings,
-) -> dict[int, BestMatch]:
-    """For each document with a candidate that passes verification, its best one: a near copy beats an
-    excerpt; among equals the more similar one, then the earlier pair. Pairs are (``queries[doc]``,
-    ``candidates[p]``) for ``doc = doc_of_pair[p]``; the minima are ``fingerprint.bin_minima`` of each."""
+) -> dict[int, tuple[float, float]]:
+    """The candidate pairs that pass verification, with their (Jaccard, containment): a near copy, or
+    (when the smaller set is large enough) an excerpt. Pairs are (``queries[doc]``, ``candidates[p]``) for
+    ``doc = doc_of_pair[p]``; the minima are ``fingerprint.bin_minima`` of each. Which story a document
+    joins is decided from these in worker/stories.py."""
     if not len(candidates):
         return {}
     docs = np.asarray(doc_of_pair, dtype=np.int64)
@@ -63,27 +50,14 @@ def best_matches(
     )
     if not len(kept):
         return {}
-
     jaccard, containment = pair_overlaps(queries, docs[kept], [candidates[p] for p in kept.tolist()])
-    near = jaccard >= settings.jaccard_threshold
-    contained = (containment >= settings.containment_threshold) & may_contain[kept]
-    rank = np.where(near, 2, np.where(contained, 1, 0))
-    similarity = np.where(near, jaccard, containment)
-    passing = np.flatnonzero(rank)
-    if not len(passing):
-        return {}
-    # Best first within each document: lexsort's last key is the primary one.
-    pair_docs = docs[kept]
-    order = passing[np.lexsort((passing, -similarity[passing], -rank[passing], pair_docs[passing]))]
-    first = order[np.r_[True, pair_docs[order][1:] != pair_docs[order][:-1]]]
+    passing = (jaccard >= settings.jaccard_threshold) | (
+        (containment >= settings.containment_threshold) & may_contain[kept]
+    )
     return {
-        doc: BestMatch(pair, Method.NEAR if r == 2 else Method.CONTAINMENT, round(sim, 4))
-        for doc, pair, r, sim in zip(
-            pair_docs[first].tolist(),
-            kept[first].tolist(),
-            rank[first].tolist(),
-            similarity[first].tolist(),
-            strict=True,
+        pair: (j, c)
+        for pair, j, c in zip(
+            kept[passing].tolist(), jaccard[passing].tolist(), containment[passing].tolist(), strict=True
         )
     }
 

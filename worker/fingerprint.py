@@ -30,7 +30,8 @@ from worker.settings import Settings
 
 U64 = np.uint64
 EMPTY = U64(1 << 32)  # larger than any 32-bit value: marks an empty bin before densification
-SAMPLE_TAG = np.int64(1 << 62)  # keeps containment-sample keys apart from LSH band keys
+SAMPLE_TAG = np.int64(1 << 62)  # keeps the containment (winnowed) keys apart from LSH band keys
+NO_SHINGLE = np.uint32(0xFFFFFFFF)  # pads windows past a text's end: never a window's minimum
 
 
 def _mix(x: np.ndarray) -> np.ndarray:
@@ -196,7 +197,7 @@ def fingerprint_batch(texts: Sequence[str], settings: Settings) -> list[Fingerpr
     const = _constants(settings.shingle_size, settings.num_perm, settings.lsh_bands, settings.seed)
     sig = batch.signatures.reshape(docs, settings.lsh_bands, settings.lsh_rows)
     band_keys = _mix((sig * const.band_weights).sum(axis=2, dtype=np.uint64) + const.band_salt).view(np.int64)
-    band_keys &= np.int64(~(1 << 62))  # bit 62 belongs to sample keys
+    band_keys &= np.int64(~(1 << 62))  # bit 62 belongs to winnowed keys
 
     # Sorted unique shingle ids of every document with one sort: key = document | shingle id.
     owner = np.repeat(np.arange(docs, dtype=np.uint64), np.diff(batch.shingle_bounds))
@@ -206,13 +207,12 @@ def fingerprint_batch(texts: Sequence[str], settings: Settings) -> list[Fingerpr
     keys = keys[fresh]
     ids = (keys & U64(0xFFFFFFFF)).astype(np.uint32)
     bounds = np.searchsorted(keys >> U64(32), np.arange(docs + 1, dtype=np.uint64))
-    # Consistent sampling for the containment index: a shingle is sampled in every text that has it.
-    sampled = (ids.astype(np.uint64) * U64(0x9E3779B1)) & U64(0xFFFFFFFF) < (1 << 32) // settings.sample_rate
-    sample_keys = ids[sampled].astype(np.int64) | SAMPLE_TAG
-    sample_bounds = np.searchsorted(np.flatnonzero(sampled), bounds)  # sampled ids before each bound
+    # The containment index's keys: the winnowed shingles (Schleimer, Wilkerson & Aiken 2003), so every
+    # run of ``winnow_window`` shingles two texts share gives both one key, however short the copied item.
+    winnow_keys, sample_at = _winnowed(batch, settings.winnow_window)
     minima = _bin_minima(ids, (keys >> U64(32)).astype(np.int64), docs)
     # Python ints for the per-document slices: slicing with numpy scalars costs several times more.
-    shingle_at, sample_at = bounds.tolist(), sample_bounds.tolist()
+    shingle_at = bounds.tolist()
     # The normalized texts decoded in one call (a tenth less than one per document), each hashed in
     # UTF-8 without its closing space (as NormalizedBatch.text gives it).
     normalized, text_at = batch.normalized.codes.tobytes().decode("utf-32-le"), batch.normalized.bounds.tolist()
@@ -224,12 +224,46 @@ def fingerprint_batch(texts: Sequence[str], settings: Settings) -> list[Fingerpr
             shingles=ids[shingle_at[i] : shingle_at[i + 1]],
             signature=batch.signatures[i],
             band_keys=band_keys[i],
-            sample_keys=sample_keys[sample_at[i] : sample_at[i + 1]],
+            winnow_keys=winnow_keys[sample_at[i] : sample_at[i + 1]],
             minima=minima[i],
             seed=settings.seed,
         )
         for i in range(docs)
     ]
+
+
+def _winnowed(batch: ShingledBatch, window: int) -> tuple[np.ndarray, list[int]]:
+    """Per document, the distinct minima of every window of ``window`` consecutive shingles (in text
+    order; a text shorter than one window gives its smallest), tagged as keys; and where each document's
+    keys start. Window minima by the van Herk/Gil-Werman scheme: a prefix and a suffix minimum in blocks
+    of ``window``, so the cost does not grow with the window."""
+    counts = np.diff(batch.shingle_bounds)
+    docs = len(counts)
+    # Each text is followed by window - 1 pads, so no window reaches into the next text.
+    stride = counts + window - 1
+    starts = np.cumsum(stride) - stride
+    total = int(stride.sum())
+    padded = np.full(-(-max(total, 1) // window) * window + window, NO_SHINGLE, dtype=np.uint32)
+    owner = np.repeat(np.arange(docs, dtype=np.int64), counts)
+    offset = np.arange(len(owner), dtype=np.int64) - np.repeat(batch.shingle_bounds[:-1], counts)
+    padded[np.repeat(starts, counts) + offset] = batch.shingle_ids
+    blocks = padded.reshape(-1, window)
+    prefix = np.minimum.accumulate(blocks, axis=1).reshape(-1)
+    suffix = np.minimum.accumulate(blocks[:, ::-1], axis=1)[:, ::-1].reshape(-1)
+    # Window i..i+window-1: the suffix minimum from i in its block and the prefix minimum to its end.
+    firsts = np.arange(len(padded) - window + 1, dtype=np.int64)
+    minima = np.minimum(suffix[firsts], prefix[firsts + window - 1])
+    windows = np.maximum(counts - window + 1, np.minimum(counts, 1))
+    window_owner = np.repeat(np.arange(docs, dtype=np.int64), windows)
+    at = (
+        np.repeat(starts, windows)
+        + np.arange(len(window_owner), dtype=np.int64)
+        - np.repeat(np.cumsum(windows) - windows, windows)
+    )
+    chosen = np.unique((window_owner.astype(np.uint64) << U64(32)) | minima[at].astype(np.uint64))
+    keys = (chosen & U64(0xFFFFFFFF)).astype(np.int64) | SAMPLE_TAG
+    bounds = np.searchsorted(chosen >> U64(32), np.arange(docs + 1, dtype=np.uint64))
+    return keys, bounds.tolist()
 
 
 MINIMA_BITS = 7  # 128 bins, by the top bits of a shingle id

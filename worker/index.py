@@ -31,7 +31,7 @@ from worker.models import Fingerprint, batched
 def keys_of(fingerprint: Fingerprint) -> np.ndarray:
     """All index keys of a fingerprint: band keys are salted by band and sample keys tagged, so they are
     distinct but for a 64-bit collision, which would only count one shared key twice."""
-    return np.concatenate((fingerprint.band_keys, fingerprint.sample_keys))
+    return np.concatenate((fingerprint.band_keys, fingerprint.winnow_keys))
 
 
 # A key shared by many records is boilerplate ("Saudi Press Agency" in 3-grams) or a much-copied story.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from enum import StrEnum
 from itertools import islice
 from typing import TYPE_CHECKING, TypeVar
@@ -91,7 +92,7 @@ class Fingerprint:
     shingles: np.ndarray = field(repr=False)  # sorted unique uint32 shingle hashes, for verification
     signature: np.ndarray = field(repr=False)  # uint64 MinHash hash values (< 2**32), datasketch layout
     band_keys: np.ndarray = field(repr=False)  # int64 LSH bucket keys, one per band
-    sample_keys: np.ndarray = field(repr=False)  # int64 keys of the sampled shingles (containment index)
+    winnow_keys: np.ndarray = field(repr=False)  # int64 keys of the winnowed shingles (containment index)
     minima: np.ndarray = field(repr=False)  # uint32 bin minima of the shingles (fingerprint.bin_minima)
     seed: int = 1
 
@@ -108,17 +109,8 @@ class Sketch:
     """What verification needs of a stored record."""
 
     record_id: str
-    root_id: str  # the canonical record this one belongs to (itself when canonical)
     shingles: np.ndarray
     minima: np.ndarray  # fingerprint.bin_minima of the shingles
-
-
-@dataclass(frozen=True, slots=True)
-class Decision:
-    status: Status
-    duplicate_of: str | None = None  # the canonical record's id
-    similarity: float | None = None
-    method: Method | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +132,12 @@ class Record:
     author: str | None = None
     created_at: str | None = None
     outlet: str | None = None
+    # The story this record belongs to, and for a copy its overlap with the story's canonical record.
+    story_id: str | None = None
+    published_at: datetime | None = None  # ``published`` as a UTC instant, when it names one
+    jaccard: float | None = None
+    containment: float | None = None
+    changed_at: str | None = None
 
     def to_json(self) -> dict:
         return {
@@ -160,6 +158,11 @@ class Record:
             "author": self.author,
             "outlet": self.outlet,
             "created_at": self.created_at,
+            "story_id": self.story_id,
+            "published_at": self.published_at.isoformat() if self.published_at else None,
+            "jaccard": self.jaccard,
+            "containment": self.containment,
+            "changed_at": self.changed_at,
         }
 
 

@@ -12,21 +12,25 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import TypeVar
 
 import numpy as np
 
 from worker import language
-from worker.decide import best_matches
+from worker.decide import verified_pairs
 from worker.fingerprint import jaccard_and_containment
 from worker.index import CandidateIndex, MemoryIndex, RedisIndex, within_batch
-from worker.models import Decision, Method, Record, Rejection, Sketch, Status, batched
+from worker.models import Method, Record, Rejection, Sketch, Status, batched
 from worker.prepare import Prepared, PreparedBatch, RunAhead, prepare, prepare_ahead
+from worker.published import parse_published
 from worker.readers import Item
 from worker.settings import Settings
 from worker.store import NewRecord, Store, Transaction
+from worker.stories import Book, Overlap, Placement, rank_key
 
 SKETCH_CACHE = 200_000  # records' shingles kept in memory, about 1.2 KB each for a news article
+BATCH_SEQ = 1 << 62  # ranks a batch's documents after every stored record that arrived when they did
 
 
 @dataclass(slots=True)
@@ -128,8 +132,15 @@ class Pipeline:
             }
             known = txn.existing_ids([p.id for p in prepared] + [r.id for r in rejections])
             new = [_rejected(r) for r in _first_of_each(rejections, known)]
-            new += self._decide(txn, _first_of_each(prepared, known), found, languages)
+            decided, book = self._decide(txn, _first_of_each(prepared, known), found, languages)
+            new += decided
             txn.insert(new)
+            txn.save_stories(
+                {s: book.canonical_of[s] for s in book.new_stories},
+                {s: book.canonical_of[s] for s in book.changed_stories - book.new_stories},
+                [book.placements[r] for r in book.changed_records],
+                book.links,
+            )
             last_seq = txn.last_seq()
         # Only after the commit: an index never claims records that were rolled back. (A shared index
         # had the keys staged before the lock; only its sequence number moves now.)
@@ -138,8 +149,7 @@ class Pipeline:
         if len(self._sketches) > SKETCH_CACHE:
             self._sketches.clear()
         for item in indexed:
-            r = item.record
-            self._sketches[r.id] = Sketch(r.id, r.duplicate_of or r.id, item.shingles, item.minima)
+            self._sketches[item.record.id] = Sketch(item.record.id, item.shingles, item.minima)
         return [n.record for n in new]
 
     def prepare(self, batch: list[Item]) -> tuple[list[Rejection], list[Prepared]]:
@@ -152,26 +162,27 @@ class Pipeline:
 
     def _decide(
         self, txn: Transaction, batch: list[Prepared], found: dict[str, list[str]], languages: dict[str, str | None]
-    ) -> list[NewRecord]:
+    ) -> tuple[list[NewRecord], Book]:
+        """Each document of the batch placed in a story, in arrival order (worker/stories.py)."""
         limit = self.settings.max_candidates
-        roots = txn.roots_by_hash(p.fingerprint.content_hash for p in batch)
+        book = Book(txn, self.settings, lambda ids: {i: s.shingles for i, s in self._sketches_of(txn, ids).items()})
         wanted = {c for p in batch for c in found[p.id]}
-        sketches = {c: self._sketches[c] for c in wanted if c in self._sketches}
-        loaded = txn.sketches(wanted - sketches.keys())
-        sketches.update(loaded)
-        self._sketches.update(loaded)  # other workers' records: read from the store once
-        # An exact copy of a stored text, or of an earlier text of this batch (which, not being one
-        # itself, will have set the root of its hash by then), needs no verification.
-        exact, hashes = [], set(roots)
+        sketches = self._sketches_of(txn, wanted)
+        book.shingles.update({c: sketch.shingles for c, sketch in sketches.items()})
+        book.shingles.update({p.id: p.fingerprint.shingles for p in batch})
+        stored_texts = txn.by_hash(p.fingerprint.content_hash for p in batch)
+        book.load(wanted | set(stored_texts.values()))
+        # An exact copy of a stored text, or of an earlier text of this batch, needs no verification.
+        exact, texts = [], set(stored_texts)
         for p in batch:
-            exact.append(p.fingerprint.content_hash in hashes)
-            hashes.add(p.fingerprint.content_hash)
-        # Every candidate pair of the batch, verified at once: stored candidates (their root known),
-        # then earlier documents of the batch that are not exact copies (their root decided below first).
+            exact.append(p.fingerprint.content_hash in texts)
+            texts.add(p.fingerprint.content_hash)
+        # Every candidate pair of the batch, verified at once: stored candidates, then earlier documents of
+        # the batch that are not exact copies (decided before the document that has them as candidates).
         doc_of_pair: list[int] = []
         candidate_shingles: list[np.ndarray] = []
         candidate_minima: list[np.ndarray] = []
-        targets: list[str | int] = []  # a stored candidate's root id, or a batch position
+        targets: list[str] = []
         for i, (p, local) in enumerate(zip(batch, within_batch([p.keys for p in batch]), strict=True)):
             if exact[i]:
                 continue
@@ -180,14 +191,14 @@ class Pipeline:
                     doc_of_pair.append(i)
                     candidate_shingles.append(sketch.shingles)
                     candidate_minima.append(sketch.minima)
-                    targets.append(sketch.root_id)
+                    targets.append(c)
             for j in local[:limit]:
                 if not exact[j]:
                     doc_of_pair.append(i)
                     candidate_shingles.append(batch[j].fingerprint.shingles)
                     candidate_minima.append(batch[j].fingerprint.minima)
-                    targets.append(j)
-        matches = best_matches(
+                    targets.append(batch[j].id)
+        strong = verified_pairs(
             [p.fingerprint.shingles for p in batch],
             np.array([p.fingerprint.minima for p in batch]),
             doc_of_pair,
@@ -195,34 +206,50 @@ class Pipeline:
             candidate_minima,
             self.settings,
         )
-        batch_roots: list[str] = []
-        new = []
+        copies_of: list[list[str]] = [[] for _ in batch]
+        for pair, (jaccard, containment) in strong.items():
+            i, other = doc_of_pair[pair], targets[pair]
+            size, other_size = len(batch[i].fingerprint.shingles), len(candidate_shingles[pair])
+            book.overlaps[(batch[i].id, other)] = Overlap(
+                jaccard, containment, min(size, other_size), size <= other_size
+            )
+            copies_of[i].append(other)
+        now = datetime.now(UTC)
+        first_with_text: dict[str, str] = {}
+        published: list[datetime | None] = []
         for i, p in enumerate(batch):
             fp = p.fingerprint
-            if exact[i]:
-                decision = Decision(Status.DUPLICATE, roots[fp.content_hash], 1.0, Method.EXACT)
-            elif (match := matches.get(i)) is not None:
-                target = targets[match.pair]
-                root = batch_roots[target] if isinstance(target, int) else target
-                decision = Decision(Status.DUPLICATE, root, match.similarity, match.method)
+            published.append(parse_published(p.document.published))
+            record = Placement(
+                p.id,
+                "",
+                Status.CANONICAL,
+                fp.content_hash,
+                rank_key(self.settings.canonical, published[-1], now, BATCH_SEQ + i),
+            )
+            if fp.content_hash in stored_texts:
+                book.add_exact(record, stored_texts[fp.content_hash])
+            elif fp.content_hash in first_with_text:
+                book.add_exact(record, first_with_text[fp.content_hash])
             else:
-                decision = Decision(Status.CANONICAL)
-            root = decision.duplicate_of or p.id
-            batch_roots.append(root)
-            if not exact[i]:
-                roots[fp.content_hash] = root
-            indexed = decision.method is not Method.EXACT  # an exact copy adds nothing to find
-            doc = p.document
+                first_with_text[fp.content_hash] = p.id
+                book.decide(record, [c for c in copies_of[i] if c in book.placements])
+        new = []
+        for p, when in zip(batch, published, strict=True):
+            fp, doc, placed = p.fingerprint, p.document, book.placements[p.id]
+            canonical = book.canonical_of[placed.story_id]
+            # An exact copy adds nothing to find, unless it is its story's canonical.
+            indexed = placed.method is not Method.EXACT
             new.append(
                 NewRecord(
                     Record(
                         id=p.id,
                         source=doc.source,
-                        status=decision.status,
+                        status=placed.status,
                         content_hash=fp.content_hash,
-                        duplicate_of=decision.duplicate_of,
-                        similarity=decision.similarity,
-                        method=decision.method,
+                        duplicate_of=None if placed.status is Status.CANONICAL else canonical,
+                        similarity=placed.similarity,
+                        method=placed.method,
                         language=doc.language or languages[p.id],
                         title=doc.title,
                         text=doc.text,
@@ -231,13 +258,26 @@ class Pipeline:
                         published=doc.published,
                         author=doc.author,
                         outlet=doc.outlet,
+                        story_id=placed.story_id,
+                        published_at=when,
+                        jaccard=placed.jaccard,
+                        containment=placed.containment,
                     ),
                     shingles=fp.shingles if indexed else None,
                     keys=p.keys if indexed else None,
                     minima=fp.minima if indexed else None,
                 )
             )
-        return new
+        return new, book
+
+    def _sketches_of(self, txn: Transaction, ids: Iterable[str]) -> dict[str, Sketch]:
+        """Shingles of stored records: from this process's cache, else read once from the store."""
+        ids = set(ids)
+        found = {c: self._sketches[c] for c in ids if c in self._sketches}
+        loaded = txn.sketches(ids - found.keys())
+        self._sketches.update(loaded)  # other workers' records
+        found.update(loaded)
+        return found
 
     def similar(self, items: Iterable[Item], limit: int) -> Iterator[tuple[str, list[Match] | str]]:
         """For each input, the stored records closest to it (nothing is stored), or why it was rejected."""
@@ -249,7 +289,7 @@ class Pipeline:
                 self.index.catch_up(txn)
                 found, _ = self.index.lookup([p.keys for p in prepared], max(limit, self.settings.max_candidates))
                 for p, ids in zip(prepared, found, strict=True):
-                    ids += txn.roots_by_hash([p.fingerprint.content_hash]).values()
+                    ids += txn.by_hash([p.fingerprint.content_hash]).values()
                     scored = []
                     for sketch in txn.sketches(ids).values():
                         jaccard, containment = jaccard_and_containment(p.fingerprint.shingles, sketch.shingles)

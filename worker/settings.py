@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 PREFIX = "DOCSIEVE_"
+CANONICAL_POLICIES = ("earliest-published", "first-seen")
 # Bump when the normalization rules change: fingerprints made before would no longer match.
 NORMALIZATION_VERSION = 2
 
@@ -61,14 +62,22 @@ class Settings:
     # and at J=0.7 99.9%; the containment sample index is the second net below that.
     lsh_bands: int = 32
     lsh_rows: int = 4
-    # One shingle in `sample_rate` goes into the containment index (consistent sampling by hash).
-    sample_rate: int = 16
+    # The containment index keeps the smallest shingle of every run of `winnow_window` (winnowing): a
+    # copied passage of that many shingles (18 words) is always found, about 2 keys per 17 shingles.
+    winnow_window: int = 16
     # Decision thresholds, verified on exact shingle sets.
     jaccard_threshold: float = 0.5
     containment_threshold: float = 0.55
     # The smaller text must have at least this many shingles for containment to count, so that a
     # one-line quote inside a long article is not called a copy of it.
     min_containment_shingles: int = 12
+    # A copy of a story's member joins the story only while this close to its canonical (worker/stories.py),
+    # so a story never drifts along copies of copies.
+    jaccard_floor: float = 0.3
+    containment_floor: float = 0.45
+    # Which record of a story is its canonical: the earliest published (else the earliest arrived), or
+    # the first stored.
+    canonical: str = "earliest-published"
     max_candidates: int = 32
     # Documents larger than this (bytes) are rejected.
     max_document_bytes: int = 10_000_000
@@ -131,7 +140,7 @@ class Settings:
             "num_perm",
             "lsh_bands",
             "lsh_rows",
-            "sample_rate",
+            "winnow_window",
             "max_candidates",
             "max_document_bytes",
             "max_html_chars",
@@ -158,10 +167,18 @@ class Settings:
             )
         if self.num_perm & (self.num_perm - 1) or self.num_perm > 1024:
             raise SettingsError(f"{PREFIX}NUM_PERM must be a power of two up to 1024, got {self.num_perm}")
-        for name in ("jaccard_threshold", "containment_threshold"):
+        for name in ("jaccard_threshold", "containment_threshold", "jaccard_floor", "containment_floor"):
             value = getattr(self, name)
             if not 0.0 < value <= 1.0:
                 raise SettingsError(f"{PREFIX}{name.upper()} must be in (0, 1], got {value}")
+        if self.jaccard_floor > self.jaccard_threshold or self.containment_floor > self.containment_threshold:
+            raise SettingsError(
+                f"{PREFIX}JACCARD_FLOOR and {PREFIX}CONTAINMENT_FLOOR must not exceed the thresholds they relax"
+            )
+        if self.canonical not in CANONICAL_POLICIES:
+            raise SettingsError(
+                f"{PREFIX}CANONICAL must be one of {', '.join(CANONICAL_POLICIES)}, got {self.canonical!r}"
+            )
         for name in ("fetch_connect_timeout", "fetch_read_timeout", "fetch_deadline", "extract_timeout"):
             if not getattr(self, name) > 0:
                 raise SettingsError(f"{PREFIX}{name.upper()} must be above 0, got {getattr(self, name)}")
@@ -211,7 +228,7 @@ class Settings:
         """Everything that shapes stored fingerprints (thresholds do not: they only read them)."""
         return (
             f"normalization {NORMALIZATION_VERSION}, word {self.shingle_size}-grams, {self.num_perm} bins, "
-            f"seed {self.seed}, {self.lsh_bands}x{self.lsh_rows} bands, 1-in-{self.sample_rate} sample"
+            f"seed {self.seed}, {self.lsh_bands}x{self.lsh_rows} bands, window-{self.winnow_window} winnowing"
         )
 
     @property

@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,7 @@ from sqlalchemy.engine import Engine
 from worker.fingerprint import bin_minima
 from worker.models import LANGUAGE_MAX_CHARS, PUBLISHED_MAX_CHARS, Method, Record, Sketch, Status, batched
 from worker.settings import StoreError, redacted
+from worker.stories import Link, Placement, rank_key
 from worker.validate import storable
 
 metadata = sa.MetaData()
@@ -47,11 +49,62 @@ records = sa.Table(
     sa.Column("author", sa.Text, nullable=True),
     sa.Column("outlet", sa.Text, nullable=True),  # the publisher a batch names (migration 0007)
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+    # Stories (migration 0008): the story of every stored record, and for a copy its overlap with the
+    # story's canonical record (None where that was not measured: records stored before 0008).
+    sa.Column("story_id", sa.String(20), nullable=True),
+    sa.Column("published_at", sa.DateTime(timezone=True), nullable=True),  # ``published`` as a UTC instant
+    sa.Column("jaccard", sa.Float, nullable=True),
+    sa.Column("containment", sa.Float, nullable=True),
+    # When the record was stored or its story or link last changed (export --since).
+    sa.Column("changed_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
     sa.Column("shingles", sa.LargeBinary, nullable=True),  # sorted unique uint32, for verification
     sa.Column("index_keys", sa.LargeBinary, nullable=True),  # int64 LSH band and sample keys
     sa.Index("ix_records_content_hash", "content_hash"),
     sa.Index("ix_records_duplicate_of", "duplicate_of"),
     sa.Index("ix_records_status", "status"),
+    sa.Index("ix_records_story_id", "story_id"),
+    sa.Index("ix_records_changed_at", "changed_at"),
+)
+
+# A story: one canonical record and its copies. The id stays when the canonical changes.
+stories = sa.Table(
+    "stories",
+    metadata,
+    sa.Column("id", sa.String(20), primary_key=True),
+    sa.Column("canonical_id", sa.String(20), nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+    sa.Column("changed_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+    sa.Index("ix_stories_changed_at", "changed_at"),
+)
+
+# A roundup record holds other stories: it is not a copy of them, it contains them.
+contains = sa.Table(
+    "contains",
+    metadata,
+    sa.Column("record_id", sa.String(20), primary_key=True),
+    sa.Column("story_id", sa.String(20), primary_key=True),
+    sa.Column("containment", sa.Float, nullable=True),  # of the story's canonical inside the record
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+    sa.Index("ix_contains_story_id", "story_id"),
+)
+
+# Takedowns: the record's text and fingerprints are gone; this row says when and why.
+deletions = sa.Table(
+    "deletions",
+    metadata,
+    sa.Column("id", sa.String(20), primary_key=True),
+    sa.Column("story_id", sa.String(20), nullable=True),
+    sa.Column("reason", sa.Text, nullable=True),
+    sa.Column("deleted_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+)
+
+# How many stories hold each shingle shared by several (template boilerplate), as an append-only log
+# of per-batch increments that every process sums (worker/templates.py).
+shingle_counts = sa.Table(
+    "shingle_counts",
+    metadata,
+    sa.Column("seq", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("counts", sa.LargeBinary, nullable=False),  # uint32 shingle ids, then uint32 increments
 )
 
 # Tasks of the deployment that failed for good, for a person to see (and, later, retry).
@@ -108,7 +161,7 @@ RECORD_COLUMNS = [c for c in records.c if c.name not in ("shingles", "index_keys
 # Any constant: the advisory lock that serializes deciders on PostgreSQL, as BEGIN IMMEDIATE does on SQLite.
 WRITE_LOCK = 0x646F6373
 MIGRATIONS = Path(__file__).with_name("migrations")
-SCHEMA_REVISION = "0007"  # the newest migration; a test holds it equal to Alembic's head
+SCHEMA_REVISION = "0008"  # the newest migration; a test holds it equal to Alembic's head
 KNOWN_REVISIONS = frozenset(path.name[:4] for path in (MIGRATIONS / "versions").glob("[0-9][0-9][0-9][0-9]_*.py"))
 SQLITE_HEADER = b"SQLite format 3\0"
 # Bound parameters per statement stay well below SQLite's limit (32766) and PostgreSQL's (65535).
@@ -145,29 +198,100 @@ class Transaction:
             found.update(self.conn.scalars(sa.select(records.c.id).where(self._among(records.c.id, chunk))))
         return found
 
-    def roots_by_hash(self, hashes: Iterable[str]) -> dict[str, str]:
-        """For each content hash already stored, the canonical record it belongs to."""
-        root = sa.func.coalesce(records.c.duplicate_of, records.c.id)
+    def by_hash(self, hashes: Iterable[str]) -> dict[str, str]:
+        """For each content hash already stored, the earliest stored record with it."""
         found: dict[str, str] = {}
         for chunk in batched(set(hashes), CHUNK):
             query = (
-                sa.select(records.c.content_hash, root)
+                sa.select(records.c.content_hash, records.c.id)
                 .where(self._among(records.c.content_hash, chunk), records.c.status != Status.REJECTED)
                 .order_by(records.c.seq.desc())
             )
             found.update(self.conn.execute(query).all())  # the earliest comes last and wins
         return found
 
-    def sketches(self, ids: Iterable[str]) -> dict[str, Sketch]:
-        root = sa.func.coalesce(records.c.duplicate_of, records.c.id)
-        rows: list[tuple[str, str, np.ndarray]] = []
+    def placements(self, ids: Iterable[str], policy: str) -> dict[str, Placement]:
+        """Where each stored (non-rejected) record stands in its story."""
+        found: dict[str, Placement] = {}
         for chunk in batched(set(ids), CHUNK):
-            query = sa.select(records.c.id, root, records.c.shingles).where(
+            query = sa.select(*PLACEMENT_COLUMNS).where(
+                self._among(records.c.id, chunk), records.c.status != Status.REJECTED
+            )
+            found.update((row.id, _placement(row, policy)) for row in self.conn.execute(query))
+        return found
+
+    def members(self, story_id: str, policy: str) -> list[Placement]:
+        query = sa.select(*PLACEMENT_COLUMNS).where(records.c.story_id == story_id).order_by(records.c.seq)
+        return [_placement(row, policy) for row in self.conn.execute(query)]
+
+    def canonicals(self, story_ids: Iterable[str]) -> dict[str, str]:
+        found: dict[str, str] = {}
+        for chunk in batched(set(story_ids), CHUNK):
+            query = sa.select(stories.c.id, stories.c.canonical_id).where(self._among(stories.c.id, chunk))
+            found.update(self.conn.execute(query).all())
+        return found
+
+    def roundups(self, ids: Iterable[str]) -> set[str]:
+        """Which of these records hold other stories."""
+        found: set[str] = set()
+        for chunk in batched(set(ids), CHUNK):
+            found.update(
+                self.conn.scalars(sa.select(contains.c.record_id).where(self._among(contains.c.record_id, chunk)))
+            )
+        return found
+
+    def taken_story_ids(self, ids: Iterable[str]) -> set[str]:
+        found: set[str] = set()
+        for chunk in batched(set(ids), CHUNK):
+            found.update(self.conn.scalars(sa.select(stories.c.id).where(self._among(stories.c.id, chunk))))
+        return found
+
+    def sketches(self, ids: Iterable[str]) -> dict[str, Sketch]:
+        rows: list[tuple[str, np.ndarray]] = []
+        for chunk in batched(set(ids), CHUNK):
+            query = sa.select(records.c.id, records.c.shingles).where(
                 self._among(records.c.id, chunk), records.c.shingles.is_not(None)
             )
-            rows += [(i, r, np.frombuffer(blob, dtype=np.uint32)) for i, r, blob in self.conn.execute(query)]
-        minima = bin_minima([shingles for _, _, shingles in rows])
-        return {i: Sketch(i, r, shingles, m) for (i, r, shingles), m in zip(rows, minima, strict=True)}
+            rows += [(i, np.frombuffer(blob, dtype=np.uint32)) for i, blob in self.conn.execute(query)]
+        minima = bin_minima([shingles for _, shingles in rows])
+        return {i: Sketch(i, shingles, m) for (i, shingles), m in zip(rows, minima, strict=True)}
+
+    def save_stories(
+        self,
+        new_stories: dict[str, str],
+        changed_stories: dict[str, str],
+        changed: Sequence[Placement],
+        links: Sequence[Link],
+    ) -> None:
+        """Stories founded (id -> canonical), stories whose canonical changed, stored records placed anew,
+        and roundups' links: what a batch's decisions changed besides the records it inserts."""
+        now = sa.func.now()
+        if new_stories:
+            self.conn.execute(stories.insert(), [{"id": k, "canonical_id": v} for k, v in new_stories.items()])
+        for story, canonical in changed_stories.items():
+            self.conn.execute(
+                stories.update().where(stories.c.id == story).values(canonical_id=canonical, changed_at=now)
+            )
+        if changed:
+            update = (
+                records.update()
+                .where(records.c.id == sa.bindparam("b_id"))
+                .values(
+                    story_id=sa.bindparam("b_story"),
+                    status=sa.bindparam("b_status"),
+                    duplicate_of=sa.bindparam("b_of"),
+                    method=sa.bindparam("b_method"),
+                    similarity=sa.bindparam("b_similarity"),
+                    jaccard=sa.bindparam("b_jaccard"),
+                    containment=sa.bindparam("b_containment"),
+                    changed_at=now,
+                )
+            )
+            self.conn.execute(update, [_placement_values(p, new_stories | changed_stories, self) for p in changed])
+        if links:
+            insert = _insert(self.conn, contains).on_conflict_do_nothing()
+            rows = {(k.record_id, k.story_id): k.containment for k in links}
+            self.conn.execute(insert, [{"record_id": r, "story_id": s, "containment": c} for (r, s), c in rows.items()])
 
     def index_rows(self, after_seq: int) -> Iterator[tuple[int, str, bytes]]:
         """(seq, id, keys) of the records stored after ``after_seq``, in order."""
@@ -705,12 +829,18 @@ def _foreign_revision(shown: str, revision: str) -> str:
 
 
 # What an insert writes: every column but those the database fills in.
-ROW_COLUMNS = tuple(c.name for c in records.c if c.name not in ("seq", "created_at"))
+ROW_COLUMNS = tuple(c.name for c in records.c if c.name not in ("seq", "created_at", "changed_at"))
 # PostgreSQL's names of the ROW_COLUMNS types, for binary COPY (Text before String: it is one).
 COPY_TYPES = [
     next(
         name
-        for kind, name in ((sa.Text, "text"), (sa.String, "varchar"), (sa.Float, "float8"), (sa.LargeBinary, "bytea"))
+        for kind, name in (
+            (sa.Text, "text"),
+            (sa.String, "varchar"),
+            (sa.Float, "float8"),
+            (sa.LargeBinary, "bytea"),
+            (sa.DateTime, "timestamptz"),
+        )
         if isinstance(records.c[column].type, kind)
     )
     for column in ROW_COLUMNS
@@ -738,9 +868,54 @@ def _row(item: NewRecord) -> tuple:
         r.published,
         r.author,
         r.outlet,
+        r.story_id,
+        r.published_at,
+        r.jaccard,
+        r.containment,
         np.asarray(item.shingles, dtype=np.uint32).tobytes() if item.shingles is not None else None,
         np.asarray(item.keys, dtype=np.int64).tobytes() if item.keys is not None else None,
     )
+
+
+PLACEMENT_COLUMNS = (
+    records.c.id,
+    records.c.seq,
+    records.c.story_id,
+    records.c.status,
+    records.c.content_hash,
+    records.c.method,
+    records.c.jaccard,
+    records.c.containment,
+    records.c.published_at,
+    records.c.created_at,
+)
+
+
+def _placement(row, policy: str) -> Placement:
+    return Placement(
+        id=row.id,
+        story_id=row.story_id,
+        status=Status(row.status),
+        content_hash=row.content_hash,
+        rank=rank_key(policy, _utc(row.published_at), _utc(row.created_at), row.seq),
+        method=Method(row.method) if row.method else None,
+        jaccard=row.jaccard,
+        containment=row.containment,
+    )
+
+
+def _placement_values(p: Placement, canonicals: dict[str, str], txn: Transaction) -> dict:
+    canonical = canonicals.get(p.story_id) or txn.canonicals([p.story_id])[p.story_id]
+    return {
+        "b_id": p.id,
+        "b_story": p.story_id,
+        "b_status": str(p.status),
+        "b_of": None if p.status is Status.CANONICAL else canonical,
+        "b_method": str(p.method) if p.method else None,
+        "b_similarity": p.similarity,
+        "b_jaccard": p.jaccard,
+        "b_containment": p.containment,
+    }
 
 
 def _sha256(text: str) -> str:
@@ -776,5 +951,19 @@ def _record(row) -> Record:
         published=m["published"],
         author=m["author"],
         outlet=m["outlet"],
-        created_at=m["created_at"].isoformat() if m["created_at"] else None,
+        created_at=_iso(m["created_at"]),
+        story_id=m["story_id"],
+        published_at=_utc(m["published_at"]),
+        jaccard=m["jaccard"],
+        containment=m["containment"],
+        changed_at=_iso(m["changed_at"]),
     )
+
+
+def _utc(stamp: datetime | None) -> datetime | None:
+    """SQLite gives back naive datetimes; every stored instant is UTC."""
+    return stamp.replace(tzinfo=UTC) if stamp is not None and stamp.tzinfo is None else stamp
+
+
+def _iso(stamp: datetime | None) -> str | None:
+    return _utc(stamp).isoformat() if stamp is not None else None

@@ -1,0 +1,379 @@
+"""Stories: which story a document joins, which record is a story's canonical, and what a roundup holds.
+
+A story is one canonical record and its copies. The rules, applied to each document in arrival order
+under the store's write lock (so concurrent workers see one history):
+
+- **Verified against the canonical.** A document joins a story only if it is a copy of the story's
+  canonical record (Jaccard or containment at the thresholds), or a copy of one of its members *and*
+  still close to the canonical (``jaccard_floor`` / ``containment_floor``): a chain of copy-edits holds
+  while every link stays near the original, and a story never drifts along copies of copies. The
+  overlap every member keeps is the one with the canonical, re-measured when the canonical changes.
+- **Near copies first**: a document that is a near copy (Jaccard) of some story's canonical joins it.
+- **Roundups.** A document that contains the canonicals of two or more stories is a roundup: its own
+  story, with ``contains`` links to those it holds. A document found only inside a roundup joins none of
+  the roundup's stories through it: it is a story of its own, and the roundup gains a link to it. When
+  a story's canonical turns out to hold two excerpts that are not copies of each other (the roundup
+  came first), the canonical becomes a roundup and the excerpts leave for stories of their own.
+- **Excerpts.** A short item inside a longer canonical (and a longer text that holds a story's
+  canonical) joins that story by containment.
+- **The canonical** is chosen by ``Settings.canonical``: ``earliest-published`` (publication time, else
+  arrival time) or ``first-seen``. A copy that ranks before the canonical takes its place when every
+  member is still close to it (the floor above), so what is said of each member stays verified.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Protocol
+
+import numpy as np
+
+from worker.fingerprint import jaccard_and_containment
+from worker.models import Method, Status
+from worker.settings import Settings
+
+
+@dataclass(frozen=True, slots=True)
+class Overlap:
+    jaccard: float
+    containment: float  # shared shingles over the smaller set
+    smaller: int  # shingles of the smaller set
+    first_smaller: bool  # the first of the two sets is the smaller (or they are equal)
+
+
+@dataclass(slots=True)
+class Placement:
+    """Where a record stands: its story, and its overlap with the story's canonical."""
+
+    id: str
+    story_id: str
+    status: Status
+    content_hash: str
+    rank: tuple  # sorts the records of a story by the canonical policy
+    method: Method | None = None
+    jaccard: float | None = None
+    containment: float | None = None
+
+    floor: float = 0.0  # Settings.jaccard_floor: below it, containment is the measure that says most
+
+    @property
+    def similarity(self) -> float | None:
+        """One figure for the overlap with the canonical: Jaccard for a near copy, else containment."""
+        if self.jaccard is None:
+            return None
+        return self.jaccard if self.jaccard >= self.floor else self.containment
+
+
+@dataclass(slots=True)
+class Link:
+    record_id: str
+    story_id: str
+    containment: float
+
+
+class StoredStories(Protocol):
+    """What the rules read of the store (``worker.store.Transaction`` provides it)."""
+
+    def placements(self, ids: Iterable[str], policy: str) -> dict[str, Placement]: ...
+    def canonicals(self, story_ids: Iterable[str]) -> dict[str, str]: ...
+    def members(self, story_id: str, policy: str) -> list[Placement]: ...
+    def roundups(self, ids: Iterable[str]) -> set[str]: ...
+    def taken_story_ids(self, ids: Iterable[str]) -> set[str]: ...
+
+
+def rank_key(policy: str, when: datetime | None, arrived: datetime, seq: int) -> tuple:
+    """The canonical policy as a sort key: the smallest ranks first. Undated documents rank by arrival."""
+    if policy == "first-seen":
+        return (seq,)
+    return ((when or arrived).timestamp(), seq)
+
+
+@dataclass
+class Book:
+    """The stories of one batch's decisions: what was read of the store, and what changed."""
+
+    store: StoredStories
+    settings: Settings
+    shingles_of: Callable[[Iterable[str]], dict[str, np.ndarray]]  # stored records' shingle sets
+    placements: dict[str, Placement] = field(default_factory=dict)
+    canonical_of: dict[str, str] = field(default_factory=dict)
+    shingles: dict[str, np.ndarray] = field(default_factory=dict)
+    roundup: set[str] = field(default_factory=set)
+    overlaps: dict[tuple[str, str], Overlap] = field(default_factory=dict)
+    new_records: set[str] = field(default_factory=set)  # this batch's records
+    changed_records: set[str] = field(default_factory=set)  # stored records whose placement changed
+    new_stories: set[str] = field(default_factory=set)
+    changed_stories: set[str] = field(default_factory=set)
+    links: list[Link] = field(default_factory=list)
+    _members: dict[str, list[str]] = field(default_factory=dict)  # stories whose members are loaded
+    _taken: set[str] = field(default_factory=set)
+
+    # What is known of stored records ------------------------------------------------------------
+
+    def load(self, ids: Iterable[str]) -> None:
+        """Placements of stored records, their stories' canonicals, and which of those are roundups."""
+        wanted = [i for i in ids if i not in self.placements]
+        if not wanted:
+            return
+        found = self.store.placements(wanted, self.settings.canonical)
+        self.placements.update(found)
+        stories = {p.story_id for p in found.values()} - self.canonical_of.keys()
+        canonicals = self.store.canonicals(stories)
+        self.canonical_of.update(canonicals)
+        missing = [c for c in canonicals.values() if c not in self.placements]
+        if missing:
+            self.placements.update(self.store.placements(missing, self.settings.canonical))
+        self.roundup |= self.store.roundups(set(canonicals.values()) | set(found))
+
+    def shingles_for(self, ids: Iterable[str]) -> None:
+        wanted = [i for i in ids if i not in self.shingles]
+        if wanted:
+            self.shingles.update(self.shingles_of(wanted))
+
+    def members(self, story_id: str) -> list[str]:
+        """Every record of a story (stored and of this batch), canonical included."""
+        if story_id not in self._members:
+            stored = [] if story_id in self.new_stories else self.store.members(story_id, self.settings.canonical)
+            for p in stored:
+                self.placements.setdefault(p.id, p)
+            self._members[story_id] = [p.id for p in stored]
+        known = set(self._members[story_id])
+        extra = [i for i, p in self.placements.items() if p.story_id == story_id and i not in known]
+        return [i for i in self._members[story_id] if self.placements[i].story_id == story_id] + extra
+
+    # Overlaps -----------------------------------------------------------------------------------
+
+    def overlap(self, a: str, b: str) -> Overlap:
+        if (a, b) in self.overlaps:
+            return self.overlaps[(a, b)]
+        if (b, a) in self.overlaps:
+            o = self.overlaps[(b, a)]
+            return replace(o, first_smaller=not o.first_smaller or len(self.shingles[a]) == len(self.shingles[b]))
+        self.shingles_for((a, b))
+        sa, sb = self.shingles.get(a), self.shingles.get(b)
+        if sa is None or sb is None:  # a record without shingles (stored before they were kept): unknown
+            o = Overlap(0.0, 0.0, 0, True)
+        else:
+            j, c = jaccard_and_containment(sa, sb)
+            o = Overlap(j, c, min(len(sa), len(sb)), len(sa) <= len(sb))
+        self.overlaps[(a, b)] = o
+        return o
+
+    def strong(self, o: Overlap) -> bool:
+        s = self.settings
+        return o.jaccard >= s.jaccard_threshold or (
+            o.containment >= s.containment_threshold and o.smaller >= s.min_containment_shingles
+        )
+
+    def close(self, o: Overlap) -> bool:
+        """Close enough to a canonical to be a member through another member (the chain floor)."""
+        s = self.settings
+        return o.jaccard >= s.jaccard_floor or (
+            o.containment >= s.containment_floor and o.smaller >= s.min_containment_shingles
+        )
+
+    def _method(self, o: Overlap, found_exact: bool) -> Method:
+        """How a copy was found: by its text's hash, else by the measure that says most."""
+        if found_exact:
+            return Method.EXACT
+        return Method.NEAR if o.jaccard >= self.settings.jaccard_floor else Method.CONTAINMENT
+
+    # Decisions ----------------------------------------------------------------------------------
+
+    def add_exact(self, record: Placement, copy_of: str) -> None:
+        """A document with the same normalized text as a stored or earlier record: it joins that
+        record's story, with that record's overlap with the canonical."""
+        source = self.placements[copy_of]
+        story = source.story_id
+        canonical = self.canonical_of[story]
+        self._place(record, story, canonical, self.overlap(record.id, canonical), found_exact=True)
+        self.new_records.add(record.id)
+        self._maybe_take_over(record.id, story)
+
+    def decide(self, record: Placement, candidates: list[str]) -> None:
+        """Place a new (non-exact) record; ``candidates`` are records (stored, or earlier in the batch)
+        it is a strong copy of, best first."""
+        options: list[tuple[str, str, Overlap, bool]] = []  # story, canonical, overlap, strong?
+        for story in dict.fromkeys(self.placements[c].story_id for c in candidates):
+            canonical = self.canonical_of[story]
+            o = self.overlap(record.id, canonical)
+            if self.strong(o):
+                options.append((story, canonical, o, True))
+            elif self.close(o):
+                options.append((story, canonical, o, False))
+        near = [x for x in options if x[3] and x[2].jaccard >= self.settings.jaccard_threshold]
+        if near:
+            story, canonical, o, _ = max(near, key=lambda x: x[2].jaccard)
+            return self._join(record, story, canonical, o)
+        held = [x for x in options if x[3] and not x[2].first_smaller]  # canonicals inside the record
+        inside = [x for x in options if x[3] and x[2].first_smaller]  # the record inside canonicals
+        # Inside a roundup: not a copy of the roundup; the roundup holds the record's story instead.
+        within = [(canonical, o) for _, canonical, o, _ in inside if canonical in self.roundup]
+        inside = [x for x in inside if x[1] not in self.roundup]
+        options = [x for x in options if x[1] not in self.roundup or not x[2].first_smaller]
+        self._place_among(record, options, held, inside)
+        for canonical, o in within:
+            self.links.append(Link(canonical, record.story_id, o.containment))
+
+    def _place_among(
+        self,
+        record: Placement,
+        options: list[tuple[str, str, Overlap, bool]],
+        held: list[tuple[str, str, Overlap, bool]],
+        inside: list[tuple[str, str, Overlap, bool]],
+    ) -> None:
+        if len(held) >= 2:
+            return self._roundup(record, [(story, o) for story, _, o, _ in held])
+        if inside:
+            story, canonical, o, _ = max(inside, key=lambda x: x[2].containment)
+            others = [e for e in self._excerpts(story) if not self.strong(self.overlap(record.id, e))]
+            if others:
+                return self._split(story, record)
+            return self._join(record, story, canonical, o)
+        if held:
+            story, canonical, o, _ = held[0]
+            return self._join(record, story, canonical, o)
+        chain = [x for x in options if not x[3]]
+        if chain:
+            story, canonical, o, _ = max(chain, key=lambda x: max(x[2].jaccard, x[2].containment))
+            return self._join(record, story, canonical, o)
+        return self._found(record)
+
+    # Changes ------------------------------------------------------------------------------------
+
+    def _place(self, record: Placement, story: str, canonical: str, o: Overlap, found_exact: bool = False) -> None:
+        same = record.content_hash == self.placements[canonical].content_hash
+        record.story_id = story
+        record.status = Status.DUPLICATE
+        record.method = self._method(o, found_exact)
+        record.jaccard, record.containment = (1.0, 1.0) if same else (round(o.jaccard, 4), round(o.containment, 4))
+        record.floor = self.settings.jaccard_floor
+        self.placements[record.id] = record
+
+    def _join(self, record: Placement, story: str, canonical: str, o: Overlap) -> None:
+        self._place(record, story, canonical, o)
+        self.new_records.add(record.id)
+        self._maybe_take_over(record.id, story)
+
+    def _found(self, record: Placement) -> None:
+        """A new story with this record as its canonical."""
+        story = self._story_id(record.id)
+        self._make_canonical(record, story)
+        self.new_records.add(record.id)
+        self.new_stories.add(story)
+        self.canonical_of[story] = record.id
+        self._members[story] = []
+
+    def _make_canonical(self, record: Placement, story: str) -> None:
+        record.story_id = story
+        record.status = Status.CANONICAL
+        record.method = record.jaccard = record.containment = None
+        self.placements[record.id] = record
+
+    def _roundup(self, record: Placement, held: list[tuple[str, Overlap]]) -> None:
+        self._found(record)
+        self.roundup.add(record.id)
+        for story, o in held:
+            self.links.append(Link(record.id, story, o.containment))
+
+    def _story_id(self, record_id: str) -> str:
+        """A story is named after the record that founded it, unless a story has that name already."""
+        if record_id in self._taken or record_id in self.canonical_of or self.store.taken_story_ids([record_id]):
+            return uuid.uuid4().hex[:20]
+        self._taken.add(record_id)
+        return record_id
+
+    def _mark(self, record_id: str) -> None:
+        if record_id not in self.new_records:
+            self.changed_records.add(record_id)
+
+    def _maybe_take_over(self, record_id: str, story: str) -> None:
+        """Under ``earliest-published``, a member that ranks before the canonical becomes the canonical
+        when every member is still close to it; each member's overlap is then measured against it."""
+        canonical = self.canonical_of[story]
+        record = self.placements[record_id]
+        if record.rank >= self.placements[canonical].rank:
+            return
+        members = [m for m in self.members(story) if m != record_id]
+        by_text: dict[str, Overlap] = {}
+        for m in members:
+            text = self.placements[m].content_hash
+            if text == record.content_hash:
+                continue
+            if text not in by_text:
+                source = self._with_text(story, text)
+                by_text[text] = self.overlap(record_id, source) if source else Overlap(0.0, 0.0, 0, True)
+            if not self.close(by_text[text]):
+                return
+        self._make_canonical(record, story)
+        self._mark(record_id)
+        self.canonical_of[story] = record_id
+        if story not in self.new_stories:
+            self.changed_stories.add(story)
+        for m in members:
+            p = self.placements[m]
+            o = by_text.get(p.content_hash, Overlap(1.0, 1.0, 0, True))
+            same_as_old = p.status is Status.CANONICAL and p.content_hash == record.content_hash
+            self._place(p, story, record_id, o, found_exact=p.method is Method.EXACT or same_as_old)
+            self._mark(m)
+
+    def _with_text(self, story: str, content_hash: str) -> str | None:
+        """A member of the story with this text whose shingles are kept (exact copies keep none)."""
+        for m in self.members(story):
+            if self.placements[m].content_hash == content_hash:
+                self.shingles_for([m])
+                if m in self.shingles:
+                    return m
+        return None
+
+    def _excerpts(self, story: str) -> list[str]:
+        """Members that are excerpts of the canonical: smaller, and not near copies of it."""
+        canonical = self.canonical_of[story]
+        found = []
+        for m in self.members(story):
+            p = self.placements[m]
+            if m == canonical or p.method is not Method.CONTAINMENT:
+                continue
+            self.shingles_for([m, canonical])
+            if m in self.shingles and self.overlap(m, canonical).first_smaller:
+                found.append(m)
+        return found
+
+    def _split(self, story: str, record: Placement) -> None:
+        """The story's canonical holds excerpts that are not copies of each other: it is a roundup. Each
+        excerpt (and the new record) goes to a story of its own (copies of one another together), and
+        the canonical keeps links to them. Its near copies stay its story."""
+        canonical = self.canonical_of[story]
+        excerpts = self._excerpts(story)
+        texts = {self.placements[e].content_hash for e in excerpts}
+        exact = [m for m in self.members(story) if m not in excerpts and self.placements[m].content_hash in texts]
+        self.placements[record.id] = record
+        self.new_records.add(record.id)
+        moving = sorted([*excerpts, record.id], key=lambda m: self.placements[m].rank)
+        founded: list[str] = []
+        for m in moving:
+            p = self.placements[m]
+            home = next((s for s in founded if self.strong(self.overlap(m, self.canonical_of[s]))), None)
+            if home is None:
+                home = self._story_id(m)
+                self._make_canonical(p, home)
+                self.canonical_of[home] = m
+                self.new_stories.add(home)
+                self._members[home] = []
+                founded.append(home)
+            else:
+                found_exact = p.method is Method.EXACT
+                self._place(p, home, self.canonical_of[home], self.overlap(m, self.canonical_of[home]), found_exact)
+            self._mark(m)
+        for m in exact:
+            p = self.placements[m]
+            twin = next(e for e in moving if self.placements[e].content_hash == p.content_hash)
+            home = self.placements[twin].story_id
+            self._place(p, home, self.canonical_of[home], self.overlap(twin, self.canonical_of[home]), True)
+            self._mark(m)
+        self.roundup.add(canonical)
+        for home in founded:
+            self.links.append(Link(canonical, home, self.overlap(self.canonical_of[home], canonical).containment))
