@@ -108,22 +108,41 @@ def _parser() -> argparse.ArgumentParser:
     export = sub.add_parser(
         "export",
         parents=[common],
-        help="write every record as JSON Lines",
-        description="One JSON object per record, in arrival order.",
+        help="write every record (or story) as JSON Lines",
+        description="One JSON object per record, in arrival order; with --stories, one per story: its canonical, "
+        "title, first publication, and every member with its source, outlet, method and similarity to the canonical.",
     )
     export.add_argument("--format", choices=["jsonl"], default="jsonl")
     export.add_argument("--status", choices=["canonical", "duplicate", "rejected"], help="only these records")
+    export.add_argument("--stories", action="store_true", help="one line per story instead of per record")
+    export.add_argument(
+        "--since",
+        metavar="TIME",
+        help="only records (stories) stored or changed at or after TIME (ISO 8601; without a zone, UTC)",
+    )
     export.add_argument("--output", "-o", metavar="FILE", help="write here instead of standard output")
     export.set_defaults(run=_export)
 
     show = sub.add_parser(
         "show",
         parents=[common],
-        help="a record and its copies",
-        description="Show a record (by id or a unique prefix of it) and the copies linked to it.",
+        help="a record and its story",
+        description="Show a record (by id or a unique prefix of it) and its story: the canonical record, "
+        "every copy with how it was found and its similarity to the canonical, and what a roundup holds.",
     )
     show.add_argument("id")
     show.set_defaults(run=_show)
+
+    delete = sub.add_parser(
+        "delete",
+        parents=[common],
+        help="take records down",
+        description="Remove records' text, fingerprints and index keys (a takedown); a small audit row stays "
+        "(id, when, reason). A canonical record's place goes to the next copy by the canonical policy.",
+    )
+    delete.add_argument("ids", nargs="+", metavar="ID", help="record ids (whole, or a unique prefix)")
+    delete.add_argument("--reason", help="why, kept in the audit row")
+    delete.set_defaults(run=_delete)
 
     submit = sub.add_parser(
         "submit",
@@ -725,14 +744,25 @@ def _migrate(args: argparse.Namespace, settings: Settings) -> int:
 
 def _export(args: argparse.Namespace, settings: Settings) -> int:
     from worker.models import Status
+    from worker.published import parse_published
     from worker.store import Store
 
+    since = None
+    if args.since:
+        since = parse_published(args.since)
+        if since is None:
+            print(
+                f"docsieve: --since {args.since!r} is not a time (ISO 8601, e.g. 2026-12-03T10:00:00Z)", file=sys.stderr
+            )
+            return 2
     store = Store(settings.store, readonly=True)
     try:
-        lines = (
-            json.dumps(record.to_json(), ensure_ascii=False) + "\n"
-            for record in store.iter_records(Status(args.status) if args.status else None)
+        items = (
+            store.iter_stories(since)
+            if args.stories
+            else store.iter_records(Status(args.status) if args.status else None, since)
         )
+        lines = (json.dumps(item.to_json(), ensure_ascii=False) + "\n" for item in items)
         if not args.output:
             sys.stdout.writelines(lines)
             return 0
@@ -744,6 +774,29 @@ def _export(args: argparse.Namespace, settings: Settings) -> int:
     finally:
         store.close()
     return 0
+
+
+def _delete(args: argparse.Namespace, settings: Settings) -> int:
+    from worker.store import Store
+
+    store = Store(settings.store, fingerprints=settings.fingerprint_parameters)
+    try:
+        ids, failed = [], False
+        for given in args.ids:
+            found = store.matching(given, limit=2)
+            if len(found) != 1 and not (found and found[0].id == given):
+                print(
+                    f"docsieve: {given!r}: {'no record' if not found else 'several records'} with that id",
+                    file=sys.stderr,
+                )
+                failed = True
+                continue
+            ids.append(found[0].id)
+        for record_id in store.delete(ids, args.reason, settings):
+            print(f"deleted {record_id}")
+    finally:
+        store.close()
+    return 1 if failed else 0
 
 
 def _write_whole(path: str, lines: Iterator[str]) -> None:
@@ -794,19 +847,32 @@ def _show(args: argparse.Namespace, settings: Settings) -> int:
             return 1
         record = found[0]
         print(_describe(record))
-        if record.duplicate_of:
-            print(f"  copy of {record.duplicate_of} ({record.method}, similarity {record.similarity})")
-        copies = store.copies_of(record.id)
-        if copies:
-            print(f"  {len(copies)} cop{'y' if len(copies) == 1 else 'ies'}:")
-            for copy in copies:
-                print(f"    {copy.id}  {copy.method:<11} {copy.similarity:<6}  {copy.source}")
+        story = store.story(record.story_id) if record.story_id else None
+        if story is not None:
+            _print_story(story, record.id)
         if record.text:
             print()
             print(record.text)
     finally:
         store.close()
     return 0
+
+
+def _print_story(story, shown: str) -> None:
+    first = story.first_published
+    print(
+        f"  story {story.id}: {1 + len(story.members)} record{'s' if story.members else ''}"
+        + (f", first published {first.isoformat()}" if first else "")
+    )
+    for r in (story.canonical, *story.members):
+        mark = "*" if r.id == shown else " "
+        how = "canonical" if r.id == story.canonical.id else f"{r.method} {r.similarity}"
+        when = r.published_at.isoformat() if r.published_at else "undated"
+        print(f"   {mark}{r.id}  {how:<19} {when:<25} {r.outlet or ''}  {r.source}")
+    for story_id, containment in story.contains:
+        print(f"  holds story {story_id} (containment {containment})")
+    for record_id, containment in story.contained_in:
+        print(f"  held in roundup {record_id} (containment {containment})")
 
 
 def _describe(record) -> str:

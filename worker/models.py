@@ -166,6 +166,53 @@ class Record:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class Story:
+    """One story: its canonical record, its copies (each with its overlap with the canonical), the stories
+    it holds when its canonical is a roundup, and the roundups that hold it."""
+
+    id: str
+    canonical: Record
+    members: list[Record]
+    contains: list[tuple[str, float | None]]  # (story id, containment of its canonical in this one's)
+    contained_in: list[tuple[str, float | None]]  # (roundup record id, containment)
+    created_at: str | None = None
+    changed_at: str | None = None
+
+    @property
+    def first_published(self) -> datetime | None:
+        dated = [r.published_at for r in (self.canonical, *self.members) if r.published_at]
+        return min(dated) if dated else None
+
+    def to_json(self) -> dict:
+        return {
+            "id": self.id,
+            "canonical": self.canonical.id,
+            "title": self.canonical.title,
+            "first_published": self.first_published.isoformat() if self.first_published else None,
+            "outlets": sorted({r.outlet for r in (self.canonical, *self.members) if r.outlet}),
+            "records": 1 + len(self.members),
+            "members": [
+                {
+                    "id": r.id,
+                    "source": r.source,
+                    "outlet": r.outlet,
+                    "url": r.url,
+                    "published": r.published_at.isoformat() if r.published_at else r.published,
+                    "method": str(r.method) if r.method else None,
+                    "similarity": r.similarity,
+                    "jaccard": r.jaccard,
+                    "containment": r.containment,
+                }
+                for r in (self.canonical, *self.members)
+            ],
+            "contains": [{"story": s, "containment": c} for s, c in self.contains],
+            "contained_in": [{"record": r, "containment": c} for r, c in self.contained_in],
+            "created_at": self.created_at,
+            "changed_at": self.changed_at,
+        }
+
+
 def batched(items: Iterable[T], size: int) -> Iterator[list[T]]:
     """Lists of ``size`` items (the last shorter) from any iterable, read lazily."""
     iterator = iter(items)

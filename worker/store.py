@@ -20,8 +20,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from worker.fingerprint import bin_minima
-from worker.models import LANGUAGE_MAX_CHARS, PUBLISHED_MAX_CHARS, Method, Record, Sketch, Status, batched
-from worker.settings import StoreError, redacted
+from worker.models import LANGUAGE_MAX_CHARS, PUBLISHED_MAX_CHARS, Method, Record, Sketch, Status, Story, batched
+from worker.settings import Settings, StoreError, redacted
 from worker.stories import Link, Placement, rank_key
 from worker.validate import storable
 
@@ -427,13 +427,113 @@ class Store:
         with self.engine.connect() as conn:
             return [_record(r) for r in conn.execute(query)]
 
-    def iter_records(self, status: Status | None = None) -> Iterator[Record]:
+    def iter_records(self, status: Status | None = None, since: datetime | None = None) -> Iterator[Record]:
+        """Records in arrival order; ``since``: only those stored, or placed anew, at or after it."""
         query = sa.select(*self._columns).order_by(records.c.seq)
         if status:
             query = query.where(records.c.status == status)
+        if since is not None:
+            query = query.where(records.c.changed_at >= since)
         with self.engine.connect() as conn:
             for row in conn.execute(query.execution_options(yield_per=1000)):
                 yield _record(row)
+
+    def story(self, story_id: str) -> Story | None:
+        """A story with its canonical first, then its members by arrival; what it holds and what holds it."""
+        for story in self._stories(stories.c.id == story_id):
+            return story
+        return None
+
+    def iter_stories(self, since: datetime | None = None) -> Iterator[Story]:
+        """Every story in order of creation; ``since``: those founded or changed (canonical, members,
+        links) at or after it."""
+        where = sa.true()
+        if since is not None:
+            changed = sa.select(records.c.story_id).where(records.c.changed_at >= since)
+            linked = sa.select(contains.c.story_id).where(contains.c.created_at >= since)
+            where = sa.or_(stories.c.changed_at >= since, stories.c.id.in_(changed), stories.c.id.in_(linked))
+        yield from self._stories(where)
+
+    def _stories(self, where: sa.ColumnElement[bool]) -> Iterator[Story]:
+        member_columns = [sa.null().label("text") if c.name == "text" else c for c in self._columns]
+        with self.engine.connect() as conn:
+            heads = conn.execute(
+                sa.select(stories)
+                .where(where)
+                .order_by(stories.c.created_at, stories.c.id)
+                .execution_options(yield_per=500)
+            )
+            for chunk in batched(heads, 500):
+                ids = [h.id for h in chunk]
+                members: dict[str, list[Record]] = {i: [] for i in ids}
+                rows = conn.execute(
+                    sa.select(*member_columns).where(records.c.story_id.in_(ids)).order_by(records.c.seq)
+                )
+                for row in rows:
+                    record = _record(row)
+                    members[record.story_id or ""].append(record)
+                held: dict[str, list[tuple[str, float | None]]] = {i: [] for i in ids}
+                holders: dict[str, list[tuple[str, float | None]]] = {i: [] for i in ids}
+                in_story = {r.id: r.story_id for group in members.values() for r in group}
+                links = conn.execute(
+                    sa.select(contains.c.record_id, contains.c.story_id, contains.c.containment).where(
+                        sa.or_(contains.c.story_id.in_(ids), contains.c.record_id.in_(list(in_story)))
+                    )
+                )
+                for record_id, story_id, containment in links:
+                    if story_id in holders:
+                        holders[story_id].append((record_id, containment))
+                    if in_story.get(record_id) in held:
+                        held[in_story[record_id]].append((story_id, containment))
+                for head in chunk:
+                    group = members[head.id]
+                    canonical = next((r for r in group if r.id == head.canonical_id), None)
+                    if canonical is None:
+                        continue
+                    yield Story(
+                        id=head.id,
+                        canonical=canonical,
+                        members=[r for r in group if r.id != canonical.id],
+                        contains=held[head.id],
+                        contained_in=holders[head.id],
+                        created_at=_iso(head.created_at),
+                        changed_at=_iso(head.changed_at),
+                    )
+
+    def delete(self, record_ids: Sequence[str], reason: str | None, settings: Settings) -> list[str]:
+        """Take records down: text, fingerprints and index keys go; an audit row (id, when, reason) stays.
+        A canonical's place goes to the next member by the canonical policy; members no longer close to
+        it found stories of their own. Returns the ids removed (those stored)."""
+        from worker.stories import Book
+
+        removed = []
+        with self.writing() as txn:
+            for record_id in record_ids:
+                book = Book(txn, settings, lambda ids: {i: s.shingles for i, s in txn.sketches(ids).items()})
+                book.load([record_id])
+                placed = book.placements.get(record_id)
+                story_id = placed.story_id if placed else None
+                exists = txn.existing_ids([record_id])
+                if not exists:
+                    continue
+                if placed is not None:
+                    book.remove(record_id)
+                    txn.save_stories(
+                        {s: book.canonical_of[s] for s in book.new_stories},
+                        {s: book.canonical_of[s] for s in book.changed_stories - book.new_stories},
+                        [book.placements[r] for r in book.changed_records],
+                        book.links,
+                    )
+                    if book.emptied:
+                        txn.conn.execute(stories.delete().where(stories.c.id == story_id))
+                        txn.conn.execute(contains.delete().where(contains.c.story_id == story_id))
+                    if book.heir:
+                        _inherit(txn.conn, record_id, book.heir)
+                txn.conn.execute(contains.delete().where(contains.c.record_id == record_id))
+                txn.conn.execute(records.delete().where(records.c.id == record_id))
+                txn.conn.execute(deletions.insert().values(id=record_id, story_id=story_id, reason=reason))
+                removed.append(record_id)
+        return removed
 
     def check_fingerprints(self, made_with: str) -> None:
         """Record what this store's fingerprints are made with, or refuse other parameters: shingles,
@@ -889,6 +989,29 @@ PLACEMENT_COLUMNS = (
     records.c.published_at,
     records.c.created_at,
 )
+
+
+def _inherit(conn: sa.Connection, gone: str, heir: str) -> None:
+    """The heir to a canonical record takes its stories' links, and shingles and index keys if it has none
+    (an exact copy, stored without them: those of a record with the same text)."""
+    held = conn.execute(sa.select(contains.c.story_id, contains.c.containment).where(contains.c.record_id == gone))
+    rows = [{"record_id": heir, "story_id": s, "containment": c} for s, c in held]
+    if rows:
+        conn.execute(_insert(conn, contains).on_conflict_do_nothing(), rows)
+    text = sa.select(records.c.content_hash).where(records.c.id == heir).scalar_subquery()
+    twin = (
+        sa.select(records.c.shingles, records.c.index_keys)
+        .where(records.c.content_hash == text, records.c.shingles.is_not(None))
+        .order_by(records.c.seq)
+        .limit(1)
+    )
+    found = conn.execute(twin).first()
+    if found is not None:
+        conn.execute(
+            records.update()
+            .where(records.c.id == heir, records.c.shingles.is_(None))
+            .values(shingles=found.shingles, index_keys=found.index_keys)
+        )
 
 
 def _placement(row, policy: str) -> Placement:

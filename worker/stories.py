@@ -108,6 +108,8 @@ class Book:
     new_stories: set[str] = field(default_factory=set)
     changed_stories: set[str] = field(default_factory=set)
     links: list[Link] = field(default_factory=list)
+    emptied: bool = False  # remove() took a story's last record
+    heir: str | None = None  # remove() gave a canonical's place to this member
     _members: dict[str, list[str]] = field(default_factory=dict)  # stories whose members are loaded
     _taken: set[str] = field(default_factory=set)
 
@@ -377,3 +379,48 @@ class Book:
         self.roundup.add(canonical)
         for home in founded:
             self.links.append(Link(canonical, home, self.overlap(self.canonical_of[home], canonical).containment))
+
+    def remove(self, record_id: str) -> None:
+        """Take a record out of its story (a takedown). A canonical's place goes to the next member by the
+        policy; members no longer close to it found stories of their own (copies of one another together)."""
+        story = self.placements[record_id].story_id
+        members = [m for m in self.members(story) if m != record_id]
+        if not members:
+            self.emptied = True
+            return
+        if self.canonical_of[story] != record_id:
+            return
+        members.sort(key=lambda m: self.placements[m].rank)
+        self.shingles_for(members)
+        heir = members[0]
+        self.heir = heir
+        if heir not in self.shingles:  # an exact copy (stored without shingles): those of its text
+            source = self._with_text(story, self.placements[heir].content_hash)
+            if source is not None:
+                self.shingles[heir] = self.shingles[source]
+        self._make_canonical(self.placements[heir], story)
+        self.canonical_of[story] = heir
+        self.changed_stories.add(story)
+        self._mark(heir)
+        founded: list[str] = []
+        for m in members:
+            if m == heir:
+                continue
+            p = self.placements[m]
+            source = m if m in self.shingles else self._with_text(story, p.content_hash) or record_id
+            o = self.overlap(heir, source)
+            exact = p.method is Method.EXACT
+            if self.close(o):
+                self._place(p, story, heir, o, found_exact=exact)
+            else:
+                home = next((s for s in founded if self.strong(self.overlap(source, self.canonical_of[s]))), None)
+                if home is None:
+                    home = self._story_id(m)
+                    self._make_canonical(p, home)
+                    self.canonical_of[home] = m
+                    self.new_stories.add(home)
+                    self._members[home] = []
+                    founded.append(home)
+                else:
+                    self._place(p, home, self.canonical_of[home], self.overlap(source, self.canonical_of[home]), exact)
+            self._mark(m)
