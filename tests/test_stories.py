@@ -1,0 +1,234 @@
+"""Stories end to end through the pipeline and a real store (SQLite and PostgreSQL): verified links, no
+drift along copies of copies, roundups, short items, the canonical policy, takedowns."""
+
+import json
+import random
+
+import numpy as np
+import pytest
+
+from worker.cli import main
+from worker.fingerprint import fingerprint_batch
+from worker.models import Method, RawDocument, Record, Status
+from worker.pipeline import Pipeline
+from worker.published import parse_published
+from worker.settings import Settings
+from worker.store import Store
+
+VOCABULARY = [f"كلمة{i}" for i in range(5000)]
+
+
+def words(seed: int, count: int) -> list[str]:
+    rng = random.Random(seed)
+    return [rng.choice(VOCABULARY) for _ in range(count)]
+
+
+def text(*parts: list[str]) -> str:
+    return " ".join(w for part in parts for w in part)
+
+
+def edit(tokens: list[str], seed: int, share: float) -> list[str]:
+    """The text with ``share`` of its words replaced, spread evenly (a copy-edit)."""
+    rng = random.Random(seed)
+    out = list(tokens)
+    for i in rng.sample(range(len(out)), int(len(out) * share)):
+        out[i] = rng.choice(VOCABULARY)
+    return out
+
+
+def ingest(pipeline: Pipeline, *docs: tuple[str, str] | tuple[str, str, str]) -> dict[str, Record]:
+    pipeline.ingest(
+        [RawDocument(source=d[0], body=d[1], title=d[0], published=d[2] if len(d) > 2 else None) for d in docs]
+    )
+    return {r.source: r for r in pipeline.store.iter_records()}
+
+
+def story_of(store: Store, record: Record):
+    assert record.story_id
+    story = store.story(record.story_id)
+    assert story is not None
+    return story
+
+
+def test_every_record_is_in_a_story_with_its_overlap_with_the_canonical(pipeline: Pipeline) -> None:
+    a = words(1, 300)
+    records = ingest(
+        pipeline, ("a", text(a)), ("b", text(edit(a, 2, 0.05))), ("c", text(a)), ("x", text(words(3, 200)))
+    )
+    assert records["a"].status is Status.CANONICAL and records["a"].story_id
+    assert {records[k].story_id for k in "abc"} == {records["a"].story_id}
+    assert records["x"].story_id != records["a"].story_id
+    b = records["b"]
+    assert b.method is Method.NEAR and b.duplicate_of == records["a"].id
+    assert b.jaccard is not None and 0.6 < b.jaccard < 0.95 and b.similarity == b.jaccard
+    assert (records["c"].method, records["c"].jaccard) == (Method.EXACT, 1.0)
+    story = story_of(pipeline.store, records["b"])
+    assert story.canonical.id == records["a"].id and {m.id for m in story.members} == {b.id, records["c"].id}
+
+
+def test_a_chain_of_copies_does_not_drift_away_from_the_canonical(pipeline: Pipeline) -> None:
+    """Each text a copy of the one before (Jaccard above the threshold), but the later ones far from the
+    first: a story takes only those still close to its canonical."""
+    chain = [words(10, 400)]
+    for step in range(1, 6):
+        chain.append(edit(chain[-1], 100 + step, 0.06))
+    records = ingest(pipeline, *[(f"v{i}", text(t)) for i, t in enumerate(chain)])
+    first = records["v0"]
+    settings = pipeline.settings
+    in_story = [records[f"v{i}"].story_id == first.story_id for i in range(6)]
+    assert in_story[:2] == [True, True]  # the first copy is a copy of the canonical itself
+    for i in range(1, 6):
+        r = records[f"v{i}"]
+        if r.story_id == first.story_id:  # what a member says is measured against the canonical, and close
+            assert r.jaccard is not None and r.containment is not None
+            assert r.jaccard >= settings.jaccard_floor or r.containment >= settings.containment_floor
+    assert not all(in_story), "the far end of the chain must not be the first text's story"
+
+
+def test_a_roundup_holds_stories_and_is_a_copy_of_none(pipeline: Pipeline) -> None:
+    x, y, z = words(20, 60), words(21, 60), words(22, 300)
+    records = ingest(pipeline, ("x", text(x)), ("y", text(y)), ("roundup", text(x, z, y)))
+    roundup = records["roundup"]
+    assert roundup.status is Status.CANONICAL
+    assert roundup.story_id not in (records["x"].story_id, records["y"].story_id)
+    story = story_of(pipeline.store, roundup)
+    assert {s for s, _ in story.contains} == {records["x"].story_id, records["y"].story_id}
+    assert [r for r, _ in story_of(pipeline.store, records["x"]).contained_in] == [roundup.id]
+    # A later copy of one item joins that item's story, never the other's through the roundup.
+    records = ingest(pipeline, ("y2", text(edit(y, 23, 0.03))))
+    assert records["y2"].story_id == records["y"].story_id
+
+
+def test_a_roundup_stored_first_gives_up_its_items(pipeline: Pipeline) -> None:
+    """The roundup arrives before the items it carries: the first item is taken for an excerpt of it, the
+    second shows it holds two stories; each item leaves for a story of its own."""
+    x, y, z = words(30, 60), words(31, 60), words(32, 300)
+    records = ingest(pipeline, ("roundup", text(x, z, y)), ("x", text(x)), ("y", text(y)))
+    assert len({records[k].story_id for k in ("roundup", "x", "y")}) == 3
+    assert records["x"].status is Status.CANONICAL and records["y"].status is Status.CANONICAL
+    story = story_of(pipeline.store, records["roundup"])
+    assert {s for s, _ in story.contains} == {records["x"].story_id, records["y"].story_id}
+    # Another outlet's copy of the first item joins the first item's story.
+    records = ingest(pipeline, ("x2", text(x)))
+    assert records["x2"].story_id == records["x"].story_id
+
+
+def test_a_short_item_inside_a_long_statement_is_a_copy_both_ways(pipeline: Pipeline) -> None:
+    """A 22-word wire item inside a 900-word statement is found whichever comes first."""
+    item, before, after = words(40, 22), words(41, 500), words(42, 400)
+    records = ingest(pipeline, ("statement", text(before, item, after)), ("item", text(item)))
+    assert records["item"].story_id == records["statement"].story_id
+    assert records["item"].method is Method.CONTAINMENT and records["item"].containment == 1.0
+    item2, before2, after2 = words(43, 22), words(44, 500), words(45, 400)
+    records = ingest(pipeline, ("item2", text(item2)), ("statement2", text(before2, item2, after2)))
+    assert records["statement2"].story_id == records["item2"].story_id
+
+
+def test_winnowing_gives_every_shared_run_of_a_window_a_shared_key() -> None:
+    settings = Settings()
+    rng = np.random.default_rng(5)
+    for trial in range(30):
+        run = words(1000 + trial, settings.winnow_window + settings.shingle_size - 1)
+        host = text(words(2000 + trial, int(rng.integers(0, 300))), run, words(3000 + trial, 50))
+        short, long = fingerprint_batch([text(run), host], settings)
+        assert set(short.winnow_keys.tolist()) & set(long.winnow_keys.tolist())
+
+
+def test_the_earliest_published_copy_becomes_the_canonical(pipeline: Pipeline) -> None:
+    a = words(50, 300)
+    records = ingest(pipeline, ("late", text(a), "2015-07-22T10:00:00+03:00"), ("copy", text(edit(a, 51, 0.04))))
+    story_id = records["late"].story_id
+    records = ingest(pipeline, ("early", text(edit(a, 52, 0.04)), "Tue, 21 Jul 2015 08:00:00 GMT"))
+    early, late, copy = records["early"], records["late"], records["copy"]
+    assert early.status is Status.CANONICAL and early.story_id == story_id  # the story keeps its id
+    assert late.status is Status.DUPLICATE and late.duplicate_of == early.id
+    assert copy.duplicate_of == early.id
+    story = story_of(pipeline.store, early)
+    assert story.id == story_id and story.canonical.id == early.id
+    # Every member's figures are measured against the new canonical.
+    from worker.fingerprint import jaccard_and_containment
+
+    fps = fingerprint_batch([early.text, late.text], pipeline.settings)
+    jaccard, _ = jaccard_and_containment(fps[0].shingles, fps[1].shingles)
+    assert late.jaccard == pytest.approx(jaccard, abs=1e-4)
+    assert early.published_at == parse_published("2015-07-21T08:00:00Z")
+
+
+def test_first_seen_keeps_the_first_stored_as_canonical(store: Store, settings: Settings) -> None:
+    pipeline = Pipeline(store, settings.with_(canonical="first-seen"))
+    a = words(60, 300)
+    records = ingest(pipeline, ("late", text(a), "2015-07-22T10:00:00Z"), ("early", text(a), "2015-07-21T10:00:00Z"))
+    assert records["late"].status is Status.CANONICAL and records["early"].duplicate_of == records["late"].id
+
+
+def test_takedown_removes_the_text_and_passes_the_story_on(pipeline: Pipeline, settings: Settings) -> None:
+    a = words(70, 300)
+    docs = [("a", text(a), "2015-07-21T08:00:00Z"), ("b", text(a), "2015-07-21T09:00:00Z")]
+    docs.append(("c", text(edit(a, 71, 0.04)), "2015-07-21T10:00:00Z"))
+    records = ingest(pipeline, *docs)
+    story_id, gone = records["a"].story_id, records["a"].id
+    assert pipeline.store.delete([gone], "court order", settings) == [gone]
+    pipeline.close()
+    store = Store(settings.store)
+    after = {r.source: r for r in store.iter_records()}
+    assert "a" not in after
+    assert after["b"].status is Status.CANONICAL and after["b"].story_id == story_id
+    assert after["c"].duplicate_of == after["b"].id
+    # The next copy still finds the story through the heir (an exact copy, given the text's shingles).
+    again = Pipeline(store, settings)
+    records = ingest(again, ("d", text(edit(a, 72, 0.03))))
+    assert records["d"].story_id == story_id
+    from worker.store import deletions
+
+    with store.engine.connect() as conn:
+        audit = conn.execute(deletions.select()).one()
+    assert (audit.id, audit.reason, audit.story_id) == (gone, "court order", story_id)
+
+
+def test_export_stories_and_since(tmp_path, capsys) -> None:
+    store = f"sqlite:///{tmp_path}/s.db"
+    a = words(80, 200)
+    batch = tmp_path / "batch.jsonl"
+    rows = [
+        {"id": "one", "text": text(a), "published": "2015-07-21T10:00:00Z", "source": "spa"},
+        {"id": "two", "text": text(edit(a, 81, 0.04)), "published": "2015-07-21T09:00:00Z", "source": "okaz"},
+        {"id": "three", "text": text(words(82, 200)), "source": "alriyadh"},
+    ]
+    batch.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows), encoding="utf-8")
+    assert main(["--store", store, "ingest", "--quiet", str(batch)]) == 0
+    capsys.readouterr()
+    assert main(["--store", store, "export", "--stories"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert len(lines) == 2
+    big = next(s for s in lines if s["records"] == 2)
+    assert big["outlets"] == ["okaz", "spa"] and big["first_published"] == "2015-07-21T09:00:00+00:00"
+    canonical = next(m for m in big["members"] if m["id"] == big["canonical"])
+    assert canonical["outlet"] == "okaz"  # the earlier published, though stored second
+    copy = next(m for m in big["members"] if m["id"] != big["canonical"])
+    assert copy["method"] == "near" and copy["similarity"] == copy["jaccard"] > 0.5
+    assert main(["--store", store, "export", "--since", "2199-01-01"]) == 0
+    assert capsys.readouterr().out == ""
+    assert main(["--store", store, "export", "--stories", "--since", "2000-01-01T00:00:00Z"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 2
+    assert main(["--store", store, "export", "--since", "yesterday"]) == 2
+    assert "not a time" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ("2015-07-21T08:00:00+03:00", "2015-07-21T05:00:00+00:00"),
+        ("2015-07-21T05:00:00Z", "2015-07-21T05:00:00+00:00"),
+        ("2015-07-21 02:51:58", "2015-07-21T02:51:58+00:00"),
+        ("2015-07-21", "2015-07-21T00:00:00+00:00"),
+        ("Tue, 21 Jul 2015 08:00:00 +0200", "2015-07-21T06:00:00+00:00"),
+        ("1437465600", "2015-07-21T08:00:00+00:00"),
+        ("٢٠١٥-٠٧-٢١", "2015-07-21T00:00:00+00:00"),
+        ("yesterday", None),
+        ("0001-01-01", None),
+        ("", None),
+    ],
+)
+def test_published_is_parsed_into_a_utc_instant(given: str, expected: str | None) -> None:
+    stamp = parse_published(given)
+    assert (stamp.isoformat() if stamp else None) == expected
