@@ -3,9 +3,11 @@ write lock and the index catch-up make each story end with exactly one canonical
 
 import json
 import os
+import random
 import subprocess
 import sys
 from collections import defaultdict
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from tests.conftest import REPO, fixture_text
@@ -19,15 +21,28 @@ STORIES = {
 
 
 def test_parallel_ingest_keeps_one_canonical_per_story(tmp_path: Path, store_url: str) -> None:
+    """Copies arrive in no order of publication: each story still ends as one story whose canonical is its
+    earliest-published member (DOCSIEVE_CANONICAL's default)."""
     processes = 4
     folders = []
+    rng = random.Random(7)
+    minutes = rng.sample(range(100_000), processes * 30 * len(STORIES))  # distinct publication times
     for p in range(processes):
         folder = tmp_path / f"in{p}"
         folder.mkdir()
+        lines = []
         for copy in range(30):
             for story, text in STORIES.items():
                 # Every process gets its own copy of every story: a new line at the end makes it a near copy.
-                (folder / f"{copy:03d}_{story}.txt").write_text(f"{text}\nنسخة {p}-{copy} من {story}", "utf-8")
+                published = datetime(2015, 7, 1, tzinfo=UTC) + timedelta(minutes=minutes.pop())
+                lines.append(
+                    {
+                        "id": f"{copy:03d}_{story}",
+                        "text": f"{text}\nنسخة {p}-{copy} من {story}",
+                        "published": published.isoformat(),
+                    }
+                )
+        (folder / "batch.jsonl").write_text("\n".join(json.dumps(x, ensure_ascii=False) for x in lines), "utf-8")
         folders.append(folder)
     env = {**os.environ, "DOCSIEVE_STORE": store_url, "DOCSIEVE_BATCH_SIZE": "8"}
     running = [
@@ -51,9 +66,17 @@ def test_parallel_ingest_keeps_one_canonical_per_story(tmp_path: Path, store_url
     assert len(records) == processes * 30 * len(STORIES)
     by_id = {r["id"]: r for r in records}
     canonical_per_story = defaultdict(set)
+    stories_per_story = defaultdict(set)
+    members = defaultdict(list)
     for r in records:
-        story = Path(r["source"]).stem.split("_", 1)[1]
+        story = r["source"].rsplit("_", 1)[1]
         root = r["duplicate_of"] or r["id"]
         assert by_id[root]["status"] == "canonical"
         canonical_per_story[story].add(root)
+        stories_per_story[story].add(r["story_id"])
+        members[story].append(r)
     assert {story: len(roots) for story, roots in canonical_per_story.items()} == dict.fromkeys(STORIES, 1)
+    assert {story: len(ids) for story, ids in stories_per_story.items()} == dict.fromkeys(STORIES, 1)
+    for story, group in members.items():
+        earliest = min(group, key=lambda r: r["published_at"])
+        assert canonical_per_story[story] == {earliest["id"]}, story
