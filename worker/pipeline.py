@@ -170,8 +170,8 @@ class Pipeline:
         sketches = self._sketches_of(txn, wanted)
         book.shingles.update({c: sketch.shingles for c, sketch in sketches.items()})
         book.shingles.update({p.id: p.fingerprint.shingles for p in batch})
+        book.reserve(p.id for p in batch)
         stored_texts = txn.by_hash(p.fingerprint.content_hash for p in batch)
-        book.load(wanted | set(stored_texts.values()))
         # An exact copy of a stored text, or of an earlier text of this batch, needs no verification.
         exact, texts = [], set(stored_texts)
         for p in batch:
@@ -206,6 +206,9 @@ class Pipeline:
             candidate_minima,
             self.settings,
         )
+        # Only the candidates that passed, and the records of texts stored already, are looked up in stories.
+        batch_ids = {p.id for p in batch}
+        book.load({targets[pair] for pair in strong if targets[pair] not in batch_ids} | set(stored_texts.values()))
         copies_of: list[list[str]] = [[] for _ in batch]
         for pair, (jaccard, containment) in strong.items():
             i, other = doc_of_pair[pair], targets[pair]

@@ -112,6 +112,15 @@ class Book:
     heir: str | None = None  # remove() gave a canonical's place to this member
     _members: dict[str, list[str]] = field(default_factory=dict)  # stories whose members are loaded
     _taken: set[str] = field(default_factory=set)
+    _free: set[str] = field(default_factory=set)  # record ids known to name no stored story
+
+    def reserve(self, record_ids: Iterable[str]) -> None:
+        """Check at once which of a batch's record ids name no stored story yet (one query a batch)."""
+        ids = set(record_ids)
+        self._free |= ids - self.store.taken_story_ids(ids)
+
+    def _checked(self, record_id: str) -> list[str]:
+        return [] if self.store.taken_story_ids([record_id]) else [record_id]
 
     # What is known of stored records ------------------------------------------------------------
 
@@ -143,7 +152,8 @@ class Book:
                 self.placements.setdefault(p.id, p)
             self._members[story_id] = [p.id for p in stored]
         known = set(self._members[story_id])
-        extra = [i for i, p in self.placements.items() if p.story_id == story_id and i not in known]
+        placed_now = self.new_records | self.changed_records  # the only records whose story can be new
+        extra = [i for i in placed_now if self.placements[i].story_id == story_id and i not in known]
         return [i for i in self._members[story_id] if self.placements[i].story_id == story_id] + extra
 
     # Overlaps -----------------------------------------------------------------------------------
@@ -283,7 +293,9 @@ class Book:
 
     def _story_id(self, record_id: str) -> str:
         """A story is named after the record that founded it, unless a story has that name already."""
-        if record_id in self._taken or record_id in self.canonical_of or self.store.taken_story_ids([record_id]):
+        if record_id not in self._free:
+            self._free |= set(self._checked(record_id))
+        if record_id in self._taken or record_id in self.canonical_of or record_id not in self._free:
             return uuid.uuid4().hex[:20]
         self._taken.add(record_id)
         return record_id
@@ -337,8 +349,10 @@ class Book:
         found = []
         for m in self.members(story):
             p = self.placements[m]
-            if m == canonical or p.method is not Method.CONTAINMENT:
+            if m == canonical or p.status is Status.CANONICAL:
                 continue
+            if p.jaccard is not None and p.jaccard >= self.settings.jaccard_threshold:
+                continue  # a near copy, not an excerpt
             self.shingles_for([m, canonical])
             if m in self.shingles and self.overlap(m, canonical).first_smaller:
                 found.append(m)
