@@ -28,6 +28,7 @@ from worker.readers import Item
 from worker.settings import Settings
 from worker.store import NewRecord, Store, Transaction
 from worker.stories import Book, Overlap, Placement, rank_key
+from worker.templates import NEAR_IDENTICAL, ShingleCounts, counted_shingles
 
 SKETCH_CACHE = 200_000  # records' shingles kept in memory, about 1.2 KB each for a news article
 BATCH_SEQ = 1 << 62  # ranks a batch's documents after every stored record that arrived when they did
@@ -77,6 +78,7 @@ class Pipeline:
         self.settings = settings
         store.check_fingerprints(settings.fingerprint_parameters)
         self.index = make_index(settings)
+        self.templates = ShingleCounts()
         # Shingles of the records this process stored or read, so most verifications need no store read.
         # A record's root never changes, so an entry never goes stale; the cap only bounds memory.
         self._sketches: dict[str, Sketch] = {}
@@ -124,6 +126,7 @@ class Pipeline:
         early, complete_to = self.index.lookup([p.keys for p in prepared], limit, stage_ids=[p.id for p in prepared])
         with self.store.writing() as txn:
             self.index.catch_up(txn)
+            self.templates.catch_up(txn)
             late = MemoryIndex()
             late.catch_up(txn, after=complete_to)
             found = {
@@ -141,11 +144,17 @@ class Pipeline:
                 [book.placements[r] for r in book.changed_records],
                 book.links,
             )
+            counted = [n.shingles for n in decided if _different_text(n.record)]
+            if counted:
+                counts_seq = txn.add_shingle_counts(counted_shingles(counted))
             last_seq = txn.last_seq()
         # Only after the commit: an index never claims records that were rolled back. (A shared index
         # had the keys staged before the lock; only its sequence number moves now.)
         indexed = [item for item in new if item.keys is not None]
         self.index.add([i.record.id for i in indexed], [i.keys for i in indexed], last_seq)
+        if counted:  # the row just written: under the lock nobody wrote one between it and the last read
+            self.templates.add(np.concatenate(counted))
+            self.templates.last_seq = counts_seq
         if len(self._sketches) > SKETCH_CACHE:
             self._sketches.clear()
         for item in indexed:
@@ -165,7 +174,12 @@ class Pipeline:
     ) -> tuple[list[NewRecord], Book]:
         """Each document of the batch placed in a story, in arrival order (worker/stories.py)."""
         limit = self.settings.max_candidates
-        book = Book(txn, self.settings, lambda ids: {i: s.shingles for i, s in self._sketches_of(txn, ids).items()})
+        book = Book(
+            txn,
+            self.settings,
+            lambda ids: {i: s.shingles for i, s in self._sketches_of(txn, ids).items()},
+            self.templates,
+        )
         wanted = {c for p in batch for c in found[p.id]}
         sketches = self._sketches_of(txn, wanted)
         book.shingles.update({c: sketch.shingles for c, sketch in sketches.items()})
@@ -315,6 +329,14 @@ def make_index(settings: Settings) -> CandidateIndex:
     if settings.index_url:
         return RedisIndex(settings.index_url, settings.queue_prefix)
     return MemoryIndex()
+
+
+def _different_text(record: Record) -> bool:
+    """Whether a new record counts as one more text for the template counts: not an exact or a
+    near-identical copy of its story's canonical."""
+    if record.status is Status.CANONICAL:
+        return True
+    return record.method is not Method.EXACT and (record.jaccard or 0.0) < NEAR_IDENTICAL
 
 
 def _first_of_each(items: list[T], known: set[str]) -> list[T]:

@@ -75,6 +75,9 @@ class Settings:
     # so a story never drifts along copies of copies.
     jaccard_floor: float = 0.3
     containment_floor: float = 0.45
+    # Template boilerplate (worker/templates.py): a shingle held by more different texts than this counts
+    # less (this / count) when deciding whether two texts are copies.
+    boilerplate_texts: int = 3
     # Which record of a story is its canonical: the earliest published (else the earliest arrived), or
     # the first stored.
     canonical: str = "earliest-published"
@@ -141,6 +144,7 @@ class Settings:
             "lsh_bands",
             "lsh_rows",
             "winnow_window",
+            "boilerplate_texts",
             "max_candidates",
             "max_document_bytes",
             "max_html_chars",

@@ -302,6 +302,14 @@ class Transaction:
         )
         yield from self.conn.execute(query.execution_options(yield_per=10000))
 
+    def shingle_count_rows(self, after_seq: int) -> Iterator[tuple[int, bytes]]:
+        query = sa.select(shingle_counts.c.seq, shingle_counts.c.counts).where(shingle_counts.c.seq > after_seq)
+        yield from self.conn.execute(query.order_by(shingle_counts.c.seq).execution_options(yield_per=100))
+
+    def add_shingle_counts(self, blob: bytes) -> int:
+        """One row of the ids a batch adds to the template counts; returns its sequence number."""
+        return self.conn.execute(shingle_counts.insert().values(counts=blob)).inserted_primary_key[0]
+
     def last_seq(self) -> int:
         return self.conn.scalar(sa.select(sa.func.coalesce(sa.func.max(records.c.seq), 0)))
 

@@ -34,6 +34,10 @@ import numpy as np
 from worker.fingerprint import jaccard_and_containment
 from worker.models import Method, Status
 from worker.settings import Settings
+from worker.templates import ShingleCounts, weighted_overlap
+
+# Two excerpts of a canonical whose containment in each other is below this hold different stories.
+DISJOINT = 0.15
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +102,7 @@ class Book:
     store: StoredStories
     settings: Settings
     shingles_of: Callable[[Iterable[str]], dict[str, np.ndarray]]  # stored records' shingle sets
+    templates: ShingleCounts | None = None  # template boilerplate counts; None: every shingle counts 1
     placements: dict[str, Placement] = field(default_factory=dict)
     canonical_of: dict[str, str] = field(default_factory=dict)
     shingles: dict[str, np.ndarray] = field(default_factory=dict)
@@ -112,6 +117,7 @@ class Book:
     heir: str | None = None  # remove() gave a canonical's place to this member
     _members: dict[str, list[str]] = field(default_factory=dict)  # stories whose members are loaded
     _taken: set[str] = field(default_factory=set)
+    _weights: dict[str, np.ndarray] = field(default_factory=dict)
     _free: set[str] = field(default_factory=set)  # record ids known to name no stored story
 
     def reserve(self, record_ids: Iterable[str]) -> None:
@@ -180,6 +186,23 @@ class Book:
             o.containment >= s.containment_threshold and o.smaller >= s.min_containment_shingles
         )
 
+    def beyond_template(self, a: str, b: str, strong: bool) -> bool:
+        """Whether two texts are still copies (``strong``: at the thresholds, else at the floor) with
+        template boilerplate counting little (worker/templates.py)."""
+        if self.templates is None:
+            return True
+        for i in (a, b):
+            if i not in self._weights:
+                self._weights[i] = self.templates.weights(self.shingles[i], self.settings.boilerplate_texts)
+        j, c = weighted_overlap(self.shingles[a], self.shingles[b], self._weights[a], self._weights[b])
+        o = replace(self.overlap(a, b), jaccard=j, containment=c)
+        return self.strong(o) if strong else self.close(o)
+
+    def _apart(self, a: str, b: str) -> bool:
+        """Two excerpts of one canonical that share next to nothing: different items of a roundup, not
+        two cuts of one release (those share their lead)."""
+        return self.overlap(a, b).containment < DISJOINT
+
     def close(self, o: Overlap) -> bool:
         """Close enough to a canonical to be a member through another member (the chain floor)."""
         s = self.settings
@@ -212,9 +235,11 @@ class Book:
         for story in dict.fromkeys(self.placements[c].story_id for c in candidates):
             canonical = self.canonical_of[story]
             o = self.overlap(record.id, canonical)
-            if self.strong(o):
+            # Strong when the overlap passes the thresholds with template boilerplate weighed too; else a
+            # chain option when it stays above the floor both ways.
+            if self.strong(o) and self.beyond_template(record.id, canonical, strong=True):
                 options.append((story, canonical, o, True))
-            elif self.close(o):
+            elif self.close(o) and self.beyond_template(record.id, canonical, strong=False):
                 options.append((story, canonical, o, False))
         near = [x for x in options if x[3] and x[2].jaccard >= self.settings.jaccard_threshold]
         if near:
@@ -241,7 +266,7 @@ class Book:
             return self._roundup(record, [(story, o) for story, _, o, _ in held])
         if inside:
             story, canonical, o, _ = max(inside, key=lambda x: x[2].containment)
-            others = [e for e in self._excerpts(story) if not self.strong(self.overlap(record.id, e))]
+            others = [e for e in self._excerpts(story) if self._apart(record.id, e)]
             if others:
                 return self._split(story, record)
             return self._join(record, story, canonical, o)

@@ -1,0 +1,83 @@
+"""Template boilerplate: how many different texts hold each shingle, learned as the store grows.
+
+Congratulation cables, weather forecasts, execution statements, company results and market closes are
+written on templates: two items about different subjects share half their shingles and differ in the
+names, dates and figures. A shingle's weight falls with the number of different texts that hold it
+(``boilerplate_texts`` and more: ``boilerplate_texts / count``), and a copy must also pass the thresholds
+with its shared shingles weighted so: what many different items say counts little, what differs counts.
+
+What counts as "different texts": every stored record except exact copies and near-identical copies
+(Jaccard >= ``NEAR_IDENTICAL`` with their canonical). A much-copied wire story therefore stays rare
+however many outlets carry it, while a template's boilerplate climbs with every item written on it, even
+when the first items of a template were merged (the count does not wait for the decisions to be right).
+
+The counts persist in the store (``shingle_counts``: one row of shingle ids per batch, read by every
+process from where it last looked, like the candidate index), so all workers share them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Protocol
+
+import numpy as np
+
+# A copy this close to its canonical adds nothing new to count: it is the same text.
+NEAR_IDENTICAL = 0.8
+
+
+class CountRows(Protocol):
+    def shingle_count_rows(self, after_seq: int) -> Iterable[tuple[int, bytes]]: ...
+
+
+class ShingleCounts:
+    """How many different stored texts hold each shingle: sorted segments of shingle ids (an id once per
+    text that holds it), merged like a binary counter so there are never more than a few."""
+
+    def __init__(self) -> None:
+        self._segments: list[np.ndarray] = []
+        self.last_seq = 0
+
+    def catch_up(self, rows: CountRows) -> None:
+        fresh = []
+        for seq, blob in rows.shingle_count_rows(self.last_seq):
+            fresh.append(np.frombuffer(blob, dtype=np.uint32))
+            self.last_seq = max(self.last_seq, seq)
+        if fresh:
+            self.add(np.concatenate(fresh))
+
+    def add(self, ids: np.ndarray) -> None:
+        if not len(ids):
+            return
+        self._segments.append(np.sort(ids))
+        while len(self._segments) > 1 and len(self._segments[-1]) >= len(self._segments[-2]):
+            newer, older = self._segments.pop(), self._segments.pop()
+            self._segments.append(np.sort(np.concatenate((older, newer)), kind="stable"))
+
+    def counts(self, ids: np.ndarray) -> np.ndarray:
+        total = np.zeros(len(ids), dtype=np.int64)
+        for segment in self._segments:
+            total += np.searchsorted(segment, ids, "right") - np.searchsorted(segment, ids, "left")
+        return total
+
+    def weights(self, ids: np.ndarray, boilerplate_texts: int) -> np.ndarray:
+        """1 for a shingle held by at most ``boilerplate_texts`` texts, then ``boilerplate_texts / count``."""
+        return np.minimum(1.0, boilerplate_texts / np.maximum(self.counts(ids), 1))
+
+
+def weighted_overlap(a: np.ndarray, b: np.ndarray, weight_a: np.ndarray, weight_b: np.ndarray) -> tuple[float, float]:
+    """Jaccard and containment (over the lighter set) of two sorted unique shingle sets, each shingle
+    counted by its weight."""
+    shared = np.isin(a, b, assume_unique=True)
+    both = float(weight_a[shared].sum())
+    total_a, total_b = float(weight_a.sum()), float(weight_b.sum())
+    union = total_a + total_b - both
+    smaller = min(total_a, total_b)
+    return (both / union if union else 0.0, both / smaller if smaller else 0.0)
+
+
+def counted_shingles(shingle_sets: Sequence[np.ndarray]) -> bytes:
+    """One ``shingle_counts`` row: the ids of the texts a batch adds, each text's ids once."""
+    if not shingle_sets:
+        return b""
+    return np.concatenate([np.asarray(s, dtype=np.uint32) for s in shingle_sets]).tobytes()
