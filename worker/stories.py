@@ -239,7 +239,15 @@ class Book:
             # chain option when it stays above the floor both ways.
             if self.strong(o) and self.beyond_template(record.id, canonical, strong=True):
                 options.append((story, canonical, o, True))
-            elif self.close(o) and self.beyond_template(record.id, canonical, strong=False):
+            elif (
+                self.close(o)
+                and self.beyond_template(record.id, canonical, strong=False)
+                and any(
+                    self.beyond_template(record.id, c, strong=True)
+                    for c in candidates
+                    if self.placements[c].story_id == story
+                )
+            ):
                 options.append((story, canonical, o, False))
         near = [x for x in options if x[3] and x[2].jaccard >= self.settings.jaccard_threshold]
         if near:
