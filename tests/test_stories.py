@@ -257,3 +257,18 @@ def test_templated_items_stay_apart_once_the_store_has_learned_the_template(stor
 
     a, b = fingerprint_batch([item(12), item(13)], settings)
     assert jaccard_and_containment(a.shingles, b.shingles)[1] >= settings.containment_threshold
+
+
+def test_template_weights_follow_the_counts_of_every_text() -> None:
+    from worker.templates import ShingleCounts
+
+    rng = np.random.default_rng(3)
+    counts = ShingleCounts(boilerplate_texts=3)
+    pool = np.unique(rng.integers(0, 2**32, size=450, dtype=np.uint64).astype(np.uint32))
+    texts = [np.unique(rng.choice(pool, size=120)) for _ in range(60)]
+    for start in range(0, 60, 7):  # batches of texts, as a pipeline adds them
+        counts.add(np.concatenate(texts[start : start + 7]))
+    ids = pool
+    held = np.array([sum(int(i) in set(t.tolist()) for t in texts) for i in ids])
+    assert np.array_equal(counts.counts(ids), held)
+    assert np.allclose(counts.weights(ids), np.minimum(1.0, 3 / np.maximum(held, 1)))

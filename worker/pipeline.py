@@ -78,7 +78,7 @@ class Pipeline:
         self.settings = settings
         store.check_fingerprints(settings.fingerprint_parameters)
         self.index = make_index(settings)
-        self.templates = ShingleCounts()
+        self.templates = ShingleCounts(settings.boilerplate_texts)
         # Shingles of the records this process stored or read, so most verifications need no store read.
         # A record's root never changes, so an entry never goes stale; the cap only bounds memory.
         self._sketches: dict[str, Sketch] = {}

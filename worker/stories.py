@@ -34,7 +34,7 @@ import numpy as np
 from worker.fingerprint import jaccard_and_containment
 from worker.models import Method, Status
 from worker.settings import Settings
-from worker.templates import ShingleCounts, weighted_overlap
+from worker.templates import NEAR_IDENTICAL, ShingleCounts, weighted_overlap
 
 # Two excerpts of a canonical whose containment in each other is below this hold different stories.
 DISJOINT = 0.15
@@ -189,11 +189,11 @@ class Book:
     def beyond_template(self, a: str, b: str, strong: bool) -> bool:
         """Whether two texts are still copies (``strong``: at the thresholds, else at the floor) with
         template boilerplate counting little (worker/templates.py)."""
-        if self.templates is None:
-            return True
+        if self.templates is None or self.overlap(a, b).jaccard >= NEAR_IDENTICAL:
+            return True  # a near-identical text is a copy whatever its template
         for i in (a, b):
             if i not in self._weights:
-                self._weights[i] = self.templates.weights(self.shingles[i], self.settings.boilerplate_texts)
+                self._weights[i] = self.templates.weights(self.shingles[i])
         j, c = weighted_overlap(self.shingles[a], self.shingles[b], self._weights[a], self._weights[b])
         o = replace(self.overlap(a, b), jaccard=j, containment=c)
         return self.strong(o) if strong else self.close(o)

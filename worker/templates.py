@@ -30,39 +30,41 @@ class CountRows(Protocol):
     def shingle_count_rows(self, after_seq: int) -> Iterable[tuple[int, bytes]]: ...
 
 
-class ShingleCounts:
-    """How many different stored texts hold each shingle: sorted segments of shingle ids (an id once per
-    text that holds it), merged like a binary counter so there are never more than a few."""
+# Counts are kept per bucket of shingle ids (their top 24 bits): 16M two-byte counters, 32 MB whatever the
+# store holds, each lookup one array index. Shingles sharing a bucket add up (at 4M distinct shingles, a
+# bucket holds a fifth of another on average), which can only make a rare shingle look a little commoner.
+BUCKET_SHIFT = 8
+MOST = np.iinfo(np.uint16).max
 
-    def __init__(self) -> None:
-        self._segments: list[np.ndarray] = []
+
+class ShingleCounts:
+    """How many different stored texts hold each shingle (by bucket, see BUCKET_SHIFT)."""
+
+    def __init__(self, boilerplate_texts: int) -> None:
+        self.boilerplate_texts = boilerplate_texts
+        self._counts = np.zeros(1 << (32 - BUCKET_SHIFT), dtype=np.uint16)  # pages are taken as written
         self.last_seq = 0
 
     def catch_up(self, rows: CountRows) -> None:
-        fresh = []
         for seq, blob in rows.shingle_count_rows(self.last_seq):
-            fresh.append(np.frombuffer(blob, dtype=np.uint32))
+            self.add(np.frombuffer(blob, dtype=np.uint32))
             self.last_seq = max(self.last_seq, seq)
-        if fresh:
-            self.add(np.concatenate(fresh))
 
     def add(self, ids: np.ndarray) -> None:
+        """Count the ids (a text's ids once each, several texts one after another)."""
         if not len(ids):
             return
-        self._segments.append(np.sort(ids))
-        while len(self._segments) > 1 and len(self._segments[-1]) >= len(self._segments[-2]):
-            newer, older = self._segments.pop(), self._segments.pop()
-            self._segments.append(np.sort(np.concatenate((older, newer)), kind="stable"))
+        buckets = np.sort(ids >> BUCKET_SHIFT)
+        starts = np.flatnonzero(np.r_[True, buckets[1:] != buckets[:-1]])
+        distinct, times = buckets[starts], np.diff(np.r_[starts, len(buckets)])
+        self._counts[distinct] = np.minimum(self._counts[distinct] + times, MOST)
 
     def counts(self, ids: np.ndarray) -> np.ndarray:
-        total = np.zeros(len(ids), dtype=np.int64)
-        for segment in self._segments:
-            total += np.searchsorted(segment, ids, "right") - np.searchsorted(segment, ids, "left")
-        return total
+        return self._counts[ids >> BUCKET_SHIFT]
 
-    def weights(self, ids: np.ndarray, boilerplate_texts: int) -> np.ndarray:
+    def weights(self, ids: np.ndarray) -> np.ndarray:
         """1 for a shingle held by at most ``boilerplate_texts`` texts, then ``boilerplate_texts / count``."""
-        return np.minimum(1.0, boilerplate_texts / np.maximum(self.counts(ids), 1))
+        return np.minimum(1.0, self.boilerplate_texts / np.maximum(self.counts(ids), 1))
 
 
 def weighted_overlap(a: np.ndarray, b: np.ndarray, weight_a: np.ndarray, weight_b: np.ndarray) -> tuple[float, float]:
