@@ -249,6 +249,27 @@ class Book:
                 )
             ):
                 options.append((story, canonical, o, False))
+        self._choose(record, options)
+        self._hold(record, options, candidates)
+
+    def _hold(self, record: Placement, options: list[tuple[str, str, Overlap, bool]], candidates: list[str]) -> None:
+        """What holds what across stories: the record holds the other stories whose canonical it contains,
+        and a record of another story that contains the record holds the record's story (a long text that
+        joined one story as a copy, and carries other items too)."""
+        mine = record.story_id
+        for story, _, o, strong in options:
+            if strong and story != mine and not o.first_smaller and o.jaccard < self.settings.jaccard_threshold:
+                self.links.append(Link(record.id, story, o.containment))
+        for c in candidates:
+            p = self.placements[c]
+            if p.story_id == mine or c == self.canonical_of.get(mine):
+                continue
+            o = self.overlap(record.id, c)
+            inside = o.first_smaller and o.jaccard < self.settings.jaccard_threshold and self.strong(o)
+            if inside and self.beyond_template(record.id, c, strong=True):
+                self.links.append(Link(c, mine, o.containment))
+
+    def _choose(self, record: Placement, options: list[tuple[str, str, Overlap, bool]]) -> None:
         near = [x for x in options if x[3] and x[2].jaccard >= self.settings.jaccard_threshold]
         if near:
             story, canonical, o, _ = max(near, key=lambda x: x[2].jaccard)
