@@ -272,3 +272,18 @@ def test_template_weights_follow_the_counts_of_every_text() -> None:
     held = np.array([sum(int(i) in set(t.tolist()) for t in texts) for i in ids])
     assert np.array_equal(counts.counts(ids), held)
     assert np.allclose(counts.weights(ids), np.minimum(1.0, 3 / np.maximum(held, 1)))
+
+
+def test_a_copy_that_carries_another_item_holds_that_items_story(pipeline: Pipeline) -> None:
+    """A long text that is a copy of one story (it joins it) and also carries a short item of another: the
+    item's story is held by it, whichever comes first."""
+    story, item = words(95, 300), words(96, 60)
+    records = ingest(pipeline, ("story", text(story)), ("long", text(story, item)), ("item", text(item)))
+    assert records["long"].story_id == records["story"].story_id
+    assert records["item"].story_id != records["story"].story_id
+    held = story_of(pipeline.store, records["item"]).contained_in
+    assert [r for r, _ in held] == [records["long"].id]
+    story2, item2 = words(97, 300), words(98, 60)
+    records = ingest(pipeline, ("item2", text(item2)), ("story2", text(story2)), ("long2", text(story2, item2)))
+    assert records["long2"].story_id == records["story2"].story_id
+    assert [r for r, _ in story_of(pipeline.store, records["item2"]).contained_in] == [records["long2"].id]
