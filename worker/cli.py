@@ -849,7 +849,7 @@ def _show(args: argparse.Namespace, settings: Settings) -> int:
         print(_describe(record))
         story = store.story(record.story_id) if record.story_id else None
         if story is not None:
-            _print_story(story, record.id)
+            _print_story(store, story, record.id)
         if record.text:
             print()
             print(record.text)
@@ -858,7 +858,7 @@ def _show(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _print_story(story, shown: str) -> None:
+def _print_story(store, story, shown: str) -> None:
     first = story.first_published
     print(
         f"  story {story.id}: {1 + len(story.members)} record{'s' if story.members else ''}"
@@ -870,9 +870,13 @@ def _print_story(story, shown: str) -> None:
         when = r.published_at.isoformat() if r.published_at else "undated"
         print(f"   {mark}{r.id}  {how:<19} {when:<25} {r.outlet or ''}  {r.source}")
     for story_id, containment in story.contains:
-        print(f"  holds story {story_id} (containment {containment})")
+        held = store.story(story_id)
+        title = f"  {held.canonical.title}" if held and held.canonical.title else ""
+        print(f"  holds story {story_id} (containment {containment}){title}")
     for record_id, containment in story.contained_in:
-        print(f"  held in roundup {record_id} (containment {containment})")
+        holder = store.get(record_id)
+        title = f"  {holder.title}" if holder and holder.title else ""
+        print(f"  held in {record_id} (containment {containment}){title}")
 
 
 def _describe(record) -> str:

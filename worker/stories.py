@@ -77,6 +77,9 @@ class Link:
     story_id: str
     containment: float
 
+    def __post_init__(self) -> None:
+        self.containment = round(self.containment, 4)
+
 
 class StoredStories(Protocol):
     """What the rules read of the store (``worker.store.Transaction`` provides it)."""
