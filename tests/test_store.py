@@ -85,6 +85,19 @@ def test_a_store_refuses_settings_that_make_other_fingerprints(store_url: str) -
     store.close()
 
 
+def test_a_store_indexed_with_the_shingle_sample_says_what_to_do(store_url: str) -> None:
+    from worker.pipeline import Pipeline
+    from worker.store import StoreError, meta
+
+    store = Store(store_url)
+    older = Settings().fingerprint_parameters.replace("window-16 winnowing", "1-in-16 sample")
+    with store.engine.begin() as conn:
+        conn.execute(meta.insert().values(key="fingerprints", value=older))
+    with pytest.raises(StoreError, match=r"winnowing.*ingest into a new store"):
+        Pipeline(store, Settings(store=store_url))
+    store.close()
+
+
 def test_a_store_made_with_an_older_normalization_says_what_to_do(store_url: str, monkeypatch) -> None:
     import worker.settings
     from worker.pipeline import Pipeline

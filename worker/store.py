@@ -864,6 +864,12 @@ def _other_fingerprints(stored: str, made_with: str) -> str:
             f"{said}. This docsieve normalizes text differently from the one that made the store: ingest into "
             "a new store (export gives every record's text), or keep using that version for this store."
         )
+    if "sample" in stored:  # the 1-in-N shingle sample, which winnowing replaced
+        return (
+            f"{said}. This docsieve keys containment search by winnowing, which no setting turns back into the "
+            "sample the store's records were indexed with: ingest into a new store (export gives every record's "
+            "text), or keep using that version for this store."
+        )
     return f"{said}. Use the store's settings, or a new store."
 
 
