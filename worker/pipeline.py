@@ -138,12 +138,7 @@ class Pipeline:
             decided, book = self._decide(txn, _first_of_each(prepared, known), found, languages)
             new += decided
             txn.insert(new)
-            txn.save_stories(
-                {s: book.canonical_of[s] for s in book.new_stories},
-                {s: book.canonical_of[s] for s in book.changed_stories - book.new_stories},
-                [book.placements[r] for r in book.changed_records],
-                book.links,
-            )
+            txn.save_stories(book)
             counted = [n.shingles for n in decided if _different_text(n.record)]
             if counted:
                 counts_seq = txn.add_shingle_counts(counted_shingles(counted))

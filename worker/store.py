@@ -22,7 +22,7 @@ from sqlalchemy.engine import Engine
 from worker.fingerprint import bin_minima
 from worker.models import LANGUAGE_MAX_CHARS, PUBLISHED_MAX_CHARS, Method, Record, Sketch, Status, Story, batched
 from worker.settings import Settings, StoreError, redacted
-from worker.stories import Link, Placement, rank_key
+from worker.stories import Book, Placement, rank_key
 from worker.validate import storable
 
 metadata = sa.MetaData()
@@ -256,15 +256,13 @@ class Transaction:
         minima = bin_minima([shingles for _, shingles in rows])
         return {i: Sketch(i, shingles, m) for (i, shingles), m in zip(rows, minima, strict=True)}
 
-    def save_stories(
-        self,
-        new_stories: dict[str, str],
-        changed_stories: dict[str, str],
-        changed: Sequence[Placement],
-        links: Sequence[Link],
-    ) -> None:
-        """Stories founded (id -> canonical), stories whose canonical changed, stored records placed anew,
-        and roundups' links: what a batch's decisions changed besides the records it inserts."""
+    def save_stories(self, book: Book) -> None:
+        """What a batch's decisions changed besides the records it inserts: stories founded, stories whose
+        canonical changed, stored records placed anew, and what holds what."""
+        new_stories = {s: book.canonical_of[s] for s in book.new_stories}
+        changed_stories = {s: book.canonical_of[s] for s in book.changed_stories - book.new_stories}
+        changed = [book.placements[r] for r in book.changed_records]
+        links = book.links
         now = sa.func.now()
         if new_stories:
             self.conn.execute(stories.insert(), [{"id": k, "canonical_id": v} for k, v in new_stories.items()])
@@ -512,8 +510,6 @@ class Store:
         """Take records down: text, fingerprints and index keys go; an audit row (id, when, reason) stays.
         A canonical's place goes to the next member by the canonical policy; members no longer close to
         it found stories of their own. Returns the ids removed (those stored)."""
-        from worker.stories import Book
-
         removed = []
         with self.writing() as txn:
             for record_id in record_ids:
@@ -526,12 +522,7 @@ class Store:
                     continue
                 if placed is not None:
                     book.remove(record_id)
-                    txn.save_stories(
-                        {s: book.canonical_of[s] for s in book.new_stories},
-                        {s: book.canonical_of[s] for s in book.changed_stories - book.new_stories},
-                        [book.placements[r] for r in book.changed_records],
-                        book.links,
-                    )
+                    txn.save_stories(book)
                     if book.emptied:
                         txn.conn.execute(stories.delete().where(stories.c.id == story_id))
                         txn.conn.execute(contains.delete().where(contains.c.story_id == story_id))

@@ -328,13 +328,17 @@ class Book:
         self._maybe_take_over(record.id, story)
 
     def _found(self, record: Placement) -> None:
+        self._new_story(record)
+        self.new_records.add(record.id)
+
+    def _new_story(self, record: Placement) -> str:
         """A new story with this record as its canonical."""
         story = self._story_id(record.id)
         self._make_canonical(record, story)
-        self.new_records.add(record.id)
         self.new_stories.add(story)
         self.canonical_of[story] = record.id
         self._members[story] = []
+        return story
 
     def _make_canonical(self, record: Placement, story: str) -> None:
         record.story_id = story
@@ -428,19 +432,7 @@ class Book:
         moving = sorted([*excerpts, record.id], key=lambda m: self.placements[m].rank)
         founded: list[str] = []
         for m in moving:
-            p = self.placements[m]
-            home = next((s for s in founded if self.strong(self.overlap(m, self.canonical_of[s]))), None)
-            if home is None:
-                home = self._story_id(m)
-                self._make_canonical(p, home)
-                self.canonical_of[home] = m
-                self.new_stories.add(home)
-                self._members[home] = []
-                founded.append(home)
-            else:
-                found_exact = p.method is Method.EXACT
-                self._place(p, home, self.canonical_of[home], self.overlap(m, self.canonical_of[home]), found_exact)
-            self._mark(m)
+            self._rehome(m, m, founded)
         for m in exact:
             p = self.placements[m]
             twin = next(e for e in moving if self.placements[e].content_hash == p.content_hash)
@@ -450,6 +442,18 @@ class Book:
         self.roundup.add(canonical)
         for home in founded:
             self.links.append(Link(canonical, home, self.overlap(self.canonical_of[home], canonical).containment))
+
+    def _rehome(self, record_id: str, text_of: str, founded: list[str]) -> None:
+        """A record that leaves its story joins the first of ``founded`` whose canonical it is a copy of
+        (``text_of``: a record with its text and shingles), else founds a story of its own, added there."""
+        p = self.placements[record_id]
+        home = next((s for s in founded if self.strong(self.overlap(text_of, self.canonical_of[s]))), None)
+        if home is None:
+            founded.append(self._new_story(p))
+        else:
+            overlap = self.overlap(text_of, self.canonical_of[home])
+            self._place(p, home, self.canonical_of[home], overlap, p.method is Method.EXACT)
+        self._mark(record_id)
 
     def remove(self, record_id: str) -> None:
         """Take a record out of its story (a takedown). A canonical's place goes to the next member by the
@@ -483,15 +487,6 @@ class Book:
             exact = p.method is Method.EXACT
             if self.close(o):
                 self._place(p, story, heir, o, found_exact=exact)
+                self._mark(m)
             else:
-                home = next((s for s in founded if self.strong(self.overlap(source, self.canonical_of[s]))), None)
-                if home is None:
-                    home = self._story_id(m)
-                    self._make_canonical(p, home)
-                    self.canonical_of[home] = m
-                    self.new_stories.add(home)
-                    self._members[home] = []
-                    founded.append(home)
-                else:
-                    self._place(p, home, self.canonical_of[home], self.overlap(source, self.canonical_of[home]), exact)
-            self._mark(m)
+                self._rehome(m, source, founded)
