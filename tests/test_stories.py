@@ -287,3 +287,15 @@ def test_a_copy_that_carries_another_item_holds_that_items_story(pipeline: Pipel
     records = ingest(pipeline, ("item2", text(item2)), ("story2", text(story2)), ("long2", text(story2, item2)))
     assert records["long2"].story_id == records["story2"].story_id
     assert [r for r, _ in story_of(pipeline.store, records["item2"]).contained_in] == [records["long2"].id]
+
+
+def test_a_roundup_holds_a_story_through_the_member_it_carries(pipeline: Pipeline) -> None:
+    """The roundup carries only the short cut of a story whose canonical is the full release: it holds
+    that story through the cut."""
+    release, rest, other = words(110, 400), words(111, 300), words(112, 300)
+    cut = release[:60]
+    records = ingest(pipeline, ("release", text(release)), ("cut", text(cut)), ("roundup", text(other, cut, rest)))
+    assert records["cut"].story_id == records["release"].story_id
+    assert records["roundup"].story_id != records["release"].story_id
+    holders = [r for r, _ in story_of(pipeline.store, records["release"]).contained_in]
+    assert holders == [records["roundup"].id]

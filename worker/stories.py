@@ -256,21 +256,28 @@ class Book:
         self._hold(record, options, candidates)
 
     def _hold(self, record: Placement, options: list[tuple[str, str, Overlap, bool]], candidates: list[str]) -> None:
-        """What holds what across stories: the record holds the other stories whose canonical it contains,
-        and a record of another story that contains the record holds the record's story (a long text that
-        joined one story as a copy, and carries other items too)."""
+        """What holds what across stories: the record holds the other stories whose canonical (or a member
+        of which) it contains, and a record of another story that contains the record holds the record's
+        story (a long text that joined one story as a copy, and carries other items too)."""
         mine = record.story_id
         for story, _, o, strong in options:
             if strong and story != mine and not o.first_smaller and o.jaccard < self.settings.jaccard_threshold:
                 self.links.append(Link(record.id, story, o.containment))
+        held = {story for story, _, o, strong in options if strong}
         for c in candidates:
             p = self.placements[c]
             if p.story_id == mine or c == self.canonical_of.get(mine):
                 continue
             o = self.overlap(record.id, c)
-            inside = o.first_smaller and o.jaccard < self.settings.jaccard_threshold and self.strong(o)
-            if inside and self.beyond_template(record.id, c, strong=True):
+            if o.jaccard >= self.settings.jaccard_threshold or not self.strong(o):
+                continue
+            if not self.beyond_template(record.id, c, strong=True):
+                continue
+            if o.first_smaller:
                 self.links.append(Link(c, mine, o.containment))
+            elif p.story_id not in held:  # a member of another story inside this record: it holds that story
+                self.links.append(Link(record.id, p.story_id, o.containment))
+                held.add(p.story_id)
 
     def _choose(self, record: Placement, options: list[tuple[str, str, Overlap, bool]]) -> None:
         near = [x for x in options if x[3] and x[2].jaccard >= self.settings.jaccard_threshold]
