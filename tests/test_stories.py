@@ -299,3 +299,21 @@ def test_a_roundup_holds_a_story_through_the_member_it_carries(pipeline: Pipelin
     assert records["roundup"].story_id != records["release"].story_id
     holders = [r for r, _ in story_of(pipeline.store, records["release"]).contained_in]
     assert holders == [records["roundup"].id]
+
+
+def test_an_earlier_copy_takes_over_and_a_member_not_close_to_it_leaves(pipeline: Pipeline) -> None:
+    """The full release holds two cuts that share its lead: one keeps the first part, one the second, and
+    the first cut was published earliest. It becomes the canonical; the second cut shares only the lead
+    with it, is no longer close, and leaves for a story of its own."""
+    lead, first, second = words(120, 60), words(121, 160), words(122, 160)
+    records = ingest(
+        pipeline,
+        ("full", text(lead, first, second), "2015-07-21T10:00:00Z"),
+        ("second-cut", text(lead, second, words(123, 20)), "2015-07-21T11:00:00Z"),
+    )
+    assert records["second-cut"].story_id == records["full"].story_id
+    records = ingest(pipeline, ("first-cut", text(lead, first, words(124, 20)), "2015-07-21T08:00:00Z"))
+    story = records["full"].story_id
+    assert records["first-cut"].status is Status.CANONICAL and records["first-cut"].story_id == story
+    assert records["full"].duplicate_of == records["first-cut"].id
+    assert records["second-cut"].story_id != story and records["second-cut"].status is Status.CANONICAL

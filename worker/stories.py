@@ -17,8 +17,9 @@ under the store's write lock (so concurrent workers see one history):
 - **Excerpts.** A short item inside a longer canonical (and a longer text that holds a story's
   canonical) joins that story by containment.
 - **The canonical** is chosen by ``Settings.canonical``: ``earliest-published`` (publication time, else
-  arrival time) or ``first-seen``. A copy that ranks before the canonical takes its place when every
-  member is still close to it (the floor above), so what is said of each member stays verified.
+  arrival time) or ``first-seen``. A copy that ranks before the canonical takes its place; a member no
+  longer close to it (the floor above) leaves for a story of its own, so what is said of each member
+  stays verified.
 """
 
 from __future__ import annotations
@@ -373,34 +374,38 @@ class Book:
             self.changed_records.add(record_id)
 
     def _maybe_take_over(self, record_id: str, story: str) -> None:
-        """Under ``earliest-published``, a member that ranks before the canonical becomes the canonical
-        when every member is still close to it; each member's overlap is then measured against it."""
+        """Under ``earliest-published``, a member that ranks before the canonical becomes the canonical; each
+        member's overlap is then measured against it, and a member no longer close to it leaves for a
+        story of its own (with the others that are copies of it), so what a story says stays verified."""
         canonical = self.canonical_of[story]
         record = self.placements[record_id]
         if record.rank >= self.placements[canonical].rank:
             return
         members = [m for m in self.members(story) if m != record_id]
-        by_text: dict[str, Overlap] = {}
+        by_text: dict[str, tuple[Overlap, str | None]] = {}
         for m in members:
             text = self.placements[m].content_hash
-            if text == record.content_hash:
-                continue
-            if text not in by_text:
+            if text != record.content_hash and text not in by_text:
                 source = self._with_text(story, text)
-                by_text[text] = self.overlap(record_id, source) if source else Overlap(0.0, 0.0, 0, True)
-            if not self.close(by_text[text]):
-                return
+                by_text[text] = (self.overlap(record_id, source) if source else Overlap(0.0, 0.0, 0, True), source)
         self._make_canonical(record, story)
         self._mark(record_id)
         self.canonical_of[story] = record_id
         if story not in self.new_stories:
             self.changed_stories.add(story)
-        for m in members:
+        founded: list[str] = []
+        for m in sorted(members, key=lambda m: self.placements[m].rank):
             p = self.placements[m]
-            o = by_text.get(p.content_hash, Overlap(1.0, 1.0, 0, True))
-            same_as_old = p.status is Status.CANONICAL and p.content_hash == record.content_hash
-            self._place(p, story, record_id, o, found_exact=p.method is Method.EXACT or same_as_old)
-            self._mark(m)
+            o, source = by_text.get(p.content_hash, (Overlap(1.0, 1.0, 0, True), None))
+            if p.content_hash == record.content_hash or self.close(o):
+                same_as_old = p.status is Status.CANONICAL and p.content_hash == record.content_hash
+                self._place(p, story, record_id, o, found_exact=p.method is Method.EXACT or same_as_old)
+                self._mark(m)
+            elif source is not None:
+                self._rehome(m, source, founded)
+            else:  # no text of it to measure (a record stored before shingles were kept): it stays
+                self._place(p, story, record_id, o, found_exact=p.method is Method.EXACT)
+                self._mark(m)
 
     def _with_text(self, story: str, content_hash: str) -> str | None:
         """A member of the story with this text whose shingles are kept (exact copies keep none)."""
