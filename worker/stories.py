@@ -12,8 +12,13 @@ under the store's write lock (so concurrent workers see one history):
 - **Roundups.** A document that contains the canonicals of two or more stories is a roundup: its own
   story, with ``contains`` links to those it holds. A document found only inside a roundup joins none of
   the roundup's stories through it: it is a story of its own, and the roundup gains a link to it. When
-  a story's canonical turns out to hold two excerpts that are not copies of each other (the roundup
+  a story's canonical turns out to hold two excerpts that share next to nothing (``DISJOINT``: the roundup
   came first), the canonical becomes a roundup and the excerpts leave for stories of their own.
+- **Holds.** A record holds every other story whose canonical (or a member of which) it contains, and a
+  record of one story that contains an item of another holds that item's story: a long text that joined
+  one story as a copy and carries other items says so, without being a copy of them.
+- **Templates.** Every comparison that places a document is also made with template boilerplate weighed
+  (worker/templates.py): items on one template about different subjects stay apart.
 - **Excerpts.** A short item inside a longer canonical (and a longer text that holds a story's
   canonical) joins that story by containment.
 - **The canonical** is chosen by ``Settings.canonical``: ``earliest-published`` (publication time, else
