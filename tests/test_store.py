@@ -208,7 +208,7 @@ def test_sqlite_log_is_copied_into_the_database_file_while_the_store_is_open(tmp
 def test_bulk_insert_writes_every_column_but_the_database_assigned_ones() -> None:
     from worker.store import ROW_COLUMNS, records
 
-    assert set(ROW_COLUMNS) == {c.name for c in records.columns} - {"seq", "created_at", "changed_at"}
+    assert set(ROW_COLUMNS) == {c.name for c in records.columns} - {"seq", "created_at"}
 
 
 def test_postgres_stores_text_with_lz4_and_hashes_uncompressed(postgres_server_url: str) -> None:

@@ -28,7 +28,7 @@ from worker.readers import Item
 from worker.settings import Settings
 from worker.store import NewRecord, Store, Transaction
 from worker.stories import Book, Overlap, Placement, rank_key
-from worker.templates import NEAR_IDENTICAL, ShingleCounts, counted_shingles
+from worker.templates import ShingleCounts, counted_shingles
 
 SKETCH_CACHE = 200_000  # records' shingles kept in memory, about 1.2 KB each for a news article
 BATCH_SEQ = 1 << 62  # ranks a batch's documents after every stored record that arrived when they did
@@ -137,9 +137,10 @@ class Pipeline:
             new = [_rejected(r) for r in _first_of_each(rejections, known)]
             decided, book = self._decide(txn, _first_of_each(prepared, known), found, languages)
             new += decided
-            txn.insert(new)
-            txn.save_stories(book)
-            counted = [n.shingles for n in decided if _different_text(n.record)]
+            now = txn.now()
+            txn.insert(new, now)
+            txn.save_stories(book, now)
+            counted = [n.shingles for n in decided if n.record.id in book.different]
             if counted:
                 counts_seq = txn.add_shingle_counts(counted_shingles(counted))
             last_seq = txn.last_seq()
@@ -250,8 +251,8 @@ class Pipeline:
         for p, when in zip(batch, published, strict=True):
             fp, doc, placed = p.fingerprint, p.document, book.placements[p.id]
             canonical = book.canonical_of[placed.story_id]
-            # An exact copy adds nothing to find, unless it is its story's canonical.
-            indexed = placed.method is not Method.EXACT
+            # Every record keeps its shingles and keys, exact copies too: any record may have to found a story
+            # or become one's canonical (a take-over, a split, a takedown), and must then be found and measured.
             new.append(
                 NewRecord(
                     Record(
@@ -275,9 +276,9 @@ class Pipeline:
                         jaccard=placed.jaccard,
                         containment=placed.containment,
                     ),
-                    shingles=fp.shingles if indexed else None,
-                    keys=p.keys if indexed else None,
-                    minima=fp.minima if indexed else None,
+                    shingles=fp.shingles,
+                    keys=p.keys,
+                    minima=fp.minima,
                 )
             )
         return new, book
@@ -324,14 +325,6 @@ def make_index(settings: Settings) -> CandidateIndex:
     if settings.index_url:
         return RedisIndex(settings.index_url, settings.queue_prefix)
     return MemoryIndex()
-
-
-def _different_text(record: Record) -> bool:
-    """Whether a new record counts as one more text for the template counts: not an exact or a
-    near-identical copy of its story's canonical."""
-    if record.status is Status.CANONICAL:
-        return True
-    return record.method is not Method.EXACT and (record.jaccard or 0.0) < NEAR_IDENTICAL
 
 
 def _first_of_each(items: list[T], known: set[str]) -> list[T]:

@@ -22,7 +22,7 @@ from sqlalchemy.engine import Engine
 from worker.fingerprint import bin_minima
 from worker.models import LANGUAGE_MAX_CHARS, PUBLISHED_MAX_CHARS, Method, Record, Sketch, Status, Story, batched
 from worker.settings import Settings, StoreError, redacted
-from worker.stories import Book, Placement, rank_key
+from worker.stories import Book, Link, Placement, rank_key
 from worker.validate import storable
 
 metadata = sa.MetaData()
@@ -84,6 +84,9 @@ contains = sa.Table(
     sa.Column("record_id", sa.String(20), primary_key=True),
     sa.Column("story_id", sa.String(20), primary_key=True),
     sa.Column("containment", sa.Float, nullable=True),  # of the story's canonical inside the record
+    # A roundup holds stories it is no copy of; otherwise the record is a copy of its own story and
+    # carries another's item too. Only roundups keep later items out of their story (worker/stories.py).
+    sa.Column("roundup", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
     sa.Index("ix_contains_story_id", "story_id"),
 )
@@ -92,7 +95,9 @@ contains = sa.Table(
 deletions = sa.Table(
     "deletions",
     metadata,
-    sa.Column("id", sa.String(20), primary_key=True),
+    # A record can be taken down, ingested again and taken down again: one row each time.
+    sa.Column("seq", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("id", sa.String(20), nullable=False),
     sa.Column("story_id", sa.String(20), nullable=True),
     sa.Column("reason", sa.Text, nullable=True),
     sa.Column("deleted_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
@@ -235,9 +240,8 @@ class Transaction:
         """Which of these records hold other stories."""
         found: set[str] = set()
         for chunk in batched(set(ids), CHUNK):
-            found.update(
-                self.conn.scalars(sa.select(contains.c.record_id).where(self._among(contains.c.record_id, chunk)))
-            )
+            query = sa.select(contains.c.record_id).where(self._among(contains.c.record_id, chunk), contains.c.roundup)
+            found.update(self.conn.scalars(query))
         return found
 
     def taken_story_ids(self, ids: Iterable[str]) -> set[str]:
@@ -256,20 +260,26 @@ class Transaction:
         minima = bin_minima([shingles for _, shingles in rows])
         return {i: Sketch(i, shingles, m) for (i, shingles), m in zip(rows, minima, strict=True)}
 
-    def save_stories(self, book: Book) -> None:
+    def save_stories(self, book: Book, now: datetime) -> None:
         """What a batch's decisions changed besides the records it inserts: stories founded, stories whose
-        canonical changed, stored records placed anew, and what holds what."""
+        canonical, members or links changed (their ``changed_at`` moves, so ``export --since`` sees them),
+        stored records placed anew, and what holds what. ``now`` is the batch's time (see
+        ``Transaction.now``)."""
         new_stories = {s: book.canonical_of[s] for s in book.new_stories}
         changed_stories = {s: book.canonical_of[s] for s in book.changed_stories - book.new_stories}
-        changed = [book.placements[r] for r in book.changed_records]
-        links = book.links
-        now = sa.func.now()
         if new_stories:
-            self.conn.execute(stories.insert(), [{"id": k, "canonical_id": v} for k, v in new_stories.items()])
+            self.conn.execute(
+                stories.insert(),
+                [{"id": k, "canonical_id": v, "created_at": now, "changed_at": now} for k, v in new_stories.items()],
+            )
         for story, canonical in changed_stories.items():
             self.conn.execute(
                 stories.update().where(stories.c.id == story).values(canonical_id=canonical, changed_at=now)
             )
+        touched = book.touched_stories - book.new_stories - book.changed_stories
+        for chunk in batched(touched, CHUNK):
+            self.conn.execute(stories.update().where(stories.c.id.in_(chunk)).values(changed_at=now))
+        changed = [book.placements[r] for r in book.changed_records]
         if changed:
             update = (
                 records.update()
@@ -285,11 +295,32 @@ class Transaction:
                     changed_at=now,
                 )
             )
-            self.conn.execute(update, [_placement_values(p, new_stories | changed_stories, self) for p in changed])
-        if links:
-            insert = _insert(self.conn, contains).on_conflict_do_nothing()
-            rows = {(k.record_id, k.story_id): k.containment for k in links}
-            self.conn.execute(insert, [{"record_id": r, "story_id": s, "containment": c} for (r, s), c in rows.items()])
+            self.conn.execute(update, [_placement_values(p, book.canonical_of) for p in changed])
+        if book.links:
+            rows: dict[tuple[str, str], Link] = {}
+            for k in book.links:  # one row a pair; a roundup's link wins over a copy's
+                if (k.record_id, k.story_id) not in rows or k.roundup:
+                    rows[(k.record_id, k.story_id)] = k
+            self.conn.execute(
+                _insert(self.conn, contains).on_conflict_do_nothing(),
+                [
+                    {
+                        "record_id": k.record_id,
+                        "story_id": k.story_id,
+                        "containment": k.containment,
+                        "roundup": k.roundup,
+                        "created_at": now,
+                    }
+                    for k in rows.values()
+                ],
+            )
+
+    @staticmethod
+    def now() -> datetime:
+        """The time a batch's changes are stamped with: taken under the write lock, to the microsecond
+        (SQLite's CURRENT_TIMESTAMP has whole seconds, and PostgreSQL's now() is when the transaction
+        began, which can be before another's commit)."""
+        return datetime.now(UTC)
 
     def index_rows(self, after_seq: int) -> Iterator[tuple[int, str, bytes]]:
         """(seq, id, keys) of the records stored after ``after_seq``, in order."""
@@ -311,13 +342,14 @@ class Transaction:
     def last_seq(self) -> int:
         return self.conn.scalar(sa.select(sa.func.coalesce(sa.func.max(records.c.seq), 0)))
 
-    def insert(self, new: Sequence[NewRecord]) -> None:
+    def insert(self, new: Sequence[NewRecord], now: datetime | None = None) -> None:
         """New records, in this transaction, through the driver's bulk path: on PostgreSQL COPY (a third
         of the cost of executemany for rows with text, shingles and keys), on SQLite the driver's
         executemany (SQLAlchemy's per-row parameter handling took a quarter of the insert's time)."""
         if not new:
             return
-        rows = [_row(item) for item in new]
+        stamp = now or self.now()
+        rows = [_row(item, stamp) for item in new]
         if self.conn.dialect.name == "postgresql":
             # Binary COPY: text and bytes go as they are, with no escaping or hex on either side (a third
             # less time than the text format, and a third of its client CPU).
@@ -483,7 +515,11 @@ class Store:
                 in_story = {r.id: r.story_id for group in members.values() for r in group}
                 links = conn.execute(
                     sa.select(contains.c.record_id, contains.c.story_id, contains.c.containment).where(
-                        sa.or_(contains.c.story_id.in_(ids), contains.c.record_id.in_(list(in_story)))
+                        # The members by subquery: a story can have more records than a statement has parameters.
+                        sa.or_(
+                            contains.c.story_id.in_(ids),
+                            contains.c.record_id.in_(sa.select(records.c.id).where(records.c.story_id.in_(ids))),
+                        )
                     )
                 )
                 for record_id, story_id, containment in links:
@@ -522,7 +558,7 @@ class Store:
                     continue
                 if placed is not None:
                     book.remove(record_id)
-                    txn.save_stories(book)
+                    txn.save_stories(book, txn.now())
                     if book.emptied:
                         txn.conn.execute(stories.delete().where(stories.c.id == story_id))
                         txn.conn.execute(contains.delete().where(contains.c.story_id == story_id))
@@ -934,7 +970,7 @@ def _foreign_revision(shown: str, revision: str) -> str:
 
 
 # What an insert writes: every column but those the database fills in.
-ROW_COLUMNS = tuple(c.name for c in records.c if c.name not in ("seq", "created_at", "changed_at"))
+ROW_COLUMNS = tuple(c.name for c in records.c if c.name not in ("seq", "created_at"))
 # PostgreSQL's names of the ROW_COLUMNS types, for binary COPY (Text before String: it is one).
 COPY_TYPES = [
     next(
@@ -953,7 +989,7 @@ COPY_TYPES = [
 SQLITE_INSERT = f"INSERT INTO records ({', '.join(ROW_COLUMNS)}) VALUES ({', '.join('?' * len(ROW_COLUMNS))})"
 
 
-def _row(item: NewRecord) -> tuple:
+def _row(item: NewRecord, now: datetime) -> tuple:
     """A record's values in the order of ROW_COLUMNS."""
     r = item.record
     return (
@@ -977,6 +1013,7 @@ def _row(item: NewRecord) -> tuple:
         r.published_at,
         r.jaccard,
         r.containment,
+        now,
         np.asarray(item.shingles, dtype=np.uint32).tobytes() if item.shingles is not None else None,
         np.asarray(item.keys, dtype=np.int64).tobytes() if item.keys is not None else None,
     )
@@ -1032,13 +1069,12 @@ def _placement(row, policy: str) -> Placement:
     )
 
 
-def _placement_values(p: Placement, canonicals: dict[str, str], txn: Transaction) -> dict:
-    canonical = canonicals.get(p.story_id) or txn.canonicals([p.story_id])[p.story_id]
+def _placement_values(p: Placement, canonical_of: dict[str, str]) -> dict:
     return {
         "b_id": p.id,
         "b_story": p.story_id,
         "b_status": str(p.status),
-        "b_of": None if p.status is Status.CANONICAL else canonical,
+        "b_of": None if p.status is Status.CANONICAL else canonical_of[p.story_id],
         "b_method": str(p.method) if p.method else None,
         "b_similarity": p.similarity,
         "b_jaccard": p.jaccard,

@@ -79,9 +79,13 @@ class Placement:
 
 @dataclass(slots=True)
 class Link:
+    """A record holds a story: as a roundup (it is not a copy of what it holds), or as a copy of one story
+    that also carries another's item."""
+
     record_id: str
     story_id: str
     containment: float
+    roundup: bool = False
 
     def __post_init__(self) -> None:
         self.containment = round(self.containment, 4)
@@ -122,6 +126,8 @@ class Book:
     new_stories: set[str] = field(default_factory=set)
     changed_stories: set[str] = field(default_factory=set)
     links: list[Link] = field(default_factory=list)
+    touched_stories: set[str] = field(default_factory=set)  # whose members or links changed
+    different: set[str] = field(default_factory=set)  # new records that are new text for the template counts
     emptied: bool = False  # remove() took a story's last record
     heir: str | None = None  # remove() gave a canonical's place to this member
     _members: dict[str, list[str]] = field(default_factory=dict)  # stories whose members are loaded
@@ -268,7 +274,7 @@ class Book:
         mine = record.story_id
         for story, _, o, strong in options:
             if strong and story != mine and not o.first_smaller and o.jaccard < self.settings.jaccard_threshold:
-                self.links.append(Link(record.id, story, o.containment))
+                self._link(record.id, story, o.containment)
         held = {story for story, _, o, strong in options if strong}
         for c in candidates:
             p = self.placements[c]
@@ -280,9 +286,9 @@ class Book:
             if not self.beyond_template(record.id, c, strong=True):
                 continue
             if o.first_smaller:
-                self.links.append(Link(c, mine, o.containment))
+                self._link(c, mine, o.containment)
             elif p.story_id not in held:  # a member of another story inside this record: it holds that story
-                self.links.append(Link(record.id, p.story_id, o.containment))
+                self._link(record.id, p.story_id, o.containment)
                 held.add(p.story_id)
 
     def _choose(self, record: Placement, options: list[tuple[str, str, Overlap, bool]]) -> None:
@@ -298,7 +304,7 @@ class Book:
         options = [x for x in options if x[1] not in self.roundup or not x[2].first_smaller]
         self._place_among(record, options, held, inside)
         for canonical, o in within:
-            self.links.append(Link(canonical, record.story_id, o.containment))
+            self._link(canonical, record.story_id, o.containment, roundup=True)
 
     def _place_among(
         self,
@@ -328,6 +334,7 @@ class Book:
 
     def _place(self, record: Placement, story: str, canonical: str, o: Overlap, found_exact: bool = False) -> None:
         same = record.content_hash == self.placements[canonical].content_hash
+        self.touched_stories.update(x for x in (record.story_id, story) if x)
         record.story_id = story
         record.status = Status.DUPLICATE
         record.method = self._method(o, found_exact)
@@ -335,14 +342,25 @@ class Book:
         record.floor = self.settings.jaccard_floor
         self.placements[record.id] = record
 
+    def _place_unmeasured(self, record: Placement, story: str, canonical: str) -> None:
+        """A member whose overlap with a new canonical cannot be measured (no shingles kept): it stays, and
+        says no figures rather than wrong ones."""
+        self._place(record, story, canonical, Overlap(0.0, 0.0, 0, True), found_exact=record.method is Method.EXACT)
+        if record.content_hash != self.placements[canonical].content_hash:
+            record.jaccard = record.containment = None
+        self._mark(record.id)
+
     def _join(self, record: Placement, story: str, canonical: str, o: Overlap) -> None:
         self._place(record, story, canonical, o)
         self.new_records.add(record.id)
+        if o.jaccard < NEAR_IDENTICAL:
+            self.different.add(record.id)
         self._maybe_take_over(record.id, story)
 
     def _found(self, record: Placement) -> None:
         self._new_story(record)
         self.new_records.add(record.id)
+        self.different.add(record.id)
 
     def _new_story(self, record: Placement) -> str:
         """A new story with this record as its canonical."""
@@ -354,6 +372,7 @@ class Book:
         return story
 
     def _make_canonical(self, record: Placement, story: str) -> None:
+        self.touched_stories.update(x for x in (record.story_id, story) if x)
         record.story_id = story
         record.status = Status.CANONICAL
         record.method = record.jaccard = record.containment = None
@@ -363,7 +382,12 @@ class Book:
         self._found(record)
         self.roundup.add(record.id)
         for story, o in held:
-            self.links.append(Link(record.id, story, o.containment))
+            self._link(record.id, story, o.containment, roundup=True)
+
+    def _link(self, record_id: str, story: str, containment: float, roundup: bool = False) -> None:
+        """The record holds the story; both stories change (what one holds, what holds the other)."""
+        self.links.append(Link(record_id, story, containment, roundup))
+        self.touched_stories.update((story, self.placements[record_id].story_id))
 
     def _story_id(self, record_id: str) -> str:
         """A story is named after the record that founded it, unless a story has that name already."""
@@ -409,8 +433,7 @@ class Book:
             elif source is not None:
                 self._rehome(m, source, founded)
             else:  # no text of it to measure (a record stored before shingles were kept): it stays
-                self._place(p, story, record_id, o, found_exact=p.method is Method.EXACT)
-                self._mark(m)
+                self._place_unmeasured(p, story, record_id)
 
     def _with_text(self, story: str, content_hash: str) -> str | None:
         """A member of the story with this text whose shingles are kept (exact copies keep none)."""
@@ -446,19 +469,18 @@ class Book:
         exact = [m for m in self.members(story) if m not in excerpts and self.placements[m].content_hash in texts]
         self.placements[record.id] = record
         self.new_records.add(record.id)
-        moving = sorted([*excerpts, record.id], key=lambda m: self.placements[m].rank)
+        for m in exact:  # a record stored without shingles (before 0008) is measured by its twin's
+            self.shingles_for([m])
+            if m not in self.shingles:
+                twin = next(e for e in excerpts if self.placements[e].content_hash == self.placements[m].content_hash)
+                self.shingles[m] = self.shingles[twin]
         founded: list[str] = []
-        for m in moving:
+        for m in sorted([*excerpts, *exact, record.id], key=lambda m: self.placements[m].rank):
             self._rehome(m, m, founded)
-        for m in exact:
-            p = self.placements[m]
-            twin = next(e for e in moving if self.placements[e].content_hash == p.content_hash)
-            home = self.placements[twin].story_id
-            self._place(p, home, self.canonical_of[home], self.overlap(twin, self.canonical_of[home]), True)
-            self._mark(m)
         self.roundup.add(canonical)
         for home in founded:
-            self.links.append(Link(canonical, home, self.overlap(self.canonical_of[home], canonical).containment))
+            containment = self.overlap(self.canonical_of[home], canonical).containment
+            self._link(canonical, home, containment, roundup=True)
 
     def _rehome(self, record_id: str, text_of: str, founded: list[str]) -> None:
         """A record that leaves its story joins the first of ``founded`` whose canonical it is a copy of
@@ -476,6 +498,7 @@ class Book:
         """Take a record out of its story (a takedown). A canonical's place goes to the next member by the
         policy; members no longer close to it found stories of their own (copies of one another together)."""
         story = self.placements[record_id].story_id
+        self.touched_stories.add(story)
         members = [m for m in self.members(story) if m != record_id]
         if not members:
             self.emptied = True
@@ -499,11 +522,13 @@ class Book:
             if m == heir:
                 continue
             p = self.placements[m]
-            source = m if m in self.shingles else self._with_text(story, p.content_hash) or record_id
+            source = m if m in self.shingles else self._with_text(story, p.content_hash)
+            if source is None or heir not in self.shingles:  # no text to measure it by: it stays, unmeasured
+                self._place_unmeasured(p, story, heir)
+                continue
             o = self.overlap(heir, source)
-            exact = p.method is Method.EXACT
             if self.close(o):
-                self._place(p, story, heir, o, found_exact=exact)
+                self._place(p, story, heir, o, found_exact=p.method is Method.EXACT)
                 self._mark(m)
             else:
                 self._rehome(m, source, founded)

@@ -45,12 +45,14 @@ def upgrade() -> None:
         sa.Column("record_id", sa.String(20), primary_key=True),
         sa.Column("story_id", sa.String(20), primary_key=True),
         sa.Column("containment", sa.Float, nullable=True),
+        sa.Column("roundup", sa.Boolean, nullable=False, server_default=sa.false()),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
     )
     op.create_index("ix_contains_story_id", "contains", ["story_id"])
     op.create_table(
         "deletions",
-        sa.Column("id", sa.String(20), primary_key=True),
+        sa.Column("seq", BIG_ID, primary_key=True, autoincrement=True),
+        sa.Column("id", sa.String(20), nullable=False),
         sa.Column("story_id", sa.String(20), nullable=True),
         sa.Column("reason", sa.Text, nullable=True),
         sa.Column("deleted_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),

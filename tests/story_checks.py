@@ -1,0 +1,94 @@
+"""What must hold of every store's stories, checked from its tables alone: every record in a story with a
+canonical row, ``duplicate_of`` the story's canonical, links between existing records and stories, no
+member ranked before its canonical, and each member's stored overlap the one measured against the
+canonical, close enough to it."""
+
+from datetime import UTC
+
+import sqlalchemy as sa
+
+from worker.fingerprint import fingerprint_batch, jaccard_and_containment
+from worker.store import contains, records, stories
+
+
+def problems(store, settings, check_rank=True, check_overlap=True):
+    out = []
+    with store.engine.connect() as conn:
+        recs = {
+            r.id: r
+            for r in conn.execute(
+                sa.select(
+                    records.c.id,
+                    records.c.story_id,
+                    records.c.status,
+                    records.c.duplicate_of,
+                    records.c.jaccard,
+                    records.c.containment,
+                    records.c.text,
+                    records.c.published_at,
+                    records.c.created_at,
+                    records.c.seq,
+                    records.c.method,
+                    records.c.source,
+                )
+            )
+        }
+        st = dict(conn.execute(sa.select(stories.c.id, stories.c.canonical_id)).all())
+        links = conn.execute(sa.select(contains.c.record_id, contains.c.story_id)).all()
+
+    def name(i):
+        return recs[i].source if i in recs else i
+
+    for r in recs.values():
+        if r.status == "rejected":
+            continue
+        if r.story_id not in st:
+            out.append(f"{r.source}: story {r.story_id} has no stories row")
+            continue
+        can = st[r.story_id]
+        if r.status == "canonical" and can != r.id:
+            out.append(f"{r.source}: canonical but story canonical is {name(can)}")
+        if r.status == "duplicate" and r.duplicate_of != can:
+            out.append(f"{r.source}: duplicate_of {name(r.duplicate_of)} != story canonical {name(can)}")
+    for s, c in st.items():
+        if c not in recs:
+            out.append(f"story {s}: canonical {c} missing")
+        elif recs[c].story_id != s or recs[c].status != "canonical":
+            out.append(f"story {s}: canonical {name(c)} is in story {recs[c].story_id} status {recs[c].status}")
+    for rid, sid in links:
+        if rid not in recs:
+            out.append(f"link from missing record {rid}")
+        if sid not in st:
+            out.append(f"link {name(rid)} -> missing story {sid}")
+        elif rid in recs and recs[rid].story_id == sid:
+            out.append(f"link {name(rid)} -> its own story")
+    if check_rank:
+        for r in recs.values():
+            if r.status != "duplicate" or r.story_id not in st or st[r.story_id] not in recs:
+                continue
+            c = recs[st[r.story_id]]
+
+            if settings.canonical == "earliest-published" and _rank(r) < _rank(c):
+                out.append(f"{r.source} ranks before its canonical {c.source}")
+    if check_overlap:
+        for r in recs.values():
+            if r.status != "duplicate" or r.story_id not in st or st[r.story_id] not in recs or r.text is None:
+                continue
+            c = recs[st[r.story_id]]
+            a, b = fingerprint_batch([r.text, c.text], settings)
+            j, cont = jaccard_and_containment(a.shingles, b.shingles)
+            if r.jaccard is None or abs(j - r.jaccard) > 1e-3 or abs(cont - r.containment) > 1e-3:
+                stored = f"{r.jaccard}/{r.containment}"
+                out.append(f"{r.source}: stores {stored} with canonical {c.source}, measured {j:.4f}/{cont:.4f}")
+            close = j >= settings.jaccard_floor or (
+                cont >= settings.containment_floor
+                and min(len(a.shingles), len(b.shingles)) >= settings.min_containment_shingles
+            )
+            if not close:
+                out.append(f"{r.source}: not close to canonical {c.source} ({j:.3f}/{cont:.3f})")
+    return out
+
+
+def _rank(record) -> tuple[float, int]:
+    when = record.published_at or record.created_at
+    return ((when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp(), record.seq)
