@@ -201,3 +201,27 @@ def test_a_canonical_that_holds_a_story_is_no_roundup(pipeline, settings):
     # c is no roundup: a short excerpt of it joins its story, as it would have before the link.
     recs = ingest(pipeline, ("e", text(X[:80])))
     assert recs["e"].story_id == recs["c"].story_id
+
+
+def test_a_takedown_leaves_no_posting_in_the_shared_index(store, settings, redis_url, prefix, monkeypatch):
+    import redis
+
+    from worker.cli import main
+
+    shared = settings.with_(index_url=redis_url, queue_prefix=prefix)
+    p = Pipeline(store, shared)
+    a = words(130, 200)
+    recs = ingest(p, ("a", text(a)), ("b", text(edit(a, 131, 0.05))))
+    p.close()
+    client = redis.Redis.from_url(redis_url)
+    postings = f"{prefix}:index2:postings"
+
+    def holding(record_id: str) -> int:
+        return sum(record_id.encode() in value for value in client.hvals(postings))
+
+    gone, kept = recs["a"].id, recs["b"].id
+    assert holding(gone) and holding(kept)
+    monkeypatch.setenv("DOCSIEVE_INDEX_URL", redis_url)
+    monkeypatch.setenv("DOCSIEVE_QUEUE_PREFIX", prefix)
+    assert main(["--store", settings.store, "delete", gone, "--reason", "court order"]) == 0
+    assert holding(gone) == 0 and holding(kept)

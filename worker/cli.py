@@ -792,7 +792,19 @@ def _delete(args: argparse.Namespace, settings: Settings) -> int:
                 failed = True
                 continue
             ids.append(found[0].id)
-        for record_id in store.delete(ids, args.reason, settings):
+        keys = store.index_keys(ids)
+        removed = store.delete(ids, args.reason, settings)
+        if settings.index_url and removed:  # the shared index forgets them too (the embedded one at its next start)
+            from worker.index import RedisIndex
+
+            index = RedisIndex(settings.index_url, settings.queue_prefix)
+            try:
+                for record_id in removed:
+                    if record_id in keys:
+                        index.remove(record_id, keys[record_id])
+            finally:
+                index.close()
+        for record_id in removed:
             print(f"deleted {record_id}")
     finally:
         store.close()

@@ -313,6 +313,35 @@ class RedisIndex:
             self._staged_epoch = epoch
         return batch.ranked(np.frombuffer(sizes, dtype=np.uint8).astype(np.int64), ids, stage_ids, limit), int(seq)
 
+    # Takes one record id (ARGV[2], at ID_WIDTH) out of the postings of its keys (ARGV[3]: 8 bytes each).
+    _REMOVE = """
+    local hash, id, blob, W = ARGV[1] .. 'postings', ARGV[2], ARGV[3], ID_WIDTH
+    local sub, find, call = string.sub, string.find, redis.call
+    local removed = 0
+    for i = 1, #blob / 8 do
+        local field = sub(blob, 8 * i - 7, 8 * i)
+        local value = call('HGET', hash, field)
+        local from = 1
+        while value do
+            local hit = find(value, id, from, true)
+            if not hit then break end
+            if (hit - 1) % W == 0 then
+                value = sub(value, 1, hit - 1) .. sub(value, hit + W)
+                if #value == 0 then call('HDEL', hash, field) else call('HSET', hash, field, value) end
+                removed = removed + 1
+                break
+            end
+            from = hit + 1
+        end
+    end
+    return removed
+    """.replace("ID_WIDTH", str(ID_WIDTH))
+
+    def remove(self, record_id: str, keys: bytes) -> int:
+        """Take a record (a takedown) out of the postings of its keys; returns how many it was in."""
+        script = self._redis.register_script(self._REMOVE)
+        return int(script(args=[self._prefix, _fixed_width([record_id])[0].tobytes(), keys]))
+
     def clear(self) -> int:
         """Remove this index's keys (only those under its prefix, in either layout); returns how many."""
         removed = 0

@@ -542,6 +542,17 @@ class Store:
                         changed_at=_iso(head.changed_at),
                     )
 
+    def index_keys(self, record_ids: Sequence[str]) -> dict[str, bytes]:
+        """The candidate-index keys records keep (what a shared index must forget when they are taken down)."""
+        found: dict[str, bytes] = {}
+        with self.engine.connect() as conn:
+            for chunk in batched(record_ids, CHUNK):
+                query = sa.select(records.c.id, records.c.index_keys).where(
+                    records.c.id.in_(chunk), records.c.index_keys.is_not(None)
+                )
+                found.update(conn.execute(query).all())
+        return found
+
     def delete(self, record_ids: Sequence[str], reason: str | None, settings: Settings) -> list[str]:
         """Take records down: text, fingerprints and index keys go; an audit row (id, when, reason) stays.
         A canonical's place goes to the next member by the canonical policy; members no longer close to
