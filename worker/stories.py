@@ -447,17 +447,16 @@ class Book:
     def _excerpts(self, story: str) -> list[str]:
         """Members that are excerpts of the canonical: smaller, and not near copies of it."""
         canonical = self.canonical_of[story]
-        found = []
-        for m in self.members(story):
-            p = self.placements[m]
-            if m == canonical or p.status is Status.CANONICAL:
-                continue
-            if p.jaccard is not None and p.jaccard >= self.settings.jaccard_threshold:
-                continue  # a near copy, not an excerpt
-            self.shingles_for([m, canonical])
-            if m in self.shingles and self.overlap(m, canonical).first_smaller:
-                found.append(m)
-        return found
+        maybe = [
+            m
+            for m in self.members(story)
+            if m != canonical
+            and self.placements[m].status is not Status.CANONICAL
+            # a near copy is not an excerpt
+            and (self.placements[m].jaccard is None or self.placements[m].jaccard < self.settings.jaccard_threshold)
+        ]
+        self.shingles_for([*maybe, canonical])  # one read for all
+        return [m for m in maybe if m in self.shingles and self.overlap(m, canonical).first_smaller]
 
     def _split(self, story: str, record: Placement) -> None:
         """The story's canonical holds excerpts that are not copies of each other: it is a roundup. Each
