@@ -3,6 +3,7 @@ drift along copies of copies, roundups, short items, the canonical policy, taked
 
 import json
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -317,3 +318,27 @@ def test_an_earlier_copy_takes_over_and_a_member_not_close_to_it_leaves(pipeline
     assert records["first-cut"].status is Status.CANONICAL and records["first-cut"].story_id == story
     assert records["full"].duplicate_of == records["first-cut"].id
     assert records["second-cut"].story_id != story and records["second-cut"].status is Status.CANONICAL
+
+
+def test_show_prints_the_story_with_what_it_holds(tmp_path, capsys) -> None:
+    store = f"sqlite:///{tmp_path}/s.db"
+    x, y, z = words(140, 60), words(141, 60), words(142, 300)
+    folder = tmp_path / "in"
+    folder.mkdir()
+    texts = {"x": text(x), "y": text(y), "x-copy": text(edit(x, 143, 0.03)), "roundup": text(x, z, y)}
+    for n, (name, body) in enumerate(texts.items()):  # a folder is read in name order
+        (folder / f"{n}-{name}.txt").write_text(f"عنوان {name}\n{body}", encoding="utf-8")
+    assert main(["--store", store, "ingest", "--quiet", str(folder)]) == 0
+    records = {Path(r.source).stem.split("-", 1)[1]: r for r in Store(store, readonly=True).iter_records()}
+    capsys.readouterr()
+    assert main(["--store", store, "show", records["x-copy"].id[:10]]) == 0
+    shown = capsys.readouterr().out
+    assert f"story {records['x'].story_id}: 2 records" in shown
+    canonical_line = next(line for line in shown.splitlines() if line.strip().startswith(records["x"].id))
+    assert "canonical" in canonical_line
+    copy_line = next(line for line in shown.splitlines() if line.strip().startswith("*" + records["x-copy"].id))
+    assert f"near {records['x-copy'].similarity}" in copy_line
+    assert f"held in {records['roundup'].id}" in shown and "عنوان roundup" in shown
+    assert main(["--store", store, "show", records["roundup"].id]) == 0
+    shown = capsys.readouterr().out
+    assert shown.count("holds story") == 2 and "عنوان x" in shown and "عنوان y" in shown
