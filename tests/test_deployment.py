@@ -115,6 +115,7 @@ def test_workers_store_what_submit_queued_as_embedded_would(deployment: dict, tm
         )
     assert first.returncode == 0, first.stderr
     assert "workers online: 1" in status.stdout and "records: canonical 13  duplicate 12  rejected 0" in status.stdout
+    assert "stories: 13  with copies 7  roundups 0" in status.stdout
     assert f"queue {deployment['DOCSIEVE_QUEUE_PREFIX']}.cpu: 0 waiting" in status.stdout
     assert "queued 25 documents" in first.stdout
     assert "already stored 25" in again.stdout and "new 0" in again.stdout

@@ -342,3 +342,23 @@ def test_show_prints_the_story_with_what_it_holds(tmp_path, capsys) -> None:
     assert main(["--store", store, "show", records["roundup"].id]) == 0
     shown = capsys.readouterr().out
     assert shown.count("holds story") == 2 and "عنوان x" in shown and "عنوان y" in shown
+
+
+def test_status_counts_stories_and_reads_a_store_from_before_them(tmp_path, capsys) -> None:
+    from alembic import command
+
+    from tests.test_store import alembic_config
+    from worker.cli import _records_and_failures
+
+    url = f"sqlite:///{tmp_path}/s.db"
+    a = words(150, 200)
+    store = Store(url)
+    ingest(Pipeline(store, Settings(store=url)), ("a", text(a)), ("b", text(edit(a, 151, 0.04))))
+    assert _records_and_failures(Settings(store=url))
+    assert "stories: 1  with copies 1  roundups 0" in capsys.readouterr().out
+    with store.engine.begin() as conn:
+        command.downgrade(alembic_config(conn), "0007")
+    store.close()
+    assert _records_and_failures(Settings(store=url))  # read as it is, without stories
+    said = capsys.readouterr().out
+    assert "records: canonical 1  duplicate 1" in said and "stories:" not in said

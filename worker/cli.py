@@ -643,6 +643,7 @@ def _records_and_failures(settings: Settings) -> bool:
         store = Store(settings.store, readonly=True)
         try:
             counts = store.counts()
+            stories = store.story_counts() if store.schema_has_stories else None
             waiting, retried = store.failure_counts()
             recent = store.recent_failures(include_retried=False)
         finally:
@@ -654,6 +655,8 @@ def _records_and_failures(settings: Settings) -> bool:
         print(f"docsieve: the store {redacted(settings.store)}: {_first_line(exc)}", file=sys.stderr)
         return False
     print("records: " + "  ".join(f"{s} {counts.get(s, 0)}" for s in ("canonical", "duplicate", "rejected")))
+    if stories is not None:
+        print(f"stories: {stories[0]}  with copies {stories[1]}  roundups {stories[2]}")
     hint = "  (`docsieve failures` lists them)" if waiting else ""
     print(f"failures: {waiting} not retried yet, {retried} retried{hint}")
     for failure in recent:  # by the ids `docsieve failures` and `docsieve retry` take

@@ -392,6 +392,7 @@ class Store:
         except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError, ImportError) as exc:  # ImportError: no driver
             raise StoreError(f"{shown} is not a store URL docsieve can open: {exc}") from None
         self._columns: list[sa.ColumnElement] = list(RECORD_COLUMNS)
+        self.schema_has_stories = True  # False for a store of an older schema, read as it is
         # A file store copies its write-ahead log into the database on a thread of its own (below).
         self._checkpointer = _Checkpointer(self.engine) if is_file and not readonly else None
         try:
@@ -417,6 +418,7 @@ class Store:
                 with self.engine.connect() as conn:
                     present = {column["name"] for column in sa.inspect(conn).get_columns("records")}
                 self._columns = [c if c.name in present else sa.null().label(c.name) for c in RECORD_COLUMNS]
+                self.schema_has_stories = revision >= "0008"
         except BaseException as exc:
             self.engine.dispose()
             # A file that SQLite cannot use as a store is said in one line. A server that cannot be reached
@@ -703,6 +705,18 @@ class Store:
         with self.engine.connect() as conn:
             query = sa.select(records.c.status, sa.func.count()).group_by(records.c.status)
             return {status: n for status, n in conn.execute(query)}
+
+    def story_counts(self) -> tuple[int, int, int]:
+        """Stories, those with copies, and records that hold other stories as roundups."""
+        with self.engine.connect() as conn:
+            total = conn.scalar(sa.select(sa.func.count()).select_from(stories)) or 0
+            copied = conn.scalar(
+                sa.select(sa.func.count(sa.distinct(records.c.story_id))).where(records.c.status == Status.DUPLICATE)
+            )
+            roundups = conn.scalar(
+                sa.select(sa.func.count(sa.distinct(contains.c.record_id))).where(contains.c.roundup)
+            )
+        return total, copied or 0, roundups or 0
 
 
 def create_engine(url: str, readonly: bool = False) -> Engine:
