@@ -6,7 +6,7 @@ Four parts, each with a fresh SQLite store filled by the real pipeline:
 
 1. The labeled sets alone (natural-ar-dev, derived-dev-ar, derived-dev-en), each ingested in file order.
 2. saudinewsnet-dev: all of it (8 days) in date order into one store, with publication times; the
-   natural-ar-dev pairs and the hand-labeled pairs of ``bench/labels/*.tsv`` are scored on it, by set
+   natural-ar-dev pairs and the hand-labeled pairs of ``bench/labels/natural-ar-extra-*.tsv`` are scored on it, by set
    and by class.
 3. A link check on that store: each copy's word 3-gram overlap with its story's canonical, measured
    on the raw text apart from docsieve.
@@ -149,9 +149,10 @@ def load(corpus: Path, name: str) -> LabeledSet:
 
 
 def load_extra(folder: Path = LABELS) -> dict[str, list[Pair]]:
-    """The hand-labeled pairs of ``bench/labels/*.tsv``: ``id_a id_b class label jaccard containment note``."""
+    """The hand-labeled pairs of ``bench/labels/natural-ar-extra-*.tsv``: ``id_a id_b class label jaccard
+    containment note`` (``audit.tsv`` is bench/audit.py's)."""
     found: dict[str, list[Pair]] = {}
-    for path in sorted(folder.glob("*.tsv")):
+    for path in sorted(folder.glob("natural-ar-extra-*.tsv")):
         found[path.stem] = [
             Pair(r["id_a"], r["id_b"], r["label"] == "dup", [r["class"]], r["class"], r["label"], r["note"])
             for r in _tsv(path)
@@ -215,9 +216,13 @@ class StoreView:
     rejected: int
     elapsed: float  # ingest seconds
     by_id: dict[str, StoredRecord] = field(init=False)
+    story_holds: dict[str, set[str]] = field(init=False)  # story id -> stories any of its records holds
 
     def __post_init__(self) -> None:
         self.by_id = {r.id: r for r in self.by_source.values()}
+        self.story_holds = defaultdict(set)
+        for record_id, story_ids in self.holds.items():
+            self.story_holds[self.by_id[record_id].story_id] |= story_ids
 
     def story(self, source: str) -> str | None:
         record = self.by_source.get(source)
@@ -243,14 +248,8 @@ class StoreView:
         ra, rb = self.by_source.get(a), self.by_source.get(b)
         if ra is None or rb is None:
             return False
-        held = self.story_holds()
+        held = self.story_holds
         return rb.story_id in held.get(ra.story_id, ()) or ra.story_id in held.get(rb.story_id, ())
-
-    def story_holds(self) -> dict[str, set[str]]:
-        held: dict[str, set[str]] = defaultdict(set)
-        for record_id, story_ids in self.holds.items():
-            held[self.by_id[record_id].story_id] |= story_ids
-        return held
 
 
 def ingest(raws: list[RawDocument], settings: Settings) -> StoreView:
