@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TypeVar
 
 import numpy as np
@@ -80,7 +80,7 @@ class Pipeline:
         self.index = make_index(settings)
         self.templates = ShingleCounts(settings.boilerplate_texts)
         # Shingles of the records this process stored or read, so most verifications need no store read.
-        # A record's root never changes, so an entry never goes stale; the cap only bounds memory.
+        # A record's shingles never change, so an entry never goes stale; the cap only bounds memory.
         self._sketches: dict[str, Sketch] = {}
 
     def ingest(self, items: Iterable[Item], progress: Callable[[int], None] | None = None) -> Summary:
@@ -135,9 +135,9 @@ class Pipeline:
             }
             known = txn.existing_ids([p.id for p in prepared] + [r.id for r in rejections])
             new = [_rejected(r) for r in _first_of_each(rejections, known)]
-            decided, book = self._decide(txn, _first_of_each(prepared, known), found, languages)
+            now = txn.now()  # ranks undated documents, and stamps what the batch changes
+            decided, book = self._decide(txn, _first_of_each(prepared, known), found, languages, now)
             new += decided
-            now = txn.now()
             txn.insert(new, now)
             txn.save_stories(book, now)
             counted = [n.shingles for n in decided if n.record.id in book.different]
@@ -166,7 +166,12 @@ class Pipeline:
         self.store.close()
 
     def _decide(
-        self, txn: Transaction, batch: list[Prepared], found: dict[str, list[str]], languages: dict[str, str | None]
+        self,
+        txn: Transaction,
+        batch: list[Prepared],
+        found: dict[str, list[str]],
+        languages: dict[str, str | None],
+        now: datetime,
     ) -> tuple[list[NewRecord], Book]:
         """Each document of the batch placed in a story, in arrival order (worker/stories.py)."""
         limit = self.settings.max_candidates
@@ -227,7 +232,6 @@ class Pipeline:
                 jaccard, containment, min(size, other_size), size <= other_size
             )
             copies_of[i].append(other)
-        now = datetime.now(UTC)
         first_with_text: dict[str, str] = {}
         published: list[datetime | None] = []
         for i, p in enumerate(batch):

@@ -103,13 +103,13 @@ deletions = sa.Table(
     sa.Column("deleted_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
 )
 
-# How many stories hold each shingle shared by several (template boilerplate), as an append-only log
-# of per-batch increments that every process sums (worker/templates.py).
+# How many different texts hold each shingle (template boilerplate), as an append-only log of the texts
+# each batch adds, which every process counts from where it last looked (worker/templates.py).
 shingle_counts = sa.Table(
     "shingle_counts",
     metadata,
     sa.Column("seq", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
-    sa.Column("counts", sa.LargeBinary, nullable=False),  # uint32 shingle ids, then uint32 increments
+    sa.Column("counts", sa.LargeBinary, nullable=False),  # uint32 shingle ids of the texts, one after another
 )
 
 # Tasks of the deployment that failed for good, for a person to see (and, later, retry).
@@ -562,13 +562,12 @@ class Store:
         removed = []
         with self.writing() as txn:
             for record_id in record_ids:
+                if not txn.existing_ids([record_id]):
+                    continue
                 book = Book(txn, settings, lambda ids: {i: s.shingles for i, s in txn.sketches(ids).items()})
                 book.load([record_id])
-                placed = book.placements.get(record_id)
+                placed = book.placements.get(record_id)  # none for a rejected record
                 story_id = placed.story_id if placed else None
-                exists = txn.existing_ids([record_id])
-                if not exists:
-                    continue
                 if placed is not None:
                     book.remove(record_id)
                     txn.save_stories(book, txn.now())
@@ -1053,6 +1052,7 @@ PLACEMENT_COLUMNS = (
     records.c.method,
     records.c.jaccard,
     records.c.containment,
+    records.c.similarity,
     records.c.published_at,
     records.c.created_at,
 )
@@ -1091,6 +1091,7 @@ def _placement(row, policy: str) -> Placement:
         method=Method(row.method) if row.method else None,
         jaccard=row.jaccard,
         containment=row.containment,
+        similarity=row.similarity,
     )
 
 

@@ -66,15 +66,7 @@ class Placement:
     method: Method | None = None
     jaccard: float | None = None
     containment: float | None = None
-
-    floor: float = 0.0  # Settings.jaccard_floor: below it, containment is the measure that says most
-
-    @property
-    def similarity(self) -> float | None:
-        """One figure for the overlap with the canonical: Jaccard for a near copy, else containment."""
-        if self.jaccard is None:
-            return None
-        return self.jaccard if self.jaccard >= self.floor else self.containment
+    similarity: float | None = None  # one figure: the Jaccard of a near copy, else the containment
 
 
 @dataclass(slots=True)
@@ -139,9 +131,6 @@ class Book:
         """Check at once which of a batch's record ids name no stored story yet (one query a batch)."""
         ids = set(record_ids)
         self._free |= ids - self.store.taken_story_ids(ids)
-
-    def _checked(self, record_id: str) -> list[str]:
-        return [] if self.store.taken_story_ids([record_id]) else [record_id]
 
     # What is known of stored records ------------------------------------------------------------
 
@@ -339,7 +328,7 @@ class Book:
         record.status = Status.DUPLICATE
         record.method = self._method(o, found_exact)
         record.jaccard, record.containment = (1.0, 1.0) if same else (round(o.jaccard, 4), round(o.containment, 4))
-        record.floor = self.settings.jaccard_floor
+        record.similarity = record.jaccard if record.jaccard >= self.settings.jaccard_floor else record.containment
         self.placements[record.id] = record
 
     def _place_unmeasured(self, record: Placement, story: str, canonical: str) -> None:
@@ -347,7 +336,7 @@ class Book:
         says no figures rather than wrong ones."""
         self._place(record, story, canonical, Overlap(0.0, 0.0, 0, True), found_exact=record.method is Method.EXACT)
         if record.content_hash != self.placements[canonical].content_hash:
-            record.jaccard = record.containment = None
+            record.jaccard = record.containment = record.similarity = None
         self._mark(record.id)
 
     def _join(self, record: Placement, story: str, canonical: str, o: Overlap) -> None:
@@ -375,7 +364,7 @@ class Book:
         self.touched_stories.update(x for x in (record.story_id, story) if x)
         record.story_id = story
         record.status = Status.CANONICAL
-        record.method = record.jaccard = record.containment = None
+        record.method = record.jaccard = record.containment = record.similarity = None
         self.placements[record.id] = record
 
     def _roundup(self, record: Placement, held: list[tuple[str, Overlap]]) -> None:
@@ -391,8 +380,8 @@ class Book:
 
     def _story_id(self, record_id: str) -> str:
         """A story is named after the record that founded it, unless a story has that name already."""
-        if record_id not in self._free:
-            self._free |= set(self._checked(record_id))
+        if record_id not in self._free and not self.store.taken_story_ids([record_id]):
+            self._free.add(record_id)  # a stored record's id, not reserved with the batch
         if record_id in self._taken or record_id in self.canonical_of or record_id not in self._free:
             return uuid.uuid4().hex[:20]
         self._taken.add(record_id)
@@ -403,40 +392,41 @@ class Book:
             self.changed_records.add(record_id)
 
     def _maybe_take_over(self, record_id: str, story: str) -> None:
-        """Under ``earliest-published``, a member that ranks before the canonical becomes the canonical; each
-        member's overlap is then measured against it, and a member no longer close to it leaves for a
-        story of its own (with the others that are copies of it), so what a story says stays verified."""
-        canonical = self.canonical_of[story]
-        record = self.placements[record_id]
-        if record.rank >= self.placements[canonical].rank:
-            return
-        members = [m for m in self.members(story) if m != record_id]
-        by_text: dict[str, tuple[Overlap, str | None]] = {}
-        for m in members:
-            text = self.placements[m].content_hash
-            if text != record.content_hash and text not in by_text:
-                source = self._with_text(story, text)
-                by_text[text] = (self.overlap(record_id, source) if source else Overlap(0.0, 0.0, 0, True), source)
-        self._make_canonical(record, story)
-        self._mark(record_id)
-        self.canonical_of[story] = record_id
+        """Under ``earliest-published``, a member that ranks before the canonical becomes the canonical."""
+        if self.placements[record_id].rank < self.placements[self.canonical_of[story]].rank:
+            self._crown(story, record_id, [m for m in self.members(story) if m != record_id])
+
+    def _crown(self, story: str, heir: str, members: list[str]) -> None:
+        """``heir`` becomes the story's canonical (a take-over, or a takedown of the canonical). Every other
+        member is measured again against it; one no longer close to it leaves for a story of its own (with
+        the others that are copies of it), so what a story says stays verified; one whose text cannot be
+        measured (no shingles kept) stays, without figures."""
+        new = self.placements[heir]
+        self._make_canonical(new, story)
+        self._mark(heir)
+        self.canonical_of[story] = heir
         if story not in self.new_stories:
             self.changed_stories.add(story)
         founded: list[str] = []
         for m in sorted(members, key=lambda m: self.placements[m].rank):
             p = self.placements[m]
-            o, source = by_text.get(p.content_hash, (Overlap(1.0, 1.0, 0, True), None))
-            if p.content_hash == record.content_hash or self.close(o):
-                same_as_old = p.status is Status.CANONICAL and p.content_hash == record.content_hash
-                self._place(p, story, record_id, o, found_exact=p.method is Method.EXACT or same_as_old)
+            self.shingles_for([m])
+            source = m if m in self.shingles else self._with_text(story, p.content_hash)
+            if source is None or heir not in self.shingles:
+                self._place_unmeasured(p, story, heir)
+                continue
+            o = self.overlap(heir, source)
+            if self.close(o):
+                # The old canonical with the heir's very text is an exact copy of it now.
+                same_text = p.status is Status.CANONICAL and p.content_hash == new.content_hash
+                self._place(p, story, heir, o, found_exact=p.method is Method.EXACT or same_text)
                 self._mark(m)
-            elif source is not None:
+            else:
                 self._rehome(m, source, founded)
-            else:  # no text of it to measure (a record stored before shingles were kept): it stays
-                self._place_unmeasured(p, story, record_id)
 
     def _with_text(self, story: str, content_hash: str) -> str | None:
-        """A member of the story with this text whose shingles are kept (exact copies keep none)."""
+        """A member of the story with this text whose shingles are kept (records stored before 0008 may
+        have none)."""
         for m in self.members(story):
             if self.placements[m].content_hash == content_hash:
                 self.shingles_for([m])
@@ -505,29 +495,11 @@ class Book:
         if self.canonical_of[story] != record_id:
             return
         members.sort(key=lambda m: self.placements[m].rank)
-        self.shingles_for(members)
         heir = members[0]
         self.heir = heir
-        if heir not in self.shingles:  # an exact copy (stored without shingles): those of its text
+        self.shingles_for(members)
+        if heir not in self.shingles:  # a record stored without shingles (before 0008): those of its text
             source = self._with_text(story, self.placements[heir].content_hash)
             if source is not None:
                 self.shingles[heir] = self.shingles[source]
-        self._make_canonical(self.placements[heir], story)
-        self.canonical_of[story] = heir
-        self.changed_stories.add(story)
-        self._mark(heir)
-        founded: list[str] = []
-        for m in members:
-            if m == heir:
-                continue
-            p = self.placements[m]
-            source = m if m in self.shingles else self._with_text(story, p.content_hash)
-            if source is None or heir not in self.shingles:  # no text to measure it by: it stays, unmeasured
-                self._place_unmeasured(p, story, heir)
-                continue
-            o = self.overlap(heir, source)
-            if self.close(o):
-                self._place(p, story, heir, o, found_exact=p.method is Method.EXACT)
-                self._mark(m)
-            else:
-                self._rehome(m, source, founded)
+        self._crown(story, heir, members[1:])
