@@ -275,6 +275,18 @@ def test_template_weights_follow_the_counts_of_every_text() -> None:
     assert np.allclose(counts.weights(ids), np.minimum(1.0, 3 / np.maximum(held, 1)))
 
 
+def test_template_counts_stop_at_their_cap_and_never_wrap() -> None:
+    from worker.templates import MOST, ShingleCounts
+
+    counts = ShingleCounts(boilerplate_texts=3)
+    common, rare = np.uint32(7 << 24), np.uint32(9 << 24)
+    counts.add(np.full(3 * MOST + 5, common, dtype=np.uint32))  # more than a uint16 holds, in one call
+    counts.add(np.array([rare, rare, rare], dtype=np.uint32))
+    counts.add(np.full(MOST, common, dtype=np.uint32))  # and again at the cap
+    assert counts.counts(np.array([common, rare])).tolist() == [MOST, 3]
+    assert counts.weights(np.array([common]))[0] == pytest.approx(3 / MOST)
+
+
 def test_a_copy_that_carries_another_item_holds_that_items_story(pipeline: Pipeline) -> None:
     """A long text that is a copy of one story (it joins it) and also carries a short item of another: the
     item's story is held by it, whichever comes first."""

@@ -225,9 +225,15 @@ class Transaction:
             found.update((row.id, _placement(row, policy)) for row in self.conn.execute(query))
         return found
 
-    def members(self, story_id: str, policy: str) -> list[Placement]:
-        query = sa.select(*PLACEMENT_COLUMNS).where(records.c.story_id == story_id).order_by(records.c.seq)
-        return [_placement(row, policy) for row in self.conn.execute(query)]
+    def members(self, story_ids: Iterable[str], policy: str) -> dict[str, list[Placement]]:
+        """Every record of each story, in arrival order."""
+        found: dict[str, list[Placement]] = {}
+        for chunk in batched(set(story_ids), CHUNK):
+            found.update((story, []) for story in chunk)
+            query = sa.select(*PLACEMENT_COLUMNS).where(self._among(records.c.story_id, chunk)).order_by(records.c.seq)
+            for row in self.conn.execute(query):
+                found[row.story_id].append(_placement(row, policy))
+        return found
 
     def canonicals(self, story_ids: Iterable[str]) -> dict[str, str]:
         found: dict[str, str] = {}

@@ -88,7 +88,7 @@ class StoredStories(Protocol):
 
     def placements(self, ids: Iterable[str], policy: str) -> dict[str, Placement]: ...
     def canonicals(self, story_ids: Iterable[str]) -> dict[str, str]: ...
-    def members(self, story_id: str, policy: str) -> list[Placement]: ...
+    def members(self, story_ids: Iterable[str], policy: str) -> dict[str, list[Placement]]: ...
     def roundups(self, ids: Iterable[str]) -> set[str]: ...
     def taken_story_ids(self, ids: Iterable[str]) -> set[str]: ...
 
@@ -148,6 +148,15 @@ class Book:
         if missing:
             self.placements.update(self.store.placements(missing, self.settings.canonical))
         self.roundup |= self.store.roundups(set(canonicals.values()) | set(found))
+        # Their members too, in one query: the rules read them for excerpts and take-overs, and a query a
+        # story cost more than all of them at once.
+        self._load_members(stories)
+
+    def _load_members(self, story_ids: Iterable[str]) -> None:
+        for story, stored in self.store.members(story_ids, self.settings.canonical).items():
+            for p in stored:
+                self.placements.setdefault(p.id, p)
+            self._members[story] = [p.id for p in stored]
 
     def shingles_for(self, ids: Iterable[str]) -> None:
         wanted = [i for i in ids if i not in self.shingles]
@@ -157,10 +166,8 @@ class Book:
     def members(self, story_id: str) -> list[str]:
         """Every record of a story (stored and of this batch), canonical included."""
         if story_id not in self._members:
-            stored = [] if story_id in self.new_stories else self.store.members(story_id, self.settings.canonical)
-            for p in stored:
-                self.placements.setdefault(p.id, p)
-            self._members[story_id] = [p.id for p in stored]
+            self._load_members([] if story_id in self.new_stories else [story_id])
+            self._members.setdefault(story_id, [])
         known = set(self._members[story_id])
         placed_now = self.new_records | self.changed_records  # the only records whose story can be new
         extra = [i for i in placed_now if self.placements[i].story_id == story_id and i not in known]

@@ -34,7 +34,7 @@ class CountRows(Protocol):
 # store holds, each lookup one array index. Shingles sharing a bucket add up (at 4M distinct shingles, a
 # bucket holds a fifth of another on average), which can only make a rare shingle look a little commoner.
 BUCKET_SHIFT = 8
-MOST = np.iinfo(np.uint16).max
+MOST = 1 << 15  # counts stop here (the weight is 3/32768 by then); half the counters' range, see add()
 
 
 class ShingleCounts:
@@ -52,12 +52,16 @@ class ShingleCounts:
 
     def add(self, ids: np.ndarray) -> None:
         """Count the ids (a text's ids once each, several texts one after another)."""
-        if not len(ids):
-            return
-        buckets = np.sort(ids >> BUCKET_SHIFT)
-        starts = np.flatnonzero(np.r_[True, buckets[1:] != buckets[:-1]])
-        distinct, times = buckets[starts], np.diff(np.r_[starts, len(buckets)])
-        self._counts[distinct] = np.minimum(self._counts[distinct] + times, MOST)
+        buckets = ids >> BUCKET_SHIFT
+        # numpy's unbuffered add (ten times faster than sorting the ids into runs; its fast path needs the
+        # counters' own dtype for the increment), in chunks that cannot wrap a counter: a counter is at
+        # most MOST and a chunk adds at most MOST - 1 more, and each chunk's counters are capped again.
+        for start in range(0, len(buckets), MOST - 1):
+            chunk = buckets[start : start + MOST - 1]
+            np.add.at(self._counts, chunk, np.uint16(1))
+            counts = self._counts[chunk]
+            if int(counts.max()) > MOST:
+                self._counts[chunk[counts > MOST]] = MOST
 
     def counts(self, ids: np.ndarray) -> np.ndarray:
         return self._counts[ids >> BUCKET_SHIFT]
