@@ -165,6 +165,26 @@ def test_since_is_exact_below_the_second(tmp_path) -> None:
     assert [r.source for r in store.iter_records(since=since)] == ["after"]
 
 
+def test_since_sees_a_change_stamped_on_the_whole_second(tmp_path, monkeypatch) -> None:
+    """A batch stamped at a whole second (no microseconds) is in an export from that very time, records
+    and stories alike: every time is written in one format, so they compare as stored."""
+    from datetime import UTC, datetime
+
+    from worker.settings import Settings
+    from worker.store import Transaction
+
+    settings = Settings(store=f"sqlite:///{tmp_path}/s.db")
+    store = Store(settings.store)
+    p = Pipeline(store, settings)
+    ingest(p, ("before", text(words(1, 50))))
+    stamp = datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
+    monkeypatch.setattr(Transaction, "now", staticmethod(lambda: stamp))
+    recs = ingest(p, ("after", text(words(2, 50)), "2015-07-21T10:00:00Z"))
+    assert [r.source for r in store.iter_records(since=stamp)] == ["after"]
+    assert [s.id for s in store.iter_stories(since=stamp)] == [recs["after"].story_id]
+    assert store.get(recs["after"].id).published_at == datetime(2015, 7, 21, 10, tzinfo=UTC)
+
+
 def test_a_cut_leaving_after_a_take_over_keeps_its_copies(pipeline, settings):
     lead, first, second = words(120, 60), words(121, 160), words(122, 160)
     s_tokens = lead + second + words(123, 20)
