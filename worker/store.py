@@ -215,15 +215,27 @@ class Transaction:
             found.update(self.conn.execute(query).all())  # the earliest comes last and wins
         return found
 
-    def placements(self, ids: Iterable[str], policy: str) -> dict[str, Placement]:
-        """Where each stored (non-rejected) record stands in its story."""
-        found: dict[str, Placement] = {}
+    def stories_of(self, ids: Iterable[str], policy: str) -> tuple[dict[str, str], dict[str, list[Placement]]]:
+        """The stories of these stored records: each one's canonical, and all its records in arrival order
+        (one query, where a query for the records, one for their canonicals and one for the members took
+        three times as long)."""
+        canonical_of: dict[str, str] = {}
+        members: dict[str, list[Placement]] = {}
+        asked = records.alias("asked")
         for chunk in batched(set(ids), CHUNK):
-            query = sa.select(*PLACEMENT_COLUMNS).where(
-                self._among(records.c.id, chunk), records.c.status != Status.REJECTED
+            stories_asked = sa.select(asked.c.story_id).where(self._among(asked.c.id, chunk))
+            query = (
+                sa.select(*PLACEMENT_COLUMNS, stories.c.canonical_id)
+                .join_from(records, stories, stories.c.id == records.c.story_id)
+                .where(records.c.story_id.in_(stories_asked))
+                .order_by(records.c.seq)
             )
-            found.update((row.id, _placement(row, policy)) for row in self.conn.execute(query))
-        return found
+            done = set(members)  # a story of two chunks is read whole with the first
+            for row in self.conn.execute(query):
+                if row.story_id not in done:
+                    canonical_of[row.story_id] = row.canonical_id
+                    members.setdefault(row.story_id, []).append(_placement(row, policy))
+        return canonical_of, members
 
     def members(self, story_ids: Iterable[str], policy: str) -> dict[str, list[Placement]]:
         """Every record of each story, in arrival order."""
@@ -233,13 +245,6 @@ class Transaction:
             query = sa.select(*PLACEMENT_COLUMNS).where(self._among(records.c.story_id, chunk)).order_by(records.c.seq)
             for row in self.conn.execute(query):
                 found[row.story_id].append(_placement(row, policy))
-        return found
-
-    def canonicals(self, story_ids: Iterable[str]) -> dict[str, str]:
-        found: dict[str, str] = {}
-        for chunk in batched(set(story_ids), CHUNK):
-            query = sa.select(stories.c.id, stories.c.canonical_id).where(self._among(stories.c.id, chunk))
-            found.update(self.conn.execute(query).all())
         return found
 
     def roundups(self, ids: Iterable[str]) -> set[str]:

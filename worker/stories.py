@@ -86,8 +86,7 @@ class Link:
 class StoredStories(Protocol):
     """What the rules read of the store (``worker.store.Transaction`` provides it)."""
 
-    def placements(self, ids: Iterable[str], policy: str) -> dict[str, Placement]: ...
-    def canonicals(self, story_ids: Iterable[str]) -> dict[str, str]: ...
+    def stories_of(self, ids: Iterable[str], policy: str) -> tuple[dict[str, str], dict[str, list[Placement]]]: ...
     def members(self, story_ids: Iterable[str], policy: str) -> dict[str, list[Placement]]: ...
     def roundups(self, ids: Iterable[str]) -> set[str]: ...
     def taken_story_ids(self, ids: Iterable[str]) -> set[str]: ...
@@ -135,28 +134,24 @@ class Book:
     # What is known of stored records ------------------------------------------------------------
 
     def load(self, ids: Iterable[str]) -> None:
-        """Placements of stored records, their stories' canonicals, and which of those are roundups."""
+        """Placements of stored records and of every record of their stories (the rules read members for
+        excerpts and take-overs), their stories' canonicals, and which of those are roundups."""
         wanted = [i for i in ids if i not in self.placements]
         if not wanted:
             return
-        found = self.store.placements(wanted, self.settings.canonical)
-        self.placements.update(found)
-        stories = {p.story_id for p in found.values()} - self.canonical_of.keys()
-        canonicals = self.store.canonicals(stories)
+        canonicals, members = self.store.stories_of(wanted, self.settings.canonical)
+        canonicals = {s: c for s, c in canonicals.items() if s not in self.canonical_of}  # not known yet
         self.canonical_of.update(canonicals)
-        missing = [c for c in canonicals.values() if c not in self.placements]
-        if missing:
-            self.placements.update(self.store.placements(missing, self.settings.canonical))
-        self.roundup |= self.store.roundups(set(canonicals.values()) | set(found))
-        # Their members too, in one query: the rules read them for excerpts and take-overs, and a query a
-        # story cost more than all of them at once.
-        self._load_members(stories)
+        self._add_members(members, canonicals)
+        self.roundup |= self.store.roundups(set(canonicals.values()) | set(wanted))
 
-    def _load_members(self, story_ids: Iterable[str]) -> None:
-        for story, stored in self.store.members(story_ids, self.settings.canonical).items():
+    def _add_members(self, members: dict[str, list[Placement]], stories: Iterable[str]) -> None:
+        """Placements as stored, for records this batch has not placed; the member lists of ``stories``."""
+        for stored in members.values():
             for p in stored:
                 self.placements.setdefault(p.id, p)
-            self._members[story] = [p.id for p in stored]
+        for story in stories:
+            self._members[story] = [p.id for p in members.get(story, [])]
 
     def shingles_for(self, ids: Iterable[str]) -> None:
         wanted = [i for i in ids if i not in self.shingles]
@@ -166,8 +161,8 @@ class Book:
     def members(self, story_id: str) -> list[str]:
         """Every record of a story (stored and of this batch), canonical included."""
         if story_id not in self._members:
-            self._load_members([] if story_id in self.new_stories else [story_id])
-            self._members.setdefault(story_id, [])
+            stored = {} if story_id in self.new_stories else self.store.members([story_id], self.settings.canonical)
+            self._add_members(stored, [story_id])
         known = set(self._members[story_id])
         placed_now = self.new_records | self.changed_records  # the only records whose story can be new
         extra = [i for i in placed_now if self.placements[i].story_id == story_id and i not in known]
