@@ -116,8 +116,13 @@ def test_pair_overlaps_equal_set_arithmetic() -> None:
         a, b = set(queries[q].tolist()), set(other.tolist())
         assert j == len(a & b) / max(len(a | b), 1)
         assert c == len(a & b) / max(min(len(a), len(b)), 1)
-    # Many pairs span several of the chunks pair_overlaps works in; one pair alone gives the same.
-    assert jaccard_and_containment(queries[query_of_pair[5]], others[5]) == (jaccard[5], containment[5])
+    # Many pairs span several of the chunks pair_overlaps works in; one pair alone gives the same, both ways
+    # round and with an empty set.
+    for p in range(len(others)):
+        q = queries[query_of_pair[p]]
+        assert jaccard_and_containment(q, others[p]) == (jaccard[p], containment[p])
+        assert jaccard_and_containment(others[p], q) == (jaccard[p], containment[p])
+    assert jaccard_and_containment(others[0], others[0][:0]) == (0.0, 0.0)
 
 
 def test_bin_minima_agreement_estimates_jaccard() -> None:

@@ -22,6 +22,8 @@ from typing import Protocol
 
 import numpy as np
 
+from worker.fingerprint import shared_mask
+
 # A copy this close to its canonical adds nothing new to count: it is the same text.
 NEAR_IDENTICAL = 0.8
 
@@ -74,7 +76,7 @@ class ShingleCounts:
 def weighted_overlap(a: np.ndarray, b: np.ndarray, weight_a: np.ndarray, weight_b: np.ndarray) -> tuple[float, float]:
     """Jaccard and containment (over the lighter set) of two sorted unique shingle sets, each shingle
     counted by its weight."""
-    shared = np.isin(a, b, assume_unique=True)
+    shared = shared_mask(a, b)
     both = float(weight_a[shared].sum())
     total_a, total_b = float(weight_a.sum()), float(weight_b.sum())
     union = total_a + total_b - both
