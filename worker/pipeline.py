@@ -129,10 +129,10 @@ class Pipeline:
             self.templates.catch_up(txn)
             late = MemoryIndex()
             late.catch_up(txn, after=complete_to)
-            found = {
-                p.id: a + [c for c in b if c not in a]
-                for p, a, b in zip(prepared, early, late.candidates([p.keys for p in prepared], limit), strict=True)
-            }
+            found = {p.id: a for p, a in zip(prepared, early, strict=True)}
+            if late.record_ids:  # other workers stored records since the lookup
+                for p, b in zip(prepared, late.candidates([p.keys for p in prepared], limit), strict=True):
+                    found[p.id] += [c for c in b if c not in found[p.id]]
             known = txn.existing_ids([p.id for p in prepared] + [r.id for r in rejections])
             new = [_rejected(r) for r in _first_of_each(rejections, known)]
             now = txn.now()  # ranks undated documents, and stamps what the batch changes
