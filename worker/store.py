@@ -60,7 +60,6 @@ records = sa.Table(
     sa.Column("shingles", sa.LargeBinary, nullable=True),  # sorted unique uint32, for verification
     sa.Column("index_keys", sa.LargeBinary, nullable=True),  # int64 LSH band and sample keys
     sa.Index("ix_records_content_hash", "content_hash"),
-    sa.Index("ix_records_duplicate_of", "duplicate_of"),
     sa.Index("ix_records_status", "status"),
     sa.Index("ix_records_story_id", "story_id"),
     sa.Index("ix_records_changed_at", "changed_at"),
@@ -166,7 +165,7 @@ RECORD_COLUMNS = [c for c in records.c if c.name not in ("shingles", "index_keys
 # Any constant: the advisory lock that serializes deciders on PostgreSQL, as BEGIN IMMEDIATE does on SQLite.
 WRITE_LOCK = 0x646F6373
 MIGRATIONS = Path(__file__).with_name("migrations")
-SCHEMA_REVISION = "0008"  # the newest migration; a test holds it equal to Alembic's head
+SCHEMA_REVISION = "0009"  # the newest migration; a test holds it equal to Alembic's head
 KNOWN_REVISIONS = frozenset(path.name[:4] for path in (MIGRATIONS / "versions").glob("[0-9][0-9][0-9][0-9]_*.py"))
 SQLITE_HEADER = b"SQLite format 3\0"
 # Bound parameters per statement stay well below SQLite's limit (32766) and PostgreSQL's (65535).
@@ -481,11 +480,6 @@ class Store:
         )
         with self.engine.connect() as conn:
             return [_record(row) for row in conn.execute(query)]
-
-    def copies_of(self, record_id: str) -> list[Record]:
-        query = sa.select(*self._columns).where(records.c.duplicate_of == record_id).order_by(records.c.seq)
-        with self.engine.connect() as conn:
-            return [_record(r) for r in conn.execute(query)]
 
     def iter_records(self, status: Status | None = None, since: datetime | None = None) -> Iterator[Record]:
         """Records in arrival order; ``since``: only those stored, or placed anew, at or after it."""
