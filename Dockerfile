@@ -6,9 +6,11 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /app
 COPY pyproject.toml README.md ./
+COPY docsieve ./docsieve
 COPY worker ./worker
 COPY scheduler ./scheduler
-RUN pip install . && useradd --create-home --uid 10001 docsieve
+# The deployment's image: the core and the Celery side (workers, scheduler, Flower, PostgreSQL driver).
+RUN pip install '.[deploy]' && useradd --create-home --uid 10001 docsieve
 
 USER docsieve
 CMD ["docsieve", "--help"]

@@ -18,8 +18,8 @@ from collections import defaultdict
 import numpy as np
 import sqlalchemy as sa
 
-from worker.fingerprint import jaccard_and_containment
-from worker.store import contains, records, stories
+from docsieve.fingerprint import jaccard_and_containment
+from docsieve.store import contains, records, stories
 
 
 def main() -> int:

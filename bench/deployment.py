@@ -30,10 +30,10 @@ from common import DEFAULT_CORPUS, ROOT, folder_or_exit, load_articles, machine,
 from pipeline import compile_sources, docsieve_command, write_articles
 
 sys.path.insert(0, str(ROOT))
+from docsieve.settings import Settings
 from tests.services import postgres_database, postgres_server, redis_server
 from worker.celery_app import create_app
-from worker.index import RedisIndex
-from worker.settings import Settings
+from worker.redis_index import RedisIndex
 
 EMBEDDED = "embedded `docsieve ingest` (SQLite)"
 

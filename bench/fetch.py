@@ -35,9 +35,9 @@ from common import DEFAULT_CORPUS, ROOT, Article, folder_or_exit, load_articles,
 from pipeline import docsieve_command
 
 sys.path.insert(0, str(ROOT))
+from docsieve.settings import Settings
 from tests.services import postgres_database, postgres_server, redis_server
 from worker.celery_app import create_app
-from worker.settings import Settings
 
 
 def page(article: Article, number: int) -> bytes:

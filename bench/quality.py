@@ -42,10 +42,10 @@ from pathlib import Path
 import sqlalchemy as sa
 from datasketch import MinHash, MinHashLSH
 
-from worker.models import RawDocument, Status
-from worker.pipeline import Pipeline
-from worker.settings import Settings
-from worker.store import Store, contains, records, stories
+from docsieve.models import RawDocument, Status
+from docsieve.pipeline import Pipeline
+from docsieve.settings import Settings
+from docsieve.store import Store, contains, records, stories
 
 ROOT = Path(__file__).resolve().parent.parent
 LABELS = Path(__file__).resolve().parent / "labels"

@@ -35,9 +35,9 @@ import rensa
 from common import DEFAULT_CORPUS, Article, folder_or_exit, load_articles, machine
 from datasketch import MinHash
 
-from worker.fingerprint import shingle_batch
-from worker.prepare import FINGERPRINT_CHUNK
-from worker.settings import Settings
+from docsieve.fingerprint import shingle_batch
+from docsieve.prepare import FINGERPRINT_CHUNK
+from docsieve.settings import Settings
 
 RENSA_SEED = 42
 METHODS = ("docsieve", "datasketch", "rensa")

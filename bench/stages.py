@@ -19,11 +19,11 @@ from pathlib import Path
 from common import DEFAULT_CORPUS, folder_or_exit, load_articles, machine
 from pipeline import write_articles
 
-from worker.extract import extract
-from worker.prepare import fingerprint_documents
-from worker.readers import read
-from worker.settings import Settings
-from worker.validate import validate
+from docsieve.extract import extract
+from docsieve.prepare import fingerprint_documents
+from docsieve.readers import read
+from docsieve.settings import Settings
+from docsieve.validate import validate
 
 
 def main(argv: Sequence[str] | None = None) -> int:

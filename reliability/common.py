@@ -30,9 +30,9 @@ import redis
 import sqlalchemy as sa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests.services, worker
+from docsieve.settings import Settings
+from docsieve.store import Store
 from worker.celery_app import create_app
-from worker.settings import Settings
-from worker.store import Store
 
 warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR")  # pgserver's platformdirs, as root
 ROOT = Path(__file__).resolve().parent.parent

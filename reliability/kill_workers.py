@@ -59,10 +59,10 @@ from common import (
     write_corpus,
 )
 
+from docsieve.settings import Settings
+from docsieve.store import Store
 from tests.services import postgres_database, postgres_server, redis_server
 from worker.celery_app import create_app
-from worker.settings import Settings
-from worker.store import Store
 
 SETTLE = 3.0  # seconds the record count must stay still, with nothing queued or unacknowledged
 # --kill-parent: the killed worker's message is redelivered after the visibility timeout, which must

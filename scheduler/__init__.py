@@ -17,9 +17,5 @@ The sources file (``DOCSIEVE_SOURCES_FILE``, default ``sources.toml``) is TOML, 
 task ``docsieve.poll_source`` on the I/O queue, the file read again whenever it changes, and a leader
 lock in Redis so that a second scheduler started by mistake sends nothing (``scheduler/beat.py``). The
 task (``scheduler/tasks.py``) lists the source's entries, claims them in the store and sends the new
-ones to be fetched (pages) or ingested (files); the core is ``worker/sources.py``.
+ones to be fetched (pages) or ingested (files); the core is ``docsieve/sources.py``.
 """
-
-from scheduler.beat import SourcesScheduler, run_scheduler
-
-__all__ = ["SourcesScheduler", "run_scheduler"]

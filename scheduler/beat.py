@@ -34,10 +34,10 @@ import redis
 from celery import Celery
 from celery.beat import ScheduleEntry, Scheduler
 
+from docsieve.settings import Settings
+from docsieve.sources import Source, SourcesError, load_sources
 from scheduler.locks import Locks, make_locks
 from worker.celery_app import create_app, queue_names
-from worker.settings import Settings
-from worker.sources import Source, SourcesError, load_sources
 
 logger = logging.getLogger(__name__)
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 import sys
 import time
 
+from docsieve.settings import Settings, SettingsError
 from scheduler.beat import LEADER_TTL, UNREACHABLE, heartbeat_path
-from worker.settings import Settings, SettingsError
 
 # A tick is at most TICK seconds apart; a heartbeat older than a lost lead is no longer a running scheduler.
 STALE_AFTER = LEADER_TTL

@@ -19,7 +19,7 @@ from typing import Protocol
 
 import redis
 
-from worker.settings import Settings
+from docsieve.settings import Settings
 
 REFRESH = """
 if redis.call('get', KEYS[1]) == ARGV[1] then

@@ -15,8 +15,8 @@ from dataclasses import asdict, dataclass
 
 import redis
 
-from worker.settings import Settings
-from worker.sources import Source
+from docsieve.settings import Settings
+from docsieve.sources import Source
 
 KEEP = 7 * 24 * 3600  # seconds a source's last poll is kept after it was written (plus two intervals)
 # A poll may wait in the queue behind others, and a fetcher may be slow: overdue only past two intervals

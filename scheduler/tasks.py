@@ -1,4 +1,4 @@
-"""The Celery task ``docsieve.poll_source``: a thin wrapper over ``worker.sources.poll``.
+"""The Celery task ``docsieve.poll_source``: a thin wrapper over ``docsieve.sources.poll``.
 
 The poll message carries the whole source (name, kind, location, interval) as the scheduler read it from
 the sources file: fetchers never read that file, so one not told where it is cannot fail every poll.
@@ -18,18 +18,19 @@ from collections.abc import Callable
 from functools import cache, partial
 
 import redis
+from celery import current_app, shared_task
 
+from docsieve.fetch import FetchError
+from docsieve.models import Rejection, batched
+from docsieve.readers import read
+from docsieve.settings import Settings
+from docsieve.sources import Claims, Enqueue, Entry, GetText, Source, SourcesError, poll
 from scheduler.beat import POLL_TASK
 from scheduler.locks import Locks, holding, make_locks
 from scheduler.polls import PollLog
-from worker.celery_app import app, queue_names
-from worker.fetch import FetchError
+from worker.celery_app import queue_names
 from worker.messages import FETCH_TASK, INGEST_TASK, URLS_PER_TASK, message_batches, to_message
-from worker.models import Rejection, batched
 from worker.payloads import Payloads, send_ingest
-from worker.readers import read
-from worker.settings import Settings
-from worker.sources import Claims, Enqueue, Entry, GetText, Source, SourcesError, poll
 from worker.tasks import shared_fetcher, shared_store
 
 logger = logging.getLogger(__name__)
@@ -98,7 +99,7 @@ def enqueue_entries(send_task: SendTask, settings: Settings, source: Source, ent
 
 
 def _settings() -> Settings:
-    return app.docsieve_settings
+    return current_app.docsieve_settings
 
 
 @cache
@@ -111,7 +112,7 @@ def _poll_log() -> PollLog | None:
     return PollLog.of(_settings())
 
 
-@app.task(name=POLL_TASK)
+@shared_task(name=POLL_TASK)
 def poll_source(source: dict) -> dict:
     """Poll the source the scheduler sent (``scheduler.beat``: the fields of a ``Source``)."""
     settings = _settings()
@@ -123,8 +124,8 @@ def poll_source(source: dict) -> dict:
             locks=_locks(),
             get_text=shared_fetcher().get_text,
             claims=shared_store(),
-            enqueue=partial(enqueue_entries, app.send_task, settings),
-            reject=partial(reject_source, app.send_task, settings),
+            enqueue=partial(enqueue_entries, current_app.send_task, settings),
+            reject=partial(reject_source, current_app.send_task, settings),
         )
     except Exception as exc:
         _remember(polled, error=f"{type(exc).__name__}: {exc}")

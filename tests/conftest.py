@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 import redis
 
+from docsieve.models import RawDocument, Record
+from docsieve.pipeline import Pipeline
+from docsieve.settings import Settings
+from docsieve.store import Store
 from tests.services import postgres_database, postgres_server, redis_server
-from worker.models import RawDocument, Record
-from worker.pipeline import Pipeline
-from worker.settings import Settings
-from worker.store import Store
 
 FIXTURES = Path(__file__).parent / "fixtures"
 REPO = Path(__file__).parent.parent
@@ -65,6 +65,15 @@ def store(store_url: str):
     s = Store(store_url)
     yield s
     s.close()
+
+
+@pytest.fixture
+def celery_app():
+    """A Celery app of default settings, current for the test, so the tasks run in it (tests set its
+    ``docsieve_settings`` and ``send_task``); no broker is reached."""
+    from worker.celery_app import create_app
+
+    return create_app(Settings())
 
 
 @pytest.fixture

@@ -28,12 +28,12 @@ class Terminal:
 def run_in_terminal(
     *args: str, env: dict[str, str], cwd: Path = REPO, timeout: float = 300, columns: int = 100, typed: bytes = b""
 ) -> Terminal:
-    """``python -m worker.cli ARGS`` with a pseudo-terminal of ``columns`` columns as its terminal, and
+    """``python -m docsieve.cli ARGS`` with a pseudo-terminal of ``columns`` columns as its terminal, and
     ``typed`` typed at it (b"\x04" is Ctrl-D: the end of input)."""
     leader, follower = pty.openpty()
     fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 40, columns, 0, 0))
     process = subprocess.Popen(
-        [sys.executable, "-m", "worker.cli", *args],
+        [sys.executable, "-m", "docsieve.cli", *args],
         cwd=cwd,
         env={**env, "TERM": "xterm-256color", "COLUMNS": str(columns)},
         stdin=follower,

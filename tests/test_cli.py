@@ -28,7 +28,7 @@ FIELDS = {
 def docsieve(*args: str, store: str, stdin: str | None = None) -> subprocess.CompletedProcess:
     env = {**os.environ, "DOCSIEVE_STORE": store}
     return subprocess.run(
-        [sys.executable, "-m", "worker.cli", *args],
+        [sys.executable, "-m", "docsieve.cli", *args],
         cwd=REPO,
         env=env,
         input=stdin,
@@ -99,7 +99,7 @@ def test_stdin_and_exit_codes(tmp_path: Path) -> None:
 def test_bad_setting_is_a_clear_error(tmp_path: Path) -> None:
     env = {**os.environ, "DOCSIEVE_NUM_PERM": "100"}
     result = subprocess.run(
-        [sys.executable, "-m", "worker.cli", "export"], cwd=REPO, env=env, capture_output=True, text=True
+        [sys.executable, "-m", "docsieve.cli", "export"], cwd=REPO, env=env, capture_output=True, text=True
     )
     assert result.returncode == 2 and "DOCSIEVE_NUM_PERM" in result.stderr
 
@@ -108,7 +108,7 @@ def test_store_option_before_or_after_the_command(tmp_path: Path) -> None:
     before, after = tmp_path / "before.db", tmp_path / "after.db"
     for args in (["--store", f"sqlite:///{before}", "ingest", "-"], ["ingest", "-", "--store", f"sqlite:///{after}"]):
         result = subprocess.run(
-            [sys.executable, "-m", "worker.cli", *args],
+            [sys.executable, "-m", "docsieve.cli", *args],
             cwd=tmp_path,
             input="نص للتجربة",
             capture_output=True,
@@ -133,13 +133,13 @@ def test_help_everywhere() -> None:
         ["reindex"],
     ):
         result = subprocess.run(
-            [sys.executable, "-m", "worker.cli", *command, "--help"], cwd=REPO, capture_output=True, text=True
+            [sys.executable, "-m", "docsieve.cli", *command, "--help"], cwd=REPO, capture_output=True, text=True
         )
         assert result.returncode == 0 and "--store" in result.stdout
 
 
 def test_printed_urls_hide_passwords() -> None:
-    from worker.settings import redacted as _shown
+    from docsieve.settings import redacted as _shown
 
     assert (
         _shown("postgresql+psycopg://docsieve:secret@db:5432/docsieve")
@@ -160,7 +160,7 @@ def test_read_commands_do_not_create_a_store(tmp_path: Path) -> None:
 def test_ingest_keeps_the_garbage_collector_out_of_the_way_and_restores_it() -> None:
     import gc
 
-    from worker.cli import _few_collections
+    from docsieve.cli import _few_collections
 
     before = gc.get_threshold()
     with _few_collections():
@@ -173,7 +173,7 @@ def test_submit_imports_neither_the_store_nor_numpy() -> None:
     """`docsieve submit` only reads files and queues messages: the modules it loads say so (SQLAlchemy
     and numpy cost a quarter of a second of start-up on a machine that also runs the workers)."""
     code = (
-        "import sys, worker.cli, worker.messages, worker.readers, worker.celery_app\n"
+        "import sys, docsieve.cli, worker.messages, docsieve.readers, worker.celery_app\n"
         "print(sorted(m for m in ('sqlalchemy', 'numpy') if m in sys.modules))"
     )
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
@@ -190,7 +190,7 @@ def test_submit_with_the_broker_down_says_so_at_once(tmp_path: Path) -> None:
     url = f"redis://127.0.0.1:{port}/0"
     env = {**os.environ, "DOCSIEVE_BROKER_URL": url, "DOCSIEVE_RESULT_BACKEND": url, "DOCSIEVE_INDEX_URL": url}
     done = subprocess.run(
-        [sys.executable, "-m", "worker.cli", "submit", "seeds/"],
+        [sys.executable, "-m", "docsieve.cli", "submit", "seeds/"],
         cwd=REPO,
         env=env,
         capture_output=True,
@@ -216,7 +216,7 @@ def test_submit_says_how_far_it_got_when_the_payloads_cannot_be_written(redis_ur
         "DOCSIEVE_QUEUE_PREFIX": prefix,
     }
     done = subprocess.run(
-        [sys.executable, "-m", "worker.cli", "submit", "seeds/"],  # 39,000 characters: one payload
+        [sys.executable, "-m", "docsieve.cli", "submit", "seeds/"],  # 39,000 characters: one payload
         cwd=REPO,
         env=env,
         capture_output=True,

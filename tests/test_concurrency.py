@@ -47,7 +47,7 @@ def test_parallel_ingest_keeps_one_canonical_per_story(tmp_path: Path, store_url
     env = {**os.environ, "DOCSIEVE_STORE": store_url, "DOCSIEVE_BATCH_SIZE": "8"}
     running = [
         subprocess.Popen(
-            [sys.executable, "-m", "worker.cli", "ingest", str(f), "--quiet"],
+            [sys.executable, "-m", "docsieve.cli", "ingest", str(f), "--quiet"],
             cwd=REPO,
             env=env,
             stdout=subprocess.PIPE,
@@ -60,7 +60,7 @@ def test_parallel_ingest_keeps_one_canonical_per_story(tmp_path: Path, store_url
         _, err = proc.communicate(timeout=300)
         assert proc.returncode == 0, err
     exported = subprocess.run(
-        [sys.executable, "-m", "worker.cli", "export"], cwd=REPO, env=env, capture_output=True, text=True, check=True
+        [sys.executable, "-m", "docsieve.cli", "export"], cwd=REPO, env=env, capture_output=True, text=True, check=True
     )
     records = [json.loads(line) for line in exported.stdout.splitlines()]
     assert len(records) == processes * 30 * len(STORIES)

@@ -20,14 +20,14 @@ from pathlib import Path
 import pytest
 import redis
 
+from docsieve.models import RawDocument
+from docsieve.pipeline import Pipeline
+from docsieve.readers import read
+from docsieve.settings import Settings
+from docsieve.store import Store
 from tests.conftest import REPO, fixture_text
 from tests.services import postgres_database
 from worker.celery_app import create_app
-from worker.models import RawDocument
-from worker.pipeline import Pipeline
-from worker.readers import read
-from worker.settings import Settings
-from worker.store import Store
 
 
 @pytest.fixture
@@ -66,7 +66,7 @@ def workers(
     else:
         name = f"{env['DOCSIEVE_QUEUE_PREFIX']}.{'io' if '--io' in options else 'cpu'}@{host}"
     process = subprocess.Popen(
-        [sys.executable, "-m", "worker.cli", "worker", *options, "-c", str(concurrency), "--loglevel", loglevel],
+        [sys.executable, "-m", "docsieve.cli", "worker", *options, "-c", str(concurrency), "--loglevel", loglevel],
         cwd=REPO,
         env=env,
         stdout=subprocess.PIPE,
@@ -87,7 +87,7 @@ def workers(
 
 def submit(env: dict, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "worker.cli", "submit", *args],
+        [sys.executable, "-m", "docsieve.cli", "submit", *args],
         cwd=REPO,
         env=env,
         capture_output=True,
@@ -106,7 +106,7 @@ def test_workers_store_what_submit_queued_as_embedded_would(deployment: dict, tm
         first = submit(deployment, "seeds/", "--wait")
         again = submit(deployment, "seeds/", "--wait")
         status = subprocess.run(
-            [sys.executable, "-m", "worker.cli", "status"],
+            [sys.executable, "-m", "docsieve.cli", "status"],
             cwd=REPO,
             env=deployment,
             capture_output=True,
@@ -221,7 +221,7 @@ def test_urls_are_fetched_by_the_io_worker_and_ingested_by_the_cpu_worker(deploy
 
 def cli(env: dict, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "worker.cli", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "docsieve.cli", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=120
     )
 
 
@@ -393,8 +393,8 @@ def test_status_says_in_one_line_what_it_cannot_read_and_shows_the_rest(deployme
 
 
 def test_status_shows_the_sources_whose_polls_fail(deployment: dict) -> None:
+    from docsieve.sources import Source
     from scheduler.polls import PollLog
-    from worker.sources import Source
 
     env = {**deployment, "DOCSIEVE_COORDINATION_URL": deployment["DOCSIEVE_INDEX_URL"]}
     Store(env["DOCSIEVE_STORE"]).close()

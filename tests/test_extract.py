@@ -1,8 +1,8 @@
 import time
 
+from docsieve.extract import extract
+from docsieve.models import Document, Format, RawDocument, Rejection
 from tests.conftest import REPO, fixture_text
-from worker.extract import extract
-from worker.models import Document, Format, RawDocument, Rejection
 
 
 def doc(body: str, **kw) -> Document:
@@ -103,7 +103,7 @@ def flat_divs(count: int) -> str:
 
 
 def test_html_extraction_is_bounded_in_size_and_time() -> None:
-    from worker.extract import HtmlLimits
+    from docsieve.extract import HtmlLimits
 
     page = RawDocument(source="big.html", body=flat_divs(200_000), format=Format.HTML)  # 6 MB
     too_large = extract(page, HtmlLimits(max_chars=1_000_000, timeout=60))
@@ -125,7 +125,7 @@ def test_the_deadline_interrupts_extraction_on_any_thread() -> None:
     """``ingest`` extracts on its preparing thread, where no signal can reach."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from worker.extract import HtmlLimits
+    from docsieve.extract import HtmlLimits
 
     page = RawDocument(source="big.html", body=flat_divs(200_000), format=Format.HTML)
     with ThreadPoolExecutor(2) as pool:

@@ -19,14 +19,14 @@ from typing import Any
 
 import pytest
 
+from docsieve import fetch as fetch_module
+from docsieve.fetch import FEED_TYPES, Fetcher, FetchError, NoSuchName, blocked_reason
+from docsieve.models import Rejection
+from docsieve.politeness import MemoryRateLimiter
+from docsieve.settings import Settings, SettingsError
+from docsieve.urls import canonicalize
+from docsieve.web import Unreachable, fetch_page
 from tests.webserver import Reply, Request, TrickleRelay, WebServer, dribble
-from worker import fetch as fetch_module
-from worker.fetch import FEED_TYPES, Fetcher, FetchError, NoSuchName, blocked_reason
-from worker.models import Rejection
-from worker.politeness import MemoryRateLimiter
-from worker.settings import Settings, SettingsError
-from worker.urls import canonicalize
-from worker.web import Unreachable, fetch_page
 
 PAGES = Path(__file__).parent / "fixtures" / "pages"
 HTML = {"Content-Type": "text/html; charset=utf-8"}

@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 from datasketch import MinHashLSH
 
+from docsieve.decide import hopeless, verified_pairs
+from docsieve.fingerprint import bin_minima, fingerprint_batch, jaccard_and_containment, pair_overlaps
+from docsieve.settings import Settings
 from tests.conftest import fixture_text
-from worker.decide import hopeless, verified_pairs
-from worker.fingerprint import bin_minima, fingerprint_batch, jaccard_and_containment, pair_overlaps
-from worker.settings import Settings
 
 SETTINGS = Settings()
 
@@ -20,7 +20,7 @@ def one(text: str):
 def test_content_hash_is_sha256_of_normalized_text() -> None:
     import hashlib
 
-    from worker.normalize import normalize
+    from docsieve.normalize import normalize
 
     text = fixture_text("ar_near_a.txt")
     assert one(text).content_hash == hashlib.sha256(normalize(text).encode()).hexdigest()
@@ -41,7 +41,7 @@ def test_fingerprint_does_not_depend_on_batch_neighbours() -> None:
 def test_fingerprint_equal_across_processes() -> None:
     text = fixture_text("ar_near_a.txt")
     code = (
-        "import sys; from worker.fingerprint import fingerprint_batch; from worker.settings import Settings;"
+        "import sys; from docsieve.fingerprint import fingerprint_batch; from docsieve.settings import Settings;"
         "fp = fingerprint_batch([sys.stdin.read()], Settings())[0];"
         "sys.stdout.write(fp.content_hash + ' ' + fp.signature.tobytes().hex())"
     )
@@ -170,7 +170,7 @@ def test_fingerprints_made_on_several_threads_at_once_equal_sequential_ones(monk
     """The power tables grow while other threads read them (a batch larger than any before)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from worker import fingerprint
+    from docsieve import fingerprint
 
     words = fixture_text("ar_near_a.txt").split()
     chunks = [
@@ -188,8 +188,8 @@ def test_fingerprints_made_on_several_threads_at_once_equal_sequential_ones(monk
 def test_shingle_ids_equal_a_plain_python_reference() -> None:
     """The vectorized hashing must give what its description says, word by word, or stores written
     before a change would no longer match what is ingested after it."""
-    from worker.fingerprint import BASE, _constants, _mix
-    from worker.normalize import normalize
+    from docsieve.fingerprint import BASE, _constants, _mix
+    from docsieve.normalize import normalize
 
     mask = (1 << 64) - 1
     const = _constants(SETTINGS.shingle_size, SETTINGS.num_perm, SETTINGS.lsh_bands, SETTINGS.seed)

@@ -29,12 +29,12 @@ import pytest
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
-from worker.extract import extract
-from worker.fingerprint import fingerprint_batch
-from worker.models import Document, Fingerprint, Format, RawDocument, Rejection, record_id
-from worker.normalize import INVISIBLE, LOOKALIKES, normalize, normalize_batch
-from worker.readers import read
-from worker.settings import Settings
+from docsieve.extract import extract
+from docsieve.fingerprint import fingerprint_batch
+from docsieve.models import Document, Fingerprint, Format, RawDocument, Rejection, record_id
+from docsieve.normalize import INVISIBLE, LOOKALIKES, normalize, normalize_batch
+from docsieve.readers import read
+from docsieve.settings import Settings
 
 REPO = Path(__file__).parent.parent
 SETTINGS = Settings()
@@ -246,7 +246,7 @@ def test_no_document_over_the_limit_gets_through(
 ) -> None:
     """The limit holds for each document: a text or page over it is one rejection; a batch over it goes
     on one document at a time, none of them over it (read in small chunks: items cut across reads)."""
-    with mock.patch("worker.readers.CHUNK", chunk):
+    with mock.patch("docsieve.readers.CHUNK", chunk):
         if suffix == "-":
             source, items = "-", list(read(["-"], max_bytes, stdin=io.BytesIO(data)))
         else:
@@ -306,7 +306,7 @@ def test_a_batch_streamed_gives_what_it_gives_read_whole(
         whole = list(read([source], LIMIT))
     assert [type(i) for i in whole] == [RawDocument] * len(objects), whole
     assert [i.body for i in whole] == [o["text"] for o in objects]
-    with mock.patch("worker.readers.CHUNK", chunk):
+    with mock.patch("docsieve.readers.CHUNK", chunk):
         streamed = list(read([source], limit, stdin=io.BytesIO(data)))
     assert streamed == whole
 
@@ -731,8 +731,8 @@ def seeded_texts() -> list[str]:
 
 CHILD = """
 import hashlib, json, sys
-from worker.fingerprint import fingerprint_batch
-from worker.settings import Settings
+from docsieve.fingerprint import fingerprint_batch
+from docsieve.settings import Settings
 sha = lambda a: hashlib.sha256(str(a.dtype).encode() + a.tobytes()).hexdigest()
 texts = json.loads(sys.stdin.read())
 print(json.dumps([[f.content_hash, sha(f.signature), sha(f.shingles), sha(f.band_keys), sha(f.winnow_keys)]

@@ -58,7 +58,7 @@ def test_every_bad_input_is_rejected_with_a_reason_and_the_rest_is_stored(batch:
     env = {k: v for k, v in os.environ.items() if not k.startswith("DOCSIEVE_")}
     env |= {"DOCSIEVE_STORE": f"sqlite:///{tmp_path / 'hostile.db'}", "DOCSIEVE_MAX_DOCUMENT_BYTES": "10000000"}
     run = subprocess.run(
-        [sys.executable, "-m", "worker.cli", "ingest", str(batch), "--quiet"],
+        [sys.executable, "-m", "docsieve.cli", "ingest", str(batch), "--quiet"],
         cwd=REPO,
         env=env,
         capture_output=True,
@@ -67,7 +67,7 @@ def test_every_bad_input_is_rejected_with_a_reason_and_the_rest_is_stored(batch:
     )
     assert run.returncode == 0, run.stderr
     exported = subprocess.run(
-        [sys.executable, "-m", "worker.cli", "export"], cwd=REPO, env=env, capture_output=True, text=True, check=True
+        [sys.executable, "-m", "docsieve.cli", "export"], cwd=REPO, env=env, capture_output=True, text=True, check=True
     )
     records = {Path(r["source"]).name: r for r in map(json.loads, exported.stdout.splitlines())}
     reasons = {name: r["reason"] for name, r in records.items() if r["status"] == "rejected"}

@@ -8,12 +8,13 @@ import numpy as np
 import pytest
 import redis
 
+from docsieve.index import MemoryIndex, open_index
+from docsieve.models import RawDocument
+from docsieve.pipeline import Pipeline
+from docsieve.settings import Settings
+from docsieve.store import Store
 from tests.conftest import fixture_text
-from worker.index import ID_WIDTH, MemoryIndex, RedisIndex
-from worker.models import RawDocument
-from worker.pipeline import Pipeline
-from worker.settings import Settings
-from worker.store import Store
+from worker.redis_index import ID_WIDTH, RedisIndex
 
 
 @pytest.fixture
@@ -44,7 +45,7 @@ def test_memory_and_redis_indexes_find_the_same_candidates(redis_index: RedisInd
 def test_redis_index_catches_up_with_the_store(redis_url: str, tmp_path) -> None:
     prefix = f"docsieve-test-{uuid.uuid4().hex[:8]}"
     settings = Settings(store=f"sqlite:///{tmp_path / 's.db'}", index_url=redis_url, queue_prefix=prefix)
-    pipeline = Pipeline(Store(settings.store), settings)
+    pipeline = Pipeline(Store(settings.store), settings, open_index(settings))
     try:
         pipeline.ingest([RawDocument("a.txt", fixture_text("ar_near_a.txt"))])
         (a,) = list(pipeline.store.iter_records())
@@ -100,7 +101,12 @@ def test_reindex_command_rebuilds_the_shared_index(redis_url: str, tmp_path) -> 
 
     def run(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run(
-            [sys.executable, "-m", "worker.cli", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=120
+            [sys.executable, "-m", "docsieve.cli", *args],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
 
     assert run("ingest", "seeds/").returncode == 0
@@ -126,7 +132,7 @@ def test_reindex_command_rebuilds_the_shared_index(redis_url: str, tmp_path) -> 
 
 
 def test_only_the_earliest_records_of_a_key_count_and_a_document_never_finds_itself(redis_index: RedisIndex) -> None:
-    from worker.index import POSTINGS_PER_KEY
+    from docsieve.index import POSTINGS_PER_KEY
 
     shared = np.array([42], dtype=np.int64)
     ids = [f"{i:020x}" for i in range(POSTINGS_PER_KEY + 3)]

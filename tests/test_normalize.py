@@ -4,7 +4,7 @@ import sys
 import numpy as np
 import pytest
 
-from worker.normalize import normalize, normalize_batch
+from docsieve.normalize import normalize, normalize_batch
 
 
 @pytest.mark.parametrize(
@@ -108,13 +108,13 @@ def test_batch_equals_one_by_one() -> None:
 
 def test_same_in_another_process() -> None:
     text = "وفد من حركة «حماس» يزور طهران في ١٩ يناير"
-    code = "import sys; from worker.normalize import normalize; sys.stdout.write(normalize(sys.argv[1]))"
+    code = "import sys; from docsieve.normalize import normalize; sys.stdout.write(normalize(sys.argv[1]))"
     other = subprocess.run([sys.executable, "-c", code, text], capture_output=True, text=True, check=True)
     assert other.stdout == normalize(text)
 
 
 def test_cached_tables_equal_freshly_built_ones(tmp_path, monkeypatch) -> None:
-    from worker.normalize import ARRAYS, _build_tables, _tables
+    from docsieve.normalize import ARRAYS, _build_tables, _tables
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     _tables.cache_clear()

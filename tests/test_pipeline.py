@@ -4,10 +4,10 @@ import re
 
 import pytest
 
+from docsieve.models import Method, RawDocument, Status
+from docsieve.pipeline import Pipeline
+from docsieve.store import Store
 from tests.conftest import fixture_text, ingest_texts
-from worker.models import Method, RawDocument, Status
-from worker.pipeline import Pipeline
-from worker.store import Store
 
 ARABIC = fixture_text("ar_near_a.txt")
 LONG = fixture_text("ar_long_article.txt")  # image line, no headline, 15 paragraphs
@@ -186,7 +186,7 @@ def test_copies_within_one_batch_and_across_batches(store: Store, settings) -> N
 
 
 def test_language_of_arabic_script_languages() -> None:
-    from worker.language import detect_many
+    from docsieve.language import detect_many
 
     found = detect_many(
         [
@@ -204,7 +204,7 @@ def test_language_of_arabic_script_languages() -> None:
 def test_running_ahead_keeps_order_raises_producer_errors_and_never_waits_on_a_stuck_source() -> None:
     import threading
 
-    from worker.prepare import RunAhead
+    from docsieve.prepare import RunAhead
 
     assert list(RunAhead(iter(range(100)), depth=2)) == list(range(100))
 
@@ -237,7 +237,7 @@ def test_running_ahead_keeps_order_raises_producer_errors_and_never_waits_on_a_s
 
 
 def test_the_arabic_shortcut_needs_ten_letters() -> None:
-    from worker.language import TEN_ARABIC_LETTERS
+    from docsieve.language import TEN_ARABIC_LETTERS
 
     nine, ten = " ".join("سلامعليكم"), " ".join("سلامعليكمو")
     assert TEN_ARABIC_LETTERS.match("١٢ " + ten + ".") and not TEN_ARABIC_LETTERS.match("١٢ " + nine + ".")

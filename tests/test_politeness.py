@@ -10,7 +10,7 @@ from collections.abc import Callable
 import pytest
 import redis
 
-from worker.politeness import (
+from docsieve.politeness import (
     ROBOTS_FAILURE_TTL,
     MemoryRateLimiter,
     RateLimiter,
@@ -18,7 +18,7 @@ from worker.politeness import (
     RobotsCache,
     make_limiter,
 )
-from worker.settings import Settings
+from docsieve.settings import Settings
 
 INTERVAL = 0.2
 SLACK = 0.05  # a thread wakes up a little after its slot (and hears from Redis a little after it answered)

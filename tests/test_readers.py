@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from docsieve.models import Format, RawDocument, Rejection
+from docsieve.readers import FieldMap, read
 from tests.conftest import REPO
-from worker.models import Format, RawDocument, Rejection
-from worker.readers import FieldMap, read
 
 LIMIT = 1_000_000
 
@@ -209,7 +209,7 @@ def test_a_fifo_socket_or_device_is_rejected_not_waited_on(tmp_path: Path) -> No
 
 def test_a_fifo_put_in_place_of_a_listed_file_is_refused_once_open(tmp_path: Path) -> None:
     """Between the folder's listing and the read, a file may become a FIFO: the open itself never waits."""
-    from worker import readers
+    from docsieve import readers
 
     os.mkfifo(tmp_path / "swapped.txt")
     found = []
@@ -294,7 +294,7 @@ def test_a_batch_many_times_the_limit_gives_every_document(tmp_path: Path) -> No
 
 
 def test_a_json_array_many_times_the_limit_gives_every_document(tmp_path: Path, monkeypatch) -> None:
-    from worker import readers
+    from docsieve import readers
 
     monkeypatch.setattr(readers, "CHUNK", 7)  # item ends, strings and escapes cut across reads
     objects = [
@@ -350,7 +350,7 @@ def test_standard_input_whose_first_line_is_broken_is_still_a_batch() -> None:
 
 MEMORY_CHILD = """
 import json, resource, sys
-from worker.readers import read
+from docsieve.readers import read
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 found = [getattr(item, "reason", None) or item.body for item in read([sys.argv[1]], 1_000_000)]
 grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
@@ -446,9 +446,9 @@ def test_gzip_on_standard_input_and_suffixes_that_are_not_gzip(tmp_path: Path) -
 
 
 def test_a_gzip_bomb_is_refused_without_decompressing_it_all(tmp_path: Path, monkeypatch) -> None:
-    import worker.readers
+    import docsieve.readers
 
-    monkeypatch.setattr(worker.readers, "INFLATE_BUDGET", 2_000_000)  # 1 GiB: seconds, and a 1 MB bomb to write
+    monkeypatch.setattr(docsieve.readers, "INFLATE_BUDGET", 2_000_000)  # 1 GiB: seconds, and a 1 MB bomb to write
     decompressed = []
     real_read = gzip.GzipFile.read
     monkeypatch.setattr(
@@ -469,7 +469,7 @@ def test_a_gzip_bomb_is_refused_without_decompressing_it_all(tmp_path: Path, mon
 
 def test_a_batch_of_near_identical_records_is_read_whole_however_well_it_compresses(tmp_path: Path) -> None:
     """Templated items compress a thousand times, as a bomb does; under the budget every one is read."""
-    from worker.readers import MAX_INFLATE_RATIO
+    from docsieve.readers import MAX_INFLATE_RATIO
 
     lines = [json.dumps({"id": n, "text": "حالة الطقس: صحو إلى غائم جزئياً " * 20 + str(n)}) for n in range(20_000)]
     packed = gzip.compress("\n".join(lines).encode(), compresslevel=9)
@@ -551,15 +551,15 @@ def test_fields_of_other_types_are_rejected_or_converted_by_the_stated_rule(tmp_
 
 
 def test_field_flags_on_the_command_line(tmp_path: Path) -> None:
-    from worker.cli import MAPPED_FIELDS, _field_map, _parser
+    from docsieve.cli import MAPPED_FIELDS, _parser, field_map
 
     assert set(MAPPED_FIELDS) == set(FieldMap.__dataclass_fields__)
     for command in (["ingest", "x"], ["submit", "x"], ["similar", "x"]):
         args = _parser().parse_args([*command, "--text-field", "content", "--outlet-field", "publisher"])
-        assert _field_map(args) == FieldMap(text="content", outlet="publisher")
+        assert field_map(args) == FieldMap(text="content", outlet="publisher")
     (tmp_path / "day.json").write_text(json.dumps([SNN]), encoding="utf-8")
     env = {**os.environ, "DOCSIEVE_STORE": f"sqlite:///{tmp_path / 's.db'}"}
-    run = [sys.executable, "-m", "worker.cli"]
+    run = [sys.executable, "-m", "docsieve.cli"]
     flags = ["--text-field", "content", "--published-field", "date_extracted"]
     done = subprocess.run([*run, "ingest", str(tmp_path / "day.json"), *flags], env=env, cwd=REPO, capture_output=True)
     assert done.returncode == 0, done.stderr

@@ -18,6 +18,9 @@ from pathlib import Path
 import pytest
 import redis
 
+from docsieve.models import RawDocument, Rejection
+from docsieve.settings import Settings
+from docsieve.sources import Entry, Source
 from scheduler import health, tasks
 from scheduler.beat import LEADER_TTL, POLL_TASK, TICK, SourcesScheduler, heartbeat_path
 from scheduler.locks import LocalLocks, RedisLocks, holding
@@ -25,9 +28,6 @@ from scheduler.polls import PollLog
 from tests.conftest import REPO
 from worker.celery_app import create_app
 from worker.messages import FETCH_TASK, INGEST_TASK, URLS_PER_TASK, from_message
-from worker.models import RawDocument, Rejection
-from worker.settings import Settings
-from worker.sources import Entry, Source
 
 FEED = 'name = "{name}"\nkind = "feed"\nlocation = "https://{name}.example/rss.xml"\ninterval = {interval}\n'
 
@@ -349,7 +349,7 @@ def test_message_batches_hold_a_count_and_a_size() -> None:
 
 
 def test_a_fetcher_polls_what_the_scheduler_sent_without_the_sources_file(
-    beats: list[Beat], settings: Settings, redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    celery_app, beats: list[Beat], settings: Settings, redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Only the scheduler is told where the sources file is: the poll message carries the source."""
     write_sources(settings, ("wire", 600))
@@ -369,7 +369,8 @@ def test_a_fetcher_polls_what_the_scheduler_sent_without_the_sources_file(
     monkeypatch.setattr(tasks, "_poll_log", lambda: PollLog.of(settings))
     monkeypatch.setattr(tasks, "shared_fetcher", Fetcher)
     monkeypatch.setattr(tasks, "shared_store", lambda: store)
-    monkeypatch.setattr(tasks.app, "send_task", lambda name, args, **options: sent.append((name, args, options)))
+    celery_app.set_current()  # the task's app (a scheduler started in this test made its own current)
+    monkeypatch.setattr(celery_app, "send_task", lambda name, args, **options: sent.append((name, args, options)))
     assert name == POLL_TASK
     assert tasks.poll_source(*args) == {"source": "wire", "found": 2, "new": 2}
     assert sent == [
@@ -380,7 +381,7 @@ def test_a_fetcher_polls_what_the_scheduler_sent_without_the_sources_file(
 
 
 def test_how_each_poll_went_is_kept_for_status(
-    settings: Settings, redis_url: str, monkeypatch: pytest.MonkeyPatch
+    celery_app, settings: Settings, redis_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     hostile = (Path(__file__).parent / "fixtures" / "feeds" / "billion_laughs.xml").read_text(encoding="utf-8")
     replies: list[str | Exception] = [
@@ -403,7 +404,8 @@ def test_how_each_poll_went_is_kept_for_status(
     monkeypatch.setattr(tasks, "_poll_log", lambda: log)
     monkeypatch.setattr(tasks, "shared_fetcher", Fetcher)
     monkeypatch.setattr(tasks, "shared_store", FakeStore)
-    monkeypatch.setattr(tasks.app, "send_task", lambda name, args, **options: None)
+    celery_app.set_current()  # the task's app (a scheduler started in this test made its own current)
+    monkeypatch.setattr(celery_app, "send_task", lambda name, args, **options: None)
     wire = asdict(feed("wire", 600))
     assert log.all() == []
 
@@ -464,7 +466,7 @@ def test_run_scheduler_sends_polls_and_releases_its_lock_on_sigterm(
 ) -> None:
     write_sources(settings, ("wire", 600))
     code = (
-        "import sys; from worker.settings import Settings; from scheduler import run_scheduler; "
+        "import sys; from docsieve.settings import Settings; from scheduler.beat import run_scheduler; "
         "run_scheduler(Settings(broker_url=sys.argv[1], result_backend=sys.argv[1], coordination_url=sys.argv[1], "
         "queue_prefix=sys.argv[2], sources_file=sys.argv[3]))"
     )
@@ -513,7 +515,7 @@ def test_a_watched_folder_never_reads_past_itself(settings: Settings, tmp_path: 
 
 
 def test_a_source_that_cannot_be_read_is_a_rejected_record(
-    settings: Settings, redis_url: str, monkeypatch: pytest.MonkeyPatch
+    celery_app, settings: Settings, redis_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     write_sources(settings, ("wire", 600))
     sent: list[tuple[str, list, dict]] = []
@@ -527,7 +529,8 @@ def test_a_source_that_cannot_be_read_is_a_rejected_record(
     monkeypatch.setattr(tasks, "_locks", lambda: RedisLocks(redis_url))
     monkeypatch.setattr(tasks, "shared_fetcher", Fetcher)
     monkeypatch.setattr(tasks, "shared_store", FakeStore)
-    monkeypatch.setattr(tasks.app, "send_task", lambda name, args, **options: sent.append((name, args, options)))
+    celery_app.set_current()  # the task's app (a scheduler started in this test made its own current)
+    monkeypatch.setattr(celery_app, "send_task", lambda name, args, **options: sent.append((name, args, options)))
     monkeypatch.setattr(tasks, "_poll_log", lambda: None)
     first, second = tasks.poll_source(asdict(feed("wire"))), tasks.poll_source(asdict(feed("wire")))
     assert "entity" in first["rejected"] and first == second

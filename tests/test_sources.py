@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from docsieve import sources
+from docsieve.settings import Settings
+from docsieve.sources import Entry, PollResult, Source, SourcesError, discover, load_sources, poll
 from tests.conftest import FIXTURES
 from tests.webserver import Reply, WebServer
-from worker import sources
-from worker.settings import Settings
-from worker.sources import Entry, PollResult, Source, SourcesError, discover, load_sources, poll
 
 FEEDS = FIXTURES / "feeds"
 RSS_URL = "https://news.example.org/world/rss.xml"
@@ -235,7 +235,7 @@ def news_site() -> Web:
 
 def test_sitemap_index_reads_its_urlsets_and_news_sitemaps_newest_first(caplog: pytest.LogCaptureFixture) -> None:
     web = news_site()
-    with caplog.at_level(logging.WARNING, logger="worker.sources"):
+    with caplog.at_level(logging.WARNING, logger="docsieve.sources"):
         entries = discover(Source("wire-map", "sitemap", INDEX_URL, 900), web)
     assert web.asked == [
         INDEX_URL,
@@ -337,7 +337,7 @@ def test_external_entities_are_refused(kind: str) -> None:
 def test_a_hostile_child_sitemap_is_skipped_and_the_others_still_count(caplog: pytest.LogCaptureFixture) -> None:
     web = news_site()
     web.pages["https://news.example.org/sitemaps/pages.xml"] = feed_text("billion_laughs.xml")
-    with caplog.at_level(logging.WARNING, logger="worker.sources"):
+    with caplog.at_level(logging.WARNING, logger="docsieve.sources"):
         entries = discover(Source("wire-map", "sitemap", INDEX_URL, 900), web)
     assert "https://news.example.org/ar/2024/05/01/tamr" in {e.key for e in entries}
     assert "child sitemap https://news.example.org/sitemaps/pages.xml: refused" in caplog.text
@@ -475,7 +475,7 @@ def test_a_poll_enqueues_at_most_its_limit_and_the_next_polls_go_on_from_there(
 
 def test_polling_over_http_with_the_real_fetcher() -> None:
     """An Arabic feed in windows-1256 (declared only in the document) and a sitemap index, fetched."""
-    from worker.fetch import Fetcher
+    from docsieve.fetch import Fetcher
 
     legacy = feed_text("atom_ar.xml").replace('encoding="utf-8"', 'encoding="windows-1256"')
     atom = legacy.encode("cp1256", "xmlcharrefreplace")  # the Arabic-Indic digits are not in windows-1256

@@ -3,8 +3,8 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
-from worker.settings import Settings, SettingsError
-from worker.store import MIGRATIONS, SCHEMA_REVISION, Store, metadata
+from docsieve.settings import Settings, SettingsError
+from docsieve.store import MIGRATIONS, SCHEMA_REVISION, Store, metadata
 
 
 def alembic_config(connection: sa.Connection | None = None):
@@ -74,8 +74,8 @@ def test_settings_from_env_and_overrides() -> None:
 
 
 def test_a_store_refuses_settings_that_make_other_fingerprints(store_url: str) -> None:
-    from worker.pipeline import Pipeline
-    from worker.store import StoreError
+    from docsieve.pipeline import Pipeline
+    from docsieve.store import StoreError
 
     store = Store(store_url)
     Pipeline(store, Settings(store=store_url))
@@ -86,8 +86,8 @@ def test_a_store_refuses_settings_that_make_other_fingerprints(store_url: str) -
 
 
 def test_a_store_indexed_with_the_shingle_sample_says_what_to_do(store_url: str) -> None:
-    from worker.pipeline import Pipeline
-    from worker.store import StoreError, meta
+    from docsieve.pipeline import Pipeline
+    from docsieve.store import StoreError, meta
 
     store = Store(store_url)
     older = Settings().fingerprint_parameters.replace("window-16 winnowing", "1-in-16 sample")
@@ -99,12 +99,12 @@ def test_a_store_indexed_with_the_shingle_sample_says_what_to_do(store_url: str)
 
 
 def test_a_store_made_with_an_older_normalization_says_what_to_do(store_url: str, monkeypatch) -> None:
-    import worker.settings
-    from worker.pipeline import Pipeline
-    from worker.store import StoreError
+    import docsieve.settings
+    from docsieve.pipeline import Pipeline
+    from docsieve.store import StoreError
 
     store = Store(store_url)
-    monkeypatch.setattr(worker.settings, "NORMALIZATION_VERSION", worker.settings.NORMALIZATION_VERSION - 1)
+    monkeypatch.setattr(docsieve.settings, "NORMALIZATION_VERSION", docsieve.settings.NORMALIZATION_VERSION - 1)
     Pipeline(store, Settings(store=store_url))  # the store is made by the older docsieve
     monkeypatch.undo()
     for opened in (store, Store(store_url, readonly=True)):
@@ -159,7 +159,7 @@ def test_a_claim_never_marked_sent_is_given_out_again_later(store: Store, monkey
     """A poll killed between claiming entries and queueing them: after a while they are claimed again."""
     import time
 
-    from worker import store as store_module
+    from docsieve import store as store_module
 
     assert store.claim_entries("feed", ["lost", "sent"]) == ["lost", "sent"]
     store.mark_sent("feed", ["sent"])
@@ -177,8 +177,8 @@ def test_sqlite_log_is_copied_into_the_database_file_while_the_store_is_open(tmp
     import sqlite3
     import time
 
-    from worker.models import Record, Status
-    from worker.store import NewRecord
+    from docsieve.models import Record, Status
+    from docsieve.store import NewRecord
 
     path = tmp_path / "store.db"
     store = Store(f"sqlite:///{path}")
@@ -206,7 +206,7 @@ def test_sqlite_log_is_copied_into_the_database_file_while_the_store_is_open(tmp
 
 
 def test_bulk_insert_writes_every_column_but_the_database_assigned_ones() -> None:
-    from worker.store import ROW_COLUMNS, records
+    from docsieve.store import ROW_COLUMNS, records
 
     assert set(ROW_COLUMNS) == {c.name for c in records.columns} - {"seq", "created_at"}
 
@@ -246,12 +246,12 @@ def test_a_store_of_the_previous_release_is_read_and_left_to_it(store_url: str, 
     it is, and ingest refuses it without migrating it, so the docsieve that made it can still use it."""
     from alembic import command
 
-    import worker.settings
-    from worker.models import RawDocument
-    from worker.pipeline import Pipeline
-    from worker.store import StoreError
+    import docsieve.settings
+    from docsieve.models import RawDocument
+    from docsieve.pipeline import Pipeline
+    from docsieve.store import StoreError
 
-    monkeypatch.setattr(worker.settings, "NORMALIZATION_VERSION", worker.settings.NORMALIZATION_VERSION - 1)
+    monkeypatch.setattr(docsieve.settings, "NORMALIZATION_VERSION", docsieve.settings.NORMALIZATION_VERSION - 1)
     made_with = Settings(store=store_url).fingerprint_parameters
     pipeline = Pipeline(Store(store_url), Settings(store=store_url))
     pipeline.ingest([RawDocument("a.txt", "an article of the older release, long enough to be one")])

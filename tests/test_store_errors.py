@@ -25,7 +25,7 @@ def docsieve(
 ) -> subprocess.CompletedProcess:
     base = {k: v for k, v in os.environ.items() if not k.startswith("DOCSIEVE_")}
     return subprocess.run(
-        [*(wrapper or []), sys.executable, "-m", "worker.cli", *args],
+        [*(wrapper or []), sys.executable, "-m", "docsieve.cli", *args],
         cwd=cwd,
         env={**base, "PYTHONPATH": str(REPO), **(env or {})},
         capture_output=True,

@@ -8,13 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from worker.cli import main
-from worker.fingerprint import fingerprint_batch
-from worker.models import Method, RawDocument, Record, Status
-from worker.pipeline import Pipeline
-from worker.published import parse_published
-from worker.settings import Settings
-from worker.store import Store
+from docsieve.cli import main
+from docsieve.fingerprint import fingerprint_batch
+from docsieve.models import Method, RawDocument, Record, Status
+from docsieve.pipeline import Pipeline
+from docsieve.published import parse_published
+from docsieve.settings import Settings
+from docsieve.store import Store
 
 VOCABULARY = [f"كلمة{i}" for i in range(5000)]
 
@@ -147,7 +147,7 @@ def test_the_earliest_published_copy_becomes_the_canonical(pipeline: Pipeline) -
     story = story_of(pipeline.store, early)
     assert story.id == story_id and story.canonical.id == early.id
     # Every member's figures are measured against the new canonical.
-    from worker.fingerprint import jaccard_and_containment
+    from docsieve.fingerprint import jaccard_and_containment
 
     fps = fingerprint_batch([early.text, late.text], pipeline.settings)
     jaccard, _ = jaccard_and_containment(fps[0].shingles, fps[1].shingles)
@@ -179,7 +179,7 @@ def test_takedown_removes_the_text_and_passes_the_story_on(pipeline: Pipeline, s
     again = Pipeline(store, settings)
     records = ingest(again, ("d", text(edit(a, 72, 0.03))))
     assert records["d"].story_id == story_id
-    from worker.store import deletions
+    from docsieve.store import deletions
 
     with store.engine.connect() as conn:
         audit = conn.execute(deletions.select()).one()
@@ -254,14 +254,14 @@ def test_templated_items_stay_apart_once_the_store_has_learned_the_template(stor
     assert len(set(late)) == len(late), "items about different subjects merged"
     assert records["copy13"].story_id == records["cable13"].story_id
     # Without the learned counts the same items would all be one story.
-    from worker.fingerprint import jaccard_and_containment
+    from docsieve.fingerprint import jaccard_and_containment
 
     a, b = fingerprint_batch([item(12), item(13)], settings)
     assert jaccard_and_containment(a.shingles, b.shingles)[1] >= settings.containment_threshold
 
 
 def test_template_weights_follow_the_counts_of_every_text() -> None:
-    from worker.templates import ShingleCounts
+    from docsieve.templates import ShingleCounts
 
     rng = np.random.default_rng(3)
     counts = ShingleCounts(boilerplate_texts=3)
@@ -276,7 +276,7 @@ def test_template_weights_follow_the_counts_of_every_text() -> None:
 
 
 def test_template_counts_stop_at_their_cap_and_never_wrap() -> None:
-    from worker.templates import MOST, ShingleCounts
+    from docsieve.templates import MOST, ShingleCounts
 
     counts = ShingleCounts(boilerplate_texts=3)
     common, rare = np.uint32(7 << 24), np.uint32(9 << 24)
@@ -359,8 +359,8 @@ def test_show_prints_the_story_with_what_it_holds(tmp_path, capsys) -> None:
 def test_status_counts_stories_and_reads_a_store_from_before_them(tmp_path, capsys) -> None:
     from alembic import command
 
+    from docsieve.cli import _records_and_failures
     from tests.test_store import alembic_config
-    from worker.cli import _records_and_failures
 
     url = f"sqlite:///{tmp_path}/s.db"
     a = words(150, 200)

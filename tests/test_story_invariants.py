@@ -3,11 +3,12 @@ that move records, exact copies, ``export --since``, and what a long-running wor
 
 import sqlalchemy as sa
 
+from docsieve.index import open_index
+from docsieve.models import Method, Status
+from docsieve.pipeline import Pipeline
+from docsieve.store import Store
 from tests.story_checks import problems
 from tests.test_stories import edit, ingest, story_of, text, words
-from worker.models import Method, Status
-from worker.pipeline import Pipeline
-from worker.store import Store
 
 
 def test_a_split_ranks_exact_copies_like_the_others(pipeline, settings):
@@ -33,10 +34,10 @@ def test_an_exact_copy_taking_over_is_not_counted_as_a_new_text(pipeline, settin
     ingest(pipeline, ("late", text(a), "2015-07-22T00:00:00Z"))
     recs = ingest(pipeline, ("early", text(a), "2015-07-21T00:00:00Z"))
     assert recs["early"].status is Status.CANONICAL  # the exact copy took over
-    from worker.fingerprint import fingerprint_batch
+    from docsieve.fingerprint import fingerprint_batch
 
     shingles = fingerprint_batch([text(a)], settings)[0].shingles
-    fresh = __import__("worker.templates", fromlist=["x"]).ShingleCounts(settings.boilerplate_texts)
+    fresh = __import__("docsieve.templates", fromlist=["x"]).ShingleCounts(settings.boilerplate_texts)
     with pipeline.store.writing() as txn:
         fresh.catch_up(txn)
     assert int(fresh.counts(shingles).max()) == 1, "one text, counted twice"
@@ -48,7 +49,7 @@ def _since_now(store):
     time.sleep(1.1)  # SQLite's CURRENT_TIMESTAMP has whole seconds
     with store.engine.connect() as c:
         now = c.scalar(sa.select(sa.func.now()))
-    from worker.store import _utc
+    from docsieve.store import _utc
 
     time.sleep(1.1)
     return _utc(now)
@@ -97,12 +98,12 @@ def test_a_running_worker_finds_the_story_after_its_canonical_is_taken_down(pipe
 
 def test_the_redis_index_finds_the_story_after_a_takedown(store, settings, redis_url, prefix):
     s = settings.with_(index_url=redis_url, queue_prefix=prefix)
-    p = Pipeline(store, s)
+    p = Pipeline(store, s, open_index(s))
     a = words(70, 300)
     recs = ingest(p, ("a", text(a), "2015-07-21T08:00:00Z"), ("b", text(a), "2015-07-21T09:00:00Z"))
     store.delete([recs["a"].id], "court order", s)
     p.close()
-    fresh = Pipeline(Store(s.store), s)  # even a new process
+    fresh = Pipeline(Store(s.store), s, open_index(s))  # even a new process
     recs = ingest(fresh, ("d", text(edit(a, 72, 0.03))))
     assert recs["d"].story_id == recs["b"].story_id
 
@@ -125,7 +126,7 @@ def test_takedowns_keep_every_members_figures_true(pipeline, settings):
 
 def test_stories_with_more_records_than_a_statement_has_parameters(store: Store) -> None:
     """PostgreSQL takes at most 65,535 parameters a statement: a story's links are read by subquery."""
-    from worker.store import records, stories
+    from docsieve.store import records, stories
 
     rows, heads = [], []
     for s in range(2):
@@ -154,7 +155,7 @@ def test_since_is_exact_below_the_second(tmp_path) -> None:
     close in time (SQLite's CURRENT_TIMESTAMP has whole seconds)."""
     from datetime import UTC, datetime
 
-    from worker.settings import Settings
+    from docsieve.settings import Settings
 
     settings = Settings(store=f"sqlite:///{tmp_path}/s.db")
     store = Store(settings.store)
@@ -170,8 +171,8 @@ def test_since_sees_a_change_stamped_on_the_whole_second(tmp_path, monkeypatch) 
     and stories alike: every time is written in one format, so they compare as stored."""
     from datetime import UTC, datetime
 
-    from worker.settings import Settings
-    from worker.store import Transaction
+    from docsieve.settings import Settings
+    from docsieve.store import Transaction
 
     settings = Settings(store=f"sqlite:///{tmp_path}/s.db")
     store = Store(settings.store)
@@ -226,10 +227,10 @@ def test_a_canonical_that_holds_a_story_is_no_roundup(pipeline, settings):
 def test_a_takedown_leaves_no_posting_in_the_shared_index(store, settings, redis_url, prefix, monkeypatch):
     import redis
 
-    from worker.cli import main
+    from docsieve.cli import main
 
     shared = settings.with_(index_url=redis_url, queue_prefix=prefix)
-    p = Pipeline(store, shared)
+    p = Pipeline(store, shared, open_index(shared))
     a = words(130, 200)
     recs = ingest(p, ("a", text(a)), ("b", text(edit(a, 131, 0.05))))
     p.close()

@@ -12,16 +12,16 @@ from types import SimpleNamespace
 import pytest
 
 import worker.tasks as tasks
+from docsieve.models import RawDocument, Rejection
+from docsieve.pipeline import Pipeline
 from tests.conftest import fixture_text
 from worker.messages import from_message, to_message
-from worker.models import RawDocument, Rejection
-from worker.pipeline import Pipeline
 
 
 @pytest.fixture
-def task_pipeline(pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch) -> Pipeline:
+def task_pipeline(celery_app, pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch) -> Pipeline:
     monkeypatch.setattr(tasks, "_pipeline", lambda: pipeline)
-    monkeypatch.setattr(tasks.app, "docsieve_settings", pipeline.settings)
+    monkeypatch.setattr(celery_app, "docsieve_settings", pipeline.settings)
     return pipeline
 
 
@@ -58,7 +58,7 @@ def test_a_failed_task_is_recorded(task_pipeline: Pipeline) -> None:
     assert failure["sources"] == '["a.txt"]' and failure["payload"] == '[{"source": "a.txt"}]'
 
 
-def test_a_retry_that_cannot_be_queued_gives_the_message_back(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_retry_that_cannot_be_queued_gives_the_message_back(celery_app, monkeypatch: pytest.MonkeyPatch) -> None:
     """The fault is the broker itself (Redis restarting): the retry message cannot be sent. Celery would
     drop the delivered message (requeue=False); it must go back to the queue instead."""
     from celery.exceptions import Reject
@@ -67,7 +67,7 @@ def test_a_retry_that_cannot_be_queued_gives_the_message_back(monkeypatch: pytes
     def broker_down(*args, **kwargs):
         raise RedisDown("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
 
-    monkeypatch.setattr(tasks.app, "send_task", broker_down)
+    monkeypatch.setattr(celery_app, "send_task", broker_down)
     task = tasks.ingest_batch
     task.push_request(id="t-1", args=[[]], kwargs={}, retries=0, called_directly=False, is_eager=False)
     try:
@@ -79,12 +79,12 @@ def test_a_retry_that_cannot_be_queued_gives_the_message_back(monkeypatch: pytes
 
 
 @pytest.fixture
-def with_payloads(task_pipeline: Pipeline, redis_url: str, prefix: str, monkeypatch: pytest.MonkeyPatch):
+def with_payloads(celery_app, task_pipeline: Pipeline, redis_url: str, prefix: str, monkeypatch: pytest.MonkeyPatch):
     """The task's settings with a shared Redis, where payloads wait under this test's own prefix."""
     from worker.payloads import Payloads
 
     settings = task_pipeline.settings.with_(index_url=redis_url, queue_prefix=prefix)
-    monkeypatch.setattr(tasks.app, "docsieve_settings", settings)
+    monkeypatch.setattr(celery_app, "docsieve_settings", settings)
     payloads = Payloads.of(settings)
     monkeypatch.setattr(tasks, "_payloads_if_any", lambda: payloads)
     yield payloads
@@ -184,10 +184,10 @@ def test_a_payload_key_of_another_deployment_is_refused(with_payloads) -> None:
 
 
 def test_a_fetch_task_rejects_a_name_that_does_not_exist_and_logs_each_url_it_defers(
-    task_pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    celery_app, task_pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
+    from docsieve.fetch import Fetcher
     from tests.webserver import Reply, WebServer
-    from worker.fetch import Fetcher
 
     real = socket.getaddrinfo
 
@@ -203,7 +203,7 @@ def test_a_fetch_task_rejects_a_name_that_does_not_exist_and_logs_each_url_it_de
         return SimpleNamespace(id=f"task-{len(sent)}")
 
     monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
-    monkeypatch.setattr(tasks.app, "send_task", send_task)
+    monkeypatch.setattr(celery_app, "send_task", send_task)
     monkeypatch.setattr(tasks, "_payloads_if_any", lambda: None)
     monkeypatch.setattr(tasks, "shared_store", lambda: task_pipeline.store)
     with WebServer() as web:
@@ -212,7 +212,7 @@ def test_a_fetch_task_rejects_a_name_that_does_not_exist_and_logs_each_url_it_de
         settings = task_pipeline.settings.with_(
             fetch_allow_hosts=f"127.0.0.1:{web.port}", host_interval=0, fetch_retries=0
         )
-        monkeypatch.setattr(tasks.app, "docsieve_settings", settings)
+        monkeypatch.setattr(celery_app, "docsieve_settings", settings)
         with Fetcher(settings) as fetcher, caplog.at_level(logging.WARNING, logger="worker.tasks"):
             monkeypatch.setattr(tasks, "shared_fetcher", lambda: fetcher)
             tasks.fetch_urls.run(["http://nowhere.invalid/news", down])

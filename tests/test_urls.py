@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from worker.urls import canonical_link, canonicalize
+from docsieve.urls import canonical_link, canonicalize
 
 PAGES = Path(__file__).parent / "fixtures" / "pages"
 

@@ -9,15 +9,15 @@ from pathlib import Path
 import pytest
 
 import worker.tasks as tasks
+from docsieve.models import Document, RawDocument, Rejection
+from docsieve.pipeline import Pipeline
+from docsieve.readers import read
+from docsieve.settings import Settings
+from docsieve.store import Store
+from docsieve.validate import validate
 from tests.conftest import fixture_text
 from tests.services import postgres_database
 from worker.messages import to_message
-from worker.models import Document, RawDocument, Rejection
-from worker.pipeline import Pipeline
-from worker.readers import read
-from worker.settings import Settings
-from worker.store import Store
-from worker.validate import validate
 
 ARTICLE = fixture_text("ar_long_article.txt")
 OTHER = fixture_text("en_article.txt")
@@ -79,7 +79,7 @@ def test_a_bad_value_costs_only_its_document_on_both_stores(tmp_path: Path, post
 
 def test_a_nul_keeps_its_word_break() -> None:
     """U+FFFD breaks words where NUL did: the fingerprint is the one of a space there."""
-    from worker.fingerprint import fingerprint_batch
+    from docsieve.fingerprint import fingerprint_batch
 
     with_nul = validate(Document("a", "one\u0000two three four", "t"))
     assert isinstance(with_nul, Document) and with_nul.text == "one\ufffdtwo three four"
@@ -100,11 +100,11 @@ def test_rejections_and_fields_get_storable_values() -> None:
 
 
 @pytest.fixture
-def postgres_pipeline(postgres_server_url: str, monkeypatch: pytest.MonkeyPatch):
+def postgres_pipeline(celery_app, postgres_server_url: str, monkeypatch: pytest.MonkeyPatch):
     with postgres_database(postgres_server_url) as url:
         pipeline = Pipeline(Store(url), Settings(store=url))
         monkeypatch.setattr(tasks, "_pipeline", lambda: pipeline)
-        monkeypatch.setattr(tasks.app, "docsieve_settings", pipeline.settings)
+        monkeypatch.setattr(celery_app, "docsieve_settings", pipeline.settings)
         yield pipeline
         pipeline.close()
 

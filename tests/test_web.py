@@ -56,7 +56,7 @@ def docsieve(*args: str, store: Path, site: WebServer | None = None) -> subproce
     if site is not None:  # the test server; every other internal address (or port) is refused
         env["DOCSIEVE_FETCH_ALLOW_HOSTS"] = f"127.0.0.1:{site.port}"
     return subprocess.run(
-        [sys.executable, "-m", "worker.cli", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "docsieve.cli", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=120
     )
 
 

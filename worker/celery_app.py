@@ -20,12 +20,14 @@ Choices, and the traps they avoid:
 
 from __future__ import annotations
 
+from functools import cache
+
 import orjson
 from celery import Celery
 from kombu import Queue
 from kombu.serialization import register
 
-from worker.settings import Settings
+from docsieve.settings import Settings
 
 SERIALIZER = "docsieve-json"
 
@@ -54,6 +56,17 @@ def queue_names(settings: Settings) -> tuple[str, str]:
     return f"{settings.queue_prefix}.cpu", f"{settings.queue_prefix}.io"
 
 
+TASK_MODULES = "docsieve.tasks"  # entry points: modules of tasks a worker loads (this package's, the scheduler's)
+
+
+def task_modules() -> list[str]:
+    """The modules a worker imports for its tasks: ``worker.tasks`` and those other installed packages
+    register (the scheduler's poll task, which the fetchers run), so this package names none of theirs."""
+    from importlib.metadata import entry_points
+
+    return ["worker.tasks", *sorted({e.value for e in entry_points(group=TASK_MODULES)} - {"worker.tasks"})]
+
+
 def create_app(settings: Settings) -> Celery:
     cpu, io = queue_names(settings)
     _register_serializer()
@@ -61,7 +74,7 @@ def create_app(settings: Settings) -> Celery:
         "docsieve",
         broker=settings.broker_url,
         backend=settings.result_backend,
-        include=["worker.tasks", "scheduler.tasks"],
+        include=task_modules(),
     )
     app.conf.update(
         task_serializer=SERIALIZER,
@@ -94,4 +107,8 @@ def create_app(settings: Settings) -> Celery:
     return app
 
 
-app = create_app(Settings.from_env())
+@cache
+def default_app() -> Celery:
+    """The app of this process, from the DOCSIEVE_ settings, made once on first use (``celery -A worker``
+    and the worker's pool processes get it through ``worker.app``); nothing is read at import."""
+    return create_app(Settings.from_env())

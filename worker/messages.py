@@ -8,8 +8,8 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Iterator
 
-from worker.models import Format, RawDocument, Rejection
-from worker.readers import Item
+from docsieve.models import Format, RawDocument, Rejection
+from docsieve.readers import Item
 
 INGEST_TASK = "docsieve.ingest_batch"
 FETCH_TASK = "docsieve.fetch_urls"

@@ -23,8 +23,8 @@ from typing import TypeVar
 
 import orjson
 
+from docsieve.settings import Settings
 from worker.messages import INGEST_TASK, message_size
-from worker.settings import Settings
 
 T = TypeVar("T")
 

@@ -19,20 +19,21 @@ from typing import TypeVar
 
 import redis.exceptions
 import sqlalchemy.exc
-from celery import Task
+from celery import Task, current_app, shared_task
 from celery.exceptions import Reject
 from celery.signals import worker_process_init
 from kombu.exceptions import OperationalError as BrokerError
 
-from worker.celery_app import Retrying, app, queue_names
+from docsieve.index import open_index
+from docsieve.models import Rejection
+from docsieve.pipeline import Pipeline
+from docsieve.prepare import collect_less
+from docsieve.settings import PREFIX, Settings
+from docsieve.store import Store
+from docsieve.web import Page, Unreachable, Validators, fetch_page, known_validators, save_validators, url_key
+from worker.celery_app import Retrying, queue_names
 from worker.messages import FETCH_TASK, INGEST_TASK, from_message, to_message
-from worker.models import Rejection
 from worker.payloads import PayloadLost, Payloads, send_ingest
-from worker.pipeline import Pipeline
-from worker.prepare import collect_less
-from worker.settings import PREFIX, Settings
-from worker.store import Store
-from worker.web import Page, Unreachable, Validators, fetch_page, known_validators, save_validators, url_key
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +59,8 @@ TRANSIENT = (
 
 
 def _settings() -> Settings:
-    return app.docsieve_settings
+    """The settings of the app this process runs (``worker.celery_app.create_app``)."""
+    return current_app.docsieve_settings
 
 
 def _once(make: Callable[[], T]) -> Callable[[], T]:
@@ -81,7 +83,7 @@ def _once(make: Callable[[], T]) -> Callable[[], T]:
 @_once
 def shared_fetcher():
     """One fetcher (one HTTP session, one robots cache, one rate limiter) per worker process."""
-    from worker.fetch import Fetcher
+    from docsieve.fetch import Fetcher
 
     return Fetcher(_settings())
 
@@ -111,7 +113,8 @@ def shared_store() -> Store:
 def _pipeline() -> Pipeline:
     """One pipeline per worker process, made on first use: after the fork, so no connection is shared."""
     settings = _settings()
-    return Pipeline(Store(settings.store, fingerprints=settings.fingerprint_parameters), settings)
+    index = open_index(settings)
+    return Pipeline(Store(settings.store, fingerprints=settings.fingerprint_parameters), settings, index)
 
 
 @worker_process_init.connect
@@ -119,19 +122,34 @@ def _warm_up(**_) -> None:
     """Each process of a CPU worker loads what its first batch needs (store connection, candidate index,
     language model, normalization tables, fingerprint constants) when it starts, not while that batch
     waits. A store that is not reachable yet only postpones this to the first task, which retries."""
-    from worker import language
-    from worker.fingerprint import fingerprint_batch
+    from docsieve import language
+    from docsieve.fingerprint import fingerprint_batch
 
     try:
         _pipeline()
         language.detect_many(["warm up"])
         fingerprint_batch(["warm up"], _settings())
     except TRANSIENT:
-        app.log.get_default_logger().warning("store not reachable at start; the first task will connect")
+        current_app.log.get_default_logger().warning("store not reachable at start; the first task will connect")
     collect_less()  # for the life of the process, after loading what its batches need
 
 
 class IngestTask(Task):
+    """Both tasks: transient faults retried with exponential backoff and jitter, up to the app's settings
+    (read from the app the task is bound to, when it is bound: nothing at import), failures kept."""
+
+    autoretry_for = TRANSIENT
+    retry_backoff = 2
+    retry_jitter = True
+
+    @property
+    def max_retries(self) -> int:  # type: ignore[override]
+        return self.app.docsieve_settings.max_retries
+
+    @property
+    def retry_backoff_max(self) -> int:  # type: ignore[override]
+        return self.app.docsieve_settings.retry_backoff_max
+
     def retry(self, *args, **kwargs):
         """Celery drops a message for good (``Reject(requeue=False)``) when the retry cannot be queued,
         as when the fault is the broker itself restarting: found by reliability/restart_services.py,
@@ -200,19 +218,7 @@ def _lost(key: str, source: str) -> dict:
     return to_message(Rejection.of(source, PAYLOAD_LOST, f"{key}\0{source}"))
 
 
-# Both tasks: transient faults retried with exponential backoff and jitter, failures kept (IngestTask).
-RETRYING = {
-    "base": IngestTask,
-    "bind": True,
-    "autoretry_for": TRANSIENT,
-    "retry_backoff": 2,
-    "retry_backoff_max": _settings().retry_backoff_max,
-    "retry_jitter": True,
-    "max_retries": _settings().max_retries,
-}
-
-
-@app.task(name=INGEST_TASK, **RETRYING)
+@shared_task(name=INGEST_TASK, base=IngestTask, bind=True)
 def ingest_batch(
     self, messages: list[dict] | None = None, payload: str | None = None, sources: list[str] | None = None
 ) -> dict:
@@ -242,7 +248,7 @@ def ingest_batch(
     return result
 
 
-@app.task(name=FETCH_TASK, **RETRYING)
+@shared_task(name=FETCH_TASK, base=IngestTask, bind=True)
 def fetch_urls(self, urls: list[str], attempt: int = 1) -> dict:
     """Fetch pages (I/O queue) and send what changed to the CPU queue to be ingested. URLs that may come
     back later are sent again in a task of their own, so one slow host never holds the others."""

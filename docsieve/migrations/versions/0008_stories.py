@@ -76,7 +76,7 @@ def upgrade() -> None:
 
 
 def _parse_published(conn: sa.Connection) -> None:
-    from worker.published import parse_published
+    from docsieve.published import parse_published
 
     rows = conn.execute(sa.text("SELECT seq, published FROM records WHERE published IS NOT NULL")).all()
     update = sa.text("UPDATE records SET published_at = :at WHERE seq = :seq")

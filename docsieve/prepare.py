@@ -17,13 +17,13 @@ from typing import Generic, TypeVar
 
 import numpy as np
 
-from worker.extract import HtmlLimits, extract
-from worker.fingerprint import fingerprint_batch
-from worker.index import keys_of
-from worker.models import Document, Fingerprint, Rejection, batched, record_id
-from worker.readers import Item
-from worker.settings import Settings
-from worker.validate import validate
+from docsieve.extract import HtmlLimits, extract
+from docsieve.fingerprint import fingerprint_batch
+from docsieve.index import keys_of
+from docsieve.models import Document, Fingerprint, Rejection, batched, record_id
+from docsieve.readers import Item
+from docsieve.settings import Settings
+from docsieve.validate import validate
 
 FINGERPRINT_CHUNK = 64  # the vectorized fingerprint is fastest when a chunk's arrays stay in cache
 U = TypeVar("U")

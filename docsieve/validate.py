@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 from dataclasses import replace
 
-from worker.models import LANGUAGE_MAX_CHARS, PUBLISHED_MAX_CHARS, Document, Rejection
+from docsieve.models import LANGUAGE_MAX_CHARS, PUBLISHED_MAX_CHARS, Document, Rejection
 
 REPLACEMENT = "\ufffd"
 LANGUAGE_TAG = re.compile(r"[A-Za-z]{1,8}(?:[-_][A-Za-z0-9]{1,8})*")

@@ -1,5 +1,5 @@
 """Storage: records and the persistent candidate index, in SQLite (embedded) or PostgreSQL, through
-SQLAlchemy Core. The schema is owned by the Alembic migrations in ``worker/migrations``."""
+SQLAlchemy Core. The schema is owned by the Alembic migrations in ``docsieve/migrations``."""
 
 from __future__ import annotations
 
@@ -19,11 +19,11 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from worker.fingerprint import bin_minima
-from worker.models import LANGUAGE_MAX_CHARS, PUBLISHED_MAX_CHARS, Method, Record, Sketch, Status, Story, batched
-from worker.settings import Settings, StoreError, redacted
-from worker.stories import Book, Link, Placement, rank_key
-from worker.validate import storable
+from docsieve.fingerprint import bin_minima
+from docsieve.models import LANGUAGE_MAX_CHARS, PUBLISHED_MAX_CHARS, Method, Record, Sketch, Status, Story, batched
+from docsieve.settings import Settings, StoreError, redacted
+from docsieve.stories import Book, Link, Placement, rank_key
+from docsieve.validate import storable
 
 metadata = sa.MetaData()
 
@@ -84,7 +84,7 @@ contains = sa.Table(
     sa.Column("story_id", sa.String(20), primary_key=True),
     sa.Column("containment", sa.Float, nullable=True),  # of the story's canonical inside the record
     # A roundup holds stories it is no copy of; otherwise the record is a copy of its own story and
-    # carries another's item too. Only roundups keep later items out of their story (worker/stories.py).
+    # carries another's item too. Only roundups keep later items out of their story (docsieve/stories.py).
     sa.Column("roundup", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
     sa.Index("ix_contains_story_id", "story_id"),
@@ -103,7 +103,7 @@ deletions = sa.Table(
 )
 
 # How many different texts hold each shingle (template boilerplate), as an append-only log of the texts
-# each batch adds, which every process counts from where it last looked (worker/templates.py).
+# each batch adds, which every process counts from where it last looked (docsieve/templates.py).
 shingle_counts = sa.Table(
     "shingle_counts",
     metadata,
@@ -409,7 +409,12 @@ class Store:
         try:
             self.engine = create_engine(url, readonly=readonly)
         except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError, ImportError) as exc:  # ImportError: no driver
-            raise StoreError(f"{shown} is not a store URL docsieve can open: {exc}") from None
+            hint = (
+                " (PostgreSQL's driver comes with pip install 'docsieve[deploy]')"
+                if isinstance(exc, ImportError)
+                else ""
+            )
+            raise StoreError(f"{shown} is not a store URL docsieve can open: {exc}{hint}") from None
         self._columns: list[sa.ColumnElement] = list(RECORD_COLUMNS)
         self.schema_has_stories = True  # False for a store of an older schema, read as it is
         # A file store copies its write-ahead log into the database on a thread of its own (below).

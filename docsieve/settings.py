@@ -27,7 +27,7 @@ _HOST_PORT = re.compile(r"(?:\[(?P<ipv6>[0-9a-fA-F:.]+)\]|(?P<host>[^\s:/@\[\]]+
 
 def _host_and_port(entry: str) -> tuple[str, int | None]:
     """("localhost", 8080) from "localhost:8080", ("::1", None) from "[::1]" or "::1"; IP addresses in the
-    form URLs are canonicalized to (worker/urls.py)."""
+    form URLs are canonicalized to (docsieve/urls.py)."""
     with contextlib.suppress(ValueError):
         return str(ipaddress.ip_address(entry)), None  # a bare IPv6 address: its colons are no port
     match = _HOST_PORT.fullmatch(entry)
@@ -46,7 +46,7 @@ class SettingsError(ValueError):
 
 class StoreError(RuntimeError):
     """The store cannot be used as asked (none at that URL, made with other settings); the message says
-    why. Here rather than in worker/store.py so that commands catch it without importing SQLAlchemy."""
+    why. Here rather than in docsieve/store.py so that commands catch it without importing SQLAlchemy."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,11 +71,11 @@ class Settings:
     # The smaller text must have at least this many shingles for containment to count, so that a
     # one-line quote inside a long article is not called a copy of it.
     min_containment_shingles: int = 12
-    # A copy of a story's member joins the story only while this close to its canonical (worker/stories.py),
+    # A copy of a story's member joins the story only while this close to its canonical (docsieve/stories.py),
     # so a story never drifts along copies of copies.
     jaccard_floor: float = 0.3
     containment_floor: float = 0.45
-    # Template boilerplate (worker/templates.py): a shingle held by more different texts than this counts
+    # Template boilerplate (docsieve/templates.py): a shingle held by more different texts than this counts
     # less (this / count) when deciding whether two texts are copies.
     boilerplate_texts: int = 3
     # Which record of a story is its canonical: the earliest published (else the earliest arrived), or

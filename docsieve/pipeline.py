@@ -1,6 +1,6 @@
 """The pipeline: raw documents -> extract -> fingerprint -> language -> decide -> store, in batches.
 
-Extraction, fingerprints (``worker/prepare.py``) and language are computed outside any lock. Deciding
+Extraction, fingerprints (``docsieve/prepare.py``) and language are computed outside any lock. Deciding
 and storing happen in one transaction that holds the store's write lock: the index first catches up
 with what other processes stored, then each document of the batch is decided in arrival order (so the
 first copy of a story is its canonical record within a batch as well), then the batch is written. A
@@ -17,18 +17,18 @@ from typing import TypeVar
 
 import numpy as np
 
-from worker import language
-from worker.decide import verified_pairs
-from worker.fingerprint import jaccard_and_containment
-from worker.index import CandidateIndex, MemoryIndex, RedisIndex, within_batch
-from worker.models import Method, Record, Rejection, Sketch, Status, batched
-from worker.prepare import Prepared, PreparedBatch, RunAhead, prepare, prepare_ahead
-from worker.published import parse_published
-from worker.readers import Item
-from worker.settings import Settings
-from worker.store import NewRecord, Store, Transaction
-from worker.stories import Book, Overlap, Placement, rank_key
-from worker.templates import ShingleCounts, counted_shingles
+from docsieve import language
+from docsieve.decide import verified_pairs
+from docsieve.fingerprint import jaccard_and_containment
+from docsieve.index import CandidateIndex, MemoryIndex, within_batch
+from docsieve.models import Method, Record, Rejection, Sketch, Status, batched
+from docsieve.prepare import Prepared, PreparedBatch, RunAhead, prepare, prepare_ahead
+from docsieve.published import parse_published
+from docsieve.readers import Item
+from docsieve.settings import Settings
+from docsieve.store import NewRecord, Store, Transaction
+from docsieve.stories import Book, Overlap, Placement, rank_key
+from docsieve.templates import ShingleCounts, counted_shingles
 
 SKETCH_CACHE = 200_000  # records' shingles kept in memory, about 1.2 KB each for a news article
 BATCH_SEQ = 1 << 62  # ranks a batch's documents after every stored record that arrived when they did
@@ -73,11 +73,13 @@ class Match:
 
 
 class Pipeline:
-    def __init__(self, store: Store, settings: Settings) -> None:
+    def __init__(self, store: Store, settings: Settings, index: CandidateIndex | None = None) -> None:
+        """``index``: the candidate index to use (``docsieve.index.open_index`` gives the one the settings
+        name); none is the embedded index, private to this process."""
         self.store = store
         self.settings = settings
         store.check_fingerprints(settings.fingerprint_parameters)
-        self.index = make_index(settings)
+        self.index = index if index is not None else MemoryIndex()
         self.templates = ShingleCounts(settings.boilerplate_texts)
         # Shingles of the records this process stored or read, so most verifications need no store read.
         # A record's shingles never change, so an entry never goes stale; the cap only bounds memory.
@@ -173,7 +175,7 @@ class Pipeline:
         languages: dict[str, str | None],
         now: datetime,
     ) -> tuple[list[NewRecord], Book]:
-        """Each document of the batch placed in a story, in arrival order (worker/stories.py)."""
+        """Each document of the batch placed in a story, in arrival order (docsieve/stories.py)."""
         limit = self.settings.max_candidates
         book = Book(
             txn,
@@ -322,13 +324,6 @@ class Pipeline:
 
 
 T = TypeVar("T", Rejection, Prepared)
-
-
-def make_index(settings: Settings) -> CandidateIndex:
-    """In memory for the embedded default; shared in Redis when DOCSIEVE_INDEX_URL names one."""
-    if settings.index_url:
-        return RedisIndex(settings.index_url, settings.queue_prefix)
-    return MemoryIndex()
 
 
 def _first_of_each(items: list[T], known: set[str]) -> list[T]:

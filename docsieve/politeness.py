@@ -12,9 +12,7 @@ from typing import Protocol
 from urllib.parse import urlsplit
 from urllib.robotparser import RobotFileParser
 
-import redis
-
-from worker.settings import Settings
+from docsieve.settings import Settings, SettingsError
 
 # Above this many hosts, entries whose time has passed are dropped (and the oldest robots.txt if still too many).
 _MAX_ENTRIES = 10_000
@@ -64,6 +62,13 @@ class RedisRateLimiter:
     """Requests to one host at least `interval` seconds apart, across every worker sharing the Redis server."""
 
     def __init__(self, redis_url: str, prefix: str, interval: float) -> None:
+        try:
+            import redis
+        except ImportError:
+            raise SettingsError(
+                "DOCSIEVE_COORDINATION_URL: sharing the rate limit needs the Redis client "
+                "(pip install 'docsieve[deploy]')"
+            ) from None
         self._interval_ms = round(interval * 1000)
         self._prefix = f"{prefix}:ratelimit:"
         self._client = redis.Redis.from_url(redis_url, socket_timeout=5, socket_connect_timeout=5)

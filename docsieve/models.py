@@ -15,7 +15,7 @@ if TYPE_CHECKING:  # numpy is not imported at run time: `docsieve submit` needs 
 
 T = TypeVar("T")
 
-# The columns of these values are bounded (worker/store.py); worker/validate.py holds documents to them.
+# The columns of these values are bounded (docsieve/store.py); docsieve/validate.py holds documents to them.
 LANGUAGE_MAX_CHARS = 16
 PUBLISHED_MAX_CHARS = 64
 

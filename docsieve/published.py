@@ -1,6 +1,6 @@
 """A document's publication time as a UTC timestamp, from the forms it arrives in.
 
-Readers keep ``published`` as the text they found; the canonical policy (worker/stories.py) needs an
+Readers keep ``published`` as the text they found; the canonical policy (docsieve/stories.py) needs an
 instant to compare. ISO 8601 (with or without an offset, what JSON batches, sitemaps and trafilatura
 give), RFC 2822 (RSS), and Unix epoch seconds are understood. A time without a zone is taken as UTC;
 text that is none of these gives None, and the document ranks by its arrival instead.

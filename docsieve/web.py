@@ -13,10 +13,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from worker.fetch import Fetcher, FetchError
-from worker.models import Format, RawDocument, Rejection
-from worker.readers import Item
-from worker.urls import canonical_link, canonicalize, url_key
+from docsieve.fetch import Fetcher, FetchError
+from docsieve.models import Format, RawDocument, Rejection
+from docsieve.readers import Item
+from docsieve.urls import canonical_link, canonicalize, url_key
 
 
 @dataclass(frozen=True, slots=True)

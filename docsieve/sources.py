@@ -31,9 +31,9 @@ import defusedxml.ElementTree as SafeET
 import feedparser
 from defusedxml import DefusedXmlException, EntitiesForbidden
 
-from worker.models import batched
-from worker.readers import SUPPORTED, folder_files, is_readme, suffix_of
-from worker.urls import url_key
+from docsieve.models import batched
+from docsieve.readers import SUPPORTED, folder_files, is_readme, suffix_of
+from docsieve.urls import url_key
 
 logger = logging.getLogger(__name__)
 
@@ -84,7 +84,7 @@ GetText = Callable[[str], str]
 
 
 class Claims(Protocol):
-    """Which entries each source has had enqueued already (``worker.store.Store`` is one)."""
+    """Which entries each source has had enqueued already (``docsieve.store.Store`` is one)."""
 
     def claim_entries(self, source: str, keys: list[str]) -> list[str]:
         """The keys never claimed before for this source, now claimed (atomically)."""

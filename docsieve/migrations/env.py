@@ -1,11 +1,11 @@
-"""Alembic environment: runs on the connection the store hands over (``worker.store.upgrade``), or on
+"""Alembic environment: runs on the connection the store hands over (``docsieve.store.upgrade``), or on
 ``DOCSIEVE_STORE`` when run by the ``alembic`` command."""
 
 from alembic import context
 from sqlalchemy import create_engine
 
-from worker.settings import Settings
-from worker.store import metadata
+from docsieve.settings import Settings
+from docsieve.store import metadata
 
 config = context.config
 

@@ -18,7 +18,7 @@ under the store's write lock (so concurrent workers see one history):
   record of one story that contains an item of another holds that item's story: a long text that joined
   one story as a copy and carries other items says so, without being a copy of them.
 - **Templates.** Every comparison that places a document is also made with template boilerplate weighed
-  (worker/templates.py): items on one template about different subjects stay apart.
+  (docsieve/templates.py): items on one template about different subjects stay apart.
 - **Excerpts.** A short item inside a longer canonical (and a longer text that holds a story's
   canonical) joins that story by containment.
 - **The canonical** is chosen by ``Settings.canonical``: ``earliest-published`` (publication time, else
@@ -37,10 +37,10 @@ from typing import Protocol
 
 import numpy as np
 
-from worker.fingerprint import jaccard_and_containment
-from worker.models import Method, Status
-from worker.settings import Settings
-from worker.templates import NEAR_IDENTICAL, ShingleCounts, weighted_overlap
+from docsieve.fingerprint import jaccard_and_containment
+from docsieve.models import Method, Status
+from docsieve.settings import Settings
+from docsieve.templates import NEAR_IDENTICAL, ShingleCounts, weighted_overlap
 
 # Two excerpts of a canonical whose containment in each other is below this hold different stories.
 DISJOINT = 0.15
@@ -84,7 +84,7 @@ class Link:
 
 
 class StoredStories(Protocol):
-    """What the rules read of the store (``worker.store.Transaction`` provides it)."""
+    """What the rules read of the store (``docsieve.store.Transaction`` provides it)."""
 
     def stories_of(self, ids: Iterable[str], policy: str) -> tuple[dict[str, str], dict[str, list[Placement]]]: ...
     def members(self, story_ids: Iterable[str], policy: str) -> dict[str, list[Placement]]: ...
@@ -194,7 +194,7 @@ class Book:
 
     def beyond_template(self, a: str, b: str, strong: bool) -> bool:
         """Whether two texts are still copies (``strong``: at the thresholds, else at the floor) with
-        template boilerplate counting little (worker/templates.py)."""
+        template boilerplate counting little (docsieve/templates.py)."""
         if self.templates is None or self.overlap(a, b).jaccard >= NEAR_IDENTICAL:
             return True  # a near-identical text is a copy whatever its template
         for i in (a, b):

@@ -24,9 +24,9 @@ from functools import cache
 
 import numpy as np
 
-from worker.models import Fingerprint
-from worker.normalize import SPACE, NormalizedBatch, normalize_batch
-from worker.settings import Settings
+from docsieve.models import Fingerprint
+from docsieve.normalize import SPACE, NormalizedBatch, normalize_batch
+from docsieve.settings import Settings
 
 U64 = np.uint64
 EMPTY = U64(1 << 32)  # larger than any 32-bit value: marks an empty bin before densification

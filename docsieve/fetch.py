@@ -36,9 +36,9 @@ from urllib3.exceptions import ConnectTimeoutError, DecodeError, HTTPError, Name
 from urllib3.util.connection import allowed_gai_family
 from urllib3.util.timeout import _DEFAULT_TIMEOUT
 
-from worker.politeness import NotTheSites, RateLimiter, RobotsCache, make_limiter
-from worker.settings import Settings
-from worker.urls import canonicalize
+from docsieve.politeness import NotTheSites, RateLimiter, RobotsCache, make_limiter
+from docsieve.settings import Settings
+from docsieve.urls import canonicalize
 
 PAGE_TYPES = frozenset({"text/html", "application/xhtml+xml", "text/plain"})
 # Feeds and sitemaps. text/plain is accepted because misconfigured servers send feeds as such; text/html is not:

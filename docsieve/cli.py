@@ -10,16 +10,37 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 
-from worker.settings import Settings, SettingsError, StoreError, redacted
+from docsieve.settings import Settings, SettingsError, StoreError, redacted
 
 SHOW_AMBIGUOUS = 10  # ids listed when a prefix names several records
 
 # The parts of a document a batch's JSON objects hold (readers.FieldMap): named here, not imported, so
 # that every command's start-up does not load the readers.
 MAPPED_FIELDS = ("text", "id", "title", "url", "published", "author", "language", "outlet")
+
+
+# What `pip install 'docsieve[deploy]'` adds: a command that needs one of them says so.
+DEPLOYMENT_LIBRARIES = ("celery", "kombu", "redis", "psycopg", "flower", "billiard")
+EXTENSIONS = "docsieve.commands"  # entry points: functions that take a CommandLine and add to it
+
+StatusPart = Callable[[Settings], bool]  # prints its lines; False when its part could not be read
+
+
+@dataclass
+class CommandLine:
+    """What an installed extension adds to the ``docsieve`` command (the ``docsieve.commands`` entry points:
+    the deployment's ``worker`` and ``scheduler`` packages, which the core never imports): subcommands, and
+    parts of ``docsieve status`` around the store's."""
+
+    sub: argparse._SubParsersAction
+    common: argparse.ArgumentParser  # --store: a parent of every subcommand
+    fields: argparse.ArgumentParser  # which JSON field holds what: a parent of commands that read batches
+    status_first: list[StatusPart] = field(default_factory=list)  # before the records (queues, workers)
+    status_last: list[StatusPart] = field(default_factory=list)  # after them (source polls)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -34,11 +55,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return args.run(args, settings)
-    except StoreError as exc:
+    except (StoreError, SettingsError) as exc:
         print(f"docsieve: {exc}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # `docsieve export | head`
         return 0
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").split(".")[0] not in DEPLOYMENT_LIBRARIES:
+            raise
+        print(
+            f"docsieve: {args.command} needs the deployment's packages: pip install 'docsieve[deploy]' ({exc})",
+            file=sys.stderr,
+        )
+        return 2
     except Exception as exc:
         problem = _store_failure(exc, settings.store)
         if problem is None:
@@ -58,13 +87,13 @@ def _store_failure(exc: Exception, store: str) -> str | None:
 
     if not (isinstance(exc, sqlalchemy.exc.OperationalError) or type(exc) is sqlalchemy.exc.DatabaseError):
         return None
-    return f"the store {redacted(store)}: {_first_line(exc)}"
+    return f"the store {redacted(store)}: {first_line(exc)}"
 
 
-def _missing_paths(paths: Sequence[str]) -> str | None:
+def missing_paths(paths: Sequence[str]) -> str | None:
     """A path given on the command line that is not there: said at once, nothing read."""
     for path in paths:
-        if path == "-" or _is_url(path):
+        if path == "-" or is_url(path):
             continue
         if not path.strip():
             return f"{path!r} is not a path (an empty argument)"
@@ -91,7 +120,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Ingest articles, keep one canonical record per story and link every copy to it.",
     )
     parser.add_argument("--store", metavar="URL", default=None, help=store_help)
-    parser.add_argument("--version", action=_Version, help="show the version and exit")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     ingest = sub.add_parser(
@@ -144,44 +173,6 @@ def _parser() -> argparse.ArgumentParser:
     delete.add_argument("--reason", help="why, kept in the audit row")
     delete.set_defaults(run=_delete)
 
-    submit = sub.add_parser(
-        "submit",
-        parents=[common, fields],
-        help="queue files, directories, stdin or URLs to a running deployment",
-        description="Read the inputs here and queue them, in batches, to the deployment's workers (URLs go to "
-        "the fetch workers); returns at once and prints what it queued, or with --wait follows the tasks to the end.",
-    )
-    submit.add_argument("paths", nargs="+", metavar="PATH", help="file, directory, URL, or - for stdin")
-    submit.add_argument("--wait", action="store_true", help="follow progress until every task is done")
-    submit.add_argument("--quiet", action="store_true", help="no progress bar")
-    submit.add_argument(
-        "--timeout",
-        type=float,
-        metavar="SECONDS",
-        help="with --wait: give up waiting after this long (the tasks go on); exit 3",
-    )
-    submit.set_defaults(run=_submit)
-
-    worker = sub.add_parser(
-        "worker",
-        parents=[common],
-        help="run a worker of the deployment",
-        description="Start a Celery worker on the CPU queue (extract, fingerprint, decide, store) with a process "
-        "pool, one process per core unless --concurrency says otherwise; with --io, a fetch worker on the I/O "
-        "queue (fetching pages, polling sources) with a thread pool of DOCSIEVE_FETCH_CONCURRENCY threads.",
-    )
-    worker.add_argument("--io", action="store_true", help="serve the I/O queue (fetching) instead of the CPU queue")
-    worker.add_argument(
-        "--concurrency", "-c", type=int, help="worker processes (default: the number of cores), or threads with --io"
-    )
-    worker.add_argument("--loglevel", default="INFO")
-    worker.add_argument(
-        "--hostname",
-        "-n",
-        help="node name (default: the queue's name at this host, docsieve.cpu@HOST, with --io docsieve.io@HOST)",
-    )
-    worker.set_defaults(run=_worker)
-
     status = sub.add_parser(
         "status",
         parents=[common],
@@ -191,7 +182,6 @@ def _parser() -> argparse.ArgumentParser:
         "the sources whose last poll failed or that are overdue. A part that cannot be read (the broker, the "
         "store, Redis) is said in one line, the others are still shown, and the exit code is 1.",
     )
-    status.set_defaults(run=_status)
 
     failures = sub.add_parser(
         "failures",
@@ -204,38 +194,6 @@ def _parser() -> argparse.ArgumentParser:
     failures.add_argument("--all", action="store_true", help="also those already retried")
     failures.add_argument("--limit", type=int, default=50, help="at most this many, newest first (default 50)")
     failures.set_defaults(run=_failures)
-
-    retry = sub.add_parser(
-        "retry",
-        parents=[common],
-        help="send failed tasks again",
-        description="Queue the documents or URLs of failed tasks again, each failure as one task to the task that "
-        "failed; a retried failure is marked as such (with the new task id) and not retried twice.",
-    )
-    retry.add_argument("ids", nargs="*", type=int, metavar="ID", help="failure ids (see `docsieve failures`)")
-    retry.add_argument("--all", action="store_true", help="every failure not retried yet")
-    retry.set_defaults(run=_retry)
-
-    scheduler = sub.add_parser(
-        "scheduler",
-        parents=[common],
-        help="poll the sources of the sources file on their schedule",
-        description="Run the Celery beat scheduler of the deployment: every source of DOCSIEVE_SOURCES_FILE "
-        "(TOML) is polled every `interval` seconds by the fetch workers. Edits of the file take effect "
-        "without a restart; a second scheduler started by mistake sends nothing while the first runs.",
-    )
-    scheduler.add_argument("--loglevel", default="INFO")
-    scheduler.set_defaults(run=_scheduler)
-
-    reindex = sub.add_parser(
-        "reindex",
-        parents=[common],
-        help="rebuild the shared candidate index from the store",
-        description="Drop the Redis candidate index (DOCSIEVE_INDEX_URL) and rebuild it from the keys every "
-        "record keeps in the store. Workers catch up by themselves after a crash or a Redis restart; run this "
-        "when Redis lost part of its data, or after pointing DOCSIEVE_INDEX_URL at a new Redis.",
-    )
-    reindex.set_defaults(run=_reindex)
 
     migrate = sub.add_parser(
         "migrate",
@@ -256,30 +214,38 @@ def _parser() -> argparse.ArgumentParser:
     similar.add_argument("path", metavar="PATH")
     similar.add_argument("--limit", type=int, default=10, help="how many to list (default 10)")
     similar.set_defaults(run=_similar)
+
+    extended = CommandLine(sub, common, fields)
+    _load_extensions(extended)
+    status.set_defaults(run=lambda args, settings: _status(extended, settings))
     return parser
 
 
-class _Version(argparse.Action):
-    """``--version``, looked up only when asked for: importing importlib.metadata and finding the
-    distribution took 17 ms at the start of every command."""
+def _load_extensions(cli: CommandLine) -> None:
+    from importlib.metadata import entry_points
 
-    def __init__(self, option_strings: Sequence[str], dest: str, help: str | None = None) -> None:
-        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, help=help)
-
-    def __call__(self, parser: argparse.ArgumentParser, *_: object) -> None:
-        from importlib.metadata import PackageNotFoundError, version
-
+    for entry in sorted(entry_points(group=EXTENSIONS), key=lambda e: e.name):
         try:
-            shown = version("docsieve")
-        except PackageNotFoundError:  # run from a source tree that was never installed
-            shown = "(not installed)"
-        parser.exit(message=f"{parser.prog} {shown}\n")
+            add = entry.load()
+        except ImportError as exc:  # a broken extension costs its own commands, not the others
+            print(f"docsieve: the {entry.name} commands are not available: {exc}", file=sys.stderr)
+            continue
+        add(cli)
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("docsieve")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "(not installed)"
 
 
 @contextmanager
 def _few_collections() -> Iterator[None]:
     """A batch job with the garbage collector mostly out of the way (prepare.collect_less); restored after."""
-    from worker.prepare import collect_less
+    from docsieve.prepare import collect_less
 
     thresholds = collect_less()
     try:
@@ -292,15 +258,15 @@ def _few_collections() -> Iterator[None]:
 def _ingest(args: argparse.Namespace, settings: Settings) -> int:
     import time
 
-    from worker.prepare import prepare_ahead
-    from worker.readers import read
+    from docsieve.prepare import prepare_ahead
+    from docsieve.readers import read
 
     started = time.perf_counter()
-    if missing := _missing_paths(args.paths):
+    if missing := missing_paths(args.paths):
         print(f"docsieve: {missing}; nothing was ingested", file=sys.stderr)
         return 2
-    urls = [p for p in args.paths if _is_url(p)]
-    items = read([p for p in args.paths if not _is_url(p)], settings.max_document_bytes, fields=_field_map(args))
+    urls = [p for p in args.paths if is_url(p)]
+    items = read([p for p in args.paths if not is_url(p)], settings.max_document_bytes, fields=field_map(args))
     pages: list = []
     with _few_collections():
         # Files only: the first batches are read and prepared while this thread imports the storage code
@@ -308,11 +274,13 @@ def _ingest(args: argparse.Namespace, settings: Settings) -> int:
         # validators of their conditional requests.
         batches = None if urls else prepare_ahead(items, settings)
         try:
-            from worker.pipeline import Pipeline
-            from worker.store import Store
+            from docsieve.index import open_index
+            from docsieve.pipeline import Pipeline
+            from docsieve.store import Store
 
             gc.freeze()  # what the storage code loaded is no garbage either (see prepare.collect_less)
-            pipeline = Pipeline(Store(settings.store, fingerprints=settings.fingerprint_parameters), settings)
+            index = open_index(settings)
+            pipeline = Pipeline(Store(settings.store, fingerprints=settings.fingerprint_parameters), settings, index)
         except BaseException:
             if batches:
                 batches.close()
@@ -330,7 +298,7 @@ def _ingest(args: argparse.Namespace, settings: Settings) -> int:
             assert batches is not None
             summary = pipeline.ingest_prepared(batches, progress=bar.update if bar is not None else None)
             if pages:  # only now, with the pages stored, may their next fetch be conditional
-                from worker.web import save_validators
+                from docsieve.web import save_validators
 
                 save_validators(pipeline.store, (page.validators for page in pages))
         finally:
@@ -356,15 +324,15 @@ def _ingest(args: argparse.Namespace, settings: Settings) -> int:
     return 0 if summary.ingested else 1
 
 
-def _field_map(args: argparse.Namespace):
+def field_map(args: argparse.Namespace):
     """The JSON field names the command line gave (``--text-field content``...), the others as default."""
-    from worker.readers import FieldMap
+    from docsieve.readers import FieldMap
 
     given = {name: getattr(args, f"{name}_field") for name in MAPPED_FIELDS}
     return FieldMap(**{name: field for name, field in given.items() if field is not None})
 
 
-def _is_url(arg: str) -> bool:
+def is_url(arg: str) -> bool:
     """Anything with a scheme is a URL (an unsupported scheme is then rejected as such, not as a path)."""
     scheme, sep, _ = arg.partition("://")
     return bool(sep) and scheme[:1].isalpha() and all(c.isalnum() or c in "+.-" for c in scheme)
@@ -373,9 +341,9 @@ def _is_url(arg: str) -> bool:
 def _fetch_here(urls: list[str], store, settings: Settings) -> list:
     """The embedded default fetches in this process, on a thread pool; a page that cannot be reached now
     is rejected with the reason (the deployment tries it again later instead)."""
-    from worker.fetch import Fetcher
-    from worker.models import Rejection
-    from worker.web import Page, Unreachable, fetch_pages, known_validators
+    from docsieve.fetch import Fetcher
+    from docsieve.models import Rejection
+    from docsieve.web import Page, Unreachable, fetch_pages, known_validators
 
     fetcher = Fetcher(settings)
     try:
@@ -390,156 +358,8 @@ def _fetch_here(urls: list[str], store, settings: Settings) -> list:
         fetcher.close()
 
 
-def _submit(args: argparse.Namespace, settings: Settings) -> int:
-    from kombu.exceptions import OperationalError
-    from redis.exceptions import RedisError
-
-    from worker.celery_app import app, queue_names
-    from worker.messages import FETCH_TASK, URLS_PER_TASK, message_batches, to_message
-    from worker.models import batched
-    from worker.payloads import Payloads, send_ingest
-    from worker.readers import read
-
-    if missing := _missing_paths(args.paths):
-        print(f"docsieve: {missing}; nothing was queued", file=sys.stderr)
-        return 2
-    cpu_queue, io_queue = queue_names(settings)
-    queued_tasks = []
-    urls = [p for p in args.paths if _is_url(p)]
-    documents = 0
-    try:  # at once, rather than after Celery's own reconnection attempts (some 20 s)
-        with app.connection_for_write() as connection:
-            connection.ensure_connection(max_retries=1, interval_start=0.5)
-    except OperationalError as exc:
-        print(f"docsieve: cannot reach the broker at {redacted(settings.broker_url)}: {exc}", file=sys.stderr)
-        return 1
-    payloads = Payloads.of(settings)
-    try:
-        for chunk in batched(urls, URLS_PER_TASK):
-            queued_tasks.append(app.send_task(FETCH_TASK, args=[chunk], queue=io_queue))
-            documents += len(chunk)
-        paths = [p for p in args.paths if not _is_url(p)]
-        messages = (to_message(item) for item in read(paths, settings.max_document_bytes, fields=_field_map(args)))
-        for batch in message_batches(messages, settings.submit_batch, settings.submit_max_chars):
-            queued_tasks.append(send_ingest(app.send_task, batch, cpu_queue, payloads))
-            documents += len(batch)
-    except (OperationalError, RedisError) as exc:  # the broker or the payloads' Redis: down, or full
-        print(
-            f"docsieve: could not queue to {redacted(settings.broker_url)}: {exc} "
-            f"({documents} documents in {len(queued_tasks)} tasks were queued before)",
-            file=sys.stderr,
-        )
-        return 1
-    finally:
-        if payloads:
-            payloads.close()
-    print(f"queued {documents} documents in {len(queued_tasks)} tasks to {redacted(settings.broker_url)}")
-    if not args.wait:
-        return 0 if documents else 1
-    return _follow(queued_tasks, documents, quiet=args.quiet, timeout=args.timeout)
-
-
-def _follow(tasks, documents: int, quiet: bool, timeout: float | None = None) -> int:
-    """Wait for every task (or until ``timeout``), with a progress bar on a terminal; print the totals.
-    What goes wrong on the way is said as it happens, a line each on standard error (above the bar): a task
-    that failed and will be retried, a URL that could not be fetched now and will be tried again later, a
-    task that failed for good."""
-    import time
-    from collections import Counter
-
-    from celery import states
-    from celery.result import AsyncResult
-
-    from worker.celery_app import Retrying
-
-    deadline = time.monotonic() + timeout if timeout else None
-    bar = None
-    if not quiet and sys.stderr.isatty():
-        from tqdm import tqdm
-
-        bar = tqdm(total=documents, unit="doc", desc="ingest", file=sys.stderr, dynamic_ncols=True)
-
-    def say(line: str) -> None:
-        if bar is not None:
-            bar.write(line, file=sys.stderr)  # clears the bar, writes the line, draws the bar again below it
-        else:
-            print(line, file=sys.stderr)
-
-    totals: Counter[str] = Counter()
-    pending = list(tasks)
-    failed = 0
-    retried: dict[str, str] = {}  # what was said last of each task waiting for its retry
-    while pending:
-        still = []
-        for task in pending:
-            state = task.state  # one read of the result backend
-            if state not in states.READY_STATES:
-                # Which attempt failed and why (worker.tasks.IngestTask.on_retry), said once per attempt.
-                info = task.info if state == states.RETRY else None
-                if isinstance(info, Retrying) and retried.get(task.id) != str(info):
-                    retried[task.id] = str(info)
-                    say(f"retrying task {task.id}: {_first_line(info)}")
-                still.append(task)
-            elif state == states.SUCCESS:
-                result = task.result
-                totals.update({k: v for k, v in result.items() if isinstance(v, int)})
-                # A fetch task hands its pages to ingest tasks (and unreachable URLs to a later fetch).
-                still += [AsyncResult(task_id, app=task.app) for task_id in result.get("followups", [])]
-                for url, reason in result.get("deferred", []):
-                    say(f"unreachable for now, trying again later: {url}: {_first_line(reason)}")
-                if bar is not None:
-                    bar.update(result.get("received", 0) + result.get("not_modified", 0))
-            else:
-                failed += 1
-                say(f"task {task.id} failed: {_first_line(_reason(task.info))} (see `docsieve failures`)")
-        pending = still
-        if pending and deadline and time.monotonic() > deadline:
-            break
-        if pending:
-            time.sleep(0.05)  # the end is seen within 50 ms; a poll is one Redis read a pending task
-    if bar is not None:
-        bar.close()
-    print(
-        f"received {totals['received']}  new {totals['canonical']}  exact copies {totals['exact']}  "
-        f"near copies {totals['near']}  rejected {totals['rejected']}  "
-        f"already stored {totals['received'] - totals['stored']}  not modified {totals['not_modified']}  "
-        f"failed tasks {failed}"
-    )
-    if pending:
-        print(f"docsieve: stopped waiting with {len(pending)} tasks still queued or running", file=sys.stderr)
-        return 3
-    return 1 if failed else 0
-
-
-def _reason(exc: object) -> str:
-    """A task's error as the worker raised it: its type and message."""
-    return f"{type(exc).__name__}: {exc}" if isinstance(exc, BaseException) else str(exc)
-
-
-def _worker(args: argparse.Namespace, settings: Settings) -> int:
-    import os
-
-    os.environ["DOCSIEVE_STORE"] = settings.store  # before the app reads its settings at import
-    from worker.celery_app import app, queue_names
-
-    cpu_queue, io_queue = queue_names(settings)
-    queue = io_queue if args.io else cpu_queue
-    if args.io:
-        concurrency = args.concurrency or settings.fetch_concurrency
-        argv = ["worker", "--queues", queue, "--pool", "threads", "--concurrency", str(concurrency)]
-    else:
-        argv = ["worker", "--queues", queue, "--pool", "prefork"]
-        if args.concurrency:
-            argv += ["--concurrency", str(args.concurrency)]
-    # Named after its queue: a CPU worker and a fetcher on one host (or workers of two deployments sharing a
-    # broker) are two nodes, not one `celery@HOST` twice, which Celery's control replies merge.
-    argv += ["--loglevel", args.loglevel, "--hostname", args.hostname or f"{queue}@%h"]
-    app.worker_main(argv)
-    return 0
-
-
 def _failures(args: argparse.Namespace, settings: Settings) -> int:
-    from worker.store import Store
+    from docsieve.store import Store
 
     store = Store(settings.store, readonly=True)
     try:
@@ -557,95 +377,18 @@ def _failures(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _retry(args: argparse.Namespace, settings: Settings) -> int:
-    from worker.celery_app import app, queue_names
-    from worker.messages import INGEST_TASK
-    from worker.payloads import Payloads, send_ingest
-    from worker.store import Store
-
-    if not args.ids and not args.all:
-        print("docsieve: name the failures to retry (ids from `docsieve failures`) or give --all", file=sys.stderr)
-        return 2
-    store = Store(settings.store, migrate=False)
-    payloads = Payloads.of(settings)
-    try:
-        found = store.failures_to_retry(None if args.all else args.ids)
-        for failure in found:
-            # Routed by task name, as the first time (fetching to the I/O queue, the rest to the CPU queue).
-            messages = json.loads(failure["payload"])
-            if failure["task"] != INGEST_TASK:
-                sent = app.send_task(failure["task"], args=[messages])
-            elif isinstance(messages, dict):  # documents still in their payload: its key and sources again
-                sent = app.send_task(INGEST_TASK, kwargs=messages, queue=queue_names(settings)[0])
-            else:
-                sent = send_ingest(app.send_task, messages, queue_names(settings)[0], payloads)
-            store.mark_retried(failure["id"], sent.id)
-            print(f"retried {failure['id']} ({failure['task']}) as task {sent.id}")
-    finally:
-        store.close()
-        if payloads:
-            payloads.close()
-    missing = set(args.ids) - {f["id"] for f in found}
-    for failure_id in sorted(missing):
-        print(f"docsieve: no failure {failure_id} waiting to be retried", file=sys.stderr)
-    return 1 if missing else 0
-
-
-def _scheduler(args: argparse.Namespace, settings: Settings) -> int:
-    from scheduler import run_scheduler
-
-    run_scheduler(settings, loglevel=args.loglevel)
-    return 0
-
-
-def _status(args: argparse.Namespace, settings: Settings) -> int:
+def _status(cli: CommandLine, settings: Settings) -> int:
     """Each part of the deployment that answers is shown; one that does not is said in one line on standard
     error (and the exit code is 1), and the others are still shown."""
-    answered = [_queues_and_workers(settings), _records_and_failures(settings), _source_polls(settings)]
+    parts = [*cli.status_first, _records_and_failures, *cli.status_last]
+    answered = [part(settings) for part in parts]
     return 0 if all(answered) else 1
-
-
-def _queues_and_workers(settings: Settings) -> bool:
-    from collections import Counter
-
-    from kombu.exceptions import OperationalError
-
-    from worker.celery_app import app, queue_names
-
-    queues = queue_names(settings)
-    try:
-        with app.connection_for_read() as conn:
-            conn.ensure_connection(max_retries=1, interval_start=0.5)  # at once, not after minutes of retries
-            for queue in queues:
-                try:
-                    depth = conn.default_channel.queue_declare(queue=queue, passive=True).message_count
-                except Exception:  # a queue nobody declared yet is empty
-                    depth = 0
-                print(f"queue {queue}: {depth} waiting")
-        # Each reply apart ({node: queues}): two workers under one name would otherwise count as one.
-        replies = app.control.broadcast("active_queues", reply=True, timeout=1.0)
-    except OperationalError as exc:
-        print(f"docsieve: cannot reach the broker at {redacted(settings.broker_url)}: {exc}", file=sys.stderr)
-        return False
-    answers = Counter(node for reply in replies for node in reply)
-    consuming = {node: consumed for reply in replies for node, consumed in reply.items()}
-    # Only the workers of this deployment, told apart by the queue they consume (a broker may serve several).
-    for label, queue in zip(("workers", "fetchers"), queues, strict=True):
-        nodes = sorted(node for node, consumed in consuming.items() if any(q.get("name") == queue for q in consumed))
-        print(f"{label} online: {len(nodes)}" + (f" ({', '.join(nodes)})" if nodes else ""))
-        for node in nodes:
-            if answers[node] > 1:
-                print(
-                    f"docsieve: {answers[node]} workers answer as {node}, counted as one: give each its own --hostname",
-                    file=sys.stderr,
-                )
-    return True
 
 
 def _records_and_failures(settings: Settings) -> bool:
     from sqlalchemy.exc import SQLAlchemyError
 
-    from worker.store import Store
+    from docsieve.store import Store
 
     try:
         store = Store(settings.store, readonly=True)
@@ -660,7 +403,7 @@ def _records_and_failures(settings: Settings) -> bool:
         print(f"docsieve: {exc}", file=sys.stderr)
         return False
     except SQLAlchemyError as exc:
-        print(f"docsieve: the store {redacted(settings.store)}: {_first_line(exc)}", file=sys.stderr)
+        print(f"docsieve: the store {redacted(settings.store)}: {first_line(exc)}", file=sys.stderr)
         return False
     print("records: " + "  ".join(f"{s} {counts.get(s, 0)}" for s in ("canonical", "duplicate", "rejected")))
     if stories is not None:
@@ -668,85 +411,20 @@ def _records_and_failures(settings: Settings) -> bool:
     hint = "  (`docsieve failures` lists them)" if waiting else ""
     print(f"failures: {waiting} not retried yet, {retried} retried{hint}")
     for failure in recent:  # by the ids `docsieve failures` and `docsieve retry` take
-        when, error = f"{failure['failed_at']:%Y-%m-%d %H:%M:%S}", _first_line(failure["error"])
+        when, error = f"{failure['failed_at']:%Y-%m-%d %H:%M:%S}", first_line(failure["error"])
         print(f"  {failure['id']}  {when}  {failure['task']}  {error}")
     return True
 
 
-def _source_polls(settings: Settings) -> bool:
-    import time
-
-    from redis.exceptions import RedisError
-
-    from scheduler.polls import PollLog
-
-    log = PollLog.of(settings)
-    if log is None:
-        print("sources: polls are recorded only with DOCSIEVE_COORDINATION_URL")
-        return True
-    try:
-        polls = log.all()
-    except RedisError as exc:
-        print(f"docsieve: cannot read the polls at {redacted(settings.coordination_url)}: {exc}", file=sys.stderr)
-        return False
-    finally:
-        log.close()
-    now = time.time()
-    failing = [p for p in polls if p.error is not None]
-    overdue = [p for p in polls if p.error is None and p.overdue(now)]
-    print(f"sources: {len(polls)} polled, {len(failing)} failing, {len(overdue)} overdue")
-    for poll in failing:
-        in_a_row = f"{poll.failures} failed poll{'s' if poll.failures != 1 else ''} in a row"
-        print(
-            f"  {poll.source}: failing since {_when(poll.failing_since)} ({in_a_row}, last {_when(poll.at)}): "
-            f"{_first_line(poll.error)}"
-        )
-    for poll in overdue:
-        print(
-            f"  {poll.source}: last polled {_when(poll.at)}, due every {poll.interval:g} s (no fetcher polls it, "
-            f"or it left the sources file)"
-        )
-    return True
-
-
-def _when(epoch: float | None) -> str:
-    from datetime import UTC, datetime
-
-    return "?" if epoch is None else datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-
-
-def _first_line(said: object) -> str:
+def first_line(said: object) -> str:
     """An error in one line: a database driver's message (not SQLAlchemy's wrapping of it), its first line."""
     said = getattr(said, "orig", None) or said
     lines = str(said).strip().splitlines()
     return lines[0] if lines else type(said).__name__
 
 
-def _reindex(args: argparse.Namespace, settings: Settings) -> int:
-    from worker.index import RedisIndex
-    from worker.store import Store
-
-    if not settings.index_url:
-        print(
-            "docsieve: no shared index to rebuild (DOCSIEVE_INDEX_URL is not set; the embedded index is "
-            "rebuilt from the store at every start)",
-            file=sys.stderr,
-        )
-        return 1
-    index = RedisIndex(settings.index_url, settings.queue_prefix)
-    store = Store(settings.store, migrate=False)
-    try:
-        with store.writing() as txn:  # no worker decides while the index is rebuilt
-            removed = index.clear()
-            index.catch_up(txn)
-    finally:
-        store.close()
-    print(f"index rebuilt from {redacted(settings.store)}: {removed} old keys removed")
-    return 0
-
-
 def _migrate(args: argparse.Namespace, settings: Settings) -> int:
-    from worker.store import SCHEMA_REVISION, Store
+    from docsieve.store import SCHEMA_REVISION, Store
 
     Store(settings.store).close()
     print(f"store {redacted(settings.store)} at schema revision {SCHEMA_REVISION}")
@@ -754,9 +432,9 @@ def _migrate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _export(args: argparse.Namespace, settings: Settings) -> int:
-    from worker.models import Status
-    from worker.published import parse_published
-    from worker.store import Store
+    from docsieve.models import Status
+    from docsieve.published import parse_published
+    from docsieve.store import Store
 
     since = None
     if args.since:
@@ -788,7 +466,7 @@ def _export(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _delete(args: argparse.Namespace, settings: Settings) -> int:
-    from worker.store import Store
+    from docsieve.store import Store
 
     store = Store(settings.store, fingerprints=settings.fingerprint_parameters)
     try:
@@ -806,9 +484,9 @@ def _delete(args: argparse.Namespace, settings: Settings) -> int:
         keys = store.index_keys(ids)
         removed = store.delete(ids, args.reason, settings)
         if settings.index_url and removed:  # the shared index forgets them too (the embedded one at its next start)
-            from worker.index import RedisIndex
+            from docsieve.index import open_index
 
-            index = RedisIndex(settings.index_url, settings.queue_prefix)
+            index = open_index(settings)
             try:
                 for record_id in removed:
                     if record_id in keys:
@@ -851,7 +529,7 @@ def _write_whole(path: str, lines: Iterator[str]) -> None:
 
 
 def _show(args: argparse.Namespace, settings: Settings) -> int:
-    from worker.store import Store
+    from docsieve.store import Store
 
     store = Store(settings.store, readonly=True)
     try:
@@ -922,17 +600,19 @@ def _describe(record) -> str:
 
 
 def _similar(args: argparse.Namespace, settings: Settings) -> int:
-    from worker.pipeline import Pipeline
-    from worker.readers import read
-    from worker.store import Store
+    from docsieve.index import open_index
+    from docsieve.pipeline import Pipeline
+    from docsieve.readers import read
+    from docsieve.store import Store
 
-    if missing := _missing_paths([args.path]):
+    if missing := missing_paths([args.path]):
         print(f"docsieve: {missing}", file=sys.stderr)
         return 2
-    pipeline = Pipeline(Store(settings.store, readonly=True), settings)
+    index = open_index(settings)
+    pipeline = Pipeline(Store(settings.store, readonly=True), settings, index)
     try:
         found_any = False
-        items = read([args.path], settings.max_document_bytes, fields=_field_map(args))
+        items = read([args.path], settings.max_document_bytes, fields=field_map(args))
         for source, matches in pipeline.similar(items, args.limit):
             found_any = True
             print(source)

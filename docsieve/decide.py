@@ -3,7 +3,7 @@
 Every candidate from the index is verified before a document is called a copy of it: Jaccard for
 copies of about the same length, containment (shared shingles over the smaller set) for truncated
 copies and excerpts, which plain Jaccard misses. The exact sets of all the candidate pairs of a batch
-are compared at once; which story a copy joins is worker/stories.py's business.
+are compared at once; which story a copy joins is docsieve/stories.py's business.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from worker.fingerprint import EMPTY_MINIMA, pair_overlaps
-from worker.settings import Settings
+from docsieve.fingerprint import EMPTY_MINIMA, pair_overlaps
+from docsieve.settings import Settings
 
 # A candidate is ruled out without comparing the sets when its bin minima say that the chance it passes
 # is below this. Chernoff's bound on the binomial tail: P(at most m of n bins agree | Jaccard >= p) <=
@@ -32,7 +32,7 @@ def verified_pairs(
     """The candidate pairs that pass verification, with their (Jaccard, containment): a near copy, or
     (when the smaller set is large enough) an excerpt. Pairs are (``queries[doc]``, ``candidates[p]``) for
     ``doc = doc_of_pair[p]``; the minima are ``fingerprint.bin_minima`` of each. Which story a document
-    joins is decided from these in worker/stories.py."""
+    joins is decided from these in docsieve/stories.py."""
     if not len(candidates):
         return {}
     docs = np.asarray(doc_of_pair, dtype=np.int64)

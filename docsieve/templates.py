@@ -22,7 +22,7 @@ from typing import Protocol
 
 import numpy as np
 
-from worker.fingerprint import shared_mask
+from docsieve.fingerprint import shared_mask
 
 # A copy this close to its canonical adds nothing new to count: it is the same text.
 NEAR_IDENTICAL = 0.8
