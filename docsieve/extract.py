@@ -147,9 +147,10 @@ def _extract_html(raw: RawDocument, limits: HtmlLimits) -> Document | Rejection:
         return Rejection.of(raw.source, reason, raw.body)
     except Exception as exc:  # trafilatura raises many lxml types on hostile markup; the batch goes on
         return Rejection.of(raw.source, f"HTML could not be parsed: {type(exc).__name__}: {exc}", raw.body)
+    assert not isinstance(result, dict)  # as_dict is False: trafilatura's Document, or None
     if result is None or len((result.text or "").split()) < MIN_HTML_WORDS:
         return Rejection.of(raw.source, "no article text found in the HTML page", raw.body)
-    paragraphs = [" ".join(p.split()) for p in result.text.splitlines()]
+    paragraphs = [" ".join(p.split()) for p in (result.text or "").splitlines()]
     text = "\n".join(p for p in paragraphs if p)
     return Document(
         source=raw.source,

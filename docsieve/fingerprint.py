@@ -87,7 +87,10 @@ class _Constants:
 @cache
 def _constants(shingle_size: int, num_perm: int, bands: int, seed: int) -> _Constants:
     rng = np.random.default_rng(seed)
-    odd = lambda n: rng.integers(1, 2**63, size=n, dtype=np.uint64) * U64(2) + U64(1)  # noqa: E731
+
+    def odd(n: int) -> np.ndarray:
+        return rng.integers(1, 2**63, size=n, dtype=np.uint64) * U64(2) + U64(1)
+
     borrow_order = np.argsort(rng.random((num_perm, num_perm)), axis=1)
     return _Constants(
         gram_weights=odd(shingle_size),
@@ -162,9 +165,9 @@ def shingle_batch(texts: Sequence[str], settings: Settings) -> ShingledBatch:
     bin_bits = k.bit_length() - 1
     bins = (hashes >> U64(64 - bin_bits)).astype(np.int64)
     values = (hashes >> U64(64 - bin_bits - 32)) & U64(0xFFFFFFFF)
-    signatures = np.full(docs * k, EMPTY, dtype=np.uint64)
-    np.minimum.at(signatures, owner * k + bins, values)
-    signatures = signatures.reshape(docs, k)
+    flat = np.full(docs * k, EMPTY, dtype=np.uint64)
+    np.minimum.at(flat, owner * k + bins, values)
+    signatures = flat.reshape(docs, k)
     _densify(signatures, const.borrow_order)
     shingle_bounds = np.zeros(docs + 1, dtype=np.int64)
     np.cumsum(shingle_counts, out=shingle_bounds[1:])

@@ -45,6 +45,6 @@ def detect_many(texts: Sequence[str]) -> list[str | None]:
         if BASIC_ARABIC.fullmatch(sample) and TEN_ARABIC_LETTERS.match(sample):
             result.append("ar")
             continue
-        labels, scores = predict(sample, k=1) if len(sample) >= 3 else ((), ())
+        labels, scores = predict(sample, k=1) if len(sample) >= 3 else ([], [])
         result.append(labels[0].removeprefix("__label__") if labels and scores[0] >= MIN_CONFIDENCE else None)
     return result

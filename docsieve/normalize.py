@@ -130,13 +130,13 @@ def _tables() -> _Tables:
     cached = _cache_dir() / f"normalize-{key}.npz"
     try:
         with np.load(cached) as data:
-            arrays = [data[name] for name in ARRAYS]
+            fold, needs, flags, latin = (data[name] for name in ARRAYS)
         expansions = json.loads(cached.with_suffix(".json").read_text(encoding="utf-8"))
     except Exception:  # missing, truncated or from another numpy: build it again
         tables = _build_tables()
         _save(cached, tables)
         return tables
-    return _with_patterns(*arrays, expansions)
+    return _with_patterns(fold, needs, flags, latin, expansions)
 
 
 def _cache_dir() -> Path:

@@ -85,12 +85,12 @@ class Pipeline:
         # A record's shingles never change, so an entry never goes stale; the cap only bounds memory.
         self._sketches: dict[str, Sketch] = {}
 
-    def ingest(self, items: Iterable[Item], progress: Callable[[int], None] | None = None) -> Summary:
+    def ingest(self, items: Iterable[Item], progress: Callable[[int], object] | None = None) -> Summary:
         """Store everything the items hold (see ``ingest_prepared``)."""
         return self.ingest_prepared(prepare_ahead(items, self.settings), progress)
 
     def ingest_prepared(
-        self, batches: RunAhead[PreparedBatch], progress: Callable[[int], None] | None = None
+        self, batches: RunAhead[PreparedBatch], progress: Callable[[int], object] | None = None
     ) -> Summary:
         """Decide and store batches prepared on another thread: the next batch is read and prepared there
         while this one decides and stores the last, and the numpy, file and SQLite work that releases
@@ -142,21 +142,22 @@ class Pipeline:
             new += decided
             txn.insert(new, now)
             txn.save_stories(book, now)
-            counted = [n.shingles for n in decided if n.record.id in book.different]
+            counted = [n.shingles for n in decided if n.record.id in book.different and n.shingles is not None]
             if counted:
                 counts_seq = txn.add_shingle_counts(counted_shingles(counted))
             last_seq = txn.last_seq()
         # Only after the commit: an index never claims records that were rolled back. (A shared index
         # had the keys staged before the lock; only its sequence number moves now.)
-        indexed = [item for item in new if item.keys is not None]
-        self.index.add([i.record.id for i in indexed], [i.keys for i in indexed], last_seq)
+        keyed = [(n.record.id, n.keys) for n in new if n.keys is not None]  # every record but the rejected
+        self.index.add([record_id for record_id, _ in keyed], [keys for _, keys in keyed], last_seq)
         if counted:  # the row just written: under the lock nobody wrote one between it and the last read
             self.templates.add(np.concatenate(counted))
             self.templates.last_seq = counts_seq
         if len(self._sketches) > SKETCH_CACHE:
             self._sketches.clear()
-        for item in indexed:
-            self._sketches[item.record.id] = Sketch(item.record.id, item.shingles, item.minima)
+        for n in new:
+            if n.shingles is not None and n.minima is not None:
+                self._sketches[n.record.id] = Sketch(n.record.id, n.shingles, n.minima)
         return [n.record for n in new]
 
     def prepare(self, batch: list[Item]) -> tuple[list[Rejection], list[Prepared]]:

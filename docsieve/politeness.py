@@ -161,7 +161,7 @@ class RobotsCache:
             return _Robots(exc, self._clock() + min(self._ttl, ROBOTS_FAILURE_TTL))
         parser = RobotFileParser()
         if text is None:
-            parser.allow_all = True
+            parser.allow_all = True  # type: ignore[attr-defined]  # the attribute can_fetch reads, as parse sets it
         else:
             parser.parse(text.splitlines())
         parser.modified()  # can_fetch answers False for a parser it believes was never loaded

@@ -48,7 +48,10 @@ def prepare(batch: list[Item], settings: Settings) -> tuple[list[Rejection], lis
     html_limits = HtmlLimits(settings.max_html_chars, settings.extract_timeout)
     for item in batch:
         result = validate(item if isinstance(item, Rejection) else extract(item, html_limits))
-        (rejections if isinstance(result, Rejection) else documents).append(result)
+        if isinstance(result, Rejection):
+            rejections.append(result)
+        else:
+            documents.append(result)
     fingerprints = fingerprint_documents(documents, settings)
     prepared = []
     for doc, fp in zip(documents, fingerprints, strict=True):

@@ -360,7 +360,7 @@ class _Inflating:
         self._floor = floor
         self.consumed = 0
         self.produced = 0
-        self._gzip = gzip.GzipFile(fileobj=self, mode="rb")
+        self._gzip = gzip.GzipFile(fileobj=self, mode="rb")  # type: ignore[call-overload]  # it only reads
 
     def read(self, n: int) -> bytes:
         """The compressed bytes, for GzipFile (this is its file object), counted."""
@@ -531,8 +531,9 @@ def _batch_items(
 ) -> Iterator[Item]:
     first = _FIRST_CHARACTER.match(head)
     opening = first.group(1) if first else b""
+    at = first.start(1) if first else 0
     if opening == b"[":
-        for number, item in _array_items(head, first.start(1) + 1, rest, max_bytes):
+        for number, item in _array_items(head, at + 1, rest, max_bytes):
             where = f"{source}#{number}"
             if isinstance(item, str):
                 yield Rejection.of(source, f"invalid JSON: {item}", f"{source}\0{item}")
@@ -550,7 +551,7 @@ def _batch_items(
             if isinstance(whole, dict):
                 yield _from_object(source, "", whole, max_bytes, fields, positional)
                 return
-        elif head[first.start(1) : head.find(b"\n", first.start(1))].strip() == b"{":  # one object over lines
+        elif head[at : head.find(b"\n", at)].strip() == b"{":  # one object over lines
             reason = f"one JSON object larger than {max_bytes:,} bytes ({LIMIT_SETTING})"
             yield Rejection.of(source, reason, f"{source}\0{reason}")
             return
@@ -618,7 +619,8 @@ def _array_items(
     level, never parsed here: a streaming JSON parser (ijson) would hand over each item whole, however
     large; this holds at most ``max_bytes`` of one."""
     depth, in_string, carried = 1, False, 0  # carried: backslashes ending the last chunk, inside a string
-    number, parts, size, closed = 0, [], 0, False
+    number, size, closed = 0, 0, False
+    parts: list[bytes] = []
     item_start = pos = start
     while True:
         while not closed and pos < len(data):
@@ -681,7 +683,8 @@ def _lines(head: bytes, rest: _Stream | None, max_bytes: int) -> Iterator[tuple[
     line's bytes, or its size for a line over ``max_bytes`` (skipped to the next newline without being
     held). Lines end at \\n only: str.splitlines() would also cut at U+2028 and others, which JSON
     strings hold as they are."""
-    number, parts, size = 0, [], 0  # the start of a line that goes on in the next chunk
+    number, size = 0, 0
+    parts: list[bytes] = []  # the start of a line that goes on in the next chunk
     data = head
     while True:
         start = 0

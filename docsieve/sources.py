@@ -261,7 +261,7 @@ def _feed_entries(source: Source, get_text: GetText) -> list[Entry]:
         if not _is_web_url(link):
             continue  # an entry without a page to fetch
         stamp = item.get("published_parsed") or item.get("updated_parsed")
-        published = datetime(*stamp[:6], tzinfo=UTC).isoformat() if stamp else None
+        published = datetime(*stamp[:6]).replace(tzinfo=UTC).isoformat() if stamp else None
         entries.append(
             Entry(
                 key=url_key(link), location=link, title=(item.get("title") or "").strip() or None, published=published

@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import overload
 
 import numpy as np
 import orjson
@@ -357,10 +358,12 @@ class Transaction:
 
     def add_shingle_counts(self, blob: bytes) -> int:
         """One row of the ids a batch adds to the template counts; returns its sequence number."""
-        return self.conn.execute(shingle_counts.insert().values(counts=blob)).inserted_primary_key[0]
+        key = self.conn.execute(shingle_counts.insert().values(counts=blob)).inserted_primary_key
+        assert key is not None  # an INSERT of one row
+        return int(key[0])
 
     def last_seq(self) -> int:
-        return self.conn.scalar(sa.select(sa.func.coalesce(sa.func.max(records.c.seq), 0)))
+        return int(self.conn.scalar(sa.select(sa.func.coalesce(sa.func.max(records.c.seq), 0))) or 0)
 
     def insert(self, new: Sequence[NewRecord], now: datetime | None = None) -> None:
         """New records, in this transaction, through the driver's bulk path: on PostgreSQL COPY (a third
@@ -374,7 +377,9 @@ class Transaction:
             return
         # Binary COPY: text and bytes go as they are, with no escaping or hex on either side (a third
         # less time than the text format, and a third of its client CPU).
-        cursor = self.conn.connection.driver_connection.cursor()
+        driver = self.conn.connection.driver_connection
+        assert driver is not None  # a connection checked out of the pool
+        cursor = driver.cursor()
         with cursor, cursor.copy(f"COPY records ({', '.join(ROW_COLUMNS)}) FROM STDIN (FORMAT BINARY)") as copy:
             copy.set_types(COPY_TYPES)
             for item in new:
@@ -433,6 +438,7 @@ class Store:
                 if is_file:  # WAL: readers never block the writer. Kept in the file once set.
                     raw = self.engine.raw_connection()  # outside a transaction, where the mode can change
                     try:
+                        assert raw.driver_connection is not None
                         raw.driver_connection.execute("PRAGMA journal_mode=WAL")
                     finally:
                         raw.close()
@@ -506,7 +512,7 @@ class Store:
     def iter_stories(self, since: datetime | None = None) -> Iterator[Story]:
         """Every story in order of creation; ``since``: those founded or changed (canonical, members,
         links) at or after it."""
-        where = sa.true()
+        where: sa.ColumnElement[bool] = sa.true()
         if since is not None:
             changed = sa.select(records.c.story_id).where(records.c.changed_at >= since)
             linked = sa.select(contains.c.story_id).where(contains.c.created_at >= since)
@@ -546,8 +552,8 @@ class Store:
                 for record_id, story_id, containment in links:
                     if story_id in holders:
                         holders[story_id].append((record_id, containment))
-                    if in_story.get(record_id) in held:
-                        held[in_story[record_id]].append((story_id, containment))
+                    if (own := in_story.get(record_id)) is not None and own in held:
+                        held[own].append((story_id, containment))
                 for head in chunk:
                     group = members[head.id]
                     canonical = next((r for r in group if r.id == head.canonical_id), None)
@@ -1135,10 +1141,12 @@ def _sha256(text: str) -> str:
 def _insert(conn: sa.Connection, table: sa.Table):
     """An INSERT with ON CONFLICT, in the connection's dialect (both SQLite and PostgreSQL have it)."""
     if conn.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    return insert(table)
+        from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+
+        return postgresql_insert(table)
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    return sqlite_insert(table)
 
 
 def _record(row) -> Record:
@@ -1176,6 +1184,10 @@ def _sqlite_time(stamp: datetime | None) -> str | None:
     return None if stamp is None else stamp.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
 
 
+@overload
+def _utc(stamp: datetime) -> datetime: ...
+@overload
+def _utc(stamp: None) -> None: ...
 def _utc(stamp: datetime | None) -> datetime | None:
     """SQLite gives back naive datetimes; every stored instant is UTC."""
     return stamp.replace(tzinfo=UTC) if stamp is not None and stamp.tzinfo is None else stamp

@@ -445,7 +445,7 @@ class Book:
             if m != canonical
             and self.placements[m].status is not Status.CANONICAL
             # a near copy is not an excerpt
-            and (self.placements[m].jaccard is None or self.placements[m].jaccard < self.settings.jaccard_threshold)
+            and ((j := self.placements[m].jaccard) is None or j < self.settings.jaccard_threshold)
         ]
         self.shingles_for([*maybe, canonical])  # one read for all
         return [m for m in maybe if m in self.shingles and self.overlap(m, canonical).first_smaller]

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import replace
+from typing import Any
 
 from docsieve.models import LANGUAGE_MAX_CHARS, PUBLISHED_MAX_CHARS, Document, Rejection
 
@@ -34,7 +35,7 @@ def validate(item: Document | Rejection) -> Document | Rejection:
         source, reason = storable(item.source), storable(item.reason)
         return item if (source, reason) == (item.source, item.reason) else replace(item, source=source, reason=reason)
     doc = item
-    cleaned = {
+    cleaned: dict[str, Any] = {
         name: storable(value)
         for name in ("source", "title", "url", "published", "author", "outlet", "language")
         if (value := getattr(doc, name)) is not None and _UNSTORABLE.search(value)

@@ -62,14 +62,14 @@ class PollLog:
             state = PollState(source.name, source.interval, now, found=result["found"], new=result["new"])
         else:
             previous = self.get(source.name)
-            failing = previous is not None and previous.error is not None
+            failing = previous if previous is not None and previous.error is not None else None
             state = PollState(
                 source.name,
                 source.interval,
                 now,
                 error=error,
-                failing_since=previous.failing_since if failing else now,
-                failures=previous.failures + 1 if failing else 1,
+                failing_since=failing.failing_since if failing else now,
+                failures=failing.failures + 1 if failing else 1,
             )
         ttl = KEEP + 2 * source.interval
         self.redis.set(self.prefix + source.name, json.dumps(asdict(state), ensure_ascii=False), ex=round(ttl))

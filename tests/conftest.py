@@ -85,3 +85,26 @@ def ingest_texts(pipeline: Pipeline, *pairs: tuple[str, str]) -> dict[str, Recor
     """Ingest (source, body) pairs in order; the stored records by source."""
     pipeline.ingest([RawDocument(source=source, body=body) for source, body in pairs])
     return {r.source: r for r in pipeline.store.iter_records()}
+
+
+# Whole files of slow tests: worker processes, docker-compose's commands, a terminal, many CLI runs, fuzzing.
+SLOW_FILES = {
+    "test_checks.py",
+    "test_compose.py",
+    "test_concurrency.py",
+    "test_deployment.py",
+    "test_fuzz.py",
+    "test_store_errors.py",
+    "test_terminal.py",
+    "test_web.py",
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """``slow``: the files above, and every test that needs PostgreSQL (a private server takes seconds to
+    start where none is given), besides the tests marked one by one."""
+    for item in items:
+        params = getattr(item, "callspec", None)
+        on_postgres = params is not None and params.params.get("store_url") == "postgresql"
+        if item.path.name in SLOW_FILES or on_postgres or "postgres_server_url" in item.fixturenames:
+            item.add_marker(pytest.mark.slow)

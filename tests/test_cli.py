@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import REPO
 
 FIELDS = {
@@ -46,6 +48,7 @@ def summary(stdout: str) -> dict[str, int]:
     }
 
 
+@pytest.mark.slow
 def test_ingest_seeds_then_export_show_similar(tmp_path: Path) -> None:
     store = f"sqlite:///{tmp_path / 'cli.db'}"
     first = docsieve("ingest", "seeds/", store=store)
@@ -86,6 +89,7 @@ def test_ingest_seeds_then_export_show_similar(tmp_path: Path) -> None:
     assert re.search(rf"{sample['id']}\s+jaccard 1\.000", similar.stdout)
 
 
+@pytest.mark.slow
 def test_stdin_and_exit_codes(tmp_path: Path) -> None:
     store = f"sqlite:///{tmp_path / 'cli.db'}"
     ok = docsieve("ingest", "-", store=store, stdin="مقال قصير يصل من الدخل القياسي للاختبار.")
@@ -104,6 +108,7 @@ def test_bad_setting_is_a_clear_error(tmp_path: Path) -> None:
     assert result.returncode == 2 and "DOCSIEVE_NUM_PERM" in result.stderr
 
 
+@pytest.mark.slow
 def test_store_option_before_or_after_the_command(tmp_path: Path) -> None:
     before, after = tmp_path / "before.db", tmp_path / "after.db"
     for args in (["--store", f"sqlite:///{before}", "ingest", "-"], ["ingest", "-", "--store", f"sqlite:///{after}"]):
@@ -119,6 +124,7 @@ def test_store_option_before_or_after_the_command(tmp_path: Path) -> None:
     assert before.exists() and after.exists() and not (tmp_path / "docsieve.db").exists()
 
 
+@pytest.mark.slow
 def test_help_everywhere() -> None:
     for command in (
         [],
@@ -149,6 +155,7 @@ def test_printed_urls_hide_passwords() -> None:
     assert _shown("sqlite:///docsieve.db") == "sqlite:///docsieve.db"
 
 
+@pytest.mark.slow
 def test_read_commands_do_not_create_a_store(tmp_path: Path) -> None:
     store = f"sqlite:///{tmp_path / 'typo.db'}"
     for command in (["export"], ["show", "abc"], ["similar", "seeds/"]):
@@ -159,13 +166,22 @@ def test_read_commands_do_not_create_a_store(tmp_path: Path) -> None:
 
 def test_ingest_keeps_the_garbage_collector_out_of_the_way_and_restores_it() -> None:
     import gc
+    import weakref
 
     from docsieve.cli import _few_collections
+
+    class Node:
+        partner: object = None
 
     before = gc.get_threshold()
     with _few_collections():
         assert gc.get_threshold()[0] >= 100_000 and gc.get_freeze_count() > 0
-        gc.collect()  # cyclic garbage made meanwhile is still collectable
+        a, b = Node(), Node()
+        a.partner, b.partner = b, a  # a cycle: reference counting alone never frees it
+        gone = weakref.ref(a)
+        del a, b
+        gc.collect()
+        assert gone() is None  # cyclic garbage made meanwhile is still collected when asked
     assert gc.get_threshold() == before and gc.get_freeze_count() == 0
 
 
@@ -181,6 +197,7 @@ def test_submit_imports_neither_the_store_nor_numpy() -> None:
     assert done.stdout.strip() == "[]"
 
 
+@pytest.mark.slow
 def test_submit_with_the_broker_down_says_so_at_once(tmp_path: Path) -> None:
     import socket
 

@@ -1,5 +1,7 @@
 import time
 
+import pytest
+
 from docsieve.extract import extract
 from docsieve.models import Document, Format, RawDocument, Rejection
 from tests.conftest import REPO, fixture_text
@@ -102,6 +104,7 @@ def flat_divs(count: int) -> str:
     return "<html><body>" + "<div>word and more words</div>" * count + "</body></html>"
 
 
+@pytest.mark.slow
 def test_html_extraction_is_bounded_in_size_and_time() -> None:
     from docsieve.extract import HtmlLimits
 

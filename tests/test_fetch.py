@@ -174,6 +174,7 @@ def test_retries_exhausted_is_transient(web: WebServer) -> None:
     assert len(web.hits("/down")) == 3
 
 
+@pytest.mark.slow
 def test_429_retry_after_is_honoured(web: WebServer) -> None:
     web.route("/busy", Reply(429, {"Retry-After": "1"}), Reply(200, HTML, b"<p>ok</p>"))
     with make_fetcher(web, fetch_retries=1) as fetcher:
@@ -239,6 +240,7 @@ def brotli_bomb() -> bytes:
     return b"".join(compressor.process(bytes(MiB)) for _ in range(1024)) + compressor.finish()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("encoding", "bomb"), [("gzip", gzip_bomb), ("br", brotli_bomb)])
 def test_decompression_bomb_stops_at_the_decoded_limit(web: WebServer, encoding: str, bomb: Any) -> None:
     web.route("/bomb", Reply(200, HTML | {"Content-Encoding": encoding}, bomb()))
@@ -381,6 +383,7 @@ class RecordingLimiter(MemoryRateLimiter):
         self.released.append((host, time.monotonic()))
 
 
+@pytest.mark.slow
 def test_requests_to_one_host_are_spaced_by_the_interval(web: WebServer) -> None:
     web.route("/news", Reply(200, HTML, b"<p>news</p>"))
     limiter = RecordingLimiter(0.2)
@@ -658,18 +661,21 @@ def stopped_at_the_deadline(fetcher: Fetcher, url: str) -> FetchError:
     return error
 
 
+@pytest.mark.slow
 def test_headers_trickled_a_byte_at_a_time_stop_at_the_deadline(web: WebServer) -> None:
     web.route("/page", Reply(200, HTML | {"X-Padding": "x" * 400}, b"<p>late</p>"))  # 500 bytes of head: 25 s
     with TrickleRelay(web.port, 0.05) as relay, make_fetcher(relay, fetch_deadline=DEADLINE) as fetcher:
         stopped_at_the_deadline(fetcher, relay.url("/page"))
 
 
+@pytest.mark.slow
 def test_a_body_in_one_byte_chunks_stops_at_the_deadline(web: WebServer) -> None:
     web.route("/page", Reply(200, HTML, stream=dribble(b"x" * 500, 0.05)))  # each read waits 0.05 s, 25 s in all
     with make_fetcher(web, fetch_deadline=DEADLINE) as fetcher:
         stopped_at_the_deadline(fetcher, web.url("/page"))
 
 
+@pytest.mark.slow
 def test_a_trickled_tls_handshake_stops_at_the_deadline(certificate: tuple[Path, Path, Path]) -> None:
     cert, key, authority = certificate
     with WebServer(tls=(cert, key)) as web, TrickleRelay(web.port, 0.02) as relay:
@@ -679,6 +685,7 @@ def test_a_trickled_tls_handshake_stops_at_the_deadline(certificate: tuple[Path,
             stopped_at_the_deadline(fetcher, relay.url("/page", host="localhost", scheme="https"))
 
 
+@pytest.mark.slow
 def test_a_trickled_robots_txt_stops_at_the_deadline(web: WebServer) -> None:
     web.route("/robots.txt", Reply(200, {"Content-Type": "text/plain"}, b"User-agent: *\nDisallow: /private\n"))
     web.route("/page", Reply(200, HTML, b"<p>news</p>"))
@@ -696,6 +703,7 @@ def test_a_trickled_robots_txt_stops_at_the_deadline(web: WebServer) -> None:
     assert error.transient and not web.hits("/page")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["redirects", "retries"])
 def test_redirects_and_retries_count_against_one_deadline(web: WebServer, kind: str) -> None:
     # Every answer comes within the read timeout, after 0.3 s; ten of them take 3 s.
@@ -707,6 +715,7 @@ def test_redirects_and_retries_count_against_one_deadline(web: WebServer, kind: 
         stopped_at_the_deadline(fetcher, web.url("/r0" if kind == "redirects" else "/busy"))
 
 
+@pytest.mark.slow
 def test_waiting_for_the_host_s_turn_does_not_count_against_the_deadline(web: WebServer) -> None:
     class SlowTurn(MemoryRateLimiter):
         def wait(self, host: str) -> None:
@@ -779,6 +788,7 @@ def failing_dns(monkeypatch: pytest.MonkeyPatch, name: str, errno: int) -> list[
     return lookups
 
 
+@pytest.mark.slow
 def test_a_page_out_of_time_on_another_site_s_robots_txt_leaves_that_site_usable(web: WebServer) -> None:
     """The page's deadline ran out while fetching robots.txt of the site it redirects to: that is the page's
     failure, not the site's, and the site's next page is fetched (not refused for a minute)."""

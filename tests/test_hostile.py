@@ -54,6 +54,7 @@ def batch(tmp_path: Path) -> Path:
     return folder
 
 
+@pytest.mark.slow
 def test_every_bad_input_is_rejected_with_a_reason_and_the_rest_is_stored(batch: Path, tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("DOCSIEVE_")}
     env |= {"DOCSIEVE_STORE": f"sqlite:///{tmp_path / 'hostile.db'}", "DOCSIEVE_MAX_DOCUMENT_BYTES": "10000000"}

@@ -84,6 +84,7 @@ def test_a_record_is_listed_once_however_often_its_keys_are_written(redis_index:
     assert redis_index.lookup(keys, 5)[0] == [["r1", "r2"]]
 
 
+@pytest.mark.slow
 def test_reindex_command_rebuilds_the_shared_index(redis_url: str, tmp_path) -> None:
     import os
     import subprocess

@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parent.parent
 PACKAGES = ("docsieve", "worker", "scheduler")
 DEPLOYMENT_LIBRARIES = ("celery", "kombu", "redis", "psycopg", "flower", "billiard")
@@ -88,6 +90,7 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
+@pytest.mark.slow
 def test_the_embedded_default_runs_without_the_deployments_packages(tmp_path: Path) -> None:
     def docsieve(*args: str) -> subprocess.CompletedProcess:
         store = f"sqlite:///{tmp_path / 'embedded.db'}"

@@ -46,11 +46,13 @@ def spaced(times: list[float], interval: float) -> bool:
     return all(later - earlier >= interval - SLACK for earlier, later in itertools.pairwise(times))
 
 
+@pytest.mark.slow
 def test_memory_limiter_spaces_requests_to_one_host() -> None:
     times = wait_times([MemoryRateLimiter(INTERVAL)], "news.example", per_limiter=4)
     assert len(times) == 4 and spaced(times, INTERVAL)
 
 
+@pytest.mark.slow
 def test_redis_limiter_is_shared_by_every_limiter_object(redis_url: str, prefix: str) -> None:
     first, second = RedisRateLimiter(redis_url, prefix, INTERVAL), RedisRateLimiter(redis_url, prefix, INTERVAL)
     try:
@@ -66,8 +68,14 @@ def test_redis_limiter_is_shared_by_every_limiter_object(redis_url: str, prefix:
 
 
 def test_zero_interval_never_waits_nor_asks_redis() -> None:
-    MemoryRateLimiter(0).wait("news.example")
-    # Nothing listens on port 1: a limiter that asked Redis would fail.
+    memory = MemoryRateLimiter(0)
+    started = time.monotonic()
+    for _ in range(3):
+        memory.wait("news.example")
+    assert time.monotonic() - started < SLACK
+    # Nothing listens on port 1: a limiter that asks Redis fails there, one with no interval returns.
+    with pytest.raises(redis.ConnectionError):
+        RedisRateLimiter("redis://127.0.0.1:1/0", "unused", INTERVAL).wait("news.example")
     RedisRateLimiter("redis://127.0.0.1:1/0", "unused", 0).wait("news.example")
 
 

@@ -467,6 +467,7 @@ def test_a_gzip_bomb_is_refused_without_decompressing_it_all(tmp_path: Path, mon
     assert sum(decompressed) < 5_000_000
 
 
+@pytest.mark.slow
 def test_a_batch_of_near_identical_records_is_read_whole_however_well_it_compresses(tmp_path: Path) -> None:
     """Templated items compress a thousand times, as a bomb does; under the budget every one is read."""
     from docsieve.readers import MAX_INFLATE_RATIO
@@ -550,6 +551,7 @@ def test_fields_of_other_types_are_rejected_or_converted_by_the_stated_rule(tmp_
     assert found[13].author == "Noor, Sam"
 
 
+@pytest.mark.slow
 def test_field_flags_on_the_command_line(tmp_path: Path) -> None:
     from docsieve.cli import MAPPED_FIELDS, _parser, field_map
 

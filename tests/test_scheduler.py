@@ -461,6 +461,7 @@ def test_the_healthcheck_passes_while_the_scheduler_ticks(
 # The command.
 
 
+@pytest.mark.slow
 def test_run_scheduler_sends_polls_and_releases_its_lock_on_sigterm(
     settings: Settings, redis_url: str, prefix: str
 ) -> None:

@@ -1,6 +1,7 @@
 """Invariants of the story rules under hard sequences (review of issue 12): splits, take-overs and takedowns
 that move records, exact copies, ``export --since``, and what a long-running worker still finds."""
 
+import pytest
 import sqlalchemy as sa
 
 from docsieve.index import open_index
@@ -55,6 +56,7 @@ def _since_now(store):
     return _utc(now)
 
 
+@pytest.mark.slow
 def test_since_sees_the_roundup_story_a_split_changed(pipeline, settings):
     x, y, z = words(30, 60), words(31, 60), words(32, 300)
     recs = ingest(pipeline, ("roundup", text(x, z, y)), ("x", text(x)))
@@ -67,6 +69,7 @@ def test_since_sees_the_roundup_story_a_split_changed(pipeline, settings):
     assert roundup_story in {s.id for s in pipeline.store.iter_stories(since)}
 
 
+@pytest.mark.slow
 def test_since_sees_the_story_of_a_record_that_gains_a_link(pipeline, settings):
     story, item = words(95, 300), words(96, 60)
     recs = ingest(pipeline, ("story", text(story)), ("long", text(story, item)))
@@ -77,6 +80,7 @@ def test_since_sees_the_story_of_a_record_that_gains_a_link(pipeline, settings):
     assert long_story in {s.id for s in pipeline.store.iter_stories(since)}
 
 
+@pytest.mark.slow
 def test_since_sees_a_story_that_lost_a_member_to_delete(pipeline, settings):
     a = words(70, 300)
     recs = ingest(pipeline, ("a", text(a)), ("b", text(edit(a, 71, 0.04))))
@@ -124,6 +128,7 @@ def test_takedowns_keep_every_members_figures_true(pipeline, settings):
     assert problems(pipeline.store, settings, check_rank=False) == []
 
 
+@pytest.mark.slow
 def test_stories_with_more_records_than_a_statement_has_parameters(store: Store) -> None:
     """PostgreSQL takes at most 65,535 parameters a statement: a story's links are read by subquery."""
     from docsieve.store import records, stories

@@ -155,8 +155,8 @@ class RedisIndex:
 
     def _write(self, record_ids: Sequence[str], keys: Sequence[np.ndarray], last_seq: int) -> bytes:
         batch = _KeyBatch(keys)
-        args = [self._prefix, POSTINGS_PER_KEY, "add", uuid.uuid4().hex, batch.keys, *batch.appends(record_ids)]
-        return self._add(args=[*args, last_seq])
+        args: list[str | int | bytes] = [self._prefix, POSTINGS_PER_KEY, "add", uuid.uuid4().hex, batch.keys]
+        return self._add(args=[*args, *batch.appends(record_ids), last_seq])
 
     def lookup(
         self, queries: Sequence[np.ndarray], limit: int, stage_ids: Sequence[str] | None = None

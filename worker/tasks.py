@@ -28,9 +28,10 @@ from docsieve.index import open_index
 from docsieve.models import Rejection
 from docsieve.pipeline import Pipeline
 from docsieve.prepare import collect_less
+from docsieve.readers import Item
 from docsieve.settings import PREFIX, Settings
 from docsieve.store import Store
-from docsieve.web import Page, Unreachable, Validators, fetch_page, known_validators, save_validators, url_key
+from docsieve.web import Unreachable, Validators, fetch_page, known_validators, save_validators, url_key
 from worker.celery_app import Retrying, queue_names
 from worker.messages import FETCH_TASK, INGEST_TASK, from_message, to_message
 from worker.payloads import PayloadLost, Payloads, send_ingest
@@ -143,11 +144,11 @@ class IngestTask(Task):
     retry_jitter = True
 
     @property
-    def max_retries(self) -> int:  # type: ignore[override]
+    def max_retries(self) -> int:
         return self.app.docsieve_settings.max_retries
 
     @property
-    def retry_backoff_max(self) -> int:  # type: ignore[override]
+    def retry_backoff_max(self) -> int:
         return self.app.docsieve_settings.retry_backoff_max
 
     def retry(self, *args, **kwargs):
@@ -266,21 +267,21 @@ def fetch_urls(self, urls: list[str], attempt: int = 1) -> dict:
         if page.item is None:
             unchanged += 1
         else:
-            messages.append(_message(page))
+            messages.append(_message(page.item, page.validators))
     if unreachable and attempt >= FETCH_ATTEMPTS:
-        for exc in unreachable:
-            reason = f"unreachable after {attempt} attempts: {exc.reason}"
-            logger.warning("%s: rejected: %s", exc.url, reason)
-            messages.append(to_message(Rejection.of(exc.url, reason, exc.url)))
+        for gone in unreachable:
+            reason = f"unreachable after {attempt} attempts: {gone.reason}"
+            logger.warning("%s: rejected: %s", gone.url, reason)
+            messages.append(to_message(Rejection.of(gone.url, reason, gone.url)))
     # The pages first: if sending fails, the retry of this task fetches them again (conditionally: no
     # validators were saved), and no second chain of later attempts has been started.
     followups = [send_ingest(self.app.send_task, messages, cpu_queue, _payloads_if_any()).id] if messages else []
     if unreachable and attempt < FETCH_ATTEMPTS:
         # Well below the visibility timeout (settings check it): a countdown past it is delivered twice.
         delay = min(_settings().retry_backoff_max, 15 * 2**attempt) * random.uniform(0.5, 1.0)
-        for exc in unreachable:
+        for later in unreachable:
             when = f"attempt {attempt + 1} of {FETCH_ATTEMPTS} in {delay:.0f} s"
-            logger.warning("%s: unreachable, %s: %s", exc.url, when, exc.reason)
+            logger.warning("%s: unreachable, %s: %s", later.url, when, later.reason)
         again = [e.url for e in unreachable]
         followups.append(self.app.send_task(FETCH_TASK, args=[again, attempt + 1], queue=io_queue, countdown=delay).id)
     # `submit --wait` says which URLs wait for a later attempt, and why.
@@ -288,10 +289,10 @@ def fetch_urls(self, urls: list[str], attempt: int = 1) -> dict:
     return {"urls": len(urls), "not_modified": unchanged, "followups": followups, "deferred": deferred}
 
 
-def _message(page: Page) -> dict:
-    message = to_message(page.item)
-    if page.validators is not None:
-        v = page.validators
+def _message(item: Item, validators: Validators | None) -> dict:
+    message = to_message(item)
+    if validators is not None:
+        v = validators
         message["validators"] = {"url": v.url, "etag": v.etag, "last_modified": v.last_modified}
     return message
 

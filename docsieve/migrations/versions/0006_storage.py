@@ -38,6 +38,6 @@ def downgrade() -> None:
         return
     for column in RAW_COLUMNS:
         op.execute(f"ALTER TABLE records ALTER COLUMN {column} SET STORAGE EXTENDED")
-    if int(conn.exec_driver_sql("SHOW server_version_num").scalar()) >= 140000:  # compression: 14 and later
+    if int(conn.exec_driver_sql("SHOW server_version_num").scalar_one()) >= 140000:  # compression: 14 and later
         for column in LZ4_COLUMNS:
             op.execute(f"ALTER TABLE records ALTER COLUMN {column} SET COMPRESSION default")
