@@ -3,7 +3,7 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
-from docsieve.settings import Settings, SettingsError
+from docsieve.settings import Settings
 from docsieve.store import MIGRATIONS, SCHEMA_REVISION, Store, metadata
 
 
@@ -45,32 +45,6 @@ def test_migrations_reach_head_and_are_idempotent(store_url: str) -> None:
         # The migrations build exactly the schema the code declares.
         assert compare_metadata(MigrationContext.configure(conn), metadata) == []
     store.close()
-
-
-@pytest.mark.parametrize(
-    ("env", "message"),
-    [
-        ({"DOCSIEVE_LSH_BANDS": "10"}, r"LSH_BANDS \* DOCSIEVE_LSH_ROWS"),
-        ({"DOCSIEVE_JACCARD_THRESHOLD": "1.5"}, "JACCARD_THRESHOLD"),
-        ({"DOCSIEVE_BATCH_SIZE": "many"}, "not a valid int"),
-        ({"DOCSIEVE_STORE": "  "}, "DOCSIEVE_STORE must not be empty"),
-        ({"DOCSIEVE_PAYLOAD_TTL": "3600"}, "PAYLOAD_TTL .* must exceed DOCSIEVE_VISIBILITY_TIMEOUT"),
-    ],
-)
-def test_settings_are_validated(env: dict, message: str) -> None:
-    with pytest.raises(SettingsError, match=message):
-        Settings.from_env(env)
-
-
-def test_a_store_path_is_a_sqlite_file() -> None:
-    assert Settings.from_env({"DOCSIEVE_STORE": "docsieve.db"}).store == "sqlite:///docsieve.db"
-    assert Settings.from_env({}, store="/srv/news.db").store == "sqlite:////srv/news.db"
-    assert Settings(store="postgresql+psycopg://db/x").store == "postgresql+psycopg://db/x"
-
-
-def test_settings_from_env_and_overrides() -> None:
-    s = Settings.from_env({"DOCSIEVE_SHINGLE_SIZE": "4", "DOCSIEVE_STORE": "sqlite:///x.db"}, store="sqlite:///y.db")
-    assert s.shingle_size == 4 and s.store == "sqlite:///y.db"
 
 
 def test_a_store_refuses_settings_that_make_other_fingerprints(store_url: str) -> None:
