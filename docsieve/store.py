@@ -907,25 +907,6 @@ def write_locked(engine: Engine) -> Iterator[sa.Connection]:
             yield conn
 
 
-# PostgreSQL compresses large values with pglz, which took 40% of the time of a batch's COPY (5,000
-# articles: 0.77 s -> 0.45 s without). Text compresses with lz4 instead, several times faster, where the
-# server has it; shingles and index keys are hash values that never compress, stored as they are.
-# Migration 0006 makes the same change to an existing store.
-LZ4_COLUMNS = ("source", "title", "text", "images")
-RAW_COLUMNS = ("shingles", "index_keys")
-
-
-def tune_postgres_storage(conn: sa.Connection) -> None:
-    if conn.dialect.name != "postgresql":
-        return
-    for column in RAW_COLUMNS:
-        conn.exec_driver_sql(f"ALTER TABLE records ALTER COLUMN {column} SET STORAGE EXTERNAL")
-    lz4 = conn.exec_driver_sql(
-        "SELECT 'lz4' = ANY(enumvals) FROM pg_settings WHERE name = 'default_toast_compression'"
-    ).scalar()
-    if lz4:
-        for column in LZ4_COLUMNS:
-            conn.exec_driver_sql(f"ALTER TABLE records ALTER COLUMN {column} SET COMPRESSION lz4")
 
 
 def _fingerprints_of(conn: sa.Connection) -> str | None:
@@ -964,30 +945,20 @@ def _another_programs(shown: str, tables: list[str]) -> str:
 
 def upgrade(engine: Engine, shown: str) -> None:
     """Bring the schema to the newest migration (``Store`` calls it when its revision is not the newest).
-    Migrating takes the write lock, so processes starting together migrate once.
-    An empty database gets the newest schema in one step, stamped with its revision, which is what
-    running every migration would build (``tests/test_store.py`` compares the two). A database that
-    holds other tables, and no docsieve schema, is another program's: refused, never written to."""
+    The Alembic migrations are the schema: a new store runs them all (the models in this module only
+    describe it for queries, and ``tests/test_store.py`` holds the two equal). Migrating takes the write
+    lock, so processes starting together migrate once. A database that holds other tables, and no
+    docsieve schema, is another program's: refused, never written to."""
+    from alembic import command
+    from alembic.config import Config
+    from alembic.runtime.migration import MigrationContext
+
     with write_locked(engine) as conn:
         inspector = sa.inspect(conn)
         if not any(inspector.has_table(t) for t in (*metadata.tables, "alembic_version")):
             others = sorted(inspector.get_table_names())
             if others:
                 raise StoreError(f"{_another_programs(shown, others)}: give a new file or an empty database")
-            metadata.create_all(conn)
-            tune_postgres_storage(conn)
-            conn.execute(
-                sa.text(
-                    "CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL, "
-                    "CONSTRAINT alembic_version_pkc PRIMARY KEY (version_num))"
-                )
-            )
-            conn.execute(sa.text("INSERT INTO alembic_version (version_num) VALUES (:v)"), {"v": SCHEMA_REVISION})
-            return
-        from alembic import command
-        from alembic.config import Config
-        from alembic.runtime.migration import MigrationContext
-
         if MigrationContext.configure(conn).get_current_revision() != SCHEMA_REVISION:
             config = Config()
             config.set_main_option("script_location", str(MIGRATIONS))

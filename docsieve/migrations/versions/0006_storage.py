@@ -1,6 +1,7 @@
 """PostgreSQL: records' text compressed with lz4 (where the server has it), shingles and index keys
-stored uncompressed (hash values never compress; pglz spent 40% of a batch's COPY trying). Changes
-how new values are stored; existing rows stay as they are. Nothing to do on SQLite.
+stored uncompressed (hash values never compress; pglz spent 40% of a batch's COPY trying, see
+docs/benchmarks.md). Changes how new values are stored; existing rows stay as they are. Nothing to do
+on SQLite.
 
 Revision ID: 0006
 Revises: 0005
