@@ -33,9 +33,9 @@ MIN_HTML_WORDS = 10
 
 @dataclass(frozen=True, slots=True)
 class HtmlLimits:
-    """Bounds of HTML extraction, whose cost grows with the page's elements: 10 MB of flat ``<div>``s took
-    trafilatura three minutes and 1.3 GB. Real article pages are well under a megabyte and take a tenth of
-    a second (settings.py has the defaults)."""
+    """Bounds of HTML extraction, whose cost grows with the page's elements: a hostile page of flat
+    ``<div>``s takes trafilatura minutes and gigabytes, where a real article page is well under a megabyte
+    and quick (figures in docs/benchmarks.md; settings.py has the defaults)."""
 
     max_chars: int = 5_000_000
     timeout: float = 10.0  # seconds

@@ -6,8 +6,8 @@ bins and the next 32 bits are its value; a bin keeps its smallest value, and an 
 the value of the first non-empty bin in a fixed random order of its own. The probability that two
 documents agree in a bin is their Jaccard similarity, as for classic MinHash, but the cost is one
 hash per shingle instead of ``num_perm`` (datasketch's ``update_batch`` computes ``num_perm``
-permutations of every shingle). That is what makes a numpy implementation several times faster
-than rensa's Rust loop; the values are stored in datasketch's layout (uint64 < 2**32) and wrapped in
+permutations of every shingle). That is what makes a numpy implementation faster than rensa's Rust
+loop (bench/speed.py); the values are stored in datasketch's layout (uint64 < 2**32) and wrapped in
 ``LeanMinHash`` so datasketch's ``jaccard`` and ``MinHashLSH`` work on them unchanged. Accuracy
 against exact Jaccard is measured in ``bench/speed.py``.
 
@@ -130,7 +130,7 @@ def shingle_batch(texts: Sequence[str], settings: Settings) -> ShingledBatch:
     # characters, computed for all tokens at once with weights by position in the batch, then
     # brought back to the token's own start by the inverse power of B (B is odd, so invertible).
     # Each token's sum runs through its closing space (the codes end with one): differences of a running
-    # sum at the spaces, wrapping modulo 2**64 like the sums themselves (a third of np.add.reduceat's time).
+    # sum at the spaces, wrapping modulo 2**64 like the sums themselves (quicker than np.add.reduceat).
     spaces = np.flatnonzero(codes == SPACE)
     token_starts = np.zeros(len(spaces), dtype=np.int64)
     token_starts[1:] = spaces[:-1] + 1
@@ -141,7 +141,7 @@ def shingle_batch(texts: Sequence[str], settings: Settings) -> ShingledBatch:
     else:
         tokens = np.zeros(0, dtype=np.uint64)
     # Tokens before each document's start: spaces before it (a running count over every character would
-    # cost 20 times more).
+    # cost far more).
     token_bounds = np.searchsorted(spaces, norm.bounds)
     token_counts = np.diff(token_bounds)
 
@@ -214,9 +214,9 @@ def fingerprint_batch(texts: Sequence[str], settings: Settings) -> list[Fingerpr
     # run of ``winnow_window`` shingles two texts share gives both one key, however short the copied item.
     winnow_keys, sample_at = _winnowed(batch, settings.winnow_window)
     minima = _bin_minima(ids, (keys >> U64(32)).astype(np.int64), docs)
-    # Python ints for the per-document slices: slicing with numpy scalars costs several times more.
+    # Python ints for the per-document slices: slicing with numpy scalars costs more.
     shingle_at = bounds.tolist()
-    # The normalized texts decoded in one call (a tenth less than one per document), each hashed in
+    # The normalized texts decoded in one call (less than one per document), each hashed in
     # UTF-8 without its closing space (as NormalizedBatch.text gives it).
     normalized, text_at = batch.normalized.codes.tobytes().decode("utf-32-le"), batch.normalized.bounds.tolist()
     return [
@@ -264,7 +264,7 @@ def _winnowed(batch: ShingledBatch, window: int) -> tuple[np.ndarray, list[int]]
         - np.repeat(np.cumsum(windows) - windows, windows)
     )
     # Neighbouring windows mostly share their minimum: only where it changes (or a text starts) is a new one,
-    # so the sort below sees a ninth of the windows (the fingerprint stage of bench/stages.py: 6-10% less).
+    # so the sort below sees a fraction of the windows (docs/benchmarks.md).
     picked = minima[at]
     fresh = np.ones(len(picked), dtype=bool)
     fresh[1:] = (picked[1:] != picked[:-1]) | (window_owner[1:] != window_owner[:-1])
@@ -378,8 +378,8 @@ def jaccard_and_containment(a: np.ndarray, b: np.ndarray) -> tuple[float, float]
 
 
 def shared_mask(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Which ids of ``a`` are in ``b`` (both sorted and unique): one binary search each, a fifth of
-    ``np.isin``'s time and an eighth of pair_overlaps' for a single pair."""
+    """Which ids of ``a`` are in ``b`` (both sorted and unique): one binary search each, quicker than
+    ``np.isin`` or pair_overlaps for a single pair (docs/benchmarks.md)."""
     if not len(b):
         return np.zeros(len(a), dtype=bool)
     at = np.searchsorted(b, a)

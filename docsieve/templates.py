@@ -55,7 +55,7 @@ class ShingleCounts:
     def add(self, ids: np.ndarray) -> None:
         """Count the ids (a text's ids once each, several texts one after another)."""
         buckets = ids >> BUCKET_SHIFT
-        # numpy's unbuffered add (ten times faster than sorting the ids into runs; its fast path needs the
+        # numpy's unbuffered add (quicker than sorting the ids into runs, docs/benchmarks.md; its fast path needs the
         # counters' own dtype for the increment), in chunks that cannot wrap a counter: a counter is at
         # most MOST and a chunk adds at most MOST - 1 more, and each chunk's counters are capped again.
         for start in range(0, len(buckets), MOST - 1):

@@ -9,7 +9,7 @@ Rules:
 - A lone surrogate cannot be encoded for either store: it becomes U+FFFD too. Readers spell a file name
   that is not UTF-8 with ``\\xNN`` escapes and decode texts strictly, so only a value from elsewhere (a
   program calling the pipeline itself) can hold one. Texts are not checked for them: the check would
-  cost as much as a fifth of a fingerprint.
+  cost a good part of a fingerprint.
 - ``language`` must be a language tag (``ar``, ``en-GB``, ``zh_Hant``) of at most 16 characters, and
   ``published`` at most 64 characters (a date): otherwise the document is rejected, saying which value
   is wrong, since a wrong field mapping is better told than stored.

@@ -35,7 +35,7 @@ SERIALIZER = "docsieve-json"
 def _register_serializer() -> None:
     """JSON that keeps non-ASCII text as UTF-8: kombu's json escapes every Arabic letter as \\uXXXX,
     three times the bytes to encode, send (base64 on top, on Redis) and decode. Written and read by
-    orjson: the standard library's encoder took 0.2 s of `submit` for 5,000 articles (25 MB of text)."""
+    orjson: the standard library's encoder took a large part of `submit` (docs/benchmarks.md)."""
     register(
         SERIALIZER,
         orjson.dumps,

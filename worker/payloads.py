@@ -1,9 +1,9 @@
 """Task payloads: the documents of an ingest task wait in Redis under a key, and the task message carries
 only that key and the documents' sources, so messages stay small (Celery's guidance).
 
-Measured on 5,000 articles (docs/benchmarks.md): with the documents inside the message, kombu's Redis
-transport base64-encoded every body and wrote it into a JSON envelope, which cost `docsieve submit`
-a quarter of its CPU, and the worker's parent process decoded it again before handing it to a child.
+With the documents inside the message, kombu's Redis transport base64-encoded every body and wrote it
+into a JSON envelope, which cost `docsieve submit` much of its CPU (docs/benchmarks.md), and the
+worker's parent process decoded it again before handing it to a child.
 A payload is the JSON of the messages as they are, written with one SET and read with one GET.
 
 A payload outlives a delivery: when its task is done the documents are replaced by the task's result,

@@ -32,7 +32,7 @@ class RedisIndex:
     Keys travel as the raw 8 bytes of each int64 (the hash's field names). A batch (some 36,000 keys)
     is one script call: its HMGETs, and with staging the batch's own ids appended under its keys. The
     script only reads and writes; counting shared keys and ranking candidates happen in the worker,
-    with numpy (counting in Lua took Redis, which every worker and the broker share, 0.15 s a batch).
+    with numpy (counting in Lua took Redis, which every worker and the broker share, much longer).
     """
 
     # Shared by the lookup (with staging) and the add script. ARGV: prefix, cap, mode, epoch, the batch's
@@ -40,7 +40,7 @@ class RedisIndex:
     # the ids (ID_WIDTH each, one string). Unless mode is 'add', the reply starts with each key's
     # number of ids and all the ids as read, before appending. Appending skips ids already there and
     # stops at cap; most keys are new, which costs one substring. (Library functions held in locals and a
-    # running count of the changes, not #changed per key: a tenth less Redis time.)
+    # running count of the changes, not #changed per key: less Redis time.)
     _READ_AND_APPEND = """
     local hash, cap, mode, W = ARGV[1] .. 'postings', tonumber(ARGV[2]), ARGV[3], ID_WIDTH
     local blob, counts, adds = ARGV[5], ARGV[6], ARGV[7]
