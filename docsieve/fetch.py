@@ -708,26 +708,45 @@ _DECLARED_CHARSET = re.compile(
     re.IGNORECASE,
 )
 _SNIFF_BYTES = 4096  # where a document's own charset declaration must be (1024 in the HTML standard)
-_UNICODE_CODECS = frozenset({"utf-8", "utf-16", "utf-16-le", "utf-16-be", "utf-32", "utf-32-le", "utf-32-be"})
+_WIDE_CODECS = frozenset({"utf-16", "utf-16-le", "utf-16-be", "utf-32", "utf-32-le", "utf-32-be"})
+_UNICODE_CODECS = _WIDE_CODECS | {"utf-8"}
 # As browsers do (WHATWG Encoding): these labels mean windows-1252, which most such pages really are.
 _AS_WINDOWS_1252 = frozenset({"iso8859-1", "ascii"})
 
 
 def decode_text(body: bytes, header_charset: str | None) -> str:
     """The text of a body: by its BOM, else the charset in the HTTP header, else the one the document declares
-    (``<meta charset>``, ``<meta http-equiv>``, ``<?xml encoding?>``), else by detection. A declared charset the
-    body does not decode in is passed over, and so is a legacy one when the body is valid UTF-8."""
+    (``<meta charset>``, ``<meta http-equiv>``, ``<?xml encoding?>``), else UTF-8 if valid, else by detection. A
+    declared charset the body does not decode in is passed over, and so is a legacy one when the body is valid UTF-8.
+
+    The one decoder of the project, for pages fetched and HTML files read alike (``docsieve.readers``), so the
+    same bytes give the same text either way. Kept over trafilatura's ``decode_file``, which only guesses (with
+    charset-normalizer, or cchardet where installed, so its answer depends on what else is installed) and
+    reads neither the header nor the page's own declaration; detection here is charset-normalizer's too."""
     for bom, encoding in _BOMS:
         if body.startswith(bom):
             return body.decode(encoding, "replace")
     match = _DECLARED_CHARSET.search(body[:_SNIFF_BYTES])
     declared = (match.group(1) or match.group(2)).decode("ascii") if match else None
+    if declared and _codec(declared) in _WIDE_CODECS:
+        # A declaration read as ASCII cannot be true of UTF-16 or UTF-32 bytes: such a page is UTF-8 (as the
+        # HTML standard reads it), typically saved again without the declaration being changed.
+        declared = "utf-8"
     for charset in (header_charset, declared):
         text = _decode_as(body, charset)
         if text is not None:
             return text
+    with contextlib.suppress(UnicodeDecodeError):
+        return body.decode("utf-8")  # as below: legacy-encoded text is practically never valid UTF-8
     best = charset_normalizer.from_bytes(body).best()
     return str(best) if best is not None else body.decode("utf-8", "replace")
+
+
+def _codec(charset: str) -> str | None:
+    try:
+        return codecs.lookup(charset).name
+    except LookupError:
+        return None
 
 
 def _decode_as(body: bytes, charset: str | None) -> str | None:

@@ -140,8 +140,12 @@ def _tables() -> _Tables:
 
 
 def _cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "docsieve"
+    """The user's cache folder for docsieve where the platform keeps such folders (``$XDG_CACHE_HOME/docsieve``
+    when that is set, else ``~/.cache/docsieve`` on Linux; ``~/Library/Caches`` on macOS, the local app data
+    on Windows)."""
+    import platformdirs  # imported here: only a run that builds or loads the tables needs it
+
+    return Path(platformdirs.user_cache_dir("docsieve", appauthor=False))
 
 
 def _save(path: Path, tables: _Tables) -> None:

@@ -10,7 +10,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 from urllib.parse import urlsplit
-from urllib.robotparser import RobotFileParser
+
+from protego import Protego
 
 from docsieve.settings import Settings, SettingsError
 
@@ -99,12 +100,13 @@ class NotTheSites(Exception):
 
 @dataclass(frozen=True, slots=True)
 class _Robots:
-    answer: RobotFileParser | Exception  # an exception: what fetching the file raised
+    answer: Protego | Exception  # an exception: what fetching the file raised
     expires: float
 
 
 class RobotsCache:
-    """robots.txt per site (scheme, host and port), kept `ttl` seconds.
+    """robots.txt per site (scheme, host and port), kept `ttl` seconds, read by Protego (Google's rules, with the
+    `*` and `$` wildcards that the standard library's parser takes literally).
 
     `fetch(robots_url)` returns the file's text, or None when the site has none (a 4xx answer: everything is
     allowed). Whatever it raises (a server error, an unreachable host) is raised again for every URL of the site
@@ -119,7 +121,10 @@ class RobotsCache:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._fetch = fetch
-        self._user_agent = user_agent
+        # Groups are matched against the product token ("docsieve" of "docsieve/0.1 (+https://...)"), as the
+        # standard library's parser did: given the whole header, Protego would let a group naming another word
+        # of it (the longest match wins) apply to us.
+        self._user_agent = user_agent.split("/", 1)[0].strip()
         self._ttl = ttl
         self._clock = clock
         self._entries: dict[str, _Robots] = {}
@@ -133,7 +138,7 @@ class RobotsCache:
         answer = self._entry(site).answer
         if isinstance(answer, Exception):
             raise copy.copy(answer)  # a copy each time: raising the cached one would grow its traceback
-        return answer.can_fetch(self._user_agent, url)
+        return answer.can_fetch(url, self._user_agent)
 
     def _entry(self, site: str) -> _Robots:
         entry = self._cached(site)
@@ -159,13 +164,8 @@ class RobotsCache:
             raise
         except Exception as exc:  # whatever else it is, it stands for the site until tried again
             return _Robots(exc, self._clock() + min(self._ttl, ROBOTS_FAILURE_TTL))
-        parser = RobotFileParser()
-        if text is None:
-            parser.allow_all = True  # type: ignore[attr-defined]  # the attribute can_fetch reads, as parse sets it
-        else:
-            parser.parse(text.splitlines())
-        parser.modified()  # can_fetch answers False for a parser it believes was never loaded
-        return _Robots(parser, self._clock() + self._ttl)
+        # No file (None) is an empty one: no rules, everything allowed.
+        return _Robots(Protego.parse(text or ""), self._clock() + self._ttl)
 
     def _prune(self) -> None:
         now = self._clock()

@@ -461,11 +461,7 @@ def _read_bytes(source: str, data: bytes, kind: str | None, max_bytes: int, fiel
         return
     kind = kind or _sniff_format(data)
     if kind == "html":
-        text = _decode_html(data)
-        if text is None:
-            yield Rejection.of(source, "HTML in an unknown character encoding", data)
-        else:
-            yield RawDocument(source=source, body=text, format=Format.HTML)
+        yield RawDocument(source=source, body=_decode_html(data), format=Format.HTML)
         return
     if kind == "jsonl":
         yield from _read_batch(source, data, None, max_bytes, fields, positional)
@@ -489,16 +485,11 @@ def _utf8(data: bytes) -> str:
     return data.removeprefix(codecs.BOM_UTF8).decode()
 
 
-def _decode_html(data: bytes) -> str | None:
-    """HTML bytes to text: UTF-8 when valid, else the charset the page declares or that detection finds."""
-    try:
-        return _utf8(data)
-    except UnicodeDecodeError:
-        pass
-    from trafilatura.utils import decode_file  # imported here: trafilatura is slow to import
+def _decode_html(data: bytes) -> str:
+    """HTML bytes to text, decoded as a fetched page without a charset in its header would be."""
+    from docsieve.fetch import decode_text  # imported here: the fetcher brings requests, slow to import
 
-    text = decode_file(data)
-    return text if isinstance(text, str) else None
+    return decode_text(data, None)
 
 
 def _read_batch(

@@ -1,9 +1,9 @@
 """Expiring locks with an owner token: in Redis when workers and schedulers share one (the deployment's
 ``coordination_url``), otherwise in this process.
 
-A lock is taken with SET NX PX and a random token; only the holder of the token may refresh or release
-it (compare-and-refresh and compare-and-delete run as Lua scripts, atomically), so a holder that was
-paused past the expiry never releases a lock that someone else took meanwhile.
+Only the holder of the token may refresh or release a lock, so a holder that was paused past the expiry
+never releases a lock that someone else took meanwhile. In Redis this is redis-py's ``Lock`` (SET NX PX with
+the token, then compare-and-extend and compare-and-delete scripts), not scripts of our own.
 """
 
 from __future__ import annotations
@@ -18,21 +18,10 @@ from contextlib import contextmanager
 from typing import Protocol
 
 import redis
+from redis.exceptions import LockNotOwnedError
+from redis.lock import Lock
 
 from docsieve.settings import Settings
-
-REFRESH = """
-if redis.call('get', KEYS[1]) == ARGV[1] then
-    return redis.call('pexpire', KEYS[1], ARGV[2])
-end
-return 0
-"""
-RELEASE = """
-if redis.call('get', KEYS[1]) == ARGV[1] then
-    return redis.call('del', KEYS[1])
-end
-return 0
-"""
 
 
 class Locks(Protocol):
@@ -54,18 +43,40 @@ def new_token() -> str:
 class RedisLocks:
     def __init__(self, url: str) -> None:
         self.redis = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
-        self._refresh = self.redis.register_script(REFRESH)
-        self._release = self.redis.register_script(RELEASE)
+        # The Lock of each hold of this process, by token: the Lock carries the token it compares. Dropped once
+        # released or found lost; a token not here (another process's, or one released) holds nothing of ours.
+        self._holds: dict[str, Lock] = {}
 
     def acquire(self, key: str, ttl: float) -> str | None:
+        # thread_local=False: the token belongs to the hold, not to the thread that took it.
+        lock = self.redis.lock(key, timeout=ttl, blocking=False, thread_local=False)
         token = new_token()
-        return token if self.redis.set(key, token, nx=True, px=_ms(ttl)) else None
+        if not lock.acquire(token=token):
+            return None
+        self._holds[token] = lock
+        return token
 
     def refresh(self, key: str, token: str, ttl: float) -> bool:
-        return bool(self._refresh(keys=[key], args=[token, _ms(ttl)]))
+        lock = self._holds.get(token)
+        if lock is None or lock.name != key:
+            return False
+        try:
+            return lock.extend(ttl, replace_ttl=True)
+        except LockNotOwnedError:  # expired, or taken by someone else meanwhile
+            self._holds.pop(token, None)
+            return False
 
     def release(self, key: str, token: str) -> bool:
-        return bool(self._release(keys=[key], args=[token]))
+        lock = self._holds.get(token)
+        if lock is None or lock.name != key:
+            return False
+        # Forgotten even if Redis cannot be reached: the hold then expires by itself.
+        self._holds.pop(token, None)
+        try:
+            lock.release()
+        except LockNotOwnedError:
+            return False
+        return True
 
 
 class LocalLocks:
@@ -117,7 +128,3 @@ def holding(locks: Locks, key: str, ttl: float) -> Iterator[Callable[[], bool] |
     finally:
         if token is not None:
             locks.release(key, token)
-
-
-def _ms(seconds: float) -> int:
-    return max(1, round(seconds * 1000))

@@ -645,6 +645,14 @@ def test_a_charset_that_is_no_text_encoding_falls_back_to_detection(web: WebServ
     assert "مرحبا" in fetcher.fetch(web.url("/hex")).text
 
 
+def test_a_page_declaring_utf16_in_ascii_is_read_as_utf8(web: WebServer, fetcher: Fetcher) -> None:
+    # A declaration that could be read as ASCII is not true of UTF-16 bytes: saved again as UTF-8, unchanged.
+    body = b'<html><head><meta charset="utf-16"></head><body><p>Hello, world!</p></body></html>'
+    assert len(body) % 2 == 0  # UTF-16 would decode it, into nonsense
+    web.route("/page", Reply(200, {"Content-Type": "text/html"}, body))
+    assert fetcher.fetch(web.url("/page")).text == body.decode()
+
+
 # --- the deadline: it bounds the whole fetch, whatever the server does ---
 
 DEADLINE = 1.0

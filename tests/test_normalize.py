@@ -1,7 +1,9 @@
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
+import platformdirs
 import pytest
 
 from docsieve.normalize import normalize, normalize_batch
@@ -126,3 +128,10 @@ def test_cached_tables_equal_freshly_built_ones(tmp_path, monkeypatch) -> None:
         assert np.array_equal(getattr(cached, name), getattr(built, name)), name
     assert cached.expansions == built.expansions
     assert cached.vanishing.pattern == built.vanishing.pattern
+
+
+def test_the_tables_are_cached_in_the_user_cache_of_the_platform(cache_home: Path) -> None:
+    from docsieve.normalize import _cache_dir
+
+    assert _cache_dir() == Path(platformdirs.user_cache_dir("docsieve", appauthor=False))
+    assert _cache_dir().is_relative_to(cache_home)  # in the tests, never the real home's (tests/conftest.py)

@@ -115,6 +115,25 @@ def test_robots_cache_keeps_a_site_for_its_ttl() -> None:
     assert len(fake.calls) == 4
 
 
+def test_robots_cache_honours_wildcards_and_end_anchors() -> None:
+    # Google's rules: "*" is any run of characters and "$" ends the path; urllib.robotparser took both literally.
+    fake = FakeRobots(lambda: "User-agent: *\nDisallow: /*.pdf$\nDisallow: /*?session=\n")
+    cache = RobotsCache(fake.fetch, "docsieve/0.1", ttl=60, clock=fake.clock)
+    assert not cache.allowed("https://news.example/files/report.pdf")
+    assert not cache.allowed("https://news.example/story?session=abc")
+    assert cache.allowed("https://news.example/files/report.pdf?page=2")  # "$": .pdf must end the path
+    assert cache.allowed("https://news.example/story?id=1")
+
+
+def test_robots_cache_matches_groups_by_product_token() -> None:
+    # The product token picks the group, not a longer word elsewhere in the header (Protego would take the longest).
+    robots = "User-agent: docsieve\nDisallow: /private\n\nUser-agent: deduplication\nDisallow: /\n"
+    fake = FakeRobots(lambda: robots)
+    agent = "docsieve/0.1 (+https://github.com/docsieve/docsieve; news deduplication)"
+    cache = RobotsCache(fake.fetch, agent, ttl=60, clock=fake.clock)
+    assert cache.allowed("https://news.example/a") and not cache.allowed("https://news.example/private/b")
+
+
 def test_robots_cache_none_allows_everything() -> None:
     fake = FakeRobots(lambda: None)
     assert RobotsCache(fake.fetch, "docsieve/0.1", ttl=60, clock=fake.clock).allowed("https://news.example/any")

@@ -112,6 +112,23 @@ def test_html_in_declared_legacy_charset(tmp_path: Path) -> None:
     assert isinstance(doc, RawDocument) and "مرحبا بكم" in doc.body
 
 
+@pytest.mark.parametrize(
+    ("declared", "encoding", "text"),
+    [
+        ("iso-8859-1", "cp1252", "“Naïve” café — déjà vu"),  # the label means windows-1252, as browsers read it
+        ("iso-8859-9", "iso-8859-9", "Haberler için ğüşıöç"),
+    ],
+)
+def test_html_file_is_decoded_as_the_fetcher_decodes_pages(
+    tmp_path: Path, declared: str, encoding: str, text: str
+) -> None:
+    # One decoder for files and fetched pages: the page's own declaration first, detection only after it.
+    page = f'<html><head><meta charset="{declared}"></head><body><p>{text}</p></body></html>'
+    (tmp_path / "p.html").write_bytes(page.encode(encoding))
+    (doc,) = items(str(tmp_path / "p.html"))
+    assert isinstance(doc, RawDocument) and doc.body == page
+
+
 def test_single_object_any_layout_and_bracketed_text_on_stdin(tmp_path: Path) -> None:
     (tmp_path / "one.json").write_text('\n\n  {"text": "only",\n  "title": "x"}\n', encoding="utf-8")
     (tmp_path / "line.json").write_text('{"text": "only", "title": "x"}', encoding="utf-8")
