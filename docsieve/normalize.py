@@ -9,8 +9,8 @@ vanish. In a word with Latin letters, the Cyrillic and Greek look-alikes of Lati
 letters ("Рresident" with a Cyrillic Р is "president"); a Cyrillic or Greek word keeps its letters.
 The result is the words separated by single spaces.
 
-Why not ``str.translate``: with a dict table it costs about 180 µs for a typical Arabic article, more
-than the whole fingerprint budget. Instead every BMP code point is folded once, at first use, into a
+Why not ``str.translate``: with a dict table it costs more for a typical Arabic article than the whole
+fingerprint budget (docs/benchmarks.md). Instead every BMP code point is folded once, at first use, into a
 lookup table that numpy applies to a whole batch of UTF-32 code points at once. The few texts whose
 characters need NFKC composition or multi-character casefolding (presentation forms, ß, combining
 accents, astral characters) go through ``unicodedata`` first, then through the same table, so both
@@ -125,7 +125,7 @@ ARRAYS = ("fold", "needs_unicodedata", "flags", "latin")
 @cache
 def _tables() -> _Tables:
     """The tables, from the on-disk cache when this code and Unicode version built them before: building
-    takes a tenth of a second, a large part of a short run's start-up."""
+    them is a large part of a short run's start-up (docs/benchmarks.md)."""
     key = hashlib.sha256(Path(__file__).read_bytes() + unicodedata.unidata_version.encode()).hexdigest()[:16]
     cached = _cache_dir() / f"normalize-{key}.npz"
     try:
