@@ -5,13 +5,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import redis
 
 from docsieve.models import RawDocument, Record
 from docsieve.pipeline import Pipeline
 from docsieve.settings import Settings
 from docsieve.store import Store
-from tests.services import postgres_database, postgres_server, redis_server
+from tests.services import postgres_database, postgres_server, redis_server, remove_keys
 
 FIXTURES = Path(__file__).parent / "fixtures"
 REPO = Path(__file__).parent.parent
@@ -39,10 +38,7 @@ def prefix(redis_url: str) -> Iterator[str]:
     """A key (and queue) prefix of this test's own; only its keys are removed afterwards."""
     name = f"docsieve-test-{uuid.uuid4().hex[:12]}"
     yield name
-    client = redis.Redis.from_url(redis_url)
-    for key in client.scan_iter(match=f"*{name}*"):
-        client.delete(key)
-    client.close()
+    remove_keys(redis_url, name)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

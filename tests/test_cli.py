@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO
+from tests.services import free_port
 
 FIELDS = {
     "id",
@@ -199,11 +200,7 @@ def test_submit_imports_neither_the_store_nor_numpy() -> None:
 
 @pytest.mark.slow
 def test_submit_with_the_broker_down_says_so_at_once(tmp_path: Path) -> None:
-    import socket
-
-    with socket.socket() as probe:  # a port nothing listens on
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()  # a port nothing listens on
     url = f"redis://127.0.0.1:{port}/0"
     env = {**os.environ, "DOCSIEVE_BROKER_URL": url, "DOCSIEVE_RESULT_BACKEND": url, "DOCSIEVE_INDEX_URL": url}
     done = subprocess.run(
@@ -220,11 +217,7 @@ def test_submit_with_the_broker_down_says_so_at_once(tmp_path: Path) -> None:
 
 def test_submit_says_how_far_it_got_when_the_payloads_cannot_be_written(redis_url: str, prefix: str) -> None:
     """The broker answers but the Redis for the documents does not (down, or full under noeviction)."""
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     env = {
         **os.environ,
         "DOCSIEVE_BROKER_URL": redis_url,
