@@ -125,16 +125,6 @@ def test_a_short_item_inside_a_long_statement_is_a_copy_both_ways(pipeline: Pipe
     assert records["statement2"].story_id == records["item2"].story_id
 
 
-def test_winnowing_gives_every_shared_run_of_a_window_a_shared_key() -> None:
-    settings = Settings()
-    rng = np.random.default_rng(5)
-    for trial in range(30):
-        run = words(1000 + trial, settings.winnow_window + settings.shingle_size - 1)
-        host = text(words(2000 + trial, int(rng.integers(0, 300))), run, words(3000 + trial, 50))
-        short, long = fingerprint_batch([text(run), host], settings)
-        assert set(short.winnow_keys.tolist()) & set(long.winnow_keys.tolist())
-
-
 def test_the_earliest_published_copy_becomes_the_canonical(pipeline: Pipeline) -> None:
     a = words(50, 300)
     records = ingest(pipeline, ("late", text(a), "2015-07-22T10:00:00+03:00"), ("copy", text(edit(a, 51, 0.04))))
