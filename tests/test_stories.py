@@ -5,7 +5,6 @@ import json
 import random
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from docsieve.cli import main
@@ -205,26 +204,6 @@ def test_export_stories_and_since(tmp_path, capsys) -> None:
     assert "not a time" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize(
-    ("given", "expected"),
-    [
-        ("2015-07-21T08:00:00+03:00", "2015-07-21T05:00:00+00:00"),
-        ("2015-07-21T05:00:00Z", "2015-07-21T05:00:00+00:00"),
-        ("2015-07-21 02:51:58", "2015-07-21T02:51:58+00:00"),
-        ("2015-07-21", "2015-07-21T00:00:00+00:00"),
-        ("Tue, 21 Jul 2015 08:00:00 +0200", "2015-07-21T06:00:00+00:00"),
-        ("1437465600", "2015-07-21T08:00:00+00:00"),
-        ("٢٠١٥-٠٧-٢١", "2015-07-21T00:00:00+00:00"),
-        ("yesterday", None),
-        ("0001-01-01", None),
-        ("", None),
-    ],
-)
-def test_published_is_parsed_into_a_utc_instant(given: str, expected: str | None) -> None:
-    stamp = parse_published(given)
-    assert (stamp.isoformat() if stamp else None) == expected
-
-
 def test_templated_items_stay_apart_once_the_store_has_learned_the_template(store: Store, settings: Settings) -> None:
     """Cables on one template: 120 words of boilerplate, 35 of names and figures. The first ones look like
     copies (containment 0.7); as items on the template accumulate, the boilerplate counts less, later items
@@ -248,33 +227,6 @@ def test_templated_items_stay_apart_once_the_store_has_learned_the_template(stor
 
     a, b = fingerprint_batch([item(12), item(13)], settings)
     assert jaccard_and_containment(a.shingles, b.shingles)[1] >= settings.containment_threshold
-
-
-def test_template_weights_follow_the_counts_of_every_text() -> None:
-    from docsieve.templates import ShingleCounts
-
-    rng = np.random.default_rng(3)
-    counts = ShingleCounts(boilerplate_texts=3)
-    pool = np.unique(rng.integers(0, 2**32, size=450, dtype=np.uint64).astype(np.uint32))
-    texts = [np.unique(rng.choice(pool, size=120)) for _ in range(60)]
-    for start in range(0, 60, 7):  # batches of texts, as a pipeline adds them
-        counts.add(np.concatenate(texts[start : start + 7]))
-    ids = pool
-    held = np.array([sum(int(i) in set(t.tolist()) for t in texts) for i in ids])
-    assert np.array_equal(counts.counts(ids), held)
-    assert np.allclose(counts.weights(ids), np.minimum(1.0, 3 / np.maximum(held, 1)))
-
-
-def test_template_counts_stop_at_their_cap_and_never_wrap() -> None:
-    from docsieve.templates import MOST, ShingleCounts
-
-    counts = ShingleCounts(boilerplate_texts=3)
-    common, rare = np.uint32(7 << 24), np.uint32(9 << 24)
-    counts.add(np.full(3 * MOST + 5, common, dtype=np.uint32))  # more than a uint16 holds, in one call
-    counts.add(np.array([rare, rare, rare], dtype=np.uint32))
-    counts.add(np.full(MOST, common, dtype=np.uint32))  # and again at the cap
-    assert counts.counts(np.array([common, rare])).tolist() == [MOST, 3]
-    assert counts.weights(np.array([common]))[0] == pytest.approx(3 / MOST)
 
 
 def test_a_copy_that_carries_another_item_holds_that_items_story(pipeline: Pipeline) -> None:
