@@ -14,7 +14,11 @@ import pytest
 import worker.tasks as tasks
 from docsieve.models import RawDocument, Rejection
 from docsieve.pipeline import Pipeline
+from docsieve.settings import Settings
+from docsieve.store import Store
 from tests.conftest import fixture_text
+from tests.services import postgres_database
+from tests.test_validate import ARTICLE, OTHER
 from worker.messages import from_message, to_message
 
 
@@ -56,6 +60,32 @@ def test_a_failed_task_is_recorded(task_pipeline: Pipeline) -> None:
     (failure,) = task_pipeline.store.recent_failures()
     assert (failure["task_id"], failure["error"]) == ("task-42", "RuntimeError: disk full")
     assert failure["sources"] == '["a.txt"]' and failure["payload"] == '[{"source": "a.txt"}]'
+
+
+@pytest.fixture
+def postgres_pipeline(celery_app, postgres_server_url: str, monkeypatch: pytest.MonkeyPatch):
+    with postgres_database(postgres_server_url) as url:
+        pipeline = Pipeline(Store(url), Settings(store=url))
+        monkeypatch.setattr(tasks, "_pipeline", lambda: pipeline)
+        monkeypatch.setattr(celery_app, "docsieve_settings", pipeline.settings)
+        yield pipeline
+        pipeline.close()
+
+
+def test_the_task_stores_a_batch_with_bad_values_without_a_retry(postgres_pipeline: Pipeline) -> None:
+    messages = [
+        to_message(RawDocument("good.txt", ARTICLE)),
+        to_message(RawDocument("nul.txt", OTHER.replace(" ", "\u0000", 3), title="a\u0000b")),
+        to_message(RawDocument("language.txt", fixture_text("ar_other.txt"), language="x" * 40)),
+        to_message(RawDocument("published.txt", fixture_text("ar_near_a.txt"), published="2" * 65)),
+        to_message(Rejection("nul\u0000source.bin", "binary data", "ab" * 32)),
+    ]
+    result = tasks.ingest_batch.run(messages)  # raises (and so would be retried) if the COPY failed
+    assert result == {"received": 5, "stored": 5, "canonical": 2, "rejected": 3}
+    records = {r.source: r for r in postgres_pipeline.store.iter_records()}
+    assert records["nul.txt"].title == "a\ufffdb" and records["nul\ufffdsource.bin"].reason == "binary data"
+    assert "'language' must be" in records["language.txt"].reason
+    assert "'published' must be" in records["published.txt"].reason
 
 
 def test_a_retry_that_cannot_be_queued_gives_the_message_back(celery_app, monkeypatch: pytest.MonkeyPatch) -> None:
