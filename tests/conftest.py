@@ -41,6 +41,16 @@ def prefix(redis_url: str) -> Iterator[str]:
     remove_keys(redis_url, name)
 
 
+@pytest.fixture
+def redis_index(redis_url: str):
+    """The shared candidate index under a prefix of this test's own, cleared afterwards."""
+    from worker.redis_index import RedisIndex
+
+    index = RedisIndex(redis_url, f"docsieve-test-{uuid.uuid4().hex[:8]}")
+    yield index
+    index.clear()
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def store_url(request, tmp_path: Path):
     """Every store and pipeline test runs on both back ends."""
