@@ -87,6 +87,30 @@ def pipeline(store: Store, settings: Settings) -> Pipeline:
     return Pipeline(store, settings)
 
 
+@pytest.fixture
+def task_pipeline(celery_app, pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch) -> Pipeline:
+    """The tasks of worker/tasks.py run on this test's pipeline and its settings."""
+    import worker.tasks as tasks
+
+    monkeypatch.setattr(tasks, "_pipeline", lambda: pipeline)
+    monkeypatch.setattr(celery_app, "docsieve_settings", pipeline.settings)
+    return pipeline
+
+
+@pytest.fixture
+def with_payloads(celery_app, task_pipeline: Pipeline, redis_url: str, prefix: str, monkeypatch: pytest.MonkeyPatch):
+    """The task's settings with a shared Redis, where payloads wait under this test's own prefix."""
+    import worker.tasks as tasks
+    from worker.payloads import Payloads
+
+    settings = task_pipeline.settings.with_(index_url=redis_url, queue_prefix=prefix)
+    monkeypatch.setattr(celery_app, "docsieve_settings", settings)
+    payloads = Payloads.of(settings)
+    monkeypatch.setattr(tasks, "_payloads_if_any", lambda: payloads)
+    yield payloads
+    payloads.close()
+
+
 def ingest_texts(pipeline: Pipeline, *pairs: tuple[str, str]) -> dict[str, Record]:
     """Ingest (source, body) pairs in order; the stored records by source."""
     pipeline.ingest([RawDocument(source=source, body=body) for source, body in pairs])

@@ -503,17 +503,6 @@ def test_a_field_mapping_reads_other_layouts_and_keeps_author_and_outlet(tmp_pat
     assert missing.reason == "object has no 'text' field; 'text' is required"
 
 
-def test_the_outlet_and_author_travel_in_task_messages_and_to_the_record(pipeline) -> None:
-    from worker.messages import from_message, to_message
-
-    raw = RawDocument("day.json#1", SNN["content"], author=SNN["author"], outlet="aawsat")
-    assert from_message(json.loads(json.dumps(to_message(raw)))) == raw
-    pipeline.ingest([raw])
-    (record,) = pipeline.store.iter_records()
-    assert (record.author, record.outlet) == (SNN["author"], "aawsat")
-    assert record.to_json()["outlet"] == "aawsat"
-
-
 def test_fields_of_other_types_are_rejected_or_converted_by_the_stated_rule(tmp_path: Path) -> None:
     objects = [
         {"id": 7, "text": "an integer id", "published": 2015},

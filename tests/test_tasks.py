@@ -22,20 +22,6 @@ from tests.test_validate import ARTICLE, OTHER
 from worker.messages import from_message, to_message
 
 
-@pytest.fixture
-def task_pipeline(celery_app, pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch) -> Pipeline:
-    monkeypatch.setattr(tasks, "_pipeline", lambda: pipeline)
-    monkeypatch.setattr(celery_app, "docsieve_settings", pipeline.settings)
-    return pipeline
-
-
-def test_messages_round_trip() -> None:
-    doc = RawDocument("a.txt", "نص", title="عنوان", url="http://x/a", language="ar")
-    assert from_message(to_message(doc)) == doc
-    rejection = Rejection("b.bin", "binary data", "ab" * 32)
-    assert from_message(to_message(rejection)) == rejection
-
-
 def test_malformed_messages_are_rejected_records(task_pipeline: Pipeline) -> None:
     good = to_message(RawDocument("good.txt", fixture_text("ar_near_a.txt")))
     result = tasks.ingest_batch.run(
@@ -108,46 +94,6 @@ def test_a_retry_that_cannot_be_queued_gives_the_message_back(celery_app, monkey
     assert caught.value.requeue is True
 
 
-@pytest.fixture
-def with_payloads(celery_app, task_pipeline: Pipeline, redis_url: str, prefix: str, monkeypatch: pytest.MonkeyPatch):
-    """The task's settings with a shared Redis, where payloads wait under this test's own prefix."""
-    from worker.payloads import Payloads
-
-    settings = task_pipeline.settings.with_(index_url=redis_url, queue_prefix=prefix)
-    monkeypatch.setattr(celery_app, "docsieve_settings", settings)
-    payloads = Payloads.of(settings)
-    monkeypatch.setattr(tasks, "_payloads_if_any", lambda: payloads)
-    yield payloads
-    payloads.close()
-
-
-def test_submit_sends_a_small_message_and_the_documents_as_a_payload(with_payloads, task_pipeline) -> None:
-    from worker.payloads import send_ingest
-
-    long_text = " ".join([fixture_text("ar_near_a.txt")] * 16)  # 15,000 characters: 45,000 in all
-    messages = [to_message(RawDocument(f"{i}.txt", f"{long_text} {i}")) for i in range(3)]
-    sent = []
-    send_ingest(lambda name, **options: sent.append((name, options)), messages, "q.cpu", with_payloads)
-    ((name, options),) = sent
-    assert name == tasks.INGEST_TASK and options["queue"] == "q.cpu" and "args" not in options
-    kwargs = options["kwargs"]
-    assert kwargs["sources"] == ["0.txt", "1.txt", "2.txt"]
-    assert len(repr(kwargs)) < 500  # the texts are not in the message
-    result = tasks.ingest_batch.run(**kwargs)
-    assert result["received"] == 3 and result["stored"] == 3
-    assert {r.source for r in task_pipeline.store.iter_records()} == {"0.txt", "1.txt", "2.txt"}
-
-
-def test_a_little_text_travels_in_the_message(with_payloads) -> None:
-    """A fetched page or a one-document task: a payload would only add Redis round trips."""
-    from worker.payloads import INLINE_CHARS, send_ingest
-
-    messages = [to_message(RawDocument("page.html", "x" * (INLINE_CHARS - 100)))]
-    sent = []
-    send_ingest(lambda name, **options: sent.append(options), messages, "q.cpu", with_payloads)
-    assert sent == [{"args": [messages], "queue": "q.cpu"}]
-
-
 def test_a_payload_delivered_again_returns_its_first_result(with_payloads, task_pipeline) -> None:
     """A worker killed after the work and before the acknowledgement: the message comes again, after its
     payload was done. It gets the same answer, and no record is made twice."""
@@ -195,22 +141,6 @@ def test_a_failed_task_whose_payload_is_gone_keeps_rejections(with_payloads, tas
     (failure,) = task_pipeline.store.recent_failures()
     (item,) = [from_message(m) for m in json.loads(failure["payload"])]
     assert isinstance(item, Rejection) and item.source == "a.txt" and "submit the source again" in item.reason
-
-
-def test_taking_a_payload_keeps_it_for_another_ttl(with_payloads) -> None:
-    """The TTL runs from the last delivery, not from the submit: a message redelivered after the
-    visibility timeout still finds its documents."""
-    key = with_payloads.put([to_message(RawDocument("a.txt", "text"))])
-    with_payloads._redis.expire(key, 5)
-    with_payloads.take(key)
-    assert with_payloads._redis.ttl(key) > 5
-
-
-def test_a_payload_key_of_another_deployment_is_refused(with_payloads) -> None:
-    from worker.payloads import PayloadLost
-
-    with pytest.raises(PayloadLost):
-        with_payloads.take("other:payload:abc")
 
 
 def test_a_fetch_task_rejects_a_name_that_does_not_exist_and_logs_each_url_it_defers(
