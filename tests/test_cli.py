@@ -12,10 +12,12 @@ import pytest
 
 from docsieve.cli import main
 from docsieve.pipeline import Pipeline
+from docsieve.readers import FieldMap
 from docsieve.settings import Settings
 from docsieve.store import Store
 from tests.conftest import REPO
 from tests.services import free_port
+from tests.test_readers import SNN
 from tests.test_stories import edit, ingest, text, words
 
 FIELDS = {
@@ -241,6 +243,33 @@ def test_submit_says_how_far_it_got_when_the_payloads_cannot_be_written(redis_ur
     )
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert "could not queue" in done.stderr and "(0 documents in 0 tasks were queued before)" in done.stderr
+
+
+@pytest.mark.slow
+def test_field_flags_on_the_command_line(tmp_path: Path) -> None:
+    from docsieve.cli import MAPPED_FIELDS, _parser, field_map
+
+    assert set(MAPPED_FIELDS) == set(FieldMap.__dataclass_fields__)
+    for command in (["ingest", "x"], ["submit", "x"], ["similar", "x"]):
+        args = _parser().parse_args([*command, "--text-field", "content", "--outlet-field", "publisher"])
+        assert field_map(args) == FieldMap(text="content", outlet="publisher")
+    (tmp_path / "day.json").write_text(json.dumps([SNN]), encoding="utf-8")
+    env = {**os.environ, "DOCSIEVE_STORE": f"sqlite:///{tmp_path / 's.db'}"}
+    run = [sys.executable, "-m", "docsieve.cli"]
+    flags = ["--text-field", "content", "--published-field", "date_extracted"]
+    done = subprocess.run([*run, "ingest", str(tmp_path / "day.json"), *flags], env=env, cwd=REPO, capture_output=True)
+    assert done.returncode == 0, done.stderr
+    exported = subprocess.run([*run, "export"], env=env, cwd=REPO, capture_output=True, text=True, check=True)
+    (record,) = map(json.loads, exported.stdout.splitlines())
+    assert (record["author"], record["published"], record["status"]) == (
+        SNN["author"],
+        SNN["date_extracted"],
+        "canonical",
+    )
+    similar = subprocess.run(
+        [*run, "similar", str(tmp_path / "day.json"), *flags], env=env, cwd=REPO, capture_output=True, text=True
+    )
+    assert f"{record['id']}  jaccard 1.000" in similar.stdout
 
 
 # --- Stories as the commands show them (export --stories, show, status)

@@ -540,33 +540,6 @@ def test_fields_of_other_types_are_rejected_or_converted_by_the_stated_rule(tmp_
     assert found[13].author == "Noor, Sam"
 
 
-@pytest.mark.slow
-def test_field_flags_on_the_command_line(tmp_path: Path) -> None:
-    from docsieve.cli import MAPPED_FIELDS, _parser, field_map
-
-    assert set(MAPPED_FIELDS) == set(FieldMap.__dataclass_fields__)
-    for command in (["ingest", "x"], ["submit", "x"], ["similar", "x"]):
-        args = _parser().parse_args([*command, "--text-field", "content", "--outlet-field", "publisher"])
-        assert field_map(args) == FieldMap(text="content", outlet="publisher")
-    (tmp_path / "day.json").write_text(json.dumps([SNN]), encoding="utf-8")
-    env = {**os.environ, "DOCSIEVE_STORE": f"sqlite:///{tmp_path / 's.db'}"}
-    run = [sys.executable, "-m", "docsieve.cli"]
-    flags = ["--text-field", "content", "--published-field", "date_extracted"]
-    done = subprocess.run([*run, "ingest", str(tmp_path / "day.json"), *flags], env=env, cwd=REPO, capture_output=True)
-    assert done.returncode == 0, done.stderr
-    exported = subprocess.run([*run, "export"], env=env, cwd=REPO, capture_output=True, text=True, check=True)
-    (record,) = map(json.loads, exported.stdout.splitlines())
-    assert (record["author"], record["published"], record["status"]) == (
-        SNN["author"],
-        SNN["date_extracted"],
-        "canonical",
-    )
-    similar = subprocess.run(
-        [*run, "similar", str(tmp_path / "day.json"), *flags], env=env, cwd=REPO, capture_output=True, text=True
-    )
-    assert f"{record['id']}  jaccard 1.000" in similar.stdout
-
-
 # --- One file, one source; stdin twice (issue 11: 16) ---
 
 
