@@ -30,9 +30,7 @@ from common import DEFAULT_CORPUS, ROOT, folder_or_exit, load_articles, machine,
 from pipeline import compile_sources, docsieve_command, write_articles
 
 sys.path.insert(0, str(ROOT))
-from docsieve.settings import Settings
-from tests.services import postgres_database, postgres_server, redis_server
-from worker.celery_app import create_app
+from tests.services import deployment_env, postgres_database, postgres_server, redis_server, running_worker
 from worker.redis_index import RedisIndex
 
 EMBEDDED = "embedded `docsieve ingest` (SQLite)"
@@ -99,28 +97,18 @@ class CpuMeter:
 
 
 def deployment_run(
-    docsieve: str, folder: Path, env: dict, pg_server: str, workers: int, cpu: bool
+    docsieve: str, folder: Path, redis_url: str, pg_server: str, batch: int, workers: int, cpu: bool
 ) -> tuple[float, str, dict[str, float]]:
     """Workers up on a fresh database, then ``submit --wait`` timed (and with ``cpu``, where CPU went)."""
     with postgres_database(pg_server) as store_url:
-        env = {**env, "DOCSIEVE_STORE": store_url, "DOCSIEVE_QUEUE_PREFIX": f"docsieve-bench-{uuid.uuid4().hex[:8]}"}
+        prefix = f"docsieve-bench-{uuid.uuid4().hex[:8]}"
+        env = deployment_env(redis_url, store_url, prefix, DOCSIEVE_SUBMIT_BATCH=str(batch))
         subprocess.run([docsieve, "migrate"], env=env, check=True, capture_output=True)
-        worker = subprocess.Popen(
-            [docsieve, "worker", "-c", str(workers), "--loglevel", "WARNING"],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        try:
-            app = create_app(Settings.from_env(env))
-            while not (app.control.inspect(timeout=0.5).ping() or {}):
-                time.sleep(0.2)
-            meter = CpuMeter(worker.pid) if cpu else None
+        log = folder.with_name("worker.log")
+        with running_worker(env, concurrency=workers, loglevel="WARNING", log=log) as worker:
+            meter = CpuMeter(worker.process.pid) if cpu else None
             seconds, out, submit_cpu = timed([docsieve, "submit", str(folder), "--wait", "--quiet"], env)
             spent = {"submit": submit_cpu, **meter.spent()} if meter else {}
-        finally:
-            worker.terminate()
-            worker.wait(timeout=60)
         RedisIndex(env["DOCSIEVE_INDEX_URL"], env["DOCSIEVE_QUEUE_PREFIX"]).clear()
     return seconds, out.splitlines()[-1], spent
 
@@ -147,12 +135,6 @@ def main() -> int:
         write_articles(articles, folder)
         base = {k: v for k, v in os.environ.items() if not k.startswith("DOCSIEVE_")}
         with redis_server() as redis_url, postgres_server() as pg_server:
-            env = {
-                **base,
-                "DOCSIEVE_BROKER_URL": redis_url,
-                "DOCSIEVE_RESULT_BACKEND": redis_url,
-                "DOCSIEVE_INDEX_URL": redis_url,
-            }
             for round_ in range(args.rounds):
                 store = work / f"embedded-{round_}.db"
                 seconds, out, used = timed(
@@ -165,12 +147,7 @@ def main() -> int:
                 for batch in batches if round_ == 0 else [b for b in batches if b > 1]:
                     label = f"deployment, {batch} document{'s' if batch > 1 else ''} a task, {args.workers} workers"
                     seconds, outcomes[label], spent = deployment_run(
-                        docsieve,
-                        folder,
-                        {**env, "DOCSIEVE_SUBMIT_BATCH": str(batch)},
-                        pg_server,
-                        args.workers,
-                        args.cpu,
+                        docsieve, folder, redis_url, pg_server, batch, args.workers, args.cpu
                     )
                     times.setdefault(label, []).append(seconds)
                     cpu.setdefault(label, []).append(spent)

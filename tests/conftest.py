@@ -5,13 +5,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import redis
 
 from docsieve.models import RawDocument, Record
 from docsieve.pipeline import Pipeline
 from docsieve.settings import Settings
 from docsieve.store import Store
-from tests.services import postgres_database, postgres_server, redis_server
+from tests.services import postgres_database, postgres_server, redis_server, remove_keys
 
 FIXTURES = Path(__file__).parent / "fixtures"
 REPO = Path(__file__).parent.parent
@@ -49,10 +48,17 @@ def prefix(redis_url: str) -> Iterator[str]:
     """A key (and queue) prefix of this test's own; only its keys are removed afterwards."""
     name = f"docsieve-test-{uuid.uuid4().hex[:12]}"
     yield name
-    client = redis.Redis.from_url(redis_url)
-    for key in client.scan_iter(match=f"*{name}*"):
-        client.delete(key)
-    client.close()
+    remove_keys(redis_url, name)
+
+
+@pytest.fixture
+def redis_index(redis_url: str):
+    """The shared candidate index under a prefix of this test's own, cleared afterwards."""
+    from worker.redis_index import RedisIndex
+
+    index = RedisIndex(redis_url, f"docsieve-test-{uuid.uuid4().hex[:8]}")
+    yield index
+    index.clear()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -89,6 +95,30 @@ def celery_app():
 @pytest.fixture
 def pipeline(store: Store, settings: Settings) -> Pipeline:
     return Pipeline(store, settings)
+
+
+@pytest.fixture
+def task_pipeline(celery_app, pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch) -> Pipeline:
+    """The tasks of worker/tasks.py run on this test's pipeline and its settings."""
+    import worker.tasks as tasks
+
+    monkeypatch.setattr(tasks, "_pipeline", lambda: pipeline)
+    monkeypatch.setattr(celery_app, "docsieve_settings", pipeline.settings)
+    return pipeline
+
+
+@pytest.fixture
+def with_payloads(celery_app, task_pipeline: Pipeline, redis_url: str, prefix: str, monkeypatch: pytest.MonkeyPatch):
+    """The task's settings with a shared Redis, where payloads wait under this test's own prefix."""
+    import worker.tasks as tasks
+    from worker.payloads import Payloads
+
+    settings = task_pipeline.settings.with_(index_url=redis_url, queue_prefix=prefix)
+    monkeypatch.setattr(celery_app, "docsieve_settings", settings)
+    payloads = Payloads.of(settings)
+    monkeypatch.setattr(tasks, "_payloads_if_any", lambda: payloads)
+    yield payloads
+    payloads.close()
 
 
 def ingest_texts(pipeline: Pipeline, *pairs: tuple[str, str]) -> dict[str, Record]:

@@ -1,4 +1,5 @@
-"""The ``docsieve`` command end to end, in a subprocess, on the repository's seeds/."""
+"""The ``docsieve`` command end to end: in a subprocess on the repository's seeds/, and in this process
+(``main``) for what its commands show of stories."""
 
 import json
 import os
@@ -9,7 +10,15 @@ from pathlib import Path
 
 import pytest
 
+from docsieve.cli import main
+from docsieve.pipeline import Pipeline
+from docsieve.readers import FieldMap
+from docsieve.settings import Settings
+from docsieve.store import Store
 from tests.conftest import REPO
+from tests.services import free_port
+from tests.test_readers import SNN
+from tests.test_stories import edit, ingest, text, words
 
 FIELDS = {
     "id",
@@ -199,11 +208,7 @@ def test_submit_imports_neither_the_store_nor_numpy() -> None:
 
 @pytest.mark.slow
 def test_submit_with_the_broker_down_says_so_at_once(tmp_path: Path) -> None:
-    import socket
-
-    with socket.socket() as probe:  # a port nothing listens on
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()  # a port nothing listens on
     url = f"redis://127.0.0.1:{port}/0"
     env = {**os.environ, "DOCSIEVE_BROKER_URL": url, "DOCSIEVE_RESULT_BACKEND": url, "DOCSIEVE_INDEX_URL": url}
     done = subprocess.run(
@@ -220,11 +225,7 @@ def test_submit_with_the_broker_down_says_so_at_once(tmp_path: Path) -> None:
 
 def test_submit_says_how_far_it_got_when_the_payloads_cannot_be_written(redis_url: str, prefix: str) -> None:
     """The broker answers but the Redis for the documents does not (down, or full under noeviction)."""
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     env = {
         **os.environ,
         "DOCSIEVE_BROKER_URL": redis_url,
@@ -242,3 +243,106 @@ def test_submit_says_how_far_it_got_when_the_payloads_cannot_be_written(redis_ur
     )
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert "could not queue" in done.stderr and "(0 documents in 0 tasks were queued before)" in done.stderr
+
+
+@pytest.mark.slow
+def test_field_flags_on_the_command_line(tmp_path: Path) -> None:
+    from docsieve.cli import MAPPED_FIELDS, _parser, field_map
+
+    assert set(MAPPED_FIELDS) == set(FieldMap.__dataclass_fields__)
+    for command in (["ingest", "x"], ["submit", "x"], ["similar", "x"]):
+        args = _parser().parse_args([*command, "--text-field", "content", "--outlet-field", "publisher"])
+        assert field_map(args) == FieldMap(text="content", outlet="publisher")
+    (tmp_path / "day.json").write_text(json.dumps([SNN]), encoding="utf-8")
+    env = {**os.environ, "DOCSIEVE_STORE": f"sqlite:///{tmp_path / 's.db'}"}
+    run = [sys.executable, "-m", "docsieve.cli"]
+    flags = ["--text-field", "content", "--published-field", "date_extracted"]
+    done = subprocess.run([*run, "ingest", str(tmp_path / "day.json"), *flags], env=env, cwd=REPO, capture_output=True)
+    assert done.returncode == 0, done.stderr
+    exported = subprocess.run([*run, "export"], env=env, cwd=REPO, capture_output=True, text=True, check=True)
+    (record,) = map(json.loads, exported.stdout.splitlines())
+    assert (record["author"], record["published"], record["status"]) == (
+        SNN["author"],
+        SNN["date_extracted"],
+        "canonical",
+    )
+    similar = subprocess.run(
+        [*run, "similar", str(tmp_path / "day.json"), *flags], env=env, cwd=REPO, capture_output=True, text=True
+    )
+    assert f"{record['id']}  jaccard 1.000" in similar.stdout
+
+
+# --- Stories as the commands show them (export --stories, show, status)
+
+
+def test_export_stories_and_since(tmp_path, capsys) -> None:
+    store = f"sqlite:///{tmp_path}/s.db"
+    a = words(80, 200)
+    batch = tmp_path / "batch.jsonl"
+    rows = [
+        {"id": "one", "text": text(a), "published": "2015-07-21T10:00:00Z", "source": "spa"},
+        {"id": "two", "text": text(edit(a, 81, 0.04)), "published": "2015-07-21T09:00:00Z", "source": "okaz"},
+        {"id": "three", "text": text(words(82, 200)), "source": "alriyadh"},
+    ]
+    batch.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows), encoding="utf-8")
+    assert main(["--store", store, "ingest", "--quiet", str(batch)]) == 0
+    capsys.readouterr()
+    assert main(["--store", store, "export", "--stories"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert len(lines) == 2
+    big = next(s for s in lines if s["records"] == 2)
+    assert big["outlets"] == ["okaz", "spa"] and big["first_published"] == "2015-07-21T09:00:00+00:00"
+    canonical = next(m for m in big["members"] if m["id"] == big["canonical"])
+    assert canonical["outlet"] == "okaz"  # the earlier published, though stored second
+    copy = next(m for m in big["members"] if m["id"] != big["canonical"])
+    assert copy["method"] == "near" and copy["similarity"] == copy["jaccard"] > 0.5
+    assert main(["--store", store, "export", "--since", "2199-01-01"]) == 0
+    assert capsys.readouterr().out == ""
+    assert main(["--store", store, "export", "--stories", "--since", "2000-01-01T00:00:00Z"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 2
+    assert main(["--store", store, "export", "--since", "yesterday"]) == 2
+    assert "not a time" in capsys.readouterr().err
+
+
+def test_show_prints_the_story_with_what_it_holds(tmp_path, capsys) -> None:
+    store = f"sqlite:///{tmp_path}/s.db"
+    x, y, z = words(140, 60), words(141, 60), words(142, 300)
+    folder = tmp_path / "in"
+    folder.mkdir()
+    texts = {"x": text(x), "y": text(y), "x-copy": text(edit(x, 143, 0.03)), "roundup": text(x, z, y)}
+    for n, (name, body) in enumerate(texts.items()):  # a folder is read in name order
+        (folder / f"{n}-{name}.txt").write_text(f"عنوان {name}\n{body}", encoding="utf-8")
+    assert main(["--store", store, "ingest", "--quiet", str(folder)]) == 0
+    records = {Path(r.source).stem.split("-", 1)[1]: r for r in Store(store, readonly=True).iter_records()}
+    capsys.readouterr()
+    assert main(["--store", store, "show", records["x-copy"].id[:10]]) == 0
+    shown = capsys.readouterr().out
+    assert f"story {records['x'].story_id}: 2 records" in shown
+    canonical_line = next(line for line in shown.splitlines() if line.strip().startswith(records["x"].id))
+    assert "canonical" in canonical_line
+    copy_line = next(line for line in shown.splitlines() if line.strip().startswith("*" + records["x-copy"].id))
+    assert f"near {records['x-copy'].similarity}" in copy_line
+    assert f"held in {records['roundup'].id}" in shown and "عنوان roundup" in shown
+    assert main(["--store", store, "show", records["roundup"].id]) == 0
+    shown = capsys.readouterr().out
+    assert shown.count("holds story") == 2 and "عنوان x" in shown and "عنوان y" in shown
+
+
+def test_status_counts_stories_and_reads_a_store_from_before_them(tmp_path, capsys) -> None:
+    from alembic import command
+
+    from docsieve.cli import _records_and_failures
+    from tests.test_store import alembic_config
+
+    url = f"sqlite:///{tmp_path}/s.db"
+    a = words(150, 200)
+    store = Store(url)
+    ingest(Pipeline(store, Settings(store=url)), ("a", text(a)), ("b", text(edit(a, 151, 0.04))))
+    assert _records_and_failures(Settings(store=url))
+    assert "stories: 1  with copies 1  roundups 0" in capsys.readouterr().out
+    with store.engine.begin() as conn:
+        command.downgrade(alembic_config(conn), "0007")
+    store.close()
+    assert _records_and_failures(Settings(store=url))  # read as it is, without stories
+    said = capsys.readouterr().out
+    assert "records: canonical 1  duplicate 1" in said and "stories:" not in said

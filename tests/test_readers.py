@@ -520,17 +520,6 @@ def test_a_field_mapping_reads_other_layouts_and_keeps_author_and_outlet(tmp_pat
     assert missing.reason == "object has no 'text' field; 'text' is required"
 
 
-def test_the_outlet_and_author_travel_in_task_messages_and_to_the_record(pipeline) -> None:
-    from worker.messages import from_message, to_message
-
-    raw = RawDocument("day.json#1", SNN["content"], author=SNN["author"], outlet="aawsat")
-    assert from_message(json.loads(json.dumps(to_message(raw)))) == raw
-    pipeline.ingest([raw])
-    (record,) = pipeline.store.iter_records()
-    assert (record.author, record.outlet) == (SNN["author"], "aawsat")
-    assert record.to_json()["outlet"] == "aawsat"
-
-
 def test_fields_of_other_types_are_rejected_or_converted_by_the_stated_rule(tmp_path: Path) -> None:
     objects = [
         {"id": 7, "text": "an integer id", "published": 2015},
@@ -566,33 +555,6 @@ def test_fields_of_other_types_are_rejected_or_converted_by_the_stated_rule(tmp_
     assert (found[8].title, found[8].url) == (None, None)
     assert [i.outlet for i in found[9:13]] == [None, None, "3", "BBC News"]
     assert found[13].author == "Noor, Sam"
-
-
-@pytest.mark.slow
-def test_field_flags_on_the_command_line(tmp_path: Path) -> None:
-    from docsieve.cli import MAPPED_FIELDS, _parser, field_map
-
-    assert set(MAPPED_FIELDS) == set(FieldMap.__dataclass_fields__)
-    for command in (["ingest", "x"], ["submit", "x"], ["similar", "x"]):
-        args = _parser().parse_args([*command, "--text-field", "content", "--outlet-field", "publisher"])
-        assert field_map(args) == FieldMap(text="content", outlet="publisher")
-    (tmp_path / "day.json").write_text(json.dumps([SNN]), encoding="utf-8")
-    env = {**os.environ, "DOCSIEVE_STORE": f"sqlite:///{tmp_path / 's.db'}"}
-    run = [sys.executable, "-m", "docsieve.cli"]
-    flags = ["--text-field", "content", "--published-field", "date_extracted"]
-    done = subprocess.run([*run, "ingest", str(tmp_path / "day.json"), *flags], env=env, cwd=REPO, capture_output=True)
-    assert done.returncode == 0, done.stderr
-    exported = subprocess.run([*run, "export"], env=env, cwd=REPO, capture_output=True, text=True, check=True)
-    (record,) = map(json.loads, exported.stdout.splitlines())
-    assert (record["author"], record["published"], record["status"]) == (
-        SNN["author"],
-        SNN["date_extracted"],
-        "canonical",
-    )
-    similar = subprocess.run(
-        [*run, "similar", str(tmp_path / "day.json"), *flags], env=env, cwd=REPO, capture_output=True, text=True
-    )
-    assert f"{record['id']}  jaccard 1.000" in similar.stdout
 
 
 # --- One file, one source; stdin twice (issue 11: 16) ---

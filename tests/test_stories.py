@@ -1,14 +1,10 @@
 """Stories end to end through the pipeline and a real store (SQLite and PostgreSQL): verified links, no
 drift along copies of copies, roundups, short items, the canonical policy, takedowns."""
 
-import json
 import random
-from pathlib import Path
 
-import numpy as np
 import pytest
 
-from docsieve.cli import main
 from docsieve.fingerprint import fingerprint_batch
 from docsieve.models import Method, RawDocument, Record, Status
 from docsieve.pipeline import Pipeline
@@ -125,16 +121,6 @@ def test_a_short_item_inside_a_long_statement_is_a_copy_both_ways(pipeline: Pipe
     assert records["statement2"].story_id == records["item2"].story_id
 
 
-def test_winnowing_gives_every_shared_run_of_a_window_a_shared_key() -> None:
-    settings = Settings()
-    rng = np.random.default_rng(5)
-    for trial in range(30):
-        run = words(1000 + trial, settings.winnow_window + settings.shingle_size - 1)
-        host = text(words(2000 + trial, int(rng.integers(0, 300))), run, words(3000 + trial, 50))
-        short, long = fingerprint_batch([text(run), host], settings)
-        assert set(short.winnow_keys.tolist()) & set(long.winnow_keys.tolist())
-
-
 def test_the_earliest_published_copy_becomes_the_canonical(pipeline: Pipeline) -> None:
     a = words(50, 300)
     records = ingest(pipeline, ("late", text(a), "2015-07-22T10:00:00+03:00"), ("copy", text(edit(a, 51, 0.04))))
@@ -186,55 +172,6 @@ def test_takedown_removes_the_text_and_passes_the_story_on(pipeline: Pipeline, s
     assert (audit.id, audit.reason, audit.story_id) == (gone, "court order", story_id)
 
 
-def test_export_stories_and_since(tmp_path, capsys) -> None:
-    store = f"sqlite:///{tmp_path}/s.db"
-    a = words(80, 200)
-    batch = tmp_path / "batch.jsonl"
-    rows = [
-        {"id": "one", "text": text(a), "published": "2015-07-21T10:00:00Z", "source": "spa"},
-        {"id": "two", "text": text(edit(a, 81, 0.04)), "published": "2015-07-21T09:00:00Z", "source": "okaz"},
-        {"id": "three", "text": text(words(82, 200)), "source": "alriyadh"},
-    ]
-    batch.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows), encoding="utf-8")
-    assert main(["--store", store, "ingest", "--quiet", str(batch)]) == 0
-    capsys.readouterr()
-    assert main(["--store", store, "export", "--stories"]) == 0
-    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    assert len(lines) == 2
-    big = next(s for s in lines if s["records"] == 2)
-    assert big["outlets"] == ["okaz", "spa"] and big["first_published"] == "2015-07-21T09:00:00+00:00"
-    canonical = next(m for m in big["members"] if m["id"] == big["canonical"])
-    assert canonical["outlet"] == "okaz"  # the earlier published, though stored second
-    copy = next(m for m in big["members"] if m["id"] != big["canonical"])
-    assert copy["method"] == "near" and copy["similarity"] == copy["jaccard"] > 0.5
-    assert main(["--store", store, "export", "--since", "2199-01-01"]) == 0
-    assert capsys.readouterr().out == ""
-    assert main(["--store", store, "export", "--stories", "--since", "2000-01-01T00:00:00Z"]) == 0
-    assert len(capsys.readouterr().out.splitlines()) == 2
-    assert main(["--store", store, "export", "--since", "yesterday"]) == 2
-    assert "not a time" in capsys.readouterr().err
-
-
-@pytest.mark.parametrize(
-    ("given", "expected"),
-    [
-        ("2015-07-21T08:00:00+03:00", "2015-07-21T05:00:00+00:00"),
-        ("2015-07-21T05:00:00Z", "2015-07-21T05:00:00+00:00"),
-        ("2015-07-21 02:51:58", "2015-07-21T02:51:58+00:00"),
-        ("2015-07-21", "2015-07-21T00:00:00+00:00"),
-        ("Tue, 21 Jul 2015 08:00:00 +0200", "2015-07-21T06:00:00+00:00"),
-        ("1437465600", "2015-07-21T08:00:00+00:00"),
-        ("٢٠١٥-٠٧-٢١", "2015-07-21T00:00:00+00:00"),
-        ("yesterday", None),
-        ("0001-01-01", None),
-        ("", None),
-    ],
-)
-def test_published_is_parsed_into_a_utc_instant(given: str, expected: str | None) -> None:
-    stamp = parse_published(given)
-    assert (stamp.isoformat() if stamp else None) == expected
-
-
 def test_templated_items_stay_apart_once_the_store_has_learned_the_template(store: Store, settings: Settings) -> None:
     """Cables on one template: 120 words of boilerplate, 35 of names and figures. The first ones look like
     copies (containment 0.7); as items on the template accumulate, the boilerplate counts less, later items
@@ -258,33 +195,6 @@ def test_templated_items_stay_apart_once_the_store_has_learned_the_template(stor
 
     a, b = fingerprint_batch([item(12), item(13)], settings)
     assert jaccard_and_containment(a.shingles, b.shingles)[1] >= settings.containment_threshold
-
-
-def test_template_weights_follow_the_counts_of_every_text() -> None:
-    from docsieve.templates import ShingleCounts
-
-    rng = np.random.default_rng(3)
-    counts = ShingleCounts(boilerplate_texts=3)
-    pool = np.unique(rng.integers(0, 2**32, size=450, dtype=np.uint64).astype(np.uint32))
-    texts = [np.unique(rng.choice(pool, size=120)) for _ in range(60)]
-    for start in range(0, 60, 7):  # batches of texts, as a pipeline adds them
-        counts.add(np.concatenate(texts[start : start + 7]))
-    ids = pool
-    held = np.array([sum(int(i) in set(t.tolist()) for t in texts) for i in ids])
-    assert np.array_equal(counts.counts(ids), held)
-    assert np.allclose(counts.weights(ids), np.minimum(1.0, 3 / np.maximum(held, 1)))
-
-
-def test_template_counts_stop_at_their_cap_and_never_wrap() -> None:
-    from docsieve.templates import MOST, ShingleCounts
-
-    counts = ShingleCounts(boilerplate_texts=3)
-    common, rare = np.uint32(7 << 24), np.uint32(9 << 24)
-    counts.add(np.full(3 * MOST + 5, common, dtype=np.uint32))  # more than a uint16 holds, in one call
-    counts.add(np.array([rare, rare, rare], dtype=np.uint32))
-    counts.add(np.full(MOST, common, dtype=np.uint32))  # and again at the cap
-    assert counts.counts(np.array([common, rare])).tolist() == [MOST, 3]
-    assert counts.weights(np.array([common]))[0] == pytest.approx(3 / MOST)
 
 
 def test_a_copy_that_carries_another_item_holds_that_items_story(pipeline: Pipeline) -> None:
@@ -330,47 +240,3 @@ def test_an_earlier_copy_takes_over_and_a_member_not_close_to_it_leaves(pipeline
     assert records["first-cut"].status is Status.CANONICAL and records["first-cut"].story_id == story
     assert records["full"].duplicate_of == records["first-cut"].id
     assert records["second-cut"].story_id != story and records["second-cut"].status is Status.CANONICAL
-
-
-def test_show_prints_the_story_with_what_it_holds(tmp_path, capsys) -> None:
-    store = f"sqlite:///{tmp_path}/s.db"
-    x, y, z = words(140, 60), words(141, 60), words(142, 300)
-    folder = tmp_path / "in"
-    folder.mkdir()
-    texts = {"x": text(x), "y": text(y), "x-copy": text(edit(x, 143, 0.03)), "roundup": text(x, z, y)}
-    for n, (name, body) in enumerate(texts.items()):  # a folder is read in name order
-        (folder / f"{n}-{name}.txt").write_text(f"عنوان {name}\n{body}", encoding="utf-8")
-    assert main(["--store", store, "ingest", "--quiet", str(folder)]) == 0
-    records = {Path(r.source).stem.split("-", 1)[1]: r for r in Store(store, readonly=True).iter_records()}
-    capsys.readouterr()
-    assert main(["--store", store, "show", records["x-copy"].id[:10]]) == 0
-    shown = capsys.readouterr().out
-    assert f"story {records['x'].story_id}: 2 records" in shown
-    canonical_line = next(line for line in shown.splitlines() if line.strip().startswith(records["x"].id))
-    assert "canonical" in canonical_line
-    copy_line = next(line for line in shown.splitlines() if line.strip().startswith("*" + records["x-copy"].id))
-    assert f"near {records['x-copy'].similarity}" in copy_line
-    assert f"held in {records['roundup'].id}" in shown and "عنوان roundup" in shown
-    assert main(["--store", store, "show", records["roundup"].id]) == 0
-    shown = capsys.readouterr().out
-    assert shown.count("holds story") == 2 and "عنوان x" in shown and "عنوان y" in shown
-
-
-def test_status_counts_stories_and_reads_a_store_from_before_them(tmp_path, capsys) -> None:
-    from alembic import command
-
-    from docsieve.cli import _records_and_failures
-    from tests.test_store import alembic_config
-
-    url = f"sqlite:///{tmp_path}/s.db"
-    a = words(150, 200)
-    store = Store(url)
-    ingest(Pipeline(store, Settings(store=url)), ("a", text(a)), ("b", text(edit(a, 151, 0.04))))
-    assert _records_and_failures(Settings(store=url))
-    assert "stories: 1  with copies 1  roundups 0" in capsys.readouterr().out
-    with store.engine.begin() as conn:
-        command.downgrade(alembic_config(conn), "0007")
-    store.close()
-    assert _records_and_failures(Settings(store=url))  # read as it is, without stories
-    said = capsys.readouterr().out
-    assert "records: canonical 1  duplicate 1" in said and "stories:" not in said

@@ -14,22 +14,12 @@ import pytest
 import worker.tasks as tasks
 from docsieve.models import RawDocument, Rejection
 from docsieve.pipeline import Pipeline
+from docsieve.settings import Settings
+from docsieve.store import Store
 from tests.conftest import fixture_text
+from tests.services import postgres_database
+from tests.test_validate import ARTICLE, OTHER
 from worker.messages import from_message, to_message
-
-
-@pytest.fixture
-def task_pipeline(celery_app, pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch) -> Pipeline:
-    monkeypatch.setattr(tasks, "_pipeline", lambda: pipeline)
-    monkeypatch.setattr(celery_app, "docsieve_settings", pipeline.settings)
-    return pipeline
-
-
-def test_messages_round_trip() -> None:
-    doc = RawDocument("a.txt", "نص", title="عنوان", url="http://x/a", language="ar")
-    assert from_message(to_message(doc)) == doc
-    rejection = Rejection("b.bin", "binary data", "ab" * 32)
-    assert from_message(to_message(rejection)) == rejection
 
 
 def test_malformed_messages_are_rejected_records(task_pipeline: Pipeline) -> None:
@@ -58,6 +48,32 @@ def test_a_failed_task_is_recorded(task_pipeline: Pipeline) -> None:
     assert failure["sources"] == '["a.txt"]' and failure["payload"] == '[{"source": "a.txt"}]'
 
 
+@pytest.fixture
+def postgres_pipeline(celery_app, postgres_server_url: str, monkeypatch: pytest.MonkeyPatch):
+    with postgres_database(postgres_server_url) as url:
+        pipeline = Pipeline(Store(url), Settings(store=url))
+        monkeypatch.setattr(tasks, "_pipeline", lambda: pipeline)
+        monkeypatch.setattr(celery_app, "docsieve_settings", pipeline.settings)
+        yield pipeline
+        pipeline.close()
+
+
+def test_the_task_stores_a_batch_with_bad_values_without_a_retry(postgres_pipeline: Pipeline) -> None:
+    messages = [
+        to_message(RawDocument("good.txt", ARTICLE)),
+        to_message(RawDocument("nul.txt", OTHER.replace(" ", "\u0000", 3), title="a\u0000b")),
+        to_message(RawDocument("language.txt", fixture_text("ar_other.txt"), language="x" * 40)),
+        to_message(RawDocument("published.txt", fixture_text("ar_near_a.txt"), published="2" * 65)),
+        to_message(Rejection("nul\u0000source.bin", "binary data", "ab" * 32)),
+    ]
+    result = tasks.ingest_batch.run(messages)  # raises (and so would be retried) if the COPY failed
+    assert result == {"received": 5, "stored": 5, "canonical": 2, "rejected": 3}
+    records = {r.source: r for r in postgres_pipeline.store.iter_records()}
+    assert records["nul.txt"].title == "a\ufffdb" and records["nul\ufffdsource.bin"].reason == "binary data"
+    assert "'language' must be" in records["language.txt"].reason
+    assert "'published' must be" in records["published.txt"].reason
+
+
 def test_a_retry_that_cannot_be_queued_gives_the_message_back(celery_app, monkeypatch: pytest.MonkeyPatch) -> None:
     """The fault is the broker itself (Redis restarting): the retry message cannot be sent. Celery would
     drop the delivered message (requeue=False); it must go back to the queue instead."""
@@ -76,46 +92,6 @@ def test_a_retry_that_cannot_be_queued_gives_the_message_back(celery_app, monkey
     finally:
         task.pop_request()
     assert caught.value.requeue is True
-
-
-@pytest.fixture
-def with_payloads(celery_app, task_pipeline: Pipeline, redis_url: str, prefix: str, monkeypatch: pytest.MonkeyPatch):
-    """The task's settings with a shared Redis, where payloads wait under this test's own prefix."""
-    from worker.payloads import Payloads
-
-    settings = task_pipeline.settings.with_(index_url=redis_url, queue_prefix=prefix)
-    monkeypatch.setattr(celery_app, "docsieve_settings", settings)
-    payloads = Payloads.of(settings)
-    monkeypatch.setattr(tasks, "_payloads_if_any", lambda: payloads)
-    yield payloads
-    payloads.close()
-
-
-def test_submit_sends_a_small_message_and_the_documents_as_a_payload(with_payloads, task_pipeline) -> None:
-    from worker.payloads import send_ingest
-
-    long_text = " ".join([fixture_text("ar_near_a.txt")] * 16)  # 15,000 characters: 45,000 in all
-    messages = [to_message(RawDocument(f"{i}.txt", f"{long_text} {i}")) for i in range(3)]
-    sent = []
-    send_ingest(lambda name, **options: sent.append((name, options)), messages, "q.cpu", with_payloads)
-    ((name, options),) = sent
-    assert name == tasks.INGEST_TASK and options["queue"] == "q.cpu" and "args" not in options
-    kwargs = options["kwargs"]
-    assert kwargs["sources"] == ["0.txt", "1.txt", "2.txt"]
-    assert len(repr(kwargs)) < 500  # the texts are not in the message
-    result = tasks.ingest_batch.run(**kwargs)
-    assert result["received"] == 3 and result["stored"] == 3
-    assert {r.source for r in task_pipeline.store.iter_records()} == {"0.txt", "1.txt", "2.txt"}
-
-
-def test_a_little_text_travels_in_the_message(with_payloads) -> None:
-    """A fetched page or a one-document task: a payload would only add Redis round trips."""
-    from worker.payloads import INLINE_CHARS, send_ingest
-
-    messages = [to_message(RawDocument("page.html", "x" * (INLINE_CHARS - 100)))]
-    sent = []
-    send_ingest(lambda name, **options: sent.append(options), messages, "q.cpu", with_payloads)
-    assert sent == [{"args": [messages], "queue": "q.cpu"}]
 
 
 def test_a_payload_delivered_again_returns_its_first_result(with_payloads, task_pipeline) -> None:
@@ -165,22 +141,6 @@ def test_a_failed_task_whose_payload_is_gone_keeps_rejections(with_payloads, tas
     (failure,) = task_pipeline.store.recent_failures()
     (item,) = [from_message(m) for m in json.loads(failure["payload"])]
     assert isinstance(item, Rejection) and item.source == "a.txt" and "submit the source again" in item.reason
-
-
-def test_taking_a_payload_keeps_it_for_another_ttl(with_payloads) -> None:
-    """The TTL runs from the last delivery, not from the submit: a message redelivered after the
-    visibility timeout still finds its documents."""
-    key = with_payloads.put([to_message(RawDocument("a.txt", "text"))])
-    with_payloads._redis.expire(key, 5)
-    with_payloads.take(key)
-    assert with_payloads._redis.ttl(key) > 5
-
-
-def test_a_payload_key_of_another_deployment_is_refused(with_payloads) -> None:
-    from worker.payloads import PayloadLost
-
-    with pytest.raises(PayloadLost):
-        with_payloads.take("other:payload:abc")
 
 
 def test_a_fetch_task_rejects_a_name_that_does_not_exist_and_logs_each_url_it_defers(

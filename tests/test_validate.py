@@ -6,10 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
-
-import worker.tasks as tasks
-from docsieve.models import Document, RawDocument, Rejection
+from docsieve.models import Document, Rejection
 from docsieve.pipeline import Pipeline
 from docsieve.readers import read
 from docsieve.settings import Settings
@@ -17,7 +14,6 @@ from docsieve.store import Store
 from docsieve.validate import validate
 from tests.conftest import fixture_text
 from tests.services import postgres_database
-from worker.messages import to_message
 
 ARTICLE = fixture_text("ar_long_article.txt")
 OTHER = fixture_text("en_article.txt")
@@ -97,29 +93,3 @@ def test_rejections_and_fields_get_storable_values() -> None:
         assert isinstance(validate(Document("s", "text", "t", language=tag)), Document), tag
     for tag in ("", "ar sa", "12", "a" * 17):
         assert isinstance(validate(Document("s", "text", "t", language=tag)), Rejection), tag
-
-
-@pytest.fixture
-def postgres_pipeline(celery_app, postgres_server_url: str, monkeypatch: pytest.MonkeyPatch):
-    with postgres_database(postgres_server_url) as url:
-        pipeline = Pipeline(Store(url), Settings(store=url))
-        monkeypatch.setattr(tasks, "_pipeline", lambda: pipeline)
-        monkeypatch.setattr(celery_app, "docsieve_settings", pipeline.settings)
-        yield pipeline
-        pipeline.close()
-
-
-def test_the_task_stores_a_batch_with_bad_values_without_a_retry(postgres_pipeline: Pipeline) -> None:
-    messages = [
-        to_message(RawDocument("good.txt", ARTICLE)),
-        to_message(RawDocument("nul.txt", OTHER.replace(" ", "\u0000", 3), title="a\u0000b")),
-        to_message(RawDocument("language.txt", fixture_text("ar_other.txt"), language="x" * 40)),
-        to_message(RawDocument("published.txt", fixture_text("ar_near_a.txt"), published="2" * 65)),
-        to_message(Rejection("nul\u0000source.bin", "binary data", "ab" * 32)),
-    ]
-    result = tasks.ingest_batch.run(messages)  # raises (and so would be retried) if the COPY failed
-    assert result == {"received": 5, "stored": 5, "canonical": 2, "rejected": 3}
-    records = {r.source: r for r in postgres_pipeline.store.iter_records()}
-    assert records["nul.txt"].title == "a\ufffdb" and records["nul\ufffdsource.bin"].reason == "binary data"
-    assert "'language' must be" in records["language.txt"].reason
-    assert "'published' must be" in records["published.txt"].reason

@@ -1,0 +1,60 @@
+"""The deployment's subcommands of ``docsieve`` (worker/commands.py)."""
+
+from __future__ import annotations
+
+import uuid
+
+import numpy as np
+import pytest
+import redis
+
+from docsieve.store import Store
+from worker.redis_index import ID_WIDTH, RedisIndex
+
+
+@pytest.mark.slow
+def test_reindex_command_rebuilds_the_shared_index(redis_url: str, tmp_path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    prefix = f"docsieve-test-{uuid.uuid4().hex[:8]}"
+    env = {
+        **os.environ,
+        "DOCSIEVE_STORE": f"sqlite:///{tmp_path / 's.db'}",
+        "DOCSIEVE_INDEX_URL": redis_url,
+        "DOCSIEVE_QUEUE_PREFIX": prefix,
+    }
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "docsieve.cli", *args],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    assert run("ingest", "seeds/").returncode == 0
+    client = redis.Redis.from_url(redis_url)
+    postings = f"{prefix}:index2:postings"
+    before = client.hgetall(postings)
+    client.hdel(postings, *list(before)[: len(before) // 2])  # half the index lost
+    rebuilt = run("reindex")
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    after = {
+        int(np.frombuffer(k, "<i8")[0]): [v[i : i + ID_WIDTH].decode() for i in range(0, len(v), ID_WIDTH)]
+        for k, v in client.hgetall(postings).items()
+    }
+    store = Store(env["DOCSIEVE_STORE"])
+    with store.reading() as txn:
+        rows = list(txn.index_rows(0))
+    store.close()
+    assert len(rows) > 10 and len(before) > 100
+    for _, record_id, blob in rows:  # every stored record is found again under each of its keys
+        for key in np.frombuffer(blob, dtype=np.int64).tolist():
+            assert record_id in after[key]
+    RedisIndex(redis_url, prefix).clear()

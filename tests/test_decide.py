@@ -1,0 +1,38 @@
+"""Verification of a batch's candidate pairs at once (docsieve/decide.py)."""
+
+import numpy as np
+import pytest
+
+from docsieve.decide import hopeless, verified_pairs
+from docsieve.fingerprint import bin_minima, pair_overlaps
+from tests.test_fingerprint import SETTINGS, random_sets
+
+
+def test_prefilter_never_rules_out_a_passing_candidate() -> None:
+    """verified_pairs rules candidates out by their bin minima before comparing sets; every pair that
+    passes on the exact sets must still be found, and unrelated long texts are ruled out."""
+    rng = np.random.default_rng(11)
+    queries = random_sets(rng, 80)
+    others, query_of_pair = [], []
+    for q, query in enumerate(queries):
+        for keep in (1.0, 0.8, 0.6, 0.5, 0.3, 0.0):
+            part = query[rng.random(len(query)) < keep]
+            extra = rng.integers(0, 2**32, size=int(rng.integers(0, len(query) + 2)), dtype=np.uint64).astype(np.uint32)
+            others.append(np.unique(np.concatenate((part, extra))))
+            query_of_pair.append(q)
+    verified = verified_pairs(queries, bin_minima(queries), query_of_pair, others, list(bin_minima(others)), SETTINGS)
+    jaccard, containment = pair_overlaps(queries, np.array(query_of_pair), others)
+    smaller = np.minimum([len(queries[q]) for q in query_of_pair], [len(o) for o in others])
+    passing = (jaccard >= SETTINGS.jaccard_threshold) | (
+        (containment >= SETTINGS.containment_threshold) & (smaller >= SETTINGS.min_containment_shingles)
+    )
+    assert set(np.flatnonzero(passing).tolist()) == set(verified)
+    for pair, (j, c) in verified.items():
+        assert (j, c) == pytest.approx((jaccard[pair], containment[pair]))
+
+    sizes = np.array([len(queries[q]) for q in query_of_pair]), np.array([len(o) for o in others])
+    ruled_out = hopeless(*sizes, bin_minima(queries)[query_of_pair], bin_minima(others), SETTINGS)
+    assert not (ruled_out & passing).any()
+    # Unrelated sets of a few hundred ids and more: nothing shared, so the minima rule them out.
+    unrelated = (containment == 0) & (smaller >= 300)
+    assert unrelated.sum() >= 5 and ruled_out[unrelated].all()
