@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import gc
 import itertools
 import json
 import logging
 import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from docsieve.settings import Settings, SettingsError, StoreError, redacted
@@ -242,24 +240,13 @@ def _version() -> str:
         return "(not installed)"
 
 
-@contextmanager
-def _few_collections() -> Iterator[None]:
-    """A batch job with the garbage collector mostly out of the way (prepare.collect_less); restored after."""
-    from docsieve.prepare import collect_less
-
-    thresholds = collect_less()
-    try:
-        yield
-    finally:
-        gc.set_threshold(*thresholds)
-        gc.unfreeze()
-
-
 def _ingest(args: argparse.Namespace, settings: Settings) -> int:
     import time
 
-    from docsieve.prepare import prepare_ahead
+    from docsieve.index import open_index
+    from docsieve.pipeline import Pipeline
     from docsieve.readers import read
+    from docsieve.store import Store
 
     started = time.perf_counter()
     if missing := missing_paths(args.paths):
@@ -268,45 +255,26 @@ def _ingest(args: argparse.Namespace, settings: Settings) -> int:
     urls = [p for p in args.paths if is_url(p)]
     items = read([p for p in args.paths if not is_url(p)], settings.max_document_bytes, fields=field_map(args))
     pages: list = []
-    with _few_collections():
-        # Files only: the first batches are read and prepared while this thread imports the storage code
-        # and opens the store (a fifth of a short run's time). Pages need the store first, for the
-        # validators of their conditional requests.
-        batches = None if urls else prepare_ahead(items, settings)
-        try:
-            from docsieve.index import open_index
-            from docsieve.pipeline import Pipeline
-            from docsieve.store import Store
+    index = open_index(settings)
+    pipeline = Pipeline(Store(settings.store, fingerprints=settings.fingerprint_parameters), settings, index)
+    bar = None
+    try:
+        if urls:  # fetched first: their conditional requests need the validators the store keeps
+            pages = _fetch_here(urls, pipeline.store, settings)
+            items = itertools.chain(items, (page.item for page in pages if page.item is not None))
+        if not args.quiet and sys.stderr.isatty():
+            from tqdm import tqdm
 
-            gc.freeze()  # what the storage code loaded is no garbage either (see prepare.collect_less)
-            index = open_index(settings)
-            pipeline = Pipeline(Store(settings.store, fingerprints=settings.fingerprint_parameters), settings, index)
-        except BaseException:
-            if batches:
-                batches.close()
-            raise
-        bar = None
-        try:
-            if urls:
-                pages = _fetch_here(urls, pipeline.store, settings)
-                items = itertools.chain(items, (page.item for page in pages if page.item is not None))
-                batches = prepare_ahead(items, settings)
-            if not args.quiet and sys.stderr.isatty():
-                from tqdm import tqdm
+            bar = tqdm(unit="doc", desc="ingest", file=sys.stderr, dynamic_ncols=True)
+        summary = pipeline.ingest(items, progress=bar.update if bar is not None else None)
+        if pages:  # only now, with the pages stored, may their next fetch be conditional
+            from docsieve.web import save_validators
 
-                bar = tqdm(unit="doc", desc="ingest", file=sys.stderr, dynamic_ncols=True)
-            assert batches is not None
-            summary = pipeline.ingest_prepared(batches, progress=bar.update if bar is not None else None)
-            if pages:  # only now, with the pages stored, may their next fetch be conditional
-                from docsieve.web import save_validators
-
-                save_validators(pipeline.store, (page.validators for page in pages))
-        finally:
-            if batches:
-                batches.close()
-            if bar is not None:  # not `if bar`: a bar without a total has no truth value (tqdm raises)
-                bar.close()
-            pipeline.close()
+            save_validators(pipeline.store, (page.validators for page in pages))
+    finally:
+        if bar is not None:  # not `if bar`: a bar without a total has no truth value (tqdm raises)
+            bar.close()
+        pipeline.close()
     print(
         f"read {summary.read}  new {summary.new}  exact copies {summary.exact}  near copies {summary.near}  "
         f"rejected {summary.rejected}  already stored {summary.unchanged}"
@@ -632,9 +600,11 @@ def _similar(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def console() -> None:
-    """The ``docsieve`` console command. It leaves without tearing the interpreter down: every command
-    has closed its store (and so made everything durable) when ``main`` returns, and freeing a large
-    ingest's objects one by one took 60-70 ms of a 5,000-article run."""
+    """The ``docsieve`` console command. It leaves without tearing the interpreter down (``os._exit``):
+    every command has closed its store (and so made everything durable) when ``main`` returns, and
+    freeing a large ingest's objects one by one is a measurable part of its run (docs/benchmarks.md).
+    What that skips: atexit handlers, of which docsieve registers none; logging is shut down and the
+    output flushed here."""
     code = main()
     logging.shutdown()
     try:

@@ -1,32 +1,26 @@
-"""Preparing a batch: extraction and fingerprints, which need neither the store nor its lock; and running
-that ahead of the deciding thread.
+"""Preparing a batch: extraction and fingerprints, which need neither the store nor its lock (in the
+deployment, outside it; in one process, simply first).
 
-This module loads no storage code: ``docsieve ingest`` starts preparing the first batch while the other
-thread still imports SQLAlchemy and opens the store.
+Preparing the next batch on a thread of its own while this one was decided, and keeping the cyclic
+garbage collector out of the way, were tried and taken out: each gained less than 5% of a 5,000-article
+ingest, whose work almost all holds the GIL (docs/benchmarks.md).
 """
 
 from __future__ import annotations
 
-import gc
-import queue
-import threading
-import time
-from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Generic, TypeVar
 
 import numpy as np
 
 from docsieve.extract import HtmlLimits, extract
 from docsieve.fingerprint import fingerprint_batch
 from docsieve.index import keys_of
-from docsieve.models import Document, Fingerprint, Rejection, batched, record_id
+from docsieve.models import Document, Fingerprint, Rejection, record_id
 from docsieve.readers import Item
 from docsieve.settings import Settings
 from docsieve.validate import validate
 
 FINGERPRINT_CHUNK = 64  # the vectorized fingerprint is fastest when a chunk's arrays stay in cache
-U = TypeVar("U")
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,77 +65,3 @@ def fingerprint_documents(documents: list[Document], settings: Settings) -> list
         for start in range(0, len(texts), FINGERPRINT_CHUNK)
         for fp in fingerprint_batch(texts[start : start + FINGERPRINT_CHUNK], settings)
     ]
-
-
-PreparedBatch = tuple[list[Item], tuple[list[Rejection], list[Prepared]]]
-
-
-def prepare_ahead(items: Iterable[Item], settings: Settings) -> RunAhead[PreparedBatch]:
-    """Batches of the items with their preparation, made on a thread of their own from now on."""
-    return RunAhead((batch, prepare(batch, settings)) for batch in batched(items, settings.batch_size))
-
-
-def collect_less() -> tuple[int, int, int]:
-    """Keep the cyclic garbage collector mostly out of the way of batch work; returns the thresholds it
-    replaced. Batches allocate millions of short-lived objects that reference counting frees; with the
-    default thresholds the collector still ran some 190 times in a 5,000-article ingest (0.1 s, 5% of
-    it, all holding the GIL) and found next to nothing. What is loaded so far is frozen out of its
-    scans (call again after loading more), and it runs once every 100,000 allocations instead of 700."""
-    previous = gc.get_threshold()
-    gc.freeze()
-    gc.set_threshold(100_000, 20, 100)
-    return previous
-
-
-class RunAhead(Generic[U]):
-    """The items of an iterable in order, produced on a thread of their own (started at once) at most
-    ``depth`` items ahead of the consumer. An exception in the producer is raised in the consumer;
-    ``close`` stops the producer after the item it is making, without waiting for it (it may be waiting
-    for input)."""
-
-    _FINISHED = object()
-
-    def __init__(self, items: Iterable[U], depth: int = 1) -> None:
-        self._ready: queue.Queue = queue.Queue(depth)
-        self._stopping = threading.Event()
-        self._items = items
-        self._done = False
-        self.started = time.perf_counter()
-        threading.Thread(target=self._produce, name="docsieve-prepare", daemon=True).start()
-
-    def __iter__(self) -> Iterator[U]:
-        return self
-
-    def __next__(self) -> U:
-        if self._done:
-            raise StopIteration
-        ok, item = self._ready.get()
-        if not ok:
-            self.close()
-            raise item
-        if item is self._FINISHED:
-            self.close()
-            raise StopIteration
-        return item
-
-    def close(self) -> None:
-        self._done = True
-        self._stopping.set()
-
-    def _hand_over(self, entry: tuple[bool, object]) -> bool:
-        while not self._stopping.is_set():
-            try:
-                self._ready.put(entry, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def _produce(self) -> None:
-        try:
-            for item in self._items:
-                if not self._hand_over((True, item)):
-                    return
-            self._hand_over((True, self._FINISHED))
-        except BaseException as exc:  # handed to the consumer, raised there
-            self._hand_over((False, exc))

@@ -852,7 +852,7 @@ class _Checkpointer:
     """Copies SQLite's write-ahead log into the database file after each commit, on a thread of its own.
 
     SQLite would do it on the committing thread (every 16,384 pages here) and once more when the last
-    connection closes: 0.15-0.2 s at the end of a 5,000-article ingest, in which the pipeline waits.
+    connection closes, at the end of an ingest, in which the pipeline waits (docs/benchmarks.md).
     A PASSIVE checkpoint never waits for readers or writers and runs with the GIL released, so on
     this thread it overlaps the pipeline's next batch; and a log that has been copied whole starts
     over at its beginning, so it stays small. Started at the first request (after a worker forks).

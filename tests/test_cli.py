@@ -173,27 +173,6 @@ def test_read_commands_do_not_create_a_store(tmp_path: Path) -> None:
     assert not (tmp_path / "typo.db").exists()
 
 
-def test_ingest_keeps_the_garbage_collector_out_of_the_way_and_restores_it() -> None:
-    import gc
-    import weakref
-
-    from docsieve.cli import _few_collections
-
-    class Node:
-        partner: object = None
-
-    before = gc.get_threshold()
-    with _few_collections():
-        assert gc.get_threshold()[0] >= 100_000 and gc.get_freeze_count() > 0
-        a, b = Node(), Node()
-        a.partner, b.partner = b, a  # a cycle: reference counting alone never frees it
-        gone = weakref.ref(a)
-        del a, b
-        gc.collect()
-        assert gone() is None  # cyclic garbage made meanwhile is still collected when asked
-    assert gc.get_threshold() == before and gc.get_freeze_count() == 0
-
-
 def test_submit_imports_neither_the_store_nor_numpy() -> None:
     """`docsieve submit` only reads files and queues messages: the modules it loads say so (SQLAlchemy
     and numpy cost a quarter of a second of start-up on a machine that also runs the workers)."""

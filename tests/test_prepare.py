@@ -1,38 +1,34 @@
-"""The steps before the lock, for a batch, ahead of the deciding thread (docsieve/prepare.py)."""
+"""Preparing a batch (docsieve/prepare.py): extraction, validation and fingerprints, before any lock."""
 
-import pytest
+from __future__ import annotations
+
+import numpy as np
+
+from docsieve.index import keys_of
+from docsieve.models import RawDocument, Rejection, record_id
+from docsieve.prepare import prepare
+from docsieve.settings import Settings
+from tests.conftest import fixture_text
 
 
-def test_running_ahead_keeps_order_raises_producer_errors_and_never_waits_on_a_stuck_source() -> None:
-    import threading
-
-    from docsieve.prepare import RunAhead
-
-    assert list(RunAhead(iter(range(100)), depth=2)) == list(range(100))
-
-    def failing():
-        yield 1
-        raise ValueError("broken input")
-
-    got = []
-    with pytest.raises(ValueError, match="broken input"):
-        for item in RunAhead(failing()):
-            got.append(item)
-    assert got == [1]
-
-    # A consumer that stops early (a store error, say) is not held up by a source waiting for input.
-    release = threading.Event()
-
-    def stuck():
-        yield "first"
-        release.wait(30)  # stdin that never ends
-        yield "late"
-
-    ahead = RunAhead(stuck())
-    assert next(ahead) == "first"
-    closing = threading.Thread(target=ahead.close)
-    closing.start()
-    closing.join(10)
-    stopped = not closing.is_alive()
-    release.set()
-    assert stopped  # close() returned although the producer was still waiting for input
+def test_a_batch_is_prepared_in_order_and_what_cannot_be_a_document_says_why() -> None:
+    article = fixture_text("ar_near_a.txt")
+    batch = [
+        RawDocument("a.txt", article),
+        Rejection.of("bad.bin", "binary data", b"\x00\x01"),  # as a reader hands one over
+        RawDocument("blank.txt", "  \n\n"),
+        RawDocument("marks.txt", "!!! ... ؟؟؟ ---"),
+        RawDocument("b.txt", fixture_text("ar_other.txt")),
+        RawDocument("again.txt", article),
+    ]
+    rejections, prepared = prepare(batch, Settings())
+    assert [p.document.source for p in prepared] == ["a.txt", "b.txt", "again.txt"]
+    reasons = {r.source: r.reason for r in rejections}
+    assert reasons["bad.bin"] == "binary data"
+    assert reasons["blank.txt"].startswith("no article text")
+    assert reasons["marks.txt"] == "no words left after normalization (punctuation or symbols only)"
+    first, _, again = prepared
+    # Ids are the source and the normalized text: the same text from another source is another record.
+    assert first.id == record_id("a.txt", first.fingerprint.content_hash)
+    assert first.fingerprint.content_hash == again.fingerprint.content_hash and first.id != again.id
+    assert np.array_equal(first.keys, keys_of(first.fingerprint)) and len(first.keys) > 0

@@ -27,7 +27,6 @@ from kombu.exceptions import OperationalError as BrokerError
 from docsieve.index import open_index
 from docsieve.models import Rejection
 from docsieve.pipeline import Pipeline
-from docsieve.prepare import collect_less
 from docsieve.readers import Item
 from docsieve.settings import PREFIX, Settings
 from docsieve.store import Store
@@ -132,7 +131,6 @@ def _warm_up(**_) -> None:
         fingerprint_batch(["warm up"], _settings())
     except TRANSIENT:
         current_app.log.get_default_logger().warning("store not reachable at start; the first task will connect")
-    collect_less()  # for the life of the process, after loading what its batches need
 
 
 class IngestTask(Task):
