@@ -6,7 +6,6 @@ import argparse
 import contextlib
 import itertools
 import json
-import logging
 import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -600,19 +599,8 @@ def _similar(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def console() -> None:
-    """The ``docsieve`` console command. It leaves without tearing the interpreter down (``os._exit``):
-    every command has closed its store (and so made everything durable) when ``main`` returns, and
-    freeing a large ingest's objects one by one is a measurable part of its run (docs/benchmarks.md).
-    What that skips: atexit handlers, of which docsieve registers none; logging is shut down and the
-    output flushed here."""
-    code = main()
-    logging.shutdown()
-    try:
-        sys.stdout.flush()
-        sys.stderr.flush()
-    except BrokenPipeError:  # `docsieve export | head`
-        pass
-    os._exit(code)
+    """The ``docsieve`` console command."""
+    sys.exit(main())
 
 
 if __name__ == "__main__":

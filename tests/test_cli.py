@@ -325,3 +325,22 @@ def test_status_counts_stories_and_reads_a_store_from_before_them(tmp_path, caps
     assert _records_and_failures(Settings(store=url))  # read as it is, without stories
     said = capsys.readouterr().out
     assert "records: canonical 1  duplicate 1" in said and "stories:" not in said
+
+
+@pytest.mark.slow
+def test_export_into_a_reader_that_leaves_early_ends_quietly(tmp_path: Path) -> None:
+    """`docsieve export | head`: the reader closes the pipe; docsieve stops, exit 0, nothing on stderr."""
+    store = f"sqlite:///{tmp_path / 's.db'}"
+    assert docsieve("ingest", "seeds/", "--quiet", store=store).returncode == 0
+    env = {**os.environ, "DOCSIEVE_STORE": store}
+    export = subprocess.Popen(
+        [sys.executable, "-m", "docsieve.cli", "export"],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert export.stdout is not None and export.stdout.read(100)
+    export.stdout.close()  # as head does once it has its lines
+    _, stderr = export.communicate(timeout=60)
+    assert export.returncode == 0 and stderr == b""
