@@ -36,8 +36,11 @@ FIELDS = {
 }
 
 
-def docsieve(*args: str, store: str, stdin: str | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "DOCSIEVE_STORE": store}
+def docsieve(
+    *args: str, store: str, stdin: str | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """The command in a process of its own, on this store (and these further variables)."""
+    env = {**os.environ, "DOCSIEVE_STORE": store, **(env or {})}
     return subprocess.run(
         [sys.executable, "-m", "docsieve.cli", *args],
         cwd=REPO,

@@ -14,29 +14,14 @@ from worker.redis_index import ID_WIDTH, RedisIndex
 
 @pytest.mark.slow
 def test_reindex_command_rebuilds_the_shared_index(redis_url: str, tmp_path) -> None:
-    import os
-    import subprocess
-    import sys
-
-    from tests.conftest import REPO
+    from tests.test_cli import docsieve
 
     prefix = f"docsieve-test-{uuid.uuid4().hex[:8]}"
-    env = {
-        **os.environ,
-        "DOCSIEVE_STORE": f"sqlite:///{tmp_path / 's.db'}",
-        "DOCSIEVE_INDEX_URL": redis_url,
-        "DOCSIEVE_QUEUE_PREFIX": prefix,
-    }
+    shared = {"DOCSIEVE_INDEX_URL": redis_url, "DOCSIEVE_QUEUE_PREFIX": prefix}
+    store_url = f"sqlite:///{tmp_path / 's.db'}"
 
-    def run(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            [sys.executable, "-m", "docsieve.cli", *args],
-            cwd=REPO,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+    def run(*args: str):
+        return docsieve(*args, store=store_url, env=shared)
 
     assert run("ingest", "seeds/").returncode == 0
     client = redis.Redis.from_url(redis_url)
@@ -49,7 +34,7 @@ def test_reindex_command_rebuilds_the_shared_index(redis_url: str, tmp_path) -> 
         int(np.frombuffer(k, "<i8")[0]): [v[i : i + ID_WIDTH].decode() for i in range(0, len(v), ID_WIDTH)]
         for k, v in client.hgetall(postings).items()
     }
-    store = Store(env["DOCSIEVE_STORE"])
+    store = Store(store_url)
     with store.reading() as txn:
         rows = list(txn.index_rows(0))
     store.close()
