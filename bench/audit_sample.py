@@ -19,7 +19,7 @@ import numpy as np
 import sqlalchemy as sa
 
 from docsieve.fingerprint import jaccard_and_containment
-from docsieve.store import contains, records, stories
+from docsieve.schema import contains, records, stories
 
 
 def main() -> int:

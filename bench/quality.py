@@ -44,8 +44,9 @@ from datasketch import MinHash, MinHashLSH
 
 from docsieve.models import RawDocument, Status
 from docsieve.pipeline import Pipeline
+from docsieve.schema import contains, records, stories
 from docsieve.settings import Settings
-from docsieve.store import Store, contains, records, stories
+from docsieve.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
 LABELS = Path(__file__).resolve().parent / "labels"

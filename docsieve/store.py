@@ -1,13 +1,13 @@
-"""Storage: records and the persistent candidate index, in SQLite (embedded) or PostgreSQL, through
-SQLAlchemy Core. The schema is owned by the Alembic migrations in ``docsieve/migrations``."""
+"""Storage: records, their stories and the persistent candidate index, in SQLite (embedded) or
+PostgreSQL, through SQLAlchemy Core. The tables are described in ``docsieve/schema.py`` and built by the
+Alembic migrations in ``docsieve/migrations``; failures, fetch validators and source claims are
+``docsieve/bookkeeping.py``'s."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import threading
-import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -20,147 +20,22 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from docsieve.bookkeeping import Bookkeeping
 from docsieve.fingerprint import bin_minima
-from docsieve.models import LANGUAGE_MAX_CHARS, PUBLISHED_MAX_CHARS, Method, Record, Sketch, Status, Story, batched
+from docsieve.models import Method, Record, Sketch, Status, Story, batched
+from docsieve.schema import (
+    CHUNK,
+    contains,
+    deletions,
+    meta,
+    metadata,
+    records,
+    shingle_counts,
+    stories,
+    upsert_insert,
+)
 from docsieve.settings import Settings, StoreError, redacted
 from docsieve.stories import Book, Link, Placement, rank_key
-from docsieve.validate import storable
-
-metadata = sa.MetaData()
-
-records = sa.Table(
-    "records",
-    metadata,
-    # Arrival order, assigned by the database: the first stored copy of a story is its canonical record.
-    sa.Column("seq", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
-    sa.Column("id", sa.String(20), nullable=False, unique=True),
-    sa.Column("source", sa.Text, nullable=False),
-    sa.Column("status", sa.String(16), nullable=False),
-    sa.Column("duplicate_of", sa.String(20), nullable=True),
-    sa.Column("similarity", sa.Float, nullable=True),
-    sa.Column("method", sa.String(16), nullable=True),
-    sa.Column("content_hash", sa.String(64), nullable=False),
-    sa.Column("language", sa.String(LANGUAGE_MAX_CHARS), nullable=True),
-    sa.Column("title", sa.Text, nullable=True),
-    sa.Column("text", sa.Text, nullable=True),
-    sa.Column("images", sa.Text, nullable=False, default="[]"),  # JSON list of URLs
-    sa.Column("reason", sa.Text, nullable=True),
-    sa.Column("url", sa.Text, nullable=True),
-    sa.Column("published", sa.String(PUBLISHED_MAX_CHARS), nullable=True),
-    sa.Column("author", sa.Text, nullable=True),
-    sa.Column("outlet", sa.Text, nullable=True),  # the publisher a batch names (migration 0007)
-    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
-    # Stories (migration 0008): the story of every stored record, and for a copy its overlap with the
-    # story's canonical record (None where that was not measured: records stored before 0008).
-    sa.Column("story_id", sa.String(20), nullable=True),
-    sa.Column("published_at", sa.DateTime(timezone=True), nullable=True),  # ``published`` as a UTC instant
-    sa.Column("jaccard", sa.Float, nullable=True),
-    sa.Column("containment", sa.Float, nullable=True),
-    # When the record was stored or its story or link last changed (export --since).
-    sa.Column("changed_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
-    sa.Column("shingles", sa.LargeBinary, nullable=True),  # sorted unique uint32, for verification
-    sa.Column("index_keys", sa.LargeBinary, nullable=True),  # int64 LSH band and sample keys
-    sa.Index("ix_records_content_hash", "content_hash"),
-    sa.Index("ix_records_status", "status"),
-    sa.Index("ix_records_story_id", "story_id"),
-    sa.Index("ix_records_changed_at", "changed_at"),
-)
-
-# A story: one canonical record and its copies. The id stays when the canonical changes.
-stories = sa.Table(
-    "stories",
-    metadata,
-    sa.Column("id", sa.String(20), primary_key=True),
-    sa.Column("canonical_id", sa.String(20), nullable=False),
-    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
-    sa.Column("changed_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
-    sa.Index("ix_stories_changed_at", "changed_at"),
-)
-
-# A roundup record holds other stories: it is not a copy of them, it contains them.
-contains = sa.Table(
-    "contains",
-    metadata,
-    sa.Column("record_id", sa.String(20), primary_key=True),
-    sa.Column("story_id", sa.String(20), primary_key=True),
-    sa.Column("containment", sa.Float, nullable=True),  # of the story's canonical inside the record
-    # A roundup holds stories it is no copy of; otherwise the record is a copy of its own story and
-    # carries another's item too. Only roundups keep later items out of their story (docsieve/stories.py).
-    sa.Column("roundup", sa.Boolean, nullable=False, server_default=sa.false()),
-    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
-    sa.Index("ix_contains_story_id", "story_id"),
-)
-
-# Takedowns: the record's text and fingerprints are gone; this row says when and why.
-deletions = sa.Table(
-    "deletions",
-    metadata,
-    # A record can be taken down, ingested again and taken down again: one row each time.
-    sa.Column("seq", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
-    sa.Column("id", sa.String(20), nullable=False),
-    sa.Column("story_id", sa.String(20), nullable=True),
-    sa.Column("reason", sa.Text, nullable=True),
-    sa.Column("deleted_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
-)
-
-# How many different texts hold each shingle (template boilerplate), as an append-only log of the texts
-# each batch adds, which every process counts from where it last looked (docsieve/templates.py).
-shingle_counts = sa.Table(
-    "shingle_counts",
-    metadata,
-    sa.Column("seq", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
-    sa.Column("counts", sa.LargeBinary, nullable=False),  # uint32 shingle ids of the texts, one after another
-)
-
-# Tasks of the deployment that failed for good, for a person to see (and, later, retry).
-failures = sa.Table(
-    "failures",
-    metadata,
-    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
-    sa.Column("task_id", sa.String(64), nullable=False),
-    sa.Column("task", sa.String(100), nullable=False),
-    sa.Column("error", sa.Text, nullable=False),
-    sa.Column("sources", sa.Text, nullable=False),  # JSON list of the sources in the task
-    sa.Column("payload", sa.Text, nullable=False),  # the task's messages (JSON), to retry them
-    sa.Column("failed_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
-    # Set by `docsieve retry`: when, and the id of the task that carries the messages again.
-    sa.Column("retried_at", sa.DateTime(timezone=True), nullable=True),
-    sa.Column("retry_task_id", sa.String(64), nullable=True),
-)
-
-# What the stored fingerprints were made with: a store refuses settings that would make others.
-meta = sa.Table(
-    "meta",
-    metadata,
-    sa.Column("key", sa.String(64), primary_key=True),
-    sa.Column("value", sa.Text, nullable=False),
-)
-
-# Web ingestion: the validators of each fetched URL, so the next fetch can be conditional (a 304 costs
-# nothing), and the entries of polled sources already seen, so each is enqueued once.
-fetch_state = sa.Table(
-    "fetch_state",
-    metadata,
-    sa.Column("url_hash", sa.String(64), primary_key=True),  # SHA-256 of the canonical URL: URLs can be long
-    sa.Column("url", sa.Text, nullable=False),
-    sa.Column("etag", sa.Text, nullable=True),
-    sa.Column("last_modified", sa.Text, nullable=True),
-    sa.Column("fetched_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
-)
-
-source_entries = sa.Table(
-    "source_entries",
-    metadata,
-    sa.Column("source", sa.String(200), primary_key=True),
-    sa.Column("key_hash", sa.String(64), primary_key=True),
-    sa.Column("key", sa.Text, nullable=False),
-    sa.Column("first_seen", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
-    # Epoch seconds. Claimed, then marked sent once its task is queued: a claim never marked sent belongs
-    # to a poll that died in between, and is given out again after CLAIM_STALE_AFTER.
-    sa.Column("claimed_at", sa.Float, nullable=False),
-    sa.Column("sent_at", sa.Float, nullable=True),
-)
-CLAIM_STALE_AFTER = 3600.0  # seconds; far longer than a poll may run (the task time limit)
 
 RECORD_COLUMNS = [c for c in records.c if c.name not in ("shingles", "index_keys", "seq")]
 # Any constant: the advisory lock that serializes deciders on PostgreSQL, as BEGIN IMMEDIATE does on SQLite.
@@ -169,8 +44,6 @@ MIGRATIONS = Path(__file__).with_name("migrations")
 SCHEMA_REVISION = "0009"  # the newest migration; a test holds it equal to Alembic's head
 KNOWN_REVISIONS = frozenset(path.name[:4] for path in (MIGRATIONS / "versions").glob("[0-9][0-9][0-9][0-9]_*.py"))
 SQLITE_HEADER = b"SQLite format 3\0"
-# Bound parameters per statement stay well below SQLite's limit (32766) and PostgreSQL's (65535).
-CHUNK = 5000
 
 
 @dataclass(frozen=True, slots=True)
@@ -323,7 +196,7 @@ class Transaction:
                 if (k.record_id, k.story_id) not in rows or k.roundup:
                     rows[(k.record_id, k.story_id)] = k
             self.conn.execute(
-                _insert(self.conn, contains).on_conflict_do_nothing(),
+                upsert_insert(self.conn, contains).on_conflict_do_nothing(),
                 [
                     {
                         "record_id": k.record_id,
@@ -386,7 +259,9 @@ class Transaction:
                 copy.write_row(_row(item, stamp))
 
 
-class Store:
+class Store(Bookkeeping):
+    """Records and their stories (and, from ``Bookkeeping``, failures, fetch validators, source claims)."""
+
     def __init__(self, url: str, migrate: bool = True, readonly: bool = False, fingerprints: str | None = None) -> None:
         """Open a store; ``migrate`` brings its schema up to date (creating it), otherwise a store
         without docsieve's schema is an error, so a mistyped URL never passes for an empty store.
@@ -623,107 +498,6 @@ class Store:
                 conn.execute(meta.insert().values(key="fingerprints", value=made_with))
             elif stored != made_with:
                 raise StoreError(_other_fingerprints(stored, made_with))
-
-    def record_failure(self, task_id: str, task: str, error: str, messages: list | dict) -> None:
-        """A task that failed for good, with its messages (documents, or URLs to fetch) to retry, or the
-        payload key and sources of documents still in Redis (worker/payloads.py)."""
-        if isinstance(messages, dict):
-            sources = list(messages.get("sources", []))
-        else:
-            sources = [m.get("source") if isinstance(m, dict) else m if isinstance(m, str) else None for m in messages]
-        row = {
-            "task_id": task_id,
-            "task": task,
-            "error": storable(error),
-            "sources": storable(json.dumps(sources, ensure_ascii=False)),
-            "payload": storable(json.dumps(messages, ensure_ascii=False, default=str)),
-        }
-        with self.engine.begin() as conn:
-            conn.execute(failures.insert().values(**row))
-
-    def claim_entries(self, source: str, keys: Sequence[str]) -> list[str]:
-        """The keys never claimed before for this source (or claimed by a poll that died before sending
-        them), now claimed: one atomic upsert, so two pollers racing on one source never both get one."""
-        rows = {_sha256(key): key for key in keys}
-        now = time.time()
-        claimed: set[str] = set()
-        with self.engine.begin() as conn:
-            for chunk in batched(rows.items(), 500):
-                values = [{"source": source, "key_hash": h, "key": storable(k), "claimed_at": now} for h, k in chunk]
-                statement = _insert(conn, source_entries).values(values)
-                statement = statement.on_conflict_do_update(
-                    index_elements=[source_entries.c.source, source_entries.c.key_hash],
-                    set_={"claimed_at": now},
-                    where=source_entries.c.sent_at.is_(None) & (source_entries.c.claimed_at < now - CLAIM_STALE_AFTER),
-                )
-                claimed.update(conn.scalars(statement.returning(source_entries.c.key_hash)))
-        return [key for h, key in rows.items() if h in claimed]
-
-    def mark_sent(self, source: str, keys: Sequence[str]) -> None:
-        """The claimed entries' tasks are queued: they are never given out again."""
-        now = time.time()
-        with self.engine.begin() as conn:
-            for chunk in batched({_sha256(key) for key in keys}, CHUNK):
-                mine = (source_entries.c.source == source) & source_entries.c.key_hash.in_(chunk)
-                conn.execute(source_entries.update().where(mine).values(sent_at=now))
-
-    def release_entries(self, source: str, keys: Sequence[str]) -> None:
-        """Forget claims whose entries could not be sent, so that the next poll sends them."""
-        with self.engine.begin() as conn:
-            for chunk in batched({_sha256(key) for key in keys}, CHUNK):
-                conn.execute(
-                    source_entries.delete().where(
-                        source_entries.c.source == source, source_entries.c.key_hash.in_(chunk)
-                    )
-                )
-
-    def fetch_validators(self, url: str) -> tuple[str | None, str | None]:
-        """(ETag, Last-Modified) of the last fetch of a URL, for a conditional GET."""
-        query = sa.select(fetch_state.c.etag, fetch_state.c.last_modified).where(fetch_state.c.url_hash == _sha256(url))
-        with self.engine.connect() as conn:
-            row = conn.execute(query).first()
-        return (row[0], row[1]) if row else (None, None)
-
-    def save_fetch_validators(self, url: str, etag: str | None, last_modified: str | None) -> None:
-        values = {"url_hash": _sha256(url), "url": url, "etag": etag, "last_modified": last_modified}
-        with self.engine.begin() as conn:
-            statement = _insert(conn, fetch_state).values(values)
-            conn.execute(
-                statement.on_conflict_do_update(
-                    index_elements=[fetch_state.c.url_hash],
-                    set_={"etag": etag, "last_modified": last_modified, "fetched_at": sa.func.now()},
-                )
-            )
-
-    def recent_failures(self, limit: int = 10, include_retried: bool = True) -> list[dict]:
-        query = sa.select(failures).order_by(failures.c.id.desc()).limit(limit)
-        if not include_retried:
-            query = query.where(failures.c.retried_at.is_(None))
-        with self.engine.connect() as conn:
-            return [dict(row._mapping) for row in conn.execute(query)]
-
-    def failure_counts(self) -> tuple[int, int]:
-        """How many failures wait to be retried, and how many were retried."""
-        query = sa.select(sa.func.count(), sa.func.count(failures.c.retried_at))
-        with self.engine.connect() as conn:
-            total, retried = conn.execute(query).one()
-        return total - retried, retried
-
-    def failures_to_retry(self, ids: Sequence[int] | None) -> list[dict]:
-        """The failures not retried yet, in order: these ids, or all of them."""
-        query = sa.select(failures).where(failures.c.retried_at.is_(None)).order_by(failures.c.id)
-        if ids is not None:
-            query = query.where(failures.c.id.in_(list(ids)))
-        with self.engine.connect() as conn:
-            return [dict(row._mapping) for row in conn.execute(query)]
-
-    def mark_retried(self, failure_id: int, retry_task_id: str) -> None:
-        with self.engine.begin() as conn:
-            conn.execute(
-                failures.update()
-                .where(failures.c.id == failure_id)
-                .values(retried_at=sa.func.now(), retry_task_id=retry_task_id)
-            )
 
     def counts(self) -> dict[str, int]:
         with self.engine.connect() as conn:
@@ -1058,7 +832,7 @@ def _inherit(conn: sa.Connection, gone: str, heir: str) -> None:
     held = conn.execute(sa.select(contains.c.story_id, contains.c.containment).where(contains.c.record_id == gone))
     rows = [{"record_id": heir, "story_id": s, "containment": c} for s, c in held]
     if rows:
-        conn.execute(_insert(conn, contains).on_conflict_do_nothing(), rows)
+        conn.execute(upsert_insert(conn, contains).on_conflict_do_nothing(), rows)
     text = sa.select(records.c.content_hash).where(records.c.id == heir).scalar_subquery()
     twin = (
         sa.select(records.c.shingles, records.c.index_keys)
@@ -1100,22 +874,6 @@ def _placement_values(p: Placement, canonical_of: dict[str, str]) -> dict:
         "b_jaccard": p.jaccard,
         "b_containment": p.containment,
     }
-
-
-def _sha256(text: str) -> str:
-    """Of the text's bytes; a file name that is not UTF-8 (its bytes as lone surrogates) has its own."""
-    return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()
-
-
-def _insert(conn: sa.Connection, table: sa.Table):
-    """An INSERT with ON CONFLICT, in the connection's dialect (both SQLite and PostgreSQL have it)."""
-    if conn.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-
-        return postgresql_insert(table)
-    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-    return sqlite_insert(table)
 
 
 def _record(row) -> Record:

@@ -8,7 +8,7 @@ from datetime import UTC
 import sqlalchemy as sa
 
 from docsieve.fingerprint import fingerprint_batch, jaccard_and_containment
-from docsieve.store import contains, records, stories
+from docsieve.schema import contains, records, stories
 
 
 def problems(store, settings, check_rank=True, check_overlap=True):

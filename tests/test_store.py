@@ -3,8 +3,9 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
+from docsieve.schema import metadata
 from docsieve.settings import Settings
-from docsieve.store import MIGRATIONS, SCHEMA_REVISION, Store, metadata
+from docsieve.store import MIGRATIONS, SCHEMA_REVISION, Store
 
 
 def alembic_config(connection: sa.Connection | None = None):
@@ -61,7 +62,8 @@ def test_a_store_refuses_settings_that_make_other_fingerprints(store_url: str) -
 
 def test_a_store_indexed_with_the_shingle_sample_says_what_to_do(store_url: str) -> None:
     from docsieve.pipeline import Pipeline
-    from docsieve.store import StoreError, meta
+    from docsieve.schema import meta
+    from docsieve.store import StoreError
 
     store = Store(store_url)
     older = Settings().fingerprint_parameters.replace("window-16 winnowing", "1-in-16 sample")
@@ -133,7 +135,7 @@ def test_a_claim_never_marked_sent_is_given_out_again_later(store: Store, monkey
     """A poll killed between claiming entries and queueing them: after a while they are claimed again."""
     import time
 
-    from docsieve import store as store_module
+    from docsieve import bookkeeping as store_module
 
     assert store.claim_entries("feed", ["lost", "sent"]) == ["lost", "sent"]
     store.mark_sent("feed", ["sent"])
@@ -180,7 +182,8 @@ def test_sqlite_log_is_copied_into_the_database_file_while_the_store_is_open(tmp
 
 
 def test_bulk_insert_writes_every_column_but_the_database_assigned_ones() -> None:
-    from docsieve.store import ROW_COLUMNS, records
+    from docsieve.schema import records
+    from docsieve.store import ROW_COLUMNS
 
     assert set(ROW_COLUMNS) == {c.name for c in records.columns} - {"seq", "created_at"}
 

@@ -165,7 +165,7 @@ def test_takedown_removes_the_text_and_passes_the_story_on(pipeline: Pipeline, s
     again = Pipeline(store, settings)
     records = ingest(again, ("d", text(edit(a, 72, 0.03))))
     assert records["d"].story_id == story_id
-    from docsieve.store import deletions
+    from docsieve.schema import deletions
 
     with store.engine.connect() as conn:
         audit = conn.execute(deletions.select()).one()

@@ -131,7 +131,7 @@ def test_takedowns_keep_every_members_figures_true(pipeline, settings):
 @pytest.mark.slow
 def test_stories_with_more_records_than_a_statement_has_parameters(store: Store) -> None:
     """PostgreSQL takes at most 65,535 parameters a statement: a story's links are read by subquery."""
-    from docsieve.store import records, stories
+    from docsieve.schema import records, stories
 
     rows, heads = [], []
     for s in range(2):

@@ -4,8 +4,8 @@
 from alembic import context
 from sqlalchemy import create_engine
 
+from docsieve.schema import metadata
 from docsieve.settings import Settings
-from docsieve.store import metadata
 
 config = context.config
 
