@@ -184,3 +184,15 @@ def test_a_fetch_task_rejects_a_name_that_does_not_exist_and_logs_each_url_it_de
     assert to_fetch["args"] == [[down], 2]  # only what may come back is tried again
     (logged,) = caplog.records
     assert re.fullmatch(rf"{down}: unreachable, attempt 2 of 5 in \d+ s: HTTP 503 .*", logged.getMessage())
+
+
+def test_the_retry_policy_is_the_settings_of_the_app_the_task_runs_in() -> None:
+    """Nothing is read at import: two apps made with other settings retry their tasks by their own."""
+    from docsieve.settings import Settings
+    from worker.celery_app import create_app
+
+    patient, hasty = create_app(Settings(max_retries=20, retry_backoff_max=900)), create_app(Settings(max_retries=2))
+    for name in (tasks.INGEST_TASK, tasks.FETCH_TASK):
+        assert (patient.tasks[name].max_retries, patient.tasks[name].retry_backoff_max) == (20, 900)
+        assert (hasty.tasks[name].max_retries, hasty.tasks[name].retry_backoff_max) == (2, 300)
+        assert hasty.tasks[name].autoretry_for == tasks.TRANSIENT
