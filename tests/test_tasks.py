@@ -196,3 +196,18 @@ def test_the_retry_policy_is_the_settings_of_the_app_the_task_runs_in() -> None:
         assert (patient.tasks[name].max_retries, patient.tasks[name].retry_backoff_max) == (20, 900)
         assert (hasty.tasks[name].max_retries, hasty.tasks[name].retry_backoff_max) == (2, 300)
         assert hasty.tasks[name].autoretry_for == tasks.TRANSIENT
+
+
+def test_the_app_keeps_its_settings_through_pickling() -> None:
+    """A pool process started by spawn (macOS's default) gets the app pickled: it must still know its
+    settings, its tasks' retry policy and its configuration."""
+    import pickle
+
+    from docsieve.settings import Settings
+    from worker.celery_app import SERIALIZER, create_app
+
+    settings = Settings(store="sqlite:///elsewhere.db", max_retries=4, queue_prefix="other")
+    child = pickle.loads(pickle.dumps(create_app(settings)))
+    assert child.docsieve_settings == settings
+    assert child.tasks[tasks.INGEST_TASK].max_retries == 4
+    assert child.conf.task_serializer == SERIALIZER and child.conf.task_default_queue == "other.cpu"

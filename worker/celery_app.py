@@ -21,6 +21,7 @@ Choices, and the traps they avoid:
 from __future__ import annotations
 
 from functools import cache
+from typing import Any
 
 import orjson
 from celery import Celery
@@ -67,14 +68,29 @@ def task_modules() -> list[str]:
     return ["worker.tasks", *sorted({e.value for e in entry_points(group=TASK_MODULES)} - {"worker.tasks"})]
 
 
+class DocsieveApp(Celery):
+    """Celery with docsieve's settings on the app, not in ``app.conf``: a worker publishes its conf (``celery
+    inspect conf``, Flower's Config tab), and the settings hold the store's and Redis's URLs with their
+    passwords. They go along when the app is pickled into a pool process started by spawn (macOS's
+    default), which Celery rebuilds from its constructor's keywords alone."""
+
+    def __init__(self, *args: Any, docsieve_settings: Settings, **kwargs: Any) -> None:
+        _register_serializer()  # here, so that a pool process that unpickled the app can send tasks too
+        self.docsieve_settings = docsieve_settings
+        super().__init__(*args, **kwargs)
+
+    def __reduce_keys__(self) -> dict[str, Any]:
+        return {**super().__reduce_keys__(), "docsieve_settings": self.docsieve_settings}
+
+
 def create_app(settings: Settings) -> Celery:
     cpu, io = queue_names(settings)
-    _register_serializer()
-    app = Celery(
+    app = DocsieveApp(
         "docsieve",
         broker=settings.broker_url,
         backend=settings.result_backend,
         include=task_modules(),
+        docsieve_settings=settings,
     )
     app.conf.update(
         task_serializer=SERIALIZER,
@@ -101,9 +117,6 @@ def create_app(settings: Settings) -> Celery:
         worker_send_task_events=True,  # for Flower and `docsieve status`
         task_send_sent_event=True,
     )
-    # On the app, not in app.conf: a worker publishes its conf (`celery inspect conf`, Flower's Config tab),
-    # and the settings hold the store's and Redis's URLs with their passwords.
-    app.docsieve_settings = settings
     return app
 
 
