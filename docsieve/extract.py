@@ -178,10 +178,11 @@ _set_async_exc.argtypes = (ctypes.c_ulong, ctypes.py_object)
 def _deadline(seconds: float) -> Iterator[None]:
     """Raise ExtractionTimeout in this thread once ``seconds`` have passed, wherever its Python code is.
 
-    Written here because no other bound fits: SIGALRM reaches only the main thread (``ingest`` extracts on
-    its preparing thread), and a process per page would cost a fork per document, where Celery's daemonic
-    pool processes may not even start a process pool. trafilatura is Python over lxml, whose calls are
-    short, so an exception set on the thread (CPython's ``PyThreadState_SetAsyncExc``) arrives within moments.
+    Written here because no other bound fits: SIGALRM reaches only the main thread (a program using the
+    library may extract on any of its threads), and a process per page would cost a fork per document,
+    where Celery's daemonic pool processes may not even start a process pool. trafilatura is Python over
+    lxml, whose calls are short, so an exception set on the thread (CPython's ``PyThreadState_SetAsyncExc``)
+    arrives within moments.
     """
     thread = threading.get_ident()
     lock = threading.Lock()

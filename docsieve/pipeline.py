@@ -108,7 +108,7 @@ class Pipeline:
     def store_prepared(self, rejections: list[Rejection], prepared: list[Prepared]) -> list[Record]:
         """Decide and store a prepared batch; returns the records it created."""
         limit = self.settings.max_candidates
-        # The language here rather than while preparing: the preparing thread is the busier of the two.
+        # Documents that do not say their language get it here, the whole batch in one call, before the lock.
         unknown = [p for p in prepared if not p.document.language]
         languages = dict(
             zip([p.id for p in unknown], language.detect_many([p.document.text for p in unknown]), strict=True)

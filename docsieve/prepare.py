@@ -35,8 +35,7 @@ class Prepared:
 
 def prepare(batch: list[Item], settings: Settings) -> tuple[list[Rejection], list[Prepared]]:
     """Extraction and fingerprints of a batch; what cannot become a document is rejected. (The language
-    is detected by the deciding thread, ``Pipeline.store_prepared``: this thread is the busier of the two, and
-    documents already stored need none.)"""
+    is detected in ``Pipeline.store_prepared``, before the lock.)"""
     rejections: list[Rejection] = []
     documents: list[Document] = []
     html_limits = HtmlLimits(settings.max_html_chars, settings.extract_timeout)
