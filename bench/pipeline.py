@@ -235,8 +235,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         ingest_runs: list[Run] = []
         rensa_runs: list[Run] = []
         for r in range(args.rounds):
-            for path in work.glob("bench.db*"):  # the database and any -wal / -journal beside it
-                path.unlink()
+            for path in work.glob("bench.db*"):  # the database, any -wal / -journal and the index beside it
+                shutil.rmtree(path) if path.is_dir() else path.unlink()
             subprocess.run([docsieve_command(), "migrate", "--store", f"sqlite:///{store}"], env=env, check=True)
             first_ingest = r % 2 == 0  # alternate which goes first, against drift in the machine's state
             for which in ("ingest", "rensa") if first_ingest else ("rensa", "ingest"):

@@ -206,10 +206,16 @@ def _parser() -> argparse.ArgumentParser:
         parents=[common, fields],
         help="the stored documents closest to a file",
         description="Fingerprint PATH (nothing is stored) and list the closest stored "
-        "documents with their Jaccard and containment similarity.",
+        "documents with their Jaccard and containment similarity. The candidate index answers: the records of "
+        "the last two windows (DOCSIEVE_INDEX_WINDOW days); --all searches every stored record.",
     )
     similar.add_argument("path", metavar="PATH")
     similar.add_argument("--limit", type=int, default=10, help="how many to list (default 10)")
+    similar.add_argument(
+        "--all",
+        action="store_true",
+        help="search every stored record, not only the index's window (a pass over the store)",
+    )
     similar.set_defaults(run=_similar)
 
     extended = CommandLine(sub, common, fields)
@@ -580,7 +586,7 @@ def _similar(args: argparse.Namespace, settings: Settings) -> int:
     try:
         found_any = False
         items = read([args.path], settings.max_document_bytes, fields=field_map(args))
-        for source, matches in pipeline.similar(items, args.limit):
+        for source, matches in pipeline.similar(items, args.limit, everything=args.all):
             found_any = True
             print(source)
             if isinstance(matches, str):

@@ -4,26 +4,46 @@ them. Candidates for a new document are the records that share keys with it, mos
 Two implementations behind one protocol (which calls happen under the store's write lock is said
 in ``CandidateIndex``):
 
-- ``MemoryIndex``, the embedded default: sorted numpy segments of (key, record) pairs, one segment a
-  batch, merged log-structured style so there are never more than a few. Lookups are made for a whole
-  batch at once, one ``searchsorted`` per segment.
+- ``SegmentIndex``, the embedded default: sorted segments of (key, record) pairs, one segment a batch,
+  merged log-structured style. For a SQLite store they are files beside it (``<store>.index/``), mapped
+  into memory and read by key, so opening a store of any size costs nothing and a process's memory holds
+  only the pages its lookups touch; for a store without a file they live in memory. Lookups are made for
+  a whole batch at once, one ``searchsorted`` per segment.
 - ``worker.redis_index.RedisIndex``, the deployment's index shared by all workers (found by the scheme of
   ``DOCSIEVE_INDEX_URL`` among the ``docsieve.indexes`` entry points: the core never imports it).
 
-Both persist with the store: every record keeps its keys (``records.index_keys``), written in the
-same transaction as the record, and an index catches up from those rows by sequence number, so it
-can always be rebuilt and never disagrees with the store for long. (A table with one row per key was
-the first design: 57 rows a document made the SQLite writes cost more than the rest of the pipeline.)
+Both derive from the store: every record keeps its keys (``records.index_keys``), written in the same
+transaction as the record, and an index catches up from those rows by sequence number, so it can always
+be rebuilt and never disagrees with the store for long. (A table with one row per key was the first
+design: 57 rows a document made the SQLite writes cost more than the rest of the pipeline.)
+
+What is a candidate (both indexes):
+- **The window** (``DOCSIEVE_INDEX_WINDOW``, days): a record is a candidate for a document only if their
+  times are at most that far apart. A record's time is its publication time, else (or if that is in the
+  future) its arrival. News is copied within days; the window keeps what a lookup reads the size of the
+  window however large the archive grows.
+- **Common keys** (``DOCSIEVE_COMMON_KEY_RECORDS``): a key that more records hold than this is boilerplate
+  (a stock phrase sampled as a key) and says nothing of which record a document copies: lookups skip it,
+  and a document is found through its other keys. Nothing is dropped to make room: every record keeps
+  every key, however many records came before it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+import contextlib
+import fcntl
+import json
+import os
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
 from itertools import pairwise
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
+import numpy.typing
 
 from docsieve.models import Fingerprint
 from docsieve.settings import Settings, SettingsError
@@ -35,20 +55,36 @@ def keys_of(fingerprint: Fingerprint) -> np.ndarray:
     return np.concatenate((fingerprint.band_keys, fingerprint.winnow_keys))
 
 
-# A key shared by many records is boilerplate ("Saudi Press Agency" in 3-grams) or a much-copied story.
-# Only its earliest records count: a story's canonical record is among them, and boilerplate cannot
-# flood every document with hundreds of candidates to verify.
+# Within one batch (at most DOCSIEVE_BATCH_SIZE documents), a key pairs each document with the earliest
+# this many before it that have it: a batch is bounded, so this bounds its pairs without touching the
+# archive, which the stored index searches whole.
 POSTINGS_PER_KEY = 8
+ID_WIDTH = 20  # record ids are 20 hex characters; segments keep them at this fixed width
+DAY = 86_400
+UNDATED = np.iinfo(np.int64).min  # a query without a publication time: the window does not bound it
 
 
-@dataclass(slots=True)
-class _Segment:
-    keys: np.ndarray  # int64, sorted
-    owners: np.ndarray  # int64 positions in MemoryIndex.record_ids, parallel to keys
+def index_time(published: datetime | None, arrived: datetime) -> int:
+    """A record's time for the window, in seconds: its publication, unless unknown or in the future
+    (then its arrival)."""
+    return int((published if published is not None and published <= arrived else arrived).timestamp())
+
+
+def query_time(published: datetime | None, arrived: datetime) -> int | None:
+    """A document's time for its lookup: its publication time; none (the whole index) if it has none, so
+    an undated page still finds a story published long before it arrived."""
+    return index_time(published, arrived) if published is not None else None
 
 
 class StoredRows(Protocol):
-    def index_rows(self, after_seq: int) -> Iterable[tuple[int, str, bytes]]: ...
+    def index_rows(self, after_seq: int) -> Iterable[tuple[int, str, bytes, int, int]]:
+        """(seq, id, keys, index_time, arrival in seconds) of the records stored after ``after_seq``, in order."""
+
+    def id_at(self, seq: int) -> str | None:
+        """The id of the record stored with that sequence number."""
+
+    def last_seq(self) -> int:
+        """The newest record's sequence number."""
 
 
 class CandidateIndex(Protocol):
@@ -58,8 +94,17 @@ class CandidateIndex(Protocol):
     def catch_up(self, store: StoredRows) -> None:
         """Add the records stored since the index last looked (by other processes, or before a crash)."""
 
-    def add(self, record_ids: Sequence[str], keys: Sequence[np.ndarray], last_seq: int) -> None:
-        """Add this batch's records, just committed with sequence numbers up to ``last_seq``."""
+    def add(
+        self,
+        record_ids: Sequence[str],
+        keys: Sequence[np.ndarray],
+        last_seq: int,
+        times: Sequence[int],
+        first_seq: int | None = None,
+        arrived: int | None = None,
+    ) -> None:
+        """Add this batch's records, just committed with sequence numbers ``first_seq`` to ``last_seq``
+        (rejected records included) at ``arrived`` (seconds), with their times (``index_time``)."""
 
     def close(self) -> None: ...
 
@@ -67,31 +112,65 @@ class CandidateIndex(Protocol):
         """Forget a record taken down (its keys as stored); returns how many postings went."""
 
     def lookup(
-        self, queries: Sequence[np.ndarray], limit: int, stage_ids: Sequence[str] | None = None
+        self,
+        queries: Sequence[np.ndarray],
+        limit: int,
+        times: Sequence[int | None] | None = None,
+        stage_ids: Sequence[str] | None = None,
     ) -> tuple[list[list[str]], int]:
-        """Candidates for each key array, and the store sequence number the answer is complete up to:
-        records stored after it must still be looked at (under the lock) before deciding. With
-        ``stage_ids`` a shared index also publishes the arrays under those record ids."""
+        """Candidates for each key array (within the window of its ``query_time``, if it has one), and the
+        store sequence number the answer is complete up to: records stored after it must still be looked at
+        (under the lock) before deciding. With ``stage_ids`` a shared index also publishes the arrays under
+        those record ids."""
 
 
-def rows_to_arrays(rows: Iterable[tuple[int, str, bytes]]) -> tuple[list[str], list[np.ndarray], int]:
-    ids, arrays, last = [], [], 0
-    for seq, record_id, blob in rows:
-        ids.append(record_id)
-        arrays.append(np.frombuffer(blob, dtype=np.int64))
-        last = max(last, seq)
-    return ids, arrays, last
+@dataclass(slots=True)
+class Rows:
+    """Records' index entries read from the store, one after another."""
+
+    ids: list[str]
+    keys: list[np.ndarray]
+    times: list[int]
+    arrived: list[int] = field(default_factory=list)
+    first_seq: int = 0
+    last_seq: int = 0
+
+
+def read_rows(rows: Iterable[tuple[int, str, bytes, int, int]]) -> Rows:
+    read = Rows([], [], [])
+    for seq, record_id, blob, when, arrived in rows:
+        read.ids.append(record_id)
+        read.keys.append(np.frombuffer(blob, dtype=np.int64))
+        read.times.append(when)
+        read.arrived.append(arrived)
+        read.first_seq = read.first_seq or seq
+        read.last_seq = max(read.last_seq, seq)
+    return read
+
+
+def chunked_rows(rows: Iterable[tuple[int, str, bytes, int, int]], postings: int) -> Iterator[Rows]:
+    """The rows in pieces of about ``postings`` keys each: a whole store is never held at once."""
+    piece: list[tuple[int, str, bytes, int, int]] = []
+    size = 0
+    for row in rows:
+        piece.append(row)
+        size += len(row[2]) // 8
+        if size >= postings:
+            yield read_rows(piece)
+            piece, size = [], 0
+    if piece:
+        yield read_rows(piece)
 
 
 ENTRY_POINTS = "docsieve.indexes"  # index URL scheme -> a factory (url, prefix) -> CandidateIndex
 
 
 def open_index(settings: Settings) -> CandidateIndex:
-    """The index the settings name: the embedded one, or the shared one ``DOCSIEVE_INDEX_URL`` points at,
-    made by whichever installed package registered its URL scheme (the deployment's Redis index comes with
-    ``docsieve[deploy]``)."""
+    """The index the settings name: the embedded one (files beside a SQLite store, else in memory), or the
+    shared one ``DOCSIEVE_INDEX_URL`` points at, made by whichever installed package registered its URL
+    scheme (the deployment's Redis index comes with ``docsieve[deploy]``)."""
     if not settings.index_url:
-        return MemoryIndex()
+        return SegmentIndex(index_directory(settings), settings.index_window, settings.common_key_records)
     from importlib.metadata import entry_points
     from urllib.parse import urlsplit
 
@@ -109,57 +188,145 @@ def open_index(settings: Settings) -> CandidateIndex:
     return factory(settings.index_url, settings.queue_prefix)
 
 
-class MemoryIndex:
-    """The embedded default: the index in this process's memory."""
+def index_directory(settings: Settings) -> Path | None:
+    """Where the embedded index keeps its files: beside a SQLite store file (``<store>.index``); none (in
+    memory) for a store in memory or on a server without a shared index."""
+    from sqlalchemy.engine import make_url
 
-    def __init__(self) -> None:
-        self.record_ids: list[str] = []
-        self._segments: list[_Segment] = []
-        self.last_seq = 0  # the newest store row already in the index
+    url = make_url(settings.store)
+    if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
+        return None
+    return Path(f"{url.database}.index")
 
-    def close(self) -> None:
-        """Nothing to release."""
 
-    def remove(self, record_id: str, keys: bytes) -> int:
-        """Nothing: this index lives as long as its process and is rebuilt from the store at each start, and
-        a record taken down has no row, so it is never a verified candidate meanwhile."""
-        return 0
+@dataclass(slots=True)
+class _Segment:
+    keys: np.ndarray  # int64, sorted
+    owners: np.ndarray  # int32 positions in ids, times and arrived, parallel to keys
+    ids: np.ndarray  # S20 record ids
+    times: np.ndarray  # int64 seconds: index_time, for the window
+    arrived: np.ndarray  # int64 seconds: when each was stored, for forgetting
+    name: str = ""  # its files' stem; "" while in memory only
+    last_seq: int = 0
+    oldest: int = 0  # the span of its records' arrivals (kept: a mapped segment's would be a pass over a file)
+    newest: int = 0
 
-    def catch_up(self, store: StoredRows, after: int | None = None) -> None:
-        ids, arrays, last = rows_to_arrays(store.index_rows(self.last_seq if after is None else after))
-        self._append(ids, arrays)
-        self.last_seq = max(self.last_seq, last)
+    def __post_init__(self) -> None:
+        if len(self.arrived) and not self.newest:
+            self.oldest, self.newest = int(self.arrived.min()), int(self.arrived.max())
+
+    def id_list(self) -> list[str]:
+        return np.asarray(self.ids).astype(f"U{ID_WIDTH}").tolist()
+
+    def describe(self) -> dict:
+        return {
+            "name": self.name,
+            "records": len(self.ids),
+            "postings": len(self.keys),
+            "oldest": self.oldest,
+            "newest": self.newest,
+            "last_seq": self.last_seq,
+        }
+
+
+def _segment(
+    ids: Sequence[str], keys: Sequence[np.ndarray], times: Sequence[int], arrived: Sequence[int], last_seq: int
+) -> _Segment:
+    if any(len(r) > ID_WIDTH for r in ids):
+        raise ValueError(f"record ids longer than {ID_WIDTH} characters cannot be indexed")
+    owners = np.repeat(np.arange(len(keys), dtype=np.int32), [len(k) for k in keys])
+    all_keys = np.concatenate(keys) if keys else np.zeros(0, dtype=np.int64)
+    order = np.argsort(all_keys, kind="stable")
+    return _Segment(
+        all_keys[order],
+        owners[order],
+        np.array(list(ids), dtype=f"S{ID_WIDTH}"),
+        np.asarray(times, dtype=np.int64),
+        np.asarray(arrived, dtype=np.int64),
+        last_seq=last_seq,
+    )
+
+
+def _merged(older: _Segment, newer: _Segment, horizon: int) -> _Segment:
+    """One segment of both, without the records that arrived before ``horizon``. Both are sorted, so the
+    stable sort finds two runs and merges them (linear, not a full sort)."""
+    keys = np.concatenate((older.keys, newer.keys))
+    owners = np.concatenate((older.owners, newer.owners + np.int32(len(older.ids))))
+    order = np.argsort(keys, kind="stable")
+    keys, owners = keys[order], owners[order]
+    ids, times = np.concatenate((older.ids, newer.ids)), np.concatenate((older.times, newer.times))
+    arrived = np.concatenate((older.arrived, newer.arrived))
+    live = arrived >= horizon
+    if not live.all():
+        renumbered = np.cumsum(live, dtype=np.int32) - np.int32(1)
+        kept = live[owners]
+        keys, owners = keys[kept], renumbered[owners[kept]]
+        ids, times, arrived = ids[live], times[live], arrived[live]
+    return _Segment(keys, owners, ids, times, arrived, last_seq=max(older.last_seq, newer.last_seq))
+
+
+# Segments are merged like a binary counter (at most log2(batches) of them, each posting rewritten as
+# often) up to this many postings (about 100 MB of files, 150,000 articles): past it they stay as they are,
+# so no merge ever holds more than that in memory, and a lookup searches a few more of them.
+MERGE_UP_TO = 1 << 23
+# A process's own batches are held in memory up to this many postings (some 4,600 articles, 3 MB) before
+# they are written to the files: fewer, larger writes.
+HOLD_POSTINGS = 1 << 18
+MANIFEST = "index.json"
+FORMAT = 1
+
+
+class SegmentIndex:
+    """The embedded index (see the module's docstring). With a ``directory`` its segments are files shared
+    by every process on the store, written only under the store's write lock (``catch_up``): a manifest
+    names them and the store row they are complete up to, and files that do not agree with the store (a
+    lost file, a store replaced) are rebuilt from the store's rows. A batch's records are held in memory
+    after its commit (``add``), so the next batch finds them at once, and written at the next ``catch_up``
+    from the store's rows.
+
+    Why not LMDB, RocksDB or a SQLite table: a batch asks some 30,000 keys at once, which sorted arrays
+    answer in a few vectorized searches; those stores answer a key per call from Python, and a row per
+    key made SQLite's writes the slowest stage. The files need no transactions of their own: the store
+    is the truth, the index a view of it."""
+
+    def __init__(self, directory: Path | None = None, window_days: float = 0.0, common: int = 1 << 62) -> None:
+        self.directory = directory
+        self.window = int(window_days * DAY)
+        self.common = common
+        self._segments: list[_Segment] = []  # oldest first: in the files (or, without a directory, all)
+        self._held: list[_Segment] = []  # committed batches not in the files yet (with a directory)
+        self._held_from = self._held_to = 0  # the store rows they came in (rejected ones too)
+        self._held_gap = False  # whether another process's rows came between them
+        self.last_seq = 0  # the newest store row the index holds
+        self._persisted_seq = 0  # the newest store row in the files, and its record's id
+        self._persisted_id: str | None = None
+        self._manifest_stamp: tuple[int, int, int] | None = None
+        self._broken = False  # the files could not be read: the next catch_up builds them again
+        if directory is not None:  # made by the first catch_up: opening a store that is not there makes nothing
+            self._refresh()
+
+    # -- reading
 
     def lookup(
-        self, queries: Sequence[np.ndarray], limit: int, stage_ids: Sequence[str] | None = None
+        self,
+        queries: Sequence[np.ndarray],
+        limit: int,
+        times: Sequence[int | None] | None = None,
+        stage_ids: Sequence[str] | None = None,
     ) -> tuple[list[list[str]], int]:
-        """Candidates now; ``stage_ids`` publish nothing: this index is private to the process."""
-        return self.candidates(queries, limit), self.last_seq
+        """Candidates now; ``stage_ids`` publish nothing: what is staged is the batch's own ``add``."""
+        if self.directory is not None:
+            self._refresh()
+        return self.candidates(queries, limit, times), self.last_seq
 
-    def add(self, record_ids: Sequence[str], keys: Sequence[np.ndarray], last_seq: int) -> None:
-        self._append(record_ids, keys)
-        self.last_seq = max(self.last_seq, last_seq)
-
-    def _append(self, record_ids: Sequence[str], keys: Sequence[np.ndarray]) -> None:
-        if not record_ids:
-            return
-        first = len(self.record_ids)
-        self.record_ids.extend(record_ids)
-        owners = np.repeat(np.arange(first, first + len(keys), dtype=np.int64), [len(k) for k in keys])
-        all_keys = np.concatenate(keys)
-        order = np.argsort(all_keys, kind="stable")
-        self._segments.append(_Segment(all_keys[order], owners[order]))
-        # Merge like a binary counter: at most log2(batches) segments, each pair re-sorted as often.
-        while len(self._segments) > 1 and len(self._segments[-1].keys) >= len(self._segments[-2].keys):
-            newer, older = self._segments.pop(), self._segments.pop()
-            merged_keys = np.concatenate((older.keys, newer.keys))
-            order = np.argsort(merged_keys, kind="stable")
-            self._segments.append(_Segment(merged_keys[order], np.concatenate((older.owners, newer.owners))[order]))
-
-    def candidates(self, queries: Sequence[np.ndarray], limit: int) -> list[list[str]]:
-        """For each key array, the records sharing keys with it, most shared first, at most ``limit``."""
+    def candidates(
+        self, queries: Sequence[np.ndarray], limit: int, times: Sequence[int | None] | None = None
+    ) -> list[list[str]]:
+        """For each key array, the records sharing keys with it (in its window, if ``times`` are given),
+        most shared first, at most ``limit``; keys more than ``common`` records hold are skipped."""
         result: list[list[str]] = [[] for _ in queries]
-        if not queries or not self._segments:
+        segments = self._segments + self._held
+        if not queries or not segments:
             return result
         keys = np.concatenate(queries)
         query_of = np.repeat(np.arange(len(queries), dtype=np.int64), [len(q) for q in queries])
@@ -167,25 +334,335 @@ class MemoryIndex:
         # direction, about four times faster than searching the keys as they come.
         order = np.argsort(keys)
         keys, query_of = keys[order], query_of[order]
-        query_hits, owner_hits = [], []
-        quota = np.full(len(keys), POSTINGS_PER_KEY, dtype=np.int64)
-        for segment in self._segments:  # oldest first, and within a segment in arrival order
+        bounds = []
+        held = np.zeros(len(keys), dtype=np.int64)
+        for segment in segments:
             left = np.searchsorted(segment.keys, keys, "left")
-            counts = np.minimum(np.searchsorted(segment.keys, keys, "right") - left, quota)
-            quota -= counts
+            right = np.searchsorted(segment.keys, keys, "right")
+            bounds.append((left, right))
+            held += right - left
+        usable = held <= self.common
+        query_times = None
+        if times is not None and self.window:
+            query_times = np.array([UNDATED if t is None else t for t in times], dtype=np.int64)
+        # Records past the horizon are forgotten, whether or not their segment has been rewritten without them.
+        horizon = self._horizon(segments)
+        query_hits, owner_hits = [], []
+        base = 0
+        for segment, (left, right) in zip(segments, bounds, strict=True):
+            counts = np.where(usable, right - left, 0)
             hit = np.flatnonzero(counts)
-            if not len(hit):
-                continue
-            counts = counts[hit]
-            # Every (query, matching position) pair, without a Python loop over the hits.
-            starts = np.repeat(left[hit] - np.cumsum(counts) + counts, counts)
-            positions = starts + np.arange(counts.sum(), dtype=np.int64)
-            query_hits.append(query_of[hit].repeat(counts))
-            owner_hits.append(segment.owners[positions])
+            if len(hit):
+                counts = counts[hit]
+                # Every (query, matching position) pair, without a Python loop over the hits.
+                starts = np.repeat(left[hit] - np.cumsum(counts) + counts, counts)
+                positions = starts + np.arange(counts.sum(), dtype=np.int64)
+                query = query_of[hit].repeat(counts)
+                owner = np.asarray(segment.owners[positions], dtype=np.int64)
+                if horizon is not None and segment.oldest < horizon:
+                    kept = np.asarray(segment.arrived[owner]) >= horizon
+                    query, owner = query[kept], owner[kept]
+                if query_times is not None:
+                    near = np.abs(np.asarray(segment.times[owner]) - query_times[query]) <= self.window
+                    near |= query_times[query] == UNDATED
+                    query, owner = query[near], owner[near]
+                query_hits.append(query)
+                owner_hits.append(owner + base)
+            base += len(segment.ids)
         if not query_hits:
             return result
         ranked = most_shared(np.concatenate(query_hits), np.concatenate(owner_hits), len(queries), limit)
-        return [[self.record_ids[o] for o in owners] for owners in ranked]
+        # The ids of every candidate at once, gathered segment by segment and decoded in one call.
+        chosen = np.array([o for owners in ranked for o in owners], dtype=np.int64)
+        names = np.empty(len(chosen), dtype=f"U{ID_WIDTH}")
+        first = 0
+        for segment in segments:
+            mine = (chosen >= first) & (chosen < first + len(segment.ids))
+            names[mine] = np.asarray(segment.ids[chosen[mine] - first]).astype(f"U{ID_WIDTH}")
+            first += len(segment.ids)
+        flat = names.tolist()
+        bounds = np.cumsum([0] + [len(owners) for owners in ranked]).tolist()
+        return [flat[a:b] for a, b in pairwise(bounds)]
+
+    @property
+    def unwritten(self) -> bool:
+        """Whether committed records are held in memory only (written at the next ``catch_up``)."""
+        return bool(self._held)
+
+    def size(self) -> tuple[int, int]:
+        """(records, postings) the index holds."""
+        segments = self._segments + self._held
+        return sum(len(s.ids) for s in segments), sum(len(s.keys) for s in segments)
+
+    # -- writing
+
+    def add(
+        self,
+        record_ids: Sequence[str],
+        keys: Sequence[np.ndarray],
+        last_seq: int,
+        times: Sequence[int],
+        first_seq: int | None = None,
+        arrived: int | None = None,
+    ) -> None:
+        """A committed batch's records: looked up at once, and (with a directory) written to the files at
+        a later ``catch_up``. ``first_seq``: where the batch's rows start (rejected ones included), so that
+        a run of this process's batches is known to be all that was stored since the files. ``arrived``:
+        when they were stored (seconds; by default their newest time)."""
+        if last_seq <= self._persisted_seq:  # another process wrote them to the files already
+            return
+        if self.directory is not None:
+            if first_seq is None or (self._held and first_seq != self._held_to + 1):
+                self._held_gap = True
+            if not self._held:
+                self._held_from = first_seq or 0
+            self._held_to = last_seq
+        if record_ids:
+            when = arrived if arrived is not None else max(times)
+            segment = _segment(record_ids, keys, times, [when] * len(record_ids), last_seq)
+            if self.directory is None:
+                self._segments = self._merged_list([*self._segments, segment], persist=False)
+            else:
+                self._held = self._merged_list([*self._held, segment], persist=False)
+        self.last_seq = max(self.last_seq, last_seq)
+
+    def catch_up(self, store: StoredRows) -> None:
+        """Under the store's write lock: add the rows stored since the index last looked (with a directory,
+        into its files, rebuilt first if they disagree with the store)."""
+        if self.directory is None:
+            for rows in chunked_rows(store.index_rows(self.last_seq), MERGE_UP_TO):
+                segment = _segment(rows.ids, rows.keys, rows.times, rows.arrived, rows.last_seq)
+                self._segments = self._merged_list([*self._segments, segment], persist=False)
+                self.last_seq = max(self.last_seq, rows.last_seq)
+            return
+        try:
+            self._catch_up_files(store)
+        except OSError:  # a directory it may not write (a store on a read-only disk): caught up in memory
+            for rows in chunked_rows(store.index_rows(self.last_seq), MERGE_UP_TO):
+                self._held.append(_segment(rows.ids, rows.keys, rows.times, rows.arrived, rows.last_seq))
+                self.last_seq = max(self.last_seq, rows.last_seq)
+
+    def rebuild(self, store: StoredRows) -> None:
+        """The files made again from the store's rows (under the store's write lock)."""
+        assert self.directory is not None
+        self.directory.mkdir(exist_ok=True)
+        with self._locked():
+            self._clear()
+            self._forget_held()
+            self._manifest_stamp = None
+        self._catch_up_files(store)
+
+    def flush(self, store: StoredRows) -> None:
+        """Write what is held in memory to the files now (under the store's write lock)."""
+        if self.directory is not None:
+            self._catch_up_files(store, flush=True)
+
+    def _catch_up_files(self, store: StoredRows, flush: bool = False) -> None:
+        assert self.directory is not None
+        self.directory.mkdir(exist_ok=True)
+        with self._locked():
+            self._refresh()
+            if self._broken or (self._persisted_seq and store.id_at(self._persisted_seq) != self._persisted_id):
+                self._clear()  # lost or unreadable files, or records the store does not have: built again below
+            wrote = False
+            newest = store.last_seq()
+            # What this process holds (its own batches, one run of rows) stands for the store's rows when it
+            # is all that was stored since the files: the usual case, one process, or its turn after the
+            # others wrote theirs. It is written once it is large enough (fewer, larger writes) or on closing.
+            ours = (
+                bool(self._held)
+                and not self._held_gap
+                and (self._held_from, self._held_to) == (self._persisted_seq + 1, newest)
+            )
+            if ours and (flush or sum(len(s.keys) for s in self._held) >= HOLD_POSTINGS):
+                for segment in self._held:
+                    self._write(segment)
+                    self._segments = self._merged_list([*self._segments, segment], persist=True)
+                self._persisted_seq, self._persisted_id = newest, store.id_at(newest)
+                self._forget_held()
+                wrote = True
+            elif newest > self._persisted_seq and not ours:  # others' records too: all read from the store
+                self._forget_held()
+                for rows in chunked_rows(store.index_rows(self._persisted_seq), MERGE_UP_TO):
+                    segment = _segment(rows.ids, rows.keys, rows.times, rows.arrived, rows.last_seq)
+                    self._write(segment)
+                    self._segments = self._merged_list([*self._segments, segment], persist=True)
+                    self._persisted_seq, self._persisted_id = rows.last_seq, rows.ids[-1]
+                    wrote = True
+            if wrote or self._horizon_passed():
+                self._segments = self._merged_list(self._segments, persist=True)
+                self._publish()
+            self.last_seq = max(self._persisted_seq, self._held_to)
+
+    def _forget_held(self) -> None:
+        self._held, self._held_from, self._held_to, self._held_gap = [], 0, 0, False
+
+    def _merged_list(self, segments: list[_Segment], persist: bool) -> list[_Segment]:
+        """The segments with those past the window dropped and the newest merged (binary counter)."""
+        horizon = self._horizon([*self._segments, *self._held, *segments])
+        if horizon is not None:  # whole segments past the window go at once
+            gone = [s for s in segments if s.newest < horizon]
+            if gone:
+                segments = [s for s in segments if s.newest >= horizon]
+                self._remove_files(gone)
+        while len(segments) > 1:
+            older, newer = segments[-2], segments[-1]
+            if len(newer.keys) < len(older.keys) or len(older.keys) + len(newer.keys) > MERGE_UP_TO:
+                break
+            merged = _merged(older, newer, horizon if horizon is not None else np.iinfo(np.int64).min)
+            if persist:
+                self._write(merged)
+            segments = [*segments[:-2], merged]
+            self._remove_files([older, newer])
+        return segments
+
+    def _horizon(self, segments: Sequence[_Segment]) -> int | None:
+        """Records that arrived before this are forgotten: two windows before the newest arrival. By arrival,
+        not publication: a backfill of an old archive is all in the index while it arrives, and its documents
+        find each other by their publication times; in a running service the two are about the same."""
+        if not self.window or not segments:
+            return None
+        return max(s.newest for s in segments) - 2 * self.window
+
+    def _horizon_passed(self) -> bool:
+        horizon = self._horizon([*self._segments, *self._held])
+        return horizon is not None and any(s.newest < horizon for s in self._segments)
+
+    # -- files
+
+    def _path(self, name: str, part: str) -> Path:
+        assert self.directory is not None
+        return self.directory / f"{name}.{part}"
+
+    def _write(self, segment: _Segment) -> None:
+        segment.name = f"s{segment.last_seq:012d}-{uuid.uuid4().hex[:8]}"
+        for part in PARTS:
+            path = self._path(segment.name, part)
+            with open(f"{path}.tmp", "wb") as out:
+                np.asarray(getattr(segment, part)).tofile(out)
+            os.replace(f"{path}.tmp", path)
+
+    def _remove_files(self, segments: Iterable[_Segment]) -> None:
+        """Another process may still read them: on POSIX its mapping outlives the name."""
+        for segment in segments:
+            if segment.name:
+                for part in PARTS:
+                    with contextlib.suppress(FileNotFoundError):
+                        self._path(segment.name, part).unlink()
+
+    def _publish(self) -> None:
+        assert self.directory is not None
+        manifest = {
+            "format": FORMAT,
+            "last_seq": self._persisted_seq,
+            "last_id": self._persisted_id,
+            "segments": [s.describe() for s in self._segments],
+        }
+        path = self.directory / MANIFEST
+        with open(f"{path}.tmp", "w") as out:
+            json.dump(manifest, out)
+        os.replace(f"{path}.tmp", path)
+        self._manifest_stamp = _stamp(path)
+
+    def _refresh(self) -> None:
+        """Open the segments the directory's manifest names, if it changed since it was last read. A file
+        that went meanwhile (another process merged it) is looked for once more under a newer manifest; an
+        unreadable manifest leaves the index empty, and the next catch_up builds the files again."""
+        assert self.directory is not None
+        path = self.directory / MANIFEST
+        for _ in range(3):
+            stamp = _stamp(path)
+            if stamp == self._manifest_stamp:
+                return
+            opened = {s.name: s for s in self._segments}
+            try:
+                manifest = json.loads(path.read_text()) if stamp is not None else {}
+                if manifest and manifest.get("format") != FORMAT:
+                    raise ValueError("another format")
+                segments = [opened.get(entry["name"]) or self._open(entry) for entry in manifest.get("segments", [])]
+            except FileNotFoundError:
+                continue
+            except (OSError, ValueError, KeyError, TypeError):
+                manifest, segments, self._broken = {}, [], True
+            self._manifest_stamp = stamp
+            self._segments = segments
+            self._persisted_seq = int(manifest.get("last_seq", 0))
+            self._persisted_id = manifest.get("last_id")
+            if self._held and self._held_to <= self._persisted_seq:  # another process wrote them
+                self._forget_held()
+            self.last_seq = max(self._persisted_seq, self._held_to)
+            return
+        self._broken = True  # files named by the manifest are gone
+
+    def _open(self, entry: dict) -> _Segment:
+        name = entry["name"]
+        parts = {
+            part: _mapped(self._path(name, part), dtype, count)
+            for part, dtype, count in (
+                ("keys", np.int64, entry["postings"]),
+                ("owners", np.int32, entry["postings"]),
+                ("ids", f"S{ID_WIDTH}", entry["records"]),
+                ("times", np.int64, entry["records"]),
+                ("arrived", np.int64, entry["records"]),
+            )
+        }
+        return _Segment(
+            name=name,
+            last_seq=int(entry["last_seq"]),
+            oldest=int(entry["oldest"]),
+            newest=int(entry["newest"]),
+            **parts,
+        )
+
+    def _clear(self) -> None:
+        assert self.directory is not None
+        for path in self.directory.iterdir():
+            if path.name != "lock":
+                path.unlink()
+        self._segments, self._persisted_seq, self._persisted_id, self._broken = [], 0, None, False
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """The directory's own lock, besides the store's: writers of one store hold both, but a directory
+        reused by hand for another store still never sees two writers."""
+        assert self.directory is not None
+        with open(self.directory / "lock", "a+b") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            yield
+
+    def close(self) -> None:
+        """Nothing to release: mapped files close with their arrays."""
+
+    def remove(self, record_id: str, keys: bytes) -> int:
+        """Nothing: a record taken down has no row, so it is never a verified candidate; its postings go
+        when its segment expires or the files are built again."""
+        return 0
+
+
+PARTS = ("keys", "owners", "ids", "times", "arrived")
+
+
+def MemoryIndex(window_days: float = 0.0, common: int = 1 << 62) -> SegmentIndex:
+    """An index in this process's memory only."""
+    return SegmentIndex(None, window_days, common)
+
+
+def _stamp(path: Path) -> tuple[int, int, int] | None:
+    try:
+        status = path.stat()
+    except FileNotFoundError:
+        return None
+    return status.st_ino, status.st_mtime_ns, status.st_size
+
+
+def _mapped(path: Path, dtype: np.typing.DTypeLike, count: int) -> np.ndarray:
+    """The file's array, mapped read-only (the pages a lookup touches are read; the rest stays on disk)."""
+    if not count:
+        return np.zeros(0, dtype=dtype)
+    array = np.memmap(path, dtype=dtype, mode="r")
+    if len(array) != count:
+        raise ValueError(f"{path}: {len(array)} entries, the manifest says {count}")
+    return array
 
 
 def within_batch(queries: Sequence[np.ndarray]) -> list[list[int]]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TypeVar
 
 import numpy as np
@@ -20,7 +20,16 @@ import numpy as np
 from docsieve import language
 from docsieve.decide import verified_pairs
 from docsieve.fingerprint import jaccard_and_containment
-from docsieve.index import CandidateIndex, MemoryIndex, within_batch
+from docsieve.index import (
+    CandidateIndex,
+    MemoryIndex,
+    SegmentIndex,
+    chunked_rows,
+    index_time,
+    open_index,
+    query_time,
+    within_batch,
+)
 from docsieve.models import Method, Record, Rejection, Sketch, Status, batched
 from docsieve.prepare import Prepared, prepare
 from docsieve.published import parse_published
@@ -30,7 +39,6 @@ from docsieve.store import NewRecord, Store, Transaction
 from docsieve.stories import Book, Overlap, Placement, rank_key
 from docsieve.templates import ShingleCounts, counted_shingles
 
-SKETCH_CACHE = 200_000  # records' shingles kept in memory, about 1.2 KB each for a news article
 BATCH_SEQ = 1 << 62  # ranks a batch's documents after every stored record that arrived when they did
 
 
@@ -74,16 +82,17 @@ class Match:
 
 class Pipeline:
     def __init__(self, store: Store, settings: Settings, index: CandidateIndex | None = None) -> None:
-        """``index``: the candidate index to use (``docsieve.index.open_index`` gives the one the settings
-        name); none is the embedded index, private to this process."""
+        """``index``: the candidate index to use; none is the one the settings name
+        (``docsieve.index.open_index``)."""
         self.store = store
         self.settings = settings
         store.check_fingerprints(settings.fingerprint_parameters)
-        self.index = index if index is not None else MemoryIndex()
+        self.index = index if index is not None else open_index(settings)
         self.templates = ShingleCounts(settings.boilerplate_texts)
         # Shingles of the records this process stored or read, so most verifications need no store read.
-        # A record's shingles never change, so an entry never goes stale; the cap only bounds memory.
+        # A record's shingles never change, so an entry never goes stale; DOCSIEVE_SKETCH_CACHE_MB bounds it.
         self._sketches: dict[str, Sketch] = {}
+        self._sketch_bytes = 0
 
     def ingest(self, items: Iterable[Item], progress: Callable[[int], object] | None = None) -> Summary:
         """Store everything the items hold, a batch at a time, in order; ``progress`` hears how many
@@ -113,22 +122,28 @@ class Pipeline:
         languages = dict(
             zip([p.id for p in unknown], language.detect_many([p.document.text for p in unknown]), strict=True)
         )
+        published = {p.id: parse_published(p.document.published) for p in prepared}
+        arrival = datetime.now(UTC)
+        times = [query_time(published[p.id], arrival) for p in prepared]
+        keys = [p.keys for p in prepared]
         # The costly lookup happens before taking the lock; under it, only the records stored since
         # that lookup (by other workers, meanwhile) are looked at again.
-        early, complete_to = self.index.lookup([p.keys for p in prepared], limit, stage_ids=[p.id for p in prepared])
+        early, complete_to = self.index.lookup(keys, limit, times=times, stage_ids=[p.id for p in prepared])
         with self.store.writing() as txn:
             self.index.catch_up(txn)
             self.templates.catch_up(txn)
-            late = MemoryIndex()
-            late.catch_up(txn, after=complete_to)
+            self.templates.snapshot_if_due(txn)  # every row counted, under the lock
             found = {p.id: a for p, a in zip(prepared, early, strict=True)}
-            if late.record_ids:  # other workers stored records since the lookup
-                for p, b in zip(prepared, late.candidates([p.keys for p in prepared], limit), strict=True):
+            late = MemoryIndex(self.settings.index_window, self.settings.common_key_records)
+            late.last_seq = complete_to
+            late.catch_up(txn)
+            if late.last_seq > complete_to:  # other workers stored records since the lookup
+                for p, b in zip(prepared, late.candidates(keys, limit, times), strict=True):
                     found[p.id] += [c for c in b if c not in found[p.id]]
             known = txn.existing_ids([p.id for p in prepared] + [r.id for r in rejections])
             new = [_rejected(r) for r in _first_of_each(rejections, known)]
             now = txn.now()  # ranks undated documents, and stamps what the batch changes
-            decided, book = self._decide(txn, _first_of_each(prepared, known), found, languages, now)
+            decided, book = self._decide(txn, _first_of_each(prepared, known), found, languages, published, now)
             new += decided
             txn.insert(new, now)
             txn.save_stories(book, now)
@@ -136,25 +151,45 @@ class Pipeline:
             if counted:
                 counts_seq = txn.add_shingle_counts(counted_shingles(counted))
             last_seq = txn.last_seq()
-        # Only after the commit: an index never claims records that were rolled back. (A shared index
-        # had the keys staged before the lock; only its sequence number moves now.)
-        keyed = [(n.record.id, n.keys) for n in new if n.keys is not None]  # every record but the rejected
-        self.index.add([record_id for record_id, _ in keyed], [keys for _, keys in keyed], last_seq)
         if counted:  # the row just written: under the lock nobody wrote one between it and the last read
             self.templates.add(np.concatenate(counted))
             self.templates.last_seq = counts_seq
-        if len(self._sketches) > SKETCH_CACHE:
-            self._sketches.clear()
-        for n in new:
-            if n.shingles is not None and n.minima is not None:
-                self._sketches[n.record.id] = Sketch(n.record.id, n.shingles, n.minima)
+        # Only after the commit: an index never claims records that were rolled back. (A shared index
+        # had the keys staged before the lock; only its sequence number moves now.)
+        keyed = [n for n in new if n.keys is not None]  # every record but the rejected
+        self.index.add(
+            [n.record.id for n in keyed],
+            [n.keys for n in keyed if n.keys is not None],
+            last_seq,
+            [index_time(n.record.published_at, now) for n in keyed],
+            first_seq=last_seq - len(new) + 1,
+            arrived=int(now.timestamp()),
+        )
+        self._remember(
+            Sketch(n.record.id, n.shingles, n.minima) for n in new if n.shingles is not None and n.minima is not None
+        )
         return [n.record for n in new]
+
+    def _remember(self, sketches: Iterable[Sketch]) -> None:
+        """Keep sketches in the cache; past its size, it starts again from empty (the recent records, which
+        the next batches' candidates mostly are, come back at once)."""
+        for sketch in sketches:
+            size = sketch.shingles.nbytes + sketch.minima.nbytes + 200  # the dict entry and objects around them
+            if self._sketch_bytes + size > self.settings.sketch_cache_mb << 20:
+                self._sketches.clear()
+                self._sketch_bytes = 0
+            if sketch.record_id not in self._sketches:
+                self._sketches[sketch.record_id] = sketch
+                self._sketch_bytes += size
 
     def prepare(self, batch: list[Item]) -> tuple[list[Rejection], list[Prepared]]:
         """Extraction and fingerprints (``prepare.prepare``); the language comes in ``store_prepared``."""
         return prepare(batch, self.settings)
 
     def close(self) -> None:
+        if isinstance(self.index, SegmentIndex) and self.index.unwritten:
+            with self.store.writing() as txn:  # the last batches into the index's files: the next start reads them
+                self.index.flush(txn)
         self.index.close()
         self.store.close()
 
@@ -164,6 +199,7 @@ class Pipeline:
         batch: list[Prepared],
         found: dict[str, list[str]],
         languages: dict[str, str | None],
+        published: dict[str, datetime | None],
         now: datetime,
     ) -> tuple[list[NewRecord], Book]:
         """Each document of the batch placed in a story, in arrival order (docsieve/stories.py)."""
@@ -226,16 +262,14 @@ class Pipeline:
             )
             copies_of[i].append(other)
         first_with_text: dict[str, str] = {}
-        published: list[datetime | None] = []
         for i, p in enumerate(batch):
             fp = p.fingerprint
-            published.append(parse_published(p.document.published))
             record = Placement(
                 p.id,
                 "",
                 Status.CANONICAL,
                 fp.content_hash,
-                rank_key(self.settings.canonical, published[-1], now, BATCH_SEQ + i),
+                rank_key(self.settings.canonical, published[p.id], now, BATCH_SEQ + i),
             )
             if fp.content_hash in stored_texts:
                 book.add_exact(record, stored_texts[fp.content_hash])
@@ -245,8 +279,8 @@ class Pipeline:
                 first_with_text[fp.content_hash] = p.id
                 book.decide(record, [c for c in copies_of[i] if c in book.placements])
         new = []
-        for p, when in zip(batch, published, strict=True):
-            fp, doc, placed = p.fingerprint, p.document, book.placements[p.id]
+        for p in batch:
+            fp, doc, placed, when = p.fingerprint, p.document, book.placements[p.id], published[p.id]
             canonical = book.canonical_of[placed.story_id]
             # Every record keeps its shingles and keys, exact copies too: any record may have to found a story
             # or become one's canonical (a take-over, a split, a takedown), and must then be found and measured.
@@ -285,19 +319,33 @@ class Pipeline:
         ids = set(ids)
         found = {c: self._sketches[c] for c in ids if c in self._sketches}
         loaded = txn.sketches(ids - found.keys())
-        self._sketches.update(loaded)  # other workers' records
+        self._remember(loaded.values())  # other workers' records
         found.update(loaded)
         return found
 
-    def similar(self, items: Iterable[Item], limit: int) -> Iterator[tuple[str, list[Match] | str]]:
-        """For each input, the stored records closest to it (nothing is stored), or why it was rejected."""
+    def similar(
+        self, items: Iterable[Item], limit: int, everything: bool = False
+    ) -> Iterator[tuple[str, list[Match] | str]]:
+        """For each input, the stored records closest to it (nothing is stored), or why it was rejected.
+        The index answers: the records of its window; ``everything`` searches every stored record's keys
+        instead (a pass over the store)."""
+        wanted = max(limit, self.settings.max_candidates)
         for batch in batched(items, self.settings.batch_size):
             rejections, prepared = self.prepare(batch)
             for rejection in rejections:
                 yield rejection.source, rejection.reason
+            keys = [p.keys for p in prepared]
             with self.store.reading() as txn:
-                self.index.catch_up(txn)
-                found, _ = self.index.lookup([p.keys for p in prepared], max(limit, self.settings.max_candidates))
+                if everything:
+                    found: list[list[str]] = [[] for _ in prepared]
+                    for rows in chunked_rows(txn.index_rows(0), 1 << 22):
+                        part = MemoryIndex(common=self.settings.common_key_records)
+                        part.add(rows.ids, rows.keys, rows.last_seq, rows.times)
+                        for ids, more in zip(found, part.candidates(keys, wanted), strict=True):
+                            ids += more
+                else:
+                    self.index.catch_up(txn)
+                    found, _ = self.index.lookup(keys, wanted)
                 for p, ids in zip(prepared, found, strict=True):
                     ids += txn.by_hash([p.fingerprint.content_hash]).values()
                     scored = []
@@ -306,11 +354,8 @@ class Pipeline:
                         if jaccard or containment:
                             scored.append((max(jaccard, containment), jaccard, containment, sketch.record_id))
                     scored.sort(reverse=True)
-                    matches = [
-                        Match(record, j, c)
-                        for _, j, c, rid in scored[:limit]
-                        if (record := self.store.get(rid)) is not None
-                    ]
+                    records = txn.records([rid for _, _, _, rid in scored[:limit]])
+                    matches = [Match(records[rid], j, c) for _, j, c, rid in scored[:limit] if rid in records]
                     yield p.document.source, matches
 
 

@@ -97,6 +97,15 @@ shingle_counts = sa.Table(
     sa.Column("counts", sa.LargeBinary, nullable=False),  # uint32 shingle ids of the texts, one after another
 )
 
+# The template counts as of a ``shingle_counts`` row (its seq), zlib-compressed uint16 counters: a process
+# starts from the newest and the rows after it; the rows it covers are deleted when it is written.
+shingle_count_snapshots = sa.Table(
+    "shingle_count_snapshots",
+    metadata,
+    sa.Column("seq", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=False),
+    sa.Column("counts", sa.LargeBinary, nullable=False),
+)
+
 # Tasks of the deployment that failed for good, for a person to see (and, later, retry).
 failures = sa.Table(
     "failures",

@@ -87,6 +87,14 @@ class CoreSettings:
     # the first stored.
     canonical: str = "earliest-published"
     max_candidates: int = 32
+    # The candidate window, in days (docsieve/index.py): a stored record is a candidate for a document only if
+    # their times (publication, else arrival) are at most this far apart, and the index forgets records two
+    # windows older than its newest. News is copied within days (Google News clusters within 30); 0: no window.
+    index_window: float = 30.0
+    # A key more records hold than this is boilerplate: lookups skip it (docsieve/index.py).
+    common_key_records: int = 1000
+    # Megabytes of stored records' shingles a process keeps, so that most verifications read nothing.
+    sketch_cache_mb: int = 256
     # Documents larger than this (bytes) are rejected.
     max_document_bytes: int = 10_000_000
     # HTML extraction's bounds: characters of a page (the fetch's download limit, FETCH_MAX_BYTES, by
@@ -106,6 +114,7 @@ class CoreSettings:
             "winnow_window",
             "boilerplate_texts",
             "max_candidates",
+            "common_key_records",
             "max_document_bytes",
             "max_html_chars",
             "batch_size",
@@ -129,6 +138,12 @@ class CoreSettings:
             raise SettingsError(
                 f"{PREFIX}CANONICAL must be one of {', '.join(CANONICAL_POLICIES)}, got {self.canonical!r}"
             )
+        if not 0 <= self.index_window < 100 * 365:
+            raise SettingsError(
+                f"{PREFIX}INDEX_WINDOW is days, from 0 (no window) up to a century; got {self.index_window}"
+            )
+        if self.sketch_cache_mb < 0:
+            raise SettingsError(f"{PREFIX}SKETCH_CACHE_MB must not be negative, got {self.sketch_cache_mb}")
         if not self.extract_timeout > 0:
             raise SettingsError(f"{PREFIX}EXTRACT_TIMEOUT must be above 0, got {self.extract_timeout}")
 

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -22,6 +24,7 @@ from sqlalchemy.engine import Engine
 
 from docsieve.bookkeeping import Bookkeeping
 from docsieve.fingerprint import bin_minima
+from docsieve.index import index_time
 from docsieve.models import Method, Record, Sketch, Status, Story, batched
 from docsieve.schema import (
     CHUNK,
@@ -30,6 +33,7 @@ from docsieve.schema import (
     meta,
     metadata,
     records,
+    shingle_count_snapshots,
     shingle_counts,
     stories,
     upsert_insert,
@@ -41,7 +45,7 @@ RECORD_COLUMNS = [c for c in records.c if c.name not in ("shingles", "index_keys
 # Any constant: the advisory lock that serializes deciders on PostgreSQL, as BEGIN IMMEDIATE does on SQLite.
 WRITE_LOCK = 0x646F6373
 MIGRATIONS = Path(__file__).with_name("migrations")
-SCHEMA_REVISION = "0009"  # the newest migration; a test holds it equal to Alembic's head
+SCHEMA_REVISION = "0010"  # the newest migration; a test holds it equal to Alembic's head
 KNOWN_REVISIONS = frozenset(path.name[:4] for path in (MIGRATIONS / "versions").glob("[0-9][0-9][0-9][0-9]_*.py"))
 SQLITE_HEADER = b"SQLite format 3\0"
 
@@ -134,6 +138,14 @@ class Transaction:
             found.update(self.conn.scalars(sa.select(stories.c.id).where(self._among(stories.c.id, chunk))))
         return found
 
+    def records(self, ids: Iterable[str]) -> dict[str, Record]:
+        """Records by id, the ones stored."""
+        found: dict[str, Record] = {}
+        for chunk in batched(set(ids), CHUNK):
+            query = sa.select(*RECORD_COLUMNS).where(self._among(records.c.id, chunk))
+            found.update((row.id, _record(row)) for row in self.conn.execute(query))
+        return found
+
     def sketches(self, ids: Iterable[str]) -> dict[str, Sketch]:
         rows: list[tuple[str, np.ndarray]] = []
         for chunk in batched(set(ids), CHUNK):
@@ -216,18 +228,42 @@ class Transaction:
         began, which can be before another's commit)."""
         return datetime.now(UTC)
 
-    def index_rows(self, after_seq: int) -> Iterator[tuple[int, str, bytes]]:
-        """(seq, id, keys) of the records stored after ``after_seq``, in order."""
+    def index_rows(self, after_seq: int) -> Iterator[tuple[int, str, bytes, int, int]]:
+        """(seq, id, keys, time, arrival) of the records stored after ``after_seq``, in order; the time is
+        ``index.index_time`` of each, the arrival when it was stored (seconds)."""
         query = (
-            sa.select(records.c.seq, records.c.id, records.c.index_keys)
+            sa.select(records.c.seq, records.c.id, records.c.index_keys, records.c.published_at, records.c.created_at)
             .where(records.c.seq > after_seq, records.c.index_keys.is_not(None))
             .order_by(records.c.seq)
         )
-        yield from self.conn.execute(query.execution_options(yield_per=10000))
+        for seq, record_id, keys, published, arrived in self.conn.execute(query.execution_options(yield_per=10000)):
+            arrived = _utc(arrived)
+            yield seq, record_id, keys, index_time(_utc(published), arrived), int(arrived.timestamp())
+
+    def id_at(self, seq: int) -> str | None:
+        return self.conn.scalar(sa.select(records.c.id).where(records.c.seq == seq))
 
     def shingle_count_rows(self, after_seq: int) -> Iterator[tuple[int, bytes]]:
         query = sa.select(shingle_counts.c.seq, shingle_counts.c.counts).where(shingle_counts.c.seq > after_seq)
         yield from self.conn.execute(query.order_by(shingle_counts.c.seq).execution_options(yield_per=100))
+
+    def count_snapshot(self, after_seq: int) -> tuple[int, bytes] | None:
+        """The newest template-count snapshot, if it covers rows after ``after_seq``."""
+        query = (
+            sa.select(shingle_count_snapshots.c.seq, shingle_count_snapshots.c.counts)
+            .where(shingle_count_snapshots.c.seq > after_seq)
+            .order_by(shingle_count_snapshots.c.seq.desc())
+            .limit(1)
+        )
+        row = self.conn.execute(query).first()
+        return (int(row.seq), bytes(row.counts)) if row else None
+
+    def save_count_snapshot(self, seq: int, blob: bytes) -> None:
+        """The counts as of row ``seq``; the rows and older snapshots it covers go, all but row ``seq`` itself:
+        SQLite numbers a new row after the largest there, so the newest stays to keep the numbers rising."""
+        self.conn.execute(shingle_count_snapshots.insert().values(seq=seq, counts=blob))
+        self.conn.execute(shingle_count_snapshots.delete().where(shingle_count_snapshots.c.seq < seq))
+        self.conn.execute(shingle_counts.delete().where(shingle_counts.c.seq < seq))
 
     def add_shingle_counts(self, blob: bytes) -> int:
         """One row of the ids a batch adds to the template counts; returns its sequence number."""
@@ -299,6 +335,8 @@ class Store(Bookkeeping):
         self.schema_has_stories = True  # False for a store of an older schema, read as it is
         # A file store copies its write-ahead log into the database on a thread of its own (below).
         self._checkpointer = _Checkpointer(self.engine) if is_file and not readonly else None
+        self.lock_seconds = 0.0  # the write lock held, in all (``writing``), and how many times
+        self.lock_holds = 0
         try:
             # The common case, a store at the newest schema, costs this one query and no Alembic import.
             revision = _revision(self.engine, shown)
@@ -347,7 +385,11 @@ class Store(Bookkeeping):
         """A transaction that holds the store's write lock from its first statement to its commit, so
         that deciding against what is stored and storing the decision are one atomic step."""
         with write_locked(self.engine) as conn:
+            locked = time.perf_counter()
             yield Transaction(conn)
+        # How long the lock was held, commit included: what bounds a cluster of any size (docs/scaling.md).
+        self.lock_seconds += time.perf_counter() - locked
+        self.lock_holds += 1
         if self._checkpointer:
             self._checkpointer.request()
 
@@ -357,15 +399,16 @@ class Store(Bookkeeping):
         return found[0] if len(found) == 1 or (found and found[0].id == record_id) else None
 
     def matching(self, prefix: str, limit: int) -> list[Record]:
-        """Records whose id starts with ``prefix`` (the one whose id it is whole first), at most ``limit``."""
-        query = (
-            sa.select(*self._columns)
-            .where(records.c.id.startswith(prefix, autoescape=True))
-            .order_by(records.c.id != prefix, records.c.id)
-            .limit(limit)
-        )
+        """Records whose id starts with ``prefix`` (the one whose id it is whole first), at most ``limit``.
+        A range of the id index, not LIKE, which SQLite answers by reading every row."""
         with self.engine.connect() as conn:
-            return [_record(row) for row in conn.execute(query)]
+            return [_record(row) for row in conn.execute(self.prefix_query(prefix, limit))]
+
+    def prefix_query(self, prefix: str, limit: int) -> sa.Select:
+        query = sa.select(*self._columns).where(records.c.id >= prefix)  # the whole id, if it is one, comes first
+        if prefix and ord(prefix[-1]) < sys.maxunicode:
+            query = query.where(records.c.id < prefix[:-1] + chr(ord(prefix[-1]) + 1))
+        return query.order_by(records.c.id).limit(limit)
 
     def iter_records(self, status: Status | None = None, since: datetime | None = None) -> Iterator[Record]:
         """Records in arrival order; ``since``: only those stored, or placed anew, at or after it."""

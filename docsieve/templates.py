@@ -17,6 +17,7 @@ process from where it last looked, like the candidate index), so all workers sha
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Iterable, Sequence
 from typing import Protocol
 
@@ -31,11 +32,19 @@ NEAR_IDENTICAL = 0.8
 class CountRows(Protocol):
     def shingle_count_rows(self, after_seq: int) -> Iterable[tuple[int, bytes]]: ...
 
+    def count_snapshot(self, after_seq: int) -> tuple[int, bytes] | None: ...
+
+    def save_count_snapshot(self, seq: int, blob: bytes) -> None: ...
+
 
 # Counts are kept per bucket of shingle ids (their top 24 bits): 16M two-byte counters, 32 MB whatever the
 # store holds, each lookup one array index. Shingles sharing a bucket add up (at 4M distinct shingles, a
 # bucket holds a fifth of another on average), which can only make a rare shingle look a little commoner.
 BUCKET_SHIFT = 8
+# A snapshot of the counts is written once the rows since the last one hold this many ids (some 30,000
+# articles, 80 MB of rows): a process starts from the newest snapshot, and the rows before it go, so
+# neither the start nor the table grows with the store.
+SNAPSHOT_AFTER = 20_000_000
 MOST = 1 << 15  # counts stop here (the weight is 3/32768 by then); half the counters' range, see add()
 
 
@@ -46,14 +55,31 @@ class ShingleCounts:
         self.boilerplate_texts = boilerplate_texts
         self._counts = np.zeros(1 << (32 - BUCKET_SHIFT), dtype=np.uint16)  # pages are taken as written
         self.last_seq = 0
+        self.since_snapshot = 0  # ids counted since the last snapshot this process knows of
 
     def catch_up(self, rows: CountRows) -> None:
+        """Count the rows written since this process last looked, starting from the newest snapshot if it
+        covers more than this process has counted (or the rows it read were deleted)."""
+        if (snapshot := rows.count_snapshot(self.last_seq)) is not None:
+            seq, blob = snapshot
+            self._counts = np.frombuffer(zlib.decompress(blob), dtype=np.uint16).copy()
+            self.last_seq, self.since_snapshot = seq, 0
         for seq, blob in rows.shingle_count_rows(self.last_seq):
             self.add(np.frombuffer(blob, dtype=np.uint32))
             self.last_seq = max(self.last_seq, seq)
 
+    def snapshot_if_due(self, rows: CountRows) -> bool:
+        """Under the store's write lock, with every row counted: once the rows since the last snapshot hold
+        SNAPSHOT_AFTER ids, write the counts as a snapshot (the rows it covers go)."""
+        if self.since_snapshot < SNAPSHOT_AFTER:
+            return False
+        rows.save_count_snapshot(self.last_seq, zlib.compress(self._counts.tobytes(), 1))
+        self.since_snapshot = 0
+        return True
+
     def add(self, ids: np.ndarray) -> None:
         """Count the ids (a text's ids once each, several texts one after another)."""
+        self.since_snapshot += len(ids)
         buckets = ids >> BUCKET_SHIFT
         # numpy's unbuffered add (quicker than sorting the ids into runs, docs/benchmarks.md; its fast path needs the
         # counters' own dtype for the increment), in chunks that cannot wrap a counter: a counter is at

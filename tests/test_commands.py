@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 
 import numpy as np
@@ -39,7 +40,24 @@ def test_reindex_command_rebuilds_the_shared_index(redis_url: str, tmp_path) -> 
         rows = list(txn.index_rows(0))
     store.close()
     assert len(rows) > 10 and len(before) > 100
-    for _, record_id, blob in rows:  # every stored record is found again under each of its keys
+    for _, record_id, blob, *_ in rows:  # every stored record is found again under each of its keys
         for key in np.frombuffer(blob, dtype=np.int64).tolist():
             assert record_id in after[key]
     RedisIndex(redis_url, prefix).clear()
+
+
+def test_reindex_command_rebuilds_the_embedded_index_files(tmp_path) -> None:
+    from tests.test_cli import docsieve
+
+    store_url = f"sqlite:///{tmp_path / 's.db'}"
+    assert docsieve("ingest", "seeds/", store=store_url).returncode == 0
+    files = tmp_path / "s.db.index"
+    before = sorted(p.name for p in files.iterdir())
+    (files / "index.json").write_text("{not json")
+    rebuilt = docsieve("reindex", store=store_url)
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    assert re.search(r"rebuilt from .*: 25 records, \d+ keys", rebuilt.stdout), rebuilt.stdout
+    after = sorted(p.name for p in files.iterdir())
+    assert len(after) == len(before) and after != before  # new segment files, none left over
+    similar = docsieve("similar", "seeds/013_rafale_truncated.txt", store=store_url)
+    assert "010_rafale_original.txt" in similar.stdout

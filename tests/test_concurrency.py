@@ -26,7 +26,9 @@ def test_parallel_ingest_keeps_one_canonical_per_story(tmp_path: Path, store_url
     processes = 4
     folders = []
     rng = random.Random(7)
-    minutes = rng.sample(range(100_000), processes * 30 * len(STORIES))  # distinct publication times
+    # Distinct publication times within a day or so: copies farther apart than the candidate window
+    # (DOCSIEVE_INDEX_WINDOW) are other stories by design.
+    seconds = rng.sample(range(100_000), processes * 30 * len(STORIES))
     for p in range(processes):
         folder = tmp_path / f"in{p}"
         folder.mkdir()
@@ -34,7 +36,7 @@ def test_parallel_ingest_keeps_one_canonical_per_story(tmp_path: Path, store_url
         for copy in range(30):
             for story, text in STORIES.items():
                 # Every process gets its own copy of every story: a new line at the end makes it a near copy.
-                published = datetime(2015, 7, 1, tzinfo=UTC) + timedelta(minutes=minutes.pop())
+                published = datetime(2015, 7, 1, tzinfo=UTC) + timedelta(seconds=seconds.pop())
                 lines.append(
                     {
                         "id": f"{copy:03d}_{story}",

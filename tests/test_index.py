@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
-from docsieve.index import MemoryIndex
+from docsieve.index import DAY, PARTS, MemoryIndex, SegmentIndex
 from worker.redis_index import RedisIndex
 
 
@@ -14,7 +16,7 @@ def test_memory_and_redis_indexes_find_the_same_candidates(redis_index: RedisInd
     ids = [f"r{i}" for i in range(60)]
     memory = MemoryIndex()
     for start in range(0, 60, 7):  # several batches: several segments in memory
-        memory.add(ids[start : start + 7], records[start : start + 7], last_seq=start + 7)
+        memory.add(ids[start : start + 7], records[start : start + 7], start + 7, [0] * len(ids[start : start + 7]))
         redis_index.lookup(records[start : start + 7], 0, stage_ids=ids[start : start + 7])
         redis_index.add(ids[start : start + 7], records[start : start + 7], last_seq=start + 7)
     queries = [np.unique(rng.integers(0, 500, size=30, dtype=np.int64)) for _ in range(10)]
@@ -24,3 +26,119 @@ def test_memory_and_redis_indexes_find_the_same_candidates(redis_index: RedisInd
         shared = {rid: len(set(q.tolist()) & set(records[int(rid[1:])].tolist())) for rid in set(a) | set(b)}
         # The same records, up to ties in the number of shared keys.
         assert sorted(shared[r] for r in a) == sorted(shared[r] for r in b)
+
+
+class Rows:
+    """A store's index rows, as the index reads them (docsieve/index.py's StoredRows), counting what is read."""
+
+    def __init__(self) -> None:
+        self.rows: list[tuple[int, str, bytes, int, int]] = []
+        self.read = 0
+
+    def put(self, index: SegmentIndex, keys: list[list[int]], when: int = DAY * 20_000, arrived: int | None = None):
+        """Store records with these keys, published ``when`` and stored at ``arrived`` (by default the same), and
+        as the pipeline does, hand the batch to the index."""
+        index.catch_up(self)  # the batch's turn under the lock: what the last one added is written
+        first = len(self.rows) + 1
+        ids = [f"{first + i:020x}" for i in range(len(keys))]
+        arrived = when if arrived is None else arrived
+        arrays = [np.array(k, dtype=np.int64) for k in keys]
+        for i, (record_id, array) in enumerate(zip(ids, arrays, strict=True)):
+            self.rows.append((first + i, record_id, array.tobytes(), when, arrived))
+        index.add(ids, arrays, len(self.rows), [when] * len(ids), first_seq=first, arrived=arrived)
+        return ids
+
+    def index_rows(self, after_seq: int):
+        for row in self.rows[after_seq:]:
+            self.read += 1
+            yield row
+
+    def id_at(self, seq: int) -> str | None:
+        return self.rows[seq - 1][1] if 0 < seq <= len(self.rows) else None
+
+    def last_seq(self) -> int:
+        return len(self.rows)
+
+
+def test_the_index_files_open_in_a_new_process_without_reading_the_store(tmp_path: Path) -> None:
+    rows, index = Rows(), SegmentIndex(tmp_path / "index")
+    ids = [
+        rid
+        for start in range(0, 300, 50)
+        for rid in rows.put(index, [[k, 10_000 + k] for k in range(start, start + 50)])
+    ]
+    index.flush(rows)
+    files = sorted(p.name for p in (tmp_path / "index").glob("s*"))
+    assert len(files) == 2 * len(PARTS)  # six batches merged as a binary counter: 4 + 2    rows.read = 0
+    again = SegmentIndex(tmp_path / "index")
+    again.catch_up(rows)
+    assert rows.read == 0  # nothing read back: the files are complete
+    found, complete_to = again.lookup([np.array([7, 10_007]), np.array([299])], limit=5)
+    assert found == [[ids[7]], [ids[299]]] and complete_to == 300
+
+
+def test_the_files_are_built_again_when_they_disagree_with_the_store(tmp_path: Path) -> None:
+    rows, index = Rows(), SegmentIndex(tmp_path / "index")
+    rows.put(index, [[1], [2]])
+    index.flush(rows)
+    other = Rows()  # another store (the file replaced) whose records have other ids at the same places
+    ids = ["a" * 20, "b" * 20, "c" * 20]
+    other.rows = [(i + 1, rid, np.array([i + 1], dtype=np.int64).tobytes(), 0, 0) for i, rid in enumerate(ids)]
+    again = SegmentIndex(tmp_path / "index")
+    again.catch_up(other)
+    assert again.lookup([np.array([1]), np.array([3])], limit=5)[0] == [[ids[0]], [ids[2]]]
+
+
+def test_every_record_with_a_key_is_a_candidate_however_many_came_before() -> None:
+    # The ninth and later records with a key used to be dropped (eight postings a key): an original stored
+    # after its keys filled up was never found for its own copy.
+    rows, index = Rows(), MemoryIndex()
+    ids = rows.put(index, [[5, 100 + i] for i in range(40)])
+    found, _ = index.lookup([np.array([5, 139])], limit=50)
+    assert found[0][0] == ids[39] and sorted(found[0]) == sorted(ids)
+
+
+def test_keys_held_by_more_records_than_common_are_skipped_and_records_found_by_their_others() -> None:
+    rows, index = Rows(), MemoryIndex(common=10)
+    ids = rows.put(index, [[5, 100 + i] for i in range(11)])
+    assert index.lookup([np.array([5])], limit=50)[0] == [[]]
+    assert index.lookup([np.array([5, 103])], limit=50)[0] == [[ids[3]]]
+    below = MemoryIndex(common=11)
+    Rows().put(below, [[5, 100 + i] for i in range(11)])
+    assert len(below.lookup([np.array([5])], limit=50)[0][0]) == 11
+
+
+def test_the_window_bounds_candidates_by_time_and_an_undated_document_sees_the_whole_index(tmp_path: Path) -> None:
+    rows, index = Rows(), SegmentIndex(tmp_path / "index", window_days=10)
+    early = rows.put(index, [[1, 2]], when=100 * DAY)
+    late = rows.put(index, [[1, 3]], when=118 * DAY)
+    found, _ = index.lookup([np.array([1]), np.array([1]), np.array([1])], 5, times=[101 * DAY, 116 * DAY, None])
+    assert found[0] == early and found[1] == late and sorted(found[2]) == sorted(early + late)
+
+
+def test_records_that_arrived_two_windows_before_the_newest_are_forgotten(tmp_path: Path) -> None:
+    rows, index = Rows(), SegmentIndex(tmp_path / "index", window_days=1)
+    # Published long before: a backfill stays whole in the index while it arrives.
+    old = rows.put(index, [[1, 2], [3]], when=1 * DAY, arrived=10 * DAY)
+    rows.put(index, [[1, 4]], when=2 * DAY, arrived=11 * DAY)  # within two windows of arrival: nothing goes
+    index.flush(rows)
+    assert index.size()[0] == 3
+    assert sorted(index.lookup([np.array([1])], 5, times=[1 * DAY])[0][0]) == sorted([*old[:1], rows.rows[2][1]])
+    new = rows.put(index, [[1, 5]], when=13 * DAY, arrived=13 * DAY)
+    index.flush(rows)
+    assert index.size()[0] == 2 and old[0] not in index.lookup([np.array([1])], 5)[0][0]
+    assert new[0] in SegmentIndex(tmp_path / "index", window_days=1).lookup([np.array([1])], 5)[0][0]
+    assert not list((tmp_path / "index").glob("*.tmp"))
+
+
+def test_a_lost_file_makes_the_next_catch_up_build_the_files_again(tmp_path: Path) -> None:
+    rows, index = Rows(), SegmentIndex(tmp_path / "index")
+    ids = rows.put(index, [[1, 2], [3]])
+    index.flush(rows)
+    next((tmp_path / "index").glob("*.keys")).unlink()
+    again = SegmentIndex(tmp_path / "index")
+    assert again.lookup([np.array([3])], 5)[0] == [[]]  # nothing it can trust: it says so by its number
+    assert again.last_seq == 0
+    again.catch_up(rows)
+    assert again.lookup([np.array([3])], 5) == ([[ids[1]]], 2)
+    assert len(list((tmp_path / "index").glob("s*"))) == len(PARTS)  # the old files went with the rebuild

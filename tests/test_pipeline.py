@@ -6,7 +6,8 @@ import pytest
 
 from docsieve.models import Method, RawDocument, Status
 from docsieve.pipeline import Pipeline
-from docsieve.store import Store
+from docsieve.settings import Settings
+from docsieve.store import Store, Transaction
 from tests.conftest import fixture_text, ingest_texts
 
 ARABIC = fixture_text("ar_near_a.txt")
@@ -183,3 +184,26 @@ def test_copies_within_one_batch_and_across_batches(store: Store, settings) -> N
     assert (summary.new, summary.exact, summary.near) == (1, 4, 1)
     roots = {r.duplicate_of or r.id for r in store.iter_records()}
     assert len(roots) == 1
+
+
+def test_a_new_process_decides_by_the_index_files_without_loading_the_store(tmp_path, monkeypatch) -> None:
+    settings = Settings(store=f"sqlite:///{tmp_path / 'store.db'}")
+    first = Pipeline(Store(settings.store), settings)
+    originals = [(f"{i}.txt", f"{LONG}\nخبر رقم {i} " * 2) for i in range(3)] + [("en.txt", ENGLISH)]
+    ingest_texts(first, *originals)
+    first.close()
+    read: list[int] = []
+    rows = Transaction.index_rows
+
+    def counted(self, after_seq):
+        for row in rows(self, after_seq):
+            read.append(row[0])
+            yield row
+
+    monkeypatch.setattr(Transaction, "index_rows", counted)
+    second = Pipeline(Store(settings.store), settings)  # as a new process would
+    records = ingest_texts(second, ("copy.txt", ENGLISH.replace("\n\n", "\nRead more at example.com\n\n", 1)))
+    second.close()
+    assert read == []  # the store's rows were never read: the files held them all
+    assert records["copy.txt"].status is Status.DUPLICATE
+    assert records["copy.txt"].duplicate_of == records["en.txt"].id

@@ -3,6 +3,8 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
+from docsieve.models import RawDocument
+from docsieve.pipeline import Pipeline
 from docsieve.schema import metadata
 from docsieve.settings import Settings
 from docsieve.store import MIGRATIONS, SCHEMA_REVISION, Store
@@ -252,3 +254,19 @@ def test_a_store_of_the_previous_release_is_read_and_left_to_it(store_url: str, 
     with engine.connect() as conn:
         assert conn.scalar(sa.text("select version_num from alembic_version")) == SCHEMA_REVISION
     engine.dispose()
+
+
+def test_ids_are_found_by_prefix_through_the_id_index_not_a_scan(tmp_path) -> None:
+    store = Store(f"sqlite:///{tmp_path / 's.db'}")
+    pipeline = Pipeline(store, Settings(store=store.url))
+    pipeline.ingest([RawDocument(source=f"d{i}", body=f"story number {i} " * 20) for i in range(30)])
+    ids = sorted(r.id for r in store.iter_records())
+    prefix = ids[5][:2]
+    assert [r.id for r in store.matching(prefix, 5)] == [i for i in ids if i.startswith(prefix)][:5]
+    assert store.matching(ids[7], 2)[0].id == ids[7] and store.get(ids[7][:12]).id == ids[7]
+    assert store.matching("zz", 5) == []
+    query = store.prefix_query(prefix, 5).compile(store.engine, compile_kwargs={"literal_binds": True})
+    with store.engine.connect() as conn:
+        plan = " ".join(row[-1] for row in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {query}"))
+    assert "USING INDEX sqlite_autoindex_records_1 (id>? AND id<?)" in plan, plan
+    pipeline.close()

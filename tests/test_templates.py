@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import sqlalchemy as sa
 
 
 def test_template_weights_follow_the_counts_of_every_text() -> None:
@@ -29,3 +30,34 @@ def test_template_counts_stop_at_their_cap_and_never_wrap() -> None:
     counts.add(np.full(MOST, common, dtype=np.uint32))  # and again at the cap
     assert counts.counts(np.array([common, rare])).tolist() == [MOST, 3]
     assert counts.weights(np.array([common]))[0] == pytest.approx(3 / MOST)
+
+
+def test_a_new_process_starts_from_the_newest_count_snapshot_and_the_rows_after_it(tmp_path, monkeypatch) -> None:
+    import docsieve.templates as templates
+    from docsieve.models import RawDocument
+    from docsieve.pipeline import Pipeline
+    from docsieve.schema import shingle_counts
+    from docsieve.settings import Settings
+    from docsieve.store import Store
+
+    monkeypatch.setattr(templates, "SNAPSHOT_AFTER", 2_000)  # ids: a snapshot every few batches
+    settings = Settings(store=f"sqlite:///{tmp_path / 's.db'}", batch_size=4)
+    rng = np.random.default_rng(5)
+    vocabulary = [f"w{i}" for i in range(3000)]
+    docs = [RawDocument(source=f"d{i}", body=" ".join(rng.choice(vocabulary, 200))) for i in range(40)]
+    first = Pipeline(Store(settings.store), settings)
+    first.ingest(docs)
+    with first.store.reading() as txn:
+        snapshot = txn.count_snapshot(0)
+        rows_left = txn.conn.scalar(sa.select(sa.func.count()).select_from(shingle_counts))
+        oldest_row = txn.conn.scalar(sa.select(sa.func.min(shingle_counts.c.seq)))
+    # The rows it covers went (all but its own: new rows are numbered after it).
+    assert snapshot is not None and rows_left < 40 / 4 and oldest_row == snapshot[0]
+    second = Pipeline(Store(settings.store), settings)  # a new process, from the snapshot and the rows after it
+    with second.store.writing() as txn:
+        second.templates.catch_up(txn)
+    probe = np.unique(np.concatenate([first.templates._counts.nonzero()[0].astype(np.uint32) << 8]))
+    assert second.templates.last_seq == first.templates.last_seq
+    assert np.array_equal(second.templates.counts(probe), first.templates.counts(probe)) and probe.size > 1000
+    first.close()
+    second.close()

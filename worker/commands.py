@@ -66,10 +66,11 @@ def add_commands(cli: CommandLine) -> None:
     reindex = cli.sub.add_parser(
         "reindex",
         parents=[cli.common],
-        help="rebuild the shared candidate index from the store",
-        description="Drop the Redis candidate index (DOCSIEVE_INDEX_URL) and rebuild it from the keys every "
-        "record keeps in the store. Workers catch up by themselves after a crash or a Redis restart; run this "
-        "when Redis lost part of its data, or after pointing DOCSIEVE_INDEX_URL at a new Redis.",
+        help="rebuild the candidate index from the store",
+        description="Drop the candidate index (the Redis one of DOCSIEVE_INDEX_URL, else the embedded files beside "
+        "a SQLite store) and rebuild it from the keys every record keeps in the store. Both catch up by themselves "
+        "after a crash or a Redis restart; run this when Redis lost part of its data, or after pointing "
+        "DOCSIEVE_INDEX_URL at a new Redis.",
     )
     reindex.set_defaults(run=_reindex)
     cli.status_first.append(_queues_and_workers)
@@ -305,21 +306,30 @@ def _queues_and_workers(settings: Settings) -> bool:
 
 def _reindex(args: argparse.Namespace, settings: Settings) -> int:
     from docsieve.store import Store
-    from worker.redis_index import RedisIndex
 
-    if not settings.index_url:
-        print(
-            "docsieve: no shared index to rebuild (DOCSIEVE_INDEX_URL is not set; the embedded index is "
-            "rebuilt from the store at every start)",
-            file=sys.stderr,
-        )
-        return 1
-    index = RedisIndex(settings.index_url, settings.queue_prefix)
     store = Store(settings.store, migrate=False)
     try:
+        if not settings.index_url:
+            from docsieve.index import SegmentIndex, open_index
+
+            index = open_index(settings)
+            if not isinstance(index, SegmentIndex) or index.directory is None:
+                print(
+                    "docsieve: no index to rebuild: this store's index lives in each process's memory", file=sys.stderr
+                )
+                return 1
+            with store.writing() as txn:  # nobody decides while the files are rebuilt
+                index.rebuild(txn)
+            records, postings = index.size()
+            shown = f"{redacted(settings.store)} in {index.directory}"
+            print(f"index rebuilt from {shown}: {records} records, {postings} keys")
+            return 0
+        from worker.redis_index import RedisIndex
+
+        shared = RedisIndex(settings.index_url, settings.queue_prefix)
         with store.writing() as txn:  # no worker decides while the index is rebuilt
-            removed = index.clear()
-            index.catch_up(txn)
+            removed = shared.clear()
+            shared.catch_up(txn)
     finally:
         store.close()
     print(f"index rebuilt from {redacted(settings.store)}: {removed} old keys removed")

@@ -10,10 +10,8 @@ from collections.abc import Sequence
 import numpy as np
 import redis
 
-from docsieve.index import POSTINGS_PER_KEY, StoredRows, most_shared, rows_to_arrays
+from docsieve.index import ID_WIDTH, POSTINGS_PER_KEY, StoredRows, most_shared, read_rows
 from docsieve.models import batched
-
-ID_WIDTH = 20  # record ids are 20 hex characters; the index stores them at this fixed width
 
 
 class RedisIndex:
@@ -134,7 +132,7 @@ class RedisIndex:
 
     def catch_up(self, store: StoredRows) -> None:
         after = int(self._redis.get(self._seq_key) or 0)
-        batch: list[tuple[int, str, bytes]] = []
+        batch: list[tuple[int, str, bytes, int, int]] = []
         for row in store.index_rows(after):
             batch.append(row)
             if len(batch) == 1000:  # bounded script calls, each complete up to its own last row
@@ -142,12 +140,20 @@ class RedisIndex:
                 batch = []
         self._write_rows(batch)
 
-    def _write_rows(self, rows: list[tuple[int, str, bytes]]) -> None:
-        ids, arrays, last = rows_to_arrays(rows)
-        if ids:
-            self._write(ids, arrays, last)
+    def _write_rows(self, rows: list[tuple[int, str, bytes, int, int]]) -> None:
+        read = read_rows(rows)
+        if read.ids:
+            self._write(read.ids, read.keys, read.last_seq)
 
-    def add(self, record_ids: Sequence[str], keys: Sequence[np.ndarray], last_seq: int) -> None:
+    def add(
+        self,
+        record_ids: Sequence[str],
+        keys: Sequence[np.ndarray],
+        last_seq: int,
+        times: Sequence[int] = (),
+        first_seq: int | None = None,
+        arrived: int | None = None,
+    ) -> None:
         """After the commit: the staged keys are there, so the sequence number moves; if the index was
         cleared meanwhile, the keys are written again first."""
         if not self._publish(args=[self._prefix, last_seq, self._staged_epoch]):
@@ -159,7 +165,11 @@ class RedisIndex:
         return self._add(args=[*args, *batch.appends(record_ids), last_seq])
 
     def lookup(
-        self, queries: Sequence[np.ndarray], limit: int, stage_ids: Sequence[str] | None = None
+        self,
+        queries: Sequence[np.ndarray],
+        limit: int,
+        times: Sequence[int | None] | None = None,
+        stage_ids: Sequence[str] | None = None,
     ) -> tuple[list[list[str]], int]:
         batch = _KeyBatch(queries)
         mode = "stage" if stage_ids else "lookup"

@@ -1,0 +1,147 @@
+"""The deployment's ceiling: how long each document holds the store's write lock, and what that allows.
+
+    .venv/bin/python bench/lock.py [--corpus DIR] [--docs 5000] [--single 300] [--processes 1,2,4,8]
+
+Every decider takes one lock to decide and write a batch (an advisory lock on PostgreSQL, BEGIN IMMEDIATE
+on SQLite): whatever the number of workers, documents cannot be decided faster than one lock hold after
+another. This measures the hold (``Store.lock_seconds``: from taking the lock to the end of the commit)
+per document, on PostgreSQL with the shared Redis index (the deployment) and on SQLite (the embedded
+default), with batches of 512 (the default) and of 1, and then runs 1, 2, 4 and 8 worker processes on one
+PostgreSQL database and Redis index: each a ``Pipeline`` (what a Celery ingest task runs, without the
+broker) with its share of the articles, all started together. It prints the ceilings (documents a second
+the lock allows: 1 / hold per document) and the throughput of each process count. Services come from
+REDIS_URL / DATABASE_URL when set and reachable, else private instances (the tests' helpers).
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import sys
+import time
+import uuid
+from pathlib import Path
+
+from common import DEFAULT_CORPUS, ROOT, Article, folder_or_exit, load_articles, machine, settle
+
+sys.path.insert(0, str(ROOT))
+from docsieve.index import open_index
+from docsieve.models import RawDocument
+from docsieve.pipeline import Pipeline
+from docsieve.settings import Settings
+from docsieve.store import Store
+from tests.services import postgres_database, postgres_server, redis_server, remove_keys
+
+
+def documents(articles: list[Article]) -> list[RawDocument]:
+    return [RawDocument(source=f"{a.id}.txt", body=f"{a.title}\n{a.content}", title=a.title) for a in articles]
+
+
+def held(settings: Settings, docs: list[RawDocument]) -> tuple[float, float, int]:
+    """(wall seconds, lock seconds, lock holds) of ingesting the documents in one process."""
+    store = Store(settings.store, fingerprints=settings.fingerprint_parameters)
+    pipeline = Pipeline(store, settings, open_index(settings))
+    started = time.perf_counter()
+    pipeline.ingest(docs)
+    wall = time.perf_counter() - started
+    pipeline.close()
+    return wall, store.lock_seconds, store.lock_holds
+
+
+def worker(settings: Settings, docs: list[RawDocument], start, results) -> None:
+    store = Store(settings.store, fingerprints=settings.fingerprint_parameters)
+    pipeline = Pipeline(store, settings, open_index(settings))
+    start.wait()
+    began = time.perf_counter()
+    pipeline.ingest(docs)
+    results.put((began, time.perf_counter(), store.lock_seconds, store.lock_holds))
+    pipeline.close()
+
+
+def together(settings: Settings, docs: list[RawDocument], processes: int) -> tuple[float, float]:
+    """(documents a second from the first start to the last end, lock seconds a document) of ``processes``
+    processes ingesting their shares of the documents at once."""
+    context = multiprocessing.get_context("spawn")
+    start, results = context.Event(), context.Queue()
+    shares = [docs[i::processes] for i in range(processes)]
+    running = [context.Process(target=worker, args=(settings, share, start, results)) for share in shares]
+    for p in running:
+        p.start()
+    time.sleep(3)  # every process imported and connected before the start
+    start.set()
+    got = [results.get(timeout=1800) for _ in running]
+    for p in running:
+        p.join()
+    wall = max(g[1] for g in got) - min(g[0] for g in got)
+    return len(docs) / wall, sum(g[2] for g in got) / len(docs)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS)
+    parser.add_argument("--docs", type=int, default=5000)
+    parser.add_argument("--single", type=int, default=300, help="documents ingested one a batch")
+    parser.add_argument("--processes", default="1,2,4,8")
+    args = parser.parse_args()
+    articles = load_articles(folder_or_exit(args.corpus), args.docs)
+    docs = documents(articles)
+    counts = [int(n) for n in args.processes.split(",")]
+    print(f"{len(docs):,} SaudiNewsNet articles; {machine()}", flush=True)
+    rows = []
+    with redis_server() as redis_url, postgres_server() as server:
+        for back_end in ("postgresql", "sqlite"):
+            for batch, count in ((512, len(docs)), (1, args.single)):
+                with postgres_database(server, "docsieve_lock") as pg, _scratch() as folder:
+                    prefix = f"docsieve-lock-{uuid.uuid4().hex[:8]}"
+                    settings = (
+                        Settings(store=pg, index_url=redis_url, queue_prefix=prefix, batch_size=batch)
+                        if back_end == "postgresql"
+                        else Settings(store=f"sqlite:///{folder / 'lock.db'}", batch_size=batch)
+                    )
+                    settle()
+                    wall, lock, holds = held(settings, docs[:count])
+                    remove_keys(redis_url, prefix)
+                per_doc = lock / count
+                rows.append((back_end, batch, count, count / wall, per_doc * 1e6, 1 / per_doc, lock / holds * 1e3))
+                print(
+                    f"  {back_end:10} batch {batch:3}: {count / wall:8,.0f} docs/s in one process; lock held "
+                    f"{per_doc * 1e6:7.1f} µs a document ({lock / holds * 1e3:.1f} ms a hold): ceiling "
+                    f"{1 / per_doc:9,.0f} docs/s",
+                    flush=True,
+                )
+        scaling = []
+        for n in counts:
+            with postgres_database(server, "docsieve_lock") as pg:
+                prefix = f"docsieve-lock-{uuid.uuid4().hex[:8]}"
+                settings = Settings(store=pg, index_url=redis_url, queue_prefix=prefix)
+                settle()
+                rate, lock = together(settings, docs, n)
+                remove_keys(redis_url, prefix)
+            scaling.append((n, rate, lock * 1e6))
+            print(f"  {n} processes on PostgreSQL + Redis: {rate:7,.0f} docs/s, lock {lock * 1e6:.1f} µs a document")
+    print("\n| store | batch | documents | docs/s (one process) | lock µs / doc | ms / hold | ceiling docs/s |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for back_end, batch, count, rate, micro, ceiling, hold in rows:
+        print(f"| {back_end} | {batch} | {count:,} | {rate:,.0f} | {micro:.1f} | {hold:.1f} | {ceiling:,.0f} |")
+    print("\n| processes | docs/s | vs 1 process | lock µs / doc |")
+    print("| ---: | ---: | ---: | ---: |")
+    for n, rate, micro in scaling:
+        print(f"| {n} | {rate:,.0f} | {rate / scaling[0][1]:.2f}x | {micro:.1f} |")
+    return 0
+
+
+class _scratch:
+    """A temporary folder (for the SQLite runs' store and its index files)."""
+
+    def __enter__(self) -> Path:
+        import tempfile
+
+        self._dir = tempfile.TemporaryDirectory(prefix="docsieve-lock-")
+        return Path(self._dir.name)
+
+    def __exit__(self, *exc: object) -> None:
+        self._dir.cleanup()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
