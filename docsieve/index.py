@@ -185,7 +185,7 @@ def open_index(settings: Settings) -> CandidateIndex:
             f"DOCSIEVE_INDEX_URL: the {scheme}:// index needs the deployment's packages "
             f"(pip install 'docsieve[deploy]'): {exc}"
         ) from None
-    return factory(settings.index_url, settings.queue_prefix)
+    return factory(settings.index_url, settings.queue_prefix, common=settings.common_key_records)
 
 
 def index_directory(settings: Settings) -> Path | None:

@@ -59,20 +59,20 @@ def test_a_record_is_listed_once_however_often_its_keys_are_written(redis_index:
     assert redis_index.lookup(keys, 5)[0] == [["r1", "r2"]]
 
 
-def test_only_the_earliest_records_of_a_key_count_and_a_document_never_finds_itself(redis_index: RedisIndex) -> None:
-    from docsieve.index import POSTINGS_PER_KEY
-
+def test_a_key_counts_until_it_is_common_and_a_document_never_finds_itself(redis_url: str, prefix: str) -> None:
+    # Every record of a key is a candidate (eight were kept, once): up to DOCSIEVE_COMMON_KEY_RECORDS of them;
+    # past that the key is boilerplate and skipped, and records are found through their other keys.
+    index = RedisIndex(redis_url, prefix, common=10)
     shared = np.array([42], dtype=np.int64)
-    ids = [f"{i:020x}" for i in range(POSTINGS_PER_KEY + 3)]
-    # Two batches: the first stages all but three, the second the rest, with a key of their own too.
-    first, second = ids[:-3], ids[-3:]
-    redis_index.lookup([shared] * len(first), 0, stage_ids=first)
-    found, _ = redis_index.lookup([np.array([42, 7], dtype=np.int64)] * 3, 50, stage_ids=second)
-    assert found == [first] * 3  # the batch's own records are not there yet: staged after reading
-    found, _ = redis_index.lookup([shared], 50)
-    assert found == [ids[:POSTINGS_PER_KEY]]  # the cap keeps the earliest
-    found, _ = redis_index.lookup([np.array([7], dtype=np.int64)], 50, stage_ids=[second[0]])
+    ids = [f"{i:020x}" for i in range(13)]
+    first, second = ids[:10], ids[10:]
+    index.lookup([shared] * len(first), 0, stage_ids=first)
+    found, _ = index.lookup([np.array([42, 7], dtype=np.int64)] * 3, 50, stage_ids=second)
+    assert [sorted(f) for f in found] == [first] * 3  # all ten; the batch's own not there yet: staged after reading
+    assert index.lookup([shared], 50)[0] == [[]]  # eleven now: common, skipped
+    found, _ = index.lookup([np.array([7], dtype=np.int64)], 50, stage_ids=[second[0]])
     assert found == [second[1:]]  # a document staged again does not find itself
+    index.close()
 
 
 def test_an_id_staged_twice_in_one_batch_takes_one_place(redis_index: RedisIndex) -> None:

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import numpy as np
 import redis
 
-from docsieve.index import ID_WIDTH, POSTINGS_PER_KEY, StoredRows, most_shared, read_rows
+from docsieve.index import ID_WIDTH, StoredRows, most_shared, read_rows
 from docsieve.models import batched
 
 
@@ -34,10 +34,12 @@ class RedisIndex:
     """
 
     # Shared by the lookup (with staging) and the add script. ARGV: prefix, cap, mode, epoch, the batch's
-    # distinct keys (8 bytes each, one string), how many ids each key gets (one byte each, at most cap),
-    # the ids (ID_WIDTH each, one string). Unless mode is 'add', the reply starts with each key's
-    # number of ids and all the ids as read, before appending. Appending skips ids already there and
-    # stops at cap; most keys are new, which costs one substring. (Library functions held in locals and a
+    # distinct keys (8 bytes each, one string), how many ids each key gets (two bytes each, little-endian,
+    # at most cap), the ids (ID_WIDTH each, one string). Unless mode is 'add', the reply starts with each
+    # key's number of ids (two bytes each) and all the ids as read, before appending; a key that holds cap
+    # ids is common (DOCSIEVE_COMMON_KEY_RECORDS + 1) and its ids are not sent: lookups skip it. Appending
+    # skips ids already there and stops at cap (more would never be read); most keys are new, which costs
+    # one substring. (Library functions held in locals and a
     # running count of the changes, not #changed per key: less Redis time.)
     _READ_AND_APPEND = """
     local hash, cap, mode, W = ARGV[1] .. 'postings', tonumber(ARGV[2]), ARGV[3], ID_WIDTH
@@ -51,8 +53,8 @@ class RedisIndex:
         local values = call('HMGET', hash, unpack(fields, s, math.min(s + 3999, n)))
         for j = 1, #values do
             local i, value = s + j - 1, values[j]
-            found[i] = value or ''
-            local c = appending and byte(counts, i) or 0
+            found[i] = (value and #value < cap * W) and value or ''
+            local c = appending and (byte(counts, 2 * i - 1) + 256 * byte(counts, 2 * i)) or 0
             if c > 0 then
                 if not value then
                     k = k + 2; changed[k - 1] = fields[i]; changed[k] = sub(adds, at, at + c * W - 1)
@@ -82,7 +84,10 @@ class RedisIndex:
     local reply = {}
     if mode ~= 'add' then
         local sizes, char = {}, string.char
-        for i = 1, n do sizes[i] = char(#found[i] / W) end
+        for i = 1, n do
+            local size = #found[i] / W
+            sizes[i] = char(size % 256, math.floor(size / 256))
+        end
         reply = {table.concat(sizes), table.concat(found)}
     end
     """.replace("ID_WIDTH", str(ID_WIDTH))
@@ -116,8 +121,10 @@ class RedisIndex:
     return 1
     """
 
-    def __init__(self, url: str, prefix: str) -> None:
+    def __init__(self, url: str, prefix: str, common: int = 1000) -> None:
         self._redis = redis.Redis.from_url(url)
+        # A key's first ``common`` + 1 records are kept: once it has that many it is common, never read.
+        self._cap = common + 1
         # "index2": postings at a fixed width (the first layout, "index", separated ids with commas).
         self._namespace = f"{prefix}:index"
         self._prefix = f"{prefix}:index2:"
@@ -161,8 +168,8 @@ class RedisIndex:
 
     def _write(self, record_ids: Sequence[str], keys: Sequence[np.ndarray], last_seq: int) -> bytes:
         batch = _KeyBatch(keys)
-        args: list[str | int | bytes] = [self._prefix, POSTINGS_PER_KEY, "add", uuid.uuid4().hex, batch.keys]
-        return self._add(args=[*args, *batch.appends(record_ids), last_seq])
+        args: list[str | int | bytes] = [self._prefix, self._cap, "add", uuid.uuid4().hex, batch.keys]
+        return self._add(args=[*args, *batch.appends(record_ids, self._cap), last_seq])
 
     def lookup(
         self,
@@ -173,13 +180,13 @@ class RedisIndex:
     ) -> tuple[list[list[str]], int]:
         batch = _KeyBatch(queries)
         mode = "stage" if stage_ids else "lookup"
-        appends = batch.appends(stage_ids) if stage_ids else (b"", b"")
+        appends = batch.appends(stage_ids, self._cap) if stage_ids else (b"", b"")
         sizes, ids, seq, epoch = self._lookup(
-            args=[self._prefix, POSTINGS_PER_KEY, mode, uuid.uuid4().hex, batch.keys, *appends]
+            args=[self._prefix, self._cap, mode, uuid.uuid4().hex, batch.keys, *appends]
         )
         if stage_ids:
             self._staged_epoch = epoch
-        return batch.ranked(np.frombuffer(sizes, dtype=np.uint8).astype(np.int64), ids, stage_ids, limit), int(seq)
+        return batch.ranked(np.frombuffer(sizes, dtype="<u2").astype(np.int64), ids, stage_ids, limit), int(seq)
 
     # Takes one record id (ARGV[2], at ID_WIDTH) out of the postings of its keys (ARGV[3]: 8 bytes each).
     _REMOVE = """
@@ -236,9 +243,9 @@ class _KeyBatch:
         """The distinct keys as the raw 8 bytes of each (the hash's field names), one after another."""
         return self.distinct.astype("<i8").tobytes()
 
-    def appends(self, record_ids: Sequence[str]) -> tuple[bytes, bytes]:
-        """How many ids each distinct key gets and those ids: the earliest POSTINGS_PER_KEY records of
-        the batch with the key, in batch order, each id once (the same source and text can come twice
+    def appends(self, record_ids: Sequence[str], cap: int) -> tuple[bytes, bytes]:
+        """How many ids each distinct key gets (two bytes each) and those ids: the earliest ``cap`` records
+        of the batch with the key, in batch order, each id once (the same source and text can come twice
         in a batch, and a document's keys can repeat)."""
         names, code = np.unique(np.array(list(record_ids), dtype=str), return_inverse=True)
         _, first = np.unique(self.position * len(names) + code.reshape(-1)[self.owner], return_index=True)
@@ -247,8 +254,8 @@ class _KeyBatch:
         position, owner = position[order], owner[order]
         start = np.flatnonzero(np.r_[True, position[1:] != position[:-1]]) if len(position) else position
         rank = np.arange(len(position)) - np.repeat(start, np.diff(np.r_[start, len(position)]))
-        kept = rank < POSTINGS_PER_KEY
-        counts = np.bincount(position[kept], minlength=self.unique).astype(np.uint8)
+        kept = rank < min(cap, 65535)
+        counts = np.bincount(position[kept], minlength=self.unique).astype("<u2")
         return counts.tobytes(), _fixed_width(record_ids)[owner[kept]].tobytes()
 
     def ranked(self, sizes: np.ndarray, postings: bytes, own_ids: Sequence[str] | None, limit: int) -> list[list[str]]:
