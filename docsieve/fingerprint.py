@@ -235,6 +235,19 @@ def fingerprint_batch(texts: Sequence[str], settings: Settings) -> list[Fingerpr
     ]
 
 
+def shingle_sets(texts: Sequence[str], settings: Settings) -> list[np.ndarray]:
+    """Sorted unique shingle ids of each text, as ``fingerprint_batch`` makes them: how a stored record's
+    shingles are made again from its text (the store keeps texts, not shingle sets)."""
+    if not texts:
+        return []
+    batch = shingle_batch(texts, settings)
+    owner = np.repeat(np.arange(len(texts), dtype=np.uint64), np.diff(batch.shingle_bounds))
+    keys = np.unique((owner << U64(32)) | batch.shingle_ids.astype(np.uint64))
+    ids = (keys & U64(0xFFFFFFFF)).astype(np.uint32)
+    bounds = np.searchsorted(keys >> U64(32), np.arange(len(texts) + 1, dtype=np.uint64)).tolist()
+    return [ids[bounds[i] : bounds[i + 1]] for i in range(len(texts))]
+
+
 def _winnowed(batch: ShingledBatch, window: int) -> tuple[np.ndarray, list[int]]:
     """Per document, the distinct minima of every window of ``window`` consecutive shingles (in text
     order; a text shorter than one window gives its smallest), tagged as keys; and where each document's

@@ -318,7 +318,7 @@ class Pipeline:
         """Shingles of stored records: from this process's cache, else read once from the store."""
         ids = set(ids)
         found = {c: self._sketches[c] for c in ids if c in self._sketches}
-        loaded = txn.sketches(ids - found.keys())
+        loaded = txn.sketches(ids - found.keys(), self.settings)
         self._remember(loaded.values())  # other workers' records
         found.update(loaded)
         return found
@@ -349,7 +349,7 @@ class Pipeline:
                 for p, ids in zip(prepared, found, strict=True):
                     ids += txn.by_hash([p.fingerprint.content_hash]).values()
                     scored = []
-                    for sketch in txn.sketches(ids).values():
+                    for sketch in txn.sketches(ids, self.settings).values():
                         jaccard, containment = jaccard_and_containment(p.fingerprint.shingles, sketch.shingles)
                         if jaccard or containment:
                             scored.append((max(jaccard, containment), jaccard, containment, sketch.record_id))

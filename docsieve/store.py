@@ -23,7 +23,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from docsieve.bookkeeping import Bookkeeping
-from docsieve.fingerprint import bin_minima
+from docsieve.fingerprint import bin_minima, shingle_sets
 from docsieve.index import index_time
 from docsieve.models import Method, Record, Sketch, Status, Story, batched
 from docsieve.schema import (
@@ -146,13 +146,22 @@ class Transaction:
             found.update((row.id, _record(row)) for row in self.conn.execute(query))
         return found
 
-    def sketches(self, ids: Iterable[str]) -> dict[str, Sketch]:
+    def sketches(self, ids: Iterable[str], settings: Settings) -> dict[str, Sketch]:
+        """Shingle sets (and their bin minima) of stored records: made again from their texts with the
+        store's fingerprint settings; a record stored with its set, by an older docsieve, gives that one."""
         rows: list[tuple[str, np.ndarray]] = []
+        texts: list[tuple[str, str]] = []
         for chunk in batched(set(ids), CHUNK):
-            query = sa.select(records.c.id, records.c.shingles).where(
-                self._among(records.c.id, chunk), records.c.shingles.is_not(None)
+            query = sa.select(records.c.id, records.c.shingles, records.c.text).where(
+                self._among(records.c.id, chunk),
+                records.c.index_keys.is_not(None),  # a stored text: not a rejection, not taken down
             )
-            rows += [(i, np.frombuffer(blob, dtype=np.uint32)) for i, blob in self.conn.execute(query)]
+            for record_id, blob, text in self.conn.execute(query):
+                if blob is not None:
+                    rows.append((record_id, np.frombuffer(blob, dtype=np.uint32)))
+                elif text is not None:
+                    texts.append((record_id, text))
+        rows += zip([i for i, _ in texts], shingle_sets([t for _, t in texts], settings), strict=True)
         minima = bin_minima([shingles for _, shingles in rows])
         return {i: Sketch(i, shingles, m) for (i, shingles), m in zip(rows, minima, strict=True)}
 
@@ -507,7 +516,7 @@ class Store(Bookkeeping):
             for record_id in record_ids:
                 if not txn.existing_ids([record_id]):
                     continue
-                book = Book(txn, settings, lambda ids: {i: s.shingles for i, s in txn.sketches(ids).items()})
+                book = Book(txn, settings, lambda ids: {i: s.shingles for i, s in txn.sketches(ids, settings).items()})
                 book.load([record_id])
                 placed = book.placements.get(record_id)  # none for a rejected record
                 story_id = placed.story_id if placed else None
@@ -849,7 +858,7 @@ def _row(item: NewRecord, now: object, stamp: Callable[[datetime | None], object
         r.jaccard,
         r.containment,
         now,
-        np.asarray(item.shingles, dtype=np.uint32).tobytes() if item.shingles is not None else None,
+        None,  # shingles: made again from the text when needed (Transaction.sketches), a third of a record's size
         np.asarray(item.keys, dtype=np.int64).tobytes() if item.keys is not None else None,
     )
 
@@ -870,8 +879,8 @@ PLACEMENT_COLUMNS = (
 
 
 def _inherit(conn: sa.Connection, gone: str, heir: str) -> None:
-    """The heir to a canonical record takes its stories' links, and shingles and index keys if it has none
-    (an exact copy, stored without them: those of a record with the same text)."""
+    """The heir to a canonical record takes its stories' links, and index keys (and shingles) if it has none
+    (an exact copy stored without them, by an older docsieve: those of a record with the same text)."""
     held = conn.execute(sa.select(contains.c.story_id, contains.c.containment).where(contains.c.record_id == gone))
     rows = [{"record_id": heir, "story_id": s, "containment": c} for s, c in held]
     if rows:
@@ -879,7 +888,7 @@ def _inherit(conn: sa.Connection, gone: str, heir: str) -> None:
     text = sa.select(records.c.content_hash).where(records.c.id == heir).scalar_subquery()
     twin = (
         sa.select(records.c.shingles, records.c.index_keys)
-        .where(records.c.content_hash == text, records.c.shingles.is_not(None))
+        .where(records.c.content_hash == text, records.c.index_keys.is_not(None))
         .order_by(records.c.seq)
         .limit(1)
     )
@@ -887,7 +896,7 @@ def _inherit(conn: sa.Connection, gone: str, heir: str) -> None:
     if found is not None:
         conn.execute(
             records.update()
-            .where(records.c.id == heir, records.c.shingles.is_(None))
+            .where(records.c.id == heir, records.c.index_keys.is_(None))
             .values(shingles=found.shingles, index_keys=found.index_keys)
         )
 

@@ -3,6 +3,7 @@
 import re
 
 import pytest
+import sqlalchemy as sa
 
 from docsieve.models import Method, RawDocument, Status
 from docsieve.pipeline import Pipeline
@@ -205,5 +206,7 @@ def test_a_new_process_decides_by_the_index_files_without_loading_the_store(tmp_
     records = ingest_texts(second, ("copy.txt", ENGLISH.replace("\n\n", "\nRead more at example.com\n\n", 1)))
     second.close()
     assert read == []  # the store's rows were never read: the files held them all
+    with Store(settings.store).reading() as txn:  # and the copy was verified on shingles made from the text
+        assert txn.conn.execute(sa.text("SELECT count(*) FROM records WHERE shingles IS NOT NULL")).scalar() == 0
     assert records["copy.txt"].status is Status.DUPLICATE
     assert records["copy.txt"].duplicate_of == records["en.txt"].id
