@@ -238,14 +238,20 @@ def fingerprint_batch(texts: Sequence[str], settings: Settings) -> list[Fingerpr
 def shingle_sets(texts: Sequence[str], settings: Settings) -> list[np.ndarray]:
     """Sorted unique shingle ids of each text, as ``fingerprint_batch`` makes them: how a stored record's
     shingles are made again from its text (the store keeps texts, not shingle sets)."""
-    if not texts:
-        return []
-    batch = shingle_batch(texts, settings)
-    owner = np.repeat(np.arange(len(texts), dtype=np.uint64), np.diff(batch.shingle_bounds))
-    keys = np.unique((owner << U64(32)) | batch.shingle_ids.astype(np.uint64))
-    ids = (keys & U64(0xFFFFFFFF)).astype(np.uint32)
-    bounds = np.searchsorted(keys >> U64(32), np.arange(len(texts) + 1, dtype=np.uint64)).tolist()
-    return [ids[bounds[i] : bounds[i + 1]] for i in range(len(texts))]
+    sets: list[np.ndarray] = []
+    for start in range(0, len(texts), SETS_AT_ONCE):  # a batch's arrays grow with its characters
+        chunk = texts[start : start + SETS_AT_ONCE]
+        batch = shingle_batch(chunk, settings)
+        owner = np.repeat(np.arange(len(chunk), dtype=np.uint64), np.diff(batch.shingle_bounds))
+        keys = np.sort((owner << U64(32)) | batch.shingle_ids.astype(np.uint64))  # sorted, then its repeats
+        keys = keys[np.r_[True, keys[1:] != keys[:-1]]]  # dropped: quicker than np.unique's hashing
+        ids = (keys & U64(0xFFFFFFFF)).astype(np.uint32)
+        bounds = np.searchsorted(keys >> U64(32), np.arange(len(chunk) + 1, dtype=np.uint64)).tolist()
+        sets += [ids[bounds[i] : bounds[i + 1]] for i in range(len(chunk))]
+    return sets
+
+
+SETS_AT_ONCE = 256
 
 
 def _winnowed(batch: ShingledBatch, window: int) -> tuple[np.ndarray, list[int]]:

@@ -18,7 +18,7 @@ from typing import TypeVar
 import numpy as np
 
 from docsieve import language
-from docsieve.decide import verified_pairs
+from docsieve.decide import hopeless, verified_pairs
 from docsieve.fingerprint import jaccard_and_containment
 from docsieve.index import (
     CandidateIndex,
@@ -210,9 +210,7 @@ class Pipeline:
             lambda ids: {i: s.shingles for i, s in self._sketches_of(txn, ids).items()},
             self.templates,
         )
-        wanted = {c for p in batch for c in found[p.id]}
-        sketches = self._sketches_of(txn, wanted)
-        book.shingles.update({c: sketch.shingles for c, sketch in sketches.items()})
+        summaries = self._summaries_of(txn, {c for p in batch for c in found[p.id]})
         book.shingles.update({p.id: p.fingerprint.shingles for p in batch})
         book.reserve(p.id for p in batch)
         stored_texts = txn.by_hash(p.fingerprint.content_hash for p in batch)
@@ -224,24 +222,51 @@ class Pipeline:
         # Every candidate pair of the batch, verified at once: stored candidates, then earlier documents of
         # the batch that are not exact copies (decided before the document that has them as candidates).
         doc_of_pair: list[int] = []
-        candidate_shingles: list[np.ndarray] = []
+        candidate_sizes: list[int] = []
         candidate_minima: list[np.ndarray] = []
         targets: list[str] = []
+        stored: list[bool] = []
         for i, (p, local) in enumerate(zip(batch, within_batch([p.keys for p in batch]), strict=True)):
             if exact[i]:
                 continue
             for c in found[p.id]:
-                if (sketch := sketches.get(c)) is not None:
+                if (summary := summaries.get(c)) is not None:
                     doc_of_pair.append(i)
-                    candidate_shingles.append(sketch.shingles)
-                    candidate_minima.append(sketch.minima)
+                    candidate_sizes.append(summary[0])
+                    candidate_minima.append(summary[1])
                     targets.append(c)
+                    stored.append(True)
             for j in local[:limit]:
                 if not exact[j]:
                     doc_of_pair.append(i)
-                    candidate_shingles.append(batch[j].fingerprint.shingles)
+                    candidate_sizes.append(len(batch[j].fingerprint.shingles))
                     candidate_minima.append(batch[j].fingerprint.minima)
                     targets.append(batch[j].id)
+                    stored.append(False)
+        # Most candidates share a stock phrase and nothing more: ruled out on their sketches, so that only the
+        # others' shingle sets are made (from the stored texts, for records this process has not cached).
+        docs = np.asarray(doc_of_pair, dtype=np.int64)
+        hope = (
+            np.flatnonzero(
+                ~hopeless(
+                    np.array([len(p.fingerprint.shingles) for p in batch], dtype=np.int64)[docs],
+                    np.asarray(candidate_sizes, dtype=np.int64),
+                    np.array([p.fingerprint.minima for p in batch])[docs],
+                    np.array(candidate_minima),
+                    self.settings,
+                )
+            ).tolist()
+            if doc_of_pair
+            else []
+        )
+        sketches = self._sketches_of(txn, {targets[k] for k in hope if stored[k]})
+        book.shingles.update({c: sketch.shingles for c, sketch in sketches.items()})
+        local_shingles = {p.id: p.fingerprint.shingles for p in batch}
+        hope = [k for k in hope if not stored[k] or targets[k] in sketches]
+        doc_of_pair = [doc_of_pair[k] for k in hope]
+        targets = [targets[k] for k in hope]
+        candidate_minima = [candidate_minima[k] for k in hope]
+        candidate_shingles = [sketches[t].shingles if t in sketches else local_shingles[t] for t in targets]
         strong = verified_pairs(
             [p.fingerprint.shingles for p in batch],
             np.array([p.fingerprint.minima for p in batch]),
@@ -313,6 +338,13 @@ class Pipeline:
                 )
             )
         return new, book
+
+    def _summaries_of(self, txn: Transaction, ids: Iterable[str]) -> dict[str, tuple[int, np.ndarray]]:
+        """Shingle counts and bin minima of stored records: from this process's cache, else the store."""
+        ids = set(ids)
+        found = {c: (len(self._sketches[c].shingles), self._sketches[c].minima) for c in ids if c in self._sketches}
+        found.update(txn.summaries(ids - found.keys()))
+        return found
 
     def _sketches_of(self, txn: Transaction, ids: Iterable[str]) -> dict[str, Sketch]:
         """Shingles of stored records: from this process's cache, else read once from the store."""

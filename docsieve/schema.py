@@ -45,6 +45,9 @@ records = sa.Table(
     sa.Column("changed_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
     sa.Column("shingles", sa.LargeBinary, nullable=True),  # sorted unique uint32, for verification
     sa.Column("index_keys", sa.LargeBinary, nullable=True),  # int64 LSH band and sample keys
+    # uint32: the shingle set's size, then its bin minima (migration 0011; the set itself is made again
+    # from the text, and ``shingles`` is kept only by records stored before).
+    sa.Column("sketch", sa.LargeBinary, nullable=True),
     sa.Index("ix_records_content_hash", "content_hash"),
     sa.Index("ix_records_status", "status"),
     sa.Index("ix_records_story_id", "story_id"),

@@ -41,11 +41,11 @@ from docsieve.schema import (
 from docsieve.settings import Settings, StoreError, redacted
 from docsieve.stories import Book, Link, Placement, rank_key
 
-RECORD_COLUMNS = [c for c in records.c if c.name not in ("shingles", "index_keys", "seq")]
+RECORD_COLUMNS = [c for c in records.c if c.name not in ("shingles", "index_keys", "sketch", "seq")]
 # Any constant: the advisory lock that serializes deciders on PostgreSQL, as BEGIN IMMEDIATE does on SQLite.
 WRITE_LOCK = 0x646F6373
 MIGRATIONS = Path(__file__).with_name("migrations")
-SCHEMA_REVISION = "0010"  # the newest migration; a test holds it equal to Alembic's head
+SCHEMA_REVISION = "0011"  # the newest migration; a test holds it equal to Alembic's head
 KNOWN_REVISIONS = frozenset(path.name[:4] for path in (MIGRATIONS / "versions").glob("[0-9][0-9][0-9][0-9]_*.py"))
 SQLITE_HEADER = b"SQLite format 3\0"
 
@@ -144,6 +144,25 @@ class Transaction:
         for chunk in batched(set(ids), CHUNK):
             query = sa.select(*RECORD_COLUMNS).where(self._among(records.c.id, chunk))
             found.update((row.id, _record(row)) for row in self.conn.execute(query))
+        return found
+
+    def summaries(self, ids: Iterable[str]) -> dict[str, tuple[int, np.ndarray]]:
+        """Each stored record's shingle count and bin minima (what rules most candidates out), from its
+        sketch; records stored before sketches were kept give theirs from the set they kept."""
+        found: dict[str, tuple[int, np.ndarray]] = {}
+        old: list[tuple[str, np.ndarray]] = []
+        for chunk in batched(set(ids), CHUNK):
+            query = sa.select(records.c.id, records.c.sketch, records.c.shingles).where(
+                self._among(records.c.id, chunk), records.c.index_keys.is_not(None)
+            )
+            for record_id, sketch, shingles in self.conn.execute(query):
+                if sketch is not None:
+                    values = np.frombuffer(sketch, dtype=np.uint32)
+                    found[record_id] = (int(values[0]), values[1:])
+                elif shingles is not None:
+                    old.append((record_id, np.frombuffer(shingles, dtype=np.uint32)))
+        for (record_id, shingles), minima in zip(old, bin_minima([s for _, s in old]), strict=True):
+            found[record_id] = (len(shingles), minima)
         return found
 
     def sketches(self, ids: Iterable[str], settings: Settings) -> dict[str, Sketch]:
@@ -858,9 +877,16 @@ def _row(item: NewRecord, now: object, stamp: Callable[[datetime | None], object
         r.jaccard,
         r.containment,
         now,
-        None,  # shingles: made again from the text when needed (Transaction.sketches), a third of a record's size
+        None,  # shingles: made again from the text when needed (Transaction.sketches), a fifth of a record's size
         np.asarray(item.keys, dtype=np.int64).tobytes() if item.keys is not None else None,
+        _sketch_blob(item.shingles, item.minima),
     )
+
+
+def _sketch_blob(shingles: np.ndarray | None, minima: np.ndarray | None) -> bytes | None:
+    if shingles is None or minima is None:
+        return None
+    return np.concatenate(([len(shingles)], minima)).astype(np.uint32).tobytes()
 
 
 PLACEMENT_COLUMNS = (
