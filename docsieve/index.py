@@ -208,12 +208,17 @@ class _Segment:
     arrived: np.ndarray  # int64 seconds: when each was stored, for forgetting
     name: str = ""  # its files' stem; "" while in memory only
     last_seq: int = 0
-    oldest: int = 0  # the span of its records' arrivals (kept: a mapped segment's would be a pass over a file)
-    newest: int = 0
+    # The spans of its records' clocks (see Horizon), kept: a mapped segment's would be a pass over a file.
+    spans: dict[str, list[int]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if len(self.arrived) and not self.newest:
-            self.oldest, self.newest = int(self.arrived.min()), int(self.arrived.max())
+        if not self.spans and len(self.ids):
+            dated = _dated(self.times, self.arrived)
+            self.spans = {"arrived": [int(self.arrived.min()), int(self.arrived.max())]}
+            if dated.any():
+                self.spans["dated"] = [int(self.times[dated].min()), int(self.times[dated].max())]
+            if not dated.all():
+                self.spans["undated"] = [int(self.arrived[~dated].min()), int(self.arrived[~dated].max())]
 
     def id_list(self) -> list[str]:
         return np.asarray(self.ids).astype(f"U{ID_WIDTH}").tolist()
@@ -223,8 +228,7 @@ class _Segment:
             "name": self.name,
             "records": len(self.ids),
             "postings": len(self.keys),
-            "oldest": self.oldest,
-            "newest": self.newest,
+            "spans": self.spans,
             "last_seq": self.last_seq,
         }
 
@@ -247,16 +251,54 @@ def _segment(
     )
 
 
-def _merged(older: _Segment, newer: _Segment, horizon: int) -> _Segment:
-    """One segment of both, without the records that arrived before ``horizon``. Both are sorted, so the
-    stable sort finds two runs and merges them (linear, not a full sort)."""
+def _dated(times: np.ndarray, arrived: np.ndarray) -> np.ndarray:
+    """Which records have a publication time of their own (an undated record's time is its arrival)."""
+    return np.asarray(times) != np.asarray(arrived)
+
+
+@dataclass(frozen=True, slots=True)
+class Horizon:
+    """What the index forgets: a dated record published more than two windows before the newest
+    publication, an undated one stored more than two windows before the newest arrival. So the index stays
+    the size of two windows of a feed however long it runs; an undated page does not push dated records
+    out; and a record can still be found by every document published within a window of the newest."""
+
+    dated: int | None  # records published before this go
+    undated: int  # records without a publication time stored before this go
+
+    @classmethod
+    def of(cls, segments: Sequence[_Segment], window: int) -> Horizon | None:
+        if not window or not segments:
+            return None
+        published = [s.spans["dated"][1] for s in segments if "dated" in s.spans]
+        arrived = max((s.spans["arrived"][1] for s in segments if s.spans), default=0)
+        return cls(max(published) - 2 * window if published else None, arrived - 2 * window)
+
+    def live(self, times: np.ndarray, arrived: np.ndarray) -> np.ndarray:
+        dated = _dated(times, arrived)
+        return np.where(dated, self.dated is None or times >= (self.dated or 0), arrived >= self.undated)
+
+    def all_gone(self, segment: _Segment) -> bool:
+        return all(self._past(segment, kind, 1) for kind in ("dated", "undated") if kind in segment.spans)
+
+    def some_gone(self, segment: _Segment) -> bool:
+        return any(self._past(segment, kind, 0) for kind in ("dated", "undated") if kind in segment.spans)
+
+    def _past(self, segment: _Segment, kind: str, end: int) -> bool:
+        limit = self.dated if kind == "dated" else self.undated
+        return limit is not None and segment.spans[kind][end] < limit
+
+
+def _merged(older: _Segment, newer: _Segment, horizon: Horizon | None) -> _Segment:
+    """One segment of both, without the records past the ``horizon``. Both are sorted, so the stable sort
+    finds two runs and merges them (linear, not a full sort)."""
     keys = np.concatenate((older.keys, newer.keys))
     owners = np.concatenate((older.owners, newer.owners + np.int32(len(older.ids))))
     order = np.argsort(keys, kind="stable")
     keys, owners = keys[order], owners[order]
     ids, times = np.concatenate((older.ids, newer.ids)), np.concatenate((older.times, newer.times))
     arrived = np.concatenate((older.arrived, newer.arrived))
-    live = arrived >= horizon
+    live = horizon.live(times, arrived) if horizon is not None else np.ones(len(ids), dtype=bool)
     if not live.all():
         renumbered = np.cumsum(live, dtype=np.int32) - np.int32(1)
         kept = live[owners]
@@ -273,7 +315,7 @@ MERGE_UP_TO = 1 << 23
 # they are written to the files: fewer, larger writes.
 HOLD_POSTINGS = 1 << 18
 MANIFEST = "index.json"
-FORMAT = 1
+FORMAT = 2  # 2: clocks by kind (dated, undated) in the manifest
 
 
 class SegmentIndex:
@@ -346,7 +388,7 @@ class SegmentIndex:
         if times is not None and self.window:
             query_times = np.array([UNDATED if t is None else t for t in times], dtype=np.int64)
         # Records past the horizon are forgotten, whether or not their segment has been rewritten without them.
-        horizon = self._horizon(segments)
+        horizon = Horizon.of(segments, self.window)
         query_hits, owner_hits = [], []
         base = 0
         for segment, (left, right) in zip(segments, bounds, strict=True):
@@ -359,8 +401,8 @@ class SegmentIndex:
                 positions = starts + np.arange(counts.sum(), dtype=np.int64)
                 query = query_of[hit].repeat(counts)
                 owner = np.asarray(segment.owners[positions], dtype=np.int64)
-                if horizon is not None and segment.oldest < horizon:
-                    kept = np.asarray(segment.arrived[owner]) >= horizon
+                if horizon is not None and horizon.some_gone(segment):
+                    kept = horizon.live(np.asarray(segment.times[owner]), np.asarray(segment.arrived[owner]))
                     query, owner = query[kept], owner[kept]
                 if query_times is not None:
                     near = np.abs(np.asarray(segment.times[owner]) - query_times[query]) <= self.window
@@ -499,34 +541,26 @@ class SegmentIndex:
 
     def _merged_list(self, segments: list[_Segment], persist: bool) -> list[_Segment]:
         """The segments with those past the window dropped and the newest merged (binary counter)."""
-        horizon = self._horizon([*self._segments, *self._held, *segments])
+        horizon = Horizon.of([*self._segments, *self._held, *segments], self.window)
         if horizon is not None:  # whole segments past the window go at once
-            gone = [s for s in segments if s.newest < horizon]
+            gone = [s for s in segments if horizon.all_gone(s)]
             if gone:
-                segments = [s for s in segments if s.newest >= horizon]
+                segments = [s for s in segments if not horizon.all_gone(s)]
                 self._remove_files(gone)
         while len(segments) > 1:
             older, newer = segments[-2], segments[-1]
             if len(newer.keys) < len(older.keys) or len(older.keys) + len(newer.keys) > MERGE_UP_TO:
                 break
-            merged = _merged(older, newer, horizon if horizon is not None else np.iinfo(np.int64).min)
+            merged = _merged(older, newer, horizon)
             if persist:
                 self._write(merged)
             segments = [*segments[:-2], merged]
             self._remove_files([older, newer])
         return segments
 
-    def _horizon(self, segments: Sequence[_Segment]) -> int | None:
-        """Records that arrived before this are forgotten: two windows before the newest arrival. By arrival,
-        not publication: a backfill of an old archive is all in the index while it arrives, and its documents
-        find each other by their publication times; in a running service the two are about the same."""
-        if not self.window or not segments:
-            return None
-        return max(s.newest for s in segments) - 2 * self.window
-
     def _horizon_passed(self) -> bool:
-        horizon = self._horizon([*self._segments, *self._held])
-        return horizon is not None and any(s.newest < horizon for s in self._segments)
+        horizon = Horizon.of([*self._segments, *self._held], self.window)
+        return horizon is not None and any(horizon.all_gone(s) for s in self._segments)
 
     # -- files
 
@@ -609,8 +643,7 @@ class SegmentIndex:
         return _Segment(
             name=name,
             last_seq=int(entry["last_seq"]),
-            oldest=int(entry["oldest"]),
-            newest=int(entry["newest"]),
+            spans={kind: [int(a), int(b)] for kind, (a, b) in entry["spans"].items()},
             **parts,
         )
 

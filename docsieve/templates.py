@@ -41,10 +41,10 @@ class CountRows(Protocol):
 # store holds, each lookup one array index. Shingles sharing a bucket add up (at 4M distinct shingles, a
 # bucket holds a fifth of another on average), which can only make a rare shingle look a little commoner.
 BUCKET_SHIFT = 8
-# A snapshot of the counts is written once the rows since the last one hold this many ids (some 30,000
-# articles, 80 MB of rows): a process starts from the newest snapshot, and the rows before it go, so
-# neither the start nor the table grows with the store.
-SNAPSHOT_AFTER = 20_000_000
+# A snapshot of the counts is written once the rows since the last one hold this many ids (some 6,000
+# different articles, 16 MB of rows): a process starts from the newest snapshot (a few MB, compressed) and
+# the rows after it, and the rows before it go, so neither the start nor the table grows with the store.
+SNAPSHOT_AFTER = 4_000_000
 MOST = 1 << 15  # counts stop here (the weight is 3/32768 by then); half the counters' range, see add()
 
 

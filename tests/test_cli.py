@@ -350,22 +350,21 @@ def test_export_into_a_reader_that_leaves_early_ends_quietly(tmp_path: Path) -> 
 
 
 def test_similar_searches_the_window_and_with_all_every_stored_record(tmp_path: Path) -> None:
-    import sqlite3
-
     store = f"sqlite:///{tmp_path / 's.db'}"
     old, new = words(81, 300), words(82, 300)
-    first, second = tmp_path / "first.jsonl", tmp_path / "second.jsonl"
-    first.write_text(json.dumps({"id": "old", "text": text(old), "published": "2015-01-05T08:00:00Z"}) + "\n")
-    second.write_text(json.dumps({"id": "new", "text": text(new)}) + "\n")
-    assert docsieve("ingest", str(first), store=store).returncode == 0
-    with sqlite3.connect(tmp_path / "s.db") as db:  # as if it had been stored in January 2015
-        db.execute("UPDATE records SET created_at = '2015-01-05 09:00:00'")
-    assert docsieve("reindex", store=store).returncode == 0
-    assert docsieve("ingest", str(second), store=store).returncode == 0
+    batch = tmp_path / "batch.jsonl"
+    batch.write_text(
+        json.dumps({"id": "old", "text": text(old), "published": "2015-01-05T08:00:00Z"})
+        + "\n"
+        + json.dumps({"id": "new", "text": text(new), "published": "2015-07-21T08:00:00Z"})
+        + "\n"
+    )
+    assert docsieve("ingest", str(batch), store=store).returncode == 0
     probe = tmp_path / "probe.txt"
     probe.write_text(text(edit(old, 83, 0.05)))
     windowed = docsieve("similar", str(probe), store=store)
     everything = docsieve("similar", str(probe), "--all", store=store)
-    # The index forgot the January record (stored more than two 30-day windows before today's); the store did not.
+    # The index forgot the January story (more than two 30-day windows before July's); the store did not.
     assert "no similar stored document" in windowed.stdout, windowed.stdout
-    assert "first.jsonl#old" in everything.stdout, everything.stdout
+    assert "batch.jsonl#old" in everything.stdout, everything.stdout
+    assert "batch.jsonl#old" in docsieve("similar", str(probe), store=store, env={"DOCSIEVE_INDEX_WINDOW": "0"}).stdout

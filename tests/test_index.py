@@ -116,18 +116,24 @@ def test_the_window_bounds_candidates_by_time_and_an_undated_document_sees_the_w
     assert found[0] == early and found[1] == late and sorted(found[2]) == sorted(early + late)
 
 
-def test_records_that_arrived_two_windows_before_the_newest_are_forgotten(tmp_path: Path) -> None:
+def test_records_two_windows_older_than_the_newest_are_forgotten_by_their_own_clock(tmp_path: Path) -> None:
     rows, index = Rows(), SegmentIndex(tmp_path / "index", window_days=1)
-    # Published long before: a backfill stays whole in the index while it arrives.
-    old = rows.put(index, [[1, 2], [3]], when=1 * DAY, arrived=10 * DAY)
-    rows.put(index, [[1, 4]], when=2 * DAY, arrived=11 * DAY)  # within two windows of arrival: nothing goes
+    # Dated records go by publication (an archive backfilled today is a year of news, not a day of it)...
+    old = rows.put(index, [[1, 2], [3]], when=10 * DAY, arrived=100 * DAY)
+    rows.put(index, [[1, 4]], when=11 * DAY, arrived=100 * DAY)  # within two windows: nothing goes
+    undated = rows.put(index, [[1, 6]], when=100 * DAY)  # no publication time: its arrival is its time
     index.flush(rows)
-    assert index.size()[0] == 3
-    assert sorted(index.lookup([np.array([1])], 5, times=[1 * DAY])[0][0]) == sorted([*old[:1], rows.rows[2][1]])
-    new = rows.put(index, [[1, 5]], when=13 * DAY, arrived=13 * DAY)
+    assert index.size()[0] == 4
+    new = rows.put(index, [[1, 5]], when=13 * DAY, arrived=101 * DAY)
     index.flush(rows)
-    assert index.size()[0] == 2 and old[0] not in index.lookup([np.array([1])], 5)[0][0]
-    assert new[0] in SegmentIndex(tmp_path / "index", window_days=1).lookup([np.array([1])], 5)[0][0]
+    found = index.lookup([np.array([1])], 5)[0][0]
+    assert old[0] not in found and new[0] in found and undated[0] in found  # an undated page pushes nothing out
+    # ... and records without a publication time by arrival.
+    rows.put(index, [[7]], when=103 * DAY)
+    index.flush(rows)
+    again = SegmentIndex(tmp_path / "index", window_days=1)
+    found = again.lookup([np.array([1])], 5)[0][0]
+    assert undated[0] not in found and new[0] in found
     assert not list((tmp_path / "index").glob("*.tmp"))
 
 
