@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from itertools import pairwise
 from pathlib import Path
-from typing import Protocol
+from typing import Literal, Protocol
 
 import numpy as np
 import numpy.typing
@@ -210,6 +210,8 @@ class _Segment:
     last_seq: int = 0
     # The spans of its records' clocks (see Horizon), kept: a mapped segment's would be a pass over a file.
     spans: dict[str, list[int]] = field(default_factory=dict)
+    fence: np.ndarray | None = None  # a mapped segment's every FENCE-th key, in memory (see search)
+    directory: Path | None = None  # where a mapped segment's files are (see take)
 
     def __post_init__(self) -> None:
         if not self.spans and len(self.ids):
@@ -219,6 +221,48 @@ class _Segment:
                 self.spans["dated"] = [int(self.times[dated].min()), int(self.times[dated].max())]
             if not dated.all():
                 self.spans["undated"] = [int(self.arrived[~dated].min()), int(self.arrived[~dated].max())]
+
+    def search(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Where each of the sorted ``keys`` starts and ends in this segment's keys. A few keys (a document or
+        two) are looked for by reading the one block of FENCE keys the fence points at (see ``take``); many
+        keys (a batch) search the mapped file, most of which they touch either way."""
+        if self.fence is None or len(keys) > FEW:
+            return np.searchsorted(self.keys, keys, "left"), np.searchsorted(self.keys, keys, "right")
+        return self._fenced(keys, "left"), self._fenced(keys, "right")
+
+    def _fenced(self, keys: np.ndarray, side: Literal["left", "right"]) -> np.ndarray:
+        assert self.fence is not None
+        block = np.searchsorted(self.fence, keys, side) - 1  # the answer is in (block * FENCE, next block]
+        found = np.zeros(len(keys), dtype=np.int64)
+        for b in np.unique(block).tolist():
+            mine = block == b
+            lo, hi = (b * FENCE + 1 if b >= 0 else 0), min((b + 1) * FENCE, len(self.keys))
+            found[mine] = lo + np.searchsorted(self.take("keys", np.arange(lo, hi)), keys[mine], side)
+        return found
+
+    def take(self, part: str, at: np.ndarray) -> np.ndarray:
+        """``part``'s entries at positions ``at``. From a mapped segment, few entries are read from the file
+        rather than through the mapping: on this kernel a fault maps the whole large folio around the page
+        (up to 2 MB, whatever madvise says), so a one-document lookup through the mappings of a 1M-document
+        index took 280 MB of the process's memory. Many entries (a batch's) go through the mapping."""
+        array = getattr(self, part)
+        if self.directory is None or len(at) > FEW:
+            return np.asarray(array[at])
+        size = array.dtype.itemsize
+        out = np.empty(len(at), dtype=array.dtype)
+        if not len(at):
+            return out
+        with open(self.directory / f"{self.name}.{part}", "rb", buffering=0) as handle:
+            fd = handle.fileno()
+            first, last = int(at.min()), int(at.max())
+            if last - first < FEW:  # one read for a run (a fence block)
+                out[:] = np.frombuffer(os.pread(fd, (last - first + 1) * size, first * size), dtype=array.dtype)[
+                    at - first
+                ]
+            else:
+                for i, position in enumerate(at.tolist()):
+                    out[i] = np.frombuffer(os.pread(fd, size, position * size), dtype=array.dtype)[0]
+        return out
 
     def id_list(self) -> list[str]:
         return np.asarray(self.ids).astype(f"U{ID_WIDTH}").tolist()
@@ -311,11 +355,13 @@ def _merged(older: _Segment, newer: _Segment, horizon: Horizon | None) -> _Segme
 # often) up to this many postings (about 100 MB of files, 150,000 articles): past it they stay as they are,
 # so no merge ever holds more than that in memory, and a lookup searches a few more of them.
 MERGE_UP_TO = 1 << 23
+FENCE = 512  # keys a fence entry stands for: 4 KB, a page
+FEW = 4096  # keys (or entries) a lookup reads from a segment's files; more go through its mappings
 # A process's own batches are held in memory up to this many postings (some 4,600 articles, 3 MB) before
 # they are written to the files: fewer, larger writes.
 HOLD_POSTINGS = 1 << 18
 MANIFEST = "index.json"
-FORMAT = 2  # 2: clocks by kind (dated, undated) in the manifest
+FORMAT = 3  # 2: clocks by kind (dated, undated) in the manifest; 3: fence files
 
 
 class SegmentIndex:
@@ -379,8 +425,7 @@ class SegmentIndex:
         bounds = []
         held = np.zeros(len(keys), dtype=np.int64)
         for segment in segments:
-            left = np.searchsorted(segment.keys, keys, "left")
-            right = np.searchsorted(segment.keys, keys, "right")
+            left, right = segment.search(keys)
             bounds.append((left, right))
             held += right - left
         usable = held <= self.common
@@ -400,12 +445,12 @@ class SegmentIndex:
                 starts = np.repeat(left[hit] - np.cumsum(counts) + counts, counts)
                 positions = starts + np.arange(counts.sum(), dtype=np.int64)
                 query = query_of[hit].repeat(counts)
-                owner = np.asarray(segment.owners[positions], dtype=np.int64)
+                owner = segment.take("owners", positions).astype(np.int64)
                 if horizon is not None and horizon.some_gone(segment):
-                    kept = horizon.live(np.asarray(segment.times[owner]), np.asarray(segment.arrived[owner]))
+                    kept = horizon.live(segment.take("times", owner), segment.take("arrived", owner))
                     query, owner = query[kept], owner[kept]
                 if query_times is not None:
-                    near = np.abs(np.asarray(segment.times[owner]) - query_times[query]) <= self.window
+                    near = np.abs(segment.take("times", owner) - query_times[query]) <= self.window
                     near |= query_times[query] == UNDATED
                     query, owner = query[near], owner[near]
                 query_hits.append(query)
@@ -420,7 +465,7 @@ class SegmentIndex:
         first = 0
         for segment in segments:
             mine = (chosen >= first) & (chosen < first + len(segment.ids))
-            names[mine] = np.asarray(segment.ids[chosen[mine] - first]).astype(f"U{ID_WIDTH}")
+            names[mine] = segment.take("ids", chosen[mine] - first).astype(f"U{ID_WIDTH}")
             first += len(segment.ids)
         flat = names.tolist()
         bounds = np.cumsum([0] + [len(owners) for owners in ranked]).tolist()
@@ -570,6 +615,7 @@ class SegmentIndex:
 
     def _write(self, segment: _Segment) -> None:
         segment.name = f"s{segment.last_seq:012d}-{uuid.uuid4().hex[:8]}"
+        segment.fence = np.array(segment.keys[::FENCE])
         for part in PARTS:
             path = self._path(segment.name, part)
             with open(f"{path}.tmp", "wb") as out:
@@ -644,6 +690,8 @@ class SegmentIndex:
             name=name,
             last_seq=int(entry["last_seq"]),
             spans={kind: [int(a), int(b)] for kind, (a, b) in entry["spans"].items()},
+            fence=np.fromfile(self._path(name, "fence"), dtype=np.int64),
+            directory=self.directory,
             **parts,
         )
 
@@ -672,7 +720,7 @@ class SegmentIndex:
         return 0
 
 
-PARTS = ("keys", "owners", "ids", "times", "arrived")
+PARTS = ("keys", "owners", "ids", "times", "arrived", "fence")  # a segment's files
 
 
 def MemoryIndex(window_days: float = 0.0, common: int = 1 << 62) -> SegmentIndex:

@@ -148,3 +148,18 @@ def test_a_lost_file_makes_the_next_catch_up_build_the_files_again(tmp_path: Pat
     again.catch_up(rows)
     assert again.lookup([np.array([3])], 5) == ([[ids[1]]], 2)
     assert len(list((tmp_path / "index").glob("s*"))) == len(PARTS)  # the old files went with the rebuild
+
+
+def test_a_mapped_segment_is_searched_through_its_fence_as_numpy_would() -> None:
+    from docsieve.index import FENCE, _Segment
+
+    rng = np.random.default_rng(0)
+    for n in (1, 5, FENCE - 1, FENCE, FENCE + 1, 5000):
+        keys = np.sort(rng.integers(0, 3000, n)).astype(np.int64)
+        one = np.array([b"x" * 20])
+        segment = _Segment(keys, np.zeros(n, np.int32), one, np.zeros(1, np.int64), np.zeros(1, np.int64))
+        segment.fence = keys[::FENCE].copy()
+        asked = np.sort(rng.integers(-5, 3005, 500)).astype(np.int64)
+        left, right = segment.search(asked)
+        assert (left == np.searchsorted(keys, asked, "left")).all()
+        assert (right == np.searchsorted(keys, asked, "right")).all()
