@@ -251,7 +251,7 @@ def shingle_sets(texts: Sequence[str], settings: Settings) -> list[np.ndarray]:
     return sets
 
 
-SETS_AT_ONCE = 256
+SETS_AT_ONCE = 256  # texts shingled at once when sets are made again (see store.Transaction.sketches)
 
 
 def _winnowed(batch: ShingledBatch, window: int) -> tuple[np.ndarray, list[int]]:

@@ -33,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import mmap
 import os
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
@@ -456,6 +457,9 @@ class SegmentIndex:
                 query_hits.append(query)
                 owner_hits.append(owner + base)
             base += len(segment.ids)
+            if len(keys) > FEW:  # a batch went through the mappings: one segment's pages at a time at most
+                for part in ("keys", "owners", "times", "arrived"):
+                    _release(getattr(segment, part))
         if not query_hits:
             return result
         ranked = most_shared(np.concatenate(query_hits), np.concatenate(owner_hits), len(queries), limit)
@@ -740,10 +744,20 @@ def _mapped(path: Path, dtype: np.typing.DTypeLike, count: int) -> np.ndarray:
     """The file's array, mapped read-only (the pages a lookup touches are read; the rest stays on disk)."""
     if not count:
         return np.zeros(0, dtype=dtype)
-    array = np.memmap(path, dtype=dtype, mode="r")
+    with open(path, "rb") as handle:
+        mapping = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+    array = np.frombuffer(mapping, dtype=dtype)
     if len(array) != count:
         raise ValueError(f"{path}: {len(array)} entries, the manifest says {count}")
     return array
+
+
+def _release(array: np.ndarray) -> None:
+    """Give back the pages of a mapped array the process touched: they stay in the page cache (the next
+    lookup maps them again at the cost of a minor fault), but no longer count in the process's memory,
+    which would otherwise grow to the size of the whole index as batches touch it."""
+    if isinstance(array.base, mmap.mmap):
+        array.base.madvise(mmap.MADV_DONTNEED)
 
 
 def within_batch(queries: Sequence[np.ndarray]) -> list[list[int]]:

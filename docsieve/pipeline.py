@@ -171,16 +171,18 @@ class Pipeline:
         return [n.record for n in new]
 
     def _remember(self, sketches: Iterable[Sketch]) -> None:
-        """Keep sketches in the cache; past its size, it starts again from empty (the recent records, which
-        the next batches' candidates mostly are, come back at once)."""
+        """Keep sketches in the cache; past its size, the oldest quarter goes (news is copied within days,
+        so the records stored or asked for last are the likeliest candidates of the next batches)."""
+        budget = self.settings.sketch_cache_mb << 20
         for sketch in sketches:
-            size = sketch.shingles.nbytes + sketch.minima.nbytes + 200  # the dict entry and objects around them
-            if self._sketch_bytes + size > self.settings.sketch_cache_mb << 20:
-                self._sketches.clear()
-                self._sketch_bytes = 0
-            if sketch.record_id not in self._sketches:
-                self._sketches[sketch.record_id] = sketch
-                self._sketch_bytes += size
+            if sketch.record_id in self._sketches:
+                continue
+            self._sketches[sketch.record_id] = sketch
+            self._sketch_bytes += _cached_size(sketch)
+            if self._sketch_bytes > budget:
+                oldest = iter(list(self._sketches))
+                while self._sketch_bytes > budget * 3 // 4:
+                    self._sketch_bytes -= _cached_size(self._sketches.pop(next(oldest)))
 
     def prepare(self, batch: list[Item]) -> tuple[list[Rejection], list[Prepared]]:
         """Extraction and fingerprints (``prepare.prepare``); the language comes in ``store_prepared``."""
@@ -403,6 +405,11 @@ def _first_of_each(items: list[T], known: set[str]) -> list[T]:
             seen.add(item.id)
             first.append(item)
     return first
+
+
+def _cached_size(sketch: Sketch) -> int:
+    """Bytes a cached sketch holds: its arrays and about 400 more for the objects and the dict entry."""
+    return sketch.shingles.nbytes + sketch.minima.nbytes + 400
 
 
 def _rejected(rejection: Rejection) -> NewRecord:

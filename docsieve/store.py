@@ -23,7 +23,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from docsieve.bookkeeping import Bookkeeping
-from docsieve.fingerprint import bin_minima, shingle_sets
+from docsieve.fingerprint import SETS_AT_ONCE, bin_minima, shingle_sets
 from docsieve.index import index_time
 from docsieve.models import Method, Record, Sketch, Status, Story, batched
 from docsieve.schema import (
@@ -167,22 +167,26 @@ class Transaction:
 
     def sketches(self, ids: Iterable[str], settings: Settings) -> dict[str, Sketch]:
         """Shingle sets (and their bin minima) of stored records: made again from their texts with the
-        store's fingerprint settings; a record stored with its set, by an older docsieve, gives that one."""
-        rows: list[tuple[str, np.ndarray]] = []
-        texts: list[tuple[str, str]] = []
-        for chunk in batched(set(ids), CHUNK):
+        store's fingerprint settings, a few hundred at a time (a batch can ask for thousands, whose texts and
+        the arrays that shingle them would all be held at once); a record stored with its set, by an older
+        docsieve, gives that one."""
+        found: dict[str, Sketch] = {}
+        for chunk in batched(set(ids), SETS_AT_ONCE):
             query = sa.select(records.c.id, records.c.shingles, records.c.text).where(
                 self._among(records.c.id, chunk),
                 records.c.index_keys.is_not(None),  # a stored text: not a rejection, not taken down
             )
+            rows: list[tuple[str, np.ndarray]] = []
+            texts: list[tuple[str, str]] = []
             for record_id, blob, text in self.conn.execute(query):
                 if blob is not None:
                     rows.append((record_id, np.frombuffer(blob, dtype=np.uint32)))
                 elif text is not None:
                     texts.append((record_id, text))
-        rows += zip([i for i, _ in texts], shingle_sets([t for _, t in texts], settings), strict=True)
-        minima = bin_minima([shingles for _, shingles in rows])
-        return {i: Sketch(i, shingles, m) for (i, shingles), m in zip(rows, minima, strict=True)}
+            rows += zip([i for i, _ in texts], shingle_sets([t for _, t in texts], settings), strict=True)
+            minima = bin_minima([shingles for _, shingles in rows])
+            found.update((i, Sketch(i, shingles, m)) for (i, shingles), m in zip(rows, minima, strict=True))
+        return found
 
     def save_stories(self, book: Book, now: datetime) -> None:
         """What a batch's decisions changed besides the records it inserts: stories founded, stories whose
