@@ -253,7 +253,11 @@ class _Segment:
         out = np.empty(len(at), dtype=array.dtype)
         if not len(at):
             return out
-        with open(self.directory / f"{self.name}.{part}", "rb", buffering=0) as handle:
+        try:
+            handle = open(self.directory / f"{self.name}.{part}", "rb", buffering=0)  # noqa: SIM115 (below)
+        except FileNotFoundError:  # merged away by another process since it was mapped: the mapping still holds it
+            return np.asarray(array[at])
+        with handle:
             fd = handle.fileno()
             first, last = int(at.min()), int(at.max())
             if last - first < FEW:  # one read for a run (a fence block)

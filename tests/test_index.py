@@ -163,3 +163,14 @@ def test_a_mapped_segment_is_searched_through_its_fence_as_numpy_would() -> None
         left, right = segment.search(asked)
         assert (left == np.searchsorted(keys, asked, "left")).all()
         assert (right == np.searchsorted(keys, asked, "right")).all()
+
+
+def test_a_process_reads_segments_another_merged_away_since_it_opened_them(tmp_path: Path) -> None:
+    rows, writer = Rows(), SegmentIndex(tmp_path / "index")
+    first = rows.put(writer, [[1, 2]])
+    writer.flush(rows)
+    reader = SegmentIndex(tmp_path / "index")  # opens (maps) the files as they are now
+    rows.put(writer, [[3, 4]])
+    writer.flush(rows)  # equal segments merge: the reader's files are deleted
+    assert not (tmp_path / "index" / f"{reader._segments[0].name}.keys").exists()
+    assert reader.candidates([np.array([1])], 5) == [first]  # read through the mapping it still holds
