@@ -59,6 +59,7 @@ from contextlib import closing
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TextIO
 
 import numpy as np
 from common import DEFAULT_CORPUS, machine, settle
@@ -366,7 +367,12 @@ def manifest_of(out_dir: Path) -> dict | None:
 
 
 def generate(
-    docs: int, seed: int, out_dir: Path, chunk: int = 50_000, corpus: Path = DEFAULT_CORPUS, pools=None
+    docs: int,
+    seed: int,
+    out_dir: Path,
+    chunk: int = 50_000,
+    corpus: Path = DEFAULT_CORPUS,
+    pools: dict[str, Pool] | None = None,
 ) -> dict:
     """Write the corpus (``part-NNN.jsonl`` and ``truth-NNN.tsv`` of ``chunk`` articles each) and its
     manifest ``corpus.json`` (returned); the same docs, seed and chunk give the same files."""
@@ -387,7 +393,8 @@ def generate(
     reused = 0
     counts: Counter[str] = Counter()
     chars = 0
-    part = truth = None
+    part: TextIO | None = None
+    truth: TextIO | None = None
     try:
         for position in range(docs):
             if position % chunk == 0:
@@ -725,8 +732,8 @@ def cells(r: Row) -> list[str]:
         str(r.chunk),
         f"{r.records_before:,} → {r.records_after:,}",
         f"{r.piece_reuse:.0f}",
-        f"{r.docs_per_s:,.0f}",
-        f"{r.ingest_rss_mb:,.0f}",
+        f"{r.docs_per_s:,.0f}" if r.docs else "-",  # --probe-only ingests no chunk
+        f"{r.ingest_rss_mb:,.0f}" if r.docs else "-",
         f"{r.one_doc_s:.2f}",
         f"{r.one_doc_rss_mb:,.0f}",
         f"{r.show_s:.2f}" + ("" if r.show_ok else " (failed)"),
@@ -760,9 +767,9 @@ def markdown(rows: Sequence[Row], final: dict[str, list[int]] | None) -> str:
     return "\n".join(lines)
 
 
-def docsieve_revision() -> dict[str, str | bool]:
-    """The commit of the docsieve that runs (an editable install: its repository), and whether its
-    packages' files differ from that commit."""
+def docsieve_revision() -> dict[str, str]:
+    """The commit of the docsieve that runs (an editable install: its repository), and how its packages'
+    files differ from that commit (``git diff``; "" if they do not)."""
     spec = importlib.util.find_spec("docsieve")  # found, not imported
     where = Path(spec.origin).parent if spec and spec.origin else Path.cwd()
 
@@ -770,11 +777,10 @@ def docsieve_revision() -> dict[str, str | bool]:
         done = subprocess.run(["git", "-C", str(where), *args], capture_output=True, text=True, check=False)
         return done.stdout.strip()
 
-    return {
-        "path": str(where),
-        "commit": git("rev-parse", "--short", "HEAD"),
-        "changed": bool(git("status", "--porcelain", "--", *(f"../{name}" for name in PINNED_PACKAGES))),
-    }
+    packages = [f"../{name}" for name in PINNED_PACKAGES]
+    changed = git("status", "--porcelain", "--", *packages)
+    diff = git("diff", "HEAD", "--", *packages) if changed else ""
+    return {"path": str(where), "commit": git("rev-parse", "--short", "HEAD"), "diff": diff or changed}
 
 
 def pin_sources(package: Path, work: Path) -> Path:
@@ -854,7 +860,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
 
         revision = docsieve_revision()
-        src = pin_sources(Path(str(revision["path"])), work)
+        src = pin_sources(Path(revision["path"]), work)
+        changed = ""
+        if revision["diff"]:  # what the runs import besides the commit, kept beside the results
+            (work / "src.diff").write_text(revision["diff"] + "\n", encoding="utf-8")
+            changed = f" with changes not committed ({work / 'src.diff'})"
         env = child_env(work, src, store, args.env)
         report = work / "rusage.txt"
         runner = Runner(work, env, measuring_prefix(work, report), report)
@@ -876,7 +886,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             sys.exit(f"no store in {work}: run without --probe-only first")
         reader = StoreReader(store)
         print(
-            f"docsieve {revision['commit']}{' (with changes not committed)' if revision['changed'] else ''} "
+            f"docsieve {revision['commit']}{changed} "
             f"from {revision['path']}, copied to {src}; extra env {args.env or 'none'}; "
             f"peak RSS via {runner.prefix[0]}",
             flush=True,
@@ -937,7 +947,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         header = (
             f"{manifest['docs']:,} synthetic articles (seed {manifest['seed']}, {manifest['mean_chars']:,} characters "
             f"on average, 5% planted copies) in chunks of {manifest['chunk']:,}, docsieve {revision['commit']}"
-            f"{' with changes not committed' if revision['changed'] else ''}, "
+            f"{' with changes not committed (src.diff)' if changed else ''}, "
             f"extra env: {' '.join(args.env) or 'none'}. {machine()}, Python {platform.python_version()}."
         )
         print(f"\n{header}\n\n{table}")
@@ -952,7 +962,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "final_recall": final,
         }
         (work / "results.json").write_text(json.dumps(results, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-        print(f"\nresults: {work / 'results.json'}")
+        if args.workdir is not None or args.keep:
+            print(f"\nresults: {work / 'results.json'}")
     finally:
         if args.workdir is None:
             if args.keep:
