@@ -133,7 +133,6 @@ class Rows:
     keys: list[np.ndarray]
     times: list[int]
     arrived: list[int] = field(default_factory=list)
-    first_seq: int = 0
     last_seq: int = 0
 
 
@@ -144,7 +143,6 @@ def read_rows(rows: Iterable[tuple[int, str, bytes, int, int]]) -> Rows:
         read.keys.append(np.frombuffer(blob, dtype=np.int64))
         read.times.append(when)
         read.arrived.append(arrived)
-        read.first_seq = read.first_seq or seq
         read.last_seq = max(read.last_seq, seq)
     return read
 
@@ -325,7 +323,8 @@ class Horizon:
 
     def live(self, times: np.ndarray, arrived: np.ndarray) -> np.ndarray:
         dated = _dated(times, arrived)
-        return np.where(dated, self.dated is None or times >= (self.dated or 0), arrived >= self.undated)
+        published_in = times >= self.dated if self.dated is not None else np.ones(len(times), dtype=bool)
+        return np.where(dated, published_in, arrived >= self.undated)
 
     def all_gone(self, segment: _Segment) -> bool:
         return all(self._past(segment, kind, 1) for kind in ("dated", "undated") if kind in segment.spans)
