@@ -386,11 +386,14 @@ def test_submit_wait_says_each_retry_as_it_happens(deployment: dict) -> None:
         **deployment,
         "DOCSIEVE_STORE": "postgresql+psycopg://docsieve@127.0.0.1:1/docsieve",  # nothing listens there
         "DOCSIEVE_RETRY_BACKOFF_MAX": "2",
+        # Jittered waits of up to 2 s: 12 retries could all fail within the 8 s --timeout (CI saw it);
+        # with 100 the wait always ends first.
+        "DOCSIEVE_MAX_RETRIES": "100",
     }
     with workers(env, 1):
         result = submit(env, "seeds/010_rafale_original.txt", "--wait", "--timeout", "8")
     assert result.returncode == 3, result.stdout + result.stderr
-    said = re.findall(r"^retrying task [0-9a-f-]{36}: attempt (\d+) of 13 failed: (.+)$", result.stderr, re.M)
+    said = re.findall(r"^retrying task [0-9a-f-]{36}: attempt (\d+) of 101 failed: (.+)$", result.stderr, re.M)
     attempts = [int(attempt) for attempt, _ in said]
     assert len(attempts) >= 2 and attempts == sorted(set(attempts)), result.stderr  # one line per attempt
     assert all(reason.startswith("OperationalError: ") and "Connection refused" in reason for _, reason in said)
