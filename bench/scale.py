@@ -1,26 +1,29 @@
 """The store growing: ``docsieve ingest`` of a seeded synthetic corpus, chunk after chunk, into one SQLite
 store, with probes after each chunk.
 
-    .venv/bin/python bench/scale.py --docs 200000 [--chunk 50000] [--workdir DIR] [--seed N]
+    .venv/bin/python bench/scale.py --docs 200000 [--chunk 50000] [--workdir DIR] [--seed N] [--verbatim 0.01]
         [--env DOCSIEVE_INDEX_WINDOW=0 ...] [--keep] [--probe-only] [--corpus ../shared/corpus]
 
 The corpus (``generate``, written to WORKDIR/corpus, never to the repository; reused when WORKDIR already
 holds one for the same --docs, --chunk and --seed): articles recombined from the paragraphs of real news,
 SaudiNewsNet (Arabic) and BBC (English), each article in one language (10% English). Paragraphs are cut
 into pieces of at most 700 characters at sentence ends; an article draws pieces until it reaches a length
-drawn around 4,900 characters (at least 2,000), shuffles the sentences of half of them, and gets a line of
-random words of its own; some get an agency or dateline line first (35%) or a footer (25%), the lines
-that recur across many different SaudiNewsNet articles. The arrival order advances 3,000 articles per
-simulated day from 2015-01-01 (1M articles: about a year), publication time = arrival +- 30 minutes.
-5% of the articles are planted copies of an earlier article (90% within the last 5,000 articles, the
-rest 5,000 to 30,000 back, that is up to 10 days), published 10 to 180 minutes after it, with one edit:
-truncation (the last 1-3 paragraphs cut, at least 60% of the text kept), headline (a new title and a
-dateline before the first paragraph), drop (one paragraph dropped), footer (a footer line added) or
-ortho (Arabic only: أ/إ→ا, ة→ه in half the words). The ground truth is ``truth-NNN.tsv`` beside each
-``part-NNN.jsonl``: copy_id, original_id, kind. The pool of real paragraphs is small (77,000 pieces,
-some 13 an article), so each recurs in about docs x 13 / 77,000 articles, among other pieces: far more
-shared text than real news has, which the template weights and the containment keys see. The table's
-"piece reuse" says how much: the earlier uses of an article's pieces, on average over the chunk.
+drawn around 4,900 characters (at least 2,000), shuffles the sentences of half of them, takes 1% of them
+word for word and rewords the others (each word replaced by a word of the pool with chance 0.5: real news
+reuses little text, see VERBATIM_SHARE; ``--verbatim 1`` takes every piece word for word, as the issue's
+corpus did), and gets a line of random words of its own; some get an agency or dateline line first (35%)
+or a footer (25%), the lines that recur across many different SaudiNewsNet articles. The arrival order
+advances 3,000 articles per simulated day from 2015-01-01 (1M articles: about a year), publication time =
+arrival +- 30 minutes. 5% of the articles are planted copies of an earlier article (90% within the last
+5,000 articles, the rest 5,000 to 30,000 back, that is up to 10 days), published 10 to 180 minutes after
+it, with one edit: truncation (the last 1-3 paragraphs cut, at least 60% of the text kept), headline (a
+new title and a dateline before the first paragraph), drop (one paragraph dropped), footer (a footer line
+added) or ortho (Arabic only: أ/إ→ا, ة→ه in half the words). The ground truth is ``truth-NNN.tsv`` beside
+each ``part-NNN.jsonl``: copy_id, original_id, kind. The pool of real paragraphs is small (77,000 pieces,
+some 13 an article): taken word for word (``--verbatim 1``) each recurs in about docs x 13 / 77,000
+articles, among other pieces: far more shared text than real news has, which the template weights and the
+containment keys see. The table's "piece reuse" says how much: the earlier word-for-word uses of an
+article's pieces, on average over the chunk (planted copies included).
 
 The run: a fresh store (``docsieve migrate``), then for each chunk ``docsieve ingest part-NNN.jsonl`` as a
 child process (wall time from here, process start included; peak RSS from GNU time or an ``os.wait4``
@@ -66,7 +69,7 @@ from common import DEFAULT_CORPUS, machine, settle
 from pipeline import MAX_RSS_LINE, docsieve_command, measuring_prefix
 
 PINNED_PACKAGES = ("docsieve", "worker", "scheduler")  # copied for the runs (``pin_sources``)
-GENERATOR_VERSION = 2  # a corpus made by another version is made again
+GENERATOR_VERSION = 3  # a corpus made by another version is made again
 ARTICLES_PER_DAY = 3000
 START = datetime(2015, 1, 1, tzinfo=UTC)
 JITTER_S = 1800  # publication time = arrival +- this
@@ -81,6 +84,14 @@ MIN_PIECE_CHARS = 40
 NEAR_COPY_CHARS = 60  # a piece that starts or ends as an earlier one did is left out of the pool
 DRAWS = 64  # pieces drawn for an article, of which it takes what reaches its length
 SHUFFLE_SHARE = 0.5  # of the pieces of several sentences, those whose sentences are shuffled
+# Of the pieces an article draws, those it takes word for word (``--verbatim``); the others have each word
+# replaced, with this chance, by a word of the pool: new text in the language's words, sharing few 3-grams
+# with any other use of the piece. Real news reuses little: in saudinewsnet-dev an article's paragraphs
+# (200 characters or more) appeared 0.15 times before on average (0.05 of the articles reuse any), mostly
+# as copies. A pool of 77,000 pieces taken word for word gives each article's pieces 69 earlier uses at
+# 50,000 articles and 2,600 at 1,000,000 (every piece in hundreds of articles).
+VERBATIM_SHARE = 0.01
+REWORD_SHARE = 0.5
 HEAD_SHARE = 0.35
 FOOT_SHARE = 0.25
 BOILERPLATE_ARTICLES = 4  # a short paragraph in this many SaudiNewsNet articles or more is boilerplate
@@ -140,6 +151,7 @@ class Pool:
     feet: list[str]
     titles: list[str]
     words: list[str]  # every distinct word, for the line of its own each article gets
+    uses: np.ndarray  # running count of each word's uses in the pieces: rewording draws words as often
     outlets: list[str]
 
 
@@ -207,8 +219,10 @@ def make_pool(
                 pieces.append(piece)
                 seen.update(ends)
     lengths = np.array([sum(map(len, p)) + len(p) - 1 for p in pieces], dtype=np.int64)
-    words = sorted({w for p in pieces for s in p for w in s.split() if len(w) > 1})
-    return Pool(language, pieces, lengths, heads, feet, titles, words, outlets)
+    counts = Counter(w for p in pieces for s in p for w in s.split() if len(w) > 1)
+    words = sorted(counts)
+    uses = np.cumsum([counts[w] for w in words])
+    return Pool(language, pieces, lengths, heads, feet, titles, words, uses, outlets)
 
 
 def load_pools(corpus: Path) -> dict[str, Pool]:
@@ -257,28 +271,38 @@ def pick(items: Sequence[str], rng: np.random.Generator) -> str:
     return items[int(rng.integers(len(items)))]
 
 
-def compose(pool: Pool, rng: np.random.Generator) -> tuple[list[str], np.ndarray]:
+def compose(pool: Pool, rng: np.random.Generator, verbatim: float = VERBATIM_SHARE) -> tuple[list[str], np.ndarray]:
     """A new article's paragraphs: pieces drawn until a drawn length is reached, half of them with their
-    sentences shuffled, a line of random words of its own, maybe an agency line and a footer. With the
-    pieces drawn."""
+    sentences shuffled, all but a ``verbatim`` share of them reworded, a line of random words of its own,
+    maybe an agency line and a footer. With the pieces taken word for word."""
     target = min(MAX_CHARS, max(MIN_CHARS, rng.gamma(LENGTH_SHAPE, LENGTH_SCALE)))
     draws = rng.integers(0, len(pool.pieces), DRAWS)
     reach = np.cumsum(pool.lengths[draws] + 1)
     taken = min(DRAWS, int(np.searchsorted(reach, target)) + 1)
     shuffled = rng.random(taken) < SHUFFLE_SHARE
+    kept = rng.random(taken) < verbatim
     paragraphs: list[str] = []
-    for index, shuffle in zip(draws[:taken].tolist(), shuffled.tolist(), strict=True):
+    for index, shuffle, word_for_word in zip(draws[:taken].tolist(), shuffled.tolist(), kept.tolist(), strict=True):
         sentences = pool.pieces[index]
         if shuffle and len(sentences) > 1:
             sentences = tuple(sentences[i] for i in rng.permutation(len(sentences)))
-        paragraphs.append(" ".join(sentences))
+        paragraph = " ".join(sentences)
+        if not word_for_word:
+            words = paragraph.split(" ")
+            replaced = np.flatnonzero(rng.random(len(words)) < REWORD_SHARE)
+            # Words as often as the pool uses them, so that a reworded piece keeps its length.
+            drawn = np.searchsorted(pool.uses, rng.integers(0, pool.uses[-1], len(replaced)), side="right")
+            for i, w in zip(replaced.tolist(), drawn.tolist(), strict=True):
+                words[i] = pool.words[w]
+            paragraph = " ".join(words)
+        paragraphs.append(paragraph)
     own = " ".join(pool.words[i] for i in rng.integers(0, len(pool.words), int(rng.integers(8, 15))).tolist())
     paragraphs.insert(int(rng.integers(0, min(3, len(paragraphs)) + 1)), own)
     if rng.random() < HEAD_SHARE:
         paragraphs.insert(0, pick(pool.heads, rng))
     if rng.random() < FOOT_SHARE:
         paragraphs.append(pick(pool.feet, rng))
-    return paragraphs, draws[:taken]
+    return paragraphs, draws[:taken][kept]
 
 
 def edited(title: str, paragraphs: list[str], kind: str, pool: Pool, rng: np.random.Generator) -> tuple[str, list[str]]:
@@ -373,6 +397,7 @@ def generate(
     chunk: int = 50_000,
     corpus: Path = DEFAULT_CORPUS,
     pools: dict[str, Pool] | None = None,
+    verbatim: float = VERBATIM_SHARE,
 ) -> dict:
     """Write the corpus (``part-NNN.jsonl`` and ``truth-NNN.tsv`` of ``chunk`` articles each) and its
     manifest ``corpus.json`` (returned); the same docs, seed and chunk give the same files."""
@@ -409,7 +434,7 @@ def generate(
             source = int(layout.original[position])
             if source < 0:
                 pool = pools[str(languages[position])]
-                paragraphs, pieces = compose(pool, rng)
+                paragraphs, pieces = compose(pool, rng, verbatim)
                 title = pick(pool.titles, rng)
                 article = Article(
                     article_id(position), pool.language, title, paragraphs, published, pick(pool.outlets, rng), pieces
@@ -457,6 +482,7 @@ def generate(
         "docs": docs,
         "seed": seed,
         "chunk": chunk,
+        "verbatim": verbatim,
         "chunks": (docs + chunk - 1) // chunk,
         "copies": dict(sorted(counts.items())),
         "mean_chars": round(chars / docs),
@@ -820,6 +846,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--docs", type=int, default=200_000, help="articles in all (default 200,000)")
     parser.add_argument("--chunk", type=int, default=50_000, help="articles per ingest (default 50,000)")
     parser.add_argument("--seed", type=int, default=1, help="of the synthetic corpus (default 1)")
+    parser.add_argument(
+        "--verbatim",
+        type=float,
+        default=VERBATIM_SHARE,
+        help=f"share of the pieces taken word for word, the others reworded (default {VERBATIM_SHARE}; "
+        "1: every piece word for word, the heavy reuse of the issue's corpus)",
+    )
     parser.add_argument("--workdir", type=Path, help="corpus, store and results here (kept; a corpus is reused)")
     parser.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS, help="shared corpus folder")
     parser.add_argument(
@@ -842,7 +875,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         pools = load_pools(args.corpus)
         manifest = manifest_of(corpus_dir)
-        wanted = {"version": GENERATOR_VERSION, "docs": args.docs, "seed": args.seed, "chunk": args.chunk}
+        wanted = {
+            "version": GENERATOR_VERSION,
+            "docs": args.docs,
+            "seed": args.seed,
+            "chunk": args.chunk,
+            "verbatim": args.verbatim,
+        }
         if manifest and all(manifest.get(k) == v for k, v in wanted.items()):
             print(f"corpus: reusing {corpus_dir} ({args.docs:,} articles, seed {args.seed})", flush=True)
         elif args.probe_only:
@@ -851,7 +890,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"corpus: generating {args.docs:,} articles (seed {args.seed}) into {corpus_dir}", flush=True)
             for old in corpus_dir.glob("*-[0-9][0-9][0-9].*"):
                 old.unlink()
-            manifest = generate(args.docs, args.seed, corpus_dir, args.chunk, args.corpus, pools)
+            manifest = generate(args.docs, args.seed, corpus_dir, args.chunk, args.corpus, pools, args.verbatim)
         assert manifest is not None
         print(
             f"  {manifest['mean_chars']:,} characters an article on average; planted copies {manifest['copies']}; "

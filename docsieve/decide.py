@@ -11,13 +11,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+from scipy.stats import binom
 
 from docsieve.fingerprint import EMPTY_MINIMA, pair_overlaps
 from docsieve.settings import Settings
 
 # A candidate is ruled out without comparing the sets when its bin minima say that the chance it passes
-# is below this. Chernoff's bound on the binomial tail: P(at most m of n bins agree | Jaccard >= p) <=
-# exp(-n KL(m/n || p)).
+# is below this (the binomial tail, exact: Chernoff's bound on it, used before, is some ten times looser
+# and let through twice the pairs on reused text; docs/benchmarks.md).
 RULE_OUT_BELOW = 1e-6
 
 
@@ -66,25 +67,23 @@ def hopeless(
     query_sizes: np.ndarray, other_sizes: np.ndarray, mine: np.ndarray, theirs: np.ndarray, settings: Settings
 ) -> np.ndarray:
     """Pairs whose bin minima (rows of ``mine`` and ``theirs``) make passing verification less likely than
-    RULE_OUT_BELOW. Most candidates share a stock phrase or a chance LSH band and nothing more; this
-    spares comparing their sets. The least Jaccard a pair needs to pass: the threshold, or what
-    containment at its threshold implies for the two sizes."""
-    smaller = np.minimum(query_sizes, other_sizes)
-    shared_needed = settings.containment_threshold * smaller
-    contained_jaccard = shared_needed / np.maximum(query_sizes + other_sizes - shared_needed, 1)
-    least = np.where(
-        smaller >= settings.min_containment_shingles,
-        np.minimum(settings.jaccard_threshold, contained_jaccard),
-        settings.jaccard_threshold,
+    RULE_OUT_BELOW. Most candidates share a stock phrase, a chance LSH band or a paragraph and nothing
+    more; this spares making and comparing their sets.
+
+    A pair passes on Jaccard or on containment (shared over the smaller set), so it is ruled out only if
+    both are unlikely. In a bin filled on both sides the two minima are equal with chance J; where they
+    differ, the smaller set holds the bin's least id with chance |smaller \\ larger| / |union|. So among the
+    bins where the smaller set's minimum is not above the larger's, the share of equal ones estimates the
+    containment itself: a short text sharing a paragraph with a long one is ruled out on that, where an
+    implied Jaccard (a few percent against a few percent) could not tell."""
+    both = (mine != EMPTY_MINIMA) & (theirs != EMPTY_MINIMA)  # two empty bins hold the same marker
+    equal = ((mine == theirs) & both).sum(axis=1)
+    # A bin one side leaves empty holds none of the shared ids, so leaving it out never rules out more.
+    unlikely_jaccard = binom.cdf(equal, both.sum(axis=1), settings.jaccard_threshold) < RULE_OUT_BELOW
+    query_smaller = (query_sizes <= other_sizes)[:, None]
+    smaller, larger = np.where(query_smaller, mine, theirs), np.where(query_smaller, theirs, mine)
+    below = ((smaller < larger) & both).sum(axis=1)  # the smaller set's least id, not in the larger
+    unlikely_containment = (binom.cdf(equal, equal + below, settings.containment_threshold) < RULE_OUT_BELOW) | (
+        np.minimum(query_sizes, other_sizes) < settings.min_containment_shingles
     )
-    # Only bins filled on both sides count (two empty bins hold the same marker). A bin one side leaves
-    # empty holds none of the shared shingles, so leaving it out can only raise the rate: never rules
-    # out more. (Equal values in a bin are both filled or both empty.)
-    bins = ((mine != EMPTY_MINIMA) & (theirs != EMPTY_MINIMA)).sum(axis=1)
-    agree = ((mine == theirs) & (mine != EMPTY_MINIMA)).sum(axis=1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        rate = agree / np.maximum(bins, 1)
-        divergence = np.where(rate > 0, rate * np.log(rate / least), 0.0) + (1 - rate) * np.log(
-            (1 - rate) / (1 - least)
-        )
-    return (rate < least) & (bins * divergence > -np.log(RULE_OUT_BELOW))
+    return unlikely_jaccard & unlikely_containment
