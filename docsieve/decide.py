@@ -9,11 +9,11 @@ are compared at once; which story a copy joins is docsieve/stories.py's business
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import cache
 
 import numpy as np
-from scipy.stats import binom
 
-from docsieve.fingerprint import EMPTY_MINIMA, pair_overlaps
+from docsieve.fingerprint import EMPTY_MINIMA, MINIMA_BITS, pair_overlaps
 from docsieve.settings import Settings
 
 # A candidate is ruled out without comparing the sets when its bin minima say that the chance it passes
@@ -79,11 +79,31 @@ def hopeless(
     both = (mine != EMPTY_MINIMA) & (theirs != EMPTY_MINIMA)  # two empty bins hold the same marker
     equal = ((mine == theirs) & both).sum(axis=1)
     # A bin one side leaves empty holds none of the shared ids, so leaving it out never rules out more.
-    unlikely_jaccard = binom.cdf(equal, both.sum(axis=1), settings.jaccard_threshold) < RULE_OUT_BELOW
+    unlikely_jaccard = _at_most(settings.jaccard_threshold)[both.sum(axis=1), equal] < RULE_OUT_BELOW
     query_smaller = (query_sizes <= other_sizes)[:, None]
     smaller, larger = np.where(query_smaller, mine, theirs), np.where(query_smaller, theirs, mine)
     below = ((smaller < larger) & both).sum(axis=1)  # the smaller set's least id, not in the larger
-    unlikely_containment = (binom.cdf(equal, equal + below, settings.containment_threshold) < RULE_OUT_BELOW) | (
+    unlikely_containment = (_at_most(settings.containment_threshold)[equal + below, equal] < RULE_OUT_BELOW) | (
         np.minimum(query_sizes, other_sizes) < settings.min_containment_shingles
     )
     return unlikely_jaccard & unlikely_containment
+
+
+@cache
+def _at_most(p: float) -> np.ndarray:
+    """P(at most k successes in n trials of chance p) for every n and k up to the number of bins, as a
+    table [n, k]. (scipy.special.bdtr gives the same, but importing scipy would add a quarter of a second
+    to every command, a third of the ingest of one document.)"""
+    n = np.arange((1 << MINIMA_BITS) + 1)
+    log_factorial = np.concatenate(([0.0], np.cumsum(np.log(n[1:]))))
+    k = n[None, :]
+    with np.errstate(invalid="ignore"):  # k > n: no such outcome
+        log_pmf = (
+            log_factorial[n][:, None]
+            - log_factorial[k]
+            - log_factorial[np.maximum(n[:, None] - k, 0)]
+            + k * np.log(p)
+            + (n[:, None] - k) * np.log1p(-p)
+        )
+    pmf = np.where(k <= n[:, None], np.exp(log_pmf), 0.0)
+    return np.minimum(np.cumsum(pmf, axis=1), 1.0)

@@ -74,6 +74,16 @@ class Summary:
 
 
 @dataclass(frozen=True, slots=True)
+class Checked:
+    """What verification passed: for each document id, its candidates (record id, Jaccard, containment,
+    the candidate's shingle count); and the shingle sets of the stored ones (the story rules measure them
+    against others)."""
+
+    passed: dict[str, list[tuple[str, float, float, int]]]
+    shingles: dict[str, np.ndarray]
+
+
+@dataclass(frozen=True, slots=True)
 class Match:
     record: Record
     jaccard: float
@@ -129,21 +139,27 @@ class Pipeline:
         # The costly lookup happens before taking the lock; under it, only the records stored since
         # that lookup (by other workers, meanwhile) are looked at again.
         early, complete_to = self.index.lookup(keys, limit, times=times, stage_ids=[p.id for p in prepared])
+        # Their verification too: stored records' sets never change, so only the records stored after the
+        # lookup are verified under the lock (a shorter hold for every worker: docs/scaling.md).
+        with self.store.reading() as txn:
+            checked = self._verify(txn, prepared, early)
         with self.store.writing() as txn:
             self.index.catch_up(txn)
             self.templates.catch_up(txn)
             self.templates.snapshot_if_due(txn)  # every row counted, under the lock
-            found = {p.id: a for p, a in zip(prepared, early, strict=True)}
             late = MemoryIndex(self.settings.index_window, self.settings.common_key_records)
             late.last_seq = complete_to
             late.catch_up(txn)
+            found: dict[str, list[str]] = {p.id: [] for p in prepared}
             if late.last_seq > complete_to:  # other workers stored records since the lookup
-                for p, b in zip(prepared, late.candidates(keys, limit, times), strict=True):
-                    found[p.id] += [c for c in b if c not in found[p.id]]
+                for p, b, a in zip(prepared, late.candidates(keys, limit, times), early, strict=True):
+                    found[p.id] += [c for c in b if c not in a]
             known = txn.existing_ids([p.id for p in prepared] + [r.id for r in rejections])
             new = [_rejected(r) for r in _first_of_each(rejections, known)]
             now = txn.now()  # ranks undated documents, and stamps what the batch changes
-            decided, book = self._decide(txn, _first_of_each(prepared, known), found, languages, published, now)
+            decided, book = self._decide(
+                txn, _first_of_each(prepared, known), found, checked, languages, published, now
+            )
             new += decided
             txn.insert(new, now)
             txn.save_stories(book, now)
@@ -195,24 +211,97 @@ class Pipeline:
         self.index.close()
         self.store.close()
 
+    def _verify(
+        self,
+        txn: Transaction,
+        batch: list[Prepared],
+        stored: list[list[str]],
+        local: list[list[int]] | None = None,
+        exact: list[bool] | None = None,
+    ) -> Checked:
+        """The candidates of each document of the batch that pass verification: the ``stored`` records, and
+        the ``local`` earlier documents of the batch (by index) that are not ``exact`` copies; a document that
+        is an exact copy is not verified at all. All the batch's pairs at once."""
+        limit = self.settings.max_candidates
+        local = local or [[] for _ in batch]
+        exact = exact or [False] * len(batch)
+        summaries = self._summaries_of(txn, {c for i, found in enumerate(stored) if not exact[i] for c in found})
+        doc_of_pair: list[int] = []
+        candidate_sizes: list[int] = []
+        candidate_minima: list[np.ndarray] = []
+        targets: list[str] = []
+        is_stored: list[bool] = []
+        for i, found in enumerate(stored):
+            if exact[i]:
+                continue
+            for c in found:
+                if (summary := summaries.get(c)) is not None:
+                    doc_of_pair.append(i)
+                    candidate_sizes.append(summary[0])
+                    candidate_minima.append(summary[1])
+                    targets.append(c)
+                    is_stored.append(True)
+            for j in local[i][:limit]:
+                if not exact[j]:
+                    doc_of_pair.append(i)
+                    candidate_sizes.append(len(batch[j].fingerprint.shingles))
+                    candidate_minima.append(batch[j].fingerprint.minima)
+                    targets.append(batch[j].id)
+                    is_stored.append(False)
+        checked = Checked({p.id: [] for p in batch}, {})
+        if not doc_of_pair:
+            return checked
+        # Most candidates share a stock phrase and nothing more: ruled out on their sketches, so that only the
+        # others' shingle sets are made (from the stored texts, for records this process has not cached).
+        docs = np.asarray(doc_of_pair, dtype=np.int64)
+        hope = np.flatnonzero(
+            ~hopeless(
+                np.array([len(p.fingerprint.shingles) for p in batch], dtype=np.int64)[docs],
+                np.asarray(candidate_sizes, dtype=np.int64),
+                np.array([p.fingerprint.minima for p in batch])[docs],
+                np.array(candidate_minima),
+                self.settings,
+            )
+        ).tolist()
+        sketches = self._sketches_of(txn, {targets[k] for k in hope if is_stored[k]})
+        local_shingles = {p.id: p.fingerprint.shingles for p in batch}
+        hope = [k for k in hope if not is_stored[k] or targets[k] in sketches]
+        candidate_shingles = [
+            sketches[targets[k]].shingles if is_stored[k] else local_shingles[targets[k]] for k in hope
+        ]
+        strong = verified_pairs(
+            [p.fingerprint.shingles for p in batch],
+            np.array([p.fingerprint.minima for p in batch]),
+            [doc_of_pair[k] for k in hope],
+            candidate_shingles,
+            [candidate_minima[k] for k in hope],
+            self.settings,
+        )
+        for pair, (jaccard, containment) in strong.items():
+            k, other = hope[pair], candidate_shingles[pair]
+            checked.passed[batch[doc_of_pair[k]].id].append((targets[k], jaccard, containment, len(other)))
+            if is_stored[k]:
+                checked.shingles[targets[k]] = other
+        return checked
+
     def _decide(
         self,
         txn: Transaction,
         batch: list[Prepared],
         found: dict[str, list[str]],
+        checked: Checked,
         languages: dict[str, str | None],
         published: dict[str, datetime | None],
         now: datetime,
     ) -> tuple[list[NewRecord], Book]:
-        """Each document of the batch placed in a story, in arrival order (docsieve/stories.py)."""
-        limit = self.settings.max_candidates
+        """Each document of the batch placed in a story, in arrival order (docsieve/stories.py). ``checked``:
+        the verified candidates of the lookup before the lock; ``found``: those stored since, to verify."""
         book = Book(
             txn,
             self.settings,
             lambda ids: {i: s.shingles for i, s in self._sketches_of(txn, ids).items()},
             self.templates,
         )
-        summaries = self._summaries_of(txn, {c for p in batch for c in found[p.id]})
         book.shingles.update({p.id: p.fingerprint.shingles for p in batch})
         book.reserve(p.id for p in batch)
         stored_texts = txn.by_hash(p.fingerprint.content_hash for p in batch)
@@ -221,73 +310,21 @@ class Pipeline:
         for p in batch:
             exact.append(p.fingerprint.content_hash in texts)
             texts.add(p.fingerprint.content_hash)
-        # Every candidate pair of the batch, verified at once: stored candidates, then earlier documents of
-        # the batch that are not exact copies (decided before the document that has them as candidates).
-        doc_of_pair: list[int] = []
-        candidate_sizes: list[int] = []
-        candidate_minima: list[np.ndarray] = []
-        targets: list[str] = []
-        stored: list[bool] = []
-        for i, (p, local) in enumerate(zip(batch, within_batch([p.keys for p in batch]), strict=True)):
-            if exact[i]:
-                continue
-            for c in found[p.id]:
-                if (summary := summaries.get(c)) is not None:
-                    doc_of_pair.append(i)
-                    candidate_sizes.append(summary[0])
-                    candidate_minima.append(summary[1])
-                    targets.append(c)
-                    stored.append(True)
-            for j in local[:limit]:
-                if not exact[j]:
-                    doc_of_pair.append(i)
-                    candidate_sizes.append(len(batch[j].fingerprint.shingles))
-                    candidate_minima.append(batch[j].fingerprint.minima)
-                    targets.append(batch[j].id)
-                    stored.append(False)
-        # Most candidates share a stock phrase and nothing more: ruled out on their sketches, so that only the
-        # others' shingle sets are made (from the stored texts, for records this process has not cached).
-        docs = np.asarray(doc_of_pair, dtype=np.int64)
-        hope = (
-            np.flatnonzero(
-                ~hopeless(
-                    np.array([len(p.fingerprint.shingles) for p in batch], dtype=np.int64)[docs],
-                    np.asarray(candidate_sizes, dtype=np.int64),
-                    np.array([p.fingerprint.minima for p in batch])[docs],
-                    np.array(candidate_minima),
-                    self.settings,
-                )
-            ).tolist()
-            if doc_of_pair
-            else []
-        )
-        sketches = self._sketches_of(txn, {targets[k] for k in hope if stored[k]})
-        book.shingles.update({c: sketch.shingles for c, sketch in sketches.items()})
-        local_shingles = {p.id: p.fingerprint.shingles for p in batch}
-        hope = [k for k in hope if not stored[k] or targets[k] in sketches]
-        doc_of_pair = [doc_of_pair[k] for k in hope]
-        targets = [targets[k] for k in hope]
-        candidate_minima = [candidate_minima[k] for k in hope]
-        candidate_shingles = [sketches[t].shingles if t in sketches else local_shingles[t] for t in targets]
-        strong = verified_pairs(
-            [p.fingerprint.shingles for p in batch],
-            np.array([p.fingerprint.minima for p in batch]),
-            doc_of_pair,
-            candidate_shingles,
-            candidate_minima,
-            self.settings,
-        )
+        # The records stored since the lookup, and the earlier documents of the batch that are not exact copies
+        # (decided before the document that has them as candidates).
+        since = self._verify(txn, batch, [found[p.id] for p in batch], within_batch([p.keys for p in batch]), exact)
+        book.shingles.update(checked.shingles)
+        book.shingles.update(since.shingles)
+        passed = [([] if exact[i] else checked.passed.get(p.id, [])) + since.passed[p.id] for i, p in enumerate(batch)]
         # Only the candidates that passed, and the records of texts stored already, are looked up in stories.
         batch_ids = {p.id for p in batch}
-        book.load({targets[pair] for pair in strong if targets[pair] not in batch_ids} | set(stored_texts.values()))
+        book.load({t for pairs in passed for t, _, _, _ in pairs if t not in batch_ids} | set(stored_texts.values()))
         copies_of: list[list[str]] = [[] for _ in batch]
-        for pair, (jaccard, containment) in strong.items():
-            i, other = doc_of_pair[pair], targets[pair]
-            size, other_size = len(batch[i].fingerprint.shingles), len(candidate_shingles[pair])
-            book.overlaps[(batch[i].id, other)] = Overlap(
-                jaccard, containment, min(size, other_size), size <= other_size
-            )
-            copies_of[i].append(other)
+        for i, (p, pairs) in enumerate(zip(batch, passed, strict=True)):
+            size = len(p.fingerprint.shingles)
+            for other, jaccard, containment, other_size in pairs:
+                book.overlaps[(p.id, other)] = Overlap(jaccard, containment, min(size, other_size), size <= other_size)
+                copies_of[i].append(other)
         first_with_text: dict[str, str] = {}
         for i, p in enumerate(batch):
             fp = p.fingerprint

@@ -59,3 +59,15 @@ def test_prefilter_rules_out_a_short_text_that_shares_one_paragraph_with_a_long_
             SETTINGS,
         )
         assert least <= ruled_out.mean() <= most, ruled_out.mean()
+
+
+def test_the_binomial_tail_table_matches_the_sums_it_stands_for() -> None:
+    from math import comb
+
+    from docsieve.decide import _at_most
+
+    for p in (0.5, 0.55):
+        table = _at_most(p)
+        for n, k in ((0, 0), (1, 0), (20, 3), (64, 40), (128, 10), (128, 127), (128, 128)):
+            expected = sum(comb(n, i) * p**i * (1 - p) ** (n - i) for i in range(k + 1))
+            assert table[n, k] == pytest.approx(expected, rel=1e-9, abs=1e-300)
