@@ -6,7 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from docsieve.index import DAY, PARTS, MemoryIndex, SegmentIndex
+from docsieve.fingerprint import SAMPLE_TAG
+from docsieve.index import DAY, LONE_PHRASE_RECORDS, PARTS, MemoryIndex, SegmentIndex
 from worker.redis_index import RedisIndex
 
 
@@ -106,6 +107,21 @@ def test_keys_held_by_more_records_than_common_are_skipped_and_records_found_by_
     below = MemoryIndex(common=11)
     Rows().put(below, [[5, 100 + i] for i in range(11)])
     assert len(below.lookup([np.array([5])], limit=50)[0][0]) == 11
+
+
+def test_a_phrase_many_records_hold_is_no_candidate_on_its_own() -> None:
+    """A winnowed key (a phrase) held by more than LONE_PHRASE_RECORDS records finds a record only beside a
+    second shared key; a rare phrase, or an LSH band key however common, finds it alone."""
+    phrase, rare, band = int(SAMPLE_TAG) | 7, int(SAMPLE_TAG) | 8, 9
+    many = LONE_PHRASE_RECORDS + 1
+    rows, index = Rows(), MemoryIndex()
+    stock = rows.put(index, [[phrase, 100 + i] for i in range(many)])
+    assert index.lookup([np.array([phrase, 1])], limit=50)[0] == [[]]
+    assert index.lookup([np.array([phrase, 102])], limit=50)[0] == [[stock[2]]]  # a second key: a candidate
+    banded = rows.put(index, [[band, 200 + i] for i in range(many)])
+    assert sorted(index.lookup([np.array([band])], limit=50)[0][0]) == sorted(banded)
+    held_by_few = rows.put(index, [[rare, 300 + i] for i in range(LONE_PHRASE_RECORDS)])
+    assert sorted(index.lookup([np.array([rare])], limit=50)[0][0]) == sorted(held_by_few)
 
 
 def test_the_window_bounds_candidates_by_time_and_an_undated_document_sees_the_whole_index(tmp_path: Path) -> None:
