@@ -2,53 +2,60 @@
 are ``docsieve.index``). Registered for ``redis://``, ``rediss://`` and ``unix://`` index URLs under the
 ``docsieve.indexes`` entry points, so the core finds it without importing it.
 
-The layout ("index3"), and why. The second layout kept one hash field per key holding 20-character ids:
-5.9 KB a document, nearly all of it Redis's ~60 bytes of hash-table entry per field. This one keeps no
-per-key Redis structure at all:
+The layout ("index3"), and why. The second layout ("index2") kept one hash field per key holding
+20-character ids: 5.8 KB a document on real articles, nearly all of it Redis's per-field hash-table
+entry. This one keeps no Redis structure per key (docs/benchmarks.md, "The shared index's size": 864
+bytes a document on the same articles, 6.7x less):
 
 - **Generations.** A record goes into the generation of its index time (spans of half the window; one
-  generation when there is no window). Each generation has a number of its own (its *birth*, from a
-  counter), and every Redis key of it is named by that number, so a generation that expires is unlinked
-  from the list of live ones in one step (whoever moves the horizon does it, inside the script) and its
-  keys are then deleted a few hundred at a time by the writes that follow: no script ever walks a whole
-  generation, and a generation born again for the same span never meets the old one's keys. (Redis TTLs
-  were the plan, but the horizon follows the documents' clock, not the wall's: a backfill of old
-  articles moves it days in seconds, and setting a TTL on each key of a generation is as long as
-  deleting them.)
-- **Buckets as plain strings.** A generation's postings are fixed 10-byte entries (48 bits of the mixed
-  key, then a 4-byte record number) appended to strings, one string per bucket; a lookup reads a
-  bucket and finds its key with a substring search. A posting costs its 10 bytes and about one more for
-  the bucket's own Redis key. Listpack hashes (the plan) cost 14 bytes a posting at best (a header and a
-  back-length per field and per value) and turn into hash tables past 128 fields or 64-byte values, so
-  a key with many postings would undo a whole bucket; a string has no such limit, and a key's postings
-  just sit beside the others' (at most ``common`` + 1 per generation).
+  generation without a window). Each generation has a number of its own (its *birth*, from a counter)
+  that names every Redis key of it, so a generation that expires leaves the list of live ones in one
+  step (done by whichever script moves the horizon) and its keys are deleted a few hundred at a time by
+  the writes that follow: no script walks a whole generation, and a generation born again for the same
+  span never meets the old one's keys. (Redis TTLs were the plan, but the horizon follows the
+  documents' clock, not the wall's: a backfill of old articles moves it days in seconds; and a TTL is
+  set key by key, as long as deleting them.)
+- **Buckets as plain strings, not listpack hashes.** A generation's postings are 10-byte entries (48
+  bits of the mixed key, then a 4-byte record number) in strings, one a bucket, rewritten whole (SET,
+  so no string keeps the slack APPEND's growth leaves); a lookup fetches its buckets with MGET and finds
+  each key by a substring search. A posting costs its 10 bytes plus about 1.5 for the bucket's own key
+  and allocation. Listpack hashes (the plan) cost 14 bytes a posting at best (a header and a back-length
+  for the field and for the value) and turn into hash tables past 128 fields or 64-byte values, which
+  a string never does.
+- **Keys of many records.** A key that reaches ``OVERFLOW`` (8) records in a generation moves to the
+  generation's overflow hash (its numbers in one string: 4 bytes a record, and read by HMGET, not
+  searched record by record in Lua), a marker entry in its bucket. A generation stops taking records
+  for a key at ``common`` + 1: more would never be read.
 - **Buckets that split.** The number of buckets follows the generation's size by linear hashing: once a
-  generation holds more than ``LOAD`` entries a bucket on average, the next bucket in turn is split in
-  two by one more bit of the key (so a bucket is ~0.6-1.3 KB whatever the generation's size, from a
-  test's ten documents to a day of a hundred million). The entries keep the bits that address them.
-  48 bits of a key are kept, so two different keys agree in all of them about once in 2^48: at the
-  scale of billions of records a lookup may meet a stray record under a key it does not have, which
-  costs one candidate that verification rules out.
-- **Record numbers.** A generation numbers its records from 0 (HINCRBY inside the script, so concurrent
-  workers never share a number), and a table of 28-byte slots maps a number to its record: the id (20
-  characters) and its index time (8 bytes, with whether it is a publication time). The table is cut in
-  strings of 292 slots, each written whole when first used (8 KB, one allocator size class: no slack). A
-  record's id is also kept as a posting of its own (48 bits of a hash of the id), so a record staged
-  again (a retry, a feed read twice, a catch-up racing a publish) keeps its number and postings.
+  generation holds more than ``LOAD`` entries a bucket on average, the next bucket in turn splits in two
+  by one more bit of the key, so a bucket is about a kilobyte whatever the generation's size. Entries
+  keep the bits that address them (the last four of their six bytes: a substring search keys on the
+  first, which the bucket's entries do not share). Two different keys agree in all 48 bits about once in
+  2^48: at billions of records a lookup may meet a stray record under a key it does not have, one
+  candidate that verification rules out.
+- **Record numbers.** A generation numbers its records from 0 (HINCRBY inside the script: concurrent
+  workers never share a number), and 28-byte slots map a number to its record: the id (20 characters)
+  and its index time (8 bytes, with whether it is a publication time). The slots are cut in strings of
+  292, each written whole when first used (8 KB with its header: one allocator size class). A record's
+  id is also kept as a posting (48 bits of a hash of the id), so a record written again (a retry, a feed
+  read twice, a catch-up racing a publish) keeps its number and is not posted twice.
 
-About 10.5 bytes a posting, 640 a document (docs/benchmarks.md, "The shared index's size").
+The window (``DOCSIEVE_INDEX_WINDOW``) as the embedded index keeps it: a dated record is forgotten two
+windows behind the newest publication, an undated one two windows behind the newest arrival; a dated
+lookup reads only the generations within a window of its time, an undated one every live generation.
+The newest times only move forward (a max inside the scripts), so concurrent workers agree on the
+horizon; the slots' times make the window and the horizon exact record by record (the worker filters),
+the generations only decide what is read and what is freed. The span is fixed by the first write (kept
+in Redis; a worker with another window reads it and follows): ``docsieve reindex`` after changing it.
 
-The window (``DOCSIEVE_INDEX_WINDOW``) as in the embedded index: a dated record is forgotten once it is
-two windows behind the newest publication, an undated one two windows behind the newest arrival; a
-dated lookup reads only the generations within a window of its time, an undated one all the live ones.
-The newest times only move forward (max, inside the scripts), so concurrent workers agree on the
-horizon; each slot's time makes the window and the horizon exact per record (the worker filters), the
-generations only decide what is read and what is freed. The span is fixed by the first write (kept in
-Redis; a worker set to another window reads it and follows): ``docsieve reindex`` after changing it.
+Common keys: a key is skipped when the generations a lookup reads hold ``common`` + 1 records or more
+under it, counted over those generations together (as the embedded index counts over its segments).
 
-Common keys: a key is skipped when the generations a lookup reads hold more than ``common`` records
-under it (counted over those generations together, as the embedded index counts over its segments);
-a generation stops taking records for a key at ``common`` + 1, which are never read.
+The cost: Redis does more work a posting than with one hash field a key (a substring search, a bucket
+rewritten and split in Lua): a lookup of 512 new articles takes 1.5x the second layout's time, staging
+a batch some 2-3x its Redis time (docs/benchmarks.md). The next step, if Redis's CPU becomes the limit:
+stage in two calls, numbers allocated in the first and the entries built by the worker (numpy) and
+appended per bucket in the second.
 """
 
 from __future__ import annotations
@@ -879,11 +886,11 @@ class RedisIndex:
         ids, code = slots["id"], slots["time"]
         when, dated = code >> 1, (code & 1).astype(bool)
         usable = ids != b""  # a slot zeroed by a takedown, or swept with its generation
-        newest_dated, newest_any = horizon
-        if newest_dated is not None:
-            usable &= ~dated | (when >= newest_dated)
-        if newest_any is not None:
-            usable &= dated | (when >= newest_any)
+        dated_horizon, undated_horizon = horizon  # exact per record: generations end where they end
+        if dated_horizon is not None:
+            usable &= ~dated | (when >= dated_horizon)
+        if undated_horizon is not None:
+            usable &= dated | (when >= undated_horizon)
         # Every (query, record) pair of a shared key: each posting once per query that holds its key.
         order, starts = batch.by_key()
         per = (starts[1:] - starts[:-1])[key]
