@@ -15,7 +15,8 @@ Then, for each layout:
   mostly keys nobody has, some copies) and of a batch of indexed ones (every key found: the worst case),
   the best of ``--repeat`` (the index's ``lookup``, as ``store_prepared`` calls it before the lock: the
   script call or calls and the ranking in the worker);
-- the ingest's wall time (preparing, the store and the index together).
+- the ingest's wall time (preparing, the store and the index together), and Redis's own time for it (the
+  script calls' microseconds in ``INFO commandstats``: staging, publishing, catching up), a document.
 
 The older layout is the ``worker/redis_index.py`` of ``--old-rev`` (git), loaded from git into a module of
 its own. Redis comes from ``--redis-url`` or REDIS_URL when reachable, else a private one (the tests'
@@ -92,9 +93,12 @@ def measure(name: str, make_index: Callable[[str], object], url: str, docs: list
         with contextlib.suppress(redis.RedisError):  # jemalloc's; an error elsewhere
             client.execute_command("MEMORY", "PURGE")
         before = int(client.info("memory")["used_memory"])
+        client.config_resetstat()
         started = time.perf_counter()
         pipeline.ingest(docs)
         ingest = time.perf_counter() - started
+        # Redis's own time for the ingest (every command: the scripts and what they call, counted once each).
+        busy = sum(int(v["usec"]) for k, v in client.info("commandstats").items() if k == "cmdstat_evalsha")
         after = int(client.info("memory")["used_memory"])
         keys = list(client.scan_iter(match=f"{prefix}:*", count=10_000))
         usage = sum(int(client.memory_usage(k, samples=0) or 0) for k in keys)
@@ -113,6 +117,7 @@ def measure(name: str, make_index: Callable[[str], object], url: str, docs: list
         "fresh": fresh * 1e3,
         "known": known * 1e3,
         "ingest": ingest,
+        "busy": busy / 1e3 / len(docs) * 1e3,
         "found": sum(len(f) for f in found),
     }
 
@@ -150,18 +155,19 @@ def main() -> int:
         ]
     print(
         f"\n| layout | Redis keys | MEMORY USAGE / doc | used_memory / doc | lookup {args.batch} new "
-        f"| lookup {args.batch} indexed | ingest |"
+        f"| lookup {args.batch} indexed | ingest | Redis time of the ingest / doc |"
     )
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for r in rows:
         print(
             f"| {r['name']} | {r['keys']:,} | {r['usage']:,.0f} B | {r['used']:,.0f} B | {r['fresh']:.1f} ms "
-            f"| {r['known']:.1f} ms | {r['ingest']:.1f} s |"
+            f"| {r['known']:.1f} ms | {r['ingest']:.1f} s | {r['busy']:.0f} µs |"
         )
     o, n = rows
     print(
         f"\nnew / old: memory {n['usage'] / o['usage']:.3f} ({o['usage'] / n['usage']:.1f}x smaller), lookup of new "
-        f"articles {n['fresh'] / o['fresh']:.2f}x, of indexed ones {n['known'] / o['known']:.2f}x; candidates "
+        f"articles {n['fresh'] / o['fresh']:.2f}x, of indexed ones {n['known'] / o['known']:.2f}x, Redis time of "
+        f"the ingest {n['busy'] / o['busy']:.2f}x; candidates "
         f"found for the new batch: {o['found']:,} old, {n['found']:,} new"
     )
     return 0
