@@ -52,8 +52,8 @@ Common keys: a key is skipped when the generations a lookup reads hold ``common`
 under it, counted over those generations together (as the embedded index counts over its segments).
 
 The cost: Redis does more work a posting than with one hash field a key (a substring search, a bucket
-rewritten and split in Lua): a lookup of 512 new articles takes 1.5x the second layout's time, staging
-a batch some 2-3x its Redis time (docs/benchmarks.md). The next step, if Redis's CPU becomes the limit:
+rewritten and split in Lua): a lookup of 512 new articles took 1.3-1.4x the second layout's time, and
+an ingest 2.2-3x its Redis time (docs/benchmarks.md). The next step, if Redis's CPU becomes the limit:
 stage in two calls, numbers allocated in the first and the entries built by the worker (numpy) and
 appended per bucket in the second.
 """
