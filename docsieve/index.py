@@ -162,7 +162,8 @@ def chunked_rows(rows: Iterable[tuple[int, str, bytes, int, int]], postings: int
         yield read_rows(piece)
 
 
-ENTRY_POINTS = "docsieve.indexes"  # index URL scheme -> a factory (url, prefix) -> CandidateIndex
+# index URL scheme -> a factory (url, prefix, common=, window=) -> CandidateIndex; window: days, as the setting
+ENTRY_POINTS = "docsieve.indexes"
 
 
 def open_index(settings: Settings) -> CandidateIndex:
@@ -185,7 +186,9 @@ def open_index(settings: Settings) -> CandidateIndex:
             f"DOCSIEVE_INDEX_URL: the {scheme}:// index needs the deployment's packages "
             f"(pip install 'docsieve[deploy]'): {exc}"
         ) from None
-    return factory(settings.index_url, settings.queue_prefix, common=settings.common_key_records)
+    return factory(
+        settings.index_url, settings.queue_prefix, common=settings.common_key_records, window=settings.index_window
+    )
 
 
 def index_directory(settings: Settings) -> Path | None:

@@ -1,5 +1,7 @@
 """The shared candidate index in Redis (worker/redis_index.py): it reconciles with the store after a crash,
-lists a record once, keeps the earliest records of a key, and clears only its own keys."""
+lists a record once, keeps the earliest records of a key, and clears only its own keys; its generations
+keep the window, concurrent workers, takedowns and keys of many records right, in under a kilobyte a
+document."""
 
 from __future__ import annotations
 
@@ -56,7 +58,10 @@ def test_a_record_is_listed_once_however_often_its_keys_are_written(redis_index:
     for _ in range(3):
         redis_index.lookup(keys, 0, stage_ids=["r1"])
     redis_index.lookup(keys, 0, stage_ids=["r2"])
+    redis_index._staged_epoch = b"lost"  # as if cleared meanwhile: the publish writes the keys again
+    redis_index.add(["r1", "r2"], keys * 2, last_seq=2, times=[T, T])
     assert redis_index.lookup(keys, 5)[0] == [["r1", "r2"]]
+    assert redis_index.postings(3) == ["r1", "r2"]
 
 
 def test_a_key_counts_until_it_is_common_and_a_document_never_finds_itself(redis_url: str, prefix: str) -> None:
@@ -82,19 +87,173 @@ def test_an_id_staged_twice_in_one_batch_takes_one_place(redis_index: RedisIndex
     redis_index.lookup([key, key, np.array([5], dtype=np.int64)], 0, stage_ids=[twice, twice, other])
     found, _ = redis_index.lookup([np.array([5], dtype=np.int64)], 10)
     assert found == [[twice, other]]
-    raw = redis_index._redis.hget(f"{redis_index._prefix}postings", np.array([5], dtype="<i8").tobytes())
-    assert raw == (twice + other).encode()
+    assert redis_index.postings(5) == [twice, other]
 
 
-def test_clear_removes_both_layouts_and_nothing_else(redis_url: str) -> None:
+def test_clear_removes_every_layout_and_nothing_else(redis_url: str) -> None:
     prefix = f"docsieve-test-{uuid.uuid4().hex[:8]}"
     client = redis.Redis.from_url(redis_url)
-    mine = [f"{prefix}:index:postings", f"{prefix}:index2:seq"]
+    mine = [f"{prefix}:index:postings", f"{prefix}:index2:seq", f"{prefix}:index3:state"]
     others = [f"{prefix}:indexer", f"{prefix}:index-b:seq"]
     for key in mine + others:
         client.set(key, "1")
     try:
-        assert RedisIndex(redis_url, prefix).clear() == 2
-        assert [client.exists(k) for k in mine + others] == [0, 0, 1, 1]
+        assert RedisIndex(redis_url, prefix).clear() == 3
+        assert [client.exists(k) for k in mine + others] == [0, 0, 0, 1, 1]
     finally:
         client.delete(*others)
+
+
+# -- the layout of generations (index3): the window, concurrent workers, takedowns, keys of many records, size
+
+DAY = 86_400
+T = 1_700_000_000  # a publication time (2023): the tests' records are dated, so arrival (now) does not matter
+
+
+def put(index: RedisIndex, ids: list[str], keys: list[np.ndarray], when: list[int], seq: int) -> None:
+    """As a worker does: staged with the lookup before the lock, published after the commit."""
+    index.lookup(keys, 0, times=list(when), stage_ids=ids)
+    index.add(ids, keys, seq, times=list(when))
+
+
+def test_the_window_bounds_dated_lookups_and_old_generations_expire(redis_url: str, prefix: str) -> None:
+    index = RedisIndex(redis_url, prefix, window=10)  # generations of 5 days; forgotten 20 days behind
+    key = [np.array([1, 2, 3], dtype=np.int64)]
+    put(index, ["old"], key, [T], 1)
+    assert index.lookup(key, 5, times=[T + 9 * DAY])[0] == [["old"]]  # within the window
+    assert index.lookup(key, 5, times=[T + 11 * DAY])[0] == [[]]  # a dated query past it: not a candidate
+    assert index.lookup(key, 5, times=[None])[0] == [["old"]]  # undated: the whole index
+    # Newer records move the horizon (the newest publication less two windows) on their own.
+    other = [np.array([7], dtype=np.int64)]
+    put(index, ["new1"], other, [T + 15 * DAY], 2)
+    assert index.lookup(key, 5)[0] == [["old"]]  # not yet behind the horizon
+    births = {k.split(b":")[-1].split(b"b")[0] for k in index.redis_keys() if b"b" in k.split(b":")[-1]}
+    put(index, ["new2"], other, [T + 26 * DAY], 3)  # the horizon passes the old record's generation
+    assert index.lookup(key, 5)[0] == [[]] and index.postings(1) == []
+    put(index, ["new3"], other, [T + 26 * DAY + 60], 4)  # the next write sweeps the expired generation's keys
+    left = {k.split(b":")[-1].split(b"b")[0] for k in index.redis_keys() if b"b" in k.split(b":")[-1]}
+    assert births - left, "the expired generation's buckets were swept"
+    assert index.lookup(other, 5)[0] == [["new1", "new2", "new3"]]
+    # A record older than the horizon is not indexed at all.
+    put(index, ["late"], [np.array([9], dtype=np.int64)], [T], 5)
+    assert index.postings(9) == []
+
+
+def test_a_worker_with_another_window_follows_the_index(redis_url: str, prefix: str) -> None:
+    put(RedisIndex(redis_url, prefix, window=10), ["a"], [np.array([5], dtype=np.int64)], [T], 1)
+    other = RedisIndex(redis_url, prefix)  # no window: it learns the index's generations
+    assert other.lookup([np.array([5], dtype=np.int64)], 5) == ([["a"]], 1)
+    put(other, ["b"], [np.array([5], dtype=np.int64)], [T + DAY], 2)
+    assert RedisIndex(redis_url, prefix, window=10).postings(5) == ["a", "b"]
+
+
+def test_common_keys_are_counted_over_the_generations_read(redis_url: str, prefix: str) -> None:
+    """Six records of a key in one generation and six in another: eleven or more is common (common=10) for a
+    lookup that reads both, not for a dated one that reads only the newer."""
+    index = RedisIndex(redis_url, prefix, common=10, window=10)
+    key = np.array([42], dtype=np.int64)
+    early, late = [f"e{i}" for i in range(6)], [f"l{i}" for i in range(6)]
+    put(index, early, [key] * 6, [T] * 6, 6)
+    put(index, late, [key] * 6, [T + 30 * DAY] * 6, 12)  # the early ones are past the horizon now...
+    assert index.lookup([key], 50)[0] == [sorted(late)]  # ...so only six are read: not common
+    index = RedisIndex(redis_url, prefix + "-b", common=10, window=10)
+    put(index, early, [key] * 6, [T] * 6, 6)
+    put(index, late, [key] * 6, [T + 12 * DAY] * 6, 12)  # two generations, both live
+    assert index.lookup([key], 50)[0] == [[]]  # twelve: common, skipped
+    assert index.lookup([key], 50, times=[T + 21 * DAY])[0] == [sorted(late)]  # the window reads only six
+    index.clear()
+
+
+def test_concurrent_workers_never_lose_a_record_nor_share_a_number(redis_url: str, prefix: str) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    import redis as client_library
+
+    workers, batches, size = 6, 30, 20
+    shared = np.array([99], dtype=np.int64)  # every record has it: one key's postings from every worker
+
+    def work(worker: int) -> tuple[list[str], int]:
+        index = RedisIndex(redis_url, prefix, common=100_000, window=30)
+        rng = np.random.default_rng(worker)
+        mine, newest = [], 0
+        for b in range(batches):
+            ids = [f"w{worker}b{b}r{r}" for r in range(size)]
+            keys = [np.array([1_000_000 + len(mine) + r + 10_000 * worker, 99], dtype=np.int64) for r in range(size)]
+            when = [T + int(rng.integers(0, 20 * DAY)) for _ in ids]  # several generations, in any order
+            put(index, ids, keys, when, 0)
+            mine += ids
+            newest = max(newest, *when)
+        index.close()
+        return mine, newest
+
+    with ThreadPoolExecutor(workers) as pool:
+        done = list(pool.map(work, range(workers)))
+    written = [r for rs, _ in done for r in rs]
+    index = RedisIndex(redis_url, prefix, common=100_000, window=30)
+    assert sorted(index.postings(int(shared[0]))) == sorted(written)  # none lost, none twice
+    for worker in range(workers):  # and each under its own key: its number is its own
+        for n in (0, 7, batches * size - 1):
+            assert index.postings(1_000_000 + n + 10_000 * worker) == [f"w{worker}b{n // size}r{n % size}"]
+    redis = client_library.Redis.from_url(redis_url)
+    records = 0
+    for birth in redis.hvals(f"{prefix}:index3:gens"):
+        records += int(redis.hget(f"{prefix}:index3:s{birth.decode()}", "r"))
+    assert records == len(written)  # numbers were handed out once each
+    # The horizon's clock only moved forward: it is the newest time any worker wrote.
+    assert int(redis.hget(f"{prefix}:index3:state", "published")) == max(n for _, n in done)
+
+
+def test_a_takedown_removes_the_record_from_every_key(redis_index: RedisIndex) -> None:
+    keys = [np.array([1, 2, 3], dtype=np.int64), np.array([2, 3, 4], dtype=np.int64)]
+    put(redis_index, ["gone", "kept"], keys, [T, T], 2)
+    assert redis_index.lookup([np.array([2, 3], dtype=np.int64)], 5)[0] == [["gone", "kept"]]
+    assert redis_index.remove("gone", keys[0].tobytes()) == 3
+    assert redis_index.lookup([np.array([1, 2, 3], dtype=np.int64)], 5)[0] == [["kept"]]
+    assert redis_index.remove("gone", keys[0].tobytes()) == 0
+    put(redis_index, ["gone"], keys[:1], [T], 3)  # stored again later: indexed again
+    assert redis_index.postings(1) == ["gone"]
+
+
+def test_a_key_of_many_records_leaves_its_bucket_and_keeps_working(redis_url: str, prefix: str) -> None:
+    index = RedisIndex(redis_url, prefix, common=30)
+    heavy = 777
+    ids = [f"r{i:03d}" for i in range(40)]
+    # Each record has the heavy key and one of its own; more records than the overflow's threshold and
+    # than the cap, written over several batches (so the key moves to the overflow hash on the way).
+    for start in range(0, 40, 5):
+        keys = [np.array([heavy, 10_000 + i], dtype=np.int64) for i in range(start, start + 5)]
+        put(index, ids[start : start + 5], keys, [T] * 5, start + 5)
+    assert index.postings(heavy) == ids[:31]  # the first common + 1 records kept, in order
+    assert index.lookup([np.array([heavy], dtype=np.int64)], 50)[0] == [[]]  # common: skipped
+    for i in (0, 13, 39):  # every record still found by its own key, whatever shares its bucket
+        assert index.lookup([np.array([10_000 + i, heavy], dtype=np.int64)], 5)[0] == [[ids[i]]]
+    assert index.remove(ids[3], np.array([heavy, 10_003], dtype=np.int64).tobytes()) == 2
+    assert ids[3] not in index.postings(heavy) and len(index.postings(heavy)) == 30
+    small = RedisIndex(redis_url, prefix + "-b", common=1000)
+    for start in range(0, 40, 5):
+        keys = [np.array([heavy, 10_000 + i], dtype=np.int64) for i in range(start, start + 5)]
+        put(small, ids[start : start + 5], keys, [T] * 5, start + 5)
+    found = small.lookup([np.array([heavy], dtype=np.int64)], 100)[0]
+    assert found == [ids]  # not common at 1000: all forty, one shared key each, by id
+    small.clear()
+
+
+def test_an_indexed_document_costs_under_a_kilobyte(redis_url: str, prefix: str) -> None:
+    """Some 3,000 documents of 60 keys (50 of their own, 10 drawn from 3,000 shared ones: near copies and
+    boilerplate), in batches as workers write them: every Redis key of the index, MEMORY USAGE."""
+    import redis as client_library
+
+    index = RedisIndex(redis_url, prefix, window=30)
+    rng = np.random.default_rng(14)
+    shared = rng.integers(-(1 << 62), 1 << 62, size=3000, dtype=np.int64)
+    docs, per_batch = 3072, 512
+    for start in range(0, docs, per_batch):
+        keys = [
+            np.concatenate((rng.integers(-(1 << 62), 1 << 62, size=50, dtype=np.int64), rng.choice(shared, 10)))
+            for _ in range(per_batch)
+        ]
+        ids = [f"{start + i:020x}" for i in range(per_batch)]
+        put(index, ids, keys, [T + int(t) for t in rng.integers(0, 3 * DAY, per_batch)], start + per_batch)
+    redis = client_library.Redis.from_url(redis_url)
+    used = sum(int(redis.memory_usage(k, samples=0)) for k in redis.scan_iter(match=f"{prefix}:*", count=10_000))
+    assert used / docs < 1024, f"{used / docs:.0f} bytes a document"

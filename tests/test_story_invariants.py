@@ -230,20 +230,22 @@ def test_a_canonical_that_holds_a_story_is_no_roundup(pipeline, settings):
 
 
 def test_a_takedown_leaves_no_posting_in_the_shared_index(store, settings, redis_url, prefix, monkeypatch):
-    import redis
+    import numpy as np
 
     from docsieve.cli import main
+    from worker.redis_index import RedisIndex
 
     shared = settings.with_(index_url=redis_url, queue_prefix=prefix)
     p = Pipeline(store, shared, open_index(shared))
     a = words(130, 200)
     recs = ingest(p, ("a", text(a)), ("b", text(edit(a, 131, 0.05))))
+    with p.store.reading() as txn:
+        keys = {record_id: np.frombuffer(blob, dtype=np.int64) for _, record_id, blob, *_ in txn.index_rows(0)}
     p.close()
-    client = redis.Redis.from_url(redis_url)
-    postings = f"{prefix}:index2:postings"
+    index = RedisIndex(redis_url, prefix)
 
     def holding(record_id: str) -> int:
-        return sum(record_id.encode() in value for value in client.hvals(postings))
+        return sum(record_id in index.postings(k) for k in keys[record_id].tolist())
 
     gone, kept = recs["a"].id, recs["b"].id
     assert holding(gone) and holding(kept)

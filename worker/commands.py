@@ -326,7 +326,12 @@ def _reindex(args: argparse.Namespace, settings: Settings) -> int:
             return 0
         from worker.redis_index import RedisIndex
 
-        shared = RedisIndex(settings.index_url, settings.queue_prefix, common=settings.common_key_records)
+        shared = RedisIndex(
+            settings.index_url,
+            settings.queue_prefix,
+            common=settings.common_key_records,
+            window=settings.index_window,
+        )
         with store.writing() as txn:  # no worker decides while the index is rebuilt
             removed = shared.clear()
             shared.catch_up(txn)
