@@ -780,8 +780,9 @@ def _release(array: np.ndarray) -> None:
     """Give back the pages of a mapped array the process touched: they stay in the page cache (the next
     lookup maps them again at the cost of a minor fault), but no longer count in the process's memory,
     which would otherwise grow to the size of the whole index as batches touch it."""
-    if isinstance(array.base, mmap.mmap):
-        array.base.madvise(mmap.MADV_DONTNEED)
+    base = array.base.obj if isinstance(array.base, memoryview) else array.base  # np.frombuffer's view of it
+    if isinstance(base, mmap.mmap):
+        base.madvise(mmap.MADV_DONTNEED)
 
 
 def within_batch(queries: Sequence[np.ndarray]) -> list[list[int]]:

@@ -78,6 +78,34 @@ def test_the_index_files_open_in_a_new_process_without_reading_the_store(tmp_pat
     assert found == [[ids[7]], [ids[299]]] and complete_to == 300
 
 
+def resident_kb(directory: Path) -> int:
+    """KB of this process's memory that are pages of files in ``directory`` (Linux's /proc/self/smaps)."""
+    total, inside = 0, False
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        fields = line.split()
+        if fields and "-" in fields[0] and not fields[0].endswith(":"):
+            inside = len(fields) >= 6 and fields[5].startswith(str(directory))
+        elif inside and fields[0] == "Rss:":
+            total += int(fields[1])
+    return total
+
+
+def test_a_batch_lookup_gives_back_the_pages_of_the_files_it_searched(tmp_path: Path) -> None:
+    """The pages a batch's lookup touches stay in the page cache but leave the process: its memory does not
+    grow to the size of the index as batches touch it."""
+    rows, index = Rows(), SegmentIndex(tmp_path / "index")
+    rng = np.random.default_rng(3)
+    for _ in range(4):
+        rows.put(index, [rng.integers(0, 1 << 40, 60).tolist() for _ in range(5000)])
+    index.flush(rows)
+    again = SegmentIndex(tmp_path / "index")
+    queries = [rng.integers(0, 1 << 40, 60) for _ in range(512)]
+    queries[0][:3] = np.frombuffer(rows.rows[7][2], dtype=np.int64)[:3]
+    found, _ = again.lookup(queries, limit=5)
+    assert found[0] == [rows.rows[7][1]]  # it read the files
+    assert resident_kb(tmp_path / "index") < 256, resident_kb(tmp_path / "index")  # of some 18 MB of files
+
+
 def test_the_files_are_built_again_when_they_disagree_with_the_store(tmp_path: Path) -> None:
     rows, index = Rows(), SegmentIndex(tmp_path / "index")
     rows.put(index, [[1], [2]])
