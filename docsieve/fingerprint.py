@@ -404,3 +404,33 @@ def shared_mask(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     at = np.searchsorted(b, a)
     at[at == len(b)] = 0
     return b[at] == a
+
+
+# The keys as a record keeps them (``records.index_keys``): a winnowed key is a 32-bit shingle id with
+# SAMPLE_TAG, so it is kept in 4 bytes, a band key in 8. A header of 12 bytes (b"DSK1", how many band keys,
+# how many winnowed ones) and 4 bytes of padding when needed make every such blob 4 bytes past a multiple of
+# 8, where the int64 arrays records kept before are a multiple of 8: both read the same. (A third less
+# than 8 bytes a key: ~400 bytes a record of 4,900 characters.)
+KEYS_MAGIC = b"DSK1"
+
+
+def pack_keys(keys: np.ndarray) -> bytes:
+    """A record's index keys (``index.keys_of``) as the store keeps them."""
+    keys = np.asarray(keys, dtype=np.int64)
+    sample = (keys & SAMPLE_TAG) != 0
+    bands, winnowed = keys[~sample], (keys[sample] & np.int64(0xFFFFFFFF)).astype("<u4")
+    header = KEYS_MAGIC + np.array([len(bands), len(winnowed)], dtype="<u4").tobytes()
+    padding = b"\0" * 4 if len(winnowed) % 2 else b""
+    return header + bands.astype("<i8").tobytes() + winnowed.tobytes() + padding
+
+
+def unpack_keys(blob: bytes) -> np.ndarray:
+    """The int64 keys of a stored blob, packed (``pack_keys``) or as the int64 array older records kept."""
+    if len(blob) % 8 == 0:
+        return np.frombuffer(blob, dtype="<i8").astype(np.int64)
+    if blob[:4] != KEYS_MAGIC:
+        raise ValueError("index keys neither packed nor an int64 array")
+    bands, winnowed = np.frombuffer(blob, dtype="<u4", count=2, offset=4).tolist()
+    band_keys = np.frombuffer(blob, dtype="<i8", count=bands, offset=12)
+    sample = np.frombuffer(blob, dtype="<u4", count=winnowed, offset=12 + 8 * bands).astype(np.int64) | SAMPLE_TAG
+    return np.concatenate((band_keys.astype(np.int64), sample))

@@ -46,7 +46,7 @@ from typing import Literal, Protocol
 import numpy as np
 import numpy.typing
 
-from docsieve.fingerprint import SAMPLE_TAG
+from docsieve.fingerprint import SAMPLE_TAG, unpack_keys
 from docsieve.models import Fingerprint
 from docsieve.settings import Settings, SettingsError
 
@@ -141,7 +141,7 @@ def read_rows(rows: Iterable[tuple[int, str, bytes, int, int]]) -> Rows:
     read = Rows([], [], [])
     for seq, record_id, blob, when, arrived in rows:
         read.ids.append(record_id)
-        read.keys.append(np.frombuffer(blob, dtype=np.int64))
+        read.keys.append(unpack_keys(blob))
         read.times.append(when)
         read.arrived.append(arrived)
         read.last_seq = max(read.last_seq, seq)
@@ -154,7 +154,7 @@ def chunked_rows(rows: Iterable[tuple[int, str, bytes, int, int]], postings: int
     size = 0
     for row in rows:
         piece.append(row)
-        size += len(row[2]) // 8
+        size += len(row[2]) // 6  # keys of 4 and 8 bytes (or 8 in older records): about right
         if size >= postings:
             yield read_rows(piece)
             piece, size = [], 0

@@ -23,7 +23,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from docsieve.bookkeeping import Bookkeeping
-from docsieve.fingerprint import SETS_AT_ONCE, bin_minima, shingle_sets
+from docsieve.fingerprint import SETS_AT_ONCE, bin_minima, pack_keys, shingle_sets, unpack_keys
 from docsieve.index import index_time
 from docsieve.models import Method, Record, Sketch, Status, Story, batched
 from docsieve.schema import (
@@ -520,14 +520,15 @@ class Store(Bookkeeping):
                     )
 
     def index_keys(self, record_ids: Sequence[str]) -> dict[str, bytes]:
-        """The candidate-index keys records keep (what a shared index must forget when they are taken down)."""
+        """The candidate-index keys records keep (what a shared index must forget when they are taken down),
+        each record's as an int64 array's bytes."""
         found: dict[str, bytes] = {}
         with self.engine.connect() as conn:
             for chunk in batched(record_ids, CHUNK):
                 query = sa.select(records.c.id, records.c.index_keys).where(
                     records.c.id.in_(chunk), records.c.index_keys.is_not(None)
                 )
-                found.update(conn.execute(query).all())
+                found.update((i, unpack_keys(blob).astype("<i8").tobytes()) for i, blob in conn.execute(query))
         return found
 
     def delete(self, record_ids: Sequence[str], reason: str | None, settings: Settings) -> list[str]:
@@ -882,7 +883,7 @@ def _row(item: NewRecord, now: object, stamp: Callable[[datetime | None], object
         r.containment,
         now,
         None,  # shingles: made again from the text when needed (Transaction.sketches), a fifth of a record's size
-        np.asarray(item.keys, dtype=np.int64).tobytes() if item.keys is not None else None,
+        pack_keys(item.keys) if item.keys is not None else None,
         _sketch_blob(item.shingles, item.minima),
     )
 

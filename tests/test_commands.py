@@ -5,10 +5,10 @@ from __future__ import annotations
 import re
 import uuid
 
-import numpy as np
 import pytest
 import redis
 
+from docsieve.fingerprint import unpack_keys
 from docsieve.store import Store
 from worker.redis_index import RedisIndex
 
@@ -37,7 +37,7 @@ def test_reindex_command_rebuilds_the_shared_index(redis_url: str, tmp_path) -> 
     store.close()
     assert len(rows) > 10 and len(buckets) > 1
     for _, record_id, blob, *_ in rows:  # every stored record is found again under each of its keys
-        for key in np.frombuffer(blob, dtype=np.int64).tolist():
+        for key in unpack_keys(blob).tolist():
             assert record_id in index.postings(key)
     RedisIndex(redis_url, prefix).clear()
 

@@ -191,3 +191,19 @@ def test_shingle_ids_equal_a_plain_python_reference() -> None:
             gram = sum(t * int(w) for t, w in zip(window, const.gram_weights, strict=True)) & mask
             expected.add(mixed(gram ^ int(const.seed)) >> 32)
         assert sorted(expected) == fp.shingles.tolist()
+
+
+def test_index_keys_pack_into_fewer_bytes_and_read_back_as_they_were_with_older_blobs() -> None:
+    from docsieve.fingerprint import SAMPLE_TAG, pack_keys, unpack_keys
+
+    rng = np.random.default_rng(2)
+    for bands, winnowed in ((32, 98), (32, 97), (0, 1), (5, 0), (0, 0)):
+        band_keys = rng.integers(0, 1 << 62, bands, dtype=np.int64)
+        sample = rng.integers(0, 1 << 32, winnowed, dtype=np.int64)
+        if winnowed:
+            sample[0] = 0  # a shingle id of 0 is a key like any other, not padding
+        keys = np.concatenate((band_keys, sample | SAMPLE_TAG))
+        blob = pack_keys(keys)
+        assert len(blob) % 8 == 4 and len(blob) <= 16 + 8 * bands + 4 * winnowed
+        assert np.array_equal(unpack_keys(blob), keys)
+        assert np.array_equal(unpack_keys(keys.tobytes()), keys)  # as records stored before kept them

@@ -4,6 +4,7 @@ that move records, exact copies, ``export --since``, and what a long-running wor
 import pytest
 import sqlalchemy as sa
 
+from docsieve.fingerprint import unpack_keys
 from docsieve.index import open_index
 from docsieve.models import Method, Status
 from docsieve.pipeline import Pipeline
@@ -230,7 +231,6 @@ def test_a_canonical_that_holds_a_story_is_no_roundup(pipeline, settings):
 
 
 def test_a_takedown_leaves_no_posting_in_the_shared_index(store, settings, redis_url, prefix, monkeypatch):
-    import numpy as np
 
     from docsieve.cli import main
     from worker.redis_index import RedisIndex
@@ -240,7 +240,7 @@ def test_a_takedown_leaves_no_posting_in_the_shared_index(store, settings, redis
     a = words(130, 200)
     recs = ingest(p, ("a", text(a)), ("b", text(edit(a, 131, 0.05))))
     with p.store.reading() as txn:
-        keys = {record_id: np.frombuffer(blob, dtype=np.int64) for _, record_id, blob, *_ in txn.index_rows(0)}
+        keys = {record_id: unpack_keys(blob) for _, record_id, blob, *_ in txn.index_rows(0)}
     p.close()
     index = RedisIndex(redis_url, prefix)
 
