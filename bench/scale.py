@@ -69,7 +69,7 @@ from common import DEFAULT_CORPUS, machine, settle
 from pipeline import MAX_RSS_LINE, docsieve_command, measuring_prefix
 
 PINNED_PACKAGES = ("docsieve", "worker", "scheduler")  # copied for the runs (``pin_sources``)
-GENERATOR_VERSION = 3  # a corpus made by another version is made again
+GENERATOR_VERSION = 4  # a corpus made by another version is made again
 ARTICLES_PER_DAY = 3000
 START = datetime(2015, 1, 1, tzinfo=UTC)
 JITTER_S = 1800  # publication time = arrival +- this
@@ -470,7 +470,7 @@ def generate(
             chars += sum(map(len, article.paragraphs)) + len(article.paragraphs) - 1
             part.write(line)
             if (position + 1) % chunk == 0 or position + 1 == docs:
-                reuse.append(round(reused / (position % chunk + 1), 1))
+                reuse.append(round(reused / (position % chunk + 1), 2))
                 reused = 0
                 print(f"  generated {position + 1:,} articles ({time.perf_counter() - started:.0f} s)", flush=True)
     finally:

@@ -28,6 +28,7 @@ from docsieve.index import (
     index_time,
     open_index,
     query_time,
+    sketch_row,
     within_batch,
 )
 from docsieve.models import Method, Record, Rejection, Sketch, Status, batched
@@ -180,6 +181,7 @@ class Pipeline:
             [index_time(n.record.published_at, now) for n in keyed],
             first_seq=last_seq - len(new) + 1,
             arrived=int(now.timestamp()),
+            sketches=[sketch_row(n.shingles, n.minima) for n in keyed],
         )
         self._remember(
             Sketch(n.record.id, n.shingles, n.minima) for n in new if n.shingles is not None and n.minima is not None
@@ -382,6 +384,8 @@ class Pipeline:
         """Shingle counts and bin minima of stored records: from this process's cache, else the store."""
         ids = set(ids)
         found = {c: (len(self._sketches[c].shingles), self._sketches[c].minima) for c in ids if c in self._sketches}
+        if isinstance(self.index, SegmentIndex):  # the embedded index hands them over with its candidates
+            found.update(self.index.summaries(ids - found.keys()))
         found.update(txn.summaries(ids - found.keys()))
         return found
 

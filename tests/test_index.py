@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from docsieve.fingerprint import SAMPLE_TAG
-from docsieve.index import DAY, LONE_PHRASE_RECORDS, PARTS, MemoryIndex, SegmentIndex
+from docsieve.index import DAY, LONE_PHRASE_RECORDS, PARTS, UNKNOWN_SKETCH, MemoryIndex, SegmentIndex, sketch_row
 from worker.redis_index import RedisIndex
 
 
@@ -76,6 +76,38 @@ def test_the_index_files_open_in_a_new_process_without_reading_the_store(tmp_pat
     assert rows.read == 0  # nothing read back: the files are complete
     found, complete_to = again.lookup([np.array([7, 10_007]), np.array([299])], limit=5)
     assert found == [[ids[7]], [ids[299]]] and complete_to == 300
+
+
+def test_a_lookup_hands_over_the_sketches_of_its_candidates_from_the_files(tmp_path: Path) -> None:
+    """Records added with their sketches keep them in the files: a lookup in another process hands them over
+    with the candidates (no read of the store); records caught up from the store's rows have none."""
+    rows, index = Rows(), SegmentIndex(tmp_path / "index")
+    shingles = [np.arange(10 + i, dtype=np.uint32) for i in range(3)]
+    minima = [np.full(128, 7 + i, dtype=np.uint32) for i in range(3)]
+    index.catch_up(rows)
+    ids = [f"{i + 1:020x}" for i in range(3)]
+    for i, record_id in enumerate(ids[:2]):
+        rows.rows.append((i + 1, record_id, np.array([5, 100 + i], dtype=np.int64).tobytes(), DAY, DAY))
+    index.add(
+        ids[:2],
+        [np.array([5, 100]), np.array([5, 101])],
+        2,
+        [DAY] * 2,
+        first_seq=1,
+        arrived=DAY,
+        sketches=[sketch_row(shingles[i], minima[i]) for i in range(2)],
+    )
+    index.flush(rows)
+    rows.rows.append((3, ids[2], np.array([5, 102], dtype=np.int64).tobytes(), DAY, DAY))  # another process's
+    again = SegmentIndex(tmp_path / "index")
+    again.catch_up(rows)  # the third record: from the store's rows, without its sketch
+    found, _ = again.lookup([np.array([5])], limit=5)
+    assert sorted(found[0]) == sorted(ids)
+    summaries = again.summaries(ids)
+    assert sorted(summaries) == ids[:2]
+    for i in range(2):
+        size, kept = summaries[ids[i]]
+        assert size == len(shingles[i]) and np.array_equal(kept, minima[i])
 
 
 def resident_kb(directory: Path) -> int:
@@ -201,7 +233,9 @@ def test_a_mapped_segment_is_searched_through_its_fence_as_numpy_would() -> None
     for n in (1, 5, FENCE - 1, FENCE, FENCE + 1, 5000):
         keys = np.sort(rng.integers(0, 3000, n)).astype(np.int64)
         one = np.array([b"x" * 20])
-        segment = _Segment(keys, np.zeros(n, np.int32), one, np.zeros(1, np.int64), np.zeros(1, np.int64))
+        segment = _Segment(
+            keys, np.zeros(n, np.int32), one, np.zeros(1, np.int64), np.zeros(1, np.int64), UNKNOWN_SKETCH
+        )
         segment.fence = keys[::FENCE].copy()
         asked = np.sort(rng.integers(-5, 3005, 500)).astype(np.int64)
         left, right = segment.search(asked)

@@ -728,6 +728,7 @@ class RedisIndex:
         times: Sequence[int] = (),
         first_seq: int | None = None,
         arrived: int | None = None,
+        sketches: Sequence[np.ndarray | None] | None = None,
     ) -> None:
         """After the commit: the staged keys are there, so the sequence number moves; if the index was
         cleared meanwhile, the keys are written again first."""
