@@ -10,7 +10,8 @@ import uuid
 import numpy as np
 import redis
 
-from docsieve.index import open_index
+from docsieve.fingerprint import SAMPLE_TAG
+from docsieve.index import LONE_PHRASE_RECORDS, open_index
 from docsieve.models import RawDocument
 from docsieve.pipeline import Pipeline
 from docsieve.settings import Settings
@@ -257,3 +258,20 @@ def test_an_indexed_document_costs_under_a_kilobyte(redis_url: str, prefix: str)
     redis = client_library.Redis.from_url(redis_url)
     used = sum(int(redis.memory_usage(k, samples=0)) for k in redis.scan_iter(match=f"{prefix}:*", count=10_000))
     assert used / docs < 1024, f"{used / docs:.0f} bytes a document"
+
+
+def test_a_phrase_many_records_hold_is_no_candidate_on_its_own(redis_index: RedisIndex) -> None:
+    """As the embedded index: a winnowed key (a phrase) held by more than LONE_PHRASE_RECORDS records finds a
+    record only beside a second shared key; a rare phrase, or an LSH band key however common, finds it alone."""
+    phrase, rare, band = int(SAMPLE_TAG) | 7, int(SAMPLE_TAG) | 8, 9
+    many = LONE_PHRASE_RECORDS + 1
+    stock = [f"s{i}" for i in range(many)]
+    put(redis_index, stock, [np.array([phrase, 100 + i], dtype=np.int64) for i in range(many)], [T] * many, 1)
+    assert redis_index.lookup([np.array([phrase, 1], dtype=np.int64)], 50)[0] == [[]]
+    assert redis_index.lookup([np.array([phrase, 102], dtype=np.int64)], 50)[0] == [[stock[2]]]  # a second key
+    banded = [f"b{i}" for i in range(many)]
+    put(redis_index, banded, [np.array([band, 200 + i], dtype=np.int64) for i in range(many)], [T] * many, 2)
+    assert sorted(redis_index.lookup([np.array([band], dtype=np.int64)], 50)[0][0]) == banded
+    few = [f"f{i}" for i in range(LONE_PHRASE_RECORDS)]
+    put(redis_index, few, [np.array([rare, 300 + i], dtype=np.int64) for i in range(len(few))], [T] * len(few), 3)
+    assert sorted(redis_index.lookup([np.array([rare], dtype=np.int64)], 50)[0][0]) == few
