@@ -86,6 +86,7 @@ LOAD = 96
 # marker entry (MARK for a number) stays in its bucket.
 OVERFLOW = 8
 NONE = 0xFFFFFFFF  # a record number the first call gives a record it does not write
+MAX_SPLITS = 4096  # buckets one split call rewrites at most
 EVERY = 1 << 53  # a generation range that holds every generation (undated queries), exact in Lua's doubles
 
 # A record as the main script takes it: its generation, time, arrival, whether dated, its id's key part,
@@ -120,6 +121,7 @@ _GEN = np.dtype(
         ("records", "<u4"),
     ]
 )
+_STATE = np.dtype([("birth", "<i8"), ("L", "<u4"), ("p", "<u4"), ("n", "<i8")])
 _KEYED = np.dtype([("part", f"V{PART}"), ("kind", "u1"), ("bytes", "<u4")])
 _WRITING = np.dtype([("idpart", f"V{PART}"), ("number", "<u4"), ("id", f"S{ID_WIDTH}")])
 
@@ -450,30 +452,18 @@ for _name, _value in (("ENTRY", ENTRY), ("PART", PART), ("SLOT", SLOT), ("CHUNK"
 # (uint32 bucket, uint32 bytes each), 6 their entries, 7 keys of many records (6 bytes of the key, a byte:
 # 1 append to its overflow numbers, 2 move it there; uint32 bytes), 8 their numbers, 9 the records (6
 # bytes of the id's hash, uint32 number, the id).
-# Reply: the generations (int64 each) that expired (and maybe were born again) since the first call: their
-# records are written again from the first call.
+# Reply: the generations (int64 each) that expired (and maybe were born again) since the first call (their
+# records are written again from the first call), and the others' state after (int64 birth, uint32 L and p,
+# int64 entries each): the worker splits the buckets due (``_SPLIT``).
 _APPEND = (
     _COMMON_LUA
     + """
 local mode = ARGV[2]
 local gtab, bheads, bblob, kheads, kblob, rtab = ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9]
 local GEN, REC = 8 + 8 + 4 * 5, PART + 4 + ID_WIDTH
-local gone = {}
+local gone, states = {}, {}
 local written = 0
 local bpos, boff, kpos, koff, rpos = 1, 1, 1, 1, 1
-local split_tables = {}
-local function splitters(bit)  -- byte -> '' for the bytes whose bit is set, and for those whose bit is not
-    local t = split_tables[bit]
-    if not t then
-        local goes, stays = {}, {}
-        for v = 0, 255 do
-            if floor(v / 2 ^ bit) % 2 == 1 then goes[string.char(v)] = '' else stays[string.char(v)] = '' end
-        end
-        t = {goes, stays}
-        split_tables[bit] = t
-    end
-    return t[1], t[2]
-end
 local function keep(nums, drop)  -- numbers (4 bytes each) less those dropped
     local out = {}
     for e = 1, #nums, 4 do
@@ -518,7 +508,7 @@ for gi = 1, #gtab / GEN do
                 for e = 1, #s, ENTRY do put(address(low32(s, e), L, p), sub(s, e, e + ENTRY - 1)) end
             end
         end
-        local keyed = {}
+        local keyed, moves = {}, false
         off = kostart
         for j = 0, nk - 1 do
             local at = kstart + (PART + 5) * j
@@ -585,6 +575,7 @@ for gi = 1, #gtab / GEN do
                 if drop then nums = keep(nums, drop) end
                 local value = values[j] or ''
                 if kind == 2 then
+                    moves = true
                     local b = address(low32(part, 1), L, p)
                     local moving = {}
                     for _, nb in ipairs(numbers_of(new[b], part) or {}) do
@@ -610,25 +601,9 @@ for gi = 1, #gtab / GEN do
             end
         end
         for s = 1, #sets, 2000 do call('MSET', unpack(sets, s, math.min(s + 1999, #sets))) end
-        -- Linear hashing: split the next bucket in turn while the average is above LOAD. The bit that
-        -- decides is bit L of the address, in one byte of each entry: gsub matches entry after entry with
-        -- that byte captured, and a table of the bytes that go drops them (C, not a step of Lua an entry).
-        while n > LOAD * (2 ^ L + p) do
-            local old, moved = p, p + 2 ^ L
-            local blob = new[old] or call('GET', bucket(birth, old)) or ''
-            local at, bit = 2 + floor(L / 8), L % 8
-            local goes, stays = splitters(bit)
-            local pattern = string.rep('.', at) .. '(.)' .. string.rep('.', ENTRY - at - 1)
-            local kept, move = string.gsub(blob, pattern, goes), string.gsub(blob, pattern, stays)
-            if #move > 0 then
-                if #kept > 0 then call('SET', bucket(birth, old), kept) else call('DEL', bucket(birth, old)) end
-                new[old], new[moved] = kept, move
-                call('SET', bucket(birth, moved), move)
-            end
-            p = p + 1
-            if p == 2 ^ L then L = L + 1; p = 0 end
-        end
-        call('HSET', sname, 'L', L, 'p', p, 'n', n)
+        call('HSET', sname, 'n', n)
+        if moves then call('HINCRBY', sname, 'v', 1) end  -- a bucket rewritten, not appended to: splits read it again
+        states[#states + 1] = spack('<i8I4I4i8', tonumber(birth), L, p, n)
     end
 end
 -- Sweep expired generations: a few hundred keys a call, more when more was written.
@@ -662,11 +637,72 @@ end
 if mode == 'add' and #gone == 0 and tonumber(ARGV[3]) > tonumber(call('GET', P .. 'seq') or '0') then
     call('SET', P .. 'seq', ARGV[3])
 end
-return table.concat(gone)
+return {table.concat(gone), table.concat(states)}
 """
 ).replace("ID_WIDTH", str(ID_WIDTH))
 for _name, _value in (("ENTRY", ENTRY), ("PART", PART), ("SLOT", SLOT), ("CHUNK", CHUNK), ("LOAD", LOAD)):
     _APPEND = _APPEND.replace(_name, str(_value))
+
+# Splits the buckets a worker read and split (linear hashing: bucket p into p and p + 2^L by bit L of the
+# address), in turn from the split pointer. ARGV: 1 prefix, 2 birth, 3 L, 4 p and 5 version as it read them,
+# 6 each bucket's length as read (uint32 each), then each bucket's two halves. Applied only if no split and no
+# rewrite (a takedown, a key moved to the overflow hash: the version) came since; entries appended since are
+# split here, one by one. Returns how many buckets split.
+_SPLIT = (
+    _COMMON_LUA
+    + """
+local birth, L, p0, version, seen = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5], ARGV[6]
+local sname = P .. 's' .. birth
+local st = call('HMGET', sname, 'L', 'p', 'v')
+if tonumber(st[1]) ~= L or tonumber(st[2]) ~= p0 or (st[3] or '0') ~= version then return 0 end
+local count = #seen / 4
+local names = {}
+for j = 1, count do names[j] = bucket(birth, p0 + j - 1) end
+local now = call('MGET', unpack(names))
+local at, div = 2 + floor(L / 8), 2 ^ (L % 8)
+local sets, empty, p = {}, {}, p0
+for j = 1, count do
+    local len, blob = sunpack('<I4', seen, 4 * j - 3), now[j] or ''
+    if #blob < len then break end
+    local kept, moved = ARGV[5 + 2 * j], ARGV[6 + 2 * j]
+    if #blob > len then
+        local stay, move = {kept}, {moved}
+        for e = len + 1, #blob, ENTRY do
+            local t = floor(byte(blob, e + at) / div) % 2 == 1 and move or stay
+            t[#t + 1] = sub(blob, e, e + ENTRY - 1)
+        end
+        kept, moved = table.concat(stay), table.concat(move)
+    end
+    if #kept > 0 then
+        sets[#sets + 1] = names[j]
+        sets[#sets + 1] = kept
+    else
+        empty[#empty + 1] = names[j]
+    end
+    if #moved > 0 then
+        sets[#sets + 1] = bucket(birth, p + 2 ^ L)
+        sets[#sets + 1] = moved
+    end
+    p = p + 1
+end
+for s = 1, #sets, 2000 do call('MSET', unpack(sets, s, math.min(s + 1999, #sets))) end
+if #empty > 0 then call('DEL', unpack(empty)) end
+if p == 2 ^ L then call('HSET', sname, 'L', L + 1, 'p', 0) else call('HSET', sname, 'p', p) end
+return p - p0
+"""
+).replace("ENTRY", str(ENTRY))
+
+# The buckets due to split, read with the state that says so. ARGV: prefix, birth, the first bucket, how many.
+# Reply: {L, p, version, the buckets' strings}.
+_SPLIT_READ = """
+local P, birth, first = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local st = redis.call('HMGET', P .. 's' .. birth, 'L', 'p', 'v')
+local names = {}
+for b = first, first + tonumber(ARGV[4]) - 1 do names[#names + 1] = P .. birth .. 'b' .. b end
+local blobs = redis.call('MGET', unpack(names))
+for j = 1, #names do blobs[j] = blobs[j] or '' end
+return {st[1] or '', st[2] or '', st[3] or '0', blobs}
+"""
 
 # Moves the sequence number only if the staged keys are still there (the same epoch: the index was not
 # cleared, nor Redis restarted empty, since they were written); otherwise the caller writes them again.
@@ -760,6 +796,7 @@ for j = 1, #live, 2 do
         end
     end
     call('HSET', sname, 'n', n)
+    call('HINCRBY', sname, 'v', 1)  -- buckets rewritten: a split read before is not applied
 end
 return removed
 """
@@ -802,6 +839,8 @@ class RedisIndex:
         self._resolve = self._redis.register_script(_RESOLVE)
         self._remove = self._redis.register_script(_REMOVE)
         self._append = self._redis.register_script(_APPEND)
+        self._split_script = self._redis.register_script(_SPLIT)
+        self._split_read = self._redis.register_script(_SPLIT_READ)
         self._staged_epoch = b""
 
     def close(self) -> None:
@@ -916,12 +955,34 @@ class RedisIndex:
             built = _entries(batch, records, reply, self._cap)
             if built is None and mode != "add":
                 return
-            gone = self._append(args=[self._prefix, mode, last_seq, *(built or (b"",) * 6)])
+            gone, states = self._append(args=[self._prefix, mode, last_seq, *(built or (b"",) * 6)])
+            for birth, bits, pointer, entries in np.frombuffer(states, dtype=_STATE).tolist():
+                self._split(birth, bits, pointer, entries)
             if not gone:
                 return
             again = np.isin(records.rows["g"], np.frombuffer(gone, dtype="<i8"))
             records = records.subset(again)
             reply, _ = self._first("add", batch, partial(_same, records), partial(self._written_ranges, batch))
+
+    def _split(self, birth: int, bits: int, pointer: int, entries: int) -> None:
+        """Linear hashing's splits, done here: the buckets due read with MGET, split by numpy, and written by
+        ``_SPLIT`` if no other write split or rewrote them meanwhile (else the next write tries again)."""
+        while (due := min(-(-entries // LOAD) - (2**bits + pointer), 2**bits - pointer, MAX_SPLITS)) > 0:
+            state, now, version, blobs = self._split_read(args=[self._prefix, birth, pointer, due])
+            if (state, now) != (str(bits).encode(), str(pointer).encode()):
+                return  # another worker split them meanwhile
+            args: list[bytes | str | int] = [self._prefix, birth, bits, pointer, version]
+            args.append(np.array([len(blob) for blob in blobs], dtype="<u4").tobytes())
+            column, shift = 2 + bits // 8, bits % 8
+            for blob in blobs:
+                rows = np.frombuffer(blob, dtype=np.uint8).reshape(-1, ENTRY)
+                moves = ((rows[:, column] >> shift) & 1).astype(bool)
+                args += [rows[~moves].tobytes(), rows[moves].tobytes()]
+            if int(self._split_script(args=args)) != due:
+                return  # another worker split or rewrote them meanwhile: its split stands, or the next write's
+            pointer += due
+            if pointer == 2**bits:
+                bits, pointer = bits + 1, 0
 
     def lookup(
         self,
