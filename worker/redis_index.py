@@ -32,13 +32,31 @@ bytes a document on the same articles, 6.7x less):
   keep the bits that address them (the last four of their six bytes: a substring search keys on the
   first, which the bucket's entries do not share). Two different keys agree in all 48 bits about once in
   2^48: at billions of records a lookup may meet a stray record under a key it does not have, one
-  candidate that verification rules out.
-- **Record numbers.** A generation numbers its records from 0 (HINCRBY inside the script: concurrent
-  workers never share a number), and 28-byte slots map a number to its record: the id (20 characters)
+  candidate that verification rules out. The worker splits, not Redis: after its write it reads the
+  buckets due (``_SPLIT_READ``), splits them with numpy by the bit, and ``_SPLIT`` writes the halves
+  unless another worker split them or a takedown or a key's move rewrote one meanwhile (a version in the
+  generation's state; entries only appended since are split there, one by one). Until then buckets are a
+  little fuller than ``LOAD``, never wrong: a split is one script, and addresses follow its state.
+- **Record numbers.** A generation numbers its records from 0 (inside the first call, see below:
+  concurrent workers never share a number), and 28-byte slots map a number to its record: the id (20 characters)
   and its index time (8 bytes, with whether it is a publication time). The slots are cut in strings of
   292, each written whole when first used (8 KB with its header: one allocator size class). A record's
   id is also kept as a posting (48 bits of a hash of the id), so a record written again (a retry, a feed
   read twice, a catch-up racing a publish) keeps its number and is not posted twice.
+- **A write in two calls.** Per posting Lua work was what Redis's time went to (a substring search, a
+  string built and a table entry each), so a write (staging, a catch-up) is two script calls and the
+  postings are built between them by the worker. The first (``_MAIN``, the lookup when staging) numbers
+  the records not posted yet, writes their slots, and returns each generation's bucket state and how many
+  records each of the batch's keys holds in it. The worker then builds every entry with numpy, keeps a
+  key's first ``common`` + 1 records of a generation (counting those found), addresses them and groups
+  them by bucket; the second (``_APPEND``) appends each bucket's string (read and written whole with
+  MGET and MSET: no per-posting step), moves keys reaching ``OVERFLOW`` to the overflow hash, and
+  publishes the sequence number (``add``). What another worker does between the two calls: a bucket
+  split meanwhile is addressed again in the script, entry by entry; a record posted meanwhile (the same
+  id staged twice at once: its id's posting) is not posted again; a generation expired meanwhile sends
+  its records through both calls again (the first decides whether they are still indexed); counts that
+  moved meanwhile only let a key pass its cap by a few records or reach the overflow hash a write later
+  (its entries beside its marker are read, and moved, all the same).
 
 The window (``DOCSIEVE_INDEX_WINDOW``) as the embedded index keeps it: a dated record is forgotten two
 windows behind the newest publication, an undated one two windows behind the newest arrival; a dated
@@ -817,10 +835,11 @@ class RedisIndex:
     that were never stored (no sketch: never a candidate). A lost or stale Redis is caught up from the
     store's rows by sequence number on the next batch; ``docsieve reindex`` rebuilds it whole.
 
-    A batch (some 36,000 keys) is one script call that reads (and, staging, appends after reading), and
-    one more that turns the record numbers found into ids and times. The scripts only read and write;
-    counting shared keys, the window and ranking happen in the worker, with numpy (counting in Lua took
-    Redis, which every worker and the broker share, much longer).
+    A lookup of a batch (some 36,000 keys) is one script call that reads, and one more that turns the
+    record numbers found into ids and times; staging adds the write's second call (the entries the worker
+    built, appended a bucket at a time) and the splits it makes due. The scripts only read and write;
+    counting shared keys, the window, ranking and building the postings happen in the worker, with numpy
+    (that work in Lua took Redis, which every worker and the broker share, much longer).
     """
 
     def __init__(self, url: str, prefix: str, common: int = 1000, window: float = 0.0) -> None:
