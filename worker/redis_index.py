@@ -284,24 +284,30 @@ for o, gen in ipairs(gens) do
             local blob, part = cache[slot], ps[i]
             local at = find(blob, part, 1, true)
             if at then  -- most keys of a new document are nowhere: this is the rarer path
-                local c, got, marked = 0, {}, false
+                local c, first, more, marked = 0, '', nil, false
                 while at do
                     if (at - 1) % ENTRY == 0 then  -- an entry's start, not bytes across two entries
                         local nb = sub(blob, at + PART, at + ENTRY - 1)
-                        if nb == MARK then marked = true else c = c + 1; got[c] = nb end
+                        if nb == MARK then
+                            marked = true
+                        else  -- one record (the usual) without a table
+                            c = c + 1
+                            if c == 1 then first = nb elseif c == 2 then more = {first, nb} else more[c] = nb end
+                        end
                         at = find(blob, part, at + ENTRY, true)
                     else
                         at = find(blob, part, at + 1, true)
                     end
                 end
+                local got = more and table.concat(more) or first
                 if marked then  -- in the overflow hash (and, written by a worker that did not know yet, here)
                     over[#over + 1] = part
                     overkey[#over] = i
-                    overnums[#over] = table.concat(got)
+                    overnums[#over] = got
                 elseif c > 0 then
                     heads[4 * ng + 1], heads[4 * ng + 2], heads[4 * ng + 3], heads[4 * ng + 4] = i - 1, o - 1, c, 0
                     ng = ng + 1
-                    nums[ng] = table.concat(got)
+                    nums[ng] = got
                     total[i] = (total[i] or 0) + c
                 end
             end
