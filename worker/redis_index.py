@@ -69,11 +69,13 @@ in Redis; a worker with another window reads it and follows): ``docsieve reindex
 Common keys: a key is skipped when the generations a lookup reads hold ``common`` + 1 records or more
 under it, counted over those generations together (as the embedded index counts over its segments).
 
-The cost: Redis does more work a posting than with one hash field a key (a substring search, a bucket
-rewritten and split in Lua): a lookup of 512 new articles took 1.3-1.4x the second layout's time, and
-an ingest 2.2-3x its Redis time (docs/benchmarks.md). The next step, if Redis's CPU becomes the limit:
-stage in two calls, numbers allocated in the first and the entries built by the worker (numpy) and
-appended per bucket in the second.
+The cost (docs/benchmarks.md, "The shared index's size"; bench/redis_index.py, commit 276805b): Redis's
+time for an ingest is now the second layout's (130-136 against 134-148 µs a document, 0.83-1.01x over six
+runs on Redis 6.2 and 7.0; it was 2.2-3x while each posting was a step of Lua). A lookup still costs Redis
+more than one hash field a key did (a string made and searched for each key, ~0.3 µs of Lua each): 512 new
+articles took 1.17-1.5x the second layout's time in those runs (the same script time as before the write
+moved to two calls), indexed ones 1.5-1.9x. The next step there: the keys sent as arguments grouped by
+bucket under the worker's last known state (no string made or address computed in Lua a key).
 """
 
 from __future__ import annotations
