@@ -77,11 +77,13 @@ class Summary:
 @dataclass(frozen=True, slots=True)
 class Checked:
     """What verification passed: for each document id, its candidates (record id, Jaccard, containment,
-    the candidate's shingle count); and the shingle sets of the stored ones (the story rules measure them
-    against others)."""
+    the candidate's shingle count); the shingle sets of the stored ones (the story rules measure them
+    against others); and which stored candidates were there to verify (a shared index also names records
+    other workers have staged but not yet committed: those are verified under the lock, once stored)."""
 
     passed: dict[str, list[tuple[str, float, float, int]]]
     shingles: dict[str, np.ndarray]
+    verified: set[str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,7 +153,7 @@ class Pipeline:
             late = MemoryIndex(self.settings.index_window, self.settings.common_key_records)
             late.last_seq = complete_to
             late.catch_up(txn)
-            found: dict[str, list[str]] = {p.id: [] for p in prepared}
+            found = {p.id: [c for c in a if c not in checked.verified] for p, a in zip(prepared, early, strict=True)}
             if late.last_seq > complete_to:  # other workers stored records since the lookup
                 for p, b, a in zip(prepared, late.candidates(keys, limit, times), early, strict=True):
                     found[p.id] += [c for c in b if c not in a]
@@ -250,7 +252,7 @@ class Pipeline:
                     candidate_minima.append(batch[j].fingerprint.minima)
                     targets.append(batch[j].id)
                     is_stored.append(False)
-        checked = Checked({p.id: [] for p in batch}, {})
+        checked = Checked({p.id: [] for p in batch}, {}, set(summaries))
         if not doc_of_pair:
             return checked
         # Most candidates share a stock phrase and nothing more: ruled out on their sketches, so that only the

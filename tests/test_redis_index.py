@@ -12,7 +12,7 @@ import redis
 
 from docsieve.fingerprint import SAMPLE_TAG
 from docsieve.index import LONE_PHRASE_RECORDS, open_index
-from docsieve.models import RawDocument
+from docsieve.models import RawDocument, Status
 from docsieve.pipeline import Pipeline
 from docsieve.settings import Settings
 from docsieve.store import Store
@@ -318,3 +318,31 @@ def test_an_id_two_workers_stage_at_once_is_posted_once(redis_url: str, prefix: 
     two._second("stage", *b, 0)
     assert one.postings(6) == ["same"]
     assert one.lookup([np.array([5, 6], dtype=np.int64)], 5)[0] == [["same"]]
+
+
+def test_a_record_staged_before_the_lookup_and_stored_before_the_lock_is_verified(redis_url: str, tmp_path) -> None:
+    """Worker A stages an original's keys (before its lock), worker B's lookup finds that id while it is not
+    yet stored, then A commits before B takes the lock: B must verify it under the lock and store its copy
+    as a copy (verifying only what was stored at B's lookup lost it: 3-4 canonicals a story in the
+    four-worker race of test_deployment)."""
+    prefix = f"docsieve-test-{uuid.uuid4().hex[:8]}"
+    settings = Settings(store=f"sqlite:///{tmp_path / 's.db'}", index_url=redis_url, queue_prefix=prefix)
+    a = Pipeline(Store(settings.store), settings, open_index(settings))
+    b = Pipeline(Store(settings.store), settings, open_index(settings))
+    try:
+        staged = a.prepare([RawDocument("a.txt", fixture_text("ar_near_a.txt"))])
+        original = staged[1][0]
+        a.index.lookup([original.keys], 32, stage_ids=[original.id])  # A's staging, before its lock
+        writing = b.store.writing
+
+        def a_commits_first():  # B's lookup and early verification are done: A stores the original now
+            a.store_prepared(*staged)
+            return writing()
+
+        b.store.writing = a_commits_first  # type: ignore[method-assign]
+        (copy,) = b.process([RawDocument("b.txt", fixture_text("ar_near_b.txt"))])
+        assert copy.duplicate_of == original.id and copy.status is not Status.CANONICAL
+    finally:
+        RedisIndex(redis_url, prefix).clear()
+        a.close()
+        b.close()
