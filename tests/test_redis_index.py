@@ -10,8 +10,7 @@ import uuid
 import numpy as np
 import redis
 
-from docsieve.fingerprint import SAMPLE_TAG
-from docsieve.index import LONE_PHRASE_RECORDS, open_index
+from docsieve.index import open_index
 from docsieve.models import RawDocument, Status
 from docsieve.pipeline import Pipeline
 from docsieve.settings import Settings
@@ -258,66 +257,6 @@ def test_an_indexed_document_costs_under_a_kilobyte(redis_url: str, prefix: str)
     redis = client_library.Redis.from_url(redis_url)
     used = sum(int(redis.memory_usage(k, samples=0)) for k in redis.scan_iter(match=f"{prefix}:*", count=10_000))
     assert used / docs < 1024, f"{used / docs:.0f} bytes a document"
-
-
-def test_a_phrase_many_records_hold_is_no_candidate_on_its_own(redis_index: RedisIndex) -> None:
-    """As the embedded index: a winnowed key (a phrase) held by more than LONE_PHRASE_RECORDS records finds a
-    record only beside a second shared key; a rare phrase, or an LSH band key however common, finds it alone."""
-    phrase, rare, band = int(SAMPLE_TAG) | 7, int(SAMPLE_TAG) | 8, 9
-    many = LONE_PHRASE_RECORDS + 1
-    stock = [f"s{i}" for i in range(many)]
-    put(redis_index, stock, [np.array([phrase, 100 + i], dtype=np.int64) for i in range(many)], [T] * many, 1)
-    assert redis_index.lookup([np.array([phrase, 1], dtype=np.int64)], 50)[0] == [[]]
-    assert redis_index.lookup([np.array([phrase, 102], dtype=np.int64)], 50)[0] == [[stock[2]]]  # a second key
-    banded = [f"b{i}" for i in range(many)]
-    put(redis_index, banded, [np.array([band, 200 + i], dtype=np.int64) for i in range(many)], [T] * many, 2)
-    assert sorted(redis_index.lookup([np.array([band], dtype=np.int64)], 50)[0][0]) == banded
-    few = [f"f{i}" for i in range(LONE_PHRASE_RECORDS)]
-    put(redis_index, few, [np.array([rare, 300 + i], dtype=np.int64) for i in range(len(few))], [T] * len(few), 3)
-    assert sorted(redis_index.lookup([np.array([rare], dtype=np.int64)], 50)[0][0]) == few
-
-
-def _first_call(index: RedisIndex, ids: list[str], keys: list[np.ndarray], when: list[int]):
-    """A worker's first call of a staging write (numbers, counts and the generations' state), alone."""
-    from worker.redis_index import _KeyBatch
-
-    batch = _KeyBatch(keys)
-    records = index._records(batch, ids, when, [True] * len(ids), [T] * len(ids))
-    reply, built = index._first("stage", batch, lambda: records, lambda _: index._ranges(batch, None))
-    return batch, built, reply
-
-
-def test_a_split_between_the_two_calls_of_a_write_loses_nothing(redis_url: str, prefix: str) -> None:
-    """Another worker's write (splitting most buckets) between a worker's first and second call: the second
-    addresses its entries again, and every record is found by every key."""
-    first, second = RedisIndex(redis_url, prefix), RedisIndex(redis_url, prefix)
-    ids = [f"a{i}" for i in range(50)]
-    keys = [np.arange(10, dtype=np.int64) * 1_000 + i for i in range(50)]
-    put(first, ["seed"], [np.array([1], dtype=np.int64)], [T], 1)
-    batch, records, reply = _first_call(first, ids, keys, [T] * len(ids))
-    others = [f"b{i}" for i in range(400)]
-    put(second, others, [np.arange(20, dtype=np.int64) + 10_000_000 + 100 * i for i in range(400)], [T] * 400, 2)
-    first._second("stage", batch, records, reply, 0)
-    first.add(ids, keys, 3, times=[T] * len(ids))
-    state = redis.Redis.from_url(redis_url).hgetall(f"{prefix}:index3:s1")
-    assert int(state[b"L"]) >= 6, "the other write split the buckets between the two calls"
-    for i in (0, 17, 49):
-        assert first.postings(int(keys[i][3])) == [ids[i]]
-        assert first.lookup([keys[i]], 5)[0] == [[ids[i]]]
-    assert first.lookup([np.arange(20, dtype=np.int64) + 10_000_000 + 100 * 7], 5)[0] == [[others[7]]]
-
-
-def test_an_id_two_workers_stage_at_once_is_posted_once(redis_url: str, prefix: str) -> None:
-    """Both first calls number the record (neither sees it posted); the second of the second calls finds
-    its id posted by the other and drops its entries."""
-    one, two = RedisIndex(redis_url, prefix), RedisIndex(redis_url, prefix)
-    key = [np.array([5, 6, 7], dtype=np.int64)]
-    a = _first_call(one, ["same"], key, [T])
-    b = _first_call(two, ["same"], key, [T])
-    one._second("stage", *a, 0)
-    two._second("stage", *b, 0)
-    assert one.postings(6) == ["same"]
-    assert one.lookup([np.array([5, 6], dtype=np.int64)], 5)[0] == [["same"]]
 
 
 def test_a_record_staged_before_the_lookup_and_stored_before_the_lock_is_verified(redis_url: str, tmp_path) -> None:
