@@ -36,6 +36,13 @@ def write_fresh(path: Path, start: int, docs: int, pools: dict[str, scale.Pool])
             out.write(scale.Article(f"f{position:08d}", pool.language, title, paragraphs, when, outlet).line())
 
 
+def remove_store(store: Path) -> Path:
+    """The store file gone, with its log and index files; returns its path."""
+    for path in store.parent.glob(f"{store.name}*"):
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    return store
+
+
 def ingest(store: Path, source: Path) -> tuple[float, float]:
     """(wall seconds, peak RSS MB) of one ``docsieve ingest``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("DOCSIEVE_")}  # the defaults, as scale.py
@@ -68,17 +75,12 @@ def main() -> int:
         write_fresh(late, grown, args.docs, pools)
         print(f"{args.docs:,} fresh articles into an empty store and into a copy of {grown:,} records", flush=True)
         for round_ in range(1, args.rounds + 1):
-            empty = work / "empty.db"
-            for path in work.glob("empty.db*"):
-                shutil.rmtree(path) if path.is_dir() else path.unlink()
+            empty, copy = remove_store(work / "empty.db"), remove_store(work / "grown.db")
             wall_first, peak_first = ingest(empty, first)
-            copy = work / "grown.db"
-            for path in work.glob("grown.db*"):
-                shutil.rmtree(path) if path.is_dir() else path.unlink()
             for suffix in ("", "-wal"):  # the log too, should the run have left one
                 if (args.workdir / f"store.db{suffix}").exists():
                     shutil.copy(args.workdir / f"store.db{suffix}", f"{copy}{suffix}")
-            shutil.copytree(args.workdir / "store.db.index", work / "grown.db.index")
+            shutil.copytree(args.workdir / "store.db.index", f"{copy}.index")
             wall_late, peak_late = ingest(copy, late)
             print(
                 f"round {round_}: empty {wall_first:.1f} s {peak_first:,.0f} MB; grown {wall_late:.1f} s "

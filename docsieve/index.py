@@ -115,6 +115,10 @@ class CandidateIndex(Protocol):
     def remove(self, record_id: str, keys: bytes) -> int:
         """Forget a record taken down (its keys as stored); returns how many postings went."""
 
+    def summaries(self, ids: Iterable[str]) -> dict[str, tuple[int, np.ndarray]]:
+        """The shingle counts and bin minima of the last lookup's candidates among ``ids`` that the index
+        keeps (the rest are read from the store)."""
+
     def lookup(
         self,
         queries: Sequence[np.ndarray],
@@ -253,48 +257,34 @@ class _Segment:
             found[mine] = lo + np.searchsorted(self.take("keys", np.arange(lo, hi)), keys[mine], side)
         return found
 
-    def take(self, part: str, at: np.ndarray) -> np.ndarray:
-        """``part``'s entries at positions ``at``. From a mapped segment, few entries are read from the file
-        rather than through the mapping: on this kernel a fault maps the whole large folio around the page
-        (up to 2 MB, whatever madvise says), so a one-document lookup through the mappings of a 1M-document
-        index took 280 MB of the process's memory. Many entries (a batch's) go through the mapping."""
+    def take(self, part: str, at: np.ndarray, width: int = 1) -> np.ndarray:
+        """``part``'s entries at positions ``at`` (with a ``width``, its rows of that many entries). From a
+        mapped segment, few entries are read from the file rather than through the mapping: on this kernel a
+        fault maps the whole large folio around the page (up to 2 MB, whatever madvise says), so a one-document
+        lookup through the mappings of a 1M-document index took 280 MB of the process's memory. Many entries
+        (a batch's) go through the mapping."""
         array = getattr(self, part)
-        if self.directory is None or len(at) > FEW:
-            return np.asarray(array[at])
-        size = array.dtype.itemsize
-        out = np.empty(len(at), dtype=array.dtype)
+        rows = array.reshape(-1, width) if width > 1 else array
+        if self.directory is None or len(at) * width > FEW:
+            return np.asarray(rows[at])
+        size = array.dtype.itemsize * width
+        out = np.empty((len(at), width) if width > 1 else len(at), dtype=array.dtype)
         if not len(at):
             return out
         try:
             handle = open(self.directory / f"{self.name}.{part}", "rb", buffering=0)  # noqa: SIM115 (below)
         except FileNotFoundError:  # merged away by another process since it was mapped: the mapping still holds it
-            return np.asarray(array[at])
+            return np.asarray(rows[at])
         with handle:
             fd = handle.fileno()
             first, last = int(at.min()), int(at.max())
-            if last - first < FEW:  # one read for a run (a fence block)
-                out[:] = np.frombuffer(os.pread(fd, (last - first + 1) * size, first * size), dtype=array.dtype)[
-                    at - first
-                ]
+            if (last - first) * width < FEW:  # one read for a run (a fence block)
+                run = np.frombuffer(os.pread(fd, (last - first + 1) * size, first * size), dtype=array.dtype)
+                out[:] = (run.reshape(-1, width) if width > 1 else run)[at - first]
             else:
                 for i, position in enumerate(at.tolist()):
-                    out[i] = np.frombuffer(os.pread(fd, size, position * size), dtype=array.dtype)[0]
-        return out
-
-    def sketch_rows(self, at: np.ndarray) -> np.ndarray:
-        """The sketches of the records at ``at``, one row each (a few read from the file, as ``take`` does)."""
-        rows = self.sketches.reshape(-1, SKETCH_WIDTH)
-        if self.directory is None or len(at) * SKETCH_WIDTH > FEW:
-            return np.asarray(rows[at])
-        out = np.empty((len(at), SKETCH_WIDTH), dtype=np.uint32)
-        try:
-            handle = open(self.directory / f"{self.name}.sketches", "rb", buffering=0)  # noqa: SIM115 (below)
-        except FileNotFoundError:  # merged away by another process since it was mapped: the mapping still holds it
-            return np.asarray(rows[at])
-        with handle:
-            for i, position in enumerate(at.tolist()):
-                row = os.pread(handle.fileno(), 4 * SKETCH_WIDTH, 4 * SKETCH_WIDTH * position)
-                out[i] = np.frombuffer(row, dtype=np.uint32)
+                    entry = np.frombuffer(os.pread(fd, size, position * size), dtype=array.dtype)
+                    out[i] = entry if width > 1 else entry[0]
         return out
 
     def id_list(self) -> list[str]:
@@ -407,9 +397,10 @@ def _merged(older: _Segment, newer: _Segment, horizon: Horizon | None) -> _Segme
 # so no merge ever holds more than that in memory, and a lookup searches a few more of them.
 MERGE_UP_TO = 1 << 23
 # A phrase (a winnowed key) more records than this hold is a candidate's only shared key far more often as a
-# stock phrase than as a copy: in a 200,000-article store of bench/scale.py 83% of the candidates shared a
-# single key, nearly all a phrase others held too, and none was a copy. Such a candidate needs a second shared
-# key, or an LSH band (a copy of a short text held by few shares its rare phrases; a copy of a long one, many).
+# stock phrase than as a copy: for 512 new articles into a 200,000-article store of bench/scale.py, 83% of the
+# candidates shared a single key, nearly always a phrase others held too (14 records at the median). Such a
+# candidate needs a second shared key, or an LSH band (a copy of a short text held by few shares its rare
+# phrases; a copy of a long one, many). The labeled pairs of bench/quality.py gave the same figures with it.
 LONE_PHRASE_RECORDS = 4
 FENCE = 512  # keys a fence entry stands for: 4 KB, a page
 FEW = 4096  # keys (or entries) a lookup reads from a segment's files; more go through its mappings
@@ -522,9 +513,10 @@ class SegmentIndex:
                 owner_hits.append(owner + base)
                 telling_hits.append(evidence)
             base += len(segment.ids)
-            if len(keys) > FEW:  # a batch went through the mappings: one segment's pages at a time at most
-                for part in ("keys", "owners", "times", "arrived"):
-                    _release(getattr(segment, part))
+            # Whatever went through the mappings (a batch's keys, a small lookup's many hits): one segment's
+            # pages at a time at most. (A part read from the file has none to give back.)
+            for part in ("keys", "owners", "times", "arrived"):
+                _release(getattr(segment, part))
         if not query_hits:
             return result
         ranked = most_shared(
@@ -538,9 +530,9 @@ class SegmentIndex:
         for segment in segments:
             mine = (chosen >= first) & (chosen < first + len(segment.ids))
             names[mine] = segment.take("ids", chosen[mine] - first).astype(f"U{ID_WIDTH}")
-            sketches[mine] = segment.sketch_rows(chosen[mine] - first)
-            if len(chosen) > FEW:
-                _release(segment.sketches)
+            sketches[mine] = segment.take("sketches", chosen[mine] - first, SKETCH_WIDTH)
+            for part in ("ids", "sketches"):
+                _release(getattr(segment, part))
             first += len(segment.ids)
         flat = names.tolist()
         known = sketches[:, 0] != UNKNOWN_SKETCH[0]

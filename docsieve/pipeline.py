@@ -78,12 +78,12 @@ class Summary:
 class Checked:
     """What verification passed: for each document id, its candidates (record id, Jaccard, containment,
     the candidate's shingle count); the shingle sets of the stored ones (the story rules measure them
-    against others); and which stored candidates were there to verify (a shared index also names records
+    against others); and which stored candidates were there to examine (a shared index also names records
     other workers have staged but not yet committed: those are verified under the lock, once stored)."""
 
     passed: dict[str, list[tuple[str, float, float, int]]]
     shingles: dict[str, np.ndarray]
-    verified: set[str]
+    examined: set[str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,7 +153,7 @@ class Pipeline:
             late = MemoryIndex(self.settings.index_window, self.settings.common_key_records)
             late.last_seq = complete_to
             late.catch_up(txn)
-            found = {p.id: [c for c in a if c not in checked.verified] for p, a in zip(prepared, early, strict=True)}
+            found = {p.id: [c for c in a if c not in checked.examined] for p, a in zip(prepared, early, strict=True)}
             if late.last_seq > complete_to:  # other workers stored records since the lookup
                 for p, b, a in zip(prepared, late.candidates(keys, limit, times), early, strict=True):
                     found[p.id] += [c for c in b if c not in a]
@@ -319,7 +319,7 @@ class Pipeline:
         since = self._verify(txn, batch, [found[p.id] for p in batch], within_batch([p.keys for p in batch]), exact)
         book.shingles.update(checked.shingles)
         book.shingles.update(since.shingles)
-        passed = [([] if exact[i] else checked.passed.get(p.id, [])) + since.passed[p.id] for i, p in enumerate(batch)]
+        passed = [([] if exact[i] else checked.passed[p.id]) + since.passed[p.id] for i, p in enumerate(batch)]
         # Only the candidates that passed, and the records of texts stored already, are looked up in stories.
         batch_ids = {p.id for p in batch}
         book.load({t for pairs in passed for t, _, _, _ in pairs if t not in batch_ids} | set(stored_texts.values()))
@@ -386,8 +386,7 @@ class Pipeline:
         """Shingle counts and bin minima of stored records: from this process's cache, else the store."""
         ids = set(ids)
         found = {c: (len(self._sketches[c].shingles), self._sketches[c].minima) for c in ids if c in self._sketches}
-        if isinstance(self.index, SegmentIndex):  # the embedded index hands them over with its candidates
-            found.update(self.index.summaries(ids - found.keys()))
+        found.update(self.index.summaries(ids - found.keys()))  # the embedded index keeps them
         found.update(txn.summaries(ids - found.keys()))
         return found
 

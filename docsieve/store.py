@@ -24,7 +24,7 @@ from sqlalchemy.engine import Engine
 
 from docsieve.bookkeeping import Bookkeeping
 from docsieve.fingerprint import SETS_AT_ONCE, bin_minima, pack_keys, shingle_sets, unpack_keys
-from docsieve.index import index_time
+from docsieve.index import index_time, sketch_row
 from docsieve.models import Method, Record, Sketch, Status, Story, batched
 from docsieve.schema import (
     CHUNK,
@@ -889,9 +889,8 @@ def _row(item: NewRecord, now: object, stamp: Callable[[datetime | None], object
 
 
 def _sketch_blob(shingles: np.ndarray | None, minima: np.ndarray | None) -> bytes | None:
-    if shingles is None or minima is None:
-        return None
-    return np.concatenate(([len(shingles)], minima)).astype(np.uint32).tobytes()
+    """The ``sketch`` column: the record's sketch as the index keeps it too."""
+    return None if shingles is None or minima is None else sketch_row(shingles, minima).tobytes()
 
 
 PLACEMENT_COLUMNS = (

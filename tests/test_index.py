@@ -7,7 +7,16 @@ from pathlib import Path
 import numpy as np
 
 from docsieve.fingerprint import SAMPLE_TAG
-from docsieve.index import DAY, LONE_PHRASE_RECORDS, PARTS, UNKNOWN_SKETCH, MemoryIndex, SegmentIndex, sketch_row
+from docsieve.index import (
+    DAY,
+    LONE_PHRASE_RECORDS,
+    PARTS,
+    SKETCH_WIDTH,
+    UNKNOWN_SKETCH,
+    MemoryIndex,
+    SegmentIndex,
+    sketch_row,
+)
 from worker.redis_index import RedisIndex
 
 
@@ -108,6 +117,27 @@ def test_a_lookup_hands_over_the_sketches_of_its_candidates_from_the_files(tmp_p
     for i in range(2):
         size, kept = summaries[ids[i]]
         assert size == len(shingles[i]) and np.array_equal(kept, minima[i])
+
+
+def test_a_small_read_of_sketch_rows_from_the_files_gives_each_row_whole(tmp_path: Path) -> None:
+    """Rows of a wide part read from the file, close together (one read) and far apart (one read each)."""
+    rows, index = Rows(), SegmentIndex(tmp_path / "index")
+    index.catch_up(rows)
+    count = 200
+    ids = [f"{i + 1:020x}" for i in range(count)]
+    for i, record_id in enumerate(ids):
+        rows.rows.append((i + 1, record_id, np.array([5, 100 + i], dtype=np.int64).tobytes(), DAY, DAY))
+    kept = [sketch_row(np.arange(10 + i, dtype=np.uint32), np.full(128, i, dtype=np.uint32)) for i in range(count)]
+    keys = [np.array([5, 100 + i]) for i in range(count)]
+    index.add(ids, keys, count, [DAY] * count, first_seq=1, arrived=DAY, sketches=kept)
+    index.flush(rows)
+    again = SegmentIndex(tmp_path / "index")
+    again.catch_up(rows)
+    (segment,) = again._segments
+    for at in (np.array([3, 4]), np.array([0, 150, 199])):
+        read = segment.take("sketches", at, SKETCH_WIDTH)
+        assert read.shape == (len(at), SKETCH_WIDTH)
+        assert all(np.array_equal(read[j], kept[a]) for j, a in enumerate(at.tolist()))
 
 
 def resident_kb(directory: Path) -> int:

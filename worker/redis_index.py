@@ -63,7 +63,7 @@ from __future__ import annotations
 import hashlib
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from functools import partial
 
 import numpy as np
@@ -934,6 +934,10 @@ class RedisIndex:
             ]
         )
         return np.frombuffer(raw, dtype=[("id", f"S{ID_WIDTH}"), ("time", "<i8")])
+
+    def summaries(self, ids: Iterable[str]) -> dict[str, tuple[int, np.ndarray]]:
+        """None kept here: the store has them."""
+        return {}
 
     def remove(self, record_id: str, keys: bytes) -> int:
         """Take a record (a takedown) out of the postings of its keys; returns how many it was in."""
