@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TypeVar
 
@@ -144,9 +144,16 @@ class Pipeline:
         early, complete_to = self.index.lookup(keys, limit, times=times, stage_ids=[p.id for p in prepared])
         # Their verification too: stored records' sets never change, so only the records stored after the
         # lookup are verified under the lock (a shorter hold for every worker: docs/scaling.md).
+        # The batch's own earlier documents as well: which of them are exact copies is known only under the
+        # lock, and their pairs are dropped there (``_decide``).
         with self.store.reading() as txn:
-            checked = self._verify(txn, prepared, early)
-        with self.store.writing() as txn:
+            checked = self._verify(txn, prepared, early, within_batch(keys))
+        drafts = {p.id: _draft(p, languages.get(p.id), published[p.id]) for p in prepared}
+
+        def stage(txn: Transaction) -> None:  # the heavy part of the write, before the lock (PostgreSQL)
+            txn.stage([drafts[p.id] for p in _first_of_each(prepared, txn.existing_ids(drafts))])
+
+        with self.store.writing(before_lock=stage) as txn:
             self.index.catch_up(txn)
             self.templates.catch_up(txn)
             self.templates.snapshot_if_due(txn)  # every row counted, under the lock
@@ -160,9 +167,7 @@ class Pipeline:
             known = txn.existing_ids([p.id for p in prepared] + [r.id for r in rejections])
             new = [_rejected(r) for r in _first_of_each(rejections, known)]
             now = txn.now()  # ranks undated documents, and stamps what the batch changes
-            decided, book = self._decide(
-                txn, _first_of_each(prepared, known), found, checked, languages, published, now
-            )
+            decided, book = self._decide(txn, _first_of_each(prepared, known), found, checked, drafts, published, now)
             new += decided
             txn.insert(new, now)
             txn.save_stories(book, now)
@@ -294,12 +299,13 @@ class Pipeline:
         batch: list[Prepared],
         found: dict[str, list[str]],
         checked: Checked,
-        languages: dict[str, str | None],
+        drafts: dict[str, NewRecord],
         published: dict[str, datetime | None],
         now: datetime,
     ) -> tuple[list[NewRecord], Book]:
         """Each document of the batch placed in a story, in arrival order (docsieve/stories.py). ``checked``:
-        the verified candidates of the lookup before the lock; ``found``: those stored since, to verify."""
+        the verified candidates of the lookup before the lock; ``found``: those stored since, to verify;
+        ``drafts``: the records to store, all but their place."""
         book = Book(
             txn,
             self.settings,
@@ -314,12 +320,16 @@ class Pipeline:
         for p in batch:
             exact.append(p.fingerprint.content_hash in texts)
             texts.add(p.fingerprint.content_hash)
-        # The records stored since the lookup, and the earlier documents of the batch that are not exact copies
-        # (decided before the document that has them as candidates).
-        since = self._verify(txn, batch, [found[p.id] for p in batch], within_batch([p.keys for p in batch]), exact)
+        # The records stored since the lookup (the earlier documents of the batch were verified before the lock,
+        # and an exact copy is no candidate: its original is).
+        since = self._verify(txn, batch, [found[p.id] for p in batch], exact=exact)
         book.shingles.update(checked.shingles)
         book.shingles.update(since.shingles)
-        passed = [([] if exact[i] else checked.passed[p.id]) + since.passed[p.id] for i, p in enumerate(batch)]
+        copies = {p.id for p, is_exact in zip(batch, exact, strict=True) if is_exact}
+        passed = [
+            ([] if exact[i] else [c for c in checked.passed[p.id] if c[0] not in copies]) + since.passed[p.id]
+            for i, p in enumerate(batch)
+        ]
         # Only the candidates that passed, and the records of texts stored already, are looked up in stories.
         batch_ids = {p.id for p in batch}
         book.load({t for pairs in passed for t, _, _, _ in pairs if t not in batch_ids} | set(stored_texts.values()))
@@ -348,38 +358,21 @@ class Pipeline:
                 book.decide(record, [c for c in copies_of[i] if c in book.placements])
         new = []
         for p in batch:
-            fp, doc, placed, when = p.fingerprint, p.document, book.placements[p.id], published[p.id]
+            placed, draft = book.placements[p.id], drafts[p.id]
             canonical = book.canonical_of[placed.story_id]
             # Every record keeps its shingles and keys, exact copies too: any record may have to found a story
             # or become one's canonical (a take-over, a split, a takedown), and must then be found and measured.
-            new.append(
-                NewRecord(
-                    Record(
-                        id=p.id,
-                        source=doc.source,
-                        status=placed.status,
-                        content_hash=fp.content_hash,
-                        duplicate_of=None if placed.status is Status.CANONICAL else canonical,
-                        similarity=placed.similarity,
-                        method=placed.method,
-                        language=doc.language or languages[p.id],
-                        title=doc.title,
-                        text=doc.text,
-                        images=doc.images,
-                        url=doc.url,
-                        published=doc.published,
-                        author=doc.author,
-                        outlet=doc.outlet,
-                        story_id=placed.story_id,
-                        published_at=when,
-                        jaccard=placed.jaccard,
-                        containment=placed.containment,
-                    ),
-                    shingles=fp.shingles,
-                    keys=p.keys,
-                    minima=fp.minima,
-                )
+            stored = replace(
+                draft.record,
+                status=placed.status,
+                duplicate_of=None if placed.status is Status.CANONICAL else canonical,
+                similarity=placed.similarity,
+                method=placed.method,
+                story_id=placed.story_id,
+                jaccard=placed.jaccard,
+                containment=placed.containment,
             )
+            new.append(NewRecord(stored, draft.shingles, draft.keys, draft.minima))
         return new, book
 
     def _summaries_of(self, txn: Transaction, ids: Iterable[str]) -> dict[str, tuple[int, np.ndarray]]:
@@ -452,6 +445,28 @@ def _first_of_each(items: list[T], known: set[str]) -> list[T]:
 def _cached_size(sketch: Sketch) -> int:
     """Bytes a cached sketch holds: its arrays and about 400 more for the objects and the dict entry."""
     return sketch.shingles.nbytes + sketch.minima.nbytes + 400
+
+
+def _draft(p: Prepared, detected: str | None, published: datetime | None) -> NewRecord:
+    """The record a prepared document becomes, all but its place (status, story, link), which it gets under
+    the lock."""
+    doc, fp = p.document, p.fingerprint
+    record = Record(
+        id=p.id,
+        source=doc.source,
+        status=Status.CANONICAL,
+        content_hash=fp.content_hash,
+        language=doc.language or detected,
+        title=doc.title,
+        text=doc.text,
+        images=doc.images,
+        url=doc.url,
+        published=doc.published,
+        author=doc.author,
+        outlet=doc.outlet,
+        published_at=published,
+    )
+    return NewRecord(record, shingles=fp.shingles, keys=p.keys, minima=fp.minima)
 
 
 def _rejected(rejection: Rejection) -> NewRecord:

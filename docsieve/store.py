@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import overload
+from typing import Protocol, overload
 
 import numpy as np
 import orjson
@@ -41,6 +41,15 @@ from docsieve.schema import (
 from docsieve.settings import Settings, StoreError, redacted
 from docsieve.stories import Book, Link, Placement, rank_key
 
+
+class Copy(Protocol):
+    """The driver's COPY (psycopg's, of the deployment; the core names no deployment library)."""
+
+    def set_types(self, types: Sequence[str]) -> None: ...
+
+    def write_row(self, row: Sequence[object]) -> None: ...
+
+
 RECORD_COLUMNS = [c for c in records.c if c.name not in ("shingles", "index_keys", "sketch", "seq")]
 # Any constant: the advisory lock that serializes deciders on PostgreSQL, as BEGIN IMMEDIATE does on SQLite.
 WRITE_LOCK = 0x646F6373
@@ -63,6 +72,8 @@ class Transaction:
 
     def __init__(self, conn: sa.Connection) -> None:
         self.conn = conn
+        # Records written before the write lock (``stage``) by id, with the seq that marks them till they are placed.
+        self.staged: dict[str, int] = {}
 
     def _among(self, column: sa.Column, values: list[str]) -> sa.ColumnElement[bool]:
         """``column IN values``; on PostgreSQL as ``= ANY(array)``, one parameter instead of hundreds (a
@@ -75,9 +86,11 @@ class Transaction:
         return column.in_(values)
 
     def existing_ids(self, ids: Iterable[str]) -> set[str]:
+        """Which of the ids are stored (records this transaction staged are not, yet)."""
         found: set[str] = set()
         for chunk in batched(ids, CHUNK):
-            found.update(self.conn.scalars(sa.select(records.c.id).where(self._among(records.c.id, chunk))))
+            query = sa.select(records.c.id).where(self._among(records.c.id, chunk), records.c.seq > 0)
+            found.update(self.conn.scalars(query))
         return found
 
     def by_hash(self, hashes: Iterable[str]) -> dict[str, str]:
@@ -86,7 +99,11 @@ class Transaction:
         for chunk in batched(set(hashes), CHUNK):
             query = (
                 sa.select(records.c.content_hash, records.c.id)
-                .where(self._among(records.c.content_hash, chunk), records.c.status != Status.REJECTED)
+                .where(
+                    self._among(records.c.content_hash, chunk),
+                    records.c.status != Status.REJECTED,
+                    records.c.seq > 0,  # not this transaction's staged records
+                )
                 .order_by(records.c.seq.desc())
             )
             found.update(self.conn.execute(query).all())  # the earliest comes last and wins
@@ -196,10 +213,12 @@ class Transaction:
         new_stories = {s: book.canonical_of[s] for s in book.new_stories}
         changed_stories = {s: book.canonical_of[s] for s in book.changed_stories - book.new_stories}
         if new_stories and self.conn.dialect.name == "postgresql":
-            self.conn.execute(
-                stories.insert(),
-                [{"id": k, "canonical_id": v, "created_at": now, "changed_at": now} for k, v in new_stories.items()],
-            )
+            # COPY, as records: SQLAlchemy's executemany of a batch's ~500 new stories took 18 ms under the lock.
+            columns = "id, canonical_id, created_at, changed_at"
+            with self._copy(f"COPY stories ({columns}) FROM STDIN (FORMAT BINARY)") as copy:
+                copy.set_types(["varchar", "varchar", "timestamptz", "timestamptz"])
+                for story, canonical in new_stories.items():
+                    copy.write_row((story, canonical, now, now))
         elif new_stories:  # through the driver, as records are (SQLAlchemy's handling of each row took most)
             stamp = _sqlite_time(now)
             self.conn.exec_driver_sql(
@@ -306,25 +325,83 @@ class Transaction:
     def last_seq(self) -> int:
         return int(self.conn.scalar(sa.select(sa.func.coalesce(sa.func.max(records.c.seq), 0))) or 0)
 
-    def insert(self, new: Sequence[NewRecord], now: datetime | None = None) -> None:
-        """New records, in this transaction, through the driver's bulk path: on PostgreSQL COPY (far cheaper
-        than executemany for rows with text, shingles and keys), on SQLite the driver's executemany
-        (SQLAlchemy's per-row parameter handling took a good part of the insert; docs/benchmarks.md)."""
-        if not new:
+    def stage(self, drafts: Sequence[NewRecord]) -> None:
+        """PostgreSQL, before the write lock: the records a batch will store, written with their text, keys and
+        sketches but not their place (status, story, link), under a negative seq that nothing reads as stored.
+        ``insert`` then places them under the lock with one UPDATE, which costs a fifth of writing them there
+        (docs/scaling.md). Nobody else sees them before the commit. If another transaction stores one of the
+        ids meanwhile, nothing is staged and ``insert`` writes the batch under the lock, as SQLite always does."""
+        if self.conn.dialect.name != "postgresql" or not drafts:
             return
+        # Random negative seqs: unique among the transactions staging at once (2^62 values), and drawn without
+        # the records' sequence, which only the lock holder advances, so a batch's seqs stay consecutive.
+        marks = -np.random.default_rng().choice(1 << 62, size=len(drafts), replace=False) - 1
+        savepoint = self.conn.begin_nested()
+        try:
+            with self._copy(f"COPY records (seq, {', '.join(ROW_COLUMNS)}) FROM STDIN (FORMAT BINARY)") as copy:
+                copy.set_types(["int8", *COPY_TYPES])
+                stamp = self.now()
+                for mark, draft in zip(marks.tolist(), drafts, strict=True):
+                    copy.write_row((mark, *_row(draft, stamp)))
+        except Exception as error:  # the driver's own class; SQLSTATE 23505 is a unique violation
+            savepoint.rollback()
+            if getattr(error, "sqlstate", None) != UNIQUE_VIOLATION:
+                raise
+            return  # an id another worker stored meanwhile: the batch is written under the lock instead
+        savepoint.commit()
+        self.staged = dict(zip([d.record.id for d in drafts], marks.tolist(), strict=True))
+
+    def insert(self, new: Sequence[NewRecord], now: datetime | None = None) -> None:
+        """New records, in this transaction, in order, with consecutive seqs, through the driver's bulk path: on
+        PostgreSQL COPY (far cheaper than executemany for rows with text, shingles and keys) and, for records
+        ``stage`` wrote before the lock, one UPDATE of their place; on SQLite the driver's executemany
+        (SQLAlchemy's per-row parameter handling took a good part of the insert; docs/benchmarks.md)."""
         stamp = now or self.now()
         if self.conn.dialect.name != "postgresql":
-            self.conn.exec_driver_sql(SQLITE_INSERT, [_row(item, _sqlite_time(stamp), _sqlite_time) for item in new])
+            if new:
+                rows = [_row(item, _sqlite_time(stamp), _sqlite_time) for item in new]
+                self.conn.exec_driver_sql(SQLITE_INSERT, rows)
             return
-        # Binary COPY: text and bytes go as they are, with no escaping or hex on either side (less time and
-        # client CPU than the text format).
+        seqs = self.conn.exec_driver_sql(
+            "SELECT nextval(pg_get_serial_sequence('records', 'seq')) FROM generate_series(1, %s)", (len(new),)
+        ).scalars()
+        seq_of = dict(zip([n.record.id for n in new], sorted(seqs), strict=True))
+        written = [n for n in new if n.record.id not in self.staged]
+        if written:
+            # Binary COPY: text and bytes go as they are, with no escaping or hex on either side (less time and
+            # client CPU than the text format).
+            with self._copy(f"COPY records (seq, {', '.join(ROW_COLUMNS)}) FROM STDIN (FORMAT BINARY)") as copy:
+                copy.set_types(["int8", *COPY_TYPES])
+                for item in written:
+                    copy.write_row((seq_of[item.record.id], *_row(item, stamp)))
+        placed = [n.record for n in new if n.record.id in self.staged]
+        if placed:
+            self.conn.exec_driver_sql(
+                PLACE_STAGED,
+                (
+                    stamp,
+                    [self.staged[r.id] for r in placed],
+                    [seq_of[r.id] for r in placed],
+                    [str(r.status) for r in placed],
+                    [r.duplicate_of for r in placed],
+                    [r.similarity for r in placed],
+                    [str(r.method) if r.method else None for r in placed],
+                    [r.story_id for r in placed],
+                    [r.jaccard for r in placed],
+                    [r.containment for r in placed],
+                ),
+            )
+        if len(placed) < len(self.staged):  # the caller stores what it staged: never commit a record without its place
+            raise RuntimeError(f"{len(self.staged) - len(placed)} records staged before the lock were not placed")
+        self.staged = {}
+
+    @contextmanager
+    def _copy(self, statement: str) -> Iterator[Copy]:
+        """A PostgreSQL COPY in this transaction, through the driver."""
         driver = self.conn.connection.driver_connection
         assert driver is not None  # a connection checked out of the pool
-        cursor = driver.cursor()
-        with cursor, cursor.copy(f"COPY records ({', '.join(ROW_COLUMNS)}) FROM STDIN (FORMAT BINARY)") as copy:
-            copy.set_types(COPY_TYPES)
-            for item in new:
-                copy.write_row(_row(item, stamp))
+        with driver.cursor() as cursor, cursor.copy(statement) as copy:
+            yield copy
 
 
 class Store(Bookkeeping):
@@ -413,12 +490,20 @@ class Store(Bookkeeping):
             yield Transaction(conn)
 
     @contextmanager
-    def writing(self) -> Iterator[Transaction]:
-        """A transaction that holds the store's write lock from its first statement to its commit, so
-        that deciding against what is stored and storing the decision are one atomic step."""
-        with write_locked(self.engine) as conn:
+    def writing(self, before_lock: Callable[[Transaction], object] | None = None) -> Iterator[Transaction]:
+        """A transaction that holds the store's write lock to its commit, so that deciding against what is
+        stored and storing the decision are one atomic step. ``before_lock`` runs in the same transaction
+        before the lock is taken (on PostgreSQL; SQLite's lock comes with the transaction's first statement)."""
+        opened: list[Transaction] = []
+
+        def before(conn: sa.Connection) -> None:
+            opened.append(Transaction(conn))
+            if before_lock is not None:
+                before_lock(opened[0])
+
+        with write_locked(self.engine, before) as conn:
             locked = time.perf_counter()
-            yield Transaction(conn)
+            yield opened[0] if opened else Transaction(conn)
         # How long the lock was held, commit included: what bounds a cluster of any size (docs/scaling.md).
         self.lock_seconds += time.perf_counter() - locked
         self.lock_holds += 1
@@ -745,13 +830,15 @@ class _Checkpointer:
 
 
 @contextmanager
-def write_locked(engine: Engine) -> Iterator[sa.Connection]:
-    """A transaction holding the store's write lock from its first statement: BEGIN IMMEDIATE on
-    SQLite, a transaction-scoped advisory lock on PostgreSQL."""
+def write_locked(engine: Engine, before: Callable[[sa.Connection], object] | None = None) -> Iterator[sa.Connection]:
+    """A transaction holding the store's write lock: BEGIN IMMEDIATE on SQLite (from its first statement), a
+    transaction-scoped advisory lock on PostgreSQL, taken after ``before`` has run in the transaction."""
     with engine.connect() as conn:
         if conn.dialect.name == "sqlite":
             conn = conn.execution_options(sqlite_begin="BEGIN IMMEDIATE")
         with conn.begin():
+            if before is not None:
+                before(conn)
             if conn.dialect.name == "postgresql":
                 conn.execute(sa.select(sa.func.pg_advisory_xact_lock(WRITE_LOCK)))
             yield conn
@@ -839,6 +926,16 @@ def _foreign_revision(shown: str, revision: str) -> str:
 
 # What an insert writes: every column but those the database fills in.
 ROW_COLUMNS = tuple(c.name for c in records.c if c.name not in ("seq", "created_at"))
+UNIQUE_VIOLATION = "23505"
+# The place of records staged before the lock (``Transaction.stage``), found by their staging seq.
+PLACE_STAGED = """
+UPDATE records AS r SET seq = v.seq, status = v.status, duplicate_of = v.duplicate_of, similarity = v.similarity,
+    method = v.method, story_id = v.story_id, jaccard = v.jaccard, containment = v.containment, changed_at = %s
+FROM unnest(%s::int8[], %s::int8[], %s::varchar[], %s::varchar[], %s::float8[], %s::varchar[], %s::varchar[],
+    %s::float8[], %s::float8[])
+    AS v(mark, seq, status, duplicate_of, similarity, method, story_id, jaccard, containment)
+WHERE r.seq = v.mark
+"""
 # PostgreSQL's names of the ROW_COLUMNS types, for binary COPY (Text before String: it is one).
 COPY_TYPES = [
     next(

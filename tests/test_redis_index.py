@@ -274,9 +274,9 @@ def test_a_record_staged_before_the_lookup_and_stored_before_the_lock_is_verifie
         a.index.lookup([original.keys], 32, stage_ids=[original.id])  # A's staging, before its lock
         writing = b.store.writing
 
-        def a_commits_first():  # B's lookup and early verification are done: A stores the original now
+        def a_commits_first(before_lock=None):  # B's lookup and early verification are done: A stores the original
             a.store_prepared(*staged)
-            return writing()
+            return writing(before_lock)
 
         b.store.writing = a_commits_first  # type: ignore[method-assign]
         (copy,) = b.process([RawDocument("b.txt", fixture_text("ar_near_b.txt"))])

@@ -1,13 +1,16 @@
+import time
+
 import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
-from docsieve.models import RawDocument
+from docsieve.models import Method, RawDocument, Record, Status
 from docsieve.pipeline import Pipeline
-from docsieve.schema import metadata
+from docsieve.schema import metadata, records
 from docsieve.settings import Settings
-from docsieve.store import MIGRATIONS, SCHEMA_REVISION, Store
+from docsieve.store import MIGRATIONS, SCHEMA_REVISION, NewRecord, Store, Transaction
+from tests.conftest import fixture_text
 
 
 def alembic_config(connection: sa.Connection | None = None):
@@ -270,3 +273,98 @@ def test_ids_are_found_by_prefix_through_the_id_index_not_a_scan(tmp_path) -> No
         plan = " ".join(row[-1] for row in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {query}"))
     assert "USING INDEX sqlite_autoindex_records_1 (id>? AND id<?)" in plan, plan
     pipeline.close()
+
+
+def _near_copy(text: str) -> str:
+    return text + "\nأضاف المتحدث أن الاجتماع المقبل سيعقد الشهر القادم."
+
+
+def _staging_spy(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """How many records each batch staged before the lock (0: written under it)."""
+    staged: list[int] = []
+    original = Transaction.stage
+
+    def spy(self: Transaction, drafts) -> None:
+        original(self, drafts)
+        staged.append(len(self.staged))
+
+    monkeypatch.setattr(Transaction, "stage", spy)
+    return staged
+
+
+def test_on_postgresql_a_batch_is_written_before_the_lock_and_placed_under_it(
+    postgres_server_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Text and keys go in before the lock; under it the records get their place and consecutive seqs in
+    arrival order, and no record is left with its staging mark."""
+    from tests.services import postgres_database
+
+    staged = _staging_spy(monkeypatch)
+    text = fixture_text("ar_near_a.txt")
+    with postgres_database(postgres_server_url) as url:
+        pipeline = Pipeline(Store(url), Settings(store=url, batch_size=8))
+        docs = [("a.txt", text), ("b.txt", _near_copy(text)), ("c.txt", fixture_text("en_article.txt"))]
+        pipeline.ingest([RawDocument(source=s, body=b) for s, b in docs])
+        with pipeline.store.engine.connect() as conn:
+            rows = conn.execute(sa.select(records.c.seq, records.c.source).order_by(records.c.seq)).all()
+        got = {r.source: r for r in pipeline.store.iter_records()}
+        pipeline.close()
+    assert staged == [3]
+    assert [source for _, source in rows] == ["a.txt", "b.txt", "c.txt"]
+    assert [seq for seq, _ in rows] == list(range(rows[0][0], rows[0][0] + 3)) and rows[0][0] > 0
+    assert got["b.txt"].duplicate_of == got["a.txt"].id and got["b.txt"].method is Method.NEAR
+    assert got["a.txt"].status is got["c.txt"].status is Status.CANONICAL
+    assert got["b.txt"].story_id == got["a.txt"].story_id != got["c.txt"].story_id
+
+
+def test_a_record_another_transaction_stores_while_a_batch_is_staged_leaves_the_batch_whole(
+    postgres_server_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another writer holds one of the batch's ids, uncommitted, while the batch is written before the lock:
+    the staging waits, meets the other's commit, and the batch is written under the lock instead, without
+    that record (stored already) and without losing the others."""
+    import threading
+
+    from tests.services import postgres_database
+
+    staged = _staging_spy(monkeypatch)
+    text = fixture_text("ar_near_a.txt")
+    docs = [
+        RawDocument(source="a.txt", body=text),
+        RawDocument(source="b.txt", body=fixture_text("en_article.txt")),
+        RawDocument(source="c.txt", body=_near_copy(text)),
+    ]
+    with postgres_database(postgres_server_url) as url:
+        pipeline = Pipeline(Store(url), Settings(store=url, batch_size=8))
+        _, prepared = pipeline.prepare(docs)
+        taken = prepared[1]
+        other = pipeline.store.engine.connect()
+        other.begin()
+        Transaction(other).insert(
+            [NewRecord(Record(taken.id, "elsewhere.txt", Status.CANONICAL, taken.fingerprint.content_hash))]
+        )
+        done: list[list[Record]] = []
+        thread = threading.Thread(target=lambda: done.append(pipeline.process(docs)))
+        thread.start()
+        waiting = sa.text(
+            "SELECT count(*) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND wait_event_type = 'Lock' AND wait_event = 'transactionid'"
+        )
+        with pipeline.store.engine.connect() as watch:
+            for _ in range(200):
+                if watch.execute(waiting).scalar():
+                    break
+                time.sleep(0.05)
+            else:
+                raise AssertionError("the batch's staging never waited for the other writer")
+        other.commit()
+        other.close()
+        thread.join(timeout=60)
+        with pipeline.store.engine.connect() as conn:
+            seqs = conn.execute(sa.select(records.c.seq, records.c.source).order_by(records.c.seq)).all()
+        pipeline.close()
+    assert staged == [0]
+    assert sorted(r.source for r in done[0]) == ["a.txt", "c.txt"]
+    by_source = {r.source: r for r in done[0]}
+    assert by_source["c.txt"].duplicate_of == by_source["a.txt"].id
+    assert [s for _, s in seqs] == ["elsewhere.txt", "a.txt", "c.txt"] and all(seq > 0 for seq, _ in seqs)
