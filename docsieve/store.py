@@ -331,7 +331,7 @@ class Transaction:
         ``insert`` then places them under the lock with one UPDATE, which costs a fifth of writing them there
         (docs/scaling.md). Nobody else sees them before the commit. If another transaction stores one of the
         ids meanwhile, nothing is staged and ``insert`` writes the batch under the lock, as SQLite always does."""
-        if self.conn.dialect.name != "postgresql" or not drafts:
+        if not drafts:
             return
         # Random negative seqs: unique among the transactions staging at once (2^62 values), and drawn without
         # the records' sequence, which only the lock holder advances, so a batch's seqs stay consecutive.
@@ -493,7 +493,7 @@ class Store(Bookkeeping):
     def writing(self, before_lock: Callable[[Transaction], object] | None = None) -> Iterator[Transaction]:
         """A transaction that holds the store's write lock to its commit, so that deciding against what is
         stored and storing the decision are one atomic step. ``before_lock`` runs in the same transaction
-        before the lock is taken (on PostgreSQL; SQLite's lock comes with the transaction's first statement)."""
+        before the lock is taken, on PostgreSQL; SQLite's lock comes with the transaction, and it is not run."""
         opened: list[Transaction] = []
 
         def before(conn: sa.Connection) -> None:
@@ -832,14 +832,15 @@ class _Checkpointer:
 @contextmanager
 def write_locked(engine: Engine, before: Callable[[sa.Connection], object] | None = None) -> Iterator[sa.Connection]:
     """A transaction holding the store's write lock: BEGIN IMMEDIATE on SQLite (from its first statement), a
-    transaction-scoped advisory lock on PostgreSQL, taken after ``before`` has run in the transaction."""
+    transaction-scoped advisory lock on PostgreSQL, taken after ``before`` has run in the transaction (on
+    SQLite, where nothing can be written before the lock, ``before`` is not run)."""
     with engine.connect() as conn:
         if conn.dialect.name == "sqlite":
             conn = conn.execution_options(sqlite_begin="BEGIN IMMEDIATE")
         with conn.begin():
-            if before is not None:
-                before(conn)
             if conn.dialect.name == "postgresql":
+                if before is not None:
+                    before(conn)
                 conn.execute(sa.select(sa.func.pg_advisory_xact_lock(WRITE_LOCK)))
             yield conn
 
