@@ -175,7 +175,9 @@ class Pipeline:
             if counted:
                 counts_seq = txn.add_shingle_counts(counted_shingles(counted))
             last_seq = txn.last_seq()
-        if counted:  # the row just written: under the lock nobody wrote one between it and the last read
+        if (
+            counted and self.templates.read
+        ):  # the row just written: under the lock nobody wrote one between it and the last read
             self.templates.add(np.concatenate(counted))
             self.templates.last_seq = counts_seq
         # Only after the commit: an index never claims records that were rolled back. (A shared index

@@ -316,6 +316,12 @@ class Transaction:
         self.conn.execute(shingle_count_snapshots.delete().where(shingle_count_snapshots.c.seq < seq))
         self.conn.execute(shingle_counts.delete().where(shingle_counts.c.seq < seq))
 
+    def counted_since_snapshot(self) -> int:
+        """Ids in the template-count rows after the newest snapshot (their lengths: no row is read)."""
+        newest = sa.select(sa.func.coalesce(sa.func.max(shingle_count_snapshots.c.seq), 0)).scalar_subquery()
+        size = sa.func.coalesce(sa.func.sum(sa.func.length(shingle_counts.c.counts)), 0)
+        return int(self.conn.scalar(sa.select(size).where(shingle_counts.c.seq > newest)) or 0) // 4
+
     def add_shingle_counts(self, blob: bytes) -> int:
         """One row of the ids a batch adds to the template counts; returns its sequence number."""
         key = self.conn.execute(shingle_counts.insert().values(counts=blob)).inserted_primary_key

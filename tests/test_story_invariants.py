@@ -42,7 +42,7 @@ def test_an_exact_copy_taking_over_is_not_counted_as_a_new_text(pipeline, settin
     fresh = __import__("docsieve.templates", fromlist=["x"]).ShingleCounts(settings.boilerplate_texts)
     with pipeline.store.writing() as txn:
         fresh.catch_up(txn)
-    assert int(fresh.counts(shingles).max()) == 1, "one text, counted twice"
+        assert int(fresh.counts(shingles).max()) == 1, "one text, counted twice"
 
 
 def _since_now(store):

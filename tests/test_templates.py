@@ -53,11 +53,42 @@ def test_a_new_process_starts_from_the_newest_count_snapshot_and_the_rows_after_
         oldest_row = txn.conn.scalar(sa.select(sa.func.min(shingle_counts.c.seq)))
     # The rows it covers went (all but its own: new rows are numbered after it).
     assert snapshot is not None and rows_left < 40 / 4 and oldest_row == snapshot[0]
-    second = Pipeline(Store(settings.store), settings)  # a new process, from the snapshot and the rows after it
+    probe = np.unique(np.concatenate([first.templates._counts.nonzero()[0].astype(np.uint32) << 8]))
+    # A new process: one new document, no near copy to weigh, reads no counts; the first need reads them, from
+    # the snapshot and the rows after it.
+    second = Pipeline(Store(settings.store), settings)
+    (new,) = second.process([RawDocument(source="new", body=" ".join(rng.choice(vocabulary, 200)))])
+    assert new.status.value == "canonical" and not second.templates.read
     with second.store.writing() as txn:
         second.templates.catch_up(txn)
-    probe = np.unique(np.concatenate([first.templates._counts.nonzero()[0].astype(np.uint32) << 8]))
-    assert second.templates.last_seq == first.templates.last_seq
-    assert np.array_equal(second.templates.counts(probe), first.templates.counts(probe)) and probe.size > 1000
+        held = second.templates.counts(probe)
+    assert second.templates.last_seq > first.templates.last_seq  # the row of the new document too
+    assert np.array_equal(held, first.templates.counts(probe)) and probe.size > 1000
     first.close()
     second.close()
+
+
+def test_a_process_that_weighs_no_shingles_still_snapshots_the_counts(tmp_path, monkeypatch) -> None:
+    """Documents with no near copies never need the counts: once the rows since the snapshot hold enough ids,
+    the process reads them all the same and writes the snapshot, so the rows stay bounded."""
+    import docsieve.templates as templates
+    from docsieve.models import RawDocument
+    from docsieve.pipeline import Pipeline
+    from docsieve.schema import shingle_counts
+    from docsieve.settings import Settings
+    from docsieve.store import Store
+
+    monkeypatch.setattr(templates, "SNAPSHOT_AFTER", 2_000)
+    weighed: list[int] = []
+    monkeypatch.setattr(templates.ShingleCounts, "weights", lambda self, ids: weighed.append(1))
+    settings = Settings(store=f"sqlite:///{tmp_path / 's.db'}", batch_size=4)
+    rng = np.random.default_rng(6)
+    vocabulary = [f"w{i}" for i in range(3000)]
+    pipeline = Pipeline(Store(settings.store), settings)
+    pipeline.ingest([RawDocument(source=f"d{i}", body=" ".join(rng.choice(vocabulary, 200))) for i in range(40)])
+    with pipeline.store.reading() as txn:
+        snapshot = txn.count_snapshot(0)
+        rows_left = txn.conn.scalar(sa.select(sa.func.count()).select_from(shingle_counts))
+    pipeline.close()
+    assert not weighed and pipeline.templates.read
+    assert snapshot is not None and rows_left <= 2
