@@ -150,15 +150,20 @@ class Pipeline:
             checked = self._verify(txn, prepared, early, within_batch(keys))
         drafts = {p.id: _draft(p, languages.get(p.id), published[p.id]) for p in prepared}
 
-        def stage(txn: Transaction) -> None:  # the heavy part of the write, before the lock (PostgreSQL)
-            txn.stage([drafts[p.id] for p in _first_of_each(prepared, txn.existing_ids(drafts))])
+        late = MemoryIndex(self.settings.index_window, self.settings.common_key_records)
+        late.last_seq = complete_to
 
-        with self.store.writing(before_lock=stage) as txn:
+        def before_lock(txn: Transaction) -> None:  # PostgreSQL: SQLite's lock comes with the transaction
+            txn.stage([drafts[p.id] for p in _first_of_each(prepared, txn.existing_ids(drafts))])
+            # What other workers stored since the lookup, and their template counts, read before the lock as
+            # well: under it, only what they store while this one waits (both catch up by seq).
+            late.catch_up(txn)
+            self.templates.catch_up(txn)
+
+        with self.store.writing(before_lock=before_lock) as txn:
             self.index.catch_up(txn)
             self.templates.catch_up(txn)
             self.templates.snapshot_if_due(txn)  # every row counted, under the lock
-            late = MemoryIndex(self.settings.index_window, self.settings.common_key_records)
-            late.last_seq = complete_to
             late.catch_up(txn)
             found = {p.id: [c for c in a if c not in checked.examined] for p, a in zip(prepared, early, strict=True)}
             if late.last_seq > complete_to:  # other workers stored records since the lookup

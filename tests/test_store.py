@@ -368,3 +368,55 @@ def test_a_record_another_transaction_stores_while_a_batch_is_staged_leaves_the_
     by_source = {r.source: r for r in done[0]}
     assert by_source["c.txt"].duplicate_of == by_source["a.txt"].id
     assert [s for _, s in seqs] == ["elsewhere.txt", "a.txt", "c.txt"] and all(seq > 0 for seq, _ in seqs)
+
+
+def test_an_original_stored_while_a_copy_waits_for_the_lock_is_found(
+    postgres_server_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The copy's worker reads what others stored since its lookup before it asks for the lock; the original,
+    stored by a worker ahead of it in the lock's queue, is read under the lock and the copy links to it."""
+    import threading
+
+    from docsieve.store import WRITE_LOCK
+    from tests.services import postgres_database
+
+    text = fixture_text("ar_near_a.txt")
+    with postgres_database(postgres_server_url) as url:
+        settings = Settings(store=url, batch_size=8)
+        first, second = Pipeline(Store(url), settings), Pipeline(Store(url), settings)
+        blocker = first.store.engine.connect()
+        blocker.begin()
+        blocker.execute(sa.select(sa.func.pg_advisory_xact_lock(WRITE_LOCK)))
+        waiting = sa.text(
+            "SELECT count(*) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND wait_event_type = 'Lock' AND wait_event = 'advisory'"
+        )
+
+        def queued(count: int) -> None:
+            with first.store.engine.connect() as watch:
+                for _ in range(200):
+                    if watch.execute(waiting).scalar() >= count:
+                        return
+                    time.sleep(0.05)
+            raise AssertionError(f"{count} workers never waited for the lock")
+
+        stored: dict[str, list[Record]] = {}
+        original = threading.Thread(
+            target=lambda: stored.update(a=first.process([RawDocument(source="a.txt", body=text)]))
+        )
+        original.start()
+        queued(1)
+        copy = threading.Thread(
+            target=lambda: stored.update(b=second.process([RawDocument(source="b.txt", body=_near_copy(text))]))
+        )
+        copy.start()
+        queued(2)
+        blocker.commit()  # the lock goes to the original's worker, then to the copy's
+        blocker.close()
+        original.join(timeout=60)
+        copy.join(timeout=60)
+        first.close()
+        second.close()
+    (a,), (b,) = stored["a"], stored["b"]
+    assert a.status is Status.CANONICAL
+    assert b.duplicate_of == a.id and b.story_id == a.story_id and b.method is Method.NEAR
