@@ -47,6 +47,9 @@ def ingest(store: Path, source: Path) -> tuple[float, float]:
     """(wall seconds, peak RSS MB) of one ``docsieve ingest``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("DOCSIEVE_")}  # the defaults, as scale.py
     env["DOCSIEVE_STORE"] = str(store)
+    # Whatever the benchmark wrote before (the 11 GB copy of a 1M store) goes to disk first: otherwise the
+    # kernel writes it back during the timed ingest (0.73-0.74 at 1M without this, docs/benchmarks.md).
+    os.sync()
     done = subprocess.run(
         ["/usr/bin/time", "-f", "%e %M", docsieve_command(), "ingest", "--quiet", str(source)],
         env=env,
