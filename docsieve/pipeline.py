@@ -160,16 +160,22 @@ class Pipeline:
             late.catch_up(txn)
             self.templates.catch_up(txn)
 
-        with self.store.writing(before_lock=before_lock) as txn:
+        with self.store.writing(before_lock=before_lock) as txn, self.templates.bound():
             self.index.catch_up(txn)
             self.templates.catch_up(txn)
             self.templates.snapshot_if_due(txn)  # every row counted, under the lock
             late.catch_up(txn)
-            found = {p.id: [c for c in a if c not in checked.examined] for p, a in zip(prepared, early, strict=True)}
+            known = txn.existing_ids([p.id for p in prepared] + [r.id for r in rejections])
+            # Candidates to verify under the lock: the records stored since the lookup and those it named
+            # unstored; never the batch's own (another worker's lookup may have staged the same id).
+            own = {p.id for p in prepared} - known
+            found = {
+                p.id: [c for c in a if c not in checked.examined and c not in own]
+                for p, a in zip(prepared, early, strict=True)
+            }
             if late.last_seq > complete_to:  # other workers stored records since the lookup
                 for p, b, a in zip(prepared, late.candidates(keys, limit, times), early, strict=True):
-                    found[p.id] += [c for c in b if c not in a]
-            known = txn.existing_ids([p.id for p in prepared] + [r.id for r in rejections])
+                    found[p.id] += [c for c in b if c not in a and c not in own]
             new = [_rejected(r) for r in _first_of_each(rejections, known)]
             now = txn.now()  # ranks undated documents, and stamps what the batch changes
             decided, book = self._decide(txn, _first_of_each(prepared, known), found, checked, drafts, published, now)
@@ -180,9 +186,9 @@ class Pipeline:
             if counted:
                 counts_seq = txn.add_shingle_counts(counted_shingles(counted))
             last_seq = txn.last_seq()
-        if (
-            counted and self.templates.read
-        ):  # the row just written: under the lock nobody wrote one between it and the last read
+        # The row just written (under the lock nobody wrote one between it and the last read), if this process
+        # holds the counts: else it is read with the others when they are first needed.
+        if counted and self.templates.read:
             self.templates.add(np.concatenate(counted))
             self.templates.last_seq = counts_seq
         # Only after the commit: an index never claims records that were rolled back. (A shared index

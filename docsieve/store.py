@@ -316,6 +316,11 @@ class Transaction:
         self.conn.execute(shingle_count_snapshots.delete().where(shingle_count_snapshots.c.seq < seq))
         self.conn.execute(shingle_counts.delete().where(shingle_counts.c.seq < seq))
 
+    def newest_count_snapshot(self) -> int:
+        """The seq of the newest template-count snapshot (0: none)."""
+        query = sa.select(sa.func.coalesce(sa.func.max(shingle_count_snapshots.c.seq), 0))
+        return int(self.conn.scalar(query) or 0)
+
     def counted_since_snapshot(self) -> int:
         """Ids in the template-count rows after the newest snapshot (their lengths: no row is read)."""
         newest = sa.select(sa.func.coalesce(sa.func.max(shingle_count_snapshots.c.seq), 0)).scalar_subquery()
@@ -329,33 +334,48 @@ class Transaction:
         return int(key[0])
 
     def last_seq(self) -> int:
-        return int(self.conn.scalar(sa.select(sa.func.coalesce(sa.func.max(records.c.seq), 0))) or 0)
+        """The seq of the last stored record (not of this transaction's staged ones)."""
+        query = sa.select(sa.func.coalesce(sa.func.max(records.c.seq), 0)).where(records.c.seq > 0)
+        return int(self.conn.scalar(query) or 0)
 
     def stage(self, drafts: Sequence[NewRecord]) -> None:
         """PostgreSQL, before the write lock: the records a batch will store, written with their text, keys and
         sketches but not their place (status, story, link), under a negative seq that nothing reads as stored.
         ``insert`` then places them under the lock with one UPDATE, which costs a fifth of writing them there
-        (docs/scaling.md). Nobody else sees them before the commit. If another transaction stores one of the
-        ids meanwhile, nothing is staged and ``insert`` writes the batch under the lock, as SQLite always does."""
-        if not drafts:
+        (docs/scaling.md). Nobody else sees them before the commit.
+
+        Writers stage ids in one order (sorted), so two staging the same ids wait on each other at most one
+        way. A writer that meets an id another has staged waits for it; if the other commits, that record is
+        stored and is left out, and the rest is staged again. So the lock holder never writes a record another
+        may be holding (it would wait for a writer that waits for the lock). Only if PostgreSQL breaks a
+        deadlock here is nothing staged: the batch is then written under the lock, as SQLite always does."""
+        drafts = sorted(drafts, key=lambda d: d.record.id)
+        for _ in range(len(drafts) + 1):  # each round that meets a stored id leaves it out
+            if not drafts:
+                return
+            # Random negative seqs: unique among the transactions staging at once (2^62 values), and drawn
+            # without the records' sequence, which only the lock holder advances (a batch's seqs consecutive).
+            marks = (-np.random.default_rng().choice(1 << 62, size=len(drafts), replace=False) - 1).tolist()
+            savepoint = self.conn.begin_nested()
+            try:
+                with self._copy(f"COPY records (seq, {', '.join(ROW_COLUMNS)}) FROM STDIN (FORMAT BINARY)") as copy:
+                    copy.set_types(["int8", *COPY_TYPES])
+                    stamp = self.now()
+                    for mark, draft in zip(marks, drafts, strict=True):
+                        copy.write_row((mark, *_row(draft, stamp)))
+            except sa.exc.IntegrityError:  # an id another writer stored meanwhile
+                savepoint.rollback()
+                stored = self.existing_ids(d.record.id for d in drafts)
+                drafts = [d for d in drafts if d.record.id not in stored]
+                continue
+            except sa.exc.OperationalError as error:
+                savepoint.rollback()
+                if getattr(error.orig, "sqlstate", None) != DEADLOCK:
+                    raise
+                return
+            savepoint.commit()
+            self.staged = dict(zip([d.record.id for d in drafts], marks, strict=True))
             return
-        # Random negative seqs: unique among the transactions staging at once (2^62 values), and drawn without
-        # the records' sequence, which only the lock holder advances, so a batch's seqs stay consecutive.
-        marks = -np.random.default_rng().choice(1 << 62, size=len(drafts), replace=False) - 1
-        savepoint = self.conn.begin_nested()
-        try:
-            with self._copy(f"COPY records (seq, {', '.join(ROW_COLUMNS)}) FROM STDIN (FORMAT BINARY)") as copy:
-                copy.set_types(["int8", *COPY_TYPES])
-                stamp = self.now()
-                for mark, draft in zip(marks.tolist(), drafts, strict=True):
-                    copy.write_row((mark, *_row(draft, stamp)))
-        except Exception as error:  # the driver's own class; SQLSTATE 23505 is a unique violation
-            savepoint.rollback()
-            if getattr(error, "sqlstate", None) != UNIQUE_VIOLATION:
-                raise
-            return  # an id another worker stored meanwhile: the batch is written under the lock instead
-        savepoint.commit()
-        self.staged = dict(zip([d.record.id for d in drafts], marks.tolist(), strict=True))
 
     def insert(self, new: Sequence[NewRecord], now: datetime | None = None) -> None:
         """New records, in this transaction, in order, with consecutive seqs, through the driver's bulk path: on
@@ -382,7 +402,7 @@ class Transaction:
                     copy.write_row((seq_of[item.record.id], *_row(item, stamp)))
         placed = [n.record for n in new if n.record.id in self.staged]
         if placed:
-            self.conn.exec_driver_sql(
+            done = self.conn.exec_driver_sql(
                 PLACE_STAGED,
                 (
                     stamp,
@@ -397,17 +417,24 @@ class Transaction:
                     [r.containment for r in placed],
                 ),
             )
+            if done.rowcount != len(placed):
+                raise RuntimeError(f"{len(placed) - done.rowcount} records staged before the lock were not found")
         if len(placed) < len(self.staged):  # the caller stores what it staged: never commit a record without its place
             raise RuntimeError(f"{len(self.staged) - len(placed)} records staged before the lock were not placed")
         self.staged = {}
 
     @contextmanager
     def _copy(self, statement: str) -> Iterator[Copy]:
-        """A PostgreSQL COPY in this transaction, through the driver."""
+        """A PostgreSQL COPY in this transaction, through the driver; its errors raised as SQLAlchemy raises
+        the driver's (a deadlock an OperationalError, which the tasks retry; a unique clash an IntegrityError)."""
         driver = self.conn.connection.driver_connection
         assert driver is not None  # a connection checked out of the pool
-        with driver.cursor() as cursor, cursor.copy(statement) as copy:
-            yield copy
+        dbapi = self.conn.dialect.loaded_dbapi
+        try:
+            with driver.cursor() as cursor, cursor.copy(statement) as copy:
+                yield copy
+        except dbapi.Error as error:
+            raise sa.exc.DBAPIError.instance(statement, None, error, dbapi.Error) from error
 
 
 class Store(Bookkeeping):
@@ -933,7 +960,7 @@ def _foreign_revision(shown: str, revision: str) -> str:
 
 # What an insert writes: every column but those the database fills in.
 ROW_COLUMNS = tuple(c.name for c in records.c if c.name not in ("seq", "created_at"))
-UNIQUE_VIOLATION = "23505"
+DEADLOCK = "40P01"  # SQLSTATE of a transaction PostgreSQL rolled back to break a deadlock
 # The place of records staged before the lock (``Transaction.stage``), found by their staging seq.
 PLACE_STAGED = """
 UPDATE records AS r SET seq = v.seq, status = v.status, duplicate_of = v.duplicate_of, similarity = v.similarity,

@@ -18,7 +18,8 @@ process from where it last looked, like the candidate index), so all workers sha
 from __future__ import annotations
 
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Protocol
 
 import numpy as np
@@ -37,6 +38,8 @@ class CountRows(Protocol):
     def save_count_snapshot(self, seq: int, blob: bytes) -> None: ...
 
     def counted_since_snapshot(self) -> int: ...
+
+    def newest_count_snapshot(self) -> int: ...
 
 
 # Counts are kept per bucket of shingle ids (their top 24 bits): 16M two-byte counters, 32 MB whatever the
@@ -57,6 +60,7 @@ class ShingleCounts:
         self.boilerplate_texts = boilerplate_texts
         self._counts: np.ndarray | None = None  # not read yet (see catch_up)
         self._rows: CountRows | None = None
+        self._released = False  # the transaction of the last catch_up has ended
         self.last_seq = 0
         self.since_snapshot = 0  # ids counted since the last snapshot this process knows of
 
@@ -71,25 +75,44 @@ class ShingleCounts:
         counts the first time it weighs shingles (``weights``, in the transaction of this call) or a snapshot is
         due: a command that decides no near copy, such as the ingest of one new document, reads none (0.23 s
         of a 1M-record store's snapshot and rows)."""
-        self._rows = rows
+        self._rows, self._released = rows, False
         if self._counts is not None:
             self._read(rows)
 
+    @contextmanager
+    def bound(self) -> Iterator[None]:
+        """The span of the transaction ``catch_up`` is given in: past it, counts not read by then wait for the
+        next ``catch_up`` (reading them through an ended transaction is an error, not zeros)."""
+        try:
+            yield
+        finally:
+            self._rows, self._released = None, True
+
     def _loaded(self) -> np.ndarray:
         if self._counts is None:
+            if self._released:
+                raise RuntimeError("template counts needed outside a transaction: catch_up first")
             self._counts = np.zeros(1 << (32 - BUCKET_SHIFT), dtype=np.uint16)  # pages are taken as written
             if self._rows is not None:  # else a counter of its own, with nothing stored to read
                 self._read(self._rows)
         return self._counts
 
     def _read(self, rows: CountRows) -> None:
-        if (snapshot := rows.count_snapshot(self.last_seq)) is not None:
-            seq, blob = snapshot
-            self._counts = np.frombuffer(zlib.decompress(blob), dtype=np.uint16).copy()
-            self.last_seq, self.since_snapshot = seq, 0
-        for seq, blob in rows.shingle_count_rows(self.last_seq):
-            self.add(np.frombuffer(blob, dtype=np.uint32))
-            self.last_seq = max(self.last_seq, seq)
+        after = self.last_seq
+        while True:
+            newest = rows.newest_count_snapshot()
+            if (snapshot := rows.count_snapshot(after)) is not None:
+                seq, blob = snapshot
+                self._counts = np.frombuffer(zlib.decompress(blob), dtype=np.uint16).copy()
+                self.last_seq, self.since_snapshot = seq, 0
+            for seq, blob in rows.shingle_count_rows(self.last_seq):
+                self.add(np.frombuffer(blob, dtype=np.uint32))
+                self.last_seq = max(self.last_seq, seq)
+            # Read before the lock (PostgreSQL), the rows can lose a race with a snapshot written meanwhile,
+            # which deletes the rows it covers, some perhaps not read yet: then start again from it.
+            if rows.newest_count_snapshot() == newest:
+                return
+            after = 0
 
     def snapshot_if_due(self, rows: CountRows) -> bool:
         """Under the store's write lock, with every row counted: once the rows since the last snapshot hold

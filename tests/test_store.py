@@ -321,8 +321,8 @@ def test_a_record_another_transaction_stores_while_a_batch_is_staged_leaves_the_
     postgres_server_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Another writer holds one of the batch's ids, uncommitted, while the batch is written before the lock:
-    the staging waits, meets the other's commit, and the batch is written under the lock instead, without
-    that record (stored already) and without losing the others."""
+    the staging waits, meets the other's commit, leaves that record out (stored already) and stages the
+    others, which are stored."""
     import threading
 
     from tests.services import postgres_database
@@ -363,7 +363,7 @@ def test_a_record_another_transaction_stores_while_a_batch_is_staged_leaves_the_
         with pipeline.store.engine.connect() as conn:
             seqs = conn.execute(sa.select(records.c.seq, records.c.source).order_by(records.c.seq)).all()
         pipeline.close()
-    assert staged == [0]
+    assert staged == [2]
     assert sorted(r.source for r in done[0]) == ["a.txt", "c.txt"]
     by_source = {r.source: r for r in done[0]}
     assert by_source["c.txt"].duplicate_of == by_source["a.txt"].id
@@ -420,3 +420,59 @@ def test_an_original_stored_while_a_copy_waits_for_the_lock_is_found(
     (a,), (b,) = stored["a"], stored["b"]
     assert a.status is Status.CANONICAL
     assert b.duplicate_of == a.id and b.story_id == a.story_id and b.method is Method.NEAR
+
+
+def test_two_writers_staging_the_same_ids_in_opposite_order_do_not_deadlock(postgres_server_url: str) -> None:
+    """Writers stage ids in one order: one holding X while waiting for a third writer's W (uncommitted) does
+    not hold Y, so the other takes X and Y, commits, and the first stages what is left (W) and stores it."""
+    import threading
+
+    from tests.services import postgres_database
+
+    def draft(record_id: str) -> NewRecord:
+        return NewRecord(Record(record_id, f"{record_id}.txt", Status.CANONICAL, record_id * 8))
+
+    def store_batch(store: Store, ids: list[str], staged: dict[str, list[str]], name: str) -> None:
+        drafts = [draft(i) for i in ids]
+        with store.writing(before_lock=lambda txn: txn.stage(drafts)) as txn:
+            staged[name] = sorted(txn.staged)
+            known = txn.existing_ids(ids)
+            txn.insert([d for d in drafts if d.record.id not in known])
+
+    waiting = sa.text(
+        "SELECT count(*) FROM pg_stat_activity "
+        "WHERE datname = current_database() AND wait_event_type = 'Lock' AND wait_event = 'transactionid'"
+    )
+    with postgres_database(postgres_server_url) as url:
+        store = Store(url)
+        third = store.engine.connect()
+        third.begin()
+        Transaction(third).stage([draft("W")])  # holds W, uncommitted
+        staged: dict[str, list[str]] = {}
+        errors: list[BaseException] = []
+
+        def run(ids: list[str], name: str) -> None:
+            try:
+                store_batch(store, ids, staged, name)
+            except BaseException as error:  # reported below
+                errors.append(error)
+
+        first = threading.Thread(target=run, args=(["Y", "W", "X"], "first"))
+        first.start()
+        with store.engine.connect() as watch:
+            for _ in range(200):
+                if watch.execute(waiting).scalar():
+                    break
+                time.sleep(0.05)
+        second = threading.Thread(target=run, args=(["Y", "X"], "second"))
+        second.start()
+        second.join(timeout=30)  # it never waits on the first: X and Y are after W in the staging order
+        third.rollback()
+        third.close()
+        first.join(timeout=30)
+        with store.engine.connect() as conn:
+            rows = conn.execute(sa.select(records.c.id, records.c.seq).order_by(records.c.id)).all()
+        store.close()
+    assert not errors and not first.is_alive()
+    assert staged == {"second": ["X", "Y"], "first": ["W"]}
+    assert [i for i, _ in rows] == ["W", "X", "Y"] and all(seq > 0 for _, seq in rows)

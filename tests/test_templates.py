@@ -92,3 +92,38 @@ def test_a_process_that_weighs_no_shingles_still_snapshots_the_counts(tmp_path, 
     pipeline.close()
     assert not weighed and pipeline.templates.read
     assert snapshot is not None and rows_left <= 2
+
+
+def test_counts_read_while_a_snapshot_is_written_start_again_from_it() -> None:
+    """Before the lock, a snapshot (written by the lock holder) can come between reading the snapshots and
+    reading the rows, and take rows not read yet with it: the counts start again from that snapshot."""
+    import zlib
+
+    from docsieve.templates import BUCKET_SHIFT, ShingleCounts
+
+    ids = {seq: np.array([seq << BUCKET_SHIFT], dtype=np.uint32) for seq in range(1, 7)}
+    truth = ShingleCounts(boilerplate_texts=3)
+    for seq in range(1, 5):
+        truth.add(ids[seq])
+    snapshot = (4, zlib.compress(truth._loaded().tobytes(), 1))
+
+    class Racing:
+        """Rows 1-6; while the rows after 0 are read, a snapshot at 4 is written and rows 1-3 go."""
+
+        def __init__(self) -> None:
+            self.written = False
+
+        def newest_count_snapshot(self) -> int:
+            return 4 if self.written else 0
+
+        def count_snapshot(self, after_seq: int):
+            return snapshot if self.written and after_seq < 4 else None
+
+        def shingle_count_rows(self, after_seq: int):
+            self.written = True  # the snapshot commits before this read: rows 1-3 are gone
+            return [(seq, ids[seq].tobytes()) for seq in range(max(after_seq + 1, 4), 7)]
+
+    counts = ShingleCounts(boilerplate_texts=3)
+    counts.catch_up(Racing())
+    probe = np.concatenate(list(ids.values()))
+    assert counts.counts(probe).tolist() == [1] * 6 and counts.last_seq == 6
