@@ -160,7 +160,7 @@ class Pipeline:
             late.catch_up(txn)
             self.templates.catch_up(txn)
 
-        with self.store.writing(before_lock=before_lock) as txn, self.templates.bound():
+        with self.templates.bound(), self.store.writing(before_lock=before_lock) as txn:
             self.index.catch_up(txn)
             self.templates.catch_up(txn)
             self.templates.snapshot_if_due(txn)  # every row counted, under the lock

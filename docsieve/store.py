@@ -346,13 +346,13 @@ class Transaction:
 
         Writers stage ids in one order (sorted), so two staging the same ids wait on each other at most one
         way. A writer that meets an id another has staged waits for it; if the other commits, that record is
-        stored and is left out, and the rest is staged again. So the lock holder never writes a record another
-        may be holding (it would wait for a writer that waits for the lock). Only if PostgreSQL breaks a
-        deadlock here is nothing staged: the batch is then written under the lock, as SQLite always does."""
+        stored and is left out, and the rest is staged again. So the lock holder writes under the lock only
+        rejected records, which nobody stages, and never waits for a writer that waits for the lock. Should
+        PostgreSQL still break a deadlock here (with a writer of an older version, say), staging is tried
+        again a few times, then given up: the batch is written under the lock, as SQLite always does."""
         drafts = sorted(drafts, key=lambda d: d.record.id)
-        for _ in range(len(drafts) + 1):  # each round that meets a stored id leaves it out
-            if not drafts:
-                return
+        deadlocks = 0
+        while drafts:
             # Random negative seqs: unique among the transactions staging at once (2^62 values), and drawn
             # without the records' sequence, which only the lock holder advances (a batch's seqs consecutive).
             marks = (-np.random.default_rng().choice(1 << 62, size=len(drafts), replace=False) - 1).tolist()
@@ -363,16 +363,21 @@ class Transaction:
                     stamp = self.now()
                     for mark, draft in zip(marks, drafts, strict=True):
                         copy.write_row((mark, *_row(draft, stamp)))
-            except sa.exc.IntegrityError:  # an id another writer stored meanwhile
+            except sa.exc.IntegrityError as error:
                 savepoint.rollback()
                 stored = self.existing_ids(d.record.id for d in drafts)
+                if getattr(error.orig, "sqlstate", None) != UNIQUE_VIOLATION or not stored:
+                    raise  # not an id another writer stored meanwhile: a real fault, not a clash
                 drafts = [d for d in drafts if d.record.id not in stored]
                 continue
             except sa.exc.OperationalError as error:
                 savepoint.rollback()
+                deadlocks += 1
                 if getattr(error.orig, "sqlstate", None) != DEADLOCK:
                     raise
-                return
+                if deadlocks > STAGING_DEADLOCKS:
+                    return
+                continue  # the cycle is broken: the other writer's commit is now a clash, or nothing
             savepoint.commit()
             self.staged = dict(zip([d.record.id for d in drafts], marks, strict=True))
             return
@@ -735,7 +740,9 @@ def create_engine(url: str, readonly: bool = False) -> Engine:
 
         sa.event.listen(engine, "begin", _sqlite_begin)
         return engine
-    engine = sa.create_engine(url, pool_pre_ping=True)
+    # READ COMMITTED whatever the server's default: each statement sees what others committed before it, which
+    # catching up by seq, and staging before the lock, rely on.
+    engine = sa.create_engine(url, pool_pre_ping=True, isolation_level="READ COMMITTED")
     if readonly and parsed.get_backend_name() == "postgresql":
 
         @sa.event.listens_for(engine, "connect")
@@ -961,6 +968,8 @@ def _foreign_revision(shown: str, revision: str) -> str:
 # What an insert writes: every column but those the database fills in.
 ROW_COLUMNS = tuple(c.name for c in records.c if c.name not in ("seq", "created_at"))
 DEADLOCK = "40P01"  # SQLSTATE of a transaction PostgreSQL rolled back to break a deadlock
+UNIQUE_VIOLATION = "23505"
+STAGING_DEADLOCKS = 3  # tries of staging after a deadlock, before the batch is written under the lock
 # The place of records staged before the lock (``Transaction.stage``), found by their staging seq.
 PLACE_STAGED = """
 UPDATE records AS r SET seq = v.seq, status = v.status, duplicate_of = v.duplicate_of, similarity = v.similarity,

@@ -98,6 +98,13 @@ class ShingleCounts:
         return self._counts
 
     def _read(self, rows: CountRows) -> None:
+        try:
+            self._read_rows(rows)
+        except BaseException:  # counted part-way, perhaps past rows a snapshot took: read all again next time
+            self._counts, self.last_seq, self.since_snapshot = None, 0, 0
+            raise
+
+    def _read_rows(self, rows: CountRows) -> None:
         after = self.last_seq
         while True:
             newest = rows.newest_count_snapshot()
