@@ -476,3 +476,41 @@ def test_two_writers_staging_the_same_ids_in_opposite_order_do_not_deadlock(post
     assert not errors and not first.is_alive()
     assert staged == {"second": ["X", "Y"], "first": ["W"]}
     assert [i for i, _ in rows] == ["W", "X", "Y"] and all(seq > 0 for _, seq in rows)
+
+
+@pytest.mark.parametrize("deadlocks, staged_after", [(2, 3), (4, 0)])
+def test_a_deadlock_while_staging_is_retried_then_left_to_the_lock(
+    postgres_server_url: str, monkeypatch: pytest.MonkeyPatch, deadlocks: int, staged_after: int
+) -> None:
+    """PostgreSQL breaking a deadlock in the staging COPY (with a writer that stages in another order) costs
+    a retry; past STAGING_DEADLOCKS tries the batch is written under the lock, whole, all the same."""
+    from contextlib import contextmanager
+
+    from docsieve import store as store_module
+    from tests.services import postgres_database
+
+    class Deadlock(Exception):
+        sqlstate = store_module.DEADLOCK
+
+    original = Transaction._copy
+    broken = {"left": deadlocks}
+
+    @contextmanager
+    def copy(self: Transaction, statement: str):
+        if statement.startswith("COPY records (seq") and self.staged == {} and broken["left"]:
+            with original(self, "COPY records (seq) FROM STDIN"):  # the transaction in error, as a real one
+                broken["left"] -= 1
+                raise sa.exc.OperationalError(statement, None, Deadlock("deadlock detected"))
+        with original(self, statement) as inner:
+            yield inner
+
+    monkeypatch.setattr(Transaction, "_copy", copy)
+    staged = _staging_spy(monkeypatch)
+    text = fixture_text("ar_near_a.txt")
+    with postgres_database(postgres_server_url) as url:
+        pipeline = Pipeline(Store(url), Settings(store=url, batch_size=8))
+        docs = [("a.txt", text), ("b.txt", _near_copy(text)), ("c.txt", fixture_text("en_article.txt"))]
+        stored = pipeline.process([RawDocument(source=s, body=b) for s, b in docs])
+        pipeline.close()
+    assert staged == [staged_after] and broken["left"] == max(0, deadlocks - 4)
+    assert sorted(r.source for r in stored) == ["a.txt", "b.txt", "c.txt"]
