@@ -351,9 +351,10 @@ def test_a_record_another_transaction_stores_while_a_batch_is_staged_leaves_the_
             "WHERE datname = current_database() AND wait_event_type = 'Lock' AND wait_event = 'transactionid'"
         )
         with pipeline.store.engine.connect() as watch:
-            for _ in range(200):
+            for _ in range(1200):  # up to 60 s: a loaded machine prepares a batch slowly
                 if watch.execute(waiting).scalar():
                     break
+                watch.rollback()  # pg_stat_activity holds still within a transaction
                 time.sleep(0.05)
             else:
                 raise AssertionError("the batch's staging never waited for the other writer")
@@ -394,9 +395,10 @@ def test_an_original_stored_while_a_copy_waits_for_the_lock_is_found(
 
         def queued(count: int) -> None:
             with first.store.engine.connect() as watch:
-                for _ in range(200):
+                for _ in range(1200):  # up to 60 s: a loaded machine prepares a batch slowly
                     if watch.execute(waiting).scalar() >= count:
                         return
+                    watch.rollback()  # pg_stat_activity holds still within a transaction
                     time.sleep(0.05)
             raise AssertionError(f"{count} workers never waited for the lock")
 
@@ -460,16 +462,19 @@ def test_two_writers_staging_the_same_ids_in_opposite_order_do_not_deadlock(post
         first = threading.Thread(target=run, args=(["Y", "W", "X"], "first"))
         first.start()
         with store.engine.connect() as watch:
-            for _ in range(200):
+            for _ in range(1200):  # up to 60 s: a loaded machine prepares a batch slowly
                 if watch.execute(waiting).scalar():
                     break
+                watch.rollback()  # pg_stat_activity holds still within a transaction
                 time.sleep(0.05)
+            else:
+                raise AssertionError("the first writer never waited for W")
         second = threading.Thread(target=run, args=(["Y", "X"], "second"))
         second.start()
-        second.join(timeout=30)  # it never waits on the first: X and Y are after W in the staging order
+        second.join(timeout=60)  # it never waits on the first: X and Y are after W in the staging order
         third.rollback()
         third.close()
-        first.join(timeout=30)
+        first.join(timeout=60)
         with store.engine.connect() as conn:
             rows = conn.execute(sa.select(records.c.id, records.c.seq).order_by(records.c.id)).all()
         store.close()
