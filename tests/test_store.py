@@ -279,6 +279,23 @@ def _near_copy(text: str) -> str:
     return text + "\nأضاف المتحدث أن الاجتماع المقبل سيعقد الشهر القادم."
 
 
+def _waiting(store: Store, event: str, count: int, failure: str) -> None:
+    """Until ``count`` sessions of the store's database wait for a lock of this kind (``transactionid``: a row
+    another transaction holds; ``advisory``: the write lock), for up to 60 s (a loaded machine prepares a
+    batch slowly)."""
+    query = sa.text(
+        "SELECT count(*) FROM pg_stat_activity "
+        "WHERE datname = current_database() AND wait_event_type = 'Lock' AND wait_event = :event"
+    )
+    with store.engine.connect() as watch:
+        for _ in range(1200):
+            if watch.execute(query, {"event": event}).scalar() >= count:
+                return
+            watch.rollback()  # pg_stat_activity holds still within a transaction
+            time.sleep(0.05)
+    raise AssertionError(failure)
+
+
 def _staging_spy(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """How many records each batch staged before the lock (0: written under it)."""
     staged: list[int] = []
@@ -346,18 +363,7 @@ def test_a_record_another_transaction_stores_while_a_batch_is_staged_leaves_the_
         done: list[list[Record]] = []
         thread = threading.Thread(target=lambda: done.append(pipeline.process(docs)))
         thread.start()
-        waiting = sa.text(
-            "SELECT count(*) FROM pg_stat_activity "
-            "WHERE datname = current_database() AND wait_event_type = 'Lock' AND wait_event = 'transactionid'"
-        )
-        with pipeline.store.engine.connect() as watch:
-            for _ in range(1200):  # up to 60 s: a loaded machine prepares a batch slowly
-                if watch.execute(waiting).scalar():
-                    break
-                watch.rollback()  # pg_stat_activity holds still within a transaction
-                time.sleep(0.05)
-            else:
-                raise AssertionError("the batch's staging never waited for the other writer")
+        _waiting(pipeline.store, "transactionid", 1, "the batch's staging never waited for the other writer")
         other.commit()
         other.close()
         thread.join(timeout=60)
@@ -388,19 +394,9 @@ def test_an_original_stored_while_a_copy_waits_for_the_lock_is_found(
         blocker = first.store.engine.connect()
         blocker.begin()
         blocker.execute(sa.select(sa.func.pg_advisory_xact_lock(WRITE_LOCK)))
-        waiting = sa.text(
-            "SELECT count(*) FROM pg_stat_activity "
-            "WHERE datname = current_database() AND wait_event_type = 'Lock' AND wait_event = 'advisory'"
-        )
 
         def queued(count: int) -> None:
-            with first.store.engine.connect() as watch:
-                for _ in range(1200):  # up to 60 s: a loaded machine prepares a batch slowly
-                    if watch.execute(waiting).scalar() >= count:
-                        return
-                    watch.rollback()  # pg_stat_activity holds still within a transaction
-                    time.sleep(0.05)
-            raise AssertionError(f"{count} workers never waited for the lock")
+            _waiting(first.store, "advisory", count, f"{count} workers never waited for the lock")
 
         stored: dict[str, list[Record]] = {}
         original = threading.Thread(
@@ -441,10 +437,6 @@ def test_two_writers_staging_the_same_ids_in_opposite_order_do_not_deadlock(post
             known = txn.existing_ids(ids)
             txn.insert([d for d in drafts if d.record.id not in known])
 
-    waiting = sa.text(
-        "SELECT count(*) FROM pg_stat_activity "
-        "WHERE datname = current_database() AND wait_event_type = 'Lock' AND wait_event = 'transactionid'"
-    )
     with postgres_database(postgres_server_url) as url:
         store = Store(url)
         third = store.engine.connect()
@@ -461,14 +453,7 @@ def test_two_writers_staging_the_same_ids_in_opposite_order_do_not_deadlock(post
 
         first = threading.Thread(target=run, args=(["Y", "W", "X"], "first"))
         first.start()
-        with store.engine.connect() as watch:
-            for _ in range(1200):  # up to 60 s: a loaded machine prepares a batch slowly
-                if watch.execute(waiting).scalar():
-                    break
-                watch.rollback()  # pg_stat_activity holds still within a transaction
-                time.sleep(0.05)
-            else:
-                raise AssertionError("the first writer never waited for W")
+        _waiting(store, "transactionid", 1, "the first writer never waited for W")
         second = threading.Thread(target=run, args=(["Y", "X"], "second"))
         second.start()
         second.join(timeout=60)  # it never waits on the first: X and Y are after W in the staging order

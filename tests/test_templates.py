@@ -94,80 +94,59 @@ def test_a_process_that_weighs_no_shingles_still_snapshots_the_counts(tmp_path, 
     assert snapshot is not None and rows_left <= 2
 
 
+class _SnapshotRace:
+    """Count rows 1-6 (one id each). The first read of the rows meets a snapshot at 4, written meanwhile by
+    the lock holder, which took rows 1-3 with it; ``breaks``: the read that starts again from it fails once."""
+
+    def __init__(self, breaks: bool = False) -> None:
+        import zlib
+
+        from docsieve.templates import BUCKET_SHIFT, ShingleCounts
+
+        self.ids = {seq: np.array([seq << BUCKET_SHIFT], dtype=np.uint32) for seq in range(1, 7)}
+        truth = ShingleCounts(boilerplate_texts=3)
+        for seq in range(1, 5):
+            truth.add(self.ids[seq])
+        self.snapshot = (4, zlib.compress(truth._loaded().tobytes(), 1))
+        self.written, self.breaks = False, breaks
+
+    def newest_count_snapshot(self) -> int:
+        return 4 if self.written else 0
+
+    def count_snapshot(self, after_seq: int):
+        if self.written and self.breaks and after_seq == 0:
+            self.breaks = False
+            raise ConnectionError("the store went away")
+        return self.snapshot if self.written and after_seq < 4 else None
+
+    def shingle_count_rows(self, after_seq: int):
+        self.written = True  # the snapshot commits before this read: rows 1-3 are gone
+        return [(seq, self.ids[seq].tobytes()) for seq in range(max(after_seq + 1, 4), 7)]
+
+    def probe(self) -> np.ndarray:
+        return np.concatenate(list(self.ids.values()))
+
+
 def test_counts_read_while_a_snapshot_is_written_start_again_from_it() -> None:
     """Before the lock, a snapshot (written by the lock holder) can come between reading the snapshots and
     reading the rows, and take rows not read yet with it: the counts start again from that snapshot."""
-    import zlib
+    from docsieve.templates import ShingleCounts
 
-    from docsieve.templates import BUCKET_SHIFT, ShingleCounts
-
-    ids = {seq: np.array([seq << BUCKET_SHIFT], dtype=np.uint32) for seq in range(1, 7)}
-    truth = ShingleCounts(boilerplate_texts=3)
-    for seq in range(1, 5):
-        truth.add(ids[seq])
-    snapshot = (4, zlib.compress(truth._loaded().tobytes(), 1))
-
-    class Racing:
-        """Rows 1-6; while the rows after 0 are read, a snapshot at 4 is written and rows 1-3 go."""
-
-        def __init__(self) -> None:
-            self.written = False
-
-        def newest_count_snapshot(self) -> int:
-            return 4 if self.written else 0
-
-        def count_snapshot(self, after_seq: int):
-            return snapshot if self.written and after_seq < 4 else None
-
-        def shingle_count_rows(self, after_seq: int):
-            self.written = True  # the snapshot commits before this read: rows 1-3 are gone
-            return [(seq, ids[seq].tobytes()) for seq in range(max(after_seq + 1, 4), 7)]
-
+    rows = _SnapshotRace()
     counts = ShingleCounts(boilerplate_texts=3)
-    counts.catch_up(Racing())
-    probe = np.concatenate(list(ids.values()))
-    assert counts.counts(probe).tolist() == [1] * 6 and counts.last_seq == 6
+    counts.catch_up(rows)
+    assert counts.counts(rows.probe()).tolist() == [1] * 6 and counts.last_seq == 6
 
 
 def test_counts_whose_read_fails_part_way_are_read_whole_next_time() -> None:
     """A read that fails once it has found a snapshot took rows it had not reached (a dropped connection, a
     time limit) leaves nothing half counted: the next read starts from the newest snapshot."""
-    import zlib
+    from docsieve.templates import ShingleCounts
 
-    from docsieve.templates import BUCKET_SHIFT, ShingleCounts
-
-    ids = {seq: np.array([seq << BUCKET_SHIFT], dtype=np.uint32) for seq in range(1, 7)}
-    truth = ShingleCounts(boilerplate_texts=3)
-    for seq in range(1, 5):
-        truth.add(ids[seq])
-    snapshot = (4, zlib.compress(truth._loaded().tobytes(), 1))
-
-    class Failing:
-        """The snapshot at 4 is written while the rows are first read (rows 1-3 go with it); the read that
-        starts again from it breaks off."""
-
-        def __init__(self) -> None:
-            self.written = False
-            self.broken = True
-
-        def newest_count_snapshot(self) -> int:
-            return 4 if self.written else 0
-
-        def count_snapshot(self, after_seq: int):
-            if self.written and self.broken and after_seq == 0:
-                self.broken = False
-                raise ConnectionError("the store went away")
-            return snapshot if self.written and after_seq < 4 else None
-
-        def shingle_count_rows(self, after_seq: int):
-            self.written = True
-            return [(seq, ids[seq].tobytes()) for seq in range(max(after_seq + 1, 4), 7)]
-
+    rows = _SnapshotRace(breaks=True)
     counts = ShingleCounts(boilerplate_texts=3)
-    rows = Failing()
     counts.catch_up(rows)
     with pytest.raises(ConnectionError):
-        counts.counts(ids[1])
+        counts.counts(rows.probe())
     counts.catch_up(rows)
-    probe = np.concatenate(list(ids.values()))
-    assert counts.counts(probe).tolist() == [1] * 6 and counts.last_seq == 6
+    assert counts.counts(rows.probe()).tolist() == [1] * 6 and counts.last_seq == 6
