@@ -318,14 +318,13 @@ class Transaction:
 
     def newest_count_snapshot(self) -> int:
         """The seq of the newest template-count snapshot (0: none)."""
-        query = sa.select(sa.func.coalesce(sa.func.max(shingle_count_snapshots.c.seq), 0))
-        return int(self.conn.scalar(query) or 0)
+        return int(self.conn.scalar(NEWEST_COUNT_SNAPSHOT) or 0)
 
     def counted_since_snapshot(self) -> int:
-        """Ids in the template-count rows after the newest snapshot (their lengths: no row is read)."""
-        newest = sa.select(sa.func.coalesce(sa.func.max(shingle_count_snapshots.c.seq), 0)).scalar_subquery()
+        """Ids in the template-count rows after the newest snapshot, from the rows' lengths (no ids decoded)."""
         size = sa.func.coalesce(sa.func.sum(sa.func.length(shingle_counts.c.counts)), 0)
-        return int(self.conn.scalar(sa.select(size).where(shingle_counts.c.seq > newest)) or 0) // 4
+        query = sa.select(size).where(shingle_counts.c.seq > NEWEST_COUNT_SNAPSHOT.scalar_subquery())
+        return int(self.conn.scalar(query) or 0) // 4
 
     def add_shingle_counts(self, blob: bytes) -> int:
         """One row of the ids a batch adds to the template counts; returns its sequence number."""
@@ -358,11 +357,8 @@ class Transaction:
             marks = (-np.random.default_rng().choice(1 << 62, size=len(drafts), replace=False) - 1).tolist()
             savepoint = self.conn.begin_nested()
             try:
-                with self._copy(f"COPY records (seq, {', '.join(ROW_COLUMNS)}) FROM STDIN (FORMAT BINARY)") as copy:
-                    copy.set_types(["int8", *COPY_TYPES])
-                    stamp = self.now()
-                    for mark, draft in zip(marks, drafts, strict=True):
-                        copy.write_row((mark, *_row(draft, stamp)))
+                stamp = self.now()
+                self._copy_records([(mark, *_row(draft, stamp)) for mark, draft in zip(marks, drafts, strict=True)])
             except sa.exc.IntegrityError as error:
                 savepoint.rollback()
                 stored = self.existing_ids(d.record.id for d in drafts)
@@ -401,10 +397,7 @@ class Transaction:
         if written:
             # Binary COPY: text and bytes go as they are, with no escaping or hex on either side (less time and
             # client CPU than the text format).
-            with self._copy(f"COPY records (seq, {', '.join(ROW_COLUMNS)}) FROM STDIN (FORMAT BINARY)") as copy:
-                copy.set_types(["int8", *COPY_TYPES])
-                for item in written:
-                    copy.write_row((seq_of[item.record.id], *_row(item, stamp)))
+            self._copy_records([(seq_of[item.record.id], *_row(item, stamp)) for item in written])
         placed = [n.record for n in new if n.record.id in self.staged]
         if placed:
             done = self.conn.exec_driver_sql(
@@ -427,6 +420,13 @@ class Transaction:
         if len(placed) < len(self.staged):  # the caller stores what it staged: never commit a record without its place
             raise RuntimeError(f"{len(self.staged) - len(placed)} records staged before the lock were not placed")
         self.staged = {}
+
+    def _copy_records(self, rows: Iterable[tuple]) -> None:
+        """Rows of records, each its seq and then the ROW_COLUMNS, by binary COPY."""
+        with self._copy(f"COPY records (seq, {', '.join(ROW_COLUMNS)}) FROM STDIN (FORMAT BINARY)") as copy:
+            copy.set_types(["int8", *COPY_TYPES])
+            for row in rows:
+                copy.write_row(row)
 
     @contextmanager
     def _copy(self, statement: str) -> Iterator[Copy]:
@@ -967,6 +967,7 @@ def _foreign_revision(shown: str, revision: str) -> str:
 
 # What an insert writes: every column but those the database fills in.
 ROW_COLUMNS = tuple(c.name for c in records.c if c.name not in ("seq", "created_at"))
+NEWEST_COUNT_SNAPSHOT = sa.select(sa.func.coalesce(sa.func.max(shingle_count_snapshots.c.seq), 0))
 DEADLOCK = "40P01"  # SQLSTATE of a transaction PostgreSQL rolled back to break a deadlock
 UNIQUE_VIOLATION = "23505"
 STAGING_DEADLOCKS = 3  # tries of staging after a deadlock, before the batch is written under the lock
