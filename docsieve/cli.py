@@ -218,6 +218,38 @@ def _parser() -> argparse.ArgumentParser:
     )
     similar.set_defaults(run=_similar)
 
+    serve = sub.add_parser(
+        "serve",
+        parents=[common],
+        help="the HTTP API and the web page of stories",
+        description="Serve the HTTP API (/v1, OpenAPI at /openapi.json, its pages at /docs) and the web page of "
+        "stories. Every /v1 route needs an API key (`docsieve keys create`). On the embedded default documents "
+        "are decided in the request; with DOCSIEVE_API_QUEUE=on they are queued to the deployment's workers. "
+        "Needs pip install 'docsieve[api]'.",
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
+    serve.add_argument("--log-json", action="store_true", help="log one JSON object a line")
+    serve.set_defaults(run=_serve)
+
+    api_keys = sub.add_parser(
+        "keys",
+        parents=[common],
+        help="API keys: create, list, revoke",
+        description="API keys for `docsieve serve`. A key is shown once, when it is made; only its hash is kept. "
+        "Scopes: read (records, stories, similar), submit (also send documents and URLs), admin (also delete).",
+    )
+    key_commands = api_keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
+    create = key_commands.add_parser("create", parents=[common], help="make a key and print it (once)")
+    create.add_argument("--scope", required=True, choices=["read", "submit", "admin"])
+    create.add_argument("--name", default="", help="who or what it is for (default: its id)")
+    create.set_defaults(run=_keys_create)
+    listing = key_commands.add_parser("list", parents=[common], help="every key: id, name, scope, made, revoked")
+    listing.set_defaults(run=_keys_list)
+    revoke = key_commands.add_parser("revoke", parents=[common], help="revoke a key by its id")
+    revoke.add_argument("id", help="the key's id (as `keys list` shows it), or the key itself")
+    revoke.set_defaults(run=_keys_revoke)
+
     extended = CommandLine(sub, common, fields)
     _load_extensions(extended)
     status.set_defaults(run=lambda args, settings: _status(extended, settings))
@@ -265,7 +297,9 @@ def _ingest(args: argparse.Namespace, settings: Settings) -> int:
     bar = None
     try:
         if urls:  # fetched first: their conditional requests need the validators the store keeps
-            pages = _fetch_here(urls, pipeline.store, settings)
+            from docsieve.web import fetch_here
+
+            pages = fetch_here(urls, pipeline.store, settings)
             items = itertools.chain(items, (page.item for page in pages if page.item is not None))
         if not args.quiet and sys.stderr.isatty():
             from tqdm import tqdm
@@ -311,24 +345,61 @@ def is_url(arg: str) -> bool:
     return bool(sep) and scheme[:1].isalpha() and all(c.isalnum() or c in "+.-" for c in scheme)
 
 
-def _fetch_here(urls: list[str], store, settings: Settings) -> list:
-    """The embedded default fetches in this process, on a thread pool; a page that cannot be reached now
-    is rejected with the reason (the deployment tries it again later instead)."""
-    from docsieve.fetch import Fetcher
-    from docsieve.models import Rejection
-    from docsieve.web import Page, Unreachable, fetch_pages, known_validators
-
-    fetcher = Fetcher(settings)
+def _serve(args: argparse.Namespace, settings: Settings) -> int:
     try:
-        known = known_validators(store, urls)
-        return [
-            Page(got.url, Rejection.of(got.url, f"unreachable: {got.reason}", got.url))
-            if isinstance(got, Unreachable)
-            else got
-            for got in fetch_pages(fetcher, urls, known, settings.fetch_concurrency)
-        ]
+        from docsieve.service import serve
+    except ModuleNotFoundError as exc:
+        print(f"docsieve: serve needs the API's packages: pip install 'docsieve[api]' ({exc})", file=sys.stderr)
+        return 2
+    serve(settings, args.host, args.port, log_json=args.log_json)
+    return 0
+
+
+def _keys_create(args: argparse.Namespace, settings: Settings) -> int:
+    from docsieve import keys
+    from docsieve.store import Store
+
+    store = Store(settings.store, fingerprints=settings.fingerprint_parameters)
+    try:
+        made, key = keys.create(store, args.scope, args.name)
     finally:
-        fetcher.close()
+        store.close()
+    print(key)
+    print(f"docsieve: key {made.id} ({made.name}, scope {made.scope}); it is shown only now", file=sys.stderr)
+    return 0
+
+
+def _keys_list(args: argparse.Namespace, settings: Settings) -> int:
+    from docsieve import keys
+    from docsieve.store import Store
+
+    store = Store(settings.store, readonly=True)
+    try:
+        found = keys.all_keys(store)
+    finally:
+        store.close()
+    for key in found:
+        revoked = f"  revoked {key.revoked_at:%Y-%m-%d %H:%M:%S}" if key.revoked_at else ""
+        made = f"{key.created_at:%Y-%m-%d %H:%M:%S}" if key.created_at else ""
+        print(f"{key.id}  {key.scope:<6}  {made}  {key.name}{revoked}")
+    print(f"{len(found)} keys, {sum(k.revoked_at is None for k in found)} in use")
+    return 0
+
+
+def _keys_revoke(args: argparse.Namespace, settings: Settings) -> int:
+    from docsieve import keys
+    from docsieve.store import Store
+
+    store = Store(settings.store, fingerprints=settings.fingerprint_parameters)
+    try:
+        key = keys.revoke(store, args.id)
+    except keys.KeyProblem as exc:
+        print(f"docsieve: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        store.close()
+    print(f"revoked {key.id} ({key.name}) at {key.revoked_at:%Y-%m-%d %H:%M:%S}")
+    return 0
 
 
 def _failures(args: argparse.Namespace, settings: Settings) -> int:

@@ -32,7 +32,7 @@ from docsieve.index import (
     within_batch,
 )
 from docsieve.models import Method, Record, Rejection, Sketch, Status, batched
-from docsieve.prepare import Prepared, prepare
+from docsieve.prepare import Prepared, prepare, prepare_each
 from docsieve.published import parse_published
 from docsieve.readers import Item
 from docsieve.settings import Settings
@@ -87,6 +87,15 @@ class Checked:
 
 
 @dataclass(frozen=True, slots=True)
+class Outcome:
+    """What became of one input: its record (None if it was taken down meanwhile), and whether this call
+    stored it (False: it was stored before, or earlier in the same batch)."""
+
+    record: Record | None
+    stored: bool
+
+
+@dataclass(frozen=True, slots=True)
 class Match:
     record: Record
     jaccard: float
@@ -126,6 +135,26 @@ class Pipeline:
     def process(self, batch: list[Item]) -> list[Record]:
         """Decide and store one batch; returns the records it created (none for inputs already stored)."""
         return self.store_prepared(*self.prepare(batch))
+
+    def process_each(self, batch: list[Item]) -> list[Outcome]:
+        """``process``, answered for each input in order (the HTTP service's per-document replies)."""
+        each = prepare_each(batch, self.settings)
+        created = {
+            r.id: r
+            for r in self.store_prepared(
+                [r for r in each if isinstance(r, Rejection)], [p for p in each if isinstance(p, Prepared)]
+            )
+        }
+        with self.store.reading() as txn:
+            before = txn.records({item.id for item in each} - created.keys())
+        outcomes = []
+        for item in each:
+            if (record := created.pop(item.id, None)) is not None:
+                outcomes.append(Outcome(record, True))
+                before[item.id] = record  # a second input of the same record, later in the batch
+            else:
+                outcomes.append(Outcome(before.get(item.id), False))
+        return outcomes
 
     def store_prepared(self, rejections: list[Rejection], prepared: list[Prepared]) -> list[Record]:
         """Decide and store a prepared batch; returns the records it created."""

@@ -36,25 +36,28 @@ class Prepared:
 def prepare(batch: list[Item], settings: Settings) -> tuple[list[Rejection], list[Prepared]]:
     """Extraction and fingerprints of a batch; what cannot become a document is rejected. (The language
     is detected in ``Pipeline.store_prepared``, before the lock.)"""
-    rejections: list[Rejection] = []
-    documents: list[Document] = []
+    each = prepare_each(batch, settings)
+    return [r for r in each if isinstance(r, Rejection)], [p for p in each if isinstance(p, Prepared)]
+
+
+def prepare_each(batch: list[Item], settings: Settings) -> list[Rejection | Prepared]:
+    """``prepare``'s work, one result for each input, in the inputs' order."""
     html_limits = HtmlLimits(settings.max_html_chars, settings.extract_timeout)
-    for item in batch:
-        result = validate(item if isinstance(item, Rejection) else extract(item, html_limits))
+    results = [validate(item if isinstance(item, Rejection) else extract(item, html_limits)) for item in batch]
+    documents = [d for d in results if isinstance(d, Document)]
+    fingerprints = iter(fingerprint_documents(documents, settings))
+    each: list[Rejection | Prepared] = []
+    for result in results:
         if isinstance(result, Rejection):
-            rejections.append(result)
-        else:
-            documents.append(result)
-    fingerprints = fingerprint_documents(documents, settings)
-    prepared = []
-    for doc, fp in zip(documents, fingerprints, strict=True):
+            each.append(result)
+            continue
+        fp = next(fingerprints)
         if not len(fp.shingles):
             reason = "no words left after normalization (punctuation or symbols only)"
-            rejections.append(Rejection.of(doc.source, reason, doc.text))
-            continue
-        rid = record_id(doc.source, fp.content_hash)
-        prepared.append(Prepared(rid, doc, fp, keys_of(fp)))
-    return rejections, prepared
+            each.append(Rejection.of(result.source, reason, result.text))
+        else:
+            each.append(Prepared(record_id(result.source, fp.content_hash), result, fp, keys_of(fp)))
+    return each
 
 
 def fingerprint_documents(documents: list[Document], settings: Settings) -> list[Fingerprint]:

@@ -118,6 +118,18 @@ def read(
             yield from _read_file(source, given, suffix_of(given), max_bytes, fields)
 
 
+def read_body(source: str, data: bytes, max_bytes: int, fields: FieldMap = DEFAULT_FIELDS) -> Iterator[Item]:
+    """The documents of a JSON batch in hand (an HTTP request's body): a JSON array, one object, or JSON
+    Lines, as a batch file's. An object is located by its id, else by its text alone, so the same object
+    sent again is the same record wherever it stands in the batch."""
+    return _read_batch(source, data, None, max_bytes, fields, positional=False)
+
+
+def oversized(rejection: Rejection) -> bool:
+    """Whether the input was rejected for its size alone (past ``max_bytes``)."""
+    return LIMIT_SETTING in rejection.reason
+
+
 def _absolute(path: str) -> str:
     """The path as a source: absolute and normalized ("./a//b/" is "/cwd/a/b"), so one file is one
     source however it is spelled. Not the real path: a symlink keeps its own name, and a watched

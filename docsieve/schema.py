@@ -158,6 +158,18 @@ source_entries = sa.Table(
     sa.Column("sent_at", sa.Float, nullable=True),
 )
 
+# API keys (docsieve/keys.py): only a key's SHA-256 is kept; the key itself is shown once, when made.
+api_keys = sa.Table(
+    "api_keys",
+    metadata,
+    sa.Column("id", sa.String(16), primary_key=True),  # the key's public part, which finds its row
+    sa.Column("name", sa.Text, nullable=False),
+    sa.Column("scope", sa.String(16), nullable=False),
+    sa.Column("key_hash", sa.String(64), nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+    sa.Column("revoked_at", sa.DateTime(timezone=True), nullable=True),
+)
+
 # Bound parameters per statement stay well below SQLite's limit (32766) and PostgreSQL's (65535).
 CHUNK = 5000
 

@@ -271,7 +271,29 @@ class DeploySettings:
 
 
 @dataclass(frozen=True)
-class Settings(DeploySettings, FetchSettings, StoreSettings, CoreSettings):
+class ApiSettings:
+    """The HTTP service (``docsieve serve``)."""
+
+    # Requests a second each API key may make on average, and how many more it may make at once (a burst);
+    # 0: no limit. Counted in the coordination Redis when there is one (all API processes), else per process.
+    api_rate: float = 20.0
+    api_burst: int = 40
+    # Bytes of one request's body, and documents in one request: more is answered 413.
+    api_max_request_bytes: int = 64_000_000
+    api_max_documents: int = 10_000
+    # Queue submitted documents and URLs to the workers (the deployment) rather than decide them in the request.
+    api_queue: bool = False
+    # Signs the web page's login cookie. Empty: a random secret per process (a restart logs everyone out).
+    api_secret: str = ""
+
+    def _check_api(self) -> None:
+        _at_least_one(self, "api_max_request_bytes", "api_max_documents")
+        if self.api_rate < 0 or self.api_burst < 0:
+            raise SettingsError(f"{PREFIX}API_RATE and {PREFIX}API_BURST must not be negative")
+
+
+@dataclass(frozen=True)
+class Settings(ApiSettings, DeploySettings, FetchSettings, StoreSettings, CoreSettings):
     """Every setting, from ``DOCSIEVE_`` variables (``from_env``), each section checked as it is made."""
 
     def __post_init__(self) -> None:
@@ -279,6 +301,7 @@ class Settings(DeploySettings, FetchSettings, StoreSettings, CoreSettings):
         self._check_store()
         self._check_fetch()
         self._check_deploy()
+        self._check_api()
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -291,7 +314,7 @@ class Settings(DeploySettings, FetchSettings, StoreSettings, CoreSettings):
                 continue
             kind: type = type(f.default)
             try:
-                values[f.name] = kind(raw)
+                values[f.name] = _boolean(raw) if kind is bool else kind(raw)
             except ValueError:
                 raise SettingsError(f"{PREFIX}{f.name.upper()}={raw!r} is not a valid {kind.__name__}") from None
         values.update({k: v for k, v in overrides.items() if v is not None})
@@ -299,6 +322,15 @@ class Settings(DeploySettings, FetchSettings, StoreSettings, CoreSettings):
 
     def with_(self, **changes: Any) -> Settings:
         return replace(self, **changes)
+
+
+def _boolean(raw: str) -> bool:
+    spelled = raw.strip().lower()
+    if spelled in ("1", "true", "yes", "on"):
+        return True
+    if spelled in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(raw)
 
 
 def _at_least_one(section: object, *names: str) -> None:

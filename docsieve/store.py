@@ -54,7 +54,7 @@ RECORD_COLUMNS = [c for c in records.c if c.name not in ("shingles", "index_keys
 # Any constant: the advisory lock that serializes deciders on PostgreSQL, as BEGIN IMMEDIATE does on SQLite.
 WRITE_LOCK = 0x646F6373
 MIGRATIONS = Path(__file__).with_name("migrations")
-SCHEMA_REVISION = "0011"  # the newest migration; a test holds it equal to Alembic's head
+SCHEMA_REVISION = "0012"  # the newest migration; a test holds it equal to Alembic's head
 KNOWN_REVISIONS = frozenset(path.name[:4] for path in (MIGRATIONS / "versions").glob("[0-9][0-9][0-9][0-9]_*.py"))
 SQLITE_HEADER = b"SQLite format 3\0"
 
@@ -576,6 +576,65 @@ class Store(Bookkeeping):
             for row in conn.execute(query.execution_options(yield_per=1000)):
                 yield _record(row)
 
+    def page_records(
+        self,
+        after_seq: int = 0,
+        limit: int = 100,
+        status: Status | None = None,
+        language: str | None = None,
+        source: str | None = None,
+        outlet: str | None = None,
+        since: datetime | None = None,
+    ) -> list[tuple[int, Record]]:
+        """Up to ``limit`` records after ``after_seq`` in arrival order, each with its seq (the cursor to go
+        on from). A record committed later always has a higher seq (only the write lock's holder gives them
+        out), so paging by it neither skips nor repeats a record while others are stored."""
+        query = sa.select(records.c.seq, *self._columns).where(records.c.seq > after_seq)
+        for column, value in ((records.c.status, status), (records.c.language, language)):
+            if value:
+                query = query.where(column == value)
+        if source:
+            query = query.where(records.c.source == source)
+        if outlet:
+            query = query.where(records.c.outlet == outlet)
+        if since is not None:
+            query = query.where(records.c.changed_at >= since)
+        with self.engine.connect() as conn:
+            rows = conn.execute(query.order_by(records.c.seq).limit(limit))
+            return [(row.seq, _record(row)) for row in rows]
+
+    def page_stories(
+        self,
+        limit: int = 50,
+        after: tuple[datetime, str] | None = None,
+        since: datetime | None = None,
+        min_copies: int = 0,
+        title: str | None = None,
+        newest_first: bool = False,
+    ) -> list[Story]:
+        """Up to ``limit`` stories in order of creation (``newest_first``: the other way), after the story
+        whose (created_at, id) is ``after``; ``since``: founded or changed at or after it; ``min_copies``: with
+        at least so many copies; ``title``: whose canonical's title holds it (case-insensitive)."""
+        where = self._changed_since(since)
+        if after is not None:
+            moment, story_id = after
+            later = stories.c.created_at < moment if newest_first else stories.c.created_at > moment
+            beside = stories.c.id < story_id if newest_first else stories.c.id > story_id
+            where = sa.and_(where, sa.or_(later, sa.and_(stories.c.created_at == moment, beside)))
+        if min_copies > 0:
+            copied = (
+                sa.select(records.c.story_id)
+                .where(records.c.status == Status.DUPLICATE)
+                .group_by(records.c.story_id)
+                .having(sa.func.count() >= min_copies)
+            )
+            where = sa.and_(where, stories.c.id.in_(copied))
+        if title:
+            escaped = title.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            titled = sa.select(records.c.id).where(records.c.title.ilike(f"%{escaped}%", escape="\\"))
+            where = sa.and_(where, stories.c.canonical_id.in_(titled))
+        return list(self._stories(where, limit=limit, newest_first=newest_first))
+
     def story(self, story_id: str) -> Story | None:
         """A story with its canonical first, then its members by arrival; what it holds and what holds it."""
         for story in self._stories(stories.c.id == story_id):
@@ -585,21 +644,26 @@ class Store(Bookkeeping):
     def iter_stories(self, since: datetime | None = None) -> Iterator[Story]:
         """Every story in order of creation; ``since``: those founded or changed (canonical, members,
         links) at or after it."""
-        where: sa.ColumnElement[bool] = sa.true()
-        if since is not None:
-            changed = sa.select(records.c.story_id).where(records.c.changed_at >= since)
-            linked = sa.select(contains.c.story_id).where(contains.c.created_at >= since)
-            where = sa.or_(stories.c.changed_at >= since, stories.c.id.in_(changed), stories.c.id.in_(linked))
-        yield from self._stories(where)
+        yield from self._stories(self._changed_since(since))
 
-    def _stories(self, where: sa.ColumnElement[bool]) -> Iterator[Story]:
+    @staticmethod
+    def _changed_since(since: datetime | None) -> sa.ColumnElement[bool]:
+        if since is None:
+            return sa.true()
+        changed = sa.select(records.c.story_id).where(records.c.changed_at >= since)
+        linked = sa.select(contains.c.story_id).where(contains.c.created_at >= since)
+        return sa.or_(stories.c.changed_at >= since, stories.c.id.in_(changed), stories.c.id.in_(linked))
+
+    def _stories(
+        self, where: sa.ColumnElement[bool], limit: int | None = None, newest_first: bool = False
+    ) -> Iterator[Story]:
         member_columns = [sa.null().label("text") if c.name == "text" else c for c in self._columns]
+        order: tuple[sa.ColumnElement, ...] = (stories.c.created_at, stories.c.id)
+        if newest_first:
+            order = (stories.c.created_at.desc(), stories.c.id.desc())
         with self.engine.connect() as conn:
             heads = conn.execute(
-                sa.select(stories)
-                .where(where)
-                .order_by(stories.c.created_at, stories.c.id)
-                .execution_options(yield_per=500)
+                sa.select(stories).where(where).order_by(*order).limit(limit).execution_options(yield_per=500)
             )
             for chunk in batched(heads, 500):
                 ids = [h.id for h in chunk]
@@ -702,6 +766,10 @@ class Store(Bookkeeping):
         with self.engine.connect() as conn:
             query = sa.select(records.c.status, sa.func.count()).group_by(records.c.status)
             return {status: n for status, n in conn.execute(query)}
+
+    def story_count(self) -> int:
+        with self.engine.connect() as conn:
+            return conn.scalar(sa.select(sa.func.count()).select_from(stories)) or 0
 
     def story_counts(self) -> tuple[int, int, int]:
         """Stories, those with copies, and records that hold other stories as roundups."""

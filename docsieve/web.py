@@ -84,6 +84,22 @@ def fetch_pages(
         yield from pool.map(one, urls)
 
 
+def fetch_here(urls: list[str], store, settings) -> list[Page]:
+    """The embedded default fetches in this process, on a thread pool; a page that cannot be reached now
+    is rejected with the reason (the deployment tries it again later instead)."""
+    fetcher = Fetcher(settings)
+    try:
+        known = known_validators(store, urls)
+        return [
+            Page(got.url, Rejection.of(got.url, f"unreachable: {got.reason}", got.url))
+            if isinstance(got, Unreachable)
+            else got
+            for got in fetch_pages(fetcher, urls, known, settings.fetch_concurrency)
+        ]
+    finally:
+        fetcher.close()
+
+
 def known_validators(store, urls: Iterable[str]) -> dict[str, Validators]:
     """The validators of the last stored fetch of each URL, keyed by canonical URL."""
     found = {}

@@ -42,8 +42,11 @@ def test_the_core_imports_neither_the_worker_nor_the_scheduler() -> None:
     assert _reaching("docsieve", ("worker", "scheduler")) == {}
 
 
-def test_the_core_names_no_deployment_library_but_the_lazy_redis_client_of_the_shared_rate_limit() -> None:
-    assert _reaching("docsieve", DEPLOYMENT_LIBRARIES) == {"docsieve/politeness.py": ["redis"]}
+def test_the_core_names_no_deployment_library_but_the_lazy_redis_clients_of_the_shared_rate_limits() -> None:
+    assert _reaching("docsieve", DEPLOYMENT_LIBRARIES) == {
+        "docsieve/politeness.py": ["redis"],
+        "docsieve/service/_limits.py": ["redis"],
+    }
 
 
 def test_the_worker_never_imports_the_scheduler() -> None:

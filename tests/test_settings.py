@@ -4,7 +4,15 @@ from dataclasses import fields
 
 import pytest
 
-from docsieve.settings import CoreSettings, DeploySettings, FetchSettings, Settings, SettingsError, StoreSettings
+from docsieve.settings import (
+    ApiSettings,
+    CoreSettings,
+    DeploySettings,
+    FetchSettings,
+    Settings,
+    SettingsError,
+    StoreSettings,
+)
 
 
 @pytest.mark.parametrize(
@@ -34,7 +42,7 @@ def test_settings_from_env_and_overrides() -> None:
 
 
 def test_every_setting_is_in_exactly_one_section() -> None:
-    sections = [CoreSettings, StoreSettings, FetchSettings, DeploySettings]
+    sections = [CoreSettings, StoreSettings, FetchSettings, DeploySettings, ApiSettings]
     names = [f.name for section in sections for f in fields(section)]
     assert len(names) == len(set(names))  # no setting in two sections
     assert sorted(names) == sorted(f.name for f in fields(Settings))  # and none outside them
@@ -53,3 +61,13 @@ def test_each_section_checks_its_own_settings(env: dict, section: type) -> None:
     assert name.removeprefix("DOCSIEVE_").lower() in {f.name for f in fields(section)}
     with pytest.raises(SettingsError, match=name):
         Settings.from_env(env)
+
+
+@pytest.mark.parametrize(("raw", "expected"), [("on", True), ("1", True), ("True", True), ("off", False), ("0", False)])
+def test_a_switch_is_read_as_on_or_off(raw: str, expected: bool) -> None:
+    assert Settings.from_env({"DOCSIEVE_API_QUEUE": raw}).api_queue is expected
+
+
+def test_a_switch_that_is_neither_is_refused() -> None:
+    with pytest.raises(SettingsError, match="DOCSIEVE_API_QUEUE='maybe'"):
+        Settings.from_env({"DOCSIEVE_API_QUEUE": "maybe"})
