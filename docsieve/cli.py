@@ -10,6 +10,7 @@ import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import IO
 
 from docsieve.settings import Settings, SettingsError, StoreError, redacted
 
@@ -134,11 +135,17 @@ def _parser() -> argparse.ArgumentParser:
     export = sub.add_parser(
         "export",
         parents=[common],
-        help="write every record (or story) as JSON Lines",
+        help="write every record (or story) as JSON Lines, CSV or Parquet",
         description="One JSON object per record, in arrival order; with --stories, one per story: its canonical, "
         "title, first publication, and every member with its source, outlet, method and similarity to the canonical.",
     )
-    export.add_argument("--format", choices=["jsonl"], default="jsonl")
+    export.add_argument(
+        "--format",
+        choices=["jsonl", "csv", "parquet"],
+        default="jsonl",
+        help="jsonl (default): one JSON object a line, a story's members nested; csv and parquet: flat, one row "
+        "per record or, with --stories, one per member of a story (parquet needs pip install 'docsieve[parquet]')",
+    )
     export.add_argument("--status", choices=["canonical", "duplicate", "rejected"], help="only these records")
     export.add_argument("--stories", action="store_true", help="one line per story instead of per record")
     export.add_argument(
@@ -476,6 +483,9 @@ def _migrate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _export(args: argparse.Namespace, settings: Settings) -> int:
+    import io
+
+    from docsieve import exports
     from docsieve.models import Status
     from docsieve.published import parse_published
     from docsieve.store import Store
@@ -488,6 +498,15 @@ def _export(args: argparse.Namespace, settings: Settings) -> int:
                 f"docsieve: --since {args.since!r} is not a time (ISO 8601, e.g. 2026-12-03T10:00:00Z)", file=sys.stderr
             )
             return 2
+    if args.format == "parquet":
+        try:
+            import pyarrow  # noqa: F401
+        except ModuleNotFoundError:
+            print("docsieve: --format parquet needs pyarrow: pip install 'docsieve[parquet]'", file=sys.stderr)
+            return 2
+        if not args.output and sys.stdout.isatty():
+            print("docsieve: Parquet is binary: give --output FILE, or send it into a pipe or file", file=sys.stderr)
+            return 2
     store = Store(settings.store, readonly=True)
     try:
         items = (
@@ -495,18 +514,41 @@ def _export(args: argparse.Namespace, settings: Settings) -> int:
             if args.stories
             else store.iter_records(Status(args.status) if args.status else None, since)
         )
-        lines = (json.dumps(item.to_json(), ensure_ascii=False) + "\n" for item in items)
+
+        def write(out: IO[bytes]) -> None:
+            if args.format == "parquet":
+                exports.write_parquet(*_flat(items, args.stories), out)
+                return
+            text = io.TextIOWrapper(out, encoding="utf-8", newline="", write_through=False)
+            try:
+                if args.format == "csv":
+                    exports.write_csv(*_flat(items, args.stories), text)
+                else:
+                    exports.write_jsonl(items, text)
+            finally:
+                text.flush()
+                text.detach()
+
         if not args.output:
-            sys.stdout.writelines(lines)
+            write(sys.stdout.buffer)
             return 0
         try:
-            _write_whole(args.output, lines)
+            _write_whole(args.output, write)
         except OSError as exc:
             print(f"docsieve: cannot write {args.output}: {exc.strerror or exc} (nothing was written)", file=sys.stderr)
             return 1
     finally:
         store.close()
     return 0
+
+
+def _flat(items, stories: bool) -> tuple[Iterator[dict], tuple[str, ...]]:
+    """Rows for a flat format: one per record, or one per member of each story."""
+    from docsieve import exports
+
+    if stories:
+        return (row for story in items for row in exports.member_rows(story)), exports.MEMBER_COLUMNS
+    return (exports.record_row(record) for record in items), exports.RECORD_COLUMNS
 
 
 def _delete(args: argparse.Namespace, settings: Settings) -> int:
@@ -544,7 +586,7 @@ def _delete(args: argparse.Namespace, settings: Settings) -> int:
     return 1 if failed else 0
 
 
-def _write_whole(path: str, lines: Iterator[str]) -> None:
+def _write_whole(path: str, write: Callable[[IO[bytes]], None]) -> None:
     """Write a file whole or not at all: into a temporary file beside it, renamed over it at the end, so a
     failure (disk full, the store failing midway) leaves no partial file, and an older file as it was. A
     path that is not a regular file (``/dev/stdout``, a pipe), or a file in a folder that cannot be
@@ -555,13 +597,13 @@ def _write_whole(path: str, lines: Iterator[str]) -> None:
     folder, name = os.path.split(target)
     if (os.path.exists(target) and not os.path.isfile(target)) or not os.access(folder, os.W_OK):
         # Not a regular file, or a file in a folder where no other can be made: written in place.
-        with open(path, "w", encoding="utf-8") as out:
-            out.writelines(lines)
+        with open(path, "wb") as out:
+            write(out)
         return
     fd, temporary = tempfile.mkstemp(prefix=f".{name}.", suffix=".part", dir=folder)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            out.writelines(lines)
+        with os.fdopen(fd, "wb") as out:
+            write(out)
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(temporary, 0o666 & ~umask)  # as open() would have made it, not mkstemp's 0600

@@ -93,5 +93,11 @@ def verify(store: Store, presented: str) -> ApiKey | None:
     return _key(row) if row is not None and matches else None
 
 
+def by_id(store: Store, key_id: str) -> ApiKey | None:
+    with store.engine.connect() as conn:
+        row = conn.execute(sa.select(api_keys).where(api_keys.c.id == key_id)).first()
+    return _key(row) if row is not None else None
+
+
 def _key(row) -> ApiKey:
     return ApiKey(row.id, row.name, row.scope, row.created_at, row.revoked_at)

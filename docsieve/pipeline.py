@@ -460,7 +460,7 @@ class Pipeline:
                 for p, ids in zip(prepared, found, strict=True):
                     ids += txn.by_hash([p.fingerprint.content_hash]).values()
                     scored = []
-                    for sketch in txn.sketches(ids, self.settings).values():
+                    for sketch in self._sketches_of(txn, ids).values():
                         jaccard, containment = jaccard_and_containment(p.fingerprint.shingles, sketch.shingles)
                         if jaccard or containment:
                             scored.append((max(jaccard, containment), jaccard, containment, sketch.record_id))

@@ -339,3 +339,64 @@ def test_metrics_move_by_exactly_what_was_stored(client: TestClient) -> None:
     assert _sample(text, "docsieve_records", status="canonical") == 2  # read from the store when scraped
     assert _sample(text, "docsieve_stories") == 2
     assert "docsieve_index_bytes " in text  # the embedded index's files (written as the index grows)
+
+
+# --- The web page of stories
+
+
+def test_the_page_needs_a_login_and_keeps_to_its_own_site(client: TestClient, service_settings: Settings) -> None:
+    reader = _key(service_settings, "read")
+    pages = TestClient(client.app, follow_redirects=False)
+    away = pages.get("/stories/abc?x=1")
+    assert away.status_code == 303 and away.headers["location"] == "/login?next=%2Fstories%2Fabc%3Fx%3D1"
+    wrong = pages.post("/login", data={"key": "dsk_nothing_here", "next": "/"})
+    assert wrong.status_code == 401 and "not an API key" in wrong.text
+    elsewhere = pages.post("/login", data={"key": reader, "next": "//evil.example/"})
+    assert elsewhere.status_code == 303 and elsewhere.headers["location"] == "/"
+    assert "httponly" in elsewhere.headers["set-cookie"].lower()
+    assert pages.get("/").status_code == 200  # the cookie stays with the client
+    assert pages.get("/", headers={"X-API-Key": reader}, cookies={}).status_code == 200  # a program's header
+    store = Store(service_settings.store)
+    try:
+        keys.revoke(store, reader)
+    finally:
+        store.close()
+    assert pages.get("/").status_code == 303  # a revoked key's cookie no longer opens the page
+
+
+def test_a_story_page_shows_copies_beside_the_canonical_with_differences_marked(client: TestClient) -> None:
+    wire, paper, _ = _copies()
+    records = [d["record"] for d in _post(client, [wire, paper, _copies()[2]]).json()["documents"]]
+    pages = TestClient(client.app)
+    pages.post("/login", data={"key": client.headers["X-API-Key"], "next": "/"})
+    home = pages.get("/")
+    assert home.status_code == 200 and f"/stories/{records[0]['story_id']}" in home.text
+    assert 'dir="rtl"' in home.text
+    story = pages.get(f"/stories/{records[0]['story_id']}").text
+    assert "<ins>" in story and "<del>" in story
+    assert story.count('dir="rtl"') >= 3  # the title and both texts
+    assert "first published by <strong><bdi>Wire</bdi></strong>" in story
+    # The words only the copy has are inside <ins>, the ones only the canonical has inside <del>.
+    import re
+
+    inserted = " ".join(re.findall(r"<ins>(.*?)</ins>", story, flags=re.S))
+    deleted = " ".join(re.findall(r"<del>(.*?)</del>", story, flags=re.S))
+    paper_words, wire_words = set(paper["text"].split()), set(wire["text"].split())
+    assert inserted.split() and all(w in paper_words for w in inserted.split())
+    assert deleted.split() and all(w in wire_words for w in deleted.split())
+    searched = pages.get("/", params={"q": records[0]["title"].split()[0]}).text
+    assert f"/stories/{records[0]['story_id']}" in searched
+    assert pages.get("/stories/nothing").status_code == 404
+
+
+def test_differences_mark_only_what_differs() -> None:
+    from docsieve.service._pages import differences
+
+    left, right = differences("the cat sat on the mat", "the dog sat on the mat today")
+    assert [(p.text, p.changed) for p in left] == [("the ", False), ("cat ", True), ("sat on the mat", False)]
+    assert [(p.text, p.changed) for p in right] == [
+        ("the ", False),
+        ("dog ", True),
+        ("sat on the mat ", False),
+        ("today", True),
+    ]

@@ -25,7 +25,7 @@ from docsieve.models import RawDocument, Record, Rejection, Status, Story
 from docsieve.pipeline import Match, Outcome
 from docsieve.published import parse_published
 from docsieve.readers import DEFAULT_FIELDS, oversized, read_body
-from docsieve.service import _problems
+from docsieve.service import _pages, _problems
 from docsieve.service._backends import Backend, Queued, open_backend, outcome_counts
 from docsieve.service._limits import RateLimit, rate_limit
 from docsieve.service._problems import Problem
@@ -82,6 +82,7 @@ def create_app(settings: Settings, backend: Backend | None = None) -> FastAPI:
     app.state.backend = chosen
     _problems.install(app)
     app.include_router(_routes(settings, chosen, limiter))
+    _pages.install(app, settings, chosen.store)
 
     @app.get("/metrics", tags=["service"], response_class=Response)
     def prometheus() -> Response:

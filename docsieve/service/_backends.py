@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from docsieve.index import index_directory
+from docsieve.index import index_directory, open_index
 from docsieve.metrics import Metrics
 from docsieve.models import RawDocument, Rejection, batched
 from docsieve.pipeline import Match, Outcome, Pipeline
@@ -77,7 +77,8 @@ class Embedded:
     def __init__(self, settings: Settings, metrics: Metrics | None = None) -> None:
         self.settings = settings
         self.metrics = metrics
-        self.pipeline = Pipeline(Store(settings.store, fingerprints=settings.fingerprint_parameters), settings)
+        store = Store(settings.store, fingerprints=settings.fingerprint_parameters)
+        self.pipeline = Pipeline(store, settings, open_index(settings, resident=True))
         self.store = self.pipeline.store
         self._lock = threading.Lock()
         if metrics is not None:
