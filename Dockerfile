@@ -9,8 +9,9 @@ COPY pyproject.toml README.md ./
 COPY docsieve ./docsieve
 COPY worker ./worker
 COPY scheduler ./scheduler
-# The deployment's image: the core and the Celery side (workers, scheduler, Flower, PostgreSQL driver).
-RUN pip install '.[deploy]' && useradd --create-home --uid 10001 docsieve
+# The deployment's image: the core, the Celery side (workers, scheduler, Flower, PostgreSQL driver) and the
+# HTTP service.
+RUN pip install '.[deploy,api]' && useradd --create-home --uid 10001 docsieve
 
 USER docsieve
 CMD ["docsieve", "--help"]

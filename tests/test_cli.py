@@ -368,3 +368,28 @@ def test_similar_searches_the_window_and_with_all_every_stored_record(tmp_path: 
     assert "no similar stored document" in windowed.stdout, windowed.stdout
     assert "batch.jsonl#old" in everything.stdout, everything.stdout
     assert "batch.jsonl#old" in docsieve("similar", str(probe), store=store, env={"DOCSIEVE_INDEX_WINDOW": "0"}).stdout
+
+
+# --- API keys
+
+
+def test_keys_are_made_once_listed_and_revoked(tmp_path: Path, capsys) -> None:
+    store = f"sqlite:///{tmp_path / 'k.db'}"
+    assert main(["--store", store, "keys", "create", "--scope", "submit", "--name", "crawler"]) == 0
+    made = capsys.readouterr()
+    key = made.out.strip()
+    assert key.startswith("dsk_") and len(key.splitlines()) == 1  # only the key on standard output: scripts take it
+    key_id = key.split("_")[1]
+    assert f"key {key_id} (crawler, scope submit); it is shown only now" in made.err
+    assert main(["--store", store, "keys", "list"]) == 0
+    listed = capsys.readouterr().out
+    assert f"{key_id}  submit" in listed and "crawler" in listed and key not in listed
+    assert "1 keys, 1 in use" in listed
+    assert main(["--store", store, "keys", "revoke", key_id]) == 0
+    assert f"revoked {key_id} (crawler)" in capsys.readouterr().out
+    assert main(["--store", store, "keys", "list"]) == 0
+    assert "revoked" in capsys.readouterr().out
+    assert main(["--store", store, "keys", "revoke", "nope"]) == 1
+    assert "no API key with the id 'nope'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["--store", store, "keys", "create", "--scope", "everything"])

@@ -74,7 +74,7 @@ def environment(service: str, **variables: str) -> dict[str, str]:
 
 
 def test_shape() -> None:
-    assert {"redis", "postgres", "migrate", "worker", "fetcher", "scheduler", "flower"} <= SERVICES.keys()
+    assert {"redis", "postgres", "migrate", "worker", "fetcher", "scheduler", "api", "flower"} <= SERVICES.keys()
     for name in ("worker", "fetcher", "scheduler", "migrate"):  # may run as many copies: no fixed names or host ports
         assert "container_name" not in SERVICES[name] and "ports" not in SERVICES[name]
     assert "redis-cli ping" in " ".join(SERVICES["redis"]["healthcheck"]["test"])
@@ -125,6 +125,13 @@ def test_redis_is_bounded_and_every_url_to_it_carries_its_password() -> None:
         assert make_url(url).password == "pw", (name, url)
 
 
+def test_the_api_queues_to_the_workers_and_listens_on_this_host_only() -> None:
+    assert environment("api")["DOCSIEVE_API_QUEUE"] == "on"
+    assert environment("api", API_SECRET="s")["DOCSIEVE_API_SECRET"] == "s"
+    assert all(port.startswith("127.0.0.1:") for port in SERVICES["api"]["ports"])
+    assert "/readyz" in " ".join(SERVICES["api"]["healthcheck"]["test"])
+
+
 def test_flower_needs_a_password_and_listens_on_this_host_only() -> None:
     assert environment("flower", FLOWER_PASSWORD="secret")["FLOWER_BASIC_AUTH"] == "admin:secret"
     assert environment("flower", FLOWER_USER="ops", FLOWER_PASSWORD="s")["FLOWER_BASIC_AUTH"] == "ops:s"
@@ -140,7 +147,7 @@ def test_each_service_gets_what_the_readme_says_it_needs() -> None:
     table = {}
     for row in re.findall(r"^\| (\w+) \| `[^`]+` \| (.+) \|$", readme, flags=re.MULTILINE):
         table[row[0]] = set(re.findall(r"`([A-Z_]+)`", row[1]))
-    assert table.keys() == {"migrate", "worker", "fetcher", "scheduler", "flower"}
+    assert table.keys() == {"migrate", "worker", "fetcher", "scheduler", "api", "flower"}
     for name, variables in table.items():
         assert set(SERVICES[name]["environment"]) == variables, name
     assert "DOCSIEVE_SOURCES_FILE" not in table["fetcher"]
@@ -257,12 +264,14 @@ def test_service_commands_run_here(services) -> None:
     refused = subprocess.run(command("flower", **flower_port), env=env("flower"), capture_output=True, text=True)
     assert refused.returncode != 0 and "set FLOWER_PASSWORD" in refused.stderr, refused.stdout + refused.stderr
 
+    api_port = {"8000": str(free_port())}
     hostname = {"HOSTNAME": socket.gethostname()}
     processes = {
         "worker": start("worker", env("worker")),
         "fetcher": start("fetcher", env("fetcher")),  # on the same host: a node name of its own
         "scheduler": start("scheduler", env("scheduler")),
         "flower": start("flower", env("flower", FLOWER_PASSWORD="secret"), **flower_port),
+        "api": start("api", env("api"), **api_port),
     }
     try:
         # worker and fetcher: each comes up, and its healthcheck (celery inspect ping of itself) passes.
@@ -282,6 +291,13 @@ def test_service_commands_run_here(services) -> None:
             url, headers={"Authorization": "Basic " + base64.b64encode(b"admin:secret").decode()}
         )
         assert urllib.request.urlopen(request, timeout=5).status == 200
+
+        # api: ready (store, broker, shared index), and every route behind a key.
+        healthcheck("api", processes["api"], env("api"), **api_port)
+        api = f"http://127.0.0.1:{api_port['8000']}"
+        with pytest.raises(urllib.error.HTTPError) as keyless:
+            urllib.request.urlopen(f"{api}/v1/records", timeout=5)
+        assert keyless.value.code == 401
 
         # The scheduler stopped: its healthcheck fails.
         processes["scheduler"].terminate()

@@ -705,6 +705,10 @@ class RedisIndex:
     def close(self) -> None:
         self._redis.close()
 
+    def ping(self) -> None:
+        """Raises if the Redis server cannot be reached (the service's readiness)."""
+        self._redis.ping()
+
     def catch_up(self, store: StoredRows) -> None:
         after = int(self._redis.get(self._seq_key) or 0)
         batch: list[tuple[int, str, bytes, int, int]] = []

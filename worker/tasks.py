@@ -234,14 +234,17 @@ def ingest_batch(
             messages = taken
     messages = messages or []
     pipeline = _pipeline()
-    records = pipeline.process([from_message(m) for m in messages])
+    outcomes = pipeline.process_each([from_message(m) for m in messages])
+    records = [o.record for o in outcomes if o.stored and o.record is not None]
     # Only now that the pages are stored may their next fetch be conditional.
     save_validators(pipeline.store, (_validators(m) for m in messages))
     statuses = Counter(
         "exact" if r.method and r.method.value == "exact" else "near" if r.duplicate_of else r.status.value
         for r in records
     )
-    result = {"received": len(messages), "stored": len(records), **statuses}
+    # Each message's record id, in order (`GET /v1/tasks/{id}` answers with them): stored now or before.
+    ids = [o.record.id if o.record is not None else None for o in outcomes]
+    result = {"received": len(messages), "stored": len(records), **statuses, "records": ids}
     if payload is not None:
         _payloads().done(payload, result)
     return result

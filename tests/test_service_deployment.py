@@ -1,0 +1,108 @@
+"""The HTTP service in front of a real deployment: `docsieve serve` with DOCSIEVE_API_QUEUE=on queues to
+`docsieve worker` processes (Celery prefork) on Redis, storing into PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from collections.abc import Iterator
+
+import pytest
+import requests
+
+from tests.conftest import REPO, fixture_text
+from tests.test_deployment import deployment, workers  # noqa: F401 (the fixture)
+
+pytestmark = pytest.mark.slow
+
+
+@contextmanager
+def serving(env: dict) -> Iterator[str]:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    base = f"http://127.0.0.1:{port}"
+    server = subprocess.Popen(
+        [sys.executable, "-m", "docsieve.cli", "serve", "--port", str(port)],
+        env={**env, "DOCSIEVE_API_QUEUE": "on", "DOCSIEVE_API_RATE": "0"},
+        cwd=REPO,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if requests.get(base + "/healthz", timeout=1).ok:
+                    break
+            except requests.ConnectionError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise AssertionError(
+                        f"docsieve serve did not start: {server.stderr.read() if server.stderr else ''}"
+                    )
+                time.sleep(0.1)
+        yield base
+    finally:
+        server.terminate()
+        server.wait(30)
+
+
+def _key(env: dict, scope: str) -> str:
+    made = subprocess.run(
+        [sys.executable, "-m", "docsieve.cli", "keys", "create", "--scope", scope],
+        env=env, cwd=REPO, capture_output=True, text=True, check=True, timeout=120,
+    )  # fmt: skip
+    return made.stdout.strip()
+
+
+def _done(base: str, key: str, task_id: str, timeout: float = 120) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        task = requests.get(f"{base}/v1/tasks/{task_id}", headers={"X-API-Key": key}, timeout=10).json()
+        if task["done"]:
+            return task
+        time.sleep(0.1)
+    raise AssertionError(f"task {task_id} not done in {timeout} s")
+
+
+def test_copies_sent_at_once_through_the_api_make_one_story(deployment: dict) -> None:  # noqa: F811
+    key = _key(deployment, "admin")
+    base_text = fixture_text("ar_long_article.txt")
+    paragraphs = base_text.split("\n")
+    versions = [
+        {"id": f"outlet-{i}", "source": f"Outlet {i}", "text": "\n".join(paragraphs[: len(paragraphs) - i % 3])}
+        for i in range(8)
+    ]
+    with workers(deployment, concurrency=2), serving(deployment) as base:
+        headers = {"X-API-Key": key, "Content-Type": "application/json"}
+        assert requests.get(base + "/readyz", timeout=30).json() == {"status": "ready"}
+
+        def send(document: dict) -> dict:
+            body = json.dumps([document], ensure_ascii=False).encode()
+            reply = requests.post(base + "/v1/documents", data=body, headers=headers, timeout=60)
+            assert reply.status_code == 200, reply.text
+            return reply.json()
+
+        with ThreadPoolExecutor(8) as pool:
+            replies = list(pool.map(send, versions))
+        assert all(r["queued"] and len(r["tasks"]) == 1 for r in replies)
+        results = [_done(base, key, r["tasks"][0]) for r in replies]
+        assert all(t["state"] == "SUCCESS" for t in results), results
+        ids = [t["result"]["records"][0] for t in results]
+        records = [requests.get(f"{base}/v1/records/{i}", headers=headers, timeout=30).json() for i in ids]
+        assert len({r["story_id"] for r in records}) == 1
+        assert sum(r["status"] == "canonical" for r in records) == 1
+        story = requests.get(f"{base}/v1/stories/{records[0]['story_id']}", headers=headers, timeout=30).json()
+        assert story["copies"] == 7
+        metrics = requests.get(base + "/metrics", timeout=30).text
+        assert 'docsieve_records{status="canonical"} 1.0' in metrics
+        assert "docsieve_queue_depth{queue=" in metrics
+        similar = requests.post(
+            base + "/v1/similar", json={"text": versions[0]["text"], "limit": 3}, headers=headers, timeout=30
+        ).json()
+        assert similar["matches"][0]["jaccard"] == 1.0
