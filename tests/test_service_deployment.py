@@ -42,9 +42,8 @@ def serving(env: dict) -> Iterator[str]:
                     break
             except requests.ConnectionError:
                 if server.poll() is not None or time.monotonic() > deadline:
-                    raise AssertionError(
-                        f"docsieve serve did not start: {server.stderr.read() if server.stderr else ''}"
-                    )
+                    said = server.stderr.read() if server.stderr else ""
+                    raise AssertionError(f"docsieve serve did not start: {said}") from None
                 time.sleep(0.1)
         yield base
     finally:
