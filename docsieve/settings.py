@@ -238,6 +238,8 @@ class DeploySettings:
     # when they are queued or last taken: longer than the longest backlog, and above the visibility
     # timeout, so that a message delivered again still finds them.
     payload_ttl: int = 7 * 24 * 3600
+    # A worker serves Prometheus metrics of its pool on this port (0: none); `docsieve worker --metrics-port`.
+    metrics_port: int = 0
     task_soft_time_limit: int = 600
     task_time_limit: int = 660
     retry_backoff_max: int = 300

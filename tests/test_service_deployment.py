@@ -105,3 +105,34 @@ def test_copies_sent_at_once_through_the_api_make_one_story(deployment: dict) ->
             base + "/v1/similar", json={"text": versions[0]["text"], "limit": 3}, headers=headers, timeout=30
         ).json()
         assert similar["matches"][0]["jaccard"] == 1.0
+
+
+def test_a_worker_serves_the_metrics_of_all_its_pool_processes(deployment: dict) -> None:  # noqa: F811
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with workers(deployment, 2, "--metrics-port", str(port)):
+        submitted = subprocess.run(
+            [sys.executable, "-m", "docsieve.cli", "submit", "seeds/", "--wait", "--quiet"],
+            env={**deployment, "DOCSIEVE_SUBMIT_BATCH": "5"},  # five tasks: both pool processes take some
+            cwd=REPO, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert submitted.returncode == 0, submitted.stderr
+        text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+    from prometheus_client.parser import text_string_to_metric_families
+
+    counted: dict[tuple, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            key = (sample.name, tuple(sorted(sample.labels.items())))
+            counted[key] = counted.get(key, 0) + sample.value
+    documents = {
+        labels: value for (name, labels), value in counted.items() if name == "docsieve_documents_total" and value
+    }
+    # The seeds as the embedded default stores them: 13 stories, 3 exact copies, 9 near ones.
+    by_status = {}
+    for labels, value in documents.items():
+        status = dict(labels)["status"]
+        by_status[status] = by_status.get(status, 0) + value
+    assert by_status == {"canonical": 13, "duplicate": 12}
+    assert counted[("docsieve_batch_seconds_count", ())] == 5

@@ -50,6 +50,12 @@ def add_commands(cli: CommandLine) -> None:
         "-n",
         help="node name (default: the queue's name at this host, docsieve.cpu@HOST, with --io docsieve.io@HOST)",
     )
+    worker.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        help="serve Prometheus metrics of every pool process on this port (default: DOCSIEVE_METRICS_PORT; 0: none)",
+    )
     worker.set_defaults(run=_worker)
 
     retry = cli.sub.add_parser(
@@ -222,6 +228,11 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
     # Named after its queue: a CPU worker and a fetcher on one host (or workers of two deployments sharing a
     # broker) are two nodes, not one `celery@HOST` twice, which Celery's control replies merge.
     argv += ["--loglevel", args.loglevel, "--hostname", args.hostname or f"{queue}@%h"]
+    port = settings.metrics_port if args.metrics_port is None else args.metrics_port
+    if port:  # before the tasks are loaded: prometheus-client reads where to count when it is first imported
+        from worker.metrics import serve
+
+        serve(port)
     app.worker_main(argv)
     return 0
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import random
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable
 from functools import cache, wraps
@@ -33,6 +34,7 @@ from docsieve.store import Store
 from docsieve.web import Unreachable, Validators, fetch_page, known_validators, save_validators, url_key
 from worker.celery_app import Retrying, queue_names
 from worker.messages import FETCH_TASK, INGEST_TASK, from_message, to_message
+from worker.metrics import task_metrics
 from worker.payloads import PayloadLost, Payloads, send_ingest
 
 logger = logging.getLogger(__name__)
@@ -162,6 +164,7 @@ class IngestTask(Task):
     def on_retry(self, exc, task_id, args, kwargs, einfo) -> None:
         """The task's state while it waits for its next attempt says which attempt failed (Celery has just
         stored the error alone)."""
+        task_metrics().task_retries.labels(self.name).inc()
         attempt = self.request.retries + 1
         said = Retrying(f"attempt {attempt} of {self.max_retries + 1} failed: {type(exc).__name__}: {exc}")
         self.backend.mark_as_retry(task_id, said, einfo.traceback, request=self.request)
@@ -171,6 +174,7 @@ class IngestTask(Task):
         in the pool's parent process, so it uses a store (and a Redis client) of its own, closed at once,
         rather than the per-process ones, whose connections children forked later would inherit. The
         documents of a payload, once kept, leave Redis."""
+        task_metrics().task_failures.labels(self.name).inc()
         settings = _settings()
         payloads = Payloads.of(settings) if kwargs.get("payload") else None
         try:
@@ -234,8 +238,10 @@ def ingest_batch(
             messages = taken
     messages = messages or []
     pipeline = _pipeline()
+    started = time.perf_counter()
     outcomes = pipeline.process_each([from_message(m) for m in messages])
     records = [o.record for o in outcomes if o.stored and o.record is not None]
+    task_metrics().stored(records, len(outcomes) - len(records), time.perf_counter() - started)
     # Only now that the pages are stored may their next fetch be conditional.
     save_validators(pipeline.store, (_validators(m) for m in messages))
     statuses = Counter(
@@ -264,11 +270,14 @@ def fetch_urls(self, urls: list[str], attempt: int = 1) -> dict:
             page = fetch_page(shared_fetcher(), url, known.get(url_key(url)))
         except Unreachable as exc:
             unreachable.append(exc)
+            task_metrics().fetched("unreachable")
             continue
         if page.item is None:
             unchanged += 1
+            task_metrics().fetched("not_modified")
         else:
             messages.append(_message(page.item, page.validators))
+            task_metrics().fetched("failed" if isinstance(page.item, Rejection) else "fetched")
     if unreachable and attempt >= FETCH_ATTEMPTS:
         for gone in unreachable:
             reason = f"unreachable after {attempt} attempts: {gone.reason}"
