@@ -140,20 +140,17 @@ class Pipeline:
         """``process``, answered for each input in order (the HTTP service's per-document replies)."""
         each = prepare_each(batch, self.settings)
         created = {
-            r.id: r
+            r.id
             for r in self.store_prepared(
                 [r for r in each if isinstance(r, Rejection)], [p for p in each if isinstance(p, Prepared)]
             )
         }
-        with self.store.reading() as txn:
-            before = txn.records({item.id for item in each} - created.keys())
+        with self.store.reading() as txn:  # as stored: with the times the store gave them
+            stored = txn.records({item.id for item in each})
         outcomes = []
         for item in each:
-            if (record := created.pop(item.id, None)) is not None:
-                outcomes.append(Outcome(record, True))
-                before[item.id] = record  # a second input of the same record, later in the batch
-            else:
-                outcomes.append(Outcome(before.get(item.id), False))
+            outcomes.append(Outcome(stored.get(item.id), item.id in created))
+            created.discard(item.id)  # a second input of the same record, later in the batch, was stored before
         return outcomes
 
     def store_prepared(self, rejections: list[Rejection], prepared: list[Prepared]) -> list[Record]:
