@@ -51,7 +51,7 @@ class StoreError(RuntimeError):
 
 # The settings are plain frozen dataclasses parsed by hand (from_env, 20 lines) rather than pydantic-settings:
 # importing it took 150 ms at the start of every command (measured), an eighth of a 5,000-article ingest.
-# Four sections, one class each with its own checks; ``Settings`` is all of them, read and checked once
+# Five sections, one class each with its own checks; ``Settings`` is all of them, read and checked once
 # at start. A part of the program may ask only for its section (the fetcher for ``FetchSettings``).
 
 

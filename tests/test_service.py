@@ -400,3 +400,23 @@ def test_differences_mark_only_what_differs() -> None:
         ("sat on the mat ", False),
         ("today", True),
     ]
+
+
+def test_readiness_names_what_cannot_be_reached(tmp_path: Path) -> None:
+    """Queuing to a deployment whose broker and shared index are down: up, but not ready, and why."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]  # nothing listens here once the socket is closed
+    down = f"redis://127.0.0.1:{closed}/0"
+    settings = Settings(
+        store=f"sqlite:///{tmp_path / 'q.db'}", api_queue=True, broker_url=down, result_backend=down, index_url=down
+    )
+    Store(settings.store).close()  # the deployment's migrate service made the schema
+    with TestClient(create_app(settings)) as client:
+        assert client.get("/healthz").status_code == 200
+        ready = client.get("/readyz")
+    assert ready.status_code == 503 and ready.headers["content-type"] == PROBLEM
+    assert set(ready.json()["parts"]) == {"broker", "index"}
+    assert "broker:" in ready.json()["detail"]
