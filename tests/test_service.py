@@ -420,3 +420,42 @@ def test_readiness_names_what_cannot_be_reached(tmp_path: Path) -> None:
     assert ready.status_code == 503 and ready.headers["content-type"] == PROBLEM
     assert set(ready.json()["parts"]) == {"broker", "index"}
     assert "broker:" in ready.json()["detail"]
+
+
+@pytest.mark.slow
+def test_serve_logs_json_on_request(tmp_path: Path) -> None:
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    import requests
+
+    from tests.conftest import REPO
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DOCSIEVE_")}
+    env["DOCSIEVE_STORE"] = str(tmp_path / "logs.db")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "docsieve.cli", "serve", "--port", str(port), "--log-json"],
+        env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1).ok:
+                    break
+            except requests.ConnectionError:
+                assert time.monotonic() < deadline and server.poll() is None
+                time.sleep(0.1)
+        assert requests.get(f"http://127.0.0.1:{port}/v1/records", timeout=5).status_code == 401
+    finally:
+        server.terminate()
+        output, _ = server.communicate(timeout=30)
+    entries = [json.loads(line) for line in output.splitlines() if line.strip()]  # every line one JSON object
+    access = [e for e in entries if e["logger"] == "uvicorn.access"]
+    assert any("/v1/records" in e["message"] and "401" in e["message"] for e in access), entries

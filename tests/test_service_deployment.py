@@ -136,3 +136,21 @@ def test_a_worker_serves_the_metrics_of_all_its_pool_processes(deployment: dict)
         by_status[status] = by_status.get(status, 0) + value
     assert by_status == {"canonical": 13, "duplicate": 12}
     assert counted[("docsieve_batch_seconds_count", ())] == 5
+
+
+def test_a_worker_logs_json_on_request(deployment: dict, tmp_path) -> None:  # noqa: F811
+    from tests.services import running_worker
+
+    log = tmp_path / "worker.log"
+    with running_worker(deployment, "--log-json", concurrency=1, log=log, loglevel="INFO"):
+        submitted = subprocess.run(
+            [sys.executable, "-m", "docsieve.cli", "submit", "seeds/000_3b0ecb07abc01b42.txt", "--wait", "--quiet"],
+            env=deployment, cwd=REPO, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert submitted.returncode == 0, submitted.stderr
+    lines = [line for line in log.read_text(encoding="utf-8").splitlines() if line.strip()]
+    # Every line is one JSON object, but the notice Celery prints (not logs) as it stops.
+    assert [line for line in lines if not line.startswith("{")] == ["worker: Warm shutdown (MainProcess)"]
+    entries = [json.loads(line) for line in lines if line.startswith("{")]
+    assert {"time", "level", "logger", "message"} <= entries[0].keys()
+    assert any("succeeded" in e["message"] for e in entries), lines[-5:]

@@ -56,6 +56,7 @@ def add_commands(cli: CommandLine) -> None:
         default=None,
         help="serve Prometheus metrics of every pool process on this port (default: DOCSIEVE_METRICS_PORT; 0: none)",
     )
+    worker.add_argument("--log-json", action="store_true", help="log one JSON object a line")
     worker.set_defaults(run=_worker)
 
     retry = cli.sub.add_parser(
@@ -228,6 +229,15 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
     # Named after its queue: a CPU worker and a fetcher on one host (or workers of two deployments sharing a
     # broker) are two nodes, not one `celery@HOST` twice, which Celery's control replies merge.
     argv += ["--loglevel", args.loglevel, "--hostname", args.hostname or f"{queue}@%h"]
+    if args.log_json:
+        from celery.signals import setup_logging
+
+        from docsieve.logs import use_json
+
+        use_json(args.loglevel.upper())  # from now on: warnings at start too
+        # Celery configures logging only when nothing answers this signal: here, every record as JSON.
+        setup_logging.connect(lambda **_: use_json(args.loglevel.upper()), weak=False)
+        argv = ["--quiet", *argv]  # no banner: it is no log record
     port = settings.metrics_port if args.metrics_port is None else args.metrics_port
     if port:  # before the tasks are loaded: prometheus-client reads where to count when it is first imported
         from worker.metrics import serve

@@ -16,6 +16,6 @@ def serve(settings, host: str = "127.0.0.1", port: int = 8000, log_json: bool = 
     """Run the app on uvicorn until interrupted. One process: the embedded default decides in it."""
     import uvicorn
 
-    from docsieve.service._logs import log_config
+    from docsieve.logs import uvicorn_config
 
-    uvicorn.run(create_app(settings), host=host, port=port, log_config=log_config(log_json), proxy_headers=True)
+    uvicorn.run(create_app(settings), host=host, port=port, log_config=uvicorn_config(log_json), proxy_headers=True)

@@ -1,5 +1,5 @@
-"""The service's logs: uvicorn's usual lines, or one JSON object a line (``docsieve serve --log-json``) for a
-log collector."""
+"""Logs as one JSON object a line, for a log collector (``docsieve serve --log-json``, ``docsieve worker
+--log-json``): time, level, logger, message, and the error's traceback where there is one."""
 
 from __future__ import annotations
 
@@ -22,7 +22,18 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False)
 
 
-def log_config(as_json: bool) -> dict[str, Any]:
+def use_json(level: str | int = "INFO") -> None:
+    """Every log record of this process, from now on, as JSON on standard error."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    logging.captureWarnings(True)  # a warning is a record too, not a line of its own
+
+
+def uvicorn_config(as_json: bool) -> dict[str, Any]:
+    """uvicorn's logging configuration: its own lines, or JSON."""
     from uvicorn.config import LOGGING_CONFIG
 
     if not as_json:
