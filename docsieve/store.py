@@ -496,12 +496,7 @@ class Store(Bookkeeping):
                 if revision != SCHEMA_REVISION:
                     upgrade(self.engine, shown)
                 if is_file:  # WAL: readers never block the writer. Kept in the file once set.
-                    raw = self.engine.raw_connection()  # outside a transaction, where the mode can change
-                    try:
-                        assert raw.driver_connection is not None
-                        raw.driver_connection.execute("PRAGMA journal_mode=WAL")
-                    finally:
-                        raw.close()
+                    _use_wal(self.engine)
             elif revision is None:
                 raise StoreError(_not_a_store(self.engine, shown))
             elif revision != SCHEMA_REVISION:  # an older schema, read as it is: a column it lacks is empty
@@ -985,6 +980,30 @@ def _not_a_store(engine: Engine, shown: str) -> str:
 def _another_programs(shown: str, tables: list[str]) -> str:
     listed = ", ".join(tables[:5]) + (f" and {len(tables) - 5} more" if len(tables) > 5 else "")
     return f"{shown} is a database of another program (tables {listed}), not a docsieve store"
+
+
+def _use_wal(engine: Engine, patience: float = 60.0) -> None:
+    """Put a SQLite file in WAL mode, outside a transaction (where the mode can change). Processes opening a
+    new store together: one may already be writing in the old mode, and SQLite then answers "locked" at
+    once rather than wait (its busy handler is skipped where waiting could deadlock), so this waits itself."""
+    import sqlite3
+
+    deadline = time.monotonic() + patience
+    while True:
+        raw = engine.raw_connection()
+        try:
+            connection = raw.driver_connection
+            assert connection is not None
+            if connection.execute("PRAGMA journal_mode").fetchone()[0].lower() == "wal":
+                return
+            connection.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+        finally:
+            raw.close()
+        time.sleep(0.05)
 
 
 def upgrade(engine: Engine, shown: str) -> None:

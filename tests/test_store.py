@@ -1,4 +1,5 @@
 import time
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -504,3 +505,41 @@ def test_a_deadlock_while_staging_is_retried_then_left_to_the_lock(
         pipeline.close()
     assert staged == [staged_after] and broken["left"] == max(0, deadlocks - 4)
     assert sorted(r.source for r in stored) == ["a.txt", "b.txt", "c.txt"]
+
+
+OPEN_AND_WRITE = """
+import sys
+from docsieve.models import RawDocument
+from docsieve.pipeline import Pipeline
+from docsieve.settings import Settings
+from docsieve.store import Store
+settings = Settings(store=sys.argv[1], batch_size=2)
+pipeline = Pipeline(Store(settings.store, fingerprints=settings.fingerprint_parameters), settings)
+pipeline.ingest([RawDocument(f"d{sys.argv[2]}-{i}", f"نص رقم {i} من العملية {sys.argv[2]} " * 5) for i in range(6)])
+pipeline.close()
+"""
+
+
+@pytest.mark.slow
+def test_processes_opening_a_new_store_together_all_write_to_it(tmp_path: Path) -> None:
+    """One of them may be writing in the old journal mode while another puts the file in WAL mode, which
+    SQLite refuses at once ("database is locked", no busy wait): seen as 1 failed process in 60 before."""
+    import subprocess
+    import sys
+
+    for trial in range(4):
+        url = f"sqlite:///{tmp_path / f'new{trial}.db'}"
+        started = [
+            subprocess.Popen([sys.executable, "-c", OPEN_AND_WRITE, url, str(k)], stderr=subprocess.PIPE, text=True)
+            for k in range(6)
+        ]
+        for process in started:
+            _, err = process.communicate(timeout=120)
+            assert process.returncode == 0, err
+        store = Store(url)
+        try:
+            assert store.counts() == {"canonical": 36}
+            with store.engine.connect() as conn:
+                assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        finally:
+            store.close()

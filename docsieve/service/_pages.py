@@ -211,7 +211,7 @@ def _story_row(story: Story) -> dict:
         "direction": direction(story.canonical),
         "copies": len(story.members),
         "outlets": sorted({r.outlet for r in (story.canonical, *story.members) if r.outlet}),
-        "first": first.strftime("%Y-%m-%d %H:%M UTC") if first else None,
+        "first": first.strftime("%Y-%m-%d %H:%M UTC") if first else _when(story.canonical),
     }
 
 
