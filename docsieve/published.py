@@ -27,8 +27,9 @@ def parse_published(text: str | None) -> datetime | None:
     stamp = _iso(value) or _rfc2822(value) or _epoch(value)
     if stamp is None:
         return None
-    stamp = stamp.replace(tzinfo=UTC) if stamp.tzinfo is None else stamp.astimezone(UTC)
-    return stamp if EARLIEST_YEAR <= stamp.year <= LATEST_YEAR else None
+    if not EARLIEST_YEAR <= stamp.year <= LATEST_YEAR:  # before moving it to UTC: 9999-12-31 -05:00 has no UTC
+        return None
+    return stamp.replace(tzinfo=UTC) if stamp.tzinfo is None else stamp.astimezone(UTC)
 
 
 def _iso(value: str) -> datetime | None:

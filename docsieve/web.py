@@ -84,12 +84,17 @@ def fetch_pages(
         yield from pool.map(one, urls)
 
 
-def fetch_here(urls: list[str], store, settings) -> list[Page]:
+def fetch_here(
+    urls: list[str], store, settings, conditional: bool = True, fetcher: Fetcher | None = None
+) -> list[Page]:
     """The embedded default fetches in this process, on a thread pool; a page that cannot be reached now
-    is rejected with the reason (the deployment tries it again later instead)."""
-    fetcher = Fetcher(settings)
+    is rejected with the reason (the deployment tries it again later instead). ``conditional``: a URL
+    fetched before is asked for only if it changed (else it is fetched whole). ``fetcher``: one that lives
+    longer (a service's: its per-host pacing and robots.txt cache hold across requests), else one for now."""
+    own = fetcher is None
+    fetcher = fetcher or Fetcher(settings)
     try:
-        known = known_validators(store, urls)
+        known = known_validators(store, urls) if conditional else {}
         return [
             Page(got.url, Rejection.of(got.url, f"unreachable: {got.reason}", got.url))
             if isinstance(got, Unreachable)
@@ -97,7 +102,8 @@ def fetch_here(urls: list[str], store, settings) -> list[Page]:
             for got in fetch_pages(fetcher, urls, known, settings.fetch_concurrency)
         ]
     finally:
-        fetcher.close()
+        if own:
+            fetcher.close()
 
 
 def known_validators(store, urls: Iterable[str]) -> dict[str, Validators]:

@@ -76,6 +76,43 @@ def wait_until(ready: Callable[[], object], timeout: float, what: str) -> None:
         time.sleep(0.05)
 
 
+@contextlib.contextmanager
+def serving(env: dict[str, str], *options: str, log: Path | None = None) -> Iterator[str]:
+    """``docsieve serve OPTIONS`` on a free port of 127.0.0.1, answering ``/healthz``: its base URL. What it
+    prints goes to ``log`` (default: a file of its own, said if it does not start; never a pipe, which a
+    chatty server would fill and stall on)."""
+    import tempfile
+    import urllib.error
+    import urllib.request
+
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    with contextlib.ExitStack() as stack:
+        if log is None:
+            log = Path(stack.enter_context(tempfile.TemporaryDirectory())) / "serve.log"
+        out = stack.enter_context(log.open("ab"))
+        server = subprocess.Popen(
+            [*DOCSIEVE, "serve", "--port", str(port), *options], env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT
+        )
+
+        def up() -> bool:
+            if server.poll() is not None:
+                said = log.read_text(encoding="utf-8", errors="replace")
+                raise RuntimeError(f"docsieve serve ended with {server.returncode}: {said}")
+            try:
+                with urllib.request.urlopen(base + "/healthz", timeout=1) as reply:
+                    return reply.status == 200
+            except (urllib.error.URLError, ConnectionError):
+                return False
+
+        try:
+            wait_until(up, 60, "docsieve serve")
+            yield base
+        finally:
+            server.terminate()
+            server.wait(30)
+
+
 # ----------------------------------------------------------------------------------------------- Redis
 
 # As docker-compose.yml runs it: the queue kept across a restart, and never a key evicted (a broker must

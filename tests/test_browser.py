@@ -8,16 +8,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
-import requests
 
 from tests.conftest import FIXTURES, REPO
+from tests.services import serving
 
 pytestmark = pytest.mark.slow
 ARTIFACTS = REPO / "test-artifacts"
@@ -27,12 +25,6 @@ def _chromium() -> str:
     found = shutil.which("chromium") or shutil.which("chromium-browser")
     assert found, "Chromium is missing: .ci/run installs Debian's chromium package (apt-get install chromium)"
     return found
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def test_an_editor_logs_in_and_reads_an_arabic_story(tmp_path: Path) -> None:
@@ -63,52 +55,37 @@ def test_an_editor_logs_in_and_reads_an_arabic_story(tmp_path: Path) -> None:
         [*docsieve, "keys", "create", "--scope", "read", "--name", "editor"],
         env=env, check=True, capture_output=True, text=True, cwd=REPO,
     ).stdout.strip()  # fmt: skip
-    port = _free_port()
-    base = f"http://127.0.0.1:{port}"
-    server = subprocess.Popen([*docsieve, "serve", "--port", str(port)], env=env, cwd=REPO, stderr=subprocess.PIPE)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if requests.get(base + "/healthz", timeout=1).ok:
-                    break
-            except requests.ConnectionError:
-                assert time.monotonic() < deadline and server.poll() is None, "docsieve serve did not start"
-                time.sleep(0.1)
-        with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=_chromium(), headless=True, args=["--no-sandbox"])
-            page = browser.new_page(viewport={"width": 1280, "height": 1000})
-            page.goto(base + "/")
-            assert page.url.startswith(base + "/login")
-            page.fill("#key", "not a key")
-            page.click("button[type=submit]")
-            assert "not an API key" in page.inner_text("[role=alert]")
-            page.fill("#key", key)
-            page.click("section.login button[type=submit]")
-            page.wait_for_selector("table.stories")
-            titles = page.locator("table.stories td a")
-            assert titles.count() == 2
-            arabic = page.locator("table.stories td a[dir=rtl]")
-            assert arabic.count() == 1
-            arabic.first.click()
-            page.wait_for_selector("section.pair")
-            canonical = page.locator("article.canonical-text").first
-            copy = page.locator("article.copy-text").first
-            assert canonical.evaluate("e => getComputedStyle(e).direction") == "rtl"
-            assert copy.evaluate("e => getComputedStyle(e).direction") == "rtl"
-            assert "وكالة الأنباء" in page.inner_text("p.summary")  # the first publisher
-            inserted = copy.locator("ins")
-            assert inserted.count() > 0
-            assert inserted.first.evaluate("e => getComputedStyle(e).backgroundColor") != "rgba(0, 0, 0, 0)"
-            assert canonical.locator("del").count() > 0
-            ARTIFACTS.mkdir(exist_ok=True)
-            page.screenshot(path=str(ARTIFACTS / "story-page.png"), full_page=True)
-            page.goto(base + "/")
-            page.locator("table.stories td a[dir=ltr]").first.click()
-            english = page.locator("article.canonical-text").first
-            assert english.evaluate("e => getComputedStyle(e).direction") == "ltr"
-            browser.close()
-    finally:
-        server.terminate()
-        server.wait(30)
+    with serving(env) as base, sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=_chromium(), headless=True, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1280, "height": 1000})
+        page.goto(base + "/")
+        assert page.url.startswith(base + "/login")
+        page.fill("#key", "not a key")
+        page.click("button[type=submit]")
+        assert "not an API key" in page.inner_text("[role=alert]")
+        page.fill("#key", key)
+        page.click("section.login button[type=submit]")
+        page.wait_for_selector("table.stories")
+        titles = page.locator("table.stories td a")
+        assert titles.count() == 2
+        arabic = page.locator("table.stories td a[dir=rtl]")
+        assert arabic.count() == 1
+        arabic.first.click()
+        page.wait_for_selector("section.pair")
+        canonical = page.locator("article.canonical-text").first
+        copy = page.locator("article.copy-text").first
+        assert canonical.evaluate("e => getComputedStyle(e).direction") == "rtl"
+        assert copy.evaluate("e => getComputedStyle(e).direction") == "rtl"
+        assert "وكالة الأنباء" in page.inner_text("p.summary")  # the first publisher
+        inserted = copy.locator("ins")
+        assert inserted.count() > 0
+        assert inserted.first.evaluate("e => getComputedStyle(e).backgroundColor") != "rgba(0, 0, 0, 0)"
+        assert canonical.locator("del").count() > 0
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "story-page.png"), full_page=True)
+        page.goto(base + "/")
+        page.locator("table.stories td a[dir=ltr]").first.click()
+        english = page.locator("article.canonical-text").first
+        assert english.evaluate("e => getComputedStyle(e).direction") == "ltr"
+        browser.close()
     assert (ARTIFACTS / "story-page.png").stat().st_size > 10_000

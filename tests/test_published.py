@@ -17,6 +17,8 @@ from docsieve.published import parse_published
         ("٢٠١٥-٠٧-٢١", "2015-07-21T00:00:00+00:00"),
         ("yesterday", None),
         ("0001-01-01", None),
+        ("9999-12-31T23:59:59-05:00", None),  # no UTC instant: a year past 9999
+        ("0001-01-01T00:00:00+05:00", None),  # nor before year 1
         ("", None),
     ],
 )

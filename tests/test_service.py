@@ -3,6 +3,7 @@ size limits, errors as problem details, and the OpenAPI document."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import sqlite3
 from collections.abc import Iterator
@@ -175,17 +176,23 @@ def test_similar_answers_without_storing(client: TestClient, service_settings: S
     assert blank.status_code == 422 and "cannot be compared" in blank.json()["detail"]
 
 
-def test_urls_are_fetched_and_stored(tmp_path: Path) -> None:
-    page = fixture_text("ar_near_a.txt")
+def test_urls_are_fetched_and_stored_politely_across_requests(tmp_path: Path) -> None:
+    page = fixture_text("ar_near_a.txt").encode()
+
+    def article(request):
+        if request.headers.get("If-None-Match") == '"v1"':
+            return Reply(304)
+        return Reply(200, {"Content-Type": "text/plain; charset=utf-8", "ETag": '"v1"'}, page)
+
     with WebServer() as web:
         web.route("/robots.txt", Reply(404))
-        web.route("/a", Reply(200, {"Content-Type": "text/plain; charset=utf-8"}, page.encode()))
+        web.route("/a", article)
         web.route("/gone", Reply(404))
         settings = Settings(
             store=f"sqlite:///{tmp_path / 'u.db'}",
             api_rate=0,
             fetch_allow_hosts=f"127.0.0.1:{web.port}",
-            host_interval=0,
+            host_interval=0.3,
         )
         with TestClient(create_app(settings)) as client:
             client.headers["X-API-Key"] = _key(settings, "submit")
@@ -193,8 +200,32 @@ def test_urls_are_fetched_and_stored(tmp_path: Path) -> None:
             assert (body["new"], body["rejected"]) == (1, 1)
             assert body["documents"][0]["record"]["url"] == web.url("/a")
             assert "404" in body["documents"][1]["record"]["reason"]
-            similar = client.post("/v1/similar", json={"url": web.url("/a")}).json()["matches"]
-            assert similar[0]["record"]["id"] == body["documents"][0]["record"]["id"]
+            again = client.post("/v1/urls", json={"urls": [web.url("/a")]}).json()
+            assert again["not_modified"] == 1 and again["documents"][0]["outcome"] == "not modified"
+            # similar fetches the page whole, though the store knows its ETag.
+            similar = client.post("/v1/similar", json={"url": web.url("/a")})
+            assert similar.status_code == 200, similar.text
+            assert similar.json()["matches"][0]["record"]["id"] == body["documents"][0]["record"]["id"]
+        # One fetcher for every request: robots.txt read once, and the host's requests kept apart.
+        assert len(web.hits("/robots.txt")) == 1
+        arrivals = sorted(r.at for r in web.requests)
+        assert all(later - earlier >= 0.29 for earlier, later in itertools.pairwise(arrivals))
+
+
+def test_urls_and_queries_are_held_to_their_limits(service_settings: Settings) -> None:
+    settings = service_settings.with_(api_max_request_bytes=20_000)
+    with TestClient(create_app(settings)) as client:
+        client.headers["X-API-Key"] = _key(settings, "read")
+        long_url = "http://example.com/" + "a" * 9000
+        assert client.post("/v1/similar", json={"url": long_url}).status_code in (413, 422)
+        too_big = client.post("/v1/similar", json={"text": "كلمة " * 10_000})
+        assert too_big.status_code == 413 and too_big.headers["content-type"] == PROBLEM
+        everything = client.post("/v1/similar", json={"text": "نص", "all": True})
+        assert everything.status_code == 403 and "admin" in everything.json()["detail"]
+        huge_cursor = client.get("/v1/records", params={"cursor": "cjk5OTk5OTk5OTk5OTk5OTk5OTk5"})
+        assert huge_cursor.status_code == 400
+        far_future = client.get("/v1/records", params={"since": "9999-12-31T23:59:59-05:00"})
+        assert far_future.status_code == 400
 
 
 def test_keys_missing_wrong_revoked_of_another_scope_or_too_fast(service_settings: Settings) -> None:
@@ -244,6 +275,9 @@ def test_sizes_and_shapes_of_bodies_are_refused_with_why(service_settings: Setti
         client.headers["X-API-Key"] = _key(settings, "submit")
         big = _post(client, [{"text": "كلمة " * 5000}])
         assert big.status_code == 413 and "DOCSIEVE_API_MAX_REQUEST_BYTES" in big.json()["detail"]
+        chunks = iter([b'[{"text": "' + "كلمة ".encode() * 2000, "كلمة ".encode() * 2000 + b'"}]'])
+        streamed = client.post("/v1/documents", content=chunks, headers={"Content-Type": "application/json"})
+        assert streamed.status_code == 413 and "more than" in streamed.json()["detail"]  # no Content-Length
         one_large = _post(client, [{"id": "ok", "text": "خبر قصير"}, {"id": "large", "text": "ك" * 3000}])
         assert one_large.status_code == 413 and one_large.headers["content-type"] == PROBLEM
         assert one_large.json()["documents"][0]["position"] == 2
@@ -425,37 +459,29 @@ def test_readiness_names_what_cannot_be_reached(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_serve_logs_json_on_request(tmp_path: Path) -> None:
     import os
-    import socket
-    import subprocess
-    import sys
-    import time
 
     import requests
 
-    from tests.conftest import REPO
+    from tests.services import serving
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
     env = {k: v for k, v in os.environ.items() if not k.startswith("DOCSIEVE_")}
     env["DOCSIEVE_STORE"] = str(tmp_path / "logs.db")
-    server = subprocess.Popen(
-        [sys.executable, "-m", "docsieve.cli", "serve", "--port", str(port), "--log-json"],
-        env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1).ok:
-                    break
-            except requests.ConnectionError:
-                assert time.monotonic() < deadline and server.poll() is None
-                time.sleep(0.1)
-        assert requests.get(f"http://127.0.0.1:{port}/v1/records", timeout=5).status_code == 401
-    finally:
-        server.terminate()
-        output, _ = server.communicate(timeout=30)
-    entries = [json.loads(line) for line in output.splitlines() if line.strip()]  # every line one JSON object
+    log = tmp_path / "serve.log"
+    with serving(env, "--log-json", log=log) as base:
+        assert requests.get(f"{base}/v1/records", timeout=5).status_code == 401
+    lines = log.read_text(encoding="utf-8").splitlines()
+    entries = [json.loads(line) for line in lines if line.strip()]  # every line one JSON object
     access = [e for e in entries if e["logger"] == "uvicorn.access"]
     assert any("/v1/records" in e["message"] and "401" in e["message"] for e in access), entries
+
+
+def test_only_the_start_of_long_texts_is_compared() -> None:
+    """Word-by-word comparison grows with the square of the length: past its first words a text is shown
+    as it is (a 20,000-word story took 20 s a page before)."""
+    from docsieve.service._pages import differences
+
+    left, right = differences("a b c d e f", "a x c d y f", words=3)
+    assert [(p.text, p.changed) for p in left] == [("a ", False), ("b ", True), ("c d e f", False)]
+    assert [(p.text, p.changed) for p in right] == [("a ", False), ("x ", True), ("c d y f", False)]
+    _long_left, long_right = differences("كلمة " * 50_000, "كلمة " * 49_999 + "أخرى")
+    assert "".join(p.text for p in long_right).endswith("أخرى") and not any(p.changed for p in long_right)

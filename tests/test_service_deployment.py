@@ -8,47 +8,16 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 
 import pytest
 import requests
 
 from tests.conftest import REPO, fixture_text
+from tests.services import serving
 from tests.test_deployment import deployment, workers  # noqa: F401 (the fixture)
 
 pytestmark = pytest.mark.slow
-
-
-@contextmanager
-def serving(env: dict) -> Iterator[str]:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    base = f"http://127.0.0.1:{port}"
-    server = subprocess.Popen(
-        [sys.executable, "-m", "docsieve.cli", "serve", "--port", str(port)],
-        env={**env, "DOCSIEVE_API_QUEUE": "on", "DOCSIEVE_API_RATE": "0"},
-        cwd=REPO,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if requests.get(base + "/healthz", timeout=1).ok:
-                    break
-            except requests.ConnectionError:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    said = server.stderr.read() if server.stderr else ""
-                    raise AssertionError(f"docsieve serve did not start: {said}") from None
-                time.sleep(0.1)
-        yield base
-    finally:
-        server.terminate()
-        server.wait(30)
 
 
 def _key(env: dict, scope: str) -> str:
@@ -77,7 +46,8 @@ def test_copies_sent_at_once_through_the_api_make_one_story(deployment: dict) ->
         {"id": f"outlet-{i}", "source": f"Outlet {i}", "text": "\n".join(paragraphs[: len(paragraphs) - i % 3])}
         for i in range(8)
     ]
-    with workers(deployment, concurrency=2), serving(deployment) as base:
+    served = {**deployment, "DOCSIEVE_API_QUEUE": "on", "DOCSIEVE_API_RATE": "0"}
+    with workers(deployment, concurrency=2), serving(served) as base:
         headers = {"X-API-Key": key, "Content-Type": "application/json"}
         assert requests.get(base + "/readyz", timeout=30).json() == {"status": "ready"}
 

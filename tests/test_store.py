@@ -1,4 +1,5 @@
 import time
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -543,3 +544,43 @@ def test_processes_opening_a_new_store_together_all_write_to_it(tmp_path: Path) 
                 assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         finally:
             store.close()
+
+
+def test_times_of_an_older_sqlite_store_are_brought_to_one_format(tmp_path: Path) -> None:
+    """Stories stamped in whole seconds (SQLite's own clock) or with an offset, as stores before 7224661 hold
+    them: after migration 0013 every one is in the one format, so a page of stories goes on from a cursor
+    of the same second without skipping any."""
+    from alembic import command
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    Store(url).close()
+    engine = sa.create_engine(url)
+    odd = ["2026-11-30 10:00:00", "2026-11-30 10:00:00+00:00", "2026-11-30 13:00:00.250000+03:00"]
+    with engine.begin() as conn:
+        command.downgrade(alembic_config(conn), "0012")
+        for n in range(5):
+            conn.execute(
+                sa.text(
+                    "INSERT INTO records (id, source, status, content_hash, images, story_id, created_at, changed_at)"
+                    " VALUES (:id, :id, 'canonical', 'h', '[]', :id, :at, :at)"
+                ),
+                {"id": f"s{n}", "at": odd[n % 3]},
+            )  # fmt: skip
+            conn.execute(
+                sa.text("INSERT INTO stories (id, canonical_id, created_at, changed_at) VALUES (:id, :id, :at, :at)"),
+                {"id": f"s{n}", "at": odd[n % 3]},
+            )
+    store = Store(url)
+    try:
+        with store.engine.connect() as conn:
+            stamps = set(conn.scalars(sa.text("SELECT created_at FROM stories")))
+            assert stamps == {"2026-11-30 10:00:00.000000", "2026-11-30 10:00:00.250000"}
+            assert set(conn.scalars(sa.text("SELECT changed_at FROM records"))) == stamps
+        seen, after = [], None
+        while page := store.page_stories(limit=2, after=after):
+            seen += [s.id for s in page]
+            after = (datetime.fromisoformat(page[-1].created_at), page[-1].id)
+        assert sorted(seen) == [f"s{n}" for n in range(5)] and len(seen) == 5
+    finally:
+        store.close()
+        engine.dispose()

@@ -33,7 +33,9 @@ from docsieve.settings import Settings
 
 SOURCE = "api"  # the source of every document sent in a request: "api#<its id>", or "api" (located by its text)
 BODY_TYPES = ("application/json", "application/x-ndjson", "application/jsonl", "application/json-seq", "text/plain")
-MAX_URLS = 1000
+# URLs a request may name: the embedded default fetches them in the request, a second apart on one host.
+MAX_URLS = 100
+MAX_URL_CHARS = 8192
 _HEADER = APIKeyHeader(name="X-API-Key", auto_error=False, description="An API key (`docsieve keys create`)")
 _BEARER = HTTPBearer(auto_error=False, description="The same key as a bearer token")
 
@@ -48,7 +50,9 @@ class JSON(Response):
 class SimilarQuery(BaseModel):
     text: str | None = Field(None, description="The article's text; or leave it out and give `url` to fetch it")
     title: str | None = None
-    url: str | None = Field(None, description="Where it was published; fetched when `text` is not given")
+    url: str | None = Field(
+        None, max_length=MAX_URL_CHARS, description="Where it was published; fetched when `text` is not given"
+    )
     published: str | None = None
     language: str | None = None
     limit: int = Field(10, ge=1, le=100)
@@ -56,7 +60,7 @@ class SimilarQuery(BaseModel):
 
 
 class UrlBatch(BaseModel):
-    urls: list[str] = Field(..., min_length=1, max_length=MAX_URLS)
+    urls: list[Annotated[str, Field(max_length=MAX_URL_CHARS)]] = Field(..., min_length=1, max_length=MAX_URLS)
 
 
 def create_app(settings: Settings, backend: Backend | None = None) -> FastAPI:
@@ -81,6 +85,7 @@ def create_app(settings: Settings, backend: Backend | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.backend = chosen
     _problems.install(app)
+    app.add_middleware(_problems.BodyLimit, limit=settings.api_max_request_bytes)
     app.include_router(_routes(settings, chosen, limiter))
     _pages.install(app, settings, chosen.store)
 
@@ -136,12 +141,13 @@ def _routes(settings: Settings, backend: Backend, limiter: RateLimit) -> APIRout
 
         return check
 
-    reading = [Depends(require("read"))]
+    reader = Depends(require("read"))
+    reading = [reader]
     submitting = [Depends(require("submit"))]
     administering = [Depends(require("admin"))]
 
     @router.get("/healthz", tags=["service"])
-    def healthz() -> dict[str, str]:
+    async def healthz() -> dict[str, str]:  # on the event loop: never behind requests waiting for a thread
         """The process is up."""
         return {"status": "ok"}
 
@@ -173,7 +179,7 @@ def _routes(settings: Settings, backend: Backend, limiter: RateLimit) -> APIRout
     async def post_documents(request: Request) -> Response:
         """Store documents: per document, its record (a new story, a copy linked to its story, rejected with
         the reason, or stored before). In the deployment: the tasks that carry them, to poll."""
-        body = await _body(request, settings.api_max_request_bytes)
+        body = await _body(request)
         items = await run_in_threadpool(_documents, body, settings)
         done = await run_in_threadpool(backend.submit, items)
         return JSON(_submitted(done, len(items)))
@@ -253,9 +259,12 @@ def _routes(settings: Settings, backend: Backend, limiter: RateLimit) -> APIRout
             }
         )
 
-    @v1.post("/similar", dependencies=reading, tags=["records"])
-    def post_similar(query: SimilarQuery) -> Response:
-        """The stored records closest to a text (or the article at a URL); nothing is stored."""
+    @v1.post("/similar", tags=["records"])
+    def post_similar(query: SimilarQuery, key: keys.ApiKey = reader) -> Response:
+        """The stored records closest to a text (or the article at a URL); nothing is stored. `all` (a pass
+        over the whole store, not only the candidate window) needs an admin key."""
+        if query.all and not key.allows("admin"):
+            raise Problem(403, "`all` searches every stored record, a pass over the store: it needs an admin key")
         document = _query_document(query, backend, settings)
         found = backend.similar(document, query.limit, query.all)
         if isinstance(found, str):
@@ -275,27 +284,12 @@ def _routes(settings: Settings, backend: Backend, limiter: RateLimit) -> APIRout
     return router
 
 
-async def _body(request: Request, limit: int) -> bytes:
+async def _body(request: Request) -> bytes:
+    """The body of documents (its size held to DOCSIEVE_API_MAX_REQUEST_BYTES by ``_problems.BodyLimit``)."""
     kind = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
     if kind not in BODY_TYPES:
         raise Problem(415, f"a body of {kind} cannot hold documents: send {' or '.join(BODY_TYPES[:2])}")
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise Problem(413, _too_large_body(int(declared), limit))
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise Problem(413, _too_large_body(size, limit, at_least=True))
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def _too_large_body(size: int, limit: int, at_least: bool = False) -> str:
-    return (
-        f"the body is {'more than ' if at_least else ''}{size:,} bytes; a request may hold {limit:,} "
-        "(DOCSIEVE_API_MAX_REQUEST_BYTES): send the documents in several requests"
-    )
+    return await request.body()
 
 
 def _documents(body: bytes, settings: Settings) -> list:
@@ -391,10 +385,11 @@ def _query_document(query: SimilarQuery, backend: Backend, settings: Settings) -
         raise Problem(422, "give the article's `text`, or a `url` to fetch it from")
     from docsieve.web import fetch_here
 
-    page = fetch_here([query.url], backend.store, settings.with_(fetch_retries=0))[0]
+    shared = getattr(backend, "fetcher", None)  # the embedded default's: paced per host across requests
+    page = fetch_here([query.url], backend.store, settings, conditional=False, fetcher=shared)[0]
     if isinstance(page.item, Rejection):
         raise Problem(422, f"{query.url}: {page.item.reason}")
-    if page.item is None:  # never: a similar query sends no validators
+    if page.item is None:  # never: without validators a page is never "not modified"
         raise Problem(502, f"{query.url} gave no page")
     return page.item
 
@@ -426,7 +421,7 @@ def _cursor_seq(cursor: str | None) -> int:
     if cursor is None:
         return 0
     value = _decode_cursor(cursor, "r")
-    if not value.isdigit() or len(value) > 19:
+    if not value.isdigit() or int(value) >= 1 << 63:
         raise Problem(400, f"cursor={cursor!r} is not a cursor this list gave")
     return int(value)
 

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from docsieve.fetch import Fetcher
 from docsieve.index import index_directory, open_index
 from docsieve.metrics import Metrics
 from docsieve.models import RawDocument, Rejection, batched
@@ -81,8 +82,16 @@ class Embedded:
         self.pipeline = Pipeline(store, settings, open_index(settings, resident=True))
         self.store = self.pipeline.store
         self._lock = threading.Lock()
+        self._fetcher: Fetcher | None = None  # made when first needed: requests come with it
         if metrics is not None:
             metrics.watch_store(self.store, index_directory(settings) if not settings.index_url else None)
+
+    @property
+    def fetcher(self) -> Fetcher:
+        """One fetcher for every request: its per-host pacing and its robots.txt cache hold across them."""
+        if self._fetcher is None:
+            self._fetcher = Fetcher(self.settings)
+        return self._fetcher
 
     def submit(self, items: list[Item]) -> list[Outcome]:
         outcomes: list[Outcome] = []
@@ -99,7 +108,7 @@ class Embedded:
     def submit_urls(self, urls: list[str]) -> list[Outcome | str]:
         from docsieve.web import fetch_here, save_validators
 
-        pages = fetch_here(urls, self.store, self.settings)  # outside the lock: the network, not the store
+        pages = fetch_here(urls, self.store, self.settings, fetcher=self.fetcher)  # outside the lock: the network
         if self.metrics is not None:
             for page in pages:
                 self.metrics.fetched(_fetch_outcome(page.item))
@@ -127,6 +136,8 @@ class Embedded:
     def close(self) -> None:
         with self._lock:
             self.pipeline.close()
+        if self._fetcher is not None:
+            self._fetcher.close()
 
 
 def _fetch_outcome(item: Item | None) -> str:

@@ -63,3 +63,42 @@ def install(app: FastAPI) -> None:
     async def _unexpected(request: Request, exc: Exception):
         log.exception("%s %s failed", request.method, request.url.path)
         return response(500, f"the server failed on this request ({type(exc).__name__}); it is in the server's log")
+
+
+class BodyLimit:
+    """Every request's body held to ``limit`` bytes, as declared (Content-Length, refused before it is read) and
+    as it streams in (chunked): 413 as a problem. (FastAPI's own limit answers in plain text.)"""
+
+    def __init__(self, app, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    def _too_large(self, size: int, at_least: bool) -> Problem:
+        more = "more than " if at_least else ""
+        return Problem(
+            413,
+            f"the body is {more}{size:,} bytes; a request may hold {self.limit:,} (DOCSIEVE_API_MAX_REQUEST_BYTES): "
+            "send it in several requests",
+        )
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > self.limit:
+            refused = self._too_large(int(declared), at_least=False)
+            await response(refused.status, refused.detail)(scope, receive, send)
+            return
+        received = 0
+
+        async def counted():
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit:
+                    raise self._too_large(received, at_least=True)  # inside the route: answered as a problem
+            return message
+
+        await self.app(scope, counted, send)
