@@ -77,14 +77,15 @@ def test_loading_every_core_module_loads_nothing_of_the_deployment() -> None:
     assert done.stdout.strip() == "[]"
 
 
+API_LIBRARIES = ("fastapi", "uvicorn", "starlette", "jinja2", "prometheus_client", "pyarrow")
 WITHOUT_DEPLOYMENT = f"""
 import sys
 
 class Missing:
-    '''As if only `pip install docsieve` had run: the deployment's libraries cannot be imported.'''
+    '''As if only `pip install docsieve` had run: the deployment's and the API's libraries cannot be imported.'''
 
     def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in {set(DEPLOYMENT_LIBRARIES)!r}:
+        if name.split(".")[0] in {set(DEPLOYMENT_LIBRARIES) | set(API_LIBRARIES)!r}:
             raise ModuleNotFoundError(f"No module named {{name!r}}", name=name)
 
 sys.meta_path.insert(0, Missing())
@@ -94,7 +95,7 @@ sys.exit(main(sys.argv[1:]))
 
 
 @pytest.mark.slow
-def test_the_embedded_default_runs_without_the_deployments_packages(tmp_path: Path) -> None:
+def test_the_embedded_default_runs_without_the_deployments_or_the_apis_packages(tmp_path: Path) -> None:
     def docsieve(*args: str) -> subprocess.CompletedProcess:
         store = f"sqlite:///{tmp_path / 'embedded.db'}"
         command = [sys.executable, "-c", WITHOUT_DEPLOYMENT, *args, "--store", store]
@@ -109,3 +110,8 @@ def test_the_embedded_default_runs_without_the_deployments_packages(tmp_path: Pa
     submitted = docsieve("submit", "seeds/")
     assert submitted.returncode == 2
     assert "submit needs the deployment's packages: pip install 'docsieve[deploy]'" in submitted.stderr
+    served = docsieve("serve")
+    assert served.returncode == 2 and "pip install 'docsieve[api]'" in served.stderr, served.stderr
+    parquet = docsieve("export", "--format", "parquet", "-o", str(tmp_path / "x.parquet"))
+    assert parquet.returncode == 2 and "pip install 'docsieve[parquet]'" in parquet.stderr, parquet.stderr
+    assert docsieve("export", "--format", "csv").stdout.startswith("id,source,status")
