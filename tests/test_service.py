@@ -383,9 +383,13 @@ def test_the_page_needs_a_login_and_keeps_to_its_own_site(client: TestClient, se
     pages = TestClient(client.app, follow_redirects=False)
     away = pages.get("/stories/abc?x=1")
     assert away.status_code == 303 and away.headers["location"] == "/login?next=%2Fstories%2Fabc%3Fx%3D1"
+    forged = pages.post("/login", data={"key": reader, "next": "/"}, headers={"Origin": "https://evil.example"})
+    assert forged.status_code == 403 and "set-cookie" not in forged.headers  # another site's form
     wrong = pages.post("/login", data={"key": "dsk_nothing_here", "next": "/"})
     assert wrong.status_code == 401 and "not an API key" in wrong.text
-    elsewhere = pages.post("/login", data={"key": reader, "next": "//evil.example/"})
+    elsewhere = pages.post(
+        "/login", data={"key": reader, "next": "//evil.example/"}, headers={"Origin": "http://testserver"}
+    )
     assert elsewhere.status_code == 303 and elsewhere.headers["location"] == "/"
     assert "httponly" in elsewhere.headers["set-cookie"].lower()
     assert pages.get("/").status_code == 200  # the cookie stays with the client

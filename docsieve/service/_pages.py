@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import quote, urlencode, urlsplit
 
 from fastapi import APIRouter, FastAPI, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -150,6 +150,8 @@ def install(app: FastAPI, settings: Settings, store: Store) -> None:
 
     @router.post("/login", response_class=HTMLResponse, name="login")
     def login(request: Request, key: str = Form(...), next: str = Form("/")) -> Response:
+        if _foreign(request):
+            return HTMLResponse("Log in from this site's own page.", status_code=403)
         found = keys.verify(store, key.strip())
         problem = None
         if found is None:
@@ -172,7 +174,9 @@ def install(app: FastAPI, settings: Settings, store: Store) -> None:
         return response
 
     @router.post("/logout", name="logout")
-    def logout() -> Response:
+    def logout(request: Request) -> Response:
+        if _foreign(request):
+            return HTMLResponse("Log out from this site's own page.", status_code=403)
         response = RedirectResponse("/login", status_code=303)
         response.delete_cookie(COOKIE)
         return response
@@ -229,6 +233,15 @@ def _when(record: Record) -> str | None:
     if record.published_at:
         return record.published_at.strftime("%Y-%m-%d %H:%M UTC")
     return f"{record.created_at[:16].replace('T', ' ')} UTC (stored)" if record.created_at else None
+
+
+def _foreign(request: Request) -> bool:
+    """A form sent from another site's page (cross-site request forgery: logging a browser in with someone
+    else's key, or out): browsers say where a POST comes from in its Origin header."""
+    origin = request.headers.get("origin")
+    if origin is None:  # not a browser's cross-site form (those always send it), or an old browser
+        return False
+    return urlsplit(origin).netloc.lower() != (request.headers.get("host") or "").lower()
 
 
 def _local(target: str) -> str:
