@@ -5,15 +5,12 @@ index. Registered as the ``docsieve.queues`` entry point: the core never imports
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
-from docsieve.index import open_index
 from docsieve.metrics import Metrics
-from docsieve.models import RawDocument, batched
-from docsieve.pipeline import Match, Pipeline
+from docsieve.models import batched
 from docsieve.readers import Item
-from docsieve.service._backends import Queued, store_problems
+from docsieve.service import Looking, Queued, store_problems
 from docsieve.settings import Settings
 from docsieve.store import Store
 from worker.celery_app import create_app, queue_names
@@ -21,18 +18,15 @@ from worker.messages import FETCH_TASK, URLS_PER_TASK, message_batches, to_messa
 from worker.payloads import Payloads, send_ingest
 
 
-class QueueBackend:
+class QueueBackend(Looking):
     queued = True
 
     def __init__(self, settings: Settings, metrics: Metrics | None = None) -> None:
-        self.settings = settings
-        self.metrics = metrics
+        # The deployment's migrate service made the schema.
+        super().__init__(settings, Store(settings.store, migrate=False), metrics)
         self.app = create_app(settings)
         self.cpu_queue, self.io_queue = queue_names(settings)
         self.payloads = Payloads.of(settings)
-        self.store = Store(settings.store, migrate=False)  # the deployment's migrate service made the schema
-        self.pipeline = Pipeline(self.store, settings, open_index(settings, resident=True))
-        self._lock = threading.Lock()  # the pipeline's caches belong to one thread at a time
         if metrics is not None:
             metrics.watch_store(self.store, None, _Depths(self))
 
@@ -54,12 +48,6 @@ class QueueBackend:
             tasks.append(task.id)
             task_of += [task.id] * len(chunk)
         return Queued(tasks, task_of)
-
-    def similar(self, document: RawDocument, limit: int, everything: bool) -> list[Match] | str:
-        with self._lock:
-            for _, matches in self.pipeline.similar([document], limit, everything=everything):
-                return matches
-        return []
 
     def delete(self, record_id: str, reason: str | None) -> bool:
         keys = self.store.index_keys([record_id])
@@ -99,8 +87,7 @@ class QueueBackend:
         return found
 
     def close(self) -> None:
-        with self._lock:
-            self.pipeline.close()
+        super().close()
         if self.payloads:
             self.payloads.close()
 

@@ -8,8 +8,10 @@
 from __future__ import annotations
 
 from docsieve.service._app import create_app
+from docsieve.service._backends import Backend, Looking, Queued, store_problems
 
-__all__ = ["create_app", "serve"]
+# The app, and what a backend of another package (the deployment's queue, worker/api.py) builds on.
+__all__ = ["Backend", "Looking", "Queued", "create_app", "serve", "store_problems"]
 
 
 def serve(settings, host: str = "127.0.0.1", port: int = 8000, log_json: bool = False) -> None:

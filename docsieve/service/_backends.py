@@ -69,19 +69,37 @@ def open_backend(settings: Settings, metrics: Metrics | None = None) -> Backend:
     return factory(settings, metrics)
 
 
-class Embedded:
+class Looking:
+    """What both backends share: a pipeline over the store for ``similar`` (its index resident: a service
+    lives long and looks up one document at a time), used by one thread at a time (its index and caches
+    are not shared between threads)."""
+
+    def __init__(self, settings: Settings, store: Store, metrics: Metrics | None) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.store = store
+        self.pipeline = Pipeline(store, settings, open_index(settings, resident=True))
+        self._lock = threading.Lock()
+
+    def similar(self, document: RawDocument, limit: int, everything: bool) -> list[Match] | str:
+        with self._lock:
+            for _, matches in self.pipeline.similar([document], limit, everything=everything):
+                return matches
+        return []
+
+    def close(self) -> None:
+        with self._lock:
+            self.pipeline.close()
+
+
+class Embedded(Looking):
     """Documents decided in the request. One batch is decided at a time: the pipeline's index and caches
     belong to one thread, and SQLite has one writer anyway. Reads go to the store beside it."""
 
     queued = False
 
     def __init__(self, settings: Settings, metrics: Metrics | None = None) -> None:
-        self.settings = settings
-        self.metrics = metrics
-        store = Store(settings.store, fingerprints=settings.fingerprint_parameters)
-        self.pipeline = Pipeline(store, settings, open_index(settings, resident=True))
-        self.store = self.pipeline.store
-        self._lock = threading.Lock()
+        super().__init__(settings, Store(settings.store, fingerprints=settings.fingerprint_parameters), metrics)
         self._fetcher: Fetcher | None = None  # made when first needed: requests come with it
         if metrics is not None:
             metrics.watch_store(self.store, index_directory(settings) if not settings.index_url else None)
@@ -117,12 +135,6 @@ class Embedded:
         save_validators(self.store, (page.validators for page in pages))  # only now that the pages are stored
         return [next(outcomes) if page.item is not None else "not modified" for page in pages]
 
-    def similar(self, document: RawDocument, limit: int, everything: bool) -> list[Match] | str:
-        with self._lock:
-            for _, matches in self.pipeline.similar([document], limit, everything=everything):
-                return matches
-        return []
-
     def delete(self, record_id: str, reason: str | None) -> bool:
         with self._lock:
             return bool(self.store.delete([record_id], reason, self.settings))
@@ -134,8 +146,7 @@ class Embedded:
         return store_problems(self.store)
 
     def close(self) -> None:
-        with self._lock:
-            self.pipeline.close()
+        super().close()
         if self._fetcher is not None:
             self._fetcher.close()
 
