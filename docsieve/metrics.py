@@ -8,7 +8,7 @@ so the core never imports this module.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -78,9 +78,16 @@ class Metrics:
     def fetched(self, outcome: str) -> None:
         self.fetches.labels(outcome).inc()
 
-    def watch_store(self, store: Store, index_folder: Path | None, queues: QueueDepths | None = None) -> None:
-        """Gauges of what the store holds (and the index's files, and the queues), read when scraped."""
-        self.registry.register(_StoreCollector(store, index_folder, queues))
+    def watch_store(
+        self,
+        store: Store,
+        index_folder: Path | None,
+        queues: QueueDepths | None = None,
+        postings: Callable[[], int] | None = None,
+    ) -> None:
+        """Gauges of what the store holds (and the index's files and postings, and the queues), read when
+        scraped."""
+        self.registry.register(_StoreCollector(store, index_folder, queues, postings))
 
 
 class QueueDepths(Protocol):
@@ -89,10 +96,17 @@ class QueueDepths(Protocol):
 
 
 class _StoreCollector(Collector):
-    def __init__(self, store: Store, index_folder: Path | None, queues: QueueDepths | None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        index_folder: Path | None,
+        queues: QueueDepths | None,
+        postings: Callable[[], int] | None,
+    ) -> None:
         self.store = store
         self.index_folder = index_folder
         self.queues = queues
+        self.postings = postings
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         counts = self.store.counts()
@@ -104,6 +118,10 @@ class _StoreCollector(Collector):
         if self.index_folder is not None:
             size = sum(f.stat().st_size for f in _files(self.index_folder))
             yield GaugeMetricFamily("docsieve_index_bytes", "Bytes of the candidate index's files", value=size)
+        if self.postings is not None:
+            yield GaugeMetricFamily(
+                "docsieve_index_postings", "Entries of the candidate index (keys and ids)", value=self.postings()
+            )
         if self.queues is not None:
             depth = GaugeMetricFamily("docsieve_queue_depth", "Messages waiting in each queue", labels=["queue"])
             for name, n in self.queues.depths().items():

@@ -259,6 +259,15 @@ def test_an_indexed_document_costs_under_a_kilobyte(redis_url: str, prefix: str)
     assert used / docs < 1024, f"{used / docs:.0f} bytes a document"
 
 
+def test_the_postings_are_counted_without_reading_them(redis_url: str, prefix: str) -> None:
+    index = RedisIndex(redis_url, prefix, window=30)
+    assert index.posting_count() == 0
+    rng = np.random.default_rng(3)
+    keys = [rng.integers(-(1 << 62), 1 << 62, size=40, dtype=np.int64) for _ in range(100)]
+    put(index, [f"r{i:019d}" for i in range(100)], keys, [T + i * 60 for i in range(100)], 100)
+    assert index.posting_count() == 100 * 40 + 100  # each record's keys, and its id
+
+
 def test_a_record_staged_before_the_lookup_and_stored_before_the_lock_is_verified(redis_url: str, tmp_path) -> None:
     """Worker A stages an original's keys (before its lock), worker B's lookup finds that id while it is not
     yet stored, then A commits before B takes the lock: B must verify it under the lock and store its copy

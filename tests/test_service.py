@@ -373,6 +373,7 @@ def test_metrics_move_by_exactly_what_was_stored(client: TestClient) -> None:
     assert _sample(text, "docsieve_records", status="canonical") == 2  # read from the store when scraped
     assert _sample(text, "docsieve_stories") == 2
     assert "docsieve_index_bytes " in text  # the embedded index's files (written as the index grows)
+    assert _sample(text, "docsieve_index_postings") > 0
 
 
 # --- The web page of stories

@@ -71,6 +71,8 @@ def test_copies_sent_at_once_through_the_api_make_one_story(deployment: dict) ->
         metrics = requests.get(base + "/metrics", timeout=30).text
         assert 'docsieve_records{status="canonical"} 1.0' in metrics
         assert "docsieve_queue_depth{queue=" in metrics
+        postings = float(metrics.split("\ndocsieve_index_postings ")[1].split()[0])
+        assert postings > 8  # the shared Redis index's entries of the 8 copies
         similar = requests.post(
             base + "/v1/similar", json={"text": versions[0]["text"], "limit": 3}, headers=headers, timeout=30
         ).json()

@@ -966,6 +966,17 @@ class RedisIndex:
         ids[order] = [i.decode().rstrip() for i in slots["id"].tolist()]
         return [i for i in ids.tolist() if i]
 
+    def posting_count(self) -> int:
+        """Entries the live generations hold (each record's keys, and its id), from their counters: a few
+        reads whatever the index's size (the metrics' gauge)."""
+        births = self._redis.hvals(f"{self._prefix}gens")
+        if not births:
+            return 0
+        counts = self._redis.pipeline(transaction=False)
+        for birth in births:
+            counts.hget(f"{self._prefix}s{birth.decode() if isinstance(birth, bytes) else birth}", "n")
+        return sum(int(float(n)) for n in counts.execute() if n is not None)
+
     def redis_keys(self) -> list[bytes]:
         """The names of every Redis key this index holds (its layout's, not the old ones')."""
         return list(self._redis.scan_iter(match=f"{self._prefix}*", count=10_000))

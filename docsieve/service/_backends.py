@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from docsieve.fetch import Fetcher
-from docsieve.index import index_directory, open_index
+from docsieve.index import SegmentIndex, index_directory, open_index
 from docsieve.metrics import Metrics
 from docsieve.models import RawDocument, Rejection, batched
 from docsieve.pipeline import Match, Outcome, Pipeline
@@ -102,7 +102,12 @@ class Embedded(Looking):
         super().__init__(settings, Store(settings.store, fingerprints=settings.fingerprint_parameters), metrics)
         self._fetcher: Fetcher | None = None  # made when first needed: requests come with it
         if metrics is not None:
-            metrics.watch_store(self.store, index_directory(settings) if not settings.index_url else None)
+            folder = index_directory(settings) if not settings.index_url else None
+            metrics.watch_store(self.store, folder, postings=self._postings)
+
+    def _postings(self) -> int:
+        index = self.pipeline.index
+        return index.size()[1] if isinstance(index, SegmentIndex) else getattr(index, "posting_count", lambda: 0)()
 
     @property
     def fetcher(self) -> Fetcher:
