@@ -9,7 +9,7 @@ of the same articles as one JSON Lines file, each into a fresh SQLite store, alt
   as JSON arrays of --batch documents, one request after another over loopback with ``requests``, timed
   from the first request to the last reply. The ratio is api docs/s over ingest docs/s.
 
-Then, with the API's store holding what was sent (or, with --stored N, N articles), the latency of
+Then, with the API's store holding what was sent (or, with --fill, what those JSON Lines files hold), the latency of
 ``GET /v1/stories/{id}`` and ``POST /v1/similar`` (a stored article's text) over --probes requests each,
 after --warm untimed ones of each (a service's steady state: its first requests map the index's pages):
 p50, p99 and the largest. Issue 15's targets: the ratio at least 0.7; both p99 under 50 ms at 100,000
@@ -90,9 +90,8 @@ def main() -> None:
                     elapsed = server.send(rows[: args.docs], args.batch)
                 api_rates.append(args.docs / elapsed)
             print(f"round {round_} {kind}: {(ingest_rates if kind == 'ingest' else api_rates)[-1]:,.0f} docs/s")
-    for name, rates in (("the command's wall", ingest_rates), ("the command's own elapsed", own_rates)) * bool(
-        args.rounds
-    ):
+    measured = (("the command's wall", ingest_rates), ("the command's own elapsed", own_rates))
+    for name, rates in measured if args.rounds else ():
         ratios = [a / i for a, i in zip(api_rates, rates, strict=True)]
         print(
             f"ingest ({name}) {statistics.median(rates):,.0f} docs/s (best {max(rates):,.0f}); api "

@@ -16,6 +16,7 @@ import random
 import statistics
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 CHILD = """
@@ -55,7 +56,7 @@ def main() -> None:
     rng = random.Random(5)
     with args.texts.open(encoding="utf-8") as lines:
         pool = [json.loads(line)["text"] for _, line in zip(range(20_000), lines, strict=False)]
-    chosen = Path("/tmp/docsieve-lookup-texts.json")
+    chosen = Path(tempfile.mkdtemp(prefix="docsieve-lookup-")) / "texts.json"
     chosen.write_text(json.dumps(rng.sample(pool, args.warm + args.queries), ensure_ascii=False), encoding="utf-8")
     results: dict[str, list[float]] = {"files": [], "resident": []}
     growth: dict[str, list[int]] = {"files": [], "resident": []}

@@ -12,7 +12,6 @@ from typing import IO, Any
 
 from docsieve.models import Record, Story
 
-FORMATS = ("jsonl", "csv", "parquet")
 ROW_GROUP = 10_000  # Parquet rows held before they are written
 
 RECORD_COLUMNS = (

@@ -436,7 +436,7 @@ class SegmentIndex:
         """``resident``: for a process that lives long and looks up one document at a time (the HTTP service).
         Its lookups read through the mappings, whose pages then stay in its memory (up to the index's size),
         rather than reading the few entries they need from the files (for a command that decides a document
-        or two and ends, in little memory): 5 times faster a lookup at 100,000 records (docs/benchmarks.md)."""
+        or two and ends, in little memory): bench/lookup.py weighs the two (docs/benchmarks.md)."""
         self.directory = directory
         self.resident = resident
         self.window = int(window_days * DAY)
@@ -524,8 +524,9 @@ class SegmentIndex:
             # Whatever went through the mappings (a batch's keys, a small lookup's many hits): one segment's
             # pages at a time at most. (A part read from the file has none to give back; a resident index
             # keeps its pages.)
-            for part in ("keys", "owners", "times", "arrived") * (not self.resident):
-                _release(getattr(segment, part))
+            if not self.resident:
+                for part in ("keys", "owners", "times", "arrived"):
+                    _release(getattr(segment, part))
         if not query_hits:
             return result
         ranked = most_shared(
@@ -540,8 +541,9 @@ class SegmentIndex:
             mine = (chosen >= first) & (chosen < first + len(segment.ids))
             names[mine] = segment.take("ids", chosen[mine] - first).astype(f"U{ID_WIDTH}")
             sketches[mine] = segment.take("sketches", chosen[mine] - first, SKETCH_WIDTH)
-            for part in ("ids", "sketches") * (not self.resident):
-                _release(getattr(segment, part))
+            if not self.resident:
+                for part in ("ids", "sketches"):
+                    _release(getattr(segment, part))
             first += len(segment.ids)
         flat = names.tolist()
         known = sketches[:, 0] != UNKNOWN_SKETCH[0]
@@ -563,6 +565,10 @@ class SegmentIndex:
         """(records, postings) the index holds."""
         segments = self._segments + self._held
         return sum(len(s.ids) for s in segments), sum(len(s.keys) for s in segments)
+
+    def posting_count(self) -> int:
+        """Postings the index holds (the metrics' gauge, as the shared index gives it)."""
+        return self.size()[1]
 
     # -- writing
 

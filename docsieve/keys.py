@@ -84,19 +84,20 @@ def revoke(store: Store, key_id: str) -> ApiKey:
 def verify(store: Store, presented: str) -> ApiKey | None:
     """The key ``presented`` is, revoked or not; None for anything that is not a key of this store."""
     key_id = presented[len(PREFIX) :].split("_", 1)[0] if presented.startswith(PREFIX) else ""
-    row = None
-    if key_id:
-        with store.engine.connect() as conn:
-            row = conn.execute(sa.select(api_keys).where(api_keys.c.id == key_id)).first()
+    row = _row(store, key_id) if key_id else None
     # The digest is compared whether or not a row was found, so the time taken says nothing of either.
     matches = hmac.compare_digest(_hash(presented), row.key_hash if row is not None else _UNKNOWN)
     return _key(row) if row is not None and matches else None
 
 
 def by_id(store: Store, key_id: str) -> ApiKey | None:
-    with store.engine.connect() as conn:
-        row = conn.execute(sa.select(api_keys).where(api_keys.c.id == key_id)).first()
+    row = _row(store, key_id)
     return _key(row) if row is not None else None
+
+
+def _row(store: Store, key_id: str):
+    with store.engine.connect() as conn:
+        return conn.execute(sa.select(api_keys).where(api_keys.c.id == key_id)).first()
 
 
 def _key(row) -> ApiKey:

@@ -8,7 +8,7 @@ so the core never imports this module.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -60,19 +60,15 @@ class Metrics:
         )
         self.task_failures = Counter("docsieve_task_failures_total", "Tasks that failed for good", ["task"], registry=r)
 
-    def stored(self, records: Iterable[Record | None], already: int, seconds: float) -> None:
+    def stored(self, records: Sequence[Record], already: int, seconds: float) -> None:
         """A batch's records (stored now) and how many of its inputs were stored before."""
-        n = already
         for record in records:
-            if record is None:
-                continue
-            n += 1
             method = str(record.method) if record.method else ""
             self.documents.labels(str(record.status), method).inc()
         if already:
             self.documents.labels("already_stored", "").inc(already)
         self.batch_seconds.observe(seconds)
-        for _ in range(n):
+        for _ in range(len(records) + already):
             self.decision_seconds.observe(seconds)
 
     def fetched(self, outcome: str) -> None:

@@ -88,11 +88,15 @@ class Checked:
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    """What became of one input: its record (None if it was taken down meanwhile), and whether this call
-    stored it (False: it was stored before, or earlier in the same batch)."""
+    """What became of one input: the id of its record, and the record if this call stored it (None: it was
+    stored before, or earlier in the same batch)."""
 
+    record_id: str
     record: Record | None
-    stored: bool
+
+    @property
+    def stored(self) -> bool:
+        return self.record is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,18 +144,13 @@ class Pipeline:
         """``process``, answered for each input in order (the HTTP service's per-document replies)."""
         each = prepare_each(batch, self.settings)
         created = {
-            r.id
+            r.id: r
             for r in self.store_prepared(
                 [r for r in each if isinstance(r, Rejection)], [p for p in each if isinstance(p, Prepared)]
             )
         }
-        with self.store.reading() as txn:  # as stored: with the times the store gave them
-            stored = txn.records({item.id for item in each})
-        outcomes = []
-        for item in each:
-            outcomes.append(Outcome(stored.get(item.id), item.id in created))
-            created.discard(item.id)  # a second input of the same record, later in the batch, was stored before
-        return outcomes
+        # A second input of the same record, later in the batch, was stored before (by the first).
+        return [Outcome(item.id, created.pop(item.id, None)) for item in each]
 
     def store_prepared(self, rejections: list[Rejection], prepared: list[Prepared]) -> list[Record]:
         """Decide and store a prepared batch; returns the records it created."""

@@ -585,13 +585,9 @@ class Store(Bookkeeping):
         on from). A record committed later always has a higher seq (only the write lock's holder gives them
         out), so paging by it neither skips nor repeats a record while others are stored."""
         query = sa.select(records.c.seq, *self._columns).where(records.c.seq > after_seq)
-        for column, value in ((records.c.status, status), (records.c.language, language)):
+        for column, value in (("status", status), ("language", language), ("source", source), ("outlet", outlet)):
             if value:
-                query = query.where(column == value)
-        if source:
-            query = query.where(records.c.source == source)
-        if outlet:
-            query = query.where(records.c.outlet == outlet)
+                query = query.where(records.c[column] == value)
         if since is not None:
             query = query.where(records.c.changed_at >= since)
         with self.engine.connect() as conn:
@@ -768,8 +764,8 @@ class Store(Bookkeeping):
 
     def story_counts(self) -> tuple[int, int, int]:
         """Stories, those with copies, and records that hold other stories as roundups."""
+        total = self.story_count()
         with self.engine.connect() as conn:
-            total = conn.scalar(sa.select(sa.func.count()).select_from(stories)) or 0
             copied = conn.scalar(
                 sa.select(sa.func.count(sa.distinct(records.c.story_id))).where(records.c.status == Status.DUPLICATE)
             )

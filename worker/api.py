@@ -27,10 +27,7 @@ class QueueBackend(Looking):
         self.app = create_app(settings)
         self.cpu_queue, self.io_queue = queue_names(settings)
         self.payloads = Payloads.of(settings)
-        if metrics is not None:
-            metrics.watch_store(
-                self.store, None, _Depths(self), postings=getattr(self.pipeline.index, "posting_count", None)
-            )
+        self.watch(_Depths(self))
 
     def submit(self, items: list[Item]) -> Queued:
         messages = [to_message(item) for item in items]

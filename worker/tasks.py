@@ -240,7 +240,7 @@ def ingest_batch(
     pipeline = _pipeline()
     started = time.perf_counter()
     outcomes = pipeline.process_each([from_message(m) for m in messages])
-    records = [o.record for o in outcomes if o.stored and o.record is not None]
+    records = [o.record for o in outcomes if o.record is not None]
     task_metrics().stored(records, len(outcomes) - len(records), time.perf_counter() - started)
     # Only now that the pages are stored may their next fetch be conditional.
     save_validators(pipeline.store, (_validators(m) for m in messages))
@@ -249,7 +249,7 @@ def ingest_batch(
         for r in records
     )
     # Each message's record id, in order (`GET /v1/tasks/{id}` answers with them): stored now or before.
-    ids = [o.record.id if o.record is not None else None for o in outcomes]
+    ids = [o.record_id for o in outcomes]
     result = {"received": len(messages), "stored": len(records), **statuses, "records": ids}
     if payload is not None:
         _payloads().done(payload, result)

@@ -22,11 +22,11 @@ from pydantic import BaseModel, Field
 from docsieve import keys
 from docsieve.metrics import Metrics
 from docsieve.models import RawDocument, Record, Rejection, Status, Story
-from docsieve.pipeline import Match, Outcome
+from docsieve.pipeline import Match
 from docsieve.published import parse_published
 from docsieve.readers import DEFAULT_FIELDS, oversized, read_body
 from docsieve.service import _pages, _problems
-from docsieve.service._backends import Backend, Queued, open_backend, outcome_counts
+from docsieve.service._backends import Answer, Backend, Queued, open_backend, outcome_counts
 from docsieve.service._limits import RateLimit, rate_limit
 from docsieve.service._problems import Problem
 from docsieve.settings import Settings
@@ -318,7 +318,7 @@ def _documents(body: bytes, settings: Settings) -> list:
     return items
 
 
-def _submitted(done: list[Outcome] | list[Outcome | str] | Queued, received: int) -> dict:
+def _submitted(done: list[Answer] | list[Answer | str] | Queued, received: int) -> dict:
     if isinstance(done, Queued):
         return {
             "received": received,

@@ -12,15 +12,24 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from docsieve.fetch import Fetcher
-from docsieve.index import SegmentIndex, index_directory, open_index
-from docsieve.metrics import Metrics
-from docsieve.models import RawDocument, Rejection, batched
-from docsieve.pipeline import Match, Outcome, Pipeline
+from docsieve.index import index_directory, open_index
+from docsieve.metrics import Metrics, QueueDepths
+from docsieve.models import RawDocument, Record, Rejection, batched
+from docsieve.pipeline import Match, Pipeline
 from docsieve.readers import Item
 from docsieve.settings import Settings, SettingsError
 from docsieve.store import Store
 
 QUEUES = "docsieve.queues"
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """One input's reply: its record as stored (None if it was taken down meanwhile), and whether this request
+    stored it."""
+
+    record: Record | None
+    stored: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,9 +44,9 @@ class Backend(Protocol):
     store: Store
     queued: bool
 
-    def submit(self, items: list[Item]) -> list[Outcome] | Queued: ...
+    def submit(self, items: list[Item]) -> list[Answer] | Queued: ...
 
-    def submit_urls(self, urls: list[str]) -> list[Outcome | str] | Queued:
+    def submit_urls(self, urls: list[str]) -> list[Answer | str] | Queued:
         """Each URL's outcome, or why it gave no document now ("not modified"), or the tasks queued."""
 
     def similar(self, document: RawDocument, limit: int, everything: bool) -> list[Match] | str: ...
@@ -81,6 +90,13 @@ class Looking:
         self.pipeline = Pipeline(store, settings, open_index(settings, resident=True))
         self._lock = threading.Lock()
 
+    def watch(self, queues: QueueDepths | None = None) -> None:
+        """What the store and the index hold (and the queues' depths), as metrics read when scraped."""
+        if self.metrics is not None:
+            folder = index_directory(self.settings) if not self.settings.index_url else None
+            postings = getattr(self.pipeline.index, "posting_count", None)
+            self.metrics.watch_store(self.store, folder, queues, postings)
+
     def similar(self, document: RawDocument, limit: int, everything: bool) -> list[Match] | str:
         with self._lock:
             for _, matches in self.pipeline.similar([document], limit, everything=everything):
@@ -101,13 +117,7 @@ class Embedded(Looking):
     def __init__(self, settings: Settings, metrics: Metrics | None = None) -> None:
         super().__init__(settings, Store(settings.store, fingerprints=settings.fingerprint_parameters), metrics)
         self._fetcher: Fetcher | None = None  # made when first needed: requests come with it
-        if metrics is not None:
-            folder = index_directory(settings) if not settings.index_url else None
-            metrics.watch_store(self.store, folder, postings=self._postings)
-
-    def _postings(self) -> int:
-        index = self.pipeline.index
-        return index.size()[1] if isinstance(index, SegmentIndex) else getattr(index, "posting_count", lambda: 0)()
+        self.watch()
 
     @property
     def fetcher(self) -> Fetcher:
@@ -116,19 +126,21 @@ class Embedded(Looking):
             self._fetcher = Fetcher(self.settings)
         return self._fetcher
 
-    def submit(self, items: list[Item]) -> list[Outcome]:
-        outcomes: list[Outcome] = []
+    def submit(self, items: list[Item]) -> list[Answer]:
+        answers: list[Answer] = []
         with self._lock:
             for batch in batched(items, self.settings.batch_size):
                 started = time.perf_counter()
                 done = self.pipeline.process_each(batch)
                 if self.metrics is not None:
-                    fresh = [o.record for o in done if o.stored]
+                    fresh = [o.record for o in done if o.record is not None]
                     self.metrics.stored(fresh, len(done) - len(fresh), time.perf_counter() - started)
-                outcomes += done
-        return outcomes
+                with self.store.reading() as txn:  # as stored: with the times the store gave them
+                    stored = txn.records({o.record_id for o in done})
+                answers += [Answer(stored.get(o.record_id), o.stored) for o in done]
+        return answers
 
-    def submit_urls(self, urls: list[str]) -> list[Outcome | str]:
+    def submit_urls(self, urls: list[str]) -> list[Answer | str]:
         from docsieve.web import fetch_here, save_validators
 
         pages = fetch_here(urls, self.store, self.settings, fetcher=self.fetcher)  # outside the lock: the network
@@ -176,7 +188,7 @@ def store_problems(store: Store) -> dict[str, str]:
     return {}
 
 
-def outcome_counts(outcomes: Sequence[Outcome | str]) -> dict[str, int]:
+def outcome_counts(outcomes: Sequence[Answer | str]) -> dict[str, int]:
     counts = {"new": 0, "copies": 0, "rejected": 0, "already_stored": 0, "not_modified": 0}
     for outcome in outcomes:
         if isinstance(outcome, str):
