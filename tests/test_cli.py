@@ -349,6 +349,7 @@ def test_export_into_a_reader_that_leaves_early_ends_quietly(tmp_path: Path) -> 
     assert export.returncode == 0 and stderr == b""
 
 
+@pytest.mark.slow
 def test_similar_searches_the_window_and_with_all_every_stored_record(tmp_path: Path) -> None:
     store = f"sqlite:///{tmp_path / 's.db'}"
     old, new = words(81, 300), words(82, 300)

@@ -42,6 +42,7 @@ def test_reindex_command_rebuilds_the_shared_index(redis_url: str, tmp_path) -> 
     RedisIndex(redis_url, prefix).clear()
 
 
+@pytest.mark.slow
 def test_reindex_command_rebuilds_the_embedded_index_files(tmp_path) -> None:
     from tests.test_cli import docsieve
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from docsieve.fingerprint import SAMPLE_TAG
 from docsieve.index import (
@@ -152,6 +153,7 @@ def resident_kb(directory: Path) -> int:
     return total
 
 
+@pytest.mark.slow
 def test_a_batch_lookup_gives_back_the_pages_of_the_files_it_searched(tmp_path: Path) -> None:
     """The pages a batch's lookup touches stay in the page cache but leave the process: its memory does not
     grow to the size of the index as batches touch it."""

@@ -61,6 +61,7 @@ def test_no_import_cycle_between_packages() -> None:
     assert depends == {"docsieve": set(), "worker": {"docsieve"}, "scheduler": {"docsieve", "worker"}}
 
 
+@pytest.mark.slow
 def test_loading_every_core_module_loads_nothing_of_the_deployment() -> None:
     """At run time too: every module of the core imported, and none of the worker, the scheduler or the
     deployment's libraries came with them (the migrations' environment runs Alembic when imported: left out)."""

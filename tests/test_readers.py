@@ -462,6 +462,7 @@ def test_gzip_on_standard_input_and_suffixes_that_are_not_gzip(tmp_path: Path) -
     assert reasons["cut.jsonl.gz"].startswith("gzip data cut short")
 
 
+@pytest.mark.slow
 def test_a_gzip_bomb_is_refused_without_decompressing_it_all(tmp_path: Path, monkeypatch) -> None:
     import docsieve.readers
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import uuid
 
 import numpy as np
+import pytest
 import redis
 
 from docsieve.index import open_index
@@ -238,6 +239,7 @@ def test_a_key_of_many_records_leaves_its_bucket_and_keeps_working(redis_url: st
     small.clear()
 
 
+@pytest.mark.slow
 def test_an_indexed_document_costs_under_a_kilobyte(redis_url: str, prefix: str) -> None:
     """Some 3,000 documents of 60 keys (50 of their own, 10 drawn from 3,000 shared ones: near copies and
     boilerplate), in batches as workers write them: every Redis key of the index, MEMORY USAGE."""

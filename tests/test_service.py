@@ -176,6 +176,7 @@ def test_similar_answers_without_storing(client: TestClient, service_settings: S
     assert blank.status_code == 422 and "cannot be compared" in blank.json()["detail"]
 
 
+@pytest.mark.slow
 def test_urls_are_fetched_and_stored_politely_across_requests(tmp_path: Path) -> None:
     page = fixture_text("ar_near_a.txt").encode()
 

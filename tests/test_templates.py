@@ -32,6 +32,7 @@ def test_template_counts_stop_at_their_cap_and_never_wrap() -> None:
     assert counts.weights(np.array([common]))[0] == pytest.approx(3 / MOST)
 
 
+@pytest.mark.slow
 def test_a_new_process_starts_from_the_newest_count_snapshot_and_the_rows_after_it(tmp_path, monkeypatch) -> None:
     import docsieve.templates as templates
     from docsieve.models import RawDocument
