@@ -7,7 +7,9 @@ import contextlib
 import itertools
 import json
 import os
+import signal
 import sys
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import IO
@@ -58,6 +60,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except BrokenPipeError:  # `docsieve export | head`
         return 0
+    except KeyboardInterrupt:  # Ctrl-C: every batch is one transaction, so only the one in hand is lost
+        what = " (the batches stored before stay; ingesting again skips them)" if args.command == "ingest" else ""
+        print(f"\ndocsieve: interrupted{what}", file=sys.stderr)
+        return 130
     except ModuleNotFoundError as exc:
         if (exc.name or "").split(".")[0] not in DEPLOYMENT_LIBRARIES:
             raise
@@ -287,10 +293,8 @@ def _version() -> str:
 def _ingest(args: argparse.Namespace, settings: Settings) -> int:
     import time
 
-    from docsieve.index import open_index
-    from docsieve.pipeline import Pipeline
+    from docsieve.prepare import Preparing
     from docsieve.readers import read
-    from docsieve.store import Store
 
     started = time.perf_counter()
     if missing := missing_paths(args.paths):
@@ -298,12 +302,24 @@ def _ingest(args: argparse.Namespace, settings: Settings) -> int:
         return 2
     urls = [p for p in args.paths if is_url(p)]
     items = read([p for p in args.paths if not is_url(p)], settings.max_document_bytes, fields=field_map(args))
+    # Files start being prepared (extracted, fingerprinted) now, while the store opens; fetched pages are
+    # read after it (their conditional requests need the validators the store keeps).
+    preparing = None if urls else Preparing(items, settings, ahead=settings.prepare_ahead)
     pages: list = []
-    index = open_index(settings)
-    pipeline = Pipeline(Store(settings.store, fingerprints=settings.fingerprint_parameters), settings, index)
     bar = None
     try:
-        if urls:  # fetched first: their conditional requests need the validators the store keeps
+        from docsieve.index import open_index
+        from docsieve.pipeline import Pipeline
+        from docsieve.store import Store
+
+        index = open_index(settings)
+        pipeline = Pipeline(Store(settings.store, fingerprints=settings.fingerprint_parameters), settings, index)
+    except BaseException:
+        if preparing is not None:
+            preparing.close()
+        raise
+    try:
+        if urls:
             from docsieve.web import fetch_here
 
             pages = fetch_here(urls, pipeline.store, settings)
@@ -312,15 +328,25 @@ def _ingest(args: argparse.Namespace, settings: Settings) -> int:
             from tqdm import tqdm
 
             bar = tqdm(unit="doc", desc="ingest", file=sys.stderr, dynamic_ncols=True)
-        summary = pipeline.ingest(items, progress=bar.update if bar is not None else None)
-        if pages:  # only now, with the pages stored, may their next fetch be conditional
+        with _stopping_at_ctrl_c() as stopped:
+            summary = pipeline.ingest(
+                preparing or Preparing(items, settings, ahead=settings.prepare_ahead),
+                progress=bar.update if bar is not None else None,
+                stop=stopped.is_set,
+            )
+        if pages and not stopped.is_set():  # only now, with the pages stored, may their next fetch be conditional
             from docsieve.web import save_validators
 
             save_validators(pipeline.store, (page.validators for page in pages))
+    except BaseException:
+        interrupted = True
+        raise
+    else:
+        interrupted = False
     finally:
         if bar is not None:  # not `if bar`: a bar without a total has no truth value (tqdm raises)
             bar.close()
-        pipeline.close()
+        pipeline.close(flush=not interrupted)
     print(
         f"read {summary.read}  new {summary.new}  exact copies {summary.exact}  near copies {summary.near}  "
         f"rejected {summary.rejected}  already stored {summary.unchanged}"
@@ -330,12 +356,37 @@ def _ingest(args: argparse.Namespace, settings: Settings) -> int:
     print(f"elapsed {summary.elapsed:.2f} s  {summary.docs_per_s:,.1f} docs/s  store {redacted(settings.store)}")
     for reason, n in sorted(summary.reasons.items(), key=lambda kv: -kv[1]):
         print(f"  rejected {n}: {reason}")
+    if stopped.is_set():
+        print("docsieve: interrupted after the batch in hand; ingesting again goes on from there", file=sys.stderr)
+        return 130
     if summary.read == 0:
         if pages:  # every page unchanged since its last fetch
             return 0
         print("docsieve: nothing to ingest", file=sys.stderr)
         return 1
     return 0 if summary.ingested else 1
+
+
+@contextlib.contextmanager
+def _stopping_at_ctrl_c() -> Iterator[threading.Event]:
+    """The first Ctrl-C asks the ingest to stop after the batch in hand (whose transaction it would
+    otherwise cut short); a second one stops it at once."""
+    stopped = threading.Event()
+    if threading.current_thread() is not threading.main_thread():  # only the main thread hears signals
+        yield stopped
+        return
+
+    def interrupted(signum: int, frame: object) -> None:
+        if stopped.is_set():
+            raise KeyboardInterrupt
+        stopped.set()
+        print("\ndocsieve: stopping after the batch in hand (Ctrl-C again to stop at once)", file=sys.stderr)
+
+    previous = signal.signal(signal.SIGINT, interrupted)
+    try:
+        yield stopped
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def field_map(args: argparse.Namespace):

@@ -1,6 +1,6 @@
 """The pipeline: raw documents -> extract -> fingerprint -> language -> decide -> store, in batches.
 
-Extraction, fingerprints (``docsieve/prepare.py``) and language are computed outside any lock. Deciding
+Extraction, fingerprints and language (``docsieve/prepare.py``) are computed outside any lock. Deciding
 and storing happen in one transaction that holds the store's write lock: the index first catches up
 with what other processes stored, then each document of the batch is decided in arrival order (so the
 first copy of a story is its canonical record within a batch as well), then the batch is written. A
@@ -17,7 +17,6 @@ from typing import TypeVar
 
 import numpy as np
 
-from docsieve import language
 from docsieve.decide import hopeless, verified_pairs
 from docsieve.fingerprint import jaccard_and_containment
 from docsieve.index import (
@@ -32,7 +31,7 @@ from docsieve.index import (
     within_batch,
 )
 from docsieve.models import Method, Record, Rejection, Sketch, Status, batched
-from docsieve.prepare import Prepared, prepare, prepare_each
+from docsieve.prepare import Prepared, Preparing, prepare, prepare_each
 from docsieve.published import parse_published
 from docsieve.readers import Item
 from docsieve.settings import Settings
@@ -120,19 +119,29 @@ class Pipeline:
         self._sketches: dict[str, Sketch] = {}
         self._sketch_bytes = 0
 
-    def ingest(self, items: Iterable[Item], progress: Callable[[int], object] | None = None) -> Summary:
+    def ingest(
+        self,
+        items: Iterable[Item] | Preparing,
+        progress: Callable[[int], object] | None = None,
+        stop: Callable[[], bool] | None = None,
+    ) -> Summary:
         """Store everything the items hold, a batch at a time, in order; ``progress`` hears how many
-        documents each batch read."""
+        documents each batch read; once ``stop`` says so, no further batch is taken. Items are prepared
+        here, batch after batch, unless they come as a ``Preparing`` (which may prepare them ahead, in a
+        process of its own)."""
         summary = Summary()
         started = time.perf_counter()
-        for batch in batched(items, self.settings.batch_size):
-            stored = self.process(batch)
-            summary.read += len(batch)
-            summary.unchanged += len(batch) - len(stored)
-            for record in stored:
-                summary.count(record)
-            if progress:
-                progress(len(batch))
+        with items if isinstance(items, Preparing) else Preparing(items, self.settings) as preparing:
+            for count, rejections, prepared in preparing:
+                stored = self.store_prepared(rejections, prepared)
+                summary.read += count
+                summary.unchanged += count - len(stored)
+                for record in stored:
+                    summary.count(record)
+                if progress:
+                    progress(count)
+                if stop is not None and stop():
+                    break
         summary.elapsed = time.perf_counter() - started
         return summary
 
@@ -155,11 +164,6 @@ class Pipeline:
     def store_prepared(self, rejections: list[Rejection], prepared: list[Prepared]) -> list[Record]:
         """Decide and store a prepared batch; returns the records it created."""
         limit = self.settings.max_candidates
-        # Documents that do not say their language get it here, the whole batch in one call, before the lock.
-        unknown = [p for p in prepared if not p.document.language]
-        languages = dict(
-            zip([p.id for p in unknown], language.detect_many([p.document.text for p in unknown]), strict=True)
-        )
         published = {p.id: parse_published(p.document.published) for p in prepared}
         arrival = datetime.now(UTC)
         times = [query_time(published[p.id], arrival) for p in prepared]
@@ -173,7 +177,7 @@ class Pipeline:
         # lock, and their pairs are dropped there (``_decide``).
         with self.store.reading() as txn:
             checked = self._verify(txn, prepared, early, within_batch(keys))
-        drafts = {p.id: _draft(p, languages.get(p.id), published[p.id]) for p in prepared}
+        drafts = {p.id: _draft(p, published[p.id]) for p in prepared}
 
         late = MemoryIndex(self.settings.index_window, self.settings.common_key_records)
         late.last_seq = complete_to
@@ -248,11 +252,13 @@ class Pipeline:
                     self._sketch_bytes -= _cached_size(self._sketches.pop(next(oldest)))
 
     def prepare(self, batch: list[Item]) -> tuple[list[Rejection], list[Prepared]]:
-        """Extraction and fingerprints (``prepare.prepare``); the language comes in ``store_prepared``."""
+        """Extraction, fingerprints and language (``prepare.prepare``)."""
         return prepare(batch, self.settings)
 
-    def close(self) -> None:
-        if isinstance(self.index, SegmentIndex) and self.index.unwritten:
+    def close(self, flush: bool = True) -> None:
+        """``flush``: write the index's last batches to its files (else the next start reads them from the
+        store: the way after an interruption, which may have left a transaction of this process open)."""
+        if flush and isinstance(self.index, SegmentIndex) and self.index.unwritten:
             with self.store.writing() as txn:  # the last batches into the index's files: the next start reads them
                 self.index.flush(txn)
         self.index.close()
@@ -485,7 +491,7 @@ def _cached_size(sketch: Sketch) -> int:
     return sketch.shingles.nbytes + sketch.minima.nbytes + 400
 
 
-def _draft(p: Prepared, detected: str | None, published: datetime | None) -> NewRecord:
+def _draft(p: Prepared, published: datetime | None) -> NewRecord:
     """The record a prepared document becomes, all but its place (status, story, link), which it gets under
     the lock."""
     doc, fp = p.document, p.fingerprint
@@ -494,7 +500,7 @@ def _draft(p: Prepared, detected: str | None, published: datetime | None) -> New
         source=doc.source,
         status=Status.CANONICAL,
         content_hash=fp.content_hash,
-        language=doc.language or detected,
+        language=doc.language,
         title=doc.title,
         text=doc.text,
         images=doc.images,

@@ -1,21 +1,28 @@
 """Preparing a batch: extraction and fingerprints, which need neither the store nor its lock (in the
-deployment, outside it; in one process, simply first).
+deployment, outside it, in each worker; in one ``ingest``, in a process of its own, ahead of the batch
+being decided: ``Preparing``).
 
-Preparing the next batch on a thread of its own while this one was decided, and keeping the cyclic
-garbage collector out of the way, were tried and taken out: each gained less than 5% of a 5,000-article
-ingest, whose work almost all holds the GIL (docs/benchmarks.md).
+A thread instead of a process gained less than 5% (the work almost all holds the GIL; docs/benchmarks.md).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import multiprocessing
+import os
+import pickle
+import signal
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, replace
+from itertools import chain, islice
+from multiprocessing.connection import Connection
 
 import numpy as np
 
+from docsieve import language
 from docsieve.extract import HtmlLimits, extract
 from docsieve.fingerprint import fingerprint_batch
 from docsieve.index import keys_of
-from docsieve.models import Document, Fingerprint, Rejection, record_id
+from docsieve.models import Document, Fingerprint, Rejection, batched, record_id
 from docsieve.readers import Item
 from docsieve.settings import Settings
 from docsieve.validate import validate
@@ -34,8 +41,7 @@ class Prepared:
 
 
 def prepare(batch: list[Item], settings: Settings) -> tuple[list[Rejection], list[Prepared]]:
-    """Extraction and fingerprints of a batch; what cannot become a document is rejected. (The language
-    is detected in ``Pipeline.store_prepared``, before the lock.)"""
+    """Extraction, fingerprints and language of a batch; what cannot become a document is rejected."""
     each = prepare_each(batch, settings)
     return [r for r in each if isinstance(r, Rejection)], [p for p in each if isinstance(p, Prepared)]
 
@@ -46,12 +52,17 @@ def prepare_each(batch: list[Item], settings: Settings) -> list[Rejection | Prep
     results = [validate(item if isinstance(item, Rejection) else extract(item, html_limits)) for item in batch]
     documents = [d for d in results if isinstance(d, Document)]
     fingerprints = iter(fingerprint_documents(documents, settings))
+    # Documents that do not say their language get it here, the whole batch in one call.
+    unknown = [i for i, d in enumerate(documents) if not d.language]
+    for i, detected in zip(unknown, language.detect_many([documents[i].text for i in unknown]), strict=True):
+        documents[i] = replace(documents[i], language=detected)
+    detected_documents = iter(documents)
     each: list[Rejection | Prepared] = []
     for result in results:
         if isinstance(result, Rejection):
             each.append(result)
             continue
-        fp = next(fingerprints)
+        fp, result = next(fingerprints), next(detected_documents)
         if not len(fp.shingles):
             reason = "no words left after normalization (punctuation or symbols only)"
             each.append(Rejection.of(result.source, reason, result.text))
@@ -67,3 +78,139 @@ def fingerprint_documents(documents: list[Document], settings: Settings) -> list
         for start in range(0, len(texts), FINGERPRINT_CHUNK)
         for fp in fingerprint_batch(texts[start : start + FINGERPRINT_CHUNK], settings)
     ]
+
+
+Batch = tuple[int, list[Rejection], list[Prepared]]  # how many items, what they became
+
+
+class Preparing:
+    """Items read and prepared a batch at a time, in order: an iterator of (items in the batch, rejections,
+    prepared), to be closed (or used in a ``with``).
+
+    ``ahead``: where there are two or more CPUs and more than one batch of items, a process of its own reads
+    and prepares the batches while the caller decides and stores the one before (on two cores a 5,000-article
+    ingest takes about a quarter less time: docs/benchmarks.md). It is forked, so it starts at once with
+    what this process has imported, and it reads the items itself: they must be docsieve's readers' (files,
+    standard input) or held in memory, never a caller's iterator over a connection this process goes on
+    using. It is at most one batch ahead (the one waiting in the pipe), so memory stays bounded however long
+    the input. One batch, or a process that may not have children (a daemon, such as a Celery pool's), is
+    prepared here.
+    """
+
+    def __init__(self, items: Iterable[Item], settings: Settings, ahead: bool = False) -> None:
+        self._settings = settings
+        items = iter(items)
+        first = list(islice(items, settings.batch_size + 1))
+        self._batches: Iterator[list[Item]] = batched(chain(first, items), settings.batch_size)
+        self._process: multiprocessing.process.BaseProcess | None = None
+        if ahead and len(first) > settings.batch_size and _may_fork():
+            context = multiprocessing.get_context("fork")
+            self._pipe, sending = context.Pipe(duplex=False)
+            self._process = context.Process(
+                target=_prepare_ahead, args=(self._batches, settings, sending), name="docsieve-prepare", daemon=True
+            )
+            self._process.start()
+            sending.close()  # the child's end: this process only reads
+
+    def __iter__(self) -> Iterator[Batch]:
+        return self
+
+    def __next__(self) -> Batch:
+        if self._process is None:
+            batch = next(self._batches)
+            return len(batch), *prepare(batch, self._settings)
+        try:
+            message = self._pipe.recv_bytes()
+        except EOFError:
+            self._process.join()
+            raise RuntimeError(
+                f"the preparing process ended before the input did (exit code {self._process.exitcode}); "
+                "the batches before were stored"
+            ) from None
+        kind, value = pickle.loads(message)
+        if kind == "batch":
+            return _unpack(value)
+        self.close()
+        if kind == "error":
+            raise value
+        raise StopIteration
+
+    def close(self) -> None:
+        """Stop preparing: what was read and not yet taken is dropped (nothing of it was stored)."""
+        if self._process is not None:
+            self._pipe.close()
+            if self._process.is_alive():
+                self._process.terminate()
+            self._process.join()
+            self._process = None
+
+    def __enter__(self) -> Preparing:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _may_fork() -> bool:
+    return hasattr(os, "fork") and len(os.sched_getaffinity(0)) > 1 and not multiprocessing.current_process().daemon
+
+
+def _prepare_ahead(batches: Iterator[list[Item]], settings: Settings, pipe: Connection) -> None:
+    """The preparing process: every batch, prepared and sent in order, then the end (or what went wrong)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the deciding process's to handle: it stops this one
+    try:
+        for batch in batches:
+            pipe.send_bytes(pickle.dumps(("batch", _pack(len(batch), *prepare(batch, settings))), protocol=5))
+    except BrokenPipeError:  # the deciding process stopped
+        return
+    except BaseException as error:
+        try:
+            message = pickle.dumps(("error", error), protocol=5)
+        except Exception:  # an error that cannot travel goes as its message
+            message = pickle.dumps(("error", RuntimeError(f"preparing failed: {error!r}")), protocol=5)
+        pipe.send_bytes(message)
+        return
+    pipe.send_bytes(pickle.dumps(("end", None), protocol=5))
+
+
+_ARRAYS = ("shingles", "signature", "band_keys", "winnow_keys", "minima")
+
+
+def _pack(count: int, rejections: list[Rejection], prepared: list[Prepared]) -> tuple:
+    """A prepared batch for the pipe: each fingerprint array of the batch as one array (pickling thousands
+    of small arrays took the deciding process 14 ms a batch, one array each 0.2 ms)."""
+    arrays = {name: _joined([getattr(p.fingerprint, name) for p in prepared]) for name in _ARRAYS} | {
+        "keys": _joined([p.keys for p in prepared])
+    }
+    rest = [(p.id, p.document, p.fingerprint.content_hash, p.fingerprint.seed) for p in prepared]
+    return count, rejections, rest, arrays
+
+
+def _unpack(packed: tuple) -> Batch:
+    count, rejections, rest, arrays = packed
+    parts = {name: np.split(joined, bounds) for name, (joined, bounds) in arrays.items()}
+    prepared = [
+        Prepared(
+            id,
+            document,
+            Fingerprint(
+                content_hash,
+                shingles=parts["shingles"][i],
+                signature=parts["signature"][i],
+                band_keys=parts["band_keys"][i],
+                winnow_keys=parts["winnow_keys"][i],
+                minima=parts["minima"][i],
+                seed=seed,
+            ),
+            parts["keys"][i],
+        )
+        for i, (id, document, content_hash, seed) in enumerate(rest)
+    ]
+    return count, rejections, prepared
+
+
+def _joined(arrays: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """One array and where each part ends (``np.split``'s bounds)."""
+    lengths = np.fromiter((len(a) for a in arrays), dtype=np.intp, count=len(arrays))
+    joined = np.concatenate(arrays) if arrays else np.empty(0)
+    return joined, np.cumsum(lengths)[:-1]

@@ -103,6 +103,9 @@ class CoreSettings:
     extract_timeout: float = 10.0
     # Documents processed together (vectorized fingerprints, one store round trip per batch).
     batch_size: int = 512
+    # ``ingest`` of files reads, extracts and fingerprints the next batch in a second process while it decides
+    # and stores one (docsieve/prepare.py); off: all in one process.
+    prepare_ahead: bool = True
 
     def _check_core(self) -> None:
         _at_least_one(

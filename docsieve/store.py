@@ -386,7 +386,8 @@ class Transaction:
         stamp = now or self.now()
         if self.conn.dialect.name != "postgresql":
             if new:
-                rows = [_row(item, _sqlite_time(stamp), _sqlite_time) for item in new]
+                created = _sqlite_time(stamp)
+                rows = [_row(item, created, _sqlite_time) for item in new]
                 self.conn.exec_driver_sql(SQLITE_INSERT, rows)
             return
         seqs = self.conn.exec_driver_sql(

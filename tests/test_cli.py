@@ -1,11 +1,15 @@
 """The ``docsieve`` command end to end: in a subprocess on the repository's seeds/, and in this process
 (``main``) for what its commands show of stories."""
 
+import contextlib
 import json
 import os
 import re
+import signal
+import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -15,7 +19,7 @@ from docsieve.pipeline import Pipeline
 from docsieve.readers import FieldMap
 from docsieve.settings import Settings
 from docsieve.store import Store
-from tests.conftest import REPO
+from tests.conftest import REPO, fixture_text
 from tests.services import free_port
 from tests.test_readers import SNN
 from tests.test_stories import edit, ingest, text, words
@@ -394,3 +398,80 @@ def test_keys_are_made_once_listed_and_revoked(tmp_path: Path, capsys) -> None:
     assert "no API key with the id 'nope'" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["--store", store, "keys", "create", "--scope", "everything"])
+
+
+@pytest.mark.slow
+def test_ingest_prepared_ahead_stores_what_one_process_stores(tmp_path: Path) -> None:
+    """The preparing process (DOCSIEVE_PREPARE_AHEAD, on by default) changes nothing of the records: the seeds
+    in batches of 3, so that most are prepared there."""
+    runs = {}
+    for ahead in ("on", "off"):
+        store = f"sqlite:///{tmp_path / f'{ahead}.db'}"
+        done = docsieve(
+            "ingest", "seeds/", store=store, env={"DOCSIEVE_BATCH_SIZE": "3", "DOCSIEVE_PREPARE_AHEAD": ahead}
+        )
+        assert done.returncode == 0, done.stderr
+        exported = docsieve("export", "--format", "jsonl", store=store)
+        records = [json.loads(line) for line in exported.stdout.splitlines()]
+        for record in records:
+            del record["created_at"], record["changed_at"]
+        runs[ahead] = (summary(done.stdout), sorted(records, key=lambda r: r["id"]))
+    assert runs["on"] == runs["off"]
+    assert runs["on"][0]["read"] >= len(list((REPO / "seeds").iterdir())) and runs["on"][0]["near_copies"] >= 2
+
+
+def _session_members(session: int) -> list[int]:
+    """The processes of a session (field 6 of /proc/PID/stat)."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # gone meanwhile
+            continue
+        if int(fields[3]) == session:
+            members.append(int(stat.parent.name))
+    return members
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_the_ingest_after_the_batch_in_hand_and_the_next_run_goes_on(tmp_path: Path) -> None:
+    folder = tmp_path / "articles"
+    folder.mkdir()
+    texts = [fixture_text(n) for n in ("ar_near_a.txt", "ar_other.txt", "en_article.txt", "ar_long_article.txt")]
+    for i in range(1200):
+        (folder / f"{i:05}.txt").write_text(f"{texts[i % 4]}\n\nitem {i}", encoding="utf-8")
+    db = tmp_path / "stopped.db"
+    env = {**os.environ, "DOCSIEVE_STORE": f"sqlite:///{db}", "DOCSIEVE_BATCH_SIZE": "20"}
+    ingesting = subprocess.Popen(
+        [sys.executable, "-m", "docsieve.cli", "ingest", str(folder), "--quiet"],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group, as a shell's foreground job: Ctrl-C reaches all of it
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not _records_in(db):
+        time.sleep(0.02)
+    os.killpg(ingesting.pid, signal.SIGINT)
+    out, err = ingesting.communicate(timeout=60)
+    assert ingesting.returncode == 130, err
+    assert "stopping after the batch in hand" in err and "interrupted after the batch in hand" in err
+    assert "Traceback" not in err
+    first = summary(out)
+    assert 0 < first["read"] < 1200 and first["read"] % 20 == 0
+    assert _records_in(db) == first["read"]
+    assert _session_members(ingesting.pid) == []  # the preparing process is gone too
+    again = docsieve("ingest", str(folder), store=f"sqlite:///{db}", env={"DOCSIEVE_BATCH_SIZE": "20"})
+    assert again.returncode == 0, again.stderr
+    assert summary(again.stdout)["read"] == 1200 and summary(again.stdout)["already_stored"] == first["read"]
+    assert _records_in(db) == 1200
+
+
+def _records_in(db: Path) -> int:
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)) as conn:
+            return conn.execute("SELECT count(*) FROM records").fetchone()[0]
+    except sqlite3.OperationalError:  # not made yet
+        return 0

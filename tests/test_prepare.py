@@ -1,12 +1,19 @@
-"""Preparing a batch (docsieve/prepare.py): extraction, validation and fingerprints, before any lock."""
+"""Preparing a batch (docsieve/prepare.py): extraction, validation, fingerprints and language, before any lock;
+and preparing ahead, in a process of its own."""
 
 from __future__ import annotations
 
+import multiprocessing
+import os
+from collections.abc import Iterator
+from dataclasses import replace
+
 import numpy as np
+import pytest
 
 from docsieve.index import keys_of
 from docsieve.models import RawDocument, Rejection, record_id
-from docsieve.prepare import prepare
+from docsieve.prepare import Prepared, Preparing, prepare
 from docsieve.settings import Settings
 from tests.conftest import fixture_text
 
@@ -32,3 +39,79 @@ def test_a_batch_is_prepared_in_order_and_what_cannot_be_a_document_says_why() -
     assert first.id == record_id("a.txt", first.fingerprint.content_hash)
     assert first.fingerprint.content_hash == again.fingerprint.content_hash and first.id != again.id
     assert np.array_equal(first.keys, keys_of(first.fingerprint)) and len(first.keys) > 0
+
+
+def _numbered(count: int, raise_at: int | None = None, exit_at: int | None = None) -> Iterator[RawDocument]:
+    """Documents that say which process read them (as their author, which no fingerprint reads); at
+    ``raise_at`` the reading fails, at ``exit_at`` the reading process dies."""
+    texts = [fixture_text(name) for name in ("ar_near_a.txt", "ar_other.txt", "en_article.txt", "ar_long_article.txt")]
+    for i in range(count):
+        if i == raise_at:
+            raise ValueError(f"cannot read item {i}")
+        if i == exit_at:
+            os._exit(3)
+        yield RawDocument(f"item-{i}.txt", f"{texts[i % len(texts)]}\n\nitem {i}", author=str(os.getpid()))
+    yield RawDocument("marks.txt", "!!! ؟؟؟")  # rejected: the rejections come back too
+
+
+def _reader_of(prepared: Prepared) -> int:
+    return int(prepared.document.author or 0)
+
+
+def test_batches_prepared_ahead_in_a_process_of_their_own_equal_those_prepared_here() -> None:
+    settings = Settings(batch_size=8)
+    with Preparing(_numbered(45), settings, ahead=True) as ahead:
+        there = list(ahead)
+    with Preparing(_numbered(45), settings) as here:
+        local = list(here)
+    assert [count for count, _, _ in there] == [8, 8, 8, 8, 8, 6] == [count for count, _, _ in local]
+    assert [r for _, rs, _ in there for r in rs] == [r for _, rs, _ in local for r in rs] != []
+    ahead_docs = [p for _, _, ps in there for p in ps]
+    local_docs = [p for _, _, ps in local for p in ps]
+    assert len(ahead_docs) == len(local_docs) == 45
+    for a, b in zip(ahead_docs, local_docs, strict=True):
+        assert a.id == b.id and replace(a.document, author=None) == replace(b.document, author=None)
+        assert a.document.language in ("ar", "en")
+        assert a.fingerprint.content_hash == b.fingerprint.content_hash and a.fingerprint.seed == b.fingerprint.seed
+        for name in ("shingles", "minima", "signature", "band_keys", "winnow_keys"):
+            x, y = getattr(a.fingerprint, name), getattr(b.fingerprint, name)
+            assert x.dtype == y.dtype and np.array_equal(x, y)
+        assert a.keys.dtype == b.keys.dtype and np.array_equal(a.keys, b.keys) and len(a.keys) > 0
+    # The first batch and one more item are read here (to know there is more than one batch); the rest by the
+    # preparing process, and none of it here.
+    readers = [_reader_of(p) for p in ahead_docs]
+    assert set(readers[:9]) == {os.getpid()} and os.getpid() not in readers[9:] and len(set(readers[9:])) == 1
+    assert {_reader_of(p) for p in local_docs} == {os.getpid()}
+    assert not [c for c in multiprocessing.active_children() if c.name == "docsieve-prepare"]
+
+
+def test_one_batch_is_prepared_here_without_a_process() -> None:
+    with Preparing(_numbered(7), Settings(batch_size=8), ahead=True) as preparing:
+        assert not [c for c in multiprocessing.active_children() if c.name == "docsieve-prepare"]
+        ((count, rejections, prepared),) = list(preparing)
+    assert count == 8 and len(prepared) == 7 and len(rejections) == 1
+    assert {_reader_of(p) for p in prepared} == {os.getpid()}
+
+
+def test_an_error_while_reading_ahead_comes_after_the_batches_before_it() -> None:
+    with Preparing(_numbered(45, raise_at=30), Settings(batch_size=8), ahead=True) as preparing:
+        taken = [next(preparing)[0] for _ in range(3)]
+        with pytest.raises(ValueError, match="cannot read item 30"):
+            next(preparing)
+    assert taken == [8, 8, 8]
+    assert not [c for c in multiprocessing.active_children() if c.name == "docsieve-prepare"]
+
+
+def test_a_preparing_process_that_dies_is_an_error_that_says_so_not_a_hang() -> None:
+    with Preparing(_numbered(45, exit_at=30), Settings(batch_size=8), ahead=True) as preparing:
+        assert [next(preparing)[0] for _ in range(3)] == [8, 8, 8]
+        with pytest.raises(RuntimeError, match=r"preparing process ended before the input did \(exit code 3\)"):
+            next(preparing)
+
+
+def test_closing_early_stops_the_preparing_process() -> None:
+    preparing = Preparing(_numbered(400), Settings(batch_size=8), ahead=True)
+    assert [c for c in multiprocessing.active_children() if c.name == "docsieve-prepare"]
+    assert next(preparing)[0] == 8
+    preparing.close()
+    assert not [c for c in multiprocessing.active_children() if c.name == "docsieve-prepare"]
