@@ -8,7 +8,8 @@ outside, medians. The variants:
 
 - ``base``: the code as it is;
 - ``checkpointer``: no checkpoint thread (SQLite checkpoints on the committing thread and at close);
-- ``exit``: the interpreter torn down at the end (``sys.exit`` instead of ``os._exit``);
+- ``one-process``: no preparing process (``DOCSIEVE_PREPARE_AHEAD=off``: each batch read, extracted and
+  fingerprinted by the process that decides it, in turn);
 - ``cold-cache``: the folding tables built again (an empty cache folder every round).
 
 A trick stays for a gain of 5% or more (docs/benchmarks.md, "The speed tricks, weighed").
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -31,7 +33,7 @@ from pipeline import compile_sources, docsieve_command, write_articles
 
 # Run in the child: switch one trick off, then run the command as the console script does.
 VARIANT = """
-import logging, os, sys
+import sys
 variant = sys.argv.pop(1)
 import docsieve.cli as cli
 if variant == "checkpointer":
@@ -43,13 +45,9 @@ if variant == "checkpointer":
         def close(self): pass
 
     store._Checkpointer = NoCheckpointer
-if variant == "exit":
-    code = cli.main()
-    logging.shutdown()
-    sys.exit(code)
 cli.console()
 """
-VARIANTS = ("base", "checkpointer", "exit", "cold-cache")
+VARIANTS = ("base", "checkpointer", "one-process", "cold-cache")
 
 
 def main() -> int:
@@ -75,17 +73,21 @@ def main() -> int:
         )
         for r in range(args.rounds):
             for variant in VARIANTS:
-                for path in work.glob("tricks.db*"):
-                    path.unlink()
+                for path in work.glob("tricks.db*"):  # the store and its index's folder
+                    shutil.rmtree(path) if path.is_dir() else path.unlink()
                 subprocess.run(
                     [docsieve_command(), "migrate", "--store", store], env=env, check=True, capture_output=True
                 )
                 cache = work / f"cache-cold-{r}" if variant == "cold-cache" else warm
-                run = "base" if variant == "cold-cache" else variant
+                run = "checkpointer" if variant == "checkpointer" else "base"
+                ahead = "off" if variant == "one-process" else "on"
                 command = [sys.executable, "-c", VARIANT, run, "ingest", str(work / "articles"), "--store", store]
                 started = time.perf_counter()
                 subprocess.run(
-                    [*command, "--quiet"], env={**env, "XDG_CACHE_HOME": str(cache)}, check=True, capture_output=True
+                    [*command, "--quiet"],
+                    env={**env, "XDG_CACHE_HOME": str(cache), "DOCSIEVE_PREPARE_AHEAD": ahead},
+                    check=True,
+                    capture_output=True,
                 )
                 times[variant].append(time.perf_counter() - started)
             print(f"  round {r + 1}: " + "  ".join(f"{v} {times[v][-1]:.2f} s" for v in VARIANTS), flush=True)

@@ -89,7 +89,7 @@ class Preparing:
 
     ``ahead``: where there are two or more CPUs and more than one batch of items, a process of its own reads
     and prepares the batches while the caller decides and stores the one before (on two cores a 5,000-article
-    ingest takes about a quarter less time: docs/benchmarks.md). It is forked, so it starts at once with
+    ingest takes a fifth less time: docs/benchmarks.md). It is forked, so it starts at once with
     what this process has imported, and it reads the items itself: they must be docsieve's readers' (files,
     standard input) or held in memory, never a caller's iterator over a connection this process goes on
     using. It is at most one batch ahead (the one waiting in the pipe), so memory stays bounded however long
@@ -188,7 +188,7 @@ def _pack(count: int, rejections: list[Rejection], prepared: list[Prepared]) -> 
 
 def _unpack(packed: tuple) -> Batch:
     count, rejections, rest, arrays = packed
-    parts = {name: np.split(joined, bounds) for name, (joined, bounds) in arrays.items()}
+    parts = {name: _parts(joined, ends) for name, (joined, ends) in arrays.items()}
     prepared = [
         Prepared(
             id,
@@ -209,8 +209,12 @@ def _unpack(packed: tuple) -> Batch:
     return count, rejections, prepared
 
 
-def _joined(arrays: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """One array and where each part ends (``np.split``'s bounds)."""
-    lengths = np.fromiter((len(a) for a in arrays), dtype=np.intp, count=len(arrays))
-    joined = np.concatenate(arrays) if arrays else np.empty(0)
-    return joined, np.cumsum(lengths)[:-1]
+def _joined(arrays: list[np.ndarray]) -> tuple[np.ndarray, list[int]]:
+    """One array and where each part ends."""
+    ends = np.cumsum([len(a) for a in arrays]).tolist()
+    return (np.concatenate(arrays) if arrays else np.empty(0)), ends
+
+
+def _parts(joined: np.ndarray, ends: list[int]) -> list[np.ndarray]:
+    """The parts again, as views (slices: a fifth of ``np.split``'s time)."""
+    return [joined[start:end] for start, end in zip([0, *ends], ends, strict=False)]
