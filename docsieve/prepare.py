@@ -11,6 +11,7 @@ import multiprocessing
 import os
 import pickle
 import signal
+import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from itertools import chain, islice
@@ -93,8 +94,8 @@ class Preparing:
     what this process has imported, and it reads the items itself: they must be docsieve's readers' (files,
     standard input) or held in memory, never a caller's iterator over a connection this process goes on
     using. It is at most one batch ahead (the one waiting in the pipe), so memory stays bounded however long
-    the input. One batch, or a process that may not have children (a daemon, such as a Celery pool's), is
-    prepared here.
+    the input. One batch, a process that may not have children (a daemon, such as a Celery pool's), or one
+    that runs other threads, is prepared here.
     """
 
     def __init__(self, items: Iterable[Item], settings: Settings, ahead: bool = False) -> None:
@@ -152,7 +153,14 @@ class Preparing:
 
 
 def _may_fork() -> bool:
-    return hasattr(os, "fork") and len(os.sched_getaffinity(0)) > 1 and not multiprocessing.current_process().daemon
+    """Two CPUs or more, and a fork that is safe: not from a daemon process, and not while other threads run
+    (one of them could hold a lock the child would then wait on forever; Python 3.12 warns of it)."""
+    return (
+        hasattr(os, "fork")
+        and len(os.sched_getaffinity(0)) > 1
+        and not multiprocessing.current_process().daemon
+        and threading.active_count() == 1
+    )
 
 
 def _prepare_ahead(batches: Iterator[list[Item]], settings: Settings, pipe: Connection) -> None:

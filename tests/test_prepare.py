@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import threading
 from collections.abc import Iterator
 from dataclasses import replace
 
@@ -115,3 +116,17 @@ def test_closing_early_stops_the_preparing_process() -> None:
     assert next(preparing)[0] == 8
     preparing.close()
     assert not [c for c in multiprocessing.active_children() if c.name == "docsieve-prepare"]
+
+
+def test_a_process_running_other_threads_prepares_here_rather_than_fork() -> None:
+    done = threading.Event()
+    other = threading.Thread(target=done.wait)
+    other.start()
+    try:
+        with Preparing(_numbered(45), Settings(batch_size=8), ahead=True) as preparing:
+            assert not [c for c in multiprocessing.active_children() if c.name == "docsieve-prepare"]
+            prepared = [p for _, _, ps in preparing for p in ps]
+    finally:
+        done.set()
+        other.join()
+    assert len(prepared) == 45 and {_reader_of(p) for p in prepared} == {os.getpid()}
