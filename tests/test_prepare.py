@@ -6,7 +6,8 @@ from __future__ import annotations
 import multiprocessing
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
 
 import numpy as np
@@ -44,12 +45,14 @@ def test_a_batch_is_prepared_in_order_and_what_cannot_be_a_document_says_why() -
 
 def _numbered(count: int, raise_at: int | None = None, exit_at: int | None = None) -> Iterator[RawDocument]:
     """Documents that say which process read them (as their author, which no fingerprint reads); at
-    ``raise_at`` the reading fails, at ``exit_at`` the reading process dies."""
+    ``raise_at`` the reading fails, at ``exit_at`` the reading process dies (only a preparing process: never
+    the one that runs the test)."""
     texts = [fixture_text(name) for name in ("ar_near_a.txt", "ar_other.txt", "en_article.txt", "ar_long_article.txt")]
+    runner = os.getpid()
     for i in range(count):
         if i == raise_at:
             raise ValueError(f"cannot read item {i}")
-        if i == exit_at:
+        if i == exit_at and os.getpid() != runner:
             os._exit(3)
         yield RawDocument(f"item-{i}.txt", f"{texts[i % len(texts)]}\n\nitem {i}", author=str(os.getpid()))
     yield RawDocument("marks.txt", "!!! ؟؟؟")  # rejected: the rejections come back too
@@ -59,11 +62,26 @@ def _reader_of(prepared: Prepared) -> int:
     return int(prepared.document.author or 0)
 
 
-def test_batches_prepared_ahead_in_a_process_of_their_own_equal_those_prepared_here() -> None:
+def _preparing_processes() -> list[str]:
+    return [c.name for c in multiprocessing.active_children() if c.name == "docsieve-prepare"]
+
+
+@pytest.fixture(scope="module")
+def clean_process() -> Iterator[Callable[[Callable[[], None]], None]]:
+    """Runs a check in a process of its own, started fresh (spawned) and running no other thread: the test
+    runner's own process has threads left by other tests, and ``Preparing`` does not fork beside threads."""
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        yield lambda check: pool.submit(check).result(timeout=120)
+
+
+def _prepared_ahead_equals_prepared_here() -> None:
+    assert threading.active_count() == 1, threading.enumerate()
     settings = Settings(batch_size=8)
     with Preparing(_numbered(45), settings, ahead=True) as ahead:
+        assert _preparing_processes()
         there = list(ahead)
     with Preparing(_numbered(45), settings) as here:
+        assert not _preparing_processes()
         local = list(here)
     assert [count for count, _, _ in there] == [8, 8, 8, 8, 8, 6] == [count for count, _, _ in local]
     assert [r for _, rs, _ in there for r in rs] == [r for _, rs, _ in local for r in rs] != []
@@ -83,50 +101,79 @@ def test_batches_prepared_ahead_in_a_process_of_their_own_equal_those_prepared_h
     readers = [_reader_of(p) for p in ahead_docs]
     assert set(readers[:9]) == {os.getpid()} and os.getpid() not in readers[9:] and len(set(readers[9:])) == 1
     assert {_reader_of(p) for p in local_docs} == {os.getpid()}
-    assert not [c for c in multiprocessing.active_children() if c.name == "docsieve-prepare"]
+    assert not _preparing_processes()
 
 
-def test_one_batch_is_prepared_here_without_a_process() -> None:
+def test_batches_prepared_ahead_in_a_process_of_their_own_equal_those_prepared_here(clean_process) -> None:
+    clean_process(_prepared_ahead_equals_prepared_here)
+
+
+def _one_batch_makes_no_process() -> None:
     with Preparing(_numbered(7), Settings(batch_size=8), ahead=True) as preparing:
-        assert not [c for c in multiprocessing.active_children() if c.name == "docsieve-prepare"]
+        assert not _preparing_processes()
         ((count, rejections, prepared),) = list(preparing)
     assert count == 8 and len(prepared) == 7 and len(rejections) == 1
     assert {_reader_of(p) for p in prepared} == {os.getpid()}
 
 
-def test_an_error_while_reading_ahead_comes_after_the_batches_before_it() -> None:
+def test_one_batch_is_prepared_here_without_a_process(clean_process) -> None:
+    clean_process(_one_batch_makes_no_process)
+
+
+def _an_error_ahead_comes_after_the_batches_before_it() -> None:
     with Preparing(_numbered(45, raise_at=30), Settings(batch_size=8), ahead=True) as preparing:
+        assert _preparing_processes()
         taken = [next(preparing)[0] for _ in range(3)]
         with pytest.raises(ValueError, match="cannot read item 30"):
             next(preparing)
     assert taken == [8, 8, 8]
-    assert not [c for c in multiprocessing.active_children() if c.name == "docsieve-prepare"]
+    assert not _preparing_processes()
 
 
-def test_a_preparing_process_that_dies_is_an_error_that_says_so_not_a_hang() -> None:
+def test_an_error_while_reading_ahead_comes_after_the_batches_before_it(clean_process) -> None:
+    clean_process(_an_error_ahead_comes_after_the_batches_before_it)
+
+
+def _a_process_that_dies_is_an_error() -> None:
     with Preparing(_numbered(45, exit_at=30), Settings(batch_size=8), ahead=True) as preparing:
+        assert _preparing_processes()
         assert [next(preparing)[0] for _ in range(3)] == [8, 8, 8]
         with pytest.raises(RuntimeError, match=r"preparing process ended before the input did \(exit code 3\)"):
             next(preparing)
 
 
-def test_closing_early_stops_the_preparing_process() -> None:
+def test_a_preparing_process_that_dies_is_an_error_that_says_so_not_a_hang(clean_process) -> None:
+    clean_process(_a_process_that_dies_is_an_error)
+
+
+def _closing_early_stops_it() -> None:
     preparing = Preparing(_numbered(400), Settings(batch_size=8), ahead=True)
-    assert [c for c in multiprocessing.active_children() if c.name == "docsieve-prepare"]
+    assert _preparing_processes()
     assert next(preparing)[0] == 8
     preparing.close()
-    assert not [c for c in multiprocessing.active_children() if c.name == "docsieve-prepare"]
+    assert not _preparing_processes()
 
 
-def test_a_process_running_other_threads_prepares_here_rather_than_fork() -> None:
+def test_closing_early_stops_the_preparing_process(clean_process) -> None:
+    clean_process(_closing_early_stops_it)
+
+
+def _beside_a_thread_no_fork() -> None:
     done = threading.Event()
     other = threading.Thread(target=done.wait)
     other.start()
     try:
         with Preparing(_numbered(45), Settings(batch_size=8), ahead=True) as preparing:
-            assert not [c for c in multiprocessing.active_children() if c.name == "docsieve-prepare"]
+            assert not _preparing_processes()
             prepared = [p for _, _, ps in preparing for p in ps]
     finally:
         done.set()
         other.join()
     assert len(prepared) == 45 and {_reader_of(p) for p in prepared} == {os.getpid()}
+    with Preparing(_numbered(45), Settings(batch_size=8), ahead=True) as preparing:  # the thread gone: a fork
+        assert _preparing_processes()
+        assert len([p for _, _, ps in preparing for p in ps]) == 45
+
+
+def test_a_process_running_other_threads_prepares_here_rather_than_fork(clean_process) -> None:
+    clean_process(_beside_a_thread_no_fork)
