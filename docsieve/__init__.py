@@ -69,11 +69,11 @@ class Sieve:
     def ingest(self, paths: Iterable[str]) -> Summary:
         """Read every document under the paths (files, folders, JSON batches; ``-`` is standard input) and
         store it: a new story, a copy linked to its story, or a rejected record with the reason."""
-        from docsieve.prepare import Preparing
+        from docsieve.prepare import Preparing, ahead_by_default
         from docsieve.readers import read
 
         items = read(paths, self.settings.max_document_bytes)
-        return self.pipeline.ingest(Preparing(items, self.settings, ahead=self.settings.prepare_ahead))
+        return self.pipeline.ingest(Preparing(items, self.settings, ahead=ahead_by_default(self.settings)))
 
     def ingest_documents(self, documents: Iterable[RawDocument]) -> Summary:
         """Store documents already in hand, as ``ingest`` does."""

@@ -293,7 +293,7 @@ def _version() -> str:
 def _ingest(args: argparse.Namespace, settings: Settings) -> int:
     import time
 
-    from docsieve.prepare import Preparing
+    from docsieve.prepare import Preparing, ahead_by_default
     from docsieve.readers import read
 
     started = time.perf_counter()
@@ -304,7 +304,7 @@ def _ingest(args: argparse.Namespace, settings: Settings) -> int:
     items = read([p for p in args.paths if not is_url(p)], settings.max_document_bytes, fields=field_map(args))
     # Files start being prepared (extracted, fingerprinted) now, while the store opens; fetched pages are
     # read after it (their conditional requests need the validators the store keeps).
-    preparing = None if urls else Preparing(items, settings, ahead=settings.prepare_ahead)
+    preparing = None if urls else Preparing(items, settings, ahead=ahead_by_default(settings))
     pages: list = []
     bar = None
     try:
@@ -329,8 +329,9 @@ def _ingest(args: argparse.Namespace, settings: Settings) -> int:
 
             bar = tqdm(unit="doc", desc="ingest", file=sys.stderr, dynamic_ncols=True)
         with _stopping_at_ctrl_c() as stopped:
+            preparing = preparing or Preparing(items, settings, ahead=ahead_by_default(settings))
             summary = pipeline.ingest(
-                preparing or Preparing(items, settings, ahead=settings.prepare_ahead),
+                preparing,
                 progress=bar.update if bar is not None else None,
                 stop=stopped.is_set,
             )
@@ -346,6 +347,8 @@ def _ingest(args: argparse.Namespace, settings: Settings) -> int:
     finally:
         if bar is not None:  # not `if bar`: a bar without a total has no truth value (tqdm raises)
             bar.close()
+        if preparing is not None:  # closed by the ingest, unless something failed before it began
+            preparing.close()
         pipeline.close(flush=not interrupted)
     print(
         f"read {summary.read}  new {summary.new}  exact copies {summary.exact}  near copies {summary.near}  "

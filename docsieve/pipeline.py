@@ -133,6 +133,8 @@ class Pipeline:
         started = time.perf_counter()
         with items if isinstance(items, Preparing) else Preparing(items, self.settings) as preparing:
             for count, rejections, prepared in preparing:
+                if stop is not None and stop():  # asked while this batch was prepared or on its way: not taken
+                    break
                 stored = self.store_prepared(rejections, prepared)
                 summary.read += count
                 summary.unchanged += count - len(stored)
@@ -257,7 +259,8 @@ class Pipeline:
 
     def close(self, flush: bool = True) -> None:
         """``flush``: write the index's last batches to its files (else the next start reads them from the
-        store: the way after an interruption, which may have left a transaction of this process open)."""
+        store: the way after a failure or an interruption, which may have left a transaction of this process
+        open)."""
         if flush and isinstance(self.index, SegmentIndex) and self.index.unwritten:
             with self.store.writing() as txn:  # the last batches into the index's files: the next start reads them
                 self.index.flush(txn)

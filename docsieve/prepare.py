@@ -7,12 +7,15 @@ A thread instead of a process gained less than 5% (the work almost all holds the
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import multiprocessing
 import os
 import pickle
 import signal
+import sys
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from itertools import chain, islice
 from multiprocessing.connection import Connection
@@ -88,14 +91,14 @@ class Preparing:
     """Items read and prepared a batch at a time, in order: an iterator of (items in the batch, rejections,
     prepared), to be closed (or used in a ``with``).
 
-    ``ahead``: where there are two or more CPUs and more than one batch of items, a process of its own reads
-    and prepares the batches while the caller decides and stores the one before (on two cores a 5,000-article
-    ingest takes a fifth less time: docs/benchmarks.md). It is forked, so it starts at once with
-    what this process has imported, and it reads the items itself: they must be docsieve's readers' (files,
-    standard input) or held in memory, never a caller's iterator over a connection this process goes on
-    using. It is at most one batch ahead (the one waiting in the pipe), so memory stays bounded however long
-    the input. One batch, a process that may not have children (a daemon, such as a Celery pool's), or one
-    that runs other threads, is prepared here.
+    ``ahead``: where there is more than one batch of items, a process of its own reads and prepares the
+    batches while the caller decides and stores the one before (on two cores a 5,000-article ingest takes a
+    fifth less time: docs/benchmarks.md; ``ahead_by_default`` says where it pays). It is forked, so it starts
+    at once with what this process has imported, and it reads the items itself: they must be docsieve's
+    readers' (files, standard input) or held in memory, never a caller's iterator over a connection this
+    process goes on using. It is at most one batch ahead (the one waiting in the pipe), so memory stays
+    bounded however long the input, and it ends with this process. One batch, a daemon process (such as a
+    Celery pool's, which may not have children) or one that runs other threads is prepared here.
     """
 
     def __init__(self, items: Iterable[Item], settings: Settings, ahead: bool = False) -> None:
@@ -103,47 +106,58 @@ class Preparing:
         items = iter(items)
         first = list(islice(items, settings.batch_size + 1))
         self._batches: Iterator[list[Item]] = batched(chain(first, items), settings.batch_size)
-        self._process: multiprocessing.process.BaseProcess | None = None
+        self._done = False
+        self.process_id: int | None = None  # the preparing process, while there is one
         if ahead and len(first) > settings.batch_size and _may_fork():
-            context = multiprocessing.get_context("fork")
-            self._pipe, sending = context.Pipe(duplex=False)
-            self._process = context.Process(
-                target=_prepare_ahead, args=(self._batches, settings, sending), name="docsieve-prepare", daemon=True
-            )
-            self._process.start()
+            self._pipe, sending = multiprocessing.Pipe(duplex=False)
+            self.process_id = _fork(lambda: _prepare_ahead(self._batches, settings, sending, self._pipe))
             sending.close()  # the child's end: this process only reads
+            self._batches = iter(())  # the child's now: never read here again
 
     def __iter__(self) -> Iterator[Batch]:
         return self
 
     def __next__(self) -> Batch:
-        if self._process is None:
-            batch = next(self._batches)
+        if self._done:
+            raise StopIteration
+        if self.process_id is None:
+            batch = next(self._batches, None)
+            if batch is None:
+                self._done = True
+                raise StopIteration
             return len(batch), *prepare(batch, self._settings)
         try:
             message = self._pipe.recv_bytes()
         except EOFError:
-            self._process.join()
+            code = self._wait()
+            self._done = True
             raise RuntimeError(
-                f"the preparing process ended before the input did (exit code {self._process.exitcode}); "
-                "the batches before were stored"
+                f"the preparing process ended before the input did (exit code {code}); the batches before were stored"
             ) from None
         kind, value = pickle.loads(message)
         if kind == "batch":
             return _unpack(value)
         self.close()
+        self._done = True
         if kind == "error":
             raise value
         raise StopIteration
 
     def close(self) -> None:
         """Stop preparing: what was read and not yet taken is dropped (nothing of it was stored)."""
-        if self._process is not None:
+        self._done = True
+        if self.process_id is not None:
             self._pipe.close()
-            if self._process.is_alive():
-                self._process.terminate()
-            self._process.join()
-            self._process = None
+            with contextlib.suppress(ProcessLookupError):  # ended already: its exit status waits to be collected
+                os.kill(self.process_id, signal.SIGTERM)
+            self._wait()
+
+    def _wait(self) -> int:
+        """Collect the preparing process's exit; its code (negative: the signal that ended it)."""
+        assert self.process_id is not None
+        _, status = os.waitpid(self.process_id, 0)
+        self.process_id = None
+        return os.waitstatus_to_exitcode(status)
 
     def __enter__(self) -> Preparing:
         return self
@@ -152,20 +166,61 @@ class Preparing:
         self.close()
 
 
+def ahead_by_default(settings: Settings) -> bool:
+    """Whether ``ingest`` prepares ahead: ``DOCSIEVE_PREPARE_AHEAD`` on, or auto with two CPUs or more (on
+    one, the two processes would only take turns)."""
+    if settings.prepare_ahead == "auto":
+        return len(os.sched_getaffinity(0)) > 1
+    return settings.prepare_ahead == "on"
+
+
 def _may_fork() -> bool:
-    """Two CPUs or more, and a fork that is safe: not from a daemon process, and not while other threads run
-    (one of them could hold a lock the child would then wait on forever; Python 3.12 warns of it)."""
-    return (
-        hasattr(os, "fork")
-        and len(os.sched_getaffinity(0)) > 1
-        and not multiprocessing.current_process().daemon
-        and threading.active_count() == 1
-    )
+    """A fork that is safe: not from a daemon process, and not while other threads run (one of them could
+    hold a lock the child would then wait on forever; Python 3.12 warns of it)."""
+    return hasattr(os, "fork") and not multiprocessing.current_process().daemon and threading.active_count() == 1
 
 
-def _prepare_ahead(batches: Iterator[list[Item]], settings: Settings, pipe: Connection) -> None:
+def _fork(run: Callable[[], None]) -> int:
+    """``run`` in a forked child, which leaves with ``os._exit`` (never through this process's exit handlers
+    or the caller's code); returns its process id.
+
+    A plain fork, not ``multiprocessing.Process``: that one's start replaces the child's standard input with
+    /dev/null, which the items may be reading. Signals are held across the fork, so that the child never runs
+    this process's handlers: Ctrl-C is for the deciding process (which then stops this one), SIGTERM ends it.
+    """
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                signal.pthread_sigmask(signal.SIG_SETMASK, held)
+                _end_with_parent()
+                run()
+                code = 0
+            finally:
+                os._exit(code)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
+    return pid
+
+
+def _end_with_parent() -> None:
+    """Linux: SIGTERM when the parent dies (killed, say), so that no orphan is left reading the input."""
+    if sys.platform != "linux":
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    parent = os.getppid()
+    libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # the parent died before the call
+        os._exit(1)
+
+
+def _prepare_ahead(batches: Iterator[list[Item]], settings: Settings, pipe: Connection, theirs: Connection) -> None:
     """The preparing process: every batch, prepared and sent in order, then the end (or what went wrong)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the deciding process's to handle: it stops this one
+    theirs.close()  # the parent's end: held here, a write would never fail once the parent is gone
     try:
         for batch in batches:
             pipe.send_bytes(pickle.dumps(("batch", _pack(len(batch), *prepare(batch, settings))), protocol=5))

@@ -104,8 +104,8 @@ class CoreSettings:
     # Documents processed together (vectorized fingerprints, one store round trip per batch).
     batch_size: int = 512
     # ``ingest`` of files reads, extracts and fingerprints the next batch in a second process while it decides
-    # and stores one (docsieve/prepare.py); off: all in one process.
-    prepare_ahead: bool = True
+    # and stores one (docsieve/prepare.py): auto (where there are two CPUs or more), on, or off (all in one process).
+    prepare_ahead: str = "auto"
 
     def _check_core(self) -> None:
         _at_least_one(
@@ -145,6 +145,8 @@ class CoreSettings:
             raise SettingsError(
                 f"{PREFIX}INDEX_WINDOW is days, from 0 (no window) up to a century; got {self.index_window}"
             )
+        if self.prepare_ahead not in ("auto", "on", "off"):
+            raise SettingsError(f"{PREFIX}PREPARE_AHEAD must be auto, on or off, got {self.prepare_ahead!r}")
         if self.sketch_cache_mb < 0:
             raise SettingsError(f"{PREFIX}SKETCH_CACHE_MB must not be negative, got {self.sketch_cache_mb}")
         if not self.extract_timeout > 0:

@@ -400,17 +400,50 @@ def test_keys_are_made_once_listed_and_revoked(tmp_path: Path, capsys) -> None:
         main(["--store", store, "keys", "create", "--scope", "everything"])
 
 
+# ``docsieve`` that says on its last line of standard error how many processes it forked.
+COUNTING_FORKS = """
+import os, sys
+from docsieve.cli import main
+forks = []
+fork = os.fork
+def counted():
+    pid = fork()
+    if pid:
+        forks.append(pid)
+    return pid
+os.fork = counted
+code = main(sys.argv[1:])
+print(f"forks {len(forks)}", file=sys.stderr)
+sys.exit(code)
+"""
+
+
+def counting_forks(
+    *args: str, store: str, env: dict[str, str], stdin: str | None = None
+) -> tuple[subprocess.CompletedProcess, int]:
+    done = subprocess.run(
+        [sys.executable, "-c", COUNTING_FORKS, *args],
+        cwd=REPO,
+        env={**os.environ, "DOCSIEVE_STORE": store, **env},
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    return done, int(done.stderr.splitlines()[-1].removeprefix("forks "))
+
+
 @pytest.mark.slow
 def test_ingest_prepared_ahead_stores_what_one_process_stores(tmp_path: Path) -> None:
-    """The preparing process (DOCSIEVE_PREPARE_AHEAD, on by default) changes nothing of the records: the seeds
-    in batches of 3, so that most are prepared there."""
+    """The preparing process changes nothing of the records: the seeds in batches of 3, so that most are
+    prepared there."""
     runs = {}
     for ahead in ("on", "off"):
         store = f"sqlite:///{tmp_path / f'{ahead}.db'}"
-        done = docsieve(
-            "ingest", "seeds/", store=store, env={"DOCSIEVE_BATCH_SIZE": "3", "DOCSIEVE_PREPARE_AHEAD": ahead}
-        )
+        env = {"DOCSIEVE_BATCH_SIZE": "3", "DOCSIEVE_PREPARE_AHEAD": ahead}
+        done, forks = counting_forks("ingest", "seeds/", store=store, env=env)
         assert done.returncode == 0, done.stderr
+        assert forks == (1 if ahead == "on" else 0)
         exported = docsieve("export", "--format", "jsonl", store=store)
         records = [json.loads(line) for line in exported.stdout.splitlines()]
         for record in records:
@@ -418,6 +451,26 @@ def test_ingest_prepared_ahead_stores_what_one_process_stores(tmp_path: Path) ->
         runs[ahead] = (summary(done.stdout), sorted(records, key=lambda r: r["id"]))
     assert runs["on"] == runs["off"]
     assert runs["on"][0]["read"] >= len(list((REPO / "seeds").iterdir())) and runs["on"][0]["near_copies"] >= 2
+
+
+@pytest.mark.slow
+def test_standard_input_after_the_first_batch_is_read_by_the_preparing_process(tmp_path: Path) -> None:
+    """Files, then standard input (``-``), in batches of 8: the preparing process reads the input past the first
+    batch, standard input included, and every document of it is stored."""
+    folder = tmp_path / "files"
+    folder.mkdir()
+    for i in range(20):
+        (folder / f"{i:02}.txt").write_text(f"{fixture_text('ar_other.txt')}\n\nfile {i}", encoding="utf-8")
+    lines = "\n".join(
+        json.dumps({"id": f"line-{i}", "text": f"{fixture_text('en_article.txt')}\n\nline {i}"}) for i in range(50)
+    )
+    db = tmp_path / "stdin.db"
+    env = {"DOCSIEVE_BATCH_SIZE": "8", "DOCSIEVE_PREPARE_AHEAD": "on"}
+    done, forks = counting_forks("ingest", str(folder), "-", store=f"sqlite:///{db}", env=env, stdin=lines)
+    assert done.returncode == 0, done.stderr
+    assert forks == 1
+    assert summary(done.stdout)["read"] == 70 and summary(done.stdout)["rejected"] == 0
+    assert _records_in(db) == 70
 
 
 def _session_members(session: int) -> list[int]:

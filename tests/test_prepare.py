@@ -5,10 +5,15 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,7 +22,7 @@ from docsieve.index import keys_of
 from docsieve.models import RawDocument, Rejection, record_id
 from docsieve.prepare import Prepared, Preparing, prepare
 from docsieve.settings import Settings
-from tests.conftest import fixture_text
+from tests.conftest import REPO, fixture_text
 
 
 def test_a_batch_is_prepared_in_order_and_what_cannot_be_a_document_says_why() -> None:
@@ -62,8 +67,8 @@ def _reader_of(prepared: Prepared) -> int:
     return int(prepared.document.author or 0)
 
 
-def _preparing_processes() -> list[str]:
-    return [c.name for c in multiprocessing.active_children() if c.name == "docsieve-prepare"]
+def _alive(pid: int | None) -> bool:
+    return pid is not None and Path(f"/proc/{pid}").exists()
 
 
 @pytest.fixture(scope="module")
@@ -78,11 +83,14 @@ def _prepared_ahead_equals_prepared_here() -> None:
     assert threading.active_count() == 1, threading.enumerate()
     settings = Settings(batch_size=8)
     with Preparing(_numbered(45), settings, ahead=True) as ahead:
-        assert _preparing_processes()
+        child = ahead.process_id
+        assert _alive(child)
         there = list(ahead)
+        assert list(ahead) == []  # and once more: the end stays the end
     with Preparing(_numbered(45), settings) as here:
-        assert not _preparing_processes()
+        assert here.process_id is None
         local = list(here)
+        assert list(here) == []
     assert [count for count, _, _ in there] == [8, 8, 8, 8, 8, 6] == [count for count, _, _ in local]
     assert [r for _, rs, _ in there for r in rs] == [r for _, rs, _ in local for r in rs] != []
     ahead_docs = [p for _, _, ps in there for p in ps]
@@ -101,7 +109,7 @@ def _prepared_ahead_equals_prepared_here() -> None:
     readers = [_reader_of(p) for p in ahead_docs]
     assert set(readers[:9]) == {os.getpid()} and os.getpid() not in readers[9:] and len(set(readers[9:])) == 1
     assert {_reader_of(p) for p in local_docs} == {os.getpid()}
-    assert not _preparing_processes()
+    assert not _alive(child)
 
 
 def test_batches_prepared_ahead_in_a_process_of_their_own_equal_those_prepared_here(clean_process) -> None:
@@ -110,7 +118,7 @@ def test_batches_prepared_ahead_in_a_process_of_their_own_equal_those_prepared_h
 
 def _one_batch_makes_no_process() -> None:
     with Preparing(_numbered(7), Settings(batch_size=8), ahead=True) as preparing:
-        assert not _preparing_processes()
+        assert preparing.process_id is None
         ((count, rejections, prepared),) = list(preparing)
     assert count == 8 and len(prepared) == 7 and len(rejections) == 1
     assert {_reader_of(p) for p in prepared} == {os.getpid()}
@@ -122,12 +130,14 @@ def test_one_batch_is_prepared_here_without_a_process(clean_process) -> None:
 
 def _an_error_ahead_comes_after_the_batches_before_it() -> None:
     with Preparing(_numbered(45, raise_at=30), Settings(batch_size=8), ahead=True) as preparing:
-        assert _preparing_processes()
+        child = preparing.process_id
+        assert _alive(child)
         taken = [next(preparing)[0] for _ in range(3)]
         with pytest.raises(ValueError, match="cannot read item 30"):
             next(preparing)
+        assert list(preparing) == []
     assert taken == [8, 8, 8]
-    assert not _preparing_processes()
+    assert not _alive(child)
 
 
 def test_an_error_while_reading_ahead_comes_after_the_batches_before_it(clean_process) -> None:
@@ -136,7 +146,7 @@ def test_an_error_while_reading_ahead_comes_after_the_batches_before_it(clean_pr
 
 def _a_process_that_dies_is_an_error() -> None:
     with Preparing(_numbered(45, exit_at=30), Settings(batch_size=8), ahead=True) as preparing:
-        assert _preparing_processes()
+        assert _alive(preparing.process_id)
         assert [next(preparing)[0] for _ in range(3)] == [8, 8, 8]
         with pytest.raises(RuntimeError, match=r"preparing process ended before the input did \(exit code 3\)"):
             next(preparing)
@@ -147,11 +157,18 @@ def test_a_preparing_process_that_dies_is_an_error_that_says_so_not_a_hang(clean
 
 
 def _closing_early_stops_it() -> None:
-    preparing = Preparing(_numbered(400), Settings(batch_size=8), ahead=True)
-    assert _preparing_processes()
-    assert next(preparing)[0] == 8
-    preparing.close()
-    assert not _preparing_processes()
+    # A handler of SIGTERM in the host process (a server's, say) is not the preparing process's: close still ends it.
+    signal.signal(signal.SIGTERM, lambda signum, frame: None)
+    try:
+        preparing = Preparing(_numbered(4000), Settings(batch_size=8), ahead=True)
+        child = preparing.process_id
+        assert _alive(child)
+        assert next(preparing)[0] == 8
+        time.sleep(0.2)  # the child blocked in sending the next batch
+        preparing.close()
+        assert not _alive(child) and list(preparing) == []
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def test_closing_early_stops_the_preparing_process(clean_process) -> None:
@@ -164,16 +181,49 @@ def _beside_a_thread_no_fork() -> None:
     other.start()
     try:
         with Preparing(_numbered(45), Settings(batch_size=8), ahead=True) as preparing:
-            assert not _preparing_processes()
+            assert preparing.process_id is None
             prepared = [p for _, _, ps in preparing for p in ps]
     finally:
         done.set()
         other.join()
     assert len(prepared) == 45 and {_reader_of(p) for p in prepared} == {os.getpid()}
     with Preparing(_numbered(45), Settings(batch_size=8), ahead=True) as preparing:  # the thread gone: a fork
-        assert _preparing_processes()
+        assert _alive(preparing.process_id)
         assert len([p for _, _, ps in preparing for p in ps]) == 45
 
 
 def test_a_process_running_other_threads_prepares_here_rather_than_fork(clean_process) -> None:
     clean_process(_beside_a_thread_no_fork)
+
+
+@pytest.mark.slow
+def test_the_preparing_process_ends_when_its_parent_is_killed(tmp_path: Path) -> None:
+    """A parent killed outright (SIGKILL: no close) leaves no preparing process reading on, nor holding its
+    output open."""
+    script = tmp_path / "parent.py"
+    script.write_text(
+        "import sys, time\n"
+        "from docsieve.models import RawDocument\n"
+        "from docsieve.prepare import Preparing\n"
+        "from docsieve.settings import Settings\n"
+        "def endless():\n"
+        "    i = 0\n"
+        "    while True:\n"
+        "        i += 1\n"
+        "        yield RawDocument(f'{i}.txt', f'news item number {i} ' * 20)\n"
+        "preparing = Preparing(endless(), Settings(batch_size=8), ahead=True)\n"
+        "print(preparing.process_id, flush=True)\n"
+        "time.sleep(60)\n",
+        encoding="utf-8",
+    )
+    parent = subprocess.Popen([sys.executable, str(script)], cwd=REPO, stdout=subprocess.PIPE, text=True)
+    assert parent.stdout is not None
+    child = int(parent.stdout.readline())
+    assert _alive(child)
+    parent.kill()
+    parent.wait(timeout=30)
+    deadline = time.monotonic() + 10
+    while _alive(child) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(child)
+    assert parent.stdout.read() == ""  # the pipe closed: no process left writing to it
