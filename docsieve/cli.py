@@ -314,42 +314,33 @@ def _ingest(args: argparse.Namespace, settings: Settings) -> int:
 
         index = open_index(settings)
         pipeline = Pipeline(Store(settings.store, fingerprints=settings.fingerprint_parameters), settings, index)
-    except BaseException:
-        if preparing is not None:
-            preparing.close()
-        raise
-    try:
-        if urls:
-            from docsieve.web import fetch_here
+        failed = True  # until the ingest is done: then the index's last batches are written to its files at close
+        try:
+            if urls:
+                from docsieve.web import fetch_here
 
-            pages = fetch_here(urls, pipeline.store, settings)
-            items = itertools.chain(items, (page.item for page in pages if page.item is not None))
-        if not args.quiet and sys.stderr.isatty():
-            from tqdm import tqdm
+                pages = fetch_here(urls, pipeline.store, settings)
+                items = itertools.chain(items, (page.item for page in pages if page.item is not None))
+            if not args.quiet and sys.stderr.isatty():
+                from tqdm import tqdm
 
-            bar = tqdm(unit="doc", desc="ingest", file=sys.stderr, dynamic_ncols=True)
-        with _stopping_at_ctrl_c() as stopped:
-            preparing = preparing or Preparing(items, settings, ahead=ahead_by_default(settings))
-            summary = pipeline.ingest(
-                preparing,
-                progress=bar.update if bar is not None else None,
-                stop=stopped.is_set,
-            )
-        if pages and not stopped.is_set():  # only now, with the pages stored, may their next fetch be conditional
-            from docsieve.web import save_validators
+                bar = tqdm(unit="doc", desc="ingest", file=sys.stderr, dynamic_ncols=True)
+            with _stopping_at_ctrl_c() as stopped:
+                preparing = preparing or Preparing(items, settings, ahead=ahead_by_default(settings))
+                progress = bar.update if bar is not None else None
+                summary = pipeline.ingest(preparing, progress=progress, stop=stopped.is_set)
+            if pages and not stopped.is_set():  # only now, with the pages stored, may their next fetch be conditional
+                from docsieve.web import save_validators
 
-            save_validators(pipeline.store, (page.validators for page in pages))
-    except BaseException:
-        interrupted = True
-        raise
-    else:
-        interrupted = False
+                save_validators(pipeline.store, (page.validators for page in pages))
+            failed = False
+        finally:
+            if bar is not None:  # not `if bar`: a bar without a total has no truth value (tqdm raises)
+                bar.close()
+            pipeline.close(flush=not failed)
     finally:
-        if bar is not None:  # not `if bar`: a bar without a total has no truth value (tqdm raises)
-            bar.close()
         if preparing is not None:  # closed by the ingest, unless something failed before it began
             preparing.close()
-        pipeline.close(flush=not interrupted)
     print(
         f"read {summary.read}  new {summary.new}  exact copies {summary.exact}  near copies {summary.near}  "
         f"rejected {summary.rejected}  already stored {summary.unchanged}"

@@ -55,23 +55,22 @@ def prepare_each(batch: list[Item], settings: Settings) -> list[Rejection | Prep
     html_limits = HtmlLimits(settings.max_html_chars, settings.extract_timeout)
     results = [validate(item if isinstance(item, Rejection) else extract(item, html_limits)) for item in batch]
     documents = [d for d in results if isinstance(d, Document)]
-    fingerprints = iter(fingerprint_documents(documents, settings))
     # Documents that do not say their language get it here, the whole batch in one call.
     unknown = [i for i, d in enumerate(documents) if not d.language]
     for i, detected in zip(unknown, language.detect_many([documents[i].text for i in unknown]), strict=True):
         documents[i] = replace(documents[i], language=detected)
-    detected_documents = iter(documents)
+    fingerprinted = iter(zip(documents, fingerprint_documents(documents, settings), strict=True))
     each: list[Rejection | Prepared] = []
     for result in results:
         if isinstance(result, Rejection):
             each.append(result)
             continue
-        fp, result = next(fingerprints), next(detected_documents)
+        document, fp = next(fingerprinted)
         if not len(fp.shingles):
             reason = "no words left after normalization (punctuation or symbols only)"
-            each.append(Rejection.of(result.source, reason, result.text))
+            each.append(Rejection.of(document.source, reason, document.text))
         else:
-            each.append(Prepared(record_id(result.source, fp.content_hash), result, fp, keys_of(fp)))
+            each.append(Prepared(record_id(document.source, fp.content_hash), document, fp, keys_of(fp)))
     return each
 
 
@@ -109,10 +108,10 @@ class Preparing:
         self._done = False
         self.process_id: int | None = None  # the preparing process, while there is one
         if ahead and len(first) > settings.batch_size and _may_fork():
+            batches, self._batches = self._batches, iter(())  # the child's now: never read here again
             self._pipe, sending = multiprocessing.Pipe(duplex=False)
-            self.process_id = _fork(lambda: _prepare_ahead(self._batches, settings, sending, self._pipe))
+            self.process_id = _fork(lambda: _prepare_ahead(batches, settings, sending, self._pipe))
             sending.close()  # the child's end: this process only reads
-            self._batches = iter(())  # the child's now: never read here again
 
     def __iter__(self) -> Iterator[Batch]:
         return self
@@ -129,32 +128,27 @@ class Preparing:
         try:
             message = self._pipe.recv_bytes()
         except EOFError:
-            code = self._wait()
-            self._done = True
             raise RuntimeError(
-                f"the preparing process ended before the input did (exit code {code}); the batches before were stored"
+                f"the preparing process ended before the input did (exit code {self.close()}); the batches before "
+                "were stored"
             ) from None
         kind, value = pickle.loads(message)
         if kind == "batch":
             return _unpack(value)
         self.close()
-        self._done = True
         if kind == "error":
             raise value
         raise StopIteration
 
-    def close(self) -> None:
-        """Stop preparing: what was read and not yet taken is dropped (nothing of it was stored)."""
+    def close(self) -> int | None:
+        """Stop preparing: what was read and not yet taken is dropped (nothing of it was stored). The preparing
+        process's exit code, if there was one to collect (negative: the signal that ended it)."""
         self._done = True
-        if self.process_id is not None:
-            self._pipe.close()
-            with contextlib.suppress(ProcessLookupError):  # ended already: its exit status waits to be collected
-                os.kill(self.process_id, signal.SIGTERM)
-            self._wait()
-
-    def _wait(self) -> int:
-        """Collect the preparing process's exit; its code (negative: the signal that ended it)."""
-        assert self.process_id is not None
+        if self.process_id is None:
+            return None
+        self._pipe.close()
+        with contextlib.suppress(ProcessLookupError):  # ended already: its exit status waits to be collected
+            os.kill(self.process_id, signal.SIGTERM)
         _, status = os.waitpid(self.process_id, 0)
         self.process_id = None
         return os.waitstatus_to_exitcode(status)
@@ -167,10 +161,11 @@ class Preparing:
 
 
 def ahead_by_default(settings: Settings) -> bool:
-    """Whether ``ingest`` prepares ahead: ``DOCSIEVE_PREPARE_AHEAD`` on, or auto with two CPUs or more (on
-    one, the two processes would only take turns)."""
+    """Whether ``ingest`` prepares ahead: ``DOCSIEVE_PREPARE_AHEAD`` on, or auto on Linux with two CPUs or more
+    (on one, the two processes would only take turns; elsewhere a fork is less safe: macOS's system libraries
+    do not all survive one, which is why Python spawns there)."""
     if settings.prepare_ahead == "auto":
-        return len(os.sched_getaffinity(0)) > 1
+        return hasattr(os, "sched_getaffinity") and len(os.sched_getaffinity(0)) > 1
     return settings.prepare_ahead == "on"
 
 

@@ -23,6 +23,7 @@ from docsieve.settings import (
         ({"DOCSIEVE_BATCH_SIZE": "many"}, "not a valid int"),
         ({"DOCSIEVE_STORE": "  "}, "DOCSIEVE_STORE must not be empty"),
         ({"DOCSIEVE_PAYLOAD_TTL": "3600"}, "PAYLOAD_TTL .* must exceed DOCSIEVE_VISIBILITY_TIMEOUT"),
+        ({"DOCSIEVE_PREPARE_AHEAD": "yes"}, "PREPARE_AHEAD must be auto, on or off, got 'yes'"),
     ],
 )
 def test_settings_are_validated(env: dict, message: str) -> None:
