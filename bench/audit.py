@@ -1,7 +1,7 @@
 """A blind audit of docsieve's links on real news: pairs sampled at random from what docsieve decided on all
 of saudinewsnet-dev, labeled by hand without knowing which sample a pair came from.
 
-    .venv/bin/python bench/audit.py [bench/labels/audit.tsv]
+    .venv/bin/python bench/audit.py [bench/labels/audit.tsv | bench/labels/rewrites.tsv]
 
 The samples (see bench/labels/audit.md for how they were drawn and at which commit):
 - ``member``: a copy and its story's canonical (exact copies left out: they need no reading);
@@ -9,7 +9,9 @@ The samples (see bench/labels/audit.md for how they were drawn and at which comm
 - ``near-miss``: canonicals of two different stories whose containment is 0.3-0.55, just under the
   threshold: how many copies docsieve leaves apart.
 
-For each sample: how many pairs a person calls the same article (``dup``), with a 95% Wilson interval. For
+``bench/labels/rewrites.tsv`` holds another blind sample, of the rewrite stage's links (``rewrite``) with copies
+found by shingles (``member``) mixed in (bench/labels/rewrites.md). For each sample: how many pairs a person
+calls the same article (``dup``), with a 95% Wilson interval. For
 ``member`` and ``holds`` that is the precision of docsieve's links; for ``near-miss`` it is the share of real
 copies missed among pairs that close.
 """
@@ -44,7 +46,7 @@ def main() -> int:
     print(
         f"{'sample':<11}{'pairs':>6}{'dup':>6}{'related':>9}{'different':>11}{'unsure':>8}   dup share (95% interval)"
     )
-    for sample in ("member", "holds", "near-miss"):
+    for sample in dict.fromkeys(row["sample"] for row in rows):  # as the file has them, in order
         counts = labels.get(sample, Counter())
         decided = counts["dup"] + counts["related"] + counts["different"]
         low, high = wilson(counts["dup"], decided)

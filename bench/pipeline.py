@@ -1,6 +1,7 @@
 """End to end: ``docsieve ingest`` of a folder of scraped articles against bare rensa signatures of it.
 
     .venv/bin/python bench/pipeline.py [--corpus ../shared/corpus] [--docs 5000 | --all] [--json FILE]
+        [--set NAME=VALUE ...]
 
 Writes the first --docs SaudiNewsNet articles with non-empty content (or all of them) into a temporary
 folder in the scraped shape (image line, title line, one paragraph per line). Then, alternating for
@@ -20,7 +21,9 @@ report at least this process's size (58 MB for 5000 articles, above bare rensa's
 
 docsieve's modules are compiled to bytecode first, as pip does when it installs a package (an
 editable install in an environment with PYTHONDONTWRITEBYTECODE would compile them in every run).
-docsieve runs with its own defaults (every DOCSIEVE_ variable is cleared); rensa signs whitespace word
+docsieve runs with its own defaults (every DOCSIEVE_ variable is cleared); with ``--set``, a third command
+runs in the same rounds: ``docsieve ingest`` with those ``DOCSIEVE_`` variables (a setting's cost). rensa signs
+whitespace word
 n-grams of --shingle-size words (default 5), as the baseline is specified.
 """
 
@@ -207,6 +210,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--shingle-size", type=int, default=5, help="word n-gram size for rensa (default 5)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder and print its path")
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write the figures here")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="also run docsieve with DOCSIEVE_NAME=VALUE, alternating in the same rounds (e.g. --set rewrites=on)",
+    )
     args = parser.parse_args(argv)
     folder = folder_or_exit(args.corpus)
     articles = load_articles(folder, None if args.all else args.docs)
@@ -232,20 +242,25 @@ def main(argv: Sequence[str] | None = None) -> int:
             flush=True,
         )
 
-        ingest_runs: list[Run] = []
-        rensa_runs: list[Run] = []
+        variant_env = env | {f"DOCSIEVE_{item.split('=', 1)[0].upper()}": item.split("=", 1)[1] for item in args.set}
+        order = ["ingest", "rensa", *(["variant"] if args.set else [])]
+        runs: dict[str, list[Run]] = {which: [] for which in order}
         for r in range(args.rounds):
-            for path in work.glob("bench.db*"):  # the database, any -wal / -journal and the index beside it
-                shutil.rmtree(path) if path.is_dir() else path.unlink()
-            subprocess.run([docsieve_command(), "migrate", "--store", f"sqlite:///{store}"], env=env, check=True)
-            first_ingest = r % 2 == 0  # alternate which goes first, against drift in the machine's state
-            for which in ("ingest", "rensa") if first_ingest else ("rensa", "ingest"):
+            # alternate which goes first, against drift in the machine's state
+            for which in order[r % len(order) :] + order[: r % len(order)]:
+                if which != "rensa":  # a fresh store: the database, any -wal / -journal and the index beside it
+                    for path in work.glob("bench.db*"):
+                        shutil.rmtree(path) if path.is_dir() else path.unlink()
+                    subprocess.run(
+                        [docsieve_command(), "migrate", "--store", f"sqlite:///{store}"], env=env, check=True
+                    )
                 if which == "ingest":
                     run = run_child(ingest_cmd, prefix, report, env, docs, work / "ingest.log")
-                    ingest_runs.append(run)
+                elif which == "variant":
+                    run = run_child(ingest_cmd, prefix, report, variant_env, docs, work / "variant.log")
                 else:
                     run = run_child(rensa_cmd, prefix, report, env, docs, work / "rensa.log")
-                    rensa_runs.append(run)
+                runs[which].append(run)
                 reported = run.reported_docs_per_s
                 print(
                     f"  round {r + 1} {which:<6} {run.wall_s:7.2f} s  {run.docs_per_s:8,.0f} docs/s  "
@@ -254,6 +269,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     flush=True,
                 )
 
+        ingest_runs, rensa_runs = runs["ingest"], runs["rensa"]
         summary = ingest_runs[-1].output.strip()
         read = READ_LINE.search(summary)
         if read is None or int(read.group(1)) != docs:
@@ -274,6 +290,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"ingest / rensa: best {ingest.best_docs_per_s / rensa.best_docs_per_s:.2f}x  "
             f"median {ingest.median_docs_per_s / rensa.median_docs_per_s:.2f}x"
         )
+        variant = totals(runs["variant"]) if args.set else None
+        if variant is not None:
+            print(
+                f"with {' '.join(args.set)}: best {variant.best_docs_per_s:8,.0f} docs/s  median "
+                f"{variant.median_docs_per_s:8,.0f} docs/s  peak RSS {variant.peak_rss_mb:,.0f} MB; "
+                f"÷ rensa best {variant.best_docs_per_s / rensa.best_docs_per_s:.2f}x  "
+                f"median {variant.median_docs_per_s / rensa.median_docs_per_s:.2f}x; ÷ default "
+                f"median {variant.median_docs_per_s / ingest.median_docs_per_s:.2f}x"
+            )
+            print("  its summary (last round): " + " / ".join(runs["variant"][-1].output.strip().splitlines()))
         print("\n--- markdown for docs/benchmarks.md ---\n")
         print(markdown(docs, args.rounds, ingest, rensa, summary))
 
@@ -292,6 +318,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "ratio_best": ingest.best_docs_per_s / rensa.best_docs_per_s,
                 "ratio_median": ingest.median_docs_per_s / rensa.median_docs_per_s,
                 "ingest_summary": summary,
+                "variant": {"settings": args.set, **asdict(variant)} if variant is not None else None,
                 "ingest_reported_docs_per_s": [r.reported_docs_per_s for r in ingest_runs],
             }
             args.json.write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")

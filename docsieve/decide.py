@@ -29,11 +29,13 @@ def verified_pairs(
     candidates: Sequence[np.ndarray],
     candidate_minima: Sequence[np.ndarray],
     settings: Settings,
+    near_floor: float | None = None,
 ) -> dict[int, tuple[float, float]]:
     """The candidate pairs that pass verification, with their (Jaccard, containment): a near copy, or
     (when the smaller set is large enough) an excerpt. Pairs are (``queries[doc]``, ``candidates[p]``) for
     ``doc = doc_of_pair[p]``; the minima are ``fingerprint.bin_minima`` of each. Which story a document
-    joins is decided from these in docsieve/stories.py."""
+    joins is decided from these in docsieve/stories.py. ``near_floor``: also the pairs below the thresholds
+    whose containment reaches it (the rewrite stage's, docsieve/rewrites.py); ``passes`` tells them apart."""
     if not len(candidates):
         return {}
     docs = np.asarray(doc_of_pair, dtype=np.int64)
@@ -47,13 +49,14 @@ def verified_pairs(
             query_minima[docs],
             np.concatenate(candidate_minima).reshape(len(docs), -1),
             settings,
+            near_floor,
         )
     )
     if not len(kept):
         return {}
     jaccard, containment = pair_overlaps(queries, docs[kept], [candidates[p] for p in kept.tolist()])
     passing = (jaccard >= settings.jaccard_threshold) | (
-        (containment >= settings.containment_threshold) & may_contain[kept]
+        (containment >= min(settings.containment_threshold, near_floor or 1.0)) & may_contain[kept]
     )
     return {
         pair: (j, c)
@@ -63,8 +66,20 @@ def verified_pairs(
     }
 
 
+def passes(jaccard: float, containment: float, smaller: int, settings: Settings) -> bool:
+    """A pair of ``verified_pairs`` that is a copy by the thresholds (not only at the rewrite stage's floor)."""
+    return jaccard >= settings.jaccard_threshold or (
+        containment >= settings.containment_threshold and smaller >= settings.min_containment_shingles
+    )
+
+
 def hopeless(
-    query_sizes: np.ndarray, other_sizes: np.ndarray, mine: np.ndarray, theirs: np.ndarray, settings: Settings
+    query_sizes: np.ndarray,
+    other_sizes: np.ndarray,
+    mine: np.ndarray,
+    theirs: np.ndarray,
+    settings: Settings,
+    near_floor: float | None = None,
 ) -> np.ndarray:
     """Pairs whose bin minima (rows of ``mine`` and ``theirs``) make passing verification less likely than
     RULE_OUT_BELOW. Most candidates share a stock phrase, a chance LSH band or a paragraph and nothing
@@ -75,7 +90,8 @@ def hopeless(
     differ, the smaller set holds the bin's least id with chance |smaller \\ larger| / |union|. So among the
     bins where the smaller set's minimum is not above the larger's, the share of equal ones estimates the
     containment itself: a short text sharing a paragraph with a long one is ruled out on that, where an
-    implied Jaccard (a few percent against a few percent) could not tell."""
+    implied Jaccard (a few percent against a few percent) could not tell. With ``near_floor``, containment
+    is judged against it when lower than the threshold."""
     both = (mine != EMPTY_MINIMA) & (theirs != EMPTY_MINIMA)  # two empty bins hold the same marker
     equal = ((mine == theirs) & both).sum(axis=1)
     # A bin one side leaves empty holds none of the shared ids, so leaving it out never rules out more.
@@ -83,7 +99,8 @@ def hopeless(
     query_smaller = (query_sizes <= other_sizes)[:, None]
     smaller, larger = np.where(query_smaller, mine, theirs), np.where(query_smaller, theirs, mine)
     below = ((smaller < larger) & both).sum(axis=1)  # the smaller set's least id, not in the larger
-    unlikely_containment = (_at_most(settings.containment_threshold)[equal + below, equal] < RULE_OUT_BELOW) | (
+    containment = min(settings.containment_threshold, near_floor or 1.0)
+    unlikely_containment = (_at_most(containment)[equal + below, equal] < RULE_OUT_BELOW) | (
         np.minimum(query_sizes, other_sizes) < settings.min_containment_shingles
     )
     return unlikely_jaccard & unlikely_containment

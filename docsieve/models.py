@@ -30,6 +30,7 @@ class Method(StrEnum):
     EXACT = "exact"
     NEAR = "near"
     CONTAINMENT = "containment"
+    REWRITE = "rewrite"  # the rewrite stage (docsieve/rewrites.py): the same words, reworded
 
 
 class Format(StrEnum):
@@ -95,6 +96,7 @@ class Fingerprint:
     winnow_keys: np.ndarray = field(repr=False)  # int64 keys of the winnowed shingles (containment index)
     minima: np.ndarray = field(repr=False)  # uint32 bin minima of the shingles (fingerprint.bin_minima)
     seed: int = 1
+    words: np.ndarray | None = field(default=None, repr=False)  # sorted unique uint32 stem ids (rewrites on)
 
     def minhash(self):
         """The signature as datasketch's ``LeanMinHash``. Its storage layout is the one datasketch calls

@@ -17,8 +17,8 @@ from typing import TypeVar
 
 import numpy as np
 
-from docsieve.decide import hopeless, verified_pairs
-from docsieve.fingerprint import jaccard_and_containment
+from docsieve.decide import hopeless, passes, verified_pairs
+from docsieve.fingerprint import jaccard_and_containment, stored_word_sets
 from docsieve.index import (
     CandidateIndex,
     MemoryIndex,
@@ -34,6 +34,7 @@ from docsieve.models import Method, Record, Rejection, Sketch, Status, batched
 from docsieve.prepare import Prepared, Preparing, prepare, prepare_each
 from docsieve.published import parse_published
 from docsieve.readers import Item
+from docsieve.rewrites import RewriteScores, counted_words
 from docsieve.settings import Settings
 from docsieve.store import NewRecord, Store, Transaction
 from docsieve.stories import Book, Overlap, Placement, rank_key
@@ -83,6 +84,7 @@ class Checked:
     passed: dict[str, list[tuple[str, float, float, int]]]
     shingles: dict[str, np.ndarray]
     examined: set[str]
+    near: dict[str, list[tuple[str, float, float, int]]] = field(default_factory=dict)  # for the rewrite stage
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,7 +215,13 @@ class Pipeline:
             new += decided
             txn.insert(new, now)
             txn.save_stories(book, now)
-            counted = [n.shingles for n in decided if n.record.id in book.different and n.shingles is not None]
+            # With the rewrite stage, a text's words are counted with its shingles (docsieve/rewrites.py).
+            words = {p.id: counted_words(p.fingerprint.words) for p in prepared if p.fingerprint.words is not None}
+            counted = [
+                np.concatenate([n.shingles, words[n.record.id]]) if n.record.id in words else n.shingles
+                for n in decided
+                if n.record.id in book.different and n.shingles is not None
+            ]
             if counted:
                 counts_seq = txn.add_shingle_counts(counted_shingles(counted))
             last_seq = txn.last_seq()
@@ -310,6 +318,7 @@ class Pipeline:
         # Most candidates share a stock phrase and nothing more: ruled out on their sketches, so that only the
         # others' shingle sets are made (from the stored texts, for records this process has not cached).
         docs = np.asarray(doc_of_pair, dtype=np.int64)
+        near_floor = self.settings.rewrite_floor if self.settings.rewrites else None
         hope = np.flatnonzero(
             ~hopeless(
                 np.array([len(p.fingerprint.shingles) for p in batch], dtype=np.int64)[docs],
@@ -317,6 +326,7 @@ class Pipeline:
                 np.array([p.fingerprint.minima for p in batch])[docs],
                 np.array(candidate_minima),
                 self.settings,
+                near_floor,
             )
         ).tolist()
         sketches = self._sketches_of(txn, {targets[k] for k in hope if is_stored[k]})
@@ -332,10 +342,14 @@ class Pipeline:
             candidate_shingles,
             [candidate_minima[k] for k in hope],
             self.settings,
+            near_floor,
         )
         for pair, (jaccard, containment) in strong.items():
             k, other = hope[pair], candidate_shingles[pair]
-            checked.passed[batch[doc_of_pair[k]].id].append((targets[k], jaccard, containment, len(other)))
+            doc = batch[doc_of_pair[k]]
+            smaller = min(len(other), len(doc.fingerprint.shingles))
+            kind = checked.passed if passes(jaccard, containment, smaller, self.settings) else checked.near
+            kind.setdefault(doc.id, []).append((targets[k], jaccard, containment, len(other)))
             if is_stored[k]:
                 checked.shingles[targets[k]] = other
         return checked
@@ -358,6 +372,7 @@ class Pipeline:
             self.settings,
             lambda ids: {i: s.shingles for i, s in self._sketches_of(txn, ids).items()},
             self.templates,
+            self._rewrite_scores(txn, batch) if self.settings.rewrites else None,
         )
         book.shingles.update({p.id: p.fingerprint.shingles for p in batch})
         book.reserve(p.id for p in batch)
@@ -373,19 +388,37 @@ class Pipeline:
         book.shingles.update(checked.shingles)
         book.shingles.update(since.shingles)
         copies = {p.id for p, is_exact in zip(batch, exact, strict=True) if is_exact}
-        passed = [
-            ([] if exact[i] else [c for c in checked.passed[p.id] if c[0] not in copies]) + since.passed[p.id]
-            for i, p in enumerate(batch)
-        ]
-        # Only the candidates that passed, and the records of texts stored already, are looked up in stories.
+        passed, near = (
+            [
+                ([] if exact[i] else [c for c in kind(checked).get(p.id, []) if c[0] not in copies])
+                + kind(since).get(p.id, [])
+                for i, p in enumerate(batch)
+            ]
+            for kind in (lambda c: c.passed, lambda c: c.near)
+        )
+        # Only the candidates that passed (or reach the rewrite stage's floor), and the records of texts stored
+        # already, are looked up in stories.
         batch_ids = {p.id for p in batch}
-        book.load({t for pairs in passed for t, _, _, _ in pairs if t not in batch_ids} | set(stored_texts.values()))
+        book.load(
+            {t for pairs in (*passed, *near) for t, _, _, _ in pairs if t not in batch_ids} | set(stored_texts.values())
+        )
         copies_of: list[list[str]] = [[] for _ in batch]
-        for i, (p, pairs) in enumerate(zip(batch, passed, strict=True)):
+        near_of: list[list[str]] = [[] for _ in batch]
+        for i, p in enumerate(batch):
             size = len(p.fingerprint.shingles)
-            for other, jaccard, containment, other_size in pairs:
-                book.overlaps[(p.id, other)] = Overlap(jaccard, containment, min(size, other_size), size <= other_size)
-                copies_of[i].append(other)
+            for kind, found_of in ((passed, copies_of), (near, near_of)):
+                for other, jaccard, containment, other_size in kind[i]:
+                    book.overlaps[(p.id, other)] = Overlap(
+                        jaccard, containment, min(size, other_size), size <= other_size
+                    )
+                    found_of[i].append(other)
+        if book.rewrites is not None:  # the canonicals the rewrite stage may score, read at once
+            book.rewrites.read(
+                book.canonical_of[book.placements[c].story_id]
+                for found in near_of
+                for c in found
+                if c in book.placements
+            )
         first_with_text: dict[str, str] = {}
         for i, p in enumerate(batch):
             fp = p.fingerprint
@@ -402,7 +435,11 @@ class Pipeline:
                 book.add_exact(record, first_with_text[fp.content_hash])
             else:
                 first_with_text[fp.content_hash] = p.id
-                book.decide(record, [c for c in copies_of[i] if c in book.placements])
+                book.decide(
+                    record,
+                    [c for c in copies_of[i] if c in book.placements],
+                    [c for c in near_of[i] if c in book.placements],
+                )
         new = []
         for p in batch:
             placed, draft = book.placements[p.id], drafts[p.id]
@@ -421,6 +458,19 @@ class Pipeline:
             )
             new.append(NewRecord(stored, draft.shingles, draft.keys, draft.minima))
         return new, book
+
+    def _rewrite_scores(self, txn: Transaction, batch: list[Prepared]) -> RewriteScores:
+        """The rewrite stage's scores for a batch: the words of its documents from their fingerprints, those
+        of stored records made again from their texts when a score first needs them."""
+        own = {p.id: p.fingerprint.words for p in batch if p.fingerprint.words is not None}
+
+        def words_of(ids: Iterable[str]) -> dict[str, np.ndarray]:
+            found = {i: own[i] for i in ids if i in own}
+            texts = {i: r.text for i, r in txn.records(set(ids) - found.keys()).items() if r.text}
+            found.update(zip(texts, stored_word_sets(list(texts.values()), self.settings), strict=True))
+            return found
+
+        return RewriteScores(self.templates, words_of)
 
     def _summaries_of(self, txn: Transaction, ids: Iterable[str]) -> dict[str, tuple[int, np.ndarray]]:
         """Shingle counts and bin minima of stored records: from this process's cache, else the store."""

@@ -240,6 +240,8 @@ def _pack(count: int, rejections: list[Rejection], prepared: list[Prepared]) -> 
     arrays = {name: _joined([getattr(p.fingerprint, name) for p in prepared]) for name in _ARRAYS} | {
         "keys": _joined([p.keys for p in prepared])
     }
+    if prepared and prepared[0].fingerprint.words is not None:  # the rewrite stage's: all a batch's or none
+        arrays["words"] = _joined([p.fingerprint.words for p in prepared if p.fingerprint.words is not None])
     rest = [(p.id, p.document, p.fingerprint.content_hash, p.fingerprint.seed) for p in prepared]
     return count, rejections, rest, arrays
 
@@ -259,6 +261,7 @@ def _unpack(packed: tuple) -> Batch:
                 winnow_keys=parts["winnow_keys"][i],
                 minima=parts["minima"][i],
                 seed=seed,
+                words=parts["words"][i] if "words" in parts else None,
             ),
             parts["keys"][i],
         )

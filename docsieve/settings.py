@@ -83,6 +83,13 @@ class CoreSettings:
     # Template boilerplate (docsieve/templates.py): a shingle held by more different texts than this counts
     # less (this / count) when deciding whether two texts are copies.
     boilerplate_texts: int = 3
+    # The rewrite stage (docsieve/rewrites.py): a document the shingles place in no story joins the story of a
+    # candidate whose canonical holds at least ``rewrite_threshold`` of its words (the shorter text's words,
+    # weighted by how rare they are in the store), when their shingle containment is at least
+    # ``rewrite_floor``: the same release reworded or condensed. Off: shingles alone.
+    rewrites: bool = True
+    rewrite_threshold: float = 0.83
+    rewrite_floor: float = 0.3
     # Which record of a story is its canonical: the earliest published (else the earliest arrived), or
     # the first stored.
     canonical: str = "earliest-published"
@@ -129,13 +136,25 @@ class CoreSettings:
             )
         if self.num_perm & (self.num_perm - 1) or self.num_perm > 1024:
             raise SettingsError(f"{PREFIX}NUM_PERM must be a power of two up to 1024, got {self.num_perm}")
-        for name in ("jaccard_threshold", "containment_threshold", "jaccard_floor", "containment_floor"):
+        for name in (
+            "jaccard_threshold",
+            "containment_threshold",
+            "jaccard_floor",
+            "containment_floor",
+            "rewrite_threshold",
+            "rewrite_floor",
+        ):
             value = getattr(self, name)
             if not 0.0 < value <= 1.0:
                 raise SettingsError(f"{PREFIX}{name.upper()} must be in (0, 1], got {value}")
         if self.jaccard_floor > self.jaccard_threshold or self.containment_floor > self.containment_threshold:
             raise SettingsError(
                 f"{PREFIX}JACCARD_FLOOR and {PREFIX}CONTAINMENT_FLOOR must not exceed the thresholds they relax"
+            )
+        if self.rewrite_floor > self.containment_threshold:
+            raise SettingsError(
+                f"{PREFIX}REWRITE_FLOOR must not exceed {PREFIX}CONTAINMENT_THRESHOLD: the rewrite stage looks at the "
+                "pairs the shingles leave below it"
             )
         if self.canonical not in CANONICAL_POLICIES:
             raise SettingsError(

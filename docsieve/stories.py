@@ -21,6 +21,10 @@ under the store's write lock (so concurrent workers see one history):
   (docsieve/templates.py): items on one template about different subjects stay apart.
 - **Excerpts.** A short item inside a longer canonical (and a longer text that holds a story's
   canonical) joins that story by containment.
+- **Rewrites** (``Settings.rewrites``, docsieve/rewrites.py): a document the shingles place in no story
+  joins the story of a candidate whose canonical holds most of its words (the rewrite score, verified
+  against the canonical like every other membership); a member that a new canonical's shingles no longer
+  reach stays while its rewrite score with the new canonical holds.
 - **The canonical** is chosen by ``Settings.canonical``: ``earliest-published`` (publication time, else
   arrival time) or ``first-seen``. A copy that ranks before the canonical takes its place; a member no
   longer close to it (the floor above) leaves for a story of its own, so what is said of each member
@@ -39,6 +43,7 @@ import numpy as np
 
 from docsieve.fingerprint import jaccard_and_containment
 from docsieve.models import Method, Status
+from docsieve.rewrites import RewriteScores
 from docsieve.settings import Settings
 from docsieve.templates import NEAR_IDENTICAL, ShingleCounts, weighted_overlap
 
@@ -107,6 +112,7 @@ class Book:
     settings: Settings
     shingles_of: Callable[[Iterable[str]], dict[str, np.ndarray]]  # stored records' shingle sets
     templates: ShingleCounts | None = None  # template boilerplate counts; None: every shingle counts 1
+    rewrites: RewriteScores | None = None  # the rewrite stage; None: shingles alone
     placements: dict[str, Placement] = field(default_factory=dict)
     canonical_of: dict[str, str] = field(default_factory=dict)
     shingles: dict[str, np.ndarray] = field(default_factory=dict)
@@ -234,9 +240,10 @@ class Book:
         self.new_records.add(record.id)
         self._maybe_take_over(record.id, story)
 
-    def decide(self, record: Placement, candidates: list[str]) -> None:
+    def decide(self, record: Placement, candidates: list[str], near: Iterable[str] = ()) -> None:
         """Place a new (non-exact) record; ``candidates`` are records (stored, or earlier in the batch)
-        it is a strong copy of, best first."""
+        it is a strong copy of, best first; ``near``: those below the thresholds but at the rewrite stage's
+        floor, for that stage."""
         options: list[tuple[str, str, Overlap, bool]] = []  # story, canonical, overlap, strong?
         for story in dict.fromkeys(self.placements[c].story_id for c in candidates):
             canonical = self.canonical_of[story]
@@ -255,8 +262,37 @@ class Book:
                 )
             ):
                 options.append((story, canonical, o, False))
+        if not options and (rewritten := self._rewritten(record, near)) is not None:
+            story, canonical, o, score = rewritten
+            self._place(record, story, canonical, o, rewrite=score)
+            self.new_records.add(record.id)
+            self.different.add(record.id)
+            return self._maybe_take_over(record.id, story)
         self._choose(record, options)
         self._hold(record, options, candidates)
+
+    def _rewritten(self, record: Placement, near: Iterable[str]) -> tuple[str, str, Overlap, float] | None:
+        """The story whose canonical the record is the best rewrite of, if any: a candidate's story whose
+        canonical (not a roundup) the shingles leave under the thresholds, at the floor, with the rewrite
+        score at the threshold."""
+        best = None
+        for story in dict.fromkeys(self.placements[c].story_id for c in near):
+            canonical = self.canonical_of[story]
+            if canonical in self.roundup:
+                continue
+            o = self.overlap(record.id, canonical)
+            if self.strong(o) or (score := self._rewrite(record.id, canonical, o)) is None:
+                continue  # a strong overlap the template weighting refused stays refused
+            if best is None or score > best[3]:
+                best = (story, canonical, o, score)
+        return best
+
+    def _rewrite(self, a: str, b: str, o: Overlap) -> float | None:
+        """The rewrite score of two texts, where it makes them copies."""
+        if self.rewrites is None or o.containment < self.settings.rewrite_floor:
+            return None
+        score = self.rewrites.score(a, b)
+        return score if score >= self.settings.rewrite_threshold else None
 
     def _hold(self, record: Placement, options: list[tuple[str, str, Overlap, bool]], candidates: list[str]) -> None:
         """What holds what across stories: the record holds the other stories whose canonical (or a member
@@ -323,7 +359,16 @@ class Book:
 
     # Changes ------------------------------------------------------------------------------------
 
-    def _place(self, record: Placement, story: str, canonical: str, o: Overlap, found_exact: bool = False) -> None:
+    def _place(
+        self,
+        record: Placement,
+        story: str,
+        canonical: str,
+        o: Overlap,
+        found_exact: bool = False,
+        rewrite: float | None = None,
+    ) -> None:
+        """``rewrite``: placed by the rewrite stage, with this score as its similarity."""
         same = record.content_hash == self.placements[canonical].content_hash
         self.touched_stories.update(x for x in (record.story_id, story) if x)
         record.story_id = story
@@ -331,6 +376,8 @@ class Book:
         record.method = self._method(o, found_exact)
         record.jaccard, record.containment = (1.0, 1.0) if same else (round(o.jaccard, 4), round(o.containment, 4))
         record.similarity = record.jaccard if record.jaccard >= self.settings.jaccard_floor else record.containment
+        if rewrite is not None and not found_exact:
+            record.method, record.similarity = Method.REWRITE, round(rewrite, 4)
         self.placements[record.id] = record
 
     def _place_unmeasured(self, record: Placement, story: str, canonical: str) -> None:
@@ -418,7 +465,11 @@ class Book:
                 self._place_unmeasured(p, story, heir)
                 continue
             o = self.overlap(heir, source)
-            if self.close(o):
+            rewrite = None if self.strong(o) else self._rewrite(heir, source, o)
+            if rewrite is not None:  # said as the stage found it, not as a copy at the chain floor
+                self._place(p, story, heir, o, found_exact=p.method is Method.EXACT, rewrite=rewrite)
+                self._mark(m)
+            elif self.close(o):
                 # The old canonical with the heir's very text is an exact copy of it now.
                 same_text = p.status is Status.CANONICAL and p.content_hash == new.content_hash
                 self._place(p, story, heir, o, found_exact=p.method is Method.EXACT or same_text)
@@ -444,6 +495,7 @@ class Book:
             for m in self.members(story)
             if m != canonical
             and self.placements[m].status is not Status.CANONICAL
+            and self.placements[m].method is not Method.REWRITE  # a rewrite shares too little to be cut from it
             # a near copy is not an excerpt
             and ((j := self.placements[m].jaccard) is None or j < self.settings.jaccard_threshold)
         ]

@@ -85,7 +85,7 @@ def test_ingest_seeds_then_export_show_similar(tmp_path: Path) -> None:
         assert "![" not in (r["text"] or "")
         if r["status"] == "duplicate":
             assert by_id[r["duplicate_of"]]["status"] == "canonical"
-            assert r["method"] in ("exact", "near", "containment") and 0 < r["similarity"] <= 1
+            assert r["method"] in ("exact", "near", "containment", "rewrite") and 0 < r["similarity"] <= 1
         else:
             assert r["duplicate_of"] is None
     sample = next(r for r in records if r["source"].endswith("000_3b0ecb07abc01b42.txt"))
