@@ -267,9 +267,10 @@ class Book:
             self._place(record, story, canonical, o, rewrite=score)
             self.new_records.add(record.id)
             self.different.add(record.id)
-            return self._maybe_take_over(record.id, story)
-        self._choose(record, options)
-        self._hold(record, options, candidates)
+            self._maybe_take_over(record.id, story)
+        else:
+            self._choose(record, options)
+        self._hold(record, options, candidates)  # a rewrite too may carry other stories' items
 
     def _rewritten(self, record: Placement, near: Iterable[str]) -> tuple[str, str, Overlap, float] | None:
         """The story whose canonical the record is the best rewrite of, if any: a candidate's story whose
