@@ -18,7 +18,7 @@ from typing import TypeVar
 import numpy as np
 
 from docsieve.decide import hopeless, passes, verified_pairs
-from docsieve.fingerprint import jaccard_and_containment, stored_word_sets
+from docsieve.fingerprint import jaccard_and_containment
 from docsieve.index import (
     CandidateIndex,
     MemoryIndex,
@@ -466,9 +466,7 @@ class Pipeline:
 
         def words_of(ids: Iterable[str]) -> dict[str, np.ndarray]:
             found = {i: own[i] for i in ids if i in own}
-            texts = {i: r.text for i, r in txn.records(set(ids) - found.keys()).items() if r.text}
-            found.update(zip(texts, stored_word_sets(list(texts.values()), self.settings), strict=True))
-            return found
+            return found | txn.word_sets(set(ids) - found.keys(), self.settings)
 
         return RewriteScores(self.templates, words_of)
 

@@ -11,7 +11,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,9 +23,10 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from docsieve.bookkeeping import Bookkeeping
-from docsieve.fingerprint import SETS_AT_ONCE, bin_minima, pack_keys, shingle_sets, unpack_keys
+from docsieve.fingerprint import SETS_AT_ONCE, bin_minima, pack_keys, shingle_sets, stored_word_sets, unpack_keys
 from docsieve.index import index_time, sketch_row
 from docsieve.models import Method, Record, Sketch, Status, Story, batched
+from docsieve.rewrites import RewriteScores
 from docsieve.schema import (
     CHUNK,
     contains,
@@ -40,6 +41,7 @@ from docsieve.schema import (
 )
 from docsieve.settings import Settings, StoreError, redacted
 from docsieve.stories import Book, Link, Placement, rank_key
+from docsieve.templates import ShingleCounts
 
 
 class Copy(Protocol):
@@ -204,6 +206,17 @@ class Transaction:
             minima = bin_minima([shingles for _, shingles in rows])
             found.update((i, Sketch(i, shingles, m)) for (i, shingles), m in zip(rows, minima, strict=True))
         return found
+
+    def word_sets(self, ids: Iterable[str], settings: Settings) -> dict[str, np.ndarray]:
+        """The rewrite stage's word ids of stored records (docsieve/rewrites.py), made again from their texts;
+        a record without a stored text (taken down) has none."""
+        texts: dict[str, str] = {}
+        for chunk in batched(set(ids), CHUNK):
+            query = sa.select(records.c.id, records.c.text).where(
+                self._among(records.c.id, chunk), records.c.text.is_not(None)
+            )
+            texts.update((i, t) for i, t in self.conn.execute(query) if t)
+        return dict(zip(texts, stored_word_sets(list(texts.values()), settings), strict=True))
 
     def save_stories(self, book: Book, now: datetime) -> None:
         """What a batch's decisions changed besides the records it inserts: stories founded, stories whose
@@ -715,11 +728,20 @@ class Store(Bookkeeping):
         A canonical's place goes to the next member by the canonical policy; members no longer close to
         it found stories of their own. Returns the ids removed (those stored)."""
         removed = []
-        with self.writing() as txn:
+        counts = ShingleCounts(settings.boilerplate_texts) if settings.rewrites else None
+        with self.writing() as txn, counts.bound() if counts else nullcontext():
+            if counts:
+                counts.catch_up(txn)
             for record_id in record_ids:
                 if not txn.existing_ids([record_id]):
                     continue
-                book = Book(txn, settings, lambda ids: {i: s.shingles for i, s in txn.sketches(ids, settings).items()})
+                book = Book(
+                    txn,
+                    settings,
+                    lambda ids: {i: s.shingles for i, s in txn.sketches(ids, settings).items()},
+                    # the members a new canonical is measured against keep their rewrite links as ingest would
+                    rewrites=RewriteScores(counts, lambda ids: txn.word_sets(ids, settings)) if counts else None,
+                )
                 book.load([record_id])
                 placed = book.placements.get(record_id)  # none for a rejected record
                 story_id = placed.story_id if placed else None

@@ -23,8 +23,10 @@ under the store's write lock (so concurrent workers see one history):
   canonical) joins that story by containment.
 - **Rewrites** (``Settings.rewrites``, docsieve/rewrites.py): a document the shingles place in no story
   joins the story of a candidate whose canonical holds most of its words (the rewrite score, verified
-  against the canonical like every other membership); a member that a new canonical's shingles no longer
-  reach stays while its rewrite score with the new canonical holds.
+  against the canonical like every other membership; a copy of a story's rewrite needs no shingle floor
+  with the canonical). Published first, it takes the story over only if every member would stay. A member
+  that a new canonical's shingles no longer reach stays while its rewrite score with it holds; when a
+  canonical splits as a roundup, its rewrites go with the item they rewrite.
 - **The canonical** is chosen by ``Settings.canonical``: ``earliest-published`` (publication time, else
   arrival time) or ``first-seen``. A copy that ranks before the canonical takes its place; a member no
   longer close to it (the floor above) leaves for a story of its own, so what is said of each member
@@ -262,35 +264,60 @@ class Book:
                 )
             ):
                 options.append((story, canonical, o, False))
-        if not options and (rewritten := self._rewritten(record, near)) is not None:
+        if not options and (rewritten := self._rewritten(record, near, candidates)) is not None:
             story, canonical, o, score = rewritten
             self._place(record, story, canonical, o, rewrite=score)
             self.new_records.add(record.id)
             self.different.add(record.id)
-            self._maybe_take_over(record.id, story)
+            # Published first, it takes the story over only if every member stays (a copy of the old canonical
+            # is often no copy of a rewrite of it, and would have to leave).
+            if self._keeps_whole(record.id, story):
+                self._maybe_take_over(record.id, story)
         else:
             self._choose(record, options)
         self._hold(record, options, candidates)  # a rewrite too may carry other stories' items
 
-    def _rewritten(self, record: Placement, near: Iterable[str]) -> tuple[str, str, Overlap, float] | None:
+    def _rewritten(
+        self, record: Placement, near: Iterable[str], candidates: Iterable[str] = ()
+    ) -> tuple[str, str, Overlap, float] | None:
         """The story whose canonical the record is the best rewrite of, if any: a candidate's story whose
         canonical (not a roundup) the shingles leave under the thresholds, at the floor, with the rewrite
-        score at the threshold."""
+        score at the threshold. A copy of a member (``candidates``: the record's strong copies) needs no
+        floor with the canonical: a copy of a story's rewrite is a rewrite of its canonical too."""
+        through_member = {self.placements[c].story_id for c in candidates}
         best = None
-        for story in dict.fromkeys(self.placements[c].story_id for c in near):
+        for story in dict.fromkeys([*(self.placements[c].story_id for c in near), *through_member]):
             canonical = self.canonical_of[story]
             if canonical in self.roundup:
                 continue
             o = self.overlap(record.id, canonical)
-            if self.strong(o) or (score := self._rewrite(record.id, canonical, o)) is None:
+            score = self._rewrite(record.id, canonical, o, floor=story not in through_member)
+            if self.strong(o) or score is None:
                 continue  # a strong overlap the template weighting refused stays refused
             if best is None or score > best[3]:
                 best = (story, canonical, o, score)
         return best
 
-    def _rewrite(self, a: str, b: str, o: Overlap) -> float | None:
-        """The rewrite score of two texts, where it makes them copies."""
-        if self.rewrites is None or o.containment < self.settings.rewrite_floor:
+    def _keeps_whole(self, heir: str, story: str) -> bool:
+        """Whether every other member of the story would stay with ``heir`` as its canonical: close to it, or a
+        rewrite of it."""
+        for m in self.members(story):
+            if m == heir:
+                continue
+            self.shingles_for([m])
+            if m not in self.shingles:
+                continue  # stays unmeasured (see _crown)
+            o = self.overlap(heir, m)
+            if not self.close(o) and self._rewrite(heir, m, o) is None:
+                return False
+        return True
+
+    def _rewrite(self, a: str, b: str, o: Overlap, floor: bool = True) -> float | None:
+        """The rewrite score of two texts, where it makes them copies (``floor``: only at the stage's floor of
+        shingle containment)."""
+        if self.rewrites is None or o.smaller < self.settings.min_containment_shingles:
+            return None  # a text too short to measure containment by is too short to call a rewrite
+        if floor and o.containment < self.settings.rewrite_floor:
             return None
         score = self.rewrites.score(a, b)
         return score if score >= self.settings.rewrite_threshold else None
@@ -511,6 +538,8 @@ class Book:
         excerpts = self._excerpts(story)
         texts = {self.placements[e].content_hash for e in excerpts}
         exact = [m for m in self.members(story) if m not in excerpts and self.placements[m].content_hash in texts]
+        # A rewrite of the roundup is a rewrite of one of its items (or of none): it goes with the excerpts.
+        rewrites = [m for m in self.members(story) if self.placements[m].method is Method.REWRITE and m not in exact]
         self.placements[record.id] = record
         self.new_records.add(record.id)
         for m in exact:  # a record stored without shingles (before 0008) is measured by its twin's
@@ -525,18 +554,42 @@ class Book:
         for home in founded:
             containment = self.overlap(self.canonical_of[home], canonical).containment
             self._link(canonical, home, containment, roundup=True)
+        for m in rewrites:  # with the item it rewrites; one that rewrites no single item stays with the roundup
+            if (found := self._home(m, founded)) is not None:
+                home, rewrite = found
+                self._place(
+                    self.placements[m],
+                    home,
+                    self.canonical_of[home],
+                    self.overlap(m, self.canonical_of[home]),
+                    rewrite=rewrite,
+                )
+                self._mark(m)
 
     def _rehome(self, record_id: str, text_of: str, founded: list[str]) -> None:
         """A record that leaves its story joins the first of ``founded`` whose canonical it is a copy of
         (``text_of``: a record with its text and shingles), else founds a story of its own, added there."""
         p = self.placements[record_id]
-        home = next((s for s in founded if self.strong(self.overlap(text_of, self.canonical_of[s]))), None)
-        if home is None:
+        found = self._home(text_of, founded)
+        if found is None:
             founded.append(self._new_story(p))
         else:
+            home, rewrite = found
             overlap = self.overlap(text_of, self.canonical_of[home])
-            self._place(p, home, self.canonical_of[home], overlap, p.method is Method.EXACT)
+            self._place(p, home, self.canonical_of[home], overlap, p.method is Method.EXACT, rewrite)
         self._mark(record_id)
+
+    def _home(self, text_of: str, founded: list[str]) -> tuple[str, float | None] | None:
+        """The first of ``founded`` whose canonical the text is a copy of, else the first it is a rewrite of
+        (with the score)."""
+        for s in founded:
+            if self.strong(self.overlap(text_of, self.canonical_of[s])):
+                return s, None
+        for s in founded:
+            canonical = self.canonical_of[s]
+            if (rewrite := self._rewrite(text_of, canonical, self.overlap(text_of, canonical))) is not None:
+                return s, rewrite
+        return None
 
     def remove(self, record_id: str) -> None:
         """Take a record out of its story (a takedown). A canonical's place goes to the next member by the
@@ -549,7 +602,8 @@ class Book:
             return
         if self.canonical_of[story] != record_id:
             return
-        members.sort(key=lambda m: self.placements[m].rank)
+        # The next by the policy, among the copies verified by their text: a rewrite only when no other is left.
+        members.sort(key=lambda m: (self.placements[m].method is Method.REWRITE, self.placements[m].rank))
         heir = members[0]
         self.heir = heir
         self.shingles_for(members)

@@ -1,7 +1,7 @@
 """What must hold of every store's stories, checked from its tables alone: every record in a story with a
 canonical row, ``duplicate_of`` the story's canonical, links between existing records and stories, no
-member ranked before its canonical, and each member's stored overlap the one measured against the
-canonical, close enough to it."""
+member ranked before its canonical (but a rewrite, which never takes a story over), and each member's stored
+overlap the one measured against the canonical, close enough to it (a rewrite: by its score)."""
 
 from datetime import UTC
 
@@ -29,6 +29,7 @@ def problems(store, settings, check_rank=True, check_overlap=True):
                     records.c.created_at,
                     records.c.seq,
                     records.c.method,
+                    records.c.similarity,
                     records.c.source,
                 )
             )
@@ -67,7 +68,8 @@ def problems(store, settings, check_rank=True, check_overlap=True):
             if r.status != "duplicate" or r.story_id not in st or st[r.story_id] not in recs:
                 continue
             c = recs[st[r.story_id]]
-
+            if r.method == "rewrite":  # the rewrite stage's members never take a story over
+                continue
             if settings.canonical == "earliest-published" and _rank(r) < _rank(c):
                 out.append(f"{r.source} ranks before its canonical {c.source}")
     if check_overlap:
@@ -84,6 +86,8 @@ def problems(store, settings, check_rank=True, check_overlap=True):
                 cont >= settings.containment_floor
                 and min(len(a.shingles), len(b.shingles)) >= settings.min_containment_shingles
             )
+            if r.method == "rewrite":  # verified by its rewrite score (docsieve/rewrites.py), not by the floors
+                close = r.similarity is not None and r.similarity >= settings.rewrite_threshold
             if not close:
                 out.append(f"{r.source}: not close to canonical {c.source} ({j:.3f}/{cont:.3f})")
     return out
