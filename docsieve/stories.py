@@ -23,10 +23,10 @@ under the store's write lock (so concurrent workers see one history):
   canonical) joins that story by containment.
 - **Rewrites** (``Settings.rewrites``, docsieve/rewrites.py): a document the shingles place in no story
   joins the story of a candidate whose canonical holds most of its words (the rewrite score, verified
-  against the canonical like every other membership; a copy of a story's rewrite needs no shingle floor
-  with the canonical). Published first, it takes the story over only if every member would stay. A member
-  that a new canonical's shingles no longer reach stays while its rewrite score with it holds; when a
-  canonical splits as a roundup, its rewrites go with the item they rewrite.
+  against the canonical like every other membership, a copy of a story's rewrite too). Published first,
+  it takes the story over only if every member would stay. A member that a new canonical's shingles no
+  longer reach stays while its rewrite score with it holds; when a canonical splits as a roundup, its
+  rewrites go with the item they rewrite.
 - **The canonical** is chosen by ``Settings.canonical``: ``earliest-published`` (publication time, else
   arrival time) or ``first-seen``. A copy that ranks before the canonical takes its place; a member no
   longer close to it (the floor above) leaves for a story of its own, so what is said of each member
@@ -282,16 +282,15 @@ class Book:
     ) -> tuple[str, str, Overlap, float] | None:
         """The story whose canonical the record is the best rewrite of, if any: a candidate's story whose
         canonical (not a roundup) the shingles leave under the thresholds, at the floor, with the rewrite
-        score at the threshold. A copy of a member (``candidates``: the record's strong copies) needs no
-        floor with the canonical: a copy of a story's rewrite is a rewrite of its canonical too."""
-        through_member = {self.placements[c].story_id for c in candidates}
+        score at the threshold. The stories of its strong copies (``candidates``) too: a copy of a story's
+        rewrite is weighed against the story's canonical, which the index need not have named."""
         best = None
-        for story in dict.fromkeys([*(self.placements[c].story_id for c in near), *through_member]):
+        for story in dict.fromkeys(self.placements[c].story_id for c in [*near, *candidates]):
             canonical = self.canonical_of[story]
             if canonical in self.roundup:
                 continue
             o = self.overlap(record.id, canonical)
-            score = self._rewrite(record.id, canonical, o, floor=story not in through_member)
+            score = self._rewrite(record.id, canonical, o)
             if self.strong(o) or score is None:
                 continue  # a strong overlap the template weighting refused stays refused
             if best is None or score > best[3]:
@@ -312,12 +311,12 @@ class Book:
                 return False
         return True
 
-    def _rewrite(self, a: str, b: str, o: Overlap, floor: bool = True) -> float | None:
-        """The rewrite score of two texts, where it makes them copies (``floor``: only at the stage's floor of
-        shingle containment)."""
+    def _rewrite(self, a: str, b: str, o: Overlap) -> float | None:
+        """The rewrite score of two texts, where it makes them copies: at the stage's floor of shingle
+        containment (else the link would be one a reader cannot see), and at its threshold."""
         if self.rewrites is None or o.smaller < self.settings.min_containment_shingles:
             return None  # a text too short to measure containment by is too short to call a rewrite
-        if floor and o.containment < self.settings.rewrite_floor:
+        if o.containment < self.settings.rewrite_floor:
             return None
         score = self.rewrites.score(a, b)
         return score if score >= self.settings.rewrite_threshold else None
