@@ -217,18 +217,18 @@ class Pipeline:
             txn.save_stories(book, now)
             # With the rewrite stage, a text's words are counted with its shingles (docsieve/rewrites.py).
             words = {p.id: counted_words(p.fingerprint.words) for p in prepared if p.fingerprint.words is not None}
-            counted = [
-                np.concatenate([n.shingles, words[n.record.id]]) if n.record.id in words else n.shingles
-                for n in decided
-                if n.record.id in book.different and n.shingles is not None
-            ]
+            counted_texts = [n for n in decided if n.record.id in book.different and n.shingles is not None]
+            counted = [n.shingles for n in counted_texts if n.shingles is not None]
+            counted_words_of = [words[n.record.id] for n in counted_texts if n.record.id in words]
             if counted:
-                counts_seq = txn.add_shingle_counts(counted_shingles(counted))
+                counts_seq = txn.add_shingle_counts(counted_shingles(counted, counted_words_of))
             last_seq = txn.last_seq()
         # The row just written (under the lock nobody wrote one between it and the last read), if this process
         # holds the counts: else it is read with the others when they are first needed.
         if counted and self.templates.read:
             self.templates.add(np.concatenate(counted))
+            if counted_words_of:
+                self.templates.add_words(np.concatenate(counted_words_of))
             self.templates.last_seq = counts_seq
         # Only after the commit: an index never claims records that were rolled back. (A shared index
         # had the keys staged before the lock; only its sequence number moves now.)

@@ -10,10 +10,8 @@ shared name counts and a shared "said" does not. At ``rewrite_threshold`` or mor
 story with method ``rewrite`` and the score as its similarity.
 
 The document frequencies are learned as the store grows, with the template counts (docsieve/templates.py):
-each different text's word ids are counted with its shingle ids, and ``TEXT_MARK`` once, which gives the
-number of texts counted. Word ids share the counts' buckets with shingle ids: on all of saudinewsnet-dev
-42,864 of the 16M buckets hold a word of more than 3 texts, and the shingles in them (0.4% of a text's)
-weigh a little less as template boilerplate than they would.
+each different text's word ids are counted in the same rows as its shingle ids but in counters of their own,
+and ``TEXT_MARK`` once, which gives the number of texts counted.
 
 Chosen by measurement (bench/rewrites.py, docs/benchmarks.md): on the hand-labeled pairs below the shingle
 thresholds this score separated copies from the same event written apart, and from templated items on
@@ -32,11 +30,9 @@ from docsieve.fingerprint import shared_mask
 from docsieve.templates import ShingleCounts
 
 # Counted once with every text's word ids: its count is the number of texts the document frequencies are
-# taken over. Every count stops at templates.MOST (32,768), this one too, while the words' counts go on
-# growing to it: past 32,768 counted texts the weights drift with the store's size (a review measured the
-# score of a fixed pair that shares its rare words going from 0.83 at 30,000 texts to 0.93 at 1M, one that
-# differs in them from 0.83 to 0.73). The threshold was chosen on 15,000 texts; counts that do not stop
-# (wider counters, or words counted apart from shingles) are the fix, not yet made.
+# taken over. Words are counted apart from shingles, in counters that never stop (templates.WORD_BUCKET_SHIFT):
+# with counts that stopped at 32,768 (as the shingles' do), a fixed pair's score drifted with the store's size,
+# from 0.83 at 30,000 texts to 0.93 at 1M for one that shares its rare words (a review's measurement).
 TEXT_MARK = np.uint32(0)
 
 
@@ -69,8 +65,8 @@ class RewriteScores:
 
 def word_containment(shorter: np.ndarray, longer: np.ndarray, counts: ShingleCounts) -> float:
     """The IDF-weighted share of ``shorter``'s word ids that ``longer`` holds (both sorted unique)."""
-    texts = float(counts.counts(np.array([TEXT_MARK]))[0])
-    weights = np.log((texts + 1.0) / (counts.counts(shorter).astype(np.float64) + 1.0)).clip(min=0.0)
+    texts = float(counts.word_counts(np.array([TEXT_MARK]))[0])
+    weights = np.log((texts + 1.0) / (counts.word_counts(shorter).astype(np.float64) + 1.0)).clip(min=0.0)
     total = float(weights.sum())
     return float(weights[shared_mask(shorter, longer)].sum()) / total if total else 0.0
 

@@ -13,6 +13,11 @@ when the first items of a template were merged (the count does not wait for the 
 
 The counts persist in the store (``shingle_counts``: one row of shingle ids per batch, read by every
 process from where it last looked, like the candidate index), so all workers share them.
+
+With the rewrite stage on (docsieve/rewrites.py), the same rows and snapshots also carry the word ids of the
+texts counted, kept apart from the shingles' (``WORD_ROW``): the document frequencies of words, counted in
+counters of their own that never stop (the stage's weights are IDF, which a cap would make drift with the
+store's size).
 """
 
 from __future__ import annotations
@@ -51,6 +56,14 @@ BUCKET_SHIFT = 8
 # the rows after it, and the rows before it go, so neither the start nor the table grows with the store.
 SNAPSHOT_AFTER = 4_000_000
 MOST = 1 << 15  # counts stop here (the weight is 3/32768 by then); half the counters' range, see add()
+# Words' counters: 4M buckets of a word id's top 22 bits, 16 MB, made when a process first meets a word row.
+# A news archive holds a few million distinct stems, so a bucket holds a rare stem and one or two others:
+# a rare word can look a little commoner, as a shingle can in its buckets. uint32: they never stop.
+WORD_BUCKET_SHIFT = 10
+# A count row or snapshot with words: this mark, the number of shingle ids (uint32), the shingle ids, then the
+# word ids. Rows and snapshots without it (shingles alone) are those made before words were counted, or with
+# the stage off.
+WORD_ROW = b"DSW1"
 
 
 class ShingleCounts:
@@ -59,6 +72,7 @@ class ShingleCounts:
     def __init__(self, boilerplate_texts: int) -> None:
         self.boilerplate_texts = boilerplate_texts
         self._counts: np.ndarray | None = None  # not read yet (see catch_up)
+        self._words: np.ndarray | None = None  # no word counted yet
         self._rows: CountRows | None = None
         self._released = False  # the transaction of the last catch_up has ended
         self.last_seq = 0
@@ -110,10 +124,15 @@ class ShingleCounts:
             newest = rows.newest_count_snapshot()
             if (snapshot := rows.count_snapshot(after)) is not None:
                 seq, blob = snapshot
-                self._counts = np.frombuffer(zlib.decompress(blob), dtype=np.uint16).copy()
+                shingles, words = _parts(blob, row=False)
+                self._counts = np.frombuffer(zlib.decompress(shingles), dtype=np.uint16).copy()
+                self._words = None if words is None else np.frombuffer(zlib.decompress(words), dtype=np.uint32).copy()
                 self.last_seq, self.since_snapshot = seq, 0
             for seq, blob in rows.shingle_count_rows(self.last_seq):
-                self.add(np.frombuffer(blob, dtype=np.uint32))
+                shingles, words = _parts(blob)
+                self.add(np.frombuffer(shingles, dtype=np.uint32))
+                if words is not None:
+                    self.add_words(np.frombuffer(words, dtype=np.uint32))
                 self.last_seq = max(self.last_seq, seq)
             # Read before the lock (PostgreSQL), the rows can lose a race with a snapshot written meanwhile,
             # which deletes the rows it covers, some perhaps not read yet: then start again from it.
@@ -128,7 +147,10 @@ class ShingleCounts:
             self._loaded()  # a process that never weighs shingles still bounds the rows
         if self._counts is None or self.since_snapshot < SNAPSHOT_AFTER:
             return False
-        rows.save_count_snapshot(self.last_seq, zlib.compress(self._counts.tobytes(), 1))
+        blob = zlib.compress(self._counts.tobytes(), 1)
+        if self._words is not None:
+            blob = _joined(blob, zlib.compress(self._words.tobytes(), 1))
+        rows.save_count_snapshot(self.last_seq, blob)
         self.since_snapshot = 0
         return True
 
@@ -146,6 +168,21 @@ class ShingleCounts:
             held = counts[chunk]
             if int(held.max()) > MOST:
                 counts[chunk[held > MOST]] = MOST
+
+    def add_words(self, ids: np.ndarray) -> None:
+        """Count word ids (each text's once, several texts one after another)."""
+        self._loaded()
+        if self._words is None:
+            self._words = np.zeros(1 << (32 - WORD_BUCKET_SHIFT), dtype=np.uint32)
+        self.since_snapshot += len(ids)
+        np.add.at(self._words, ids >> WORD_BUCKET_SHIFT, np.uint32(1))
+
+    def word_counts(self, ids: np.ndarray) -> np.ndarray:
+        """How many counted texts hold each word id (0 for all before any word was counted)."""
+        self._loaded()
+        if self._words is None:
+            return np.zeros(len(ids), dtype=np.uint32)
+        return self._words[ids >> WORD_BUCKET_SHIFT]
 
     def counts(self, ids: np.ndarray) -> np.ndarray:
         return self._loaded()[ids >> BUCKET_SHIFT]
@@ -166,8 +203,28 @@ def weighted_overlap(a: np.ndarray, b: np.ndarray, weight_a: np.ndarray, weight_
     return (both / union if union else 0.0, both / smaller if smaller else 0.0)
 
 
-def counted_shingles(shingle_sets: Sequence[np.ndarray]) -> bytes:
-    """One ``shingle_counts`` row: the ids of the texts a batch adds, each text's ids once."""
-    if not shingle_sets:
-        return b""
-    return np.concatenate([np.asarray(s, dtype=np.uint32) for s in shingle_sets]).tobytes()
+def counted_shingles(shingle_sets: Sequence[np.ndarray], word_sets: Sequence[np.ndarray] = ()) -> bytes:
+    """One ``shingle_counts`` row: the ids of the texts a batch adds, each text's ids once; with ``word_sets``
+    (the rewrite stage's, each with its text's mark), their word ids after them (``WORD_ROW``)."""
+    shingles = np.concatenate([np.asarray(s, dtype=np.uint32) for s in shingle_sets]).tobytes() if shingle_sets else b""
+    if not word_sets:
+        return shingles
+    words = np.concatenate([np.asarray(w, dtype=np.uint32) for w in word_sets]).tobytes()
+    return _joined(shingles, words)
+
+
+def _joined(shingles: bytes, words: bytes) -> bytes:
+    return WORD_ROW + np.uint32(len(shingles)).tobytes() + shingles + words
+
+
+def _parts(blob: bytes, row: bool = True) -> tuple[bytes, bytes | None]:
+    """A row's (``row``) or snapshot's shingle part and word part (None: it has none). A snapshot of shingles
+    alone is a zlib stream, which starts with 0x78, never with WORD_ROW; a row of shingles alone starts with it
+    only if its first id is that very number (one in 4 billion), and then its length gives it away, or else
+    its ids would be read as a few words."""
+    if not blob.startswith(WORD_ROW) or len(blob) < 8:
+        return blob, None
+    size = int(np.frombuffer(blob, dtype=np.uint32, count=1, offset=4)[0])
+    if 8 + size > len(blob) or (row and (size % 4 or (len(blob) - 8 - size) % 4)):
+        return blob, None  # shingles alone after all
+    return blob[8 : 8 + size], blob[8 + size :]

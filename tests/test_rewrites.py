@@ -15,7 +15,7 @@ from docsieve.readers import read
 from docsieve.rewrites import TEXT_MARK, RewriteScores, counted_words, word_containment
 from docsieve.settings import Settings, SettingsError
 from docsieve.store import Store
-from docsieve.templates import ShingleCounts
+from docsieve.templates import MOST, WORD_ROW, ShingleCounts, _parts, counted_shingles
 from tests.story_checks import problems
 from tests.test_stories import edit, text
 from tests.test_stories import words as random_words
@@ -62,8 +62,8 @@ def test_the_score_weighs_rare_words_over_common_ones() -> None:
     common, rare = words("قال أكد أن في على من إلى"), words("الزياني المالكي مجلس التعاون")
     background = [words(f"قال أكد أن في على من إلى خبر{i} رقم{i}") for i in range(40)]
     for w in [*background, np.union1d(common, rare)]:
-        counts.add(counted_words(w))
-    assert counts.counts(np.array([TEXT_MARK]))[0] == 41
+        counts.add_words(counted_words(w))
+    assert counts.word_counts(np.array([TEXT_MARK]))[0] == 41
     mine = np.union1d(common, rare)
     assert word_containment(mine, np.union1d(common, words("شيء آخر")), counts) < 0.2
     assert word_containment(mine, np.union1d(rare, words("شيء آخر")), counts) > 0.8
@@ -231,3 +231,48 @@ def test_the_stage_settings_are_checked() -> None:
         Settings(rewrite_floor=0.6)
     with pytest.raises(SettingsError, match="REWRITE_THRESHOLD"):
         Settings(rewrite_threshold=1.5)
+
+
+def test_word_counts_never_stop_and_live_apart_from_the_shingles() -> None:
+    """Past the shingles' cap (templates.MOST) a word's count and the count of texts go on, so the weights
+    stay those of the store's real frequencies; shingle counts do not see the word ids."""
+    counts = ShingleCounts(3)
+    word = words("المملكة")
+    for _ in range(MOST + 10):
+        counts.add_words(counted_words(word))
+    assert counts.word_counts(np.array([TEXT_MARK]))[0] == MOST + 10 == counts.word_counts(word)[0]
+    assert counts.counts(word).max() == 0 and counts.counts(np.array([TEXT_MARK]))[0] == 0
+
+
+def test_a_count_row_carries_words_apart_and_old_rows_read_as_before() -> None:
+    shingles, word_ids = np.array([5, 7, 9], dtype=np.uint32), np.array([3, 0], dtype=np.uint32)
+    row = counted_shingles([shingles], [word_ids])
+    assert row.startswith(WORD_ROW)
+    assert _parts(row) == (shingles.tobytes(), word_ids.tobytes())
+    assert _parts(counted_shingles([shingles])) == (shingles.tobytes(), None)
+    # an old row whose first id happens to spell the mark, but whose length says it is no word row
+    odd = np.frombuffer(WORD_ROW, dtype=np.uint32).copy()
+    old = np.concatenate([odd, np.array([1000], dtype=np.uint32)]).tobytes()
+    assert _parts(old) == (old, None)
+
+
+def test_another_process_reads_the_word_counts_from_the_snapshot_and_the_rows(tmp_path, monkeypatch) -> None:
+    """Word counts persist in the store, through count snapshots and the rows after them, as shingle counts do:
+    a new process reads the same."""
+    import docsieve.templates as templates
+
+    monkeypatch.setattr(templates, "SNAPSHOT_AFTER", 2_000)
+    settings = Settings(store=f"sqlite:///{tmp_path / 's.db'}", batch_size=4)
+    first = Pipeline(Store(settings.store), settings)
+    first.ingest([RawDocument(source=f"d{i}", body=text(random_words(700 + i, 200))) for i in range(40)])
+    with first.store.reading() as txn:
+        snapshot = txn.count_snapshot(0)
+    assert snapshot is not None and snapshot[1].startswith(WORD_ROW)
+    second = ShingleCounts(settings.boilerplate_texts)
+    with second.bound(), first.store.writing() as txn:
+        second.catch_up(txn)
+        probe = np.unique(np.concatenate([words(text(random_words(700 + i, 200))) for i in range(40)]))
+        probe = np.append(probe, TEXT_MARK)
+        assert np.array_equal(second.word_counts(probe), first.templates.word_counts(probe))
+        assert second.word_counts(np.array([TEXT_MARK]))[0] == 40
+    first.close()
