@@ -20,6 +20,11 @@ from docsieve.settings import Settings
 # is below this (the exact binomial tail: with Chernoff's bound on it, and no test of containment itself,
 # 35% more pairs went on to have their sets compared on reused text; docs/benchmarks.md).
 RULE_OUT_BELOW = 1e-6
+# The same for reaching the rewrite stage's floor (docsieve/rewrites.py). Held to 1e-6, the floor's pairs had
+# their sets made for every candidate sharing a piece of text: on a store of 100,000 synthetic articles that
+# reuse paragraphs (bench/scale.py), a third of the ingest went to making stored texts' sets again. At 1%, a
+# pair whose containment is truly at the floor is missed once in a hundred, more often the further above.
+NEAR_RULE_OUT_BELOW = 1e-2
 
 
 def verified_pairs(
@@ -99,10 +104,15 @@ def hopeless(
     query_smaller = (query_sizes <= other_sizes)[:, None]
     smaller, larger = np.where(query_smaller, mine, theirs), np.where(query_smaller, theirs, mine)
     below = ((smaller < larger) & both).sum(axis=1)  # the smaller set's least id, not in the larger
-    containment = min(settings.containment_threshold, near_floor or 1.0)
-    unlikely_containment = (_at_most(containment)[equal + below, equal] < RULE_OUT_BELOW) | (
+    seen = equal + below
+    unlikely_containment = (_at_most(settings.containment_threshold)[seen, equal] < RULE_OUT_BELOW) | (
         np.minimum(query_sizes, other_sizes) < settings.min_containment_shingles
     )
+    if near_floor is not None and near_floor < settings.containment_threshold:
+        # The rewrite stage's pairs: a second net, so a looser cut (see NEAR_RULE_OUT_BELOW).
+        unlikely_containment &= (_at_most(near_floor)[seen, equal] < NEAR_RULE_OUT_BELOW) | (
+            np.minimum(query_sizes, other_sizes) < settings.min_containment_shingles
+        )
     return unlikely_jaccard & unlikely_containment
 
 

@@ -174,7 +174,8 @@ class ShingleCounts:
         self._loaded()
         if self._words is None:
             self._words = np.zeros(1 << (32 - WORD_BUCKET_SHIFT), dtype=np.uint32)
-        self.since_snapshot += len(ids)
+        # Not counted towards the next snapshot: they would make one due a third sooner, each compressing the
+        # words' counters too (a snapshot took 0.14 s; ten in 15,000 articles).
         np.add.at(self._words, ids >> WORD_BUCKET_SHIFT, np.uint32(1))
 
     def word_counts(self, ids: np.ndarray) -> np.ndarray:
