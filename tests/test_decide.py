@@ -71,3 +71,41 @@ def test_the_binomial_tail_table_matches_the_sums_it_stands_for() -> None:
         for n, k in ((0, 0), (1, 0), (20, 3), (64, 40), (128, 10), (128, 127), (128, 128)):
             expected = sum(comb(n, i) * p**i * (1 - p) ** (n - i) for i in range(k + 1))
             assert table[n, k] == pytest.approx(expected, rel=1e-9, abs=1e-300)
+
+
+def test_with_the_rewrite_floor_pairs_that_may_reach_it_are_kept_and_returned_beside_the_copies() -> None:
+    """With the rewrite stage's floor (0.3), verified_pairs also returns the pairs at containment 0.3 to the
+    threshold (``passes`` tells them from copies); a pair at containment 0.4 is always kept for its sets, and
+    of those at 0.125 a third are still ruled out on their minima (without the floor, two thirds)."""
+    from docsieve.decide import passes
+
+    rng = np.random.default_rng(9)
+    groups = {}
+    for share in (0.125, 0.4, 0.7):
+        pairs = []
+        for _ in range(100):
+            ids = rng.permutation(np.unique(rng.integers(0, 2**32, size=3000, dtype=np.uint64).astype(np.uint32)))
+            long, rest = np.sort(ids[:1100]), ids[1100:]
+            shared = int(400 * share)
+            pairs.append((np.unique(np.concatenate((long[:shared], rest[: 400 - shared]))), long))
+        groups[share] = pairs
+    for share, pairs in groups.items():
+        shorts, longs = [s for s, _ in pairs], [lg for _, lg in pairs]
+        ruled_out = hopeless(
+            np.array([len(s) for s in shorts]),
+            np.array([len(lg) for lg in longs]),
+            bin_minima(shorts),
+            bin_minima(longs),
+            SETTINGS,
+            near_floor=0.3,
+        )
+        found = verified_pairs(
+            shorts, bin_minima(shorts), list(range(len(shorts))), longs, list(bin_minima(longs)), SETTINGS, 0.3
+        )
+        copies = [p for p, (j, c) in found.items() if passes(j, c, len(shorts[p]), SETTINGS)]
+        if share == 0.125:
+            assert ruled_out.mean() >= 0.25 and not found
+        elif share == 0.4:
+            assert not ruled_out.any() and len(found) == 100 and not copies
+        else:
+            assert not ruled_out.any() and len(copies) == len(found) == 100
