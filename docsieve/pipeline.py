@@ -196,7 +196,7 @@ class Pipeline:
         with self.templates.bound(), self.store.writing(before_lock=before_lock) as txn:
             self.index.catch_up(txn)
             self.templates.catch_up(txn)
-            self.templates.snapshot_if_due(txn)  # every row counted, under the lock
+            self.templates.snapshot_if_due(txn, len(prepared))  # every row counted, under the lock
             late.catch_up(txn)
             known = txn.existing_ids([p.id for p in prepared] + [r.id for r in rejections])
             # Candidates to verify under the lock: the records stored since the lookup and those it named

@@ -55,6 +55,9 @@ BUCKET_SHIFT = 8
 # different articles, 16 MB of rows): a process starts from the newest snapshot (a few MB, compressed) and
 # the rows after it, and the rows before it go, so neither the start nor the table grows with the store.
 SNAPSHOT_AFTER = 4_000_000
+# Writing a snapshot reads every count and compresses them (0.5-0.7 s at 100,000 articles): the ingest of a
+# single document that found one due took 1.06 s, most of it that. Small batches leave it to larger ones.
+SMALL_BATCH = 8
 MOST = 1 << 15  # counts stop here (the weight is 3/32768 by then); half the counters' range, see add()
 # Words' counters: 4M buckets of a word id's top 22 bits, 16 MB, made when a process first meets a word row.
 # A news archive holds a few million distinct stems, so a bucket holds a rare stem and one or two others:
@@ -140,12 +143,14 @@ class ShingleCounts:
                 return
             after = 0
 
-    def snapshot_if_due(self, rows: CountRows) -> bool:
+    def snapshot_if_due(self, rows: CountRows, documents: int = SMALL_BATCH) -> bool:
         """Under the store's write lock, with every row counted: once the rows since the last snapshot hold
-        SNAPSHOT_AFTER ids, write the counts as a snapshot (the rows it covers go)."""
-        if self._counts is None and rows.counted_since_snapshot() >= SNAPSHOT_AFTER:
+        SNAPSHOT_AFTER ids, write the counts as a snapshot (the rows it covers go). A batch of fewer than
+        SMALL_BATCH ``documents`` leaves it to a larger one until the rows hold twice as many."""
+        due = SNAPSHOT_AFTER if documents >= SMALL_BATCH else 2 * SNAPSHOT_AFTER
+        if self._counts is None and rows.counted_since_snapshot() >= due:
             self._loaded()  # a process that never weighs shingles still bounds the rows
-        if self._counts is None or self.since_snapshot < SNAPSHOT_AFTER:
+        if self._counts is None or self.since_snapshot < due:
             return False
         blob = zlib.compress(self._counts.tobytes(), 1)
         if self._words is not None:

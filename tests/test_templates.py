@@ -84,17 +84,52 @@ def test_a_process_that_weighs_no_shingles_still_snapshots_the_counts(tmp_path, 
     weighed: list[int] = []
     monkeypatch.setattr(templates.ShingleCounts, "weights", lambda self, ids: weighed.append(1))
     # Shingles alone (no rewrite stage's words): the rows' sizes below are counted for them.
-    settings = Settings(store=f"sqlite:///{tmp_path / 's.db'}", batch_size=4, rewrites=False)
+    settings = Settings(store=f"sqlite:///{tmp_path / 's.db'}", batch_size=templates.SMALL_BATCH, rewrites=False)
     rng = np.random.default_rng(6)
     vocabulary = [f"w{i}" for i in range(3000)]
     pipeline = Pipeline(Store(settings.store), settings)
-    pipeline.ingest([RawDocument(source=f"d{i}", body=" ".join(rng.choice(vocabulary, 200))) for i in range(40)])
+    pipeline.ingest([RawDocument(source=f"d{i}", body=" ".join(rng.choice(vocabulary, 200))) for i in range(80)])
     with pipeline.store.reading() as txn:
         snapshot = txn.count_snapshot(0)
         rows_left = txn.conn.scalar(sa.select(sa.func.count()).select_from(shingle_counts))
     pipeline.close()
     assert not weighed and pipeline.templates.read
-    assert snapshot is not None and rows_left <= 2
+    # The snapshot's own row and the rows after it, fewer than it takes to make the next one due (1,600 ids each).
+    assert snapshot is not None and rows_left <= 3
+
+
+class _Rows:
+    """Count rows that only take snapshots."""
+
+    def __init__(self, since: int) -> None:
+        self.since, self.saved = since, 0
+
+    def counted_since_snapshot(self) -> int:
+        return self.since
+
+    def save_count_snapshot(self, seq: int, blob: bytes) -> None:
+        self.saved += 1
+
+
+def test_a_small_batch_leaves_a_due_snapshot_to_a_larger_one_until_twice_due() -> None:
+    """Writing a snapshot reads and compresses every count: the ingest of one document that found one due took a
+    second. A batch of fewer than SMALL_BATCH documents leaves it to a larger batch, until the rows hold twice
+    the ids that make one due."""
+    from docsieve.templates import SMALL_BATCH, SNAPSHOT_AFTER, ShingleCounts
+
+    for since, documents, written in (
+        (SNAPSHOT_AFTER * 3 // 2, 1, False),
+        (SNAPSHOT_AFTER * 3 // 2, SMALL_BATCH, True),
+        (SNAPSHOT_AFTER * 5 // 2, 1, True),
+        (SNAPSHOT_AFTER // 2, SMALL_BATCH, False),
+    ):
+        counts, rows = ShingleCounts(3), _Rows(since)
+        counts.catch_up(rows)  # type: ignore[arg-type]
+        counts.since_snapshot = since
+        if since >= SNAPSHOT_AFTER:  # a process holding the counts already
+            counts._counts = np.zeros(1 << (32 - 8), dtype=np.uint16)
+        assert counts.snapshot_if_due(rows, documents) is written  # type: ignore[arg-type]
+        assert rows.saved == written
 
 
 class _SnapshotRace:
