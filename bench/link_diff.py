@@ -1,6 +1,6 @@
 """What a setting changes in docsieve's links on all of saudinewsnet-dev, checked against blind labels.
 
-    .venv/bin/python bench/link_diff.py --set excerpt_word_threshold=1.0 [--labels bench/labels/excerpts.tsv]
+    .venv/bin/python bench/link_diff.py --set rewrites=off [--labels bench/labels/rewrites.tsv ...]
         [--unlabeled OUT.tsv] [--corpus ../shared/corpus]
 
 Builds two stores as bench/quality.py does (the defaults, and the defaults with the --set overrides), and

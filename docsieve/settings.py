@@ -90,9 +90,6 @@ class CoreSettings:
     rewrites: bool = True
     rewrite_threshold: float = 0.83
     rewrite_floor: float = 0.3
-    # A short item (at most half the size of the text holding it) whose shingles pass the thresholds but not
-    # the template weighting is an excerpt still when the longer text holds this much of its words.
-    excerpt_word_threshold: float = 0.87
     # Which record of a story is its canonical: the earliest published (else the earliest arrived), or
     # the first stored.
     canonical: str = "earliest-published"
@@ -146,7 +143,6 @@ class CoreSettings:
             "containment_floor",
             "rewrite_threshold",
             "rewrite_floor",
-            "excerpt_word_threshold",
         ):
             value = getattr(self, name)
             if not 0.0 < value <= 1.0:

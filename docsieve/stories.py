@@ -51,8 +51,6 @@ from docsieve.templates import NEAR_IDENTICAL, ShingleCounts, weighted_overlap
 
 # Two excerpts of a canonical whose containment in each other is below this hold different stories.
 DISJOINT = 0.15
-# An excerpt's shingles are at most this share of the text holding it (see Book._excerpt_in_words).
-EXCERPT_SHARE = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,7 +133,6 @@ class Book:
     _taken: set[str] = field(default_factory=set)
     _weights: dict[str, np.ndarray] = field(default_factory=dict)
     _free: set[str] = field(default_factory=set)  # record ids known to name no stored story
-    _by_words: set[str] = field(default_factory=set)  # the decision in hand's options admitted as excerpts by words
 
     def reserve(self, record_ids: Iterable[str]) -> None:
         """Check at once which of a batch's record ids name no stored story yet (one query a batch)."""
@@ -203,10 +200,9 @@ class Book:
             o.containment >= s.containment_threshold and o.smaller >= s.min_containment_shingles
         )
 
-    def beyond_template(self, a: str, b: str, strong: bool, excerpt: bool = True) -> bool:
+    def beyond_template(self, a: str, b: str, strong: bool) -> bool:
         """Whether two texts are still copies (``strong``: at the thresholds, else at the floor) with
-        template boilerplate counting little (docsieve/templates.py); ``excerpt``: or, strong, a short item the
-        longer text holds the words of (``_excerpt_in_words``)."""
+        template boilerplate counting little (docsieve/templates.py)."""
         if self.templates is None or self.overlap(a, b).jaccard >= NEAR_IDENTICAL:
             return True  # a near-identical text is a copy whatever its template
         for i in (a, b):
@@ -214,20 +210,7 @@ class Book:
                 self._weights[i] = self.templates.weights(self.shingles[i])
         j, c = weighted_overlap(self.shingles[a], self.shingles[b], self._weights[a], self._weights[b])
         o = replace(self.overlap(a, b), jaccard=j, containment=c)
-        if self.strong(o) if strong else self.close(o):
-            return True
-        return strong and excerpt and self._excerpt_in_words(a, b)
-
-    def _excerpt_in_words(self, a: str, b: str) -> bool:
-        """A short item whose shingles the template weighting discounts (an emir's or a court's formulae) is
-        still an excerpt of a text at least twice its size that holds its words: nearly all
-        of them, by the rewrite stage's score (``excerpt_word_threshold``, stricter than a rewrite's)."""
-        if self.rewrites is None:
-            return False
-        smaller, larger = sorted((len(self.shingles[a]), len(self.shingles[b])))
-        if smaller > larger * EXCERPT_SHARE:
-            return False
-        return self.rewrites.score(a, b) >= self.settings.excerpt_word_threshold
+        return self.strong(o) if strong else self.close(o)
 
     def _apart(self, a: str, b: str) -> bool:
         """Two excerpts of one canonical that share next to nothing: different items of a roundup, not
@@ -264,7 +247,6 @@ class Book:
         it is a strong copy of, best first; ``near``: those below the thresholds but at the rewrite stage's
         floor, for that stage."""
         options: list[tuple[str, str, Overlap, bool]] = []  # story, canonical, overlap, strong?
-        self._by_words.clear()
         for story in dict.fromkeys(self.placements[c].story_id for c in candidates):
             canonical = self.canonical_of[story]
             o = self.overlap(record.id, canonical)
@@ -272,8 +254,6 @@ class Book:
             # chain option when it stays above the floor both ways.
             if self.strong(o) and self.beyond_template(record.id, canonical, strong=True):
                 options.append((story, canonical, o, True))
-                if not self.beyond_template(record.id, canonical, strong=True, excerpt=False):
-                    self._by_words.add(story)  # a member by its words: no ground for a holds link
             elif (
                 self.close(o)
                 and self.beyond_template(record.id, canonical, strong=False)
@@ -347,8 +327,6 @@ class Book:
         story (a long text that joined one story as a copy, and carries other items too)."""
         mine = record.story_id
         for story, _, o, strong in options:
-            if story in self._by_words:
-                continue  # a roundup of templated items holds the words of a sibling it does not carry
             if strong and story != mine and not o.first_smaller and o.jaccard < self.settings.jaccard_threshold:
                 self._link(record.id, story, o.containment)
         held = {story for story, _, o, strong in options if strong}
@@ -359,7 +337,7 @@ class Book:
             o = self.overlap(record.id, c)
             if o.jaccard >= self.settings.jaccard_threshold or not self.strong(o):
                 continue
-            if not self.beyond_template(record.id, c, strong=True, excerpt=False):
+            if not self.beyond_template(record.id, c, strong=True):
                 continue
             if o.first_smaller:
                 self._link(c, mine, o.containment)

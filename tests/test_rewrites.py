@@ -276,34 +276,3 @@ def test_another_process_reads_the_word_counts_from_the_snapshot_and_the_rows(tm
         assert np.array_equal(second.word_counts(probe), first.templates.word_counts(probe))
         assert second.word_counts(np.array([TEXT_MARK]))[0] == 40
     first.close()
-
-
-@pytest.mark.parametrize("rule", [True, False])
-def test_a_short_item_of_formulae_inside_a_longer_text_is_an_excerpt_when_the_text_holds_its_words(
-    pipeline: Pipeline, settings: Settings, monkeypatch, rule: bool
-) -> None:
-    """A 60-word formula that many items share (an emir's titles, a reception's wording) and a short item made
-    of it and 15 words of its own. A longer report carries the formula and those 15 words backwards:
-    the shingles pass the thresholds but the template weighting refuses (the formula weighs little, the item's
-    own words are reordered), and the report holds every word of the item: an excerpt. Another short item on
-    the formula, with 15 other words, is refused. Without the rule (``rule`` False), both are refused."""
-    from docsieve.stories import Book
-
-    if not rule:
-        monkeypatch.setattr(Book, "_excerpt_in_words", lambda self, a, b: False)
-    background(pipeline)
-    formula = random_words(200, 60)
-    pipeline.ingest([RawDocument(source=f"t{i}", body=text(formula, random_words(210 + i, 40))) for i in range(20)])
-    own, other = random_words(230, 15), random_words(231, 15)
-    report = formula + own[::-1] + random_words(233, 200)  # its own words, none of their 3-grams
-    ingest(pipeline, ("report", report))
-    found = ingest(pipeline, ("item", formula + own), ("other", formula + other))
-    a, b = fingerprint_batch([text(formula, own), text(report)], settings)
-    assert jaccard_and_containment(a.shingles, b.shingles)[1] >= settings.containment_threshold
-
-    def linked(x: Record, y: Record) -> bool:
-        held = {s for s, _ in pipeline.store.story(y.story_id).contains}  # type: ignore[union-attr]
-        return x.story_id == y.story_id or x.story_id in held
-
-    assert linked(found["item"], found["report"]) is rule
-    assert not linked(found["other"], found["report"])
