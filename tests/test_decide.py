@@ -43,22 +43,26 @@ def test_prefilter_rules_out_a_short_text_that_shares_one_paragraph_with_a_long_
     Jaccard 0.03): its minima show the containment itself, so most such pairs are ruled out without their
     sets (an implied Jaccard, the test before, ruled out 18%); at containment 0.6 none is."""
     rng = np.random.default_rng(5)
-    low, high = [], []
-    for _ in range(200):
+    low, high = _paragraph_pairs(rng, 200, 50), _paragraph_pairs(rng, 200, 240)  # 50 or 240 of 400 in the long one
+    for pairs, least, most in ((low, 0.6, 1.0), (high, 0.0, 0.0)):
+        ruled_out = _ruled_out(pairs)
+        assert least <= ruled_out.mean() <= most, ruled_out.mean()
+
+
+def _paragraph_pairs(rng: np.random.Generator, count: int, shared: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(short, long) sets: 400 ids of which ``shared`` are in the long set of 1,100."""
+    pairs = []
+    for _ in range(count):
         ids = rng.permutation(np.unique(rng.integers(0, 2**32, size=3000, dtype=np.uint64).astype(np.uint32)))
         long, rest = np.sort(ids[:1100]), ids[1100:]
-        low.append((np.unique(np.concatenate((long[:50], rest[:350]))), long))  # 50 of 400 in the long one
-        high.append((np.unique(np.concatenate((long[:240], rest[:160]))), long))  # 240 of 400
-    for pairs, least, most in ((low, 0.6, 1.0), (high, 0.0, 0.0)):
-        shorts, longs = [s for s, _ in pairs], [lg for _, lg in pairs]
-        ruled_out = hopeless(
-            np.array([len(s) for s in shorts]),
-            np.array([len(lg) for lg in longs]),
-            bin_minima(shorts),
-            bin_minima(longs),
-            SETTINGS,
-        )
-        assert least <= ruled_out.mean() <= most, ruled_out.mean()
+        pairs.append((np.unique(np.concatenate((long[:shared], rest[: 400 - shared]))), long))
+    return pairs
+
+
+def _ruled_out(pairs: list[tuple[np.ndarray, np.ndarray]], near_floor: float | None = None) -> np.ndarray:
+    shorts, longs = [s for s, _ in pairs], [lg for _, lg in pairs]
+    sizes = np.array([len(s) for s in shorts]), np.array([len(lg) for lg in longs])
+    return hopeless(*sizes, bin_minima(shorts), bin_minima(longs), SETTINGS, near_floor)
 
 
 def test_the_binomial_tail_table_matches_the_sums_it_stands_for() -> None:
@@ -80,25 +84,10 @@ def test_with_the_rewrite_floor_pairs_that_may_reach_it_are_kept_and_returned_be
     from docsieve.decide import passes
 
     rng = np.random.default_rng(9)
-    groups = {}
     for share in (0.125, 0.4, 0.7):
-        pairs = []
-        for _ in range(100):
-            ids = rng.permutation(np.unique(rng.integers(0, 2**32, size=3000, dtype=np.uint64).astype(np.uint32)))
-            long, rest = np.sort(ids[:1100]), ids[1100:]
-            shared = int(400 * share)
-            pairs.append((np.unique(np.concatenate((long[:shared], rest[: 400 - shared]))), long))
-        groups[share] = pairs
-    for share, pairs in groups.items():
+        pairs = _paragraph_pairs(rng, 100, int(400 * share))
         shorts, longs = [s for s, _ in pairs], [lg for _, lg in pairs]
-        ruled_out = hopeless(
-            np.array([len(s) for s in shorts]),
-            np.array([len(lg) for lg in longs]),
-            bin_minima(shorts),
-            bin_minima(longs),
-            SETTINGS,
-            near_floor=0.3,
-        )
+        ruled_out = _ruled_out(pairs, near_floor=0.3)
         found = verified_pairs(
             shorts, bin_minima(shorts), list(range(len(shorts))), longs, list(bin_minima(longs)), SETTINGS, 0.3
         )
