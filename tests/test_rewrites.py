@@ -276,3 +276,42 @@ def test_another_process_reads_the_word_counts_from_the_snapshot_and_the_rows(tm
         assert np.array_equal(second.word_counts(probe), first.templates.word_counts(probe))
         assert second.word_counts(np.array([TEXT_MARK]))[0] == 40
     first.close()
+
+
+@pytest.mark.parametrize("short_first", [True, False])
+@pytest.mark.parametrize("rule", [True, False])
+def test_a_short_item_of_formulae_inside_a_longer_report_is_a_rewrite_when_the_report_holds_its_words(
+    pipeline: Pipeline, settings: Settings, rule: bool, short_first: bool
+) -> None:
+    """A 60-word formula that many items share (an emir's titles, a reception's wording), a short item made of it
+    and 15 words of its own, and a longer report carrying the formula and those 15 words backwards: the shingles
+    pass the thresholds, the template weighting refuses (the formula weighs little, the item's own 3-grams are
+    gone), and the report holds every word of the item. Whichever arrives first, the two are one story, the later
+    a rewrite; another item on the formula with 15 other words stays apart, and nothing holds anything by words.
+    With the rule off (``excerpt_word_threshold`` above 1), they are apart."""
+    if not rule:
+        pipeline = Pipeline(pipeline.store, settings.with_(excerpt_word_threshold=2.0))
+    background(pipeline)
+    formula = random_words(200, 60)
+    pipeline.ingest([RawDocument(source=f"t{i}", body=text(formula, random_words(210 + i, 40))) for i in range(20)])
+    own, other = random_words(230, 15), random_words(231, 15)
+    report = formula + own[::-1] + random_words(233, 200)  # its own words, none of their 3-grams
+    first, second = (
+        (("item", formula + own), ("report", report)) if short_first else (("report", report), ("item", formula + own))
+    )
+    ingest(pipeline, first)
+    ingest(pipeline, second)
+    found = ingest(pipeline, ("other", formula + other))
+    a, b = fingerprint_batch([text(formula, own), text(report)], settings)
+    assert jaccard_and_containment(a.shingles, b.shingles)[1] >= settings.containment_threshold
+    later = found[second[0]]
+    if rule:
+        assert later.method is Method.REWRITE and later.duplicate_of == found[first[0]].id
+        assert later.similarity >= settings.excerpt_word_threshold
+    else:
+        assert later.status is Status.CANONICAL
+    assert found["other"].story_id not in (found["item"].story_id, found["report"].story_id)
+    for name in ("item", "report", "other"):
+        story = pipeline.store.story(found[name].story_id)
+        assert story is not None and not story.contains and not story.contained_in
+    assert problems(pipeline.store, settings) == []
