@@ -90,10 +90,6 @@ class CoreSettings:
     rewrites: bool = True
     rewrite_threshold: float = 0.83
     rewrite_floor: float = 0.3
-    # A short item (at most half the size of the text holding it, either being a story's canonical) whose
-    # shingles pass the thresholds but not the template weighting is a rewrite when the longer holds this much
-    # of its words (docsieve/stories.py Book._rewritten); above 1: never.
-    excerpt_word_threshold: float = 0.87
     # Which record of a story is its canonical: the earliest published (else the earliest arrived), or
     # the first stored.
     canonical: str = "earliest-published"
@@ -154,10 +150,6 @@ class CoreSettings:
         if self.jaccard_floor > self.jaccard_threshold or self.containment_floor > self.containment_threshold:
             raise SettingsError(
                 f"{PREFIX}JACCARD_FLOOR and {PREFIX}CONTAINMENT_FLOOR must not exceed the thresholds they relax"
-            )
-        if self.excerpt_word_threshold <= 0:
-            raise SettingsError(
-                f"{PREFIX}EXCERPT_WORD_THRESHOLD must be above 0 (above 1: never), got {self.excerpt_word_threshold}"
             )
         if self.rewrite_floor > self.containment_threshold:
             raise SettingsError(

@@ -51,8 +51,6 @@ from docsieve.templates import NEAR_IDENTICAL, ShingleCounts, weighted_overlap
 
 # Two excerpts of a canonical whose containment in each other is below this hold different stories.
 DISJOINT = 0.15
-# A short item inside a text: at most this share of its shingles (see Book._short_inside).
-EXCERPT_SHARE = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -285,12 +283,7 @@ class Book:
         """The story whose canonical the record is the best rewrite of, if any: a candidate's story whose
         canonical (not a roundup) the shingles leave under the thresholds, at the floor, with the rewrite
         score at the threshold. The stories of its strong copies (``candidates``) too: a copy of a story's
-        rewrite is weighed against the story's canonical, which the index need not have named.
-
-        A strong overlap that the template weighting refused stays refused, but for a short item (at most
-        EXCERPT_SHARE of the other's shingles) inside a longer text that holds nearly every word of it
-        (``excerpt_word_threshold``), either being the canonical: an emir's or a court's formulae weigh little,
-        and a 40-word item of them carried, reworded, in a longer report is a copy all the same."""
+        rewrite is weighed against the story's canonical, which the index need not have named."""
         best = None
         for story in dict.fromkeys(self.placements[c].story_id for c in [*near, *candidates]):
             canonical = self.canonical_of[story]
@@ -298,16 +291,11 @@ class Book:
                 continue
             o = self.overlap(record.id, canonical)
             score = self._rewrite(record.id, canonical, o)
-            if score is None or (self.strong(o) and not self._short_inside(record.id, canonical, o, score)):
-                continue
+            if self.strong(o) or score is None:
+                continue  # a strong overlap the template weighting refused stays refused
             if best is None or score > best[3]:
                 best = (story, canonical, o, score)
         return best
-
-    def _short_inside(self, record: str, canonical: str, o: Overlap, score: float) -> bool:
-        """One of the two is a short item inside the other, which holds its words by the stricter threshold."""
-        larger = max(len(self.shingles[record]), len(self.shingles[canonical]))
-        return o.smaller <= larger * EXCERPT_SHARE and score >= self.settings.excerpt_word_threshold
 
     def _keeps_whole(self, heir: str, story: str) -> bool:
         """Whether every other member of the story would stay with ``heir`` as its canonical: close to it, or a
