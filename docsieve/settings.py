@@ -90,6 +90,9 @@ class CoreSettings:
     rewrites: bool = True
     rewrite_threshold: float = 0.83
     rewrite_floor: float = 0.3
+    # ... and not when, with template boilerplate weighed (docsieve/templates.py), less than this share of their
+    # shingle containment is left: what they share is a template's wording (0: no such test).
+    rewrite_template_share: float = 0.4
     # Which record of a story is its canonical: the earliest published (else the earliest arrived), or
     # the first stored.
     canonical: str = "earliest-published"
@@ -151,6 +154,8 @@ class CoreSettings:
             raise SettingsError(
                 f"{PREFIX}JACCARD_FLOOR and {PREFIX}CONTAINMENT_FLOOR must not exceed the thresholds they relax"
             )
+        if not 0 <= self.rewrite_template_share <= 1:
+            raise SettingsError(f"{PREFIX}REWRITE_TEMPLATE_SHARE must be in [0, 1], got {self.rewrite_template_share}")
         if self.rewrite_floor > self.containment_threshold:
             raise SettingsError(
                 f"{PREFIX}REWRITE_FLOOR must not exceed {PREFIX}CONTAINMENT_THRESHOLD: the rewrite stage looks at the "

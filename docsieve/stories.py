@@ -318,8 +318,22 @@ class Book:
             return None  # a text too short to measure containment by is too short to call a rewrite
         if o.containment < self.settings.rewrite_floor:
             return None
+        if self._mostly_boilerplate(a, b, o):
+            return None
         score = self.rewrites.score(a, b)
         return score if score >= self.settings.rewrite_threshold else None
+
+    def _mostly_boilerplate(self, a: str, b: str, o: Overlap) -> bool:
+        """The shingles two texts share are mostly template boilerplate: weighed as docsieve/templates.py does,
+        less than ``rewrite_template_share`` of their containment is left. Weather forecasts of different days
+        share their wording and then their words; a rewrite of one release keeps its rarer phrases."""
+        if self.templates is None or not o.containment:
+            return False
+        for i in (a, b):
+            if i not in self._weights:
+                self._weights[i] = self.templates.weights(self.shingles[i])
+        _, weighted = weighted_overlap(self.shingles[a], self.shingles[b], self._weights[a], self._weights[b])
+        return weighted < self.settings.rewrite_template_share * o.containment
 
     def _hold(self, record: Placement, options: list[tuple[str, str, Overlap, bool]], candidates: list[str]) -> None:
         """What holds what across stories: the record holds the other stories whose canonical (or a member

@@ -276,3 +276,28 @@ def test_another_process_reads_the_word_counts_from_the_snapshot_and_the_rows(tm
         assert np.array_equal(second.word_counts(probe), first.templates.word_counts(probe))
         assert second.word_counts(np.array([TEXT_MARK]))[0] == 40
     first.close()
+
+
+@pytest.mark.parametrize("share", [0.4, 0.0])
+def test_forecasts_of_different_days_are_no_rewrites_of_each_other(
+    pipeline: Pipeline, settings: Settings, share: float
+) -> None:
+    """Daily forecasts: the same 40-word opening and then 40 words drawn from the same 30 weather words in another
+    order each day. Every word of one is in the next (a word score of 1) and their shingles share the opening (the
+    stage's range), but that opening is boilerplate once the store has counted a dozen days of it (each a text of
+    its own for the counts): with the template test (``rewrite_template_share`` 0.4) no later forecast joins
+    another; without it (0) they all do."""
+    pipeline = Pipeline(pipeline.store, settings.with_(rewrite_template_share=share, batch_size=1))
+    background(pipeline)
+    opening, weather = random_words(500, 40), random_words(501, 30)
+    rng = random.Random(502)
+    days = [opening + [rng.choice(weather) for _ in range(40)] for _ in range(20)]
+    first, second = fingerprint_batch([text(days[0]), text(days[1])], settings)
+    assert settings.rewrite_floor <= jaccard_and_containment(first.shingles, second.shingles)[1] < 0.55
+    found = ingest(pipeline, *[(f"day{i}", days[i]) for i in range(20)])
+    later = [found[f"day{i}"] for i in range(14, 20)]  # the first days teach the counts the opening
+    rewrites = [r for r in later if r.method is Method.REWRITE]
+    if share:
+        assert not rewrites and all(r.status is Status.CANONICAL for r in later)
+    else:
+        assert len(rewrites) == len(later)
