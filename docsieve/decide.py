@@ -105,14 +105,11 @@ def hopeless(
     smaller, larger = np.where(query_smaller, mine, theirs), np.where(query_smaller, theirs, mine)
     below = ((smaller < larger) & both).sum(axis=1)  # the smaller set's least id, not in the larger
     seen = equal + below
-    unlikely_containment = (_at_most(settings.containment_threshold)[seen, equal] < RULE_OUT_BELOW) | (
-        np.minimum(query_sizes, other_sizes) < settings.min_containment_shingles
-    )
+    too_small = np.minimum(query_sizes, other_sizes) < settings.min_containment_shingles
+    unlikely_containment = (_at_most(settings.containment_threshold)[seen, equal] < RULE_OUT_BELOW) | too_small
     if near_floor is not None and near_floor < settings.containment_threshold:
         # The rewrite stage's pairs: a second net, so a looser cut (see NEAR_RULE_OUT_BELOW).
-        unlikely_containment &= (_at_most(near_floor)[seen, equal] < NEAR_RULE_OUT_BELOW) | (
-            np.minimum(query_sizes, other_sizes) < settings.min_containment_shingles
-        )
+        unlikely_containment &= (_at_most(near_floor)[seen, equal] < NEAR_RULE_OUT_BELOW) | too_small
     return unlikely_jaccard & unlikely_containment
 
 

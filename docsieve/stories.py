@@ -205,10 +205,7 @@ class Book:
         template boilerplate counting little (docsieve/templates.py)."""
         if self.templates is None or self.overlap(a, b).jaccard >= NEAR_IDENTICAL:
             return True  # a near-identical text is a copy whatever its template
-        for i in (a, b):
-            if i not in self._weights:
-                self._weights[i] = self.templates.weights(self.shingles[i])
-        j, c = weighted_overlap(self.shingles[a], self.shingles[b], self._weights[a], self._weights[b])
+        j, c = self._weighted(a, b, self.templates)
         o = replace(self.overlap(a, b), jaccard=j, containment=c)
         return self.strong(o) if strong else self.close(o)
 
@@ -290,9 +287,10 @@ class Book:
             if canonical in self.roundup:
                 continue
             o = self.overlap(record.id, canonical)
-            score = self._rewrite(record.id, canonical, o)
-            if self.strong(o) or score is None:
+            if self.strong(o):
                 continue  # a strong overlap the template weighting refused stays refused
+            if (score := self._rewrite(record.id, canonical, o)) is None:
+                continue
             if best is None or score > best[3]:
                 best = (story, canonical, o, score)
         return best
@@ -329,11 +327,14 @@ class Book:
         share their wording and then their words; a rewrite of one release keeps its rarer phrases."""
         if self.templates is None or not o.containment:
             return False
+        return self._weighted(a, b, self.templates)[1] < self.settings.rewrite_template_share * o.containment
+
+    def _weighted(self, a: str, b: str, templates: ShingleCounts) -> tuple[float, float]:
+        """Jaccard and containment with template boilerplate weighed (each text's weights made once)."""
         for i in (a, b):
             if i not in self._weights:
-                self._weights[i] = self.templates.weights(self.shingles[i])
-        _, weighted = weighted_overlap(self.shingles[a], self.shingles[b], self._weights[a], self._weights[b])
-        return weighted < self.settings.rewrite_template_share * o.containment
+                self._weights[i] = templates.weights(self.shingles[i])
+        return weighted_overlap(self.shingles[a], self.shingles[b], self._weights[a], self._weights[b])
 
     def _hold(self, record: Placement, options: list[tuple[str, str, Overlap, bool]], candidates: list[str]) -> None:
         """What holds what across stories: the record holds the other stories whose canonical (or a member
