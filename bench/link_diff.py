@@ -1,14 +1,14 @@
 """What a setting changes in docsieve's links on all of saudinewsnet-dev, checked against blind labels.
 
     .venv/bin/python bench/link_diff.py --set rewrites=off [--labels bench/labels/rewrites.tsv ...]
-        [--unlabeled OUT.tsv] [--corpus ../shared/corpus]
+        [--unlabeled OUT.tsv] [--list] [--corpus ../shared/corpus]
 
 Builds two stores as bench/quality.py does (the defaults, and the defaults with the --set overrides), and
 lists the pairs of records linked in one and not in the other (linked: in one story, or one holds the other's
 story; a pair named by a member and its canonical in either store). With --labels (TSV files with id_a, id_b and
 label columns, such as the blind samples of bench/labels/), counts the changed pairs by label: what the
 defaults gain over the variant (dup gained is recall, a non-dup gained a wrong link) and what they lose.
---unlabeled writes the changed pairs no label file holds, to be labeled blind.
+--unlabeled writes the changed pairs no label file holds, to be labeled blind; --list prints every changed pair.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ def main() -> int:
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", required=True)
     parser.add_argument("--labels", action="append", type=Path, default=[])
     parser.add_argument("--unlabeled", type=Path)
+    parser.add_argument("--list", action="store_true", help="print every changed pair with its label")
     args = parser.parse_args()
     base = Settings()
     overrides = {}
@@ -61,6 +62,10 @@ def main() -> int:
             f"  {name}: "
             + ", ".join(f"{k} {n}" for k, n in sorted(Counter(labels.get(p, "unlabeled") for p in pairs).items()))
         )
+    if args.list:
+        for name, pairs in (("gained", gained), ("lost", lost)):
+            for a, b in sorted(sorted(p) for p in pairs):
+                print(f"    {name}  {a}  {b}  {labels.get(frozenset((a, b)), 'unlabeled')}")
     if args.unlabeled:
         rows = [sorted(p) for p in (gained | lost) if p not in labels]
         args.unlabeled.write_text("id_a\tid_b\n" + "".join(f"{a}\t{b}\n" for a, b in rows), encoding="utf-8")

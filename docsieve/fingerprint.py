@@ -24,6 +24,7 @@ from functools import cache
 
 import numpy as np
 
+from docsieve.dates import Slots, slots, weekday_forms
 from docsieve.models import Fingerprint
 from docsieve.normalize import SPACE, NormalizedBatch, normalize_batch
 from docsieve.settings import Settings
@@ -109,8 +110,13 @@ class ShingledBatch:
     shingle_ids: np.ndarray  # uint32, documents one after another, in text order, repeats included
     shingle_bounds: np.ndarray  # int64, len = documents + 1
     signatures: np.ndarray  # uint64[documents, num_perm], values < 2**32
+    tokens: np.ndarray  # uint64 token hashes, documents one after another, in text order
+    token_bounds: np.ndarray  # int64, len = documents + 1
     word_ids: np.ndarray | None = None  # uint32 ids of the tokens' stems (``words=True``), in text order
-    word_bounds: np.ndarray | None = None  # int64, len = documents + 1
+
+    @property
+    def word_bounds(self) -> np.ndarray | None:
+        return None if self.word_ids is None else self.token_bounds
 
     def shingles(self, i: int) -> np.ndarray:
         """Sorted unique shingle ids of document i."""
@@ -126,33 +132,8 @@ def shingle_batch(texts: Sequence[str], settings: Settings, words: bool = False)
     k, n = settings.num_perm, settings.shingle_size
     const = _constants(n, k, settings.lsh_bands, settings.seed)
     norm = normalize_batch(texts)
-    codes = norm.codes
     docs = len(texts)
-
-    # Tokens: every space closes one. A token's hash is the polynomial sum(c_i * B**i) over its
-    # characters, computed for all tokens at once with weights by position in the batch, then
-    # brought back to the token's own start by the inverse power of B (B is odd, so invertible).
-    # Each token's sum runs through its closing space (the codes end with one): differences of a running
-    # sum at the spaces, wrapping modulo 2**64 like the sums themselves (quicker than np.add.reduceat).
-    spaces = np.flatnonzero(codes == SPACE)
-    token_starts = np.zeros(len(spaces), dtype=np.int64)
-    token_starts[1:] = spaces[:-1] + 1
-    word_ids = None
-    if len(spaces):
-        powers, inverses = _powers(len(codes))
-        running = np.cumsum(np.multiply(codes, powers[: len(codes)], dtype=np.uint64))
-        sums = np.diff(running[spaces], prepend=U64(0))
-        tokens = _mix(sums * inverses[token_starts])
-        if words:  # a stem's sum is the token's less the prefix's, brought back to the stem's start
-            stems = stem_starts(codes, token_starts, spaces)
-            before = np.where(stems > 0, running[np.maximum(stems - 1, 0)], U64(0))
-            word_ids = (_mix((running[spaces] - before) * inverses[stems] ^ WORD_SALT) >> U64(32)).astype(np.uint32)
-    else:
-        tokens = np.zeros(0, dtype=np.uint64)
-        word_ids = np.zeros(0, dtype=np.uint32) if words else None
-    # Tokens before each document's start: spaces before it (a running count over every character would
-    # cost far more).
-    token_bounds = np.searchsorted(spaces, norm.bounds)
+    tokens, token_bounds, word_ids = _tokens(norm, words)
     token_counts = np.diff(token_bounds)
 
     # Shingles: n consecutive tokens. Each document gets n-1 zero tokens of padding so that a window
@@ -182,7 +163,59 @@ def shingle_batch(texts: Sequence[str], settings: Settings, words: bool = False)
     shingle_bounds = np.zeros(docs + 1, dtype=np.int64)
     np.cumsum(shingle_counts, out=shingle_bounds[1:])
     ids = (hashes >> U64(32)).astype(np.uint32)
-    return ShingledBatch(norm, ids, shingle_bounds, signatures, word_ids, token_bounds if words else None)
+    return ShingledBatch(norm, ids, shingle_bounds, signatures, tokens, token_bounds, word_ids)
+
+
+def _tokens(norm: NormalizedBatch, words: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """The token hashes of a normalized batch, where each document's tokens start (len = documents + 1), and
+    with ``words`` the ids of their stems."""
+    codes = norm.codes
+    # Tokens: every space closes one. A token's hash is the polynomial sum(c_i * B**i) over its
+    # characters, computed for all tokens at once with weights by position in the batch, then
+    # brought back to the token's own start by the inverse power of B (B is odd, so invertible).
+    # Each token's sum runs through its closing space (the codes end with one): differences of a running
+    # sum at the spaces, wrapping modulo 2**64 like the sums themselves (quicker than np.add.reduceat).
+    spaces = np.flatnonzero(codes == SPACE)
+    token_starts = np.zeros(len(spaces), dtype=np.int64)
+    token_starts[1:] = spaces[:-1] + 1
+    word_ids = None
+    if len(spaces):
+        powers, inverses = _powers(len(codes))
+        running = np.cumsum(np.multiply(codes, powers[: len(codes)], dtype=np.uint64))
+        sums = np.diff(running[spaces], prepend=U64(0))
+        tokens = _mix(sums * inverses[token_starts])
+        if words:  # a stem's sum is the token's less the prefix's, brought back to the stem's start
+            stems = stem_starts(codes, token_starts, spaces)
+            before = np.where(stems > 0, running[np.maximum(stems - 1, 0)], U64(0))
+            word_ids = (_mix((running[spaces] - before) * inverses[stems] ^ WORD_SALT) >> U64(32)).astype(np.uint32)
+    else:
+        tokens = np.zeros(0, dtype=np.uint64)
+        word_ids = np.zeros(0, dtype=np.uint32) if words else None
+    # Tokens before each document's start: spaces before it (a running count over every character would
+    # cost far more).
+    return tokens, np.searchsorted(spaces, norm.bounds), word_ids
+
+
+@cache
+def _weekdays() -> dict[int, int]:
+    """The token hashes of the weekday forms (docsieve/dates.py), with their days."""
+    forms = weekday_forms()
+    tokens, _, _ = _tokens(normalize_batch([" ".join(forms)]))
+    return dict(zip(tokens.tolist(), forms.values(), strict=True))
+
+
+def day_slots(batch: ShingledBatch) -> list[Slots]:
+    """The weekday slots of each document of a batch (docsieve/dates.py)."""
+    return slots(batch.tokens, batch.token_bounds, _weekdays())
+
+
+def text_day_slots(texts: Sequence[str]) -> list[Slots]:
+    """The weekday slots of texts, as ``fingerprint_batch`` makes them: tokens alone, no shingles."""
+    found: list[Slots] = []
+    for start in range(0, len(texts), SETS_AT_ONCE):
+        tokens, bounds, _ = _tokens(normalize_batch(texts[start : start + SETS_AT_ONCE]))
+        found += slots(tokens, bounds, _weekdays())
+    return found
 
 
 WORD_SALT = U64(0x5851F42D4C957F2D)  # words' ids apart from the tokens' own hashes inside shingles
@@ -249,6 +282,7 @@ def _densify(signatures: np.ndarray, borrow_order: np.ndarray) -> None:
 def fingerprint_batch(texts: Sequence[str], settings: Settings) -> list[Fingerprint]:
     batch = shingle_batch(texts, settings, words=settings.rewrites)
     words = word_sets(batch) if settings.rewrites else None
+    days = day_slots(batch) if settings.weekday_check else None
     docs = len(texts)
     const = _constants(settings.shingle_size, settings.num_perm, settings.lsh_bands, settings.seed)
     sig = batch.signatures.reshape(docs, settings.lsh_bands, settings.lsh_rows)
@@ -284,6 +318,7 @@ def fingerprint_batch(texts: Sequence[str], settings: Settings) -> list[Fingerpr
             minima=minima[i],
             seed=settings.seed,
             words=None if words is None else words[i],
+            days=None if days is None else days[i],
         )
         for i in range(docs)
     ]

@@ -17,6 +17,7 @@ from typing import TypeVar
 
 import numpy as np
 
+from docsieve.dates import Slots
 from docsieve.decide import hopeless, passes, verified_pairs
 from docsieve.fingerprint import jaccard_and_containment
 from docsieve.index import (
@@ -373,6 +374,7 @@ class Pipeline:
             lambda ids: {i: s.shingles for i, s in self._sketches_of(txn, ids).items()},
             self.templates,
             self._rewrite_scores(txn, batch) if self.settings.rewrites else None,
+            self._day_slots(txn, batch) if self.settings.weekday_check else None,
         )
         book.shingles.update({p.id: p.fingerprint.shingles for p in batch})
         book.reserve(p.id for p in batch)
@@ -418,6 +420,15 @@ class Pipeline:
                 for found in near_of
                 for c in found
                 if c in book.placements
+            )
+        if book.days_of is not None:  # the records a dated document may be checked against, read at once
+            days = book.read_days(p.id for p in batch)
+            book.read_days(
+                other
+                for i in [i for i, p in enumerate(batch) if days[p.id]]
+                for c in copies_of[i] + near_of[i]
+                if c in book.placements
+                for other in (c, book.canonical_of[book.placements[c].story_id])
             )
         first_with_text: dict[str, str] = {}
         for i, p in enumerate(batch):
@@ -469,6 +480,17 @@ class Pipeline:
             return found | txn.word_sets(set(ids) - found.keys(), self.settings)
 
         return RewriteScores(self.templates, words_of)
+
+    @staticmethod
+    def _day_slots(txn: Transaction, batch: list[Prepared]) -> Callable[[Iterable[str]], dict[str, Slots]]:
+        """The weekday slots of records (docsieve/dates.py): the batch's from their fingerprints, stored ones' read."""
+        own = {p.id: p.fingerprint.days for p in batch if p.fingerprint.days is not None}
+
+        def slots_of(ids: Iterable[str]) -> dict[str, Slots]:
+            ids = set(ids)
+            return {i: own[i] for i in ids & own.keys()} | txn.day_slots(ids - own.keys())
+
+        return slots_of
 
     def _summaries_of(self, txn: Transaction, ids: Iterable[str]) -> dict[str, tuple[int, np.ndarray]]:
         """Shingle counts and bin minima of stored records: from this process's cache, else the store."""

@@ -93,6 +93,9 @@ class CoreSettings:
     # ... and not when, with template boilerplate weighed (docsieve/templates.py), less than this share of their
     # shingle containment is left: what they share is a template's wording (0: no such test).
     rewrite_template_share: float = 0.4
+    # Two texts that name different weekdays in the same words (docsieve/dates.py: "the ministry recorded today,
+    # Saturday" against "today, Friday") are items of a template on different days, never copies of each other.
+    weekday_check: bool = True
     # Which record of a story is its canonical: the earliest published (else the earliest arrived), or
     # the first stored.
     canonical: str = "earliest-published"

@@ -23,7 +23,16 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from docsieve.bookkeeping import Bookkeeping
-from docsieve.fingerprint import SETS_AT_ONCE, bin_minima, pack_keys, shingle_sets, stored_word_sets, unpack_keys
+from docsieve.dates import Slots
+from docsieve.fingerprint import (
+    SETS_AT_ONCE,
+    bin_minima,
+    pack_keys,
+    shingle_sets,
+    stored_word_sets,
+    text_day_slots,
+    unpack_keys,
+)
 from docsieve.index import index_time, sketch_row
 from docsieve.models import Method, Record, Sketch, Status, Story, batched
 from docsieve.rewrites import RewriteScores
@@ -207,16 +216,26 @@ class Transaction:
             found.update((i, Sketch(i, shingles, m)) for (i, shingles), m in zip(rows, minima, strict=True))
         return found
 
-    def word_sets(self, ids: Iterable[str], settings: Settings) -> dict[str, np.ndarray]:
-        """The rewrite stage's word ids of stored records (docsieve/rewrites.py), made again from their texts;
-        a record without a stored text (taken down) has none."""
-        texts: dict[str, str] = {}
+    def texts(self, ids: Iterable[str]) -> dict[str, str]:
+        """Stored records' texts; a record without one (a rejection, a takedown) has none."""
+        found: dict[str, str] = {}
         for chunk in batched(set(ids), CHUNK):
             query = sa.select(records.c.id, records.c.text).where(
                 self._among(records.c.id, chunk), records.c.text.is_not(None)
             )
-            texts.update((i, t) for i, t in self.conn.execute(query) if t)
+            found.update((i, t) for i, t in self.conn.execute(query) if t)
+        return found
+
+    def word_sets(self, ids: Iterable[str], settings: Settings) -> dict[str, np.ndarray]:
+        """The rewrite stage's word ids of stored records (docsieve/rewrites.py), made again from their texts;
+        a record without a stored text (taken down) has none."""
+        texts = self.texts(ids)
         return dict(zip(texts, stored_word_sets(list(texts.values()), settings), strict=True))
+
+    def day_slots(self, ids: Iterable[str]) -> dict[str, Slots]:
+        """The weekday slots of stored records' texts (docsieve/dates.py); a record without a text has none."""
+        texts = self.texts(ids)
+        return dict(zip(texts, text_day_slots(list(texts.values())), strict=True))
 
     def save_stories(self, book: Book, now: datetime) -> None:
         """What a batch's decisions changed besides the records it inserts: stories founded, stories whose
@@ -741,6 +760,7 @@ class Store(Bookkeeping):
                     lambda ids: {i: s.shingles for i, s in txn.sketches(ids, settings).items()},
                     # the members a new canonical is measured against keep their rewrite links as ingest would
                     rewrites=RewriteScores(counts, lambda ids: txn.word_sets(ids, settings)) if counts else None,
+                    days_of=txn.day_slots if settings.weekday_check else None,
                 )
                 book.load([record_id])
                 placed = book.placements.get(record_id)  # none for a rejected record

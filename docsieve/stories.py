@@ -19,6 +19,10 @@ under the store's write lock (so concurrent workers see one history):
   one story as a copy and carries other items says so, without being a copy of them.
 - **Templates.** Every comparison that places a document is also made with template boilerplate weighed
   (docsieve/templates.py): items on one template about different subjects stay apart.
+- **Days** (``Settings.weekday_check``, docsieve/dates.py): two texts that name different weekdays in the same
+  words ("the ministry recorded today, Saturday" against "today, Friday") are items of one template on
+  different days: no comparison that places a document calls them copies, and a new canonical keeps no
+  member whose day is not its own.
 - **Excerpts.** A short item inside a longer canonical (and a longer text that holds a story's
   canonical) joins that story by containment.
 - **Rewrites** (``Settings.rewrites``, docsieve/rewrites.py): a document the shingles place in no story
@@ -43,6 +47,7 @@ from typing import Protocol
 
 import numpy as np
 
+from docsieve.dates import Slots, disagree
 from docsieve.fingerprint import jaccard_and_containment
 from docsieve.models import Method, Status
 from docsieve.rewrites import RewriteScores
@@ -115,6 +120,7 @@ class Book:
     shingles_of: Callable[[Iterable[str]], dict[str, np.ndarray]]  # stored records' shingle sets
     templates: ShingleCounts | None = None  # template boilerplate counts; None: every shingle counts 1
     rewrites: RewriteScores | None = None  # the rewrite stage; None: shingles alone
+    days_of: Callable[[Iterable[str]], dict[str, Slots]] | None = None  # records' weekday slots; None: no check
     placements: dict[str, Placement] = field(default_factory=dict)
     canonical_of: dict[str, str] = field(default_factory=dict)
     shingles: dict[str, np.ndarray] = field(default_factory=dict)
@@ -132,6 +138,7 @@ class Book:
     _members: dict[str, list[str]] = field(default_factory=dict)  # stories whose members are loaded
     _taken: set[str] = field(default_factory=set)
     _weights: dict[str, np.ndarray] = field(default_factory=dict)
+    _days: dict[str, Slots] = field(default_factory=dict)
     _free: set[str] = field(default_factory=set)  # record ids known to name no stored story
 
     def reserve(self, record_ids: Iterable[str]) -> None:
@@ -202,12 +209,32 @@ class Book:
 
     def beyond_template(self, a: str, b: str, strong: bool) -> bool:
         """Whether two texts are still copies (``strong``: at the thresholds, else at the floor) with
-        template boilerplate counting little (docsieve/templates.py)."""
+        template boilerplate counting little (docsieve/templates.py), and naming the same days."""
+        if self.days_apart(a, b):
+            return False  # one template on different days, however much of it they share
         if self.templates is None or self.overlap(a, b).jaccard >= NEAR_IDENTICAL:
             return True  # a near-identical text is a copy whatever its template
         j, c = self._weighted(a, b, self.templates)
         o = replace(self.overlap(a, b), jaccard=j, containment=c)
         return self.strong(o) if strong else self.close(o)
+
+    def days_apart(self, a: str, b: str) -> bool:
+        """Whether two texts name different weekdays in the same words (docsieve/dates.py): items of a
+        template on different days. A text without weekdays reads nothing more."""
+        if self.days_of is None:
+            return False
+        for i in (a, b):
+            self.read_days([i])
+            if not self._days[i]:
+                return False
+        return disagree(self._days[a], self._days[b])
+
+    def read_days(self, ids: Iterable[str]) -> dict[str, Slots]:
+        """Read the weekday slots of these records at once (a batch's likely checks: one query)."""
+        if self.days_of is not None and (wanted := [i for i in dict.fromkeys(ids) if i not in self._days]):
+            found = self.days_of(wanted)
+            self._days.update((i, found.get(i, {})) for i in wanted)
+        return self._days
 
     def _apart(self, a: str, b: str) -> bool:
         """Two excerpts of one canonical that share next to nothing: different items of a roundup, not
@@ -305,7 +332,7 @@ class Book:
             if m not in self.shingles:
                 continue  # stays unmeasured (see _crown)
             o = self.overlap(heir, m)
-            if not self.close(o) and self._rewrite(heir, m, o) is None:
+            if (not self.close(o) or self.days_apart(heir, m)) and self._rewrite(heir, m, o) is None:
                 return False
         return True
 
@@ -316,7 +343,7 @@ class Book:
             return None  # a text too short to measure containment by is too short to call a rewrite
         if o.containment < self.settings.rewrite_floor:
             return None
-        if self._mostly_boilerplate(a, b, o):
+        if self._mostly_boilerplate(a, b, o) or self.days_apart(a, b):
             return None
         score = self.rewrites.score(a, b)
         return score if score >= self.settings.rewrite_threshold else None
@@ -511,7 +538,7 @@ class Book:
             if rewrite is not None:  # said as the stage found it, not as a copy at the chain floor
                 self._place(p, story, heir, o, found_exact=p.method is Method.EXACT, rewrite=rewrite)
                 self._mark(m)
-            elif self.close(o):
+            elif self.close(o) and not self.days_apart(heir, source):
                 # The old canonical with the heir's very text is an exact copy of it now.
                 same_text = p.status is Status.CANONICAL and p.content_hash == new.content_hash
                 self._place(p, story, heir, o, found_exact=p.method is Method.EXACT or same_text)
@@ -597,7 +624,9 @@ class Book:
         """The first of ``founded`` whose canonical the text is a copy of, else the first it is a rewrite of
         (with the score)."""
         for s in founded:
-            if self.strong(self.overlap(text_of, self.canonical_of[s])):
+            if self.strong(self.overlap(text_of, self.canonical_of[s])) and not self.days_apart(
+                text_of, self.canonical_of[s]
+            ):
                 return s, None
         for s in founded:
             canonical = self.canonical_of[s]

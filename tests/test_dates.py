@@ -1,0 +1,130 @@
+"""Days that disagree (docsieve/dates.py): weekday slots, and the stories of templated items of different days
+on real news (SaudiNewsNet, tests/fixtures/ar_dated_items.json: the health ministry's daily coronavirus count
+of a Sunday, a Thursday and a Friday in sabq; two execution statements of 2015-07-31 on one template, one of
+them in two alriyadh versions), both stores."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from docsieve.dates import disagree
+from docsieve.fingerprint import text_day_slots
+from docsieve.models import Method, RawDocument, Record, Status
+from docsieve.pipeline import Pipeline
+from docsieve.store import Store
+from tests.story_checks import problems
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def items() -> dict[str, RawDocument]:
+    rows = json.loads((FIXTURES / "ar_dated_items.json").read_text(encoding="utf-8"))
+    return {
+        d["source"]: RawDocument(
+            source=d["source"], body=d["body"], title=d["title"], published=d["published"], outlet=d["outlet"]
+        )
+        for d in rows
+    }
+
+
+def day_slots(text: str):
+    return text_day_slots([text])[0]
+
+
+def apart(a: str, b: str) -> bool:
+    return disagree(day_slots(a), day_slots(b))
+
+
+def test_the_same_words_around_another_weekday_disagree() -> None:
+    assert apart("أعلنت وزارة الصحة اليوم السبت تسجيل حالة", "أعلنت وزارة الصحة اليوم الجمعة تسجيل حالة")
+    # the slot after the day is enough: "this evening, Sunday, in the governorate" against "yesterday, Saturday"
+    assert apart("مراسم الزواج مساء اليوم الأحد في محافظة تربة", "أقيمت مراسم الزواج مساء أمس السبت في محافظة تربة")
+    assert apart("the ministry said on Monday that it had", "the ministry said on Tuesday that it had")
+
+
+def test_a_copy_keeps_its_day_whatever_it_calls_it() -> None:
+    """The next morning's paper says "yesterday, Thursday" where the wire said "today, Thursday"."""
+    assert not apart("قالت الشركة اليوم الخميس إن الأرباح ارتفعت", "قالت الشركة أمس الخميس إن الأرباح ارتفعت")
+    # clitics: "and on Thursday", "for Thursday"
+    assert not apart("وقال إن الاجتماع سيعقد والخميس المقبل", "وقال إن الاجتماع سيعقد الخميس المقبل")
+    assert day_slots("توقعات الطقس للخميس المقبل في الرياض") == day_slots("توقعات الطقس الخميس المقبل في الرياض")
+
+
+def test_weekdays_side_by_side_are_one_slot() -> None:
+    """ "Late on Friday/Saturday night" holds Friday: no disagreement with "on Friday"."""
+    friday = "صادق مجلس نواب الشعب التونسي الجمعة على مشروع القانون"
+    night = "صادق مجلس نواب الشعب التونسي في ساعة متأخرة من ليل الجمعة/السبت على مشروع القانون"
+    assert not apart(friday, night)
+    assert apart(friday.replace("الجمعة", "الأحد"), night)
+
+
+def test_texts_that_share_no_slot_do_not_disagree() -> None:
+    assert day_slots("لا أيام في هذا النص على الإطلاق") == {}
+    assert not apart("أعلنت الوزارة اليوم السبت تسجيل حالة", "لا أيام في هذا النص على الإطلاق")
+    # different days in different words: a story that names two days, a copy that keeps one of them
+    assert not apart("وصل الوفد يوم الأحد وغادر يوم الثلاثاء إلى القاهرة", "وغادر يوم الثلاثاء إلى القاهرة")
+
+
+def stored(pipeline: Pipeline) -> dict[str, Record]:
+    return {r.source: r for r in pipeline.store.iter_records()}
+
+
+@pytest.mark.parametrize("check", [True, False])
+def test_daily_counts_of_different_days_are_different_stories(store: Store, settings, check: bool) -> None:
+    """The ministry's count of a Sunday, a Thursday and a Friday, in the same words: three stories. Without
+    the check the Friday count (the Sunday one's very words but the day) joins the Sunday count's story."""
+    docs = items()
+    daily = [docs["snn-2015-07-26-1450"], docs["snn-2015-07-31-2126"], docs["snn-2015-07-31-2201"]]
+    pipeline = Pipeline(store, settings.with_(weekday_check=check))
+    pipeline.ingest(daily)
+    found = stored(pipeline)
+    sunday, friday = found["snn-2015-07-26-1450"], found["snn-2015-07-31-2201"]
+    if check:
+        assert len({found[d.source].story_id for d in daily}) == 3
+        assert all(r.status is Status.CANONICAL for r in found.values())
+    else:
+        assert friday.duplicate_of == sunday.id and friday.method is Method.NEAR
+
+
+def test_execution_statements_of_two_convicts_stay_apart_and_a_copy_joins(pipeline: Pipeline) -> None:
+    """Thursday's statement (a Syrian smuggler) in two alriyadh versions ("today, Thursday" and "yesterday,
+    Thursday") is one story; Friday's (a Pakistani smuggler), 0.57 Jaccard with it on the same template, is
+    another."""
+    docs = items()
+    pipeline.ingest([docs["snn-2015-07-31-1024"], docs["snn-2015-07-31-659"], docs["snn-2015-07-31-1227"]])
+    found = stored(pipeline)
+    thursday, friday, copy = (found[f"snn-2015-07-31-{i}"] for i in (1024, 659, 1227))
+    assert copy.story_id == thursday.story_id and copy.method in (Method.NEAR, Method.CONTAINMENT)
+    assert friday.story_id != thursday.story_id and friday.status is Status.CANONICAL
+    assert problems(pipeline.store, pipeline.settings) == []
+
+
+def test_a_new_canonical_keeps_no_member_of_another_day(pipeline: Pipeline) -> None:
+    """A count that names no day (X) and its copy that says Friday (F) make a story; then T, published before
+    both, the same words with Thursday, joins X and takes the story over: F, a copy of X but not of T's day,
+    leaves for a story of its own."""
+    friday = items()["snn-2015-07-31-2201"].body
+    undated = friday.replace("، اليوم الجمعة،", "")
+    assert day_slots(undated) == {} and "اليوم الجمعة" in friday
+    thursday = friday.replace("الجمعة", "الخميس")
+    pipeline.ingest(
+        [
+            RawDocument(source="X", body=undated, title="X", published="2015-07-31T12:00:00Z"),
+            RawDocument(source="F", body=friday, title="F", published="2015-07-31T13:00:00Z"),
+        ]
+    )
+    assert stored(pipeline)["F"].duplicate_of == stored(pipeline)["X"].id
+    pipeline.ingest([RawDocument(source="T", body=thursday, title="T", published="2015-07-30T09:00:00Z")])
+    found = stored(pipeline)
+    assert found["T"].status is Status.CANONICAL and found["X"].duplicate_of == found["T"].id
+    assert found["F"].story_id != found["T"].story_id and found["F"].status is Status.CANONICAL
+    assert problems(pipeline.store, pipeline.settings) == []
+
+
+@pytest.mark.parametrize("raw", ["off", "on"])
+def test_the_check_is_a_setting(raw: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from docsieve.settings import Settings
+
+    monkeypatch.setenv("DOCSIEVE_WEEKDAY_CHECK", raw)
+    assert Settings.from_env().weekday_check is (raw == "on")
