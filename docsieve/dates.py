@@ -16,8 +16,8 @@ so a slot is named by the hashes of its words.
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -30,7 +30,7 @@ _CLITICS = ("", "و", "ف", "ب", "وب", "فب")
 
 BEFORE, AFTER = 0, 1
 
-Slots = Mapping[tuple[int, int, int], frozenset[int]]  # (side, word, word) -> weekdays (0 Saturday .. 6 Friday)
+Slots = dict[tuple[int, int, int], frozenset[int]]  # (side, word, word) -> weekdays (0 Saturday .. 6 Friday)
 
 
 def weekday_forms() -> dict[str, int]:
@@ -46,29 +46,62 @@ def weekday_forms() -> dict[str, int]:
     return forms
 
 
-def slots(tokens: np.ndarray, bounds: np.ndarray, weekdays: Mapping[int, int]) -> list[Slots]:
+@dataclass(frozen=True)
+class Weekdays:
+    """The token hashes of the weekday forms (sorted) and their days, and a table of the hashes' low bits: a
+    batch's tokens are looked up there first (one gather) and only the few that pass are matched (np.isin over
+    every token cost a third of finding the slots)."""
+
+    hashes: np.ndarray  # uint64, sorted
+    days: np.ndarray  # int64, the day of each hash
+    low: np.ndarray  # bool, 1 << LOW_BITS: whether some form's hash ends in these bits
+
+    @classmethod
+    def of(cls, forms: Mapping[int, int]) -> Weekdays:
+        hashes = np.array(sorted(forms), dtype=np.uint64)
+        low = np.zeros(1 << LOW_BITS, dtype=bool)
+        low[(hashes & np.uint64(LOW_MASK)).astype(np.intp)] = True
+        return cls(hashes, np.array([forms[h] for h in hashes.tolist()], dtype=np.int64), low)
+
+
+LOW_BITS = 16
+LOW_MASK = (1 << LOW_BITS) - 1
+
+
+def slots(tokens: np.ndarray, bounds: np.ndarray, weekdays: Weekdays) -> list[Slots]:
     """The weekday slots of each document of a batch: ``tokens`` their token hashes one after another,
-    ``bounds`` where each document's start (len = documents + 1), ``weekdays`` the hashes of weekday forms."""
+    ``bounds`` where each document's tokens start (len = documents + 1)."""
     docs = len(bounds) - 1
-    found: list[defaultdict[tuple[int, int, int], set[int]]] = [defaultdict(set) for _ in range(docs)]
-    named = np.flatnonzero(np.isin(tokens, np.fromiter(weekdays, dtype=tokens.dtype, count=len(weekdays))))
+    found: list[Slots] = [{} for _ in range(docs)]
+    maybe = np.flatnonzero(weekdays.low[(tokens & np.uint64(LOW_MASK)).astype(np.intp)])
+    at = np.searchsorted(weekdays.hashes, tokens[maybe]).clip(max=len(weekdays.hashes) - 1)
+    named = maybe[weekdays.hashes[at] == tokens[maybe]]
     if not len(named):
-        return [{} for _ in range(docs)]
-    owners = (np.searchsorted(bounds, named, side="right") - 1).tolist()
-    hashes, starts, ends = tokens.tolist(), bounds[:-1].tolist(), bounds[1:].tolist()  # few: Python is quick
-    run_end = -1
-    for i, doc in zip(named.tolist(), owners, strict=True):
-        if i < run_end:
-            continue  # inside a run of weekdays already taken
-        run_end = i
-        while run_end < ends[doc] and hashes[run_end] in weekdays:
-            run_end += 1
-        days = {weekdays[h] for h in hashes[i:run_end]}
-        if i - 2 >= starts[doc]:
-            found[doc][(BEFORE, hashes[i - 2], hashes[i - 1])] |= days
-        if run_end + 2 <= ends[doc]:
-            found[doc][(AFTER, hashes[run_end], hashes[run_end + 1])] |= days
-    return [{slot: frozenset(days) for slot, days in doc.items()} for doc in found]
+        return found
+    day = weekdays.days[at[weekdays.hashes[at] == tokens[maybe]]]
+    owner = np.searchsorted(bounds, named, side="right") - 1
+    # Weekdays side by side in one document are one run, one slot's days.
+    first = np.ones(len(named), dtype=bool)
+    first[1:] = (named[1:] != named[:-1] + 1) | (owner[1:] != owner[:-1])
+    run_of = np.cumsum(first) - 1
+    start, end = named[first], named[np.r_[first[1:], True]] + 1  # a run's first token, and past its last
+    doc, doc_start, doc_end = owner[first], bounds[owner[first]], bounds[owner[first] + 1]
+    last = max(len(tokens) - 1, 0)
+    before = tokens[np.clip([start - 2, start - 1], 0, last)].tolist()
+    after = tokens[np.clip([end, end + 1], 0, last)].tolist()
+    has_before, has_after = (start - 2 >= doc_start).tolist(), (end + 2 <= doc_end).tolist()
+    days_of_run: list[set[int]] = [set() for _ in range(len(start))]
+    for r, d in zip(run_of.tolist(), day.tolist(), strict=True):
+        days_of_run[r].add(d)
+    for r, (d, days) in enumerate(zip(doc.tolist(), days_of_run, strict=True)):
+        mine, named_days = found[d], frozenset(days)
+        for slot, present in (
+            ((BEFORE, before[0][r], before[1][r]), has_before[r]),
+            ((AFTER, after[0][r], after[1][r]), has_after[r]),
+        ):
+            if present:
+                mine[slot] = mine.get(slot, frozenset()) | named_days
+    return found
 
 
 def disagree(a: Slots, b: Slots) -> bool:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -97,7 +97,7 @@ class Fingerprint:
     minima: np.ndarray = field(repr=False)  # uint32 bin minima of the shingles (fingerprint.bin_minima)
     seed: int = 1
     words: np.ndarray | None = field(default=None, repr=False)  # sorted unique uint32 stem ids (rewrites on)
-    days: Mapping[tuple[int, int, int], frozenset[int]] | None = field(default=None, repr=False)  # docsieve/dates.py
+    days: dict[tuple[int, int, int], frozenset[int]] | None = field(default=None, repr=False)  # docsieve/dates.py
 
     def minhash(self):
         """The signature as datasketch's ``LeanMinHash``. Its storage layout is the one datasketch calls

@@ -42,6 +42,9 @@ from docsieve.stories import Book, Overlap, Placement, rank_key
 from docsieve.templates import ShingleCounts, counted_shingles
 
 BATCH_SEQ = 1 << 62  # ranks a batch's documents after every stored record that arrived when they did
+# Stored records' weekday slots a process keeps (a few hundred bytes each), so that a candidate's text is read and
+# tokenized again only once (docsieve/dates.py).
+DAYS_CACHED = 100_000
 
 
 @dataclass(slots=True)
@@ -120,6 +123,7 @@ class Pipeline:
         # Shingles of the records this process stored or read, so most verifications need no store read.
         # A record's shingles never change, so an entry never goes stale; DOCSIEVE_SKETCH_CACHE_MB bounds it.
         self._sketches: dict[str, Sketch] = {}
+        self._days: dict[str, Slots] = {}  # stored records' weekday slots (docsieve/dates.py), DAYS_CACHED at most
         self._sketch_bytes = 0
 
     def ingest(
@@ -481,16 +485,26 @@ class Pipeline:
 
         return RewriteScores(self.templates, words_of)
 
-    @staticmethod
-    def _day_slots(txn: Transaction, batch: list[Prepared]) -> Callable[[Iterable[str]], dict[str, Slots]]:
-        """The weekday slots of records (docsieve/dates.py): the batch's from their fingerprints, stored ones' read."""
+    def _day_slots(self, txn: Transaction, batch: list[Prepared]) -> Callable[[Iterable[str]], dict[str, Slots]]:
+        """The weekday slots of records (docsieve/dates.py): the batch's from their fingerprints, stored ones' from
+        this process's cache, else read from their texts (a stored text never changes)."""
         own = {p.id: p.fingerprint.days for p in batch if p.fingerprint.days is not None}
+        self._remember_days(own)  # stored once the batch is
 
         def slots_of(ids: Iterable[str]) -> dict[str, Slots]:
             ids = set(ids)
-            return {i: own[i] for i in ids & own.keys()} | txn.day_slots(ids - own.keys())
+            found = {i: own[i] for i in ids & own.keys()}
+            found |= {i: self._days[i] for i in ids - found.keys() if i in self._days}
+            read = txn.day_slots(ids - found.keys()) if ids - found.keys() else {}
+            self._remember_days(read)
+            return found | read
 
         return slots_of
+
+    def _remember_days(self, slots: dict[str, Slots]) -> None:
+        if len(self._days) + len(slots) > DAYS_CACHED:  # the older half goes
+            self._days = dict(list(self._days.items())[len(self._days) // 2 :])
+        self._days.update(slots)
 
     def _summaries_of(self, txn: Transaction, ids: Iterable[str]) -> dict[str, tuple[int, np.ndarray]]:
         """Shingle counts and bin minima of stored records: from this process's cache, else the store."""

@@ -229,6 +229,11 @@ class Book:
                 return False
         return disagree(self._days[a], self._days[b])
 
+    def _read_days_against(self, one: str, others: Iterable[str]) -> None:
+        """Before many records' days are checked against one's: theirs read at once, if that one names a day."""
+        if self.days_of is not None and self.read_days([one])[one]:
+            self.read_days(others)
+
     def read_days(self, ids: Iterable[str]) -> dict[str, Slots]:
         """Read the weekday slots of these records at once (a batch's likely checks: one query)."""
         if self.days_of is not None and (wanted := [i for i in dict.fromkeys(ids) if i not in self._days]):
@@ -325,6 +330,7 @@ class Book:
     def _keeps_whole(self, heir: str, story: str) -> bool:
         """Whether every other member of the story would stay with ``heir`` as its canonical: close to it, or a
         rewrite of it."""
+        self._read_days_against(heir, self.members(story))
         for m in self.members(story):
             if m == heir:
                 continue
@@ -526,6 +532,7 @@ class Book:
         if story not in self.new_stories:
             self.changed_stories.add(story)
         founded: list[str] = []
+        self._read_days_against(heir, members)
         for m in sorted(members, key=lambda m: self.placements[m].rank):
             p = self.placements[m]
             self.shingles_for([m])

@@ -59,6 +59,22 @@ def test_weekdays_side_by_side_are_one_slot() -> None:
     assert apart(friday.replace("الجمعة", "الأحد"), night)
 
 
+def test_every_clitic_form_of_a_weekday_is_that_weekday() -> None:
+    """wa- (and), fa-, bi- (on), their pairs, and li- + al- written ll-: each the day it names."""
+    for form in ("الخميس", "والخميس", "فالخميس", "بالخميس", "وبالخميس", "فبالخميس", "للخميس", "وللخميس"):
+        assert apart(f"وقال إنه {form} المقبل سيعقد", "وقال إنه الجمعة المقبل سيعقد"), form
+        assert not apart(f"وقال إنه {form} المقبل سيعقد", "وقال إنه الخميس المقبل سيعقد"), form
+
+
+def test_slots_stop_at_a_documents_edges_in_a_batch() -> None:
+    """A weekday that opens or closes a text has no slot on that side: the words of the text before or after it
+    in a batch are no context of it."""
+    texts = ["كلمة أولى ثانية", "الجمعة بعدها كلمتان", "كلمتان قبلها الخميس", "ثم نص آخر", "الأحد"]
+    together = text_day_slots(texts)
+    assert together == [text_day_slots([t])[0] for t in texts]
+    assert [len(s) for s in together] == [0, 1, 1, 0, 0]
+
+
 def test_texts_that_share_no_slot_do_not_disagree() -> None:
     assert day_slots("لا أيام في هذا النص على الإطلاق") == {}
     assert not apart("أعلنت الوزارة اليوم السبت تسجيل حالة", "لا أيام في هذا النص على الإطلاق")
@@ -128,3 +144,69 @@ def test_the_check_is_a_setting(raw: str, monkeypatch: pytest.MonkeyPatch) -> No
 
     monkeypatch.setenv("DOCSIEVE_WEEKDAY_CHECK", raw)
     assert Settings.from_env().weekday_check is (raw == "on")
+
+
+def test_a_chain_member_is_checked_against_the_canonicals_day_too(pipeline: Pipeline) -> None:
+    """C says Friday; M, a copy of C, cut before that sentence, joins; R, a copy of M that says Thursday in C's
+    words and only at the chain floor of C, is no member: its day is not the canonical's."""
+    from tests.test_stories import edit
+    from tests.test_stories import words as random_words
+
+    base = random_words(61, 240)
+    friday, thursday = "أعلنت الوزارة اليوم الجمعة تسجيل حالات جديدة", "أعلنت الوزارة اليوم الخميس تسجيل حالات جديدة"
+    m = edit(base, 62, 0.10)
+    r = edit(m, 63, 0.10)
+    pipeline.ingest(
+        [
+            RawDocument(source="C", body=" ".join(base) + " " + friday, title="C"),
+            RawDocument(source="M", body=" ".join(m), title="M"),
+        ]
+    )
+    pipeline.ingest([RawDocument(source="R", body=" ".join(r) + " " + thursday, title="R")])
+    found = stored(pipeline)
+    assert found["M"].duplicate_of == found["C"].id
+    assert found["R"].story_id != found["C"].story_id
+    pipeline.ingest([RawDocument(source="R2", body=" ".join(r) + " " + friday, title="R2")])  # the same, on Friday
+    assert stored(pipeline)["R2"].story_id == found["C"].story_id
+    assert problems(pipeline.store, pipeline.settings) == []
+
+
+def test_a_take_over_reads_its_members_days_at_once(pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A dated record that takes over a story of many members reads their texts in one query, not one each; a
+    later batch reads none of them again."""
+    from docsieve.store import Transaction
+    from tests.test_stories import edit
+    from tests.test_stories import words as random_words
+
+    base = random_words(71, 120)
+    friday = "أعلنت الوزارة اليوم الجمعة تسجيل حالات جديدة"
+    copies = [
+        RawDocument(
+            source=f"m{i}",
+            body=" ".join(edit(base, 100 + i, 0.03)) + " " + friday,
+            title="m",
+            published=f"2015-07-31T{10 + i // 60:02d}:{i % 60:02d}:00Z",
+        )
+        for i in range(40)
+    ]
+    pipeline.ingest(copies)
+    calls: list[int] = []
+    texts = Transaction.texts
+
+    def counted(self, ids):
+        ids = list(ids)
+        if ids:  # an empty call makes no query
+            calls.append(len(ids))
+        return texts(self, ids)
+
+    monkeypatch.setattr(Transaction, "texts", counted)
+    early = RawDocument(source="early", body=" ".join(base) + " " + friday, title="e", published="2015-07-30T09:00:00Z")
+    pipeline = Pipeline(pipeline.store, pipeline.settings)  # another process: it knows no record's days yet
+    pipeline.ingest([early])
+    found = stored(pipeline)
+    assert found["early"].status is Status.CANONICAL and found["m0"].duplicate_of == found["early"].id
+    assert len(calls) <= 2, calls
+    calls.clear()
+    pipeline.ingest([RawDocument(source="late", body=" ".join(edit(base, 99, 0.03)) + " " + friday, title="l")])
+    assert stored(pipeline)["late"].duplicate_of == found["early"].id
+    assert calls == [], calls  # the candidates' and the canonical's slots are known already

@@ -59,7 +59,9 @@ def _numbered(count: int, raise_at: int | None = None, exit_at: int | None = Non
             raise ValueError(f"cannot read item {i}")
         if i == exit_at and os.getpid() != runner:
             os._exit(3)
-        yield RawDocument(f"item-{i}.txt", f"{texts[i % len(texts)]}\n\nitem {i}", author=str(os.getpid()))
+        # every third names a day: the weekday check's slots cross the pipe too
+        day = f"\n\nقالت الوزارة اليوم الخميس إن العدد {i}" if i % 3 == 0 else ""
+        yield RawDocument(f"item-{i}.txt", f"{texts[i % len(texts)]}\n\nitem {i}{day}", author=str(os.getpid()))
     yield RawDocument("marks.txt", "!!! ؟؟؟")  # rejected: the rejections come back too
 
 
@@ -96,6 +98,7 @@ def _prepared_ahead_equals_prepared_here() -> None:
     ahead_docs = [p for _, _, ps in there for p in ps]
     local_docs = [p for _, _, ps in local for p in ps]
     assert len(ahead_docs) == len(local_docs) == 45
+    assert sum(bool(p.fingerprint.days) for p in ahead_docs) >= 15  # the fixtures name days of their own too
     for a, b in zip(ahead_docs, local_docs, strict=True):
         assert a.id == b.id and replace(a.document, author=None) == replace(b.document, author=None)
         assert a.document.language in ("ar", "en")
@@ -104,6 +107,7 @@ def _prepared_ahead_equals_prepared_here() -> None:
             x, y = getattr(a.fingerprint, name), getattr(b.fingerprint, name)
             assert x.dtype == y.dtype and np.array_equal(x, y)
         assert a.keys.dtype == b.keys.dtype and np.array_equal(a.keys, b.keys) and len(a.keys) > 0
+        assert a.fingerprint.days == b.fingerprint.days and a.fingerprint.days is not None
     # The first batch and one more item are read here (to know there is more than one batch); the rest by the
     # preparing process, and none of it here.
     readers = [_reader_of(p) for p in ahead_docs]
