@@ -50,7 +50,7 @@ def weekday_forms() -> dict[str, int]:
 class Weekdays:
     """The token hashes of the weekday forms (sorted) and their days, and a table of the hashes' low bits: a
     batch's tokens are looked up there first (one gather) and only the few that pass are matched (np.isin over
-    every token cost a third of finding the slots)."""
+    every token took half the time of finding the slots)."""
 
     hashes: np.ndarray  # uint64, sorted
     days: np.ndarray  # int64, the day of each hash
