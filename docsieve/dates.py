@@ -75,10 +75,10 @@ def slots(tokens: np.ndarray, bounds: np.ndarray, weekdays: Weekdays) -> list[Sl
     found: list[Slots] = [{} for _ in range(docs)]
     maybe = np.flatnonzero(weekdays.low[(tokens & np.uint64(LOW_MASK)).astype(np.intp)])
     at = np.searchsorted(weekdays.hashes, tokens[maybe]).clip(max=len(weekdays.hashes) - 1)
-    named = maybe[weekdays.hashes[at] == tokens[maybe]]
+    matched = weekdays.hashes[at] == tokens[maybe]
+    named, day = maybe[matched], weekdays.days[at[matched]]
     if not len(named):
         return found
-    day = weekdays.days[at[weekdays.hashes[at] == tokens[maybe]]]
     owner = np.searchsorted(bounds, named, side="right") - 1
     # Weekdays side by side in one document are one run, one slot's days.
     first = np.ones(len(named), dtype=bool)

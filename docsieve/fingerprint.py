@@ -114,10 +114,6 @@ class ShingledBatch:
     token_bounds: np.ndarray  # int64, len = documents + 1
     word_ids: np.ndarray | None = None  # uint32 ids of the tokens' stems (``words=True``), in text order
 
-    @property
-    def word_bounds(self) -> np.ndarray | None:
-        return None if self.word_ids is None else self.token_bounds
-
     def shingles(self, i: int) -> np.ndarray:
         """Sorted unique shingle ids of document i."""
         ids = np.sort(self.shingle_ids[self.shingle_bounds[i] : self.shingle_bounds[i + 1]])
@@ -250,10 +246,15 @@ def stem_starts(codes: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.n
 
 def word_sets(batch: ShingledBatch) -> list[np.ndarray]:
     """Sorted unique stem ids of each document of a batch made with ``words=True``."""
-    assert batch.word_ids is not None and batch.word_bounds is not None
-    docs = len(batch.word_bounds) - 1
-    owner = np.repeat(np.arange(docs, dtype=np.uint64), np.diff(batch.word_bounds))
-    keys = np.sort((owner << U64(32)) | batch.word_ids.astype(np.uint64))
+    assert batch.word_ids is not None
+    return _word_sets(batch.word_ids, batch.token_bounds)
+
+
+def _word_sets(word_ids: np.ndarray, bounds: np.ndarray) -> list[np.ndarray]:
+    """Sorted unique stem ids of each document, its tokens' ``word_ids`` starting at ``bounds``."""
+    docs = len(bounds) - 1
+    owner = np.repeat(np.arange(docs, dtype=np.uint64), np.diff(bounds))
+    keys = np.sort((owner << U64(32)) | word_ids.astype(np.uint64))
     keys = keys[np.r_[True, keys[1:] != keys[:-1]]] if len(keys) else keys
     ids = (keys & U64(0xFFFFFFFF)).astype(np.uint32)
     bounds = np.searchsorted(keys >> U64(32), np.arange(docs + 1, dtype=np.uint64)).tolist()
@@ -340,11 +341,14 @@ def shingle_sets(texts: Sequence[str], settings: Settings) -> list[np.ndarray]:
     return sets
 
 
-def stored_word_sets(texts: Sequence[str], settings: Settings) -> list[np.ndarray]:
-    """Sorted unique stem ids of each text, as ``fingerprint_batch`` makes them with rewrites on."""
+def stored_word_sets(texts: Sequence[str]) -> list[np.ndarray]:
+    """Sorted unique stem ids of each text, as ``fingerprint_batch`` makes them with rewrites on: tokens alone,
+    no shingles or signatures."""
     sets: list[np.ndarray] = []
     for start in range(0, len(texts), SETS_AT_ONCE):
-        sets += word_sets(shingle_batch(texts[start : start + SETS_AT_ONCE], settings, words=True))
+        _, bounds, word_ids = _tokens(normalize_batch(texts[start : start + SETS_AT_ONCE]), words=True)
+        assert word_ids is not None
+        sets += _word_sets(word_ids, bounds)
     return sets
 
 

@@ -481,7 +481,7 @@ class Pipeline:
 
         def words_of(ids: Iterable[str]) -> dict[str, np.ndarray]:
             found = {i: own[i] for i in ids if i in own}
-            return found | txn.word_sets(set(ids) - found.keys(), self.settings)
+            return found | txn.word_sets(set(ids) - found.keys())
 
         return RewriteScores(self.templates, words_of)
 

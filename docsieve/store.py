@@ -226,11 +226,11 @@ class Transaction:
             found.update((i, t) for i, t in self.conn.execute(query) if t)
         return found
 
-    def word_sets(self, ids: Iterable[str], settings: Settings) -> dict[str, np.ndarray]:
+    def word_sets(self, ids: Iterable[str]) -> dict[str, np.ndarray]:
         """The rewrite stage's word ids of stored records (docsieve/rewrites.py), made again from their texts;
         a record without a stored text (taken down) has none."""
         texts = self.texts(ids)
-        return dict(zip(texts, stored_word_sets(list(texts.values()), settings), strict=True))
+        return dict(zip(texts, stored_word_sets(list(texts.values())), strict=True))
 
     def day_slots(self, ids: Iterable[str]) -> dict[str, Slots]:
         """The weekday slots of stored records' texts (docsieve/dates.py); a record without a text has none."""
@@ -759,7 +759,7 @@ class Store(Bookkeeping):
                     settings,
                     lambda ids: {i: s.shingles for i, s in txn.sketches(ids, settings).items()},
                     # the members a new canonical is measured against keep their rewrite links as ingest would
-                    rewrites=RewriteScores(counts, lambda ids: txn.word_sets(ids, settings)) if counts else None,
+                    rewrites=RewriteScores(counts, txn.word_sets) if counts else None,
                     days_of=txn.day_slots if settings.weekday_check else None,
                 )
                 book.load([record_id])

@@ -8,7 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from docsieve.fingerprint import fingerprint_batch, jaccard_and_containment, shingle_batch, word_sets
+from docsieve.fingerprint import (
+    fingerprint_batch,
+    jaccard_and_containment,
+    shingle_batch,
+    stored_word_sets,
+    word_sets,
+)
 from docsieve.models import Method, RawDocument, Record, Status
 from docsieve.pipeline import Pipeline
 from docsieve.readers import read
@@ -51,6 +57,8 @@ def test_words_are_the_same_in_a_batch_and_alone() -> None:
     together = word_sets(shingle_batch(texts, Settings(), words=True))
     for one, found in zip(texts, together, strict=True):
         assert np.array_equal(found, words(one))
+    # a stored text's words, made again from its tokens alone, are the same
+    assert all(np.array_equal(a, b) for a, b in zip(stored_word_sets(texts), together, strict=True))
     fingerprints = fingerprint_batch(texts, Settings())
     assert all(np.array_equal(f.words, w) for f, w in zip(fingerprints, together, strict=True))
     assert all(f.words is None for f in fingerprint_batch(texts, Settings(rewrites=False)))
