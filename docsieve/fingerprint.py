@@ -24,7 +24,7 @@ from functools import cache
 
 import numpy as np
 
-from docsieve.dates import Slots, Weekdays, slots, weekday_forms
+from docsieve.dates import Slots, Weekdays, slots, this_forms, weekday_forms
 from docsieve.models import Fingerprint
 from docsieve.normalize import SPACE, NormalizedBatch, normalize_batch
 from docsieve.settings import Settings
@@ -195,9 +195,10 @@ def _tokens(norm: NormalizedBatch, words: bool = False) -> tuple[np.ndarray, np.
 @cache
 def _weekdays() -> Weekdays:
     """The token hashes of the weekday forms (docsieve/dates.py), with their days."""
-    forms = weekday_forms()
-    tokens, _, _ = _tokens(normalize_batch([" ".join(forms)]))
-    return Weekdays.of(dict(zip(tokens.tolist(), forms.values(), strict=True)))
+    forms, this = weekday_forms(), this_forms()
+    tokens, _, _ = _tokens(normalize_batch([" ".join([*forms, *this])]))
+    days = dict(zip(tokens[: len(forms)].tolist(), forms.values(), strict=True))
+    return Weekdays.of(days, tokens[len(forms) :].tolist())
 
 
 def day_slots(batch: ShingledBatch) -> list[Slots]:

@@ -17,7 +17,7 @@ from typing import TypeVar
 
 import numpy as np
 
-from docsieve.dates import Slots
+from docsieve.dates import Slots, dated
 from docsieve.decide import hopeless, passes, verified_pairs
 from docsieve.fingerprint import jaccard_and_containment
 from docsieve.index import (
@@ -378,7 +378,7 @@ class Pipeline:
             lambda ids: {i: s.shingles for i, s in self._sketches_of(txn, ids).items()},
             self.templates,
             self._rewrite_scores(txn, batch) if self.settings.rewrites else None,
-            self._day_slots(txn, batch) if self.settings.weekday_check else None,
+            self._day_slots(txn, batch, published) if self.settings.weekday_check else None,
         )
         book.shingles.update({p.id: p.fingerprint.shingles for p in batch})
         book.reserve(p.id for p in batch)
@@ -485,10 +485,12 @@ class Pipeline:
 
         return RewriteScores(self.templates, words_of)
 
-    def _day_slots(self, txn: Transaction, batch: list[Prepared]) -> Callable[[Iterable[str]], dict[str, Slots]]:
+    def _day_slots(
+        self, txn: Transaction, batch: list[Prepared], published: dict[str, datetime | None]
+    ) -> Callable[[Iterable[str]], dict[str, Slots]]:
         """The weekday slots of records (docsieve/dates.py): the batch's from their fingerprints, stored ones' from
         this process's cache, else read from their texts (a stored text never changes)."""
-        own = {p.id: p.fingerprint.days for p in batch if p.fingerprint.days is not None}
+        own = {p.id: dated(p.fingerprint.days, published[p.id]) for p in batch if p.fingerprint.days is not None}
         self._remember_days(own)  # stored once the batch is
 
         def slots_of(ids: Iterable[str]) -> dict[str, Slots]:

@@ -23,7 +23,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from docsieve.bookkeeping import Bookkeeping
-from docsieve.dates import Slots
+from docsieve.dates import Slots, dated
 from docsieve.fingerprint import (
     SETS_AT_ONCE,
     bin_minima,
@@ -233,9 +233,16 @@ class Transaction:
         return dict(zip(texts, stored_word_sets(list(texts.values())), strict=True))
 
     def day_slots(self, ids: Iterable[str]) -> dict[str, Slots]:
-        """The weekday slots of stored records' texts (docsieve/dates.py); a record without a text has none."""
-        texts = self.texts(ids)
-        return dict(zip(texts, text_day_slots(list(texts.values())), strict=True))
+        """The weekday slots of stored records' texts, "this day" dated by their publication (docsieve/dates.py);
+        a record without a text has none."""
+        found: dict[str, tuple[str, datetime | None]] = {}
+        for chunk in batched(set(ids), CHUNK):
+            query = sa.select(records.c.id, records.c.text, records.c.published_at).where(
+                self._among(records.c.id, chunk), records.c.text.is_not(None)
+            )
+            found.update((i, (t, _utc(p))) for i, t, p in self.conn.execute(query) if t)
+        made = text_day_slots([t for t, _ in found.values()])
+        return {i: dated(s, p) for (i, (_, p)), s in zip(found.items(), made, strict=True)}
 
     def save_stories(self, book: Book, now: datetime) -> None:
         """What a batch's decisions changed besides the records it inserts: stories founded, stories whose

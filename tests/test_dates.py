@@ -1,14 +1,16 @@
 """Days that disagree (docsieve/dates.py): weekday slots, and the stories of templated items of different days
 on real news (SaudiNewsNet, tests/fixtures/ar_dated_items.json: the health ministry's daily coronavirus count
 of a Sunday, a Thursday and a Friday in sabq; two execution statements of 2015-07-31 on one template, one of
-them in two alriyadh versions), both stores."""
+them in two alriyadh versions; the weather service's forecasts "for this day" of 07-24 and 07-25 in sabq and
+the 07-25 one in alriyadh), both stores."""
 
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from docsieve.dates import disagree
+from docsieve.dates import TODAY, dated, disagree, weekday_of
 from docsieve.fingerprint import text_day_slots
 from docsieve.models import Method, RawDocument, Record, Status
 from docsieve.pipeline import Pipeline
@@ -210,3 +212,77 @@ def test_a_take_over_reads_its_members_days_at_once(pipeline: Pipeline, monkeypa
     pipeline.ingest([RawDocument(source="late", body=" ".join(edit(base, 99, 0.03)) + " " + friday, title="l")])
     assert stored(pipeline)["late"].duplicate_of == found["early"].id
     assert calls == [], calls  # the candidates' and the canonical's slots are known already
+
+
+WEDNESDAY, THURSDAY = datetime(2015, 7, 22, 9, tzinfo=UTC), datetime(2015, 7, 23, 9, tzinfo=UTC)
+FORECAST = "توقعت الرئاسة العامة للأرصاد وحماية البيئة في تقريرها عن حالة الطقس لهذا اليوم طقسا شديد الحرارة"
+
+
+def test_this_day_is_the_day_of_publication() -> None:
+    found = day_slots(FORECAST)
+    assert found and all(days == frozenset((TODAY,)) for days in found.values())
+    assert weekday_of(WEDNESDAY) == 4 and weekday_of(datetime(2015, 7, 25, tzinfo=UTC)) == 0  # 0 is Saturday
+    assert set(dated(found, WEDNESDAY).values()) == {frozenset((4,))}
+    assert disagree(dated(found, WEDNESDAY), dated(found, THURSDAY))
+    assert not disagree(dated(found, WEDNESDAY), dated(found, WEDNESDAY.replace(hour=20)))
+    assert dated(found, None) == {}  # no publication time: nothing to say of the day
+
+
+def test_a_weekday_named_with_this_day_is_taken_over_the_publication() -> None:
+    named = day_slots("قال المتحدث في تقريره لهذا اليوم الخميس إن الوزارة")
+    assert set(named.values()) == {frozenset((TODAY, 5))}
+    assert set(dated(named, WEDNESDAY).values()) == {frozenset((5,))}
+
+
+def test_only_for_this_day_names_the_day_of_publication() -> None:
+    """ "The National Day", "the World Day of ...", "until today", the newspaper al-Yaum; and "this day" in a quote
+    or a royal order reprinted the next day: no slot."""
+    for text in (
+        "وقال الرئيس الكيني قبيل الزيارة إلى أي حد ننتظر هذا اليوم بفارغ الصبر ونأمل",
+        "ونظرا لعزمنا على السفر خارج المملكة هذا اليوم التاسع من شهر شوال",
+        "تحتفل المملكة اليوم الوطني الخامس والثمانين في أنحاء البلاد",
+        "يصادف اليوم العالمي لمكافحة المخدرات في كل عام",
+        "وقال لصحيفة اليوم إن العمل مستمر حتى نهاية الشهر",
+    ):
+        assert day_slots(text) == {}, text
+
+
+def test_forecasts_of_consecutive_days_are_different_stories(store: Store, settings) -> None:
+    """sabq's forecasts of Friday 07-24 and Saturday 07-25 (Jaccard 0.56 on the same template) are two stories;
+    alriyadh's Saturday forecast, the same text as sabq's, shares that story (and leads it: published first)."""
+    docs = items()
+    pipeline = Pipeline(store, settings)
+    pipeline.ingest([docs["snn-2015-07-24-2053"], docs["snn-2015-07-25-1514"], docs["snn-2015-07-25-780"]])
+    found = stored(pipeline)
+    friday, saturday, copy = (found[s] for s in ("snn-2015-07-24-2053", "snn-2015-07-25-1514", "snn-2015-07-25-780"))
+    assert friday.status is Status.CANONICAL and saturday.story_id != friday.story_id
+    assert copy.story_id == saturday.story_id and saturday.duplicate_of == copy.id
+    assert problems(pipeline.store, pipeline.settings) == []
+
+
+def test_forecasts_without_publication_times_name_no_day(store: Store, settings) -> None:
+    """Undated, "this day" says nothing: the two days' forecasts are as alike as their words make them."""
+    docs = items()
+    undated = [
+        RawDocument(source=d.source, body=d.body, title=d.title, outlet=d.outlet)
+        for d in (docs["snn-2015-07-24-2053"], docs["snn-2015-07-25-1514"])
+    ]
+    pipeline = Pipeline(store, settings)
+    pipeline.ingest(undated)
+    found = stored(pipeline)
+    assert found["snn-2015-07-25-1514"].duplicate_of == found["snn-2015-07-24-2053"].id
+
+
+def test_a_stored_forecasts_day_comes_from_its_publication(store: Store, settings) -> None:
+    """The stored record's slots are made again from its text and its publication time, as the new one's are
+    from its fingerprint: the next day's forecast, ingested alone later, stays apart."""
+    docs = items()
+    Pipeline(store, settings).ingest([docs["snn-2015-07-24-2053"]])
+    pipeline = Pipeline(store, settings)  # a fresh process: nothing cached
+    pipeline.ingest([docs["snn-2015-07-25-1514"]])
+    found = stored(pipeline)
+    assert found["snn-2015-07-25-1514"].status is Status.CANONICAL
+    friday_id = found["snn-2015-07-24-2053"].id
+    with pipeline.store.writing() as txn:
+        (slots,) = txn.day_slots([friday_id]).values()
+    assert set(slots.values()) == {frozenset((6,))}  # Friday, from 2015-07-24
