@@ -16,7 +16,9 @@ so a slot is named by the hashes of its words.
 "For this day" (لهذا اليوم) names the day a text was published: the weather service's daily forecast ("the
 weather for this day: ...") names no weekday, and forecasts of consecutive days share most of their words (the
 weather holds). Such a slot is marked ``TODAY`` where it is found and ``dated`` gives it the weekday of the
-text's publication (UTC) once that is known; a text without one leaves the slot out. A weekday named in the
+text's publication once that is known: the date where it was published (``published_date``, from the
+document's own ``published`` text, for new and stored records alike: a Riyadh item of 01:30 is of that day,
+though UTC's is the one before); a text without one leaves the slot out. A weekday named in the
 same slot ("for this day, Thursday") is taken over the publication's. Only "for this day": in saudinewsnet-dev
 39 of its 42 uses are forecasts. Plain "this day" (هذا اليوم) is as often another day than the publication's:
 a quote ("we have awaited this day"), a royal order reprinted the next morning ("travelling this day"), an
@@ -29,7 +31,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date
 
 import numpy as np
 
@@ -68,12 +70,12 @@ def this_forms() -> list[str]:
     return [normalize(w) for w in _THIS]
 
 
-def weekday_of(instant: datetime) -> int:
-    """The weekday of an instant's (UTC) date, 0 Saturday .. 6 Friday."""
-    return (instant.weekday() + 2) % 7  # datetime counts from Monday
+def weekday_of(day: date) -> int:
+    """The weekday of a date, 0 Saturday .. 6 Friday."""
+    return (day.weekday() + 2) % 7  # date counts from Monday
 
 
-def dated(found: Slots, published: datetime | None) -> Slots:
+def dated(found: Slots, published: date | None) -> Slots:
     """The slots of a text published then: "this day" becomes the weekday of publication, unless the slot
     names a weekday too; with no publication time, a slot of "this day" alone is left out."""
     if not any(TODAY in days for days in found.values()):

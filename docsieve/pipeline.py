@@ -33,7 +33,7 @@ from docsieve.index import (
 )
 from docsieve.models import Method, Record, Rejection, Sketch, Status, batched
 from docsieve.prepare import Prepared, Preparing, prepare, prepare_each
-from docsieve.published import parse_published
+from docsieve.published import parse_published, published_date
 from docsieve.readers import Item
 from docsieve.rewrites import RewriteScores, counted_words
 from docsieve.settings import Settings
@@ -378,7 +378,7 @@ class Pipeline:
             lambda ids: {i: s.shingles for i, s in self._sketches_of(txn, ids).items()},
             self.templates,
             self._rewrite_scores(txn, batch) if self.settings.rewrites else None,
-            self._day_slots(txn, batch, published) if self.settings.weekday_check else None,
+            self._day_slots(txn, batch) if self.settings.weekday_check else None,
         )
         book.shingles.update({p.id: p.fingerprint.shingles for p in batch})
         book.reserve(p.id for p in batch)
@@ -485,12 +485,14 @@ class Pipeline:
 
         return RewriteScores(self.templates, words_of)
 
-    def _day_slots(
-        self, txn: Transaction, batch: list[Prepared], published: dict[str, datetime | None]
-    ) -> Callable[[Iterable[str]], dict[str, Slots]]:
+    def _day_slots(self, txn: Transaction, batch: list[Prepared]) -> Callable[[Iterable[str]], dict[str, Slots]]:
         """The weekday slots of records (docsieve/dates.py): the batch's from their fingerprints, stored ones' from
         this process's cache, else read from their texts (a stored text never changes)."""
-        own = {p.id: dated(p.fingerprint.days, published[p.id]) for p in batch if p.fingerprint.days is not None}
+        own = {
+            p.id: dated(p.fingerprint.days, published_date(p.document.published))
+            for p in batch
+            if p.fingerprint.days is not None
+        }
         self._remember_days(own)  # stored once the batch is
 
         def slots_of(ids: Iterable[str]) -> dict[str, Slots]:

@@ -9,7 +9,7 @@ text that is none of these gives None, and the document ranks by its arrival ins
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from email.utils import parsedate_to_datetime
 
 # Arabic-Indic and Persian digits, as some Arabic sites print dates.
@@ -21,6 +21,21 @@ EARLIEST_YEAR, LATEST_YEAR = 1800, 2200
 
 def parse_published(text: str | None) -> datetime | None:
     """The UTC instant ``text`` names, or None when it names none."""
+    stamp = _stamp(text)
+    if stamp is None:
+        return None
+    return stamp.replace(tzinfo=UTC) if stamp.tzinfo is None else stamp.astimezone(UTC)
+
+
+def published_date(text: str | None) -> date | None:
+    """The calendar date ``text`` names where it was written (its own offset, not UTC's): the publisher's day,
+    which "for this day" names (docsieve/dates.py); a Riyadh item of 01:30 is of that day, though UTC's is the
+    one before. None when it names no time."""
+    stamp = _stamp(text)
+    return None if stamp is None else stamp.date()
+
+
+def _stamp(text: str | None) -> datetime | None:
     if not text:
         return None
     value = text.strip().translate(_DIGITS)
@@ -29,7 +44,7 @@ def parse_published(text: str | None) -> datetime | None:
         return None
     if not EARLIEST_YEAR <= stamp.year <= LATEST_YEAR:  # before moving it to UTC: 9999-12-31 -05:00 has no UTC
         return None
-    return stamp.replace(tzinfo=UTC) if stamp.tzinfo is None else stamp.astimezone(UTC)
+    return stamp
 
 
 def _iso(value: str) -> datetime | None:

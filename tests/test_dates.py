@@ -5,12 +5,13 @@ them in two alriyadh versions; the weather service's forecasts "for this day" of
 the 07-25 one in alriyadh), both stores."""
 
 import json
-from datetime import UTC, datetime
+from datetime import date
 from pathlib import Path
 
 import pytest
 
 from docsieve.dates import TODAY, dated, disagree, weekday_of
+from docsieve.published import published_date
 from docsieve.fingerprint import text_day_slots
 from docsieve.models import Method, RawDocument, Record, Status
 from docsieve.pipeline import Pipeline
@@ -214,18 +215,36 @@ def test_a_take_over_reads_its_members_days_at_once(pipeline: Pipeline, monkeypa
     assert calls == [], calls  # the candidates' and the canonical's slots are known already
 
 
-WEDNESDAY, THURSDAY = datetime(2015, 7, 22, 9, tzinfo=UTC), datetime(2015, 7, 23, 9, tzinfo=UTC)
+WEDNESDAY, THURSDAY = date(2015, 7, 22), date(2015, 7, 23)
 FORECAST = "توقعت الرئاسة العامة للأرصاد وحماية البيئة في تقريرها عن حالة الطقس لهذا اليوم طقسا شديد الحرارة"
 
 
 def test_this_day_is_the_day_of_publication() -> None:
     found = day_slots(FORECAST)
     assert found and all(days == frozenset((TODAY,)) for days in found.values())
-    assert weekday_of(WEDNESDAY) == 4 and weekday_of(datetime(2015, 7, 25, tzinfo=UTC)) == 0  # 0 is Saturday
+    assert weekday_of(WEDNESDAY) == 4 and weekday_of(date(2015, 7, 25)) == 0  # 0 is Saturday
     assert set(dated(found, WEDNESDAY).values()) == {frozenset((4,))}
     assert disagree(dated(found, WEDNESDAY), dated(found, THURSDAY))
-    assert not disagree(dated(found, WEDNESDAY), dated(found, WEDNESDAY.replace(hour=20)))
+    assert not disagree(dated(found, WEDNESDAY), dated(found, date(2015, 7, 22)))
     assert dated(found, None) == {}  # no publication time: nothing to say of the day
+
+
+def test_the_day_of_publication_is_the_publishers_own() -> None:
+    """Read from the ``published`` text where it was written: 01:30 in Riyadh is that day, though in UTC it is the
+    day before; a time without a zone is that day; epoch seconds are UTC's."""
+    assert published_date("2015-07-25T01:30:00+03:00") == date(2015, 7, 25)
+    assert published_date("2015-07-25 01:30:00") == date(2015, 7, 25)
+    assert published_date("Sat, 25 Jul 2015 01:30:00 +0300") == date(2015, 7, 25)
+    assert published_date("1437780600") == date(2015, 7, 24)  # 2015-07-24 23:30 UTC
+    assert published_date("not a date") is None and published_date(None) is None
+
+
+def test_for_this_day_across_documents_of_a_batch_is_no_slot() -> None:
+    """ "لهذا" closing one text and "اليوم" opening the next are no "for this day"."""
+    texts = ["تقرير عن حالة الطقس لهذا", "اليوم طقسا شديد الحرارة على شرق المملكة", FORECAST]
+    together = text_day_slots(texts)
+    assert together == [text_day_slots([t])[0] for t in texts]
+    assert together[0] == {} and together[1] == {} and together[2]
 
 
 def test_a_weekday_named_with_this_day_is_taken_over_the_publication() -> None:
@@ -260,17 +279,35 @@ def test_forecasts_of_consecutive_days_are_different_stories(store: Store, setti
     assert problems(pipeline.store, pipeline.settings) == []
 
 
-def test_forecasts_without_publication_times_name_no_day(store: Store, settings) -> None:
-    """Undated, "this day" says nothing: the two days' forecasts are as alike as their words make them."""
+def test_a_forecast_without_a_publication_time_names_no_day(store: Store, settings) -> None:
+    """Undated, "for this day" says nothing: Saturday's forecast with no publication time is as alike to Friday's
+    (dated) as their words make them, a copy."""
     docs = items()
-    undated = [
-        RawDocument(source=d.source, body=d.body, title=d.title, outlet=d.outlet)
-        for d in (docs["snn-2015-07-24-2053"], docs["snn-2015-07-25-1514"])
-    ]
+    friday, saturday = docs["snn-2015-07-24-2053"], docs["snn-2015-07-25-1514"]
+    undated = RawDocument(source=saturday.source, body=saturday.body, title=saturday.title, outlet=saturday.outlet)
     pipeline = Pipeline(store, settings)
-    pipeline.ingest(undated)
+    pipeline.ingest([friday, undated])
     found = stored(pipeline)
-    assert found["snn-2015-07-25-1514"].duplicate_of == found["snn-2015-07-24-2053"].id
+    assert found[saturday.source].duplicate_of == found[friday.source].id
+
+
+def test_a_forecast_published_after_local_midnight_is_of_that_day(store: Store, settings) -> None:
+    """Saturday's forecast published at 01:30 Riyadh time (Friday 22:30 UTC) is Saturday's, apart from Friday's,
+    in one process and when the stored Friday forecast is read again by another."""
+    docs = items()
+    friday, saturday = docs["snn-2015-07-24-2053"], docs["snn-2015-07-25-1514"]
+    early = RawDocument(
+        source=saturday.source, body=saturday.body, title=saturday.title, published="2015-07-25T01:30:00+03:00"
+    )
+    late_friday = RawDocument(
+        source=friday.source, body=friday.body, title=friday.title, published="2015-07-24T23:30:00+03:00"
+    )
+    Pipeline(store, settings).ingest([late_friday])
+    pipeline = Pipeline(store, settings)  # a fresh process: Friday's slots read from the store
+    pipeline.ingest([early])
+    found = stored(pipeline)
+    assert found[saturday.source].status is Status.CANONICAL
+    assert found[saturday.source].story_id != found[friday.source].story_id
 
 
 def test_a_stored_forecasts_day_comes_from_its_publication(store: Store, settings) -> None:
