@@ -1,6 +1,7 @@
 """The deployment's ceiling: how long each document holds the store's write lock, and what that allows.
 
     .venv/bin/python bench/lock.py [--corpus DIR] [--docs 5000] [--single 300] [--processes 1,2,4,8]
+    .venv/bin/python bench/lock.py --phases [--docs 5000]
 
 Every decider takes one lock to decide and write a batch (an advisory lock on PostgreSQL, BEGIN IMMEDIATE
 on SQLite): whatever the number of workers, documents cannot be decided faster than one lock hold after
@@ -58,6 +59,55 @@ def worker(settings: Settings, docs: list[RawDocument], start, results) -> None:
     pipeline.close()
 
 
+# What --phases times: the parts of a batch's hold (and, for comparison, the lookup and staging before it).
+PHASES = {
+    "Pipeline._decide": "deciding (story rules, the records stored since the lookup)",
+    "Transaction.insert": "placing the staged records (one UPDATE), writing the rejected",
+    "Transaction.add_shingle_counts": "the template counts' row",
+    "Transaction.save_stories": "stories and links",
+    "Transaction.existing_ids": "which ids are stored (before and under the lock)",
+    "SegmentIndex.catch_up": "catching up with the records stored since (before and under the lock)",
+    "Transaction.stage": "staging the batch's records (before the lock)",
+}
+
+
+def phases(settings: Settings, docs: list[RawDocument]) -> dict[str, float]:
+    """Seconds spent in each of PHASES while one process ingests the documents (wrapped methods, in process)."""
+    import functools
+
+    import docsieve.index
+    import docsieve.pipeline
+    import docsieve.store
+
+    owners = {
+        "Pipeline": docsieve.pipeline.Pipeline,
+        "Transaction": docsieve.store.Transaction,
+        "SegmentIndex": docsieve.index.SegmentIndex,
+    }
+    spent = dict.fromkeys(PHASES, 0.0)
+    originals = []
+    for name in PHASES:
+        owner, method = name.split(".")
+        cls = owners[owner]
+        original = getattr(cls, method)
+
+        def timed(*args, __f=original, __name=name, **kwargs):
+            started = time.perf_counter()
+            try:
+                return __f(*args, **kwargs)
+            finally:
+                spent[__name] += time.perf_counter() - started
+
+        setattr(cls, method, functools.wraps(original)(timed))
+        originals.append((cls, method, original))
+    try:
+        _, lock, _ = held(settings, docs)
+    finally:
+        for cls, method, original in originals:
+            setattr(cls, method, original)
+    return {"lock held (all of it)": lock, **spent}
+
+
 def together(settings: Settings, docs: list[RawDocument], processes: int) -> tuple[float, float]:
     """(documents a second from the first start to the last end, lock seconds a document) of ``processes``
     processes ingesting their shares of the documents at once."""
@@ -82,9 +132,23 @@ def main() -> int:
     parser.add_argument("--docs", type=int, default=5000)
     parser.add_argument("--single", type=int, default=300, help="documents ingested one a batch")
     parser.add_argument("--processes", default="1,2,4,8")
+    parser.add_argument(
+        "--phases", action="store_true", help="only: where one process's hold goes (PostgreSQL, batches of 512)"
+    )
     args = parser.parse_args()
     articles = load_articles(folder_or_exit(args.corpus), args.docs)
     docs = documents(articles)
+    if args.phases:
+        with redis_server() as redis_url, postgres_server() as server, postgres_database(server, "docsieve_lock") as pg:
+            prefix = f"docsieve-lock-{uuid.uuid4().hex[:8]}"
+            settle()
+            spent = phases(Settings(store=pg, index_url=redis_url, queue_prefix=prefix, batch_size=512), docs)
+            remove_keys(redis_url, prefix)
+        print(f"{len(docs):,} SaudiNewsNet articles, one process, PostgreSQL + Redis, batches of 512; {machine()}")
+        print("\n| part | µs a document | what |\n| --- | ---: | --- |")
+        for name, seconds in spent.items():
+            print(f"| {name} | {seconds / len(docs) * 1e6:.1f} | {PHASES.get(name, '')} |")
+        return 0
     counts = [int(n) for n in args.processes.split(",")]
     print(f"{len(docs):,} SaudiNewsNet articles; {machine()}", flush=True)
     rows = []

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from docsieve.dates import TODAY, dated, disagree, weekday_of
-from docsieve.published import published_date
 from docsieve.fingerprint import text_day_slots
 from docsieve.models import Method, RawDocument, Record, Status
 from docsieve.pipeline import Pipeline
+from docsieve.published import published_date
 from docsieve.store import Store
 from tests.story_checks import problems
 
