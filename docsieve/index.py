@@ -374,12 +374,23 @@ class Horizon:
 
 
 def _merged(older: _Segment, newer: _Segment, horizon: Horizon | None) -> _Segment:
-    """One segment of both, without the records past the ``horizon``. Both are sorted, so the stable sort
-    finds two runs and merges them (linear, not a full sort)."""
-    keys = np.concatenate((older.keys, newer.keys))
-    owners = np.concatenate((older.owners, newer.owners + np.int32(len(older.ids))))
-    order = np.argsort(keys, kind="stable")
-    keys, owners = keys[order], owners[order]
+    """One segment of both, without the records past the ``horizon``. Both are sorted: a newer key's place is
+    its index plus the older keys at or below it (equal keys keep the older first), the older keys take the
+    places left, and each array is written once where it goes. Concatenating both and sorting the result held
+    three arrays of every posting at once (the peak of a 50,000-article ingest into a 100,000-record store
+    was such a merge: 360 of 930 MB, docs/benchmarks.md); this holds the result and the newer's places."""
+    size = len(older.keys) + len(newer.keys)
+    placed = np.searchsorted(older.keys, newer.keys, side="right")
+    placed += np.arange(len(newer.keys), dtype=placed.dtype)
+    newer_at = np.zeros(size, dtype=bool)
+    newer_at[placed] = True
+    keys = np.empty(size, dtype=np.int64)
+    keys[placed] = newer.keys
+    keys[~newer_at] = older.keys
+    owners = np.empty(size, dtype=np.int32)
+    owners[placed] = newer.owners + np.int32(len(older.ids))
+    owners[~newer_at] = older.owners
+    del placed, newer_at
     ids, times = np.concatenate((older.ids, newer.ids)), np.concatenate((older.times, newer.times))
     arrived = np.concatenate((older.arrived, newer.arrived))
     sketches = np.concatenate((older.sketches, newer.sketches))
@@ -653,8 +664,7 @@ class SegmentIndex:
             )
             if ours and (flush or sum(len(s.keys) for s in self._held) >= HOLD_POSTINGS):
                 for segment in self._held:
-                    self._write(segment)
-                    self._segments = self._merged_list([*self._segments, segment], persist=True)
+                    self._segments = self._merged_list([*self._segments, self._written(segment)], persist=True)
                 self._persisted_seq, self._persisted_id = newest, store.id_at(newest)
                 self._forget_held()
                 wrote = True
@@ -662,8 +672,7 @@ class SegmentIndex:
                 self._forget_held()
                 for rows in chunked_rows(store.index_rows(self._persisted_seq), MERGE_UP_TO):
                     segment = _segment(rows.ids, rows.keys, rows.times, rows.arrived, rows.last_seq)
-                    self._write(segment)
-                    self._segments = self._merged_list([*self._segments, segment], persist=True)
+                    self._segments = self._merged_list([*self._segments, self._written(segment)], persist=True)
                     self._persisted_seq, self._persisted_id = rows.last_seq, rows.ids[-1]
                     wrote = True
             if wrote or self._horizon_passed():
@@ -688,7 +697,7 @@ class SegmentIndex:
                 break
             merged = _merged(older, newer, horizon)
             if persist:
-                self._write(merged)
+                merged = self._written(merged)
             segments = [*segments[:-2], merged]
             self._remove_files([older, newer])
         return segments
@@ -703,7 +712,10 @@ class SegmentIndex:
         assert self.directory is not None
         return self.directory / f"{name}.{part}"
 
-    def _write(self, segment: _Segment) -> None:
+    def _written(self, segment: _Segment) -> _Segment:
+        """The segment written to its files, and mapped from them as a segment another process opens: kept in
+        memory instead, every segment a long ingest merged stayed there, and the process grew with the index
+        (the merges of a 50,000-article ingest into a 100,000-record store held 290 MB; docs/benchmarks.md)."""
         segment.name = f"s{segment.last_seq:012d}-{uuid.uuid4().hex[:8]}"
         segment.fence = np.array(segment.keys[::FENCE])
         for part in PARTS:
@@ -711,6 +723,7 @@ class SegmentIndex:
             with open(f"{path}.tmp", "wb") as out:
                 np.asarray(getattr(segment, part)).tofile(out)
             os.replace(f"{path}.tmp", path)
+        return self._open(segment.describe())
 
     def _remove_files(self, segments: Iterable[_Segment]) -> None:
         """Another process may still read them: on POSIX its mapping outlives the name."""

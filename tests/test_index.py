@@ -284,3 +284,64 @@ def test_a_process_reads_segments_another_merged_away_since_it_opened_them(tmp_p
     writer.flush(rows)  # equal segments merge: the reader's files are deleted
     assert not (tmp_path / "index" / f"{reader._segments[0].name}.keys").exists()
     assert reader.candidates([np.array([1])], 5) == [first]  # read through the mapping it still holds
+
+
+def test_merging_two_segments_is_the_stable_sort_of_both() -> None:
+    """The linear merge (places by search, each array written once) gives what concatenating both segments
+    and sorting them stably gives: equal keys keep the older segment's postings first, each in its own order;
+    keys shared within and across segments, empty segments and one-sided runs included."""
+    from docsieve.index import _merged, _segment
+
+    rng = np.random.default_rng(5)
+    for trial in range(60):
+        made = []
+        for start in (0, 1000):
+            records = int(rng.integers(0, 30))
+            keys = [rng.integers(0, 40 if trial % 2 else 10**6, size=int(rng.integers(0, 12))) for _ in range(records)]
+            ids = [f"r{start + i}" for i in range(records)]
+            made.append(_segment(ids, [k.astype(np.int64) for k in keys], [1] * records, [1] * records, start))
+        older, newer = made
+        merged = _merged(older, newer, None)
+        keys = np.concatenate((older.keys, newer.keys))
+        owners = np.concatenate((older.owners, newer.owners + np.int32(len(older.ids))))
+        order = np.argsort(keys, kind="stable")
+        assert merged.keys.dtype == np.int64 and merged.owners.dtype == np.int32
+        assert np.array_equal(merged.keys, keys[order]) and np.array_equal(merged.owners, owners[order]), trial
+        assert list(merged.ids) == [*older.ids, *newer.ids]
+
+
+def _on_file(array: np.ndarray) -> bool:
+    """Whether an array reads a mapped file (not the process's own memory)."""
+    import mmap
+
+    base = array
+    while isinstance(base, np.ndarray):
+        base = base.base
+    return isinstance(base, memoryview) and isinstance(base.obj, mmap.mmap)
+
+
+def test_segments_written_and_merged_are_read_from_their_files_not_kept_in_memory(tmp_path: Path) -> None:
+    """Each segment the process writes, its own batches' or a merge's, is mapped from its files afterwards, as
+    another process would open it: a long ingest's merged segments no longer stay in its memory (they held the
+    size of the index), and lookups find the same records."""
+    from docsieve.index import HOLD_POSTINGS
+
+    rows, index = Rows(), SegmentIndex(tmp_path / "index")
+    per_record = 64
+    batches = 6
+    batch = HOLD_POSTINGS // per_record  # each batch past the holding size: written at the next batch's turn
+    ids = [
+        rid
+        for b in range(batches)
+        for rid in rows.put(
+            index, [list(range(i * per_record, (i + 1) * per_record)) for i in range(b * batch, (b + 1) * batch)]
+        )
+    ]
+    index.flush(rows)
+    segments = index._segments
+    assert segments and len(segments) < batches  # merged as a binary counter
+    for segment in segments:
+        assert all(_on_file(getattr(segment, part)) for part in ("keys", "owners", "ids", "sketches")), segment.name
+    probe = 3 * batch + 5
+    found, _ = index.lookup([np.arange(probe * per_record, (probe + 1) * per_record, dtype=np.int64)], limit=3)
+    assert found == [[ids[probe]]]
