@@ -319,7 +319,7 @@ def _segment(
     if any(len(r) > ID_WIDTH for r in ids):
         raise ValueError(f"record ids longer than {ID_WIDTH} characters cannot be indexed")
     owners = np.repeat(np.arange(len(keys), dtype=np.int32), [len(k) for k in keys])
-    all_keys = np.concatenate(keys) if keys else np.zeros(0, dtype=np.int64)
+    all_keys = np.concatenate(keys).astype(np.int64, copy=False) if keys else np.zeros(0, dtype=np.int64)
     order = np.argsort(all_keys, kind="stable")
     return _Segment(
         all_keys[order],

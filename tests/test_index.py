@@ -308,6 +308,8 @@ def test_merging_two_segments_is_the_stable_sort_of_both() -> None:
         assert merged.keys.dtype == np.int64 and merged.owners.dtype == np.int32
         assert np.array_equal(merged.keys, keys[order]) and np.array_equal(merged.owners, owners[order]), trial
         assert list(merged.ids) == [*older.ids, *newer.ids]
+        for part in ("times", "arrived", "sketches"):
+            assert np.array_equal(getattr(merged, part), np.concatenate((getattr(older, part), getattr(newer, part))))
 
 
 def _on_file(array: np.ndarray) -> bool:
@@ -321,14 +323,14 @@ def _on_file(array: np.ndarray) -> bool:
 
 
 def test_segments_written_and_merged_are_read_from_their_files_not_kept_in_memory(tmp_path: Path) -> None:
-    """Each segment the process writes, its own batches' or a merge's, is mapped from its files afterwards, as
-    another process would open it: a long ingest's merged segments no longer stay in its memory (they held the
-    size of the index), and lookups find the same records."""
+    """Each segment the process writes, its own batches', a merge's, or the store's rows' on a rebuild, is mapped
+    from its files afterwards, as another process would open it: a long ingest's merged segments no longer stay
+    in its memory (they held the size of the index), and lookups find the same records."""
     from docsieve.index import HOLD_POSTINGS
 
     rows, index = Rows(), SegmentIndex(tmp_path / "index")
     per_record = 64
-    batches = 6
+    batches = 7  # a binary counter of 4 + 2 + 1: two merges and one batch written as it was
     batch = HOLD_POSTINGS // per_record  # each batch past the holding size: written at the next batch's turn
     ids = [
         rid
@@ -337,11 +339,27 @@ def test_segments_written_and_merged_are_read_from_their_files_not_kept_in_memor
             index, [list(range(i * per_record, (i + 1) * per_record)) for i in range(b * batch, (b + 1) * batch)]
         )
     ]
-    index.flush(rows)
-    segments = index._segments
-    assert segments and len(segments) < batches  # merged as a binary counter
-    for segment in segments:
-        assert all(_on_file(getattr(segment, part)) for part in ("keys", "owners", "ids", "sketches")), segment.name
     probe = 3 * batch + 5
-    found, _ = index.lookup([np.arange(probe * per_record, (probe + 1) * per_record, dtype=np.int64)], limit=3)
-    assert found == [[ids[probe]]]
+    query = [np.arange(probe * per_record, (probe + 1) * per_record, dtype=np.int64)]
+    for step in ("flush", "rebuild"):
+        index.flush(rows) if step == "flush" else index.rebuild(rows)
+        segments = index._segments
+        assert segments and len(segments) < batches, step
+        for segment in segments:
+            assert all(_on_file(getattr(segment, part)) for part in ("keys", "owners", "ids", "sketches")), step
+        found, _ = index.lookup(query, limit=3)
+        assert found == [[ids[probe]]], step
+
+
+def test_keys_of_another_integer_type_are_written_as_the_files_are_read(tmp_path: Path) -> None:
+    """Keys handed over as int32 are stored as int64, the files' type: written, opened again and found."""
+    rows, index = Rows(), SegmentIndex(tmp_path / "index")
+    index.catch_up(rows)
+    (rid,) = ["r1"]
+    rows.rows.append((1, rid, np.array([5, 9], dtype=np.int64).tobytes(), DAY * 20_000, DAY * 20_000))
+    index.add([rid], [np.array([5, 9], dtype=np.int32)], 1, [DAY * 20_000], first_seq=1, arrived=DAY * 20_000)
+    index.flush(rows)
+    again = SegmentIndex(tmp_path / "index")
+    again.catch_up(rows)
+    found, _ = again.lookup([np.array([5, 9], dtype=np.int64)], limit=3)
+    assert found == [[rid]]
