@@ -36,6 +36,7 @@ from datetime import date
 import numpy as np
 
 from docsieve.normalize import normalize
+from docsieve.published import published_date
 
 _ARABIC = ("السبت", "الأحد", "الاثنين", "الثلاثاء", "الأربعاء", "الخميس", "الجمعة")
 _ENGLISH = ("saturday", "sunday", "monday", "tuesday", "wednesday", "thursday", "friday")
@@ -75,16 +76,18 @@ def weekday_of(day: date) -> int:
     return (day.weekday() + 2) % 7  # date counts from Monday
 
 
-def dated(found: Slots, published: date | None) -> Slots:
-    """The slots of a text published then: "this day" becomes the weekday of publication, unless the slot
-    names a weekday too; with no publication time, a slot of "this day" alone is left out."""
+def dated(found: Slots, published: str | None) -> Slots:
+    """The slots of a text with this ``published`` text: "this day" becomes the weekday of publication, unless the
+    slot names a weekday too; with no publication time, a slot of "this day" alone is left out. The time is read
+    only for a text that says "for this day" (few do)."""
     if not any(TODAY in days for days in found.values()):
         return found
+    day = published_date(published)
     resolved: Slots = {}
     for slot, days in found.items():
         if TODAY in days:
             named = days - {TODAY}
-            days = named or (frozenset((weekday_of(published),)) if published is not None else frozenset())
+            days = named or (frozenset((weekday_of(day),)) if day is not None else frozenset())
         if days:
             resolved[slot] = days
     return resolved

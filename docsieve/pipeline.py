@@ -33,7 +33,7 @@ from docsieve.index import (
 )
 from docsieve.models import Method, Record, Rejection, Sketch, Status, batched
 from docsieve.prepare import Prepared, Preparing, prepare, prepare_each
-from docsieve.published import parse_published, published_date
+from docsieve.published import parse_published
 from docsieve.readers import Item
 from docsieve.rewrites import RewriteScores, counted_words
 from docsieve.settings import Settings
@@ -488,11 +488,7 @@ class Pipeline:
     def _day_slots(self, txn: Transaction, batch: list[Prepared]) -> Callable[[Iterable[str]], dict[str, Slots]]:
         """The weekday slots of records (docsieve/dates.py): the batch's from their fingerprints, stored ones' from
         this process's cache, else read from their texts (a stored text never changes)."""
-        own = {
-            p.id: dated(p.fingerprint.days, published_date(p.document.published))
-            for p in batch
-            if p.fingerprint.days is not None
-        }
+        own = {p.id: dated(p.fingerprint.days, p.document.published) for p in batch if p.fingerprint.days is not None}
         self._remember_days(own)  # stored once the batch is
 
         def slots_of(ids: Iterable[str]) -> dict[str, Slots]:

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol, overload
 
@@ -35,7 +35,6 @@ from docsieve.fingerprint import (
 )
 from docsieve.index import index_time, sketch_row
 from docsieve.models import Method, Record, Sketch, Status, Story, batched
-from docsieve.published import published_date
 from docsieve.rewrites import RewriteScores
 from docsieve.schema import (
     CHUNK,
@@ -236,12 +235,12 @@ class Transaction:
     def day_slots(self, ids: Iterable[str]) -> dict[str, Slots]:
         """The weekday slots of stored records' texts, "this day" dated by their publication (docsieve/dates.py);
         a record without a text has none."""
-        found: dict[str, tuple[str, date | None]] = {}
+        found: dict[str, tuple[str, str | None]] = {}
         for chunk in batched(set(ids), CHUNK):
             query = sa.select(records.c.id, records.c.text, records.c.published).where(
                 self._among(records.c.id, chunk), records.c.text.is_not(None)
             )
-            found.update((i, (t, published_date(p))) for i, t, p in self.conn.execute(query) if t)
+            found.update((i, (t, p)) for i, t, p in self.conn.execute(query) if t)
         made = text_day_slots([t for t, _ in found.values()])
         return {i: dated(s, p) for (i, (_, p)), s in zip(found.items(), made, strict=True)}
 

@@ -215,17 +215,17 @@ def test_a_take_over_reads_its_members_days_at_once(pipeline: Pipeline, monkeypa
     assert calls == [], calls  # the candidates' and the canonical's slots are known already
 
 
-WEDNESDAY, THURSDAY = date(2015, 7, 22), date(2015, 7, 23)
+WEDNESDAY, THURSDAY = "2015-07-22T09:00:00Z", "2015-07-23T09:00:00Z"
 FORECAST = "توقعت الرئاسة العامة للأرصاد وحماية البيئة في تقريرها عن حالة الطقس لهذا اليوم طقسا شديد الحرارة"
 
 
 def test_this_day_is_the_day_of_publication() -> None:
     found = day_slots(FORECAST)
     assert found and all(days == frozenset((TODAY,)) for days in found.values())
-    assert weekday_of(WEDNESDAY) == 4 and weekday_of(date(2015, 7, 25)) == 0  # 0 is Saturday
+    assert weekday_of(date(2015, 7, 22)) == 4 and weekday_of(date(2015, 7, 25)) == 0  # 0 is Saturday
     assert set(dated(found, WEDNESDAY).values()) == {frozenset((4,))}
     assert disagree(dated(found, WEDNESDAY), dated(found, THURSDAY))
-    assert not disagree(dated(found, WEDNESDAY), dated(found, date(2015, 7, 22)))
+    assert not disagree(dated(found, WEDNESDAY), dated(found, "2015-07-22 20:00:00"))
     assert dated(found, None) == {}  # no publication time: nothing to say of the day
 
 
