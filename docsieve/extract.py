@@ -8,6 +8,7 @@ to ``images``, link texts stay. HTML goes through trafilatura.
 from __future__ import annotations
 
 import ctypes
+import html
 import re
 import threading
 from collections.abc import Iterator
@@ -29,6 +30,9 @@ MAX_HEADLINE_WORDS = 30
 MAX_TITLE_CHARS = 160
 # trafilatura falls back to whatever text a page has; a few words are navigation, not an article.
 MIN_HTML_WORDS = 10
+# A label of at most this many words before the title at the very end of a text ("رابط الخبر بصحيفة الوئام:
+# <title>", "Read more: <title>") is a link back to the article, not a part of it.
+MAX_FOOTER_LABEL_WORDS = 6
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +83,10 @@ def _extract_scraped(raw: RawDocument) -> Document | Rejection:
         lines = lines[1:]  # the headline repeats the given title
     elif not title and len(lines) > 1 and (first_is_heading or _looks_like_headline(first)):
         title, lines = first, lines[1:]
+    if title and lines:
+        lines = _without_title_footer(lines, title)
+        if not lines:
+            return Rejection.of(raw.source, "no article text (a headline and a link back to it only)", raw.body)
     text = "\n".join(lines)
     if not text:
         return Rejection.of(raw.source, "no article text (a headline only)", raw.body)
@@ -93,6 +101,24 @@ def _extract_scraped(raw: RawDocument) -> Document | Rejection:
         author=raw.author,
         outlet=raw.outlet,
     )
+
+
+def _without_title_footer(lines: list[str], title: str) -> list[str]:
+    """The lines without a footer that links back to the article: a short label ending with a colon, then the
+    title, at the very end of the text, on a line of its own or after the last sentence. One outlet of the
+    sample corpus ends each of its 1,229 articles so ("رابط الخبر بصحيفة الوئام: <title>"); left in, the footer's
+    title words are a part of the text no copy elsewhere shares, and count against every copy of a short item."""
+    last, wanted = lines[-1], " ".join(html.unescape(title).split())
+    if not wanted or not last.endswith(wanted):
+        return lines
+    before = last[: -len(wanted)].rstrip()
+    if not before.endswith(":"):
+        return lines
+    ends = list(SENTENCE_END.finditer(before))
+    kept = before[: ends[-1].end()].rstrip() if ends else ""
+    if len(before[len(kept) :].split()) > MAX_FOOTER_LABEL_WORDS:
+        return lines
+    return [*lines[:-1], kept] if kept else lines[:-1]
 
 
 def _lines(body: str, plain: bool) -> tuple[list[str], bool]:

@@ -302,6 +302,7 @@ def fingerprint_batch(texts: Sequence[str], settings: Settings) -> list[Fingerpr
     # The containment index's keys: the winnowed shingles (Schleimer, Wilkerson & Aiken 2003), so every
     # run of ``winnow_window`` shingles two texts share gives both one key, however short the copied item.
     winnow_keys, sample_at = _winnowed(batch, settings.winnow_window)
+    short = np.diff(bounds) < SHORT_TEXT_SHINGLES
     minima = _bin_minima(ids, (keys >> U64(32)).astype(np.int64), docs)
     # Python ints for the per-document slices: slicing with numpy scalars costs more.
     shingle_at = bounds.tolist()
@@ -316,7 +317,11 @@ def fingerprint_batch(texts: Sequence[str], settings: Settings) -> list[Fingerpr
             shingles=ids[shingle_at[i] : shingle_at[i + 1]],
             signature=batch.signatures[i],
             band_keys=band_keys[i],
-            winnow_keys=winnow_keys[sample_at[i] : sample_at[i + 1]],
+            winnow_keys=(
+                ids[shingle_at[i] : shingle_at[i + 1]].astype(np.int64) | SAMPLE_TAG
+                if short[i]
+                else winnow_keys[sample_at[i] : sample_at[i + 1]]
+            ),
             minima=minima[i],
             seed=settings.seed,
             words=None if words is None else words[i],
@@ -353,6 +358,11 @@ def stored_word_sets(texts: Sequence[str]) -> list[np.ndarray]:
     return sets
 
 
+# A brief item (under this many shingles: some 80 words) is indexed by every shingle, not by its winnowed
+# sample. A longer text that carries it lightly edited shares only runs shorter than a window with it, and
+# both texts had to pick the same shingle of such a run (about one time in three); now the longer text's own
+# sample need only fall in one of them. Brief items are few, so the index grows little (docs/benchmarks.md).
+SHORT_TEXT_SHINGLES = 80
 SETS_AT_ONCE = 256  # texts shingled at once when sets are made again (see store.Transaction.sketches)
 
 

@@ -52,6 +52,27 @@ def test_given_title_is_not_repeated_in_text() -> None:
     assert d.title == "Big News" and d.text == "The body."
 
 
+def test_a_footer_linking_back_to_the_article_is_not_text() -> None:
+    # alweeam ends each article so: "link to the story in al-Weeam: <title>", on its own line or after the last
+    # sentence; the title may come with HTML entities where the footer has the characters.
+    title = "خادم الحرمين يهنئ ملك المغرب"
+    body = "بعث خادم الحرمين برقية تهنئة.\nوأشاد بتميز العلاقات."
+    assert doc(f"{body}\nرابط الخبر بصحيفة الوئام: {title}", title=title).text == body
+    assert doc(f"{body} رابط الخبر بصحيفة الوئام: {title} ", title=title).text == body
+    quoted = "توزيع &#8220;موسوعة خطب الجمعة&#8221; على الخطباء"
+    assert doc(f"{body}\nرابط الخبر: توزيع “موسوعة خطب الجمعة” على الخطباء", title=quoted).text == body
+    assert doc(f"{body}\nRead more: Big News", title="Big News").text == body
+
+
+def test_text_that_ends_with_the_title_is_kept_unless_a_short_label_links_to_it() -> None:
+    title = "الحكومة تخفض الإنفاق"
+    said = f"وقال الوزير في كلمته أمام الحضور في افتتاح المؤتمر اليوم: {title}"  # a sentence, not a label
+    assert doc(f"فقرة أولى.\n{said}", title=title).text == f"فقرة أولى.\n{said}"
+    assert doc(f"فقرة أولى.\nفقرة عن {title}", title=title).text.endswith(title)  # no colon: text
+    only = extract(RawDocument(source="s", body=f"رابط الخبر بصحيفة الوئام: {title}", title=title))
+    assert isinstance(only, Rejection) and "a link back to it only" in only.reason  # a gallery: title and link
+
+
 def test_empty_and_image_only_are_rejected() -> None:
     for body in ("", "   \n\n", "![](http://img/only.jpg)\n"):
         result = extract(RawDocument(source="s", body=body))

@@ -105,6 +105,31 @@ def test_winnowing_gives_every_shared_run_of_a_window_a_shared_key() -> None:
         assert set(short.winnow_keys.tolist()) & set(long.winnow_keys.tolist())
 
 
+def test_a_brief_item_is_indexed_by_every_shingle() -> None:
+    from docsieve.fingerprint import SAMPLE_TAG, SHORT_TEXT_SHINGLES
+
+    brief = one(" ".join(f"w{i}" for i in range(SHORT_TEXT_SHINGLES)))  # SHORT_TEXT_SHINGLES - 2 shingles
+    assert sorted(brief.winnow_keys.tolist()) == sorted((brief.shingles.astype(np.int64) | SAMPLE_TAG).tolist())
+    longer = one(" ".join(f"w{i}" for i in range(SHORT_TEXT_SHINGLES + 2)))
+    assert len(longer.winnow_keys) < len(longer.shingles) // 4  # a winnowed sample
+
+
+def test_a_lightly_edited_brief_item_shares_keys_with_the_longer_text_that_carries_it() -> None:
+    # A 40-word wire item with every seventh word changed inside a longer text: the runs they share (four
+    # shingles) are far shorter than a window, so winnowing alone rarely gave both the same key.
+    from tests.test_stories import text, words
+
+    one_key = two_keys = 0  # a candidate needs two shared keys where its phrase is common (index.LONE_PHRASE_RECORDS)
+    for trial in range(40):
+        item = words(5000 + trial, 40)
+        edited = [w if k % 7 != 3 else f"x{trial}{k}" for k, w in enumerate(item)]
+        host = text(words(6000 + trial, 200), edited, words(7000 + trial, 200))
+        brief, carrier = fingerprint_batch([text(item), host], SETTINGS)
+        shared = len(set(brief.winnow_keys.tolist()) & set(carrier.winnow_keys.tolist()))
+        one_key, two_keys = one_key + (shared >= 1), two_keys + (shared >= 2)
+    assert one_key == 40 and two_keys >= 34  # winnowing alone: 34 and 26
+
+
 def random_sets(rng: np.random.Generator, count: int) -> list[np.ndarray]:
     """Sorted unique uint32 sets, overlapping a shared pool so that pairs share anything from none to all."""
     pool = rng.integers(0, 2**32, size=4000, dtype=np.uint64).astype(np.uint32)
