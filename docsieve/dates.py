@@ -19,12 +19,14 @@ weather holds). Such a slot is marked ``TODAY`` where it is found and ``dated`` 
 text's publication once that is known: the date where it was published (``published_date``, from the
 document's own ``published`` text, for new and stored records alike: a Riyadh item of 01:30 is of that day,
 though UTC's is the one before); a text without one leaves the slot out. A weekday named in the
-same slot ("for this day, Thursday") is taken over the publication's. Only "for this day": in saudinewsnet-dev
+same slot ("for this day, Thursday") is taken over the publication's. A day so dated does not part a reprint
+(docsieve/stories.py: one text nearly all inside the other): a print paper carries the previous day's forecast
+word for word, "for this day" and all, while forecasts of consecutive days differ in a fifth of their words or
+more. Only "for this day": in saudinewsnet-dev
 39 of its 42 uses are forecasts. Plain "this day" (هذا اليوم) is as often another day than the publication's:
 a quote ("we have awaited this day"), a royal order reprinted the next morning ("travelling this day"), an
 evening release published after midnight; bare "اليوم" is also "the National Day", "the World Day of ..." or
-the newspaper al-Yaum. A paper that reprints yesterday's forecast under today's date loses its link (labeled
-pairs: bench/labels/this-day.md).
+the newspaper al-Yaum (labeled pairs: bench/labels/this-day.md).
 """
 
 from __future__ import annotations
@@ -48,6 +50,9 @@ _THIS = ("لهذا", "ولهذا")  # "for this (day)": see the module's note
 
 BEFORE, AFTER = 0, 1
 TODAY = 7  # a slot's mark for "this day": the day of publication (see dated)
+# A weekday known only from when the text was published ("for this day" dated): this plus the day, so that a
+# reprint can leave it out (see disagree).
+BY_PUBLICATION = 8
 
 Slots = dict[tuple[int, int, int], frozenset[int]]  # (side, word, word) -> weekdays (0 Saturday .. 6 Friday)
 
@@ -87,7 +92,7 @@ def dated(found: Slots, published: str | None) -> Slots:
     for slot, days in found.items():
         if TODAY in days:
             named = days - {TODAY}
-            days = named or (frozenset((weekday_of(day),)) if day is not None else frozenset())
+            days = named or (frozenset((BY_PUBLICATION + weekday_of(day),)) if day is not None else frozenset())
         if days:
             resolved[slot] = days
     return resolved
@@ -173,8 +178,21 @@ def _this_day(
     return named[order], day[order]
 
 
-def disagree(a: Slots, b: Slots) -> bool:
-    """Whether two texts name different weekdays in a slot they share."""
+def disagree(a: Slots, b: Slots, by_publication: bool = True) -> bool:
+    """Whether two texts name different weekdays in a slot they share. ``by_publication=False``: only the days
+    the texts name, not those of "for this day" dated by publication (a paper's reprint of yesterday's forecast
+    keeps its "for this day" a day late)."""
     if len(a) > len(b):
         a, b = b, a
-    return any(slot in b and not (days & b[slot]) for slot, days in a.items())
+    for slot, days in a.items():
+        if (other := b.get(slot)) is None:
+            continue
+        if not by_publication and (_published_only(days) or _published_only(other)):
+            continue
+        if not ({d % BY_PUBLICATION for d in days} & {d % BY_PUBLICATION for d in other}):
+            return True
+    return False
+
+
+def _published_only(days: frozenset[int]) -> bool:
+    return all(d >= BY_PUBLICATION for d in days)

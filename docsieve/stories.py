@@ -56,6 +56,10 @@ from docsieve.templates import NEAR_IDENTICAL, ShingleCounts, weighted_overlap
 
 # Two excerpts of a canonical whose containment in each other is below this hold different stories.
 DISJOINT = 0.15
+# A text this much inside another is a reprint of it, whatever day its "for this day" names by its publication
+# (docsieve/dates.py): alriyadh's print reprints of alweeam's forecasts a day late are 0.96-0.97 inside them,
+# forecasts of consecutive days 0.52-0.82 (bench/labels/this-day.tsv; the cut was chosen after reading them).
+REPRINT = 0.9
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,7 +231,15 @@ class Book:
             self.read_days([i])
             if not self._days[i]:
                 return False
-        return disagree(self._days[a], self._days[b])
+        if not disagree(self._days[a], self._days[b]):
+            return False
+        return not self._reprint(a, b) or disagree(self._days[a], self._days[b], by_publication=False)
+
+    def _reprint(self, a: str, b: str) -> bool:
+        """One text nearly all inside the other (REPRINT): a day it names only by its publication ("for this
+        day") is then the other's day, printed late."""
+        o = self.overlap(a, b)
+        return o.containment >= REPRINT and o.smaller >= self.settings.min_containment_shingles
 
     def _read_days_against(self, one: str, others: Iterable[str]) -> None:
         """Before many records' days are checked against one's: theirs read at once, if that one names a day."""

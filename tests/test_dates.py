@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from docsieve.dates import TODAY, dated, disagree, weekday_of
+from docsieve.dates import BY_PUBLICATION, TODAY, dated, disagree, weekday_of
 from docsieve.fingerprint import text_day_slots
 from docsieve.models import Method, RawDocument, Record, Status
 from docsieve.pipeline import Pipeline
@@ -223,7 +223,7 @@ def test_this_day_is_the_day_of_publication() -> None:
     found = day_slots(FORECAST)
     assert found and all(days == frozenset((TODAY,)) for days in found.values())
     assert weekday_of(date(2015, 7, 22)) == 4 and weekday_of(date(2015, 7, 25)) == 0  # 0 is Saturday
-    assert set(dated(found, WEDNESDAY).values()) == {frozenset((4,))}
+    assert set(dated(found, WEDNESDAY).values()) == {frozenset((BY_PUBLICATION + 4,))}  # Wednesday, by its publication
     assert disagree(dated(found, WEDNESDAY), dated(found, THURSDAY))
     assert not disagree(dated(found, WEDNESDAY), dated(found, "2015-07-22 20:00:00"))
     assert dated(found, None) == {}  # no publication time: nothing to say of the day
@@ -322,4 +322,35 @@ def test_a_stored_forecasts_day_comes_from_its_publication(store: Store, setting
     friday_id = found["snn-2015-07-24-2053"].id
     with pipeline.store.writing() as txn:
         (slots,) = txn.day_slots([friday_id]).values()
-    assert set(slots.values()) == {frozenset((6,))}  # Friday, from 2015-07-24
+    assert set(slots.values()) == {frozenset((BY_PUBLICATION + 6,))}  # Friday, from 2015-07-24
+
+
+def test_a_day_named_by_publication_alone_does_not_part_a_reprint() -> None:
+    """Compared without the days of publication (``by_publication=False``, a reprint), "for this day" dated says
+    nothing, while a weekday the texts name still parts them."""
+    forecast = day_slots(FORECAST)
+    wednesday, thursday = dated(forecast, WEDNESDAY), dated(forecast, THURSDAY)
+    assert disagree(wednesday, thursday) and not disagree(wednesday, thursday, by_publication=False)
+    named = day_slots("قال المتحدث في تقريره لهذا اليوم الخميس إن الوزارة")
+    other = day_slots("قال المتحدث في تقريره لهذا اليوم الجمعة إن الوزارة")
+    assert disagree(dated(named, WEDNESDAY), dated(other, WEDNESDAY), by_publication=False)
+    # a day named in the text and the same day by publication agree
+    assert not disagree(dated(named, THURSDAY), thursday)
+
+
+def test_a_print_reprint_of_yesterdays_forecast_joins_it_and_the_next_forecast_stays_apart(
+    store: Store, settings
+) -> None:
+    """A paper reprints Friday's forecast on Saturday, "for this day" and all, cut to its first paragraphs (as
+    alriyadh reprints alweeam's, 0.96 inside it): a copy of Friday's. Saturday's own forecast, on the same template
+    with other weather, stays apart from both."""
+    docs = items()
+    friday, saturday = docs["snn-2015-07-24-2053"], docs["snn-2015-07-25-1514"]
+    kept = " ".join(friday.body.split()[:80])  # its first 80 of 141 words
+    reprint = RawDocument(source="reprint", body=kept, title=friday.title, published="2015-07-25T06:00:00+03:00")
+    pipeline = Pipeline(store, settings)
+    pipeline.ingest([friday, reprint, saturday])
+    found = stored(pipeline)
+    assert found["reprint"].duplicate_of == found[friday.source].id
+    assert found[saturday.source].status is Status.CANONICAL
+    assert problems(pipeline.store, pipeline.settings) == []
