@@ -341,7 +341,7 @@ def test_a_day_named_by_publication_alone_does_not_part_a_reprint() -> None:
 def test_a_print_reprint_of_yesterdays_forecast_joins_it_and_the_next_forecast_stays_apart(
     store: Store, settings
 ) -> None:
-    """A paper reprints Friday's forecast on Saturday, "for this day" and all, cut to its first paragraphs (as
+    """A paper reprints Friday's forecast on Saturday, "for this day" and all, cut to its first half or so (as
     alriyadh reprints alweeam's, 0.96 inside it): a copy of Friday's. Saturday's own forecast, on the same template
     with other weather, stays apart from both."""
     docs = items()
