@@ -339,23 +339,6 @@ def _dated(times: np.ndarray, arrived: np.ndarray) -> np.ndarray:
     return np.asarray(times) != np.asarray(arrived)
 
 
-def _in_reach(segments: list[_Segment], query_times: np.ndarray, window: int) -> list[_Segment]:
-    """The segments that may hold a candidate for these queries: some record's time within a window of some
-    query's. The index keeps two windows (see Horizon), and a feed's documents are the newest: the older
-    window's segments hold no candidate for them, and searching their keys was a third of what a batch's
-    lookup grew by as a store grew (docs/benchmarks.md). An undated query reaches every segment. A key's
-    count (``common``, ``lone_phrases``) is then of the segments in reach: the records it could name."""
-    if not len(query_times) or (query_times == UNDATED).any():
-        return segments
-    earliest, latest = int(query_times.min()) - window, int(query_times.max()) + window
-    kept = []
-    for segment in segments:
-        spans = [segment.spans[kind] for kind in ("dated", "undated") if kind in segment.spans]
-        if not spans or (min(a for a, _ in spans) <= latest and max(b for _, b in spans) >= earliest):
-            kept.append(segment)
-    return kept
-
-
 @dataclass(frozen=True, slots=True)
 class Horizon:
     """What the index forgets: a dated record published more than two windows before the newest
@@ -504,10 +487,6 @@ class SegmentIndex:
         result: list[list[str]] = [[] for _ in queries]
         self._summaries = {}
         segments = self._segments + self._held
-        query_times = None
-        if times is not None and self.window:
-            query_times = np.array([UNDATED if t is None else t for t in times], dtype=np.int64)
-            segments = _in_reach(segments, query_times, self.window)
         if not queries or not segments:
             return result
         keys = np.concatenate(queries)
@@ -524,8 +503,11 @@ class SegmentIndex:
             held += right - left
         usable = held <= self.common
         telling = ~lone_phrases(keys, held)  # keys that are evidence on their own
+        query_times = None
+        if times is not None and self.window:
+            query_times = np.array([UNDATED if t is None else t for t in times], dtype=np.int64)
         # Records past the horizon are forgotten, whether or not their segment has been rewritten without them.
-        horizon = Horizon.of(self._segments + self._held, self.window)
+        horizon = Horizon.of(segments, self.window)
         query_hits, owner_hits, telling_hits = [], [], []
         base = 0
         for segment, (left, right) in zip(segments, bounds, strict=True):

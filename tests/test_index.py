@@ -224,33 +224,6 @@ def test_the_window_bounds_candidates_by_time_and_an_undated_document_sees_the_w
     assert found[0] == early and found[1] == late and sorted(found[2]) == sorted(early + late)
 
 
-def test_a_lookup_searches_only_the_segments_a_window_of_its_documents_reaches(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from docsieve.index import _Segment
-
-    rows, index = Rows(), SegmentIndex(tmp_path / "index", window_days=10)
-    early = rows.put(index, [[1, 2]] * 4, when=100 * DAY)
-    index.flush(rows)  # a segment in the files, published on day 100
-    late = rows.put(index, [[1, 3]], when=115 * DAY)  # and one held in memory, day 115
-    searched: list[int] = []
-    search = _Segment.search
-
-    def spy(segment: _Segment, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        searched.append(int(segment.times[0]) // DAY)
-        return search(segment, keys)
-
-    monkeypatch.setattr(_Segment, "search", spy)
-    found, _ = index.lookup([np.array([1])], 10, times=[114 * DAY])
-    assert found == [late] and searched == [115]  # day 100 is out of every query's window: not searched
-    searched.clear()
-    found, _ = index.lookup([np.array([1]), np.array([1])], 10, times=[114 * DAY, 106 * DAY])
-    assert found[0] == late and sorted(found[1]) == sorted(early + late) and searched == [100, 115]
-    searched.clear()
-    found, _ = index.lookup([np.array([1]), np.array([1])], 10, times=[114 * DAY, None])
-    assert sorted(found[1]) == sorted(early + late) and searched == [100, 115]  # undated: the whole index
-
-
 def test_records_two_windows_older_than_the_newest_are_forgotten_by_their_own_clock(tmp_path: Path) -> None:
     rows, index = Rows(), SegmentIndex(tmp_path / "index", window_days=1)
     # Dated records go by publication (an archive backfilled today is a year of news, not a day of it)...
