@@ -31,8 +31,15 @@ MAX_TITLE_CHARS = 160
 # trafilatura falls back to whatever text a page has; a few words are navigation, not an article.
 MIN_HTML_WORDS = 10
 # A label of at most this many words before the title at the very end of a text ("رابط الخبر بصحيفة الوئام:
-# <title>", "Read more: <title>") is a link back to the article, not a part of it.
+# <title>", "Read more: <title>") is a link back to the article, not a part of it, when it opens with one of
+# LINK_WORDS: "the minister said: <the headline's words>" is text.
 MAX_FOOTER_LABEL_WORDS = 6
+LINK_WORDS = frozenset(
+    {"رابط", "الرابط", "المصدر", "مصدر", "اقرأ", "إقرأ", "اقرا", "للمزيد", "link", "read", "source", "more", "via"}
+    | {"continue", "lire", "voir", "fuente", "leer", "quelle", "mehr", "lesen"}
+)
+# Marks a scrape leaves around a title (directional marks, zero-width characters), which do not make it another.
+_INVISIBLE = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u200e\u200f\u202a\u202b\u202c\u2066\u2067\u2068\u2069\ufeff"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +86,7 @@ def _extract_scraped(raw: RawDocument) -> Document | Rejection:
 
     title = raw.title.strip() if raw.title else None
     first = lines[0]
-    if title and " ".join(title.split()) == first:
+    if title and _same_words(title, first):
         lines = lines[1:]  # the headline repeats the given title
     elif not title and len(lines) > 1 and (first_is_heading or _looks_like_headline(first)):
         title, lines = first, lines[1:]
@@ -104,21 +111,34 @@ def _extract_scraped(raw: RawDocument) -> Document | Rejection:
 
 
 def _without_title_footer(lines: list[str], title: str) -> list[str]:
-    """The lines without a footer that links back to the article: a short label ending with a colon, then the
-    title, at the very end of the text, on a line of its own or after the last sentence. One outlet of the
-    sample corpus ends each of its 1,229 articles so ("رابط الخبر بصحيفة الوئام: <title>"); left in, the footer's
-    title words are a part of the text no copy elsewhere shares, and count against every copy of a short item."""
-    last, wanted = lines[-1], " ".join(html.unescape(title).split())
-    if not wanted or not last.endswith(wanted):
+    """The lines without a footer that links back to the article: a label opening with a link word and ending
+    with a colon, then the title, at the very end of the text, on a line of its own or after the last sentence.
+    One outlet of the sample corpus ends each of its 1,229 articles so ("رابط الخبر بصحيفة الوئام: <title>"); left
+    in, the footer's title words are a part of the text no copy elsewhere shares, and count against every copy
+    of a short item."""
+    last = lines[-1]
+    for colon in (i for i in range(len(last) - 1, -1, -1) if last[i] == ":"):
+        if _same_words(last[colon + 1 :], title):
+            break
+    else:
         return lines
-    before = last[: -len(wanted)].rstrip()
-    if not before.endswith(":"):
-        return lines
+    before = last[:colon]
     ends = list(SENTENCE_END.finditer(before))
     kept = before[: ends[-1].end()].rstrip() if ends else ""
-    if len(before[len(kept) :].split()) > MAX_FOOTER_LABEL_WORDS:
+    label = [w for w in before[len(kept) :].split() if any(c.isalnum() for c in w)]
+    if not label or len(label) > MAX_FOOTER_LABEL_WORDS or label[0].strip("-–—|•").lower() not in LINK_WORDS:
         return lines
     return [*lines[:-1], kept] if kept else lines[:-1]
+
+
+def _same_words(a: str, b: str) -> bool:
+    """The same words, whatever the spacing, HTML entities or invisible marks."""
+    words = _words(a)
+    return bool(words) and words == _words(b)
+
+
+def _words(text: str) -> list[str]:
+    return html.unescape(text).translate(_INVISIBLE).split()
 
 
 def _lines(body: str, plain: bool) -> tuple[list[str], bool]:

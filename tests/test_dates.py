@@ -334,8 +334,11 @@ def test_a_day_named_by_publication_alone_does_not_part_a_reprint() -> None:
     named = day_slots("قال المتحدث في تقريره لهذا اليوم الخميس إن الوزارة")
     other = day_slots("قال المتحدث في تقريره لهذا اليوم الجمعة إن الوزارة")
     assert disagree(dated(named, WEDNESDAY), dated(other, WEDNESDAY), by_publication=False)
-    # a day named in the text and the same day by publication agree
-    assert not disagree(dated(named, THURSDAY), thursday)
+    # a day named in the text and the same day by publication agree, in the same slot
+    named_thursday = day_slots(FORECAST.replace("لهذا اليوم", "لهذا اليوم الخميس"))
+    assert set(named_thursday) == set(forecast)
+    assert not disagree(dated(named_thursday, THURSDAY), thursday)
+    assert disagree(dated(named_thursday, WEDNESDAY), wednesday)  # Thursday named, Wednesday published
 
 
 def test_a_print_reprint_of_yesterdays_forecast_joins_it_and_the_next_forecast_stays_apart(
@@ -354,3 +357,15 @@ def test_a_print_reprint_of_yesterdays_forecast_joins_it_and_the_next_forecast_s
     assert found["reprint"].duplicate_of == found[friday.source].id
     assert found[saturday.source].status is Status.CANONICAL
     assert problems(pipeline.store, pipeline.settings) == []
+
+
+def test_one_line_forecasts_of_two_days_are_no_reprint_however_alike(store: Store, settings) -> None:
+    """Containment says nothing of a text under ``min_containment_shingles``: a one-line "for this day" of
+    Thursday inside Friday's is another day's item, not a reprint."""
+    line = "توقعت الأرصاد لهذا اليوم طقسا حارا على الرياض"
+    thursday = RawDocument(source="thursday", body=line, published=THURSDAY)
+    friday = RawDocument(source="friday", body=f"{line} والشرقية", published="2015-07-24T09:00:00Z")
+    pipeline = Pipeline(store, settings)
+    pipeline.ingest([thursday, friday])
+    found = stored(pipeline)
+    assert found["friday"].status is Status.CANONICAL and found["thursday"].status is Status.CANONICAL

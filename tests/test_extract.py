@@ -64,11 +64,20 @@ def test_a_footer_linking_back_to_the_article_is_not_text() -> None:
     assert doc(f"{body}\nRead more: Big News", title="Big News").text == body
 
 
-def test_text_that_ends_with_the_title_is_kept_unless_a_short_label_links_to_it() -> None:
+def test_text_that_ends_with_the_title_is_kept_unless_a_link_label_comes_before_it() -> None:
     title = "الحكومة تخفض الإنفاق"
-    said = f"وقال الوزير في كلمته أمام الحضور في افتتاح المؤتمر اليوم: {title}"  # a sentence, not a label
-    assert doc(f"فقرة أولى.\n{said}", title=title).text == f"فقرة أولى.\n{said}"
-    assert doc(f"فقرة أولى.\nفقرة عن {title}", title=title).text.endswith(title)  # no colon: text
+    for last in (
+        f"وقال الوزير في كلمته أمام الحضور في افتتاح المؤتمر اليوم: {title}",  # a sentence, not a label
+        f"وقال الوزير: {title}",  # a short quote of the headline: text
+        f"فقرة عن {title}",  # no label
+        f"We thank all readers Read more: {title}",  # an unpunctuated sentence before the label: kept whole
+        f"رابط الخبر بصحيفة الوئام اليوم على موقعها الإلكتروني: {title}",  # 7 words: too long for a label
+    ):
+        assert doc(f"فقرة أولى.\n{last}", title=title).text == f"فقرة أولى.\n{last}"
+    assert doc(f"فقرة أولى.\nرابط الخبر بصحيفة الوئام على موقعها: {title}", title=title).text == "فقرة أولى."  # 6
+    assert (
+        doc("Para one.\nThe end. Read more : Tom &amp; Jerry", title="Tom & Jerry\u200f").text == "Para one.\nThe end."
+    )
     only = extract(RawDocument(source="s", body=f"رابط الخبر بصحيفة الوئام: {title}", title=title))
     assert isinstance(only, Rejection) and "a link back to it only" in only.reason  # a gallery: title and link
 
