@@ -220,7 +220,21 @@ class Book:
             return True  # a near-identical text is a copy whatever its template
         j, c = self._weighted(a, b, self.templates)
         o = replace(self.overlap(a, b), jaccard=j, containment=c)
-        return self.strong(o) if strong else self.close(o)
+        if self.strong(o) if strong else self.close(o):
+            return True
+        return self._brief_item(a, b, c)
+
+    def _brief_item(self, a: str, b: str, weighted_containment: float) -> bool:
+        """An excerpt that the weights leave just short: a brief item inside a longer text, at the chain floor
+        weighed, whose words (by rarity) the longer text holds at the rewrite stage's threshold. A brief item's
+        own words are often a region's or an office's stock phrases, which the weights count as boilerplate,
+        while the item inside a roundup of other items on its template (a cable among cables) lacks its names."""
+        if self.rewrites is None or weighted_containment < self.settings.containment_floor:
+            return False
+        sizes = sorted((len(self.shingles[a]), len(self.shingles[b])))
+        if sizes[0] * 2 > sizes[1]:
+            return False  # not an excerpt: two texts of about one length
+        return self._rewrite(a, b, self.overlap(a, b)) is not None
 
     def days_apart(self, a: str, b: str) -> bool:
         """Whether two texts name different weekdays in the same words (docsieve/dates.py): items of a

@@ -72,3 +72,45 @@ def test_a_near_copy_joins_the_story_it_is_most_alike_beyond_the_template() -> N
     record = Placement("tunisia", "", Status.CANONICAL, "tunisia", (9, 9))
     book.decide(record, ["egypt", "tunisia-full"])
     assert record.status is Status.DUPLICATE and record.story_id == "tunisia-full"
+
+
+def test_a_brief_item_the_weights_leave_just_short_joins_the_text_that_holds_its_words() -> None:
+    """A 30-shingle item: two thirds of it a region's stock phrases (held by 20 texts), the rest its own. A longer
+    text carries it with a few words changed: containment 0.8, weighted 0.54, under the threshold. Its words are
+    all in the longer text, so it joins that story; the same item with other names (words the longer text does
+    not hold, as a cable inside a roundup of other cables) stays apart."""
+    from docsieve.rewrites import TEXT_MARK, RewriteScores
+
+    stock, own, rest = ids(0, 20), ids(100, 10), ids(200, 100)
+    sets = {
+        "long": shingle_set(stock, own[:4], rest),
+        "item": shingle_set(stock, own),
+        "other-names": shingle_set(stock, own),
+    }
+    counts = ShingleCounts(boilerplate_texts=3)
+    for _ in range(20):
+        counts.add(stock)
+    item_words, long_words = ids(1000, 12), ids(1000, 40)
+    words = {
+        "long": np.sort(long_words),
+        "item": np.sort(item_words),
+        "other-names": np.sort(np.concatenate((item_words[:8], ids(5000, 4)))),
+    }
+    for _ in range(50):  # fifty texts counted, none of these words among them: each word weighs the same
+        counts.add_words(np.array([TEXT_MARK], dtype=np.uint32))
+    rewrites = RewriteScores(counts, lambda wanted: {i: words[i] for i in wanted})
+    settings = Settings()
+    placed = {}
+    for name in ("item", "other-names"):
+        book = Book(Stories(["long"]), settings, lambda wanted: {i: sets[i] for i in wanted}, counts, rewrites)
+        book.load(["long"])
+        book.shingles.update(sets)
+        o = book.overlap(name, "long")
+        assert o.containment >= settings.containment_threshold and o.smaller * 2 <= len(sets["long"])
+        weighted = book._weighted(name, "long", counts)[1]
+        assert settings.containment_floor <= weighted < settings.containment_threshold
+        record = Placement(name, "", Status.CANONICAL, name, (9, 9))
+        book.decide(record, ["long"])
+        placed[name] = record
+    assert placed["item"].status is Status.DUPLICATE and placed["item"].story_id == "long"
+    assert placed["other-names"].status is Status.CANONICAL
