@@ -39,7 +39,7 @@ LINK_WORDS = frozenset(
     | {"continue", "lire", "voir", "fuente", "leer", "quelle", "mehr", "lesen"}
 )
 # Marks a scrape leaves around a title (directional marks, zero-width characters), which do not make it another.
-_INVISIBLE = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u200e\u200f\u202a\u202b\u202c\u2066\u2067\u2068\u2069\ufeff"))
+_INVISIBLE = re.compile("[\u200b-\u200f\u202a-\u202e\u2066-\u2069\ufeff]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,10 +117,12 @@ def _without_title_footer(lines: list[str], title: str) -> list[str]:
     in, the footer's title words are a part of the text no copy elsewhere shares, and count against every copy
     of a short item."""
     last = lines[-1]
-    for colon in (i for i in range(len(last) - 1, -1, -1) if last[i] == ":"):
-        if _same_words(last[colon + 1 :], title):
-            break
-    else:
+    colon = last.rfind(":")
+    while colon >= 0 and not _same_words(last[colon + 1 :], title):
+        if len(last) - colon > 2 * len(title) + 16:
+            return lines  # the text after this colon, and after any before it, is far longer than the title
+        colon = last.rfind(":", 0, colon)
+    if colon < 0:
         return lines
     before = last[:colon]
     ends = list(SENTENCE_END.finditer(before))
@@ -133,12 +135,14 @@ def _without_title_footer(lines: list[str], title: str) -> list[str]:
 
 def _same_words(a: str, b: str) -> bool:
     """The same words, whatever the spacing, HTML entities or invisible marks."""
+    if len(a) > 2 * len(b) + 16 or len(b) > 2 * len(a) + 16:
+        return False  # not the same words however written (the entities of a quote add a few characters)
     words = _words(a)
     return bool(words) and words == _words(b)
 
 
 def _words(text: str) -> list[str]:
-    return html.unescape(text).translate(_INVISIBLE).split()
+    return _INVISIBLE.sub("", html.unescape(text)).split()
 
 
 def _lines(body: str, plain: bool) -> tuple[list[str], bool]:
