@@ -86,7 +86,7 @@ def _extract_scraped(raw: RawDocument) -> Document | Rejection:
 
     title = raw.title.strip() if raw.title else None
     first = lines[0]
-    if title and _same_words(title, first):
+    if title and _same_words(_words(title), first):
         lines = lines[1:]  # the headline repeats the given title
     elif not title and len(lines) > 1 and (first_is_heading or _looks_like_headline(first)):
         title, lines = first, lines[1:]
@@ -116,11 +116,12 @@ def _without_title_footer(lines: list[str], title: str) -> list[str]:
     One outlet of the sample corpus ends each of its 1,229 articles so ("رابط الخبر بصحيفة الوئام: <title>"); left
     in, the footer's title words are a part of the text no copy elsewhere shares, and count against every copy
     of a short item."""
+    wanted = _words(title)
     last = lines[-1]
     colon = last.rfind(":")
-    while colon >= 0 and not _same_words(last[colon + 1 :], title):
-        if len(last) - colon > 2 * len(title) + 16:
-            return lines  # the text after this colon, and after any before it, is far longer than the title
+    while colon >= 0 and not _same_words(wanted, last[colon + 1 :]):
+        if len(last[colon + 1 :].split()) > len(wanted) + 2:
+            return lines  # more words after this colon than the title has, and after any colon before it
         colon = last.rfind(":", 0, colon)
     if colon < 0:
         return lines
@@ -133,12 +134,10 @@ def _without_title_footer(lines: list[str], title: str) -> list[str]:
     return [*lines[:-1], kept] if kept else lines[:-1]
 
 
-def _same_words(a: str, b: str) -> bool:
-    """The same words, whatever the spacing, HTML entities or invisible marks."""
-    if len(a) > 2 * len(b) + 16 or len(b) > 2 * len(a) + 16:
-        return False  # not the same words however written (the entities of a quote add a few characters)
-    words = _words(a)
-    return bool(words) and words == _words(b)
+def _same_words(words: list[str], text: str) -> bool:
+    """Whether ``text`` holds these words (``_words``), whatever its spacing, HTML entities or invisible marks. A
+    text of other length in words is not decoded (a long paragraph's decoding cost 10% of an ingest)."""
+    return bool(words) and abs(len(text.split()) - len(words)) <= 2 and words == _words(text)
 
 
 def _words(text: str) -> list[str]:

@@ -64,6 +64,13 @@ def test_a_footer_linking_back_to_the_article_is_not_text() -> None:
     assert doc(f"{body}\nRead more: Big News", title="Big News").text == body
 
 
+def test_a_title_written_in_entities_or_with_odd_spacing_is_still_the_title() -> None:
+    encoded = "".join(f"&#{ord(c)};" for c in "مرحبا بكم")  # every letter an entity: 9 characters for 1
+    assert doc("مرحبا بكم\nالنص.\nرابط الخبر: مرحبا بكم", title=encoded).text == "النص."
+    padded = "Big\n" + " " * 40 + "News"
+    assert doc("Big News\nThe body.\nRead more: Big News", title=padded).text == "The body."
+
+
 def test_text_that_ends_with_the_title_is_kept_unless_a_link_label_comes_before_it() -> None:
     title = "الحكومة تخفض الإنفاق"
     for last in (
