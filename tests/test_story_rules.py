@@ -114,3 +114,31 @@ def test_a_brief_item_the_weights_leave_just_short_joins_the_text_that_holds_its
         placed[name] = record
     assert placed["item"].status is Status.DUPLICATE and placed["item"].story_id == "long"
     assert placed["other-names"].status is Status.CANONICAL
+
+
+def test_no_second_chance_for_texts_of_one_length_or_below_the_chain_floor() -> None:
+    """The brief item's words are all in the other text (score 1.0), yet it stays apart when the other text is
+    less than twice as long (no excerpt), or when weighed it is under the chain floor."""
+    from docsieve.rewrites import TEXT_MARK, RewriteScores
+
+    stock, own = ids(0, 20), ids(100, 10)
+    settings = Settings()
+    for case, rest, stock_texts in (("one length", ids(200, 30), 20), ("under the floor", ids(200, 100), 100)):
+        sets = {"other": shingle_set(stock, own[:4], rest), "item": shingle_set(stock, own)}
+        counts = ShingleCounts(boilerplate_texts=3)
+        for _ in range(stock_texts):
+            counts.add(stock)
+        for _ in range(50):
+            counts.add_words(np.array([TEXT_MARK], dtype=np.uint32))
+        words = {"other": np.sort(ids(1000, 40)), "item": np.sort(ids(1000, 12))}
+        rewrites = RewriteScores(counts, lambda wanted, words=words: {i: words[i] for i in wanted})
+        book = Book(
+            Stories(["other"]), settings, lambda wanted, sets=sets: {i: sets[i] for i in wanted}, counts, rewrites
+        )
+        book.load(["other"])
+        book.shingles.update(sets)
+        assert book.overlap("item", "other").containment >= settings.containment_threshold, case
+        assert rewrites.score("item", "other") == 1.0, case
+        record = Placement("item", "", Status.CANONICAL, "item", (9, 9))
+        book.decide(record, ["other"])
+        assert record.status is Status.CANONICAL, case
