@@ -85,13 +85,15 @@ def _extract_scraped(raw: RawDocument) -> Document | Rejection:
         return Rejection.of(raw.source, "no article text (empty, whitespace or images only)", raw.body)
 
     title = raw.title.strip() if raw.title else None
+    title_words = _words(title) if title else []
     first = lines[0]
-    if title and _same_words(_words(title), first):
+    if title and _same_words(title_words, first):
         lines = lines[1:]  # the headline repeats the given title
     elif not title and len(lines) > 1 and (first_is_heading or _looks_like_headline(first)):
         title, lines = first, lines[1:]
+        title_words = _words(title)
     if title and lines:
-        lines = _without_title_footer(lines, title)
+        lines = _without_title_footer(lines, title_words)
         if not lines:
             return Rejection.of(raw.source, "no article text (a headline and a link back to it only)", raw.body)
     text = "\n".join(lines)
@@ -110,17 +112,16 @@ def _extract_scraped(raw: RawDocument) -> Document | Rejection:
     )
 
 
-def _without_title_footer(lines: list[str], title: str) -> list[str]:
+def _without_title_footer(lines: list[str], wanted: list[str]) -> list[str]:
     """The lines without a footer that links back to the article: a label opening with a link word and ending
     with a colon, then the title, at the very end of the text, on a line of its own or after the last sentence.
     One outlet of the sample corpus ends each of its 1,229 articles so ("رابط الخبر بصحيفة الوئام: <title>"); left
     in, the footer's title words are a part of the text no copy elsewhere shares, and count against every copy
-    of a short item."""
-    wanted = _words(title)
+    of a short item. ``wanted``: the title's words (``_words``)."""
     last = lines[-1]
     colon = last.rfind(":")
-    while colon >= 0 and not _same_words(wanted, last[colon + 1 :]):
-        if len(last[colon + 1 :].split()) > len(wanted) + 2:
+    while colon >= 0 and not _same_words(wanted, tail := last[colon + 1 :]):
+        if len(tail.split()) > len(wanted) + 2:
             return lines  # more words after this colon than the title has, and after any colon before it
         colon = last.rfind(":", 0, colon)
     if colon < 0:

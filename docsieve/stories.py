@@ -220,9 +220,9 @@ class Book:
             return True  # a near-identical text is a copy whatever its template
         j, c = self._weighted(a, b, self.templates)
         o = replace(self.overlap(a, b), jaccard=j, containment=c)
-        if self.strong(o) if strong else self.close(o):
-            return True
-        return self._brief_item(a, b, c)
+        if not strong:
+            return self.close(o)  # a brief item the second chance could take is at the floor already
+        return self.strong(o) or self._brief_item(a, b, c)
 
     def _brief_item(self, a: str, b: str, weighted_containment: float) -> bool:
         """An excerpt that the weights leave just short: a brief item inside a longer text, at the chain floor
