@@ -4,7 +4,9 @@ Extraction, fingerprints and language (``docsieve/prepare.py``) are computed out
 and storing happen in one transaction that holds the store's write lock: the index first catches up
 with what other processes stored, then each document of the batch is decided in arrival order (so the
 first copy of a story is its canonical record within a batch as well), then the batch is written. A
-batch costs a handful of store round trips whatever its size.
+batch costs a handful of store round trips whatever its size. On PostgreSQL the batch is written and
+decided before the lock too; under it the decision is kept unless what others wrote meanwhile touches
+what it read (``Pipeline._still_holds``), so a lone worker's hold is placing and linking only.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from docsieve.readers import Item
 from docsieve.rewrites import RewriteScores, counted_words
 from docsieve.settings import Settings
 from docsieve.store import NewRecord, Store, Transaction
-from docsieve.stories import Book, Overlap, Placement, rank_key
+from docsieve.stories import Book, Overlap, Placement, RecordedReads, rank_key
 from docsieve.templates import ShingleCounts, counted_shingles
 
 BATCH_SEQ = 1 << 62  # ranks a batch's documents after every stored record that arrived when they did
@@ -92,6 +94,20 @@ class Checked:
 
 
 @dataclass(frozen=True, slots=True)
+class Decision:
+    """A batch decided: the records to store (its rejected ones too), the stories' changes, and what deciding
+    read, to tell under the lock whether a decision made before it still holds (``Pipeline._still_holds``)."""
+
+    new: list[NewRecord]
+    decided: list[NewRecord]  # the documents' records
+    book: Book
+    batch: list[Prepared]  # the documents decided (those not stored already)
+    exact: list[bool]  # which of them are exact copies of a stored or earlier text
+    reads: RecordedReads
+    seen: tuple[int, int]  # the store's last record and last takedown before deciding read anything
+
+
+@dataclass(frozen=True, slots=True)
 class Outcome:
     """What became of one input: the id of its record, and the record if this call stored it (None: it was
     stored before, or earlier in the same batch)."""
@@ -125,6 +141,10 @@ class Pipeline:
         self._sketches: dict[str, Sketch] = {}
         self._days: dict[str, Slots] = {}  # stored records' weekday slots (docsieve/dates.py), DAYS_CACHED at most
         self._sketch_bytes = 0
+        # Batches stored, and those of them decided before the lock (PostgreSQL) and decided again under it
+        # because another worker wrote what the first decision read (docs/scaling.md).
+        self.batches_stored = 0
+        self.decided_again = 0
 
     def ingest(
         self,
@@ -191,21 +211,16 @@ class Pipeline:
         late = MemoryIndex(self.settings.index_window, self.settings.common_key_records)
         late.last_seq = complete_to
 
-        def before_lock(txn: Transaction) -> None:  # PostgreSQL: SQLite's lock comes with the transaction
-            txn.stage([drafts[p.id] for p in _first_of_each(prepared, txn.existing_ids(drafts))])
-            # What other workers stored since the lookup, and their template counts, read before the lock as
-            # well: under it, only what they store while this one waits (both catch up by seq).
-            late.catch_up(txn)
-            self.templates.catch_up(txn)
-
-        with self.templates.bound(), self.store.writing(before_lock=before_lock) as txn:
-            self.index.catch_up(txn)
-            self.templates.catch_up(txn)
-            self.templates.snapshot_if_due(txn, len(prepared))  # every row counted, under the lock
-            late.catch_up(txn)
-            known = txn.existing_ids([p.id for p in prepared] + [r.id for r in rejections])
-            # Candidates to verify under the lock: the records stored since the lookup and those it named
-            # unstored; never the batch's own (another worker's lookup may have staged the same id).
+        def decide(txn: Transaction, now: datetime, ahead: bool = False) -> Decision:
+            # ``ahead`` (before the lock): what was written up to here, and the late records up to here, so that
+            # under the lock the decision holds if nothing written since touches what it read (kept in ``reads``).
+            seen = txn.written_through() if ahead else (0, 0)
+            if ahead:
+                late.catch_up(txn)
+            reads = RecordedReads(txn, keep=ahead)
+            known = reads.ask(txn.existing_ids, tuple([p.id for p in prepared] + [r.id for r in rejections]))
+            # Candidates to verify here: the records stored since the lookup and those it named unstored; never
+            # the batch's own (another worker's lookup may have staged the same id).
             own = {p.id for p in prepared} - known
             found = {
                 p.id: [c for c in a if c not in checked.examined and c not in own]
@@ -214,10 +229,34 @@ class Pipeline:
             if late.last_seq > complete_to:  # other workers stored records since the lookup
                 for p, b, a in zip(prepared, late.candidates(keys, limit, times), early, strict=True):
                     found[p.id] += [c for c in b if c not in a and c not in own]
-            new = [_rejected(r) for r in _first_of_each(rejections, known)]
+            batch = _first_of_each(prepared, known)
+            decided, book, exact = self._decide(txn, reads, batch, found, checked, drafts, published, now)
+            new = [_rejected(r) for r in _first_of_each(rejections, known)] + decided
+            return Decision(new, decided, book, batch, exact, reads, seen)
+
+        ahead: list[Decision] = []
+
+        def before_lock(txn: Transaction) -> None:  # PostgreSQL: SQLite's lock comes with the transaction
+            txn.stage([drafts[p.id] for p in _first_of_each(prepared, txn.existing_ids(drafts))])
+            # What other workers stored since the lookup, and their template counts, read before the lock as
+            # well, and the batch decided: under the lock, only what they store while this one waits is read,
+            # and the decision is made again only if that touches what it read (``_still_holds``).
+            self.templates.catch_up(txn)
+            ahead.append(decide(txn, txn.now(), ahead=True))
+
+        with self.templates.bound(), self.store.writing(before_lock=before_lock) as txn:
+            self.index.catch_up(txn)
+            self.templates.catch_up(txn)
+            self.templates.snapshot_if_due(txn, len(prepared))  # every row counted, under the lock
+            late.catch_up(txn)
             now = txn.now()  # ranks undated documents, and stamps what the batch changes
-            decided, book = self._decide(txn, _first_of_each(prepared, known), found, checked, drafts, published, now)
-            new += decided
+            if ahead and self._still_holds(txn, ahead[0], prepared, times):
+                decision = ahead[0]
+            else:
+                self.decided_again += len(ahead)
+                decision = decide(txn, now)
+            self.batches_stored += 1
+            new, decided, book = decision.new, decision.decided, decision.book
             txn.insert(new, now)
             txn.save_stories(book, now)
             # With the rewrite stage, a text's words are counted with its shingles (docsieve/rewrites.py).
@@ -362,18 +401,20 @@ class Pipeline:
     def _decide(
         self,
         txn: Transaction,
+        reads: RecordedReads,
         batch: list[Prepared],
         found: dict[str, list[str]],
         checked: Checked,
         drafts: dict[str, NewRecord],
         published: dict[str, datetime | None],
         now: datetime,
-    ) -> tuple[list[NewRecord], Book]:
+    ) -> tuple[list[NewRecord], Book, list[bool]]:
         """Each document of the batch placed in a story, in arrival order (docsieve/stories.py). ``checked``:
         the verified candidates of the lookup before the lock; ``found``: those stored since, to verify;
-        ``drafts``: the records to store, all but their place."""
+        ``drafts``: the records to store, all but their place; ``reads``: what the store answers about stories,
+        kept. Returns the records, the stories' changes and which documents are exact copies."""
         book = Book(
-            txn,
+            reads,
             self.settings,
             lambda ids: {i: s.shingles for i, s in self._sketches_of(txn, ids).items()},
             self.templates,
@@ -382,7 +423,7 @@ class Pipeline:
         )
         book.shingles.update({p.id: p.fingerprint.shingles for p in batch})
         book.reserve(p.id for p in batch)
-        stored_texts = txn.by_hash(p.fingerprint.content_hash for p in batch)
+        stored_texts = reads.ask(txn.by_hash, tuple({p.fingerprint.content_hash for p in batch}))
         # An exact copy of a stored text, or of an earlier text of this batch, needs no verification.
         exact, texts = [], set(stored_texts)
         for p in batch:
@@ -472,7 +513,30 @@ class Pipeline:
                 containment=placed.containment,
             )
             new.append(NewRecord(stored, draft.shingles, draft.keys, draft.minima))
-        return new, book
+        return new, book, exact
+
+    def _still_holds(
+        self, txn: Transaction, ahead: Decision, prepared: list[Prepared], times: list[int | None]
+    ) -> bool:
+        """Under the lock: whether the batch decided before it is what deciding it now would give. It is when
+        nothing was stored or taken down since it read the store; else when no record stored since is a
+        candidate of its documents and the store answers every question it asked as before. Template counts
+        others added meanwhile are not weighed: a few texts more among the thousands the weights come from.
+        An undated document ranks by the time it was decided, before the lock: nearer than the time under it
+        to the arrival its record keeps (PostgreSQL's ``created_at``, when the transaction began)."""
+        if txn.written_through() == ahead.seen:
+            return True
+        later = MemoryIndex(self.settings.index_window, self.settings.common_key_records)
+        later.last_seq = ahead.seen[0]
+        later.catch_up(txn)
+        own = {p.id for p in prepared}
+        candidates = later.candidates([p.keys for p in prepared], self.settings.max_candidates, times)
+        found = {p.id: [c for c in cs if c not in own] for p, cs in zip(prepared, candidates, strict=True)}
+        if any(found.values()):
+            since = self._verify(txn, ahead.batch, [found[p.id] for p in ahead.batch], exact=ahead.exact)
+            if any(since.passed.values()) or any(since.near.values()):
+                return False
+        return ahead.reads.unchanged()
 
     def _rewrite_scores(self, txn: Transaction, batch: list[Prepared]) -> RewriteScores:
         """The rewrite stage's scores for a batch: the words of its documents from their fingerprints, those

@@ -376,6 +376,14 @@ class Transaction:
         query = sa.select(sa.func.coalesce(sa.func.max(records.c.seq), 0)).where(records.c.seq > 0)
         return int(self.conn.scalar(query) or 0)
 
+    def written_through(self) -> tuple[int, int]:
+        """The seqs of the last stored record and of the last takedown: every change to stories comes with one
+        or the other, so while both stay, nothing a decision read has changed (``Pipeline._still_holds``)."""
+        last_record = sa.select(sa.func.max(records.c.seq)).where(records.c.seq > 0).scalar_subquery()
+        last_deletion = sa.select(sa.func.max(deletions.c.seq)).scalar_subquery()
+        row = self.conn.execute(sa.select(last_record, last_deletion)).one()
+        return int(row[0] or 0), int(row[1] or 0)
+
     def stage(self, drafts: Sequence[NewRecord]) -> None:
         """PostgreSQL, before the write lock: the records a batch will store, written with their text, keys and
         sketches but not their place (status, story, link), under a negative seq that nothing reads as stored.

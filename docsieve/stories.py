@@ -43,7 +43,7 @@ import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -106,6 +106,57 @@ class StoredStories(Protocol):
     def members(self, story_ids: Iterable[str], policy: str) -> dict[str, list[Placement]]: ...
     def roundups(self, ids: Iterable[str]) -> set[str]: ...
     def taken_story_ids(self, ids: Iterable[str]) -> set[str]: ...
+
+
+class RecordedReads:
+    """A ``StoredStories`` that keeps each question and its answer, so that a batch decided before the write
+    lock can tell under it whether the store would still answer the same (``unchanged``): a decision whose
+    every read is unchanged is the decision the batch would make again there. Answers are kept as copies,
+    since the rules change the placements they are handed. ``keep=False`` keeps nothing (a decision made
+    under the lock)."""
+
+    def __init__(self, store: StoredStories, keep: bool = True) -> None:
+        self._store = store
+        self._keep = keep
+        self._asked: list[tuple[Callable, tuple, object]] = []
+
+    def ask(self, read: Callable, *args: object) -> Any:
+        """``read(*args)``, kept with its answer (any other read of the store a decision depends on)."""
+        answer = read(*args)
+        if self._keep:
+            self._asked.append((read, args, _kept(answer)))
+        return answer
+
+    def stories_of(self, ids: Iterable[str], policy: str) -> tuple[dict[str, str], dict[str, list[Placement]]]:
+        return self.ask(self._store.stories_of, tuple(ids), policy)
+
+    def members(self, story_ids: Iterable[str], policy: str) -> dict[str, list[Placement]]:
+        return self.ask(self._store.members, tuple(story_ids), policy)
+
+    def roundups(self, ids: Iterable[str]) -> set[str]:
+        return self.ask(self._store.roundups, tuple(ids))
+
+    def taken_story_ids(self, ids: Iterable[str]) -> set[str]:
+        return self.ask(self._store.taken_story_ids, tuple(ids))
+
+    def unchanged(self) -> bool:
+        """Whether every question asked so far gets the same answer now."""
+        assert self._keep, "nothing was kept"
+        return all(_kept(read(*args)) == answer for read, args, answer in self._asked)
+
+
+def _kept(answer: object) -> object:
+    """An answer as a value that later changes to its placements do not touch."""
+    if isinstance(answer, Placement):
+        p = answer
+        return (p.id, p.story_id, p.status, p.content_hash, p.rank, p.method, p.jaccard, p.containment, p.similarity)
+    if isinstance(answer, dict):
+        return {k: _kept(v) for k, v in answer.items()}
+    if isinstance(answer, list | tuple):
+        return tuple(_kept(v) for v in answer)
+    if isinstance(answer, set):
+        return frozenset(answer)
+    return answer
 
 
 def rank_key(policy: str, when: datetime | None, arrived: datetime, seq: int) -> tuple:

@@ -379,47 +379,119 @@ def test_a_record_another_transaction_stores_while_a_batch_is_staged_leaves_the_
     assert [s for _, s in seqs] == ["elsewhere.txt", "a.txt", "c.txt"] and all(seq > 0 for seq, _ in seqs)
 
 
-def test_an_original_stored_while_a_copy_waits_for_the_lock_is_found(
-    postgres_server_url: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The copy's worker reads what others stored since its lookup before it asks for the lock; the original,
-    stored by a worker ahead of it in the lock's queue, is read under the lock and the copy links to it."""
+def _queued(
+    url: str, stored_before: list[RawDocument], first: RawDocument, then: RawDocument
+) -> tuple[Pipeline, Pipeline]:
+    """``stored_before`` ingested, then ``first`` and ``then`` processed by two workers that each prepare, look up,
+    and decide their batch before the lock while a blocker holds it; released, the lock goes to ``first``'s
+    worker, then to ``then``'s, which decided before ``first`` was stored. Returns the two pipelines, closed."""
     import threading
 
     from docsieve.store import WRITE_LOCK
+
+    settings = Settings(store=url, batch_size=8)
+    one, two = Pipeline(Store(url), settings), Pipeline(Store(url), settings)
+    one.ingest(stored_before)
+    blocker = one.store.engine.connect()
+    blocker.begin()
+    blocker.execute(sa.select(sa.func.pg_advisory_xact_lock(WRITE_LOCK)))
+
+    def queued(count: int) -> None:
+        _waiting(one.store, "advisory", count, f"{count} workers never waited for the lock")
+
+    threads = [
+        threading.Thread(target=one.process, args=([first],)),
+        threading.Thread(target=two.process, args=([then],)),
+    ]
+    threads[0].start()
+    queued(1)
+    threads[1].start()
+    queued(2)
+    blocker.commit()
+    blocker.close()
+    for thread in threads:
+        thread.join(timeout=60)
+    one.close()
+    two.close()
+    return one, two
+
+
+def _stories(store: Store) -> dict[str, tuple]:
+    """Each record by source: its status, method, its canonical's source and the sources of its story."""
+    got = {r.id: r for r in store.iter_records()}
+    story = {}
+    for r in got.values():
+        story.setdefault(r.story_id, set()).add(r.source)
+    return {
+        r.source: (
+            r.status,
+            r.method,
+            got[r.duplicate_of].source if r.duplicate_of else None,
+            sorted(story[r.story_id]),
+        )
+        for r in got.values()
+    }
+
+
+def test_an_original_stored_while_a_copy_waits_for_the_lock_is_found(postgres_server_url: str) -> None:
+    """The copy's worker decides before the lock, without the original, which a worker ahead of it in the
+    lock's queue stores meanwhile: under the lock the original is read, the decision made again, and the copy
+    links to it."""
     from tests.services import postgres_database
 
     text = fixture_text("ar_near_a.txt")
     with postgres_database(postgres_server_url) as url:
-        settings = Settings(store=url, batch_size=8)
-        first, second = Pipeline(Store(url), settings), Pipeline(Store(url), settings)
-        blocker = first.store.engine.connect()
-        blocker.begin()
-        blocker.execute(sa.select(sa.func.pg_advisory_xact_lock(WRITE_LOCK)))
-
-        def queued(count: int) -> None:
-            _waiting(first.store, "advisory", count, f"{count} workers never waited for the lock")
-
-        stored: dict[str, list[Record]] = {}
-        original = threading.Thread(
-            target=lambda: stored.update(a=first.process([RawDocument(source="a.txt", body=text)]))
+        first, second = _queued(
+            url, [], RawDocument(source="a.txt", body=text), RawDocument(source="b.txt", body=_near_copy(text))
         )
-        original.start()
-        queued(1)
-        copy = threading.Thread(
-            target=lambda: stored.update(b=second.process([RawDocument(source="b.txt", body=_near_copy(text))]))
-        )
-        copy.start()
-        queued(2)
-        blocker.commit()  # the lock goes to the original's worker, then to the copy's
-        blocker.close()
-        original.join(timeout=60)
-        copy.join(timeout=60)
-        first.close()
-        second.close()
-    (a,), (b,) = stored["a"], stored["b"]
+        got = {r.source: r for r in first.store.iter_records()}
+        first.store.close()
+    a, b = got["a.txt"], got["b.txt"]
     assert a.status is Status.CANONICAL
     assert b.duplicate_of == a.id and b.story_id == a.story_id and b.method is Method.NEAR
+    assert (second.batches_stored, second.decided_again) == (1, 1)
+
+
+def _halves(text: str) -> tuple[str, str]:
+    """The article's title and second paragraph, its title and third: two excerpts that share no sentence."""
+    title, second, third = text.split("\n\n")
+    return f"{title}\n\n{second}", third
+
+
+@pytest.mark.parametrize("unrelated", [False, True])
+def test_a_story_another_worker_changes_while_a_batch_waits_makes_it_decide_again(
+    postgres_server_url: str, tmp_path: Path, unrelated: bool
+) -> None:
+    """Two excerpts of a stored article that share nothing, decided by two workers at once. The first,
+    published before the article, takes its story over; the second's decision before the lock joined the
+    article's story, and the first excerpt is no candidate of it. Under the lock the store answers otherwise
+    (the story's canonical changed), the batch is decided again, and the stories are those of the documents
+    stored one after another (SQLite, one process): the second excerpt, nothing like the new canonical, on
+    its own. An unrelated document stored meanwhile leaves the decision made before the lock as it was."""
+    from tests.services import postgres_database
+
+    article = fixture_text("en_article.txt")
+    one_half, other_half = _halves(article)
+    before = [RawDocument(source="article.txt", body=article, published="2026-12-01T10:00:00Z")]
+    first = (
+        RawDocument(source="other.txt", body=fixture_text("ar_other.txt"), published="2026-12-01T09:00:00Z")
+        if unrelated
+        else RawDocument(source="one.txt", body=one_half, published="2026-12-01T09:00:00Z")
+    )
+    then = RawDocument(source="two.txt", body=other_half, published="2026-12-01T11:00:00Z")
+    serial = Pipeline(Store(f"sqlite:///{tmp_path}/serial.db"), Settings(store=f"sqlite:///{tmp_path}/serial.db"))
+    serial.ingest([*before, first, then])
+    expected = _stories(serial.store)
+    serial.close()
+    with postgres_database(postgres_server_url) as url:
+        _, second = _queued(url, before, first, then)
+        store = Store(url)
+        got = _stories(store)
+        store.close()
+    assert got == expected
+    # In the article's story while it was the canonical; on its own once the first excerpt took it over.
+    assert expected["two.txt"][3] == (["two.txt"] if not unrelated else ["article.txt", "two.txt"])
+    assert (second.batches_stored, second.decided_again) == (1, 0 if unrelated else 1)
 
 
 def test_two_writers_staging_the_same_ids_in_opposite_order_do_not_deadlock(postgres_server_url: str) -> None:
