@@ -380,7 +380,7 @@ def test_a_record_another_transaction_stores_while_a_batch_is_staged_leaves_the_
 
 
 def _queued(
-    url: str, stored_before: list[RawDocument], first: RawDocument, then: RawDocument
+    url: str, stored_before: list[RawDocument], first: RawDocument, then: RawDocument | list[RawDocument]
 ) -> tuple[Pipeline, Pipeline]:
     """``stored_before`` ingested, then ``first`` and ``then`` processed by two workers that each prepare, look up,
     and decide their batch before the lock while a blocker holds it; released, the lock goes to ``first``'s
@@ -401,7 +401,7 @@ def _queued(
 
     threads = [
         threading.Thread(target=one.process, args=([first],)),
-        threading.Thread(target=two.process, args=([then],)),
+        threading.Thread(target=two.process, args=(then if isinstance(then, list) else [then],)),
     ]
     threads[0].start()
     queued(1)
@@ -458,29 +458,53 @@ def _halves(text: str) -> tuple[str, str]:
     return f"{title}\n\n{second}", third
 
 
-@pytest.mark.parametrize("unrelated", [False, True])
+COUNCIL = (
+    "The city council approved a new budget for public transport on Tuesday, allocating funds to extend two tram "
+    "lines and to buy forty electric buses over the next three years. Council members said the plan would cut "
+    "travel times for commuters in the northern districts and reduce air pollution near schools. Opposition "
+    "members argued the cost had been underestimated and asked for an independent review of the contracts. The "
+    "mayor said construction would begin in the spring and that residents would be consulted on the routes. "
+    "Local business groups welcomed the decision but warned that road works could hurt shops along the main "
+    "avenue during the building period."
+)
+
+
+@pytest.mark.parametrize("case", ["excerpt", "excerpt and a copy", "excerpt in a text held", "unrelated"])
 def test_a_story_another_worker_changes_while_a_batch_waits_makes_it_decide_again(
-    postgres_server_url: str, tmp_path: Path, unrelated: bool
+    postgres_server_url: str, tmp_path: Path, case: str
 ) -> None:
     """Two excerpts of a stored article that share nothing, decided by two workers at once. The first,
-    published before the article, takes its story over; the second's decision before the lock joined the
-    article's story, and the first excerpt is no candidate of it. Under the lock the store answers otherwise
-    (the story's canonical changed), the batch is decided again, and the stories are those of the documents
-    stored one after another (SQLite, one process): the second excerpt, nothing like the new canonical, on
-    its own. An unrelated document stored meanwhile leaves the decision made before the lock as it was."""
+    published before the article, takes its story over. The second's decision before the lock joined the
+    article's story, and the first excerpt is no candidate of it; under the lock the store answers otherwise
+    (the story's canonical changed) and it is decided again, on its own now, nothing like the new canonical.
+    An unrelated document of its batch keeps the decision made before the lock; a copy of the article in the
+    batch is decided again with it (their decisions share the story). The stories are those of the documents
+    stored one after another (SQLite, one process). A text made of the second excerpt and a council item is
+    decided again, and so is the council item, which only that text's decision shares a story with. With an
+    unrelated document stored meanwhile instead of the first excerpt, the whole decision made before the lock
+    stands."""
     from tests.services import postgres_database
 
     article = fixture_text("en_article.txt")
     one_half, other_half = _halves(article)
     before = [RawDocument(source="article.txt", body=article, published="2026-12-01T10:00:00Z")]
     first = (
-        RawDocument(source="other.txt", body=fixture_text("ar_other.txt"), published="2026-12-01T09:00:00Z")
-        if unrelated
+        RawDocument(source="other.txt", body=fixture_text("ar_near_a.txt"), published="2026-12-01T09:00:00Z")
+        if case == "unrelated"
         else RawDocument(source="one.txt", body=one_half, published="2026-12-01T09:00:00Z")
     )
-    then = RawDocument(source="two.txt", body=other_half, published="2026-12-01T11:00:00Z")
+    then = [RawDocument(source="two.txt", body=other_half, published="2026-12-01T11:00:00Z")]
+    if case == "excerpt in a text held":
+        then = [
+            RawDocument(source="both.txt", body=f"{other_half}\n\n{COUNCIL}", published="2026-12-01T11:00:00Z"),
+            RawDocument(source="council.txt", body=COUNCIL, published="2026-12-01T11:10:00Z"),
+        ]
+    if case == "excerpt and a copy":
+        copy = article.replace("Yukos unit buyer faces loan claim", "Yukos buyer faces claim") + "\n\nReuters"
+        then.append(RawDocument(source="copy.txt", body=copy, published="2026-12-01T12:00:00Z"))
+    then.append(RawDocument(source="apart.txt", body=fixture_text("ar_other.txt"), published="2026-12-01T11:30:00Z"))
     serial = Pipeline(Store(f"sqlite:///{tmp_path}/serial.db"), Settings(store=f"sqlite:///{tmp_path}/serial.db"))
-    serial.ingest([*before, first, then])
+    serial.ingest([*before, first, *then])
     expected = _stories(serial.store)
     serial.close()
     with postgres_database(postgres_server_url) as url:
@@ -489,9 +513,11 @@ def test_a_story_another_worker_changes_while_a_batch_waits_makes_it_decide_agai
         got = _stories(store)
         store.close()
     assert got == expected
-    # In the article's story while it was the canonical; on its own once the first excerpt took it over.
-    assert expected["two.txt"][3] == (["two.txt"] if not unrelated else ["article.txt", "two.txt"])
-    assert (second.batches_stored, second.decided_again) == (1, 0 if unrelated else 1)
+    if case != "excerpt in a text held":
+        # In the article's story while it was the canonical; on its own once the first excerpt took it over.
+        assert expected["two.txt"][3] == (["article.txt", "two.txt"] if case == "unrelated" else ["two.txt"])
+    again = {"excerpt": 1, "excerpt and a copy": 2, "excerpt in a text held": 2, "unrelated": 0}[case]
+    assert (second.batches_stored, second.decided_again, second.documents_decided_again) == (1, bool(again), again)
 
 
 def test_two_writers_staging_the_same_ids_in_opposite_order_do_not_deadlock(postgres_server_url: str) -> None:

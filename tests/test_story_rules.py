@@ -159,8 +159,9 @@ class StoredCopies(Stories):
 
 def test_recorded_reads_hold_until_the_store_answers_otherwise() -> None:
     """What a decision made before the lock read is kept as copies: the rules changing the placements they were
-    handed is no change of the store; another worker's copy joining a story it read, or a story taken over,
-    is one, and so is an answer of any other read it asked through them."""
+    handed is no change of the store. Another worker's copy joining a story it read, or a story taken over, is
+    one, of that story; a text stored meanwhile is one of its hash; and any other answer that differs is a
+    change of everything."""
     store = StoredCopies(["a", "b"])
     hashes = {"h1": "a"}
     reads = RecordedReads(store)
@@ -168,19 +169,19 @@ def test_recorded_reads_hold_until_the_store_answers_otherwise() -> None:
     reads.members(["b"], "earliest-published")
     reads.roundups(["a"])
     reads.taken_story_ids(["new"])
-    reads.ask(lambda wanted: {h: hashes[h] for h in wanted if h in hashes}, ("h1", "h2"))
+    reads.ask(lambda wanted: {h: hashes[h] for h in wanted if h in hashes}, ("h1", "h2"), kind="keys")
     members["a"][0].story_id, members["a"][0].status = "b", Status.DUPLICATE  # the rules' own changes
-    assert reads.unchanged()
+    assert reads.unchanged() and reads.changed() == set()
     hashes["h2"] = "c"  # a text stored meanwhile
-    assert not reads.unchanged()
+    assert reads.changed() == {"h2"} and not reads.unchanged()
     del hashes["h2"]
     store.placements["a2"] = Placement("a2", "a", Status.DUPLICATE, "a2", (5, 5))  # a copy joins story a
-    assert not reads.unchanged()
+    assert reads.changed() == {"a"}
     del store.placements["a2"]
     store.placements["b"] = replace(store.placements["b"], rank=(-1, -1))  # b published earlier than thought
-    assert not reads.unchanged()
+    assert reads.changed() == {"b"}
     store.placements["b"] = replace(store.placements["b"], rank=(1, 1))
     assert reads.unchanged()
     store.placements["new"] = Placement("new", "new", Status.CANONICAL, "new", (9, 9))  # a story named "new"
-    assert not reads.unchanged()
+    assert reads.changed() is None and not reads.unchanged()
     assert RecordedReads(store, keep=False).stories_of(["a"], "earliest-published")[0] == {"a": "a"}
