@@ -5,12 +5,13 @@ and storing happen in one transaction that holds the store's write lock: the ind
 with what other processes stored, then each document of the batch is decided in arrival order (so the
 first copy of a story is its canonical record within a batch as well), then the batch is written. A
 batch costs a handful of store round trips whatever its size. On PostgreSQL the batch is written and
-decided before the lock too; under it the decision is kept unless what others wrote meanwhile touches
-what it read (``Pipeline._still_holds``), so a lone worker's hold is placing and linking only.
+decided before the lock too; under the lock the decision stands if nothing was stored or taken down since
+it began to read, so that a lone worker's hold is placing and linking only.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
@@ -40,7 +41,7 @@ from docsieve.readers import Item
 from docsieve.rewrites import RewriteScores, counted_words
 from docsieve.settings import Settings
 from docsieve.store import NewRecord, Store, Transaction
-from docsieve.stories import Book, Overlap, Part, Placement, RecordedReads, rank_key
+from docsieve.stories import Book, Overlap, Placement, rank_key
 from docsieve.templates import ShingleCounts, counted_shingles
 
 BATCH_SEQ = 1 << 62  # ranks a batch's documents after every stored record that arrived when they did
@@ -94,33 +95,6 @@ class Checked:
 
 
 @dataclass(frozen=True, slots=True)
-class Decided:
-    """The documents of a batch decided (``Pipeline._decide``)."""
-
-    new: list[NewRecord]  # their records, in the batch's order
-    book: Book  # the stories' changes
-    exact: list[bool]  # which of them are exact copies of a stored or earlier text
-    parts: dict[str, Part]  # each document's part of the changes
-    footprints: dict[str, set[str]]  # the stories each one's decision read or changed
-
-
-@dataclass(frozen=True, slots=True)
-class Decision:
-    """A batch decided: the records to store (its rejected ones first), the documents' decisions, and what
-    deciding read, to tell under the lock whether a decision made before it still holds (``_to_decide_again``)."""
-
-    rejected: list[NewRecord]
-    decided: Decided
-    batch: list[Prepared]  # the documents decided (those not stored already)
-    reads: RecordedReads
-    seen: tuple[int, int]  # the store's last record and last takedown before deciding read anything
-
-    @property
-    def new(self) -> list[NewRecord]:
-        return self.rejected + self.decided.new
-
-
-@dataclass(frozen=True, slots=True)
 class Outcome:
     """What became of one input: the id of its record, and the record if this call stored it (None: it was
     stored before, or earlier in the same batch)."""
@@ -154,12 +128,10 @@ class Pipeline:
         self._sketches: dict[str, Sketch] = {}
         self._days: dict[str, Slots] = {}  # stored records' weekday slots (docsieve/dates.py), DAYS_CACHED at most
         self._sketch_bytes = 0
-        # Batches stored, those of them decided before the lock (PostgreSQL) and decided again under it, wholly
-        # or partly, because another worker wrote what the first decision read, and how many documents were
-        # (docs/scaling.md).
+        # Batches stored, and those of them decided before the lock (PostgreSQL) and again under it because
+        # another worker wrote meanwhile (docs/scaling.md).
         self.batches_stored = 0
         self.decided_again = 0
-        self.documents_decided_again = 0
 
     def ingest(
         self,
@@ -226,14 +198,8 @@ class Pipeline:
         late = MemoryIndex(self.settings.index_window, self.settings.common_key_records)
         late.last_seq = complete_to
 
-        def decide(txn: Transaction, now: datetime, ahead: bool = False, only: set[str] | None = None) -> Decision:
-            # ``ahead`` (before the lock): what was written up to here, and the late records up to here, so that
-            # under the lock the decision holds if nothing written since touches what it read (kept in ``reads``).
-            seen = txn.written_through() if ahead else (0, 0)
-            if ahead:
-                late.catch_up(txn)
-            reads = RecordedReads(txn, keep=ahead)
-            known = reads.ask(txn.existing_ids, tuple([p.id for p in prepared] + [r.id for r in rejections]))
+        def decide(txn: Transaction, now: datetime) -> tuple[list[NewRecord], Book]:
+            known = txn.existing_ids([p.id for p in prepared] + [r.id for r in rejections])
             # Candidates to verify here: the records stored since the lookup and those it named unstored; never
             # the batch's own (another worker's lookup may have staged the same id).
             own = {p.id for p in prepared} - known
@@ -244,19 +210,24 @@ class Pipeline:
             if late.last_seq > complete_to:  # other workers stored records since the lookup
                 for p, b, a in zip(prepared, late.candidates(keys, limit, times), early, strict=True):
                     found[p.id] += [c for c in b if c not in a and c not in own]
-            batch = [p for p in _first_of_each(prepared, known) if only is None or p.id in only]
-            decided = self._decide(txn, reads, batch, found, checked, drafts, published, now)
-            return Decision([_rejected(r) for r in _first_of_each(rejections, known)], decided, batch, reads, seen)
+            decided, book = self._decide(txn, _first_of_each(prepared, known), found, checked, drafts, published, now)
+            return [_rejected(r) for r in _first_of_each(rejections, known)] + decided, book
 
-        ahead: list[Decision] = []
+        ahead: list[tuple[tuple[int, int], tuple[list[NewRecord], Book]]] = []
 
         def before_lock(txn: Transaction) -> None:  # PostgreSQL: SQLite's lock comes with the transaction
             txn.stage([drafts[p.id] for p in _first_of_each(prepared, txn.existing_ids(drafts))])
             # What other workers stored since the lookup, and their template counts, read before the lock as
-            # well, and the batch decided: under the lock, only what they store while this one waits is read,
-            # and the decision is made again only if that touches what it read (``_still_holds``).
+            # well (under it, only what they store while this one waits), and the batch decided: the decision
+            # stands if nothing is stored or taken down between here and the lock, so that it is the one the
+            # batch would get under it (a lone worker's hold is then placing and linking only).
+            seen = txn.written_through()
+            late.catch_up(txn)
             self.templates.catch_up(txn)
-            ahead.append(decide(txn, txn.now(), ahead=True))
+            # A record taken down while this decision read it (one read said it was stored, the next did not)
+            # fails it: decided under the lock then, where nothing changes meanwhile.
+            with contextlib.suppress(KeyError):
+                ahead.append((seen, decide(txn, txn.now())))
 
         with self.templates.bound(), self.store.writing(before_lock=before_lock) as txn:
             self.index.catch_up(txn)
@@ -264,16 +235,11 @@ class Pipeline:
             self.templates.snapshot_if_due(txn, len(prepared))  # every row counted, under the lock
             late.catch_up(txn)
             now = txn.now()  # ranks undated documents, and stamps what the batch changes
-            again = self._to_decide_again(txn, ahead[0], prepared, times) if ahead else None
-            if again is None:  # the whole batch (SQLite; or a change that concerns every document)
-                decision = decide(txn, now)
-                new, book = decision.new, decision.decided.book
+            if ahead and txn.written_through() == ahead[0][0]:
+                new, book = ahead[0][1]
+            else:  # what others wrote meanwhile may change any decision (template counts weigh every shingle)
                 self.decided_again += len(ahead)
-                self.documents_decided_again += len(decision.batch) if ahead else 0
-            else:  # the documents whose decisions what others wrote meanwhile may change, if any
-                new, book = _combined(ahead[0], decide(txn, now, only=again) if again else None)
-                self.decided_again += bool(again)
-                self.documents_decided_again += len(again)
+                new, book = decide(txn, now)
             self.batches_stored += 1
             txn.insert(new, now)
             txn.save_stories(book, now)
@@ -419,20 +385,18 @@ class Pipeline:
     def _decide(
         self,
         txn: Transaction,
-        reads: RecordedReads,
         batch: list[Prepared],
         found: dict[str, list[str]],
         checked: Checked,
         drafts: dict[str, NewRecord],
         published: dict[str, datetime | None],
         now: datetime,
-    ) -> Decided:
+    ) -> tuple[list[NewRecord], Book]:
         """Each document of the batch placed in a story, in arrival order (docsieve/stories.py). ``checked``:
         the verified candidates of the lookup before the lock; ``found``: those stored since, to verify;
-        ``drafts``: the records to store, all but their place; ``reads``: what the store answers about stories,
-        kept."""
+        ``drafts``: the records to store, all but their place."""
         book = Book(
-            reads,
+            txn,
             self.settings,
             lambda ids: {i: s.shingles for i, s in self._sketches_of(txn, ids).items()},
             self.templates,
@@ -441,7 +405,7 @@ class Pipeline:
         )
         book.shingles.update({p.id: p.fingerprint.shingles for p in batch})
         book.reserve(p.id for p in batch)
-        stored_texts = reads.ask(txn.by_hash, tuple({p.fingerprint.content_hash for p in batch}), kind="keys")
+        stored_texts = txn.by_hash(p.fingerprint.content_hash for p in batch)
         # An exact copy of a stored text, or of an earlier text of this batch, needs no verification.
         exact, texts = [], set(stored_texts)
         for p in batch:
@@ -494,13 +458,6 @@ class Pipeline:
                 for other in (c, book.canonical_of[book.placements[c].story_id])
             )
         first_with_text: dict[str, str] = {}
-        # Before the lock, each decision's part of the batch's changes, and its footprint: the stories it read
-        # (its candidates') and changed. Decisions whose footprints share no story touch disjoint parts of the
-        # store (``_to_decide_again``).
-        parts: dict[str, Part] = {}
-        footprints: dict[str, set[str]] = {}
-        if reads.keeping:
-            book.keep_parts()
         for i, p in enumerate(batch):
             fp = p.fingerprint
             record = Placement(
@@ -510,20 +467,17 @@ class Pipeline:
                 fp.content_hash,
                 rank_key(self.settings.canonical, published[p.id], now, BATCH_SEQ + i),
             )
-            source = stored_texts.get(fp.content_hash) or first_with_text.get(fp.content_hash)
-            copy_ids = [c for c in copies_of[i] if c in book.placements]
-            near_ids = [c for c in near_of[i] if c in book.placements]
-            if reads.keeping:
-                mark = book.mark()
-                read = {book.placements[c].story_id for c in ([source] if source else copy_ids + near_ids)}
-            if source:
-                book.add_exact(record, source)
+            if fp.content_hash in stored_texts:
+                book.add_exact(record, stored_texts[fp.content_hash])
+            elif fp.content_hash in first_with_text:
+                book.add_exact(record, first_with_text[fp.content_hash])
             else:
                 first_with_text[fp.content_hash] = p.id
-                book.decide(record, copy_ids, near_ids)
-            if reads.keeping:
-                parts[p.id] = book.since(mark)
-                footprints[p.id] = read | parts[p.id].stories() | {book.placements[p.id].story_id}
+                book.decide(
+                    record,
+                    [c for c in copies_of[i] if c in book.placements],
+                    [c for c in near_of[i] if c in book.placements],
+                )
         new = []
         for p in batch:
             placed, draft = book.placements[p.id], drafts[p.id]
@@ -541,42 +495,7 @@ class Pipeline:
                 containment=placed.containment,
             )
             new.append(NewRecord(stored, draft.shingles, draft.keys, draft.minima))
-        return Decided(new, book, exact, parts, footprints)
-
-    def _to_decide_again(
-        self, txn: Transaction, ahead: Decision, prepared: list[Prepared], times: list[int | None]
-    ) -> set[str] | None:
-        """Under the lock: which documents of the batch decided before it must be decided again for the batch
-        to be what deciding it now would give (None: all of them). None when nothing was stored or taken down
-        since it read the store. Else, the documents with a candidate among the records stored since, or whose
-        text another stored meanwhile, or whose decision read a story the store now answers otherwise about,
-        and every document whose decision shares a story with one of those, and so on: the others' decisions
-        touched only stories nobody changed, and stand. Any other answer changed (which ids are stored or
-        name stories, which records are roundups) concerns them all. Template counts others added meanwhile
-        are not weighed: a few texts more among the thousands the weights come from. An undated document
-        ranks by the time it was decided, before the lock: nearer than the time under it to the arrival its
-        record keeps (PostgreSQL's ``created_at``, when the transaction began)."""
-        if txn.written_through() == ahead.seen:
-            return set()
-        changed = ahead.reads.changed()
-        if changed is None:
-            return None
-        again = {p.id for p in ahead.batch if p.fingerprint.content_hash in changed}
-        later = MemoryIndex(self.settings.index_window, self.settings.common_key_records)
-        later.last_seq = ahead.seen[0]
-        later.catch_up(txn)
-        own = {p.id for p in prepared}
-        candidates = later.candidates([p.keys for p in prepared], self.settings.max_candidates, times)
-        found = {p.id: [c for c in cs if c not in own] for p, cs in zip(prepared, candidates, strict=True)}
-        if any(found.values()):
-            since = self._verify(txn, ahead.batch, [found[p.id] for p in ahead.batch], exact=ahead.decided.exact)
-            again |= {d for pairs in (since.passed, since.near) for d, found_of in pairs.items() if found_of}
-        footprints = ahead.decided.footprints
-        reach = changed.union(*(footprints[d] for d in again))
-        while grown := {d for d, stories in footprints.items() if d not in again and not stories.isdisjoint(reach)}:
-            again |= grown
-            reach = reach.union(*(footprints[d] for d in grown))
-        return again
+        return new, book
 
     def _rewrite_scores(self, txn: Transaction, batch: list[Prepared]) -> RewriteScores:
         """The rewrite stage's scores for a batch: the words of its documents from their fingerprints, those
@@ -664,18 +583,6 @@ class Pipeline:
 
 
 T = TypeVar("T", Rejection, Prepared)
-
-
-def _combined(ahead: Decision, fresh: Decision | None) -> tuple[list[NewRecord], Book]:
-    """The records and the stories' changes of a batch decided before the lock, where the documents of
-    ``fresh`` were decided again under it: their records and changes replace theirs, the others' stand (their
-    footprints share no story with the documents decided again: ``Pipeline._to_decide_again``)."""
-    if fresh is None:
-        return ahead.new, ahead.decided.book
-    again = {n.record.id: n for n in fresh.decided.new}
-    kept = [ahead.decided.parts[p.id] for p in ahead.batch if p.id not in again]
-    records = [again.get(n.record.id, n) for n in ahead.decided.new]
-    return ahead.rejected + records, ahead.decided.book.combined(kept, fresh.decided.book)
 
 
 def _first_of_each(items: list[T], known: set[str]) -> list[T]:

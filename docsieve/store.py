@@ -378,7 +378,7 @@ class Transaction:
 
     def written_through(self) -> tuple[int, int]:
         """The seqs of the last stored record and of the last takedown: every change to stories comes with one
-        or the other, so while both stay, nothing a decision read has changed (``Pipeline._still_holds``)."""
+        or the other, so while both stay, nothing a decision read has changed (``Pipeline.store_prepared``)."""
         last_record = sa.select(sa.func.max(records.c.seq)).where(records.c.seq > 0).scalar_subquery()
         last_deletion = sa.select(sa.func.max(deletions.c.seq)).scalar_subquery()
         row = self.conn.execute(sa.select(last_record, last_deletion)).one()

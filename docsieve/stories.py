@@ -41,10 +41,9 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterable
-from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 
@@ -109,126 +108,6 @@ class StoredStories(Protocol):
     def taken_story_ids(self, ids: Iterable[str]) -> set[str]: ...
 
 
-class RecordedReads:
-    """A ``StoredStories`` that keeps each question and its answer, so that a batch decided before the write
-    lock can tell under it whether the store would still answer the same (``unchanged``): a decision whose
-    every read is unchanged is the decision the batch would make again there. Answers are kept as copies,
-    since the rules change the placements they are handed. ``keep=False`` keeps nothing (a decision made
-    under the lock)."""
-
-    def __init__(self, store: StoredStories, keep: bool = True) -> None:
-        self._store = store
-        self.keeping = keep
-        self._asked: list[tuple[str, Callable, tuple, object]] = []
-
-    def ask(self, read: Callable, *args: object, kind: str = "other") -> Any:
-        """``read(*args)``, kept with its answer (any other read of the store a decision depends on). ``kind``
-        says how ``changed`` tells what changed: "keys" for a dict answer (which keys are answered otherwise),
-        "other" for anything (a change is a change of everything)."""
-        answer = read(*args)
-        if self.keeping:
-            self._asked.append((kind, read, args, _kept(answer)))
-        return answer
-
-    def stories_of(self, ids: Iterable[str], policy: str) -> tuple[dict[str, str], dict[str, list[Placement]]]:
-        return self.ask(self._store.stories_of, tuple(ids), policy, kind="stories")
-
-    def members(self, story_ids: Iterable[str], policy: str) -> dict[str, list[Placement]]:
-        return self.ask(self._store.members, tuple(story_ids), policy, kind="keys")
-
-    def roundups(self, ids: Iterable[str]) -> set[str]:
-        return self.ask(self._store.roundups, tuple(ids))
-
-    def taken_story_ids(self, ids: Iterable[str]) -> set[str]:
-        return self.ask(self._store.taken_story_ids, tuple(ids))
-
-    def unchanged(self) -> bool:
-        """Whether every question asked so far gets the same answer now."""
-        return self.changed() == set()
-
-    def changed(self) -> set[str] | None:
-        """What the store answers otherwise now: the keys of "keys" answers (stories for their members, hashes
-        for the records that hold them) and the stories of story answers whose canonical or members differ;
-        None when another answer differs (a change that concerns everything asked)."""
-        assert self.keeping, "nothing was kept"
-        changed: set[str] = set()
-        for kind, read, args, answer in self._asked:
-            now: Any = _kept(read(*args))
-            was: Any = answer
-            if now == was:
-                continue
-            if kind == "other":
-                return None
-            if kind == "stories":  # (canonical of each story, members of each story)
-                changed |= _differing(was[0], now[0]) | _differing(was[1], now[1])
-            else:
-                changed |= _differing(was, now)
-        return changed
-
-
-def _differing(a: dict, b: dict) -> set:
-    """The keys two dicts answer differently (held by one only, or with other values)."""
-    return {k for k in a.keys() | b.keys() if a.get(k, _MISSING) != b.get(k, _MISSING)}
-
-
-_MISSING = object()
-
-
-def _kept(answer: object) -> object:
-    """An answer as a value that later changes to its placements do not touch."""
-    if isinstance(answer, Placement):
-        p = answer
-        return (p.id, p.story_id, p.status, p.content_hash, p.rank, p.method, p.jaccard, p.containment, p.similarity)
-    if isinstance(answer, dict):
-        return {k: _kept(v) for k, v in answer.items()}
-    if isinstance(answer, list | tuple):
-        return tuple(_kept(v) for v in answer)
-    if isinstance(answer, set):
-        return frozenset(answer)
-    return answer
-
-
-class _Added(set):
-    """A set that keeps its additions in order, so that what one decision added to a batch's changes can be
-    told apart from the others' (``Book.mark``, ``Book.since``). The rules only ever add to these sets."""
-
-    def __init__(self, items: Iterable = ()) -> None:
-        super().__init__()
-        self.added: list = []
-        self.update(items)
-
-    def add(self, item: object) -> None:
-        if item not in self:
-            super().add(item)
-            self.added.append(item)
-
-    def update(self, *items: Iterable) -> None:
-        for some in items:
-            for item in some:
-                self.add(item)
-
-    def __ior__(self, items: AbstractSet) -> _Added:  # type: ignore[misc]
-        self.update(items)
-        return self
-
-
-@dataclass(frozen=True, slots=True)
-class Part:
-    """What one decision added to a batch's changes (``Book.since``)."""
-
-    new_records: list[str]
-    changed_records: list[str]
-    new_stories: list[str]
-    changed_stories: list[str]
-    touched_stories: list[str]
-    different: list[str]
-    links: list[Link]
-
-    def stories(self) -> set[str]:
-        """Every story it founded, changed or touched (a record moved between two touches both)."""
-        return {*self.new_stories, *self.changed_stories, *self.touched_stories, *(k.story_id for k in self.links)}
-
-
 def rank_key(policy: str, when: datetime | None, arrived: datetime, seq: int) -> tuple:
     """The canonical policy as a sort key: the smallest ranks first. Undated documents rank by arrival."""
     if policy == "first-seen":
@@ -265,38 +144,6 @@ class Book:
     _weights: dict[str, np.ndarray] = field(default_factory=dict)
     _days: dict[str, Slots] = field(default_factory=dict)
     _free: set[str] = field(default_factory=set)  # record ids known to name no stored story
-
-    _LOGGED = ("new_records", "changed_records", "new_stories", "changed_stories", "touched_stories", "different")
-
-    def keep_parts(self) -> None:
-        """From now on, keep each addition to the batch's changes in order, for ``mark`` and ``since`` (a batch
-        decided before the lock; the plain sets cost less elsewhere)."""
-        for name in self._LOGGED:
-            setattr(self, name, _Added(getattr(self, name)))
-
-    def mark(self) -> tuple[int, ...]:
-        """Where the batch's changes stand: ``since`` tells what was added after (``keep_parts`` first)."""
-        return (*(len(getattr(self, name).added) for name in self._LOGGED), len(self.links))
-
-    def since(self, mark: tuple[int, ...]) -> Part:
-        """What was added to the batch's changes after ``mark`` (one decision's part)."""
-        *marks, links = mark
-        added = {name: getattr(self, name).added[at:] for name, at in zip(self._LOGGED, marks, strict=True)}
-        return Part(**added, links=self.links[links:])
-
-    def combined(self, parts: Iterable[Part], fresh: Book) -> Book:
-        """A book of the changes of ``parts`` (decisions of this book) and of all of ``fresh``'s, where no
-        story of one is a story of the other: what save_stories writes for a batch decided partly again."""
-        book = Book(fresh.store, fresh.settings, fresh.shingles_of)
-        book.canonical_of = {**self.canonical_of, **fresh.canonical_of}
-        placed = fresh.new_records | fresh.changed_records
-        book.placements = {**self.placements, **{r: fresh.placements[r] for r in placed}}
-        every: list[Part | Book] = [*parts, fresh]
-        for part in every:
-            for name in self._LOGGED:
-                getattr(book, name).update(getattr(part, name))
-            book.links.extend(part.links)
-        return book
 
     def reserve(self, record_ids: Iterable[str]) -> None:
         """Check at once which of a batch's record ids name no stored story yet (one query a batch)."""

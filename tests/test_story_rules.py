@@ -4,13 +4,12 @@ a decision weighs, apart from how texts come to be candidates."""
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import replace
 
 import numpy as np
 
 from docsieve.models import Status
 from docsieve.settings import Settings
-from docsieve.stories import Book, Placement, RecordedReads
+from docsieve.stories import Book, Placement
 from docsieve.templates import ShingleCounts
 
 
@@ -143,45 +142,3 @@ def test_no_second_chance_for_texts_of_one_length_or_below_the_chain_floor() -> 
         record = Placement("item", "", Status.CANONICAL, "item", (9, 9))
         book.decide(record, ["other"])
         assert record.status is Status.CANONICAL, case
-
-
-class StoredCopies(Stories):
-    """Answers as a database does: fresh placements each time, which the rules may change freely."""
-
-    def stories_of(self, ids: Iterable[str], policy: str):
-        asked = {self.placements[i].story_id for i in ids if i in self.placements}
-        members = self.members(asked, policy)
-        return {s: next(p.id for p in ps if p.status is Status.CANONICAL) for s, ps in members.items()}, members
-
-    def members(self, story_ids: Iterable[str], policy: str):
-        return {s: [replace(p) for p in ps] for s, ps in super().members(story_ids, policy).items()}
-
-
-def test_recorded_reads_hold_until_the_store_answers_otherwise() -> None:
-    """What a decision made before the lock read is kept as copies: the rules changing the placements they were
-    handed is no change of the store. Another worker's copy joining a story it read, or a story taken over, is
-    one, of that story; a text stored meanwhile is one of its hash; and any other answer that differs is a
-    change of everything."""
-    store = StoredCopies(["a", "b"])
-    hashes = {"h1": "a"}
-    reads = RecordedReads(store)
-    _, members = reads.stories_of(["a"], "earliest-published")
-    reads.members(["b"], "earliest-published")
-    reads.roundups(["a"])
-    reads.taken_story_ids(["new"])
-    reads.ask(lambda wanted: {h: hashes[h] for h in wanted if h in hashes}, ("h1", "h2"), kind="keys")
-    members["a"][0].story_id, members["a"][0].status = "b", Status.DUPLICATE  # the rules' own changes
-    assert reads.unchanged() and reads.changed() == set()
-    hashes["h2"] = "c"  # a text stored meanwhile
-    assert reads.changed() == {"h2"} and not reads.unchanged()
-    del hashes["h2"]
-    store.placements["a2"] = Placement("a2", "a", Status.DUPLICATE, "a2", (5, 5))  # a copy joins story a
-    assert reads.changed() == {"a"}
-    del store.placements["a2"]
-    store.placements["b"] = replace(store.placements["b"], rank=(-1, -1))  # b published earlier than thought
-    assert reads.changed() == {"b"}
-    store.placements["b"] = replace(store.placements["b"], rank=(1, 1))
-    assert reads.unchanged()
-    store.placements["new"] = Placement("new", "new", Status.CANONICAL, "new", (9, 9))  # a story named "new"
-    assert reads.changed() is None and not reads.unchanged()
-    assert RecordedReads(store, keep=False).stories_of(["a"], "earliest-published")[0] == {"a": "a"}
