@@ -1,3 +1,4 @@
+import functools
 import time
 from datetime import datetime
 from pathlib import Path
@@ -475,7 +476,7 @@ def test_an_original_stored_while_a_copy_waits_for_the_lock_is_found(postgres_se
 
 
 def _halves(text: str) -> tuple[str, str]:
-    """The article's title and second paragraph, its title and third: two excerpts that share no sentence."""
+    """The article's title and second paragraph, and its third paragraph: two excerpts that share no sentence."""
     title, second, third = text.split("\n\n")
     return f"{title}\n\n{second}", third
 
@@ -508,13 +509,18 @@ def test_a_story_another_worker_changes_while_a_batch_waits_makes_it_decide_agai
     assert (second.batches_stored, second.decided_again) == (1, 1)
 
 
-def _words(count: int, rng) -> str:
-    """Sentences of made-up words (a vocabulary of 4,000), twelve words a sentence."""
+@functools.cache
+def _vocabulary() -> list[str]:
+    """3,803 made-up words of two to four syllables."""
     import random
 
     syllables = ["ba", "ko", "ri", "tem", "lo", "sa", "ne", "vu", "dar", "mi", "pel", "zo", "ga", "hu", "fin", "te"]
-    vocabulary = sorted({"".join(random.Random(i).choices(syllables, k=2 + i % 3)) for i in range(6000)})
-    picked = [rng.choice(vocabulary) for _ in range(count)]
+    return sorted({"".join(random.Random(i).choices(syllables, k=2 + i % 3)) for i in range(6000)})
+
+
+def _words(count: int, rng) -> str:
+    """Sentences of made-up words, twelve words a sentence."""
+    picked = [rng.choice(_vocabulary()) for _ in range(count)]
     return " ".join(" ".join(picked[i : i + 12]).capitalize() + "." for i in range(0, count, 12))
 
 
