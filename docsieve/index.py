@@ -78,9 +78,14 @@ def query_time(published: datetime | None, arrived: datetime) -> int | None:
     return index_time(published, arrived) if published is not None else None
 
 
+# A stored record as an index reads it: seq, id, keys, index time and arrival (seconds), and its sketch (the
+# store's ``sketch`` column: its shingle count and bin minima, as the index keeps them; None if not stored).
+IndexRow = tuple[int, str, bytes, int, int, bytes | None]
+
+
 class StoredRows(Protocol):
-    def index_rows(self, after_seq: int) -> Iterable[tuple[int, str, bytes, int, int]]:
-        """(seq, id, keys, index_time, arrival in seconds) of the records stored after ``after_seq``, in order."""
+    def index_rows(self, after_seq: int) -> Iterable[IndexRow]:
+        """The records stored after ``after_seq``, in order."""
 
     def id_at(self, seq: int) -> str | None:
         """The id of the record stored with that sequence number."""
@@ -141,22 +146,31 @@ class Rows:
     times: list[int]
     arrived: list[int] = field(default_factory=list)
     last_seq: int = 0
+    sketches: list[np.ndarray | None] = field(default_factory=list)
 
 
-def read_rows(rows: Iterable[tuple[int, str, bytes, int, int]]) -> Rows:
+def read_rows(rows: Iterable[IndexRow]) -> Rows:
     read = Rows([], [], [])
-    for seq, record_id, blob, when, arrived in rows:
+    for seq, record_id, blob, when, arrived, sketch in rows:
         read.ids.append(record_id)
         read.keys.append(unpack_keys(blob))
         read.times.append(when)
         read.arrived.append(arrived)
         read.last_seq = max(read.last_seq, seq)
+        read.sketches.append(_sketch_of(sketch))
     return read
 
 
-def chunked_rows(rows: Iterable[tuple[int, str, bytes, int, int]], postings: int) -> Iterator[Rows]:
+def _sketch_of(blob: bytes | None) -> np.ndarray | None:
+    """A stored sketch as a segment keeps it; None where there is none (or it is not of this width)."""
+    if blob is None or len(blob) != SKETCH_WIDTH * 4:
+        return None
+    return np.frombuffer(blob, dtype=np.uint32)
+
+
+def chunked_rows(rows: Iterable[IndexRow], postings: int) -> Iterator[Rows]:
     """The rows in pieces of about ``postings`` keys each: a whole store is never held at once."""
-    piece: list[tuple[int, str, bytes, int, int]] = []
+    piece: list[IndexRow] = []
     size = 0
     for row in rows:
         piece.append(row)
@@ -424,7 +438,7 @@ MANIFEST = "index.json"
 # sets are made (docsieve/decide.py). Kept beside the keys so that a lookup hands them over with the candidates,
 # not a read of the store a candidate (10 µs each in SQLite, 16% of a batch's time in a 400k store).
 SKETCH_WIDTH = 1 + (1 << MINIMA_BITS)
-UNKNOWN_SKETCH = np.full(SKETCH_WIDTH, np.iinfo(np.uint32).max, dtype=np.uint32)  # caught up from the store
+UNKNOWN_SKETCH = np.full(SKETCH_WIDTH, np.iinfo(np.uint32).max, dtype=np.uint32)  # a record stored without one
 FORMAT = 4  # 2: clocks by kind (dated, undated) in the manifest; 3: fence files; 4: sketches
 
 
@@ -619,7 +633,7 @@ class SegmentIndex:
         into its files, rebuilt first if they disagree with the store)."""
         if self.directory is None:
             for rows in chunked_rows(store.index_rows(self.last_seq), MERGE_UP_TO):
-                segment = _segment(rows.ids, rows.keys, rows.times, rows.arrived, rows.last_seq)
+                segment = _segment(rows.ids, rows.keys, rows.times, rows.arrived, rows.last_seq, rows.sketches)
                 self._segments = self._merged_list([*self._segments, segment], persist=False)
                 self.last_seq = max(self.last_seq, rows.last_seq)
             return
@@ -627,7 +641,7 @@ class SegmentIndex:
             self._catch_up_files(store)
         except OSError:  # a directory it may not write (a store on a read-only disk): caught up in memory
             for rows in chunked_rows(store.index_rows(self.last_seq), MERGE_UP_TO):
-                self._held.append(_segment(rows.ids, rows.keys, rows.times, rows.arrived, rows.last_seq))
+                self._held.append(_segment(rows.ids, rows.keys, rows.times, rows.arrived, rows.last_seq, rows.sketches))
                 self.last_seq = max(self.last_seq, rows.last_seq)
 
     def rebuild(self, store: StoredRows) -> None:
@@ -671,7 +685,7 @@ class SegmentIndex:
             elif newest > self._persisted_seq and not ours:  # others' records too: all read from the store
                 self._forget_held()
                 for rows in chunked_rows(store.index_rows(self._persisted_seq), MERGE_UP_TO):
-                    segment = _segment(rows.ids, rows.keys, rows.times, rows.arrived, rows.last_seq)
+                    segment = _segment(rows.ids, rows.keys, rows.times, rows.arrived, rows.last_seq, rows.sketches)
                     self._segments = self._merged_list([*self._segments, self._written(segment)], persist=True)
                     self._persisted_seq, self._persisted_id = rows.last_seq, rows.ids[-1]
                     wrote = True

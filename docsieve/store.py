@@ -33,7 +33,7 @@ from docsieve.fingerprint import (
     text_day_slots,
     unpack_keys,
 )
-from docsieve.index import index_time, sketch_row
+from docsieve.index import IndexRow, index_time, sketch_row
 from docsieve.models import Method, Record, Sketch, Status, Story, batched
 from docsieve.rewrites import RewriteScores
 from docsieve.schema import (
@@ -318,17 +318,28 @@ class Transaction:
         began, which can be before another's commit)."""
         return datetime.now(UTC)
 
-    def index_rows(self, after_seq: int) -> Iterator[tuple[int, str, bytes, int, int]]:
-        """(seq, id, keys, time, arrival) of the records stored after ``after_seq``, in order; the time is
-        ``index.index_time`` of each, the arrival when it was stored (seconds)."""
+    def index_rows(self, after_seq: int) -> Iterator[IndexRow]:
+        """(seq, id, keys, time, arrival, sketch) of the records stored after ``after_seq``, in order; the time
+        is ``index.index_time`` of each, the arrival when it was stored (seconds). The sketch goes into the
+        index with the keys: a segment made from the store's rows (a rebuild, other processes' records) without
+        them sent every lookup's candidates to the store for theirs (docs/benchmarks.md)."""
         query = (
-            sa.select(records.c.seq, records.c.id, records.c.index_keys, records.c.published_at, records.c.created_at)
+            sa.select(
+                records.c.seq,
+                records.c.id,
+                records.c.index_keys,
+                records.c.published_at,
+                records.c.created_at,
+                records.c.sketch,
+            )
             .where(records.c.seq > after_seq, records.c.index_keys.is_not(None))
             .order_by(records.c.seq)
         )
-        for seq, record_id, keys, published, arrived in self.conn.execute(query.execution_options(yield_per=10000)):
+        for seq, record_id, keys, published, arrived, sketch in self.conn.execute(
+            query.execution_options(yield_per=10000)
+        ):
             arrived = _utc(arrived)
-            yield seq, record_id, keys, index_time(_utc(published), arrived), int(arrived.timestamp())
+            yield seq, record_id, keys, index_time(_utc(published), arrived), int(arrived.timestamp()), sketch
 
     def id_at(self, seq: int) -> str | None:
         return self.conn.scalar(sa.select(records.c.id).where(records.c.seq == seq))

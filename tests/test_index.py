@@ -43,7 +43,7 @@ class Rows:
     """A store's index rows, as the index reads them (docsieve/index.py's StoredRows), counting what is read."""
 
     def __init__(self) -> None:
-        self.rows: list[tuple[int, str, bytes, int, int]] = []
+        self.rows: list[tuple[int, str, bytes, int, int, bytes | None]] = []
         self.read = 0
 
     def put(self, index: SegmentIndex, keys: list[list[int]], when: int = DAY * 20_000, arrived: int | None = None):
@@ -55,7 +55,7 @@ class Rows:
         arrived = when if arrived is None else arrived
         arrays = [np.array(k, dtype=np.int64) for k in keys]
         for i, (record_id, array) in enumerate(zip(ids, arrays, strict=True)):
-            self.rows.append((first + i, record_id, array.tobytes(), when, arrived))
+            self.rows.append((first + i, record_id, array.tobytes(), when, arrived, None))
         index.add(ids, arrays, len(self.rows), [when] * len(ids), first_seq=first, arrived=arrived)
         return ids
 
@@ -89,35 +89,35 @@ def test_the_index_files_open_in_a_new_process_without_reading_the_store(tmp_pat
 
 
 def test_a_lookup_hands_over_the_sketches_of_its_candidates_from_the_files(tmp_path: Path) -> None:
-    """Records added with their sketches keep them in the files: a lookup in another process hands them over
-    with the candidates (no read of the store); records caught up from the store's rows have none."""
+    """Records added with their sketches keep them in the files, and so do records caught up from the store's
+    rows (another process's, a rebuild): a lookup in another process hands them over with the candidates (no
+    read of the store). A record stored without one (before sketches were kept) has none."""
     rows, index = Rows(), SegmentIndex(tmp_path / "index")
     shingles = [np.arange(10 + i, dtype=np.uint32) for i in range(3)]
     minima = [np.full(128, 7 + i, dtype=np.uint32) for i in range(3)]
+    sketches = [sketch_row(shingles[i], minima[i]) for i in range(3)]
     index.catch_up(rows)
-    ids = [f"{i + 1:020x}" for i in range(3)]
+    ids = [f"{i + 1:020x}" for i in range(4)]
     for i, record_id in enumerate(ids[:2]):
-        rows.rows.append((i + 1, record_id, np.array([5, 100 + i], dtype=np.int64).tobytes(), DAY, DAY))
+        key = np.array([5, 100 + i], dtype=np.int64).tobytes()
+        rows.rows.append((i + 1, record_id, key, DAY, DAY, sketches[i].tobytes()))
     index.add(
-        ids[:2],
-        [np.array([5, 100]), np.array([5, 101])],
-        2,
-        [DAY] * 2,
-        first_seq=1,
-        arrived=DAY,
-        sketches=[sketch_row(shingles[i], minima[i]) for i in range(2)],
+        ids[:2], [np.array([5, 100]), np.array([5, 101])], 2, [DAY] * 2, first_seq=1, arrived=DAY, sketches=sketches[:2]
     )
     index.flush(rows)
-    rows.rows.append((3, ids[2], np.array([5, 102], dtype=np.int64).tobytes(), DAY, DAY))  # another process's
-    again = SegmentIndex(tmp_path / "index")
-    again.catch_up(rows)  # the third record: from the store's rows, without its sketch
-    found, _ = again.lookup([np.array([5])], limit=5)
-    assert sorted(found[0]) == sorted(ids)
-    summaries = again.summaries(ids)
-    assert sorted(summaries) == ids[:2]
-    for i in range(2):
-        size, kept = summaries[ids[i]]
-        assert size == len(shingles[i]) and np.array_equal(kept, minima[i])
+    # Another process's records, read from the store's rows: one with its sketch, one stored without.
+    rows.rows.append((3, ids[2], np.array([5, 102], dtype=np.int64).tobytes(), DAY, DAY, sketches[2].tobytes()))
+    rows.rows.append((4, ids[3], np.array([5, 103], dtype=np.int64).tobytes(), DAY, DAY, None))
+    for step in ("caught up", "rebuilt"):
+        again = SegmentIndex(tmp_path / "index")
+        again.catch_up(rows) if step == "caught up" else again.rebuild(rows)
+        found, _ = again.lookup([np.array([5])], limit=5)
+        assert sorted(found[0]) == sorted(ids), step
+        summaries = again.summaries(ids)
+        assert sorted(summaries) == ids[:3], step
+        for i in range(3):
+            size, kept = summaries[ids[i]]
+            assert size == len(shingles[i]) and np.array_equal(kept, minima[i]), step
 
 
 def test_a_small_read_of_sketch_rows_from_the_files_gives_each_row_whole(tmp_path: Path) -> None:
@@ -127,7 +127,7 @@ def test_a_small_read_of_sketch_rows_from_the_files_gives_each_row_whole(tmp_pat
     count = 200
     ids = [f"{i + 1:020x}" for i in range(count)]
     for i, record_id in enumerate(ids):
-        rows.rows.append((i + 1, record_id, np.array([5, 100 + i], dtype=np.int64).tobytes(), DAY, DAY))
+        rows.rows.append((i + 1, record_id, np.array([5, 100 + i], dtype=np.int64).tobytes(), DAY, DAY, None))
     kept = [sketch_row(np.arange(10 + i, dtype=np.uint32), np.full(128, i, dtype=np.uint32)) for i in range(count)]
     keys = [np.array([5, 100 + i]) for i in range(count)]
     index.add(ids, keys, count, [DAY] * count, first_seq=1, arrived=DAY, sketches=kept)
@@ -176,7 +176,7 @@ def test_the_files_are_built_again_when_they_disagree_with_the_store(tmp_path: P
     index.flush(rows)
     other = Rows()  # another store (the file replaced) whose records have other ids at the same places
     ids = ["a" * 20, "b" * 20, "c" * 20]
-    other.rows = [(i + 1, rid, np.array([i + 1], dtype=np.int64).tobytes(), 0, 0) for i, rid in enumerate(ids)]
+    other.rows = [(i + 1, rid, np.array([i + 1], dtype=np.int64).tobytes(), 0, 0, None) for i, rid in enumerate(ids)]
     again = SegmentIndex(tmp_path / "index")
     again.catch_up(other)
     assert again.lookup([np.array([1]), np.array([3])], limit=5)[0] == [[ids[0]], [ids[2]]]
@@ -356,7 +356,7 @@ def test_keys_of_another_integer_type_are_written_as_the_files_are_read(tmp_path
     rows, index = Rows(), SegmentIndex(tmp_path / "index")
     index.catch_up(rows)
     (rid,) = ["r1"]
-    rows.rows.append((1, rid, np.array([5, 9], dtype=np.int64).tobytes(), DAY * 20_000, DAY * 20_000))
+    rows.rows.append((1, rid, np.array([5, 9], dtype=np.int64).tobytes(), DAY * 20_000, DAY * 20_000, None))
     index.add([rid], [np.array([5, 9], dtype=np.int32)], 1, [DAY * 20_000], first_seq=1, arrived=DAY * 20_000)
     index.flush(rows)
     again = SegmentIndex(tmp_path / "index")

@@ -69,7 +69,7 @@ from functools import partial
 import numpy as np
 import redis
 
-from docsieve.index import DAY, ID_WIDTH, StoredRows, most_shared, read_rows
+from docsieve.index import DAY, ID_WIDTH, IndexRow, StoredRows, most_shared, read_rows
 from docsieve.models import batched
 
 LAYOUT = "index3"  # "index": comma-separated ids; "index2": one hash, fixed-width ids
@@ -711,7 +711,7 @@ class RedisIndex:
 
     def catch_up(self, store: StoredRows) -> None:
         after = int(self._redis.get(self._seq_key) or 0)
-        batch: list[tuple[int, str, bytes, int, int]] = []
+        batch: list[IndexRow] = []
         for row in store.index_rows(after):
             batch.append(row)
             if len(batch) == 1000:  # bounded script calls, each complete up to its own last row
@@ -719,7 +719,7 @@ class RedisIndex:
                 batch = []
         self._write_rows(batch)
 
-    def _write_rows(self, rows: list[tuple[int, str, bytes, int, int]]) -> None:
+    def _write_rows(self, rows: list[IndexRow]) -> None:
         read = read_rows(rows)
         if read.ids:
             self._write(read.ids, read.keys, read.times, read.arrived, read.last_seq)
