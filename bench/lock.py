@@ -1,7 +1,7 @@
 """The deployment's ceiling: how long each document holds the store's write lock, and what that allows.
 
     .venv/bin/python bench/lock.py [--corpus DIR] [--docs 5000] [--single 300] [--processes 1,2,4,8]
-    .venv/bin/python bench/lock.py --phases [--docs 5000]
+    .venv/bin/python bench/lock.py --phases [--contended] [--docs 5000]
 
 Every decider takes one lock to decide and write a batch (an advisory lock on PostgreSQL, BEGIN IMMEDIATE
 on SQLite): whatever the number of workers, documents cannot be decided faster than one lock hold after
@@ -80,13 +80,26 @@ PHASES = {
 }
 
 
-def phases(settings: Settings, docs: list[RawDocument]) -> dict[str, float]:
-    """Seconds spent in each of PHASES while one process ingests the documents (wrapped methods, in process)."""
+def phases(settings: Settings, docs: list[RawDocument], contended: bool = False) -> dict[str, float]:
+    """Seconds spent in each of PHASES while one process ingests the documents (wrapped methods, in process).
+    ``contended``: every batch as if another worker had stored a record between its decision and the lock (the
+    second reading of ``Transaction.written_through``, under the lock, never matches the first), so that each is
+    decided again under the lock: the hold of a cluster whose batches overlap, without the others' processes on
+    this machine's cores."""
     import functools
 
     import docsieve.index
     import docsieve.pipeline
     import docsieve.store
+
+    if contended:
+        original_through = docsieve.store.Transaction.written_through
+
+        def never_the_same(txn: docsieve.store.Transaction) -> tuple[int, int]:
+            calls = txn.__dict__["_readings"] = txn.__dict__.get("_readings", 0) + 1
+            return original_through(txn) if calls % 2 else (-1, -1)
+
+        docsieve.store.Transaction.written_through = never_the_same
 
     owners = {
         "Pipeline": docsieve.pipeline.Pipeline,
@@ -114,6 +127,8 @@ def phases(settings: Settings, docs: list[RawDocument]) -> dict[str, float]:
     finally:
         for cls, method, original in originals:
             setattr(cls, method, original)
+        if contended:
+            docsieve.store.Transaction.written_through = original_through
     return {"lock held (all of it)": lock, **spent}
 
 
@@ -145,6 +160,11 @@ def main() -> int:
     parser.add_argument(
         "--phases", action="store_true", help="only: where one process's hold goes (PostgreSQL, batches of 512)"
     )
+    parser.add_argument(
+        "--contended",
+        action="store_true",
+        help="with --phases: every batch decided again under the lock, as when another worker stored meanwhile",
+    )
     args = parser.parse_args()
     articles = load_articles(folder_or_exit(args.corpus), args.docs)
     docs = documents(articles)
@@ -152,9 +172,11 @@ def main() -> int:
         with redis_server() as redis_url, postgres_server() as server, postgres_database(server, "docsieve_lock") as pg:
             prefix = f"docsieve-lock-{uuid.uuid4().hex[:8]}"
             settle()
-            spent = phases(Settings(store=pg, index_url=redis_url, queue_prefix=prefix, batch_size=512), docs)
+            settings = Settings(store=pg, index_url=redis_url, queue_prefix=prefix, batch_size=512)
+            spent = phases(settings, docs, args.contended)
             remove_keys(redis_url, prefix)
-        print(f"{len(docs):,} SaudiNewsNet articles, one process, PostgreSQL + Redis, batches of 512; {machine()}")
+        how = ", every batch decided again under the lock" if args.contended else ""
+        print(f"{len(docs):,} SaudiNewsNet articles, one process, PostgreSQL + Redis, batches of 512{how}; {machine()}")
         print("\n| part | µs a document | what |\n| --- | ---: | --- |")
         for name, seconds in spent.items():
             print(f"| {name} | {seconds / len(docs) * 1e6:.1f} | {PHASES.get(name, '')} |")
