@@ -48,6 +48,10 @@ BATCH_SEQ = 1 << 62  # ranks a batch's documents after every stored record that 
 # Stored records' weekday slots a process keeps (700 bytes each on news, their dicts and ids: 14 MB), so that the
 # likeliest candidates, the records stored last, are not read and tokenized again (docsieve/dates.py).
 DAYS_CACHED = 20_000
+# Stored records' words for the rewrite stage a process keeps (about 1 KB each on news: 20 MB), for the same
+# reason: the canonicals a batch's documents are scored against recur from batch to batch, and a batch decided
+# again under the PostgreSQL lock scores the same ones (reading them again was a tenth of that decision's time).
+WORDS_CACHED = 20_000
 
 
 @dataclass(slots=True)
@@ -127,6 +131,7 @@ class Pipeline:
         # A record's shingles never change, so an entry never goes stale; DOCSIEVE_SKETCH_CACHE_MB bounds it.
         self._sketches: dict[str, Sketch] = {}
         self._days: dict[str, Slots] = {}  # stored records' weekday slots (docsieve/dates.py), DAYS_CACHED at most
+        self._words: dict[str, np.ndarray] = {}  # stored records' words (docsieve/rewrites.py), WORDS_CACHED at most
         self._sketch_bytes = 0
         # Batches stored, and those of them decided before the lock (PostgreSQL) and again under it because
         # another worker wrote meanwhile (docs/scaling.md).
@@ -198,7 +203,7 @@ class Pipeline:
         late = MemoryIndex(self.settings.index_window, self.settings.common_key_records)
         late.last_seq = complete_to
 
-        def decide(txn: Transaction, now: datetime) -> tuple[list[NewRecord], Book]:
+        def decide(txn: Transaction, now: datetime, earlier: Book | None = None) -> tuple[list[NewRecord], Book]:
             known = txn.existing_ids([p.id for p in prepared] + [r.id for r in rejections])
             # Candidates to verify here: the records stored since the lookup and those it named unstored; never
             # the batch's own (another worker's lookup may have staged the same id).
@@ -210,7 +215,8 @@ class Pipeline:
             if late.last_seq > complete_to:  # other workers stored records since the lookup
                 for p, b, a in zip(prepared, late.candidates(keys, limit, times), early, strict=True):
                     found[p.id] += [c for c in b if c not in a and c not in own]
-            decided, book = self._decide(txn, _first_of_each(prepared, known), found, checked, drafts, published, now)
+            batch = _first_of_each(prepared, known)
+            decided, book = self._decide(txn, batch, found, checked, drafts, published, now, earlier)
             return [_rejected(r) for r in _first_of_each(rejections, known)] + decided, book
 
         ahead: list[tuple[tuple[int, int], tuple[list[NewRecord], Book]]] = []
@@ -235,11 +241,15 @@ class Pipeline:
             self.templates.snapshot_if_due(txn, len(prepared))  # every row counted, under the lock
             late.catch_up(txn)
             now = txn.now()  # ranks undated documents, and stamps what the batch changes
-            if ahead and txn.written_through() == ahead[0][0]:
+            through = txn.written_through()
+            if ahead and through == ahead[0][0]:
                 new, book = ahead[0][1]
             else:  # what others wrote meanwhile may change any decision (template counts weigh every shingle)
                 self.decided_again += len(ahead)
-                new, book = decide(txn, now)
+                # Which of the batch's ids name a stored story, as the decision before the lock read it, if nothing
+                # was taken down since (records stored meanwhile are known again here, and left out).
+                earlier = ahead[0][1][1] if ahead and through[1] == ahead[0][0][1] else None
+                new, book = decide(txn, now, earlier)
             self.batches_stored += 1
             txn.insert(new, now)
             txn.save_stories(book, now)
@@ -391,10 +401,12 @@ class Pipeline:
         drafts: dict[str, NewRecord],
         published: dict[str, datetime | None],
         now: datetime,
+        earlier: Book | None = None,
     ) -> tuple[list[NewRecord], Book]:
         """Each document of the batch placed in a story, in arrival order (docsieve/stories.py). ``checked``:
         the verified candidates of the lookup before the lock; ``found``: those stored since, to verify;
-        ``drafts``: the records to store, all but their place."""
+        ``drafts``: the records to store, all but their place; ``earlier``: this batch's decision before the lock,
+        whose reads of the batch's story names stand (``Book.reserve``)."""
         book = Book(
             txn,
             self.settings,
@@ -404,7 +416,7 @@ class Pipeline:
             self._day_slots(txn, batch) if self.settings.weekday_check else None,
         )
         book.shingles.update({p.id: p.fingerprint.shingles for p in batch})
-        book.reserve(p.id for p in batch)
+        book.reserve((p.id for p in batch), earlier)
         stored_texts = txn.by_hash(p.fingerprint.content_hash for p in batch)
         # An exact copy of a stored text, or of an earlier text of this batch, needs no verification.
         exact, texts = [], set(stored_texts)
@@ -498,15 +510,25 @@ class Pipeline:
         return new, book
 
     def _rewrite_scores(self, txn: Transaction, batch: list[Prepared]) -> RewriteScores:
-        """The rewrite stage's scores for a batch: the words of its documents from their fingerprints, those
-        of stored records made again from their texts when a score first needs them."""
+        """The rewrite stage's scores for a batch: the words of its documents from their fingerprints, stored
+        records' from this process's cache, else made again from their texts (a stored text never changes)."""
         own = {p.id: p.fingerprint.words for p in batch if p.fingerprint.words is not None}
+        self._remember_words(own)  # stored once the batch is
 
         def words_of(ids: Iterable[str]) -> dict[str, np.ndarray]:
-            found = {i: own[i] for i in ids if i in own}
-            return found | txn.word_sets(set(ids) - found.keys())
+            ids = set(ids)
+            found = {i: own[i] for i in ids & own.keys()}
+            found |= {i: self._words[i] for i in ids - found.keys() if i in self._words}
+            read = txn.word_sets(ids - found.keys()) if ids - found.keys() else {}
+            self._remember_words(read)
+            return found | read
 
         return RewriteScores(self.templates, words_of)
+
+    def _remember_words(self, words: dict[str, np.ndarray]) -> None:
+        if len(self._words) + len(words) > WORDS_CACHED:  # the older half goes
+            self._words = dict(list(self._words.items())[len(self._words) // 2 :])
+        self._words.update(words)
 
     def _day_slots(self, txn: Transaction, batch: list[Prepared]) -> Callable[[Iterable[str]], dict[str, Slots]]:
         """The weekday slots of records (docsieve/dates.py): the batch's from their fingerprints, stored ones' from

@@ -145,9 +145,14 @@ class Book:
     _days: dict[str, Slots] = field(default_factory=dict)
     _free: set[str] = field(default_factory=set)  # record ids known to name no stored story
 
-    def reserve(self, record_ids: Iterable[str]) -> None:
-        """Check at once which of a batch's record ids name no stored story yet (one query a batch)."""
+    def reserve(self, record_ids: Iterable[str], earlier: Book | None = None) -> None:
+        """Check at once which of a batch's record ids name no stored story yet (one query a batch); or take what
+        an ``earlier`` decision of the same batch found, when nothing was taken down since: a story is named after
+        a record only when that record is stored, and a batch's records are not."""
         ids = set(record_ids)
+        if earlier is not None:
+            self._free |= ids & earlier._free
+            return
         self._free |= ids - self.store.taken_story_ids(ids)
 
     # What is known of stored records ------------------------------------------------------------

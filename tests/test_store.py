@@ -509,6 +509,43 @@ def test_a_story_another_worker_changes_while_a_batch_waits_makes_it_decide_agai
     assert (second.batches_stored, second.decided_again) == (1, 1)
 
 
+def test_a_batch_decided_again_takes_its_story_names_from_its_decision_before_the_lock(
+    postgres_server_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Which of a batch's ids a stored story is named after is read once, before the lock: decided again under it
+    (something stored meanwhile), the batch takes that reading (a story is named after a record only once that
+    record is stored), and its new stories are still named after the records that found them."""
+    from tests.services import postgres_database
+
+    asked: list[set[str]] = []
+    taken = Transaction.taken_story_ids
+
+    def counted(txn: Transaction, ids):
+        ids = set(ids)
+        asked.append(ids)
+        return taken(txn, ids)
+
+    monkeypatch.setattr(Transaction, "taken_story_ids", counted)
+    then = [
+        RawDocument(source="b.txt", body=fixture_text("ar_other.txt")),
+        RawDocument(source="c.txt", body=_words(80, _rng())),
+    ]
+    with postgres_database(postgres_server_url) as url:
+        _, second = _queued(url, [], RawDocument(source="a.txt", body=fixture_text("en_article.txt")), then)
+        got = {r.source: r for r in Store(url).iter_records()}
+    assert (second.batches_stored, second.decided_again) == (1, 1)
+    for source in ("b.txt", "c.txt"):
+        record = got[source]
+        assert record.status is Status.CANONICAL and record.story_id == record.id
+        assert sum(record.id in ids for ids in asked) == 1, source
+
+
+def _rng():
+    import random
+
+    return random.Random(7)
+
+
 @functools.cache
 def _vocabulary() -> list[str]:
     """3,803 made-up words of two to four syllables."""
