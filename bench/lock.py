@@ -83,7 +83,7 @@ PHASES = {
 def phases(settings: Settings, docs: list[RawDocument], contended: bool = False) -> dict[str, float]:
     """Seconds spent in each of PHASES while one process ingests the documents (wrapped methods, in process).
     ``contended``: every batch as if another worker had stored a record between its decision and the lock (the
-    second reading of ``Transaction.written_through``, under the lock, never matches the first), so that each is
+    second reading of ``Transaction.written_through``, under the lock, names another last record), so that each is
     decided again under the lock: the hold of a cluster whose batches overlap, without the others' processes on
     this machine's cores."""
     import functools
@@ -97,7 +97,8 @@ def phases(settings: Settings, docs: list[RawDocument], contended: bool = False)
 
         def never_the_same(txn: docsieve.store.Transaction) -> tuple[int, int]:
             calls = txn.__dict__["_readings"] = txn.__dict__.get("_readings", 0) + 1
-            return original_through(txn) if calls % 2 else (-1, -1)
+            through = original_through(txn)
+            return through if calls % 2 else (-1, through[1])  # a record stored meanwhile, nothing taken down
 
         docsieve.store.Transaction.written_through = never_the_same
 
