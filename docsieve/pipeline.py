@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import TypeVar
+from typing import Generic, TypeVar
 
 import numpy as np
 
@@ -118,6 +118,42 @@ class Match:
     containment: float
 
 
+V = TypeVar("V")  # what a _Kept holds of each record
+
+
+class _Kept(Generic[V]):
+    """What a process keeps of stored records that never changes (a stored text's words, its weekday slots): at
+    most ``size`` records, the older half going when it is full (the records stored or asked for last are the
+    likeliest candidates of the next batches)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.items: dict[str, V] = {}
+
+    def remember(self, found: dict[str, V]) -> None:
+        if len(self.items) + len(found) > self.size:
+            self.items = dict(list(self.items.items())[len(self.items) // 2 :])
+        self.items.update(found)
+
+    def reader(
+        self, own: dict[str, V], read: Callable[[set[str]], dict[str, V]]
+    ) -> Callable[[Iterable[str]], dict[str, V]]:
+        """A batch's lookup: its own documents' (``own``, kept too: they are stored with the batch), kept ones,
+        else ``read`` from the store (and kept)."""
+        self.remember(own)
+
+        def of(ids: Iterable[str]) -> dict[str, V]:
+            wanted = set(ids)
+            found = {i: own[i] for i in wanted & own.keys()}
+            found |= {i: self.items[i] for i in wanted - found.keys() if i in self.items}
+            missing = wanted - found.keys()
+            fresh = read(missing) if missing else {}
+            self.remember(fresh)
+            return found | fresh
+
+        return of
+
+
 class Pipeline:
     def __init__(self, store: Store, settings: Settings, index: CandidateIndex | None = None) -> None:
         """``index``: the candidate index to use; none is the one the settings name
@@ -130,8 +166,8 @@ class Pipeline:
         # Shingles of the records this process stored or read, so most verifications need no store read.
         # A record's shingles never change, so an entry never goes stale; DOCSIEVE_SKETCH_CACHE_MB bounds it.
         self._sketches: dict[str, Sketch] = {}
-        self._days: dict[str, Slots] = {}  # stored records' weekday slots (docsieve/dates.py), DAYS_CACHED at most
-        self._words: dict[str, np.ndarray] = {}  # stored records' words (docsieve/rewrites.py), WORDS_CACHED at most
+        self._days: _Kept[Slots] = _Kept(DAYS_CACHED)  # stored records' weekday slots (docsieve/dates.py)
+        self._words: _Kept[np.ndarray] = _Kept(WORDS_CACHED)  # stored records' words (docsieve/rewrites.py)
         self._sketch_bytes = 0
         # Batches stored, and those of them decided before the lock (PostgreSQL) and again under it because
         # another worker wrote meanwhile (docs/scaling.md).
@@ -511,45 +547,15 @@ class Pipeline:
 
     def _rewrite_scores(self, txn: Transaction, batch: list[Prepared]) -> RewriteScores:
         """The rewrite stage's scores for a batch: the words of its documents from their fingerprints, stored
-        records' from this process's cache, else made again from their texts (a stored text never changes)."""
+        records' from this process's cache, else made again from their texts."""
         own = {p.id: p.fingerprint.words for p in batch if p.fingerprint.words is not None}
-        self._remember_words(own)  # stored once the batch is
-
-        def words_of(ids: Iterable[str]) -> dict[str, np.ndarray]:
-            ids = set(ids)
-            found = {i: own[i] for i in ids & own.keys()}
-            found |= {i: self._words[i] for i in ids - found.keys() if i in self._words}
-            read = txn.word_sets(ids - found.keys()) if ids - found.keys() else {}
-            self._remember_words(read)
-            return found | read
-
-        return RewriteScores(self.templates, words_of)
-
-    def _remember_words(self, words: dict[str, np.ndarray]) -> None:
-        if len(self._words) + len(words) > WORDS_CACHED:  # the older half goes
-            self._words = dict(list(self._words.items())[len(self._words) // 2 :])
-        self._words.update(words)
+        return RewriteScores(self.templates, self._words.reader(own, txn.word_sets))
 
     def _day_slots(self, txn: Transaction, batch: list[Prepared]) -> Callable[[Iterable[str]], dict[str, Slots]]:
         """The weekday slots of records (docsieve/dates.py): the batch's from their fingerprints, stored ones' from
-        this process's cache, else read from their texts (a stored text never changes)."""
+        this process's cache, else read from their texts."""
         own = {p.id: dated(p.fingerprint.days, p.document.published) for p in batch if p.fingerprint.days is not None}
-        self._remember_days(own)  # stored once the batch is
-
-        def slots_of(ids: Iterable[str]) -> dict[str, Slots]:
-            ids = set(ids)
-            found = {i: own[i] for i in ids & own.keys()}
-            found |= {i: self._days[i] for i in ids - found.keys() if i in self._days}
-            read = txn.day_slots(ids - found.keys()) if ids - found.keys() else {}
-            self._remember_days(read)
-            return found | read
-
-        return slots_of
-
-    def _remember_days(self, slots: dict[str, Slots]) -> None:
-        if len(self._days) + len(slots) > DAYS_CACHED:  # the older half goes
-            self._days = dict(list(self._days.items())[len(self._days) // 2 :])
-        self._days.update(slots)
+        return self._days.reader(own, txn.day_slots)
 
     def _summaries_of(self, txn: Transaction, ids: Iterable[str]) -> dict[str, tuple[int, np.ndarray]]:
         """Shingle counts and bin minima of stored records: from this process's cache, else the store."""

@@ -210,3 +210,23 @@ def test_a_new_process_decides_by_the_index_files_without_loading_the_store(tmp_
         assert txn.conn.execute(sa.text("SELECT count(*) FROM records WHERE shingles IS NOT NULL")).scalar() == 0
     assert records["copy.txt"].status is Status.DUPLICATE
     assert records["copy.txt"].duplicate_of == records["en.txt"].id
+
+
+def test_what_a_process_keeps_of_stored_records_is_read_once_and_bounded() -> None:
+    """Stored texts' words and weekday slots never change: a record read from the store once is answered from
+    the process's memory after, the batch's own documents too, and past its size the older half goes."""
+    from docsieve.pipeline import _Kept
+
+    reads: list[set[str]] = []
+
+    def read(ids: set[str]) -> dict[str, int]:
+        reads.append(set(ids))
+        return {i: int(i[1:]) for i in ids if i != "r9"}  # r9: nothing stored (taken down)
+
+    kept: _Kept[int] = _Kept(4)
+    of = kept.reader({"own": -1}, read)
+    assert of(["own", "r1", "r2", "r9"]) == {"own": -1, "r1": 1, "r2": 2}
+    assert of(["r1", "r2", "own"]) == {"own": -1, "r1": 1, "r2": 2} and reads == [{"r1", "r2", "r9"}]
+    assert of(["r9"]) == {} and reads[-1] == {"r9"}  # what the store does not have is asked again
+    of(["r3", "r4"])
+    assert len(kept.items) <= 4 and "r4" in kept.items and "own" not in kept.items
