@@ -252,7 +252,7 @@ class Pipeline:
                 for p, b, a in zip(prepared, late.candidates(keys, limit, times), early, strict=True):
                     found[p.id] += [c for c in b if c not in a and c not in own]
             batch = _first_of_each(prepared, known)
-            decided, book = self._decide(txn, batch, found, checked, drafts, published, now, earlier)
+            decided, book = self._decide(txn, batch, found, checked, drafts, published, now, earlier, late)
             return [_rejected(r) for r in _first_of_each(rejections, known)] + decided, book
 
         ahead: list[tuple[tuple[int, int], tuple[list[NewRecord], Book]]] = []
@@ -356,14 +356,16 @@ class Pipeline:
         stored: list[list[str]],
         local: list[list[int]] | None = None,
         exact: list[bool] | None = None,
+        late: CandidateIndex | None = None,
     ) -> Checked:
         """The candidates of each document of the batch that pass verification: the ``stored`` records, and
         the ``local`` earlier documents of the batch (by index) that are not ``exact`` copies; a document that
-        is an exact copy is not verified at all. All the batch's pairs at once."""
+        is an exact copy is not verified at all. All the batch's pairs at once. ``late``: an index whose last
+        lookup named stored candidates too, whose sketches it holds (the records stored since the lookup)."""
         limit = self.settings.max_candidates
         local = local or [[] for _ in batch]
         exact = exact or [False] * len(batch)
-        summaries = self._summaries_of(txn, {c for i, found in enumerate(stored) if not exact[i] for c in found})
+        summaries = self._summaries_of(txn, {c for i, found in enumerate(stored) if not exact[i] for c in found}, late)
         doc_of_pair: list[int] = []
         candidate_sizes: list[int] = []
         candidate_minima: list[np.ndarray] = []
@@ -438,11 +440,13 @@ class Pipeline:
         published: dict[str, datetime | None],
         now: datetime,
         earlier: Book | None = None,
+        late: CandidateIndex | None = None,
     ) -> tuple[list[NewRecord], Book]:
         """Each document of the batch placed in a story, in arrival order (docsieve/stories.py). ``checked``:
         the verified candidates of the lookup before the lock; ``found``: those stored since, to verify;
         ``drafts``: the records to store, all but their place; ``earlier``: this batch's decision before the lock,
-        whose reads of the batch's story names stand (``Book.reserve``)."""
+        whose reads of the batch's story names stand (``Book.reserve``); ``late``: the index of the records stored since
+        the lookup, which holds the sketches of those ``found`` names."""
         book = Book(
             txn,
             self.settings,
@@ -461,7 +465,7 @@ class Pipeline:
             texts.add(p.fingerprint.content_hash)
         # The records stored since the lookup (the earlier documents of the batch were verified before the lock,
         # and an exact copy is no candidate: its original is).
-        since = self._verify(txn, batch, [found[p.id] for p in batch], exact=exact)
+        since = self._verify(txn, batch, [found[p.id] for p in batch], exact=exact, late=late)
         book.shingles.update(checked.shingles)
         book.shingles.update(since.shingles)
         copies = {p.id for p, is_exact in zip(batch, exact, strict=True) if is_exact}
@@ -557,11 +561,16 @@ class Pipeline:
         own = {p.id: dated(p.fingerprint.days, p.document.published) for p in batch if p.fingerprint.days is not None}
         return self._days.reader(own, txn.day_slots)
 
-    def _summaries_of(self, txn: Transaction, ids: Iterable[str]) -> dict[str, tuple[int, np.ndarray]]:
-        """Shingle counts and bin minima of stored records: from this process's cache, else the store."""
+    def _summaries_of(
+        self, txn: Transaction, ids: Iterable[str], late: CandidateIndex | None = None
+    ) -> dict[str, tuple[int, np.ndarray]]:
+        """Shingle counts and bin minima of stored records: from this process's cache, the indexes that named
+        them (``late`` too), else the store."""
         ids = set(ids)
         found = {c: (len(self._sketches[c].shingles), self._sketches[c].minima) for c in ids if c in self._sketches}
         found.update(self.index.summaries(ids - found.keys()))  # the embedded index keeps them
+        if late is not None:
+            found.update(late.summaries(ids - found.keys()))
         found.update(txn.summaries(ids - found.keys()))
         return found
 
