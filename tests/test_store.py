@@ -456,12 +456,16 @@ def _stories(store: Store) -> dict[str, tuple]:
     }
 
 
-def test_an_original_stored_while_a_copy_waits_for_the_lock_is_found(postgres_server_url: str) -> None:
+def test_an_original_stored_while_a_copy_waits_for_the_lock_is_found(
+    postgres_server_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The copy's worker decides before the lock, without the original, which a worker ahead of it in the
     lock's queue stores meanwhile: under the lock the original is read, the decision made again, and the copy
-    links to it."""
+    links to it. The index of the records stored since the lookup found the original with its sketch: its
+    shingle count and bin minima are not read from the store again."""
     from tests.services import postgres_database
 
+    asked = _asked(monkeypatch, "summaries")
     text = fixture_text("ar_near_a.txt")
     with postgres_database(postgres_server_url) as url:
         first, second = _queued(
@@ -473,6 +477,7 @@ def test_an_original_stored_while_a_copy_waits_for_the_lock_is_found(postgres_se
     assert a.status is Status.CANONICAL
     assert b.duplicate_of == a.id and b.story_id == a.story_id and b.method is Method.NEAR
     assert (second.batches_stored, second.decided_again) == (1, 1)
+    assert not any(a.id in ids for ids in asked)
 
 
 def _halves(text: str) -> tuple[str, str]:
@@ -509,6 +514,20 @@ def test_a_story_another_worker_changes_while_a_batch_waits_makes_it_decide_agai
     assert (second.batches_stored, second.decided_again) == (1, 1)
 
 
+def _asked(monkeypatch: pytest.MonkeyPatch, method: str) -> list[set[str]]:
+    """The ids each call of a ``Transaction`` method that reads records by id asks for, from now on."""
+    asked: list[set[str]] = []
+    read = getattr(Transaction, method)
+
+    def counted(txn: Transaction, ids):
+        ids = set(ids)
+        asked.append(ids)
+        return read(txn, ids)
+
+    monkeypatch.setattr(Transaction, method, counted)
+    return asked
+
+
 def test_a_batch_decided_again_takes_its_story_names_from_its_decision_before_the_lock(
     postgres_server_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -517,15 +536,7 @@ def test_a_batch_decided_again_takes_its_story_names_from_its_decision_before_th
     record is stored), and its new stories are still named after the records that found them."""
     from tests.services import postgres_database
 
-    asked: list[set[str]] = []
-    taken = Transaction.taken_story_ids
-
-    def counted(txn: Transaction, ids):
-        ids = set(ids)
-        asked.append(ids)
-        return taken(txn, ids)
-
-    monkeypatch.setattr(Transaction, "taken_story_ids", counted)
+    asked = _asked(monkeypatch, "taken_story_ids")
     then = [
         RawDocument(source="b.txt", body=fixture_text("ar_other.txt")),
         RawDocument(source="c.txt", body=_words(80, _rng())),
@@ -583,34 +594,6 @@ def test_a_takedown_meanwhile_makes_a_batch_decided_again_read_its_story_names_a
         theirs.close()
     assert mine.decided_again == 1
     assert got["x.txt"].story_id != got["x.txt"].id and got["y.txt"].story_id == got["x.txt"].id
-
-
-def test_the_records_stored_since_the_lookup_are_verified_with_the_sketches_their_index_read(
-    postgres_server_url: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The original a worker ahead in the lock's queue stores while the copy's batch waits is found by the index of
-    the records stored since the lookup, which reads their sketches with their keys: its shingle count and bin
-    minima are not read from the store again."""
-    from tests.services import postgres_database
-
-    asked: list[set[str]] = []
-    summaries = Transaction.summaries
-
-    def counted(txn: Transaction, ids):
-        ids = set(ids)
-        asked.append(ids)
-        return summaries(txn, ids)
-
-    monkeypatch.setattr(Transaction, "summaries", counted)
-    text = fixture_text("ar_near_a.txt")
-    with postgres_database(postgres_server_url) as url:
-        first, second = _queued(
-            url, [], RawDocument(source="a.txt", body=text), RawDocument(source="b.txt", body=_near_copy(text))
-        )
-        got = {r.source: r for r in first.store.iter_records()}
-        first.store.close()
-    assert second.decided_again == 1 and got["b.txt"].duplicate_of == got["a.txt"].id
-    assert not any(got["a.txt"].id in ids for ids in asked)
 
 
 def _rng():
