@@ -48,8 +48,8 @@ BATCH_SEQ = 1 << 62  # ranks a batch's documents after every stored record that 
 # Stored records' weekday slots a process keeps (700 bytes each on news, their dicts and ids: 14 MB), so that the
 # likeliest candidates, the records stored last, are not read and tokenized again (docsieve/dates.py).
 DAYS_CACHED = 20_000
-# Stored records' words for the rewrite stage a process keeps (about 1.7 KB each on bench/scale.py's articles,
-# held as views of their batch's words: some 9 MB), for the same reason: the canonicals a batch's documents are
+# Stored records' words for the rewrite stage a process keeps (2.4 KB each on bench/scale.py's articles: some
+# 12 MB), for the same reason: the canonicals a batch's documents are
 # scored against recur from batch to batch, and a batch decided again under the PostgreSQL lock scores the same
 # ones (reading them again was a tenth of that decision's time). Ten batches of 512 and their canonicals.
 WORDS_CACHED = 5_000

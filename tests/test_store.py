@@ -534,12 +534,14 @@ def test_a_batch_decided_again_takes_its_story_names_from_its_decision_before_th
     """Which of a batch's ids a stored story is named after is read once, before the lock: decided again under it
     (something stored meanwhile), the batch takes that reading (a story is named after a record only once that
     record is stored), and its new stories are still named after the records that found them."""
+    import random
+
     from tests.services import postgres_database
 
     asked = _asked(monkeypatch, "taken_story_ids")
     then = [
         RawDocument(source="b.txt", body=fixture_text("ar_other.txt")),
-        RawDocument(source="c.txt", body=_words(80, _rng())),
+        RawDocument(source="c.txt", body=_words(80, random.Random(7))),
     ]
     with postgres_database(postgres_server_url) as url:
         _, second = _queued(url, [], RawDocument(source="a.txt", body=fixture_text("en_article.txt")), then)
@@ -594,12 +596,6 @@ def test_a_takedown_meanwhile_makes_a_batch_decided_again_read_its_story_names_a
         theirs.close()
     assert mine.decided_again == 1
     assert got["x.txt"].story_id != got["x.txt"].id and got["y.txt"].story_id == got["x.txt"].id
-
-
-def _rng():
-    import random
-
-    return random.Random(7)
 
 
 @functools.cache
