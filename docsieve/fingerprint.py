@@ -25,6 +25,7 @@ from functools import cache
 import numpy as np
 
 from docsieve.dates import Slots, Weekdays, slots, this_forms, weekday_forms
+from docsieve.figures import Figures, figures_of
 from docsieve.models import Fingerprint
 from docsieve.normalize import SPACE, NormalizedBatch, normalize_batch
 from docsieve.settings import Settings
@@ -206,6 +207,16 @@ def day_slots(batch: ShingledBatch) -> list[Slots]:
     return slots(batch.tokens, batch.token_bounds, _weekdays())
 
 
+def text_figures(texts: Sequence[str]) -> list[Figures]:
+    """The figures of texts (docsieve/figures.py), as ``fingerprint_batch`` makes them."""
+    found: list[Figures] = []
+    for start in range(0, len(texts), SETS_AT_ONCE):
+        norm = normalize_batch(texts[start : start + SETS_AT_ONCE])
+        normalized, at = norm.codes.tobytes().decode("utf-32-le"), norm.bounds.tolist()
+        found += [figures_of(normalized[at[i] : max(at[i], at[i + 1] - 1)]) for i in range(len(at) - 1)]
+    return found
+
+
 def text_day_slots(texts: Sequence[str]) -> list[Slots]:
     """The weekday slots of texts, as ``fingerprint_batch`` makes them: tokens alone, no shingles."""
     found: list[Slots] = []
@@ -309,11 +320,10 @@ def fingerprint_batch(texts: Sequence[str], settings: Settings) -> list[Fingerpr
     # The normalized texts decoded in one call (less than one per document), each hashed in
     # UTF-8 without its closing space (as NormalizedBatch.text gives it).
     normalized, text_at = batch.normalized.codes.tobytes().decode("utf-32-le"), batch.normalized.bounds.tolist()
+    texts_at = [normalized[text_at[i] : max(text_at[i], text_at[i + 1] - 1)] for i in range(docs)]
     return [
         Fingerprint(
-            content_hash=hashlib.sha256(
-                normalized[text_at[i] : max(text_at[i], text_at[i + 1] - 1)].encode()
-            ).hexdigest(),
+            content_hash=hashlib.sha256(texts_at[i].encode()).hexdigest(),
             shingles=ids[shingle_at[i] : shingle_at[i + 1]],
             signature=batch.signatures[i],
             band_keys=band_keys[i],
@@ -326,6 +336,7 @@ def fingerprint_batch(texts: Sequence[str], settings: Settings) -> list[Fingerpr
             seed=settings.seed,
             words=None if words is None else words[i],
             days=None if days is None else days[i],
+            figures=figures_of(texts_at[i]) if settings.figure_check else None,
         )
         for i in range(docs)
     ]

@@ -98,6 +98,7 @@ class Fingerprint:
     seed: int = 1
     words: np.ndarray | None = field(default=None, repr=False)  # sorted unique uint32 stem ids (rewrites on)
     days: dict[tuple[int, int, int], frozenset[int]] | None = field(default=None, repr=False)  # docsieve/dates.py
+    figures: tuple[tuple[str, int, int], ...] | None = field(default=None, repr=False)  # docsieve/figures.py
 
     def minhash(self):
         """The signature as datasketch's ``LeanMinHash``. Its storage layout is the one datasketch calls

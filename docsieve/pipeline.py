@@ -22,6 +22,8 @@ import numpy as np
 
 from docsieve.dates import Slots, dated
 from docsieve.decide import hopeless, passes, verified_pairs
+from docsieve.figures import APART as FIGURES_APART
+from docsieve.figures import Figures
 from docsieve.fingerprint import jaccard_and_containment
 from docsieve.index import (
     CandidateIndex,
@@ -53,6 +55,8 @@ DAYS_CACHED = 20_000
 # scored against recur from batch to batch, and a batch decided again under the PostgreSQL lock scores the same
 # ones (reading them again was a tenth of that decision's time). Ten batches of 512 and their canonicals.
 WORDS_CACHED = 5_000
+# Stored records' figures a process keeps (docsieve/figures.py), for the same reason as their weekday slots.
+FIGURES_CACHED = 20_000
 
 
 @dataclass(slots=True)
@@ -169,6 +173,7 @@ class Pipeline:
         self._sketches: dict[str, Sketch] = {}
         self._days: _Kept[Slots] = _Kept(DAYS_CACHED)  # stored records' weekday slots (docsieve/dates.py)
         self._words: _Kept[np.ndarray] = _Kept(WORDS_CACHED)  # stored records' words (docsieve/rewrites.py)
+        self._figures: _Kept[Figures] = _Kept(FIGURES_CACHED)  # stored records' figures (docsieve/figures.py)
         self._sketch_bytes = 0
         # Batches stored, and those of them decided before the lock (PostgreSQL) and again under it because
         # another worker wrote meanwhile (docs/scaling.md).
@@ -455,6 +460,7 @@ class Pipeline:
             self.templates,
             self._rewrite_scores(txn, batch) if self.settings.rewrites else None,
             self._day_slots(txn, batch) if self.settings.weekday_check else None,
+            self._figures_of(txn, batch) if self.settings.figure_check else None,
         )
         book.shingles.update({p.id: p.fingerprint.shingles for p in batch})
         book.reserve((p.id for p in batch), earlier)
@@ -510,6 +516,15 @@ class Pipeline:
                 if c in book.placements
                 for other in (c, book.canonical_of[book.placements[c].story_id])
             )
+        if book.figures_of is not None:  # the same for the documents with figures enough to differ in
+            figures = book.read_figures(p.id for p in batch)
+            book.read_figures(
+                other
+                for i in [i for i, p in enumerate(batch) if len(figures[p.id]) >= FIGURES_APART]
+                for c in copies_of[i] + near_of[i]
+                if c in book.placements
+                for other in (c, book.canonical_of[book.placements[c].story_id])
+            )
         first_with_text: dict[str, str] = {}
         for i, p in enumerate(batch):
             fp = p.fingerprint
@@ -561,6 +576,12 @@ class Pipeline:
         this process's cache, else read from their texts."""
         own = {p.id: dated(p.fingerprint.days, p.document.published) for p in batch if p.fingerprint.days is not None}
         return self._days.reader(own, txn.day_slots)
+
+    def _figures_of(self, txn: Transaction, batch: list[Prepared]) -> Callable[[Iterable[str]], dict[str, Figures]]:
+        """The figures of records (docsieve/figures.py): the batch's from their fingerprints, stored ones' from this
+        process's cache, else read from their texts."""
+        own = {p.id: p.fingerprint.figures for p in batch if p.fingerprint.figures is not None}
+        return self._figures.reader(own, txn.figures)
 
     def _summaries_of(
         self, txn: Transaction, ids: Iterable[str], late: CandidateIndex | None = None

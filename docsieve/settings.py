@@ -96,6 +96,9 @@ class CoreSettings:
     # Two texts that name different weekdays in the same words (docsieve/dates.py: "the ministry recorded today,
     # Saturday" against "today, Friday") are items of a template on different days, never copies of each other.
     weekday_check: bool = True
+    # Two texts that put different figures in the same words (docsieve/figures.py: one company's dividend notice
+    # against another's, a gold report of the morning against the evening's) are different items of one frame.
+    figure_check: bool = True
     # Which record of a story is its canonical: the earliest published (else the earliest arrived), or
     # the first stored.
     canonical: str = "earliest-published"

@@ -24,6 +24,7 @@ from sqlalchemy.engine import Engine
 
 from docsieve.bookkeeping import Bookkeeping
 from docsieve.dates import Slots, dated
+from docsieve.figures import Figures
 from docsieve.fingerprint import (
     SETS_AT_ONCE,
     bin_minima,
@@ -31,6 +32,7 @@ from docsieve.fingerprint import (
     shingle_sets,
     stored_word_sets,
     text_day_slots,
+    text_figures,
     unpack_keys,
 )
 from docsieve.index import IndexRow, index_time, sketch_row
@@ -243,6 +245,11 @@ class Transaction:
             found.update((i, (t, p)) for i, t, p in self.conn.execute(query) if t)
         made = text_day_slots([t for t, _ in found.values()])
         return {i: dated(s, p) for (i, (_, p)), s in zip(found.items(), made, strict=True)}
+
+    def figures(self, ids: Iterable[str]) -> dict[str, Figures]:
+        """The figures of stored records' texts (docsieve/figures.py); a record without a text has none."""
+        texts = self.texts(ids)
+        return dict(zip(texts, text_figures(list(texts.values())), strict=True))
 
     def save_stories(self, book: Book, now: datetime) -> None:
         """What a batch's decisions changed besides the records it inserts: stories founded, stories whose
@@ -787,6 +794,7 @@ class Store(Bookkeeping):
                     # the members a new canonical is measured against keep their rewrite links as ingest would
                     rewrites=RewriteScores(counts, txn.word_sets) if counts else None,
                     days_of=txn.day_slots if settings.weekday_check else None,
+                    figures_of=txn.figures if settings.figure_check else None,
                 )
                 book.load([record_id])
                 placed = book.placements.get(record_id)  # none for a rejected record

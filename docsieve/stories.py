@@ -23,6 +23,9 @@ under the store's write lock (so concurrent workers see one history):
   words ("the ministry recorded today, Saturday" against "today, Friday") are items of one template on
   different days: no comparison that places a document calls them copies, and a new canonical keeps no
   member whose day is not its own.
+- **Figures** (``Settings.figure_check``, docsieve/figures.py): so are two texts that put different figures in
+  the same words, many of them ("the total distributed 60,000,000 riyals" against "108,000,000"): two companies'
+  notices, a market's report of two moments.
 - **Excerpts.** A short item inside a longer canonical (and a longer text that holds a story's
   canonical) joins that story by containment.
 - **Rewrites** (``Settings.rewrites``, docsieve/rewrites.py): a document the shingles place in no story
@@ -48,6 +51,8 @@ from typing import Protocol
 import numpy as np
 
 from docsieve.dates import Slots, disagree
+from docsieve.figures import APART as FIGURES_APART
+from docsieve.figures import Figures, apart
 from docsieve.fingerprint import jaccard_and_containment
 from docsieve.models import Method, Status
 from docsieve.rewrites import RewriteScores
@@ -125,6 +130,7 @@ class Book:
     templates: ShingleCounts | None = None  # template boilerplate counts; None: every shingle counts 1
     rewrites: RewriteScores | None = None  # the rewrite stage; None: shingles alone
     days_of: Callable[[Iterable[str]], dict[str, Slots]] | None = None  # records' weekday slots; None: no check
+    figures_of: Callable[[Iterable[str]], dict[str, Figures]] | None = None  # records' figures; None: no check
     placements: dict[str, Placement] = field(default_factory=dict)
     canonical_of: dict[str, str] = field(default_factory=dict)
     shingles: dict[str, np.ndarray] = field(default_factory=dict)
@@ -143,6 +149,7 @@ class Book:
     _taken: set[str] = field(default_factory=set)
     _weights: dict[str, np.ndarray] = field(default_factory=dict)
     _days: dict[str, Slots] = field(default_factory=dict)
+    _figures: dict[str, Figures] = field(default_factory=dict)
     _free: set[str] = field(default_factory=set)  # record ids known to name no stored story
 
     def reserve(self, record_ids: Iterable[str], earlier: Book | None = None) -> None:
@@ -219,8 +226,8 @@ class Book:
     def beyond_template(self, a: str, b: str, strong: bool) -> bool:
         """Whether two texts are still copies (``strong``: at the thresholds, else at the floor) with
         template boilerplate counting little (docsieve/templates.py), and naming the same days."""
-        if self.days_apart(a, b):
-            return False  # one template on different days, however much of it they share
+        if self.items_apart(a, b):
+            return False  # one template on different days or with other figures, however much of it they share
         if self.templates is None or self.overlap(a, b).jaccard >= NEAR_IDENTICAL:
             return True  # a near-identical text is a copy whatever its template
         j, c = self._weighted(a, b, self.templates)
@@ -241,6 +248,25 @@ class Book:
             return False  # not an excerpt: two texts of about one length
         return self._rewrite(a, b, self.overlap(a, b)) is not None
 
+    def items_apart(self, a: str, b: str) -> bool:
+        """Whether two texts are different items of one template: other weekdays or other figures in the same
+        words."""
+        return self.days_apart(a, b) or self.figures_apart(a, b)
+
+    def figures_apart(self, a: str, b: str) -> bool:
+        """Whether two texts put different figures in the same words (docsieve/figures.py)."""
+        if self.figures_of is None or len(self.read_figures([a])[a]) < FIGURES_APART:
+            return False  # too few figures to differ in: the other's are not read
+        found = self.read_figures([b])
+        return apart(found[a], found[b])
+
+    def read_figures(self, ids: Iterable[str]) -> dict[str, Figures]:
+        """Read the figures of these records at once (a batch's likely checks: one query)."""
+        if self.figures_of is not None and (wanted := [i for i in dict.fromkeys(ids) if i not in self._figures]):
+            found = self.figures_of(wanted)
+            self._figures.update((i, found.get(i, ())) for i in wanted)
+        return self._figures
+
     def days_apart(self, a: str, b: str) -> bool:
         """Whether two texts name different weekdays in the same words (docsieve/dates.py): items of a
         template on different days. A text without weekdays reads nothing more."""
@@ -260,10 +286,14 @@ class Book:
         o = self.overlap(a, b)
         return o.containment >= REPRINT and o.smaller >= self.settings.min_containment_shingles
 
-    def _read_days_against(self, one: str, others: Iterable[str]) -> None:
-        """Before many records' days are checked against one's: theirs read at once, if that one names a day."""
+    def _read_marks_against(self, one: str, others: Iterable[str]) -> None:
+        """Before many records' days and figures are checked against one's: theirs read at once, if that one
+        names a day, and if it has figures enough to differ in."""
+        others = list(others)
         if self.days_of is not None and self.read_days([one])[one]:
             self.read_days(others)
+        if self.figures_of is not None and len(self.read_figures([one])[one]) >= FIGURES_APART:
+            self.read_figures(others)
 
     def read_days(self, ids: Iterable[str]) -> dict[str, Slots]:
         """Read the weekday slots of these records at once (a batch's likely checks: one query)."""
@@ -361,7 +391,7 @@ class Book:
     def _keeps_whole(self, heir: str, story: str) -> bool:
         """Whether every other member of the story would stay with ``heir`` as its canonical: close to it, or a
         rewrite of it."""
-        self._read_days_against(heir, self.members(story))
+        self._read_marks_against(heir, self.members(story))
         for m in self.members(story):
             if m == heir:
                 continue
@@ -369,7 +399,7 @@ class Book:
             if m not in self.shingles:
                 continue  # stays unmeasured (see _crown)
             o = self.overlap(heir, m)
-            if (not self.close(o) or self.days_apart(heir, m)) and self._rewrite(heir, m, o) is None:
+            if (not self.close(o) or self.items_apart(heir, m)) and self._rewrite(heir, m, o) is None:
                 return False
         return True
 
@@ -380,7 +410,7 @@ class Book:
             return None  # a text too short to measure containment by is too short to call a rewrite
         if o.containment < self.settings.rewrite_floor:
             return None
-        if self._mostly_boilerplate(a, b, o) or self.days_apart(a, b):
+        if self._mostly_boilerplate(a, b, o) or self.items_apart(a, b):
             return None
         score = self.rewrites.score(a, b)
         return score if score >= self.settings.rewrite_threshold else None
@@ -574,7 +604,7 @@ class Book:
         if story not in self.new_stories:
             self.changed_stories.add(story)
         founded: list[str] = []
-        self._read_days_against(heir, members)
+        self._read_marks_against(heir, members)
         for m in sorted(members, key=lambda m: self.placements[m].rank):
             p = self.placements[m]
             self.shingles_for([m])
@@ -587,7 +617,7 @@ class Book:
             if rewrite is not None:  # said as the stage found it, not as a copy at the chain floor
                 self._place(p, story, heir, o, found_exact=p.method is Method.EXACT, rewrite=rewrite)
                 self._mark(m)
-            elif self.close(o) and not self.days_apart(heir, source):
+            elif self.close(o) and not self.items_apart(heir, source):
                 # The old canonical with the heir's very text is an exact copy of it now.
                 same_text = p.status is Status.CANONICAL and p.content_hash == new.content_hash
                 self._place(p, story, heir, o, found_exact=p.method is Method.EXACT or same_text)
@@ -673,7 +703,7 @@ class Book:
         """The first of ``founded`` whose canonical the text is a copy of, else the first it is a rewrite of
         (with the score)."""
         for s in founded:
-            if self.strong(self.overlap(text_of, self.canonical_of[s])) and not self.days_apart(
+            if self.strong(self.overlap(text_of, self.canonical_of[s])) and not self.items_apart(
                 text_of, self.canonical_of[s]
             ):
                 return s, None

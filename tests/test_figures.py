@@ -1,0 +1,218 @@
+"""Figures that disagree (docsieve/figures.py): figures and their slots, and the stories of items on one frame with
+other figures on real news (SaudiNewsNet, tests/fixtures/ar_figures_items.json: two Tadawul dividend notices of
+2015-07-22 in aleqtisadiya, Zamil Industrial's and Northern Region Cement's, on one numbered frame; and alriyadh's
+prose of the Northern Cement notice the next day), both stores."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from docsieve.figures import apart, compare
+from docsieve.fingerprint import text_figures
+from docsieve.models import Method, RawDocument, Record, Status
+from docsieve.pipeline import Pipeline
+from docsieve.settings import Settings
+from docsieve.store import Store
+from tests.story_checks import problems
+from tests.test_stories import edit, words
+
+FIXTURES = Path(__file__).parent / "fixtures"
+ZAMIL, NORTHERN, NORTHERN_PROSE = "snn-2015-07-22-169", "snn-2015-07-22-170", "snn-2015-07-23-743"
+
+# Reuters' oil report of 2015-07-24 (SaudiNewsNet): its Brent and its WTI sentences are written on one frame.
+BRENT = (
+    "وتراجع سعر مزيج برنت 35 سنتا إلى 54.92 دولار للبرميل بحلول الساعة 0947 بتوقيت جرينتش بعدما بلغ أدنى مستوى "
+    "له في الجلسة عند 54.80 دولار للبرميل مسجلا أقل سعر له منذ أوائل أبريل."
+)
+WTI = (
+    "وارتفع سعر الخام الأمريكي في العقود الآجلة تسليم سبتمبر 12 سنتا إلى 48.57 دولار للبرميل بعد انخفاضه 74 سنتا "
+    "عند التسوية أمس الاول الخميس ليصل إلى 48.45 دولار للبرميل وهو أدنى مستوى له منذ 31 مارس."
+)
+LEAD = (
+    "اقتربت أسعار خام برنت من أدنى مستوياتها في أربعة أشهر امس الجمعة بعد صدور بيانات تظهر انكماش قطاع المصانع "
+    "في الصين وارتفاع الدولار أمام سلة من العملات. وخسر برنت نحو 13 بالمئة من قيمته في يوليو مسجلا أكبر خسائره "
+    "الشهرية منذ هبوطه حوالي 19 بالمئة في يناير."
+)
+
+
+def items() -> dict[str, RawDocument]:
+    rows = json.loads((FIXTURES / "ar_figures_items.json").read_text(encoding="utf-8"))
+    return {
+        d["source"]: RawDocument(
+            source=d["source"], body=d["body"], title=d["title"], published=d["published"], outlet=d["outlet"]
+        )
+        for d in rows
+    }
+
+
+def figures(text: str):
+    return text_figures([text])[0]
+
+
+def differ(a: str, b: str) -> bool:
+    return apart(figures(a), figures(b))
+
+
+def test_a_figure_is_its_digits_whatever_their_punctuation() -> None:
+    """Thousands separators, decimals, Arabic-Indic digits and the Arabic press's decimal mark ("935ر6": 6.935,
+    as SPA writes it) are one figure each, its digits in order; its slots are the words around it."""
+    written = ["إلى 60,000,000 ريال", "إلى ٦٠٬٠٠٠٬٠٠٠ ريال", "إلى 6.935 ريال", "إلى 935ر6 ريال", "إلى 3 ر 31 ريال"]
+    found = [figures(f"ارتفعت الصادرات {w} في مايو") for w in written]
+    assert [f[0][0] for f in found] == ["60000000", "60000000", "6935", "9356", "331"]
+    assert len({f[0][1:] for f in found}) == 1  # the same slots: the words around the figure
+    assert figures("لا أرقام هنا") == ()
+
+
+def test_two_companies_notices_on_one_frame_differ_in_their_figures() -> None:
+    """Zamil's notice (SR60m, SR1.00 a share, 10%) and Northern Cement's (SR108m, SR0.60, 6%): three figures in
+    the same words, each different; their shingles overlap 0.41 Jaccard, 0.60 containment."""
+    docs = items()
+    zamil, northern = docs[ZAMIL].body, docs[NORTHERN].body
+    assert compare(figures(zamil), figures(northern))[0] == 3
+    assert differ(zamil, northern)
+
+
+def test_a_notice_and_its_prose_agree() -> None:
+    """alriyadh's prose of Northern Cement's notice says "108 million riyals" and "0.60 riyal a share" in other
+    words: no figure of one sits in the other's words with other digits."""
+    docs = items()
+    assert not differ(docs[NORTHERN].body, docs[NORTHERN_PROSE].body)
+    assert compare(figures(docs[NORTHERN].body), figures(docs[NORTHERN_PROSE].body))[0] == 0
+
+
+def test_the_same_figures_written_otherwise_agree() -> None:
+    """Rounded, partly in words, decimals typed right to left, SPA's decimal mark: no disagreement."""
+    report = f"{LEAD} {BRENT} {WTI}"
+    rewritten = (
+        report.replace("54.92", "92 54").replace("54.80", "80ر54").replace("48.57", "48.6").replace("48.45", "48 45")
+    )
+    assert compare(figures(report), figures(rewritten)) == (0, len(figures(rewritten)))
+    assert not differ(report, rewritten)
+
+
+def test_the_report_of_another_moment_differs() -> None:
+    """The same sentences with the prices of another moment of the day: four figures in the same words differ."""
+    report = f"{LEAD} {BRENT} {WTI}"
+    later = report.replace("35 سنتا", "41 سنتا").replace("54.92", "54.86").replace("0947", "1402")
+    later = later.replace("12 سنتا", "17 سنتا").replace("48.57", "48.64")
+    assert compare(figures(report), figures(later))[0] >= 3
+    assert differ(report, later)
+
+
+def test_a_figure_or_two_updated_is_no_other_item() -> None:
+    """A corrected time and price, or a price rounded (54.80 and 54.76 look alike): the same report."""
+    report = f"{LEAD} {BRENT} {WTI}"
+    corrected = report.replace("0947", "1015").replace("35 سنتا", "41 سنتا").replace("54.80", "54.76")
+    assert compare(figures(report), figures(corrected)) == (2, len(figures(report)) - 2)
+    assert not differ(report, corrected)
+
+
+def test_two_cuts_of_one_report_on_one_frame_agree() -> None:
+    """One outlet keeps the Brent sentence, another the WTI one: the same frame ("N cents to X dollars a barrel")
+    around other figures, but neither sentence's figures sit between the same words as the other's."""
+    assert not differ(f"{LEAD} {BRENT}", f"{LEAD} {WTI}")
+
+
+def test_a_roundup_that_carries_an_item_among_others_agrees() -> None:
+    """A roundup puts another item's figures in the same frames too; the item's own are in it, so they agree."""
+    docs = items()
+    roundup = f"{docs[ZAMIL].body} {docs[NORTHERN].body}"
+    assert not differ(docs[ZAMIL].body, roundup) and not differ(docs[NORTHERN].body, roundup)
+
+
+def stored(pipeline: Pipeline) -> dict[str, Record]:
+    return {r.source: r for r in pipeline.store.iter_records()}
+
+
+@pytest.mark.parametrize("check", [True, False])
+def test_dividend_notices_of_two_companies_are_different_stories(store: Store, settings, check: bool) -> None:
+    """Zamil's notice, then Northern Cement's: two stories, and a copy of Zamil's (a dateline added) joins
+    Zamil's. Without the check Northern Cement's joins Zamil's story (containment 0.60)."""
+    docs = items()
+    copy = RawDocument(
+        source="zamil-copy",
+        body="الرياض - واس: " + docs[ZAMIL].body,
+        title="الزامل توزع أرباحا",
+        published="2015-07-22 11:00:00",
+    )
+    pipeline = Pipeline(store, settings.with_(figure_check=check))
+    pipeline.ingest([docs[ZAMIL], docs[NORTHERN], copy])
+    found = stored(pipeline)
+    zamil, northern = found[ZAMIL], found[NORTHERN]
+    assert found["zamil-copy"].duplicate_of == zamil.id
+    if check:
+        assert northern.status is Status.CANONICAL and northern.story_id != zamil.story_id
+    else:
+        assert northern.duplicate_of == zamil.id and northern.method in (Method.NEAR, Method.CONTAINMENT)
+    assert problems(pipeline.store, pipeline.settings) == []
+
+
+def test_a_new_canonical_keeps_no_member_with_other_figures(pipeline: Pipeline) -> None:
+    """X (a report whose prices are left out) and F, a copy of it with the morning's prices, make a story; then T,
+    published before both, the same words with other prices, joins X and takes the story over: F, a copy of X but
+    not of T's figures, leaves for a story of its own."""
+    body = words(81, 200)
+    report = f"{LEAD} {BRENT} {WTI}"
+    other = report.replace("35 سنتا", "41 سنتا").replace("54.92", "54.86").replace("0947", "1402")
+    other = other.replace("12 سنتا", "17 سنتا").replace("48.57", "48.64")
+    bare = " ".join(w for w in report.split() if not any(c.isdigit() for c in w))
+    pipeline.ingest(
+        [
+            RawDocument(source="X", body=f"{' '.join(body)} {bare}", title="X", published="2015-07-24T12:00:00Z"),
+            RawDocument(source="F", body=f"{' '.join(body)} {report}", title="F", published="2015-07-24T13:00:00Z"),
+        ]
+    )
+    assert stored(pipeline)["F"].duplicate_of == stored(pipeline)["X"].id
+    early = " ".join(edit(body, 82, 0.02))
+    pipeline.ingest([RawDocument(source="T", body=f"{early} {other}", title="T", published="2015-07-24T09:00:00Z")])
+    found = stored(pipeline)
+    assert found["T"].status is Status.CANONICAL and found["X"].duplicate_of == found["T"].id
+    assert found["F"].story_id != found["T"].story_id and found["F"].status is Status.CANONICAL
+    assert problems(pipeline.store, pipeline.settings) == []
+
+
+@pytest.mark.parametrize("raw", ["off", "on"])
+def test_the_check_is_a_setting(raw: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DOCSIEVE_FIGURE_CHECK", raw)
+    assert Settings.from_env().figure_check is (raw == "on")
+
+
+def test_a_take_over_reads_its_members_figures_at_once(pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A record with figures that takes over a story of many members reads their texts in one query, not one
+    each; a later batch reads none of them again."""
+    from docsieve.store import Transaction
+
+    body, report = words(91, 120), f"{LEAD} {BRENT} {WTI}"
+    copies = [
+        RawDocument(
+            source=f"m{i}",
+            body=f"{' '.join(edit(body, 100 + i, 0.03))} {report}",
+            title="m",
+            published=f"2015-07-24T{10 + i // 60:02d}:{i % 60:02d}:00Z",
+        )
+        for i in range(40)
+    ]
+    pipeline.ingest(copies)
+    calls: list[int] = []
+    texts = Transaction.texts
+
+    def counted(self, ids):
+        ids = list(ids)
+        if ids:  # an empty call makes no query
+            calls.append(len(ids))
+        return texts(self, ids)
+
+    monkeypatch.setattr(Transaction, "texts", counted)
+    early = RawDocument(source="early", body=f"{' '.join(body)} {report}", title="e", published="2015-07-24T08:00:00Z")
+    pipeline = Pipeline(pipeline.store, pipeline.settings)  # another process: it knows no record's figures yet
+    pipeline.ingest([early])
+    found = stored(pipeline)
+    assert found["early"].status is Status.CANONICAL
+    assert all(found[f"m{i}"].duplicate_of == found["early"].id for i in range(40))
+    assert len(calls) <= 3, calls
+    calls.clear()
+    late = f"{' '.join(edit(body, 99, 0.03))} {report}"
+    pipeline.ingest([RawDocument(source="late", body=late, title="l", published="2015-07-24T11:00:00Z")])
+    assert stored(pipeline)["late"].duplicate_of == found["early"].id
+    assert calls == [], calls  # the candidates' and the canonical's figures are known already
