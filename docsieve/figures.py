@@ -5,7 +5,8 @@ dividend ...: 1. the total distributed X riyals 2. the share's part Y riyals 3. 
 companies' notices of one day share most of their words, and the template counts (docsieve/templates.py) learn
 such a frame only after a few items of it. What differs is the figures: each company's X, Y and Z, where a copy
 keeps its source's, however it rewords the rest. So two texts that put different figures in the same words,
-many of them and a good part of the figures they put in the same words, are not copies of each other.
+three or more (a figure counted once however often the text repeats it) and a quarter or more of the figures
+compared, are not copies of each other: one figure corrected, or two, is the same item.
 
 A figure is a run of digits as normalization leaves them (docsieve/normalize.py: "60,000,000" is "60 000 000",
 Arabic-Indic digits are ASCII), with the Arabic press's decimal mark "ر" ("935ر6": 6.935, written in reading
@@ -74,20 +75,22 @@ def _alike(digits: str) -> set[str]:
 
 
 def compare(a: Figures, b: Figures) -> tuple[int, int]:
-    """How many figures of ``a`` disagree with ``b``, and how many agree (see the module)."""
+    """How many figures of ``a`` (different values) disagree with ``b``, and how many agree (see the module)."""
     digits_b = {"".join(sorted(d)) for d, _, _ in b}
     in_slot: dict[tuple[int, int], set[str]] = {}
     for digits, before, after in b:
         if before and after:
             in_slot.setdefault((before, after), set()).update(_alike(digits))
-    disagree = agree = 0
+    # Counted by value: a figure the text repeats ("5 new cases ... the 5 cases") is one figure, however often.
+    disagree: set[str] = set()
+    agree: set[str] = set()
     for digits, before, after in a:
         shared = in_slot.get((before, after))
         if "".join(sorted(digits)) in digits_b or (shared is not None and _alike(digits) & shared):
-            agree += 1
+            agree.add(digits)
         elif shared is not None:
-            disagree += 1
-    return disagree, agree
+            disagree.add(digits)
+    return len(disagree - agree), len(agree)
 
 
 def apart(a: Figures, b: Figures) -> bool:

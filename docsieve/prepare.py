@@ -242,7 +242,10 @@ def _pack(count: int, rejections: list[Rejection], prepared: list[Prepared]) -> 
     }
     if prepared and prepared[0].fingerprint.words is not None:  # the rewrite stage's: all a batch's or none
         arrays["words"] = _joined([p.fingerprint.words for p in prepared if p.fingerprint.words is not None])
-    rest = [(p.id, p.document, p.fingerprint.content_hash, p.fingerprint.seed, p.fingerprint.days) for p in prepared]
+    rest = [
+        (p.id, p.document, p.fingerprint.content_hash, p.fingerprint.seed, p.fingerprint.days, p.fingerprint.figures)
+        for p in prepared
+    ]
     return count, rejections, rest, arrays
 
 
@@ -263,10 +266,11 @@ def _unpack(packed: tuple) -> Batch:
                 seed=seed,
                 words=parts["words"][i] if "words" in parts else None,
                 days=days,
+                figures=figures,
             ),
             parts["keys"][i],
         )
-        for i, (id, document, content_hash, seed, days) in enumerate(rest)
+        for i, (id, document, content_hash, seed, days, figures) in enumerate(rest)
     ]
     return count, rejections, prepared
 

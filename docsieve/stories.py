@@ -295,6 +295,13 @@ class Book:
         if self.figures_of is not None and len(self.read_figures([one])[one]) >= FIGURES_APART:
             self.read_figures(others)
 
+    def _read_marks(self, ids: list[str]) -> None:
+        """Read the days and figures of these records at once, before they are checked against each other."""
+        if self.days_of is not None:
+            self.read_days(ids)
+        if self.figures_of is not None:
+            self.read_figures(ids)
+
     def read_days(self, ids: Iterable[str]) -> dict[str, Slots]:
         """Read the weekday slots of these records at once (a batch's likely checks: one query)."""
         if self.days_of is not None and (wanted := [i for i in dict.fromkeys(ids) if i not in self._days]):
@@ -668,6 +675,7 @@ class Book:
                 twin = next(e for e in excerpts if self.placements[e].content_hash == self.placements[m].content_hash)
                 self.shingles[m] = self.shingles[twin]
         founded: list[str] = []
+        self._read_marks([*excerpts, *exact, *rewrites])  # each is checked against the others' new stories
         for m in sorted([*excerpts, *exact, record.id], key=lambda m: self.placements[m].rank):
             self._rehome(m, m, founded)
         self.roundup.add(canonical)

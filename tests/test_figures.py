@@ -4,6 +4,7 @@ other figures on real news (SaudiNewsNet, tests/fixtures/ar_figures_items.json: 
 prose of the Northern Cement notice the next day), both stores."""
 
 import json
+import random
 from pathlib import Path
 
 import pytest
@@ -82,7 +83,8 @@ def test_a_notice_and_its_prose_agree() -> None:
 
 
 def test_the_same_figures_written_otherwise_agree() -> None:
-    """Rounded, partly in words, decimals typed right to left, SPA's decimal mark: no disagreement."""
+    """Decimals typed right to left and SPA's decimal mark (the same digits in another order), a price rounded (the
+    same two leading digits): no disagreement."""
     report = f"{LEAD} {BRENT} {WTI}"
     rewritten = (
         report.replace("54.92", "92 54").replace("54.80", "80ر54").replace("48.57", "48.6").replace("48.45", "48 45")
@@ -110,8 +112,11 @@ def test_a_figure_or_two_updated_is_no_other_item() -> None:
 
 def test_two_cuts_of_one_report_on_one_frame_agree() -> None:
     """One outlet keeps the Brent sentence, another the WTI one: the same frame ("N cents to X dollars a barrel")
-    around other figures, but neither sentence's figures sit between the same words as the other's."""
-    assert not differ(f"{LEAD} {BRENT}", f"{LEAD} {WTI}")
+    around other figures. Only a figure between the same two words before *and* after counts: of the Brent
+    sentence's, one (54.92 where the other has 48.57); by the words before alone, three (35, 54.92 and 54.80)."""
+    brent, wti = figures(f"{LEAD} {BRENT}"), figures(f"{LEAD} {WTI}")
+    assert compare(brent, wti)[0] == 1 and compare(wti, brent)[0] == 1
+    assert not apart(brent, wti)
 
 
 def test_a_roundup_that_carries_an_item_among_others_agrees() -> None:
@@ -119,6 +124,56 @@ def test_a_roundup_that_carries_an_item_among_others_agrees() -> None:
     docs = items()
     roundup = f"{docs[ZAMIL].body} {docs[NORTHERN].body}"
     assert not differ(docs[ZAMIL].body, roundup) and not differ(docs[NORTHERN].body, roundup)
+
+
+def test_trailing_zeros_do_not_make_another_figure() -> None:
+    """0.5 and 0.50 have neither the same digits nor the same two leading ones: zeros apart, they are alike."""
+    report = f"{LEAD} ارتفع المؤشر 0.5 بالمئة عند الافتتاح ثم 0.6 بالمئة ظهرا ثم 0.7 بالمئة عند الاغلاق"
+    padded = report.replace("0.5", "0.50").replace("0.6", "0.60").replace("0.7", "0.70")
+    assert compare(figures(report), figures(padded))[0] == 0 and not differ(report, padded)
+    assert differ(report, report.replace("0.5", "0.8").replace("0.6", "0.9").replace("0.7", "0.4"))
+
+
+def test_a_few_figures_among_many_that_agree_are_no_other_item() -> None:
+    """Three figures of another moment in a long statistics text whose other figures all agree: under a quarter."""
+    table = " ".join(f"وبلغ عدد الحالات في المنطقة {k} نحو {k * 37 + 11} حالة" for k in range(1, 13))
+    updated = table.replace("نحو 48 ", "نحو 52 ").replace("نحو 85 ", "نحو 90 ").replace("نحو 122 ", "نحو 141 ")
+    assert compare(figures(table), figures(updated))[0] == 3
+    assert not differ(table, updated)
+
+
+def test_a_figure_repeated_and_corrected_is_one_figure() -> None:
+    """A correction of one count the text says three times ("5 new cases", "the 5 patients", "5 cases in 24
+    hours"): one figure that disagrees, not three."""
+    original = (
+        "أعلنت وزارة الصحة اليوم تسجيل 5 إصابات جديدة بفيروس كورونا في مدينة الرياض ليرتفع إجمالي الإصابات منذ عام "
+        "2012 إلى 1050 حالة توفي منها 459 شخصا. وأوضحت الوزارة أن المصابين الـ 5 يخضعون للعلاج وأن فرقها تتابع "
+        "المخالطين الذين بلغ عددهم 120 شخصا. وبذلك تكون الوزارة قد سجلت 5 إصابات خلال 24 ساعة."
+    )
+    corrected = original.replace("5 إصابات", "6 إصابات").replace("الـ 5", "الـ 6")
+    assert compare(figures(original), figures(corrected)) == (1, len({d for d, _, _ in figures(original)}) - 1)
+    assert not differ(original, corrected)
+
+
+def test_with_as_many_figures_both_ways_must_differ() -> None:
+    """Two texts with as many figures: apart only if each differs from the other. Here one way three figures
+    differ and the other way two (the other's 19 is found elsewhere in the first: "about 19 percent")."""
+    report = f"{LEAD} {BRENT} {WTI}"
+    other = report.replace("35 سنتا", "41 سنتا").replace("54.92", "54.86").replace("0947", "1402")
+    other = other.replace("12 سنتا", "19 سنتا").replace("48.57", "48.64")
+    one, two = figures(report), figures(other)
+    assert len(one) == len(two) and compare(one, two)[0] == 3 and compare(two, one)[0] == 2
+    assert not apart(one, two) and not apart(two, one)
+
+
+def test_an_item_is_weighed_inside_a_longer_text_not_the_other_way() -> None:
+    """An item and a roundup carrying it with another item on its frame: the item's figures all agree; the
+    roundup's other item's would disagree, but the text with fewer figures is the one weighed."""
+    docs = items()
+    zamil = figures(docs[ZAMIL].body)
+    roundup = figures(f"{docs[ZAMIL].body} {docs[NORTHERN].body} {LEAD}")
+    assert compare(zamil, roundup)[0] == 0 and compare(roundup, zamil)[0] >= 3
+    assert not apart(zamil, roundup) and not apart(roundup, zamil)
 
 
 def stored(pipeline: Pipeline) -> dict[str, Record]:
@@ -216,3 +271,65 @@ def test_a_take_over_reads_its_members_figures_at_once(pipeline: Pipeline, monke
     pipeline.ingest([RawDocument(source="late", body=late, title="l", published="2015-07-24T11:00:00Z")])
     assert stored(pipeline)["late"].duplicate_of == found["early"].id
     assert calls == [], calls  # the candidates' and the canonical's figures are known already
+
+
+def test_a_roundup_split_reads_its_items_figures_at_once(pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A roundup R (items X and Y, each with figures) and ten copies of X in its story; Y arrives and R splits:
+    the copies, each checked against the new stories' canonicals, have their texts read in one query, not one
+    each."""
+    from docsieve.store import Transaction
+
+    fig_x = "وبلغت المبيعات 120 مليون ريال في الربع الاول وارتفعت الارباح 35 مليون ريال بنسبه 12 في المئه"
+    fig_y = "وسجل المؤشر 7 450 نقطه عند الاغلاق وبلغت قيمه التداول 6 مليارات ريال من خلال 140 الف صفقه"
+    x, y, z = words(30, 60), words(31, 60), words(32, 300)
+    pipeline.ingest(
+        [RawDocument(source="R", body=f"{' '.join(x)} {fig_x} {' '.join(z)} {' '.join(y)} {fig_y}", title="R")]
+    )
+    pipeline.ingest(
+        [RawDocument(source=f"x{i}", body=f"{' '.join(edit(x, 100 + i, 0.03))} {fig_x}", title="x") for i in range(10)]
+    )
+    assert all(stored(pipeline)[f"x{i}"].story_id == stored(pipeline)["R"].story_id for i in range(10))
+    calls: list[int] = []
+    texts = Transaction.texts
+
+    def counted(self, ids):
+        ids = list(ids)
+        if ids:
+            calls.append(len(ids))
+        return texts(self, ids)
+
+    monkeypatch.setattr(Transaction, "texts", counted)
+    pipeline = Pipeline(pipeline.store, pipeline.settings)  # another process: nothing known yet
+    pipeline.ingest([RawDocument(source="Y", body=f"{' '.join(y)} {fig_y}", title="Y")])
+    found = stored(pipeline)
+    assert len({found[f"x{i}"].story_id for i in range(10)}) == 1 and found["x0"].story_id != found["R"].story_id
+    assert len(calls) <= 3 and max(calls) >= 10, calls
+
+
+@pytest.mark.parametrize("check", [True, False])
+def test_a_text_reworded_with_other_figures_is_no_rewrite(pipeline: Pipeline, check: bool) -> None:
+    """Two texts of one opening (a sentence of three figures in it) and then the same 120 words in another order
+    each: the later holds nearly every word of the earlier (a word score near 1) and their shingles share the
+    opening (the rewrite stage's range, under the thresholds). The three figures differ, in the same words: with
+    the check they are other items, two stories; without it a rewrite."""
+    from docsieve.fingerprint import fingerprint_batch, jaccard_and_containment
+    from tests.test_rewrites import background
+
+    frame = "وبلغت قيمه المخالفات {} الف ريال وعدد الجولات {} جوله وعدد المفتشين {} مفتشا"
+    head, tail, pool = words(600, 60), words(601, 10), words(602, 120)
+    shuffled = [random.Random(seed).sample(pool, len(pool)) for seed in (603, 604)]
+    first = f"{' '.join(head)} {frame.format(120, 45, 18)} {' '.join(tail)} {' '.join(shuffled[0])}"
+    second = f"{' '.join(head)} {frame.format(95, 60, 23)} {' '.join(tail)} {' '.join(shuffled[1])}"
+    settings = pipeline.settings.with_(figure_check=check)
+    a, b = fingerprint_batch([first, second], settings)
+    assert settings.rewrite_floor <= jaccard_and_containment(a.shingles, b.shingles)[1] < settings.containment_threshold
+    pipeline = Pipeline(pipeline.store, settings)
+    background(pipeline)
+    pipeline.ingest(
+        [RawDocument(source="first", body=first, title="a"), RawDocument(source="second", body=second, title="b")]
+    )
+    found = stored(pipeline)
+    if check:
+        assert found["second"].status is Status.CANONICAL and found["second"].story_id != found["first"].story_id
+    else:
+        assert found["second"].method is Method.REWRITE and found["second"].duplicate_of == found["first"].id

@@ -99,6 +99,7 @@ def _prepared_ahead_equals_prepared_here() -> None:
     local_docs = [p for _, _, ps in local for p in ps]
     assert len(ahead_docs) == len(local_docs) == 45
     assert sum(bool(p.fingerprint.days) for p in ahead_docs) >= 15  # the fixtures name days of their own too
+    assert sum(len(p.fingerprint.figures or ()) >= 3 for p in ahead_docs) >= 15  # and figures enough to differ in
     for a, b in zip(ahead_docs, local_docs, strict=True):
         assert a.id == b.id and replace(a.document, author=None) == replace(b.document, author=None)
         assert a.document.language in ("ar", "en")
@@ -108,6 +109,7 @@ def _prepared_ahead_equals_prepared_here() -> None:
             assert x.dtype == y.dtype and np.array_equal(x, y)
         assert a.keys.dtype == b.keys.dtype and np.array_equal(a.keys, b.keys) and len(a.keys) > 0
         assert a.fingerprint.days == b.fingerprint.days and a.fingerprint.days is not None
+        assert a.fingerprint.figures == b.fingerprint.figures and a.fingerprint.figures is not None
     # The first batch and one more item are read here (to know there is more than one batch); the rest by the
     # preparing process, and none of it here.
     readers = [_reader_of(p) for p in ahead_docs]
