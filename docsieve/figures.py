@@ -28,7 +28,8 @@ day, the parts of SAMA's annual report, weekly charts).
 from __future__ import annotations
 
 import re
-import zlib
+
+import numpy as np
 
 # A text's figures: each its digits in order (no leading zeros, no decimal mark), and the hashes of its slots
 # (the two words before it, the two after; 0 where the text starts or ends).
@@ -40,33 +41,60 @@ Figures = tuple[Figure, ...]
 APART = 3
 APART_SHARE = 0.25
 
-# A figure: digit tokens side by side, a "ر" between digits (the decimal mark) or inside a token ("935ر6").
-_FIGURE = re.compile(r"(?<!\S)[0-9]+(?:ر[0-9]+)?(?: (?:[0-9]+(?:ر[0-9]+)?|ر(?= [0-9])))*(?!\S)")
-_DIGITS = re.compile(r"[0-9][0-9 ر]*")
 _NOT_DIGIT = re.compile(r"\D")
+_SPACE, _ZERO, _NINE, _RA = 0x20, 0x30, 0x39, 0x631  # normalized text: ASCII digits, "ر" the decimal mark
+# A slot's hash is its two tokens' hashes mixed, by side; 0 is no slot.
+_BEFORE, _AFTER = np.uint64(0x9E3779B97F4A7C15), np.uint64(0xC2B2AE3D27D4EB4F)
 
 
-def figures_of(normalized: str) -> Figures:
-    """The figures of a normalized text (tokens separated by single spaces)."""
-    found = []
-    # A plain scan for digits first, and the figure's pattern only where it found some (its lookarounds at every
-    # character took two thirds of the time). The pattern sees one character past the run, for its lookahead.
-    runs = (_FIGURE.finditer(normalized, r.start(), r.end() + 1) for r in _DIGITS.finditer(normalized))
-    for match in (m for run in runs for m in run):
-        start, end = match.span()
-        digits = _NOT_DIGIT.sub("", match.group()).lstrip("0") or "0"
-        # The two words before (after) it: up to the second space back (on) from it, if there are two.
-        first = normalized.rfind(" ", 0, normalized.rfind(" ", 0, start - 1)) + 1 if start else 0
-        last = normalized.find(" ", normalized.find(" ", end + 1) + 1) if end < len(normalized) else -1
-        before = normalized[first : start - 1] if start and " " in normalized[first : start - 1] else ""
-        after = normalized[end + 1 : last if last >= 0 else len(normalized)] if end < len(normalized) else ""
-        found.append((digits, _slot("<", before), _slot(">", after if " " in after else "")))
-    return tuple(found)
-
-
-def _slot(side: str, words: str) -> int:
-    """A slot's hash (crc32: the same in every process, as the preparing process makes a batch's), 0 for none."""
-    return zlib.crc32(f"{side}{words}".encode()) or 1 if words else 0
+def batch_figures(codes: np.ndarray, tokens: np.ndarray, token_bounds: np.ndarray, text: str) -> list[Figures]:
+    """The figures of each document of a normalized batch: ``codes`` its code points (every token closed by a
+    space), ``tokens`` the tokens' hashes (docsieve/fingerprint.py), ``token_bounds`` where each document's tokens
+    start (len = documents + 1), ``text`` the codes decoded. A figure is a run of tokens of digits (one "ر" allowed
+    inside a token: "935ر6"), a lone "ر" between two of them joining them; its slots are the hashes of the two
+    tokens before it and the two after it in its document. Only the tokens that hold digits are looked at (a
+    pattern over each text took 28 µs a document, a third of fingerprinting; masks over every character, as
+    much)."""
+    docs = len(token_bounds) - 1
+    found: list[list[Figure]] = [[] for _ in range(docs)]
+    codes = codes.astype(np.uint32, copy=False)
+    at = np.flatnonzero(codes - np.uint32(_ZERO) < 10)  # the digits (below "0" wraps around)
+    spaces = np.flatnonzero(codes == _SPACE)
+    if not len(at) or not len(spaces):
+        return [() for _ in range(docs)]
+    held, digits = np.unique(np.searchsorted(spaces, at), return_counts=True)  # tokens with digits, how many
+    begin = np.where(held > 0, spaces[np.maximum(held - 1, 0)] + 1, 0)
+    length = spaces[held] - begin
+    numeric = digits == length
+    # A token with one other character: a figure if it is "ر" between digits ("935ر6").
+    for i in np.flatnonzero(digits == length - 1).tolist():
+        a, b = int(begin[i]), int(spaces[held[i]])
+        numeric[i] = text[a] != "ر" and text[b - 1] != "ر" and "ر" in text[a:b]
+    figure_tokens = held[numeric]
+    if not len(figure_tokens):
+        return [() for _ in range(docs)]
+    doc = np.searchsorted(token_bounds, figure_tokens, side="right") - 1
+    # Runs: tokens side by side, or with a lone "ر" between them, in one document.
+    gap = np.diff(figure_tokens)
+    between = np.minimum(figure_tokens[:-1] + 1, len(spaces) - 1)
+    lone_ra = (spaces[between] - spaces[between - 1] == 2) & (codes[spaces[between] - 1] == _RA)
+    joined = ((gap == 1) | ((gap == 2) & lone_ra)) & (doc[1:] == doc[:-1])
+    first = figure_tokens[np.concatenate(([True], ~joined))]
+    last = figure_tokens[np.concatenate((~joined, [True]))]
+    doc = doc[np.concatenate(([True], ~joined))]
+    begins, ends = token_bounds[doc], token_bounds[doc + 1]
+    tokens = tokens.astype(np.uint64)
+    top = len(tokens) - 1
+    before = (tokens[np.maximum(first - 2, 0)] * _BEFORE) ^ tokens[np.maximum(first - 1, 0)]
+    after = (tokens[np.minimum(last + 1, top)] * _AFTER) ^ tokens[np.minimum(last + 2, top)]
+    before = np.where(first - 2 >= begins, np.maximum(before, 1), 0)
+    after = np.where(last + 2 < ends, np.maximum(after, 1), 0)
+    char_from = np.where(first > 0, spaces[np.maximum(first - 1, 0)] + 1, 0)
+    for d, a, b, slot_before, slot_after in zip(
+        doc.tolist(), char_from.tolist(), spaces[last].tolist(), before.tolist(), after.tolist(), strict=True
+    ):
+        found[d].append((_NOT_DIGIT.sub("", text[a:b]).lstrip("0") or "0", slot_before, slot_after))
+    return [tuple(f) for f in found]
 
 
 def _alike(digits: str) -> set[str]:

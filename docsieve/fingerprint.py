@@ -25,7 +25,7 @@ from functools import cache
 import numpy as np
 
 from docsieve.dates import Slots, Weekdays, slots, this_forms, weekday_forms
-from docsieve.figures import Figures, figures_of
+from docsieve.figures import Figures, batch_figures
 from docsieve.models import Fingerprint
 from docsieve.normalize import SPACE, NormalizedBatch, normalize_batch
 from docsieve.settings import Settings
@@ -212,8 +212,8 @@ def text_figures(texts: Sequence[str]) -> list[Figures]:
     found: list[Figures] = []
     for start in range(0, len(texts), SETS_AT_ONCE):
         norm = normalize_batch(texts[start : start + SETS_AT_ONCE])
-        normalized, at = norm.codes.tobytes().decode("utf-32-le"), norm.bounds.tolist()
-        found += [figures_of(normalized[at[i] : max(at[i], at[i + 1] - 1)]) for i in range(len(at) - 1)]
+        tokens, bounds, _ = _tokens(norm)
+        found += batch_figures(norm.codes, tokens, bounds, norm.codes.tobytes().decode("utf-32-le"))
     return found
 
 
@@ -320,10 +320,16 @@ def fingerprint_batch(texts: Sequence[str], settings: Settings) -> list[Fingerpr
     # The normalized texts decoded in one call (less than one per document), each hashed in
     # UTF-8 without its closing space (as NormalizedBatch.text gives it).
     normalized, text_at = batch.normalized.codes.tobytes().decode("utf-32-le"), batch.normalized.bounds.tolist()
-    texts_at = [normalized[text_at[i] : max(text_at[i], text_at[i + 1] - 1)] for i in range(docs)]
+    figures = (
+        batch_figures(batch.normalized.codes, batch.tokens, batch.token_bounds, normalized)
+        if settings.figure_check
+        else None
+    )
     return [
         Fingerprint(
-            content_hash=hashlib.sha256(texts_at[i].encode()).hexdigest(),
+            content_hash=hashlib.sha256(
+                normalized[text_at[i] : max(text_at[i], text_at[i + 1] - 1)].encode()
+            ).hexdigest(),
             shingles=ids[shingle_at[i] : shingle_at[i + 1]],
             signature=batch.signatures[i],
             band_keys=band_keys[i],
@@ -336,7 +342,7 @@ def fingerprint_batch(texts: Sequence[str], settings: Settings) -> list[Fingerpr
             seed=settings.seed,
             words=None if words is None else words[i],
             days=None if days is None else days[i],
-            figures=figures_of(texts_at[i]) if settings.figure_check else None,
+            figures=None if figures is None else figures[i],
         )
         for i in range(docs)
     ]

@@ -65,6 +65,25 @@ def test_a_figure_is_its_digits_whatever_their_punctuation() -> None:
     assert figures("لا أرقام هنا") == ()
 
 
+def test_the_figures_are_those_a_plain_pattern_finds() -> None:
+    """The batch's vectorized search finds, in each text, the figures a regular expression over its normalized
+    words finds, with a slot where two words stand before (after) the figure."""
+    import re
+
+    from docsieve.normalize import normalize
+
+    pattern = re.compile(r"(?<!\S)[0-9]+(?:ر[0-9]+)?(?: (?:[0-9]+(?:ر[0-9]+)?|ر(?= [0-9]+(?!\S))))*(?!\S)")
+    texts = [d.body for d in items().values()] + [LEAD, BRENT, f"{LEAD} {BRENT} {WTI}", "935ر6 و 3 ر 31 و ب253 2015"]
+    texts += ["12", "12 ab", "ab 12", "ab cd 1 2 ef gh", "1 ر ر 2", "ر 1", "1 ر", "٣٫٥ و 7,5", ""]
+    for text, found in zip(texts, text_figures(texts), strict=True):
+        words = normalize(text)
+        expected = []
+        for m in pattern.finditer(words):
+            before, after = words[: m.start()].split(), words[m.end() :].split()
+            expected.append((re.sub(r"\D", "", m.group()).lstrip("0") or "0", len(before) >= 2, len(after) >= 2))
+        assert [(d, b != 0, a != 0) for d, b, a in found] == expected, text
+
+
 def test_two_companies_notices_on_one_frame_differ_in_their_figures() -> None:
     """Zamil's notice (SR60m, SR1.00 a share, 10%) and Northern Cement's (SR108m, SR0.60, 6%): three figures in
     the same words, each different; their shingles overlap 0.41 Jaccard, 0.60 containment."""
