@@ -28,7 +28,7 @@ from docsieve.dates import Slots, Weekdays, slots, this_forms, weekday_forms
 from docsieve.figures import Figures, batch_figures
 from docsieve.models import Fingerprint
 from docsieve.normalize import SPACE, NormalizedBatch, normalize_batch
-from docsieve.settings import Settings
+from docsieve.settings import WORD_STEMS, Settings
 
 U64 = np.uint64
 EMPTY = U64(1 << 32)  # larger than any 32-bit value: marks an empty bin before densification
@@ -130,7 +130,7 @@ def shingle_batch(texts: Sequence[str], settings: Settings, words: bool = False)
     const = _constants(n, k, settings.lsh_bands, settings.seed)
     norm = normalize_batch(texts)
     docs = len(texts)
-    tokens, token_bounds, word_ids = _tokens(norm, words)
+    tokens, token_bounds, word_ids = _tokens(norm, words, settings.word_stems)
     token_counts = np.diff(token_bounds)
 
     # Shingles: n consecutive tokens. Each document gets n-1 zero tokens of padding so that a window
@@ -163,9 +163,11 @@ def shingle_batch(texts: Sequence[str], settings: Settings, words: bool = False)
     return ShingledBatch(norm, ids, shingle_bounds, signatures, tokens, token_bounds, word_ids)
 
 
-def _tokens(norm: NormalizedBatch, words: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+def _tokens(
+    norm: NormalizedBatch, words: bool = False, stems_of: str = WORD_STEMS[-1]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """The token hashes of a normalized batch, where each document's tokens start (len = documents + 1), and
-    with ``words`` the ids of their stems."""
+    with ``words`` the ids of their stems (``stems_of``: Settings.word_stems)."""
     codes = norm.codes
     # Tokens: every space closes one. A token's hash is the polynomial sum(c_i * B**i) over its
     # characters, computed for all tokens at once with weights by position in the batch, then
@@ -184,7 +186,17 @@ def _tokens(norm: NormalizedBatch, words: bool = False) -> tuple[np.ndarray, np.
         if words:  # a stem's sum is the token's less the prefix's, brought back to the stem's start
             stems = stem_starts(codes, token_starts, spaces)
             before = np.where(stems > 0, running[np.maximum(stems - 1, 0)], U64(0))
-            word_ids = (_mix((running[spaces] - before) * inverses[stems] ^ WORD_SALT) >> U64(32)).astype(np.uint32)
+            total = running[spaces] - before
+            if stems_of == "affixes":  # the stem's sum to its end, closed by a space, as a word without a suffix
+                ends = stem_ends(codes, stems, spaces)
+                cut = ends < spaces
+                total = np.where(cut, running[ends - 1] - before + U64(SPACE) * powers[ends], total)
+                # A feminine noun's ta marbuta is written ta before a suffix ("حالتهم": their state, of "حالة",
+                # normalized "حاله"); a plural's -at is not ("قراراتها": its decisions). A stem's own final ta
+                # after another letter is taken for one too ("بيوتهم", their houses, is not "بيوت"): rarer.
+                marbuta = cut & (codes[ends - 1] == _TA) & (codes[np.maximum(ends - 2, 0)] != _ALEF)
+                total = np.where(marbuta, total + U64(_HEH - _TA) * powers[ends - 1], total)
+            word_ids = (_mix(total * inverses[stems] ^ WORD_SALT) >> U64(32)).astype(np.uint32)
     else:
         tokens = np.zeros(0, dtype=np.uint64)
         word_ids = np.zeros(0, dtype=np.uint32) if words else None
@@ -254,6 +266,28 @@ def stem_starts(codes: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.n
     al = (c0 == _ALEF) & (c1 == _LAM)
     p += np.where(with_al, 3, np.where(al, 2, preposition))
     return np.where(ends - p >= MIN_STEM, p, starts)
+
+
+_TA, _MIM, _NUN, _HEH = 0x62A, 0x645, 0x646, 0x647
+
+
+def stem_ends(codes: np.ndarray, stems: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """Where each stem ends (``ends``: the token's closing space): before a possessive or object pronoun
+    written onto it, -hum, -hunna, -kum, -kunna, -ha, -na (their, your, her, our) or -huma, -kuma (of two),
+    unless fewer than MIN_STEM letters would remain. "حكومتهم", "حكومتنا" and "الحكومة" are one word for the
+    rewrite stage. (Light stemming of this kind, prefixes and suffixes, is what Arabic retrieval measured best
+    with (Larkey et al. 2002); -ه, -ي and -ك, which end many stems too, are left.)"""
+    last = len(codes) - 1
+
+    def at(p: np.ndarray) -> np.ndarray:
+        return codes[np.clip(p, 0, last)]
+
+    c1, c2, c3 = at(ends - 1), at(ends - 2), at(ends - 3)
+    three = (c1 == _ALEF) & (c2 == _MIM) & ((c3 == _HEH) | (c3 == _KAF))
+    two = ((c1 == _MIM) | (c1 == _NUN)) & ((c2 == _HEH) | (c2 == _KAF))
+    two |= (c1 == _ALEF) & ((c2 == _HEH) | (c2 == _NUN))
+    cut = np.where(three, 3, np.where(two, 2, 0))
+    return np.where(ends - cut - stems >= MIN_STEM, ends - cut, ends)
 
 
 def word_sets(batch: ShingledBatch) -> list[np.ndarray]:
@@ -364,12 +398,13 @@ def shingle_sets(texts: Sequence[str], settings: Settings) -> list[np.ndarray]:
     return sets
 
 
-def stored_word_sets(texts: Sequence[str]) -> list[np.ndarray]:
-    """Sorted unique stem ids of each text, as ``fingerprint_batch`` makes them with rewrites on: tokens alone,
-    no shingles or signatures."""
+def stored_word_sets(texts: Sequence[str], stems_of: str) -> list[np.ndarray]:
+    """Sorted unique stem ids of each text, as ``fingerprint_batch`` makes them with rewrites on and
+    ``word_stems=stems_of``: tokens alone, no shingles or signatures."""
     sets: list[np.ndarray] = []
     for start in range(0, len(texts), SETS_AT_ONCE):
-        _, bounds, word_ids = _tokens(normalize_batch(texts[start : start + SETS_AT_ONCE]), words=True)
+        norm = normalize_batch(texts[start : start + SETS_AT_ONCE])
+        _, bounds, word_ids = _tokens(norm, words=True, stems_of=stems_of)
         assert word_ids is not None
         sets += _word_sets(word_ids, bounds)
     return sets

@@ -12,10 +12,12 @@ it began to read, so that a lone worker's hold is placing and linking only.
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from functools import partial
 from typing import Generic, TypeVar
 
 import numpy as np
@@ -24,7 +26,7 @@ from docsieve.dates import Slots, dated
 from docsieve.decide import hopeless, passes, verified_pairs
 from docsieve.figures import APART as FIGURES_APART
 from docsieve.figures import Figures
-from docsieve.fingerprint import jaccard_and_containment
+from docsieve.fingerprint import jaccard_and_containment, stored_word_sets
 from docsieve.index import (
     CandidateIndex,
     MemoryIndex,
@@ -46,6 +48,7 @@ from docsieve.store import NewRecord, Store, Transaction
 from docsieve.stories import Book, Overlap, Placement, rank_key
 from docsieve.templates import ShingleCounts, counted_shingles
 
+logger = logging.getLogger(__name__)
 BATCH_SEQ = 1 << 62  # ranks a batch's documents after every stored record that arrived when they did
 # Stored records' weekday slots a process keeps (700 bytes each on news, their dicts and ids: 14 MB), so that the
 # likeliest candidates, the records stored last, are not read and tokenized again (docsieve/dates.py).
@@ -165,7 +168,10 @@ class Pipeline:
         """``index``: the candidate index to use; none is the one the settings name
         (``docsieve.index.open_index``)."""
         self.store = store
-        self.settings = settings
+        stems = store.word_stems(settings.word_stems) if settings.rewrites else settings.word_stems
+        if stems != settings.word_stems:
+            logger.info("this store counts the rewrite stage's words by %s stems; kept", stems)
+        self.settings = settings = settings.with_(word_stems=stems)
         store.check_fingerprints(settings.fingerprint_parameters)
         self.index = index if index is not None else open_index(settings)
         self.templates = ShingleCounts(settings.boilerplate_texts)
@@ -194,9 +200,13 @@ class Pipeline:
         summary = Summary()
         started = time.perf_counter()
         with items if isinstance(items, Preparing) else Preparing(items, self.settings) as preparing:
+            # Prepared (started before the store was open) with other word stems than the store's: made again.
+            restem = self.settings.rewrites and preparing.settings.word_stems != self.settings.word_stems
             for count, rejections, prepared in preparing:
                 if stop is not None and stop():  # asked while this batch was prepared or on its way: not taken
                     break
+                if restem:
+                    prepared = self._restemmed(prepared)
                 stored = self.store_prepared(rejections, prepared)
                 summary.read += count
                 summary.unchanged += count - len(stored)
@@ -566,11 +576,18 @@ class Pipeline:
             new.append(NewRecord(stored, draft.shingles, draft.keys, draft.minima))
         return new, book
 
+    def _restemmed(self, batch: list[Prepared]) -> list[Prepared]:
+        """The batch with its words stemmed as the store's are."""
+        made = stored_word_sets([p.document.text for p in batch], self.settings.word_stems)
+        return [replace(p, fingerprint=replace(p.fingerprint, words=w)) for p, w in zip(batch, made, strict=True)]
+
     def _rewrite_scores(self, txn: Transaction, batch: list[Prepared]) -> RewriteScores:
         """The rewrite stage's scores for a batch: the words of its documents from their fingerprints, stored
         records' from this process's cache, else made again from their texts."""
         own = {p.id: p.fingerprint.words for p in batch if p.fingerprint.words is not None}
-        return RewriteScores(self.templates, self._words.reader(own, txn.word_sets))
+        return RewriteScores(
+            self.templates, self._words.reader(own, partial(txn.word_sets, stems_of=self.settings.word_stems))
+        )
 
     def _day_slots(self, txn: Transaction, batch: list[Prepared]) -> Callable[[Iterable[str]], dict[str, Slots]]:
         """The weekday slots of records (docsieve/dates.py): the batch's from their fingerprints, stored ones' from

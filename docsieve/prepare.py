@@ -101,7 +101,7 @@ class Preparing:
     """
 
     def __init__(self, items: Iterable[Item], settings: Settings, ahead: bool = False) -> None:
-        self._settings = settings
+        self.settings = settings  # what the batches are prepared with
         items = iter(items)
         first = list(islice(items, settings.batch_size + 1))
         self._batches: Iterator[list[Item]] = batched(chain(first, items), settings.batch_size)
@@ -124,7 +124,7 @@ class Preparing:
             if batch is None:
                 self._done = True
                 raise StopIteration
-            return len(batch), *prepare(batch, self._settings)
+            return len(batch), *prepare(batch, self.settings)
         try:
             message = self._pipe.recv_bytes()
         except EOFError:

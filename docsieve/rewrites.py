@@ -4,7 +4,8 @@ Outlets condense a release, reorder its clauses, swap a synonym or rewrite the l
 5-50% of their word 3-grams, under the thresholds, while they keep the release's words: names, places,
 figures and most of its vocabulary. A document the shingles place in no story is compared, word by word,
 with the canonicals of its candidates whose shingle containment reaches ``rewrite_floor``: the score is
-the share of the shorter text's distinct words (stems: Arabic clitics taken off, ``fingerprint.stem_starts``)
+the share of the shorter text's distinct words (stems: Arabic clitics taken off the front and pronouns off the
+end, ``fingerprint.stem_starts`` and ``stem_ends``)
 found in the longer, each word weighted by its inverse document frequency in the store, so that a
 shared name counts and a shared "said" does not. At ``rewrite_threshold`` or more, the document joins the
 story with method ``rewrite`` and the score as its similarity.

@@ -17,6 +17,9 @@ from urllib.parse import urlsplit, urlunsplit
 
 PREFIX = "DOCSIEVE_"
 CANONICAL_POLICIES = ("earliest-published", "first-seen")
+# How the rewrite stage's words are stemmed (docsieve/fingerprint.py): clitics off the front only (the stores made
+# before 2026-12-05 count their words so), or pronouns off the end too. The last is the default.
+WORD_STEMS = ("prefixes", "affixes")
 # Bump when the normalization rules change: fingerprints made before would no longer match.
 NORMALIZATION_VERSION = 2
 
@@ -93,6 +96,9 @@ class CoreSettings:
     # ... and not when, with template boilerplate weighed (docsieve/templates.py), less than this share of their
     # shingle containment is left: what they share is a template's wording (0: no such test).
     rewrite_template_share: float = 0.4
+    # How the stage's words are stemmed (WORD_STEMS): a store keeps the stems its word counts were made with, so
+    # this chooses for a new store only (docsieve/store.py, Store.word_stems).
+    word_stems: str = WORD_STEMS[-1]
     # Two texts that name different weekdays in the same words (docsieve/dates.py: "the ministry recorded today,
     # Saturday" against "today, Friday") are items of a template on different days, never copies of each other.
     weekday_check: bool = True
@@ -167,6 +173,8 @@ class CoreSettings:
                 f"{PREFIX}REWRITE_FLOOR must not exceed {PREFIX}CONTAINMENT_THRESHOLD: the rewrite stage looks at the "
                 "pairs the shingles leave below it"
             )
+        if self.word_stems not in WORD_STEMS:
+            raise SettingsError(f"{PREFIX}WORD_STEMS must be one of {', '.join(WORD_STEMS)}, got {self.word_stems!r}")
         if self.canonical not in CANONICAL_POLICIES:
             raise SettingsError(
                 f"{PREFIX}CANONICAL must be one of {', '.join(CANONICAL_POLICIES)}, got {self.canonical!r}"

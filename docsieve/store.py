@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Protocol, overload
 
@@ -50,7 +51,7 @@ from docsieve.schema import (
     stories,
     upsert_insert,
 )
-from docsieve.settings import Settings, StoreError, redacted
+from docsieve.settings import WORD_STEMS, Settings, StoreError, redacted
 from docsieve.stories import Book, Link, Placement, rank_key
 from docsieve.templates import ShingleCounts
 
@@ -228,11 +229,11 @@ class Transaction:
             found.update((i, t) for i, t in self.conn.execute(query) if t)
         return found
 
-    def word_sets(self, ids: Iterable[str]) -> dict[str, np.ndarray]:
-        """The rewrite stage's word ids of stored records (docsieve/rewrites.py), made again from their texts;
-        a record without a stored text (taken down) has none."""
+    def word_sets(self, ids: Iterable[str], stems_of: str) -> dict[str, np.ndarray]:
+        """The rewrite stage's word ids of stored records (docsieve/rewrites.py), made again from their texts with
+        the store's stems (``Store.word_stems``); a record without a stored text (taken down) has none."""
         texts = self.texts(ids)
-        return dict(zip(texts, stored_word_sets(list(texts.values())), strict=True))
+        return dict(zip(texts, stored_word_sets(list(texts.values()), stems_of), strict=True))
 
     def day_slots(self, ids: Iterable[str]) -> dict[str, Slots]:
         """The weekday slots of stored records' texts, "this day" dated by their publication (docsieve/dates.py);
@@ -782,6 +783,7 @@ class Store(Bookkeeping):
         removed = []
         counts = ShingleCounts(settings.boilerplate_texts) if settings.rewrites else None
         with self.writing() as txn, counts.bound() if counts else nullcontext():
+            stems = _word_stems_of(txn.conn) or settings.word_stems
             if counts:
                 counts.catch_up(txn)
             for record_id in record_ids:
@@ -792,7 +794,7 @@ class Store(Bookkeeping):
                     settings,
                     lambda ids: {i: s.shingles for i, s in txn.sketches(ids, settings).items()},
                     # the members a new canonical is measured against keep their rewrite links as ingest would
-                    rewrites=RewriteScores(counts, txn.word_sets) if counts else None,
+                    rewrites=RewriteScores(counts, partial(txn.word_sets, stems_of=stems)) if counts else None,
                     days_of=txn.day_slots if settings.weekday_check else None,
                     figures_of=txn.figures if settings.figure_check else None,
                 )
@@ -812,6 +814,21 @@ class Store(Bookkeeping):
                 txn.conn.execute(deletions.insert().values(id=record_id, story_id=story_id, reason=reason))
                 removed.append(record_id)
         return removed
+
+    def word_stems(self, wanted: str) -> str:
+        """How this store's words are stemmed for the rewrite stage's counts (Settings.word_stems): what it was
+        first written with; ``wanted`` for a new store. A store written before the setting existed counted its
+        words with clitics off the front only ("prefixes"): its counts keep meaning what they meant, as words
+        stemmed otherwise would fall into other counters (a new store is needed for the other stems)."""
+        if self.readonly:
+            with self.engine.connect() as conn:
+                return _word_stems_of(conn) or (WORD_STEMS[0] if _has_records(conn) else wanted)
+        with write_locked(self.engine) as conn:
+            stored = _word_stems_of(conn)
+            if stored is None:
+                stored = WORD_STEMS[0] if _has_records(conn) else wanted
+                conn.execute(meta.insert().values(key="word stems", value=stored))
+            return stored
 
     def check_fingerprints(self, made_with: str) -> None:
         """Record what this store's fingerprints are made with, or refuse other parameters: shingles,
@@ -1019,6 +1036,15 @@ def write_locked(engine: Engine, before: Callable[[sa.Connection], object] | Non
                     before(conn)
                 conn.execute(sa.select(sa.func.pg_advisory_xact_lock(WRITE_LOCK)))
             yield conn
+
+
+def _has_records(conn: sa.Connection) -> bool:
+    return conn.scalar(sa.select(records.c.seq).limit(1)) is not None
+
+
+def _word_stems_of(conn: sa.Connection) -> str | None:
+    """How a store's words are stemmed (``Store.word_stems``); None before it was first written."""
+    return conn.scalar(sa.select(meta.c.value).where(meta.c.key == "word stems"))
 
 
 def _fingerprints_of(conn: sa.Connection) -> str | None:

@@ -52,13 +52,27 @@ def test_a_word_and_its_clitics_are_one_word() -> None:
     assert len(words("allow al low Allow")) == 3
 
 
+def test_a_word_and_the_pronoun_on_its_end_are_one_word() -> None:
+    """-hum, -ha, -na and the rest come off the end (a feminine noun's ta marbuta comes back: "حكومتهم" is
+    "الحكومة"); a plural's -at stays; a rest shorter than three letters keeps its suffix. With ``prefixes``
+    stems (the stores made before), only the front comes off."""
+    assert len({int(words(w)[0]) for w in ["الحكومة", "حكومتهم", "حكومتها", "حكومتنا", "وحكومتكم", "حكومتهما"]}) == 1
+    assert len({int(words(w)[0]) for w in ["قراراتها", "قرارات", "والقرارات"]}) == 1
+    assert int(words("قراراتها")[0]) != int(words("قراره")[0])  # her decisions are not his decision
+    assert len(words("لهم لها منها")) == 3 and len(words("هم ها")) == 2  # too short to lose them
+    old = Settings(word_stems="prefixes")
+    assert len(word_sets(shingle_batch(["الحكومة حكومتهم حكومتنا"], old, words=True))[0]) == 3
+
+
 def test_words_are_the_same_in_a_batch_and_alone() -> None:
     texts = ["قال وزير المالية إن الميزانية", "The minister said the budget", "والمملكة بالمملكة"]
     together = word_sets(shingle_batch(texts, Settings(), words=True))
     for one, found in zip(texts, together, strict=True):
         assert np.array_equal(found, words(one))
     # a stored text's words, made again from its tokens alone, are the same
-    assert all(np.array_equal(a, b) for a, b in zip(stored_word_sets(texts), together, strict=True))
+    assert all(np.array_equal(a, b) for a, b in zip(stored_word_sets(texts, "affixes"), together, strict=True))
+    old = word_sets(shingle_batch(texts, Settings(word_stems="prefixes"), words=True))
+    assert all(np.array_equal(a, b) for a, b in zip(stored_word_sets(texts, "prefixes"), old, strict=True))
     fingerprints = fingerprint_batch(texts, Settings())
     assert all(np.array_equal(f.words, w) for f, w in zip(fingerprints, together, strict=True))
     assert all(f.words is None for f in fingerprint_batch(texts, Settings(rewrites=False)))
@@ -309,3 +323,41 @@ def test_forecasts_of_different_days_are_no_rewrites_of_each_other(
         assert not rewrites and all(r.status is Status.CANONICAL for r in later)
     else:
         assert len(rewrites) == len(later)
+
+
+def test_a_store_keeps_the_word_stems_it_counted_with(store: Store, settings: Settings, monkeypatch) -> None:
+    """A new store counts its words with the settings' stems and says so; a store written before the setting
+    existed (no such entry, records already) keeps ``prefixes``, whatever the settings say, and a batch prepared
+    with other stems (the command line prepares before the store is open) has its words made again."""
+    from sqlalchemy import delete
+
+    from docsieve.prepare import Preparing
+    from docsieve.schema import meta
+
+    pipeline = Pipeline(store, settings)
+    assert pipeline.settings.word_stems == "affixes" and store.word_stems("prefixes") == "affixes"
+    pipeline.ingest([release("sweets_sabq")])
+    with store.engine.begin() as conn:  # as a store of the code before left it
+        conn.execute(delete(meta).where(meta.c.key == "word stems"))
+    older = Pipeline(store, settings)
+    assert older.settings.word_stems == "prefixes" and store.word_stems("affixes") == "prefixes"
+    seen: list = []
+    stored = Pipeline.store_prepared
+
+    def spy(self, rejections, prepared):
+        seen.extend(prepared)
+        return stored(self, rejections, prepared)
+
+    monkeypatch.setattr(Pipeline, "store_prepared", spy)
+    docs = [release("sweets_almadina"), RawDocument(source="x", body="حكومتهم والحكومة أعلنت قراراتها", title="x")]
+    older.ingest(Preparing(docs, settings))
+    expected = stored_word_sets([p.document.text for p in seen], "prefixes")
+    assert len(seen) == 2 and all(np.array_equal(p.fingerprint.words, w) for p, w in zip(seen, expected, strict=True))
+
+
+def test_the_word_stems_are_checked(monkeypatch) -> None:
+    monkeypatch.setenv("DOCSIEVE_WORD_STEMS", "prefixes")
+    assert Settings.from_env().word_stems == "prefixes"
+    monkeypatch.setenv("DOCSIEVE_WORD_STEMS", "suffixes")
+    with pytest.raises(SettingsError, match="WORD_STEMS"):
+        Settings.from_env()
