@@ -272,20 +272,20 @@ _TA, _MIM, _NUN, _HEH = 0x62A, 0x645, 0x646, 0x647
 
 
 def stem_ends(codes: np.ndarray, stems: np.ndarray, ends: np.ndarray) -> np.ndarray:
-    """Where each stem ends (``ends``: the token's closing space): before a possessive or object pronoun
-    written onto it, -hum, -hunna, -kum, -kunna, -ha, -na (their, your, her, our) or -huma, -kuma (of two),
-    unless fewer than MIN_STEM letters would remain. "حكومتهم", "حكومتنا" and "الحكومة" are one word for the
-    rewrite stage. (Light stemming of this kind, prefixes and suffixes, is what Arabic retrieval measured best
-    with (Larkey et al. 2002); -ه, -ي and -ك, which end many stems too, are left.)"""
+    """Where each stem ends (``ends``: the token's closing space): before a third-person pronoun written onto it,
+    -hum, -hunna, -ha (their, her, its) or -huma (of two), unless fewer than MIN_STEM letters would remain:
+    "حكومتهم", "حكومتها" and "الحكومة" are one word for the rewrite stage. (Light stemming, clitics off both ends,
+    is the usual way with Arabic in retrieval since Larkey et al. 2002.) The first and second persons are left:
+    news reports in the third, and their endings are too often a word's own (-na: "أحيانا", "مليونا"; -kum, -kun:
+    "المحاكم", "أماكن", "يتمكن"), which cut would merge with other words ("أماكن" with "أما", "يتمكن" with "يتم")."""
     last = len(codes) - 1
 
     def at(p: np.ndarray) -> np.ndarray:
         return codes[np.clip(p, 0, last)]
 
     c1, c2, c3 = at(ends - 1), at(ends - 2), at(ends - 3)
-    three = (c1 == _ALEF) & (c2 == _MIM) & ((c3 == _HEH) | (c3 == _KAF))
-    two = ((c1 == _MIM) | (c1 == _NUN)) & ((c2 == _HEH) | (c2 == _KAF))
-    two |= (c1 == _ALEF) & ((c2 == _HEH) | (c2 == _NUN))
+    three = (c1 == _ALEF) & (c2 == _MIM) & (c3 == _HEH)
+    two = (c2 == _HEH) & ((c1 == _MIM) | (c1 == _NUN) | (c1 == _ALEF))
     cut = np.where(three, 3, np.where(two, 2, 0))
     return np.where(ends - cut - stems >= MIN_STEM, ends - cut, ends)
 

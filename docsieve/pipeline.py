@@ -168,7 +168,9 @@ class Pipeline:
         """``index``: the candidate index to use; none is the one the settings name
         (``docsieve.index.open_index``)."""
         self.store = store
-        stems = store.word_stems(settings.word_stems) if settings.rewrites else settings.word_stems
+        # Recorded whether or not the stage is on, so that a store first filled without it is not taken later
+        # for one written before the setting existed.
+        stems = store.word_stems(settings.word_stems)
         if stems != settings.word_stems:
             logger.info("this store counts the rewrite stage's words by %s stems; kept", stems)
         self.settings = settings = settings.with_(word_stems=stems)

@@ -783,7 +783,7 @@ class Store(Bookkeeping):
         removed = []
         counts = ShingleCounts(settings.boilerplate_texts) if settings.rewrites else None
         with self.writing() as txn, counts.bound() if counts else nullcontext():
-            stems = _word_stems_of(txn.conn) or settings.word_stems
+            stems = _word_stems_of(txn.conn, settings.word_stems)
             if counts:
                 counts.catch_up(txn)
             for record_id in record_ids:
@@ -822,13 +822,13 @@ class Store(Bookkeeping):
         stemmed otherwise would fall into other counters (a new store is needed for the other stems)."""
         if self.readonly:
             with self.engine.connect() as conn:
-                return _word_stems_of(conn) or (WORD_STEMS[0] if _has_records(conn) else wanted)
+                return _word_stems_of(conn, wanted)
         with write_locked(self.engine) as conn:
-            stored = _word_stems_of(conn)
-            if stored is None:
-                stored = WORD_STEMS[0] if _has_records(conn) else wanted
-                conn.execute(meta.insert().values(key="word stems", value=stored))
-            return stored
+            said = conn.scalar(sa.select(meta.c.value).where(meta.c.key == "word stems"))
+            if said is None:
+                said = _word_stems_of(conn, wanted)
+                conn.execute(meta.insert().values(key="word stems", value=said))
+            return said
 
     def check_fingerprints(self, made_with: str) -> None:
         """Record what this store's fingerprints are made with, or refuse other parameters: shingles,
@@ -1038,13 +1038,13 @@ def write_locked(engine: Engine, before: Callable[[sa.Connection], object] | Non
             yield conn
 
 
-def _has_records(conn: sa.Connection) -> bool:
-    return conn.scalar(sa.select(records.c.seq).limit(1)) is not None
-
-
-def _word_stems_of(conn: sa.Connection) -> str | None:
-    """How a store's words are stemmed (``Store.word_stems``); None before it was first written."""
-    return conn.scalar(sa.select(meta.c.value).where(meta.c.key == "word stems"))
+def _word_stems_of(conn: sa.Connection, wanted: str) -> str:
+    """How a store's words are stemmed (``Store.word_stems``): as it says; else, with records already (written
+    before the setting existed), clitics off the front only; else (a new store) ``wanted``."""
+    said = conn.scalar(sa.select(meta.c.value).where(meta.c.key == "word stems"))
+    if said is not None:
+        return said
+    return WORD_STEMS[0] if conn.scalar(sa.select(records.c.seq).limit(1)) is not None else wanted
 
 
 def _fingerprints_of(conn: sa.Connection) -> str | None:
