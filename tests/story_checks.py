@@ -96,3 +96,24 @@ def problems(store, settings, check_rank=True, check_overlap=True):
 def _rank(record) -> tuple[float, int]:
     when = record.published_at or record.created_at
     return ((when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp(), record.seq)
+
+
+def a_take_over_sheds_the_other_item(pipeline, bare: str, first: str, other: str, day: str) -> None:
+    """X (``bare``: an item with what tells its items apart left out) and F (``first``: a copy of it, one item)
+    make a story; then T (``other``: the same words, another item), published before both, joins X and takes the
+    story over: F, a copy of X but not of T's item, leaves for a story of its own. ``day``: the items' date."""
+    from docsieve.models import RawDocument, Status
+
+    pipeline.ingest(
+        [
+            RawDocument(source="X", body=bare, title="X", published=f"{day}T12:00:00Z"),
+            RawDocument(source="F", body=first, title="F", published=f"{day}T13:00:00Z"),
+        ]
+    )
+    found = {r.source: r for r in pipeline.store.iter_records()}
+    assert found["F"].duplicate_of == found["X"].id
+    pipeline.ingest([RawDocument(source="T", body=other, title="T", published=f"{day}T09:00:00Z")])
+    found = {r.source: r for r in pipeline.store.iter_records()}
+    assert found["T"].status is Status.CANONICAL and found["X"].duplicate_of == found["T"].id
+    assert found["F"].story_id != found["T"].story_id and found["F"].status is Status.CANONICAL
+    assert problems(pipeline.store, pipeline.settings) == []

@@ -4,7 +4,6 @@ of a Sunday, a Thursday and a Friday in sabq; two execution statements of 2015-0
 them in two alriyadh versions; the weather service's forecasts "for this day" of 07-24 and 07-25 in sabq and
 the 07-25 one in alriyadh), both stores."""
 
-import json
 from datetime import date
 from pathlib import Path
 
@@ -16,19 +15,14 @@ from docsieve.models import Method, RawDocument, Record, Status
 from docsieve.pipeline import Pipeline
 from docsieve.published import published_date
 from docsieve.store import Store
-from tests.story_checks import problems
+from tests.documents import fixture_documents, text_reads
+from tests.story_checks import a_take_over_sheds_the_other_item, problems
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
 
 def items() -> dict[str, RawDocument]:
-    rows = json.loads((FIXTURES / "ar_dated_items.json").read_text(encoding="utf-8"))
-    return {
-        d["source"]: RawDocument(
-            source=d["source"], body=d["body"], title=d["title"], published=d["published"], outlet=d["outlet"]
-        )
-        for d in rows
-    }
+    return fixture_documents("ar_dated_items.json")
 
 
 def day_slots(text: str):
@@ -127,18 +121,7 @@ def test_a_new_canonical_keeps_no_member_of_another_day(pipeline: Pipeline) -> N
     undated = friday.replace("، اليوم الجمعة،", "")
     assert day_slots(undated) == {} and "اليوم الجمعة" in friday
     thursday = friday.replace("الجمعة", "الخميس")
-    pipeline.ingest(
-        [
-            RawDocument(source="X", body=undated, title="X", published="2015-07-31T12:00:00Z"),
-            RawDocument(source="F", body=friday, title="F", published="2015-07-31T13:00:00Z"),
-        ]
-    )
-    assert stored(pipeline)["F"].duplicate_of == stored(pipeline)["X"].id
-    pipeline.ingest([RawDocument(source="T", body=thursday, title="T", published="2015-07-30T09:00:00Z")])
-    found = stored(pipeline)
-    assert found["T"].status is Status.CANONICAL and found["X"].duplicate_of == found["T"].id
-    assert found["F"].story_id != found["T"].story_id and found["F"].status is Status.CANONICAL
-    assert problems(pipeline.store, pipeline.settings) == []
+    a_take_over_sheds_the_other_item(pipeline, undated, friday, thursday, "2015-07-31")
 
 
 @pytest.mark.parametrize("raw", ["off", "on"])
@@ -177,7 +160,6 @@ def test_a_chain_member_is_checked_against_the_canonicals_day_too(pipeline: Pipe
 def test_a_take_over_reads_its_members_days_at_once(pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch) -> None:
     """A dated record that takes over a story of many members reads their texts in one query, not one each; a
     later batch reads none of them again."""
-    from docsieve.store import Transaction
     from tests.test_stories import edit
     from tests.test_stories import words as random_words
 
@@ -193,16 +175,7 @@ def test_a_take_over_reads_its_members_days_at_once(pipeline: Pipeline, monkeypa
         for i in range(40)
     ]
     pipeline.ingest(copies)
-    calls: list[int] = []
-    texts = Transaction.texts
-
-    def counted(self, ids):
-        ids = list(ids)
-        if ids:  # an empty call makes no query
-            calls.append(len(ids))
-        return texts(self, ids)
-
-    monkeypatch.setattr(Transaction, "texts", counted)
+    calls = text_reads(monkeypatch)
     early = RawDocument(source="early", body=" ".join(base) + " " + friday, title="e", published="2015-07-30T09:00:00Z")
     pipeline = Pipeline(pipeline.store, pipeline.settings)  # another process: it knows no record's days yet
     pipeline.ingest([early])

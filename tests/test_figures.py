@@ -3,9 +3,7 @@ other figures on real news (SaudiNewsNet, tests/fixtures/ar_figures_items.json: 
 2015-07-22 in aleqtisadiya, Zamil Industrial's and Northern Region Cement's, on one numbered frame; and alriyadh's
 prose of the Northern Cement notice the next day), both stores."""
 
-import json
 import random
-from pathlib import Path
 
 import pytest
 
@@ -15,10 +13,10 @@ from docsieve.models import Method, RawDocument, Record, Status
 from docsieve.pipeline import Pipeline
 from docsieve.settings import Settings
 from docsieve.store import Store
-from tests.story_checks import problems
+from tests.documents import fixture_documents, text_reads
+from tests.story_checks import a_take_over_sheds_the_other_item, problems
 from tests.test_stories import edit, words
 
-FIXTURES = Path(__file__).parent / "fixtures"
 ZAMIL, NORTHERN, NORTHERN_PROSE = "snn-2015-07-22-169", "snn-2015-07-22-170", "snn-2015-07-23-743"
 
 # Reuters' oil report of 2015-07-24 (SaudiNewsNet): its Brent and its WTI sentences are written on one frame.
@@ -35,16 +33,6 @@ LEAD = (
     "في الصين وارتفاع الدولار أمام سلة من العملات. وخسر برنت نحو 13 بالمئة من قيمته في يوليو مسجلا أكبر خسائره "
     "الشهرية منذ هبوطه حوالي 19 بالمئة في يناير."
 )
-
-
-def items() -> dict[str, RawDocument]:
-    rows = json.loads((FIXTURES / "ar_figures_items.json").read_text(encoding="utf-8"))
-    return {
-        d["source"]: RawDocument(
-            source=d["source"], body=d["body"], title=d["title"], published=d["published"], outlet=d["outlet"]
-        )
-        for d in rows
-    }
 
 
 def figures(text: str):
@@ -73,7 +61,12 @@ def test_the_figures_are_those_a_plain_pattern_finds() -> None:
     from docsieve.normalize import normalize
 
     pattern = re.compile(r"(?<!\S)[0-9]+(?:ر[0-9]+)?(?: (?:[0-9]+(?:ر[0-9]+)?|ر(?= [0-9]+(?!\S))))*(?!\S)")
-    texts = [d.body for d in items().values()] + [LEAD, BRENT, f"{LEAD} {BRENT} {WTI}", "935ر6 و 3 ر 31 و ب253 2015"]
+    texts = [d.body for d in fixture_documents("ar_figures_items.json").values()] + [
+        LEAD,
+        BRENT,
+        f"{LEAD} {BRENT} {WTI}",
+        "935ر6 و 3 ر 31 و ب253 2015",
+    ]
     texts += ["12", "12 ab", "ab 12", "ab cd 1 2 ef gh", "1 ر ر 2", "ر 1", "1 ر", "٣٫٥ و 7,5", ""]
     for text, found in zip(texts, text_figures(texts), strict=True):
         words = normalize(text)
@@ -87,7 +80,7 @@ def test_the_figures_are_those_a_plain_pattern_finds() -> None:
 def test_two_companies_notices_on_one_frame_differ_in_their_figures() -> None:
     """Zamil's notice (SR60m, SR1.00 a share, 10%) and Northern Cement's (SR108m, SR0.60, 6%): three figures in
     the same words, each different; their shingles overlap 0.41 Jaccard, 0.60 containment."""
-    docs = items()
+    docs = fixture_documents("ar_figures_items.json")
     zamil, northern = docs[ZAMIL].body, docs[NORTHERN].body
     assert compare(figures(zamil), figures(northern))[0] == 3
     assert differ(zamil, northern)
@@ -96,7 +89,7 @@ def test_two_companies_notices_on_one_frame_differ_in_their_figures() -> None:
 def test_a_notice_and_its_prose_agree() -> None:
     """alriyadh's prose of Northern Cement's notice says "108 million riyals" and "0.60 riyal a share" in other
     words: no figure of one sits in the other's words with other digits."""
-    docs = items()
+    docs = fixture_documents("ar_figures_items.json")
     assert not differ(docs[NORTHERN].body, docs[NORTHERN_PROSE].body)
     assert compare(figures(docs[NORTHERN].body), figures(docs[NORTHERN_PROSE].body))[0] == 0
 
@@ -140,7 +133,7 @@ def test_two_cuts_of_one_report_on_one_frame_agree() -> None:
 
 def test_a_roundup_that_carries_an_item_among_others_agrees() -> None:
     """A roundup puts another item's figures in the same frames too; the item's own are in it, so they agree."""
-    docs = items()
+    docs = fixture_documents("ar_figures_items.json")
     roundup = f"{docs[ZAMIL].body} {docs[NORTHERN].body}"
     assert not differ(docs[ZAMIL].body, roundup) and not differ(docs[NORTHERN].body, roundup)
 
@@ -188,7 +181,7 @@ def test_with_as_many_figures_both_ways_must_differ() -> None:
 def test_an_item_is_weighed_inside_a_longer_text_not_the_other_way() -> None:
     """An item and a roundup carrying it with another item on its frame: the item's figures all agree; the
     roundup's other item's would disagree, but the text with fewer figures is the one weighed."""
-    docs = items()
+    docs = fixture_documents("ar_figures_items.json")
     zamil = figures(docs[ZAMIL].body)
     roundup = figures(f"{docs[ZAMIL].body} {docs[NORTHERN].body} {LEAD}")
     assert compare(zamil, roundup)[0] == 0 and compare(roundup, zamil)[0] >= 3
@@ -203,7 +196,7 @@ def stored(pipeline: Pipeline) -> dict[str, Record]:
 def test_dividend_notices_of_two_companies_are_different_stories(store: Store, settings, check: bool) -> None:
     """Zamil's notice, then Northern Cement's: two stories, and a copy of Zamil's (a dateline added) joins
     Zamil's. Without the check Northern Cement's joins Zamil's story (containment 0.60)."""
-    docs = items()
+    docs = fixture_documents("ar_figures_items.json")
     copy = RawDocument(
         source="zamil-copy",
         body="الرياض - واس: " + docs[ZAMIL].body,
@@ -231,19 +224,8 @@ def test_a_new_canonical_keeps_no_member_with_other_figures(pipeline: Pipeline) 
     other = report.replace("35 سنتا", "41 سنتا").replace("54.92", "54.86").replace("0947", "1402")
     other = other.replace("12 سنتا", "17 سنتا").replace("48.57", "48.64")
     bare = " ".join(w for w in report.split() if not any(c.isdigit() for c in w))
-    pipeline.ingest(
-        [
-            RawDocument(source="X", body=f"{' '.join(body)} {bare}", title="X", published="2015-07-24T12:00:00Z"),
-            RawDocument(source="F", body=f"{' '.join(body)} {report}", title="F", published="2015-07-24T13:00:00Z"),
-        ]
-    )
-    assert stored(pipeline)["F"].duplicate_of == stored(pipeline)["X"].id
-    early = " ".join(edit(body, 82, 0.02))
-    pipeline.ingest([RawDocument(source="T", body=f"{early} {other}", title="T", published="2015-07-24T09:00:00Z")])
-    found = stored(pipeline)
-    assert found["T"].status is Status.CANONICAL and found["X"].duplicate_of == found["T"].id
-    assert found["F"].story_id != found["T"].story_id and found["F"].status is Status.CANONICAL
-    assert problems(pipeline.store, pipeline.settings) == []
+    text, early = " ".join(body), " ".join(edit(body, 82, 0.02))
+    a_take_over_sheds_the_other_item(pipeline, f"{text} {bare}", f"{text} {report}", f"{early} {other}", "2015-07-24")
 
 
 @pytest.mark.parametrize("raw", ["off", "on"])
@@ -255,7 +237,6 @@ def test_the_check_is_a_setting(raw: str, monkeypatch: pytest.MonkeyPatch) -> No
 def test_a_take_over_reads_its_members_figures_at_once(pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch) -> None:
     """A record with figures that takes over a story of many members reads their texts in one query, not one
     each; a later batch reads none of them again."""
-    from docsieve.store import Transaction
 
     body, report = words(91, 120), f"{LEAD} {BRENT} {WTI}"
     copies = [
@@ -268,16 +249,7 @@ def test_a_take_over_reads_its_members_figures_at_once(pipeline: Pipeline, monke
         for i in range(40)
     ]
     pipeline.ingest(copies)
-    calls: list[int] = []
-    texts = Transaction.texts
-
-    def counted(self, ids):
-        ids = list(ids)
-        if ids:  # an empty call makes no query
-            calls.append(len(ids))
-        return texts(self, ids)
-
-    monkeypatch.setattr(Transaction, "texts", counted)
+    calls = text_reads(monkeypatch)
     early = RawDocument(source="early", body=f"{' '.join(body)} {report}", title="e", published="2015-07-24T08:00:00Z")
     pipeline = Pipeline(pipeline.store, pipeline.settings)  # another process: it knows no record's figures yet
     pipeline.ingest([early])
@@ -296,7 +268,6 @@ def test_a_roundup_split_reads_its_items_figures_at_once(pipeline: Pipeline, mon
     """A roundup R (items X and Y, each with figures) and ten copies of X in its story; Y arrives and R splits:
     the copies, each checked against the new stories' canonicals, have their texts read in one query, not one
     each."""
-    from docsieve.store import Transaction
 
     fig_x = "وبلغت المبيعات 120 مليون ريال في الربع الاول وارتفعت الارباح 35 مليون ريال بنسبه 12 في المئه"
     fig_y = "وسجل المؤشر 7 450 نقطه عند الاغلاق وبلغت قيمه التداول 6 مليارات ريال من خلال 140 الف صفقه"
@@ -308,16 +279,7 @@ def test_a_roundup_split_reads_its_items_figures_at_once(pipeline: Pipeline, mon
         [RawDocument(source=f"x{i}", body=f"{' '.join(edit(x, 100 + i, 0.03))} {fig_x}", title="x") for i in range(10)]
     )
     assert all(stored(pipeline)[f"x{i}"].story_id == stored(pipeline)["R"].story_id for i in range(10))
-    calls: list[int] = []
-    texts = Transaction.texts
-
-    def counted(self, ids):
-        ids = list(ids)
-        if ids:
-            calls.append(len(ids))
-        return texts(self, ids)
-
-    monkeypatch.setattr(Transaction, "texts", counted)
+    calls = text_reads(monkeypatch)
     pipeline = Pipeline(pipeline.store, pipeline.settings)  # another process: nothing known yet
     pipeline.ingest([RawDocument(source="Y", body=f"{' '.join(y)} {fig_y}", title="Y")])
     found = stored(pipeline)
