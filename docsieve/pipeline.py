@@ -24,7 +24,6 @@ import numpy as np
 
 from docsieve.dates import Slots, dated
 from docsieve.decide import hopeless, passes, verified_pairs
-from docsieve.figures import APART as FIGURES_APART
 from docsieve.figures import Figures
 from docsieve.fingerprint import jaccard_and_containment, stored_word_sets
 from docsieve.index import (
@@ -520,24 +519,19 @@ class Pipeline:
                 for c in found
                 if c in book.placements
             )
-        if book.days_of is not None:  # the records a dated document may be checked against, read at once
-            days = book.read_days(p.id for p in batch)
-            book.read_days(
-                other
-                for i in [i for i, p in enumerate(batch) if days[p.id]]
-                for c in copies_of[i] + near_of[i]
-                if c in book.placements
-                for other in (c, book.canonical_of[book.placements[c].story_id])
-            )
-        if book.figures_of is not None:  # the same for the documents with figures enough to differ in
-            figures = book.read_figures(p.id for p in batch)
-            book.read_figures(
-                other
-                for i in [i for i, p in enumerate(batch) if len(figures[p.id]) >= FIGURES_APART]
-                for c in copies_of[i] + near_of[i]
-                if c in book.placements
-                for other in (c, book.canonical_of[book.placements[c].story_id])
-            )
+        # The records each document may be checked against (its candidates and their canonicals): their days and
+        # figures read at once.
+        book.read_marks_against(
+            {
+                p.id: [
+                    other
+                    for c in copies_of[i] + near_of[i]
+                    if c in book.placements
+                    for other in (c, book.canonical_of[book.placements[c].story_id])
+                ]
+                for i, p in enumerate(batch)
+            }
+        )
         first_with_text: dict[str, str] = {}
         for i, p in enumerate(batch):
             fp = p.fingerprint

@@ -783,7 +783,7 @@ class Store(Bookkeeping):
         removed = []
         counts = ShingleCounts(settings.boilerplate_texts) if settings.rewrites else None
         with self.writing() as txn, counts.bound() if counts else nullcontext():
-            stems = _word_stems_of(txn.conn, settings.word_stems)
+            stems = _word_stems_of(txn.conn, settings.word_stems, _said_word_stems(txn.conn))
             if counts:
                 counts.catch_up(txn)
             for record_id in record_ids:
@@ -820,13 +820,14 @@ class Store(Bookkeeping):
         first written with; ``wanted`` for a new store. A store written before the setting existed counted its
         words with clitics off the front only ("prefixes"): its counts keep meaning what they meant, as words
         stemmed otherwise would fall into other counters (a new store is needed for the other stems)."""
-        if self.readonly:
-            with self.engine.connect() as conn:
-                return _word_stems_of(conn, wanted)
+        with self.engine.connect() as conn:  # a store that says so needs no write lock at every start
+            said = _said_word_stems(conn)
+            if said is not None or self.readonly:
+                return _word_stems_of(conn, wanted, said)
         with write_locked(self.engine) as conn:
-            said = conn.scalar(sa.select(meta.c.value).where(meta.c.key == "word stems"))
+            said = _said_word_stems(conn)
             if said is None:
-                said = _word_stems_of(conn, wanted)
+                said = _word_stems_of(conn, wanted, said)
                 conn.execute(meta.insert().values(key="word stems", value=said))
             return said
 
@@ -1038,10 +1039,13 @@ def write_locked(engine: Engine, before: Callable[[sa.Connection], object] | Non
             yield conn
 
 
-def _word_stems_of(conn: sa.Connection, wanted: str) -> str:
-    """How a store's words are stemmed (``Store.word_stems``): as it says; else, with records already (written
+def _said_word_stems(conn: sa.Connection) -> str | None:
+    return conn.scalar(sa.select(meta.c.value).where(meta.c.key == "word stems"))
+
+
+def _word_stems_of(conn: sa.Connection, wanted: str, said: str | None) -> str:
+    """How a store's words are stemmed (``Store.word_stems``): as it ``said``; else, with records already (written
     before the setting existed), clitics off the front only; else (a new store) ``wanted``."""
-    said = conn.scalar(sa.select(meta.c.value).where(meta.c.key == "word stems"))
     if said is not None:
         return said
     return WORD_STEMS[0] if conn.scalar(sa.select(records.c.seq).limit(1)) is not None else wanted

@@ -24,8 +24,8 @@ under the store's write lock (so concurrent workers see one history):
   different days: no comparison that places a document calls them copies, and a new canonical keeps no
   member whose day is not its own.
 - **Figures** (``Settings.figure_check``, docsieve/figures.py): so are two texts that put different figures in
-  the same words, many of them ("the total distributed 60,000,000 riyals" against "108,000,000"): two companies'
-  notices, a market's report of two moments.
+  the same words, three or more ("the total distributed 60,000,000 riyals" against "108,000,000"): two companies'
+  notices, a market's closes of two sessions.
 - **Excerpts.** A short item inside a longer canonical (and a longer text that holds a story's
   canonical) joins that story by containment.
 - **Rewrites** (``Settings.rewrites``, docsieve/rewrites.py): a document the shingles place in no story
@@ -46,7 +46,7 @@ import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import numpy as np
 
@@ -111,6 +111,20 @@ class StoredStories(Protocol):
     def members(self, story_ids: Iterable[str], policy: str) -> dict[str, list[Placement]]: ...
     def roundups(self, ids: Iterable[str]) -> set[str]: ...
     def taken_story_ids(self, ids: Iterable[str]) -> set[str]: ...
+
+
+V = TypeVar("V")
+
+
+def _read_into(
+    known: dict[str, V], read: Callable[[list[str]], dict[str, V]] | None, ids: Iterable[str], none: V
+) -> dict[str, V]:
+    """``known`` with the records of ``ids`` it lacks read at once (``none`` for a record ``read`` has nothing of);
+    as it is where there is no ``read``."""
+    if read is not None and (wanted := [i for i in dict.fromkeys(ids) if i not in known]):
+        found = read(wanted)
+        known.update((i, found.get(i, none)) for i in wanted)
+    return known
 
 
 def rank_key(policy: str, when: datetime | None, arrived: datetime, seq: int) -> tuple:
@@ -262,10 +276,7 @@ class Book:
 
     def read_figures(self, ids: Iterable[str]) -> dict[str, Figures]:
         """Read the figures of these records at once (a batch's likely checks: one query)."""
-        if self.figures_of is not None and (wanted := [i for i in dict.fromkeys(ids) if i not in self._figures]):
-            found = self.figures_of(wanted)
-            self._figures.update((i, found.get(i, ())) for i in wanted)
-        return self._figures
+        return _read_into(self._figures, self.figures_of, ids, ())
 
     def days_apart(self, a: str, b: str) -> bool:
         """Whether two texts name different weekdays in the same words (docsieve/dates.py): items of a
@@ -286,14 +297,18 @@ class Book:
         o = self.overlap(a, b)
         return o.containment >= REPRINT and o.smaller >= self.settings.min_containment_shingles
 
-    def _read_marks_against(self, one: str, others: Iterable[str]) -> None:
-        """Before many records' days and figures are checked against one's: theirs read at once, if that one
-        names a day, and if it has figures enough to differ in."""
-        others = list(others)
-        if self.days_of is not None and self.read_days([one])[one]:
-            self.read_days(others)
-        if self.figures_of is not None and len(self.read_figures([one])[one]) >= FIGURES_APART:
-            self.read_figures(others)
+    def read_marks_against(self, against: dict[str, list[str]]) -> None:
+        """Before records are checked against others (``against``: each record's), the days and figures they need
+        read at once: the others' days of those that name a day, the others' figures of those with figures enough
+        to differ in."""
+        if self.days_of is not None:
+            days = self.read_days(against)
+            self.read_days(other for one, others in against.items() if days[one] for other in others)
+        if self.figures_of is not None:
+            figures = self.read_figures(against)
+            self.read_figures(
+                other for one, others in against.items() if len(figures[one]) >= FIGURES_APART for other in others
+            )
 
     def _read_marks(self, ids: list[str]) -> None:
         """Read the days and figures of these records at once, before they are checked against each other."""
@@ -304,10 +319,7 @@ class Book:
 
     def read_days(self, ids: Iterable[str]) -> dict[str, Slots]:
         """Read the weekday slots of these records at once (a batch's likely checks: one query)."""
-        if self.days_of is not None and (wanted := [i for i in dict.fromkeys(ids) if i not in self._days]):
-            found = self.days_of(wanted)
-            self._days.update((i, found.get(i, {})) for i in wanted)
-        return self._days
+        return _read_into(self._days, self.days_of, ids, {})
 
     def _apart(self, a: str, b: str) -> bool:
         """Two excerpts of one canonical that share next to nothing: different items of a roundup, not
@@ -398,7 +410,7 @@ class Book:
     def _keeps_whole(self, heir: str, story: str) -> bool:
         """Whether every other member of the story would stay with ``heir`` as its canonical: close to it, or a
         rewrite of it."""
-        self._read_marks_against(heir, self.members(story))
+        self.read_marks_against({heir: self.members(story)})
         for m in self.members(story):
             if m == heir:
                 continue
@@ -611,7 +623,7 @@ class Book:
         if story not in self.new_stories:
             self.changed_stories.add(story)
         founded: list[str] = []
-        self._read_marks_against(heir, members)
+        self.read_marks_against({heir: members})
         for m in sorted(members, key=lambda m: self.placements[m].rank):
             p = self.placements[m]
             self.shingles_for([m])

@@ -314,3 +314,17 @@ def test_a_text_reworded_with_other_figures_is_no_rewrite(pipeline: Pipeline, ch
         assert found["second"].status is Status.CANONICAL and found["second"].story_id != found["first"].story_id
     else:
         assert found["second"].method is Method.REWRITE and found["second"].duplicate_of == found["first"].id
+
+
+def test_a_batch_reads_its_candidates_figures_at_once(pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Twenty stored reports and, in another process, a batch of a copy of each: the stored reports' texts are
+    read for their figures in one query, not one for each copy."""
+    report = f"{LEAD} {BRENT} {WTI}"
+    bodies = [f"{' '.join(words(300 + i, 120))} {report}" for i in range(20)]
+    pipeline.ingest([RawDocument(source=f"o{i}", body=body, title="o") for i, body in enumerate(bodies)])
+    calls = text_reads(monkeypatch)
+    pipeline = Pipeline(pipeline.store, pipeline.settings)  # another process: it knows no record's figures yet
+    pipeline.ingest([RawDocument(source=f"c{i}", body=f"عاجل: {body}", title="c") for i, body in enumerate(bodies)])
+    found = stored(pipeline)
+    assert all(found[f"c{i}"].duplicate_of == found[f"o{i}"].id for i in range(20))
+    assert len(calls) <= 2 and max(calls) >= 20, calls
