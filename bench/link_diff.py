@@ -1,7 +1,8 @@
-"""What a setting changes in docsieve's links on all of saudinewsnet-dev, checked against blind labels.
+"""What a setting changes in docsieve's links on all of saudinewsnet-dev (or of bbc-dev, English news that no
+rule was written on), checked against blind labels.
 
-    .venv/bin/python bench/link_diff.py --set rewrites=off [--labels bench/labels/rewrites.tsv ...]
-        [--unlabeled OUT.tsv] [--list] [--corpus ../shared/corpus]
+    .venv/bin/python bench/link_diff.py --set rewrites=off [--on saudinewsnet-dev | bbc-dev]
+        [--labels bench/labels/rewrites.tsv ...] [--unlabeled OUT.tsv] [--list] [--corpus ../shared/corpus]
 
 Builds two stores as bench/quality.py does (the defaults, and the defaults with the --set overrides), and
 lists the pairs of records linked in one and not in the other (linked: in one story, or one holds the other's
@@ -14,6 +15,8 @@ defaults gain over the variant (dup gained is recall, a non-dup gained a wrong l
 from __future__ import annotations
 
 import argparse
+import gzip
+import json
 import sys
 from collections import Counter
 from pathlib import Path
@@ -22,7 +25,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from quality import ROOT, _tsv, ingest, load_saudinewsnet, snn_raw
 
+from docsieve.models import RawDocument
 from docsieve.settings import Settings
+
+
+def bbc_raws(folder: Path) -> list[RawDocument]:
+    """bbc-dev's articles in file order, undated (the set has no dates: they rank by arrival), by their ids."""
+    with gzip.open(folder / "bbc-dev.jsonl.gz", "rt", encoding="utf-8") as fh:
+        rows = [json.loads(line) for line in fh if line.strip()]
+    return [RawDocument(source=r["id"], body=r["text"], title=r.get("title") or "", outlet="bbc") for r in rows]
 
 
 def linked_pairs(view) -> set[frozenset[str]]:
@@ -38,6 +49,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--corpus", type=Path, default=ROOT.parent / "shared" / "corpus")
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", required=True)
+    parser.add_argument("--on", choices=("saudinewsnet-dev", "bbc-dev"), default="saudinewsnet-dev")
     parser.add_argument("--labels", action="append", type=Path, default=[])
     parser.add_argument("--unlabeled", type=Path)
     parser.add_argument("--list", action="store_true", help="print every changed pair with its label")
@@ -48,7 +60,10 @@ def main() -> int:
         name, value = item.split("=", 1)
         kind = type(getattr(base, name))
         overrides[name] = value.lower() in ("1", "true", "yes", "on") if kind is bool else kind(value)
-    raws = [snn_raw(d) for d in load_saudinewsnet(args.corpus / "saudinewsnet-dev")]
+    if args.on == "bbc-dev":
+        raws = bbc_raws(args.corpus / "bbc-dev")
+    else:
+        raws = [snn_raw(d) for d in load_saudinewsnet(args.corpus / "saudinewsnet-dev")]
     default, variant = ingest(raws, base), ingest(raws, base.with_(**overrides))
     linked_default, linked_variant = linked_pairs(default), linked_pairs(variant)
     # A pair counts as linked when the two records are linked in that store at all (not only as named above).
