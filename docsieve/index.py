@@ -272,15 +272,16 @@ class _Segment:
             found[mine] = lo + np.searchsorted(self.take("keys", np.arange(lo, hi)), keys[mine], side)
         return found
 
-    def take(self, part: str, at: np.ndarray, width: int = 1) -> np.ndarray:
+    def take(self, part: str, at: np.ndarray, width: int = 1, mapped: bool = False) -> np.ndarray:
         """``part``'s entries at positions ``at`` (with a ``width``, its rows of that many entries). From a
         mapped segment, few entries are read from the file rather than through the mapping: on this kernel a
         fault maps the whole large folio around the page (up to 2 MB, whatever madvise says), so a one-document
-        lookup through the mappings of a 1M-document index took 280 MB of the process's memory. Many entries
-        (a batch's) go through the mapping."""
+        lookup through the mappings of a 1M-document index took 280 MB of the process's memory. Many entries,
+        or any for a batch's lookup (``mapped``), go through the mapping: a batch's candidates' ids were read one
+        ``pread`` each, 15,000 a batch at 300,000 records (docs/benchmarks.md)."""
         array = getattr(self, part)
         rows = array.reshape(-1, width) if width > 1 else array
-        if self.directory is None or self.resident or len(at) * width > FEW:
+        if self.directory is None or self.resident or mapped or len(at) * width > FEW:
             return np.asarray(rows[at])
         size = array.dtype.itemsize * width
         out = np.empty((len(at), width) if width > 1 else len(at), dtype=array.dtype)
@@ -509,6 +510,7 @@ class SegmentIndex:
         # direction, about four times faster than searching the keys as they come.
         order = np.argsort(keys)
         keys, query_of = keys[order], query_of[order]
+        mapped = len(keys) > FEW  # a batch's lookup: its reads go through the mappings (``_Segment.take``)
         bounds = []
         held = np.zeros(len(keys), dtype=np.int64)
         for segment in segments:
@@ -534,12 +536,14 @@ class SegmentIndex:
                 positions = starts + np.arange(counts.sum(), dtype=np.int64)
                 query = query_of[hit].repeat(counts)
                 evidence = telling[hit].repeat(counts)
-                owner = segment.take("owners", positions).astype(np.int64)
+                owner = segment.take("owners", positions, mapped=mapped).astype(np.int64)
                 if horizon is not None and horizon.some_gone(segment):
-                    kept = horizon.live(segment.take("times", owner), segment.take("arrived", owner))
+                    kept = horizon.live(
+                        segment.take("times", owner, mapped=mapped), segment.take("arrived", owner, mapped=mapped)
+                    )
                     query, owner, evidence = query[kept], owner[kept], evidence[kept]
                 if query_times is not None:
-                    near = np.abs(segment.take("times", owner) - query_times[query]) <= self.window
+                    near = np.abs(segment.take("times", owner, mapped=mapped) - query_times[query]) <= self.window
                     near |= query_times[query] == UNDATED
                     query, owner, evidence = query[near], owner[near], evidence[near]
                 query_hits.append(query)
@@ -564,8 +568,8 @@ class SegmentIndex:
         first = 0
         for segment in segments:
             mine = (chosen >= first) & (chosen < first + len(segment.ids))
-            names[mine] = segment.take("ids", chosen[mine] - first).astype(f"U{ID_WIDTH}")
-            sketches[mine] = segment.take("sketches", chosen[mine] - first, SKETCH_WIDTH)
+            names[mine] = segment.take("ids", chosen[mine] - first, mapped=mapped).astype(f"U{ID_WIDTH}")
+            sketches[mine] = segment.take("sketches", chosen[mine] - first, SKETCH_WIDTH, mapped)
             if not self.resident:
                 for part in ("ids", "sketches"):
                     _release(getattr(segment, part))
