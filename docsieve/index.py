@@ -277,8 +277,9 @@ class _Segment:
         mapped segment, few entries are read from the file rather than through the mapping: on this kernel a
         fault maps the whole large folio around the page (up to 2 MB, whatever madvise says), so a one-document
         lookup through the mappings of a 1M-document index took 280 MB of the process's memory. Many entries,
-        or any for a batch's lookup (``mapped``), go through the mapping: a batch's candidates' ids were read one
-        ``pread`` each, 15,000 a batch at 300,000 records (docs/benchmarks.md)."""
+        or any for a lookup of more than FEW keys (``mapped``: a batch's, whose search went through the mappings
+        too), go through the mapping: a batch's candidates' ids were read one ``pread`` each, 15,000 a batch at
+        300,000 records (docs/benchmarks.md)."""
         array = getattr(self, part)
         rows = array.reshape(-1, width) if width > 1 else array
         if self.directory is None or self.resident or mapped or len(at) * width > FEW:

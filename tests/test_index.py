@@ -148,24 +148,34 @@ def test_a_batch_lookup_reads_its_candidates_through_the_mappings_and_finds_what
     """A one-document lookup reads the few entries it needs from the files (no large folio mapped for them); a
     batch's goes through the mappings: before, each of its candidates' ids was read by a system call of its own
     (15,000 a batch in a 300,000-record store). Both find the same candidates."""
-    rows, index = Rows(), SegmentIndex(tmp_path / "index")
+    rows, index = Rows(), SegmentIndex(tmp_path / "index", window_days=30)
     rng = np.random.default_rng(7)
     pool = rng.integers(1, 1 << 40, size=30_000)
     stored = [rng.choice(pool, size=60, replace=False).tolist() for _ in range(10_000)]  # a segment of 8,000
     for start in range(0, len(stored), 1_000):
         rows.put(index, stored[start : start + 1_000])
     index.flush(rows)
-    again = SegmentIndex(tmp_path / "index")
+    again = SegmentIndex(tmp_path / "index", window_days=30)
     again.catch_up(rows)
     assert not again.resident and len(again._segments) >= 1
     queries = [rng.choice(pool, size=120, replace=False) for _ in range(40)]  # 4,800 keys: more than FEW
-    reads = []
+    read_from: list[str] = []  # the part of a segment each read was of (its file's suffix)
     real_pread = os.pread
-    monkeypatch.setattr(os, "pread", lambda *a: reads.append(a) or real_pread(*a))
-    batch, _ = again.lookup(queries, limit=32)
-    assert reads == []
-    one_by_one = [again.lookup([q], limit=32)[0][0] for q in queries]
-    assert len(reads) > 0  # the small lookups read from the files
+
+    def pread(fd: int, size: int, offset: int) -> bytes:
+        read_from.append(os.readlink(f"/proc/self/fd/{fd}").rsplit(".", 1)[1])
+        return real_pread(fd, size, offset)
+
+    monkeypatch.setattr(os, "pread", pread)
+    when = [DAY * 20_000] * len(queries)  # as the stored records: the window is checked, their times read
+    batch, _ = again.lookup(queries, limit=32, times=when)
+    # and a batch of mostly new text: many keys, few hits, few candidates (each part's few entries) all the same
+    fresh = [rng.integers(1 << 41, 1 << 42, size=120) for _ in range(39)] + [queries[0]]
+    few, _ = again.lookup(fresh, limit=8, times=when)
+    assert few[:39] == [[]] * 39 and len(few[39]) == 8 and set(few[39]) <= set(batch[0])
+    assert read_from == []
+    one_by_one = [again.lookup([q], limit=32, times=[t])[0][0] for q, t in zip(queries, when, strict=True)]
+    assert {"keys", "owners", "times", "ids", "sketches"} <= set(read_from)  # the small lookups read the files
     assert batch == one_by_one and sum(map(len, batch)) > 40 * 10
     # (The code before read a batch's scattered candidates one entry a call: hundreds of reads here.)
 

@@ -192,10 +192,10 @@ def test_counts_whose_read_fails_part_way_are_read_whole_next_time() -> None:
 
 
 class _OneSnapshot:
-    """Count rows holding one snapshot, and no rows after it."""
+    """Count rows holding one snapshot (at 9) and one row after it (10), of ``row``'s ids."""
 
-    def __init__(self, blob: bytes) -> None:
-        self.blob = blob
+    def __init__(self, blob: bytes, row: np.ndarray) -> None:
+        self.blob, self.row = blob, row
 
     def newest_count_snapshot(self) -> int:
         return 9
@@ -204,7 +204,7 @@ class _OneSnapshot:
         return (9, self.blob) if after_seq < 9 else None
 
     def shingle_count_rows(self, after_seq: int):
-        return []
+        return [(10, self.row.tobytes())] if after_seq < 10 else []
 
 
 def test_a_snapshot_packs_the_counters_and_reads_back_every_count_as_do_snapshots_written_before() -> None:
@@ -236,9 +236,12 @@ def test_a_snapshot_packs_the_counters_and_reads_back_every_count_as_do_snapshot
             before = _joined(before, zlib.compress(counts._words.tobytes(), 1))  # type: ignore[union-attr]
         assert (saved[8:] if with_words else saved).startswith(PACKED_COUNTS)
         assert len(saved) < len(before)
+        row = np.array([3 << BUCKET_SHIFT, 9 << BUCKET_SHIFT], dtype=np.uint32)  # a text counted after it
+        after = truth.copy()
+        after[3] += 1
         for blob in (saved, before):
             again = ShingleCounts(boilerplate_texts=3)
-            again.catch_up(_OneSnapshot(blob))  # type: ignore[arg-type]
-            assert np.array_equal(again._loaded(), truth)
+            again.catch_up(_OneSnapshot(blob, row))  # type: ignore[arg-type]
+            assert np.array_equal(again._loaded(), after)  # (the capped counter stays at the cap)
             if with_words:
                 assert np.array_equal(again._words, counts._words)  # type: ignore[arg-type]
