@@ -1,7 +1,5 @@
-"""Two costs of a grown store, each way against the way before, alternating in one process: the candidate
-lookup of a batch of fresh articles in the embedded index (its reads through the segments' mappings, against
-one ``pread`` an entry, the way before), and writing a template-count snapshot (packed, against a zlib stream
-of the uint16 counters, the way before).
+"""A batch's candidate lookup in a grown store's embedded index: its reads through the segments' mappings (as
+now) against one ``pread`` an entry (the way before), alternating in one process.
 
     .venv/bin/python bench/grown.py --workdir /work/scratch/scale300 [--batches 8] [--rounds 8]
 
@@ -16,7 +14,6 @@ import statistics
 import sys
 import tempfile
 import time
-import zlib
 from itertools import islice
 from pathlib import Path
 
@@ -25,7 +22,7 @@ import scale_check
 from common import DEFAULT_CORPUS, ROOT, machine
 
 sys.path.insert(0, str(ROOT))
-from docsieve import index, templates
+from docsieve import index
 from docsieve.prepare import prepare
 from docsieve.readers import read
 from docsieve.settings import Settings
@@ -53,25 +50,6 @@ def lookups(settings: Settings, batches: list, rounds: int) -> dict[str, list[fl
     return spent
 
 
-def snapshots(settings: Settings, rounds: int) -> tuple[dict[str, list[float]], dict[str, int]]:
-    """ms and bytes of the shingle part of a snapshot of the store's counts, packed (now) and as before."""
-    counts = templates.ShingleCounts(settings.boilerplate_texts)
-    store = Store(settings.store, readonly=True)
-    with store.reading() as txn:
-        counts.catch_up(txn)
-        counters = counts._loaded()
-    store.close()
-    ways = {"packed": templates._packed_counts, "zlib": lambda c: zlib.compress(c.tobytes(), 1)}
-    spent: dict[str, list[float]] = {way: [] for way in ways}
-    size = {}
-    for r in range(rounds):
-        for way in ways if r % 2 == 0 else reversed(ways):
-            started = time.perf_counter()
-            size[way] = len(ways[way](counters))
-            spent[way].append((time.perf_counter() - started) * 1000)
-    return spent, size
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workdir", type=Path, required=True, help="of a finished bench/scale.py run")
@@ -94,12 +72,6 @@ def main() -> int:
     spent = lookups(settings, batches, args.rounds)
     for way, figures in spent.items():
         print(f"  lookup of a batch of {size}, {way:<7} {statistics.median(figures):7.1f} ms median of {args.rounds}")
-    taken, sizes = snapshots(settings, args.rounds)
-    for way, figures in taken.items():
-        print(
-            f"  snapshot of the counts, {way:<7} {statistics.median(figures):7.1f} ms median of {args.rounds}, "
-            f"{sizes[way] / 1e6:.1f} MB"
-        )
     return 0
 
 

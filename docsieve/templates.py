@@ -67,12 +67,6 @@ WORD_BUCKET_SHIFT = 10
 # word ids. Rows and snapshots without it (shingles alone) are those made before words were counted, or with
 # the stage off.
 WORD_ROW = b"DSW1"
-# A snapshot's shingle counts: this mark, how many counters hold more than 254 (uint32), their buckets (uint32)
-# and counts (uint16), then every counter capped at 255 as one byte, Huffman-coded (zlib's Z_HUFFMAN_ONLY: counts
-# of a grown store are small numbers in no pattern, which string matching never finds). A snapshot written before
-# it is a zlib stream of the uint16 counters: at 300,000 articles 0.45 s and 13.2 MB, where this takes a third of
-# the time and 9.4 MB (docs/benchmarks.md, "Template snapshots").
-PACKED_COUNTS = b"DSC8"
 
 
 class ShingleCounts:
@@ -134,7 +128,7 @@ class ShingleCounts:
             if (snapshot := rows.count_snapshot(after)) is not None:
                 seq, blob = snapshot
                 shingles, words = _parts(blob, row=False)
-                self._counts = _unpacked_counts(shingles)
+                self._counts = np.frombuffer(zlib.decompress(shingles), dtype=np.uint16).copy()
                 self._words = None if words is None else np.frombuffer(zlib.decompress(words), dtype=np.uint32).copy()
                 self.last_seq, self.since_snapshot = seq, 0
             for seq, blob in rows.shingle_count_rows(self.last_seq):
@@ -158,7 +152,7 @@ class ShingleCounts:
             self._loaded()  # a process that never weighs shingles still bounds the rows
         if self._counts is None or self.since_snapshot < due:
             return False
-        blob = _packed_counts(self._counts)
+        blob = zlib.compress(self._counts.tobytes(), 1)
         if self._words is not None:
             blob = _joined(blob, zlib.compress(self._words.tobytes(), 1))
         rows.save_count_snapshot(self.last_seq, blob)
@@ -225,36 +219,15 @@ def counted_shingles(shingle_sets: Sequence[np.ndarray], word_sets: Sequence[np.
     return _joined(shingles, words)
 
 
-def _packed_counts(counts: np.ndarray) -> bytes:
-    """A snapshot's shingle part (PACKED_COUNTS)."""
-    over = np.flatnonzero(counts > 254).astype(np.uint32)
-    packer = zlib.compressobj(1, zlib.DEFLATED, 15, 9, zlib.Z_HUFFMAN_ONLY)
-    low = np.minimum(counts, 255).astype(np.uint8).tobytes()
-    head = PACKED_COUNTS + np.uint32(len(over)).tobytes() + over.tobytes() + counts[over].astype(np.uint16).tobytes()
-    return head + packer.compress(low) + packer.flush()
-
-
-def _unpacked_counts(part: bytes) -> np.ndarray:
-    """The counters of a snapshot's shingle part, packed (PACKED_COUNTS) or as written before (zlib, uint16)."""
-    if not part.startswith(PACKED_COUNTS):
-        return np.frombuffer(zlib.decompress(part), dtype=np.uint16).copy()
-    over = int(np.frombuffer(part, dtype=np.uint32, count=1, offset=4)[0])
-    buckets = np.frombuffer(part, dtype=np.uint32, count=over, offset=8)
-    values = np.frombuffer(part, dtype=np.uint16, count=over, offset=8 + 4 * over)
-    counts = np.frombuffer(zlib.decompress(part[8 + 6 * over :]), dtype=np.uint8).astype(np.uint16)
-    counts[buckets] = values
-    return counts
-
-
 def _joined(shingles: bytes, words: bytes) -> bytes:
     return WORD_ROW + np.uint32(len(shingles)).tobytes() + shingles + words
 
 
 def _parts(blob: bytes, row: bool = True) -> tuple[bytes, bytes | None]:
     """A row's (``row``) or snapshot's shingle part and word part (None: it has none). A snapshot of shingles
-    alone starts with PACKED_COUNTS (or, written before, is a zlib stream, which starts with 0x78), never with
-    WORD_ROW; a row of shingles alone starts with it only if its first id is that very number (one in 4 billion),
-    and then its length gives it away, or else its ids would be read as a few words."""
+    alone is a zlib stream, which starts with 0x78, never with WORD_ROW; a row of shingles alone starts with it
+    only if its first id is that very number (one in 4 billion), and then its length gives it away, or else
+    its ids would be read as a few words."""
     if not blob.startswith(WORD_ROW) or len(blob) < 8:
         return blob, None
     size = int(np.frombuffer(blob, dtype=np.uint32, count=1, offset=4)[0])
