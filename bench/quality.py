@@ -143,7 +143,8 @@ def load(corpus: Path, name: str) -> LabeledSet:
         return LabeledSet(name, docs, pairs)
     if name == "bbc-dev":  # the corpus's articles, the labels ours
         with gzip.open(folder / "bbc-dev.jsonl.gz", "rt", encoding="utf-8") as fh:
-            docs = [{"id": d["id"], "title": d["title"], "text": d["text"]} for d in map(json.loads, fh)]
+            # The title apart (natural-ar-dev's "title" is in its scraped text already, and is not passed again).
+            docs = [{"id": d["id"], "headline": d["title"], "text": d["text"]} for d in map(json.loads, fh)]
         pairs = [
             Pair(r["id_a"], r["id_b"], r["label"] == "dup", [r["label"]], label=r["label"], note=r["note"])
             for r in _tsv(LABELS / "bbc-dev.tsv")
@@ -391,10 +392,11 @@ def overlap(a: set, b: set) -> tuple[float, float]:
 
 def run_set(corpus: Path, name: str, settings: Settings) -> tuple[dict, tuple[str, Scores, Scores]]:
     labeled = load(corpus, name)
-    view = ingest([RawDocument(source=d["id"], body=d["text"], title=d.get("title")) for d in labeled.docs], settings)
+    raws = [RawDocument(source=d["id"], body=d["text"], title=d.get("headline")) for d in labeled.docs]
+    view = ingest(raws, settings)
     ours = score(labeled.pairs, view.linked)
     story_only = score(labeled.pairs, view.same_story)
-    texts = ((d["id"], f"{d['title']}\n{d['text']}" if d.get("title") else d["text"]) for d in labeled.docs)
+    texts = ((d["id"], f"{d['headline']}\n{d['text']}" if d.get("headline") else d["text"]) for d in labeled.docs)
     base = score(labeled.pairs, same_group(datasketch_groups(texts)))
     positives = sum(p.duplicate for p in labeled.pairs)
     print(
