@@ -260,17 +260,50 @@ class _Segment:
             found = inside[self.keys[left[inside]] == keys[inside]]
             right[found] = np.searchsorted(self.keys, keys[found], "right")
             return left, right
-        return self._fenced(keys, "left"), self._fenced(keys, "right")
+        return self._fenced(keys)
 
-    def _fenced(self, keys: np.ndarray, side: Literal["left", "right"]) -> np.ndarray:
+    def _fenced(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Where each key starts and ends, from the blocks of FENCE keys the fence points at, each block read
+        once for both ends (a one-document lookup in a 1M-record store read some 2,900 blocks, each from a file
+        opened for it: 0.3 of its 0.4 s)."""
         assert self.fence is not None
-        block = np.searchsorted(self.fence, keys, side) - 1  # the answer is in (block * FENCE, next block]
-        found = np.zeros(len(keys), dtype=np.int64)
-        for b in np.unique(block).tolist():
-            mine = block == b
-            lo, hi = (b * FENCE + 1 if b >= 0 else 0), min((b + 1) * FENCE, len(self.keys))
-            found[mine] = lo + np.searchsorted(self.take("keys", np.arange(lo, hi)), keys[mine], side)
-        return found
+        # The answer is in (block * FENCE, next block]: block -1 is position 0.
+        starts, stops = (np.searchsorted(self.fence, keys, "left") - 1, np.searchsorted(self.fence, keys, "right") - 1)
+        spans = {
+            b: (b * FENCE + 1 if b >= 0 else 0, min((b + 1) * FENCE, len(self.keys)))
+            for b in np.unique(np.concatenate((starts, stops))).tolist()
+        }
+        blocks = self._read_runs("keys", spans)
+
+        def ends(block: np.ndarray, side: Literal["left", "right"]) -> np.ndarray:
+            found = np.zeros(len(keys), dtype=np.int64)
+            for b in np.unique(block).tolist():
+                mine = block == b
+                found[mine] = spans[b][0] + np.searchsorted(blocks[b], keys[mine], side)
+            return found
+
+        return ends(starts, "left"), ends(stops, "right")
+
+    def _read_runs(self, part: str, spans: dict[int, tuple[int, int]]) -> dict[int, np.ndarray]:
+        """``part``'s entries from ``lo`` to ``hi`` for each of the spans, read from its file, opened once."""
+        array = getattr(self, part)
+
+        def held() -> dict[int, np.ndarray]:
+            return {b: np.asarray(array[lo:hi]) for b, (lo, hi) in spans.items()}
+
+        if self.directory is None:  # a segment in memory
+            return held()
+        try:
+            handle = open(self.directory / f"{self.name}.{part}", "rb", buffering=0)  # noqa: SIM115 (below)
+        except FileNotFoundError:  # merged away by another process since it was mapped: the mapping still holds it
+            return held()
+        size = array.dtype.itemsize
+        with handle:
+            fd = handle.fileno()
+            return {
+                b: np.frombuffer(os.pread(fd, (hi - lo) * size, lo * size), dtype=array.dtype)
+                for b, (lo, hi) in spans.items()
+            }
 
     def take(self, part: str, at: np.ndarray, width: int = 1, mapped: bool = False) -> np.ndarray:
         """``part``'s entries at positions ``at`` (with a ``width``, its rows of that many entries). From a

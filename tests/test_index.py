@@ -160,10 +160,13 @@ def test_a_batch_lookup_reads_its_candidates_through_the_mappings_and_finds_what
     assert not again.resident and len(again._segments) >= 1
     queries = [rng.choice(pool, size=120, replace=False) for _ in range(40)]  # 4,800 keys: more than FEW
     read_from: list[str] = []  # the part of a segment each read was of (its file's suffix)
+    places: list[tuple[str, int]] = []  # and where in which file
     real_pread = os.pread
 
     def pread(fd: int, size: int, offset: int) -> bytes:
-        read_from.append(os.readlink(f"/proc/self/fd/{fd}").rsplit(".", 1)[1])
+        path = os.readlink(f"/proc/self/fd/{fd}")
+        read_from.append(path.rsplit(".", 1)[1])
+        places.append((path, offset))
         return real_pread(fd, size, offset)
 
     monkeypatch.setattr(os, "pread", pread)
@@ -174,7 +177,12 @@ def test_a_batch_lookup_reads_its_candidates_through_the_mappings_and_finds_what
     few, _ = again.lookup(fresh, limit=8, times=when)
     assert few[:39] == [[]] * 39 and len(few[39]) == 8 and set(few[39]) <= set(batch[0])
     assert read_from == []
-    one_by_one = [again.lookup([q], limit=32, times=[t])[0][0] for q, t in zip(queries, when, strict=True)]
+    one_by_one = []
+    for q, t in zip(queries, when, strict=True):
+        places.clear()
+        one_by_one.append(again.lookup([q], limit=32, times=[t])[0][0])
+        keys_read = [place for place in places if place[0].endswith(".keys")]
+        assert keys_read and len(set(keys_read)) == len(keys_read)  # each block of keys read once, for both ends
     assert {"keys", "owners", "times", "ids", "sketches"} <= set(read_from)  # the small lookups read the files
     assert batch == one_by_one and sum(map(len, batch)) > 40 * 10
     # (The code before read a batch's scattered candidates one entry a call: hundreds of reads here.)
