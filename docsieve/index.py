@@ -249,7 +249,7 @@ class _Segment:
 
     def search(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Where each of the sorted ``keys`` starts and ends in this segment's keys. A few keys (a document or
-        two) are looked for by reading the one block of FENCE keys the fence points at (see ``take``); many
+        two) are looked for by reading the one block of FENCE keys the fence points at (``_fenced``); many
         keys (a batch) search the mapped file, most of which they touch either way."""
         if self.fence is None or self.resident or len(keys) > FEW:
             # Where a key ends is searched for only where it is found: most of a batch's keys are new.
@@ -287,11 +287,13 @@ class _Segment:
     def _read_runs(self, part: str, spans: dict[int, tuple[int, int]]) -> dict[int, np.ndarray]:
         """``part``'s entries from ``lo`` to ``hi`` for each of the spans, read from its file, opened once."""
         array = getattr(self, part)
+        runs = {b: array[:0] for b, (lo, hi) in spans.items() if lo == hi}  # (block -1 holds no key)
+        wanted = {b: span for b, span in spans.items() if b not in runs}
 
         def held() -> dict[int, np.ndarray]:
-            return {b: np.asarray(array[lo:hi]) for b, (lo, hi) in spans.items()}
+            return runs | {b: np.asarray(array[lo:hi]) for b, (lo, hi) in wanted.items()}
 
-        if self.directory is None:  # a segment in memory
+        if self.directory is None or not wanted:  # a segment in memory, or nothing to read
             return held()
         try:
             handle = open(self.directory / f"{self.name}.{part}", "rb", buffering=0)  # noqa: SIM115 (below)
@@ -300,10 +302,12 @@ class _Segment:
         size = array.dtype.itemsize
         with handle:
             fd = handle.fileno()
-            return {
-                b: np.frombuffer(os.pread(fd, (hi - lo) * size, lo * size), dtype=array.dtype)
-                for b, (lo, hi) in spans.items()
-            }
+            for b, (lo, hi) in wanted.items():
+                read = os.pread(fd, (hi - lo) * size, lo * size)
+                if len(read) != (hi - lo) * size:  # the file is its manifest's length: never, but never silently
+                    raise OSError(f"{self.name}.{part}: {len(read)} bytes at {lo * size}, {(hi - lo) * size} asked")
+                runs[b] = np.frombuffer(read, dtype=array.dtype)
+        return runs
 
     def take(self, part: str, at: np.ndarray, width: int = 1, mapped: bool = False) -> np.ndarray:
         """``part``'s entries at positions ``at`` (with a ``width``, its rows of that many entries). From a
