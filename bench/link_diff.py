@@ -15,25 +15,15 @@ defaults gain over the variant (dup gained is recall, a non-dup gained a wrong l
 from __future__ import annotations
 
 import argparse
-import gzip
-import json
 import sys
 from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from quality import ROOT, _tsv, ingest, load_saudinewsnet, snn_raw
+from quality import ROOT, _tsv, ingest, load, load_saudinewsnet, raws_of, snn_raw
 
-from docsieve.models import RawDocument
 from docsieve.settings import Settings
-
-
-def bbc_raws(folder: Path) -> list[RawDocument]:
-    """bbc-dev's articles in file order, undated (the set has no dates: they rank by arrival), by their ids."""
-    with gzip.open(folder / "bbc-dev.jsonl.gz", "rt", encoding="utf-8") as fh:
-        rows = [json.loads(line) for line in fh if line.strip()]
-    return [RawDocument(source=r["id"], body=r["text"], title=r.get("title") or "", outlet="bbc") for r in rows]
 
 
 def linked_pairs(view) -> set[frozenset[str]]:
@@ -61,7 +51,7 @@ def main() -> int:
         kind = type(getattr(base, name))
         overrides[name] = value.lower() in ("1", "true", "yes", "on") if kind is bool else kind(value)
     if args.on == "bbc-dev":
-        raws = bbc_raws(args.corpus / "bbc-dev")
+        raws = raws_of(load(args.corpus, "bbc-dev").docs)
     else:
         raws = [snn_raw(d) for d in load_saudinewsnet(args.corpus / "saudinewsnet-dev")]
     default, variant = ingest(raws, base), ingest(raws, base.with_(**overrides))

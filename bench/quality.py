@@ -160,6 +160,11 @@ def load(corpus: Path, name: str) -> LabeledSet:
     return LabeledSet(name, docs, pairs)
 
 
+def raws_of(docs: list[dict]) -> list[RawDocument]:
+    """A labeled set's documents as the pipeline takes them (bbc-dev's with their titles apart)."""
+    return [RawDocument(source=d["id"], body=d["text"], title=d.get("headline")) for d in docs]
+
+
 def load_extra(folder: Path = LABELS) -> dict[str, list[Pair]]:
     """The hand-labeled pairs of ``bench/labels/natural-ar-extra-*.tsv``: ``id_a id_b class label jaccard
     containment note`` (``audit.tsv`` is bench/audit.py's)."""
@@ -392,8 +397,7 @@ def overlap(a: set, b: set) -> tuple[float, float]:
 
 def run_set(corpus: Path, name: str, settings: Settings) -> tuple[dict, tuple[str, Scores, Scores]]:
     labeled = load(corpus, name)
-    raws = [RawDocument(source=d["id"], body=d["text"], title=d.get("headline")) for d in labeled.docs]
-    view = ingest(raws, settings)
+    view = ingest(raws_of(labeled.docs), settings)
     ours = score(labeled.pairs, view.linked)
     story_only = score(labeled.pairs, view.same_story)
     texts = ((d["id"], f"{d['headline']}\n{d['text']}" if d.get("headline") else d["text"]) for d in labeled.docs)

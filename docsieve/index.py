@@ -319,27 +319,15 @@ class _Segment:
         300,000 records (docs/benchmarks.md)."""
         array = getattr(self, part)
         rows = array.reshape(-1, width) if width > 1 else array
-        if self.directory is None or self.resident or mapped or len(at) * width > FEW:
+        if self.directory is None or self.resident or mapped or len(at) * width > FEW or not len(at):
             return np.asarray(rows[at])
-        size = array.dtype.itemsize * width
-        out = np.empty((len(at), width) if width > 1 else len(at), dtype=array.dtype)
-        if not len(at):
-            return out
-        try:
-            handle = open(self.directory / f"{self.name}.{part}", "rb", buffering=0)  # noqa: SIM115 (below)
-        except FileNotFoundError:  # merged away by another process since it was mapped: the mapping still holds it
-            return np.asarray(rows[at])
-        with handle:
-            fd = handle.fileno()
-            first, last = int(at.min()), int(at.max())
-            if (last - first) * width < FEW:  # one read for a run (a fence block)
-                run = np.frombuffer(os.pread(fd, (last - first + 1) * size, first * size), dtype=array.dtype)
-                out[:] = (run.reshape(-1, width) if width > 1 else run)[at - first]
-            else:
-                for i, position in enumerate(at.tolist()):
-                    entry = np.frombuffer(os.pread(fd, size, position * size), dtype=array.dtype)
-                    out[i] = entry if width > 1 else entry[0]
-        return out
+        first, last = int(at.min()), int(at.max())
+        if (last - first) * width < FEW:  # one read for a run (a key's postings)
+            run = self._read_runs(part, {0: (first * width, (last + 1) * width)})[0]
+            return (run.reshape(-1, width) if width > 1 else run)[at - first]
+        read = self._read_runs(part, {i: (p * width, (p + 1) * width) for i, p in enumerate(at.tolist())})
+        entries = np.concatenate([read[i] for i in range(len(at))])
+        return entries.reshape(-1, width) if width > 1 else entries
 
     def id_list(self) -> list[str]:
         return np.asarray(self.ids).astype(f"U{ID_WIDTH}").tolist()
