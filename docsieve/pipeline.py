@@ -273,6 +273,15 @@ class Pipeline:
             decided, book = self._decide(txn, batch, found, checked, drafts, published, now, earlier, late)
             return [_rejected(r) for r in _first_of_each(rejections, known)] + decided, book
 
+        # With the rewrite stage, a text's words are counted with its shingles (docsieve/rewrites.py).
+        words = {p.id: counted_words(p.fingerprint.words) for p in prepared if p.fingerprint.words is not None}
+
+        def counted_of(new: list[NewRecord], book: Book) -> tuple[list[np.ndarray], list[np.ndarray]]:
+            """The shingle sets and word sets the batch adds to the template counts: its texts of new stories."""
+            texts = [n for n in new if n.record.id in book.different and n.shingles is not None]
+            shingles = [n.shingles for n in texts if n.shingles is not None]
+            return shingles, [words[n.record.id] for n in texts if n.record.id in words]
+
         ahead: list[tuple[tuple[int, int], tuple[list[NewRecord], Book]]] = []
 
         def before_lock(txn: Transaction) -> None:  # PostgreSQL: SQLite's lock comes with the transaction
@@ -288,6 +297,9 @@ class Pipeline:
             # fails it: decided under the lock then, where nothing changes meanwhile.
             with contextlib.suppress(KeyError):
                 ahead.append((seen, decide(txn, txn.now())))
+                shingles, words = counted_of(*ahead[0][1])
+                if shingles:
+                    txn.stage_shingle_counts(counted_shingles(shingles, words))
 
         with self.templates.bound(), self.store.writing(before_lock=before_lock) as txn:
             self.index.catch_up(txn)
@@ -307,17 +319,12 @@ class Pipeline:
             self.batches_stored += 1
             txn.insert(new, now)
             txn.save_stories(book, now)
-            # With the rewrite stage, a text's words are counted with its shingles (docsieve/rewrites.py).
-            words = {p.id: counted_words(p.fingerprint.words) for p in prepared if p.fingerprint.words is not None}
-            counted_texts = [n for n in new if n.record.id in book.different and n.shingles is not None]
-            counted = [n.shingles for n in counted_texts if n.shingles is not None]
-            counted_words_of = [words[n.record.id] for n in counted_texts if n.record.id in words]
-            if counted:
-                counts_seq = txn.add_shingle_counts(counted_shingles(counted, counted_words_of))
+            counted, counted_words_of = counted_of(new, book)
+            counts_seq = txn.add_shingle_counts(counted_shingles(counted, counted_words_of) if counted else None)
             last_seq = txn.last_seq()
         # The row just written (under the lock nobody wrote one between it and the last read), if this process
         # holds the counts: else it is read with the others when they are first needed.
-        if counted and self.templates.read:
+        if counts_seq is not None and self.templates.read:
             self.templates.add(np.concatenate(counted))
             if counted_words_of:
                 self.templates.add_words(np.concatenate(counted_words_of))

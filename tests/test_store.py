@@ -3,6 +3,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+import numpy as np
 import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
@@ -338,6 +339,78 @@ def test_on_postgresql_a_batch_is_written_before_the_lock_and_placed_under_it(
     assert (pipeline.batches_stored, pipeline.decided_again) == (1, 0)  # decided before the lock, alone
 
 
+def _count_rows(url: str) -> list[tuple[int, bytes]]:
+    """The template-count rows (seq, ids) in seq order."""
+    from docsieve.schema import shingle_counts
+
+    store = Store(url)
+    with store.engine.connect() as conn:
+        rows = [(int(seq), bytes(blob)) for seq, blob in conn.execute(sa.select(shingle_counts).order_by("seq"))]
+    store.close()
+    return rows
+
+
+def _counts_spy(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """What became of each batch's template-count row: "placed" (staged before the lock, placed as it was),
+    "replaced" (staged, another written under the lock), "dropped" (staged, none written), "written" (written
+    under the lock alone), "none"."""
+    fates: list[str] = []
+    original = Transaction.add_shingle_counts
+
+    def spy(self: Transaction, blob):
+        staged = self.staged_counts
+        if staged is None:
+            fates.append("written" if blob is not None else "none")
+        else:
+            fates.append("placed" if blob == staged[1] else "replaced" if blob is not None else "dropped")
+        return original(self, blob)
+
+    monkeypatch.setattr(Transaction, "add_shingle_counts", spy)
+    return fates
+
+
+@pytest.mark.slow
+def test_on_postgresql_a_batchs_template_counts_are_written_before_the_lock_and_placed_under_it(
+    postgres_server_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each batch's count row is written before the lock from its decision there and placed under the lock (a
+    one-row UPDATE: the ids stay where they were written); snapshots taken under the lock meanwhile leave the
+    staged row alone. The counts a new process reads are those of the same batches on SQLite, and no row is left
+    with its staging mark."""
+    import random
+
+    import docsieve.templates as templates
+    from tests.services import postgres_database
+
+    monkeypatch.setattr(templates, "SNAPSHOT_AFTER", 2_000)  # ids: a snapshot every few batches, under the lock
+    fates = _counts_spy(monkeypatch)
+    rng = random.Random(11)
+    docs = [RawDocument(source=f"d{i}.txt", body=_words(200, rng)) for i in range(40)]
+    settings = {"batch_size": 8}  # a batch of SMALL_BATCH documents: a snapshot is due at SNAPSHOT_AFTER ids
+    serial = Pipeline(
+        Store(f"sqlite:///{tmp_path / 's.db'}"), Settings(store=f"sqlite:///{tmp_path / 's.db'}", **settings)
+    )
+    serial.ingest(docs)
+    serial.close()
+    assert fates == ["written"] * 5  # SQLite: under the lock, which comes with the transaction
+    fates.clear()
+    probe = np.unique(np.concatenate([serial.templates._counts.nonzero()[0].astype(np.uint32) << 8]))
+    with postgres_database(postgres_server_url) as url:
+        pipeline = Pipeline(Store(url), Settings(store=url, **settings))
+        pipeline.ingest(docs)
+        snapshots = pipeline.templates.last_seq
+        pipeline.close()
+        fresh = Pipeline(Store(url), Settings(store=url, **settings))
+        with fresh.store.writing() as txn:
+            fresh.templates.catch_up(txn)
+            held = fresh.templates.counts(probe)
+        fresh.close()
+        rows = _count_rows(url)
+    assert fates == ["placed"] * 5
+    assert snapshots and all(seq > 0 for seq, _ in rows) and len(rows) < 5  # snapshots took the older rows
+    assert probe.size > 500 and np.array_equal(held, serial.templates.counts(probe))
+
+
 def test_a_record_another_transaction_stores_while_a_batch_is_staged_leaves_the_batch_whole(
     postgres_server_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -478,6 +551,34 @@ def test_an_original_stored_while_a_copy_waits_for_the_lock_is_found(
     assert b.duplicate_of == a.id and b.story_id == a.story_id and b.method is Method.NEAR
     assert (second.batches_stored, second.decided_again) == (1, 1)
     assert not any(a.id in ids for ids in asked)
+
+
+def test_a_batch_decided_again_replaces_the_template_counts_it_wrote_before_the_lock(
+    postgres_server_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before the lock the copy was a new story, its text counted with the other document's; decided again
+    under the lock (its original stored meanwhile) it is a copy, not counted: the row staged is replaced by one
+    of the other text alone. With the copy alone the staged row is dropped and none written. The rows are those
+    of the same batches stored one after another (SQLite), none left with its staging mark."""
+    from tests.services import postgres_database
+
+    text = fixture_text("ar_near_a.txt")
+    original = RawDocument(source="a.txt", body=text)
+    copy = RawDocument(source="b.txt", body=_near_copy(text))
+    other = RawDocument(source="c.txt", body=fixture_text("en_article.txt"))
+    fates = _counts_spy(monkeypatch)
+    for then, fate in (([copy, other], "replaced"), ([copy], "dropped")):
+        folder = tmp_path / fate
+        folder.mkdir()
+        _serial(folder, [original], then)
+        fates.clear()
+        with postgres_database(postgres_server_url) as url:
+            _, second = _queued(url, [], original, then)
+            rows = _count_rows(url)
+        assert (second.batches_stored, second.decided_again) == (1, 1)
+        assert sorted(fates) == sorted(["placed", fate]), fates
+        assert all(seq > 0 for seq, _ in rows)
+        assert [blob for _, blob in rows] == [blob for _, blob in _count_rows(f"sqlite:///{folder}/serial.db")]
 
 
 def _halves(text: str) -> tuple[str, str]:
