@@ -291,6 +291,7 @@ class Pipeline:
             # stands if nothing is stored or taken down between here and the lock, so that it is the one the
             # batch would get under it (a lone worker's hold is then placing and linking only).
             seen = txn.written_through()
+            self.index.catch_up(txn)
             late.catch_up(txn)
             self.templates.catch_up(txn)
             # A record taken down while this decision read it (one read said it was stored, the next did not)
@@ -302,13 +303,15 @@ class Pipeline:
                     txn.stage_shingle_counts(counted_shingles(shingles, words))
 
         with self.templates.bound(), self.store.writing(before_lock=before_lock) as txn:
-            self.index.catch_up(txn)
-            self.templates.catch_up(txn)
-            self.templates.snapshot_if_due(txn, len(prepared))  # every row counted, under the lock
-            late.catch_up(txn)
-            now = txn.now()  # ranks undated documents, and stamps what the batch changes
             through = txn.written_through()
-            if ahead and through == ahead[0][0]:
+            standing = bool(ahead) and through == ahead[0][0]
+            if not standing:  # else nothing was stored since the catch-ups before the lock: a query each spared
+                self.index.catch_up(txn)
+                self.templates.catch_up(txn)
+                late.catch_up(txn)
+            self.templates.snapshot_if_due(txn, len(prepared))  # every row counted, under the lock
+            now = txn.now()  # ranks undated documents, and stamps what the batch changes
+            if standing:
                 new, book = ahead[0][1]
             else:  # what others wrote meanwhile may change any decision (template counts weigh every shingle)
                 self.decided_again += len(ahead)

@@ -313,6 +313,53 @@ def _staging_spy(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return staged
 
 
+def _reads(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, str]]:
+    """The order of batches' readings of what is stored, and of their taking the write lock: "lock" (taken, after
+    the batch's work before it), "through" (the last seqs), "records" (records stored after a seq: the indexes'
+    catch-ups), "counts" (template-count rows). Each with its thread: ``_by_thread``."""
+    import threading
+    from contextlib import contextmanager
+
+    import docsieve.store
+
+    events: list[tuple[int, str]] = []
+    for method, event in (("written_through", "through"), ("index_rows", "records"), ("shingle_count_rows", "counts")):
+        original = getattr(Transaction, method)
+
+        def spy(self: Transaction, *args, __f=original, __event=event):
+            events.append((threading.get_ident(), __event))
+            return __f(self, *args)
+
+        monkeypatch.setattr(Transaction, method, spy)
+    locked = docsieve.store.write_locked
+
+    @contextmanager
+    def locking(engine, before=None):  # Store.writing's (other users, such as migrations, pass no ``before``)
+        def then_the_lock(conn) -> None:
+            before(conn)
+            events.append((threading.get_ident(), "lock"))
+
+        with locked(engine, then_the_lock if before is not None else None) as conn:
+            yield conn
+
+    monkeypatch.setattr(docsieve.store, "write_locked", locking)
+    return events
+
+
+def _by_thread(events: list[tuple[int, str]]) -> list[list[str]]:
+    """The readings of each thread, the threads in the order they first read."""
+    threads: dict[int, list[str]] = {}
+    for thread, event in events:
+        threads.setdefault(thread, []).append(event)
+    return list(threads.values())
+
+
+def _under_lock(events: list[str]) -> list[str]:
+    """One thread's readings under the lock, for its only batch."""
+    assert events.count("lock") == 1, events
+    return events[events.index("lock") + 1 :]
+
+
 def test_on_postgresql_a_batch_is_written_before_the_lock_and_placed_under_it(
     postgres_server_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -325,6 +372,7 @@ def test_on_postgresql_a_batch_is_written_before_the_lock_and_placed_under_it(
     with postgres_database(postgres_server_url) as url:
         pipeline = Pipeline(Store(url), Settings(store=url, batch_size=8))
         docs = [("a.txt", text), ("b.txt", _near_copy(text)), ("c.txt", fixture_text("en_article.txt"))]
+        reads = _reads(monkeypatch)
         pipeline.ingest([RawDocument(source=s, body=b) for s, b in docs])
         with pipeline.store.engine.connect() as conn:
             rows = conn.execute(sa.select(records.c.seq, records.c.source).order_by(records.c.seq)).all()
@@ -337,6 +385,9 @@ def test_on_postgresql_a_batch_is_written_before_the_lock_and_placed_under_it(
     assert got["a.txt"].status is got["c.txt"].status is Status.CANONICAL
     assert got["b.txt"].story_id == got["a.txt"].story_id != got["c.txt"].story_id
     assert (pipeline.batches_stored, pipeline.decided_again) == (1, 0)  # decided before the lock, alone
+    # Its decision standing, the catch-ups made before the lock are not made again under it.
+    (reads,) = _by_thread(reads)
+    assert "records" in reads[: reads.index("lock")] and _under_lock(reads) == ["through"], reads
 
 
 def _count_rows(url: str) -> list[tuple[int, bytes]]:
@@ -540,6 +591,7 @@ def test_an_original_stored_while_a_copy_waits_for_the_lock_is_found(
 
     asked = _asked(monkeypatch, "summaries")
     text = fixture_text("ar_near_a.txt")
+    reads = _reads(monkeypatch)
     with postgres_database(postgres_server_url) as url:
         first, second = _queued(
             url, [], RawDocument(source="a.txt", body=text), RawDocument(source="b.txt", body=_near_copy(text))
@@ -551,6 +603,10 @@ def test_an_original_stored_while_a_copy_waits_for_the_lock_is_found(
     assert b.duplicate_of == a.id and b.story_id == a.story_id and b.method is Method.NEAR
     assert (second.batches_stored, second.decided_again) == (1, 1)
     assert not any(a.id in ids for ids in asked)
+    # Both batches read before the lock; the one decided again reads what was stored meanwhile under it too.
+    # The first in the lock's queue, nothing stored meanwhile; the second, something stored (the first's).
+    first_read, second_read = sorted((_under_lock(r) for r in _by_thread(reads)), key=len)
+    assert first_read == ["through"] and "records" in second_read, reads
 
 
 def test_a_batch_decided_again_replaces_the_template_counts_it_wrote_before_the_lock(
