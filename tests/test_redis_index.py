@@ -296,3 +296,30 @@ def test_a_record_staged_before_the_lookup_and_stored_before_the_lock_is_verifie
         RedisIndex(redis_url, prefix).clear()
         a.close()
         b.close()
+
+
+@pytest.mark.parametrize("store", ["sqlite", "postgresql"])
+def test_a_batch_catches_the_index_up_with_records_it_never_heard_of(
+    redis_url: str, postgres_server_url: str, tmp_path, store: str
+) -> None:
+    """The index lost what was stored (a crash, a Redis restarted empty): the next batch a worker stores writes
+    it again (on PostgreSQL before the lock, on SQLite under it), so later lookups find it."""
+    from tests.services import postgres_database
+
+    prefix = f"docsieve-test-{uuid.uuid4().hex[:8]}"
+    with postgres_database(postgres_server_url) as pg:
+        url = pg if store == "postgresql" else f"sqlite:///{tmp_path / 's.db'}"
+        settings = Settings(store=url, index_url=redis_url, queue_prefix=prefix)
+        pipeline = Pipeline(Store(settings.store), settings, open_index(settings))
+        try:
+            pipeline.ingest([RawDocument("a.txt", fixture_text("ar_near_a.txt"))])
+            (a,) = list(pipeline.store.iter_records())
+            query = [pipeline.prepare([RawDocument("q.txt", fixture_text("ar_near_b.txt"))])[1][0].keys]
+            index = RedisIndex(redis_url, prefix)
+            index.clear()
+            assert index.lookup(query, 5) == ([[]], 0)
+            assert pipeline.ingest([RawDocument("c.txt", fixture_text("ar_other.txt"))]).new == 1
+            assert index.lookup(query, 5) == ([[a.id]], 2)
+        finally:
+            RedisIndex(redis_url, prefix).clear()
+            pipeline.close()

@@ -607,6 +607,10 @@ def test_an_original_stored_while_a_copy_waits_for_the_lock_is_found(
     # The first in the lock's queue, nothing stored meanwhile; the second, something stored (the first's).
     first_read, second_read = sorted((_under_lock(r) for r in _by_thread(reads)), key=len)
     assert first_read == ["through"] and "records" in second_read, reads
+    # The second's own index (in memory: no shared one here) holds the original, stored after its catch-up
+    # before the lock and before the second's own records.
+    query = second.prepare([RawDocument(source="q.txt", body=_near_copy(text))])[1][0].keys
+    assert a.id in second.index.lookup([query], 8)[0][0]
 
 
 def test_a_batch_decided_again_replaces_the_template_counts_it_wrote_before_the_lock(
