@@ -72,7 +72,7 @@ PHASES = {
     "Pipeline._decide": "deciding (story rules, the records stored since the lookup): before the lock on PostgreSQL, "
     "and again under it if others wrote meanwhile",
     "Transaction.insert": "placing the staged records (one UPDATE), writing the rejected",
-    "Transaction.add_shingle_counts": "the template counts' row",
+    "Transaction.add_shingle_counts": "placing the template counts' row (written before the lock)",
     "Transaction.save_stories": "stories and links",
     "Transaction.existing_ids": "which ids are stored (before and under the lock)",
     "SegmentIndex.catch_up": "catching up with the records stored since (before and under the lock)",
