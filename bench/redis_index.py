@@ -1,7 +1,7 @@
 """The shared index's size and lookup time: this layout against an older one, on real articles.
 
     .venv/bin/python bench/redis_index.py [--corpus DIR] [--docs 5000] [--batch 512] [--old-rev main]
-        [--repeat 5] [--redis-url URL]
+        [--repeat 5] [--redis-url URL] [--instances 2]
 
 Each layout is filled by a ``Pipeline`` (a SQLite store of its own, the Redis index under a prefix of its
 own) ingesting the same ``--docs`` SaudiNewsNet articles in batches of ``--batch`` (published: the day of
@@ -17,6 +17,11 @@ Then, for each layout:
   script call or calls and the ranking in the worker);
 - the ingest's wall time (preparing, the store and the index together), and Redis's own time for it (the
   script calls' microseconds in ``INFO commandstats``: staging, publishing, catching up), a document.
+
+With ``--instances N`` (more than 1), the index is also measured spread over N private redis-servers (each key
+in one of them: ``DOCSIEVE_INDEX_URL`` a list), beside one private redis-server of the same binary: the Redis
+time is then also given for the busiest instance, which bounds what the cluster can ingest (each runs its scripts on
+one core of its own).
 
 The older layout is the ``worker/redis_index.py`` of ``--old-rev`` (git), loaded from git into a module of
 its own. Redis comes from ``--redis-url`` or REDIS_URL when reachable, else a private one (the tests'
@@ -49,7 +54,7 @@ from docsieve.pipeline import Pipeline
 from docsieve.published import parse_published
 from docsieve.settings import Settings
 from docsieve.store import Store
-from tests.services import redis_server, remove_keys
+from tests.services import EPHEMERAL, PrivateRedis, redis_server, remove_keys
 
 
 def documents(articles: list[Article]) -> list[RawDocument]:
@@ -83,41 +88,53 @@ def best(repeat: int, run: Callable[[], object]) -> float:
     return min(times)
 
 
-def measure(name: str, make_index: Callable[[str], object], url: str, docs: list[RawDocument], queries, args) -> dict:
-    client = redis.Redis.from_url(url)
+def measure(
+    name: str, make_index: Callable[[str], object], urls: list[str], docs: list[RawDocument], queries, args
+) -> dict:
+    clients = [redis.Redis.from_url(u) for u in urls]
     prefix = f"docsieve-bench-{uuid.uuid4().hex[:8]}"
     with tempfile.TemporaryDirectory(prefix="docsieve-redis-index-") as folder:
         settings = Settings(store=f"sqlite:///{Path(folder) / 's.db'}", batch_size=args.batch)
         index = make_index(prefix)
         pipeline = Pipeline(Store(settings.store), settings, index)  # type: ignore[arg-type]
-        with contextlib.suppress(redis.RedisError):  # jemalloc's; an error elsewhere
-            client.execute_command("MEMORY", "PURGE")
-        before = int(client.info("memory")["used_memory"])
-        client.config_resetstat()
+        for client in clients:
+            with contextlib.suppress(redis.RedisError):  # jemalloc's; an error elsewhere
+                client.execute_command("MEMORY", "PURGE")
+        before = sum(int(client.info("memory")["used_memory"]) for client in clients)
+        for client in clients:
+            client.config_resetstat()
         started = time.perf_counter()
         pipeline.ingest(docs)
         ingest = time.perf_counter() - started
         # Redis's own time for the ingest (every command: the scripts and what they call, counted once each).
-        busy = sum(int(v["usec"]) for k, v in client.info("commandstats").items() if k == "cmdstat_evalsha")
-        after = int(client.info("memory")["used_memory"])
-        keys = list(client.scan_iter(match=f"{prefix}:*", count=10_000))
-        usage = sum(int(client.memory_usage(k, samples=0) or 0) for k in keys)
+        each = [
+            sum(int(v["usec"]) for k, v in client.info("commandstats").items() if k == "cmdstat_evalsha")
+            for client in clients
+        ]
+        after = sum(int(client.info("memory")["used_memory"]) for client in clients)
+        usage, keys = 0, 0
+        for client in clients:
+            names = list(client.scan_iter(match=f"{prefix}:*", count=10_000))
+            keys += len(names)
+            usage += sum(int(client.memory_usage(k, samples=0) or 0) for k in names)
         fresh_keys, fresh_times = queries(pipeline, args.fresh)
         old_keys, old_times = queries(pipeline, docs[: args.batch])
         fresh = best(args.repeat, lambda: index.lookup(fresh_keys, 32, times=fresh_times))  # type: ignore[attr-defined]
         known = best(args.repeat, lambda: index.lookup(old_keys, 32, times=old_times))  # type: ignore[attr-defined]
         found = index.lookup(fresh_keys, 32, times=fresh_times)[0]  # type: ignore[attr-defined]
         pipeline.close()
-        remove_keys(url, prefix)
+        for url in urls:
+            remove_keys(url, prefix)
     return {
         "name": name,
-        "keys": len(keys),
+        "keys": keys,
         "usage": usage / len(docs),
         "used": (after - before) / len(docs),
         "fresh": fresh * 1e3,
         "known": known * 1e3,
         "ingest": ingest,
-        "busy": busy / 1e3 / len(docs) * 1e3,
+        "busy": sum(each) / len(docs),
+        "busiest": max(each) / len(docs),
         "found": sum(len(f) for f in found),
     }
 
@@ -130,6 +147,7 @@ def main() -> int:
     parser.add_argument("--old-rev", default="main")
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--redis-url", default=None)
+    parser.add_argument("--instances", type=int, default=1, help="also spread over this many private redis-servers")
     args = parser.parse_args()
     articles = load_articles(folder_or_exit(args.corpus), args.docs + args.batch)
     docs = documents(articles[: args.docs])
@@ -150,20 +168,50 @@ def main() -> int:
         version = redis.Redis.from_url(url).info("server")["redis_version"]
         print(f"Redis {version} at {url}")
         rows = [
-            measure(f"old ({args.old_rev})", lambda p: old.RedisIndex(url, p), url, docs, queries, args),
-            measure("new", lambda p: RedisIndex(url, p, window=window), url, docs, queries, args),
+            measure(f"old ({args.old_rev})", lambda p: old.RedisIndex(url, p), [url], docs, queries, args),
+            measure("new", lambda p: RedisIndex(url, p, window=window), [url], docs, queries, args),
         ]
+    if args.instances > 1:
+        with contextlib.ExitStack() as stack:
+            servers = []
+            for _ in range(args.instances):
+                work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="docsieve-redis-")))
+                server = PrivateRedis(work, EPHEMERAL)
+                stack.callback(server.stop)
+                server.start()
+                servers.append(server.url(0))
+            for urls in (servers[:1], servers):
+                listed = ",".join(urls)
+                rows.append(
+                    measure(
+                        f"new, {len(urls)} private instance{'s' if len(urls) > 1 else ''}",
+                        lambda p, listed=listed: RedisIndex(listed, p, window=window),
+                        urls,
+                        docs,
+                        queries,
+                        args,
+                    )
+                )
     print(
         f"\n| layout | Redis keys | MEMORY USAGE / doc | used_memory / doc | lookup {args.batch} new "
-        f"| lookup {args.batch} indexed | ingest | Redis time of the ingest / doc |"
+        f"| lookup {args.batch} indexed | ingest | Redis time of the ingest / doc | the busiest instance's |"
     )
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for r in rows:
         print(
             f"| {r['name']} | {r['keys']:,} | {r['usage']:,.0f} B | {r['used']:,.0f} B | {r['fresh']:.1f} ms "
-            f"| {r['known']:.1f} ms | {r['ingest']:.1f} s | {r['busy']:.0f} µs |"
+            f"| {r['known']:.1f} ms | {r['ingest']:.1f} s | {r['busy']:.0f} µs | {r['busiest']:.0f} µs |"
         )
-    o, n = rows
+    if args.instances > 1:
+        one, many = rows[2], rows[3]
+        print(
+            f"\n{args.instances} instances against 1 (same binary): the busiest instance's Redis time a document "
+            f"{many['busiest'] / one['busiest']:.2f}x (a ceiling {one['busiest'] / many['busiest']:.2f}x higher), "
+            f"all instances' {many['busy'] / one['busy']:.2f}x, memory {many['usage'] / one['usage']:.2f}x, lookup of "
+            f"new articles {many['fresh'] / one['fresh']:.2f}x; candidates found for the new batch: "
+            f"{one['found']:,} and {many['found']:,}"
+        )
+    o, n = rows[:2]
     print(
         f"\nnew / old: memory {n['usage'] / o['usage']:.3f} ({o['usage'] / n['usage']:.1f}x smaller), lookup of new "
         f"articles {n['fresh'] / o['fresh']:.2f}x, of indexed ones {n['known'] / o['known']:.2f}x, Redis time of "

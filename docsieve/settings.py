@@ -385,7 +385,9 @@ def _at_least_one(section: object, *names: str) -> None:
 
 
 def redacted(url: str) -> str:
-    """A URL as shown to a person or written to a log: without its password."""
+    """A URL as shown to a person or written to a log: without its password (each of a comma-separated list's)."""
+    if "," in url and url.count("://") > 1:  # the shared index's instances
+        return ",".join(redacted(part) for part in url.split(","))
     try:
         parts = urlsplit(url)
         password = parts.password

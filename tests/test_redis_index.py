@@ -323,3 +323,140 @@ def test_a_batch_catches_the_index_up_with_records_it_never_heard_of(
         finally:
             RedisIndex(redis_url, prefix).clear()
             pipeline.close()
+
+
+def _databases(url: str, count: int) -> list[str]:
+    """``count`` URLs of the server's numbered databases after ``url``'s: separate keyspaces, as separate
+    instances would be (only this test's prefix is written or removed in them)."""
+    from redis.connection import parse_url
+
+    base = int(parse_url(url).get("db", 0))
+    root = url.rsplit("/", 1)[0] if url.count("/") > 2 else url
+    return [f"{root}/{(base + i) % 16}" for i in range(count)]
+
+
+def _synthetic(rng: np.random.Generator, count: int) -> list[np.ndarray]:
+    """Key arrays with a skewed vocabulary: some keys in hundreds of arrays (overflowing buckets, reaching the
+    common cap), most in a few."""
+    vocabulary = (rng.zipf(1.3, size=count * 60) % 40_000).astype(np.int64) * 7919 + 13
+    return [np.unique(vocabulary[i * 60 : (i + 1) * 60]) for i in range(count)]
+
+
+@pytest.mark.parametrize("instances", [2, 3])
+def test_several_instances_find_what_one_finds(redis_url: str, instances: int) -> None:
+    """The same records staged, published, taken down and caught up into one instance and into several (each key
+    in one of them): every lookup ranks the same candidates, and every key lists the same records."""
+    rng = np.random.default_rng(instances)
+    prefix = f"docsieve-test-{uuid.uuid4().hex[:8]}"
+    one = RedisIndex(redis_url, f"{prefix}-one", common=40, window=30)
+    many = RedisIndex(",".join(_databases(redis_url, instances)), f"{prefix}-many", common=40, window=30)
+    day = 86_400
+    try:
+        stored = _synthetic(rng, 600)
+        ids = [f"r{i:05d}" for i in range(len(stored))]
+        times = [1_780_000_000 + int(rng.integers(0, 40 * day)) for _ in stored]
+        for start in range(0, len(stored), 200):
+            part = slice(start, start + 200)
+            for index in (one, many):
+                index.lookup(stored[part], 8, times=times[part], stage_ids=ids[part])
+                index.add(ids[part], stored[part], last_seq=start + 200, times=times[part])
+        queries = [*_synthetic(rng, 100), *stored[:50]]
+        when: list[int | None] = [1_780_000_000 + int(rng.integers(0, 40 * day)) for _ in queries]
+        when[::7] = [None] * len(when[::7])  # undated queries read every generation
+        for limit in (3, 32, 1000):
+            assert one.lookup(queries, limit, times=when) == many.lookup(queries, limit, times=when)
+        found = many.lookup(queries, 32, times=when)[0]
+        assert sum(map(len, found)) > 500 and max(map(len, found)) == 32  # not a vacuous comparison
+        keys = np.unique(np.concatenate(stored))
+        for key in [*rng.choice(keys, 40).tolist(), int(keys[0])]:
+            assert one.postings(key) == many.postings(key)
+        for i in (3, 17, 250):
+            raw = stored[i].astype("<i8").tobytes()
+            assert one.remove(ids[i], raw) == many.remove(ids[i], raw) > 0
+        assert one.lookup(queries, 32, times=when) == many.lookup(queries, 32, times=when)
+        # The index is complete up to where every instance is.
+        redis.Redis.from_url(_databases(redis_url, instances)[-1]).set(f"{prefix}-many:index3:seq", 7)
+        assert many.lookup(queries[:3], 32, times=when[:3])[1] == 7
+        # A lost index caught up from the store's rows (seq, id, keys, time, arrival, sketch) finds the same.
+        rows = [(n + 1, ids[n], stored[n].astype("<i8").tobytes(), times[n], times[n], None) for n in range(600)]
+
+        class Rows:
+            def index_rows(self, after: int):
+                return iter([r for r in rows if r[0] > after])
+
+        many.clear()
+        many.catch_up(Rows())  # type: ignore[arg-type]
+        again = many.lookup(queries, 32, times=when)
+        fresh = RedisIndex(redis_url, f"{prefix}-fresh", common=40, window=30)
+        try:
+            fresh.catch_up(Rows())  # type: ignore[arg-type]
+            assert again == fresh.lookup(queries, 32, times=when) and again[1] == 600
+        finally:
+            fresh.clear()
+    finally:
+        one.clear()
+        many.clear()
+        one.close()
+        many.close()
+
+
+def test_an_index_written_on_other_instances_is_refused_until_rebuilt(redis_url: str) -> None:
+    """An index written on two instances, read with one of them alone (or in another order), would look for keys
+    where they are not: refused with what to do, until the index is cleared (``docsieve reindex``)."""
+    from worker.redis_index import IndexShardsChanged
+
+    first, second = _databases(redis_url, 2)
+    prefix = f"docsieve-test-{uuid.uuid4().hex[:8]}"
+    keys = [np.arange(10, dtype=np.int64)]
+    both = RedisIndex(f"{first},{second}", prefix)
+    try:
+        both.lookup(keys, 5, stage_ids=["r1"])
+        both.add(["r1"], keys, last_seq=1)
+        for changed in (first, f"{second},{first}"):
+            with pytest.raises(IndexShardsChanged, match="docsieve reindex"):
+                RedisIndex(changed, prefix).lookup(keys, 5)
+        alone = RedisIndex(first, prefix)
+        alone.clear()
+        assert alone.lookup(keys, 5) == ([[]], 0)
+    finally:
+        both.clear()
+
+
+def test_a_pipeline_on_two_instances_makes_the_stories_one_makes(redis_url: str, tmp_path) -> None:
+    """``DOCSIEVE_INDEX_URL`` as a list: a worker ingests, finds copies and publishes across both instances, and
+    its payloads go to the first."""
+    from worker.payloads import Payloads
+
+    texts = [
+        ("a.txt", fixture_text("ar_near_a.txt")),
+        ("b.txt", fixture_text("ar_near_b.txt")),
+        ("c.txt", fixture_text("ar_other.txt")),
+        ("d.txt", fixture_text("en_article.txt")),
+        ("e.txt", fixture_text("en_article.txt").replace("\n\n", "\n\nUpdated. ", 1)),
+    ]
+    got = {}
+    urls = _databases(redis_url, 2)
+    for name, url in (("one", redis_url), ("two", ",".join(urls))):
+        prefix = f"docsieve-test-{uuid.uuid4().hex[:8]}"
+        settings = Settings(store=f"sqlite:///{tmp_path / name}.db", index_url=url, queue_prefix=prefix, batch_size=2)
+        pipeline = Pipeline(Store(settings.store), settings, open_index(settings))
+        try:
+            pipeline.ingest([RawDocument(source, body) for source, body in texts])
+            records = {r.id: r for r in pipeline.store.iter_records()}
+            got[name] = sorted(
+                (r.source, r.status.value, records[r.duplicate_of].source if r.duplicate_of else None)
+                for r in records.values()
+            )
+            if name == "two":
+                assert all(RedisIndex(u, prefix).redis_keys() for u in urls)  # both hold keys
+                payloads = Payloads.of(settings)
+                assert payloads is not None
+                key = payloads.put([{"source": "x"}])
+                assert redis.Redis.from_url(urls[0]).exists(key)
+                payloads.drop(key)
+                payloads.close()
+        finally:
+            RedisIndex(url, prefix).clear()
+            pipeline.close()
+    assert got["one"] == got["two"]
+    assert ("b.txt", "duplicate", "a.txt") in got["two"] and ("e.txt", "duplicate", "d.txt") in got["two"]

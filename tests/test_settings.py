@@ -72,3 +72,11 @@ def test_a_switch_is_read_as_on_or_off(raw: str, expected: bool) -> None:
 def test_a_switch_that_is_neither_is_refused() -> None:
     with pytest.raises(SettingsError, match="DOCSIEVE_API_QUEUE='maybe'"):
         Settings.from_env({"DOCSIEVE_API_QUEUE": "maybe"})
+
+
+def test_a_list_of_urls_is_shown_without_any_of_its_passwords() -> None:
+    from docsieve.settings import redacted
+
+    shown = redacted("redis://:one@a:6379/2,redis://:two@b:6380/2")
+    assert shown == "redis://:***@a:6379/2,redis://:***@b:6380/2"
+    assert redacted("redis://:one@a:6379/2") == "redis://:***@a:6379/2"

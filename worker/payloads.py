@@ -34,7 +34,7 @@ class PayloadLost(LookupError):
 
 
 class Payloads:
-    """Payloads in the Redis the workers share (``index_url``)."""
+    """Payloads in the Redis the workers share (``index_url``'s first, when the index has several)."""
 
     def __init__(self, url: str, prefix: str, ttl: int) -> None:
         import redis
@@ -46,7 +46,9 @@ class Payloads:
     @classmethod
     def of(cls, settings: Settings) -> Payloads | None:
         """Payloads for a deployment with a shared Redis; None where documents travel in the messages."""
-        return cls(settings.index_url, settings.queue_prefix, settings.payload_ttl) if settings.index_url else None
+        if not settings.index_url:
+            return None
+        return cls(settings.index_url.split(",")[0].strip(), settings.queue_prefix, settings.payload_ttl)
 
     def put(self, messages: Sequence[dict]) -> str:
         key = f"{self._prefix}{uuid.uuid4().hex}"

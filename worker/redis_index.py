@@ -64,14 +64,18 @@ import hashlib
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from functools import partial
+from typing import TypeVar
 
 import numpy as np
 import redis
 
 from docsieve.index import DAY, ID_WIDTH, IndexRow, StoredRows, most_shared, read_rows
 from docsieve.models import batched
+from docsieve.settings import redacted
 
+T = TypeVar("T")
 LAYOUT = "index3"  # "index": comma-separated ids; "index2": one hash, fixed-width ids
 OLD_LAYOUTS = ("index", "index2")
 ENTRY = 10  # bytes of a posting: 6 of the mixed key, 4 of the record number
@@ -667,6 +671,25 @@ for _name, _value in (("ENTRY", ENTRY), ("PART", PART), ("SLOT", SLOT), ("CHUNK"
     _REMOVE = _REMOVE.replace(_name, str(_value))
 
 
+class IndexShardsChanged(RuntimeError):
+    """The index's Redis instances are not those it was written with: its keys would be looked for in the wrong one."""
+
+
+class _Instance:
+    """One Redis instance of the index: its connection, its scripts, and the epoch its last staging saw."""
+
+    def __init__(self, url: str, position: str) -> None:
+        self.url = url
+        self.redis = redis.Redis.from_url(url)
+        self.position = position  # "i/n": which of how many instances, kept in its state on first use
+        self.checked = False
+        self.main = self.redis.register_script(_MAIN)
+        self.publish = self.redis.register_script(_PUBLISH)
+        self.resolve = self.redis.register_script(_RESOLVE)
+        self.remove = self.redis.register_script(_REMOVE)
+        self.staged_epoch = b""
+
+
 class RedisIndex:
     """The deployment's index, shared by every worker: for each key the (earliest) records that have it,
     by generation, and the store sequence number the index is complete up to (the layout: the module's
@@ -683,11 +706,22 @@ class RedisIndex:
     one more that turns the record numbers found into ids and times. The scripts only read and write;
     counting shared keys, the window and ranking happen in the worker, with numpy (counting in Lua took
     Redis, which every worker and the broker share, much longer).
+
+    **Several instances** (``url`` a comma-separated list): Redis runs a script on one core, and that core is the
+    deployment's first limit (docs/scaling.md). Each key then lives in one instance, chosen by a byte of its mixed
+    form that bucket addresses do not use; every record's id and slot are in each (38 bytes a record an instance
+    more), so each answers for its keys on its own: a batch's calls go to all at once (threads) and their
+    postings are ranked together, as one instance's would be. An instance keeps which of how many it is: a
+    list changed later is refused until ``docsieve reindex``.
     """
 
     def __init__(self, url: str, prefix: str, common: int = 1000, window: float = 0.0) -> None:
         """``window``: ``DOCSIEVE_INDEX_WINDOW``, days (0: none)."""
-        self._redis = redis.Redis.from_url(url)
+        urls = [u.strip() for u in url.split(",") if u.strip()]
+        if not urls:
+            raise ValueError("no Redis URL for the index")
+        self._instances = [_Instance(u, f"{i}/{len(urls)}") for i, u in enumerate(urls)]
+        self._pool: ThreadPoolExecutor | None = None
         # A key's first ``common`` + 1 records are kept: once it has that many it is common, never read.
         self._cap = common + 1
         self._window = int(window * DAY)
@@ -696,33 +730,64 @@ class RedisIndex:
         self._namespace = prefix
         self._prefix = f"{prefix}:{LAYOUT}:"
         self._seq_key = f"{self._prefix}seq"
-        self._main = self._redis.register_script(_MAIN)
-        self._publish = self._redis.register_script(_PUBLISH)
-        self._resolve = self._redis.register_script(_RESOLVE)
-        self._remove = self._redis.register_script(_REMOVE)
-        self._staged_epoch = b""
+
+    @property
+    def _staged_epoch(self) -> bytes:  # one instance's (tests make a publish find the index cleared)
+        return self._instances[0].staged_epoch
+
+    @_staged_epoch.setter
+    def _staged_epoch(self, epoch: bytes) -> None:
+        self._instances[0].staged_epoch = epoch
 
     def close(self) -> None:
-        self._redis.close()
+        if self._pool is not None:
+            self._pool.shutdown()
+        for instance in self._instances:
+            instance.redis.close()
 
     def ping(self) -> None:
-        """Raises if the Redis server cannot be reached (the service's readiness)."""
-        self._redis.ping()
+        """Raises if a Redis server of the index cannot be reached (the service's readiness)."""
+        for instance in self._instances:
+            instance.redis.ping()
+
+    def _each(self, work: Callable[[int, _Instance], T]) -> list[T]:
+        """``work`` for every instance, at once when there are several (the calls wait on the network)."""
+        if len(self._instances) == 1:
+            return [work(0, self._instances[0])]
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(len(self._instances), thread_name_prefix="docsieve-index")
+        return list(self._pool.map(work, range(len(self._instances)), self._instances))
+
+    def _split(self, keys: Sequence[np.ndarray]) -> list[list[np.ndarray]]:
+        """Each instance's share of each key array (every array kept, perhaps empty, so positions stay)."""
+        count = len(self._instances)
+        if count == 1:
+            return [list(keys)]
+        shares: list[list[np.ndarray]] = [[] for _ in range(count)]
+        for array in keys:
+            array = np.asarray(array, dtype=np.int64)
+            which = _instance_of(array, count)
+            for i in range(count):
+                shares[i].append(array[which == i])
+        return shares
 
     def catch_up(self, store: StoredRows) -> None:
-        after = int(self._redis.get(self._seq_key) or 0)
+        afters = self._each(lambda _, instance: int(instance.redis.get(self._seq_key) or 0))
         batch: list[IndexRow] = []
-        for row in store.index_rows(after):
+        for row in store.index_rows(min(afters)):
             batch.append(row)
             if len(batch) == 1000:  # bounded script calls, each complete up to its own last row
-                self._write_rows(batch)
+                self._write_rows(batch, afters)
                 batch = []
-        self._write_rows(batch)
+        self._write_rows(batch, afters)
 
-    def _write_rows(self, rows: list[IndexRow]) -> None:
-        read = read_rows(rows)
-        if read.ids:
-            self._write(read.ids, read.keys, read.times, read.arrived, read.last_seq)
+    def _write_rows(self, rows: list[IndexRow], afters: list[int]) -> None:
+        def write(i: int, instance: _Instance) -> None:
+            read = read_rows([row for row in rows if row[0] > afters[i]])
+            if read.ids:
+                self._write(instance, read.ids, self._split(read.keys)[i], read.times, read.arrived, read.last_seq)
+
+        self._each(write)
 
     def add(
         self,
@@ -736,14 +801,20 @@ class RedisIndex:
     ) -> None:
         """After the commit: the staged keys are there, so the sequence number moves; if the index was
         cleared meanwhile, the keys are written again first."""
-        if not self._publish(args=[self._prefix, last_seq, self._staged_epoch]):
-            when = list(times) if len(times) == len(record_ids) else [_now()] * len(record_ids)
-            stored = arrived if arrived is not None else max(when, default=_now())
-            # As the store's rows say it: a record whose time is its arrival is undated.
-            self._write(record_ids, keys, when, [stored] * len(record_ids), last_seq)
+
+        def publish(i: int, instance: _Instance) -> None:
+            if not instance.publish(args=[self._prefix, last_seq, instance.staged_epoch]):
+                when = list(times) if len(times) == len(record_ids) else [_now()] * len(record_ids)
+                stored = arrived if arrived is not None else max(when, default=_now())
+                # As the store's rows say it: a record whose time is its arrival is undated.
+                share = self._split(keys)[i]
+                self._write(instance, record_ids, share, when, [stored] * len(record_ids), last_seq)
+
+        self._each(publish)
 
     def _write(
         self,
+        instance: _Instance,
         record_ids: Sequence[str],
         keys: Sequence[np.ndarray],
         times: Sequence[int],
@@ -752,7 +823,8 @@ class RedisIndex:
     ) -> None:
         dated = [t != a for t, a in zip(times, arrived, strict=True)]
         batch = _KeyBatch(keys)
-        self._run("add", batch, lambda: self._records(batch, record_ids, times, dated, arrived), last_seq=last_seq)
+        records = partial(self._records, batch, record_ids, times, dated, arrived)
+        self._run(instance, "add", batch, records, last_seq=last_seq)
 
     def _records(
         self,
@@ -797,6 +869,7 @@ class RedisIndex:
 
     def _run(
         self,
+        instance: _Instance,
         mode: str,
         batch: _KeyBatch,
         records: Callable[[], tuple[bytes, bytes]] | None = None,
@@ -804,18 +877,34 @@ class RedisIndex:
         last_seq: int = 0,
         cap: int | None = None,
     ) -> list:
-        """One call of the main script, its generations computed for the index's span: if the index has
-        another (made by a worker with another window), it is learnt and the call made again."""
+        """One call of the main script on an instance, its generations computed for the index's span: if the
+        index has another (made by a worker with another window), it is learnt and the call made again."""
+        if not instance.checked:
+            self._check(instance)
         while True:
             built_records = records() if records else (b"", b"")
             built_ranges = ranges() if ranges else (b"", b"")
             args: list[bytes | str | int] = [self._prefix, cap or self._cap, mode, uuid.uuid4().hex]
             args += [self._span, last_seq, batch.parts]
-            reply = self._main(args=[*args, *built_ranges, *built_records])
+            reply = instance.main(args=[*args, *built_ranges, *built_records])
             if isinstance(reply, list) and reply and reply[0] == b"span":
                 self._span = int(reply[1])
                 continue
             return reply
+
+    def _check(self, instance: _Instance) -> None:
+        """The instance was written as this one of as many (or is new, and is now)."""
+        state = f"{self._prefix}state"
+        instance.redis.hsetnx(state, "instance", instance.position)
+        found = instance.redis.hget(state, "instance")
+        written = found.decode() if isinstance(found, bytes) else found
+        if written is not None and written != instance.position:
+            raise IndexShardsChanged(
+                f"the index at {redacted(instance.url)} was written as instance {written} of its list (now "
+                f"{instance.position}): its keys would be looked for in the wrong instance; run `docsieve reindex` "
+                "after changing DOCSIEVE_INDEX_URL"
+            )
+        instance.checked = True
 
     def lookup(
         self,
@@ -824,26 +913,43 @@ class RedisIndex:
         times: Sequence[int | None] | None = None,
         stage_ids: Sequence[str] | None = None,
     ) -> tuple[list[list[str]], int]:
-        batch = _KeyBatch(queries)
         now = _now()
-        staged: Callable[[], tuple[bytes, bytes]] | None = None
-        if stage_ids:
-            # A record's index time is its publication (the query's time), else its arrival: now.
-            given = list(times) if times is not None else [None] * len(stage_ids)
-            when = [now if t is None else t for t in given]
-            dated = [t is not None for t in given]
-            staged = partial(self._records, batch, stage_ids, when, dated, [now] * len(when))
-        reply = self._run("stage" if stage_ids else "lookup", batch, staged, lambda: self._ranges(batch, times))
-        hits, numbers, births, seq, epoch, published, arrived = reply
-        if stage_ids:
-            self._staged_epoch = epoch
-        horizon = (
-            (int(published) - 4 * self._span if published else None, int(arrived) - 4 * self._span if arrived else None)
-            if self._span
-            else (None, None)
-        )
-        found = self._found(batch, hits, numbers, births, horizon, times, stage_ids, limit)
-        return found, int(seq)
+        shares = self._split(queries)
+
+        def look(i: int, instance: _Instance) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, int]:
+            batch = _KeyBatch(shares[i])
+            staged: Callable[[], tuple[bytes, bytes]] | None = None
+            if stage_ids:
+                # A record's index time is its publication (the query's time), else its arrival: now.
+                given = list(times) if times is not None else [None] * len(stage_ids)
+                when = [now if t is None else t for t in given]
+                dated = [t is not None for t in given]
+                staged = partial(self._records, batch, stage_ids, when, dated, [now] * len(when))
+            reply = self._run(
+                instance, "stage" if stage_ids else "lookup", batch, staged, lambda: self._ranges(batch, times)
+            )
+            hits, numbers, births, seq, epoch, published, arrived = reply
+            if stage_ids:
+                instance.staged_epoch = epoch
+            horizon = (
+                (
+                    int(published) - 4 * self._span if published else None,
+                    int(arrived) - 4 * self._span if arrived else None,
+                )
+                if self._span
+                else (None, None)
+            )
+            query, key, ids = self._pairs(instance, batch, hits, numbers, births, horizon, times)
+            return query, key, ids, int(seq), batch.unique
+
+        answers = self._each(look)
+        # Keys of different instances are different keys: each instance's numbered after the ones before.
+        offsets = np.cumsum([0] + [a[4] for a in answers])
+        query = np.concatenate([a[0] for a in answers])
+        key = np.concatenate([a[1] + offsets[i] for i, a in enumerate(answers)])
+        ids = np.concatenate([a[2] for a in answers])
+        found = _ranked(len(queries), int(offsets[-1]), query, key, ids, stage_ids, limit)
+        return found, min(a[3] for a in answers)
 
     def _ranges(self, batch: _KeyBatch, times: Sequence[int | None] | None) -> tuple[bytes, bytes]:
         """Which generations each distinct key is read in: those within the window of its queries' times
@@ -865,29 +971,27 @@ class RedisIndex:
         table, which = np.unique(pairs, return_inverse=True)
         return table.tobytes(), which.reshape(-1).astype("<u4").tobytes()
 
-    def _found(
+    def _pairs(
         self,
+        instance: _Instance,
         batch: _KeyBatch,
         hits: bytes,
         numbers: bytes,
         births: bytes,
         horizon: tuple[int | None, int | None],
         times: Sequence[int | None] | None,
-        own_ids: Sequence[str] | None,
-        limit: int,
-    ) -> list[list[str]]:
-        """For each query, the records sharing its keys, most shared first, then by id; never itself; only
-        those within the horizon and (a dated query) its window."""
-        result: list[list[str]] = [[] for _ in range(batch.count)]
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(query, key, record id) of every posting found under a key a query holds: only records within the
+        horizon and (a dated query) its window. Keys are the batch's distinct-key positions."""
         heads = np.frombuffer(hits, dtype=[("key", "<u4"), ("gen", "<u4"), ("count", "<u4")])
-        if not len(heads) or not limit:
-            return result
+        if not len(heads):
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), np.zeros(0, dtype=f"S{ID_WIDTH}")
         key = np.repeat(heads["key"].astype(np.int64), heads["count"])
         gen = np.repeat(heads["gen"].astype(np.int64), heads["count"])
         number = np.frombuffer(numbers, dtype="<u4").astype(np.int64)
         distinct, record = np.unique((gen << 32) | number, return_inverse=True)
         record = record.reshape(-1)
-        slots = self._slots(distinct, np.frombuffer(births, dtype="<i8"))
+        slots = self._slots(instance, distinct, np.frombuffer(births, dtype="<i8"))
         ids, code = slots["id"], slots["time"]
         when, dated = code >> 1, (code & 1).astype(bool)
         usable = ids != b""  # a slot zeroed by a takedown, or swept with its generation
@@ -908,28 +1012,14 @@ class RedisIndex:
             undated = np.array([t is None for t in times], dtype=bool)
             near = np.abs(when[pair_record] - query_time[query]) <= self._window
             keep &= near | undated[query]
-        names, name_of = np.unique(ids, return_inverse=True)  # in id order: ties go to the lowest id
-        name_of = name_of.reshape(-1)
-        other = name_of[pair_record]
-        if own_ids:
-            own = _fixed_width(own_ids)
-            where = np.minimum(np.searchsorted(names, own), len(names) - 1)
-            keep &= other != np.where(names[where] == own, where, -1)[query]
-        query, pair_key, other = query[keep], pair_key[keep], other[keep]
-        # A record met twice under one key (in two generations) shares that key once.
-        width = len(names)
-        query, other = np.divmod(np.unique((query * batch.unique + pair_key) * width + other), width)
-        query //= batch.unique
-        text = [n.decode().rstrip() for n in names.tolist()]
-        ranked = most_shared(query, other, batch.count, limit)
-        return [[text[r] for r in records] for records in ranked]
+        return query[keep], pair_key[keep], ids[pair_record[keep]]
 
-    def _slots(self, distinct: np.ndarray, births: np.ndarray) -> np.ndarray:
+    def _slots(self, instance: _Instance, distinct: np.ndarray, births: np.ndarray) -> np.ndarray:
         """The slots (id, time) of the records numbered ``distinct`` (generation ordinal << 32 | number),
         which are sorted, so each generation's come together."""
         gen, number = distinct >> 32, distinct & 0xFFFFFFFF
         present, counts = np.unique(gen, return_counts=True)
-        raw = self._resolve(
+        raw = instance.resolve(
             args=[
                 self._prefix,
                 births[present].astype("<i8").tobytes(),
@@ -947,13 +1037,19 @@ class RedisIndex:
         """Take a record (a takedown) out of the postings of its keys; returns how many it was in."""
         (fixed,) = _fixed_width([record_id]).tolist()
         idpart = hashlib.blake2b(fixed, digest_size=PART).digest()
-        parts = _parts(np.unique(np.frombuffer(keys, dtype=np.int64)))
-        return int(self._remove(args=[self._prefix, fixed, idpart, parts]))
+        shares = self._split([np.unique(np.frombuffer(keys, dtype=np.int64))])
+        return sum(
+            self._each(
+                lambda i, instance: int(instance.remove(args=[self._prefix, fixed, idpart, _parts(shares[i][0])]))
+            )
+        )
 
     def postings(self, key: int) -> list[str]:
         """The ids a key holds in the live generations (for tests and inspection), in generation order."""
-        batch = _KeyBatch([np.array([key], dtype=np.int64)])
-        reply = self._run("lookup", batch, ranges=lambda: self._ranges(batch, None), cap=1 << 30)
+        array = np.array([key], dtype=np.int64)
+        instance = self._instances[int(_instance_of(array, len(self._instances))[0])]
+        batch = _KeyBatch([array])
+        reply = self._run(instance, "lookup", batch, ranges=lambda: self._ranges(batch, None), cap=1 << 30)
         hits, numbers, births = reply[0], reply[1], reply[2]
         heads = np.frombuffer(hits, dtype=[("key", "<u4"), ("gen", "<u4"), ("count", "<u4")])
         if not len(heads):
@@ -961,34 +1057,50 @@ class RedisIndex:
         gen = np.repeat(heads["gen"].astype(np.int64), heads["count"])
         distinct = (gen << 32) | np.frombuffer(numbers, dtype="<u4").astype(np.int64)
         order = np.argsort(distinct, kind="stable")
-        slots = self._slots(distinct[order], np.frombuffer(births, dtype="<i8"))
+        slots = self._slots(instance, distinct[order], np.frombuffer(births, dtype="<i8"))
         ids = np.empty(len(order), dtype=object)
         ids[order] = [i.decode().rstrip() for i in slots["id"].tolist()]
         return [i for i in ids.tolist() if i]
 
     def posting_count(self) -> int:
-        """Entries the live generations hold (each record's keys, and its id), from their counters: a few
-        reads whatever the index's size (the metrics' gauge)."""
-        births = self._redis.hvals(f"{self._prefix}gens")
-        if not births:
-            return 0
-        counts = self._redis.pipeline(transaction=False)
-        for birth in births:
-            counts.hget(f"{self._prefix}s{birth.decode() if isinstance(birth, bytes) else birth}", "n")
-        return sum(int(float(n)) for n in counts.execute() if n is not None)
+        """Entries the live generations hold (each record's keys, and its id in each instance), from their
+        counters: a few reads whatever the index's size (the metrics' gauge)."""
+
+        def count(_: int, instance: _Instance) -> int:
+            births = instance.redis.hvals(f"{self._prefix}gens")
+            if not births:
+                return 0
+            counts = instance.redis.pipeline(transaction=False)
+            for birth in births:
+                counts.hget(f"{self._prefix}s{birth.decode() if isinstance(birth, bytes) else birth}", "n")
+            return sum(int(float(n)) for n in counts.execute() if n is not None)
+
+        return sum(self._each(count))
 
     def redis_keys(self) -> list[bytes]:
-        """The names of every Redis key this index holds (its layout's, not the old ones')."""
-        return list(self._redis.scan_iter(match=f"{self._prefix}*", count=10_000))
+        """The names of every Redis key this index holds (its layout's, not the old ones'), in every instance."""
+        return [
+            name
+            for names in self._each(
+                lambda _, instance: list(instance.redis.scan_iter(match=f"{self._prefix}*", count=10_000))
+            )
+            for name in names
+        ]
 
     def clear(self) -> int:
-        """Remove this index's keys (only those under its prefix, in any layout); returns how many."""
-        removed = 0
-        for layout in (*OLD_LAYOUTS, LAYOUT):
-            pattern = f"{self._namespace}:{layout}:*"
-            for batch in batched(self._redis.scan_iter(match=pattern, count=10_000), 10_000):
-                removed += self._redis.delete(*batch)
-        return removed
+        """Remove this index's keys (only those under its prefix, in any layout) from every instance; returns how
+        many."""
+
+        def clear(_: int, instance: _Instance) -> int:
+            removed = 0
+            for layout in (*OLD_LAYOUTS, LAYOUT):
+                pattern = f"{self._namespace}:{layout}:*"
+                for batch in batched(instance.redis.scan_iter(match=pattern, count=10_000), 10_000):
+                    removed += instance.redis.delete(*batch)
+            instance.checked = False  # its place in the list is written again with its next keys
+            return removed
+
+        return sum(self._each(clear))
 
 
 class _KeyBatch:
@@ -1010,6 +1122,44 @@ class _KeyBatch:
             order = np.argsort(self.position, kind="stable")
             self._by_key = order, np.searchsorted(self.position[order], np.arange(self.unique + 1))
         return self._by_key
+
+
+def _ranked(
+    count: int,
+    keys: int,
+    query: np.ndarray,
+    key: np.ndarray,
+    ids: np.ndarray,
+    own_ids: Sequence[str] | None,
+    limit: int,
+) -> list[list[str]]:
+    """For each of ``count`` queries, the records sharing its keys (of ``keys`` distinct ones), most shared first,
+    then by id; never itself."""
+    if not len(query) or not limit:
+        return [[] for _ in range(count)]
+    names, other = np.unique(ids, return_inverse=True)  # in id order: ties go to the lowest id
+    other = other.reshape(-1)
+    if own_ids:
+        own = _fixed_width(own_ids)
+        where = np.minimum(np.searchsorted(names, own), len(names) - 1)
+        keep = other != np.where(names[where] == own, where, -1)[query]
+        query, key, other = query[keep], key[keep], other[keep]
+    # A record met twice under one key (in two generations) shares that key once.
+    width = len(names)
+    query, other = np.divmod(np.unique((query * keys + key) * width + other), width)
+    query //= keys
+    text = [n.decode().rstrip() for n in names.tolist()]
+    ranked = most_shared(query, other, count, limit)
+    return [[text[r] for r in records] for records in ranked]
+
+
+def _instance_of(keys: np.ndarray, count: int) -> np.ndarray:
+    """Which of ``count`` instances holds each key: the first byte of its mixed form (bucket addresses use the
+    third to sixth)."""
+    if count == 1:
+        return np.zeros(len(keys), dtype=np.int64)
+    first = np.frombuffer(_parts(keys), dtype=np.uint8).reshape(-1, PART)[:, 0]
+    return first.astype(np.int64) % count
 
 
 def _parts(keys: np.ndarray) -> bytes:
