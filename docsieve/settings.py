@@ -384,10 +384,20 @@ def _at_least_one(section: object, *names: str) -> None:
             raise SettingsError(f"{PREFIX}{name.upper()} must be at least 1, got {getattr(section, name)}")
 
 
+def url_list(urls: str) -> list[str]:
+    """The URLs of a comma-separated list (the shared index's instances); a comma counts only before another
+    URL's scheme, so one in a password does not split it."""
+    return [u.strip() for u in _NEXT_URL.split(urls) if u.strip()]
+
+
+_NEXT_URL = re.compile(r",\s*(?=[a-z][a-z0-9+.-]*://)", re.IGNORECASE)
+
+
 def redacted(url: str) -> str:
     """A URL as shown to a person or written to a log: without its password (each of a comma-separated list's)."""
-    if "," in url and url.count("://") > 1:  # the shared index's instances
-        return ",".join(redacted(part) for part in url.split(","))
+    listed = url_list(url)
+    if len(listed) > 1:  # the shared index's instances
+        return ",".join(redacted(part) for part in listed)
     try:
         parts = urlsplit(url)
         password = parts.password

@@ -5,7 +5,9 @@ document."""
 
 from __future__ import annotations
 
+import threading
 import uuid
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -460,3 +462,166 @@ def test_a_pipeline_on_two_instances_makes_the_stories_one_makes(redis_url: str,
             pipeline.close()
     assert got["one"] == got["two"]
     assert ("b.txt", "duplicate", "a.txt") in got["two"] and ("e.txt", "duplicate", "d.txt") in got["two"]
+
+
+T0 = 1_780_000_000
+
+
+def _wipe(url: str, prefix: str) -> None:
+    """One instance restarted empty: this prefix's keys gone from it alone."""
+    client = redis.Redis.from_url(url)
+    for name in list(client.scan_iter(match=f"{prefix}:*")):
+        client.delete(name)
+
+
+class _Rows:
+    def __init__(self, stored, ids, times):
+        self.rows = [
+            (n + 1, ids[n], stored[n].astype("<i8").tobytes(), times[n], times[n], None) for n in range(len(ids))
+        ]
+
+    def index_rows(self, after: int):
+        return iter([r for r in self.rows if r[0] > after])
+
+
+@pytest.fixture
+def pair(redis_url: str):
+    rng = np.random.default_rng(11)
+    prefix = f"docsieve-test-{uuid.uuid4().hex[:8]}"
+    urls = _databases(redis_url, 2)
+    one = RedisIndex(redis_url, f"{prefix}-one", common=40, window=30)
+    many = RedisIndex(",".join(urls), prefix, common=40, window=30)
+    stored = _synthetic(rng, 300)
+    ids = [f"r{i:05d}" for i in range(len(stored))]
+    times = [T0 + int(rng.integers(0, 40 * 86_400)) for _ in stored]
+    queries = [*_synthetic(rng, 60), *stored[:30]]
+    yield one, many, urls, prefix, stored, ids, times, queries
+    one.clear()
+    many.clear()
+    one.close()
+    many.close()
+
+
+def test_a_lost_instance_is_caught_up_alone(pair) -> None:
+    one, many, urls, prefix, stored, ids, times, queries = pair
+    rows = _Rows(stored, ids, times)
+    for index in (one, many):
+        index.catch_up(rows)  # type: ignore[arg-type]
+    _wipe(urls[1], prefix)
+    assert many.lookup(queries[:2], 5)[1] == 0  # complete only up to the lost instance
+    many.catch_up(rows)  # type: ignore[arg-type]
+    assert many.lookup(queries, 32) == one.lookup(queries, 32)
+    assert [many.postings(int(k)) for k in stored[7]] == [one.postings(int(k)) for k in stored[7]]
+
+
+def test_a_publish_rewrites_the_one_instance_that_was_cleared(pair) -> None:
+    one, many, urls, prefix, stored, ids, times, queries = pair
+    for index in (one, many):
+        index.lookup(stored, 0, times=times, stage_ids=ids)
+    _wipe(urls[1], prefix)  # between staging and publishing, on one instance only
+    one._staged_epoch = b"lost"  # the single instance rewrites the batch too, as the wiped one must
+    for index in (one, many):
+        index.add(ids, stored, last_seq=300, times=times, arrived=T0 + 50 * 86_400)
+    assert many.lookup(queries, 32) == one.lookup(queries, 32)
+    assert [many.postings(int(k)) for k in stored[9]] == [one.postings(int(k)) for k in stored[9]]
+    assert many.posting_count() == one.posting_count() + len(ids)  # the wiped one took its share only
+
+
+def test_a_publish_rewrites_nothing_when_no_instance_was_cleared(pair) -> None:
+    _one, many, _urls, _prefix, stored, ids, times, _queries = pair
+    many.lookup(stored[:50], 0, times=times[:50], stage_ids=ids[:50])
+    with mock.patch.object(RedisIndex, "_write", autospec=True) as write:
+        many.add(ids[:50], stored[:50], last_seq=50, times=times[:50])
+    assert not write.called
+
+
+def test_keys_are_spread_and_counted_over_the_instances(pair) -> None:
+    one, many, urls, prefix, stored, ids, times, _queries = pair
+    rows = _Rows(stored, ids, times)
+    for index in (one, many):
+        index.catch_up(rows)  # type: ignore[arg-type]
+    # Each instance holds every record's id and a share of the keys; together, each key once.
+    assert many.posting_count() == one.posting_count() + (len(urls) - 1) * len(ids)
+    shares = [RedisIndex(u, prefix).posting_count() - len(ids) for u in urls]
+    total = one.posting_count() - len(ids)
+    assert sum(shares) == total and all(s > total / 4 for s in shares)
+    per = [len(RedisIndex(u, prefix).redis_keys()) for u in urls]
+    assert len(many.redis_keys()) == sum(per)
+
+
+def test_clear_writes_each_instance_place_again(pair) -> None:
+    _one, many, urls, prefix, _stored, _ids, _times, _queries = pair
+    keys = [np.arange(100, dtype=np.int64)]
+    many.lookup(keys, 5, stage_ids=["a"])
+    many.clear()
+    many.lookup(keys, 5, stage_ids=["a"])
+    assert [redis.Redis.from_url(u).hget(f"{prefix}:index3:state", "instance") for u in urls] == [b"0/2", b"1/2"]
+
+
+def test_ping_covers_every_instance_and_a_call_leaves_no_thread(redis_url: str) -> None:
+    prefix = f"docsieve-test-{uuid.uuid4().hex[:8]}"
+    down = RedisIndex(f"{redis_url},redis://127.0.0.1:1/0", prefix)
+    with pytest.raises(redis.ConnectionError):
+        down.ping()
+    down.close()
+    many = RedisIndex(",".join(_databases(redis_url, 2)), prefix)
+    threads = threading.active_count()
+    many.lookup([np.arange(5, dtype=np.int64)], 5)
+    assert threading.active_count() == threads  # no idle thread left to stop the pipeline forking
+    many.clear()
+    many.close()
+
+
+def test_a_password_with_a_comma_still_names_one_instance(redis_url: str) -> None:
+    url = redis_url.replace("redis://", "redis://:se,cret@", 1)
+    index = RedisIndex(url, f"docsieve-test-{uuid.uuid4().hex[:8]}")
+    assert len(index._instances) == 1
+
+
+def test_instances_keep_one_span_whoever_catches_a_lost_one_up(pair) -> None:
+    _one, many, urls, prefix, stored, ids, times, _queries = pair
+    rows = _Rows(stored, ids, times)
+    many.catch_up(rows)  # type: ignore[arg-type]
+    _wipe(urls[1], prefix)
+    other = RedisIndex(",".join(urls), prefix, common=40, window=10)  # a worker with another window
+    other.catch_up(rows)  # type: ignore[arg-type]
+    spans = {redis.Redis.from_url(u).hget(f"{prefix}:index3:state", "span") for u in urls}
+    assert len(spans) == 1
+
+
+def test_an_index_closed_is_usable_again_as_one_instance_is(redis_url: str) -> None:
+    prefix = f"docsieve-test-{uuid.uuid4().hex[:8]}"
+    keys = [np.arange(5, dtype=np.int64)]
+    for url in (redis_url, ",".join(_databases(redis_url, 2))):
+        index = RedisIndex(url, prefix)
+        index.lookup(keys, 5)
+        index.close()
+        try:
+            assert index.lookup(keys, 5) == ([[]], 0)  # redis-py reconnects; the pool is shut down for good
+        finally:
+            index.clear()
+
+
+def test_a_worker_still_on_the_old_list_is_refused_once_the_index_is_rebuilt_on_another(redis_url: str) -> None:
+    """A long-lived worker checks its list on every call, not once: after a ``docsieve reindex`` on the same
+    instances in another order, its next lookup is refused instead of looking in the wrong instance."""
+    from worker.redis_index import IndexShardsChanged
+
+    first, second = _databases(redis_url, 2)
+    prefix = f"docsieve-test-{uuid.uuid4().hex[:8]}"
+    keys = [np.arange(10, dtype=np.int64)]
+    worker = RedisIndex(f"{first},{second}", prefix)
+    rebuilt = RedisIndex(f"{second},{first}", prefix)
+    try:
+        worker.lookup(keys, 5, stage_ids=["x1"])
+        worker.add(["x1"], keys, last_seq=1)
+        rebuilt.clear()
+        rebuilt.lookup(keys, 5, stage_ids=["x1"])
+        rebuilt.add(["x1"], keys, last_seq=1)
+        assert rebuilt.lookup(keys, 5)[0] == [["x1"]]
+        with pytest.raises(IndexShardsChanged):
+            worker.lookup(keys, 5)
+    finally:
+        rebuilt.clear()
+        worker.close()
+        rebuilt.close()

@@ -23,7 +23,7 @@ from typing import TypeVar
 
 import orjson
 
-from docsieve.settings import Settings
+from docsieve.settings import Settings, url_list
 from worker.messages import INGEST_TASK, message_size
 
 T = TypeVar("T")
@@ -48,7 +48,7 @@ class Payloads:
         """Payloads for a deployment with a shared Redis; None where documents travel in the messages."""
         if not settings.index_url:
             return None
-        return cls(settings.index_url.split(",")[0].strip(), settings.queue_prefix, settings.payload_ttl)
+        return cls(url_list(settings.index_url)[0], settings.queue_prefix, settings.payload_ttl)
 
     def put(self, messages: Sequence[dict]) -> str:
         key = f"{self._prefix}{uuid.uuid4().hex}"

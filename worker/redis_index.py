@@ -73,7 +73,7 @@ import redis
 
 from docsieve.index import DAY, ID_WIDTH, IndexRow, StoredRows, most_shared, read_rows
 from docsieve.models import batched
-from docsieve.settings import redacted
+from docsieve.settings import redacted, url_list
 
 T = TypeVar("T")
 LAYOUT = "index3"  # "index": comma-separated ids; "index2": one hash, fixed-width ids
@@ -147,10 +147,11 @@ end
 # epoch to set if there is none, 5 span (seconds; 0 one generation), 6 the sequence number to publish ('add'),
 # 7 key parts (6 bytes each, the batch's distinct keys), 8 generation ranges (two int64 each), 9 each key's
 # range (uint32), 10 records (int64 generation, int64 time, int64 arrival, a byte dated, 6 bytes of the
-# id's hash, the 28-byte slot), 11 each record's keys (uint32 count, then uint32 positions in 7).
-# Reply: a span mismatch as {'span', span}; else {hits (uint32 key, uint32 generation ordinal, uint32
-# count each), numbers (4 bytes each, the hits' in order), births (int64 per ordinal), seq, epoch,
-# newest publication, newest arrival}.
+# id's hash, the 28-byte slot), 11 each record's keys (uint32 count, then uint32 positions in 7), 12 which of how
+# many instances this is ("i/n").
+# Reply: a span mismatch as {'span', span}; an instance of another list as {'instance', "i/n"}; else {hits
+# (uint32 key, uint32 generation ordinal, uint32 count each), numbers (4 bytes each, the hits' in order), births
+# (int64 per ordinal), seq, epoch, newest publication, newest arrival}.
 _MAIN = (
     _COMMON_LUA
     + """
@@ -159,8 +160,11 @@ local parts, rangetab, keyranges, recs, reckeys = ARGV[7], ARGV[8], ARGV[9], ARG
 local state = P .. 'state'
 local stored = call('HGET', state, 'span')
 if stored and tonumber(stored) ~= span then return {'span', stored} end
+local placed = call('HGET', state, 'instance')
+if placed and placed ~= ARGV[12] then return {'instance', placed} end
 local writing = mode ~= 'lookup'
 if writing and not stored then call('HSET', state, 'span', span) end
+if writing and not placed then call('HSET', state, 'instance', ARGV[12]) end
 local nkeys = #parts / PART
 local h = {}
 for i = 1, nkeys do
@@ -681,8 +685,7 @@ class _Instance:
     def __init__(self, url: str, position: str) -> None:
         self.url = url
         self.redis = redis.Redis.from_url(url)
-        self.position = position  # "i/n": which of how many instances, kept in its state on first use
-        self.checked = False
+        self.position = position  # "i/n": which of how many instances, kept in its state by its first write
         self.main = self.redis.register_script(_MAIN)
         self.publish = self.redis.register_script(_PUBLISH)
         self.resolve = self.redis.register_script(_RESOLVE)
@@ -711,17 +714,18 @@ class RedisIndex:
     deployment's first limit (docs/scaling.md). Each key then lives in one instance, chosen by a byte of its mixed
     form that bucket addresses do not use; every record's id and slot are in each (38 bytes a record an instance
     more), so each answers for its keys on its own: a batch's calls go to all at once (threads) and their
-    postings are ranked together, as one instance's would be. An instance keeps which of how many it is: a
-    list changed later is refused until ``docsieve reindex``.
+    postings are ranked together, as one instance's would be. An instance keeps which of how many it is (checked
+    by every script call): a list changed later is refused until ``docsieve reindex``. An index written before
+    instances were kept takes the first list it is given.
     """
 
     def __init__(self, url: str, prefix: str, common: int = 1000, window: float = 0.0) -> None:
         """``window``: ``DOCSIEVE_INDEX_WINDOW``, days (0: none)."""
-        urls = [u.strip() for u in url.split(",") if u.strip()]
+        urls = url_list(url)
         if not urls:
             raise ValueError("no Redis URL for the index")
         self._instances = [_Instance(u, f"{i}/{len(urls)}") for i, u in enumerate(urls)]
-        self._pool: ThreadPoolExecutor | None = None
+        self._span_read = len(urls) == 1  # several: the span the instances hold is read before the first call
         # A key's first ``common`` + 1 records are kept: once it has that many it is common, never read.
         self._cap = common + 1
         self._window = int(window * DAY)
@@ -740,8 +744,6 @@ class RedisIndex:
         self._instances[0].staged_epoch = epoch
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown()
         for instance in self._instances:
             instance.redis.close()
 
@@ -751,12 +753,29 @@ class RedisIndex:
             instance.redis.ping()
 
     def _each(self, work: Callable[[int, _Instance], T]) -> list[T]:
-        """``work`` for every instance, at once when there are several (the calls wait on the network)."""
+        """``work`` for every instance, at once when there are several (the calls wait on the network): the first
+        in this thread, the others in threads that end with the call (an idle pool's threads would keep the
+        pipeline from forking its preparing process)."""
+        if not self._span_read:
+            self._read_span()
         if len(self._instances) == 1:
             return [work(0, self._instances[0])]
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(len(self._instances), thread_name_prefix="docsieve-index")
-        return list(self._pool.map(work, range(len(self._instances)), self._instances))
+        with ThreadPoolExecutor(len(self._instances) - 1, thread_name_prefix="docsieve-index") as pool:
+            others = pool.map(work, range(1, len(self._instances)), self._instances[1:])
+            return [work(0, self._instances[0]), *others]
+
+    def _read_span(self) -> None:
+        """The span the instances were written with, taken before this process writes any: an instance that lost
+        its keys (or a new one) is then written with the others' span, whatever this worker's window says."""
+        spans = {int(s) for i in self._instances if (s := i.redis.hget(f"{self._prefix}state", "span")) is not None}
+        if len(spans) > 1:
+            raise IndexShardsChanged(
+                f"the index's instances were written with different spans ({sorted(spans)} seconds): run "
+                "`docsieve reindex`"
+            )
+        if spans:
+            self._span = spans.pop()
+        self._span_read = True
 
     def _split(self, keys: Sequence[np.ndarray]) -> list[list[np.ndarray]]:
         """Each instance's share of each key array (every array kept, perhaps empty, so positions stay)."""
@@ -878,33 +897,24 @@ class RedisIndex:
         cap: int | None = None,
     ) -> list:
         """One call of the main script on an instance, its generations computed for the index's span: if the
-        index has another (made by a worker with another window), it is learnt and the call made again."""
-        if not instance.checked:
-            self._check(instance)
+        index has another (made by a worker with another window), it is learnt and the call made again. An instance
+        written as another place in another list is refused."""
         while True:
             built_records = records() if records else (b"", b"")
             built_ranges = ranges() if ranges else (b"", b"")
             args: list[bytes | str | int] = [self._prefix, cap or self._cap, mode, uuid.uuid4().hex]
             args += [self._span, last_seq, batch.parts]
-            reply = instance.main(args=[*args, *built_ranges, *built_records])
+            reply = instance.main(args=[*args, *built_ranges, *built_records, instance.position])
             if isinstance(reply, list) and reply and reply[0] == b"span":
                 self._span = int(reply[1])
                 continue
+            if isinstance(reply, list) and reply and reply[0] == b"instance":
+                raise IndexShardsChanged(
+                    f"the index at {redacted(instance.url)} was written as instance {reply[1].decode()} of its list "
+                    f"(now {instance.position}): its keys would be looked for in the wrong instance; run "
+                    "`docsieve reindex` after changing DOCSIEVE_INDEX_URL"
+                )
             return reply
-
-    def _check(self, instance: _Instance) -> None:
-        """The instance was written as this one of as many (or is new, and is now)."""
-        state = f"{self._prefix}state"
-        instance.redis.hsetnx(state, "instance", instance.position)
-        found = instance.redis.hget(state, "instance")
-        written = found.decode() if isinstance(found, bytes) else found
-        if written is not None and written != instance.position:
-            raise IndexShardsChanged(
-                f"the index at {redacted(instance.url)} was written as instance {written} of its list (now "
-                f"{instance.position}): its keys would be looked for in the wrong instance; run `docsieve reindex` "
-                "after changing DOCSIEVE_INDEX_URL"
-            )
-        instance.checked = True
 
     def lookup(
         self,
@@ -939,6 +949,8 @@ class RedisIndex:
                 if self._span
                 else (None, None)
             )
+            if not limit:  # staging alone: no candidates wanted, none resolved
+                return *_no_pairs(), int(seq), batch.unique
             query, key, ids = self._pairs(instance, batch, hits, numbers, births, horizon, times)
             return query, key, ids, int(seq), batch.unique
 
@@ -985,7 +997,7 @@ class RedisIndex:
         horizon and (a dated query) its window. Keys are the batch's distinct-key positions."""
         heads = np.frombuffer(hits, dtype=[("key", "<u4"), ("gen", "<u4"), ("count", "<u4")])
         if not len(heads):
-            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), np.zeros(0, dtype=f"S{ID_WIDTH}")
+            return _no_pairs()
         key = np.repeat(heads["key"].astype(np.int64), heads["count"])
         gen = np.repeat(heads["gen"].astype(np.int64), heads["count"])
         number = np.frombuffer(numbers, dtype="<u4").astype(np.int64)
@@ -1097,10 +1109,11 @@ class RedisIndex:
                 pattern = f"{self._namespace}:{layout}:*"
                 for batch in batched(instance.redis.scan_iter(match=pattern, count=10_000), 10_000):
                     removed += instance.redis.delete(*batch)
-            instance.checked = False  # its place in the list is written again with its next keys
             return removed
 
-        return sum(self._each(clear))
+        removed = sum(self._each(clear))
+        self._span_read = len(self._instances) == 1  # read again: this worker's window writes it now
+        return removed
 
 
 class _KeyBatch:
@@ -1151,6 +1164,10 @@ def _ranked(
     text = [n.decode().rstrip() for n in names.tolist()]
     ranked = most_shared(query, other, count, limit)
     return [[text[r] for r in records] for records in ranked]
+
+
+def _no_pairs() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), np.zeros(0, dtype=f"S{ID_WIDTH}")
 
 
 def _instance_of(keys: np.ndarray, count: int) -> np.ndarray:
