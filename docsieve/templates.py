@@ -152,6 +152,12 @@ class ShingleCounts:
             self._loaded()  # a process that never weighs shingles still bounds the rows
         if self._counts is None or self.since_snapshot < due:
             return False
+        if rows.newest_count_snapshot() >= self.last_seq:
+            # Another process wrote it, in a batch that added no row (its documents all stored already): a
+            # second at the same seq would clash on its key, and fail every batch of this process until another
+            # row is written.
+            self.since_snapshot = 0
+            return False
         blob = zlib.compress(self._counts.tobytes(), 1)
         if self._words is not None:
             blob = _joined(blob, zlib.compress(self._words.tobytes(), 1))

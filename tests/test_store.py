@@ -1,4 +1,6 @@
 import functools
+import random
+import threading
 import time
 from datetime import datetime
 from pathlib import Path
@@ -1006,3 +1008,128 @@ def test_times_of_an_older_sqlite_store_are_brought_to_one_format(tmp_path: Path
     finally:
         store.close()
         engine.dispose()
+
+
+def test_a_record_stored_just_before_the_first_reading_before_the_lock_is_found(
+    postgres_server_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another worker commits the original right before the copy's worker first reads ``written_through`` before
+    the lock: the catch-ups before the lock must come after that reading (else the decision stands without the
+    original, and no catch-up under the lock repairs it)."""
+    from tests.services import postgres_database
+
+    text = fixture_text("ar_near_a.txt")
+    with postgres_database(postgres_server_url) as url:
+        settings = Settings(store=url, batch_size=8)
+        one, two = Pipeline(Store(url), settings), Pipeline(Store(url), settings)
+        original = Transaction.written_through
+        injected: list[bool] = []
+
+        def written_through(self: Transaction):
+            if not injected and threading.current_thread().name == "copy":
+                injected.append(True)
+                one.process([RawDocument(source="a.txt", body=text)])  # its own connection, its own lock
+            return original(self)
+
+        monkeypatch.setattr(Transaction, "written_through", written_through)
+        copy = [RawDocument(source="b.txt", body=_near_copy(text))]
+        worker = threading.Thread(target=two.process, args=(copy,), name="copy")
+        worker.start()
+        worker.join(60)
+        got = {r.source: r for r in two.store.iter_records()}
+        one.close()
+        two.close()
+    assert injected
+    assert got["b.txt"].duplicate_of == got["a.txt"].id and got["b.txt"].method is Method.NEAR
+
+
+def test_another_workers_snapshot_in_a_batch_that_adds_no_count_row_does_not_break_the_next_batch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Worker B writes a snapshot at the last row in a batch that stores nothing (all its documents known); A,
+    counts held up to the same row, must not write a second snapshot with that seq (primary-key clash)."""
+    import docsieve.templates as templates
+
+    rng = random.Random(3)
+    docs = [RawDocument(source=f"d{i}.txt", body=_words(200, rng)) for i in range(24)]
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    monkeypatch.setattr(templates, "SNAPSHOT_AFTER", 2_000)
+    settings = Settings(store=url, batch_size=8)
+    a, b = Pipeline(Store(url), settings), Pipeline(Store(url), settings)
+    a.ingest(docs[:8])
+    a.ingest([*docs[8:15], RawDocument(source="copy.txt", body=_near_copy(docs[0].body))])
+    assert a.templates.read and a.templates.since_snapshot >= 2_000  # A's snapshot is due
+    b.ingest(docs[:8])  # nothing new stored; the snapshot that was due is written at A's last row
+    with b.store.reading() as txn:
+        assert txn.newest_count_snapshot() == a.templates.last_seq
+    assert a.ingest(docs[16:24]).new == 8  # was: IntegrityError on shingle_count_snapshots.seq, batch after batch
+    a.close()
+    b.close()
+
+
+def test_a_count_row_staged_and_left_pending_is_rolled_back(postgres_server_url: str) -> None:
+    """A staged template-count row neither placed nor dropped: the transaction fails and no negative row stays."""
+    from docsieve.schema import shingle_counts
+    from tests.services import postgres_database
+
+    with postgres_database(postgres_server_url) as url:
+        store = Store(url)
+        staged = store.writing(before_lock=lambda txn: txn.stage_shingle_counts(b"\x01\x00\x00\x00"))
+        with pytest.raises(RuntimeError, match="neither placed nor dropped"), staged:
+            pass
+        with store.engine.connect() as conn:
+            assert conn.scalar(sa.select(sa.func.count()).select_from(shingle_counts)) == 0
+        store.close()
+
+
+def test_the_worker_that_placed_its_count_rows_holds_the_counts_a_new_process_reads(
+    postgres_server_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After batches whose rows were staged and placed (with snapshots under the lock), the worker's own counts and
+    last_seq are those a new process reads: no row counted twice (a wrong seq returned by the placement) or
+    skipped. And under the lock no count row is INSERTed (the staged one is placed by UPDATE)."""
+    import numpy as np
+
+    import docsieve.templates as templates
+    from docsieve.schema import shingle_counts
+    from tests.services import postgres_database
+
+    monkeypatch.setattr(templates, "SNAPSHOT_AFTER", 2_000)
+    rng = random.Random(5)
+    base = [RawDocument(source=f"d{i}.txt", body=_words(200, rng)) for i in range(32)]
+    # a near copy in each batch: the worker weighs shingles, so it holds the counts from its first batch on
+    docs = []
+    for k in range(4):
+        docs += [*base[8 * k : 8 * k + 7], RawDocument(source=f"c{k}.txt", body=_near_copy(base[8 * k].body))]
+    with postgres_database(postgres_server_url) as url:
+        settings = Settings(store=url, batch_size=8)
+        pipeline = Pipeline(Store(url), settings)
+        inserts_under_lock: list[str] = []
+        locked = threading.local()
+
+        @sa.event.listens_for(pipeline.store.engine, "before_cursor_execute")
+        def watch(conn, cursor, statement, params, context, executemany):
+            if "pg_advisory_xact_lock" in statement:
+                locked.on = True
+            elif getattr(locked, "on", False) and statement.lstrip().upper().startswith("INSERT INTO SHINGLE_COUNTS"):
+                inserts_under_lock.append(statement)
+
+        @sa.event.listens_for(pipeline.store.engine, "commit")
+        def done(conn):
+            locked.on = False
+
+        pipeline.ingest(docs)
+        assert pipeline.templates.read
+        with pipeline.store.engine.connect() as conn:
+            newest = conn.scalar(sa.select(sa.func.max(shingle_counts.c.seq)))
+        assert pipeline.templates.last_seq == newest
+        probe = np.nonzero(pipeline.templates._counts)[0].astype(np.uint32) << 8
+        mine = pipeline.templates.counts(probe).copy()
+        pipeline.close()
+        fresh = Pipeline(Store(url), settings)
+        with fresh.store.writing() as txn:
+            fresh.templates.catch_up(txn)
+            theirs = fresh.templates.counts(probe)
+        fresh.close()
+    assert probe.size > 500 and np.array_equal(mine, theirs)
+    assert inserts_under_lock == []

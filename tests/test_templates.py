@@ -110,6 +110,9 @@ class _Rows:
     def save_count_snapshot(self, seq: int, blob: bytes) -> None:
         self.saved += 1
 
+    def newest_count_snapshot(self) -> int:
+        return 0
+
 
 def test_a_small_batch_leaves_a_due_snapshot_to_a_larger_one_until_twice_due() -> None:
     """Writing a snapshot reads and compresses every count: the ingest of one document that found one due took a
@@ -125,7 +128,7 @@ def test_a_small_batch_leaves_a_due_snapshot_to_a_larger_one_until_twice_due() -
     ):
         counts, rows = ShingleCounts(3), _Rows(since)
         counts.catch_up(rows)  # type: ignore[arg-type]
-        counts.since_snapshot = since
+        counts.since_snapshot, counts.last_seq = since, 5  # rows to 5 counted, none in a snapshot
         if since >= SNAPSHOT_AFTER:  # a process holding the counts already
             counts._counts = np.zeros(1 << (32 - 8), dtype=np.uint16)
         assert counts.snapshot_if_due(rows, documents) is written  # type: ignore[arg-type]
