@@ -926,7 +926,7 @@ class RedisIndex:
         now = _now()
         shares = self._split(queries)
 
-        def look(i: int, instance: _Instance) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, int]:
+        def look(i: int, instance: _Instance) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int, int]:
             batch = _KeyBatch(shares[i])
             staged: Callable[[], tuple[bytes, bytes]] | None = None
             if stage_ids:
@@ -951,17 +951,21 @@ class RedisIndex:
             )
             if not limit:  # staging alone: no candidates wanted, none resolved
                 return *_no_pairs(), int(seq), batch.unique
-            query, key, ids = self._pairs(instance, batch, hits, numbers, births, horizon, times)
-            return query, key, ids, int(seq), batch.unique
+            query, key, record, ids = self._pairs(instance, batch, hits, numbers, births, horizon, times)
+            return query, key, record, ids, int(seq), batch.unique
 
         answers = self._each(look)
-        # Keys of different instances are different keys: each instance's numbered after the ones before.
-        offsets = np.cumsum([0] + [a[4] for a in answers])
+        # Keys of different instances are different keys: each instance's numbered after the ones before. Records
+        # are named by id across instances (each instance numbers its own).
+        key_offsets = np.cumsum([0] + [a[5] for a in answers])
+        id_offsets = np.cumsum([0] + [len(a[3]) for a in answers])
+        names, name_of = np.unique(np.concatenate([a[3] for a in answers]), return_inverse=True)
+        name_of = name_of.reshape(-1)
         query = np.concatenate([a[0] for a in answers])
-        key = np.concatenate([a[1] + offsets[i] for i, a in enumerate(answers)])
-        ids = np.concatenate([a[2] for a in answers])
-        found = _ranked(len(queries), int(offsets[-1]), query, key, ids, stage_ids, limit)
-        return found, min(a[3] for a in answers)
+        key = np.concatenate([a[1] + key_offsets[i] for i, a in enumerate(answers)])
+        other = np.concatenate([name_of[a[2] + id_offsets[i]] for i, a in enumerate(answers)])
+        found = _ranked(len(queries), int(key_offsets[-1]), query, key, other, names, stage_ids, limit)
+        return found, min(a[4] for a in answers)
 
     def _ranges(self, batch: _KeyBatch, times: Sequence[int | None] | None) -> tuple[bytes, bytes]:
         """Which generations each distinct key is read in: those within the window of its queries' times
@@ -992,9 +996,10 @@ class RedisIndex:
         births: bytes,
         horizon: tuple[int | None, int | None],
         times: Sequence[int | None] | None,
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(query, key, record id) of every posting found under a key a query holds: only records within the
-        horizon and (a dated query) its window. Keys are the batch's distinct-key positions."""
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(query, key, record) of every posting found under a key a query holds, and the records' ids (a record is
+        its position in them): only records within the horizon and (a dated query) its window. Keys are the
+        batch's distinct-key positions."""
         heads = np.frombuffer(hits, dtype=[("key", "<u4"), ("gen", "<u4"), ("count", "<u4")])
         if not len(heads):
             return _no_pairs()
@@ -1024,7 +1029,7 @@ class RedisIndex:
             undated = np.array([t is None for t in times], dtype=bool)
             near = np.abs(when[pair_record] - query_time[query]) <= self._window
             keep &= near | undated[query]
-        return query[keep], pair_key[keep], ids[pair_record[keep]]
+        return query[keep], pair_key[keep], pair_record[keep], ids
 
     def _slots(self, instance: _Instance, distinct: np.ndarray, births: np.ndarray) -> np.ndarray:
         """The slots (id, time) of the records numbered ``distinct`` (generation ordinal << 32 | number),
@@ -1142,16 +1147,15 @@ def _ranked(
     keys: int,
     query: np.ndarray,
     key: np.ndarray,
-    ids: np.ndarray,
+    other: np.ndarray,
+    names: np.ndarray,
     own_ids: Sequence[str] | None,
     limit: int,
 ) -> list[list[str]]:
-    """For each of ``count`` queries, the records sharing its keys (of ``keys`` distinct ones), most shared first,
-    then by id; never itself."""
+    """For each of ``count`` queries, the records (``other``: positions in ``names``, the sorted ids, so ties go
+    to the lowest id) sharing its keys (of ``keys`` distinct ones), most shared first, then by id; never itself."""
     if not len(query) or not limit:
         return [[] for _ in range(count)]
-    names, other = np.unique(ids, return_inverse=True)  # in id order: ties go to the lowest id
-    other = other.reshape(-1)
     if own_ids:
         own = _fixed_width(own_ids)
         where = np.minimum(np.searchsorted(names, own), len(names) - 1)
@@ -1166,8 +1170,9 @@ def _ranked(
     return [[text[r] for r in records] for records in ranked]
 
 
-def _no_pairs() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), np.zeros(0, dtype=f"S{ID_WIDTH}")
+def _no_pairs() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    none = np.zeros(0, dtype=np.int64)
+    return none, none, none, np.zeros(0, dtype=f"S{ID_WIDTH}")
 
 
 def _instance_of(keys: np.ndarray, count: int) -> np.ndarray:
