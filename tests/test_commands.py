@@ -58,3 +58,29 @@ def test_reindex_command_rebuilds_the_embedded_index_files(tmp_path) -> None:
     assert len(after) == len(before) and after != before  # new segment files, none left over
     similar = docsieve("similar", "seeds/013_rafale_truncated.txt", store=store_url)
     assert "010_rafale_original.txt" in similar.stdout
+
+
+@pytest.mark.slow
+def test_an_index_list_changed_is_refused_in_a_line_until_reindexed(redis_url: str, tmp_path) -> None:
+    """The index on two instances, then the same two named in the other order: `ingest` says in one line what to
+    do (no traceback) and exits 2; `docsieve reindex` on the new list rebuilds it, after which `ingest` works."""
+    from tests.test_cli import docsieve
+    from tests.test_redis_index import _databases
+
+    prefix = f"docsieve-test-{uuid.uuid4().hex[:8]}"
+    first, second = _databases(redis_url, 2)
+    store_url = f"sqlite:///{tmp_path / 's.db'}"
+
+    def run(urls: str, *args: str):
+        return docsieve(*args, store=store_url, env={"DOCSIEVE_INDEX_URL": urls, "DOCSIEVE_QUEUE_PREFIX": prefix})
+
+    try:
+        assert run(f"{first},{second}", "ingest", "seeds/").returncode == 0
+        refused = run(f"{second},{first}", "ingest", "seeds/")
+        assert refused.returncode == 2 and "Traceback" not in refused.stderr
+        assert "DOCSIEVE_INDEX_URL" in refused.stderr and "docsieve reindex" in refused.stderr
+        assert run(f"{second},{first}", "reindex").returncode == 0
+        again = run(f"{second},{first}", "ingest", "seeds/")
+        assert again.returncode == 0, again.stderr
+    finally:
+        RedisIndex(f"{first},{second}", prefix).clear()

@@ -73,7 +73,7 @@ import redis
 
 from docsieve.index import DAY, ID_WIDTH, IndexRow, StoredRows, most_shared, read_rows
 from docsieve.models import batched
-from docsieve.settings import redacted, url_list
+from docsieve.settings import SettingsError, redacted, url_list
 
 T = TypeVar("T")
 LAYOUT = "index3"  # "index": comma-separated ids; "index2": one hash, fixed-width ids
@@ -675,8 +675,9 @@ for _name, _value in (("ENTRY", ENTRY), ("PART", PART), ("SLOT", SLOT), ("CHUNK"
     _REMOVE = _REMOVE.replace(_name, str(_value))
 
 
-class IndexShardsChanged(RuntimeError):
-    """The index's Redis instances are not those it was written with: its keys would be looked for in the wrong one."""
+class IndexShardsChanged(SettingsError):
+    """The index's Redis instances are not those it was written with: its keys would be looked for in the wrong one
+    (a setting that cannot work with this index: the commands say so in a line, a task fails for good)."""
 
 
 class _Instance:
@@ -770,8 +771,8 @@ class RedisIndex:
         spans = {int(s) for i in self._instances if (s := i.redis.hget(f"{self._prefix}state", "span")) is not None}
         if len(spans) > 1:
             raise IndexShardsChanged(
-                f"the index's instances were written with different spans ({sorted(spans)} seconds): run "
-                "`docsieve reindex`"
+                "DOCSIEVE_INDEX_URL: the index's instances were written with different spans "
+                f"({sorted(spans)} seconds): run `docsieve reindex`"
             )
         if spans:
             self._span = spans.pop()
@@ -910,9 +911,9 @@ class RedisIndex:
                 continue
             if isinstance(reply, list) and reply and reply[0] == b"instance":
                 raise IndexShardsChanged(
-                    f"the index at {redacted(instance.url)} was written as instance {reply[1].decode()} of its list "
-                    f"(now {instance.position}): its keys would be looked for in the wrong instance; run "
-                    "`docsieve reindex` after changing DOCSIEVE_INDEX_URL"
+                    f"DOCSIEVE_INDEX_URL: the index at {redacted(instance.url)} was written as instance "
+                    f"{reply[1].decode()} of its list (now {instance.position}): its keys would be looked for in the "
+                    "wrong instance; run `docsieve reindex` after changing DOCSIEVE_INDEX_URL"
                 )
             return reply
 
