@@ -14,7 +14,7 @@ import pytest
 import redis
 
 from docsieve.index import open_index
-from docsieve.models import RawDocument, Status
+from docsieve.models import RawDocument, Record, Status
 from docsieve.pipeline import Pipeline
 from docsieve.settings import Settings
 from docsieve.store import Store
@@ -22,14 +22,19 @@ from tests.conftest import fixture_text
 from worker.redis_index import RedisIndex
 
 
+def _one_original(redis_url: str, prefix: str, store_url: str) -> tuple[Pipeline, Record, list[np.ndarray]]:
+    """A pipeline on the shared index that stored one article: it, its record, and the keys of a near copy of it."""
+    settings = Settings(store=store_url, index_url=redis_url, queue_prefix=prefix)
+    pipeline = Pipeline(Store(settings.store), settings, open_index(settings))
+    pipeline.ingest([RawDocument("a.txt", fixture_text("ar_near_a.txt"))])
+    (a,) = list(pipeline.store.iter_records())
+    return pipeline, a, [pipeline.prepare([RawDocument("q.txt", fixture_text("ar_near_b.txt"))])[1][0].keys]
+
+
 def test_redis_index_catches_up_with_the_store(redis_url: str, tmp_path) -> None:
     prefix = f"docsieve-test-{uuid.uuid4().hex[:8]}"
-    settings = Settings(store=f"sqlite:///{tmp_path / 's.db'}", index_url=redis_url, queue_prefix=prefix)
-    pipeline = Pipeline(Store(settings.store), settings, open_index(settings))
+    pipeline, a, query = _one_original(redis_url, prefix, f"sqlite:///{tmp_path / 's.db'}")
     try:
-        pipeline.ingest([RawDocument("a.txt", fixture_text("ar_near_a.txt"))])
-        (a,) = list(pipeline.store.iter_records())
-        query = [pipeline.prepare([RawDocument("q.txt", fixture_text("ar_near_b.txt"))])[1][0].keys]
         index = RedisIndex(redis_url, prefix)
         assert index.lookup(query, 5) == ([[a.id]], 1)
         index.clear()  # the index lost (a crash, a Redis restarted empty): only the store remembers
@@ -311,12 +316,8 @@ def test_a_batch_catches_the_index_up_with_records_it_never_heard_of(
     prefix = f"docsieve-test-{uuid.uuid4().hex[:8]}"
     with postgres_database(postgres_server_url) as pg:
         url = pg if store == "postgresql" else f"sqlite:///{tmp_path / 's.db'}"
-        settings = Settings(store=url, index_url=redis_url, queue_prefix=prefix)
-        pipeline = Pipeline(Store(settings.store), settings, open_index(settings))
+        pipeline, a, query = _one_original(redis_url, prefix, url)
         try:
-            pipeline.ingest([RawDocument("a.txt", fixture_text("ar_near_a.txt"))])
-            (a,) = list(pipeline.store.iter_records())
-            query = [pipeline.prepare([RawDocument("q.txt", fixture_text("ar_near_b.txt"))])[1][0].keys]
             index = RedisIndex(redis_url, prefix)
             index.clear()
             assert index.lookup(query, 5) == ([[]], 0)
