@@ -761,6 +761,46 @@ def test_a_takedown_meanwhile_makes_a_batch_decided_again_read_its_story_names_a
     assert got["x.txt"].story_id != got["x.txt"].id and got["y.txt"].story_id == got["x.txt"].id
 
 
+def test_a_batch_decided_again_knows_the_ids_and_texts_stored_since_its_decision_before_the_lock(
+    postgres_server_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch holds x.txt, not staged (as when staging gives up), and z.txt. After its decision before the lock
+    another process stores x.txt (the same id) and w.txt (z.txt's text under another name). Decided again under the
+    lock, nothing taken down, it knows what was stored since its first decision: x.txt is stored already (not
+    written twice: no duplicate key), z.txt is an exact copy of w.txt. As on SQLite, one batch after the other."""
+    from tests.services import postgres_database
+
+    text_x, text_z = fixture_text("ar_near_a.txt"), fixture_text("en_article.txt")
+    x = RawDocument(source="x.txt", body=text_x)
+    theirs_docs = [x, RawDocument(source="w.txt", body=text_z)]
+    mine_docs = [x, RawDocument(source="z.txt", body=text_z)]
+    expected = _serial(tmp_path, theirs_docs, mine_docs)
+    with postgres_database(postgres_server_url) as url:
+        settings = Settings(store=url)
+        mine, theirs = Pipeline(Store(url), settings), Pipeline(Store(url), settings)
+        stage = Transaction.stage
+        skip = {"on": True}
+        monkeypatch.setattr(Transaction, "stage", lambda txn, drafts: None if skip["on"] else stage(txn, drafts))
+        decide = Pipeline._decide
+
+        def then_theirs(self, txn, *args):
+            result = decide(self, txn, *args)
+            if self is mine and not mine.batches_stored and not theirs.batches_stored:
+                skip["on"] = False
+                theirs.ingest(theirs_docs)
+                skip["on"] = True
+            return result
+
+        monkeypatch.setattr(Pipeline, "_decide", then_theirs)
+        summary = mine.ingest(mine_docs)
+        mine.close()
+        theirs.close()
+        got = _stories_of(url)
+    assert mine.decided_again == 1 and summary.unchanged == 1 and summary.exact == 1
+    assert got == expected
+    assert got["z.txt"][:3] == (Status.DUPLICATE, Method.EXACT, "w.txt")
+
+
 @functools.cache
 def _vocabulary() -> list[str]:
     """3,803 made-up words of two to four syllables."""
