@@ -2,6 +2,7 @@ import functools
 import random
 import threading
 import time
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
@@ -716,6 +717,29 @@ def test_a_batch_decided_again_takes_its_story_names_from_its_decision_before_th
         assert sum(record.id in ids for ids in asked) == 1, source
 
 
+def _theirs_after_my_first_decision(
+    monkeypatch: pytest.MonkeyPatch, url: str, settings: Settings, theirs_then: Callable[[Pipeline], object]
+) -> tuple[Pipeline, Pipeline]:
+    """Two pipelines on the store, "mine" and "theirs": nothing is staged before the lock (as when staging gives up),
+    and right after mine's first decision before the lock, ``theirs_then(theirs)`` runs (with staging)."""
+    mine, theirs = Pipeline(Store(url), settings), Pipeline(Store(url), settings)
+    stage = Transaction.stage
+    skip = {"on": True}
+    monkeypatch.setattr(Transaction, "stage", lambda txn, drafts: None if skip["on"] else stage(txn, drafts))
+    decide = Pipeline._decide
+
+    def then_theirs(self, txn, *args):
+        result = decide(self, txn, *args)
+        if self is mine and not mine.batches_stored and skip["on"] and not theirs.batches_stored:
+            skip["on"] = False
+            theirs_then(theirs)
+            skip["on"] = True
+        return result
+
+    monkeypatch.setattr(Pipeline, "_decide", then_theirs)
+    return mine, theirs
+
+
 def test_a_takedown_meanwhile_makes_a_batch_decided_again_read_its_story_names_again(
     postgres_server_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -729,29 +753,19 @@ def test_a_takedown_meanwhile_makes_a_batch_decided_again_read_its_story_names_a
     text_a, text_b = fixture_text("ar_near_a.txt"), fixture_text("ar_near_b.txt")
     with postgres_database(postgres_server_url) as url:
         settings = Settings(store=url)
-        mine, theirs = Pipeline(Store(url), settings), Pipeline(Store(url), settings)
-        stage = Transaction.stage
-        skip = {"on": True}
-        monkeypatch.setattr(Transaction, "stage", lambda txn, drafts: None if skip["on"] else stage(txn, drafts))
-        decide = Pipeline._decide
 
-        def then_theirs(self, txn, *args):
-            result = decide(self, txn, *args)
-            if self is mine and not mine.batches_stored and skip["on"] and not theirs.batches_stored:
-                skip["on"] = False
-                theirs.ingest(
-                    [
-                        RawDocument(source="x.txt", body=text_a, published="2026-01-01T10:00:00Z"),
-                        RawDocument(source="y.txt", body=text_b, published="2026-01-01T10:30:00Z"),
-                    ]
-                )
-                stored = {r.source: r for r in theirs.store.iter_records()}
-                assert stored["y.txt"].story_id == stored["x.txt"].id
-                assert theirs.store.delete([stored["x.txt"].id], None, settings)
-                skip["on"] = True
-            return result
+        def theirs_then(theirs: Pipeline) -> None:
+            theirs.ingest(
+                [
+                    RawDocument(source="x.txt", body=text_a, published="2026-01-01T10:00:00Z"),
+                    RawDocument(source="y.txt", body=text_b, published="2026-01-01T10:30:00Z"),
+                ]
+            )
+            stored = {r.source: r for r in theirs.store.iter_records()}
+            assert stored["y.txt"].story_id == stored["x.txt"].id
+            assert theirs.store.delete([stored["x.txt"].id], None, settings)
 
-        monkeypatch.setattr(Pipeline, "_decide", then_theirs)
+        mine, theirs = _theirs_after_my_first_decision(monkeypatch, url, settings, theirs_then)
         # The same id as theirs (the same source and text), published years before: y.txt is no candidate.
         mine.ingest([RawDocument(source="x.txt", body=text_a, published="2020-01-01T10:00:00Z")])
         got = {r.source: r for r in mine.store.iter_records()}
@@ -777,21 +791,7 @@ def test_a_batch_decided_again_knows_the_ids_and_texts_stored_since_its_decision
     expected = _serial(tmp_path, theirs_docs, mine_docs)
     with postgres_database(postgres_server_url) as url:
         settings = Settings(store=url)
-        mine, theirs = Pipeline(Store(url), settings), Pipeline(Store(url), settings)
-        stage = Transaction.stage
-        skip = {"on": True}
-        monkeypatch.setattr(Transaction, "stage", lambda txn, drafts: None if skip["on"] else stage(txn, drafts))
-        decide = Pipeline._decide
-
-        def then_theirs(self, txn, *args):
-            result = decide(self, txn, *args)
-            if self is mine and not mine.batches_stored and not theirs.batches_stored:
-                skip["on"] = False
-                theirs.ingest(theirs_docs)
-                skip["on"] = True
-            return result
-
-        monkeypatch.setattr(Pipeline, "_decide", then_theirs)
+        mine, theirs = _theirs_after_my_first_decision(monkeypatch, url, settings, lambda t: t.ingest(theirs_docs))
         summary = mine.ingest(mine_docs)
         mine.close()
         theirs.close()
