@@ -66,7 +66,7 @@ def test_a_record_is_listed_once_however_often_its_keys_are_written(redis_index:
     for _ in range(3):
         redis_index.lookup(keys, 0, stage_ids=["r1"])
     redis_index.lookup(keys, 0, stage_ids=["r2"])
-    redis_index._staged_epoch = b"lost"  # as if cleared meanwhile: the publish writes the keys again
+    redis_index._instances[0].staged_epoch = b"lost"  # as if cleared meanwhile: the publish writes the keys again
     redis_index.add(["r1", "r2"], keys * 2, last_seq=2, times=[T, T])
     assert redis_index.lookup(keys, 5)[0] == [["r1", "r2"]]
     assert redis_index.postings(3) == ["r1", "r2"]
@@ -520,7 +520,7 @@ def test_a_publish_rewrites_the_one_instance_that_was_cleared(pair) -> None:
     for index in (one, many):
         index.lookup(stored, 0, times=times, stage_ids=ids)
     _wipe(urls[1], prefix)  # between staging and publishing, on one instance only
-    one._staged_epoch = b"lost"  # the single instance rewrites the batch too, as the wiped one must
+    one._instances[0].staged_epoch = b"lost"  # the single instance rewrites the batch too, as the wiped one must
     for index in (one, many):
         index.add(ids, stored, last_seq=300, times=times, arrived=T0 + 50 * 86_400)
     assert many.lookup(queries, 32) == one.lookup(queries, 32)

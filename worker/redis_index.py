@@ -736,14 +736,6 @@ class RedisIndex:
         self._prefix = f"{prefix}:{LAYOUT}:"
         self._seq_key = f"{self._prefix}seq"
 
-    @property
-    def _staged_epoch(self) -> bytes:  # one instance's (tests make a publish find the index cleared)
-        return self._instances[0].staged_epoch
-
-    @_staged_epoch.setter
-    def _staged_epoch(self, epoch: bytes) -> None:
-        self._instances[0].staged_epoch = epoch
-
     def close(self) -> None:
         for instance in self._instances:
             instance.redis.close()
