@@ -918,15 +918,15 @@ class RedisIndex:
     ) -> tuple[list[list[str]], int]:
         now = _now()
         shares = self._split(queries)
+        # A staged record's index time is its publication (the query's time), else its arrival: now.
+        given = list(times) if times is not None else [None] * len(queries)
+        when = [now if t is None else t for t in given]
+        dated = [t is not None for t in given]
 
         def look(i: int, instance: _Instance) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int, int]:
             batch = _KeyBatch(shares[i])
             staged: Callable[[], tuple[bytes, bytes]] | None = None
             if stage_ids:
-                # A record's index time is its publication (the query's time), else its arrival: now.
-                given = list(times) if times is not None else [None] * len(stage_ids)
-                when = [now if t is None else t for t in given]
-                dated = [t is not None for t in given]
                 staged = partial(self._records, batch, stage_ids, when, dated, [now] * len(when))
             reply = self._run(
                 instance, "stage" if stage_ids else "lookup", batch, staged, lambda: self._ranges(batch, times)
