@@ -186,7 +186,8 @@ class Pipeline:
         # Batches stored, and those of them decided before the lock (PostgreSQL) and again under it because
         # another worker wrote meanwhile (docs/scaling.md).
         self.batches_stored = 0
-        self.decided_again = 0
+        self.decided_again = 0  # batches decided before the lock, and again (whole or in part) under it
+        self.documents_decided_again = 0
 
     def ingest(
         self,
@@ -257,8 +258,14 @@ class Pipeline:
         late = MemoryIndex(self.settings.index_window, self.settings.common_key_records)
         late.last_seq = complete_to
 
-        def decide(txn: Transaction, now: datetime, earlier: Book | None = None) -> tuple[list[NewRecord], Book]:
-            known = txn.existing_ids([p.id for p in prepared] + [r.id for r in rejections])
+        def decide(
+            txn: Transaction, now: datetime, earlier: Book | None = None, redo: set[str] | None = None
+        ) -> tuple[list[NewRecord], Book]:
+            """The batch's records, placed; ``redo``: only these documents are decided again, the rest of the
+            ``earlier`` decision stands (``Book.depending_on``), with the ids it read as stored."""
+            if redo is None:
+                known.clear()
+                known.update(txn.existing_ids([p.id for p in prepared] + [r.id for r in rejections]))
             # Candidates to verify here: the records stored since the lookup and those it named unstored; never
             # the batch's own (another worker's lookup may have staged the same id).
             own = {p.id for p in prepared} - known
@@ -270,8 +277,29 @@ class Pipeline:
                 for p, b, a in zip(prepared, late.candidates(keys, limit, times), early, strict=True):
                     found[p.id] += [c for c in b if c not in a and c not in own]
             batch = _first_of_each(prepared, known)
-            decided, book = self._decide(txn, batch, found, checked, drafts, published, now, earlier, late)
+            positions = {p.id: i for i, p in enumerate(batch)}
+            if redo is not None:
+                batch = [p for p in batch if p.id in redo]
+            decided, book = self._decide(txn, batch, found, checked, drafts, published, now, earlier, late, positions)
             return [_rejected(r) for r in _first_of_each(rejections, known)] + decided, book
+
+        def meeting(txn: Transaction, stored: dict[str, str]) -> set[str]:
+            """The batch's documents that records stored since its decision before the lock (``stored``: id -> text
+            hash) may change: an exact copy of one's text, or a candidate that passes verification (to the rewrite
+            stage's floor). Most candidates share a stock phrase and nothing more."""
+            hashes = set(stored.values())
+            fresh = [
+                [c for c in dict.fromkeys((*later, *first)) if c in stored]
+                for later, first in zip(late.candidates(keys, limit, times), early, strict=True)
+            ]
+            found = self._verify(txn, prepared, fresh, late=late)
+            return {
+                p.id
+                for p in prepared
+                if p.fingerprint.content_hash in hashes or found.passed.get(p.id) or found.near.get(p.id)
+            }
+
+        known: set[str] = set()
 
         # With the rewrite stage, a text's words are counted with its shingles (docsieve/rewrites.py).
         words = {p.id: counted_words(p.fingerprint.words) for p in prepared if p.fingerprint.words is not None}
@@ -305,29 +333,52 @@ class Pipeline:
         with self.templates.bound(), self.store.writing(before_lock=before_lock) as txn:
             through = txn.written_through()
             standing = bool(ahead) and through == ahead[0][0]
+            # Others stored records meanwhile, took nothing down and stored none of this batch's ids: the decision
+            # before the lock is made again only in the parts that read what they changed (``Book.depending_on``).
+            stored = None
+            if ahead and not standing and through[1] == ahead[0][0][1]:
+                stored = txn.stored_since(ahead[0][0][0])
+            in_part = stored is not None and not stored.keys() & (drafts.keys() | {r.id for r in rejections})
             if not standing:  # else nothing was stored since the catch-ups before the lock: a query each spared
                 self.index.catch_up(txn)
-                self.templates.catch_up(txn)
                 late.catch_up(txn)
-            self.templates.snapshot_if_due(txn, len(prepared))  # every row counted, under the lock
+                # Decided in part, the batch weighs boilerplate by the template counts as read before the lock: a
+                # few batches fewer than the store's, which cost 30 µs a document to count under the lock
+                # (docs/benchmarks.md). They are counted before the next batch's lock.
+                if not in_part:
+                    self.templates.catch_up(txn)
+            self.templates.snapshot_if_due(txn, len(prepared))  # every row it has read counted, under the lock
             now = txn.now()  # ranks undated documents, and stamps what the batch changes
             if standing:
                 new, book = ahead[0][1]
-            else:  # what others wrote meanwhile may change any decision (template counts weigh every shingle)
+            elif stored is not None and in_part:
+                self.decided_again += 1
+                first_new, first = ahead[0][1]
+                redo = first.depending_on(txn.stories_changed_since(ahead[0][0][0]), meeting(txn, stored))
+                self.documents_decided_again += len(redo)
+                if redo:
+                    again_new, again = decide(txn, now, first, redo)
+                    book = first.merged(again, redo)
+                    replaced = {n.record.id: n for n in again_new}
+                    new = [replaced.get(n.record.id, n) for n in first_new]
+                else:
+                    new, book = first_new, first
+            else:  # a takedown meanwhile, or a batch's id stored by another: the whole batch decided again
                 self.decided_again += len(ahead)
+                self.documents_decided_again += len(prepared) if ahead else 0
                 # Which of the batch's ids name a stored story, as the decision before the lock read it, if nothing
                 # was taken down since (records stored meanwhile are known again here, and left out).
                 earlier = ahead[0][1][1] if ahead and through[1] == ahead[0][0][1] else None
                 new, book = decide(txn, now, earlier)
             self.batches_stored += 1
             txn.insert(new, now)
-            txn.save_stories(book, now)
+            last_seq = txn.last_seq()
+            txn.save_stories(book, now, last_seq)
             counted, counted_words_of = counted_of(new, book)
             counts_seq = txn.add_shingle_counts(counted_shingles(counted, counted_words_of) if counted else None)
-            last_seq = txn.last_seq()
         # The row just written (under the lock nobody wrote one between it and the last read), if this process
-        # holds the counts: else it is read with the others when they are first needed.
-        if counts_seq is not None and self.templates.read:
+        # holds the counts and read every row before it: else it is read with the others when they are next needed.
+        if counts_seq is not None and self.templates.read and not in_part:
             self.templates.add(np.concatenate(counted))
             if counted_words_of:
                 self.templates.add_words(np.concatenate(counted_words_of))
@@ -469,12 +520,14 @@ class Pipeline:
         now: datetime,
         earlier: Book | None = None,
         late: CandidateIndex | None = None,
+        positions: dict[str, int] | None = None,
     ) -> tuple[list[NewRecord], Book]:
         """Each document of the batch placed in a story, in arrival order (docsieve/stories.py). ``checked``:
         the verified candidates of the lookup before the lock; ``found``: those stored since, to verify;
         ``drafts``: the records to store, all but their place; ``earlier``: this batch's decision before the lock,
         whose reads of the batch's story names stand (``Book.reserve``); ``late``: the index of the records stored since
-        the lookup, which holds the sketches of those ``found`` names."""
+        the lookup, which holds the sketches of those ``found`` names; ``positions``: each document's place in the whole
+        batch (its rank among documents that arrived together), when ``batch`` is a part of it."""
         book = Book(
             txn,
             self.settings,
@@ -550,7 +603,12 @@ class Pipeline:
                 "",
                 Status.CANONICAL,
                 fp.content_hash,
-                rank_key(self.settings.canonical, published[p.id], now, BATCH_SEQ + i),
+                rank_key(
+                    self.settings.canonical,
+                    published[p.id],
+                    now,
+                    BATCH_SEQ + (i if positions is None else positions[p.id]),
+                ),
             )
             if fp.content_hash in stored_texts:
                 book.add_exact(record, stored_texts[fp.content_hash])

@@ -62,7 +62,11 @@ stories = sa.Table(
     sa.Column("canonical_id", sa.String(20), nullable=False),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
     sa.Column("changed_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+    # The last record seq of the batch that last changed the story (migration 0014): what a decision read and
+    # others changed meanwhile (``Pipeline.store_prepared``).
+    sa.Column("changed_seq", sa.BigInteger().with_variant(sa.Integer, "sqlite"), nullable=True),
     sa.Index("ix_stories_changed_at", "changed_at"),
+    sa.Index("ix_stories_changed_seq", "changed_seq"),
 )
 
 # A roundup record holds other stories: it is not a copy of them, it contains them.

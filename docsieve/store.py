@@ -68,7 +68,7 @@ RECORD_COLUMNS = [c for c in records.c if c.name not in ("shingles", "index_keys
 # Any constant: the advisory lock that serializes deciders on PostgreSQL, as BEGIN IMMEDIATE does on SQLite.
 WRITE_LOCK = 0x646F6373
 MIGRATIONS = Path(__file__).with_name("migrations")
-SCHEMA_REVISION = "0013"  # the newest migration; a test holds it equal to Alembic's head
+SCHEMA_REVISION = "0014"  # the newest migration; a test holds it equal to Alembic's head
 KNOWN_REVISIONS = frozenset(path.name[:4] for path in (MIGRATIONS / "versions").glob("[0-9][0-9][0-9][0-9]_*.py"))
 SQLITE_HEADER = b"SQLite format 3\0"
 
@@ -254,37 +254,44 @@ class Transaction:
         texts = self.texts(ids)
         return dict(zip(texts, text_figures(list(texts.values())), strict=True))
 
-    def save_stories(self, book: Book, now: datetime) -> None:
+    def save_stories(self, book: Book, now: datetime, seq: int | None = None) -> None:
         """What a batch's decisions changed besides the records it inserts: stories founded, stories whose
         canonical, members or links changed (their ``changed_at`` moves, so ``export --since`` sees them),
         stored records placed anew, and what holds what. ``now`` is the batch's time (see
-        ``Transaction.now``)."""
+        ``Transaction.now``); ``seq``, its last record's, goes with every story it changed (``changed_seq``; a
+        takedown says what it changed by its own seq)."""
         new_stories = {s: book.canonical_of[s] for s in book.new_stories}
         changed_stories = {s: book.canonical_of[s] for s in book.changed_stories - book.new_stories}
         if new_stories and self.conn.dialect.name == "postgresql":
             # COPY, as records: SQLAlchemy's executemany of a batch's ~500 new stories took 18 ms under the lock.
-            columns = "id, canonical_id, created_at, changed_at"
+            columns = "id, canonical_id, created_at, changed_at, changed_seq"
             with self._copy(f"COPY stories ({columns}) FROM STDIN (FORMAT BINARY)") as copy:
-                copy.set_types(["varchar", "varchar", "timestamptz", "timestamptz"])
+                copy.set_types(["varchar", "varchar", "timestamptz", "timestamptz", "int8"])
                 for story, canonical in new_stories.items():
-                    copy.write_row((story, canonical, now, now))
+                    copy.write_row((story, canonical, now, now, seq))
         elif new_stories:  # through the driver, as records are (SQLAlchemy's handling of each row took most)
             stamp = _sqlite_time(now)
             self.conn.exec_driver_sql(
-                "INSERT INTO stories (id, canonical_id, created_at, changed_at) VALUES (?, ?, ?, ?)",
-                [(k, v, stamp, stamp) for k, v in new_stories.items()],
+                "INSERT INTO stories (id, canonical_id, created_at, changed_at, changed_seq) VALUES (?, ?, ?, ?, ?)",
+                [(k, v, stamp, stamp, seq) for k, v in new_stories.items()],
             )
+        changed_seq = {} if seq is None else {"changed_seq": seq}
         for story, canonical in changed_stories.items():
             self.conn.execute(
-                stories.update().where(stories.c.id == story).values(canonical_id=canonical, changed_at=now)
+                stories.update()
+                .where(stories.c.id == story)
+                .values(canonical_id=canonical, changed_at=now, **changed_seq)
             )
         touched = book.touched_stories - book.new_stories - book.changed_stories
         if touched and self.conn.dialect.name == "postgresql":
             for chunk in batched(touched, CHUNK):
-                self.conn.execute(stories.update().where(stories.c.id.in_(chunk)).values(changed_at=now))
+                self.conn.execute(stories.update().where(stories.c.id.in_(chunk)).values(changed_at=now, **changed_seq))
         elif touched:
             stamp = _sqlite_time(now)
-            self.conn.exec_driver_sql("UPDATE stories SET changed_at = ? WHERE id = ?", [(stamp, t) for t in touched])
+            self.conn.exec_driver_sql(
+                "UPDATE stories SET changed_at = ?, changed_seq = coalesce(?, changed_seq) WHERE id = ?",
+                [(stamp, seq, t) for t in touched],
+            )
         changed = [book.placements[r] for r in book.changed_records]
         if changed:
             update = (
@@ -423,6 +430,15 @@ class Transaction:
         """The seq of the last stored record (not of this transaction's staged ones)."""
         query = sa.select(sa.func.coalesce(sa.func.max(records.c.seq), 0)).where(records.c.seq > 0)
         return int(self.conn.scalar(query) or 0)
+
+    def stored_since(self, seq: int) -> dict[str, str]:
+        """The records stored after this seq: id -> content hash (what others stored while a batch waited)."""
+        query = sa.select(records.c.id, records.c.content_hash).where(records.c.seq > seq)
+        return {row.id: row.content_hash for row in self.conn.execute(query)}
+
+    def stories_changed_since(self, seq: int) -> set[str]:
+        """The stories a batch stored after this seq founded or changed (``changed_seq``)."""
+        return set(self.conn.scalars(sa.select(stories.c.id).where(stories.c.changed_seq > seq)))
 
     def written_through(self) -> tuple[int, int]:
         """The seqs of the last stored record and of the last takedown: every change to stories comes with one

@@ -165,6 +165,11 @@ class Book:
     _days: dict[str, Slots] = field(default_factory=dict)
     _figures: dict[str, Figures] = field(default_factory=dict)
     _free: set[str] = field(default_factory=set)  # record ids known to name no stored story
+    # What each decision started from, for ``depending_on``: a batch record -> the records it was placed among;
+    # a stored record -> its story as read.
+    _relied: dict[str, list[str]] = field(default_factory=dict)
+    _stored_story: dict[str, str] = field(default_factory=dict)
+    _parts: _Parts | None = None
 
     def reserve(self, record_ids: Iterable[str], earlier: Book | None = None) -> None:
         """Check at once which of a batch's record ids name no stored story yet (one query a batch); or take what
@@ -194,7 +199,9 @@ class Book:
         """Placements as stored, for records this batch has not placed; the member lists of ``stories``."""
         for stored in members.values():
             for p in stored:
-                self.placements.setdefault(p.id, p)
+                if p.id not in self.placements:
+                    self.placements[p.id] = p
+                    self._stored_story[p.id] = p.story_id
         for story in stories:
             self._members[story] = [p.id for p in members.get(story, [])]
 
@@ -344,6 +351,7 @@ class Book:
     def add_exact(self, record: Placement, copy_of: str) -> None:
         """A document with the same normalized text as a stored or earlier record: it joins that
         record's story, with that record's overlap with the canonical."""
+        self._relied[record.id] = [copy_of]
         source = self.placements[copy_of]
         story = source.story_id
         canonical = self.canonical_of[story]
@@ -355,6 +363,7 @@ class Book:
         """Place a new (non-exact) record; ``candidates`` are records (stored, or earlier in the batch)
         it is a strong copy of, best first; ``near``: those below the thresholds but at the rewrite stage's
         floor, for that stage."""
+        self._relied[record.id] = [*candidates, *near]
         options: list[tuple[str, str, Overlap, bool]] = []  # story, canonical, overlap, strong?
         for story in dict.fromkeys(self.placements[c].story_id for c in candidates):
             canonical = self.canonical_of[story]
@@ -733,6 +742,66 @@ class Book:
                 return s, rewrite
         return None
 
+    # A batch decided again in part ------------------------------------------------------------------
+
+    def depending_on(self, stories: Iterable[str], records: Iterable[str]) -> set[str]:
+        """The records this book decided (a batch's) that must be decided again if ``stories`` (stored ones) have
+        changed since and ``records`` (of the batch) have new candidates: those, and every other record of the
+        batch in one part with them. A part joins each decided record with the records it was placed among, the
+        stories those were in as read, and the story it went to; whatever a decision read or changed (members
+        measured, stories founded by a split, links) lies in its part, so parts no decision of another reads
+        stand as they were decided (``merged``)."""
+        parts = self._parts_of()
+        roots = {parts.find(_story_key(s)) for s in stories if _story_key(s) in parts.parent}
+        roots |= {parts.find(r) for r in records}
+        return {r for r in self._relied if parts.find(r) in roots}
+
+    def merged(self, again: Book, redone: set[str]) -> Book:
+        """``again`` (this batch's ``redone`` records decided anew, in a book of their own) with what this book
+        changed outside their parts: the batch's whole set of changes, for ``save_stories``."""
+        parts = self._parts_of()
+        roots = {parts.find(r) for r in redone}
+
+        def kept(key: str) -> bool:
+            return parts.find(key) not in roots
+
+        for story, canonical in self.canonical_of.items():
+            if kept(self._key_of_story(story)):
+                again.canonical_of.setdefault(story, canonical)
+        again.new_stories |= {x for x in self.new_stories if kept(self._key_of_story(x))}
+        again.changed_stories |= {x for x in self.changed_stories if kept(self._key_of_story(x))}
+        again.touched_stories |= {x for x in self.touched_stories if kept(self._key_of_story(x))}
+        for r in self.changed_records:
+            if kept(self._key_of_record(r)):
+                again.changed_records.add(r)
+                again.placements[r] = self.placements[r]
+        again.links += [k for k in self.links if kept(self._key_of_record(k.record_id))]
+        again.new_records |= self.new_records - redone
+        again.different |= self.different - redone
+        return again
+
+    def _parts_of(self) -> _Parts:
+        if self._parts is None:
+            self._parts = _Parts()
+            for record, relied in self._relied.items():
+                for other in relied:
+                    self._parts.join(record, self._key_of_record(other))
+                self._parts.join(record, self._key_of_story(self.placements[record].story_id))
+        return self._parts
+
+    def _key_of_record(self, record_id: str) -> str:
+        """A batch record stands for itself; a stored one for its story as read."""
+        if record_id in self._stored_story:
+            return _story_key(self._stored_story[record_id])
+        return record_id
+
+    def _key_of_story(self, story: str) -> str:
+        """A story the batch founded stands for its canonical (the record that founded it, or a stored member that
+        a split gave it); a stored one for itself."""
+        if story in self.new_stories:
+            return self._key_of_record(self.canonical_of[story])
+        return _story_key(story)
+
     def remove(self, record_id: str) -> None:
         """Take a record out of its story (a takedown). A canonical's place goes to the next member by the
         policy; members no longer close to it found stories of their own (copies of one another together)."""
@@ -754,3 +823,25 @@ class Book:
             if source is not None:
                 self.shingles[heir] = self.shingles[source]
         self._crown(story, heir, members[1:])
+
+
+def _story_key(story: str) -> str:
+    return f"story:{story}"  # apart from record ids, which name stories too
+
+
+class _Parts:
+    """Union-find over record and story keys (``Book.depending_on``)."""
+
+    def __init__(self) -> None:
+        self.parent: dict[str, str] = {}
+
+    def find(self, key: str) -> str:
+        root = self.parent.setdefault(key, key)
+        while root != self.parent[root]:
+            root = self.parent[root]
+        while key != root:  # path compression
+            self.parent[key], key = root, self.parent[key]
+        return root
+
+    def join(self, a: str, b: str) -> None:
+        self.parent[self.find(a)] = self.find(b)

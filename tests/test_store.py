@@ -513,15 +513,18 @@ def _queued(
     stored_before: list[RawDocument],
     first: RawDocument | list[RawDocument],
     then: RawDocument | list[RawDocument],
+    close: bool = True,
+    **settings_of: object,
 ) -> tuple[Pipeline, Pipeline]:
     """``stored_before`` ingested, then ``first`` and ``then`` processed by two workers that each prepare, look up,
     and decide their batch before the lock while a blocker holds it; released, the lock goes to ``first``'s
-    worker, then to ``then``'s, which decided before ``first`` was stored. Returns the two pipelines, closed."""
+    worker, then to ``then``'s, which decided before ``first`` was stored. Returns the two pipelines, closed unless
+    ``close`` is false."""
     import threading
 
     from docsieve.store import WRITE_LOCK
 
-    settings = Settings(store=url, batch_size=8)
+    settings = Settings(store=url, batch_size=8, **settings_of)
     one, two = Pipeline(Store(url), settings), Pipeline(Store(url), settings)
     one.ingest(stored_before)
     blocker = one.store.engine.connect()
@@ -543,15 +546,16 @@ def _queued(
     blocker.close()
     for thread in threads:
         thread.join(timeout=60)
-    one.close()
-    two.close()
+    if close:
+        one.close()
+        two.close()
     return one, two
 
 
-def _serial(folder: Path, *batches: list[RawDocument]) -> dict[str, tuple]:
+def _serial(folder: Path, *batches: list[RawDocument], **settings_of: object) -> dict[str, tuple]:
     """The stories of the batches stored one after another by one process (SQLite)."""
     url = f"sqlite:///{folder}/serial.db"
-    serial = Pipeline(Store(url), Settings(store=url))
+    serial = Pipeline(Store(url), Settings(store=url, **settings_of))
     for batch in batches:
         serial.ingest(batch)
     stories = _stories(serial.store)
@@ -816,13 +820,15 @@ def _words(count: int, rng) -> str:
     return " ".join(" ".join(picked[i : i + 12]).capitalize() + "." for i in range(0, count, 12))
 
 
-def test_template_counts_another_worker_adds_while_a_batch_waits_make_it_decide_again(
+def test_a_batch_decided_in_part_weighs_boilerplate_by_the_counts_read_before_the_lock(
     postgres_server_url: str, tmp_path: Path
 ) -> None:
     """A document sharing a stored text's opening and a part of the rest. Decided before the lock, the opening
     is one text's words and counts: the document joins that text's story. Meanwhile another worker stores ten
-    items that open the same way, none of them a candidate of the document: the opening is boilerplate now, and
-    the document, decided again under the lock, stays apart, as it does stored after them (SQLite)."""
+    items that open the same way, none of them a copy of it: its decision stands under the lock, made with the
+    counts it read before the lock, as though stored before the items (SQLite, one process): it joins the text's
+    story. Its worker's next batch reads the items' counts: a second such document stays apart, as it does stored
+    after them."""
     import random
 
     from tests.services import postgres_database
@@ -834,12 +840,102 @@ def test_template_counts_another_worker_adds_while_a_batch_waits_make_it_decide_
     before = [doc("c.txt", f"{opening} {rest}", "08")]
     items = [doc(f"x{i}.txt", f"{opening} {_words(60, rng)}", "09") for i in range(10)]
     then = [doc("d.txt", f"{opening} {cut} {_words(34, rng)}", "10")]
-    expected = _serial(tmp_path, before, items, then)
+    later = [doc("e.txt", f"{opening} {cut} {_words(34, rng)}", "11")]
+    expected = _serial(tmp_path, before, then, items)
     with postgres_database(postgres_server_url) as url:
-        _, second = _queued(url, before, items, then)
+        one, second = _queued(url, before, items, then, close=False)
+        got = _stories_of(url)
+        again = second.documents_decided_again
+        second.process(later)
+        after = _stories_of(url)
+        one.close()
+        second.close()
+    assert got == expected
+    assert expected["d.txt"][3] == ["c.txt", "d.txt"]
+    assert (second.decided_again, again) == (1, 0)
+    assert after["e.txt"][3] == ["e.txt"] and after["d.txt"] == got["d.txt"]
+
+
+def test_a_batch_meeting_what_others_stored_decides_again_only_the_parts_it_touches(
+    postgres_server_url: str, tmp_path: Path
+) -> None:
+    """While a batch waits for the lock, another worker stores a copy of a stored article published before it: the
+    copy takes the article's story over. Of the waiting batch, decided before the lock, only the documents whose
+    decision read that story (a copy of the article), or that meet the stored copy (its exact text), are decided
+    again under the lock, with every document decided with them (a copy of that copy, in the batch); the others
+    (an unrelated article and its near copy, a text of its own) stand as decided. The stories are those of the
+    documents stored one after another (SQLite)."""
+    import random
+
+    from tests.services import postgres_database
+
+    rng = random.Random(3)
+    article, other = fixture_text("en_article.txt"), fixture_text("ar_other.txt")
+    doc = lambda source, body, hour: RawDocument(source=source, body=body, published=f"2026-12-01T{hour}:00:00Z")  # noqa: E731
+    before = [doc("article.txt", article, "10")]
+    first = [doc("early.txt", _near_copy(article), "09")]
+    then = [
+        doc("other.txt", other, "11"),
+        doc("copy.txt", article + "\n\nA line added at the end of the article by its second outlet.", "12"),
+        doc("same.txt", _near_copy(article), "13"),
+        doc("other-copy.txt", _near_copy(other), "14"),
+        doc("own.txt", _words(150, rng), "15"),
+        doc(
+            "copy-of-copy.txt",
+            article + "\n\nA line added at the end of the article by its second outlet. Again.",
+            "16",
+        ),
+    ]
+    expected = _serial(tmp_path, before, first, then)
+    with postgres_database(postgres_server_url) as url:
+        _, second = _queued(url, before, first, then)
         got = _stories_of(url)
     assert got == expected
-    assert expected["d.txt"][3] == ["d.txt"] and second.decided_again == 1
+    assert expected["copy.txt"][2] == "early.txt" and expected["same.txt"][1] is Method.EXACT
+    assert expected["other-copy.txt"][2] == "other.txt" and expected["own.txt"][3] == ["own.txt"]
+    assert (second.decided_again, second.documents_decided_again) == (1, 3)
+
+
+@pytest.mark.parametrize("seed", range(24))
+def test_batches_decided_in_part_store_the_stories_of_one_process(
+    postgres_server_url: str, tmp_path: Path, seed: int
+) -> None:
+    """Made-up news with every relation the story rules know (near copies, excerpts, roundups of several items,
+    exact copies, take-overs by an earlier publication), in two batches decided at once by two workers: the second
+    decided before the lock, the first stored meanwhile, the second decided again in part under the lock. With
+    template weighting off (the second's counts are a batch behind by design), the stories are those of one process
+    storing the batches one after another, whatever parts stood."""
+    import random
+
+    from tests.services import postgres_database
+
+    rng = random.Random(seed)
+    items = [_words(rng.randrange(60, 200), rng) for _ in range(8)]
+    docs: list[RawDocument] = []
+    for n in range(24):
+        kind = rng.choice(["item", "near", "excerpt", "roundup", "exact", "own"])
+        a, b = rng.sample(items, 2)
+        body = {
+            "item": a,
+            "near": _near_copy(a),
+            "excerpt": " ".join(a.split()[: len(a.split()) * 2 // 3]),
+            "roundup": f"{a}\n\n{b}\n\n{rng.choice(items)}",
+            "exact": a,
+            "own": _words(100, rng),
+        }[kind]
+        docs.append(
+            RawDocument(source=f"{n}-{kind}.txt", body=body, published=f"2026-12-01T{rng.randrange(24):02}:00:00Z")
+        )
+    own = [RawDocument(source=f"own-{n}.txt", body=_words(120, rng)) for n in range(2)]  # parts that stand
+    before, first, then = docs[:6], docs[6:14], docs[14:] + own
+    weights_off = {"boilerplate_texts": 10**9}
+    expected = _serial(tmp_path, before, first, then, **weights_off)
+    with postgres_database(postgres_server_url) as url:
+        _, second = _queued(url, before, first, then, **weights_off)
+        got = _stories_of(url)
+    assert got == expected
+    assert second.decided_again == 1
+    assert 0 < second.documents_decided_again <= len(then) - len(own)  # some parts decided again, some stood
 
 
 @pytest.mark.parametrize("when", ["inside", "after"])
