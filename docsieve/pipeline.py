@@ -299,6 +299,23 @@ class Pipeline:
                 if p.fingerprint.content_hash in hashes or found.passed.get(p.id) or found.near.get(p.id)
             }
 
+        def in_parts(txn: Transaction, stored: dict[str, str], now: datetime) -> tuple[list[NewRecord], Book] | None:
+            """The decision before the lock, made again in the parts that read what others changed since (``stored``:
+            the records they stored); None if a part decided again read a part that stands."""
+            self.decided_again += 1
+            first_new, first = ahead[0][1]
+            redo = first.depending_on(txn.stories_changed_since(ahead[0][0][0]), meeting(txn, stored))
+            if not redo:
+                return first_new, first
+            again_new, again = decide(txn, now, first, redo)
+            book = first.merged(again, redo)
+            if book is None:
+                self.decided_again -= 1  # counted with the whole batch's
+                return None
+            self.documents_decided_again += len(redo)
+            replaced = {n.record.id: n for n in again_new}
+            return [replaced.get(n.record.id, n) for n in first_new], book
+
         known: set[str] = set()
 
         # With the rewrite stage, a text's words are counted with its shingles (docsieve/rewrites.py).
@@ -351,18 +368,8 @@ class Pipeline:
             now = txn.now()  # ranks undated documents, and stamps what the batch changes
             if standing:
                 new, book = ahead[0][1]
-            elif stored is not None and in_part:
-                self.decided_again += 1
-                first_new, first = ahead[0][1]
-                redo = first.depending_on(txn.stories_changed_since(ahead[0][0][0]), meeting(txn, stored))
-                self.documents_decided_again += len(redo)
-                if redo:
-                    again_new, again = decide(txn, now, first, redo)
-                    book = first.merged(again, redo)
-                    replaced = {n.record.id: n for n in again_new}
-                    new = [replaced.get(n.record.id, n) for n in first_new]
-                else:
-                    new, book = first_new, first
+            elif stored is not None and in_part and (part := in_parts(txn, stored, now)) is not None:
+                new, book = part
             else:  # a takedown meanwhile, or a batch's id stored by another: the whole batch decided again
                 self.decided_again += len(ahead)
                 self.documents_decided_again += len(prepared) if ahead else 0

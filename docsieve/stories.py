@@ -756,14 +756,24 @@ class Book:
         roots |= {parts.find(r) for r in records}
         return {r for r in self._relied if parts.find(r) in roots}
 
-    def merged(self, again: Book, redone: set[str]) -> Book:
+    def merged(self, again: Book, redone: set[str]) -> Book | None:
         """``again`` (this batch's ``redone`` records decided anew, in a book of their own) with what this book
-        changed outside their parts: the batch's whole set of changes, for ``save_stories``."""
+        changed outside their parts: the batch's whole set of changes, for ``save_stories``. None if ``again`` read
+        or changed a story or record of a part that stands (the parts should make that impossible; the batch is then
+        decided again whole)."""
         parts = self._parts_of()
         roots = {parts.find(r) for r in redone}
 
         def kept(key: str) -> bool:
             return parts.find(key) not in roots
+
+        def standing(key: str) -> bool:
+            return key in parts.parent and kept(key)
+
+        read = (again.canonical_of.keys() | again.touched_stories | again.changed_stories) - again.new_stories
+        records = again.changed_records | {k.record_id for k in again.links}
+        if any(standing(_story_key(s)) for s in read) or any(standing(self._key_of_record(r)) for r in records):
+            return None
 
         for story, canonical in self.canonical_of.items():
             if kept(self._key_of_story(story)):

@@ -896,6 +896,76 @@ def test_a_batch_meeting_what_others_stored_decides_again_only_the_parts_it_touc
     assert (second.decided_again, second.documents_decided_again) == (1, 3)
 
 
+@pytest.mark.parametrize("inside", ["by_hash", "stories_of", "roundups"])
+def test_a_take_over_committed_inside_a_decision_before_the_lock_is_met_under_it(
+    postgres_server_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, inside: str
+) -> None:
+    """Another worker commits an excerpt of a stored article, published before it (it takes the article's story
+    over), between two reads of a batch's decision before the lock: after the catch-ups, so that it is no candidate
+    of the batch's other excerpt, which the decision still places in the article's story. Under the lock the story
+    is among those changed since the decision began: that document is decided again (on its own, as in one process
+    storing the excerpt first: SQLite), and an unrelated document's decision stands."""
+    from tests.services import postgres_database
+
+    article = fixture_text("en_article.txt")
+    one_half, other_half = _halves(article)
+    doc = lambda source, body, hour: RawDocument(source=source, body=body, published=f"2026-12-01T{hour}:00:00Z")  # noqa: E731
+    before = [doc("article.txt", article, "10")]
+    theirs = [doc("one.txt", one_half, "09")]
+    mine = [doc("two.txt", other_half, "11"), doc("apart.txt", fixture_text("ar_other.txt"), "12")]
+    expected = _serial(tmp_path, before, theirs, mine)
+    with postgres_database(postgres_server_url) as url:
+        settings = Settings(store=url, batch_size=8)
+        first, second = Pipeline(Store(url), settings), Pipeline(Store(url), settings)
+        first.ingest(before)
+        read = getattr(Transaction, inside)
+        done: list[bool] = []
+
+        def then_theirs(txn: Transaction, *args):
+            if not done and txn.staged:  # the decision before the lock
+                done.append(True)
+                first.ingest(theirs)
+            return read(txn, *args)
+
+        monkeypatch.setattr(Transaction, inside, then_theirs)
+        second.ingest(mine)
+        got = _stories_of(url)
+        first.close()
+        second.close()
+    assert done and got == expected
+    assert expected["two.txt"][3] == ["two.txt"]
+    assert (second.decided_again, second.documents_decided_again) == (1, 1)
+
+
+def test_a_part_decided_again_that_reads_a_part_that_stands_makes_the_whole_batch_decided_again(
+    postgres_server_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The parts are the first safeguard; the second: were a part decided again to read a story of a part that
+    stands, the batch is decided again whole. Here every document is made a part of its own on purpose: a text
+    that holds a stored article and one stored meanwhile is decided again (it meets the latter), and reads the
+    article's story, which a near copy of the article, standing, read too. The stories are still those of one
+    process, and the whole batch was decided again."""
+    from docsieve import stories
+    from tests.services import postgres_database
+
+    def apart(parts: stories._Parts, a: str, b: str) -> None:
+        parts.find(a)
+        parts.find(b)
+
+    monkeypatch.setattr(stories._Parts, "join", apart)
+    article, other = fixture_text("en_article.txt"), fixture_text("ar_other.txt")
+    doc = lambda source, body, hour: RawDocument(source=source, body=body, published=f"2026-12-01T{hour}:00:00Z")  # noqa: E731
+    before = [doc("article.txt", article, "10")]
+    first = [doc("other.txt", other, "11")]
+    then = [doc("both.txt", f"{article}\n\n{other}", "12"), doc("near.txt", _near_copy(article), "13")]
+    expected = _serial(tmp_path, before, first, then)
+    with postgres_database(postgres_server_url) as url:
+        _, second = _queued(url, before, first, then)
+        got = _stories_of(url)
+    assert got == expected
+    assert (second.decided_again, second.documents_decided_again) == (1, 2)  # the whole batch
+
+
 @pytest.mark.parametrize("seed", range(24))
 def test_batches_decided_in_part_store_the_stories_of_one_process(
     postgres_server_url: str, tmp_path: Path, seed: int
