@@ -301,10 +301,13 @@ class Pipeline:
 
         def in_parts(txn: Transaction, stored: dict[str, str], now: datetime) -> tuple[list[NewRecord], Book] | None:
             """The decision before the lock, made again in the parts that read what others changed since (``stored``:
-            the records they stored); None if a part decided again read a part that stands."""
-            self.decided_again += 1
+            the records they stored); None if a part decided again read a part that stands, or if a writer of an older
+            version stored meanwhile."""
             first_new, first = ahead[0][1]
-            redo = first.depending_on(txn.stories_changed_since(ahead[0][0][0]), meeting(txn, stored))
+            if (changed := txn.stories_changed_since(ahead[0][0][0])) is None:
+                return None  # a writer that does not say which stories it changed: the whole batch decided again
+            self.decided_again += 1
+            redo = first.depending_on(changed, meeting(txn, stored))
             if not redo:
                 return first_new, first
             again_new, again = decide(txn, now, first, redo)

@@ -436,8 +436,18 @@ class Transaction:
         query = sa.select(records.c.id, records.c.content_hash).where(records.c.seq > seq)
         return {row.id: row.content_hash for row in self.conn.execute(query)}
 
-    def stories_changed_since(self, seq: int) -> set[str]:
-        """The stories a batch stored after this seq founded or changed (``changed_seq``)."""
+    def stories_changed_since(self, seq: int) -> set[str] | None:
+        """The stories a batch stored after this seq founded or changed (``changed_seq``); None if one of those
+        batches did not say (a worker of a version before migration 0014, still running after another migrated the
+        store: a record stored since sits in a story whose ``changed_seq`` is older than it, or none)."""
+        unstamped = (
+            sa.select(records.c.id)
+            .join(stories, stories.c.id == records.c.story_id)
+            .where(records.c.seq > seq, sa.or_(stories.c.changed_seq.is_(None), stories.c.changed_seq < records.c.seq))
+            .limit(1)
+        )
+        if self.conn.execute(unstamped).first() is not None:
+            return None
         return set(self.conn.scalars(sa.select(stories.c.id).where(stories.c.changed_seq > seq)))
 
     def written_through(self) -> tuple[int, int]:
