@@ -387,9 +387,8 @@ class Pipeline:
             counted, counted_words_of = counted_of(new, book)
             counts_seq = txn.add_shingle_counts(counted_shingles(counted, counted_words_of) if counted else None)
         # The row just written (under the lock nobody wrote one between it and the last read), if this process
-        # holds the counts, read every row before it, and is not compressing a snapshot of them: else it is read
-        # with the others when they are next needed.
-        if counts_seq is not None and self.templates.read and not in_part and self.templates.settled:
+        # holds the counts and read every row before it: else it is read with the others when they are next needed.
+        if counts_seq is not None and self.templates.read and not in_part:
             self.templates.add(np.concatenate(counted))
             if counted_words_of:
                 self.templates.add_words(np.concatenate(counted_words_of))
@@ -430,15 +429,12 @@ class Pipeline:
         return prepare(batch, self.settings)
 
     def close(self, flush: bool = True) -> None:
-        """``flush``: write the index's last batches to its files and the template counts' last snapshot (else
-        the next start reads them from the store's rows: the way after a failure or an interruption, which may
-        have left a transaction of this process open)."""
-        unwritten = isinstance(self.index, SegmentIndex) and self.index.unwritten
-        if flush and (unwritten or self.templates.snapshot_pending):
-            with self.templates.bound(), self.store.writing() as txn:
-                if unwritten and isinstance(self.index, SegmentIndex):  # the last batches into the index's files
-                    self.index.flush(txn)
-                self.templates.write_snapshot(txn)  # the last one taken, compressed since
+        """``flush``: write the index's last batches to its files (else the next start reads them from the
+        store: the way after a failure or an interruption, which may have left a transaction of this process
+        open)."""
+        if flush and isinstance(self.index, SegmentIndex) and self.index.unwritten:
+            with self.store.writing() as txn:  # the last batches into the index's files: the next start reads them
+                self.index.flush(txn)
         self.index.close()
         self.store.close()
 

@@ -22,7 +22,6 @@ store's size).
 
 from __future__ import annotations
 
-import threading
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -81,7 +80,6 @@ class ShingleCounts:
         self._released = False  # the transaction of the last catch_up has ended
         self.last_seq = 0
         self.since_snapshot = 0  # ids counted since the last snapshot this process knows of
-        self._compressing: _Compressing | None = None  # a snapshot being compressed, written at the next lock
 
     @property
     def read(self) -> bool:
@@ -116,18 +114,7 @@ class ShingleCounts:
                 self._read(self._rows)
         return self._counts
 
-    @property
-    def settled(self) -> bool:
-        """No snapshot is being compressed from the counters: they may change."""
-        return self._compressing is None or not self._compressing.thread.is_alive()
-
-    def _settle(self) -> None:
-        """Before the counters change: the snapshot being compressed from them done."""
-        if self._compressing is not None:
-            self._compressing.thread.join()
-
     def _read(self, rows: CountRows) -> None:
-        self._settle()
         try:
             self._read_rows(rows)
         except BaseException:  # counted part-way, perhaps past rows a snapshot took: read all again next time
@@ -158,16 +145,8 @@ class ShingleCounts:
 
     def snapshot_if_due(self, rows: CountRows, documents: int = SMALL_BATCH) -> bool:
         """Under the store's write lock, with every row counted: once the rows since the last snapshot hold
-        SNAPSHOT_AFTER ids, take the counts as a snapshot (the rows it covers go when it is written). A batch of
-        fewer than SMALL_BATCH ``documents`` leaves it to a larger one until the rows hold twice as many. Returns
-        whether one was taken.
-
-        The counters are compressed in a thread of their own (zlib lets go of the GIL) while the process decides
-        its next batch, which only reads them; the snapshot is written under the next lock. Compressing 48 MB of
-        dense counters took half a second a snapshot at 1M records, a tenth of the deciding process's time
-        (docs/benchmarks.md). Until it is done the counters do not change: a count row is read from the store
-        rather than added in place (``settled``), and a catch-up waits for it."""
-        self._write_compressed(rows)
+        SNAPSHOT_AFTER ids, write the counts as a snapshot (the rows it covers go). A batch of fewer than
+        SMALL_BATCH ``documents`` leaves it to a larger one until the rows hold twice as many."""
         due = SNAPSHOT_AFTER if documents >= SMALL_BATCH else 2 * SNAPSHOT_AFTER
         if self._counts is None and rows.counted_since_snapshot() >= due:
             self._loaded()  # a process that never weighs shingles still bounds the rows
@@ -179,32 +158,15 @@ class ShingleCounts:
             # row is written.
             self.since_snapshot = 0
             return False
-        self._compressing = _Compressing(self.last_seq, self._counts, self._words)
+        blob = zlib.compress(self._counts.tobytes(), 1)
+        if self._words is not None:
+            blob = _joined(blob, zlib.compress(self._words.tobytes(), 1))
+        rows.save_count_snapshot(self.last_seq, blob)
         self.since_snapshot = 0
         return True
 
-    @property
-    def snapshot_pending(self) -> bool:
-        """A snapshot was taken and is not written yet (``write_snapshot``)."""
-        return self._compressing is not None
-
-    def write_snapshot(self, rows: CountRows) -> None:
-        """Under the store's write lock: the snapshot taken last, once compressed (``snapshot_if_due``)."""
-        self._write_compressed(rows)
-
-    def _write_compressed(self, rows: CountRows) -> None:
-        """The snapshot compressed since the last lock, written (unless another process wrote one as new since)."""
-        if self._compressing is None:
-            return
-        self._compressing.thread.join()
-        seq, blob = self._compressing.seq, self._compressing.blob
-        self._compressing = None
-        if blob is not None and rows.newest_count_snapshot() < seq:
-            rows.save_count_snapshot(seq, blob)
-
     def add(self, ids: np.ndarray) -> None:
         """Count the ids (a text's ids once each, several texts one after another)."""
-        self._settle()
         counts = self._loaded()
         self.since_snapshot += len(ids)
         buckets = ids >> BUCKET_SHIFT
@@ -220,7 +182,6 @@ class ShingleCounts:
 
     def add_words(self, ids: np.ndarray) -> None:
         """Count word ids (each text's once, several texts one after another)."""
-        self._settle()
         self._loaded()
         if self._words is None:
             self._words = np.zeros(1 << (32 - WORD_BUCKET_SHIFT), dtype=np.uint32)
@@ -241,22 +202,6 @@ class ShingleCounts:
     def weights(self, ids: np.ndarray) -> np.ndarray:
         """1 for a shingle held by at most ``boilerplate_texts`` texts, then ``boilerplate_texts / count``."""
         return np.minimum(1.0, self.boilerplate_texts / np.maximum(self.counts(ids), 1))
-
-
-class _Compressing:
-    """A snapshot of the counters as of row ``seq``, compressed in a thread (``ShingleCounts.snapshot_if_due``)."""
-
-    def __init__(self, seq: int, counts: np.ndarray, words: np.ndarray | None) -> None:
-        self.seq = seq
-        self.blob: bytes | None = None  # None: the compression failed (no snapshot this time)
-        self.thread = threading.Thread(target=self._run, args=(counts, words), name="docsieve-snapshot", daemon=True)
-        self.thread.start()
-
-    def _run(self, counts: np.ndarray, words: np.ndarray | None) -> None:
-        blob = zlib.compress(counts.data, 1)  # the counters themselves (no copy): they do not change till it is done
-        if words is not None:
-            blob = _joined(blob, zlib.compress(words.data, 1))
-        self.blob = blob
 
 
 def weighted_overlap(a: np.ndarray, b: np.ndarray, weight_a: np.ndarray, weight_b: np.ndarray) -> tuple[float, float]:

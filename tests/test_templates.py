@@ -132,8 +132,6 @@ def test_a_small_batch_leaves_a_due_snapshot_to_a_larger_one_until_twice_due() -
         if since >= SNAPSHOT_AFTER:  # a process holding the counts already
             counts._counts = np.zeros(1 << (32 - 8), dtype=np.uint16)
         assert counts.snapshot_if_due(rows, documents) is written  # type: ignore[arg-type]
-        assert rows.saved == 0  # compressed in a thread: written at the next lock
-        counts.snapshot_if_due(rows, documents)  # type: ignore[arg-type]
         assert rows.saved == written
 
 
@@ -193,68 +191,3 @@ def test_counts_whose_read_fails_part_way_are_read_whole_next_time() -> None:
         counts.counts(rows.probe())
     counts.catch_up(rows)
     assert counts.counts(rows.probe()).tolist() == [1] * 6 and counts.last_seq == 6
-
-
-def test_a_snapshot_compressed_in_a_thread_leaves_the_counts_whole_and_is_written_at_the_next_lock_or_at_close(
-    tmp_path, monkeypatch
-) -> None:
-    """The counters are compressed in a thread while the next batch is decided. A batch that commits meanwhile
-    does not add its row in place (the counters must not change under the compression): its next catch-up reads
-    it from the store, so the process's counts stay those a new process reads. The snapshot is written under the
-    next lock, or when the process closes."""
-    import random
-    import threading
-    import zlib
-
-    import docsieve.templates as templates
-    from docsieve.models import RawDocument
-    from docsieve.pipeline import Pipeline
-    from docsieve.settings import Settings
-    from docsieve.store import Store
-
-    monkeypatch.setattr(templates, "SNAPSHOT_AFTER", 2_000)
-    released = threading.Event()
-
-    compress = zlib.compress
-
-    def slow(data, level):  # the compression outlasts the batch that took the snapshot
-        released.wait(5)
-        return compress(data, level)
-
-    monkeypatch.setattr(templates.zlib, "compress", slow)
-    rng = random.Random(4)
-    vocabulary = [f"word{i}" for i in range(3000)]
-    docs = [
-        RawDocument(source=f"d{i}.txt", body=" ".join(rng.choice(vocabulary) for _ in range(200))) for i in range(40)
-    ]
-    url = f"sqlite:///{tmp_path / 's.db'}"
-    settings = Settings(store=url, batch_size=8)
-
-    def fresh_counts() -> np.ndarray:
-        fresh = Pipeline(Store(url), settings)
-        with fresh.templates.bound(), fresh.store.writing() as txn:
-            fresh.templates.catch_up(txn)
-            counts = fresh.templates.counts(np.arange(0, 1 << 32, 1 << 8, dtype=np.uint64).astype(np.uint32)).copy()
-        fresh.close(flush=False)
-        return counts
-
-    pipeline = Pipeline(Store(url), settings)
-    taken = []
-    for start in range(0, 40, 8):
-        pipeline.ingest(docs[start : start + 8])
-        taken.append(pipeline.templates.snapshot_pending and not pipeline.templates.settled)
-        released.set()  # the compression done before the next batch's catch-up needs the counters
-        with pipeline.templates.bound(), pipeline.store.writing() as txn:
-            pipeline.templates.catch_up(txn)
-            mine = pipeline.templates.counts(np.arange(0, 1 << 32, 1 << 8, dtype=np.uint64).astype(np.uint32))
-        assert np.array_equal(mine, fresh_counts())
-        released.clear()
-    assert any(taken)  # a batch committed while its snapshot was being compressed
-    with pipeline.store.reading() as txn:
-        before_close = txn.newest_count_snapshot()
-    pending = pipeline.templates.snapshot_pending
-    released.set()
-    last_seq = pipeline.templates._compressing.seq if pending else before_close
-    pipeline.close()
-    with Store(url).reading() as txn:
-        assert txn.newest_count_snapshot() == last_seq
