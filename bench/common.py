@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
 import os
 import platform
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -87,3 +89,21 @@ def settle(quiet_below: float = 0.2, longest: float = 10.0) -> None:
         if after[1] > before[1] and (after[0] - before[0]) / (after[1] - before[1]) < quiet_below:
             return
         before = after
+
+
+def meanwhile(store, then: Callable[[], object]) -> None:
+    """Make ``store``'s writes call ``then`` between their work before the lock and the lock: a second worker storing
+    a batch while the first waits (bench/lock.py --contended, bench/interleaved.py). ``store``: a docsieve Store."""
+    writing = store.writing
+
+    @contextlib.contextmanager
+    def wrapped(before_lock=None):
+        def first_then(txn):
+            if before_lock is not None:
+                before_lock(txn)
+            then()
+
+        with writing(before_lock=first_then) as txn:
+            yield txn
+
+    store.writing = wrapped

@@ -28,7 +28,7 @@ import time
 import uuid
 from pathlib import Path
 
-from common import DEFAULT_CORPUS, ROOT, machine
+from common import DEFAULT_CORPUS, ROOT, machine, meanwhile
 
 sys.path.insert(0, str(ROOT))
 import quality
@@ -56,20 +56,7 @@ def run(docs: list[dict], size: int, whole: bool) -> tuple[quality.StoreView, in
             store = Store(pg)
             first = Pipeline(store, settings, open_index(settings))
             second = Pipeline(Store(pg), settings, open_index(settings))
-            writing = store.writing
-
-            @contextlib.contextmanager
-            def meanwhile(before_lock=None):
-                def then_theirs(txn):
-                    if before_lock is not None:
-                        before_lock(txn)
-                    if theirs:
-                        second.process(theirs.pop(0))
-
-                with writing(before_lock=then_theirs) as txn:
-                    yield txn
-
-            store.writing = meanwhile  # type: ignore[method-assign]
+            meanwhile(store, lambda: theirs and second.process(theirs.pop(0)))
             started = time.perf_counter()
             first.ingest(mine)
             while theirs:

@@ -23,7 +23,7 @@ import time
 import uuid
 from pathlib import Path
 
-from common import DEFAULT_CORPUS, ROOT, Article, folder_or_exit, load_articles, machine, settle
+from common import DEFAULT_CORPUS, ROOT, Article, folder_or_exit, load_articles, machine, meanwhile, settle
 
 sys.path.insert(0, str(ROOT))
 from docsieve.index import open_index
@@ -87,7 +87,6 @@ def phases(settings: Settings, docs: list[RawDocument], contended: bool = False)
     and stores one of its batches between each of the first's decisions before the lock and the lock: every batch
     of the first meets records stored meanwhile, as a cluster's batches do (83-88% of them with 4 and 8 processes),
     without the others' processes on this machine's cores. Only the first's time is counted."""
-    import contextlib
     import functools
 
     import docsieve.index
@@ -125,24 +124,16 @@ def phases(settings: Settings, docs: list[RawDocument], contended: bool = False)
     pipeline = Pipeline(store, settings, open_index(settings))
     other = Pipeline(Store(settings.store), settings, open_index(settings)) if contended else None
     if other is not None:
-        writing = store.writing
 
-        @contextlib.contextmanager
-        def meanwhile(before_lock=None):
-            def then_theirs(txn):
-                if before_lock is not None:
-                    before_lock(txn)
-                if theirs and (batch := theirs.pop(0)):
-                    counting[0] = False
-                    try:
-                        other.process(batch)
-                    finally:
-                        counting[0] = True
+        def theirs_next() -> None:
+            if theirs and (batch := theirs.pop(0)):
+                counting[0] = False
+                try:
+                    other.process(batch)
+                finally:
+                    counting[0] = True
 
-            with writing(before_lock=then_theirs) as txn:
-                yield txn
-
-        store.writing = meanwhile
+        meanwhile(store, theirs_next)
     try:
         pipeline.ingest(mine)
     finally:

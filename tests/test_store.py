@@ -874,6 +874,26 @@ def _words(count: int, rng) -> str:
     return " ".join(" ".join(picked[i : i + 12]).capitalize() + "." for i in range(0, count, 12))
 
 
+def _one_opening(
+    seed: int, opening_words: int, month: str, with_copy: bool = False
+) -> tuple[list[RawDocument], list[RawDocument], Callable]:
+    """A stored text (c.txt), ten items opening as it does (x0-x9.txt; ``with_copy``: and another outlet's copy of
+    c.txt), and a maker of documents that share its opening and a part of the rest (``sharing("d.txt", "10")``:
+    published at that hour)."""
+    rng = random.Random(seed)
+    opening, rest = _words(opening_words, rng), _words(60, rng)
+    cut = " ".join(rest.split()[:26])
+
+    def doc(source: str, body: str, hour: str) -> RawDocument:
+        return RawDocument(source=source, body=body, published=f"2026-{month}-01T{hour}:00:00Z")
+
+    before = [doc("c.txt", f"{opening} {rest}", "08")]
+    items = [doc(f"x{i}.txt", f"{opening} {_words(60, rng)}", "09") for i in range(10)]
+    if with_copy:
+        items.append(doc("c-copy.txt", f"{opening} {rest}", "09"))
+    return before, items, lambda source, hour: doc(source, f"{opening} {cut} {_words(34, rng)}", hour)
+
+
 def test_a_batch_decided_in_part_weighs_boilerplate_by_the_counts_read_before_the_lock(
     postgres_server_url: str, tmp_path: Path
 ) -> None:
@@ -883,18 +903,10 @@ def test_a_batch_decided_in_part_weighs_boilerplate_by_the_counts_read_before_th
     counts it read before the lock, as though stored before the items (SQLite, one process): it joins the text's
     story. Its worker's next batch reads the items' counts: a second such document stays apart, as it does stored
     after them."""
-    import random
-
     from tests.services import postgres_database
 
-    rng = random.Random(1)
-    opening, rest = _words(20, rng), _words(60, rng)
-    cut = " ".join(rest.split()[:26])
-    doc = lambda source, body, hour: RawDocument(source=source, body=body, published=f"2026-01-01T{hour}:00:00Z")  # noqa: E731
-    before = [doc("c.txt", f"{opening} {rest}", "08")]
-    items = [doc(f"x{i}.txt", f"{opening} {_words(60, rng)}", "09") for i in range(10)]
-    then = [doc("d.txt", f"{opening} {cut} {_words(34, rng)}", "10")]
-    later = [doc("e.txt", f"{opening} {cut} {_words(34, rng)}", "11")]
+    before, items, sharing = _one_opening(1, 20, "01")
+    then, later = [sharing("d.txt", "10")], [sharing("e.txt", "11")]
     expected = _serial(tmp_path, before, then, items)
     with postgres_database(postgres_server_url) as url:
         one, second = _queued(url, before, items, then, close=False)
@@ -1521,18 +1533,10 @@ def test_a_part_decided_again_weighs_boilerplate_by_the_counts_read_before_the_l
     meanwhile), another outlet's exact copy of the stored text is stored with the items: the document, which read
     that story, is decided again under the lock, and still by the counts read before the lock (the batch decided in
     part): it joins the text's story, as stored before the items."""
-    import random
-
     from tests.services import postgres_database
 
-    rng = random.Random(5)
-    opening, rest = _words(40, rng), _words(60, rng)
-    cut = " ".join(rest.split()[:26])
-    doc = lambda source, body, hour: RawDocument(source=source, body=body, published=f"2026-12-01T{hour}:00:00Z")  # noqa: E731
-    before = [doc("c.txt", f"{opening} {rest}", "08")]
-    items = [doc(f"x{i}.txt", f"{opening} {_words(60, rng)}", "09") for i in range(10)]
-    items.append(doc("c-copy.txt", f"{opening} {rest}", "09"))
-    then = [doc("d.txt", f"{opening} {cut} {_words(34, rng)}", "10")]
+    before, items, sharing = _one_opening(5, 40, "12", with_copy=True)
+    then = [sharing("d.txt", "10")]
     expected = _serial(tmp_path, before, then, items)
     with postgres_database(postgres_server_url) as url:
         _, second = _queued(url, before, items, then)
