@@ -85,7 +85,7 @@ def phases(settings: Settings, docs: list[RawDocument], contended: bool = False)
     ``contended``: a second worker (another ``Pipeline`` on the same store and index, in this process) takes every
     other batch of the documents (their order kept: batches 1, 3, 5... are the first's, 2, 4, 6... the second's),
     and stores one of its batches between each of the first's decisions before the lock and the lock: every batch
-    of the first meets records stored meanwhile, as a cluster's batches do (83-88% of them with 4 and 8 processes),
+    of the first meets records stored meanwhile, as a cluster's batches do (75-88% of them with 4 and 8 processes),
     without the others' processes on this machine's cores. Only the first's time is counted."""
     import functools
 

@@ -306,14 +306,12 @@ class Pipeline:
             first_new, first = ahead[0][1]
             if (changed := txn.stories_changed_since(ahead[0][0][0])) is None:
                 return None  # a writer that does not say which stories it changed: the whole batch decided again
-            self.decided_again += 1
             redo = first.depending_on(changed, meeting(txn, stored))
             if not redo:
                 return first_new, first
             again_new, again = decide(txn, now, first, redo)
             book = first.merged(again, redo)
             if book is None:
-                self.decided_again -= 1  # counted with the whole batch's
                 return None
             self.documents_decided_again += len(redo)
             replaced = {n.record.id: n for n in again_new}
@@ -363,7 +361,7 @@ class Pipeline:
                 self.index.catch_up(txn)
                 late.catch_up(txn)
                 # Decided in part, the batch weighs boilerplate by the template counts as read before the lock: a
-                # few batches fewer than the store's, which cost 30 µs a document to count under the lock
+                # few batches fewer than the store's, which cost 40 µs a document to count under the lock
                 # (docs/benchmarks.md). They are counted before the next batch's lock.
                 if not in_part:
                     self.templates.catch_up(txn)
@@ -372,6 +370,7 @@ class Pipeline:
             if standing:
                 new, book = ahead[0][1]
             elif stored is not None and in_part and (part := in_parts(txn, stored, now)) is not None:
+                self.decided_again += 1
                 new, book = part
             else:  # a takedown meanwhile, or a batch's id stored by another: the whole batch decided again
                 self.decided_again += len(ahead)
