@@ -104,7 +104,7 @@ shingle_counts = sa.Table(
     sa.Column("counts", sa.LargeBinary, nullable=False),  # uint32 shingle ids of the texts, one after another
 )
 
-# The template counts as of a ``shingle_counts`` row (its seq), zlib-compressed uint16 counters: a process
+# The template counts as of a ``shingle_counts`` row (its seq), zstd-compressed uint16 counters (zlib before): a process
 # starts from the newest and the rows after it; the rows it covers are deleted when it is written.
 shingle_count_snapshots = sa.Table(
     "shingle_count_snapshots",

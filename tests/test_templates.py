@@ -191,3 +191,54 @@ def test_counts_whose_read_fails_part_way_are_read_whole_next_time() -> None:
         counts.counts(rows.probe())
     counts.catch_up(rows)
     assert counts.counts(rows.probe()).tolist() == [1] * 6 and counts.last_seq == 6
+
+
+class _Snapshot:
+    """A store holding one snapshot (at row 3) and no rows."""
+
+    def __init__(self, blob: bytes) -> None:
+        self.blob, self.saved = blob, b""
+
+    def newest_count_snapshot(self) -> int:
+        return 3
+
+    def count_snapshot(self, after_seq: int):
+        return (3, self.blob) if after_seq < 3 else None
+
+    def shingle_count_rows(self, after_seq: int):
+        return []
+
+    def counted_since_snapshot(self) -> int:
+        return 0
+
+    def save_count_snapshot(self, seq: int, blob: bytes) -> None:
+        self.saved = blob
+
+
+def test_snapshots_are_written_with_zstd_and_those_written_with_zlib_before_are_still_read() -> None:
+    import zlib
+
+    from docsieve.templates import SNAPSHOT_AFTER, WORD_ROW, ZSTD_FRAME, ShingleCounts, _joined, _parts
+
+    rng = np.random.default_rng(8)
+    shingles, words = rng.integers(0, 2**32, 5000, dtype=np.uint64).astype(np.uint32), np.arange(7, dtype=np.uint32)
+    truth = ShingleCounts(boilerplate_texts=3)
+    truth.add(shingles)
+    truth.add_words(words << 10)
+    old = _joined(zlib.compress(truth._loaded().tobytes(), 1), zlib.compress(truth._words.tobytes(), 1))
+    for blob in (old, zlib.compress(truth._loaded().tobytes(), 1)):  # shingles and words; shingles alone
+        counts = ShingleCounts(boilerplate_texts=3)
+        rows = _Snapshot(blob)
+        counts.catch_up(rows)  # type: ignore[arg-type]
+        assert np.array_equal(counts.counts(shingles), truth.counts(shingles))
+        assert counts.word_counts(words << 10).tolist() == ([1] * 7 if blob is old else [0] * 7)
+        # This version's snapshot of the same counts: zstd, read back the same.
+        counts.since_snapshot, counts.last_seq = SNAPSHOT_AFTER, 4
+        assert counts.snapshot_if_due(rows)  # type: ignore[arg-type]
+        parts = _parts(rows.saved, row=False)
+        assert rows.saved.startswith(WORD_ROW) is (blob is old)
+        assert all(part.startswith(ZSTD_FRAME) for part in parts if part is not None)
+        again = ShingleCounts(boilerplate_texts=3)
+        again.catch_up(_Snapshot(rows.saved))  # type: ignore[arg-type]
+        assert np.array_equal(again.counts(shingles), truth.counts(shingles))
+        assert again.word_counts(words << 10).tolist() == counts.word_counts(words << 10).tolist()
