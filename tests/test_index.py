@@ -306,20 +306,23 @@ def test_a_lost_file_makes_the_next_catch_up_build_the_files_again(tmp_path: Pat
 
 
 def test_a_mapped_segment_is_searched_through_its_fence_as_numpy_would() -> None:
-    from docsieve.index import FENCE, _Segment
+    """A few keys (read block by block from the files) and a batch's many (searched through the mapping), keys
+    that run over several blocks and keys before the first and after the last included."""
+    from docsieve.index import FENCE, FEW, _Segment
 
     rng = np.random.default_rng(0)
-    for n in (1, 5, FENCE - 1, FENCE, FENCE + 1, 5000):
+    for n in (0, 1, 5, FENCE - 1, FENCE, FENCE + 1, 5000, 20 * FENCE):
         keys = np.sort(rng.integers(0, 3000, n)).astype(np.int64)
         one = np.array([b"x" * 20])
         segment = _Segment(
             keys, np.zeros(n, np.int32), one, np.zeros(1, np.int64), np.zeros(1, np.int64), UNKNOWN_SKETCH
         )
         segment.fence = keys[::FENCE].copy()
-        asked = np.sort(rng.integers(-5, 3005, 500)).astype(np.int64)
-        left, right = segment.search(asked)
-        assert (left == np.searchsorted(keys, asked, "left")).all()
-        assert (right == np.searchsorted(keys, asked, "right")).all()
+        for many in (500, 2 * FEW):
+            asked = np.sort(rng.integers(-5, 3005, many)).astype(np.int64)
+            left, right = segment.search(asked)
+            assert (left == np.searchsorted(keys, asked, "left")).all()
+            assert (right == np.searchsorted(keys, asked, "right")).all()
 
 
 def test_a_process_reads_segments_another_merged_away_since_it_opened_them(tmp_path: Path) -> None:
