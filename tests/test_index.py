@@ -271,6 +271,35 @@ def test_the_window_bounds_candidates_by_time_and_an_undated_document_sees_the_w
     assert found[0] == early and found[1] == late and sorted(found[2]) == sorted(early + late)
 
 
+def test_a_segment_out_of_a_querys_window_is_not_searched_and_its_records_make_no_key_common(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A query's keys are searched only in the segments holding a record within its window, so a key's
+    commonness is counted among their records: a stock key that older news holds many times still finds this
+    window's record; an undated query meets every segment and finds the key common."""
+    from docsieve.index import _Segment
+
+    rows, index = Rows(), SegmentIndex(tmp_path / "index", window_days=10, common=3)
+    old = rows.put(index, [[5, 100 + i] for i in range(4)], when=100 * DAY, arrived=120 * DAY)
+    index.flush(rows)
+    recent = rows.put(index, [[5, 200]], when=115 * DAY, arrived=120 * DAY)
+    index.flush(rows)
+    assert [s.spans["dated"] for s in index._segments] == [[100 * DAY] * 2, [115 * DAY] * 2]
+    searched: list[int] = []
+    search = _Segment.search
+    monkeypatch.setattr(_Segment, "search", lambda self, keys: searched.append(len(keys)) or search(self, keys))
+    assert index.lookup([np.array([5])], 5, times=[116 * DAY])[0] == [recent]
+    assert searched == [1]  # the older segment was not searched
+    assert index.lookup([np.array([5])], 5, times=[None])[0] == [[]]  # 5 records hold it: common
+    # The edge of the window, as the candidates' own times are held to it: the older segment is searched.
+    assert index.lookup([np.array([101])], 5, times=[110 * DAY])[0] == [[old[1]]]
+    assert index.lookup([np.array([101])], 5, times=[110 * DAY + 1])[0] == [[]]
+    # A batch of both: each query's keys are searched where its own window reaches.
+    searched.clear()
+    assert index.lookup([np.array([5]), np.array([101])], 5, times=[116 * DAY, 105 * DAY])[0] == [recent, [old[1]]]
+    assert searched == [1, 2]
+
+
 def test_records_two_windows_older_than_the_newest_are_forgotten_by_their_own_clock(tmp_path: Path) -> None:
     rows, index = Rows(), SegmentIndex(tmp_path / "index", window_days=1)
     # Dated records go by publication (an archive backfilled today is a year of news, not a day of it)...
