@@ -2,9 +2,11 @@
 kind (bench/scale.py's ``compose``, no planted copies), N dated at its start into an empty store, N dated
 after its last article into a copy of the store a ``bench/scale.py`` run left, alternating.
 
-    .venv/bin/python bench/scale_check.py --workdir /tmp/scale-400k-v [--docs 50000] [--rounds 3]
+    .venv/bin/python bench/scale_check.py --workdir /tmp/scale-400k-v [--docs 50000] [--rounds 3] [--against DIR]
 
-Each ingest is ``docsieve ingest --quiet`` in a child process under GNU time (wall seconds, peak RSS).
+Each ingest is ``docsieve ingest --quiet`` in a child process under GNU time (wall seconds, peak RSS). With
+``--against DIR`` (a copy of other code, say ``git archive COMMIT | tar -x -C DIR``), each round runs both
+codes, this one and DIR's (its ``docsieve`` package first on ``PYTHONPATH``), in alternating order.
 """
 
 from __future__ import annotations
@@ -43,10 +45,12 @@ def remove_store(store: Path) -> Path:
     return store
 
 
-def ingest(store: Path, source: Path) -> tuple[float, float]:
-    """(wall seconds, peak RSS MB) of one ``docsieve ingest``."""
+def ingest(store: Path, source: Path, code: Path | None = None) -> tuple[float, float]:
+    """(wall seconds, peak RSS MB) of one ``docsieve ingest`` (of the docsieve in ``code``, if given)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("DOCSIEVE_")}  # the defaults, as scale.py
     env["DOCSIEVE_STORE"] = str(store)
+    if code is not None:
+        env["PYTHONPATH"] = str(code)
     # Whatever the benchmark wrote before (the 11 GB copy of a 1M store) goes to disk first: otherwise the
     # kernel writes it back during the timed ingest (0.73-0.74 at 1M without this, docs/benchmarks.md).
     os.sync()
@@ -67,6 +71,7 @@ def main() -> int:
     parser.add_argument("--docs", type=int, default=50_000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS)
+    parser.add_argument("--against", type=Path, help="other code to run alternately (a directory holding docsieve/)")
     args = parser.parse_args()
     results = json.loads((args.workdir / "results.json").read_text())
     grown = max(r["records_after"] for r in results["rows"])
@@ -77,19 +82,24 @@ def main() -> int:
         write_fresh(first, 0, args.docs, pools)
         write_fresh(late, grown, args.docs, pools)
         print(f"{args.docs:,} fresh articles into an empty store and into a copy of {grown:,} records", flush=True)
+        codes: list[tuple[str, Path | None]] = [("this code", None)]
+        if args.against is not None:
+            codes.append((str(args.against), args.against.resolve()))
         for round_ in range(1, args.rounds + 1):
-            empty, copy = remove_store(work / "empty.db"), remove_store(work / "grown.db")
-            wall_first, peak_first = ingest(empty, first)
-            for suffix in ("", "-wal"):  # the log too, should the run have left one
-                if (args.workdir / f"store.db{suffix}").exists():
-                    shutil.copy(args.workdir / f"store.db{suffix}", f"{copy}{suffix}")
-            shutil.copytree(args.workdir / "store.db.index", f"{copy}.index")
-            wall_late, peak_late = ingest(copy, late)
-            print(
-                f"round {round_}: empty {wall_first:.1f} s {peak_first:,.0f} MB; grown {wall_late:.1f} s "
-                f"{peak_late:,.0f} MB; late ÷ first docs/s {wall_first / wall_late:.2f}",
-                flush=True,
-            )
+            for name, code in codes if round_ % 2 else reversed(codes):
+                empty, copy = remove_store(work / "empty.db"), remove_store(work / "grown.db")
+                wall_first, peak_first = ingest(empty, first, code)
+                for suffix in ("", "-wal"):  # the log too, should the run have left one
+                    if (args.workdir / f"store.db{suffix}").exists():
+                        shutil.copy(args.workdir / f"store.db{suffix}", f"{copy}{suffix}")
+                shutil.copytree(args.workdir / "store.db.index", f"{copy}.index")
+                wall_late, peak_late = ingest(copy, late, code)
+                print(
+                    f"round {round_}{f', {name}' if len(codes) > 1 else ''}: empty {wall_first:.1f} s "
+                    f"{peak_first:,.0f} MB; grown {wall_late:.1f} s {peak_late:,.0f} MB; late ÷ first docs/s "
+                    f"{wall_first / wall_late:.2f}",
+                    flush=True,
+                )
     return 0
 
 
