@@ -1,7 +1,9 @@
-"""A batch's candidate lookup in a grown store's embedded index: its reads through the segments' mappings (as
-now) against one ``pread`` an entry (the way before), alternating in one process.
+"""A batch's candidate lookup in a grown store's embedded index, two ways alternating in one process:
+``--compare take``, its reads through the segments' mappings (as now) against one ``pread`` an entry (the way
+before); ``--compare window``, the lookup with the documents' times, each query's keys searched only in the
+segments within its window (as now) against every segment searched (the way before).
 
-    .venv/bin/python bench/grown.py --workdir /work/scratch/scale300 [--batches 8] [--rounds 8]
+    .venv/bin/python bench/grown.py --workdir /work/scratch/scale300 [--compare take] [--batches 8] [--rounds 8]
 
 WORKDIR is a finished bench/scale.py run; its store is read, never written. The articles are fresh ones of the
 scale corpus's kind dated after the store's last (bench/scale_check.py's ``write_fresh``), prepared once.
@@ -14,9 +16,12 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from datetime import UTC, datetime
 from itertools import islice
 from pathlib import Path
 
+import numpy as np
 import scale
 import scale_check
 from common import DEFAULT_CORPUS, ROOT, machine
@@ -24,35 +29,56 @@ from common import DEFAULT_CORPUS, ROOT, machine
 sys.path.insert(0, str(ROOT))
 from docsieve import index
 from docsieve.prepare import prepare
+from docsieve.published import parse_published
 from docsieve.readers import read
 from docsieve.settings import Settings
 from docsieve.store import Store
 
 
-def lookups(settings: Settings, batches: list, rounds: int) -> dict[str, list[float]]:
-    """ms a batch's ``candidates``, the reads through the mappings (now) and one read an entry (before)."""
+def ways_of(compare: str) -> tuple[str, dict[str, Callable]]:
+    """The ``_Segment`` method swapped, and its two versions by name (now first)."""
+    if compare == "take":
+        mapped_take = index._Segment.take
+
+        def take_before(segment, part, at, width=1, mapped=False):
+            return mapped_take(segment, part, at, width, False)
+
+        return "take", {"mapped": mapped_take, "pread": take_before}
+
+    def every_segment(segment, query_times, window):
+        return np.ones(len(query_times), dtype=bool)
+
+    return "meets", {"window": index._Segment.meets, "all": every_segment}
+
+
+def lookups(settings: Settings, batches: list, rounds: int, compare: str) -> dict[str, list[float]]:
+    """ms a batch's ``candidates``, each way (with the documents' times for ``window``)."""
     found = index.open_index(settings)
-    mapped_take = index._Segment.take
-
-    def take_before(segment, part, at, width=1, mapped=False):
-        return mapped_take(segment, part, at, width, False)
-
-    ways = {"mapped": mapped_take, "pread": take_before}
+    method, ways = ways_of(compare)
+    now = getattr(index._Segment, method)
+    arrival = datetime.now(UTC)
+    times = [
+        [index.query_time(parse_published(p.document.published), arrival) for p in batch]
+        if compare == "window"
+        else None
+        for batch in batches
+    ]
     spent: dict[str, list[float]] = {way: [] for way in ways}
     for r in range(rounds):
         for way in ways if r % 2 == 0 else reversed(ways):
-            index._Segment.take = ways[way]  # type: ignore[method-assign]
+            setattr(index._Segment, method, ways[way])
             started = time.perf_counter()
-            for batch in batches:
-                found.candidates([p.keys for p in batch], settings.max_candidates, None)
+            for batch, batch_times in zip(batches, times, strict=True):
+                found.candidates([p.keys for p in batch], settings.max_candidates, batch_times)
             spent[way].append((time.perf_counter() - started) / len(batches) * 1000)
-    index._Segment.take = mapped_take  # type: ignore[method-assign]
+    setattr(index._Segment, method, now)
     return spent
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workdir", type=Path, required=True, help="of a finished bench/scale.py run")
+    parser.add_argument("--compare", choices=("take", "window"), default="take")
     parser.add_argument("--batches", type=int, default=8, help="batches of 512 fresh articles")
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS)
@@ -69,7 +95,7 @@ def main() -> int:
     size = settings.batch_size
     batches = [prepare(items[i : i + size], settings)[1] for i in range(0, len(items), size)]
     print(f"a store of {records:,} records ({args.workdir}); {machine()}")
-    spent = lookups(settings, batches, args.rounds)
+    spent = lookups(settings, batches, args.rounds, args.compare)
     for way, figures in spent.items():
         print(f"  lookup of a batch of {size}, {way:<7} {statistics.median(figures):7.1f} ms median of {args.rounds}")
     return 0
