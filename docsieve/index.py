@@ -555,7 +555,7 @@ class SegmentIndex:
         for segment in segments:
             # A segment with no record in a query's window is not searched for that query's keys. The index holds
             # two windows, so a feed's new documents skip the older window's segments (at 1M records, 2 of 14
-            # segments, 41% of the postings: 50,000 new articles ingested 9-10% quicker, docs/benchmarks.md).
+            # segments, 41% of the postings: a batch's lookup 25% quicker, docs/benchmarks.md).
             meets = segment.meets(query_times, self.window) if query_times is not None else None
             if meets is None or meets.all():
                 left, right = segment.search(keys)
