@@ -566,7 +566,9 @@ class SegmentIndex:
             bounds.append((left, right))
             held += right - left
         # A key's commonness is so counted among the records of the segments its query's window meets (those
-        # past its window were never its candidates), not of the whole index.
+        # past its window were never its candidates), not of the whole index. Which records those are depends on
+        # how the segments were merged (one spanning both windows counts all its records), as it did before on
+        # which records past the horizon a merge had dropped: an approximation near the threshold, either way.
         usable = held <= self.common
         telling = ~lone_phrases(keys, held)  # keys that are evidence on their own
         # Records past the horizon are forgotten, whether or not their segment has been rewritten without them.

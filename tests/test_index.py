@@ -442,3 +442,122 @@ def test_keys_of_another_integer_type_are_written_as_the_files_are_read(tmp_path
     again.catch_up(rows)
     found, _ = again.lookup([np.array([5, 9], dtype=np.int64)], limit=3)
     assert found == [[rid]]
+
+
+def _stored(rows: Rows, keys: list[int], when: int, arrived: int) -> str:
+    """One store row (its own arrival), not handed to an index: a later catch-up reads it."""
+    seq = len(rows.rows) + 1
+    rows.rows.append((seq, f"{seq:020x}", np.array(keys, dtype=np.int64).tobytes(), when, arrived, None))
+    return f"{seq:020x}"
+
+
+def test_a_segment_of_dated_and_undated_records_meets_a_window_by_the_span_of_both(tmp_path: Path) -> None:
+    """A segment holding dated records (published 105-118, stored later) and an undated one (stored at 100): a
+    query is searched there if its window reaches any of them, the undated one before the dated ones' span or a
+    dated one after the undated one's, in memory and from the files' manifest alike."""
+    rows = Rows()
+    undated = _stored(rows, [1, 11], 100 * DAY, 100 * DAY)
+    first = _stored(rows, [2, 12], 105 * DAY, 106 * DAY)
+    last = _stored(rows, [3, 13], 118 * DAY, 119 * DAY)
+    files = SegmentIndex(tmp_path / "index", window_days=10)
+    files.catch_up(rows)
+    for index in (MemoryIndex(window_days=10), files, SegmentIndex(tmp_path / "index", window_days=10)):
+        index.catch_up(rows)
+        (segment,) = index._segments + index._held
+        assert segment.spans["dated"] == [105 * DAY, 118 * DAY] and segment.spans["undated"] == [100 * DAY] * 2
+        ask = [np.array([1]), np.array([3]), np.array([2])]
+        assert index.lookup(ask, 5, times=[90 * DAY, 128 * DAY, 95 * DAY])[0] == [[undated], [last], [first]]
+        for keys, when, found in ((1, 90 * DAY, undated), (3, 128 * DAY, last), (2, 95 * DAY, first)):
+            assert index.lookup([np.array([keys])], 5, times=[when])[0] == [[found]]
+            assert index.lookup([np.array([keys])], 5, times=[when - 1 if keys != 3 else when + 1])[0] == [[]]
+
+
+def test_a_key_is_counted_common_only_in_segments_within_the_window_to_the_second(tmp_path: Path) -> None:
+    """Four older records (100) of a stock key make it common (common=3) for a query whose window reaches
+    them, not for one a second later; four later ones (130) for a query whose window reaches them, not for one a
+    second earlier. Either way the lone record of the query's window is found only where the key is not common."""
+    rows, index = Rows(), SegmentIndex(tmp_path / "before", window_days=10, common=3)
+    rows.put(index, [[5, 100 + i] for i in range(4)], when=100 * DAY, arrived=120 * DAY)
+    index.flush(rows)
+    recent = rows.put(index, [[5, 200]], when=115 * DAY, arrived=120 * DAY)
+    index.flush(rows)
+    assert len(index._segments) == 2
+    assert index.lookup([np.array([5])], 5, times=[110 * DAY])[0] == [[]]
+    assert index.lookup([np.array([5])], 5, times=[110 * DAY + 1])[0] == [recent]
+    rows, index = Rows(), SegmentIndex(tmp_path / "after", window_days=10, common=3)
+    rows.put(index, [[6, 100 + i] for i in range(4)], when=130 * DAY, arrived=131 * DAY)
+    index.flush(rows)
+    earlier = rows.put(index, [[6, 200]], when=118 * DAY, arrived=131 * DAY)
+    index.flush(rows)
+    assert len(index._segments) == 2
+    assert index.lookup([np.array([6])], 5, times=[120 * DAY])[0] == [[]]
+    assert index.lookup([np.array([6])], 5, times=[120 * DAY - 1])[0] == [earlier]
+    # In a batch, each query's key is counted where its own window reaches, whatever the others' windows.
+    assert index.lookup([np.array([6])] * 3, 5, times=[120 * DAY - 1, 125 * DAY, None])[0] == [earlier, [], []]
+
+
+def test_a_batch_lookup_with_times_finds_for_each_query_what_it_finds_alone_and_every_record_in_its_window(
+    tmp_path: Path,
+) -> None:
+    """Segments of dated and undated batches (some merged, some in the files, the last held in memory), and a
+    batch of queries (more than FEW keys: the mapped path; the segments out of some windows searched for a few
+    of its keys, through their fences) at times spread over and past them, some undated, some at the very edge
+    of a record's window: each query's candidates are those it finds alone, and (no key common) every record
+    sharing a key within its window."""
+    from docsieve.index import FEW
+
+    rng = np.random.default_rng(11)
+    window, universe = 2 * DAY, 3000
+    rows, index = Rows(), SegmentIndex(tmp_path / "index", window_days=2, common=4)
+    records: dict[str, tuple[set[int], int]] = {}
+    for batch in range(14):
+        when = int(batch * 0.3 * DAY)
+        arrived = when if batch % 3 == 0 else when + 3600  # every third batch undated
+        keys = [
+            sorted(set(rng.integers(0, universe, 12).tolist()) | ({int(SAMPLE_TAG) | 1} if i % 5 == 0 else set()))
+            for i in range(int(rng.integers(1, 9)))
+        ]
+        for rid, k in zip(rows.put(index, keys, when=when, arrived=arrived), keys, strict=True):
+            records[rid] = (set(k), when)
+        if batch % 4 == 3:
+            index.flush(rows)
+    assert index._held and len(index._segments) > 1
+    edges = [t + s * window for _, t in records.values() for s in (-1, 1)]
+    times: list[int | None] = [None if i % 9 == 0 else int(rng.integers(-3 * DAY, 7 * DAY)) for i in range(50)]
+    times += [int(t) for t in rng.choice(edges, 12)]
+    queries = [
+        np.array(sorted(set(rng.integers(0, universe, 90).tolist()) | {int(SAMPLE_TAG) | 1}), dtype=np.int64)
+        for _ in times
+    ]
+    assert sum(len(q) for q in queries) > FEW
+    for common in (4, 1 << 40):
+        index.common = common
+        together = index.lookup(queries, 1000, times=times)[0]
+        alone = [index.lookup([q], 1000, times=[t])[0][0] for q, t in zip(queries, times, strict=True)]
+        assert together == alone
+    phrase = {int(SAMPLE_TAG) | 1}  # held by many: a record sharing it alone may be no candidate
+    for q, t, found in zip(queries, times, together, strict=True):
+        near = {r: k & set(q.tolist()) for r, (k, w) in records.items() if t is None or abs(w - t) <= window}
+        assert {r for r, shared in near.items() if shared - phrase} <= set(found) <= {r for r in near if near[r]}
+
+
+def test_memory_and_redis_indexes_count_common_keys_over_the_window_alike(redis_url: str, prefix: str) -> None:
+    """Four records of a stock key (common=3) published on a generation's first day and a fifth fifteen days later:
+    a query a window past the four counts only the fifth and finds it, in both indexes; one whose window reaches
+    the four, or an undated one, finds the key common. (Records put in batches as a feed does: the embedded
+    index's segments, the shared one's generations of half a window, hold the same records.)"""
+    start = 20_000 * DAY  # a generation of five days starts here
+    memory, shared = MemoryIndex(window_days=10, common=3), RedisIndex(redis_url, prefix, common=3, window=10)
+    seq = 0
+    for ids, when in (([f"o{i}" for i in range(4)], start), (["new"], start + 15 * DAY)):
+        keys = [np.array([5, 100 + seq + i], dtype=np.int64) for i in range(len(ids))]
+        seq += len(ids)
+        memory.add(ids, keys, seq, [when] * len(ids), arrived=start + 20 * DAY)
+        shared.lookup(keys, 0, times=[when] * len(ids), stage_ids=ids)
+        shared.add(ids, keys, seq, times=[when] * len(ids))
+    key = [np.array([5], dtype=np.int64)]
+    for when, found in ((start + 16 * DAY, ["new"]), (start + 9 * DAY, []), (start + 5 * DAY, []), (None, [])):
+        assert memory.candidates(key, 5, [when]) == shared.lookup(key, 5, times=[when])[0] == [found]
+    assert memory.candidates([np.array([101])], 5, [start + 9 * DAY]) == [["o1"]]
+    assert shared.lookup([np.array([101], dtype=np.int64)], 5, times=[start + 9 * DAY])[0] == [["o1"]]
+    shared.clear()

@@ -1277,6 +1277,47 @@ def test_processes_opening_a_new_store_together_all_write_to_it(tmp_path: Path) 
             store.close()
 
 
+def test_migration_0015_compresses_the_snapshots_again_with_zstd_and_back(tmp_path: Path) -> None:
+    """A store of 0014 holds zlib snapshots (shingles alone, and with words): migrated, each is zstd and gives
+    the same counters; downgraded to 0014, zlib again, what a docsieve of 0014 reads."""
+    import zlib
+
+    from alembic import command
+
+    from docsieve.schema import shingle_count_snapshots as snapshots
+    from docsieve.templates import ZSTD_FRAME, _decompressed, _joined, _parts
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    Store(url).close()
+    engine = sa.create_engine(url)
+    rng = np.random.default_rng(2)
+    counters = rng.integers(0, 40, 1 << 16, dtype=np.uint16).tobytes()
+    words = rng.integers(0, 9, 1 << 14, dtype=np.uint32).tobytes()
+    made = [counters, words]
+
+    def stored() -> dict[int, list[bytes]]:
+        with engine.connect() as conn:
+            rows = conn.execute(sa.select(snapshots.c.seq, snapshots.c.counts)).all()
+        return {seq: [part for part in _parts(blob, row=False) if part is not None] for seq, blob in rows}
+
+    with engine.begin() as conn:
+        command.downgrade(alembic_config(conn), "0014")
+        conn.execute(snapshots.insert().values(seq=1, counts=zlib.compress(counters, 1)))
+        conn.execute(
+            snapshots.insert().values(seq=2, counts=_joined(zlib.compress(counters, 1), zlib.compress(words, 1)))
+        )
+    Store(url).close()  # opening the store migrates it
+    for seq, parts in stored().items():
+        assert len(parts) == seq and all(part.startswith(ZSTD_FRAME) for part in parts)
+        assert [_decompressed(part) for part in parts] == made[:seq]
+    with engine.begin() as conn:
+        command.downgrade(alembic_config(conn), "0014")
+    for seq, parts in stored().items():
+        assert len(parts) == seq and all(part[:1] == b"\x78" for part in parts)
+        assert [zlib.decompress(part) for part in parts] == made[:seq]
+    engine.dispose()
+
+
 def test_times_of_an_older_sqlite_store_are_brought_to_one_format(tmp_path: Path) -> None:
     """Stories stamped in whole seconds (SQLite's own clock) or with an offset, as stores before 7224661 hold
     them: after migration 0013 every one is in the one format, so a page of stories goes on from a cursor

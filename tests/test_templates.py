@@ -242,3 +242,30 @@ def test_snapshots_are_written_with_zstd_and_those_written_with_zlib_before_are_
         again.catch_up(_Snapshot(rows.saved))  # type: ignore[arg-type]
         assert np.array_equal(again.counts(shingles), truth.counts(shingles))
         assert again.word_counts(words << 10).tolist() == counts.word_counts(words << 10).tolist()
+
+
+def test_a_snapshot_damaged_in_the_store_is_an_error_not_other_counts() -> None:
+    """A byte of a zstd snapshot changed (shingles alone, or with words): reading it fails, as zlib's checksum
+    made it fail, rather than starting every process from counts nobody counted."""
+    import zstandard
+
+    from docsieve.templates import SNAPSHOT_AFTER, ShingleCounts
+
+    rng = np.random.default_rng(5)
+    shingles = np.unique(rng.integers(0, 2**32, 200_000, dtype=np.uint64).astype(np.uint32))
+    for words in (False, True):
+        truth = ShingleCounts(boilerplate_texts=3)
+        truth.add(shingles)
+        if words:
+            truth.add_words(np.arange(5000, dtype=np.uint32) << 10)
+        truth.since_snapshot, truth.last_seq = SNAPSHOT_AFTER, 4
+        written = _Snapshot(b"")
+        assert truth.snapshot_if_due(written)  # type: ignore[arg-type]
+        blob = written.saved
+        for at in range(16, len(blob), max(1, len(blob) // 40)):
+            damaged = bytearray(blob)
+            damaged[at] ^= 0x04
+            counts = ShingleCounts(boilerplate_texts=3)
+            counts.catch_up(_Snapshot(bytes(damaged)))  # type: ignore[arg-type]
+            with pytest.raises(zstandard.ZstdError):
+                counts.counts(shingles)

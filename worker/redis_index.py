@@ -49,7 +49,9 @@ the generations only decide what is read and what is freed. The span is fixed by
 in Redis; a worker with another window reads it and follows): ``docsieve reindex`` after changing it.
 
 Common keys: a key is skipped when the generations a lookup reads hold ``common`` + 1 records or more
-under it, counted over those generations together (as the embedded index counts over its segments).
+under it, counted over those generations together (the generations the batch's queries holding the key read).
+The embedded index counts over the segments each query's window meets: generations and segments are laid out
+differently, so the two can differ for a key near ``common``.
 
 The cost: Redis does more work a posting than with one hash field a key (a substring search, a bucket
 rewritten and split in Lua): a lookup of 512 new articles took 1.3-1.4x the second layout's time, and
