@@ -476,20 +476,21 @@ def test_a_key_is_counted_common_only_in_segments_within_the_window_to_the_secon
     """Four older records (100) of a stock key make it common (common=3) for a query whose window reaches
     them, not for one a second later; four later ones (130) for a query whose window reaches them, not for one a
     second earlier. Either way the lone record of the query's window is found only where the key is not common."""
-    rows, index = Rows(), SegmentIndex(tmp_path / "before", window_days=10, common=3)
-    rows.put(index, [[5, 100 + i] for i in range(4)], when=100 * DAY, arrived=120 * DAY)
-    index.flush(rows)
-    recent = rows.put(index, [[5, 200]], when=115 * DAY, arrived=120 * DAY)
-    index.flush(rows)
-    assert len(index._segments) == 2
+
+    def stock_then_lone(directory: Path, key: int, stock: int, lone: int) -> tuple[SegmentIndex, list[str]]:
+        """Four records of the key published at ``stock``, then one at ``lone``, each batch a segment of its own."""
+        rows, index = Rows(), SegmentIndex(directory, window_days=10, common=3)
+        rows.put(index, [[key, 100 + i] for i in range(4)], when=stock, arrived=131 * DAY)
+        index.flush(rows)
+        found = rows.put(index, [[key, 200]], when=lone, arrived=131 * DAY)
+        index.flush(rows)
+        assert len(index._segments) == 2
+        return index, found
+
+    index, recent = stock_then_lone(tmp_path / "before", 5, 100 * DAY, 115 * DAY)
     assert index.lookup([np.array([5])], 5, times=[110 * DAY])[0] == [[]]
     assert index.lookup([np.array([5])], 5, times=[110 * DAY + 1])[0] == [recent]
-    rows, index = Rows(), SegmentIndex(tmp_path / "after", window_days=10, common=3)
-    rows.put(index, [[6, 100 + i] for i in range(4)], when=130 * DAY, arrived=131 * DAY)
-    index.flush(rows)
-    earlier = rows.put(index, [[6, 200]], when=118 * DAY, arrived=131 * DAY)
-    index.flush(rows)
-    assert len(index._segments) == 2
+    index, earlier = stock_then_lone(tmp_path / "after", 6, 130 * DAY, 118 * DAY)
     assert index.lookup([np.array([6])], 5, times=[120 * DAY])[0] == [[]]
     assert index.lookup([np.array([6])], 5, times=[120 * DAY - 1])[0] == [earlier]
     # In a batch, each query's key is counted where its own window reaches, whatever the others' windows.

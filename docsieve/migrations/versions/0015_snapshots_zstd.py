@@ -52,10 +52,10 @@ def _recompressed(blob: bytes, compress: Callable[[bytes], bytes]) -> bytes:
 
 
 def _each(compress: Callable[[bytes], bytes]) -> None:
-    """Every snapshot (a store keeps the newest few, each some 10 MB) compressed again, one at a time."""
+    """Every snapshot (a store keeps the newest: some 10 MB) compressed again, one at a time."""
     conn = op.get_bind()
     for seq in conn.scalars(sa.select(snapshots.c.seq)).all():
-        blob = conn.scalar(sa.select(snapshots.c.counts).where(snapshots.c.seq == seq))
+        blob = conn.execute(sa.select(snapshots.c.counts).where(snapshots.c.seq == seq)).scalar_one()
         conn.execute(
             snapshots.update().where(snapshots.c.seq == seq).values(counts=_recompressed(bytes(blob), compress))
         )
