@@ -237,7 +237,8 @@ def _compressed(counters: bytes) -> bytes:
 
 
 def _decompressed(part: bytes) -> bytes:
-    """A snapshot's counters: zstd, or zlib as written before (docsieve 35526e8 and older)."""
+    """A snapshot's counters: zstd, or zlib as a worker of schema 0014 writes them (one still running when the store
+    was migrated to 0015, which compressed the stored ones again)."""
     if part.startswith(ZSTD_FRAME):
         return zstandard.ZstdDecompressor().decompress(part)
     return zlib.decompress(part)
