@@ -251,9 +251,8 @@ def _joined(shingles: bytes, words: bytes) -> bytes:
 def _parts(blob: bytes, row: bool = True) -> tuple[bytes, bytes | None]:
     """A row's (``row``) or snapshot's shingle part and word part (None: it has none). A snapshot of shingles
     alone is a zstd frame (or, written before, a zlib stream), which starts with ZSTD_FRAME (or 0x78), never with
-    WORD_ROW; a row of shingles alone starts with it
-    only if its first id is that very number (one in 4 billion), and then its length gives it away, or else
-    its ids would be read as a few words."""
+    WORD_ROW; a row of shingles alone starts with it only if its first id is that very number (one in 4 billion),
+    and then its length gives it away, or else its ids would be read as a few words."""
     if not blob.startswith(WORD_ROW) or len(blob) < 8:
         return blob, None
     size = int(np.frombuffer(blob, dtype=np.uint32, count=1, offset=4)[0])
