@@ -60,6 +60,11 @@ WORDS_CACHED = 5_000
 # Stored records' figures a process keeps (docsieve/figures.py; 720 bytes each on saudinewsnet-dev, with their ids
 # some 16 MB), for the same reason as their weekday slots.
 FIGURES_CACHED = 20_000
+# How far (in records) the index may be behind the store before a batch catches it up ahead of its lookup. A batch
+# reads the records stored after what its lookup covered into an index of its own, held whole in memory (some
+# 1.3 KB a record): a few batches of other workers normally, but all of the store when a shared index came back
+# empty (a Redis restarted without its data). Past this many, the index is caught up first, in chunks.
+LAG_CAUGHT_UP_FIRST = 32_768
 
 
 @dataclass(slots=True)
@@ -246,13 +251,22 @@ class Pipeline:
         keys = [p.keys for p in prepared]
         # The costly lookup happens before taking the lock; under it, only the records stored since
         # that lookup (by other workers, meanwhile) are looked at again.
-        early, complete_to = self.index.lookup(keys, limit, times=times, stage_ids=[p.id for p in prepared])
+        ids = [p.id for p in prepared]
+        early, complete_to = self.index.lookup(keys, limit, times=times, stage_ids=ids)
         # Their verification too: stored records' sets never change, so only the records stored after the
         # lookup are verified under the lock (a shorter hold for every worker: docs/scaling.md).
         # The batch's own earlier documents as well: which of them are exact copies is known only under the
         # lock, and their pairs are dropped there (``_decide``).
         with self.store.reading() as txn:
-            checked = self._verify(txn, prepared, early, within_batch(keys))
+            behind = txn.last_seq() - complete_to
+            checked = self._verify(txn, prepared, early, within_batch(keys)) if behind <= LAG_CAUGHT_UP_FIRST else None
+        if checked is None:  # the records after ``complete_to`` would all be read into ``late``, below
+            logger.warning("the candidate index is %d records behind the store: catching it up first", behind)
+            with self.store.writing() as txn:  # as ``reindex`` does, in chunks
+                self.index.catch_up(txn)
+            early, complete_to = self.index.lookup(keys, limit, times=times, stage_ids=ids)
+            with self.store.reading() as txn:
+                checked = self._verify(txn, prepared, early, within_batch(keys))
         drafts = {p.id: _draft(p, published[p.id]) for p in prepared}
 
         late = MemoryIndex(self.settings.index_window, self.settings.common_key_records)

@@ -230,3 +230,39 @@ def test_what_a_process_keeps_of_stored_records_is_read_once_and_bounded() -> No
     assert of(["r9"]) == {} and reads[-1] == {"r9"}  # what the store does not have is asked again
     of(["r3", "r4"])
     assert len(kept.items) <= 4 and "r4" in kept.items and "own" not in kept.items
+
+
+def test_an_embedded_index_that_lost_its_files_is_rebuilt_before_a_batch_reads_the_gap(tmp_path, monkeypatch) -> None:
+    """Index files deleted (or a store copied without them): the next batch rebuilds them from the store in chunks,
+    rather than read every stored record into its index of records stored since the lookup, held in memory."""
+    import shutil
+
+    from docsieve.index import SegmentIndex, index_directory, open_index
+
+    settings = Settings(store=f"sqlite:///{tmp_path / 's.db'}")
+    texts = ["ar_near_a.txt", "ar_other.txt", "ar_template_a.txt", "en_article.txt", "ar_long_article.txt"]
+    first = Pipeline(Store(settings.store), settings, open_index(settings))
+    first.ingest([RawDocument(name, fixture_text(name)) for name in texts])
+    first.close()
+    directory = index_directory(settings)
+    assert directory is not None and any(directory.iterdir())
+    shutil.rmtree(directory)
+    monkeypatch.setattr("docsieve.pipeline.LAG_CAUGHT_UP_FIRST", 2)
+    pipeline = Pipeline(Store(settings.store), settings, open_index(settings))
+    held: list[int] = []
+    catch_up = SegmentIndex.catch_up
+
+    def counted(index: SegmentIndex, store) -> None:
+        catch_up(index, store)
+        if index is not pipeline.index:
+            held.append(index.size()[0])
+
+    try:
+        monkeypatch.setattr(SegmentIndex, "catch_up", counted)
+        pipeline.ingest([RawDocument("b.txt", fixture_text("ar_near_b.txt"))])
+        records = {r.source: r for r in pipeline.store.iter_records()}
+        assert records["b.txt"].story_id == records["ar_near_a.txt"].story_id
+        assert held == [0]  # the batch's own index of records stored since its lookup: none
+        assert pipeline.index.size()[0] == len(texts) + 1
+    finally:
+        pipeline.close()

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import redis
 
-from docsieve.index import open_index
+from docsieve.index import SegmentIndex, open_index
 from docsieve.models import RawDocument, Record, Status
 from docsieve.pipeline import Pipeline
 from docsieve.settings import Settings
@@ -58,7 +58,69 @@ def test_staged_keys_survive_a_clear_before_publishing(redis_index: RedisIndex) 
     redis_index.lookup(keys, 0, stage_ids=["r1"])
     redis_index.clear()  # between staging (before the lock) and publishing (after the commit)
     redis_index.add(["r1"], keys, last_seq=7)
-    assert redis_index.lookup(keys, 5) == ([["r1"]], 7)
+    # Written again, but complete up to nothing: records 1-6 were lost with the rest, and come from the store.
+    assert redis_index.lookup(keys, 5) == ([["r1"]], 0)
+
+
+def _near_copy_pipeline(redis_url: str, prefix: str, store_url: str) -> tuple[Pipeline, Record]:
+    """A pipeline on the shared index and a store that holds one article and four others after it."""
+    pipeline, original, _ = _one_original(redis_url, prefix, store_url)
+    others = ["ar_other.txt", "ar_template_a.txt", "en_article.txt", "ar_long_article.txt"]
+    pipeline.ingest([RawDocument(f"o{i}.txt", fixture_text(name)) for i, name in enumerate(others)])
+    return pipeline, original
+
+
+def _story_of_near_copy(pipeline: Pipeline) -> str | None:
+    pipeline.ingest([RawDocument("b.txt", fixture_text("ar_near_b.txt"))])
+    (copy,) = [r for r in pipeline.store.iter_records() if r.source.endswith("b.txt")]
+    return copy.story_id
+
+
+def test_an_index_lost_between_a_commit_and_its_publish_still_finds_the_records_before(
+    redis_url: str, prefix: str, store_url: str
+) -> None:
+    pipeline, original = _near_copy_pipeline(redis_url, prefix, store_url)
+    try:
+        publish = pipeline.index.add
+
+        def lost_then_published(*args, **kwargs):
+            pipeline.index.clear()  # Redis restarted empty after this batch's commit, before its publish
+            return publish(*args, **kwargs)
+
+        with mock.patch.object(pipeline.index, "add", side_effect=lost_then_published):
+            pipeline.ingest([RawDocument("late.txt", fixture_text("ar_template_b.txt"))])
+        assert _story_of_near_copy(pipeline) == original.story_id
+        with pipeline.store.reading() as txn:  # the next batch caught the index up with the whole store
+            assert pipeline.index.lookup([np.zeros(1, dtype=np.int64)], 1)[1] == txn.last_seq()
+    finally:
+        pipeline.close()
+
+
+def test_an_index_far_behind_the_store_is_caught_up_before_a_batch_reads_the_gap(
+    redis_url: str, prefix: str, store_url: str, monkeypatch
+) -> None:
+    pipeline, original = _near_copy_pipeline(redis_url, prefix, store_url)
+    monkeypatch.setattr("docsieve.pipeline.LAG_CAUGHT_UP_FIRST", 2)
+    held: list[int] = []
+    catch_up = SegmentIndex.catch_up  # the late index (this pipeline's own index is the shared one)
+
+    def counted(index: SegmentIndex, store) -> None:
+        catch_up(index, store)
+        held.append(index.size()[0])
+
+    try:
+        pipeline.index.clear()  # five records behind: more than two
+        with mock.patch.object(SegmentIndex, "catch_up", counted):
+            assert _story_of_near_copy(pipeline) == original.story_id
+        assert held and max(held) == 0  # the records since the lookup: none, the index caught up first
+        monkeypatch.setattr("docsieve.pipeline.LAG_CAUGHT_UP_FIRST", 10)
+        pipeline.index.clear()  # six behind, under ten: read into the batch's own index, and found there
+        held.clear()
+        with mock.patch.object(SegmentIndex, "catch_up", counted):
+            pipeline.ingest([RawDocument("b2.txt", fixture_text("ar_near_b.txt") + " ")])
+        assert max(held) == 6
+    finally:
+        pipeline.close()
 
 
 def test_a_record_is_listed_once_however_often_its_keys_are_written(redis_index: RedisIndex) -> None:

@@ -813,8 +813,10 @@ class RedisIndex:
         arrived: int | None = None,
         sketches: Sequence[np.ndarray | None] | None = None,
     ) -> None:
-        """After the commit: the staged keys are there, so the sequence number moves; if the index was
-        cleared meanwhile, the keys are written again first."""
+        """After the commit: the staged keys are there, so the sequence number moves. If the index was cleared
+        meanwhile (a Redis restarted empty, a ``reindex``), the keys are written again and the sequence number
+        stays where it is: the index may have lost the records before these too, and moving it past them would
+        hide them from every catch-up; the next batch brings them from the store."""
 
         def publish(i: int, instance: _Instance) -> None:
             if not instance.publish(args=[self._prefix, last_seq, instance.staged_epoch]):
@@ -822,7 +824,7 @@ class RedisIndex:
                 stored = arrived if arrived is not None else max(when, default=_now())
                 # As the store's rows say it: a record whose time is its arrival is undated.
                 share = self._split(keys)[i]
-                self._write(instance, record_ids, share, when, [stored] * len(record_ids), last_seq)
+                self._write(instance, record_ids, share, when, [stored] * len(record_ids), last_seq=0)
 
         self._each(publish)
 
