@@ -2,15 +2,17 @@
 another's, alternating.
 
     .venv/bin/python bench/lost_index.py --workdir /tmp/lost-100k [--docs 100000] [--rounds 3] [--against DIR]
-        [--redis redis://127.0.0.1:6379/0]
+        [--redis redis://127.0.0.1:6379/0 [--only-redis]] [--env KEY=VALUE ...]
 
 Builds, once, a store of --docs fresh articles of bench/scale.py's kind (``scale_check.write_fresh``, ingested with
 this code in chunks of 50,000) in --workdir. Then, each round, for each code: a copy of that store **without its
 index files** (deleted, or a store copied without them), and ``docsieve ingest`` of one new article into it, under
 GNU time (wall seconds, peak RSS), and the same article's exact copy ingested again (the index is whole by then).
 With ``--redis URL``, the same against a shared index in Redis under a prefix of its own that holds nothing (a Redis
-restarted without its data), removed after each run. With ``--against DIR`` (a copy of other code, say ``git archive
-COMMIT | tar -x -C DIR``), each round runs both codes in alternating order.
+restarted without its data), removed after each run (``--only-redis``: that one alone). ``--env KEY=VALUE`` sets a
+variable for the timed runs (``DOCSIEVE_INDEX_WINDOW=5``, say: a store that holds more than two windows). With
+``--against DIR`` (a copy of other code, say ``git archive COMMIT | tar -x -C DIR``), each round runs both codes in
+alternating order.
 """
 
 from __future__ import annotations
@@ -79,6 +81,10 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--against", type=Path, help="another copy of docsieve's code, run alternately")
     parser.add_argument("--redis", help="also with a shared index in this Redis, empty (lost)")
+    parser.add_argument("--only-redis", action="store_true", help="with --redis: the shared index alone")
+    parser.add_argument(
+        "--env", action="append", default=[], metavar="KEY=VALUE", help="for the timed docsieve processes (repeatable)"
+    )
     parser.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS)
     args = parser.parse_args()
     work = args.workdir.resolve()
@@ -89,7 +95,8 @@ def main() -> int:
     codes: list[tuple[str, Path | None]] = [("this", None)]
     if args.against is not None:
         codes.append((f"against {args.against.name}", args.against.resolve()))
-    indexes = ["embedded"] + (["redis"] if args.redis else [])
+    indexes = ([] if args.only_redis and args.redis else ["embedded"]) + (["redis"] if args.redis else [])
+    given = dict(item.partition("=")[::2] for item in args.env)
     results: dict[tuple[str, str], list[tuple[float, float, float, float]]] = {}
     print(machine(), flush=True)
     for round_ in range(args.rounds):
@@ -97,10 +104,10 @@ def main() -> int:
             for kind in indexes:
                 run = remove_store(work / "run.db")
                 shutil.copyfile(store, run)  # the database alone: its index files are lost
-                extra: dict[str, str] = {}
+                extra = dict(given)
                 prefix = f"docsieve-bench-{uuid.uuid4().hex[:8]}"
                 if kind == "redis":
-                    extra = {"DOCSIEVE_INDEX_URL": args.redis, "DOCSIEVE_QUEUE_PREFIX": prefix}
+                    extra |= {"DOCSIEVE_INDEX_URL": args.redis, "DOCSIEVE_QUEUE_PREFIX": prefix}
                 try:
                     first = ingest(run, probe, code, extra)
                     again = ingest(run, probe, code, extra)  # already stored: the index whole by now

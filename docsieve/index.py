@@ -87,6 +87,10 @@ class StoredRows(Protocol):
     def index_rows(self, after_seq: int) -> Iterable[IndexRow]:
         """The records stored after ``after_seq``, in order."""
 
+    def newest_times(self, after_seq: int) -> tuple[int | None, int | None]:
+        """The newest time of the dated rows after ``after_seq`` (whose time is not their arrival), and the newest
+        arrival of all of them; None where there is none."""
+
     def id_at(self, seq: int) -> str | None:
         """The id of the record stored with that sequence number."""
 

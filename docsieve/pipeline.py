@@ -262,7 +262,10 @@ class Pipeline:
             checked = self._verify(txn, prepared, early, within_batch(keys)) if behind <= LAG_CAUGHT_UP_FIRST else None
         if checked is None:  # the records after ``complete_to`` would all be read into ``late``, below
             logger.warning("the candidate index is %d records behind the store: catching it up first", behind)
-            with self.store.writing() as txn:  # as ``reindex`` does, in chunks
+            # PostgreSQL: the gap read before the lock, as ``before_lock`` below does (a process's own index needs no
+            # lock to read the store, a shared one is written idempotently), and under it what others stored
+            # meanwhile; SQLite (the embedded index's files): under its lock, as ``reindex`` does.
+            with self.store.writing(before_lock=self.index.catch_up) as txn:
                 self.index.catch_up(txn)
             early, complete_to = self.index.lookup(keys, limit, times=times, stage_ids=ids)
             with self.store.reading() as txn:

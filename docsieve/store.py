@@ -358,6 +358,23 @@ class Transaction:
             arrived = _utc(arrived)
             yield seq, record_id, keys, index_time(_utc(published), arrived), int(arrived.timestamp()), sketch
 
+    def newest_times(self, after_seq: int) -> tuple[int | None, int | None]:
+        """The newest publication time and the newest arrival (seconds), as ``index_rows`` gives them, of the
+        records stored after ``after_seq``: a row is dated where its time is not its arrival."""
+        query = sa.select(records.c.published_at, records.c.created_at).where(
+            records.c.seq > after_seq, records.c.index_keys.is_not(None)
+        )
+        dated: int | None = None
+        newest: int | None = None
+        for published, arrived in self.conn.execute(query.execution_options(yield_per=10000)):
+            arrived = _utc(arrived)
+            when, at = index_time(_utc(published), arrived), int(arrived.timestamp())
+            if when != at and (dated is None or when > dated):
+                dated = when
+            if newest is None or at > newest:
+                newest = at
+        return dated, newest
+
     def id_at(self, seq: int) -> str | None:
         return self.conn.scalar(sa.select(records.c.id).where(records.c.seq == seq))
 

@@ -266,3 +266,80 @@ def test_an_embedded_index_that_lost_its_files_is_rebuilt_before_a_batch_reads_t
         assert pipeline.index.size()[0] == len(texts) + 1
     finally:
         pipeline.close()
+
+
+def test_the_embedded_files_are_rebuilt_under_the_write_lock(tmp_path, monkeypatch) -> None:
+    import shutil
+    import sqlite3
+
+    from docsieve.index import SegmentIndex, index_directory, open_index
+
+    path = tmp_path / "s.db"
+    settings = Settings(store=f"sqlite:///{path}")
+    texts = ["ar_near_a.txt", "ar_other.txt", "ar_template_a.txt", "en_article.txt", "ar_long_article.txt"]
+    first = Pipeline(Store(settings.store), settings, open_index(settings))
+    first.ingest([RawDocument(name, fixture_text(name)) for name in texts])
+    first.close()
+    directory = index_directory(settings)
+    assert directory is not None
+    shutil.rmtree(directory)
+    monkeypatch.setattr("docsieve.pipeline.LAG_CAUGHT_UP_FIRST", 2)
+    pipeline = Pipeline(Store(settings.store), settings, open_index(settings))
+    locked: list[bool] = []
+    files = SegmentIndex._catch_up_files
+
+    def checked(index, store, flush: bool = False) -> None:
+        other = sqlite3.connect(path, timeout=0, isolation_level=None)
+        try:
+            other.execute("BEGIN IMMEDIATE")
+            other.execute("ROLLBACK")
+            locked.append(False)
+        except sqlite3.OperationalError:
+            locked.append(True)
+        finally:
+            other.close()
+        files(index, store, flush)
+
+    try:
+        monkeypatch.setattr(SegmentIndex, "_catch_up_files", checked)
+        pipeline.ingest([RawDocument("b.txt", fixture_text("ar_near_b.txt"))])
+        assert locked and all(locked), locked
+    finally:
+        pipeline.close()
+
+
+def test_on_postgresql_a_far_behind_index_is_read_with_the_store_lock_free(
+    postgres_server_url: str, monkeypatch
+) -> None:
+    """A process's own index (no shared one) reads the store's gap before taking the write lock, as every batch
+    catches up before it: other workers are not held up while a new one reads the store."""
+    from docsieve.index import SegmentIndex
+    from docsieve.store import WRITE_LOCK
+    from tests.services import postgres_database
+
+    texts = ["ar_near_a.txt", "ar_other.txt", "ar_template_a.txt", "en_article.txt", "ar_long_article.txt"]
+    with postgres_database(postgres_server_url) as url:
+        settings = Settings(store=url)
+        first = Pipeline(Store(url), settings)
+        first.ingest([RawDocument(name, fixture_text(name)) for name in texts])
+        first.close()
+        monkeypatch.setattr("docsieve.pipeline.LAG_CAUGHT_UP_FIRST", 2)
+        pipeline = Pipeline(Store(url), settings)  # a new process: its in-memory index holds nothing
+        other = sa.create_engine(url)
+        free: list[bool] = []
+        catch_up = SegmentIndex.catch_up
+
+        def checked(index, store) -> None:
+            if index is pipeline.index and store.last_seq() - index.last_seq > 2:
+                with other.connect() as conn:
+                    free.append(bool(conn.scalar(sa.select(sa.func.pg_try_advisory_xact_lock(WRITE_LOCK)))))
+                    conn.rollback()
+            catch_up(index, store)
+
+        try:
+            monkeypatch.setattr(SegmentIndex, "catch_up", checked)
+            pipeline.ingest([RawDocument("b.txt", fixture_text("ar_near_b.txt"))])
+            assert free and all(free), free
+        finally:
+            pipeline.close()
+            other.dispose()

@@ -786,20 +786,64 @@ class RedisIndex:
         return shares
 
     def catch_up(self, store: StoredRows) -> None:
-        afters = self._each(lambda _, instance: int(instance.redis.get(self._seq_key) or 0))
+        def start(_: int, instance: _Instance) -> tuple[int, bytes]:
+            # The seq and the epoch it holds for, read together (an epoch made first if the instance has none): a
+            # chunk moves the seq only while the epoch is the same, so a loss midway never hides the rows before it.
+            with instance.redis.pipeline(transaction=True) as both:
+                both.setnx(f"{self._prefix}epoch", uuid.uuid4().hex)
+                both.get(f"{self._prefix}epoch")
+                both.get(self._seq_key)
+                _, epoch, seq = both.execute()
+            return int(seq or 0), epoch
+
+        begun = self._each(start)
+        afters, epochs = [b[0] for b in begun], [b[1] for b in begun]
+        visible = self._visible_after_loss(store) if min(afters) == 0 else None
         batch: list[IndexRow] = []
         for row in store.index_rows(min(afters)):
             batch.append(row)
             if len(batch) == 1000:  # bounded script calls, each complete up to its own last row
-                self._write_rows(batch, afters)
+                self._write_rows(batch, afters, epochs, visible)
                 batch = []
-        self._write_rows(batch, afters)
+        self._write_rows(batch, afters, epochs, visible)
 
-    def _write_rows(self, rows: list[IndexRow], afters: list[int]) -> None:
+    def _visible_after_loss(self, store: StoredRows) -> Callable[[IndexRow], bool] | None:
+        """An index written from nothing (lost, cleared by ``reindex``, new) from a store that holds years: which
+        rows a lookup could ever see once all are written. A lookup takes no record behind the horizon (two windows
+        behind the newest publication time for dated records, behind the newest arrival for the others), and the
+        sweep would delete their generations after the first write, so they are not written (at some 1 ms a record
+        of Redis time, the most of a rebuild). The index's own horizon may then be behind (the newest arrival among
+        the rows written), until the next batch's arrival moves it: it only sweeps later."""
+        if not self._span:
+            return None
+        dated, arrived = store.newest_times(0)
+        if arrived is None:
+            return None
+        dated_horizon = dated - 4 * self._span if dated is not None else None
+        undated_horizon = arrived - 4 * self._span
+
+        def visible(row: IndexRow) -> bool:
+            _, _, _, when, at, _ = row
+            if when == at:  # undated: its time is its arrival
+                return when >= undated_horizon
+            return dated_horizon is None or when >= dated_horizon
+
+        return visible
+
+    def _write_rows(
+        self,
+        rows: list[IndexRow],
+        afters: list[int],
+        epochs: list[bytes],
+        visible: Callable[[IndexRow], bool] | None = None,
+    ) -> None:
         def write(i: int, instance: _Instance) -> None:
-            read = read_rows([row for row in rows if row[0] > afters[i]])
+            fresh = [row for row in rows if row[0] > afters[i]]
+            # The last row written whatever it is: the sequence number then moves past the rows left out before it.
+            read = read_rows([r for r in fresh[:-1] if visible is None or visible(r)] + fresh[-1:])
             if read.ids:
-                self._write(instance, read.ids, self._split(read.keys)[i], read.times, read.arrived, read.last_seq)
+                self._write(instance, read.ids, self._split(read.keys)[i], read.times, read.arrived, last_seq=0)
+                instance.publish(args=[self._prefix, read.last_seq, epochs[i]])  # only if nothing was lost since
 
         self._each(write)
 
