@@ -559,7 +559,8 @@ class _Rows:
 
 def test_an_index_caught_up_from_nothing_writes_only_what_a_lookup_can_see(redis_url: str) -> None:
     """A store of 100 days, a window of 10: the rows behind the horizon are left out of a rebuild, and every lookup
-    (dated at any time, or undated) answers as the index written whole does, at the same sequence number."""
+    (dated at any time, or undated) answers as the index written whole does, at the same sequence number. (Not
+    always so near the common cap: ``RedisIndex._visible_after_loss`` says why.)"""
     rng = np.random.default_rng(5)
     prefix = f"docsieve-test-{uuid.uuid4().hex[:8]}"
     full = RedisIndex(redis_url, f"{prefix}-full", common=40, window=10)

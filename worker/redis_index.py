@@ -786,18 +786,29 @@ class RedisIndex:
         return shares
 
     def catch_up(self, store: StoredRows) -> None:
-        def start(_: int, instance: _Instance) -> tuple[int, bytes]:
+        def start(_: int, instance: _Instance) -> tuple[int, bytes, int]:
             # The seq and the epoch it holds for, read together (an epoch made first if the instance has none): a
             # chunk moves the seq only while the epoch is the same, so a loss midway never hides the rows before it.
-            with instance.redis.pipeline(transaction=True) as both:
-                both.setnx(f"{self._prefix}epoch", uuid.uuid4().hex)
-                both.get(f"{self._prefix}epoch")
-                both.get(self._seq_key)
-                _, epoch, seq = both.execute()
-            return int(seq or 0), epoch
+            # The span too (fixed here if the index has none yet): the rows left out below are those behind the
+            # horizon of the span the index is written with, whatever this process's window says.
+            state = f"{self._prefix}state"
+            with instance.redis.pipeline(transaction=True) as all_of:
+                all_of.setnx(f"{self._prefix}epoch", uuid.uuid4().hex)
+                all_of.hsetnx(state, "span", self._span)
+                all_of.get(f"{self._prefix}epoch")
+                all_of.get(self._seq_key)
+                all_of.hget(state, "span")
+                _, _, epoch, seq, span = all_of.execute()
+            return int(seq or 0), epoch, int(span)
 
         begun = self._each(start)
         afters, epochs = [b[0] for b in begun], [b[1] for b in begun]
+        if len({b[2] for b in begun}) > 1:
+            raise IndexShardsChanged(
+                "DOCSIEVE_INDEX_URL: the index's instances were written with different spans "
+                f"({sorted({b[2] for b in begun})} seconds): run `docsieve reindex`"
+            )
+        self._span = begun[0][2]
         visible = self._visible_after_loss(store) if min(afters) == 0 else None
         batch: list[IndexRow] = []
         for row in store.index_rows(min(afters)):
@@ -813,7 +824,11 @@ class RedisIndex:
         behind the newest publication time for dated records, behind the newest arrival for the others), and the
         sweep would delete their generations after the first write, so they are not written (at some 1 ms a record
         of Redis time, the most of a rebuild). The index's own horizon may then be behind (the newest arrival among
-        the rows written), until the next batch's arrival moves it: it only sweeps later."""
+        the rows written), until the next batch's arrival moves it: it only sweeps later. One difference a lookup
+        can see: a key's count for the common cap takes every record of its live generations, those behind the
+        horizon too, so near the cap a key can be common in the index written whole and not in the rebuilt one
+        (a review's case: three undated records behind the horizon in a generation a dated one keeps live), which
+        changes candidates, as an index that swept those records would."""
         if not self._span:
             return None
         dated, arrived = store.newest_times(0)
@@ -1155,6 +1170,9 @@ class RedisIndex:
                 pattern = f"{self._namespace}:{layout}:*"
                 for batch in batched(instance.redis.scan_iter(match=pattern, count=10_000), 10_000):
                     removed += instance.redis.delete(*batch)
+            # Last, the seq and the epoch at once: a catch-up that read them before (a worker's, outside the lock)
+            # cannot move a seq the scan already passed, which would outlive the clear and claim rows it removed.
+            removed += instance.redis.delete(self._seq_key, f"{self._prefix}epoch")
             return removed
 
         removed = sum(self._each(clear))
