@@ -232,23 +232,33 @@ def test_what_a_process_keeps_of_stored_records_is_read_once_and_bounded() -> No
     assert len(kept.items) <= 4 and "r4" in kept.items and "own" not in kept.items
 
 
-def test_an_embedded_index_that_lost_its_files_is_rebuilt_before_a_batch_reads_the_gap(tmp_path, monkeypatch) -> None:
-    """Index files deleted (or a store copied without them): the next batch rebuilds them from the store in chunks,
-    rather than read every stored record into its index of records stored since the lookup, held in memory."""
+LOST_TEXTS = ["ar_near_a.txt", "ar_other.txt", "ar_template_a.txt", "en_article.txt", "ar_long_article.txt"]
+
+
+def _index_files_lost(tmp_path, monkeypatch) -> Pipeline:
+    """A SQLite store of five articles whose index files were deleted, and a pipeline opened on it that catches an
+    index up first when it is more than two records behind."""
     import shutil
 
-    from docsieve.index import SegmentIndex, index_directory, open_index
+    from docsieve.index import index_directory, open_index
 
     settings = Settings(store=f"sqlite:///{tmp_path / 's.db'}")
-    texts = ["ar_near_a.txt", "ar_other.txt", "ar_template_a.txt", "en_article.txt", "ar_long_article.txt"]
     first = Pipeline(Store(settings.store), settings, open_index(settings))
-    first.ingest([RawDocument(name, fixture_text(name)) for name in texts])
+    first.ingest([RawDocument(name, fixture_text(name)) for name in LOST_TEXTS])
     first.close()
     directory = index_directory(settings)
     assert directory is not None and any(directory.iterdir())
     shutil.rmtree(directory)
     monkeypatch.setattr("docsieve.pipeline.LAG_CAUGHT_UP_FIRST", 2)
-    pipeline = Pipeline(Store(settings.store), settings, open_index(settings))
+    return Pipeline(Store(settings.store), settings, open_index(settings))
+
+
+def test_an_embedded_index_that_lost_its_files_is_rebuilt_before_a_batch_reads_the_gap(tmp_path, monkeypatch) -> None:
+    """Index files deleted (or a store copied without them): the next batch rebuilds them from the store in chunks,
+    rather than read every stored record into its index of records stored since the lookup, held in memory."""
+    from docsieve.index import SegmentIndex
+
+    pipeline = _index_files_lost(tmp_path, monkeypatch)
     held: list[int] = []
     catch_up = SegmentIndex.catch_up
 
@@ -263,28 +273,18 @@ def test_an_embedded_index_that_lost_its_files_is_rebuilt_before_a_batch_reads_t
         records = {r.source: r for r in pipeline.store.iter_records()}
         assert records["b.txt"].story_id == records["ar_near_a.txt"].story_id
         assert held == [0]  # the batch's own index of records stored since its lookup: none
-        assert pipeline.index.size()[0] == len(texts) + 1
+        assert pipeline.index.size()[0] == len(LOST_TEXTS) + 1
     finally:
         pipeline.close()
 
 
 def test_the_embedded_files_are_rebuilt_under_the_write_lock(tmp_path, monkeypatch) -> None:
-    import shutil
     import sqlite3
 
-    from docsieve.index import SegmentIndex, index_directory, open_index
+    from docsieve.index import SegmentIndex
 
+    pipeline = _index_files_lost(tmp_path, monkeypatch)
     path = tmp_path / "s.db"
-    settings = Settings(store=f"sqlite:///{path}")
-    texts = ["ar_near_a.txt", "ar_other.txt", "ar_template_a.txt", "en_article.txt", "ar_long_article.txt"]
-    first = Pipeline(Store(settings.store), settings, open_index(settings))
-    first.ingest([RawDocument(name, fixture_text(name)) for name in texts])
-    first.close()
-    directory = index_directory(settings)
-    assert directory is not None
-    shutil.rmtree(directory)
-    monkeypatch.setattr("docsieve.pipeline.LAG_CAUGHT_UP_FIRST", 2)
-    pipeline = Pipeline(Store(settings.store), settings, open_index(settings))
     locked: list[bool] = []
     files = SegmentIndex._catch_up_files
 
@@ -317,11 +317,10 @@ def test_on_postgresql_a_far_behind_index_is_read_with_the_store_lock_free(
     from docsieve.store import WRITE_LOCK
     from tests.services import postgres_database
 
-    texts = ["ar_near_a.txt", "ar_other.txt", "ar_template_a.txt", "en_article.txt", "ar_long_article.txt"]
     with postgres_database(postgres_server_url) as url:
         settings = Settings(store=url)
         first = Pipeline(Store(url), settings)
-        first.ingest([RawDocument(name, fixture_text(name)) for name in texts])
+        first.ingest([RawDocument(name, fixture_text(name)) for name in LOST_TEXTS])
         first.close()
         monkeypatch.setattr("docsieve.pipeline.LAG_CAUGHT_UP_FIRST", 2)
         pipeline = Pipeline(Store(url), settings)  # a new process: its in-memory index holds nothing

@@ -5,8 +5,10 @@ document."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import uuid
+from collections.abc import Iterator
 from unittest import mock
 
 import numpy as np
@@ -557,6 +559,35 @@ class _Rows:
         return max((r[3] for r in rows if r[3] != r[4]), default=None), max((r[4] for r in rows), default=None)
 
 
+@contextlib.contextmanager
+def writes_counted() -> Iterator[list[int]]:
+    """The records each ``RedisIndex._write`` call sends while the block runs."""
+    written: list[int] = []
+    write = RedisIndex._write
+
+    def counted(index, instance, record_ids, *args, **kwargs):
+        written.append(len(record_ids))
+        return write(index, instance, record_ids, *args, **kwargs)
+
+    with mock.patch.object(RedisIndex, "_write", counted):
+        yield written
+
+
+def over_days(
+    rng: np.random.Generator, count: int, days: int
+) -> tuple[list[np.ndarray], list[str], list[int], list[int]]:
+    """Records arriving over ``days``: their keys, ids, times and arrivals. Most dated a little before they arrived,
+    a fifth undated, some backfilled from long ago."""
+    stored = _synthetic(rng, count)
+    ids = [f"r{i:05d}" for i in range(count)]
+    arrived = sorted(T0 + int(rng.integers(0, days * 86_400)) for _ in stored)
+    times = [
+        a if k < 0.2 else a - int(rng.integers(0, 300 * 86_400)) if k > 0.9 else a - int(rng.integers(0, 86_400))
+        for a, k in zip(arrived, rng.random(count), strict=True)
+    ]
+    return stored, ids, times, arrived
+
+
 def test_an_index_caught_up_from_nothing_writes_only_what_a_lookup_can_see(redis_url: str) -> None:
     """A store of 100 days, a window of 10: the rows behind the horizon are left out of a rebuild, and every lookup
     (dated at any time, or undated) answers as the index written whole does, at the same sequence number. (Not
@@ -566,28 +597,14 @@ def test_an_index_caught_up_from_nothing_writes_only_what_a_lookup_can_see(redis
     full = RedisIndex(redis_url, f"{prefix}-full", common=40, window=10)
     rebuilt = RedisIndex(redis_url, f"{prefix}-rebuilt", common=40, window=10)
     try:
-        stored = _synthetic(rng, 2000)
-        ids = [f"r{i:05d}" for i in range(len(stored))]
-        arrived = sorted(T0 + int(rng.integers(0, 100 * 86_400)) for _ in stored)
-        # Most dated a little before they arrived, a fifth undated, some backfilled from long ago.
-        times = [
-            a if k < 0.2 else a - int(rng.integers(0, 300 * 86_400)) if k > 0.9 else a - int(rng.integers(0, 86_400))
-            for a, k in zip(arrived, rng.random(len(stored)), strict=True)
-        ]
+        stored, ids, times, arrived = over_days(rng, 2000, 100)
         # The newest arrival, in the middle, is an old article: its arrival still sets the horizon of undated
         # records, though it is not written. The last row is an old article too, which no lookup sees: the sequence
         # number still passes it.
         arrived[1000], times[1000] = arrived[-1] + 3 * 86_400, arrived[-1] - 150 * 86_400
         times[-1] = arrived[-1] - 90 * 86_400
         rows = _Rows(stored, ids, times, arrived)
-        written: list[int] = []
-        write = RedisIndex._write
-
-        def counted(index, instance, record_ids, *args, **kwargs):
-            written.append(len(record_ids))
-            return write(index, instance, record_ids, *args, **kwargs)
-
-        with mock.patch.object(RedisIndex, "_write", counted):
+        with writes_counted() as written:
             with mock.patch.object(RedisIndex, "_visible_after_loss", return_value=None):
                 full.catch_up(rows)  # type: ignore[arg-type]
             assert sum(written) == len(stored)

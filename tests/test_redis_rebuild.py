@@ -10,7 +10,7 @@ from unittest import mock
 import numpy as np
 import pytest
 
-from tests.test_redis_index import T0, _databases, _Rows, _synthetic, _wipe, put
+from tests.test_redis_index import T0, _databases, _Rows, _synthetic, _wipe, over_days, put, writes_counted
 from worker import redis_index as ri
 from worker.redis_index import RedisIndex
 
@@ -147,13 +147,7 @@ def test_two_instances_rebuilt_answer_as_one_written_whole(redis_url: str, lost:
     full = RedisIndex(redis_url, f"{prefix}-full", common=40, window=10)
     many = RedisIndex(",".join(urls), prefix, common=40, window=10)
     try:
-        stored = _synthetic(rng, 2000)
-        ids = [f"r{i:05d}" for i in range(len(stored))]
-        arrived = sorted(T0 + int(rng.integers(0, 100 * 86_400)) for _ in stored)
-        times = [
-            a if k < 0.2 else a - int(rng.integers(0, 300 * 86_400)) if k > 0.9 else a - int(rng.integers(0, 86_400))
-            for a, k in zip(arrived, rng.random(len(stored)), strict=True)
-        ]
+        stored, ids, times, arrived = over_days(rng, 2000, 100)
         rows = _Rows(stored, ids, times, arrived)
         with mock.patch.object(RedisIndex, "_visible_after_loss", return_value=None):
             full.catch_up(rows)  # type: ignore[arg-type]
@@ -264,14 +258,7 @@ def test_one_lost_instance_of_two_is_rebuilt_with_what_a_lookup_can_see_only(red
         rows = _Rows(stored, ids, times)
         many.catch_up(rows)  # type: ignore[arg-type]
         _wipe(urls[1], prefix)
-        written: list[int] = []
-        write = RedisIndex._write
-
-        def counted(index, instance, record_ids, *args, **kwargs):
-            written.append(len(record_ids))
-            return write(index, instance, record_ids, *args, **kwargs)
-
-        with mock.patch.object(RedisIndex, "_write", counted):
+        with writes_counted() as written:
             many.catch_up(rows)  # type: ignore[arg-type]
         assert sum(written) < len(stored) * 0.4
         assert many.lookup([stored[-1]], 5)[1] == len(stored)
