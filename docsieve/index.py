@@ -173,17 +173,31 @@ def _sketch_of(blob: bytes | None) -> np.ndarray | None:
 
 
 def chunked_rows(rows: Iterable[IndexRow], postings: int) -> Iterator[Rows]:
-    """The rows in pieces of about ``postings`` keys each: a whole store is never held at once."""
+    """The rows in pieces of about ``postings`` keys each: a whole store is never held at once. A piece's rows as
+    read are let go before it is handed on (held with its arrays and the segment made of them, they were a third of
+    a rebuild's peak: docs/benchmarks.md)."""
     piece: list[IndexRow] = []
     size = 0
     for row in rows:
         piece.append(row)
         size += len(row[2]) // 6  # keys of 4 and 8 bytes (or 8 in older records): about right
         if size >= postings:
-            yield read_rows(piece)
-            piece, size = [], 0
+            # Handed on through a list it leaves at once: a local name would keep the piece alive in this
+            # generator while the caller works on it.
+            read, piece, size = [read_rows(piece)], [], 0
+            yield read.pop()
     if piece:
-        yield read_rows(piece)
+        read, piece = [read_rows(piece)], []
+        yield read.pop()
+
+
+def segments_of(rows: Iterable[IndexRow], postings: int) -> Iterator[_Segment]:
+    """Segments of the rows, about ``postings`` keys each; a piece's arrays are let go before its segment is
+    handed on, for the same reason."""
+    for read in chunked_rows(rows, postings):
+        segment = _segment(read.ids, read.keys, read.times, read.arrived, read.last_seq, read.sketches)
+        del read
+        yield segment
 
 
 # index URL scheme -> a factory (url, prefix, common=, window=) -> CandidateIndex; window: days, as the setting
@@ -375,9 +389,11 @@ def _segment(
     owners = np.repeat(np.arange(len(keys), dtype=np.int32), [len(k) for k in keys])
     all_keys = np.concatenate(keys).astype(np.int64, copy=False) if keys else np.zeros(0, dtype=np.int64)
     order = np.argsort(all_keys, kind="stable")
+    all_keys, owners = all_keys[order], owners[order]  # the unsorted let go at once
+    del order
     return _Segment(
-        all_keys[order],
-        owners[order],
+        all_keys,
+        owners,
         np.array(list(ids), dtype=f"S{ID_WIDTH}"),
         np.asarray(times, dtype=np.int64),
         np.asarray(arrived, dtype=np.int64),
@@ -462,6 +478,11 @@ def _merged(older: _Segment, newer: _Segment, horizon: Horizon | None) -> _Segme
 # often) up to this many postings (about 100 MB of files, 150,000 articles): past it they stay as they are,
 # so no merge ever holds more than that in memory, and a lookup searches a few more of them.
 MERGE_UP_TO = 1 << 23
+# The store's rows are read into segments of this many postings when the files are made from them (a rebuild, other
+# processes' records), then merged as above: a piece's rows as read, its arrays and its sort are the peak of a
+# rebuild, and a quarter of MERGE_UP_TO held it at 438 MB where whole ones took 654 (bench/lost_index.py, 100,000
+# records), no slower; a sixteenth merged more and took longer.
+REBUILD_PIECE = MERGE_UP_TO // 4
 # A phrase (a winnowed key) more records than this hold is a candidate's only shared key far more often as a
 # stock phrase than as a copy: for 512 new articles into a 200,000-article store of bench/scale.py, 83% of the
 # candidates shared a single key, nearly always a phrase others held too (14 records at the median). Such a
@@ -689,17 +710,16 @@ class SegmentIndex:
         """Under the store's write lock: add the rows stored since the index last looked (with a directory,
         into its files, rebuilt first if they disagree with the store)."""
         if self.directory is None:
-            for rows in chunked_rows(store.index_rows(self.last_seq), MERGE_UP_TO):
-                segment = _segment(rows.ids, rows.keys, rows.times, rows.arrived, rows.last_seq, rows.sketches)
+            for segment in segments_of(store.index_rows(self.last_seq), MERGE_UP_TO):
                 self._segments = self._merged_list([*self._segments, segment], persist=False)
-                self.last_seq = max(self.last_seq, rows.last_seq)
+                self.last_seq = max(self.last_seq, segment.last_seq)
             return
         try:
             self._catch_up_files(store)
         except OSError:  # a directory it may not write (a store on a read-only disk): caught up in memory
-            for rows in chunked_rows(store.index_rows(self.last_seq), MERGE_UP_TO):
-                self._held.append(_segment(rows.ids, rows.keys, rows.times, rows.arrived, rows.last_seq, rows.sketches))
-                self.last_seq = max(self.last_seq, rows.last_seq)
+            for segment in segments_of(store.index_rows(self.last_seq), MERGE_UP_TO):
+                self._held.append(segment)
+                self.last_seq = max(self.last_seq, segment.last_seq)
 
     def rebuild(self, store: StoredRows) -> None:
         """The files made again from the store's rows (under the store's write lock)."""
@@ -741,10 +761,10 @@ class SegmentIndex:
                 wrote = True
             elif newest > self._persisted_seq and not ours:  # others' records too: all read from the store
                 self._forget_held()
-                for rows in chunked_rows(store.index_rows(self._persisted_seq), MERGE_UP_TO):
-                    segment = _segment(rows.ids, rows.keys, rows.times, rows.arrived, rows.last_seq, rows.sketches)
+                for segment in segments_of(store.index_rows(self._persisted_seq), REBUILD_PIECE):
+                    last = segment.last_seq, segment.ids[-1].decode()
                     self._segments = self._merged_list([*self._segments, self._written(segment)], persist=True)
-                    self._persisted_seq, self._persisted_id = rows.last_seq, rows.ids[-1]
+                    self._persisted_seq, self._persisted_id = last
                     wrote = True
             if wrote or self._horizon_passed():
                 self._segments = self._merged_list(self._segments, persist=True)
