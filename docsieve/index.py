@@ -478,11 +478,6 @@ def _merged(older: _Segment, newer: _Segment, horizon: Horizon | None) -> _Segme
 # often) up to this many postings (about 100 MB of files, 150,000 articles): past it they stay as they are,
 # so no merge ever holds more than that in memory, and a lookup searches a few more of them.
 MERGE_UP_TO = 1 << 23
-# The store's rows are read into segments of this many postings when the files are made from them (a rebuild, other
-# processes' records), then merged as above: a piece's rows as read, its arrays and its sort are the peak of a
-# rebuild, and a quarter of MERGE_UP_TO held it at 438 MB where whole ones took 654 (bench/lost_index.py, 100,000
-# records), no slower; a sixteenth merged more and took longer.
-REBUILD_PIECE = MERGE_UP_TO // 4
 # A phrase (a winnowed key) more records than this hold is a candidate's only shared key far more often as a
 # stock phrase than as a copy: for 512 new articles into a 200,000-article store of bench/scale.py, 83% of the
 # candidates shared a single key, nearly always a phrase others held too (14 records at the median). Such a
@@ -761,7 +756,7 @@ class SegmentIndex:
                 wrote = True
             elif newest > self._persisted_seq and not ours:  # others' records too: all read from the store
                 self._forget_held()
-                for segment in segments_of(store.index_rows(self._persisted_seq), REBUILD_PIECE):
+                for segment in segments_of(store.index_rows(self._persisted_seq), MERGE_UP_TO):
                     last = segment.last_seq, segment.ids[-1].decode()
                     self._segments = self._merged_list([*self._segments, self._written(segment)], persist=True)
                     self._persisted_seq, self._persisted_id = last

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -562,3 +563,101 @@ def test_memory_and_redis_indexes_count_common_keys_over_the_window_alike(redis_
     assert memory.candidates([np.array([101])], 5, [start + 9 * DAY]) == [["o1"]]
     assert shared.lookup([np.array([101], dtype=np.int64)], 5, times=[start + 9 * DAY])[0] == [["o1"]]
     shared.clear()
+
+
+def test_each_piece_of_rows_is_let_go_before_its_segment_is_handed_on(monkeypatch) -> None:
+    """A rebuild's peak held a piece three times (the rows as read, their arrays, its sorted segment): each form is
+    let go once the next exists (docs/benchmarks.md, "nineteenth session")."""
+    import gc
+    import weakref
+
+    from docsieve import index as index_module
+
+    alive: list[list[weakref.ref]] = []
+    read_rows = index_module.read_rows
+
+    def tracked(piece):
+        read = read_rows(piece)
+        alive.append([weakref.ref(k) for k in read.keys])
+        return read
+
+    monkeypatch.setattr(index_module, "read_rows", tracked)
+    rows = Rows()
+    for i in range(11):
+        _stored(rows, [1000 * i + j for j in range(6)], 100 * DAY, 100 * DAY)
+    made = 0
+    for segment in index_module.segments_of(rows.index_rows(0), postings=32):  # pieces of 4, 4 and 3
+        gc.collect()
+        assert all(ref() is None for ref in alive[made])
+        made += 1
+        assert len(segment.ids) == (4 if made < 3 else 3)
+    assert made == 3
+
+
+@pytest.mark.parametrize("window", [0.0, 1.0])
+def test_a_rebuild_in_pieces_names_the_store_row_it_ends_at_and_is_not_built_again(
+    tmp_path: Path, monkeypatch, window: float
+) -> None:
+    from docsieve import index as index_module
+
+    monkeypatch.setattr(index_module, "MERGE_UP_TO", 16)
+    rows = Rows()
+    for i in range(20):  # short ids; the last 8 a backfill the horizon drops whole
+        when, arrived = (100 * DAY, 100 * DAY + 60) if i < 12 else (10 * DAY, 101 * DAY)
+        rows.rows.append((i + 1, f"r{i + 1}", np.array([i, 100 + i], dtype=np.int64).tobytes(), when, arrived, None))
+    SegmentIndex(tmp_path / "index", window_days=window).rebuild(rows)
+    manifest = json.loads((tmp_path / "index" / "index.json").read_text())
+    assert (manifest["last_seq"], manifest["last_id"]) == (20, "r20")
+    rows.read = 0
+    again = SegmentIndex(tmp_path / "index", window_days=window)
+    again.catch_up(rows)
+    assert rows.read == 0 and again.last_seq == 20
+
+
+def test_every_path_reads_the_store_in_pieces_of_a_merged_segment(tmp_path: Path, monkeypatch) -> None:
+    """The files' rebuild, the in-memory catch-up and its fallback when the files cannot be written: pieces of
+    MERGE_UP_TO postings. (Pieces of a quarter held a rebuild's peak lower but left more, smaller segments after it,
+    which every later lookup searches: a review's finding, docs/benchmarks.md.)"""
+    from docsieve import index as index_module
+
+    asked: list[int] = []
+    chunked = index_module.chunked_rows
+    monkeypatch.setattr(index_module, "chunked_rows", lambda r, p: asked.append(p) or chunked(r, p))
+    monkeypatch.setattr(index_module, "MERGE_UP_TO", 64)
+    rows = Rows()
+    for i in range(10):
+        _stored(rows, [1000 * i + j for j in range(6)], 100 * DAY, 100 * DAY)
+    files = SegmentIndex(tmp_path / "index")
+    files.rebuild(rows)
+    assert asked == [64] and [len(s.ids) for s in files._segments] == [8, 2]
+    asked.clear()
+    MemoryIndex().catch_up(rows)
+    assert asked == [64]
+    asked.clear()
+
+    def unwritable(*args, **kwargs):
+        raise PermissionError
+
+    monkeypatch.setattr(SegmentIndex, "_catch_up_files", unwritable)
+    SegmentIndex(tmp_path / "other").catch_up(rows)
+    assert asked == [64]
+
+
+def test_a_rebuild_forgets_by_the_newest_arrival_whatever_its_pieces(tmp_path: Path, monkeypatch) -> None:
+    """An undated page two windows older than the newest arrival is forgotten by a rebuild as by the in-memory
+    index, also when the newest arrivals are a backfill of old stories stored last."""
+    from docsieve import index as index_module
+
+    monkeypatch.setattr(index_module, "MERGE_UP_TO", 256)
+    rows = Rows()
+    for i in range(23):
+        _stored(rows, [100 + 6 * i + j for j in range(6)], 100 * DAY, 100 * DAY + 3600)
+    _stored(rows, [7, 1, 2, 3, 4, 5], 101 * DAY, 101 * DAY)  # an undated page
+    for i in range(8):  # a backfill, stored last
+        _stored(rows, [500 + 6 * i + j for j in range(6)], 10 * DAY, 104 * DAY)
+    memory = MemoryIndex(window_days=1)
+    memory.catch_up(rows)
+    assert memory.lookup([np.array([7])], 5, times=[None])[0] == [[]]
+    files = SegmentIndex(tmp_path / "index", window_days=1)
+    files.rebuild(rows)
+    assert files.lookup([np.array([7])], 5, times=[None])[0] == [[]]
