@@ -257,9 +257,10 @@ class Pipeline:
         # lookup are verified under the lock (a shorter hold for every worker: docs/scaling.md).
         # The batch's own earlier documents as well: which of them are exact copies is known only under the
         # lock, and their pairs are dropped there (``_decide``).
+        pairs = within_batch(keys)
         with self.store.reading() as txn:
             behind = txn.last_seq() - complete_to
-            checked = self._verify(txn, prepared, early, within_batch(keys)) if behind <= LAG_CAUGHT_UP_FIRST else None
+            checked = self._verify(txn, prepared, early, pairs) if behind <= LAG_CAUGHT_UP_FIRST else None
         if checked is None:  # the records after ``complete_to`` would all be read into ``late``, below
             logger.warning("the candidate index is %d records behind the store: catching it up first", behind)
             # PostgreSQL: the gap read before the lock, as ``before_lock`` below does (a process's own index needs no
@@ -269,7 +270,7 @@ class Pipeline:
                 self.index.catch_up(txn)
             early, complete_to = self.index.lookup(keys, limit, times=times, stage_ids=ids)
             with self.store.reading() as txn:
-                checked = self._verify(txn, prepared, early, within_batch(keys))
+                checked = self._verify(txn, prepared, early, pairs)
         drafts = {p.id: _draft(p, published[p.id]) for p in prepared}
 
         late = MemoryIndex(self.settings.index_window, self.settings.common_key_records)

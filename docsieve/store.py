@@ -355,8 +355,7 @@ class Transaction:
         for seq, record_id, keys, published, arrived, sketch in self.conn.execute(
             query.execution_options(yield_per=10000)
         ):
-            arrived = _utc(arrived)
-            yield seq, record_id, keys, index_time(_utc(published), arrived), int(arrived.timestamp()), sketch
+            yield seq, record_id, keys, *_index_clocks(published, arrived), sketch
 
     def newest_times(self, after_seq: int) -> tuple[int | None, int | None]:
         """The newest publication time and the newest arrival (seconds), as ``index_rows`` gives them, of the
@@ -367,8 +366,7 @@ class Transaction:
         dated: int | None = None
         newest: int | None = None
         for published, arrived in self.conn.execute(query.execution_options(yield_per=10000)):
-            arrived = _utc(arrived)
-            when, at = index_time(_utc(published), arrived), int(arrived.timestamp())
+            when, at = _index_clocks(published, arrived)
             if when != at and (dated is None or when > dated):
                 dated = when
             if newest is None or at > newest:
@@ -1397,6 +1395,12 @@ def _sqlite_time(stamp: datetime | None) -> str | None:
     every row, so times compare as strings (the driver's own adapter adds an offset, and drops the
     microseconds when they are zero, which would sort before a time of the same second)."""
     return None if stamp is None else stamp.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+def _index_clocks(published: datetime | None, arrived: datetime) -> tuple[int, int]:
+    """A stored record's time for the index (``index.index_time``) and its arrival, in seconds, as read from a row."""
+    arrived = _utc(arrived)
+    return index_time(_utc(published), arrived), int(arrived.timestamp())
 
 
 @overload
