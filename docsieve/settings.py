@@ -93,6 +93,11 @@ class CoreSettings:
     rewrites: bool = True
     rewrite_threshold: float = 0.83
     rewrite_floor: float = 0.3
+    # A strong copy (beyond template boilerplate) of a member that joined by the rewrite stage joins that story at
+    # this rewrite score against its canonical: the chain floor of the stage, as the shingles' containment floor
+    # relaxes theirs (0.45 / 0.55 of 0.83). Outlets copy one outlet's rewrite of a release, and that copy of the
+    # rewrite keeps less of the canonical's words than the rewrite did (bench/labels/rewrite-chain.md).
+    rewrite_chain_floor: float = 0.68
     # ... and not when, with template boilerplate weighed (docsieve/templates.py), less than this share of their
     # shingle containment is left: what they share is a template's wording (0: no such test).
     rewrite_template_share: float = 0.4
@@ -158,6 +163,7 @@ class CoreSettings:
             "containment_floor",
             "rewrite_threshold",
             "rewrite_floor",
+            "rewrite_chain_floor",
         ):
             value = getattr(self, name)
             if not 0.0 < value <= 1.0:
@@ -165,6 +171,10 @@ class CoreSettings:
         if self.jaccard_floor > self.jaccard_threshold or self.containment_floor > self.containment_threshold:
             raise SettingsError(
                 f"{PREFIX}JACCARD_FLOOR and {PREFIX}CONTAINMENT_FLOOR must not exceed the thresholds they relax"
+            )
+        if self.rewrite_chain_floor > self.rewrite_threshold:
+            raise SettingsError(
+                f"{PREFIX}REWRITE_CHAIN_FLOOR must not exceed {PREFIX}REWRITE_THRESHOLD, which it relaxes"
             )
         if not 0 <= self.rewrite_template_share <= 1:
             raise SettingsError(f"{PREFIX}REWRITE_TEMPLATE_SHARE must be in [0, 1], got {self.rewrite_template_share}")

@@ -30,7 +30,8 @@ under the store's write lock (so concurrent workers see one history):
   canonical) joins that story by containment.
 - **Rewrites** (``Settings.rewrites``, docsieve/rewrites.py): a document the shingles place in no story
   joins the story of a candidate whose canonical holds most of its words (the rewrite score, verified
-  against the canonical like every other membership, a copy of a story's rewrite too). Published first,
+  against the canonical like every other membership, a copy of a story's rewrite too: a strong copy of a member the
+  stage placed at its chain floor, ``rewrite_chain_floor``). Published first,
   it takes the story over only if every member would stay. A member that a new canonical's shingles no
   longer reach stays while its rewrite score with it holds; when a canonical splits as a roundup, its
   rewrites go with the item they rewrite.
@@ -410,11 +411,23 @@ class Book:
             o = self.overlap(record.id, canonical)
             if self.strong(o):
                 continue  # a strong overlap the template weighting refused stays refused
-            if (score := self._rewrite(record.id, canonical, o)) is None:
+            chained = self._copies_a_rewrite(record.id, story, candidates)
+            threshold = self.settings.rewrite_chain_floor if chained else None
+            if (score := self._rewrite(record.id, canonical, o, threshold)) is None:
                 continue
             if best is None or score > best[3]:
                 best = (story, canonical, o, score)
         return best
+
+    def _copies_a_rewrite(self, record_id: str, story: str, candidates: Iterable[str]) -> bool:
+        """Whether the record is a strong copy, beyond template boilerplate, of a member of the story that the rewrite
+        stage placed: it is then weighed against the canonical at the stage's chain floor."""
+        return any(
+            self.placements[c].story_id == story
+            and self.placements[c].method is Method.REWRITE
+            and self.beyond_template(record_id, c, strong=True)
+            for c in candidates
+        )
 
     def _keeps_whole(self, heir: str, story: str) -> bool:
         """Whether every other member of the story would stay with ``heir`` as its canonical: close to it, or a
@@ -431,9 +444,9 @@ class Book:
                 return False
         return True
 
-    def _rewrite(self, a: str, b: str, o: Overlap) -> float | None:
+    def _rewrite(self, a: str, b: str, o: Overlap, threshold: float | None = None) -> float | None:
         """The rewrite score of two texts, where it makes them copies: at the stage's floor of shingle
-        containment (else the link would be one a reader cannot see), and at its threshold."""
+        containment (else the link would be one a reader cannot see), and at its threshold (or ``threshold``)."""
         if self.rewrites is None or o.smaller < self.settings.min_containment_shingles:
             return None  # a text too short to measure containment by is too short to call a rewrite
         if o.containment < self.settings.rewrite_floor:
@@ -441,7 +454,7 @@ class Book:
         if self._mostly_boilerplate(a, b, o) or self.items_apart(a, b):
             return None
         score = self.rewrites.score(a, b)
-        return score if score >= self.settings.rewrite_threshold else None
+        return score if score >= (self.settings.rewrite_threshold if threshold is None else threshold) else None
 
     def _mostly_boilerplate(self, a: str, b: str, o: Overlap) -> bool:
         """The shingles two texts share are mostly template boilerplate: weighed as docsieve/templates.py does,

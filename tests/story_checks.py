@@ -87,7 +87,9 @@ def problems(store, settings, check_rank=True, check_overlap=True):
                 and min(len(a.shingles), len(b.shingles)) >= settings.min_containment_shingles
             )
             if r.method == "rewrite":  # verified by its rewrite score (docsieve/rewrites.py), not by the floors
-                close = r.similarity is not None and r.similarity >= settings.rewrite_threshold
+                # at the threshold, or at the chain floor as a strong copy of another member the stage placed
+                floor = min(settings.rewrite_threshold, settings.rewrite_chain_floor)
+                close = r.similarity is not None and r.similarity >= floor
             if not close:
                 out.append(f"{r.source}: not close to canonical {c.source} ({j:.3f}/{cont:.3f})")
     return out

@@ -223,6 +223,34 @@ def test_a_copy_of_a_rewrite_joins_the_story_of_its_original(pipeline: Pipeline)
     assert problems(pipeline.store, pipeline.settings) == []
 
 
+@pytest.mark.parametrize("chain_floor", [None, 0.83])
+def test_a_copy_of_a_rewrite_member_joins_at_the_chain_floor(
+    store: Store, settings: Settings, chain_floor: float | None
+) -> None:
+    """KSrelief's call to Yemeni doctors: aljazirah's release (the canonical), aawsat's rewrite of it (a member by
+    the stage), and alriyadh's copy of aawsat's text, which keeps less of the release's words (its score against
+    the canonical under the threshold). As a strong copy of a rewrite member it is weighed at the chain floor and
+    joins the story, its score against the canonical said; with the floor at the threshold it founds its own."""
+    pipeline = Pipeline(store, settings if chain_floor is None else settings.with_(rewrite_chain_floor=chain_floor))
+    background(pipeline)
+    docs = json.loads((FIXTURES / "ar_rewrite_chain_ksrelief.json").read_text(encoding="utf-8"))
+    for d in docs:  # in the order they were stored in saudinewsnet-dev
+        pipeline.ingest([RawDocument(**d)])
+    found = records(pipeline)
+    canonical, member, copy = (found[d["source"]] for d in docs)
+    assert member.method is Method.REWRITE and member.duplicate_of == canonical.id
+    assert member.similarity is not None and member.similarity >= settings.rewrite_threshold
+    copied = jaccard_and_containment(*(f.shingles for f in fingerprint_batch([member.text, copy.text], settings)))
+    assert copied[1] >= settings.containment_threshold  # a strong copy of the member
+    if chain_floor is not None:
+        assert copy.status is Status.CANONICAL and copy.story_id != canonical.story_id
+        return
+    assert copy.method is Method.REWRITE and copy.duplicate_of == canonical.id
+    assert copy.similarity is not None
+    assert settings.rewrite_chain_floor <= copy.similarity < settings.rewrite_threshold
+    assert problems(pipeline.store, settings) == []
+
+
 def test_a_rewrite_of_a_roundup_item_follows_the_item_when_the_roundup_splits(pipeline: Pipeline) -> None:
     """A roundup (items x, z, y) stored first; R, a rewrite of x, joins its story. When x and y arrive, the
     roundup turns out to hold them and splits: R goes with x, and a later rewrite of x joins them."""
@@ -263,6 +291,9 @@ def test_the_stage_settings_are_checked() -> None:
         Settings(rewrite_floor=0.6)
     with pytest.raises(SettingsError, match="REWRITE_THRESHOLD"):
         Settings(rewrite_threshold=1.5)
+    with pytest.raises(SettingsError, match="REWRITE_CHAIN_FLOOR"):
+        Settings(rewrite_chain_floor=0.9)
+    assert Settings.from_env({"DOCSIEVE_REWRITE_CHAIN_FLOOR": "0.7"}).rewrite_chain_floor == 0.7
 
 
 def test_word_counts_never_stop_and_live_apart_from_the_shingles() -> None:
