@@ -96,7 +96,7 @@ class CoreSettings:
     # A strong copy (beyond template boilerplate) of a member that joined by the rewrite stage joins that story at
     # this rewrite score against its canonical: the chain floor of the stage, as the shingles' containment floor
     # relaxes theirs (0.45 / 0.55 of 0.83). Outlets copy one outlet's rewrite of a release, and that copy of the
-    # rewrite keeps less of the canonical's words than the rewrite did (bench/labels/rewrite-chain.md).
+    # rewrite keeps less of the canonical's words than the rewrite did (bench/labels/natural-ar-extra-d.md).
     rewrite_chain_floor: float = 0.68
     # ... and not when, with template boilerplate weighed (docsieve/templates.py), less than this share of their
     # shingle containment is left: what they share is a template's wording (0: no such test).

@@ -23,7 +23,7 @@ from docsieve.settings import Settings, SettingsError
 from docsieve.store import Store
 from docsieve.templates import MOST, WORD_ROW, ShingleCounts, _parts, counted_shingles
 from tests.story_checks import problems
-from tests.test_stories import edit, text
+from tests.test_stories import VOCABULARY, edit, text
 from tests.test_stories import words as random_words
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -251,6 +251,90 @@ def test_a_copy_of_a_rewrite_member_joins_at_the_chain_floor(
     assert problems(pipeline.store, settings) == []
 
 
+def pieces(tokens: list[str], size: int, seed: int) -> list[list[str]]:
+    """The text cut into pieces of ``size`` words, shuffled: a rewrite that keeps (size - 2) / size of the
+    shingles inside each piece (4: containment about 0.5 with the original, 5: about 0.6)."""
+    rng = random.Random(seed)
+    out = [tokens[i : i + size] for i in range(0, len(tokens), size)]
+    rng.shuffle(out)
+    return out
+
+
+def frame(*figures: str) -> list[str]:
+    """A sentence that puts three figures in words of its own (docsieve/figures.py)."""
+    a, b, c = figures
+    return f"بلغ المجموع {a} ريال اليوم وبلغت الحصة {b} ريال للسهم ونسبة التوزيع {c} في المئة".split()
+
+
+def chain_cases(case: str) -> list[tuple[str, list[str]]]:
+    """K, a member M of its story, and X, a strong copy of M whose score against the canonical it should join is
+    between the chain floor and the threshold (X ~ 0.4 inside it, under the shingles' floor).
+    ``rewrite``: M a rewrite of K, X a copy of it with its figures. ``figures``: the same, X with other figures in
+    the same words (another item: no copy of M). ``shingles``: M a copy of K the shingles placed, no rewrite.
+    ``other``: M a rewrite of K with a second text B, K2 a rewrite of B, and X a copy of M's B: M is no member of
+    K2's story."""
+    k = random_words(1000, 200)
+    if case in ("rewrite", "figures"):
+        m = [w for p in pieces(k, 4, 1001) for w in p] + frame("4182", "7361", "2954")
+        other = ("4182", "7361", "2954") if case == "rewrite" else ("5193", "8472", "3865")
+        return [("K", k), ("M", m), ("X", m[:150] + frame(*other) + random_words(1002, 15))]
+    if case == "shingles":
+        cut = pieces(k, 5, 1003)
+        m = [w for p in cut for w in p]
+        rng = random.Random(1004)
+        kept = [list(p) for p in cut[:24]]
+        for p in rng.sample(kept, 7):  # a new middle word: the piece's shingles of K gone, its edges kept
+            p[2] = rng.choice(VOCABULARY)
+        return [("K", k), ("M", m), ("X", [w for p in kept for w in p] + random_words(1005, 15))]
+    b = random_words(1006, 200)
+    return [
+        ("K", k),
+        ("M", rewrite_of(k, 1007) + b),
+        ("K2", [w for p in pieces(b, 4, 1008) for w in p]),
+        ("X", b[:150] + random_words(1009, 40)),
+    ]
+
+
+@pytest.mark.parametrize("at_floor", [False, True])
+@pytest.mark.parametrize("case", ["rewrite", "figures", "shingles", "other"])
+def test_only_a_strong_copy_of_a_rewrite_member_of_the_story_joins_at_the_chain_floor(
+    store: Store, settings: Settings, case: str, at_floor: bool
+) -> None:
+    """X is weighed against the canonical at the chain floor only as a strong copy, beyond what tells items apart,
+    of a member of that very story that the rewrite stage placed: not of a copy with other figures, not of a member
+    the shingles placed, not of another story's rewrite member. With the threshold at the chain floor
+    (``at_floor``), X joins each time: its score is in between, and every other check of the stage passes."""
+    threshold = settings.rewrite_chain_floor if at_floor else settings.rewrite_threshold
+    pipeline = Pipeline(store, settings.with_(rewrite_threshold=threshold))
+    background(pipeline)
+    for doc in chain_cases(case):
+        found = ingest(pipeline, doc)
+    x = found["X"]
+    assert found["M"].story_id == found["K"].story_id
+    assert (found["M"].method is Method.REWRITE) is (case != "shingles")
+    if not at_floor and case != "rewrite":
+        assert x.status is Status.CANONICAL and x.story_id not in {found[n].story_id for n in found if n != "X"}
+        return
+    assert x.method is Method.REWRITE and x.duplicate_of == found["K2" if case == "other" else "K"].id
+    assert settings.rewrite_chain_floor <= x.similarity < settings.rewrite_threshold
+    assert problems(pipeline.store, pipeline.settings) == []
+
+
+def test_a_take_over_weighs_the_rewrites_again_at_the_threshold(pipeline: Pipeline, settings: Settings) -> None:
+    """K, and R, a rewrite of it (all its words, half its shingles); then T, a copy of K's first three quarters
+    published before it, takes the story over. R keeps three quarters of T's words, above the chain floor but
+    under the threshold, and is no copy of a rewrite member: it leaves, as it would not have joined T's story."""
+    background(pipeline)
+    k = random_words(1010, 200)
+    ingest(pipeline, ("K", k, "2024-05-01T10:00:00Z"))
+    found = ingest(pipeline, ("R", [w for p in pieces(k, 4, 1011) for w in p], "2024-05-01T11:00:00Z"))
+    assert found["R"].method is Method.REWRITE and found["R"].duplicate_of == found["K"].id
+    found = ingest(pipeline, ("T", k[:150] + random_words(1012, 50), "2024-05-01T09:00:00Z"))
+    assert found["T"].status is Status.CANONICAL and found["K"].duplicate_of == found["T"].id
+    assert found["R"].status is Status.CANONICAL and found["R"].story_id != found["T"].story_id
+    assert problems(pipeline.store, settings) == []
+
+
 def test_a_rewrite_of_a_roundup_item_follows_the_item_when_the_roundup_splits(pipeline: Pipeline) -> None:
     """A roundup (items x, z, y) stored first; R, a rewrite of x, joins its story. When x and y arrive, the
     roundup turns out to hold them and splits: R goes with x, and a later rewrite of x joins them."""
@@ -293,6 +377,8 @@ def test_the_stage_settings_are_checked() -> None:
         Settings(rewrite_threshold=1.5)
     with pytest.raises(SettingsError, match="REWRITE_CHAIN_FLOOR"):
         Settings(rewrite_chain_floor=0.9)
+    with pytest.raises(SettingsError, match="REWRITE_CHAIN_FLOOR"):
+        Settings(rewrite_chain_floor=0.0)
     assert Settings.from_env({"DOCSIEVE_REWRITE_CHAIN_FLOOR": "0.7"}).rewrite_chain_floor == 0.7
 
 
