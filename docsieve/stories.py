@@ -638,6 +638,7 @@ class Book:
         member is measured again against it; one no longer close to it leaves for a story of its own (with
         the others that are copies of it), so what a story says stays verified; one whose text cannot be
         measured (no shingles kept) stays, without figures."""
+        heir, members = self._first_by_text(heir, members)
         new = self.placements[heir]
         self._make_canonical(new, story)
         self._mark(heir)
@@ -665,6 +666,36 @@ class Book:
                 self._mark(m)
             else:
                 self._rehome(m, source, founded)
+
+    def _first_by_text(self, heir: str, members: list[str]) -> tuple[str, list[str]]:
+        """The record to crown, and the others: ``heir``, unless a rewrite member ranking before it would be a copy of
+        it by its text (its shingles at the floor, its rewrite score under the threshold: what ``_crown`` places as a
+        copy). That member is then the first by the policy among the copies verified by their text, and is crowned
+        instead (each turn a record ranking before the last)."""
+        first = heir
+        while True:
+            earlier = [
+                m
+                for m in members
+                if m != first
+                and self.placements[m].method is Method.REWRITE
+                and self.placements[m].rank < self.placements[first].rank
+                and self._copy_by_text(first, m)
+            ]
+            if not earlier:
+                break
+            first = min(earlier, key=lambda m: self.placements[m].rank)
+        return first, [m for m in [heir, *members] if m != first]
+
+    def _copy_by_text(self, canonical: str, member: str) -> bool:
+        """Whether ``_crown`` would place the member under this canonical as a copy by its text (not a rewrite)."""
+        self.shingles_for([canonical, member])
+        if canonical not in self.shingles or member not in self.shingles:
+            return False
+        o = self.overlap(canonical, member)
+        if not self.strong(o) and self._rewrite(canonical, member, o) is not None:
+            return False
+        return self.close(o) and not self.items_apart(canonical, member)
 
     def _with_text(self, story: str, content_hash: str) -> str | None:
         """A member of the story with this text whose shingles are kept (records stored before 0008 may
@@ -839,13 +870,13 @@ class Book:
         # The next by the policy, among the copies verified by their text: a rewrite only when no other is left.
         members.sort(key=lambda m: (self.placements[m].method is Method.REWRITE, self.placements[m].rank))
         heir = members[0]
-        self.heir = heir
         self.shingles_for(members)
         if heir not in self.shingles:  # a record stored without shingles (before 0008): those of its text
             source = self._with_text(story, self.placements[heir].content_hash)
             if source is not None:
                 self.shingles[heir] = self.shingles[source]
         self._crown(story, heir, members[1:])
+        self.heir = self.canonical_of[story]  # a member the heir's text makes a copy may rank before it (_crown)
 
 
 def _story_key(story: str) -> str:

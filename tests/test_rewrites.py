@@ -335,6 +335,29 @@ def test_a_take_over_weighs_the_rewrites_again_at_the_threshold(pipeline: Pipeli
     assert problems(pipeline.store, settings) == []
 
 
+def test_a_takedown_crowns_the_first_copy_by_its_text(store: Store, settings: Settings) -> None:
+    """The KSrelief triple (the canonical K, aawsat's rewrite c, alriyadh's copy x of c at the chain floor) and K2,
+    K's very text from another outlet published after c. Taking K down: K2 is the next by the policy among the copies
+    verified by their text, but c, measured again against K2, is a copy of it by its shingles at the floor (no
+    longer a rewrite) and ranks before it, and x, a strong copy of c, before both. x is crowned, c stays with it, and
+    K2, no copy of x, leaves: no copy by text ranks before its canonical (before, K2 was crowned with c before it)."""
+    pipeline = Pipeline(store, settings)
+    background(pipeline)
+    k, c, x = json.loads((FIXTURES / "ar_rewrite_chain_ksrelief.json").read_text(encoding="utf-8"))
+    twin = dict(k, source="K2", outlet="another", published="2015-07-31 05:00:00")  # after c (04:28)
+    for d in (k, twin, c, x):
+        pipeline.ingest([RawDocument(**d)])
+    found = records(pipeline)
+    assert {found[d["source"]].story_id for d in (k, twin, c, x)} == {found[k["source"]].story_id}
+    assert found[c["source"]].method is Method.REWRITE and found[x["source"]].method is Method.REWRITE
+    pipeline.store.delete([found[k["source"]].id], "test", settings)
+    found = records(pipeline)
+    first, rewrite, other = found[x["source"]], found[c["source"]], found["K2"]
+    assert first.status is Status.CANONICAL and rewrite.duplicate_of == first.id
+    assert rewrite.method is Method.NEAR and other.story_id != first.story_id
+    assert problems(pipeline.store, settings) == []
+
+
 def test_a_rewrite_of_a_roundup_item_follows_the_item_when_the_roundup_splits(pipeline: Pipeline) -> None:
     """A roundup (items x, z, y) stored first; R, a rewrite of x, joins its story. When x and y arrive, the
     roundup turns out to hold them and splits: R goes with x, and a later rewrite of x joins them."""
