@@ -646,6 +646,7 @@ class Book:
         if story not in self.new_stories:
             self.changed_stories.add(story)
         founded: list[str] = []
+        leaving: list[tuple[str, str]] = []  # (member, a record with its text), in rank order
         self.read_marks_against({heir: members})
         for m in sorted(members, key=lambda m: self.placements[m].rank):
             p = self.placements[m]
@@ -663,6 +664,27 @@ class Book:
                 # The old canonical with the heir's very text is an exact copy of it now.
                 same_text = p.status is Status.CANONICAL and p.content_hash == new.content_hash
                 self._place(p, story, heir, o, found_exact=p.method is Method.EXACT or same_text)
+                self._mark(m)
+            else:
+                leaving.append((m, source))
+        # A strong copy of a rewrite member that stays is weighed at the chain floor, as it was when it joined (once
+        # every other member is placed: the rewrite member may rank after it).
+        for m, source in leaving:
+            o = self.overlap(heir, source)
+            others = [r for r in self.members(story) if r not in (m, heir) and r in self.shingles]
+            copied = [r for r in others if self.strong(self.overlap(source, r))]
+            rewrite = None
+            if not self.strong(o) and self._copies_a_rewrite(source, story, copied):
+                rewrite = self._rewrite(heir, source, o, self.settings.rewrite_chain_floor)
+            if rewrite is not None:
+                self._place(
+                    self.placements[m],
+                    story,
+                    heir,
+                    o,
+                    found_exact=self.placements[m].method is Method.EXACT,
+                    rewrite=rewrite,
+                )
                 self._mark(m)
             else:
                 self._rehome(m, source, founded)

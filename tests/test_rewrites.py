@@ -335,6 +335,26 @@ def test_a_take_over_weighs_the_rewrites_again_at_the_threshold(pipeline: Pipeli
     assert problems(pipeline.store, settings) == []
 
 
+def test_a_take_over_keeps_a_copy_of_a_rewrite_member_at_the_chain_floor(
+    pipeline: Pipeline, settings: Settings
+) -> None:
+    """K; R, a rewrite of it; X, a strong copy of R that joined at the chain floor. T, K's very text published before
+    K, takes the story over: R stays a rewrite of it, and X, measured again against T, stays at the chain floor as a
+    strong copy of R, as it would join T's story (before, it left: every member was weighed at the threshold)."""
+    background(pipeline)
+    k = random_words(1020, 200)
+    r = [w for p in pieces(k, 4, 1021) for w in p]
+    ingest(pipeline, ("K", k, "2024-05-01T10:00:00Z"), ("R", r, "2024-05-01T11:00:00Z"))
+    found = ingest(pipeline, ("X", r[:150] + random_words(1022, 40), "2024-05-01T12:00:00Z"))
+    assert found["X"].method is Method.REWRITE and found["X"].similarity < settings.rewrite_threshold
+    found = ingest(pipeline, ("T", k, "2024-05-01T09:00:00Z"))
+    assert found["T"].status is Status.CANONICAL and found["K"].duplicate_of == found["T"].id
+    assert found["R"].method is Method.REWRITE and found["R"].duplicate_of == found["T"].id
+    assert found["X"].method is Method.REWRITE and found["X"].duplicate_of == found["T"].id
+    assert settings.rewrite_chain_floor <= found["X"].similarity < settings.rewrite_threshold
+    assert problems(pipeline.store, settings) == []
+
+
 def test_a_takedown_crowns_the_first_copy_by_its_text(store: Store, settings: Settings) -> None:
     """The KSrelief triple (the canonical K, aawsat's rewrite c, alriyadh's copy x of c at the chain floor) and K2,
     K's very text from another outlet published after c. Taking K down: K2 is the next by the policy among the copies
