@@ -21,6 +21,11 @@ Two figures look alike when they have the same digits in another order (a decima
 found elsewhere in the other text agrees: a roundup carries an item's figures among other items' in the same
 frames, a table repeats its frames with other rows' figures.
 
+The same figures tell copies apart from a template's other items the other way too (``shared``): two texts that
+share a figure of five digits or more (not a date: the day's date is every item's) carry one item, whose count or
+sum no other item of the frame repeats ("363,378 Yemenis' status corrected" in two cuts of the Passports release).
+The story rules keep such a pair copies when the template weights would refuse it (docsieve/stories.py).
+
 Measured on the hand-labeled pairs of saudinewsnet-dev (bench/labels/, docs/benchmarks.md, "Figures that
 disagree"): no labeled copy (of 628) nor related pair is apart by this rule; 13 different pairs are (dividend
 notices and half-year results of two companies, market closes of two sessions).
@@ -96,6 +101,18 @@ def batch_figures(codes: np.ndarray, tokens: np.ndarray, token_bounds: np.ndarra
     ):
         found[d].append((_NOT_DIGIT.sub("", text[a:b]).lstrip("0") or "0", slot_before, slot_after))
     return [tuple(f) for f in found]
+
+
+# A figure this long is a count, a sum or a price of one item; shorter ones are hours, temperatures, ages and years,
+# which items of one frame share. A figure ending in a year is a date ("9/10/1436", "25/7/2015").
+DISTINCTIVE = 5
+_YEAR = re.compile(r"(?:14[0-4]\d|19\d\d|20[0-4]\d)$")
+
+
+def shared(a: Figures, b: Figures) -> bool:
+    """Whether two texts share a distinctive figure: five digits or more, and not a date."""
+    mine = {d for d, _, _ in a if len(d) >= DISTINCTIVE and not _YEAR.search(d)}
+    return bool(mine) and any(d in mine for d, _, _ in b)
 
 
 def _alike(digits: str) -> set[str]:

@@ -18,7 +18,8 @@ under the store's write lock (so concurrent workers see one history):
   record of one story that contains an item of another holds that item's story: a long text that joined
   one story as a copy and carries other items says so, without being a copy of them.
 - **Templates.** Every comparison that places a document is also made with template boilerplate weighed
-  (docsieve/templates.py): items on one template about different subjects stay apart.
+  (docsieve/templates.py): items on one template about different subjects stay apart; two copies by their shingles
+  that share a distinctive figure (a count, a sum) stay copies whatever the weights say.
 - **Days** (``Settings.weekday_check``, docsieve/dates.py): two texts that name different weekdays in the same
   words ("the ministry recorded today, Saturday" against "today, Friday") are items of one template on
   different days: no comparison that places a document calls them copies, and a new canonical keeps no
@@ -53,7 +54,7 @@ import numpy as np
 
 from docsieve.dates import Slots, disagree
 from docsieve.figures import APART as FIGURES_APART
-from docsieve.figures import Figures, apart
+from docsieve.figures import Figures, apart, shared
 from docsieve.fingerprint import jaccard_and_containment
 from docsieve.models import Method, Status
 from docsieve.rewrites import RewriteScores
@@ -256,7 +257,17 @@ class Book:
         o = replace(self.overlap(a, b), jaccard=j, containment=c)
         if not strong:
             return self.close(o)  # a brief item the second chance could take is at the floor already
-        return self.strong(o) or self._brief_item(a, b, c)
+        return self.strong(o) or self._brief_item(a, b, c) or self._figures_agree(a, b)
+
+    def _figures_agree(self, a: str, b: str) -> bool:
+        """Copies by their shingles that share a distinctive figure (docsieve/figures.py ``shared``), and put no other
+        figures in the same words: one item's count or sum, which the template's other items do not repeat. The
+        weights discount a series' wording (the Passports directorate's daily count of Yemenis whose status was
+        corrected), and two cuts of one day's release share its figure."""
+        if self.figures_of is None or not self.strong(self.overlap(a, b)):
+            return False
+        found = self.read_figures([a, b])
+        return shared(found[a], found[b])
 
     def _brief_item(self, a: str, b: str, weighted_containment: float) -> bool:
         """An excerpt that the weights leave just short: a brief item inside a longer text, at the chain floor
