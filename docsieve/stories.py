@@ -679,26 +679,36 @@ class Book:
             else:
                 leaving.append((m, source))
         # A strong copy of a rewrite member that stays is weighed at the chain floor, as it was when it joined (once
-        # every other member is placed: the rewrite member may rank after it).
-        for m, source in leaving:
-            o = self.overlap(heir, source)
-            others = [r for r in self.members(story) if r not in (m, heir) and r in self.shingles]
-            copied = [r for r in others if self.strong(self.overlap(source, r))]
-            rewrite = None
-            if not self.strong(o) and self._copies_a_rewrite(source, story, copied):
-                rewrite = self._rewrite(heir, source, o, self.settings.rewrite_chain_floor)
-            if rewrite is not None:
-                self._place(
-                    self.placements[m],
-                    story,
-                    heir,
-                    o,
-                    found_exact=self.placements[m].method is Method.EXACT,
-                    rewrite=rewrite,
-                )
-                self._mark(m)
-            else:
-                self._rehome(m, source, founded)
+        # every other member is placed: the rewrite member may rank after it). Only members placed again count: one
+        # still to be weighed says how it was placed under the old canonical, and two such could keep each other.
+        pending = dict(leaving)
+        placed = True
+        while placed:  # until no more is placed: a member placed may be what another copies
+            placed = False
+            for m, source in list(pending.items()):
+                if self._stays_as_a_chain_copy(story, heir, m, source, pending):
+                    del pending[m]
+                    placed = True
+        for m, source in pending.items():
+            self._rehome(m, source, founded)
+
+    def _stays_as_a_chain_copy(self, story: str, heir: str, m: str, source: str, pending: dict[str, str]) -> bool:
+        """Whether a member leaving the new canonical's reach is a strong copy of a rewrite member placed again under
+        it, and a rewrite of it at the chain floor: it is then placed so."""
+        o = self.overlap(heir, source)
+        if self.strong(o):
+            return False
+        others = [r for r in self.members(story) if r != heir and r not in pending and r in self.shingles]
+        copied = [r for r in others if self.strong(self.overlap(source, r))]
+        if not self._copies_a_rewrite(source, story, copied):
+            return False
+        rewrite = self._rewrite(heir, source, o, self.settings.rewrite_chain_floor)
+        if rewrite is None:
+            return False
+        p = self.placements[m]
+        self._place(p, story, heir, o, found_exact=p.method is Method.EXACT, rewrite=rewrite)
+        self._mark(m)
+        return True
 
     def _first_by_text(self, heir: str, members: list[str]) -> tuple[str, list[str]]:
         """The record to crown, and the others: ``heir``, unless a rewrite member ranking before it would be a copy of

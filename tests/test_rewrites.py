@@ -355,6 +355,29 @@ def test_a_take_over_keeps_a_copy_of_a_rewrite_member_at_the_chain_floor(
     assert problems(pipeline.store, settings) == []
 
 
+@pytest.mark.parametrize("x_at", ["10:30", "11:30"])
+def test_members_leaving_a_take_over_do_not_keep_each_other_at_the_chain_floor(
+    pipeline: Pipeline, settings: Settings, x_at: str
+) -> None:
+    """K; R, a rewrite of it; X, a strong copy of R (a chain copy by its shingles), published before R or after it.
+    T, a copy of K's first 165 words published before K, takes the story over: R and X are each a rewrite of T at the
+    chain floor, under the threshold, and neither is a copy of a member placed again under T. They leave together,
+    whichever ranks first, as they would not join T's story (before, X ranking first stayed as a copy of R, which
+    still said it was a rewrite of K, and R then stayed as a copy of X)."""
+    background(pipeline)
+    k = random_words(1030, 200)
+    r = [w for p in pieces(k, 4, 1031) for w in p]
+    ingest(pipeline, ("K", k, "2024-05-01T10:00:00Z"), ("R", r, "2024-05-01T11:00:00Z"))
+    found = ingest(pipeline, ("X", r[:190] + random_words(1032, 10), f"2024-05-01T{x_at}:00Z"))
+    assert found["R"].method is Method.REWRITE and found["X"].duplicate_of == found["K"].id
+    found = ingest(pipeline, ("T", k[:165] + random_words(1033, 35), "2024-05-01T09:00:00Z"))
+    assert found["T"].status is Status.CANONICAL and found["K"].duplicate_of == found["T"].id
+    first, second = (found["X"], found["R"]) if x_at == "10:30" else (found["R"], found["X"])
+    assert first.status is Status.CANONICAL and first.story_id != found["T"].story_id
+    assert second.duplicate_of == first.id
+    assert problems(pipeline.store, settings) == []
+
+
 def test_a_takedown_crowns_the_first_copy_by_its_text(store: Store, settings: Settings) -> None:
     """The KSrelief triple (the canonical K, aawsat's rewrite c, alriyadh's copy x of c at the chain floor) and K2,
     K's very text from another outlet published after c. Taking K down: K2 is the next by the policy among the copies
