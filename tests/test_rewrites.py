@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import docsieve.store
 from docsieve.fingerprint import (
     fingerprint_batch,
     jaccard_and_containment,
@@ -378,7 +379,9 @@ def test_members_leaving_a_take_over_do_not_keep_each_other_at_the_chain_floor(
     assert problems(pipeline.store, settings) == []
 
 
-def test_a_takedown_crowns_the_first_copy_by_its_text(store: Store, settings: Settings) -> None:
+def test_a_takedown_crowns_the_first_copy_by_its_text(
+    store: Store, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The KSrelief triple (the canonical K, aawsat's rewrite c, alriyadh's copy x of c at the chain floor) and K2,
     K's very text from another outlet published after c. Taking K down: K2 is the next by the policy among the copies
     verified by their text, but c, measured again against K2, is a copy of it by its shingles at the floor (no
@@ -393,11 +396,67 @@ def test_a_takedown_crowns_the_first_copy_by_its_text(store: Store, settings: Se
     found = records(pipeline)
     assert {found[d["source"]].story_id for d in (k, twin, c, x)} == {found[k["source"]].story_id}
     assert found[c["source"]].method is Method.REWRITE and found[x["source"]].method is Method.REWRITE
+    inherited = []  # the record crowned takes the links of the record taken down (store._inherit)
+    inherit = docsieve.store._inherit
+
+    def spy(conn, gone: str, heir: str) -> None:
+        inherited.append(heir)
+        inherit(conn, gone, heir)
+
+    monkeypatch.setattr(docsieve.store, "_inherit", spy)
     pipeline.store.delete([found[k["source"]].id], "test", settings)
     found = records(pipeline)
     first, rewrite, other = found[x["source"]], found[c["source"]], found["K2"]
-    assert first.status is Status.CANONICAL and rewrite.duplicate_of == first.id
+    assert first.status is Status.CANONICAL and rewrite.duplicate_of == first.id and inherited == [first.id]
     assert rewrite.method is Method.NEAR and other.story_id != first.story_id
+    assert problems(pipeline.store, settings) == []
+
+
+@pytest.mark.parametrize("figures", [False, True])
+def test_a_takedown_crowns_no_rewrite_member_that_is_no_copy_by_text_of_the_heir(
+    pipeline: Pipeline, settings: Settings, figures: bool
+) -> None:
+    """K; R, a rewrite of it (all its words, half its shingles: at the chain floor by its shingles), published before
+    H, a copy of K. Taking K down, H is the heir and R, ranking before it, stays what it is to H: a rewrite (the heir
+    keeps its place), or, with other figures than H's in the same words (``figures``), another item that leaves.
+    Neither makes R a copy of H by its text, which alone would crown it."""
+    background(pipeline)
+    k = random_words(1040, 200)
+    h = k + (frame("4182", "7361", "2954") if figures else [])
+    r = [w for p in pieces(k, 4, 1041) for w in p] + (frame("5193", "8472", "3865") if figures else [])
+    ingest(pipeline, ("K", k, "2024-05-01T10:00:00Z"), ("R", r, "2024-05-01T11:00:00Z"))
+    found = ingest(pipeline, ("H", h, "2024-05-01T12:00:00Z"))
+    assert found["R"].method is Method.REWRITE and found["H"].duplicate_of == found["K"].id
+    story = found["K"].story_id
+    pipeline.store.delete([found["K"].id], "test", settings)
+    found = records(pipeline)
+    assert found["H"].status is Status.CANONICAL and found["H"].story_id == story  # crowned: K's story goes on
+    if figures:
+        assert found["R"].status is Status.CANONICAL and found["R"].story_id != found["H"].story_id
+    else:
+        assert found["R"].method is Method.REWRITE and found["R"].duplicate_of == found["H"].id
+    assert problems(pipeline.store, settings) == []
+
+
+def test_a_takedown_keeps_at_the_chain_floor_only_a_strong_copy_of_a_rewrite_member(
+    pipeline: Pipeline, settings: Settings
+) -> None:
+    """K; H, a copy of its first 160 words; R, a rewrite of those words; Y, a rewrite of all of K, no strong copy of R.
+    Taking K down, H is the heir: R stays a rewrite of it, and Y, a rewrite of H at the chain floor only, leaves, as
+    it would not join H's story (a takedown weighs no template: every pair is beyond it, so only the shingles say
+    that Y copies R)."""
+    background(pipeline)
+    k = random_words(1050, 200)
+    r = [w for p in pieces(k[:160], 4, 1051) for w in p]
+    y = [w for p in pieces(k, 4, 1052) for w in p]
+    ingest(pipeline, ("K", k, "2024-05-01T10:00:00Z"), ("H", k[:160] + random_words(1053, 40), "2024-05-01T10:30:00Z"))
+    found = ingest(pipeline, ("R", r, "2024-05-01T11:00:00Z"), ("Y", y, "2024-05-01T12:00:00Z"))
+    assert found["R"].method is Method.REWRITE and found["Y"].method is Method.REWRITE
+    pipeline.store.delete([found["K"].id], "test", settings)
+    found = records(pipeline)
+    assert found["H"].status is Status.CANONICAL
+    assert found["R"].method is Method.REWRITE and found["R"].duplicate_of == found["H"].id
+    assert found["Y"].status is Status.CANONICAL and found["Y"].story_id != found["H"].story_id
     assert problems(pipeline.store, settings) == []
 
 
