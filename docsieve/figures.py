@@ -104,14 +104,16 @@ def batch_figures(codes: np.ndarray, tokens: np.ndarray, token_bounds: np.ndarra
 
 
 # A figure this long is a count, a sum or a price of one item; shorter ones are hours, temperatures, ages and years,
-# which items of one frame share. A figure ending in a year is a date ("9/10/1436", "25/7/2015").
+# which items of one frame share. A figure ending in a year is a date ("9/10/1436", "25/7/2015"), and so is one of six
+# to eight digits that starts with one ("1436/10/07", "2015-07-23").
 DISTINCTIVE = 5
-_YEAR = re.compile(r"(?:14[0-4]\d|19\d\d|20[0-4]\d)$")
+_YEAR = r"(?:14[0-4]\d|19\d\d|20[0-4]\d)"
+_DATE = re.compile(rf"{_YEAR}$|^{_YEAR}\d{{2,4}}$")
 
 
 def shared(a: Figures, b: Figures) -> bool:
     """Whether two texts share a distinctive figure: five digits or more, and not a date."""
-    mine = {d for d, _, _ in a if len(d) >= DISTINCTIVE and not _YEAR.search(d)}
+    mine = {d for d, _, _ in a if len(d) >= DISTINCTIVE and not _DATE.search(d)}
     return bool(mine) and any(d in mine for d, _, _ in b)
 
 

@@ -242,7 +242,6 @@ def test_copies_of_a_templated_release_that_share_its_count_stay_copies(
     assert problems(pipeline.store, settings) == []
 
 
-@pytest.mark.xfail(strict=True, reason="review: a date written year first is a distinctive figure (20150723)")
 def test_a_date_written_year_first_is_not_shared() -> None:
     """The day's date is every item's, however it is written: year first too (a Hijri date in an official notice)."""
     for dated in ("صدر القرار بتاريخ 1436/10/07 الموافق", "نشر في 2015-07-23 على الموقع"):
