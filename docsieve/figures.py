@@ -24,7 +24,8 @@ frames, a table repeats its frames with other rows' figures.
 The same figures tell copies apart from a template's other items the other way too (``shared``): two texts that
 share a figure of five digits or more (not a date: the day's date is every item's) carry one item, whose count or
 sum no other item of the frame repeats ("363,378 Yemenis' status corrected" in two cuts of the Passports release).
-The story rules keep such a pair copies when the template weights would refuse it (docsieve/stories.py).
+The story rules keep such a pair copies when the template weights would refuse it (docsieve/stories.py), unless the
+figure is one that many stored texts hold as a word (a telephone number in a footer, ``COMMON_FIGURE_TEXTS``).
 
 Measured on the hand-labeled pairs of saudinewsnet-dev (bench/labels/, docs/benchmarks.md, "Figures that
 disagree"): no labeled copy (of 628) nor related pair is apart by this rule; 13 different pairs are (dividend
@@ -111,10 +112,10 @@ _YEAR = r"(?:14[0-4]\d|19\d\d|20[0-4]\d)"
 _DATE = re.compile(rf"{_YEAR}$|^{_YEAR}\d{{2,4}}$")
 
 
-def shared(a: Figures, b: Figures) -> bool:
-    """Whether two texts share a distinctive figure: five digits or more, and not a date."""
+def shared(a: Figures, b: Figures) -> set[str]:
+    """The distinctive figures two texts share: five digits or more, and not a date."""
     mine = {d for d, _, _ in a if len(d) >= DISTINCTIVE and not _DATE.search(d)}
-    return bool(mine) and any(d in mine for d, _, _ in b)
+    return {d for d, _, _ in b if d in mine}
 
 
 def _alike(digits: str) -> set[str]:

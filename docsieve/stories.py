@@ -55,12 +55,16 @@ import numpy as np
 from docsieve.dates import Slots, disagree
 from docsieve.figures import APART as FIGURES_APART
 from docsieve.figures import Figures, apart, shared
-from docsieve.fingerprint import jaccard_and_containment
+from docsieve.fingerprint import jaccard_and_containment, stored_word_sets
 from docsieve.models import Method, Status
 from docsieve.rewrites import RewriteScores
 from docsieve.settings import Settings
 from docsieve.templates import NEAR_IDENTICAL, ShingleCounts, weighted_overlap
 
+# A figure more different stored texts hold than this is boilerplate (``Book._figures_agree``): a release's count is in
+# a few outlets' rewrites of it, a footer's number in every item of a column (36 and 127 texts of saudinewsnet-dev,
+# whose most repeated count is in 10).
+COMMON_FIGURE_TEXTS = 20
 # Two excerpts of a canonical whose containment in each other is below this hold different stories.
 DISJOINT = 0.15
 # A text this much inside another is a reprint of it, whatever day its "for this day" names by its publication
@@ -267,7 +271,16 @@ class Book:
         if self.figures_of is None or not self.strong(self.overlap(a, b)):
             return False
         found = self.read_figures([a, b])
-        return shared(found[a], found[b])
+        figures = shared(found[a], found[b])
+        if not figures or self.rewrites is None:
+            return bool(figures)
+        # A figure many stored texts hold (the words the rewrite stage counts) is boilerplate: a footer's telephone
+        # number, every item of a publication's. A figure written with separators ("363,378") is no word: kept.
+        counts = self.rewrites.counts
+        return any(
+            int(counts.word_counts(ids).max(initial=0)) <= COMMON_FIGURE_TEXTS
+            for ids in stored_word_sets(sorted(figures), self.settings.word_stems)
+        )
 
     def _brief_item(self, a: str, b: str, weighted_containment: float) -> bool:
         """An excerpt that the weights leave just short: a brief item inside a longer text, at the chain floor
