@@ -679,18 +679,18 @@ class Book:
             if source is None or heir not in self.shingles:
                 self._place_unmeasured(p, story, heir)
                 continue
-            o = self.overlap(heir, source)
-            rewrite = None if self.strong(o) else self._rewrite(heir, source, o)
+            kept = self._kept_by(heir, source)
+            if kept is None:
+                leaving.append((m, source))
+                continue
+            o, rewrite = kept
             if rewrite is not None:  # said as the stage found it, not as a copy at the chain floor
                 self._place(p, story, heir, o, found_exact=p.method is Method.EXACT, rewrite=rewrite)
-                self._mark(m)
-            elif self.close(o) and not self.items_apart(heir, source):
+            else:
                 # The old canonical with the heir's very text is an exact copy of it now.
                 same_text = p.status is Status.CANONICAL and p.content_hash == new.content_hash
                 self._place(p, story, heir, o, found_exact=p.method is Method.EXACT or same_text)
-                self._mark(m)
-            else:
-                leaving.append((m, source))
+            self._mark(m)
         # A strong copy of a rewrite member that stays is weighed at the chain floor, as it was when it joined (once
         # every other member is placed: the rewrite member may rank after it). Only members placed again count: one
         # still to be weighed says how it was placed under the old canonical, and two such could keep each other.
@@ -748,10 +748,19 @@ class Book:
         self.shingles_for([canonical, member])
         if canonical not in self.shingles or member not in self.shingles:
             return False
+        kept = self._kept_by(canonical, member)
+        return kept is not None and kept[1] is None
+
+    def _kept_by(self, canonical: str, member: str) -> tuple[Overlap, float | None] | None:
+        """How a member stays under a new canonical: as a rewrite of it (with the score), as a copy at the floor (no
+        score), or not at all (None). ``member``: a record with the member's text and shingles."""
         o = self.overlap(canonical, member)
-        if not self.strong(o) and self._rewrite(canonical, member, o) is not None:
-            return False
-        return self.close(o) and not self.items_apart(canonical, member)
+        rewrite = None if self.strong(o) else self._rewrite(canonical, member, o)
+        if rewrite is not None:
+            return o, rewrite
+        if self.close(o) and not self.items_apart(canonical, member):
+            return o, None
+        return None
 
     def _with_text(self, story: str, content_hash: str) -> str | None:
         """A member of the story with this text whose shingles are kept (records stored before 0008 may
