@@ -420,12 +420,13 @@ class Horizon:
     undated: int  # records without a publication time stored before this go
 
     @classmethod
-    def of(cls, segments: Sequence[_Segment], window: int) -> Horizon | None:
+    def of(cls, segments: Sequence[_Segment], window: int, seen: Newest = (None, 0)) -> Horizon | None:
+        """The horizon of the segments' records, and of the newest times ``seen`` among records the index no
+        longer holds."""
         if not window or not segments:
             return None
-        published = [s.spans["dated"][1] for s in segments if "dated" in s.spans]
-        arrived = max((s.spans["arrived"][1] for s in segments if s.spans), default=0)
-        return cls(max(published) - 2 * window if published else None, arrived - 2 * window)
+        published, arrived = newest(segments, seen)
+        return cls(None if published is None else published - 2 * window, arrived - 2 * window)
 
     def live(self, times: np.ndarray, arrived: np.ndarray) -> np.ndarray:
         dated = _dated(times, arrived)
@@ -441,6 +442,25 @@ class Horizon:
     def _past(self, segment: _Segment, kind: str, end: int) -> bool:
         limit = self.dated if kind == "dated" else self.undated
         return limit is not None and segment.spans[kind][end] < limit
+
+
+Newest = tuple[int | None, int]  # the newest publication (None: no dated record) and arrival
+
+
+def newest(segments: Iterable[_Segment], seen: Newest = (None, 0)) -> Newest:
+    """The newest publication and arrival among the segments' records and ``seen``."""
+    for segment in segments:
+        if segment.spans:
+            seen = later(
+                seen, (segment.spans["dated"][1] if "dated" in segment.spans else None, segment.spans["arrived"][1])
+            )
+    return seen
+
+
+def later(a: Newest, b: Newest) -> Newest:
+    """The newer of each time."""
+    published = b[0] if a[0] is None else a[0] if b[0] is None else max(a[0], b[0])
+    return published, max(a[1], b[1])
 
 
 def _merged(older: _Segment, newer: _Segment, horizon: Horizon | None) -> _Segment:
@@ -532,6 +552,10 @@ class SegmentIndex:
         self._persisted_id: str | None = None
         self._manifest_stamp: tuple[int, int, int] | None = None
         self._broken = False  # the files could not be read: the next catch_up builds them again
+        # The newest times of every record the index has held (kept in the manifest): the horizon is reckoned from
+        # them, not from the segments it still holds, of which a backfill of old stories stored last, dropped whole,
+        # would take the newest arrival away (undated records two windows older would be candidates again).
+        self._seen: Newest = (None, 0)
         if directory is not None:  # made by the first catch_up: opening a store that is not there makes nothing
             self._refresh()
 
@@ -592,7 +616,7 @@ class SegmentIndex:
         usable = held <= self.common
         telling = ~lone_phrases(keys, held)  # keys that are evidence on their own
         # Records past the horizon are forgotten, whether or not their segment has been rewritten without them.
-        horizon = Horizon.of(segments, self.window)
+        horizon = Horizon.of(segments, self.window, self._seen)
         query_hits, owner_hits, telling_hits = [], [], []
         base = 0
         for segment, (left, right) in zip(segments, bounds, strict=True):
@@ -714,6 +738,7 @@ class SegmentIndex:
         except OSError:  # a directory it may not write (a store on a read-only disk): caught up in memory
             for segment in segments_of(store.index_rows(self.last_seq), MERGE_UP_TO):
                 self._held.append(segment)
+                self._seen = newest([segment], self._seen)
                 self.last_seq = max(self.last_seq, segment.last_seq)
 
     def rebuild(self, store: StoredRows) -> None:
@@ -771,7 +796,8 @@ class SegmentIndex:
 
     def _merged_list(self, segments: list[_Segment], persist: bool) -> list[_Segment]:
         """The segments with those past the window dropped and the newest merged (binary counter)."""
-        horizon = Horizon.of([*self._segments, *self._held, *segments], self.window)
+        self._seen = newest(segments, self._seen)
+        horizon = Horizon.of([*self._segments, *self._held, *segments], self.window, self._seen)
         if horizon is not None:  # whole segments past the window go at once
             gone = [s for s in segments if horizon.all_gone(s)]
             if gone:
@@ -789,7 +815,7 @@ class SegmentIndex:
         return segments
 
     def _horizon_passed(self) -> bool:
-        horizon = Horizon.of([*self._segments, *self._held], self.window)
+        horizon = Horizon.of([*self._segments, *self._held], self.window, self._seen)
         return horizon is not None and any(horizon.all_gone(s) for s in self._segments)
 
     # -- files
@@ -825,6 +851,7 @@ class SegmentIndex:
             "format": FORMAT,
             "last_seq": self._persisted_seq,
             "last_id": self._persisted_id,
+            "newest": list(self._seen),
             "segments": [s.describe() for s in self._segments],
         }
         path = self.directory / MANIFEST
@@ -857,6 +884,8 @@ class SegmentIndex:
             self._segments = segments
             self._persisted_seq = int(manifest.get("last_seq", 0))
             self._persisted_id = manifest.get("last_id")
+            published, arrived = manifest.get("newest") or (None, 0)  # a manifest written before it was kept: none
+            self._seen = later(self._seen, (None if published is None else int(published), int(arrived)))
             if self._held and self._held_to <= self._persisted_seq:  # another process wrote them
                 self._forget_held()
             self.last_seq = max(self._persisted_seq, self._held_to)
@@ -892,6 +921,7 @@ class SegmentIndex:
             if path.name != "lock":
                 path.unlink()
         self._segments, self._persisted_seq, self._persisted_id, self._broken = [], 0, None, False
+        self._seen = (None, 0)
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:

@@ -643,6 +643,25 @@ def test_every_path_reads_the_store_in_pieces_of_a_merged_segment(tmp_path: Path
     assert asked == [64]
 
 
+@pytest.mark.parametrize("files", [False, True], ids=["memory", "files"])
+def test_a_backfill_dropped_whole_still_sets_the_newest_arrival(tmp_path: Path, files: bool) -> None:
+    """A batch of old stories stored last goes whole past the horizon (published long before the news the index
+    holds), but it arrived last: an undated page stored two windows before it is forgotten, batch by batch, and by
+    a process that opens the files afterwards. (The index once took the newest arrival from the segments it still
+    held, so the page became a candidate again once the backfill was dropped.)"""
+    rows = Rows()
+    index = SegmentIndex(tmp_path / "index", window_days=1) if files else MemoryIndex(window_days=1)
+    rows.put(index, [[100 + j for j in range(6)]], 100 * DAY, 100 * DAY + 3600)  # dated news
+    # Undated (stored when it was read), and merged with the news into one segment, which the horizon keeps.
+    page = rows.put(index, [[7, *range(1, 9)]], 101 * DAY)
+    assert index.lookup([np.array([7])], 5, times=[None])[0] == [page]
+    rows.put(index, [[500 + j for j in range(6)]], 10 * DAY, 104 * DAY)  # the backfill, stored last
+    assert index.lookup([np.array([7])], 5, times=[None])[0] == [[]]
+    if files:
+        index.flush(rows)
+        assert SegmentIndex(tmp_path / "index", window_days=1).lookup([np.array([7])], 5, times=[None])[0] == [[]]
+
+
 def test_a_rebuild_forgets_by_the_newest_arrival_whatever_its_pieces(tmp_path: Path, monkeypatch) -> None:
     """An undated page two windows older than the newest arrival is forgotten by a rebuild as by the in-memory
     index, also when the newest arrivals are a backfill of old stories stored last."""
