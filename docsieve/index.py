@@ -876,16 +876,20 @@ class SegmentIndex:
                 if manifest and manifest.get("format") != FORMAT:
                     raise ValueError("another format")
                 segments = [opened.get(entry["name"]) or self._open(entry) for entry in manifest.get("segments", [])]
+                published, arrived = manifest.get("newest") or (None, 0)  # a manifest written before it was kept
+                seen: Newest = (None if published is None else int(published), int(arrived))
             except FileNotFoundError:
                 continue
             except (OSError, ValueError, KeyError, TypeError):
-                manifest, segments, self._broken = {}, [], True
+                manifest, segments, self._broken, seen = {}, [], True, (None, 0)
             self._manifest_stamp = stamp
             self._segments = segments
             self._persisted_seq = int(manifest.get("last_seq", 0))
             self._persisted_id = manifest.get("last_id")
-            published, arrived = manifest.get("newest") or (None, 0)  # a manifest written before it was kept: none
-            self._seen = later(self._seen, (None if published is None else int(published), int(arrived)))
+            # The manifest's, not merged with what this process saw before: files built again by another process
+            # for a store replaced hold its records only. (This process's own batches since it last read the files
+            # are in them: any manifest written since was written under the lock after their commit.)
+            self._seen = seen
             if self._held and self._held_to <= self._persisted_seq:  # another process wrote them
                 self._forget_held()
             self.last_seq = max(self._persisted_seq, self._held_to)

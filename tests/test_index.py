@@ -662,6 +662,68 @@ def test_a_backfill_dropped_whole_still_sets_the_newest_arrival(tmp_path: Path, 
         assert SegmentIndex(tmp_path / "index", window_days=1).lookup([np.array([7])], 5, times=[None])[0] == [[]]
 
 
+def test_what_a_dropped_backfill_puts_past_the_horizon_goes_from_the_segments_too(tmp_path: Path) -> None:
+    """The newest arrival a backfill dropped whole leaves behind rules what the segments keep, not only what a
+    lookup finds: an undated page merged with news goes at the segment's next merge, and a segment of it alone
+    goes at the next catch-up that writes nothing, whose manifest then tells a process opening the files."""
+    rows, memory = Rows(), MemoryIndex(window_days=1)
+    rows.put(memory, [[100 + j for j in range(6)]], 100 * DAY, 100 * DAY + 3600)  # dated news
+    rows.put(memory, [[7, *range(1, 9)]], 101 * DAY)  # an undated page, merged with the news
+    rows.put(memory, [[500 + j for j in range(6)]], 10 * DAY, 104 * DAY)  # the backfill, stored last
+    assert memory.size()[0] == 2
+    rows.put(memory, [[200 + j for j in range(20)]], 100 * DAY, 100 * DAY + 7200)  # news merged with both
+    assert memory.size()[0] == 2  # the page went in the merge
+
+    rows, files = Rows(), SegmentIndex(tmp_path / "index", window_days=1)
+    rows.put(files, [[100 + j for j in range(6)]], 100 * DAY, 100 * DAY + 3600)
+    rows.put(files, [[7, 1]], 101 * DAY)  # fewer keys than the news: a segment of its own
+    files.flush(rows)
+    rows.put(files, [[200 + j for j in range(6)]], 100 * DAY, 100 * DAY + 7200)  # held
+    rows.put(files, [[500 + j for j in range(6)]], 10 * DAY, 104 * DAY)  # the backfill, held and dropped
+    files.catch_up(rows)  # nothing written: what is held is too little
+    assert files.size()[0] == 2  # the news in the files and the news held
+    opened = SegmentIndex(tmp_path / "index", window_days=1)
+    assert opened.size()[0] == 1 and opened.lookup([np.array([7])], 5, times=[None])[0] == [[]]
+
+
+def _other_store(tmp_path: Path) -> tuple[Path, Rows, str]:
+    """Files of a store whose newest record arrived at day 200, and another store (other ids at the same places)
+    holding only an undated page stored at day 100."""
+    old = Rows()
+    index = SegmentIndex(tmp_path / "index", window_days=1)
+    old.put(index, [[100 + j for j in range(6)]], 200 * DAY)
+    index.flush(old)
+    other = Rows()
+    other.rows.append((1, "b" * 20, np.array([7, 1, 2], dtype=np.int64).tobytes(), 100 * DAY, 100 * DAY, None))
+    return tmp_path / "index", other, "b" * 20
+
+
+@pytest.mark.parametrize("how", ["catch_up", "rebuild"])
+def test_files_built_again_for_another_store_forget_the_newest_times_of_the_one_replaced(
+    tmp_path: Path, how: str
+) -> None:
+    """The files of a store replaced are built again from the other's records, and so is the horizon: the
+    newest arrival of the store replaced, read from its manifest, is not kept (it would forget the page)."""
+    directory, other, page = _other_store(tmp_path)
+    index = SegmentIndex(directory, window_days=1)
+    getattr(index, how)(other)
+    assert index.lookup([np.array([7])], 5, times=[None])[0] == [[page]]
+    assert SegmentIndex(directory, window_days=1).lookup([np.array([7])], 5, times=[None])[0] == [[page]]
+
+
+def test_a_process_that_held_the_files_open_takes_the_newest_times_of_files_built_again(tmp_path: Path) -> None:
+    """A long-lived process (the service) opened the files of a store since replaced; another process built them
+    again for the other store. Its lookups reckon the horizon from the new manifest, and its next catch-up
+    neither drops the other store's records from the files nor writes the old store's newest arrival there."""
+    directory, other, page = _other_store(tmp_path)
+    long_lived = SegmentIndex(directory, window_days=1)
+    assert long_lived.lookup([np.array([7])], 5, times=[None])[0] == [[]]
+    SegmentIndex(directory, window_days=1).catch_up(other)
+    assert long_lived.lookup([np.array([7])], 5, times=[None])[0] == [[page]]
+    long_lived.catch_up(other)
+    assert SegmentIndex(directory, window_days=1).lookup([np.array([7])], 5, times=[None])[0] == [[page]]
+
+
 def test_a_rebuild_forgets_by_the_newest_arrival_whatever_its_pieces(tmp_path: Path, monkeypatch) -> None:
     """An undated page two windows older than the newest arrival is forgotten by a rebuild as by the in-memory
     index, also when the newest arrivals are a backfill of old stories stored last."""
