@@ -22,7 +22,7 @@ from docsieve.readers import read
 from docsieve.rewrites import TEXT_MARK, RewriteScores, counted_words, word_containment
 from docsieve.settings import Settings, SettingsError
 from docsieve.store import Store
-from docsieve.templates import MOST, WORD_ROW, ShingleCounts, _parts, counted_shingles
+from docsieve.templates import MOST, WORD_ROW, ShingleCounts, _parts, counted_shingles, weighted_overlap
 from tests.story_checks import problems
 from tests.test_stories import VOCABULARY, edit, text
 from tests.test_stories import words as random_words
@@ -321,6 +321,35 @@ def test_only_a_strong_copy_of_a_rewrite_member_of_the_story_joins_at_the_chain_
     assert problems(pipeline.store, pipeline.settings) == []
 
 
+def test_a_copy_of_a_rewrite_member_by_its_template_alone_is_not_weighed_at_the_chain_floor(
+    pipeline: Pipeline, settings: Settings
+) -> None:
+    """K, and M, a rewrite of it that ends in 100 words of a template's boilerplate, which 20 other items of the store
+    carry too. X has M's boilerplate and its first 72 words, K's last 44, 40 more of K's words in another order and 40
+    of its own: a strong copy of M by its shingles, but with the boilerplate weighed only at the floor, no copy of M
+    beyond the template. So it is weighed against K at the threshold, not at the chain floor, and its score (about
+    0.75) leaves it a story of its own."""
+    boilerplate = random_words(2000, 100)
+    ingest(pipeline, *[(f"item{i}", boilerplate + random_words(2100 + i, 100)) for i in range(20)])
+    k = random_words(2001, 200)
+    cut = pieces(k, 4, 2002)
+    m = [w for p in cut for w in p] + boilerplate
+    start = m[:72]
+    others = [w for w in k[:156] if w not in start]
+    x = start + boilerplate + k[156:] + random.Random(2003).sample(others, 40) + random_words(2004, 40)
+    ingest(pipeline, ("K", k))
+    ingest(pipeline, ("M", m))
+    found = ingest(pipeline, ("X", x))
+    assert found["M"].method is Method.REWRITE and found["M"].duplicate_of == found["K"].id
+    fm, fx = fingerprint_batch([text(m), text(x)], settings)
+    assert jaccard_and_containment(fx.shingles, fm.shingles)[1] >= settings.containment_threshold
+    weights = pipeline.templates.weights
+    weighed = weighted_overlap(fx.shingles, fm.shingles, weights(fx.shingles), weights(fm.shingles))
+    assert settings.containment_floor <= weighed[1] < settings.containment_threshold
+    assert found["X"].status is Status.CANONICAL and found["X"].story_id != found["K"].story_id
+    assert problems(pipeline.store, settings) == []
+
+
 def test_a_take_over_weighs_the_rewrites_again_at_the_threshold(pipeline: Pipeline, settings: Settings) -> None:
     """K, and R, a rewrite of it (all its words, half its shingles); then T, a copy of K's first three quarters
     published before it, takes the story over. R keeps three quarters of T's words, above the chain floor but
@@ -353,6 +382,35 @@ def test_a_take_over_keeps_a_copy_of_a_rewrite_member_at_the_chain_floor(
     assert found["R"].method is Method.REWRITE and found["R"].duplicate_of == found["T"].id
     assert found["X"].method is Method.REWRITE and found["X"].duplicate_of == found["T"].id
     assert settings.rewrite_chain_floor <= found["X"].similarity < settings.rewrite_threshold
+    assert problems(pipeline.store, settings) == []
+
+
+def test_a_take_over_keeps_a_copy_of_a_chain_copy_placed_after_it(pipeline: Pipeline, settings: Settings) -> None:
+    """K; R, a rewrite of it; X, a strong copy of R, and Y, a strong copy of X but not of R, published before X: each
+    joined at the chain floor. T, K's very text published first, takes the story over, and X and Y leave its reach.
+    Y, weighed first, copies no member placed again yet; X stays as a strong copy of R, and then Y as a strong copy
+    of X: the members are weighed again until none more stays, as they would join T's story."""
+    background(pipeline)
+    k = random_words(1070, 200)
+    r = [w for p in pieces(k, 4, 1071) for w in p]
+    own = random_words(1072, 40)
+    x = r[:150] + own
+    part = r[80:150]
+    others = [w for w in k if w not in part]  # K's words Y does not have from X
+    y = part + own + others[:30] + random.Random(1073).sample(others[30:], 30)
+    ingest(pipeline, ("K", k, "2024-05-01T10:00:00Z"), ("R", r, "2024-05-01T11:00:00Z"))
+    ingest(pipeline, ("X", x, "2024-05-01T12:00:00Z"))
+    found = ingest(pipeline, ("Y", y, "2024-05-01T11:30:00Z"))
+    fr, fx, fy = fingerprint_batch([text(r), text(x), text(y)], settings)
+    assert jaccard_and_containment(fy.shingles, fx.shingles)[1] >= settings.containment_threshold
+    assert jaccard_and_containment(fy.shingles, fr.shingles)[1] < settings.containment_threshold
+    for name in ("X", "Y"):
+        assert found[name].method is Method.REWRITE and found[name].duplicate_of == found["K"].id
+        assert found[name].similarity < settings.rewrite_threshold
+    found = ingest(pipeline, ("T", k, "2024-05-01T09:00:00Z"))
+    assert found["T"].status is Status.CANONICAL and found["K"].duplicate_of == found["T"].id
+    for name in ("R", "X", "Y"):
+        assert found[name].method is Method.REWRITE and found[name].duplicate_of == found["T"].id
     assert problems(pipeline.store, settings) == []
 
 
@@ -409,6 +467,35 @@ def test_a_takedown_crowns_the_first_copy_by_its_text(
     first, rewrite, other = found[x["source"]], found[c["source"]], found["K2"]
     assert first.status is Status.CANONICAL and rewrite.duplicate_of == first.id and inherited == [first.id]
     assert rewrite.method is Method.NEAR and other.story_id != first.story_id
+    assert problems(pipeline.store, settings) == []
+
+
+def test_a_takedown_crowns_the_earliest_rewrite_member_that_is_a_copy_by_text_of_the_heir(
+    pipeline: Pipeline, settings: Settings
+) -> None:
+    """K; R1 and R2, two rewrites of it (its first 140 words in pieces of six, shuffled, and the rest one by one), each
+    a rewrite of the other, published after K in that order; H, a copy of K's first 140 words and 50 of its own, after
+    both. Taking K down, H is the heir, but R1 and R2 rank before it and are copies of it by their text (at the floor,
+    their words too few of H's for a rewrite): the first of them by the policy, R1, is crowned, and R2 stays a rewrite
+    of it."""
+    background(pipeline)
+    k = random_words(1060, 200)
+
+    def rewrite(seed: int) -> list[str]:
+        return [w for p in pieces(k[:140], 6, seed) for w in p] + random.Random(seed).sample(k[140:], 60)
+
+    ingest(pipeline, ("K", k, "2024-05-01T10:00:00Z"))
+    ingest(pipeline, ("R1", rewrite(1061), "2024-05-01T10:10:00Z"))
+    ingest(pipeline, ("R2", rewrite(1062), "2024-05-01T10:20:00Z"))
+    found = ingest(pipeline, ("H", k[:140] + random_words(1063, 50), "2024-05-01T10:30:00Z"))
+    assert found["R1"].method is Method.REWRITE and found["R2"].method is Method.REWRITE
+    assert found["H"].method is Method.NEAR and found["H"].duplicate_of == found["K"].id
+    story = found["K"].story_id
+    pipeline.store.delete([found["K"].id], "test", settings)
+    found = records(pipeline)
+    assert found["R1"].status is Status.CANONICAL and found["R1"].story_id == story
+    assert found["R2"].method is Method.REWRITE and found["R2"].duplicate_of == found["R1"].id
+    assert found["H"].duplicate_of == found["R1"].id
     assert problems(pipeline.store, settings) == []
 
 
