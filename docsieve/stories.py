@@ -812,8 +812,17 @@ class Book:
         for home in founded:
             containment = self.overlap(self.canonical_of[home], canonical).containment
             self._link(canonical, home, containment, roundup=True)
-        for m in rewrites:  # with the item it rewrites; one that rewrites no single item stays with the roundup
-            if (found := self._home(m, founded)) is not None:
+        # A rewrite goes with the item it rewrites; one that rewrites no single item stays with the roundup. A copy of
+        # a rewrite that joined at the chain floor follows the rewrite it copies, weighed at that floor against its new
+        # canonical, as it was when it joined (else it stayed with the roundup through a member that has left).
+        moved: dict[str, str] = {}
+        waiting = rewrites
+        while waiting:
+            left = []
+            for m in waiting:
+                if (found := self._home(m, founded) or self._home_by_chain(m, moved)) is None:
+                    left.append(m)
+                    continue
                 home, rewrite = found
                 self._place(
                     self.placements[m],
@@ -823,6 +832,10 @@ class Book:
                     rewrite=rewrite,
                 )
                 self._mark(m)
+                moved[m] = home
+            if len(left) == len(waiting):
+                break
+            waiting = left
 
     def _rehome(self, record_id: str, text_of: str, founded: list[str]) -> None:
         """A record that leaves its story joins the first of ``founded`` whose canonical it is a copy of
@@ -836,6 +849,18 @@ class Book:
             overlap = self.overlap(text_of, self.canonical_of[home])
             self._place(p, home, self.canonical_of[home], overlap, p.method is Method.EXACT, rewrite)
         self._mark(record_id)
+
+    def _home_by_chain(self, record_id: str, moved: dict[str, str]) -> tuple[str, float] | None:
+        """The story a rewrite (of ``moved``: member -> its new story) went to, if the record is a strong copy of it
+        beyond template boilerplate and a rewrite of that story's canonical at the chain floor, with the score."""
+        for member, home in moved.items():
+            if not self.beyond_template(record_id, member, strong=True):
+                continue
+            canonical = self.canonical_of[home]
+            floor = self.settings.rewrite_chain_floor
+            if (score := self._rewrite(record_id, canonical, self.overlap(record_id, canonical), floor)) is not None:
+                return home, score
+        return None
 
     def _home(self, text_of: str, founded: list[str]) -> tuple[str, float | None] | None:
         """The first of ``founded`` whose canonical the text is a copy of, else the first it is a rewrite of

@@ -565,6 +565,29 @@ def test_a_rewrite_of_a_roundup_item_follows_the_item_when_the_roundup_splits(pi
     assert problems(pipeline.store, pipeline.settings) == []
 
 
+def test_a_copy_of_a_rewrite_follows_the_rewrite_when_the_roundup_splits(pipeline: Pipeline) -> None:
+    """A roundup (items x, z, y) stored first; R, a rewrite of x, joins its story, and X, a strong copy of R whose
+    score against the roundup is under the threshold, joins at the chain floor through R. When x and y arrive the
+    roundup splits and R goes with x: X follows R, weighed against x at the chain floor, and does not stay with the
+    roundup through a member that has left."""
+    background(pipeline)
+    x, y, z = random_words(30, 120), random_words(31, 60), random_words(32, 300)
+    r = [w for piece in pieces(x, 4, 40) for w in piece]
+    ingest(pipeline, ("roundup", x + z + y))
+    ingest(pipeline, ("R", r))
+    found = ingest(pipeline, ("X", r[:90] + random_words(47, 15)))
+    settings = pipeline.settings
+    assert found["X"].method is Method.REWRITE and found["X"].story_id == found["roundup"].story_id
+    assert found["X"].similarity is not None and found["X"].similarity < settings.rewrite_threshold
+    ingest(pipeline, ("x", x))
+    found = ingest(pipeline, ("y", y))
+    assert found["x"].status is Status.CANONICAL and found["x"].story_id != found["roundup"].story_id
+    assert found["R"].duplicate_of == found["x"].id
+    assert found["X"].method is Method.REWRITE and found["X"].duplicate_of == found["x"].id
+    assert found["X"].similarity is not None and found["X"].similarity >= settings.rewrite_chain_floor
+    assert problems(pipeline.store, settings) == []
+
+
 def test_a_takedown_keeps_the_rewrites_of_the_text_that_stays(pipeline: Pipeline, settings: Settings) -> None:
     """C, C2 (C's very text from another outlet) and R (a rewrite of C): taking C down makes C2 the canonical,
     and R, a rewrite of that same text, stays, as it would after a take-over."""
