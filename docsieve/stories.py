@@ -35,7 +35,7 @@ under the store's write lock (so concurrent workers see one history):
   stage placed at its chain floor, ``rewrite_chain_floor``). Published first,
   it takes the story over only if every member would stay. A member that a new canonical's shingles no
   longer reach stays while its rewrite score with it holds; when a canonical splits as a roundup, its
-  rewrites go with the item they rewrite.
+  rewrites go with the item they rewrite, and copies of them that joined at the chain floor follow them.
 - **The canonical** is chosen by ``Settings.canonical``: ``earliest-published`` (publication time, else
   arrival time) or ``first-seen``. A copy that ranks before the canonical takes its place; a member no
   longer close to it (the floor above) leaves for a story of its own, so what is said of each member
