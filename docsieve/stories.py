@@ -35,7 +35,8 @@ under the store's write lock (so concurrent workers see one history):
   stage placed at its chain floor, ``rewrite_chain_floor``). Published first,
   it takes the story over only if every member would stay. A member that a new canonical's shingles no
   longer reach stays while its rewrite score with it holds; when a canonical splits as a roundup, its
-  rewrites go with the item they rewrite, and copies of them that joined at the chain floor follow them.
+  rewrites go with the item they rewrite, and one that is a strong copy of a rewrite that went follows it at the
+  chain floor (as it would join then).
 - **The canonical** is chosen by ``Settings.canonical``: ``earliest-published`` (publication time, else
   arrival time) or ``first-seen``. A copy that ranks before the canonical takes its place; a member no
   longer close to it (the floor above) leaves for a story of its own, so what is said of each member
@@ -812,9 +813,11 @@ class Book:
         for home in founded:
             containment = self.overlap(self.canonical_of[home], canonical).containment
             self._link(canonical, home, containment, roundup=True)
-        # A rewrite goes with the item it rewrites; one that rewrites no single item stays with the roundup. A copy of
-        # a rewrite that joined at the chain floor follows the rewrite it copies, weighed at that floor against its new
-        # canonical, as it was when it joined (else it stayed with the roundup through a member that has left).
+        # A rewrite goes with the item it rewrites; one that rewrites no single item stays with the roundup, unless it
+        # is a strong copy (beyond template boilerplate) of a rewrite that went: it follows that rewrite, weighed at
+        # the chain floor against its new canonical, as it would join now. Whether it joined through that rewrite or
+        # at the threshold (it may have arrived first, and a later rewrite of an item copied it), so the members are
+        # weighed again until none more moves.
         moved: dict[str, str] = {}
         waiting = rewrites
         while waiting:

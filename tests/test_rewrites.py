@@ -588,6 +588,73 @@ def test_a_copy_of_a_rewrite_follows_the_rewrite_when_the_roundup_splits(pipelin
     assert problems(pipeline.store, settings) == []
 
 
+def test_a_rewrite_of_the_roundup_follows_a_later_rewrite_that_copies_it_when_the_roundup_splits(
+    pipeline: Pipeline,
+) -> None:
+    """A roundup (items x, z, y) stored first; W, a rewrite of three quarters of x and of part of z, joins it at the
+    threshold; R, a rewrite of all of x (a strong copy of W), after it. When x and y arrive the roundup splits: R goes
+    with x, and then W, weighed before R moved, follows R at the chain floor (as W would join were it to arrive
+    now): the members are weighed again until none more moves."""
+    background(pipeline)
+    x, y, z = random_words(30, 120), random_words(31, 60), random_words(32, 300)
+    r = [w for piece in pieces(x, 4, 40) for w in [*piece, piece[0]]]
+    ingest(pipeline, ("roundup", x + z + y))
+    ingest(pipeline, ("W", r[: len(r) * 3 // 4] + [w for piece in pieces(z[:90], 3, 41) for w in piece]))
+    found = ingest(pipeline, ("R", r))
+    settings = pipeline.settings
+    for name in ("W", "R"):
+        assert found[name].method is Method.REWRITE and found[name].duplicate_of == found["roundup"].id
+    ingest(pipeline, ("x", x))
+    found = ingest(pipeline, ("y", y))
+    assert found["x"].status is Status.CANONICAL and found["x"].story_id != found["roundup"].story_id
+    assert found["R"].duplicate_of == found["x"].id
+    assert found["W"].method is Method.REWRITE and found["W"].duplicate_of == found["x"].id
+    assert found["W"].similarity is not None
+    assert settings.rewrite_chain_floor <= found["W"].similarity < settings.rewrite_threshold
+    assert problems(pipeline.store, settings) == []
+
+
+def test_a_copy_of_a_rewrite_on_another_day_stays_with_the_roundup_when_it_splits(pipeline: Pipeline) -> None:
+    """As above, but R, the rewrite of x, says "today, Saturday", and X, a strong copy of it by its shingles with
+    words of z, "today, Friday": another day's item, no copy of R beyond what tells items apart, it joined the roundup
+    at the threshold. When the roundup splits and R goes with x, X (its score against x between the chain floor and
+    the threshold) does not follow R: it stays with the roundup."""
+    background(pipeline)
+    saturday = ["أعلنت", "وزارة", "الصحة", "اليوم", "السبت", "تسجيل", "حالة"]
+    friday = ["أعلنت", "وزارة", "الصحة", "اليوم", "الجمعة", "تسجيل", "حالة"]
+    x, y, z = random_words(30, 120), random_words(31, 60), random_words(32, 300)
+    r = [w for piece in pieces(x, 4, 40) for w in piece] + saturday
+    ingest(pipeline, ("roundup", x + z + y))
+    ingest(pipeline, ("R", r))
+    found = ingest(pipeline, ("X", r[:90] + friday + [w for piece in pieces(z[:90], 3, 41) for w in piece][:30]))
+    assert found["X"].method is Method.REWRITE and found["X"].duplicate_of == found["roundup"].id
+    ingest(pipeline, ("x", x))
+    found = ingest(pipeline, ("y", y))
+    assert found["x"].status is Status.CANONICAL and found["R"].duplicate_of == found["x"].id
+    assert found["X"].method is Method.REWRITE and found["X"].duplicate_of == found["roundup"].id
+    assert problems(pipeline.store, pipeline.settings) == []
+
+
+def test_a_copy_of_a_rewrite_is_weighed_against_the_new_canonical_when_the_roundup_splits(pipeline: Pipeline) -> None:
+    """A roundup (items x, z, y) stored first; R, a rewrite of x that quotes part of z too, and X, R with a part of x
+    cut (a strong copy of R, all its words R's), join it. When the roundup splits, R goes with x; X keeps too few of
+    x's words for the chain floor (though all its words are R's): weighed against x, not against R, it stays with the
+    roundup."""
+    background(pipeline)
+    x, y, z = random_words(30, 120), random_words(31, 60), random_words(32, 300)
+    r = [w for piece in pieces(x, 4, 40) for w in [*piece, piece[0]]]
+    quoted = [w for piece in pieces(z[:60], 3, 41) for w in piece]
+    ingest(pipeline, ("roundup", x + z + y))
+    ingest(pipeline, ("R", r + quoted))
+    found = ingest(pipeline, ("X", r[:90] + quoted))
+    assert found["X"].method is Method.REWRITE and found["X"].duplicate_of == found["roundup"].id
+    ingest(pipeline, ("x", x))
+    found = ingest(pipeline, ("y", y))
+    assert found["x"].status is Status.CANONICAL and found["R"].duplicate_of == found["x"].id
+    assert found["X"].method is Method.REWRITE and found["X"].duplicate_of == found["roundup"].id
+    assert problems(pipeline.store, pipeline.settings) == []
+
+
 def test_a_takedown_keeps_the_rewrites_of_the_text_that_stays(pipeline: Pipeline, settings: Settings) -> None:
     """C, C2 (C's very text from another outlet) and R (a rewrite of C): taking C down makes C2 the canonical,
     and R, a rewrite of that same text, stays, as it would after a take-over."""
