@@ -810,9 +810,6 @@ class Book:
         for m in sorted([*excerpts, *exact, record.id], key=lambda m: self.placements[m].rank):
             self._rehome(m, m, founded)
         self.roundup.add(canonical)
-        for home in founded:
-            containment = self.overlap(self.canonical_of[home], canonical).containment
-            self._link(canonical, home, containment, roundup=True)
         # A rewrite goes with the item it rewrites; one that rewrites no single item stays with the roundup, unless it
         # is a strong copy (beyond template boilerplate) of a rewrite that went: it follows that rewrite, weighed at
         # the chain floor against its new canonical, as it would join now. Whether it joined through that rewrite or
@@ -836,9 +833,18 @@ class Book:
                 )
                 self._mark(m)
                 moved[m] = home
+                if rewrite is None:  # a copy by its text (no rewrite): ranking before the canonical, it takes over
+                    self._maybe_take_over(m, home)
             if len(left) == len(waiting):
                 break
             waiting = left
+        # Linked once every rewrite is placed: a copy that took a story over is its canonical now, and an item that
+        # left the new canonical (``_crown``) is in a story of its own, which the roundup holds too.
+        items = (self.placements[m].story_id for m in [*excerpts, *exact, record.id])
+        founded += [s for s in dict.fromkeys(items) if s not in founded and s != story]
+        for home in founded:
+            containment = self.overlap(self.canonical_of[home], canonical).containment
+            self._link(canonical, home, containment, roundup=True)
 
     def _rehome(self, record_id: str, text_of: str, founded: list[str]) -> None:
         """A record that leaves its story joins the first of ``founded`` whose canonical it is a copy of

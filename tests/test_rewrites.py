@@ -614,6 +614,31 @@ def test_a_rewrite_of_the_roundup_follows_a_later_rewrite_that_copies_it_when_th
     assert problems(pipeline.store, settings) == []
 
 
+def test_a_rewrite_member_copied_by_an_item_that_founds_a_story_takes_it_over_when_the_roundup_splits(
+    pipeline: Pipeline,
+) -> None:
+    """A roundup (items x, z, y) stored first; W, a rewrite of three quarters of x and of part of z, joins it at the
+    threshold; R, a rewrite of all of x that keeps more of its shingles (a strong copy of W, and an excerpt of the
+    roundup by containment), after it. When x and y arrive the roundup splits: R, ranking before x, founds x's story,
+    and W, a strong copy of R that ranks before it (it arrived first), takes that story over, R its copy."""
+    background(pipeline)
+    x, y, z = random_words(30, 120), random_words(31, 60), random_words(32, 300)
+    r = [w for piece in pieces(x, 5, 40) for w in piece]
+    ingest(pipeline, ("roundup", x + z + y))
+    ingest(pipeline, ("W", r[: len(r) * 3 // 4] + [w for piece in pieces(z[:90], 3, 41) for w in piece]))
+    found = ingest(pipeline, ("R", r))
+    assert found["W"].method is Method.REWRITE and found["W"].duplicate_of == found["roundup"].id
+    assert found["R"].method is Method.CONTAINMENT and found["R"].duplicate_of == found["roundup"].id
+    ingest(pipeline, ("x", x))
+    found = ingest(pipeline, ("y", y))
+    assert found["W"].status is Status.CANONICAL and found["W"].story_id != found["roundup"].story_id
+    assert found["R"].status is Status.DUPLICATE and found["R"].duplicate_of == found["W"].id
+    assert found["x"].story_id == found["W"].story_id and found["x"].duplicate_of == found["W"].id
+    story = pipeline.store.story(found["roundup"].story_id)
+    assert story is not None and {found["W"].story_id, found["y"].story_id} <= {s for s, _ in story.contains}
+    assert problems(pipeline.store, pipeline.settings) == []
+
+
 def test_a_copy_of_a_rewrite_on_another_day_stays_with_the_roundup_when_it_splits(pipeline: Pipeline) -> None:
     """As above, but R, the rewrite of x, says "today, Saturday", and X, a strong copy of it by its shingles with
     words of z, "today, Friday": another day's item, no copy of R beyond what tells items apart, it joined the roundup
