@@ -639,6 +639,15 @@ def test_a_rewrite_member_copied_by_an_item_that_founds_a_story_takes_it_over_wh
     assert problems(pipeline.store, pipeline.settings) == []
 
 
+def x_and_y_leave_x_with_the_roundup(pipeline: Pipeline, x: list[str], y: list[str]) -> None:
+    """x and y arrive: the roundup splits, R goes with x, and X stays with the roundup; the story checks hold."""
+    ingest(pipeline, ("x", x))
+    found = ingest(pipeline, ("y", y))
+    assert found["x"].status is Status.CANONICAL and found["R"].duplicate_of == found["x"].id
+    assert found["X"].method is Method.REWRITE and found["X"].duplicate_of == found["roundup"].id
+    assert problems(pipeline.store, pipeline.settings) == []
+
+
 def test_a_copy_of_a_rewrite_on_another_day_stays_with_the_roundup_when_it_splits(pipeline: Pipeline) -> None:
     """As above, but R, the rewrite of x, says "today, Saturday", and X, a strong copy of it by its shingles with
     words of z, "today, Friday": another day's item, no copy of R beyond what tells items apart, it joined the roundup
@@ -653,11 +662,7 @@ def test_a_copy_of_a_rewrite_on_another_day_stays_with_the_roundup_when_it_split
     ingest(pipeline, ("R", r))
     found = ingest(pipeline, ("X", r[:90] + friday + [w for piece in pieces(z[:90], 3, 41) for w in piece][:30]))
     assert found["X"].method is Method.REWRITE and found["X"].duplicate_of == found["roundup"].id
-    ingest(pipeline, ("x", x))
-    found = ingest(pipeline, ("y", y))
-    assert found["x"].status is Status.CANONICAL and found["R"].duplicate_of == found["x"].id
-    assert found["X"].method is Method.REWRITE and found["X"].duplicate_of == found["roundup"].id
-    assert problems(pipeline.store, pipeline.settings) == []
+    x_and_y_leave_x_with_the_roundup(pipeline, x, y)
 
 
 def test_a_copy_of_a_rewrite_is_weighed_against_the_new_canonical_when_the_roundup_splits(pipeline: Pipeline) -> None:
@@ -673,11 +678,7 @@ def test_a_copy_of_a_rewrite_is_weighed_against_the_new_canonical_when_the_round
     ingest(pipeline, ("R", r + quoted))
     found = ingest(pipeline, ("X", r[:90] + quoted))
     assert found["X"].method is Method.REWRITE and found["X"].duplicate_of == found["roundup"].id
-    ingest(pipeline, ("x", x))
-    found = ingest(pipeline, ("y", y))
-    assert found["x"].status is Status.CANONICAL and found["R"].duplicate_of == found["x"].id
-    assert found["X"].method is Method.REWRITE and found["X"].duplicate_of == found["roundup"].id
-    assert problems(pipeline.store, pipeline.settings) == []
+    x_and_y_leave_x_with_the_roundup(pipeline, x, y)
 
 
 def test_a_takedown_keeps_the_rewrites_of_the_text_that_stays(pipeline: Pipeline, settings: Settings) -> None:
