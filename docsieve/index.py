@@ -459,8 +459,7 @@ def newest(segments: Iterable[_Segment], seen: Newest = (None, 0)) -> Newest:
 
 def later(a: Newest, b: Newest) -> Newest:
     """The newer of each time."""
-    published = b[0] if a[0] is None else a[0] if b[0] is None else max(a[0], b[0])
-    return published, max(a[1], b[1])
+    return max((t for t in (a[0], b[0]) if t is not None), default=None), max(a[1], b[1])
 
 
 def _merged(older: _Segment, newer: _Segment, horizon: Horizon | None) -> _Segment:
