@@ -86,6 +86,11 @@ class CoreSettings:
     # Template boilerplate (docsieve/templates.py): a shingle held by more different texts than this counts
     # less (this / count) when deciding whether two texts are copies.
     boilerplate_texts: int = 3
+    # ... but a copy by its shingles' containment stays one while the weights leave it at least this share of that
+    # containment: what the two share is their own text, and the boilerplate in it only tipped them under the
+    # threshold. A much-copied release counts as a template too (each cut of it is a different text), so a
+    # borderline copy of it lost its story by a few percent (bench/labels/natural-ar-extra-e.md). 1: off.
+    template_light_share: float = 0.85
     # The rewrite stage (docsieve/rewrites.py): a document the shingles place in no story joins the story of a
     # candidate whose canonical holds at least ``rewrite_threshold`` of its words (the shorter text's words,
     # weighted by how rare they are in the store), when their shingle containment is at least
@@ -164,6 +169,7 @@ class CoreSettings:
             "rewrite_threshold",
             "rewrite_floor",
             "rewrite_chain_floor",
+            "template_light_share",
         ):
             value = getattr(self, name)
             if not 0.0 < value <= 1.0:

@@ -262,7 +262,20 @@ class Book:
         o = replace(self.overlap(a, b), jaccard=j, containment=c)
         if not strong:
             return self.close(o)  # a brief item the second chance could take is at the floor already
-        return self.strong(o) or self._brief_item(a, b, c) or self._figures_agree(a, b)
+        return self.strong(o) or self._light_template(a, b, c) or self._brief_item(a, b, c) or self._figures_agree(a, b)
+
+    def _light_template(self, a: str, b: str, weighted_containment: float) -> bool:
+        """A copy by its shingles' containment that the weights discount by little (``template_light_share``): the
+        two share their own text, not a template's. Copies of one release made by cutting it count as different
+        texts, so its wording climbs as a template's does, and a copy at 0.56 containment falls under the
+        threshold at 0.54 weighed; items of a template share its boilerplate, which the weights cut by a third or
+        more once the store has seen a few of them."""
+        o, s = self.overlap(a, b), self.settings
+        return (
+            o.containment >= s.containment_threshold
+            and o.smaller >= s.min_containment_shingles
+            and weighted_containment >= s.template_light_share * o.containment
+        )
 
     def _figures_agree(self, a: str, b: str) -> bool:
         """Copies by their shingles that share a distinctive figure (docsieve/figures.py ``shared``), and put no other

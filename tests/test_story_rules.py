@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import numpy as np
+import pytest
 
 from docsieve.models import Status
 from docsieve.settings import Settings
@@ -142,3 +143,37 @@ def test_no_second_chance_for_texts_of_one_length_or_below_the_chain_floor() -> 
         record = Placement("item", "", Status.CANONICAL, "item", (9, 9))
         book.decide(record, ["other"])
         assert record.status is Status.CANONICAL, case
+
+
+@pytest.mark.parametrize("share", [0.85, 1.0])
+def test_a_copy_the_weights_take_little_of_stays_a_copy_and_a_template_item_does_not(share: float) -> None:
+    """A copy shares 57 of its 100 shingles with a story's canonical, 7 of them a stock phrase twenty texts hold:
+    weighed, its containment falls from 0.57 to 0.54, under the threshold, with 95% of it left. It joins the story
+    (``template_light_share`` 0.85); at 1 it founds its own. An item on a template whose boilerplate is most of
+    what it shares with the template's other item (containment 0.6, a third of it left weighed) stays apart."""
+    phrase, shared, canonical_own, copy_own = ids(0, 7), ids(100, 50), ids(200, 60), ids(300, 43)
+    boilerplate, names_a, names_b = ids(1000, 60), ids(2000, 40), ids(3000, 40)
+    sets = {
+        "release": shingle_set(phrase, shared, canonical_own),
+        "copy": shingle_set(phrase, shared, copy_own),
+        "item-a": shingle_set(boilerplate, names_a),
+        "item-b": shingle_set(boilerplate, names_b),
+    }
+    counts = ShingleCounts(boilerplate_texts=3)
+    for _ in range(20):
+        counts.add(np.concatenate((phrase, boilerplate)))
+    settings = Settings(template_light_share=share)
+    book = Book(Stories(["release", "item-a"]), settings, lambda wanted: {i: sets[i] for i in wanted}, counts)
+    book.load(["release", "item-a"])
+    book.shingles.update(sets)
+    o = book.overlap("copy", "release")
+    weighted = book._weighted("copy", "release", counts)[1]
+    assert settings.containment_threshold <= o.containment and weighted < settings.containment_threshold
+    assert weighted >= 0.85 * o.containment
+    copy = Placement("copy", "", Status.CANONICAL, "copy", (9, 9))
+    book.decide(copy, ["release"])
+    assert (copy.story_id == "release") is (share < 1)
+    item = Placement("item-b", "", Status.CANONICAL, "item-b", (10, 10))
+    assert book.overlap("item-b", "item-a").containment >= settings.containment_threshold
+    book.decide(item, ["item-a"])
+    assert item.status is Status.CANONICAL and item.story_id != "item-a"
