@@ -268,8 +268,8 @@ class Book:
         """A copy by its shingles' containment that the weights discount by little (``template_light_share``): the
         two share their own text, not a template's. Copies of one release made by cutting it count as different
         texts, so its wording climbs as a template's does, and a copy at 0.56 containment falls under the
-        threshold at 0.54 weighed; items of a template share its boilerplate, which the weights cut by a third or
-        more once the store has seen a few of them."""
+        threshold at 0.54 weighed; items of a template share its boilerplate, which the weights cut by more than a
+        sixth once the store has seen a few of them (bench/labels/natural-ar-extra-e.md)."""
         o, s = self.overlap(a, b), self.settings
         return (
             o.containment >= s.containment_threshold

@@ -24,6 +24,9 @@ from docsieve.settings import (
         ({"DOCSIEVE_STORE": "  "}, "DOCSIEVE_STORE must not be empty"),
         ({"DOCSIEVE_PAYLOAD_TTL": "3600"}, "PAYLOAD_TTL .* must exceed DOCSIEVE_VISIBILITY_TIMEOUT"),
         ({"DOCSIEVE_PREPARE_AHEAD": "yes"}, "PREPARE_AHEAD must be auto, on or off, got 'yes'"),
+        # a share of the containment: at 0 every copy by containment would stay one, whatever its template
+        ({"DOCSIEVE_TEMPLATE_LIGHT_SHARE": "0"}, r"TEMPLATE_LIGHT_SHARE must be in \(0, 1\]"),
+        ({"DOCSIEVE_TEMPLATE_LIGHT_SHARE": "1.2"}, r"TEMPLATE_LIGHT_SHARE must be in \(0, 1\]"),
     ],
 )
 def test_settings_are_validated(env: dict, message: str) -> None:

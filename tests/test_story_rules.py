@@ -177,3 +177,56 @@ def test_a_copy_the_weights_take_little_of_stays_a_copy_and_a_template_item_does
     assert book.overlap("item-b", "item-a").containment >= settings.containment_threshold
     book.decide(item, ["item-a"])
     assert item.status is Status.CANONICAL and item.story_id != "item-a"
+
+
+@pytest.mark.parametrize("scale", [1, 2])
+def test_a_short_text_strong_by_its_jaccard_alone_is_not_kept_by_the_light_template_rule(scale: int) -> None:
+    """``template_light_share`` keeps a copy by containment, and a text of fewer than ``min_containment_shingles``
+    shingles has no containment to speak of: two brief items of 9 and 14 shingles sharing 8 (5 of them a stock
+    phrase twenty texts hold) are strong by Jaccard alone (0.53), and weighed their Jaccard falls to 0.35. The
+    weights leave 89% of their containment, but the short one founds its own story. Twice as long, the same pair is
+    a copy by its weighed containment."""
+    stock, own_shared = ids(0, 5 * scale), ids(100, 3 * scale)
+    short_own, long_own = ids(200, 1 * scale), ids(300, 6 * scale)
+    sets = {"first": shingle_set(stock, own_shared, long_own), "brief": shingle_set(stock, own_shared, short_own)}
+    counts = ShingleCounts(boilerplate_texts=3)
+    for _ in range(20):
+        counts.add(stock)
+    settings = Settings()
+    book = Book(Stories(["first"]), settings, lambda wanted: {i: sets[i] for i in wanted}, counts)
+    book.load(["first"])
+    book.shingles.update(sets)
+    o = book.overlap("brief", "first")
+    weighted_jaccard, weighted = book._weighted("brief", "first", counts)
+    assert book.strong(o) and o.containment >= settings.containment_threshold
+    assert weighted_jaccard < settings.jaccard_threshold and weighted >= settings.template_light_share * o.containment
+    short = o.smaller < settings.min_containment_shingles
+    assert short is (scale == 1) and o.jaccard >= settings.jaccard_threshold
+    record = Placement("brief", "", Status.CANONICAL, "brief", (9, 9))
+    book.decide(record, ["first"])
+    assert (record.story_id == "first") is not short
+    assert (record.status is Status.CANONICAL) is short
+
+
+def test_the_light_template_rule_makes_no_copy_of_a_pair_under_the_containment_threshold() -> None:
+    """``beyond_template(strong=True)`` says whether a pair strong by its shingles stays a copy with the weights; a
+    caller that asks it of a pair it has not checked (``_home_by_chain``, a rewrite following a moved rewrite) relies
+    on it to say no to a pair under the thresholds. Two texts sharing half of the smaller one's 100 shingles (5 of them
+    a stock phrase) lose little to the weights, but containment 0.5 is under the threshold, if above the floor: no
+    copy, whatever share of it the weights leave."""
+    stock, shared, own_a, own_b = ids(0, 5), ids(100, 45), ids(200, 50), ids(300, 70)
+    sets = {"a": shingle_set(stock, shared, own_a), "b": shingle_set(stock, shared, own_b)}
+    counts = ShingleCounts(boilerplate_texts=3)
+    for _ in range(20):
+        counts.add(stock)
+    settings = Settings()
+    book = Book(Stories(["a", "b"]), settings, lambda wanted: {i: sets[i] for i in wanted}, counts)
+    book.load(["a", "b"])
+    book.shingles.update(sets)
+    o = book.overlap("a", "b")
+    weighted = book._weighted("a", "b", counts)[1]
+    assert settings.containment_floor <= o.containment < settings.containment_threshold
+    assert o.smaller >= settings.min_containment_shingles and not book.strong(o)
+    assert weighted >= settings.template_light_share * o.containment
+    assert not book.beyond_template("a", "b", strong=True)
+    assert not book.beyond_template("b", "a", strong=True)
