@@ -251,7 +251,7 @@ class Book:
             o.containment >= s.containment_threshold and o.smaller >= s.min_containment_shingles
         )
 
-    def beyond_template(self, a: str, b: str, strong: bool) -> bool:
+    def beyond_template(self, a: str, b: str, strong: bool, light: bool = True) -> bool:
         """Whether two texts are still copies (``strong``: at the thresholds, else at the floor) with
         template boilerplate counting little (docsieve/templates.py), and naming the same days."""
         if self.items_apart(a, b):
@@ -262,7 +262,12 @@ class Book:
         o = replace(self.overlap(a, b), jaccard=j, containment=c)
         if not strong:
             return self.close(o)  # a brief item the second chance could take is at the floor already
-        return self.strong(o) or self._light_template(a, b, c) or self._brief_item(a, b, c) or self._figures_agree(a, b)
+        return (
+            self.strong(o)
+            or (light and self._light_template(a, b, c))
+            or self._brief_item(a, b, c)
+            or self._figures_agree(a, b)
+        )
 
     def _light_template(self, a: str, b: str, weighted_containment: float) -> bool:
         """A copy by its shingles' containment that the weights discount by little (``template_light_share``): the
@@ -404,6 +409,7 @@ class Book:
         floor, for that stage."""
         self._relied[record.id] = [*candidates, *near]
         options: list[tuple[str, str, Overlap, bool]] = []  # story, canonical, overlap, strong?
+        light: set[str] = set()
         for story in dict.fromkeys(self.placements[c].story_id for c in candidates):
             canonical = self.canonical_of[story]
             o = self.overlap(record.id, canonical)
@@ -411,6 +417,8 @@ class Book:
             # chain option when it stays above the floor both ways.
             if self.strong(o) and self.beyond_template(record.id, canonical, strong=True):
                 options.append((story, canonical, o, True))
+                if not self.beyond_template(record.id, canonical, strong=True, light=False):
+                    light.add(story)
             elif (
                 self.close(o)
                 and self.beyond_template(record.id, canonical, strong=False)
@@ -421,6 +429,10 @@ class Book:
                 )
             ):
                 options.append((story, canonical, o, False))
+        # A story only ``template_light_share`` accepts comes after one the weights accept: it is often the same
+        # story split in two (a copy that founded its own), which the record then holds rather than joins (_hold).
+        if light and any(strong and story not in light for story, _, _, strong in options):
+            options = [x for x in options if x[0] not in light]
         if not options and (rewritten := self._rewritten(record, near, candidates)) is not None:
             story, canonical, o, score = rewritten
             self._place(record, story, canonical, o, rewrite=score)

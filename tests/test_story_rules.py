@@ -230,3 +230,38 @@ def test_the_light_template_rule_makes_no_copy_of_a_pair_under_the_containment_t
     assert weighted >= settings.template_light_share * o.containment
     assert not book.beyond_template("a", "b", strong=True)
     assert not book.beyond_template("b", "a", strong=True)
+
+
+def test_a_record_joins_the_story_it_copies_beyond_the_weights_and_holds_the_one_only_the_light_rule_accepts() -> None:
+    """A record holds 70% of one canonical, untouched by the weights, and 57% of another, 0.54 weighed (a stock
+    phrase twenty texts hold), which only ``template_light_share`` keeps a copy: often the same story split in two,
+    one copy founding its own. The record joins the first story and holds the second, where two canonicals it holds
+    would have made it a roundup of both (saudinewsnet-dev: alweeam's copy of Al-Ahli's statement, 24-1718, left the
+    story of four other outlets' copies for a reworded copy's)."""
+    x_shared, x_own, y_shared, stock, y_own, r_own = (
+        ids(0, 70),
+        ids(100, 30),
+        ids(200, 50),
+        ids(300, 7),
+        ids(400, 43),
+        ids(500, 50),
+    )
+    sets = {
+        "x": shingle_set(x_shared, x_own),
+        "y": shingle_set(y_shared, stock, y_own),
+        "record": shingle_set(x_shared, y_shared, stock, r_own),
+    }
+    counts = ShingleCounts(boilerplate_texts=3)
+    for _ in range(20):
+        counts.add(stock)
+    settings = Settings()
+    book = Book(Stories(["x", "y"]), settings, lambda wanted: {i: sets[i] for i in wanted}, counts)
+    book.load(["x", "y"])
+    book.shingles.update(sets)
+    assert book.beyond_template("record", "x", strong=True, light=False)
+    assert book.beyond_template("record", "y", strong=True)
+    assert not book.beyond_template("record", "y", strong=True, light=False)
+    record = Placement("record", "", Status.CANONICAL, "record", (9, 9))
+    book.decide(record, ["x", "y"])
+    assert record.status is Status.DUPLICATE and record.story_id == "x"
+    assert [(k.record_id, k.story_id, k.roundup) for k in book.links] == [("record", "y", False)]
