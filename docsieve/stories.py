@@ -413,12 +413,14 @@ class Book:
         for story in dict.fromkeys(self.placements[c].story_id for c in candidates):
             canonical = self.canonical_of[story]
             o = self.overlap(record.id, canonical)
-            # Strong when the overlap passes the thresholds with template boilerplate weighed too; else a
-            # chain option when it stays above the floor both ways.
-            if self.strong(o) and self.beyond_template(record.id, canonical, strong=True):
+            # Strong when the overlap passes the thresholds with template boilerplate weighed too, or the weights
+            # take little of it (``template_light_share``, ranked after); else a chain option when it stays above the
+            # floor both ways.
+            if self.strong(o) and self.beyond_template(record.id, canonical, strong=True, light=False):
                 options.append((story, canonical, o, True))
-                if not self.beyond_template(record.id, canonical, strong=True, light=False):
-                    light.add(story)
+            elif self.strong(o) and self.beyond_template(record.id, canonical, strong=True):
+                options.append((story, canonical, o, True))
+                light.add(story)
             elif (
                 self.close(o)
                 and self.beyond_template(record.id, canonical, strong=False)
