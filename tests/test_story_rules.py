@@ -145,6 +145,19 @@ def test_no_second_chance_for_texts_of_one_length_or_below_the_chain_floor() -> 
         assert record.status is Status.CANONICAL, case
 
 
+def stored_with_common(
+    sets: dict[str, np.ndarray], canonicals: list[str], common: np.ndarray, settings: Settings
+) -> tuple[Book, ShingleCounts]:
+    """A Book whose ``canonicals`` are stored, each alone in its story, with ``common`` held by twenty other texts."""
+    counts = ShingleCounts(boilerplate_texts=3)
+    for _ in range(20):
+        counts.add(common)
+    book = Book(Stories(canonicals), settings, lambda wanted: {i: sets[i] for i in wanted}, counts)
+    book.load(canonicals)
+    book.shingles.update(sets)
+    return book, counts
+
+
 @pytest.mark.parametrize("share", [0.85, 1.0])
 def test_a_copy_the_weights_take_little_of_stays_a_copy_and_a_template_item_does_not(share: float) -> None:
     """A copy shares 57 of its 100 shingles with a story's canonical, 7 of them a stock phrase twenty texts hold:
@@ -159,13 +172,8 @@ def test_a_copy_the_weights_take_little_of_stays_a_copy_and_a_template_item_does
         "item-a": shingle_set(boilerplate, names_a),
         "item-b": shingle_set(boilerplate, names_b),
     }
-    counts = ShingleCounts(boilerplate_texts=3)
-    for _ in range(20):
-        counts.add(np.concatenate((phrase, boilerplate)))
     settings = Settings(template_light_share=share)
-    book = Book(Stories(["release", "item-a"]), settings, lambda wanted: {i: sets[i] for i in wanted}, counts)
-    book.load(["release", "item-a"])
-    book.shingles.update(sets)
+    book, counts = stored_with_common(sets, ["release", "item-a"], np.concatenate((phrase, boilerplate)), settings)
     o = book.overlap("copy", "release")
     weighted = book._weighted("copy", "release", counts)[1]
     assert settings.containment_threshold <= o.containment and weighted < settings.containment_threshold
@@ -189,13 +197,8 @@ def test_a_short_text_strong_by_its_jaccard_alone_is_not_kept_by_the_light_templ
     stock, own_shared = ids(0, 5 * scale), ids(100, 3 * scale)
     short_own, long_own = ids(200, 1 * scale), ids(300, 6 * scale)
     sets = {"first": shingle_set(stock, own_shared, long_own), "brief": shingle_set(stock, own_shared, short_own)}
-    counts = ShingleCounts(boilerplate_texts=3)
-    for _ in range(20):
-        counts.add(stock)
     settings = Settings()
-    book = Book(Stories(["first"]), settings, lambda wanted: {i: sets[i] for i in wanted}, counts)
-    book.load(["first"])
-    book.shingles.update(sets)
+    book, counts = stored_with_common(sets, ["first"], stock, settings)
     o = book.overlap("brief", "first")
     weighted_jaccard, weighted = book._weighted("brief", "first", counts)
     assert book.strong(o) and o.containment >= settings.containment_threshold
@@ -216,13 +219,8 @@ def test_the_light_template_rule_makes_no_copy_of_a_pair_under_the_containment_t
     copy, whatever share of it the weights leave."""
     stock, shared, own_a, own_b = ids(0, 5), ids(100, 45), ids(200, 50), ids(300, 70)
     sets = {"a": shingle_set(stock, shared, own_a), "b": shingle_set(stock, shared, own_b)}
-    counts = ShingleCounts(boilerplate_texts=3)
-    for _ in range(20):
-        counts.add(stock)
     settings = Settings()
-    book = Book(Stories(["a", "b"]), settings, lambda wanted: {i: sets[i] for i in wanted}, counts)
-    book.load(["a", "b"])
-    book.shingles.update(sets)
+    book, counts = stored_with_common(sets, ["a", "b"], stock, settings)
     o = book.overlap("a", "b")
     weighted = book._weighted("a", "b", counts)[1]
     assert settings.containment_floor <= o.containment < settings.containment_threshold
@@ -251,13 +249,8 @@ def test_a_record_joins_the_story_it_copies_beyond_the_weights_and_holds_the_one
         "y": shingle_set(y_shared, stock, y_own),
         "record": shingle_set(x_shared, y_shared, stock, r_own),
     }
-    counts = ShingleCounts(boilerplate_texts=3)
-    for _ in range(20):
-        counts.add(stock)
     settings = Settings()
-    book = Book(Stories(["x", "y"]), settings, lambda wanted: {i: sets[i] for i in wanted}, counts)
-    book.load(["x", "y"])
-    book.shingles.update(sets)
+    book, _ = stored_with_common(sets, ["x", "y"], stock, settings)
     assert book.beyond_template("record", "x", strong=True, light=False)
     assert book.beyond_template("record", "y", strong=True)
     assert not book.beyond_template("record", "y", strong=True, light=False)
