@@ -7,8 +7,9 @@ watched: every pair of a document and a candidate story's canonical that is stro
 but not with template boilerplate weighed (``Book.beyond_template``), and not two items of a template on other days
 or with other figures (``Book.items_apart``), is listed once. For each: the overlaps (plain and weighed), the rewrite
 stage's score, how many words both texts hold that at most ``--rare`` stored texts hold (names, places: what one
-release has and a template's other items do not), and whether the two ended in one story. Prints the counts and
-writes the pairs (tab-separated, the pairs that ended apart first) for reading.
+release has and a template's other items do not), and whether the two ended in one story. Prints the counts (those
+that ended apart also by their hand labels in bench/labels/, where a pair has one) and writes the pairs
+(tab-separated, the pairs that ended apart first) for reading.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import DEFAULT_CORPUS, folder_or_exit
-from quality import load_saudinewsnet, snn_raw
+from quality import LABELS, _tsv, load_saudinewsnet, snn_raw
 
 from docsieve import prepare, stories
 from docsieve.pipeline import Pipeline
@@ -86,6 +87,16 @@ def refused_pairs(docs: list[dict], rare: int) -> list[dict]:
     ]
 
 
+def labeled() -> dict[frozenset[str], str]:
+    """The hand labels of bench/labels/ (every file with id_a, id_b and label columns), by pair."""
+    found: dict[frozenset[str], str] = {}
+    for path in sorted(LABELS.glob("*.tsv")):
+        for row in _tsv(path):
+            if {"id_a", "id_b", "label"} <= row.keys():
+                found[frozenset((row["id_a"], row["id_b"]))] = row["label"]
+    return found
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS)
@@ -98,6 +109,9 @@ def main() -> int:
     print(f"{len(pairs)} pairs strong by their shingles refused by the template weights; {len(apart)} ended apart")
     by_rare = Counter(min(p["rare"], 10) for p in apart)
     print("ended apart, by rare words shared (10: ten or more):", dict(sorted(by_rare.items())))
+    labels = labeled()
+    by_label = Counter(labels.get(frozenset((p["document"], p["canonical"])), "unlabeled") for p in apart)
+    print("ended apart, by the hand labels of bench/labels/:", dict(sorted(by_label.items())))
     if args.out:
         rows = sorted(pairs, key=lambda p: (not p["apart"], -p["rare"]))
         lines = ["\t".join(COLUMNS)] + [
