@@ -341,10 +341,9 @@ class Pipeline:
         words = {p.id: counted_words(p.fingerprint.words) for p in prepared if p.fingerprint.words is not None}
 
         def counted_of(new: list[NewRecord], book: Book) -> tuple[list[np.ndarray], list[np.ndarray]]:
-            """The shingle sets and word sets the batch adds to the template counts: its different texts, a copy's
-            shingles that its canonical holds only for some copies (``Book.counted_shingles``)."""
+            """The shingle sets and word sets the batch adds to the template counts: its texts of new stories."""
             texts = [n for n in new if n.record.id in book.different and n.shingles is not None]
-            shingles = [book.counted_shingles(n.record.id, n.shingles) for n in texts if n.shingles is not None]
+            shingles = [n.shingles for n in texts if n.shingles is not None]
             return shingles, [words[n.record.id] for n in texts if n.record.id in words]
 
         ahead: list[tuple[tuple[int, int], tuple[list[NewRecord], Book]]] = []

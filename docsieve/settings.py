@@ -91,10 +91,6 @@ class CoreSettings:
     # threshold. A much-copied release counts as a template too (each cut of it is a different text), so a
     # borderline copy of it lost its story by a few percent (bench/labels/natural-ar-extra-e.md). 1: off.
     template_light_share: float = 0.85
-    # The shingles a copy shares with its story's canonical count for every this many copies of the story, the rest
-    # of each copy's shingles for every copy: a release copied by ten outlets climbs as a template does at half the
-    # pace, while a template's first items, each with its own copies, still teach the counts (1: every copy whole).
-    copies_counted_every: int = 2
     # The rewrite stage (docsieve/rewrites.py): a document the shingles place in no story joins the story of a
     # candidate whose canonical holds at least ``rewrite_threshold`` of its words (the shorter text's words,
     # weighted by how rare they are in the store), when their shingle containment is at least
@@ -152,7 +148,6 @@ class CoreSettings:
             "lsh_rows",
             "winnow_window",
             "boilerplate_texts",
-            "copies_counted_every",
             "max_candidates",
             "common_key_records",
             "max_document_bytes",

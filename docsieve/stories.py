@@ -56,7 +56,7 @@ import numpy as np
 from docsieve.dates import Slots, disagree
 from docsieve.figures import APART as FIGURES_APART
 from docsieve.figures import Figures, apart, shared
-from docsieve.fingerprint import jaccard_and_containment, shared_mask, stored_word_sets
+from docsieve.fingerprint import jaccard_and_containment, stored_word_sets
 from docsieve.models import Method, Status
 from docsieve.rewrites import RewriteScores
 from docsieve.settings import Settings
@@ -244,19 +244,6 @@ class Book:
             o = Overlap(j, c, min(len(sa), len(sb)), len(sa) <= len(sb))
         self.overlaps[(a, b)] = o
         return o
-
-    def counted_shingles(self, record_id: str, shingles: np.ndarray) -> np.ndarray:
-        """The shingles a placed record adds to the template counts (docsieve/templates.py): all of a canonical's, and
-        a copy's own; those a copy shares with its canonical only when the story's size is a multiple of
-        ``copies_counted_every``. Every cut of a release is a different text, so its wording climbed as a template's
-        did with each outlet that carried it (bench/labels/natural-ar-extra-e.md)."""
-        placed = self.placements.get(record_id)
-        canonical = self.canonical_of.get(placed.story_id) if placed is not None else None
-        if placed is None or canonical is None or canonical == record_id or canonical not in self.shingles:
-            return shingles
-        if len(self.members(placed.story_id)) % self.settings.copies_counted_every == 0:
-            return shingles
-        return shingles[~shared_mask(shingles, self.shingles[canonical])]
 
     def strong(self, o: Overlap) -> bool:
         s = self.settings

@@ -8,11 +8,8 @@ with its shared shingles weighted so: what many different items say counts littl
 
 What counts as "different texts": every stored record except exact copies and near-identical copies
 (Jaccard >= ``NEAR_IDENTICAL`` with their canonical). A much-copied wire story therefore stays rare
-however many outlets carry it word for word, while a template's boilerplate climbs with every item written on it,
-even when the first items of a template were merged (the count does not wait for the decisions to be right). Cuts
-and copy-edits of one release are different texts, so a copy counts the shingles it shares with its story's
-canonical only for every ``copies_counted_every`` copies of the story (``Book.counted_shingles``): the release's
-wording climbs at that fraction of the pace, and a template's first items, each with its copies, still teach it.
+however many outlets carry it, while a template's boilerplate climbs with every item written on it, even
+when the first items of a template were merged (the count does not wait for the decisions to be right).
 
 The counts persist in the store (``shingle_counts``: one row of shingle ids per batch, read by every
 process from where it last looked, like the candidate index), so all workers share them.

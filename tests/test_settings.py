@@ -27,7 +27,6 @@ from docsieve.settings import (
         # a share of the containment: at 0 every copy by containment would stay one, whatever its template
         ({"DOCSIEVE_TEMPLATE_LIGHT_SHARE": "0"}, r"TEMPLATE_LIGHT_SHARE must be in \(0, 1\]"),
         ({"DOCSIEVE_TEMPLATE_LIGHT_SHARE": "1.2"}, r"TEMPLATE_LIGHT_SHARE must be in \(0, 1\]"),
-        ({"DOCSIEVE_COPIES_COUNTED_EVERY": "0"}, r"COPIES_COUNTED_EVERY must be at least 1"),
     ],
 )
 def test_settings_are_validated(env: dict, message: str) -> None:

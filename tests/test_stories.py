@@ -1,12 +1,10 @@
 """Stories end to end through the pipeline and a real store (SQLite and PostgreSQL): verified links, no
 drift along copies of copies, roundups, short items, the canonical policy, takedowns."""
 
-import functools
 import json
 import random
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from docsieve.fingerprint import fingerprint_batch, jaccard_and_containment
@@ -276,33 +274,3 @@ def test_a_copy_of_a_much_copied_release_stays_a_copy_when_the_weights_take_litt
     assert copy.status is Status.DUPLICATE and copy.story_id == aleqtisadiya.story_id
     assert len({found[d["source"]].story_id for d in docs}) == 1  # the five outlets' copies: one story
     assert problems(pipeline.store, settings) == []
-
-
-@pytest.mark.parametrize("every", [None, 1])
-def test_a_storys_copies_count_what_they_share_with_its_canonical_every_other_copy(
-    store: Store, settings: Settings, every: int | None
-) -> None:
-    """A release and four copy-edits of it (Jaccard about 0.6: each a different text to the template counts), one at
-    a time as from feeds. The shingles all five hold count 3 (the canonical, the second and the fourth of the story:
-    ``copies_counted_every`` 2), and a copy's own shingles count for every copy; with 1, every copy counts whole: 5.
-    A new process reads the same counts from the store."""
-    settings = settings.with_(batch_size=1)
-    pipeline = Pipeline(store, settings if every is None else settings.with_(copies_counted_every=every))
-    release = words(700, 300)
-    texts = [text(release)] + [text(edit(release, 710 + i, 0.1)) for i in range(4)]
-    for i, body in enumerate(texts):
-        records = ingest(pipeline, (f"copy{i}", body))
-    assert {records[f"copy{i}"].story_id for i in range(5)} == {records["copy0"].story_id}
-    assert all(records[f"copy{i}"].method is Method.NEAR for i in range(1, 5))
-    pipeline.close()
-    sets = [f.shingles for f in fingerprint_batch(texts, settings)]
-    in_all = functools.reduce(np.intersect1d, sets)
-    own = np.setdiff1d(sets[3], np.union1d(sets[0], np.concatenate([sets[1], sets[2], sets[4]])))
-    fresh = Pipeline(Store(settings.store), settings)
-    with fresh.store.writing() as txn:
-        fresh.templates.catch_up(txn)
-        shared_counts, own_counts = fresh.templates.counts(in_all), fresh.templates.counts(own)
-    fresh.close()
-    assert len(in_all) > 50 and len(own) > 10
-    assert int(np.median(shared_counts)) == (3 if every is None else 5)
-    assert int(np.median(own_counts)) == 1  # the fourth copy's own shingles: it alone holds them
