@@ -89,12 +89,8 @@ def refused_pairs(docs: list[dict], rare: int) -> list[dict]:
 
 def labeled() -> dict[frozenset[str], str]:
     """The hand labels of bench/labels/ (every file with id_a, id_b and label columns), by pair."""
-    found: dict[frozenset[str], str] = {}
-    for path in sorted(LABELS.glob("*.tsv")):
-        for row in _tsv(path):
-            if {"id_a", "id_b", "label"} <= row.keys():
-                found[frozenset((row["id_a"], row["id_b"]))] = row["label"]
-    return found
+    rows = (row for path in sorted(LABELS.glob("*.tsv")) for row in _tsv(path))
+    return {frozenset((r["id_a"], r["id_b"])): r["label"] for r in rows if {"id_a", "id_b", "label"} <= r.keys()}
 
 
 def main() -> int:

@@ -246,10 +246,11 @@ class Book:
         return o
 
     def strong(self, o: Overlap) -> bool:
+        return o.jaccard >= self.settings.jaccard_threshold or self._strong_by_containment(o)
+
+    def _strong_by_containment(self, o: Overlap) -> bool:
         s = self.settings
-        return o.jaccard >= s.jaccard_threshold or (
-            o.containment >= s.containment_threshold and o.smaller >= s.min_containment_shingles
-        )
+        return o.containment >= s.containment_threshold and o.smaller >= s.min_containment_shingles
 
     def beyond_template(self, a: str, b: str, strong: bool, light: bool = True) -> bool:
         """Whether two texts are still copies (``strong``: at the thresholds, else at the floor) with
@@ -275,11 +276,10 @@ class Book:
         texts, so its wording climbs as a template's does, and a copy at 0.56 containment falls under the
         threshold at 0.54 weighed; items of a template share its boilerplate, which the weights cut by more than a
         sixth once the store has seen a few of them (bench/labels/natural-ar-extra-e.md)."""
-        o, s = self.overlap(a, b), self.settings
+        o = self.overlap(a, b)
         return (
-            o.containment >= s.containment_threshold
-            and o.smaller >= s.min_containment_shingles
-            and weighted_containment >= s.template_light_share * o.containment
+            self._strong_by_containment(o)
+            and weighted_containment >= self.settings.template_light_share * o.containment
         )
 
     def _figures_agree(self, a: str, b: str) -> bool:
