@@ -49,6 +49,7 @@ from docsieve.pipeline import Pipeline
 from docsieve.schema import contains, records, stories
 from docsieve.settings import Settings
 from docsieve.store import Store
+from docsieve.templates import ShingleCounts, day_of
 
 ROOT = Path(__file__).resolve().parent.parent
 LABELS = Path(__file__).resolve().parent / "labels"
@@ -269,11 +270,16 @@ class StoreView:
         return rb.story_id in held.get(ra.story_id, ()) or ra.story_id in held.get(rb.story_id, ())
 
 
-def ingest(raws: list[RawDocument], settings: Settings) -> StoreView:
-    """A fresh SQLite store filled by the pipeline with these documents in this order, read back."""
+def ingest(
+    raws: list[RawDocument], settings: Settings, grown: Callable[[ShingleCounts], None] | None = None
+) -> StoreView:
+    """A fresh SQLite store filled by the pipeline with these documents in this order, read back; ``grown``: fills
+    its template counts first (``--grown-days``)."""
     with tempfile.TemporaryDirectory() as tmp:
         store = Store(f"sqlite:///{tmp}/quality.db")
         pipeline = Pipeline(store, settings.with_(store=store.url))
+        if grown is not None:
+            grown(pipeline.templates)
         started = time.perf_counter()
         pipeline.ingest(raws)
         elapsed = time.perf_counter() - started
@@ -908,6 +914,13 @@ def main() -> int:
     parser.add_argument("--only", choices=(*SETS, SNN, SHUFFLED), action="append", help="run only these parts")
     parser.add_argument("--seed", type=int, default=1, help="seed of the out-of-order part")
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument(
+        "--grown-days",
+        type=int,
+        default=0,
+        help="count this many days of 1,400 new articles into saudinewsnet-dev's template counts before it "
+        "(bench/template_days.py): the counts of a grown store",
+    )
     args = parser.parse_args()
     if not args.corpus.is_dir():
         print(f"corpus not found at {args.corpus}; pass --corpus", file=sys.stderr)
@@ -933,7 +946,18 @@ def main() -> int:
     natural = check = None
     if SNN in parts:
         docs = load_saudinewsnet(args.corpus / SNN)
-        view = ingest([snn_raw(d) for d in docs], settings)
+        grown = None
+        if args.grown_days:
+            from template_days import grow, shingle_sets
+
+            sets, first = shingle_sets(docs), day_of(datetime(2015, 7, 21, tzinfo=UTC)) - args.grown_days
+
+            def grown(counts: ShingleCounts) -> None:
+                for _ in grow(counts, sets, first, args.grown_days, 1400):
+                    pass
+
+            print(f"\ntemplate counts grown first by {args.grown_days} days of 1,400 new articles")
+        view = ingest([snn_raw(d) for d in docs], settings, grown)
         report[SNN], natural = run_saudinewsnet(args.corpus, settings, docs, view)
         report["link_check"] = check = link_check(docs, view)
     shuffled: dict[str, dict] = {}

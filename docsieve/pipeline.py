@@ -45,7 +45,7 @@ from docsieve.rewrites import RewriteScores, counted_words
 from docsieve.settings import Settings
 from docsieve.store import NewRecord, Store, Transaction
 from docsieve.stories import Book, Overlap, Placement, rank_key
-from docsieve.templates import ShingleCounts, counted_shingles
+from docsieve.templates import ShingleCounts, counted_shingles, day_of
 
 logger = logging.getLogger(__name__)
 BATCH_SEQ = 1 << 62  # ranks a batch's documents after every stored record that arrived when they did
@@ -180,7 +180,7 @@ class Pipeline:
         self.settings = settings = settings.with_(word_stems=stems)
         store.check_fingerprints(settings.fingerprint_parameters)
         self.index = index if index is not None else open_index(settings)
-        self.templates = ShingleCounts(settings.boilerplate_texts)
+        self.templates = ShingleCounts(settings.boilerplate_texts, settings.template_across_days)
         # Shingles of the records this process stored or read, so most verifications need no store read.
         # A record's shingles never change, so an entry never goes stale; DOCSIEVE_SKETCH_CACHE_MB bounds it.
         self._sketches: dict[str, Sketch] = {}
@@ -340,11 +340,12 @@ class Pipeline:
         # With the rewrite stage, a text's words are counted with its shingles (docsieve/rewrites.py).
         words = {p.id: counted_words(p.fingerprint.words) for p in prepared if p.fingerprint.words is not None}
 
-        def counted_of(new: list[NewRecord], book: Book) -> tuple[list[np.ndarray], list[np.ndarray]]:
-            """The shingle sets and word sets the batch adds to the template counts: its texts of new stories."""
+        def counted_of(new: list[NewRecord], book: Book) -> tuple[list[np.ndarray], list[np.ndarray], list[int]]:
+            """The shingle sets, word sets and days the batch adds to the template counts: its new texts."""
             texts = [n for n in new if n.record.id in book.different and n.shingles is not None]
             shingles = [n.shingles for n in texts if n.shingles is not None]
-            return shingles, [words[n.record.id] for n in texts if n.record.id in words]
+            days = [day_of(n.record.published_at) for n in texts]
+            return shingles, [words[n.record.id] for n in texts if n.record.id in words], days
 
         ahead: list[tuple[tuple[int, int], tuple[list[NewRecord], Book]]] = []
 
@@ -362,9 +363,9 @@ class Pipeline:
             # fails it: decided under the lock then, where nothing changes meanwhile.
             with contextlib.suppress(KeyError):
                 ahead.append((seen, decide(txn, txn.now())))
-                shingles, words = counted_of(*ahead[0][1])
+                shingles, words, days = counted_of(*ahead[0][1])
                 if shingles:
-                    txn.stage_shingle_counts(counted_shingles(shingles, words))
+                    txn.stage_shingle_counts(counted_shingles(shingles, words, days))
 
         with self.templates.bound(), self.store.writing(before_lock=before_lock) as txn:
             through = txn.written_through()
@@ -401,12 +402,17 @@ class Pipeline:
             txn.insert(new, now)
             last_seq = txn.last_seq()
             txn.save_stories(book, now, last_seq)
-            counted, counted_words_of = counted_of(new, book)
-            counts_seq = txn.add_shingle_counts(counted_shingles(counted, counted_words_of) if counted else None)
+            counted, counted_words_of, counted_days = counted_of(new, book)
+            counts_seq = txn.add_shingle_counts(
+                counted_shingles(counted, counted_words_of, counted_days) if counted else None
+            )
         # The row just written (under the lock nobody wrote one between it and the last read), if this process
         # holds the counts and read every row before it: else it is read with the others when they are next needed.
         if counts_seq is not None and self.templates.read and not in_part:
-            self.templates.add(np.concatenate(counted))
+            self.templates.add(
+                np.concatenate(counted),
+                (np.array(counted_days, dtype=np.uint16), np.array([len(c) for c in counted], dtype=np.int64)),
+            )
             if counted_words_of:
                 self.templates.add_words(np.concatenate(counted_words_of))
             self.templates.last_seq = counts_seq

@@ -854,7 +854,7 @@ class Store(Bookkeeping):
         A canonical's place goes to the next member by the canonical policy; members no longer close to
         it found stories of their own. Returns the ids removed (those stored)."""
         removed = []
-        counts = ShingleCounts(settings.boilerplate_texts) if settings.rewrites else None
+        counts = ShingleCounts(settings.boilerplate_texts, settings.template_across_days) if settings.rewrites else None
         with self.writing() as txn, counts.bound() if counts else nullcontext():
             stems = _word_stems_of(txn.conn, settings.word_stems, _said_word_stems(txn.conn))
             if counts:

@@ -14,6 +14,15 @@ when the first items of a template were merged (the count does not wait for the 
 The counts persist in the store (``shingle_counts``: one row of shingle ids per batch, read by every
 process from where it last looked, like the candidate index), so all workers share them.
 
+Wording held on one day only counts in full however many texts hold it (``across_days``): the cuts of one
+release all come out on its day, while a template's boilerplate comes back day after day (a forecast, a cable on
+each head of state's national day). So each bucket also keeps the publication day of the texts counted in it, or
+that they came out on different days (``SPREAD``); a text without a publication date counts as spread, weighed
+as every text was before days were kept. Buckets are shared: where a shingle of another day falls into a
+bucket, it is spread too early, which falls back on the rule without days, never a stricter one. As a store
+grows, more buckets are spread so, and the rule fades into the one without days (docs/benchmarks.md measures
+how fast).
+
 With the rewrite stage on (docsieve/rewrites.py), the same rows and snapshots also carry the word ids of the
 texts counted, kept apart from the shingles' (``WORD_ROW``): the document frequencies of words, counted in
 counters of their own that never stop (the stage's weights are IDF, which a cap would make drift with the
@@ -25,6 +34,7 @@ from __future__ import annotations
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from typing import Protocol
 
 import numpy as np
@@ -49,8 +59,10 @@ class CountRows(Protocol):
 
 
 # Counts are kept per bucket of shingle ids (their top 24 bits): 16M two-byte counters, 32 MB whatever the
-# store holds, each lookup one array index. Shingles sharing a bucket add up (at 4M distinct shingles, a
-# bucket holds a fifth of another on average), which can only make a rare shingle look a little commoner.
+# store holds, each lookup one array index. Shingles sharing a bucket add up: once the store has counted tens of
+# millions of ids, every bucket holds other shingles' texts (2.5 on average after 126,000 articles, 9 after
+# 511,000), and a rare shingle would look like boilerplate. So the weights take a bucket's count less the mean
+# count of all buckets (what the others add to a bucket, on average) as its shingle's own (``weights``).
 BUCKET_SHIFT = 8
 # A snapshot of the counts is written once the rows since the last one hold this many ids (some 6,000
 # different articles, 16 MB of rows): a process starts from the newest snapshot (a few MB, compressed) and
@@ -69,14 +81,33 @@ WORD_BUCKET_SHIFT = 10
 # the stage off.
 WORD_ROW = b"DSW1"
 ZSTD_FRAME = b"\x28\xb5\x2f\xfd"  # how a zstd frame starts (a zlib stream, 0x78)
+# A count row with days: this mark, the number of texts (uint32), each text's day (uint32), each text's number of
+# shingle ids (uint32), then the row as before. A snapshot with days: this mark, the size of the compressed days
+# (uint32), the days, then the snapshot as before. Rows and snapshots without it: days unknown (SPREAD).
+DAY_ROW = b"DSD1"
+# A bucket's day: 0 for none counted yet, else the day (since DAY_ZERO) of every text counted in it, or SPREAD
+# once they are of two days (or one was undated). uint16 days since 1900 run to 2079; days outside are clamped.
+SPREAD = 0xFFFF
+DAY_ZERO = datetime(1900, 1, 1, tzinfo=UTC)
+
+
+def day_of(published: datetime | None) -> int:
+    """A text's day for the template counts: its publication day, SPREAD when it has none."""
+    if published is None:
+        return SPREAD
+    return min(max((published - DAY_ZERO).days, 1), SPREAD - 1)
 
 
 class ShingleCounts:
-    """How many different stored texts hold each shingle (by bucket, see BUCKET_SHIFT)."""
+    """How many different stored texts hold each shingle (by bucket, see BUCKET_SHIFT), and, ``across_days``,
+    whether they came out on more than one day."""
 
-    def __init__(self, boilerplate_texts: int) -> None:
+    def __init__(self, boilerplate_texts: int, across_days: bool = True) -> None:
         self.boilerplate_texts = boilerplate_texts
+        self.across_days = across_days
         self._counts: np.ndarray | None = None  # not read yet (see catch_up)
+        self._total = 0  # the sum of the counts (those a cap stopped counted in full)
+        self._days: np.ndarray | None = None  # each bucket's day (or SPREAD), when across_days
         self._words: np.ndarray | None = None  # no word counted yet
         self._rows: CountRows | None = None
         self._released = False  # the transaction of the last catch_up has ended
@@ -112,6 +143,7 @@ class ShingleCounts:
             if self._released:
                 raise RuntimeError("template counts needed outside a transaction: catch_up first")
             self._counts = np.zeros(1 << (32 - BUCKET_SHIFT), dtype=np.uint16)  # pages are taken as written
+            self._days = np.zeros(1 << (32 - BUCKET_SHIFT), dtype=np.uint16) if self.across_days else None
             if self._rows is not None:  # else a counter of its own, with nothing stored to read
                 self._read(self._rows)
         return self._counts
@@ -120,7 +152,7 @@ class ShingleCounts:
         try:
             self._read_rows(rows)
         except BaseException:  # counted part-way, perhaps past rows a snapshot took: read all again next time
-            self._counts, self.last_seq, self.since_snapshot = None, 0, 0
+            self._counts, self._days, self._total, self.last_seq, self.since_snapshot = None, None, 0, 0, 0
             raise
 
     def _read_rows(self, rows: CountRows) -> None:
@@ -129,13 +161,22 @@ class ShingleCounts:
             newest = rows.newest_count_snapshot()
             if (snapshot := rows.count_snapshot(after)) is not None:
                 seq, blob = snapshot
+                days, blob = _day_part(blob)
                 shingles, words = _parts(blob, row=False)
                 self._counts = np.frombuffer(_decompressed(shingles), dtype=np.uint16).copy()
+                self._total = int(self._counts.sum(dtype=np.int64))
+                if self.across_days:  # days unknown before they were kept: spread, as all were then
+                    self._days = (
+                        np.frombuffer(_decompressed(days), dtype=np.uint16).copy()
+                        if days is not None
+                        else np.where(self._counts > 0, SPREAD, 0).astype(np.uint16)
+                    )
                 self._words = None if words is None else np.frombuffer(_decompressed(words), dtype=np.uint32).copy()
                 self.last_seq, self.since_snapshot = seq, 0
             for seq, blob in rows.shingle_count_rows(self.last_seq):
+                text_days, blob = _row_days(blob)
                 shingles, words = _parts(blob)
-                self.add(np.frombuffer(shingles, dtype=np.uint32))
+                self.add(np.frombuffer(shingles, dtype=np.uint32), text_days)
                 if words is not None:
                     self.add_words(np.frombuffer(words, dtype=np.uint32))
                 self.last_seq = max(self.last_seq, seq)
@@ -163,14 +204,19 @@ class ShingleCounts:
         blob = _compressed(self._counts.tobytes())
         if self._words is not None:
             blob = _joined(blob, _compressed(self._words.tobytes()))
+        if self._days is not None:
+            days = _compressed(self._days.tobytes())
+            blob = DAY_ROW + np.uint32(len(days)).tobytes() + days + blob
         rows.save_count_snapshot(self.last_seq, blob)
         self.since_snapshot = 0
         return True
 
-    def add(self, ids: np.ndarray) -> None:
-        """Count the ids (a text's ids once each, several texts one after another)."""
+    def add(self, ids: np.ndarray, days: tuple[np.ndarray, np.ndarray] | None = None) -> None:
+        """Count the ids (a text's ids once each, several texts one after another); ``days``: each text's day and
+        number of ids (None: undated, spread)."""
         counts = self._loaded()
         self.since_snapshot += len(ids)
+        self._total += len(ids)
         buckets = ids >> BUCKET_SHIFT
         # numpy's unbuffered add (quicker than sorting the ids into runs, docs/benchmarks.md; its fast path needs the
         # counters' own dtype for the increment), in chunks that cannot wrap a counter: a counter is at
@@ -181,6 +227,23 @@ class ShingleCounts:
             held = counts[chunk]
             if int(held.max()) > MOST:
                 counts[chunk[held > MOST]] = MOST
+        if self._days is not None:
+            self._add_days(buckets, days)
+
+    def _add_days(self, buckets: np.ndarray, days: tuple[np.ndarray, np.ndarray] | None) -> None:
+        state = self._days
+        assert state is not None
+        if days is None:
+            state[buckets] = SPREAD
+            return
+        each, sizes = days
+        of_id = np.repeat(each, sizes)
+        # A day at a time (a batch spans a day or two): a bucket keeps it if it held none or the same, else it is
+        # spread. A bucket twice in one day's ids gets the same value twice.
+        for day in np.unique(each):
+            held = buckets[of_id == day]
+            now = state[held]
+            state[held] = np.where((now == 0) | (now == day), day, SPREAD)
 
     def add_words(self, ids: np.ndarray) -> None:
         """Count word ids (each text's once, several texts one after another)."""
@@ -202,8 +265,19 @@ class ShingleCounts:
         return self._loaded()[ids >> BUCKET_SHIFT]
 
     def weights(self, ids: np.ndarray) -> np.ndarray:
-        """1 for a shingle held by at most ``boilerplate_texts`` texts, then ``boilerplate_texts / count``."""
-        return np.minimum(1.0, self.boilerplate_texts / np.maximum(self.counts(ids), 1))
+        """1 for a shingle held by at most ``boilerplate_texts`` texts, then ``boilerplate_texts / count`` (its
+        bucket's count less the mean, see BUCKET_SHIFT); with ``across_days``, 1 while every text that holds it came
+        out on one day."""
+        own = self.counts(ids) - self._total / len(self._loaded())  # less what other shingles add on average
+        weights = np.minimum(1.0, self.boilerplate_texts / np.maximum(own, 1.0))
+        if self._days is not None:
+            weights[self.one_day(ids)] = 1.0
+        return weights
+
+    def one_day(self, ids: np.ndarray) -> np.ndarray:
+        """Whether each shingle is held by texts of one day only (its bucket is not spread)."""
+        assert self._days is not None
+        return self._days[ids >> BUCKET_SHIFT] != SPREAD
 
 
 def weighted_overlap(a: np.ndarray, b: np.ndarray, weight_a: np.ndarray, weight_b: np.ndarray) -> tuple[float, float]:
@@ -217,14 +291,47 @@ def weighted_overlap(a: np.ndarray, b: np.ndarray, weight_a: np.ndarray, weight_
     return (both / union if union else 0.0, both / smaller if smaller else 0.0)
 
 
-def counted_shingles(shingle_sets: Sequence[np.ndarray], word_sets: Sequence[np.ndarray] = ()) -> bytes:
+def counted_shingles(
+    shingle_sets: Sequence[np.ndarray], word_sets: Sequence[np.ndarray] = (), days: Sequence[int] | None = None
+) -> bytes:
     """One ``shingle_counts`` row: the ids of the texts a batch adds, each text's ids once; with ``word_sets``
-    (the rewrite stage's, each with its text's mark), their word ids after them (``WORD_ROW``)."""
+    (the rewrite stage's, each with its text's mark), their word ids after them (``WORD_ROW``); with ``days``
+    (``day_of`` each text), the texts' days before them (``DAY_ROW``)."""
     shingles = np.concatenate([np.asarray(s, dtype=np.uint32) for s in shingle_sets]).tobytes() if shingle_sets else b""
-    if not word_sets:
-        return shingles
-    words = np.concatenate([np.asarray(w, dtype=np.uint32) for w in word_sets]).tobytes()
-    return _joined(shingles, words)
+    row = shingles
+    if word_sets:
+        words = np.concatenate([np.asarray(w, dtype=np.uint32) for w in word_sets]).tobytes()
+        row = _joined(shingles, words)
+    if days is None:
+        return row
+    sizes = np.array([len(s) for s in shingle_sets], dtype=np.uint32)
+    texts = np.uint32(len(sizes)).tobytes()
+    return DAY_ROW + texts + np.asarray(days, dtype=np.uint32).tobytes() + sizes.tobytes() + row
+
+
+def _row_days(blob: bytes) -> tuple[tuple[np.ndarray, np.ndarray] | None, bytes]:
+    """A row's texts' days and sizes (None: a row written without them), and the rest of the row. A row without
+    them starts with DAY_ROW only if its first id is that very number, and then its sizes give it away."""
+    if not blob.startswith(DAY_ROW) or len(blob) < 8:
+        return None, blob
+    texts = int(np.frombuffer(blob, dtype=np.uint32, count=1, offset=4)[0])
+    end = 8 + 8 * texts
+    if end > len(blob):
+        return None, blob
+    days = np.frombuffer(blob, dtype=np.uint32, count=texts, offset=8)
+    sizes = np.frombuffer(blob, dtype=np.uint32, count=texts, offset=8 + 4 * texts)
+    rest = blob[end:]
+    if int(sizes.sum()) * 4 > len(rest):
+        return None, blob
+    return (days.astype(np.uint16), sizes.astype(np.int64)), rest
+
+
+def _day_part(blob: bytes) -> tuple[bytes | None, bytes]:
+    """A snapshot's compressed days (None: written without them) and the rest of it."""
+    if not blob.startswith(DAY_ROW) or len(blob) < 8:
+        return None, blob
+    size = int(np.frombuffer(blob, dtype=np.uint32, count=1, offset=4)[0])
+    return blob[8 : 8 + size], blob[8 + size :]
 
 
 def _compressed(counters: bytes) -> bytes:

@@ -877,18 +877,19 @@ def _words(count: int, rng) -> str:
 def _one_opening(
     seed: int, opening_words: int, month: str, with_copy: bool = False
 ) -> tuple[list[RawDocument], list[RawDocument], Callable]:
-    """A stored text (c.txt), ten items opening as it does (x0-x9.txt; ``with_copy``: and another outlet's copy of
-    c.txt), and a maker of documents that share its opening and a part of the rest (``sharing("d.txt", "10")``:
-    published at that hour)."""
+    """A stored text (c.txt), ten items opening as it does (x0-x9.txt, one a day from the text's; ``with_copy``: and
+    another outlet's copy of c.txt), and a maker of documents that share its opening and a part of the rest
+    (``sharing("d.txt", "10")``: published at that hour)."""
     rng = random.Random(seed)
     opening, rest = _words(opening_words, rng), _words(60, rng)
     cut = " ".join(rest.split()[:26])
 
-    def doc(source: str, body: str, hour: str) -> RawDocument:
-        return RawDocument(source=source, body=body, published=f"2026-{month}-01T{hour}:00:00Z")
+    def doc(source: str, body: str, hour: str, day: int = 1) -> RawDocument:
+        return RawDocument(source=source, body=body, published=f"2026-{month}-{day:02d}T{hour}:00:00Z")
 
     before = [doc("c.txt", f"{opening} {rest}", "08")]
-    items = [doc(f"x{i}.txt", f"{opening} {_words(60, rng)}", "09") for i in range(10)]
+    # The items come out day after day, as a template's do (one day's texts are one release's cuts, to the counts).
+    items = [doc(f"x{i}.txt", f"{opening} {_words(60, rng)}", "09", day=i + 1) for i in range(10)]
     if with_copy:
         items.append(doc("c-copy.txt", f"{opening} {rest}", "09"))
     return before, items, lambda source, hour: doc(source, f"{opening} {cut} {_words(34, rng)}", hour)

@@ -258,3 +258,39 @@ def test_a_record_joins_the_story_it_copies_beyond_the_weights_and_holds_the_one
     book.decide(record, ["x", "y"])
     assert record.status is Status.DUPLICATE and record.story_id == "x"
     assert [(k.record_id, k.story_id, k.roundup) for k in book.links] == [("record", "y", False)]
+
+
+@pytest.mark.parametrize("case", ["one day", "day after day", "undated", "days off"])
+def test_a_release_cut_by_many_outlets_on_its_day_stays_one_story_and_a_template_of_many_days_does_not(
+    case: str,
+) -> None:
+    """Six outlets' cuts of one release, counted on its day: its wording weighs in full (``template_across_days``),
+    and a seventh outlet's copy that shares 0.56 of its shingles with the canonical joins the story. The same six texts
+    counted on six days are a template's items: its wording weighs 3/6, the copy's containment falls to 0.39 weighed
+    (0.69 of it left, under ``template_light_share``), and it founds its own story. So it does when the texts are
+    undated (as every text was before days were kept), or with the setting off."""
+    shared, canonical_own, copy_own = ids(0, 56), ids(100, 60), ids(200, 44)
+    sets = {"release": shingle_set(shared, canonical_own), "copy": shingle_set(shared, copy_own)}
+    settings = Settings(template_across_days=case != "days off")
+    counts = ShingleCounts(boilerplate_texts=3, across_days=settings.template_across_days)
+    for day in range(6):
+        days = (
+            None
+            if case == "undated"
+            else (np.array([40_000 + (day if case == "day after day" else 0)]), np.array([56]))
+        )
+        counts.add(shared, days)
+    book = Book(Stories(["release"]), settings, lambda wanted: {i: sets[i] for i in wanted}, counts)
+    book.load(["release"])
+    book.shingles.update(sets)
+    o = book.overlap("copy", "release")
+    weighted = book._weighted("copy", "release", counts)[1]
+    assert o.containment == pytest.approx(0.56)
+    copy = Placement("copy", "", Status.CANONICAL, "copy", (9, 9))
+    book.decide(copy, ["release"])
+    if case == "one day":
+        assert weighted == pytest.approx(o.containment)
+        assert copy.status is Status.DUPLICATE and copy.story_id == "release"
+    else:
+        assert weighted < settings.template_light_share * o.containment
+        assert copy.status is Status.CANONICAL and copy.story_id != "release"

@@ -1,5 +1,7 @@
 """How many different texts hold each shingle (docsieve/templates.py): the counts, their cap, the weights."""
 
+from datetime import UTC, datetime
+
 import numpy as np
 import pytest
 import sqlalchemy as sa
@@ -17,7 +19,31 @@ def test_template_weights_follow_the_counts_of_every_text() -> None:
     ids = pool
     held = np.array([sum(int(i) in set(t.tolist()) for t in texts) for i in ids])
     assert np.array_equal(counts.counts(ids), held)
-    assert np.allclose(counts.weights(ids), np.minimum(1.0, 3 / np.maximum(held, 1)))
+    # less the mean count of a bucket: what other shingles add to one (BUCKET_SHIFT)
+    mean = sum(len(t) for t in texts) / 2**24
+    assert np.allclose(counts.weights(ids), np.minimum(1.0, 3 / np.maximum(held - mean, 1)))
+
+
+def test_a_rare_shingle_keeps_its_weight_in_a_store_whose_buckets_all_hold_other_shingles() -> None:
+    """Half a million articles' worth of shingle ids (140 million, 8 a bucket on average): most shingles that two
+    texts hold still weigh 1 (a bucket's count varies about its mean by 3 either way), where their buckets' raw
+    counts would make nearly all of them boilerplate; one that thirty texts hold weighs 3/30, as in an empty store."""
+    from docsieve.templates import ShingleCounts
+
+    rng = np.random.default_rng(9)
+    counts = ShingleCounts(boilerplate_texts=3)
+    for _ in range(14):
+        counts.add(rng.integers(0, 2**32, 10_000_000, dtype=np.uint64).astype(np.uint32))
+    rare = rng.integers(0, 2**32, 2000, dtype=np.uint64).astype(np.uint32)
+    common = rng.integers(0, 2**32, 2000, dtype=np.uint64).astype(np.uint32)
+    for _ in range(2):
+        counts.add(rare)
+    for _ in range(30):
+        counts.add(common)
+    raw = np.minimum(1.0, 3 / counts.counts(rare))
+    assert np.mean(raw == 1.0) < 0.05  # the raw counts: boilerplate
+    assert np.mean(counts.weights(rare) == 1.0) > 0.6 and np.mean(counts.weights(rare)) > 0.85
+    assert np.median(counts.weights(common)) == pytest.approx(3 / 30, rel=0.1)
 
 
 def test_template_counts_stop_at_their_cap_and_never_wrap() -> None:
@@ -218,7 +244,7 @@ class _Snapshot:
 def test_snapshots_are_written_with_zstd_and_those_written_with_zlib_before_are_still_read() -> None:
     import zlib
 
-    from docsieve.templates import SNAPSHOT_AFTER, WORD_ROW, ZSTD_FRAME, ShingleCounts, _joined, _parts
+    from docsieve.templates import SNAPSHOT_AFTER, WORD_ROW, ZSTD_FRAME, ShingleCounts, _day_part, _joined, _parts
 
     rng = np.random.default_rng(8)
     shingles, words = rng.integers(0, 2**32, 5000, dtype=np.uint64).astype(np.uint32), np.arange(7, dtype=np.uint32)
@@ -235,9 +261,10 @@ def test_snapshots_are_written_with_zstd_and_those_written_with_zlib_before_are_
         # This version's snapshot of the same counts: zstd, read back the same.
         counts.since_snapshot, counts.last_seq = SNAPSHOT_AFTER, 4
         assert counts.snapshot_if_due(rows)  # type: ignore[arg-type]
-        parts = _parts(rows.saved, row=False)
-        assert rows.saved.startswith(WORD_ROW) is (blob is old)
-        assert all(part.startswith(ZSTD_FRAME) for part in parts if part is not None)
+        days, rest = _day_part(rows.saved)
+        parts = _parts(rest, row=False)
+        assert rest.startswith(WORD_ROW) is (blob is old)
+        assert days is not None and all(part.startswith(ZSTD_FRAME) for part in (days, *parts) if part is not None)
         again = ShingleCounts(boilerplate_texts=3)
         again.catch_up(_Snapshot(rows.saved))  # type: ignore[arg-type]
         assert np.array_equal(again.counts(shingles), truth.counts(shingles))
@@ -269,3 +296,97 @@ def test_a_snapshot_damaged_in_the_store_is_an_error_not_other_counts() -> None:
             counts.catch_up(_Snapshot(bytes(damaged)))  # type: ignore[arg-type]
             with pytest.raises(zstandard.ZstdError):
                 counts.counts(shingles)
+
+
+def _one_text_a_day(ids: np.ndarray, *days: int) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
+    """The same ids held by one text of each day, as ``ShingleCounts.add`` takes several texts at once."""
+    return np.tile(ids, len(days)), (np.array(days, dtype=np.uint16), np.full(len(days), len(ids)))
+
+
+def test_wording_held_on_one_day_weighs_in_full_until_a_text_of_another_day_holds_it() -> None:
+    """Six cuts of one release on its day: six texts hold its wording, which still weighs 1 (``across_days``); a
+    seventh text a day later makes it a template's, weighed 3/7. Two texts of two days in one call, or one undated
+    text, spread it at once; without ``across_days`` the counts alone weigh, as before days were kept."""
+    from docsieve.templates import SPREAD, ShingleCounts, day_of
+
+    day = day_of(datetime(2015, 7, 24, 6, 25, tzinfo=UTC))
+    assert day_of(datetime(2015, 7, 24, 23, 59, tzinfo=UTC)) == day and day_of(None) == SPREAD
+    release, two_days, undated = (np.arange(k << 20, (k << 20) + 50 * 256, 256, dtype=np.uint32) for k in (1, 2, 3))
+    counts, plain = ShingleCounts(boilerplate_texts=3), ShingleCounts(boilerplate_texts=3, across_days=False)
+    for c in (counts, plain):
+        c.add(*_one_text_a_day(release, *[day] * 6))
+        c.add(*_one_text_a_day(two_days, day, day, day, day + 1))
+        c.add(np.tile(undated, 4))  # four undated texts
+    assert counts.counts(release).tolist() == [6] * 50
+    assert counts.weights(release).tolist() == [1.0] * 50
+    assert np.allclose(plain.weights(release), 0.5, rtol=1e-3)  # the mean count a bucket, 0.00004, taken off
+    for spread in (two_days, undated):
+        assert np.allclose(counts.weights(spread), 3 / 4, rtol=1e-3)
+        assert np.allclose(plain.weights(spread), 3 / 4, rtol=1e-3)
+    counts.add(*_one_text_a_day(release, day + 1))
+    assert np.allclose(counts.weights(release), 3 / 7, rtol=1e-3)
+
+
+class _CountRows:
+    """A store's count rows and its newest snapshot (none: no snapshot)."""
+
+    def __init__(self, rows: list[bytes], snapshot: bytes | None = None) -> None:
+        self.rows, self.snapshot, self.saved = rows, snapshot, b""
+
+    def newest_count_snapshot(self) -> int:
+        return 0 if self.snapshot is None else 1
+
+    def count_snapshot(self, after_seq: int):
+        return (1, self.snapshot) if self.snapshot is not None and after_seq < 1 else None
+
+    def shingle_count_rows(self, after_seq: int):
+        return [(seq, row) for seq, row in enumerate(self.rows, start=2) if seq > after_seq]
+
+    def save_count_snapshot(self, seq: int, blob: bytes) -> None:
+        self.saved = blob
+
+    def counted_since_snapshot(self) -> int:
+        return 0
+
+
+def test_the_days_persist_in_count_rows_and_snapshots_and_rows_without_them_read_as_spread() -> None:
+    """Another process reads the days a row or a snapshot keeps, and the same weights; a row or snapshot written
+    before days were kept (or by a worker of that version) says nothing of days: its buckets are spread, weighed as
+    they were then."""
+    from docsieve.templates import SNAPSHOT_AFTER, SPREAD, ShingleCounts, _compressed, counted_shingles
+
+    rng = np.random.default_rng(4)
+    texts = [np.unique(rng.integers(0, 2**32, 300, dtype=np.uint64).astype(np.uint32)) for _ in range(6)]
+    texts[1] = np.union1d(texts[1], texts[0][:100])  # shares a third of the first text, a day later
+    days = [40_000, 40_001, 40_001, 40_002, 40_002, 40_002]
+    words = [np.arange(5, dtype=np.uint32) << 10 for _ in texts]
+    truth = ShingleCounts(boilerplate_texts=3)
+    truth.add(np.concatenate(texts), (np.array(days, dtype=np.uint16), np.array([len(t) for t in texts])))
+    rows = [counted_shingles(texts[:3], words[:3], days[:3]), counted_shingles(texts[3:], (), days[3:])]
+    counts = ShingleCounts(boilerplate_texts=3)
+    counts.catch_up(_CountRows(rows))
+    every = np.concatenate(texts)
+    assert np.array_equal(counts._loaded(), truth._loaded())
+    assert counts._days is not None and truth._days is not None and np.array_equal(counts._days, truth._days)
+    state = counts._days[every >> 8]
+    assert (state == SPREAD).any() and (state == 40_002).any()  # the first text's third spread, the last three not
+    assert counts.word_counts(words[0]).tolist() == [3] * 5
+    # Its snapshot, read by a third process: the same days.
+    saved = _CountRows([])
+    counts.since_snapshot, counts.last_seq = SNAPSHOT_AFTER, 3
+    assert counts.snapshot_if_due(saved)
+    third = ShingleCounts(boilerplate_texts=3)
+    third.catch_up(_CountRows([], snapshot=saved.saved))
+    assert np.array_equal(third._loaded(), truth._loaded())
+    assert third._days is not None and np.array_equal(third._days, truth._days)
+    # Written without days: an old row, an old snapshot.
+    old_row = ShingleCounts(boilerplate_texts=3)
+    old_row.catch_up(_CountRows([np.concatenate(texts).tobytes()]))
+    old_snapshot = ShingleCounts(boilerplate_texts=3)
+    old_snapshot.catch_up(_CountRows([], snapshot=_compressed(truth._loaded().tobytes())))
+    for old in (old_row, old_snapshot):
+        assert np.array_equal(old._loaded(), truth._loaded()) and old._days is not None
+        assert (old._days[every >> 8] == SPREAD).all() and int(old._days.max(initial=0)) == SPREAD
+        plain = ShingleCounts(boilerplate_texts=3, across_days=False)
+        plain.add(np.concatenate(texts))
+        assert np.array_equal(old.weights(every), plain.weights(every))
