@@ -241,9 +241,14 @@ class ShingleCounts:
         # A day at a time (a batch spans a day or two): a bucket keeps it if it held none or the same, else it is
         # spread. A bucket twice in one day's ids gets the same value twice.
         for day in np.unique(each):
-            held = buckets[of_id == day]
-            now = state[held]
-            state[held] = np.where((now == 0) | (now == day), day, SPREAD)
+            held = buckets[of_id == day].astype(np.intp)  # numpy would convert uint32 positions at each use
+            if day == SPREAD:  # undated texts
+                state[held] = SPREAD
+                continue
+            other = state[held]
+            other = (other != 0) & (other != day)
+            state[held] = day
+            state[held[other]] = SPREAD
 
     def add_words(self, ids: np.ndarray) -> None:
         """Count word ids (each text's once, several texts one after another)."""
