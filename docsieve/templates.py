@@ -86,7 +86,8 @@ ZSTD_FRAME = b"\x28\xb5\x2f\xfd"  # how a zstd frame starts (a zlib stream, 0x78
 # (uint32), the days, then the snapshot as before. Rows and snapshots without it: days unknown (SPREAD).
 DAY_ROW = b"DSD1"
 # A bucket's day: 0 for none counted yet, else the day (since DAY_ZERO) of every text counted in it, or SPREAD
-# once they are of two days (or one was undated). uint16 days since 1900 run to 2079; days outside are clamped.
+# once they are of two days (or one was undated). uint16 days since 1900 run to 2079; a date outside is none
+# (SPREAD).
 SPREAD = 0xFFFF
 DAY_ZERO = datetime(1900, 1, 1, tzinfo=UTC)
 
@@ -95,19 +96,24 @@ def day_of(published: datetime | None) -> int:
     """A text's day for the template counts: its publication day, SPREAD when it has none."""
     if published is None:
         return SPREAD
-    return min(max((published - DAY_ZERO).days, 1), SPREAD - 1)
+    if published.tzinfo is None:  # a naive time is UTC's, as parse_published takes it
+        published = published.replace(tzinfo=UTC)
+    day = (published - DAY_ZERO).days
+    return day if 0 < day < SPREAD else SPREAD  # a day the counters cannot hold: none, as an undated text's
 
 
 class ShingleCounts:
-    """How many different stored texts hold each shingle (by bucket, see BUCKET_SHIFT), and, ``across_days``,
-    whether they came out on more than one day."""
+    """How many different stored texts hold each shingle (by bucket, see BUCKET_SHIFT), and whether they came out
+    on more than one day."""
 
     def __init__(self, boilerplate_texts: int, across_days: bool = True) -> None:
         self.boilerplate_texts = boilerplate_texts
         self.across_days = across_days
         self._counts: np.ndarray | None = None  # not read yet (see catch_up)
-        self._total = 0  # the sum of the counts (those a cap stopped counted in full)
-        self._days: np.ndarray | None = None  # each bucket's day (or SPREAD), when across_days
+        self._total = 0  # the sum of the counters (as capped: what a snapshot's counters add up to)
+        # Each bucket's day (or SPREAD), kept whatever ``across_days`` says, which only chooses whether the weights
+        # read them: a worker with it off would otherwise write snapshots without days, spreading every bucket for all.
+        self._days: np.ndarray | None = None
         self._words: np.ndarray | None = None  # no word counted yet
         self._rows: CountRows | None = None
         self._released = False  # the transaction of the last catch_up has ended
@@ -143,7 +149,7 @@ class ShingleCounts:
             if self._released:
                 raise RuntimeError("template counts needed outside a transaction: catch_up first")
             self._counts = np.zeros(1 << (32 - BUCKET_SHIFT), dtype=np.uint16)  # pages are taken as written
-            self._days = np.zeros(1 << (32 - BUCKET_SHIFT), dtype=np.uint16) if self.across_days else None
+            self._days = np.zeros(1 << (32 - BUCKET_SHIFT), dtype=np.uint16)
             if self._rows is not None:  # else a counter of its own, with nothing stored to read
                 self._read(self._rows)
         return self._counts
@@ -165,12 +171,11 @@ class ShingleCounts:
                 shingles, words = _parts(blob, row=False)
                 self._counts = np.frombuffer(_decompressed(shingles), dtype=np.uint16).copy()
                 self._total = int(self._counts.sum(dtype=np.int64))
-                if self.across_days:  # days unknown before they were kept: spread, as all were then
-                    self._days = (
-                        np.frombuffer(_decompressed(days), dtype=np.uint16).copy()
-                        if days is not None
-                        else np.where(self._counts > 0, SPREAD, 0).astype(np.uint16)
-                    )
+                self._days = (  # days unknown before they were kept: spread, as all were then
+                    np.frombuffer(_decompressed(days), dtype=np.uint16).copy()
+                    if days is not None
+                    else np.where(self._counts > 0, SPREAD, 0).astype(np.uint16)
+                )
                 self._words = None if words is None else np.frombuffer(_decompressed(words), dtype=np.uint32).copy()
                 self.last_seq, self.since_snapshot = seq, 0
             for seq, blob in rows.shingle_count_rows(self.last_seq):
@@ -226,7 +231,9 @@ class ShingleCounts:
             np.add.at(counts, chunk, np.uint16(1))
             held = counts[chunk]
             if int(held.max()) > MOST:
-                counts[chunk[held > MOST]] = MOST
+                over = np.unique(chunk[held > MOST])
+                self._total -= int(counts[over].sum(dtype=np.int64)) - MOST * len(over)
+                counts[over] = MOST
         if self._days is not None:
             self._add_days(buckets, days)
 
@@ -275,7 +282,7 @@ class ShingleCounts:
         out on one day."""
         own = self.counts(ids) - self._total / len(self._loaded())  # less what other shingles add on average
         weights = np.minimum(1.0, self.boilerplate_texts / np.maximum(own, 1.0))
-        if self._days is not None:
+        if self.across_days:
             weights[self.one_day(ids)] = 1.0
         return weights
 

@@ -1678,3 +1678,48 @@ def test_a_batch_decided_in_part_stores_what_it_decided_whole_under_the_lock_wou
         assert second.decided_again == 1
     (got, tables), (expected, expected_tables) = results
     assert got == expected and tables == expected_tables and not tables["faults"]
+
+
+def test_migration_0016_takes_the_days_off_the_count_rows_and_snapshots_on_the_way_down(tmp_path: Path) -> None:
+    """A store of this revision holds count rows and a snapshot with the texts' days: downgraded to 0015, each row
+    is the ids (and words) alone and the snapshot its counters alone, what a docsieve of 0015 reads; upgraded
+    again, a process reads the same counts from them, every bucket spread (days unknown)."""
+    from alembic import command
+
+    from docsieve.schema import shingle_count_snapshots as snapshots
+    from docsieve.schema import shingle_counts as rows
+    from docsieve.templates import SPREAD, ShingleCounts, _compressed, counted_shingles
+
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    Store(url).close()
+    engine = sa.create_engine(url)
+    rng = np.random.default_rng(3)
+    texts = [rng.integers(0, 2**32, 50, dtype=np.uint64).astype(np.uint32) for _ in range(3)]
+    words = [np.arange(4, dtype=np.uint32) << 10 for _ in texts]
+    plain_row = counted_shingles(texts, words)
+    before = np.zeros(1 << 24, dtype=np.uint16)
+    before[rng.integers(0, 1 << 24, 1000)] = 2
+    counters = _compressed(before.tobytes())
+    days = _compressed(np.where(before > 0, 45_000, 0).astype(np.uint16).tobytes())
+    with engine.begin() as conn:
+        conn.execute(rows.insert().values(seq=5, counts=counted_shingles(texts, words, [45_000, 45_001, SPREAD])))
+        snapshot = b"DSD1" + np.uint32(len(days)).tobytes() + days + counters
+        conn.execute(snapshots.insert().values(seq=4, counts=snapshot))
+        command.downgrade(alembic_config(conn), "0015")
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(rows.c.counts)).scalar_one() == plain_row
+        assert conn.execute(sa.select(snapshots.c.counts)).scalar_one() == counters
+    engine.dispose()
+    store = Store(url)  # opening the store migrates it up again
+    counts = ShingleCounts(boilerplate_texts=3)
+    with counts.bound(), store.reading() as txn:
+        counts.catch_up(txn)
+        held = counts._loaded()
+    ids = np.concatenate(texts)
+    truth = before.copy()
+    np.add.at(truth, ids >> 8, np.uint16(1))
+    assert np.array_equal(held, truth) and counts._days is not None
+    assert (counts._days[truth > 0] == SPREAD).all() and (counts._days[truth == 0] == 0).all()
+    with store.reading() as txn:
+        assert txn.conn.scalar(sa.text("select version_num from alembic_version")) == SCHEMA_REVISION == "0016"
+    store.close()

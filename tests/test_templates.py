@@ -390,3 +390,168 @@ def test_the_days_persist_in_count_rows_and_snapshots_and_rows_without_them_read
         plain = ShingleCounts(boilerplate_texts=3, across_days=False)
         plain.add(np.concatenate(texts))
         assert np.array_equal(old.weights(every), plain.weights(every))
+
+
+@pytest.mark.parametrize("snapshots", [False, True])
+def test_the_process_that_stores_a_batch_and_one_that_reads_its_row_keep_the_same_days(
+    tmp_path, monkeypatch, snapshots: bool
+) -> None:
+    """A process that holds the counts adds its own batch after the commit; another reads the batch's row (or, with
+    ``snapshots``, a snapshot of the first's counts and the rows after it): both keep in each new text's buckets its
+    own publication day (a batch of three days, a batch of one text), and nothing of a near copy's (not counted).
+    The same counts, days and weights either way."""
+    import docsieve.templates as templates
+    from docsieve.models import RawDocument
+    from docsieve.pipeline import Pipeline
+    from docsieve.readers import Item
+    from docsieve.settings import Settings
+    from docsieve.store import Store
+    from docsieve.templates import SPREAD, ShingleCounts, day_of
+
+    if snapshots:
+        monkeypatch.setattr(templates, "SNAPSHOT_AFTER", 300)  # ids: one due every batch or two
+    settings = Settings(store=f"sqlite:///{tmp_path / 's.db'}", rewrites=False)
+    rng = np.random.default_rng(12)
+    vocabulary = [f"w{i}" for i in range(3000)]
+    bodies = [" ".join(rng.choice(vocabulary, 200)) for _ in range(6)]
+    docs = [RawDocument(f"d{i}", bodies[i], published=f"2026-03-{1 + 2 * i:02d}T09:00:00Z") for i in range(6)]
+    copy = RawDocument("copy", f"{bodies[0]} w1 w2 w3", published="2026-03-30T09:00:00Z")  # a near copy of d0
+    first = Pipeline(Store(settings.store), settings)
+    with first.templates.bound(), first.store.writing() as txn:  # it holds the counts: adds its own batches
+        first.templates.catch_up(txn)
+        first.templates._loaded()
+    batches: list[list[Item]] = [[*docs[:3]], [copy, docs[3], docs[4]], [docs[5]]]
+    stored = [record for batch in batches for record in first.process(batch)]
+    assert [r.status.value for r in stored] == ["canonical"] * 3 + ["duplicate"] + ["canonical"] * 3
+    second = ShingleCounts(settings.boilerplate_texts)
+    with second.bound(), first.store.writing() as txn:
+        assert (txn.count_snapshot(0) is not None) is snapshots
+        second.catch_up(txn)
+        second._loaded()
+        sketches = txn.sketches([r.id for r in stored], settings)
+    mine = first.templates
+    assert mine._days is not None and second._days is not None
+    assert np.array_equal(mine._loaded(), second._loaded()) and np.array_equal(mine._days, second._days)
+    every = np.concatenate([s.shingles for s in sketches.values()])
+    assert np.array_equal(mine.weights(every), second.weights(every))
+    for record in (r for r in stored if r.status.value == "canonical"):
+        day = day_of(record.published_at)
+        assert day != SPREAD and np.mean(mine._days[sketches[record.id].shingles >> 8] == day) > 0.9
+    first.close()
+
+
+def test_a_process_that_starts_from_a_snapshot_weighs_as_the_one_that_wrote_it() -> None:
+    """The weights take the mean count of a bucket off (``weights``): a process that reads the counts from a
+    snapshot takes the same mean off as the one that counted them, and weighs a shingle of six texts (of six days)
+    exactly as it does."""
+    from docsieve.templates import SNAPSHOT_AFTER, ShingleCounts
+
+    rng = np.random.default_rng(13)
+    six = np.arange(5 << 20, (5 << 20) + 40 * 256, 256, dtype=np.uint32)
+    counts = ShingleCounts(boilerplate_texts=3)
+    counts.add(rng.integers(0, 2**32, 2_000_000, dtype=np.uint64).astype(np.uint32))  # 0.12 a bucket
+    counts.add(*_one_text_a_day(six, *range(40_000, 40_006)))
+    saved = _CountRows([])
+    counts.since_snapshot, counts.last_seq = SNAPSHOT_AFTER, 3
+    assert counts.snapshot_if_due(saved)
+    again = ShingleCounts(boilerplate_texts=3)
+    again.catch_up(_CountRows([], snapshot=saved.saved))
+    assert np.array_equal(again.weights(six), counts.weights(six)) and (counts.weights(six) < 0.6).all()
+
+
+def test_a_process_that_starts_from_a_snapshot_weighs_as_the_one_that_counted_the_rows_past_the_cap() -> None:
+    """A bucket counted past the cap (MOST) stops there, and the mean taken off the weights is that of the counters
+    as they stand: a process that starts from a snapshot of them weighs a shingle exactly as the process that counted
+    the rows (2M ids past the cap made them differ by 2%), so two workers weigh alike whatever they read."""
+    from docsieve.templates import MOST, SNAPSHOT_AFTER, ShingleCounts, counted_shingles
+
+    rng = np.random.default_rng(14)
+    six = np.arange(5 << 20, (5 << 20) + 40 * 256, 256, dtype=np.uint32)
+    boilerplate = np.full(60 * MOST, 7 << 24, dtype=np.uint32)  # one shingle of 60 MOST texts: 2M ids past the cap
+    noise = rng.integers(0, 2**32, 1_000_000, dtype=np.uint64).astype(np.uint32)
+    rows = [counted_shingles([boilerplate]), counted_shingles([noise]), counted_shingles([six] * 6)]
+    counts = ShingleCounts(boilerplate_texts=3)
+    counts.catch_up(_CountRows(rows))
+    counts._loaded()
+    saved = _CountRows([])
+    counts.since_snapshot, counts.last_seq = SNAPSHOT_AFTER, 4
+    assert counts.snapshot_if_due(saved)
+    again = ShingleCounts(boilerplate_texts=3)
+    again.catch_up(_CountRows([], snapshot=saved.saved))
+    assert np.array_equal(again.weights(six), counts.weights(six))
+
+
+class _BrokenRows(_CountRows):
+    """Count rows (no snapshot) whose first read fails after its first row."""
+
+    def __init__(self, rows: list[bytes]) -> None:
+        super().__init__(rows)
+        self.breaks = True
+
+    def shingle_count_rows(self, after_seq: int):
+        for seq, row in super().shingle_count_rows(after_seq):
+            yield seq, row
+            if self.breaks:
+                self.breaks = False
+                raise ConnectionError("the store went away")
+
+
+def test_counts_whose_read_of_the_rows_fails_weigh_as_a_fresh_process_once_read_again() -> None:
+    """With no snapshot to start again from, a read of the rows that fails part-way counts none of them twice, the
+    mean a bucket taken off the weights included: the next read weighs as a process that read them once."""
+    from docsieve.templates import ShingleCounts, counted_shingles
+
+    rng = np.random.default_rng(15)
+    six = np.arange(5 << 20, (5 << 20) + 40 * 256, 256, dtype=np.uint32)
+    noise = rng.integers(0, 2**32, 1_000_000, dtype=np.uint64).astype(np.uint32)
+    rows = [counted_shingles([noise], (), [40_000]), counted_shingles([six] * 6, (), list(range(40_000, 40_006)))]
+    fresh = ShingleCounts(boilerplate_texts=3)
+    fresh.catch_up(_CountRows(rows))
+    broken = _BrokenRows(rows)
+    counts = ShingleCounts(boilerplate_texts=3)
+    counts.catch_up(broken)
+    with pytest.raises(ConnectionError):
+        counts.weights(six)
+    counts.catch_up(broken)
+    assert np.array_equal(counts.weights(six), fresh.weights(six)) and (fresh.weights(six) < 0.6).all()
+
+
+def test_a_text_of_the_first_day_kept_and_one_of_another_day_spread_their_wording() -> None:
+    """Day 0 means no text counted in a bucket: a text of 1900-01-01 (the first day kept) is not taken for none,
+    and with a text of another day its wording is spread."""
+    from docsieve.templates import SPREAD, ShingleCounts, day_of
+
+    ids = np.arange(3 << 20, (3 << 20) + 30 * 256, 256, dtype=np.uint32)
+    first, later = day_of(datetime(1900, 1, 1, 12, tzinfo=UTC)), day_of(datetime(2015, 7, 24, tzinfo=UTC))
+    counts = ShingleCounts(boilerplate_texts=3)
+    counts.add(*_one_text_a_day(ids, first, later))
+    assert first != 0 and counts._days is not None and (counts._days[ids >> 8] == SPREAD).all()
+
+
+def test_texts_dated_outside_the_days_kept_count_as_undated() -> None:
+    """Dates the uint16 days cannot hold (before 1900, from mid-2079; parse_published takes 1800-2200) are no day,
+    as an undated text's (SPREAD): clamped to the first or the last day kept, texts of many years apart would be
+    of one day, and their shared wording would weigh in full however many of them hold it."""
+    from docsieve.templates import SPREAD, ShingleCounts, day_of
+
+    assert [day_of(datetime(year, 6, 1, tzinfo=UTC)) for year in (1850, 1899, 2080, 2199)] == [SPREAD] * 4
+    ids = np.arange(3 << 20, (3 << 20) + 30 * 256, 256, dtype=np.uint32)
+    counts = ShingleCounts(boilerplate_texts=3)
+    counts.add(*_one_text_a_day(ids, *(day_of(datetime(year, 1, 1, tzinfo=UTC)) for year in range(1850, 1856))))
+    assert np.allclose(counts.weights(ids), 3 / 6, rtol=1e-3)
+
+
+def test_a_row_written_without_days_whose_first_id_is_the_day_mark_is_read_as_ids() -> None:
+    """A row of ids alone (written before days were kept) whose first id is DAY_ROW's very number: its
+    sizes do not add up to the ids after them, so it is read as ids, every one counted, its buckets spread."""
+    from docsieve.templates import DAY_ROW, SPREAD, ShingleCounts
+
+    rng = np.random.default_rng(16)
+    ids = rng.integers(0, 2**32, 300, dtype=np.uint64).astype(np.uint32)
+    ids[0], ids[1] = np.frombuffer(DAY_ROW, dtype=np.uint32)[0], 2
+    counts = ShingleCounts(boilerplate_texts=3)
+    counts.catch_up(_CountRows([ids.tobytes()]))
+    truth = ShingleCounts(boilerplate_texts=3)
+    truth.add(ids)
+    assert np.array_equal(counts._loaded(), truth._loaded())
+    assert counts._days is not None and (counts._days[ids >> 8] == SPREAD).all()
