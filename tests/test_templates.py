@@ -24,6 +24,7 @@ def test_template_weights_follow_the_counts_of_every_text() -> None:
     assert np.allclose(counts.weights(ids), np.minimum(1.0, 3 / np.maximum(held - mean, 1)))
 
 
+@pytest.mark.slow  # 140 million ids counted: 4 s
 def test_a_rare_shingle_keeps_its_weight_in_a_store_whose_buckets_all_hold_other_shingles() -> None:
     """Half a million articles' worth of shingle ids (140 million, 8 a bucket on average): most shingles that two
     texts hold still weigh 1 (a bucket's count varies about its mean by 3 either way), where their buckets' raw
