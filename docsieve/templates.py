@@ -283,13 +283,9 @@ class ShingleCounts:
         own = self.counts(ids) - self._total / len(self._loaded())  # less what other shingles add on average
         weights = np.minimum(1.0, self.boilerplate_texts / np.maximum(own, 1.0))
         if self.across_days:
-            weights[self.one_day(ids)] = 1.0
+            assert self._days is not None  # made with the counts (_loaded)
+            weights[self._days[ids >> BUCKET_SHIFT] != SPREAD] = 1.0  # texts of one day only
         return weights
-
-    def one_day(self, ids: np.ndarray) -> np.ndarray:
-        """Whether each shingle is held by texts of one day only (its bucket is not spread)."""
-        assert self._days is not None
-        return self._days[ids >> BUCKET_SHIFT] != SPREAD
 
 
 def weighted_overlap(a: np.ndarray, b: np.ndarray, weight_a: np.ndarray, weight_b: np.ndarray) -> tuple[float, float]:
