@@ -1,14 +1,15 @@
 """How long the template counts keep a shingle's day (docsieve/templates.py, ``template_across_days``) as a store
-grows: buckets are shared, and a shingle of another day landing in a release's bucket spreads it, which falls back
-on the rule without days.
+grows: buckets are shared, and every bucket holds some ids of other days; a shingle reads as of one day while its
+bucket holds no more of them than the mean count of a bucket (``ShingleCounts.of_one_day``), else it is weighed by
+the rule without days.
 
     .venv/bin/python bench/template_days.py [--corpus ../shared/corpus] [--days 90] [--per-day 1400]
 
 Fingerprints every article of saudinewsnet-dev once, then counts a growing store day by day: each day ``--per-day``
 articles drawn from them, their shingle ids salted by the day (so every day's news is new text, as the worst case
-for collisions; real news repeats more). After each day's texts are counted, it prints how many buckets are spread,
-and the share of that day's shingles that still read as of one day (the share the rule can weigh in full) for a
-release carried on that day, which is what a same-day copy is weighed by.
+for collisions; real news repeats more). After each day's texts are counted, it prints the share of that day's
+shingles that still read as of one day (the share the rule can weigh in full) for a release carried on that day,
+which is what a same-day copy is weighed by.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from quality import load_saudinewsnet
 
 from docsieve.fingerprint import fingerprint_batch
 from docsieve.settings import Settings
-from docsieve.templates import BUCKET_SHIFT, SPREAD, ShingleCounts
+from docsieve.templates import ShingleCounts
 
 
 def shingle_sets(docs: list[dict]) -> list[np.ndarray]:
@@ -55,15 +56,12 @@ def main() -> None:
     sets = shingle_sets(load_saudinewsnet(folder_or_exit(args.corpus)))
     print(f"{len(sets)} shingle sets, {np.mean([len(s) for s in sets]):.0f} shingles each on average")
     counts = ShingleCounts(boilerplate_texts=3)
-    print("| day | articles stored | buckets spread | a day's shingles still of one day |")
-    print("|---:|---:|---:|---:|")
+    print("| day | articles stored | a day's shingles still of one day |")
+    print("|---:|---:|---:|")
     for day, ids in grow(counts, sets, 1, args.days, args.per_day):
         if day in (1, 2, 7, 14, 30, 60, 90) or day == args.days:
-            state = counts._days
-            assert state is not None
-            spread = float(np.mean(state == SPREAD))
-            still = float(np.mean(state[ids >> BUCKET_SHIFT] != SPREAD))
-            print(f"| {day} | {day * args.per_day:,} | {spread:.1%} | {still:.1%} |")
+            still = float(np.mean(counts.of_one_day(ids)))
+            print(f"| {day} | {day * args.per_day:,} | {still:.1%} |")
 
 
 if __name__ == "__main__":

@@ -14,14 +14,15 @@ when the first items of a template were merged (the count does not wait for the 
 The counts persist in the store (``shingle_counts``: one row of shingle ids per batch, read by every
 process from where it last looked, like the candidate index), so all workers share them.
 
-Wording held on one day only counts in full however many texts hold it (``across_days``): the cuts of one
-release all come out on its day, while a template's boilerplate comes back day after day (a forecast, a cable on
-each head of state's national day). So each bucket also keeps the publication day of the texts counted in it, or
-that they came out on different days (``SPREAD``); a text without a publication date counts as spread, weighed
-as every text was before days were kept. Buckets are shared: where a shingle of another day falls into a
-bucket, it is spread too early, which falls back on the rule without days, never a stricter one. As a store
-grows, more buckets are spread so, and the rule fades into the one without days (docs/benchmarks.md measures
-how fast).
+The texts of one day count as one (``across_days``): the cuts of one release all come out on its day, while a
+template's boilerplate comes back day after day (a forecast, a cable on each head of state's national day). So each
+bucket also keeps the latest publication day of the texts counted in it and how many of its ids are of other days
+(or undated), and a shingle whose bucket holds no more of other days than other shingles put in a bucket on average
+weighs 1 (``of_one_day``). Buckets are shared: a shingle of a later day landing in a release's bucket takes the
+bucket to its day and costs the release's later cuts their day, which falls back on the rule without days, never a
+stricter one. A bucket so tells what its latest day did whatever the store's age: about half of a day's shingles
+read as of one day at every size measured (bench/template_days.py), where a bucket once reached by any other day's
+shingle used to be spread for good (none after 511,000 articles).
 
 With the rewrite stage on (docsieve/rewrites.py), the same rows and snapshots also carry the word ids of the
 texts counted, kept apart from the shingles' (``WORD_ROW``): the document frequencies of words, counted in
@@ -82,37 +83,44 @@ WORD_BUCKET_SHIFT = 10
 WORD_ROW = b"DSW1"
 ZSTD_FRAME = b"\x28\xb5\x2f\xfd"  # how a zstd frame starts (a zlib stream, 0x78)
 # A count row with days: this mark, the number of texts (uint32), each text's day (uint32), each text's number of
-# shingle ids (uint32), then the row as before. A snapshot with days: this mark, the size of the compressed days
-# (uint32), the days, then the snapshot as before. Rows and snapshots without it: days unknown (SPREAD).
+# shingle ids (uint32), then the row as before. Rows without it: texts undated.
 DAY_ROW = b"DSD1"
-# A bucket's day: 0 for none counted yet, else the day (since DAY_ZERO) of every text counted in it, or SPREAD
-# once they are of two days (or one was undated). uint16 days since 1900 run to 2079; a date outside is none
-# (SPREAD).
-SPREAD = 0xFFFF
+# A snapshot with days: this mark, the size of the compressed days (uint32), the days (``ShingleCounts._days``),
+# then the snapshot as before. A snapshot of DAY_ROW (schema 0016) kept for each bucket the day of all its texts,
+# or UNDATED (uint16); one without either mark, none.
+DAY_SNAPSHOT = b"DSD2"
+# A bucket's days, one uint32: its latest day in the top half, its ids of other days in the bottom (capped at MOST,
+# as the counts are), read and written together. The latest day is 0 for none counted yet, else the latest day
+# (since DAY_ZERO) of the texts counted in it, or UNDATED where that is unknown (counted from a snapshot without
+# days). uint16 days since 1900 run to 2079; a date outside is none (UNDATED), as an undated text's.
+DAY_BITS = 16
+OTHERS = (1 << DAY_BITS) - 1
+UNDATED = 0xFFFF
 DAY_ZERO = datetime(1900, 1, 1, tzinfo=UTC)
 
 
 def day_of(published: datetime | None) -> int:
-    """A text's day for the template counts: its publication day, SPREAD when it has none."""
+    """A text's day for the template counts: its publication day, UNDATED when it has none."""
     if published is None:
-        return SPREAD
+        return UNDATED
     if published.tzinfo is None:  # a naive time is UTC's, as parse_published takes it
         published = published.replace(tzinfo=UTC)
     day = (published - DAY_ZERO).days
-    return day if 0 < day < SPREAD else SPREAD  # a day the counters cannot hold: none, as an undated text's
+    return day if 0 < day < UNDATED else UNDATED  # a day the counters cannot hold: none, as an undated text's
 
 
 class ShingleCounts:
-    """How many different stored texts hold each shingle (by bucket, see BUCKET_SHIFT), and whether they came out
-    on more than one day."""
+    """How many different stored texts hold each shingle (by bucket, see BUCKET_SHIFT), and how many of them came
+    out on other days than its latest."""
 
     def __init__(self, boilerplate_texts: int, across_days: bool = True) -> None:
         self.boilerplate_texts = boilerplate_texts
         self.across_days = across_days
         self._counts: np.ndarray | None = None  # not read yet (see catch_up)
         self._total = 0  # the sum of the counters (as capped: what a snapshot's counters add up to)
-        # Each bucket's day (or SPREAD), kept whatever ``across_days`` says, which only chooses whether the weights
-        # read them: a worker with it off would otherwise write snapshots without days, spreading every bucket for all.
+        # Each bucket's latest day (or UNDATED) and how many of its ids are of other days or undated (capped as the
+        # counts are), kept whatever ``across_days`` says, which only chooses whether the weights read them: a worker
+        # with it off would otherwise write snapshots without days, unknown for every bucket for all.
         self._days: np.ndarray | None = None
         self._words: np.ndarray | None = None  # no word counted yet
         self._rows: CountRows | None = None
@@ -149,7 +157,7 @@ class ShingleCounts:
             if self._released:
                 raise RuntimeError("template counts needed outside a transaction: catch_up first")
             self._counts = np.zeros(1 << (32 - BUCKET_SHIFT), dtype=np.uint16)  # pages are taken as written
-            self._days = np.zeros(1 << (32 - BUCKET_SHIFT), dtype=np.uint16)
+            self._days = np.zeros(1 << (32 - BUCKET_SHIFT), dtype=np.uint32)
             if self._rows is not None:  # else a counter of its own, with nothing stored to read
                 self._read(self._rows)
         return self._counts
@@ -167,15 +175,11 @@ class ShingleCounts:
             newest = rows.newest_count_snapshot()
             if (snapshot := rows.count_snapshot(after)) is not None:
                 seq, blob = snapshot
-                days, blob = _day_part(blob)
+                old_days, days, blob = _day_parts(blob)
                 shingles, words = _parts(blob, row=False)
                 self._counts = np.frombuffer(_decompressed(shingles), dtype=np.uint16).copy()
                 self._total = int(self._counts.sum(dtype=np.int64))
-                self._days = (  # days unknown before they were kept: spread, as all were then
-                    np.frombuffer(_decompressed(days), dtype=np.uint16).copy()
-                    if days is not None
-                    else np.where(self._counts > 0, SPREAD, 0).astype(np.uint16)
-                )
+                self._days = _read_days(self._counts, old_days, days)
                 self._words = None if words is None else np.frombuffer(_decompressed(words), dtype=np.uint32).copy()
                 self.last_seq, self.since_snapshot = seq, 0
             for seq, blob in rows.shingle_count_rows(self.last_seq):
@@ -211,51 +215,43 @@ class ShingleCounts:
             blob = _joined(blob, _compressed(self._words.tobytes()))
         if self._days is not None:
             days = _compressed(self._days.tobytes())
-            blob = DAY_ROW + np.uint32(len(days)).tobytes() + days + blob
+            blob = DAY_SNAPSHOT + np.uint32(len(days)).tobytes() + days + blob
         rows.save_count_snapshot(self.last_seq, blob)
         self.since_snapshot = 0
         return True
 
     def add(self, ids: np.ndarray, days: tuple[np.ndarray, np.ndarray] | None = None) -> None:
         """Count the ids (a text's ids once each, several texts one after another); ``days``: each text's day and
-        number of ids (None: undated, spread)."""
-        counts = self._loaded()
+        number of ids (None: undated)."""
+        self._loaded()
         self.since_snapshot += len(ids)
-        self._total += len(ids)
-        buckets = ids >> BUCKET_SHIFT
-        # numpy's unbuffered add (quicker than sorting the ids into runs, docs/benchmarks.md; its fast path needs the
-        # counters' own dtype for the increment), in chunks that cannot wrap a counter: a counter is at
-        # most MOST and a chunk adds at most MOST - 1 more, and each chunk's counters are capped again.
-        for start in range(0, len(buckets), MOST - 1):
-            chunk = buckets[start : start + MOST - 1]
-            np.add.at(counts, chunk, np.uint16(1))
-            held = counts[chunk]
-            if int(held.max()) > MOST:
-                over = np.unique(chunk[held > MOST])
-                self._total -= int(counts[over].sum(dtype=np.int64)) - MOST * len(over)
-                counts[over] = MOST
-        if self._days is not None:
-            self._add_days(buckets, days)
-
-    def _add_days(self, buckets: np.ndarray, days: tuple[np.ndarray, np.ndarray] | None) -> None:
-        state = self._days
-        assert state is not None
-        if days is None:
-            state[buckets] = SPREAD
+        buckets = (ids >> BUCKET_SHIFT).astype(np.intp)  # numpy would convert uint32 positions at each use
+        if days is None or not len(days[0]):
+            self._add_of_day(buckets, UNDATED)
             return
         each, sizes = days
+        if (each == each[0]).all():  # a batch of one day, as most are: no split
+            self._add_of_day(buckets, int(each[0]))
+            return
         of_id = np.repeat(each, sizes)
-        # A day at a time (a batch spans a day or two): a bucket keeps it if it held none or the same, else it is
-        # spread. A bucket twice in one day's ids gets the same value twice.
-        for day in np.unique(each):
-            held = buckets[of_id == day].astype(np.intp)  # numpy would convert uint32 positions at each use
-            if day == SPREAD:  # undated texts
-                state[held] = SPREAD
-                continue
-            other = state[held]
-            other = (other != 0) & (other != day)
-            state[held] = day
-            state[held[other]] = SPREAD
+        for day in np.unique(each):  # earliest first, each counted before the next day's ids start their buckets
+            self._add_of_day(buckets[of_id == day], int(day))
+
+    def _add_of_day(self, buckets: np.ndarray, day: int) -> None:
+        """Count ids of one day (UNDATED: undated). Before they are counted, a bucket whose latest day is earlier
+        (or none, or unknown) takes the day, every id it holds then of other days; a bucket of a later day counts them
+        as of other days, as a dated bucket does undated ids."""
+        counts, state = self._loaded(), self._days
+        if state is not None:
+            before = state[buckets] >> DAY_BITS
+            if day == UNDATED:
+                _count_capped(state, buckets[(before != 0) & (before != UNDATED)])
+            else:
+                # A bucket twice here gets the same value twice.
+                started = buckets[(before < day) | (before == UNDATED)]
+                state[started] = np.uint32(day << DAY_BITS) | counts[started]
+                _count_capped(state, buckets[(before > day) & (before != UNDATED)])
+        self._total += len(buckets) - _count_capped(counts, buckets)
 
     def add_words(self, ids: np.ndarray) -> None:
         """Count word ids (each text's once, several texts one after another)."""
@@ -278,14 +274,52 @@ class ShingleCounts:
 
     def weights(self, ids: np.ndarray) -> np.ndarray:
         """1 for a shingle held by at most ``boilerplate_texts`` texts, then ``boilerplate_texts / count`` (its
-        bucket's count less the mean, see BUCKET_SHIFT); with ``across_days``, 1 while every text that holds it came
-        out on one day."""
-        own = self.counts(ids) - self._total / len(self._loaded())  # less what other shingles add on average
+        bucket's count less the mean, see BUCKET_SHIFT); with ``across_days``, 1 while the texts counted that hold it
+        all came out on one day (``of_one_day``)."""
+        counts = self._loaded()
+        buckets = ids >> BUCKET_SHIFT
+        mean = self._total / len(counts)
+        own = counts[buckets] - mean  # less what other shingles add on average
         weights = np.minimum(1.0, self.boilerplate_texts / np.maximum(own, 1.0))
         if self.across_days:
-            assert self._days is not None  # made with the counts (_loaded)
-            weights[self._days[ids >> BUCKET_SHIFT] != SPREAD] = 1.0  # texts of one day only
+            weights[self._of_one_day(buckets, mean)] = 1.0
         return weights
+
+    def of_one_day(self, ids: np.ndarray) -> np.ndarray:
+        """Whether the texts counted that hold each shingle all came out on one day: the ids its bucket holds of
+        other days than the latest are no more than other shingles put there on average (the mean count of a
+        bucket). A store that has counted millions of ids puts a few in every bucket (BUCKET_SHIFT), so a bucket
+        holding only one day's texts of its own cannot be told from one holding them and a few others' texts of
+        other days; up to a standard deviation of the mean more merged two cables of one template (to two heads of
+        state, on different days) in a store grown by 90 days (docs/benchmarks.md)."""
+        counts = self._loaded()
+        return self._of_one_day(ids >> BUCKET_SHIFT, self._total / len(counts))
+
+    def _of_one_day(self, buckets: np.ndarray, mean: float) -> np.ndarray:
+        assert self._days is not None  # made with the counts (_loaded)
+        held = self._days[buckets]
+        latest = held >> DAY_BITS
+        return (latest != 0) & (latest != UNDATED) & ((held & OTHERS) <= mean)
+
+
+def _count_capped(counters: np.ndarray, buckets: np.ndarray) -> int:
+    """Add one to the counters at each of ``buckets``, none past MOST; how many ones the cap took. The counters are
+    uint16, or a bucket's days (uint32), whose bottom half (OTHERS) is counted."""
+    taken = 0
+    # numpy's unbuffered add (quicker than sorting the ids into runs, docs/benchmarks.md; its fast path needs the
+    # counters' own dtype for the increment), in chunks that cannot wrap a counter: a counter is at
+    # most MOST and a chunk adds at most MOST - 1 more, and each chunk's counters are capped again.
+    one = counters.dtype.type(1)
+    for start in range(0, len(buckets), MOST - 1):
+        chunk = buckets[start : start + MOST - 1]
+        np.add.at(counters, chunk, one)
+        held = counters[chunk] & OTHERS
+        if int(held.max(initial=0)) > MOST:
+            over = np.unique(chunk[held > MOST])
+            counted = counters[over] & OTHERS
+            taken += int(counted.sum(dtype=np.int64)) - MOST * len(over)
+            counters[over] = counters[over] - counted + MOST  # the top half (a bucket's day) kept
+    return taken
 
 
 def weighted_overlap(a: np.ndarray, b: np.ndarray, weight_a: np.ndarray, weight_b: np.ndarray) -> tuple[float, float]:
@@ -334,12 +368,27 @@ def _row_days(blob: bytes) -> tuple[tuple[np.ndarray, np.ndarray] | None, bytes]
     return (days.astype(np.uint16), sizes.astype(np.int64)), rest
 
 
-def _day_part(blob: bytes) -> tuple[bytes | None, bytes]:
-    """A snapshot's compressed days (None: written without them) and the rest of it."""
-    if not blob.startswith(DAY_ROW) or len(blob) < 8:
-        return None, blob
+def _day_parts(blob: bytes) -> tuple[bytes | None, bytes | None, bytes]:
+    """A snapshot's compressed days as schema 0016 kept them (None: not of 0016), its compressed days (None: written
+    without them, or by 0016) and the rest of it."""
+    if not (blob.startswith(DAY_SNAPSHOT) or blob.startswith(DAY_ROW)) or len(blob) < 8:
+        return None, None, blob
     size = int(np.frombuffer(blob, dtype=np.uint32, count=1, offset=4)[0])
-    return blob[8 : 8 + size], blob[8 + size :]
+    days, rest = blob[8 : 8 + size], blob[8 + size :]
+    return (days, None, rest) if blob.startswith(DAY_ROW) else (None, days, rest)
+
+
+def _read_days(counts: np.ndarray, old_days: bytes | None, days: bytes | None) -> np.ndarray:
+    """Each bucket's days (``ShingleCounts._days``), from a snapshot's parts (``_day_parts``). A snapshot of schema
+    0016 kept a bucket's day only while all its texts were of it (none of other days), else SPREAD (UNDATED's
+    value); one before it, no day at all: those buckets' latest days are unknown, all their ids of other days."""
+    if days is not None:
+        return np.frombuffer(_decompressed(days), dtype=np.uint32).copy()
+    latest = np.frombuffer(_decompressed(old_days), dtype=np.uint16) if old_days is not None else None
+    if latest is None:
+        latest = np.where(counts > 0, UNDATED, 0).astype(np.uint16)
+    others = np.where(latest == UNDATED, counts, 0)
+    return (latest.astype(np.uint32) << DAY_BITS) | others.astype(np.uint32)
 
 
 def _compressed(counters: bytes) -> bytes:

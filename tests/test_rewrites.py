@@ -22,7 +22,7 @@ from docsieve.readers import read
 from docsieve.rewrites import TEXT_MARK, RewriteScores, counted_words, word_containment
 from docsieve.settings import Settings, SettingsError
 from docsieve.store import Store
-from docsieve.templates import MOST, WORD_ROW, ShingleCounts, _day_part, _parts, counted_shingles, weighted_overlap
+from docsieve.templates import MOST, WORD_ROW, ShingleCounts, _day_parts, _parts, counted_shingles, weighted_overlap
 from tests.story_checks import problems
 from tests.test_stories import VOCABULARY, edit, text
 from tests.test_stories import words as random_words
@@ -744,7 +744,7 @@ def test_another_process_reads_the_word_counts_from_the_snapshot_and_the_rows(tm
     first.ingest([RawDocument(source=f"d{i}", body=text(random_words(700 + i, 200))) for i in range(40)])
     with first.store.reading() as txn:
         snapshot = txn.count_snapshot(0)
-    assert snapshot is not None and _day_part(snapshot[1])[1].startswith(WORD_ROW)
+    assert snapshot is not None and _day_parts(snapshot[1])[2].startswith(WORD_ROW)
     second = ShingleCounts(settings.boilerplate_texts)
     with second.bound(), first.store.writing() as txn:
         second.catch_up(txn)

@@ -1683,12 +1683,12 @@ def test_a_batch_decided_in_part_stores_what_it_decided_whole_under_the_lock_wou
 def test_migration_0016_takes_the_days_off_the_count_rows_and_snapshots_on_the_way_down(tmp_path: Path) -> None:
     """A store of this revision holds count rows and a snapshot with the texts' days: downgraded to 0015, each row
     is the ids (and words) alone and the snapshot its counters alone, what a docsieve of 0015 reads; upgraded
-    again, a process reads the same counts from them, every bucket spread (days unknown)."""
+    again, a process reads the same counts from them, every bucket's days unknown."""
     from alembic import command
 
     from docsieve.schema import shingle_count_snapshots as snapshots
     from docsieve.schema import shingle_counts as rows
-    from docsieve.templates import SPREAD, ShingleCounts, _compressed, counted_shingles
+    from docsieve.templates import UNDATED, ShingleCounts, _compressed, counted_shingles
 
     url = f"sqlite:///{tmp_path / 's.db'}"
     Store(url).close()
@@ -1702,7 +1702,7 @@ def test_migration_0016_takes_the_days_off_the_count_rows_and_snapshots_on_the_w
     counters = _compressed(before.tobytes())
     days = _compressed(np.where(before > 0, 45_000, 0).astype(np.uint16).tobytes())
     with engine.begin() as conn:
-        conn.execute(rows.insert().values(seq=5, counts=counted_shingles(texts, words, [45_000, 45_001, SPREAD])))
+        conn.execute(rows.insert().values(seq=5, counts=counted_shingles(texts, words, [45_000, 45_001, UNDATED])))
         snapshot = b"DSD1" + np.uint32(len(days)).tobytes() + days + counters
         conn.execute(snapshots.insert().values(seq=4, counts=snapshot))
         command.downgrade(alembic_config(conn), "0015")
@@ -1719,7 +1719,64 @@ def test_migration_0016_takes_the_days_off_the_count_rows_and_snapshots_on_the_w
     truth = before.copy()
     np.add.at(truth, ids >> 8, np.uint16(1))
     assert np.array_equal(held, truth) and counts._days is not None
-    assert (counts._days[truth > 0] == SPREAD).all() and (counts._days[truth == 0] == 0).all()
+    latest = counts._days >> 16
+    assert (latest[before > 0] == UNDATED).all() and (latest[truth == 0] == 0).all()
+    assert not counts.of_one_day(ids).any()  # the row's texts are undated now
     with store.reading() as txn:
-        assert txn.conn.scalar(sa.text("select version_num from alembic_version")) == SCHEMA_REVISION == "0016"
+        assert txn.conn.scalar(sa.text("select version_num from alembic_version")) == SCHEMA_REVISION
+    store.close()
+
+
+def test_migration_0017_writes_the_snapshots_as_0016_kept_the_days_on_the_way_down(tmp_path: Path) -> None:
+    """A snapshot of this revision keeps each bucket's latest day and the count of its ids of that day: downgraded to
+    0016, it keeps a bucket's day where all the bucket's ids were of it, else SPREAD, as 0016 wrote them; upgraded
+    again, a process weighs from it exactly as from the counts it was written from (a bucket of one day with its
+    whole count, the others of days unknown, as of other days)."""
+    from alembic import command
+
+    from docsieve.schema import shingle_count_snapshots as snapshots
+    from docsieve.templates import DAY_ROW, SNAPSHOT_AFTER, UNDATED, ShingleCounts, _day_parts, _decompressed
+
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    Store(url).close()
+    engine = sa.create_engine(url)
+    one_day, two_days, undated = (np.arange(k << 20, (k << 20) + 40 * 256, 256, dtype=np.uint32) for k in (1, 2, 3))
+    counts = ShingleCounts(boilerplate_texts=3)
+    counts.add(np.tile(one_day, 4), (np.full(4, 45_000, dtype=np.uint16), np.full(4, 40)))
+    counts.add(np.tile(two_days, 3), (np.array([45_000, 45_001, 45_001], dtype=np.uint16), np.full(3, 40)))
+    counts.add(np.tile(undated, 2))
+    counts.add_words(np.arange(3, dtype=np.uint32) << 10)
+
+    class Saved:
+        blob = b""
+
+        def newest_count_snapshot(self) -> int:
+            return 0
+
+        def save_count_snapshot(self, seq: int, blob: bytes) -> None:
+            self.blob = blob
+
+    saved = Saved()
+    counts.since_snapshot, counts.last_seq = SNAPSHOT_AFTER, 4
+    assert counts.snapshot_if_due(saved)  # type: ignore[arg-type]
+    with engine.begin() as conn:
+        conn.execute(snapshots.insert().values(seq=4, counts=saved.blob))
+        command.downgrade(alembic_config(conn), "0016")
+    with engine.connect() as conn:
+        old = bytes(conn.execute(sa.select(snapshots.c.counts)).scalar_one())
+    engine.dispose()
+    days, latest, rest = _day_parts(old)
+    assert old.startswith(DAY_ROW) and days is not None and latest is None and rest == _day_parts(saved.blob)[2]
+    kept = np.frombuffer(_decompressed(days), dtype=np.uint16)
+    assert (kept[one_day >> 8] == 45_000).all()
+    assert (kept[two_days >> 8] == UNDATED).all() and (kept[undated >> 8] == UNDATED).all()
+    assert int(np.count_nonzero(kept)) == 3 * 40
+    store = Store(url)  # opening the store migrates it up again
+    again = ShingleCounts(boilerplate_texts=3)
+    with again.bound(), store.reading() as txn:
+        again.catch_up(txn)
+        every = np.concatenate([one_day, two_days, undated])
+        assert np.array_equal(again.weights(every), counts.weights(every))
+        assert again.of_one_day(one_day).all() and not again.of_one_day(np.concatenate([two_days, undated])).any()
+        assert again.word_counts(np.arange(3, dtype=np.uint32) << 10).tolist() == [1, 1, 1]
     store.close()

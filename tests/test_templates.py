@@ -245,7 +245,7 @@ class _Snapshot:
 def test_snapshots_are_written_with_zstd_and_those_written_with_zlib_before_are_still_read() -> None:
     import zlib
 
-    from docsieve.templates import SNAPSHOT_AFTER, WORD_ROW, ZSTD_FRAME, ShingleCounts, _day_part, _joined, _parts
+    from docsieve.templates import SNAPSHOT_AFTER, WORD_ROW, ZSTD_FRAME, ShingleCounts, _day_parts, _joined, _parts
 
     rng = np.random.default_rng(8)
     shingles, words = rng.integers(0, 2**32, 5000, dtype=np.uint64).astype(np.uint32), np.arange(7, dtype=np.uint32)
@@ -262,10 +262,11 @@ def test_snapshots_are_written_with_zstd_and_those_written_with_zlib_before_are_
         # This version's snapshot of the same counts: zstd, read back the same.
         counts.since_snapshot, counts.last_seq = SNAPSHOT_AFTER, 4
         assert counts.snapshot_if_due(rows)  # type: ignore[arg-type]
-        days, rest = _day_part(rows.saved)
+        old_days, days, rest = _day_parts(rows.saved)
         parts = _parts(rest, row=False)
         assert rest.startswith(WORD_ROW) is (blob is old)
-        assert days is not None and all(part.startswith(ZSTD_FRAME) for part in (days, *parts) if part is not None)
+        assert old_days is None and days is not None
+        assert all(part.startswith(ZSTD_FRAME) for part in (days, *parts) if part is not None)
         again = ShingleCounts(boilerplate_texts=3)
         again.catch_up(_Snapshot(rows.saved))  # type: ignore[arg-type]
         assert np.array_equal(again.counts(shingles), truth.counts(shingles))
@@ -299,6 +300,18 @@ def test_a_snapshot_damaged_in_the_store_is_an_error_not_other_counts() -> None:
                 counts.counts(shingles)
 
 
+def _latest(counts, ids: np.ndarray) -> np.ndarray:
+    """The latest day of each id's bucket (``ShingleCounts._days``' top half)."""
+    assert counts._days is not None
+    return counts._days[ids >> 8] >> 16
+
+
+def _others(counts, ids: np.ndarray) -> np.ndarray:
+    """How many ids of other days than its latest each id's bucket holds (``ShingleCounts._days``' bottom half)."""
+    assert counts._days is not None
+    return counts._days[ids >> 8] & 0xFFFF
+
+
 def _one_text_a_day(ids: np.ndarray, *days: int) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
     """The same ids held by one text of each day, as ``ShingleCounts.add`` takes several texts at once."""
     return np.tile(ids, len(days)), (np.array(days, dtype=np.uint16), np.full(len(days), len(ids)))
@@ -307,11 +320,12 @@ def _one_text_a_day(ids: np.ndarray, *days: int) -> tuple[np.ndarray, tuple[np.n
 def test_wording_held_on_one_day_weighs_in_full_until_a_text_of_another_day_holds_it() -> None:
     """Six cuts of one release on its day: six texts hold its wording, which still weighs 1 (``across_days``); a
     seventh text a day later makes it a template's, weighed 3/7. Two texts of two days in one call, or one undated
-    text, spread it at once; without ``across_days`` the counts alone weigh, as before days were kept."""
-    from docsieve.templates import SPREAD, ShingleCounts, day_of
+    text, count as texts of other days at once; without ``across_days`` the counts alone weigh, as before days were
+    kept."""
+    from docsieve.templates import UNDATED, ShingleCounts, day_of
 
     day = day_of(datetime(2015, 7, 24, 6, 25, tzinfo=UTC))
-    assert day_of(datetime(2015, 7, 24, 23, 59, tzinfo=UTC)) == day and day_of(None) == SPREAD
+    assert day_of(datetime(2015, 7, 24, 23, 59, tzinfo=UTC)) == day and day_of(None) == UNDATED
     release, two_days, undated = (np.arange(k << 20, (k << 20) + 50 * 256, 256, dtype=np.uint32) for k in (1, 2, 3))
     counts, plain = ShingleCounts(boilerplate_texts=3), ShingleCounts(boilerplate_texts=3, across_days=False)
     for c in (counts, plain):
@@ -321,9 +335,9 @@ def test_wording_held_on_one_day_weighs_in_full_until_a_text_of_another_day_hold
     assert counts.counts(release).tolist() == [6] * 50
     assert counts.weights(release).tolist() == [1.0] * 50
     assert np.allclose(plain.weights(release), 0.5, rtol=1e-3)  # the mean count a bucket, 0.00004, taken off
-    for spread in (two_days, undated):
-        assert np.allclose(counts.weights(spread), 3 / 4, rtol=1e-3)
-        assert np.allclose(plain.weights(spread), 3 / 4, rtol=1e-3)
+    for of_days in (two_days, undated):
+        assert np.allclose(counts.weights(of_days), 3 / 4, rtol=1e-3)
+        assert np.allclose(plain.weights(of_days), 3 / 4, rtol=1e-3)
     counts.add(*_one_text_a_day(release, day + 1))
     assert np.allclose(counts.weights(release), 3 / 7, rtol=1e-3)
 
@@ -350,11 +364,11 @@ class _CountRows:
         return 0
 
 
-def test_the_days_persist_in_count_rows_and_snapshots_and_rows_without_them_read_as_spread() -> None:
+def test_the_days_persist_in_count_rows_and_snapshots_and_those_without_them_read_as_of_other_days() -> None:
     """Another process reads the days a row or a snapshot keeps, and the same weights; a row or snapshot written
-    before days were kept (or by a worker of that version) says nothing of days: its buckets are spread, weighed as
-    they were then."""
-    from docsieve.templates import SNAPSHOT_AFTER, SPREAD, ShingleCounts, _compressed, counted_shingles
+    before days were kept (or by a worker of that version) says nothing of days: its texts count as of other days,
+    weighed as they were then."""
+    from docsieve.templates import SNAPSHOT_AFTER, UNDATED, ShingleCounts, _compressed, counted_shingles
 
     rng = np.random.default_rng(4)
     texts = [np.unique(rng.integers(0, 2**32, 300, dtype=np.uint64).astype(np.uint32)) for _ in range(6)]
@@ -368,9 +382,11 @@ def test_the_days_persist_in_count_rows_and_snapshots_and_rows_without_them_read
     counts.catch_up(_CountRows(rows))
     every = np.concatenate(texts)
     assert np.array_equal(counts._loaded(), truth._loaded())
-    assert counts._days is not None and truth._days is not None and np.array_equal(counts._days, truth._days)
-    state = counts._days[every >> 8]
-    assert (state == SPREAD).any() and (state == 40_002).any()  # the first text's third spread, the last three not
+    for kept in (counts, truth):
+        assert kept._days is not None
+    assert np.array_equal(counts._days, truth._days)
+    shared = np.intersect1d(texts[0], texts[1])  # the first text's third, of two days
+    assert not counts.of_one_day(shared).any() and counts.of_one_day(np.setdiff1d(every, shared)).all()
     assert counts.word_counts(words[0]).tolist() == [3] * 5
     # Its snapshot, read by a third process: the same days.
     saved = _CountRows([])
@@ -380,17 +396,101 @@ def test_the_days_persist_in_count_rows_and_snapshots_and_rows_without_them_read
     third.catch_up(_CountRows([], snapshot=saved.saved))
     assert np.array_equal(third._loaded(), truth._loaded())
     assert third._days is not None and np.array_equal(third._days, truth._days)
-    # Written without days: an old row, an old snapshot.
+    assert np.array_equal(third.weights(every), truth.weights(every))
+    # Written without days: an old row (no day: none kept), an old snapshot (days unknown).
     old_row = ShingleCounts(boilerplate_texts=3)
     old_row.catch_up(_CountRows([np.concatenate(texts).tobytes()]))
     old_snapshot = ShingleCounts(boilerplate_texts=3)
     old_snapshot.catch_up(_CountRows([], snapshot=_compressed(truth._loaded().tobytes())))
     for old in (old_row, old_snapshot):
-        assert np.array_equal(old._loaded(), truth._loaded()) and old._days is not None
-        assert (old._days[every >> 8] == SPREAD).all() and int(old._days.max(initial=0)) == SPREAD
+        assert np.array_equal(old._loaded(), truth._loaded()) and not old.of_one_day(every).any()
         plain = ShingleCounts(boilerplate_texts=3, across_days=False)
         plain.add(np.concatenate(texts))
         assert np.array_equal(old.weights(every), plain.weights(every))
+    assert (_latest(old_snapshot, every) == UNDATED).all()
+
+
+def test_a_snapshot_of_schema_0016_reads_as_latest_days_holding_all_of_a_buckets_texts() -> None:
+    """Schema 0016's snapshots kept a bucket's day while all its texts were of it, else SPREAD: such a bucket's latest
+    day is that day with the whole count of it, a spread one's is unknown. The same weights as the counts written so,
+    and a text of a later day counted after it takes either bucket to its day, its earlier texts of other days."""
+    from docsieve.templates import DAY_ROW, SNAPSHOT_AFTER, UNDATED, ShingleCounts, _compressed
+
+    release, series = (np.arange(k << 20, (k << 20) + 40 * 256, 256, dtype=np.uint32) for k in (1, 2))
+    truth = ShingleCounts(boilerplate_texts=3)
+    truth.add(*_one_text_a_day(release, *[40_000] * 6))
+    truth.add(*_one_text_a_day(series, *range(40_000, 40_006)))
+    assert truth._days is not None
+    latest = truth._days >> 16
+    old_days = np.where(latest == 40_005, UNDATED, latest).astype(np.uint16)  # as 0016 kept them
+    days = _compressed(old_days.tobytes())
+    counts = ShingleCounts(boilerplate_texts=3)
+    snapshot = DAY_ROW + np.uint32(len(days)).tobytes() + days + _compressed(truth._loaded().tobytes())
+    counts.catch_up(_CountRows([], snapshot=snapshot))
+    assert counts.of_one_day(release).all() and not counts.of_one_day(series).any()
+    every = np.concatenate([release, series])
+    assert np.array_equal(counts.weights(every), truth.weights(every))
+    assert (_others(counts, release) == 0).all() and (_others(counts, series) == 6).all()
+    assert (_latest(counts, release) == 40_000).all() and (_latest(counts, series) == UNDATED).all()
+    counts.add(*_one_text_a_day(np.concatenate([release, series]), 40_009))
+    assert (_latest(counts, every) == 40_009).all()
+    assert not counts.of_one_day(every).any()
+    saved = _CountRows([])
+    counts.since_snapshot, counts.last_seq = SNAPSHOT_AFTER, 3
+    assert counts.snapshot_if_due(saved) and saved.saved.startswith(b"DSD2")  # written as this version's
+
+
+def test_a_bucket_keeps_its_latest_day_and_texts_of_earlier_days_count_as_of_other_days() -> None:
+    """Texts come in out of publication order (a backfill, a slow feed): a bucket keeps its latest day, with the
+    count of other days' ids; a text of an earlier day counted after it adds to them, and one of a later day takes
+    the bucket to its day, every id before of other days. A batch of two days counts the earlier first."""
+    from docsieve.templates import ShingleCounts
+
+    ids = np.arange(6 << 20, (6 << 20) + 30 * 256, 256, dtype=np.uint32)
+    counts = ShingleCounts(boilerplate_texts=3)
+    counts.add(*_one_text_a_day(ids, 40_010, 40_010))
+    assert counts.of_one_day(ids).all()
+    counts.add(*_one_text_a_day(ids, 40_008))  # an earlier day's text, counted later
+    assert (_latest(counts, ids) == 40_010).all() and (_others(counts, ids) == 1).all()
+    assert not counts.of_one_day(ids).any()
+    counts.add(*_one_text_a_day(ids, 40_011, 40_011))  # a later day's: the bucket's day, the three before other days'
+    assert (_latest(counts, ids) == 40_011).all() and (_others(counts, ids) == 3).all()
+    counts.add(np.tile(ids, 2))  # two undated texts: of other days
+    assert (_others(counts, ids) == 5).all() and not counts.of_one_day(ids).any()
+    assert np.allclose(counts.weights(ids), 3 / 7, rtol=1e-3)
+    counts.add(*_one_text_a_day(ids, 40_020, 40_019))  # one batch, the later day first
+    assert (_latest(counts, ids) == 40_020).all() and (_others(counts, ids) == 8).all()
+
+
+@pytest.mark.slow
+def test_a_releases_wording_stays_of_one_day_in_a_store_grown_by_months_of_other_texts() -> None:
+    """Buckets are shared: in a store that has counted 45 days of 1,400 articles (63 million ids, 3.75 in a bucket on
+    average), nearly every bucket holds ids of many days. Six cuts of a release on one day still weigh their wording in
+    full where at most the mean of other days' ids shares their buckets, about half of it (the days kept as 0016
+    kept them, any other day's id spreading a bucket for good: none); a template's wording on six days does not."""
+    from docsieve.templates import ShingleCounts
+
+    rng = np.random.default_rng(17)
+    counts = ShingleCounts(boilerplate_texts=3)
+    per_day = 1400 * 1000
+    for day in range(40_000, 40_045):
+        counts.add(rng.integers(0, 2**32, per_day, dtype=np.uint64).astype(np.uint32), _texts_of(day, 1400, per_day))
+    release = np.unique(rng.integers(0, 2**32, 600, dtype=np.uint64).astype(np.uint32))
+    template = np.unique(rng.integers(0, 2**32, 600, dtype=np.uint64).astype(np.uint32))
+    counts.add(*_one_text_a_day(release, *[40_045] * 6))
+    counts.add(*_one_text_a_day(template, *range(40_040, 40_046)))
+    assert counts._days is not None and counts._total / len(counts._days) > 3.5
+    assert 0.4 < counts.of_one_day(release).mean() < 0.8
+    assert counts.of_one_day(template).mean() < 0.02
+    assert (counts.weights(release)[counts.of_one_day(release)] == 1.0).all()
+    assert counts.weights(release).mean() > counts.weights(template).mean() + 0.1
+
+
+def _texts_of(day: int, texts: int, ids: int) -> tuple[np.ndarray, np.ndarray]:
+    """``texts`` texts of one day sharing ``ids`` ids evenly, as ``ShingleCounts.add`` takes them."""
+    sizes = np.full(texts, ids // texts, dtype=np.int64)
+    sizes[-1] += ids - int(sizes.sum())
+    return np.full(texts, day, dtype=np.uint16), sizes
 
 
 @pytest.mark.parametrize("snapshots", [False, True])
@@ -407,7 +507,7 @@ def test_the_process_that_stores_a_batch_and_one_that_reads_its_row_keep_the_sam
     from docsieve.readers import Item
     from docsieve.settings import Settings
     from docsieve.store import Store
-    from docsieve.templates import SPREAD, ShingleCounts, day_of
+    from docsieve.templates import UNDATED, ShingleCounts, day_of
 
     if snapshots:
         monkeypatch.setattr(templates, "SNAPSHOT_AFTER", 300)  # ids: one due every batch or two
@@ -437,7 +537,7 @@ def test_the_process_that_stores_a_batch_and_one_that_reads_its_row_keep_the_sam
     assert np.array_equal(mine.weights(every), second.weights(every))
     for record in (r for r in stored if r.status.value == "canonical"):
         day = day_of(record.published_at)
-        assert day != SPREAD and np.mean(mine._days[sketches[record.id].shingles >> 8] == day) > 0.9
+        assert day != UNDATED and np.mean(_latest(mine, sketches[record.id].shingles) == day) > 0.9
     first.close()
 
 
@@ -517,25 +617,28 @@ def test_counts_whose_read_of_the_rows_fails_weigh_as_a_fresh_process_once_read_
     assert np.array_equal(counts.weights(six), fresh.weights(six)) and (fresh.weights(six) < 0.6).all()
 
 
-def test_a_text_of_the_first_day_kept_and_one_of_another_day_spread_their_wording() -> None:
-    """Day 0 means no text counted in a bucket: a text of 1900-01-01 (the first day kept) is not taken for none,
-    and with a text of another day its wording is spread."""
-    from docsieve.templates import SPREAD, ShingleCounts, day_of
+def test_a_text_of_the_first_day_kept_is_of_a_day_and_one_of_another_day_makes_its_wording_of_two() -> None:
+    """Day 0 means no text counted in a bucket, so no text is of it (1900-01-01 is undated): a text of 1900-01-02 (the
+    first day kept) is of a day, and with a text of another day its wording is of two days."""
+    from docsieve.templates import UNDATED, ShingleCounts, day_of
 
     ids = np.arange(3 << 20, (3 << 20) + 30 * 256, 256, dtype=np.uint32)
-    first, later = day_of(datetime(1900, 1, 1, 12, tzinfo=UTC)), day_of(datetime(2015, 7, 24, tzinfo=UTC))
+    first, later = day_of(datetime(1900, 1, 2, 12, tzinfo=UTC)), day_of(datetime(2015, 7, 24, tzinfo=UTC))
+    assert first == 1 and day_of(datetime(1900, 1, 1, 12, tzinfo=UTC)) == UNDATED
     counts = ShingleCounts(boilerplate_texts=3)
-    counts.add(*_one_text_a_day(ids, first, later))
-    assert first != 0 and counts._days is not None and (counts._days[ids >> 8] == SPREAD).all()
+    counts.add(*_one_text_a_day(ids, first))
+    assert counts.of_one_day(ids).all()
+    counts.add(*_one_text_a_day(ids, later))
+    assert (_latest(counts, ids) == later).all() and not counts.of_one_day(ids).any()
 
 
 def test_texts_dated_outside_the_days_kept_count_as_undated() -> None:
     """Dates the uint16 days cannot hold (before 1900, from mid-2079; parse_published takes 1800-2200) are no day,
-    as an undated text's (SPREAD): clamped to the first or the last day kept, texts of many years apart would be
+    as an undated text's (UNDATED): clamped to the first or the last day kept, texts of many years apart would be
     of one day, and their shared wording would weigh in full however many of them hold it."""
-    from docsieve.templates import SPREAD, ShingleCounts, day_of
+    from docsieve.templates import UNDATED, ShingleCounts, day_of
 
-    assert [day_of(datetime(year, 6, 1, tzinfo=UTC)) for year in (1850, 1899, 2080, 2199)] == [SPREAD] * 4
+    assert [day_of(datetime(year, 6, 1, tzinfo=UTC)) for year in (1850, 1899, 2080, 2199)] == [UNDATED] * 4
     ids = np.arange(3 << 20, (3 << 20) + 30 * 256, 256, dtype=np.uint32)
     counts = ShingleCounts(boilerplate_texts=3)
     counts.add(*_one_text_a_day(ids, *(day_of(datetime(year, 1, 1, tzinfo=UTC)) for year in range(1850, 1856))))
@@ -544,8 +647,8 @@ def test_texts_dated_outside_the_days_kept_count_as_undated() -> None:
 
 def test_a_row_written_without_days_whose_first_id_is_the_day_mark_is_read_as_ids() -> None:
     """A row of ids alone (written before days were kept) whose first id is DAY_ROW's very number: its
-    sizes do not add up to the ids after them, so it is read as ids, every one counted, its buckets spread."""
-    from docsieve.templates import DAY_ROW, SPREAD, ShingleCounts
+    sizes do not add up to the ids after them, so it is read as ids, every one counted, of no day."""
+    from docsieve.templates import DAY_ROW, ShingleCounts
 
     rng = np.random.default_rng(16)
     ids = rng.integers(0, 2**32, 300, dtype=np.uint64).astype(np.uint32)
@@ -555,4 +658,4 @@ def test_a_row_written_without_days_whose_first_id_is_the_day_mark_is_read_as_id
     truth = ShingleCounts(boilerplate_texts=3)
     truth.add(ids)
     assert np.array_equal(counts._loaded(), truth._loaded())
-    assert counts._days is not None and (counts._days[ids >> 8] == SPREAD).all()
+    assert (_latest(counts, ids) == 0).all() and not counts.of_one_day(ids).any()
