@@ -91,8 +91,9 @@ class CoreSettings:
     # threshold. A much-copied release counts as a template too (each cut of it is a different text), so a
     # borderline copy of it lost its story by a few percent (bench/labels/natural-ar-extra-e.md). 1: off.
     template_light_share: float = 0.85
-    # ... and only once texts published on two different days hold it: the cuts of one release come out on its
-    # day, a template's items day after day. Undated texts count as of different days (the rule without days).
+    # ... and only once texts published on two different days hold it (more of other days' ids in its bucket than
+    # the mean of a bucket, docsieve/templates.py): the cuts of one release come out on its day, a template's items
+    # day after day. Undated texts count as of different days (the rule without days).
     template_across_days: bool = True
     # The rewrite stage (docsieve/rewrites.py): a document the shingles place in no story joins the story of a
     # candidate whose canonical holds at least ``rewrite_threshold`` of its words (the shorter text's words,

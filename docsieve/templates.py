@@ -166,7 +166,8 @@ class ShingleCounts:
         try:
             self._read_rows(rows)
         except BaseException:  # counted part-way, perhaps past rows a snapshot took: read all again next time
-            self._counts, self._days, self._total, self.last_seq, self.since_snapshot = None, None, 0, 0, 0
+            self._counts, self._days, self._words = None, None, None
+            self._total, self.last_seq, self.since_snapshot = 0, 0, 0
             raise
 
     def _read_rows(self, rows: CountRows) -> None:
@@ -234,7 +235,7 @@ class ShingleCounts:
             self._add_of_day(buckets, int(each[0]))
             return
         of_id = np.repeat(each, sizes)
-        for day in np.unique(each):  # earliest first, each counted before the next day's ids start their buckets
+        for day in np.unique(each):
             self._add_of_day(buckets[of_id == day], int(day))
 
     def _add_of_day(self, buckets: np.ndarray, day: int) -> None:

@@ -599,13 +599,18 @@ class _BrokenRows(_CountRows):
 
 def test_counts_whose_read_of_the_rows_fails_weigh_as_a_fresh_process_once_read_again() -> None:
     """With no snapshot to start again from, a read of the rows that fails part-way counts none of them twice, the
-    mean a bucket taken off the weights included: the next read weighs as a process that read them once."""
+    mean a bucket taken off the weights and the words' counts included: the next read weighs as a process that read
+    them once."""
     from docsieve.templates import ShingleCounts, counted_shingles
 
     rng = np.random.default_rng(15)
     six = np.arange(5 << 20, (5 << 20) + 40 * 256, 256, dtype=np.uint32)
     noise = rng.integers(0, 2**32, 1_000_000, dtype=np.uint64).astype(np.uint32)
-    rows = [counted_shingles([noise], (), [40_000]), counted_shingles([six] * 6, (), list(range(40_000, 40_006)))]
+    words = np.arange(3, dtype=np.uint32) << 10
+    rows = [
+        counted_shingles([noise], [words], [40_000]),
+        counted_shingles([six] * 6, [words] * 6, list(range(40_000, 40_006))),
+    ]
     fresh = ShingleCounts(boilerplate_texts=3)
     fresh.catch_up(_CountRows(rows))
     broken = _BrokenRows(rows)
@@ -615,6 +620,7 @@ def test_counts_whose_read_of_the_rows_fails_weigh_as_a_fresh_process_once_read_
         counts.weights(six)
     counts.catch_up(broken)
     assert np.array_equal(counts.weights(six), fresh.weights(six)) and (fresh.weights(six) < 0.6).all()
+    assert counts.word_counts(words).tolist() == fresh.word_counts(words).tolist() == [7, 7, 7]
 
 
 def test_a_text_of_the_first_day_kept_is_of_a_day_and_one_of_another_day_makes_its_wording_of_two() -> None:
@@ -659,3 +665,42 @@ def test_a_row_written_without_days_whose_first_id_is_the_day_mark_is_read_as_id
     truth.add(ids)
     assert np.array_equal(counts._loaded(), truth._loaded())
     assert (_latest(counts, ids) == 0).all() and not counts.of_one_day(ids).any()
+
+
+def test_a_bucket_of_unknown_days_is_never_of_one_day_and_a_dated_text_makes_all_its_ids_before_of_other_days() -> None:
+    """A snapshot written before days were kept, of a grown store (two ids a bucket on average): a bucket's days are
+    unknown, not of one day even where it holds fewer ids than the mean. A text of a day counted after it takes the
+    bucket to its day with every id counted before of other days, and no more; a bucket holding exactly the mean
+    count of a bucket of other days' ids still reads as of one day (at most the mean)."""
+    from docsieve.templates import UNDATED, ShingleCounts, _compressed
+
+    held = np.full(1 << 24, 2, dtype=np.uint16)
+    low = np.arange(7 << 20, (7 << 20) + 30 * 256, 256, dtype=np.uint32)
+    target = np.arange(8 << 20, (8 << 20) + 30 * 256, 256, dtype=np.uint32)
+    held[low >> 8] = 1  # 30 ids fewer than two a bucket: one text of 30 ids makes the mean exactly 2
+    counts = ShingleCounts(boilerplate_texts=3)
+    counts.catch_up(_CountRows([], snapshot=_compressed(held.tobytes())))
+    assert not counts.of_one_day(low).any()  # 1 id a bucket, under the mean: still days unknown
+    assert counts._total / 2**24 < 2 and (_latest(counts, low) == UNDATED).all()
+    counts.add(*_one_text_a_day(target, 40_000))
+    assert counts._total == 2 * 2**24
+    assert (_latest(counts, target) == 40_000).all() and (_others(counts, target) == 2).all()
+    assert counts.of_one_day(target).all() and (counts.weights(target) == 1.0).all()
+    assert not counts.of_one_day(low).any()
+
+
+def test_a_bucket_keeps_its_latest_day_when_its_ids_of_other_days_reach_the_cap() -> None:
+    """A bucket's ids of other days stop at MOST as its count does, in the bottom half of its days: its latest day in
+    the top half is kept, neither cleared nor carried into, however many are counted in one call."""
+    from docsieve.templates import MOST, ShingleCounts
+
+    bucket = np.uint32(11 << 24)
+    counts = ShingleCounts(boilerplate_texts=3)
+    counts.add(*_one_text_a_day(np.array([bucket]), 40_010))
+    counts.add(np.full(3 * MOST + 5, bucket, dtype=np.uint32))  # undated: of other days, past the cap, in one call
+    counts.add(np.full(MOST, bucket, dtype=np.uint32))  # and again at the cap
+    counts.add(*_one_text_a_day(np.full(MOST, bucket, dtype=np.uint32), 40_009))  # of an earlier day
+    one = np.array([bucket])
+    assert _latest(counts, one).tolist() == [40_010] and _others(counts, one).tolist() == [MOST]
+    counts.add(*_one_text_a_day(one, 40_011))
+    assert _latest(counts, one).tolist() == [40_011] and _others(counts, one).tolist() == [MOST]
