@@ -2,7 +2,7 @@
 (``DAY_SNAPSHOT``, docsieve/templates.py): the mark, the size of the compressed days, the days (one uint32 a bucket:
 the latest day in the top half, the ids of other days in the bottom), then the snapshot as before. Nothing to change
 on the way up (a snapshot of 0016 reads as latest days with no ids of other days, where it kept a day). A revision of
-its own, so that a docsieve of 0016, which would read the days as counters, refuses the store; downgrading
+its own, so that a docsieve of 0016, which cannot read these snapshots, refuses the store; downgrading
 writes each snapshot as 0016 kept it: a bucket's day where all its ids were of it, else spread. The layout is
 templates.py's, kept here as it was at this revision.
 
