@@ -211,7 +211,7 @@ class ShingleCounts:
             # row is written.
             self.since_snapshot = 0
             return False
-        # Compressed from the arrays in place: a copy of each (112 MB) came on top of a grown ingest's peak.
+        # Compressed from the arrays in place, without a copy of each (112 MB at every write).
         blob = _compressed(self._counts.data)
         if self._words is not None:
             blob = _joined(blob, _compressed(self._words.data))
