@@ -244,15 +244,15 @@ class ShingleCounts:
         (or none, or unknown) takes the day, every id it holds then of other days; a bucket of a later day counts them
         as of other days, as a dated bucket does undated ids."""
         counts, state = self._loaded(), self._days
-        if state is not None:
-            before = state[buckets] >> DAY_BITS
-            if day == UNDATED:
-                _count_capped(state, buckets[(before != 0) & (before != UNDATED)])
-            else:
-                # A bucket twice here gets the same value twice.
-                started = buckets[(before < day) | (before == UNDATED)]
-                state[started] = np.uint32(day << DAY_BITS) | counts[started]
-                _count_capped(state, buckets[(before > day) & (before != UNDATED)])
+        assert state is not None  # made with the counts (_loaded)
+        before = state[buckets] >> DAY_BITS
+        if day == UNDATED:
+            _count_capped(state, buckets[(before != 0) & (before != UNDATED)])
+        else:
+            # A bucket twice here gets the same value twice.
+            started = buckets[(before < day) | (before == UNDATED)]
+            state[started] = np.uint32(day << DAY_BITS) | counts[started]
+            _count_capped(state, buckets[(before > day) & (before != UNDATED)])
         self._total += len(buckets) - _count_capped(counts, buckets)
 
     def add_words(self, ids: np.ndarray) -> None:
@@ -386,8 +386,9 @@ def _read_days(counts: np.ndarray, old_days: bytes | None, days: bytes | None) -
     value); one before it, no day at all: those buckets' latest days are unknown, all their ids of other days."""
     if days is not None:
         return np.frombuffer(_decompressed(days), dtype=np.uint32).copy()
-    latest = np.frombuffer(_decompressed(old_days), dtype=np.uint16) if old_days is not None else None
-    if latest is None:
+    if old_days is not None:
+        latest = np.frombuffer(_decompressed(old_days), dtype=np.uint16)
+    else:
         latest = np.where(counts > 0, UNDATED, 0).astype(np.uint16)
     others = np.where(latest == UNDATED, counts, 0)
     return (latest.astype(np.uint32) << DAY_BITS) | others.astype(np.uint32)
