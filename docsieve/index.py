@@ -258,12 +258,7 @@ class _Segment:
 
     def __post_init__(self) -> None:
         if not self.spans and len(self.ids):
-            dated = _dated(self.times, self.arrived)
-            self.spans = {"arrived": [int(self.arrived.min()), int(self.arrived.max())]}
-            if dated.any():
-                self.spans["dated"] = [int(self.times[dated].min()), int(self.times[dated].max())]
-            if not dated.all():
-                self.spans["undated"] = [int(self.arrived[~dated].min()), int(self.arrived[~dated].max())]
+            self.spans = _spans(self.times, self.arrived)
 
     def meets(self, query_times: np.ndarray, window: int) -> np.ndarray:
         """For each query time, whether this segment holds a record whose time is within the ``window`` of it
@@ -409,6 +404,19 @@ def _dated(times: np.ndarray, arrived: np.ndarray) -> np.ndarray:
     return np.asarray(times) != np.asarray(arrived)
 
 
+def _spans(times: np.ndarray, arrived: np.ndarray) -> dict[str, list[int]]:
+    """The spans of records' clocks (see Horizon): their arrivals, and the times of the dated and the undated."""
+    if not len(times):
+        return {}
+    dated = _dated(times, arrived)
+    spans = {"arrived": [int(arrived.min()), int(arrived.max())]}
+    if dated.any():
+        spans["dated"] = [int(times[dated].min()), int(times[dated].max())]
+    if not dated.all():
+        spans["undated"] = [int(arrived[~dated].min()), int(arrived[~dated].max())]
+    return spans
+
+
 @dataclass(frozen=True, slots=True)
 class Horizon:
     """What the index forgets: a dated record published more than two windows before the newest
@@ -462,41 +470,103 @@ def later(a: Newest, b: Newest) -> Newest:
     return max((t for t in (a[0], b[0]) if t is not None), default=None), max(a[1], b[1])
 
 
-def _merged(older: _Segment, newer: _Segment, horizon: Horizon | None) -> _Segment:
-    """One segment of both, without the records past the ``horizon``. Both are sorted: a newer key's place is
-    its index plus the older keys at or below it (equal keys keep the older first), the older keys take the
-    places left, and each array is written once where it goes. Concatenating both and sorting the result held
-    three arrays of every posting at once (the peak of a 50,000-article ingest into a 100,000-record store
-    was such a merge: 360 of 930 MB, docs/benchmarks.md); this holds the result and the newer's places."""
-    size = len(older.keys) + len(newer.keys)
-    placed = np.searchsorted(older.keys, newer.keys, side="right")
-    placed += np.arange(len(newer.keys), dtype=placed.dtype)
-    newer_at = np.zeros(size, dtype=bool)
-    newer_at[placed] = True
-    keys = np.empty(size, dtype=np.int64)
-    keys[placed] = newer.keys
-    keys[~newer_at] = older.keys
-    owners = np.empty(size, dtype=np.int32)
-    owners[placed] = newer.owners + np.int32(len(older.ids))
-    owners[~newer_at] = older.owners
-    del placed, newer_at
-    ids, times = np.concatenate((older.ids, newer.ids)), np.concatenate((older.times, newer.times))
-    arrived = np.concatenate((older.arrived, newer.arrived))
-    sketches = np.concatenate((older.sketches, newer.sketches))
-    live = horizon.live(times, arrived) if horizon is not None else np.ones(len(ids), dtype=bool)
-    if not live.all():
+@dataclass(frozen=True, slots=True)
+class _MergedRecords:
+    """The records of two segments merged, those past the horizon dropped (their sketches: ``sketches``)."""
+
+    ids: np.ndarray
+    times: np.ndarray
+    arrived: np.ndarray
+    newer_from: int  # where the newer segment's records start, before any are dropped
+    live: np.ndarray | None  # which of both segments' records stay (None: all)
+    renumbered: np.ndarray | None  # where each that stays is now
+
+    @classmethod
+    def of(cls, older: _Segment, newer: _Segment, horizon: Horizon | None) -> _MergedRecords:
+        ids, times = np.concatenate((older.ids, newer.ids)), np.concatenate((older.times, newer.times))
+        arrived = np.concatenate((older.arrived, newer.arrived))
+        live = horizon.live(times, arrived) if horizon is not None else None
+        if live is None or live.all():
+            return cls(ids, times, arrived, len(older.ids), None, None)
         renumbered = np.cumsum(live, dtype=np.int32) - np.int32(1)
-        kept = live[owners]
-        keys, owners = keys[kept], renumbered[owners[kept]]
-        ids, times, arrived = ids[live], times[live], arrived[live]
-        sketches = sketches.reshape(-1, SKETCH_WIDTH)[live].reshape(-1)
-    return _Segment(keys, owners, ids, times, arrived, sketches, last_seq=max(older.last_seq, newer.last_seq))
+        return cls(ids[live], times[live], arrived[live], len(older.ids), live, renumbered)
+
+    def sketches(self, older: _Segment, newer: _Segment, most: int) -> Iterator[np.ndarray]:
+        """The sketches of the records that stay, in pieces of at most ``most`` records (a merge's largest part:
+        a 150,000-record merge's are 77 MB)."""
+        for segment, first in ((older, 0), (newer, self.newer_from)):
+            rows = segment.sketches.reshape(-1, SKETCH_WIDTH)
+            for at in range(0, len(rows), most):
+                piece = rows[at : at + most]
+                if self.live is not None:
+                    piece = piece[self.live[first + at : first + at + len(piece)]]
+                yield np.asarray(piece).reshape(-1)
+
+    def postings(
+        self, older_keys: np.ndarray, older_owners: np.ndarray, newer_keys: np.ndarray, newer_owners: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Both runs of sorted postings as one, without those of records dropped. A newer key's place is its
+        index plus the older keys at or below it (equal keys keep the older first), the older keys take the
+        places left, and each array is written once where it goes (concatenating both and sorting the result
+        held three arrays of every posting at once)."""
+        size = len(older_keys) + len(newer_keys)
+        placed = np.searchsorted(older_keys, newer_keys, side="right")
+        placed += np.arange(len(newer_keys), dtype=placed.dtype)
+        newer_at = np.zeros(size, dtype=bool)
+        newer_at[placed] = True
+        older_at = ~newer_at
+        del newer_at
+        keys = np.empty(size, dtype=np.int64)
+        keys[placed] = newer_keys
+        keys[older_at] = older_keys
+        owners = np.empty(size, dtype=np.int32)
+        owners[placed] = newer_owners + np.int32(self.newer_from)
+        owners[older_at] = older_owners
+        del placed, older_at
+        if self.live is not None and self.renumbered is not None:
+            kept = self.live[owners]
+            keys, owners = keys[kept], self.renumbered[owners[kept]]
+        return keys, owners
+
+
+def _merged(older: _Segment, newer: _Segment, horizon: Horizon | None) -> _Segment:
+    """One segment of both in memory (a process's held batches, a store without files), without the records
+    past the ``horizon``."""
+    records = _MergedRecords.of(older, newer, horizon)
+    keys, owners = records.postings(older.keys, older.owners, newer.keys, newer.owners)
+    sketches = np.concatenate([np.zeros(0, np.uint32), *records.sketches(older, newer, len(older.ids) + 1)])
+    return _Segment(
+        keys,
+        owners,
+        records.ids,
+        records.times,
+        records.arrived,
+        sketches,
+        last_seq=max(older.last_seq, newer.last_seq),
+    )
+
+
+def _merge_runs(older: np.ndarray, newer: np.ndarray, most: int) -> Iterator[tuple[slice, slice]]:
+    """Both sorted key arrays cut into runs of at most about ``most`` keys each (a run of one key is never cut),
+    in the merge's order: every key of a run is at most every key of the next. A cut falls after a key in
+    both arrays: the older segment's postings of a key before the newer's, as in a merge of the whole."""
+    o = n = 0
+    while o < len(older) or n < len(newer):
+        ends = [a[min(at + most, len(a)) - 1] for a, at in ((older, o), (newer, n)) if at < len(a)]
+        last = min(ends)
+        o_end = int(np.searchsorted(older, last, "right"))
+        n_end = int(np.searchsorted(newer, last, "right"))
+        yield slice(o, o_end), slice(n, n_end)
+        o, n = o_end, n_end
 
 
 # Segments are merged like a binary counter (at most log2(batches) of them, each posting rewritten as
 # often) up to this many postings (about 100 MB of files, 150,000 articles): past it they stay as they are,
 # so no merge ever holds more than that in memory, and a lookup searches a few more of them.
 MERGE_UP_TO = 1 << 23
+# A merge into files holds about this many postings of each segment at a time (some 20 MB with the merged run):
+# merged whole, the largest merge held 353 MB more than the process did before it (bench/merge_peak.py).
+MERGE_RUN = 1 << 19
 # A phrase (a winnowed key) more records than this hold is a candidate's only shared key far more often as a
 # stock phrase than as a copy: for 512 new articles into a 200,000-article store of bench/scale.py, 83% of the
 # candidates shared a single key, nearly always a phrase others held too (14 records at the median). Such a
@@ -806,9 +876,7 @@ class SegmentIndex:
             older, newer = segments[-2], segments[-1]
             if len(newer.keys) < len(older.keys) or len(older.keys) + len(newer.keys) > MERGE_UP_TO:
                 break
-            merged = _merged(older, newer, horizon)
-            if persist:
-                merged = self._written(merged)
+            merged = self._merged_in_files(older, newer, horizon) if persist else _merged(older, newer, horizon)
             segments = [*segments[:-2], merged]
             self._remove_files([older, newer])
         return segments
@@ -827,7 +895,7 @@ class SegmentIndex:
         """The segment written to its files, and mapped from them as a segment another process opens: kept in
         memory instead, every segment a long ingest merged stayed there, and the process grew with the index
         (the merges of a 50,000-article ingest into a 100,000-record store held 290 MB; docs/benchmarks.md)."""
-        segment.name = f"s{segment.last_seq:012d}-{uuid.uuid4().hex[:8]}"
+        segment.name = _segment_name(segment.last_seq)
         segment.fence = np.array(segment.keys[::FENCE])
         for part in PARTS:
             path = self._path(segment.name, part)
@@ -835,6 +903,43 @@ class SegmentIndex:
                 np.asarray(getattr(segment, part)).tofile(out)
             os.replace(f"{path}.tmp", path)
         return self._open(segment.describe())
+
+    def _merged_in_files(self, older: _Segment, newer: _Segment, horizon: Horizon | None) -> _Segment:
+        """``_merged``, written to its files a run of postings at a time (``MERGE_RUN``) and mapped from them:
+        merged whole in memory, the largest merge held every posting of both segments three times over, and
+        every page of their files it read. This holds a run's, and gives back the pages it read as it goes."""
+        records = _MergedRecords.of(older, newer, horizon)
+        name = _segment_name(max(older.last_seq, newer.last_seq))
+        paths = {part: self._path(name, part) for part in PARTS}
+        postings, fence = 0, []
+        with open(f"{paths['keys']}.tmp", "wb") as keys_out, open(f"{paths['owners']}.tmp", "wb") as owners_out:
+            for o, n in _merge_runs(older.keys, newer.keys, MERGE_RUN):
+                keys, owners = records.postings(older.keys[o], older.owners[o], newer.keys[n], newer.owners[n])
+                fence.append(np.array(keys[-postings % FENCE :: FENCE]))  # every FENCE-th of the whole, as _written's
+                postings += len(keys)
+                keys.tofile(keys_out)
+                owners.tofile(owners_out)
+                _release(older.keys, older.owners, newer.keys, newer.owners)
+        with open(f"{paths['sketches']}.tmp", "wb") as out:
+            for piece in records.sketches(older, newer, max(1, MERGE_RUN // SKETCH_WIDTH)):
+                piece.tofile(out)
+                _release(older.sketches, newer.sketches)
+        rest = {"ids": records.ids, "times": records.times, "arrived": records.arrived}
+        for part, array in (rest | {"fence": np.concatenate([np.zeros(0, np.int64), *fence])}).items():
+            with open(f"{paths[part]}.tmp", "wb") as out:
+                array.tofile(out)
+        for path in paths.values():
+            os.replace(f"{path}.tmp", path)
+        _release(*(getattr(segment, part) for segment in (older, newer) for part in ("ids", "times", "arrived")))
+        return self._open(
+            {
+                "name": name,
+                "records": len(records.ids),
+                "postings": postings,
+                "spans": _spans(records.times, records.arrived),
+                "last_seq": max(older.last_seq, newer.last_seq),
+            }
+        )
 
     def _remove_files(self, segments: Iterable[_Segment]) -> None:
         """Another process may still read them: on POSIX its mapping outlives the name."""
@@ -952,6 +1057,11 @@ def MemoryIndex(window_days: float = 0.0, common: int = 1 << 62) -> SegmentIndex
     return SegmentIndex(None, window_days, common)
 
 
+def _segment_name(last_seq: int) -> str:
+    """A segment's files' stem: unique, and in the order of the store rows it holds."""
+    return f"s{last_seq:012d}-{uuid.uuid4().hex[:8]}"
+
+
 def _stamp(path: Path) -> tuple[int, int, int] | None:
     try:
         status = path.stat()
@@ -972,17 +1082,18 @@ def _mapped(path: Path, dtype: np.typing.DTypeLike, count: int) -> np.ndarray:
     return array
 
 
-def _release(array: np.ndarray) -> None:
-    """Give back the pages of a mapped array the process touched: they stay in the page cache (the next
+def _release(*arrays: np.ndarray) -> None:
+    """Give back the pages of mapped arrays the process touched: they stay in the page cache (the next
     lookup maps them again at the cost of a minor fault), but no longer count in the process's memory,
     which would otherwise grow to the size of the whole index as batches touch it."""
-    base = array.base
-    while isinstance(base, np.ndarray):  # a view (a reshape) of the mapped array
-        base = base.base
-    if isinstance(base, memoryview):  # np.frombuffer's view of the mapping
-        base = base.obj
-    if isinstance(base, mmap.mmap):
-        base.madvise(mmap.MADV_DONTNEED)
+    for array in arrays:
+        base = array.base
+        while isinstance(base, np.ndarray):  # a view (a reshape) of the mapped array
+            base = base.base
+        if isinstance(base, memoryview):  # np.frombuffer's view of the mapping
+            base = base.obj
+        if isinstance(base, mmap.mmap):
+            base.madvise(mmap.MADV_DONTNEED)
 
 
 def within_batch(queries: Sequence[np.ndarray]) -> list[list[int]]:

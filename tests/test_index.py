@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -390,6 +391,90 @@ def test_merging_two_segments_is_the_stable_sort_of_both() -> None:
         assert list(merged.ids) == [*older.ids, *newer.ids]
         for part in ("times", "arrived", "sketches"):
             assert np.array_equal(getattr(merged, part), np.concatenate((getattr(older, part), getattr(newer, part))))
+
+
+@pytest.mark.parametrize("window", [False, True], ids=["all kept", "some past the horizon"])
+def test_a_merge_into_files_a_run_at_a_time_writes_what_the_merge_in_memory_makes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, window: bool
+) -> None:
+    """The files' merge cuts both segments into runs of a few postings (here 7, so that runs of one key cross
+    the cuts, and keys shared by both segments fall on them) and writes each run as it is merged: its files
+    hold what the merge of the whole in memory holds, fence included, and with a horizon the same records are
+    dropped and the owners numbered the same."""
+    import docsieve.index as index_module
+    from docsieve.index import FENCE, Horizon, _merged, _segment
+
+    monkeypatch.setattr(index_module, "MERGE_RUN", 7)
+    rng = np.random.default_rng(11)
+    for trial in range(8):
+        made = []
+        for start in (0, 1000):
+            records = int(rng.integers(1, 60))
+            keys = [rng.integers(0, 50 if trial % 2 else 10**6, size=int(rng.integers(0, 40))) for _ in range(records)]
+            times = [int(t) for t in rng.integers(0, 100, size=records)]
+            ids = [f"r{start + i}" for i in range(records)]
+            sketches = [rng.integers(0, 1 << 32, size=SKETCH_WIDTH, dtype=np.uint32) for _ in range(records)]
+            made.append(_segment(ids, [k.astype(np.int64) for k in keys], times, times, start + records, sketches))
+        index = SegmentIndex(tmp_path / f"index-{trial}")
+        index.directory.mkdir()  # type: ignore[union-attr]
+        older, newer = (index._written(segment) for segment in made)
+        horizon = Horizon(None, 50) if window else None  # undated records stored before 50 go
+        expected = _merged(made[0], made[1], horizon)
+        assert window == (len(expected.ids) < len(made[0].ids) + len(made[1].ids)), trial  # the horizon cut some
+        merged = index._merged_in_files(older, newer, horizon)
+        assert _on_file(merged.keys) and len(merged.keys) > 3 * 7, trial
+        for part in ("keys", "owners", "ids", "times", "arrived", "sketches"):
+            assert np.array_equal(getattr(merged, part), getattr(expected, part)), (trial, part)
+        assert np.array_equal(merged.fence, expected.keys[::FENCE]), trial
+        assert merged.spans == expected.spans and merged.last_seq == expected.last_seq, trial
+
+
+def test_a_merge_into_files_keeps_a_fence_entry_every_fence_keys_across_its_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Runs of a length that is not a multiple of the fence's: the fence read back is every FENCE-th key of the
+    merged whole, as a segment written at once has, and a few keys are found through it."""
+    import docsieve.index as index_module
+    from docsieve.index import FENCE, _segment
+
+    monkeypatch.setattr(index_module, "MERGE_RUN", FENCE // 3 + 1)
+    rng = np.random.default_rng(3)
+    index = SegmentIndex(tmp_path / "index")
+    index.directory.mkdir()  # type: ignore[union-attr]
+    made = []
+    for start in (0, 500):
+        keys = [rng.integers(0, 10**9, size=20).astype(np.int64) for _ in range(500)]
+        made.append(index._written(_segment([f"r{start + i}" for i in range(500)], keys, [1] * 500, [1] * 500, start)))
+    merged = index._merged_in_files(made[0], made[1], None)
+    assert len(merged.fence) == -(-20_000 // FENCE) and np.array_equal(merged.fence, merged.keys[::FENCE])
+    probe = np.sort(np.asarray(made[1].keys[::997]))
+    assert np.array_equal(merged._fenced(probe)[0], np.searchsorted(merged.keys, probe, "left"))
+
+
+def test_a_merge_cuts_both_segments_into_runs_of_bounded_length_in_the_merged_order() -> None:
+    """``_merge_runs``: the runs cover both key arrays in order, none holds more than ``most`` keys of either
+    beyond the postings of its last key, every key of a run is at most every key of the next, and a key on a
+    cut has all its older postings before any newer one."""
+    from docsieve.index import _merge_runs
+
+    rng = np.random.default_rng(8)
+    for trial in range(200):
+        older, newer = (np.sort(rng.integers(0, int(rng.integers(1, 60)), size=int(rng.integers(0, 80)))) for _ in "ab")
+        most = int(rng.integers(1, 12))
+        runs = list(_merge_runs(older, newer, most))
+        assert [r[0].start for r in runs[1:]] == [r[0].stop for r in runs[:-1]], trial
+        assert [r[1].start for r in runs[1:]] == [r[1].stop for r in runs[:-1]], trial
+        assert (runs[-1][0].stop, runs[-1][1].stop) == (len(older), len(newer)) if runs else not len(older) + len(newer)
+        for o, n in runs:
+            assert o.stop > o.start or n.stop > n.start, trial
+            last = max(older[o].max(initial=-1), newer[n].max(initial=-1))
+            for part in (older[o], newer[n]):
+                assert len(part[part < last]) < most, trial
+        for (o, n), (o2, n2) in pairwise(runs):
+            assert max(older[o].max(initial=-1), newer[n].max(initial=-1)) <= min(
+                older[o2].min(initial=99), newer[n2].min(initial=99)
+            )
+            assert not set(newer[n].tolist()) & set(older[o2].tolist()), trial  # older postings of a key come first
 
 
 def _on_file(array: np.ndarray) -> bool:
