@@ -565,7 +565,7 @@ def _merge_runs(older: np.ndarray, newer: np.ndarray, most: int) -> Iterator[tup
 # so no merge ever holds more than that in memory, and a lookup searches a few more of them.
 MERGE_UP_TO = 1 << 23
 # A merge into files holds about this many postings of each segment at a time (some 20 MB with the merged run):
-# merged whole, the largest merge held 353 MB more than the process did before it (bench/merge_peak.py).
+# merged whole, the largest merge held 353 MB more than the process did before it (bench/peaks.py merge).
 MERGE_RUN = 1 << 19
 # A phrase (a winnowed key) more records than this hold is a candidate's only shared key far more often as a
 # stock phrase than as a copy: for 512 new articles into a 200,000-article store of bench/scale.py, 83% of the

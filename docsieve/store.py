@@ -391,7 +391,7 @@ class Transaction:
         row = self.conn.execute(query).first()
         return (int(row.seq), bytes(row.counts)) if row else None
 
-    def save_count_snapshot(self, seq: int, blob: bytes) -> None:
+    def save_count_snapshot(self, seq: int, blob: bytes | memoryview) -> None:
         """The counts as of row ``seq``; the rows and older snapshots it covers go, all but row ``seq`` itself:
         SQLite numbers a new row after the largest there, so the newest stays to keep the numbers rising."""
         self.conn.execute(shingle_count_snapshots.insert().values(seq=seq, counts=blob))

@@ -1753,8 +1753,8 @@ def test_migration_0017_writes_the_snapshots_as_0016_kept_the_days_on_the_way_do
         def newest_count_snapshot(self) -> int:
             return 0
 
-        def save_count_snapshot(self, seq: int, blob: bytes) -> None:
-            self.blob = blob
+        def save_count_snapshot(self, seq: int, blob: bytes | memoryview) -> None:
+            self.blob = bytes(blob)  # as the store keeps it
 
     saved = Saved()
     counts.since_snapshot, counts.last_seq = SNAPSHOT_AFTER, 4
@@ -1779,4 +1779,31 @@ def test_migration_0017_writes_the_snapshots_as_0016_kept_the_days_on_the_way_do
         assert np.array_equal(again.weights(every), counts.weights(every))
         assert again.of_one_day(one_day).all() and not again.of_one_day(np.concatenate([two_days, undated])).any()
         assert again.word_counts(np.arange(3, dtype=np.uint32) << 10).tolist() == [1, 1, 1]
+    store.close()
+
+
+def test_a_count_snapshot_written_from_one_buffer_is_read_back_whole_from_either_store(store_url: str) -> None:
+    """The snapshot is handed to the store as a view of the one buffer its parts were compressed into: both stores
+    keep it, and a process that reads it weighs and counts exactly as the one that wrote it (days, words and all)."""
+    from docsieve.templates import SNAPSHOT_AFTER, ShingleCounts
+
+    rng = np.random.default_rng(4)
+    store = Store(store_url)
+    counts = ShingleCounts(boilerplate_texts=3)
+    ids = [np.unique(rng.integers(0, 1 << 32, size=300, dtype=np.uint32)) for _ in range(40)]
+    for n, text in enumerate(ids):
+        counts.add(text, (np.array([45_000 + n % 3], dtype=np.uint16), np.array([len(text)])) if n % 4 else None)
+    counts.add_words(rng.integers(0, 1 << 20, size=500, dtype=np.uint32))
+    counts.since_snapshot = SNAPSHOT_AFTER
+    with store.writing() as txn:
+        counts.last_seq = txn.last_seq() + 1
+        assert counts.snapshot_if_due(txn)
+    again = ShingleCounts(boilerplate_texts=3)
+    with again.bound(), store.reading() as txn:
+        again.catch_up(txn)
+        every = np.concatenate(ids)
+        assert np.array_equal(again.weights(every), counts.weights(every))  # read when first needed
+        assert again.last_seq == counts.last_seq
+        assert np.array_equal(again._counts, counts._counts) and np.array_equal(again._days, counts._days)
+        assert np.array_equal(again._words, counts._words)
     store.close()
