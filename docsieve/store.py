@@ -68,6 +68,7 @@ RECORD_COLUMNS = [c for c in records.c if c.name not in ("shingles", "index_keys
 # Any constant: the advisory lock that serializes deciders on PostgreSQL, as BEGIN IMMEDIATE does on SQLite.
 WRITE_LOCK = 0x646F6373
 MIGRATIONS = Path(__file__).with_name("migrations")
+BLOB_PIECE = 1 << 20  # bytes of a template-count snapshot written to SQLite at a time
 SCHEMA_REVISION = "0017"  # the newest migration; a test holds it equal to Alembic's head
 KNOWN_REVISIONS = frozenset(path.name[:4] for path in (MIGRATIONS / "versions").glob("[0-9][0-9][0-9][0-9]_*.py"))
 SQLITE_HEADER = b"SQLite format 3\0"
@@ -394,7 +395,18 @@ class Transaction:
     def save_count_snapshot(self, seq: int, blob: bytes | memoryview) -> None:
         """The counts as of row ``seq``; the rows and older snapshots it covers go, all but row ``seq`` itself:
         SQLite numbers a new row after the largest there, so the newest stays to keep the numbers rising."""
-        self.conn.execute(shingle_count_snapshots.insert().values(seq=seq, counts=blob))
+        if self.conn.dialect.name == "sqlite":
+            # Written into the row a piece at a time: bound as a parameter, the whole blob was copied by the driver
+            # for SQLite (48 MB more at the peak of an ingest into a 1,000,000-record store; bench/peaks.py).
+            self.conn.execute(shingle_count_snapshots.insert().values(seq=seq, counts=sa.func.zeroblob(len(blob))))
+            driver = self.conn.connection.driver_connection
+            assert driver is not None  # a connection in use has its driver's
+            with driver.blobopen("shingle_count_snapshots", "counts", seq) as into:  # seq is SQLite's rowid here
+                view = memoryview(blob)
+                for start in range(0, len(view), BLOB_PIECE):
+                    into.write(view[start : start + BLOB_PIECE])
+        else:
+            self.conn.execute(shingle_count_snapshots.insert().values(seq=seq, counts=blob))
         self.conn.execute(shingle_count_snapshots.delete().where(shingle_count_snapshots.c.seq < seq))
         # Not a row this transaction staged (a negative seq till ``add_shingle_counts`` places it).
         self.conn.execute(shingle_counts.delete().where(shingle_counts.c.seq < seq, shingle_counts.c.seq > 0))
