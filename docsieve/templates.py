@@ -392,7 +392,8 @@ def _snapshot(counts: np.ndarray, words: np.ndarray | None, days: np.ndarray | N
     """A snapshot's bytes (``_day_parts``, ``_parts``): with days, DAY_SNAPSHOT, their compressed size, the days; then,
     with words, ``_joined``'s layout of the counts and the words, else the counts. Each part is compressed from its
     array in place into one buffer, handed over as a view: made part by part and joined, the parts, their joins and
-    the whole were alive at once (some 200 MB of a 1,000,000-record store's ingest's peak, of a 48 MB snapshot)."""
+    the whole were alive at once (a 48 MB snapshot of a 1,000,000-record store's counts raised the process's peak by
+    136 MB, 105 so; bench/peaks.py snapshot)."""
     out = io.BytesIO()
 
     def sized(mark: bytes, array: np.ndarray) -> None:  # mark, the compressed size, the compressed array
@@ -415,20 +416,15 @@ def _snapshot(counts: np.ndarray, words: np.ndarray | None, days: np.ndarray | N
 
 
 def _compress_into(out: io.BytesIO, array: np.ndarray) -> None:
-    """``_compressed``'s frame of the array, written to ``out`` as it is made (its content size in the header, as
-    ``_compressed`` writes it and ``_decompressed`` needs)."""
-    compressor = zstandard.ZstdCompressor(level=1, write_checksum=True)
-    with compressor.stream_writer(out, size=array.nbytes, closefd=False) as writer:
-        writer.write(array.data)
-
-
-def _compressed(counters: bytes | memoryview) -> bytes:
-    """A snapshot's counters, compressed with zstd: at a grown store (counters 93% nonzero) 0.10-0.16 s to write
-    and 0.06-0.15 s to read, where zlib's fastest level took 0.36-0.42 and 0.17-0.43 s, for an eighth more bytes
+    """The array's counters compressed with zstd into ``out`` as they are made, their size in the frame's header (as
+    ``_decompressed`` needs it). zstd: at a grown store (counters 93% nonzero) 0.10-0.16 s to write and 0.06-0.15 s
+    to read, where zlib's fastest level took 0.36-0.42 and 0.17-0.43 s, for an eighth more bytes
     (docs/benchmarks.md); a snapshot is written every 6,000 articles or so, and read by every process that starts.
     With zstd's checksum, as zlib had one: a snapshot damaged in the store is an error when read, not other counts
     (the rows it covers are gone)."""
-    return zstandard.ZstdCompressor(level=1, write_checksum=True).compress(counters)
+    compressor = zstandard.ZstdCompressor(level=1, write_checksum=True)
+    with compressor.stream_writer(out, size=array.nbytes, closefd=False) as writer:
+        writer.write(array.data)
 
 
 def _decompressed(part: bytes) -> bytes:

@@ -1688,7 +1688,8 @@ def test_migration_0016_takes_the_days_off_the_count_rows_and_snapshots_on_the_w
 
     from docsieve.schema import shingle_count_snapshots as snapshots
     from docsieve.schema import shingle_counts as rows
-    from docsieve.templates import UNDATED, ShingleCounts, _compressed, counted_shingles
+    from docsieve.templates import UNDATED, ShingleCounts, counted_shingles
+    from tests.test_templates import zstd_frame
 
     url = f"sqlite:///{tmp_path / 's.db'}"
     Store(url).close()
@@ -1699,8 +1700,8 @@ def test_migration_0016_takes_the_days_off_the_count_rows_and_snapshots_on_the_w
     plain_row = counted_shingles(texts, words)
     before = np.zeros(1 << 24, dtype=np.uint16)
     before[rng.integers(0, 1 << 24, 1000)] = 2
-    counters = _compressed(before.tobytes())
-    days = _compressed(np.where(before > 0, 45_000, 0).astype(np.uint16).tobytes())
+    counters = zstd_frame(before.tobytes())
+    days = zstd_frame(np.where(before > 0, 45_000, 0).astype(np.uint16).tobytes())
     with engine.begin() as conn:
         conn.execute(rows.insert().values(seq=5, counts=counted_shingles(texts, words, [45_000, 45_001, UNDATED])))
         snapshot = b"DSD1" + np.uint32(len(days)).tobytes() + days + counters

@@ -5,6 +5,12 @@ from datetime import UTC, datetime
 import numpy as np
 import pytest
 import sqlalchemy as sa
+import zstandard
+
+
+def zstd_frame(data: bytes) -> bytes:
+    """A compressed part of a count snapshot or row, as docsieve/templates.py writes one."""
+    return zstandard.ZstdCompressor(level=1, write_checksum=True).compress(data)
 
 
 def test_template_weights_follow_the_counts_of_every_text() -> None:
@@ -368,7 +374,7 @@ def test_the_days_persist_in_count_rows_and_snapshots_and_those_without_them_rea
     """Another process reads the days a row or a snapshot keeps, and the same weights; a row or snapshot written
     before days were kept (or by a worker of that version) says nothing of days: its texts count as of other days,
     weighed as they were then."""
-    from docsieve.templates import SNAPSHOT_AFTER, UNDATED, ShingleCounts, _compressed, counted_shingles
+    from docsieve.templates import SNAPSHOT_AFTER, UNDATED, ShingleCounts, counted_shingles
 
     rng = np.random.default_rng(4)
     texts = [np.unique(rng.integers(0, 2**32, 300, dtype=np.uint64).astype(np.uint32)) for _ in range(6)]
@@ -401,7 +407,7 @@ def test_the_days_persist_in_count_rows_and_snapshots_and_those_without_them_rea
     old_row = ShingleCounts(boilerplate_texts=3)
     old_row.catch_up(_CountRows([np.concatenate(texts).tobytes()]))
     old_snapshot = ShingleCounts(boilerplate_texts=3)
-    old_snapshot.catch_up(_CountRows([], snapshot=_compressed(truth._loaded().tobytes())))
+    old_snapshot.catch_up(_CountRows([], snapshot=zstd_frame(truth._loaded().tobytes())))
     for old in (old_row, old_snapshot):
         assert np.array_equal(old._loaded(), truth._loaded()) and not old.of_one_day(every).any()
         plain = ShingleCounts(boilerplate_texts=3, across_days=False)
@@ -414,7 +420,7 @@ def test_a_snapshot_of_schema_0016_reads_as_latest_days_holding_all_of_a_buckets
     """Schema 0016's snapshots kept a bucket's day while all its texts were of it, else SPREAD: such a bucket's latest
     day is that day with the whole count of it, a spread one's is unknown. The same weights as the counts written so,
     and a text of a later day counted after it takes either bucket to its day, its earlier texts of other days."""
-    from docsieve.templates import DAY_ROW, SNAPSHOT_AFTER, UNDATED, ShingleCounts, _compressed
+    from docsieve.templates import DAY_ROW, SNAPSHOT_AFTER, UNDATED, ShingleCounts
 
     release, series = (np.arange(k << 20, (k << 20) + 40 * 256, 256, dtype=np.uint32) for k in (1, 2))
     truth = ShingleCounts(boilerplate_texts=3)
@@ -423,9 +429,9 @@ def test_a_snapshot_of_schema_0016_reads_as_latest_days_holding_all_of_a_buckets
     assert truth._days is not None
     latest = truth._days >> 16
     old_days = np.where(latest == 40_005, UNDATED, latest).astype(np.uint16)  # as 0016 kept them
-    days = _compressed(old_days.tobytes())
+    days = zstd_frame(old_days.tobytes())
     counts = ShingleCounts(boilerplate_texts=3)
-    snapshot = DAY_ROW + np.uint32(len(days)).tobytes() + days + _compressed(truth._loaded().tobytes())
+    snapshot = DAY_ROW + np.uint32(len(days)).tobytes() + days + zstd_frame(truth._loaded().tobytes())
     counts.catch_up(_CountRows([], snapshot=snapshot))
     assert counts.of_one_day(release).all() and not counts.of_one_day(series).any()
     every = np.concatenate([release, series])
@@ -672,14 +678,14 @@ def test_a_bucket_of_unknown_days_is_never_of_one_day_and_a_dated_text_makes_all
     unknown, not of one day even where it holds fewer ids than the mean. A text of a day counted after it takes the
     bucket to its day with every id counted before of other days, and no more; a bucket holding exactly the mean
     count of a bucket of other days' ids still reads as of one day (at most the mean)."""
-    from docsieve.templates import UNDATED, ShingleCounts, _compressed
+    from docsieve.templates import UNDATED, ShingleCounts
 
     held = np.full(1 << 24, 2, dtype=np.uint16)
     low = np.arange(7 << 20, (7 << 20) + 30 * 256, 256, dtype=np.uint32)
     target = np.arange(8 << 20, (8 << 20) + 30 * 256, 256, dtype=np.uint32)
     held[low >> 8] = 1  # 30 ids fewer than two a bucket: one text of 30 ids makes the mean exactly 2
     counts = ShingleCounts(boilerplate_texts=3)
-    counts.catch_up(_CountRows([], snapshot=_compressed(held.tobytes())))
+    counts.catch_up(_CountRows([], snapshot=zstd_frame(held.tobytes())))
     assert not counts.of_one_day(low).any()  # 1 id a bucket, under the mean: still days unknown
     assert counts._total / 2**24 < 2 and (_latest(counts, low) == UNDATED).all()
     counts.add(*_one_text_a_day(target, 40_000))
