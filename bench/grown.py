@@ -1,9 +1,12 @@
 """A batch's candidate lookup in a grown store's embedded index, two ways alternating in one process:
 ``--compare take``, its reads through the segments' mappings (as now) against one ``pread`` an entry (the way
-before); ``--compare window``, the lookup with the documents' times, each query's keys searched only in the
-segments within its window (as now) against every segment searched (the way before).
+before); ``--compare search``, a batch's keys searched in a mapped segment a part at a time, its pages given back
+between parts (as now), against all at once (the way before); ``--compare window``, the lookup with the
+documents' times, each query's keys searched only in the segments within its window (as now) against every segment
+searched (the way before).
 
-    .venv/bin/python bench/grown.py --workdir /work/scratch/scale300 [--compare take] [--batches 8] [--rounds 8]
+    .venv/bin/python bench/grown.py --workdir /work/scratch/scale300 [--compare take|search|window] [--batches 8]
+        [--rounds 8]
 
 WORKDIR is a finished bench/scale.py run; its store is read, never written. The articles are fresh ones of the
 scale corpus's kind dated after the store's last (bench/scale_check.py's ``write_fresh``), prepared once.
@@ -37,6 +40,15 @@ from docsieve.store import Store
 
 def ways_of(compare: str) -> tuple[str, dict[str, Callable]]:
     """The ``_Segment`` method swapped, and its two versions by name (now first)."""
+    if compare == "search":
+        in_parts = index._Segment.search
+
+        def search_whole(segment, keys):
+            if segment.fence is None or segment.resident or len(keys) > index.FEW:
+                return segment._searched(keys)
+            return segment._fenced(keys)
+
+        return "search", {"parts": in_parts, "whole": search_whole}
     if compare == "take":
         mapped_take = index._Segment.take
 
@@ -51,8 +63,11 @@ def ways_of(compare: str) -> tuple[str, dict[str, Callable]]:
     return "meets", {"window": index._Segment.meets, "all": every_segment}
 
 
-def lookups(settings: Settings, batches: list, rounds: int, compare: str) -> dict[str, list[float]]:
-    """ms a batch's ``candidates``, each way (with the documents' times for ``window``)."""
+def lookups(
+    settings: Settings, batches: list, rounds: int, compare: str
+) -> tuple[dict[str, list[float]], dict[str, list[int]]]:
+    """ms a batch's ``candidates``, each way (with the documents' times for ``window``), and the MB a round's
+    lookups raised the process's peak by (Linux: ``/proc``)."""
     found = index.open_index(settings)
     method, ways = ways_of(compare)
     now = getattr(index._Segment, method)
@@ -64,21 +79,34 @@ def lookups(settings: Settings, batches: list, rounds: int, compare: str) -> dic
         for batch in batches
     ]
     spent: dict[str, list[float]] = {way: [] for way in ways}
+    peaks: dict[str, list[int]] = {way: [] for way in ways}
     for r in range(rounds):
         for way in ways if r % 2 == 0 else reversed(ways):
             setattr(index._Segment, method, ways[way])
+            before = _status("VmRSS")
+            with open("/proc/self/clear_refs", "w") as out:
+                out.write("5")  # the high-water mark starts again from the resident size now
             started = time.perf_counter()
             for batch, batch_times in zip(batches, times, strict=True):
                 found.candidates([p.keys for p in batch], settings.max_candidates, batch_times)
             spent[way].append((time.perf_counter() - started) / len(batches) * 1000)
+            peaks[way].append(_status("VmHWM") - before)
     setattr(index._Segment, method, now)
-    return spent
+    return spent, peaks
+
+
+def _status(field: str) -> int:
+    """MB of /proc/self/status's field."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) // 1024
+    raise KeyError(field)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workdir", type=Path, required=True, help="of a finished bench/scale.py run")
-    parser.add_argument("--compare", choices=("take", "window"), default="take")
+    parser.add_argument("--compare", choices=("take", "search", "window"), default="take")
     parser.add_argument("--batches", type=int, default=8, help="batches of 512 fresh articles")
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS)
@@ -95,9 +123,12 @@ def main() -> int:
     size = settings.batch_size
     batches = [prepare(items[i : i + size], settings)[1] for i in range(0, len(items), size)]
     print(f"a store of {records:,} records ({args.workdir}); {machine()}")
-    spent = lookups(settings, batches, args.rounds, args.compare)
+    spent, peaks = lookups(settings, batches, args.rounds, args.compare)
     for way, figures in spent.items():
-        print(f"  lookup of a batch of {size}, {way:<7} {statistics.median(figures):7.1f} ms median of {args.rounds}")
+        print(
+            f"  lookup of a batch of {size}, {way:<7} {statistics.median(figures):7.1f} ms median of {args.rounds}, "
+            f"the process's peak +{statistics.median(peaks[way]):.0f} MB (median)"
+        )
     return 0
 
 
