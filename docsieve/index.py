@@ -923,23 +923,29 @@ class SegmentIndex:
         records = _MergedRecords.of(older, newer, horizon)
         name = _segment_name(max(older.last_seq, newer.last_seq))
         paths = {part: self._path(name, part) for part in PARTS}
-        postings, fence = 0, []
-        with open(f"{paths['keys']}.tmp", "wb") as keys_out, open(f"{paths['owners']}.tmp", "wb") as owners_out:
-            for o, n in _merge_runs(older.keys, newer.keys, MERGE_RUN):
-                keys, owners = records.postings(older.keys[o], older.owners[o], newer.keys[n], newer.owners[n])
-                fence.append(np.array(keys[-postings % FENCE :: FENCE]))  # every FENCE-th of the whole, as _written's
-                postings += len(keys)
-                keys.tofile(keys_out)
-                owners.tofile(owners_out)
-                _release(older.keys, older.owners, newer.keys, newer.owners)
-        with open(f"{paths['sketches']}.tmp", "wb") as out:
-            for piece in records.sketches(older, newer, max(1, MERGE_RUN // SKETCH_WIDTH)):
-                piece.tofile(out)
-                _release(older.sketches, newer.sketches)
-        rest = {"ids": records.ids, "times": records.times, "arrived": records.arrived}
-        for part, array in (rest | {"fence": np.concatenate([np.zeros(0, np.int64), *fence])}).items():
-            with open(f"{paths[part]}.tmp", "wb") as out:
-                array.tofile(out)
+        try:
+            postings, fence = 0, []  # fence: every FENCE-th key of the whole, as _written's
+            with open(f"{paths['keys']}.tmp", "wb") as keys_out, open(f"{paths['owners']}.tmp", "wb") as owners_out:
+                for o, n in _merge_runs(older.keys, newer.keys, MERGE_RUN):
+                    keys, owners = records.postings(older.keys[o], older.owners[o], newer.keys[n], newer.owners[n])
+                    fence.append(np.array(keys[-postings % FENCE :: FENCE]))
+                    postings += len(keys)
+                    keys.tofile(keys_out)
+                    owners.tofile(owners_out)
+                    _release(older.keys, older.owners, newer.keys, newer.owners)
+            with open(f"{paths['sketches']}.tmp", "wb") as out:
+                for piece in records.sketches(older, newer, max(1, MERGE_RUN // SKETCH_WIDTH)):
+                    piece.tofile(out)
+                    _release(older.sketches, newer.sketches)
+            rest = {"ids": records.ids, "times": records.times, "arrived": records.arrived}
+            for part, array in (rest | {"fence": np.concatenate([np.zeros(0, np.int64), *fence])}).items():
+                with open(f"{paths[part]}.tmp", "wb") as out:
+                    array.tofile(out)
+        except BaseException:  # a full disk, an interrupt: no part files left behind (the largest merge's are 100 MB)
+            for path in paths.values():
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(f"{path}.tmp")
+            raise
         for path in paths.values():
             os.replace(f"{path}.tmp", path)
         _release(*(getattr(segment, part) for segment in (older, newer) for part in ("ids", "times", "arrived")))

@@ -401,10 +401,14 @@ class Transaction:
             self.conn.execute(shingle_count_snapshots.insert().values(seq=seq, counts=sa.func.zeroblob(len(blob))))
             driver = self.conn.connection.driver_connection
             assert driver is not None  # a connection in use has its driver's
-            with driver.blobopen("shingle_count_snapshots", "counts", seq) as into:  # seq is SQLite's rowid here
-                view = memoryview(blob)
-                for start in range(0, len(view), BLOB_PIECE):
-                    into.write(view[start : start + BLOB_PIECE])
+            dbapi = self.conn.dialect.loaded_dbapi
+            try:  # past SQLAlchemy: its errors raised as SQLAlchemy's, as ``_copy`` does (a command's line, a retry)
+                with driver.blobopen("shingle_count_snapshots", "counts", seq) as into:  # seq is SQLite's rowid here
+                    view = memoryview(blob)
+                    for start in range(0, len(view), BLOB_PIECE):
+                        into.write(view[start : start + BLOB_PIECE])
+            except dbapi.Error as error:
+                raise sa.exc.DBAPIError.instance("blobopen", None, error, dbapi.Error) from error
         else:
             self.conn.execute(shingle_count_snapshots.insert().values(seq=seq, counts=blob))
         self.conn.execute(shingle_count_snapshots.delete().where(shingle_count_snapshots.c.seq < seq))

@@ -505,6 +505,149 @@ def test_a_batch_searches_a_mapped_segment_a_part_at_a_time_and_gives_its_pages_
     assert len(released) == -(-len(query) // 7)  # once after each part
 
 
+@pytest.mark.parametrize("files", [False, True], ids=["in memory", "into files"])
+def test_a_merge_past_the_horizon_keeps_the_postings_of_the_records_it_keeps_numbered_in_their_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, files: bool
+) -> None:
+    """Checked against the stable sort of both segments, not against the other merge (both share the records'
+    code): the records past the horizon go with every posting of theirs, the others keep their order, each posting
+    points at its own record by its new number, and a record's sketch stays with it; in memory and a run at a
+    time into files alike."""
+    import docsieve.index as index_module
+    from docsieve.index import Horizon, _merged, _segment
+
+    monkeypatch.setattr(index_module, "MERGE_RUN", 5)
+    rng = np.random.default_rng(21)
+    dropped = 0  # trials where the horizon took some records and left others
+    for trial in range(12):
+        made = []
+        for start in (0, 1000):
+            records = int(rng.integers(1, 40))
+            keys = [rng.integers(0, 30, size=int(rng.integers(0, 15))).astype(np.int64) for _ in range(records)]
+            times = [int(t) for t in rng.integers(0, 100, size=records)]
+            sketches = [rng.integers(0, 1 << 32, size=SKETCH_WIDTH, dtype=np.uint32) for _ in range(records)]
+            made.append(
+                _segment([f"r{start + i}" for i in range(records)], keys, times, times, start + records, sketches)
+            )
+        older, newer = made
+        horizon = Horizon(None, 50)  # undated records stored before 50 go
+        live = horizon.live(np.concatenate((older.times, newer.times)), np.concatenate((older.arrived, newer.arrived)))
+        keys = np.concatenate((older.keys, newer.keys))
+        owners = np.concatenate((older.owners, newer.owners + np.int32(len(older.ids))))
+        order = np.argsort(keys, kind="stable")
+        keys, owners = keys[order], owners[order]
+        kept = live[owners]
+        expected_keys, expected_owners = keys[kept], (np.cumsum(live) - 1)[owners[kept]]
+        ids = np.concatenate((older.ids, newer.ids))[live]
+        sketches = np.concatenate((older.sketches, newer.sketches)).reshape(-1, SKETCH_WIDTH)[live].reshape(-1)
+        if files:
+            index = SegmentIndex(tmp_path / f"index-{trial}")
+            index.directory.mkdir()  # type: ignore[union-attr]
+            merged = index._merged_in_files(index._written(older), index._written(newer), horizon)
+        else:
+            merged = _merged(older, newer, horizon)
+        dropped += 0 < live.sum() < len(live)
+        assert np.array_equal(merged.keys, expected_keys), trial
+        assert np.array_equal(merged.owners, expected_owners), trial
+        assert list(merged.ids) == list(ids) and np.array_equal(merged.sketches, sketches), trial
+    assert dropped >= 8
+
+
+def test_a_merge_into_files_holds_a_run_of_each_segment_at_a_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The point of merging into files run by run: no run hands more than MERGE_RUN postings of either segment to the
+    merge (keys all different here, so no run of one key is longer), and the segments take several runs."""
+    import docsieve.index as index_module
+    from docsieve.index import _MergedRecords, _segment
+
+    monkeypatch.setattr(index_module, "MERGE_RUN", 64)
+    sizes: list[tuple[int, int]] = []
+    merge = _MergedRecords.postings
+
+    def spied(self, older_keys, older_owners, newer_keys, newer_owners):  # type: ignore[no-untyped-def]
+        sizes.append((len(older_keys), len(newer_keys)))
+        return merge(self, older_keys, older_owners, newer_keys, newer_owners)
+
+    monkeypatch.setattr(_MergedRecords, "postings", spied)
+    index = SegmentIndex(tmp_path / "index")
+    index.directory.mkdir()  # type: ignore[union-attr]
+    every = np.random.default_rng(2).permutation(2000).astype(np.int64)
+    made = [
+        index._written(
+            _segment([f"r{start + i}" for i in range(50)], list(part.reshape(50, -1)), [1] * 50, [1] * 50, start)
+        )
+        for start, part in ((0, every[:1000]), (50, every[1000:]))
+    ]
+    merged = index._merged_in_files(made[0], made[1], None)
+    assert np.array_equal(merged.keys, np.arange(2000))
+    assert len(sizes) >= 2000 // (2 * 64) and all(o <= 64 and n <= 64 for o, n in sizes), sizes
+    assert sum(o for o, _ in sizes) == 1000 and sum(n for _, n in sizes) == 1000
+
+
+@pytest.mark.slow
+def test_a_merge_into_files_gives_back_the_pages_of_both_segments_it_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A merge reads every page of both segments' files: the pages stay in the page cache, but leave the process
+    as the merge goes (the largest merge would otherwise hold both segments' files in its memory), every part's."""
+    import docsieve.index as index_module
+    from docsieve.index import _segment
+
+    monkeypatch.setattr(index_module, "MERGE_RUN", 1 << 14)
+    rng = np.random.default_rng(6)
+    index = SegmentIndex(tmp_path / "index")
+    index.directory.mkdir()  # type: ignore[union-attr]
+    made = []
+    for start in (0, 5000):
+        keys = [rng.integers(0, 1 << 40, 60) for _ in range(5000)]
+        ids = [f"r{start + i}" for i in range(5000)]
+        sketches = [rng.integers(0, 1 << 32, size=SKETCH_WIDTH, dtype=np.uint32) for _ in range(5000)]
+        made.append(index._written(_segment(ids, keys, [1] * 5000, [1] * 5000, start + 5000, sketches)))
+    merged = index._merged_in_files(made[0], made[1], None)
+    assert len(merged.keys) == 600_000 and _on_file(merged.keys)  # it read both segments' 7 MB of keys and owners
+    assert resident_kb(tmp_path / "index") < 256, resident_kb(tmp_path / "index")
+
+
+def test_a_merge_into_files_that_fails_part_way_leaves_no_part_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A disk that fills (or an interrupt) in the middle of a merge: the error goes to the caller, and the part files
+    written so far are gone (the largest merge's are 100 MB, which only a rebuild would have cleared)."""
+    import docsieve.index as index_module
+    from docsieve.index import _MergedRecords, _segment
+
+    monkeypatch.setattr(index_module, "MERGE_RUN", 5)
+    index = SegmentIndex(tmp_path / "index")
+    index.directory.mkdir()  # type: ignore[union-attr]
+    made = [
+        index._written(
+            _segment(
+                [f"r{start + i}" for i in range(20)],
+                [np.arange(i, i + 6) for i in range(20)],
+                [1] * 20,
+                [1] * 20,
+                start + 20,
+            )
+        )
+        for start in (0, 100)
+    ]
+    before = sorted(path.name for path in (tmp_path / "index").iterdir())
+    postings = _MergedRecords.postings
+    runs: list[int] = []
+
+    def full_disk(self, *parts):
+        runs.append(1)
+        if len(runs) == 3:
+            raise OSError(28, "No space left on device")
+        return postings(self, *parts)
+
+    monkeypatch.setattr(_MergedRecords, "postings", full_disk)
+    with pytest.raises(OSError, match="No space"):
+        index._merged_in_files(made[0], made[1], None)
+    assert sorted(path.name for path in (tmp_path / "index").iterdir()) == before
+
+
 def _on_file(array: np.ndarray) -> bool:
     """Whether an array reads a mapped file (not the process's own memory)."""
     import mmap

@@ -1808,3 +1808,64 @@ def test_a_count_snapshot_written_from_one_buffer_is_read_back_whole_from_either
         assert np.array_equal(again._counts, counts._counts) and np.array_equal(again._days, counts._days)
         assert np.array_equal(again._words, counts._words)
     store.close()
+
+
+def test_a_count_snapshot_of_several_pieces_is_stored_byte_for_byte_and_replaces_the_older_one(store_url: str) -> None:
+    """SQLite's snapshot is written into a zeroblob a piece at a time (BLOB_PIECE): one of more than two pieces, the
+    last a part one, reads back exactly as given, no byte more or missing, from a memoryview as from bytes; the
+    snapshot before it goes, as on PostgreSQL, and a transaction that fails after writing one leaves none behind."""
+    from docsieve.schema import shingle_count_snapshots as snapshots
+    from docsieve.store import BLOB_PIECE
+
+    rng = np.random.default_rng(9)
+    store = Store(store_url)
+    first = rng.integers(0, 256, BLOB_PIECE + 17, dtype=np.uint8).tobytes()
+    second = rng.integers(0, 256, 2 * BLOB_PIECE + 5, dtype=np.uint8).tobytes()
+    with store.writing() as txn:
+        txn.save_count_snapshot(3, first)
+    with store.writing() as txn:
+        txn.save_count_snapshot(9, memoryview(second))
+    with pytest.raises(RuntimeError), store.writing() as txn:
+        txn.save_count_snapshot(12, memoryview(first))
+        raise RuntimeError("the batch failed after its snapshot")
+    with store.reading() as txn:
+        assert txn.count_snapshot(0) == (9, second)
+        assert txn.conn.execute(sa.select(snapshots.c.seq)).scalars().all() == [9]
+    store.close()
+
+
+def test_a_count_snapshot_that_sqlite_fails_to_write_is_a_store_error_and_leaves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The snapshot's pieces are written through the driver's blob, past SQLAlchemy: a write SQLite refuses there
+    (a disk that fills as the pieces spill) is still the store's error as SQLAlchemy raises it (an OperationalError:
+    the command's one line, a task's retry), as ``_copy`` raises PostgreSQL's, and the transaction leaves nothing."""
+    import sqlite3
+
+    from docsieve.schema import shingle_count_snapshots as snapshots
+
+    class FullBlob:
+        def __init__(self, blob: sqlite3.Blob) -> None:
+            self.blob = blob
+
+        def __enter__(self) -> "FullBlob":
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            self.blob.close()
+
+        def write(self, data: object) -> None:
+            raise sqlite3.OperationalError("database or disk is full")
+
+    class Connection(sqlite3.Connection):
+        def blobopen(self, *args, **kwargs):  # type: ignore[no-untyped-def,override]
+            return FullBlob(super().blobopen(*args, **kwargs))
+
+    connect = sqlite3.dbapi2.connect
+    monkeypatch.setattr(sqlite3.dbapi2, "connect", lambda *a, **k: connect(*a, **k, factory=Connection))
+    store = Store(f"sqlite:///{tmp_path / 's.db'}")
+    with pytest.raises(sa.exc.OperationalError), store.writing() as txn:
+        txn.save_count_snapshot(4, b"counts" * 1000)
+    with store.reading() as txn:
+        assert txn.conn.execute(sa.select(snapshots.c.seq)).scalars().all() == []
+    store.close()
