@@ -545,7 +545,8 @@ def _merged(older: _Segment, newer: _Segment, horizon: Horizon | None) -> _Segme
     past the ``horizon``."""
     records = _MergedRecords.of(older, newer, horizon)
     keys, owners = records.postings(older.keys, older.owners, newer.keys, newer.owners)
-    sketches = np.concatenate([np.zeros(0, np.uint32), *records.sketches(older, newer, len(older.ids) + 1)])
+    whole = len(older.ids) + len(newer.ids) + 1  # each segment's sketches in one piece: they are in memory
+    sketches = np.concatenate([np.zeros(0, np.uint32), *records.sketches(older, newer, whole)])
     return _Segment(
         keys,
         owners,
