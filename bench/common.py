@@ -66,6 +66,19 @@ def machine() -> str:
     return f"{model}, {os.cpu_count()} CPUs"
 
 
+def status_mb(field: str) -> int:
+    """MB of one of this process's ``/proc/self/status`` fields (VmRSS, VmHWM...). Linux only."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) // 1024
+    raise KeyError(field)
+
+
+def reset_peak() -> None:
+    """Start this process's high-water mark (VmHWM) again from its resident size now. Linux only."""
+    Path("/proc/self/clear_refs").write_text("5")
+
+
 def settle(quiet_below: float = 0.2, longest: float = 10.0) -> None:
     """Wait until the machine is about idle (busy under ``quiet_below`` of its CPUs over a quarter second,
     for at most ``longest`` seconds): what the previous run left behind (PostgreSQL dropping a database,

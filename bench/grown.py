@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import scale
 import scale_check
-from common import DEFAULT_CORPUS, ROOT, machine
+from common import DEFAULT_CORPUS, ROOT, machine, reset_peak, status_mb
 
 sys.path.insert(0, str(ROOT))
 from docsieve import index
@@ -83,24 +83,15 @@ def lookups(
     for r in range(rounds):
         for way in ways if r % 2 == 0 else reversed(ways):
             setattr(index._Segment, method, ways[way])
-            before = _status("VmRSS")
-            with open("/proc/self/clear_refs", "w") as out:
-                out.write("5")  # the high-water mark starts again from the resident size now
+            before = status_mb("VmRSS")
+            reset_peak()
             started = time.perf_counter()
             for batch, batch_times in zip(batches, times, strict=True):
                 found.candidates([p.keys for p in batch], settings.max_candidates, batch_times)
             spent[way].append((time.perf_counter() - started) / len(batches) * 1000)
-            peaks[way].append(_status("VmHWM") - before)
+            peaks[way].append(status_mb("VmHWM") - before)
     setattr(index._Segment, method, now)
     return spent, peaks
-
-
-def _status(field: str) -> int:
-    """MB of /proc/self/status's field."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) // 1024
-    raise KeyError(field)
 
 
 def main() -> int:

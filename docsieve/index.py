@@ -504,7 +504,7 @@ class _MergedRecords:
 
     def sketches(self, older: _Segment, newer: _Segment, most: int) -> Iterator[np.ndarray]:
         """The sketches of the records that stay, in pieces of at most ``most`` records (a merge's largest part:
-        a 150,000-record merge's are 77 MB)."""
+        a 150,000-record merge's are 74 MB)."""
         for segment, first in ((older, 0), (newer, self.newer_from)):
             rows = segment.sketches.reshape(-1, SKETCH_WIDTH)
             for at in range(0, len(rows), most):
