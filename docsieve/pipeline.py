@@ -48,6 +48,10 @@ from docsieve.stories import Book, Overlap, Placement, rank_key
 from docsieve.templates import ShingleCounts, counted_shingles, day_of
 
 logger = logging.getLogger(__name__)
+# Times a batch's decision before the lock is made again there, in the parts that records others stored meanwhile
+# touch (PostgreSQL): each pass meets only what was stored during the last, so a few passes settle it unless the
+# store never rests; then what is left is met under the lock.
+AGAIN_BEFORE_LOCK = 3
 BATCH_SEQ = 1 << 62  # ranks a batch's documents after every stored record that arrived when they did
 # Stored records' weekday slots a process keeps (700 bytes each on news, their dicts and ids: 14 MB), so that the
 # likeliest candidates, the records stored last, are not read and tokenized again (docsieve/dates.py).
@@ -193,6 +197,8 @@ class Pipeline:
         self.batches_stored = 0
         self.decided_again = 0  # batches decided before the lock, and again (whole or in part) under it
         self.documents_decided_again = 0
+        self.decided_again_before_lock = 0  # times a batch's decision was made again in part before the lock
+        self.documents_decided_again_before_lock = 0
 
     def ingest(
         self,
@@ -317,23 +323,50 @@ class Pipeline:
                 if p.fingerprint.content_hash in hashes or found.passed.get(p.id) or found.near.get(p.id)
             }
 
-        def in_parts(txn: Transaction, stored: dict[str, str], now: datetime) -> tuple[list[NewRecord], Book] | None:
+        def in_parts(
+            txn: Transaction, stored: dict[str, str], now: datetime
+        ) -> tuple[list[NewRecord], Book, int] | None:
             """The decision before the lock, made again in the parts that read what others changed since (``stored``:
-            the records they stored); None if a part decided again read a part that stands, or if a writer of an older
-            version stored meanwhile."""
+            the records they stored), and how many documents it decided again; None if a part decided again read a
+            part that stands, or if a writer of an older version stored meanwhile."""
             first_new, first = ahead[0][1]
             if (changed := txn.stories_changed_since(ahead[0][0][0])) is None:
                 return None  # a writer that does not say which stories it changed: the whole batch decided again
             redo = first.depending_on(changed, meeting(txn, stored))
             if not redo:
-                return first_new, first
+                return first_new, first, 0
             again_new, again = decide(txn, now, first, redo)
             book = first.merged(again, redo)
             if book is None:
                 return None
-            self.documents_decided_again += len(redo)
             replaced = {n.record.id: n for n in again_new}
-            return [replaced.get(n.record.id, n) for n in first_new], book
+            return [replaced.get(n.record.id, n) for n in first_new], book, len(redo)
+
+        def again_before_lock(txn: Transaction) -> bool:
+            """If others stored records since the batch's last decision before the lock (and took nothing down, and
+            stored none of its ids), its first decision made again in the parts that what they stored since it touch,
+            still before the lock; True if it was (the store may have moved on again meanwhile). Under the lock the
+            batch's decision then stands if nothing was stored since this one."""
+            seen = (again or ahead)[0][0]
+            through = txn.written_through()  # read before what it guards, as in ``before_lock``
+            if through == seen or through[1] != ahead[0][0][1]:
+                return False
+            # From the first decision each time, as under the lock: a book ``in_parts`` merged knows only the parts
+            # it decided again, not those it kept, so it cannot be split into parts again.
+            stored = txn.stored_since(ahead[0][0][0])
+            if stored.keys() & (drafts.keys() | {r.id for r in rejections}):
+                return False
+            self.index.catch_up(txn)
+            late.catch_up(txn)
+            if (part := in_parts(txn, stored, txn.now())) is None:
+                return False
+            new, book, redone = part
+            again[:] = [(through, (new, book))]
+            shingles, words, days = counted_of(new, book)
+            txn.stage_shingle_counts(counted_shingles(shingles, words, days) if shingles else None)
+            self.decided_again_before_lock += 1
+            self.documents_decided_again_before_lock += redone
+            return True
 
         known: set[str] = set()
 
@@ -347,7 +380,9 @@ class Pipeline:
             days = [day_of(n.record.published_at) for n in texts]
             return shingles, [words[n.record.id] for n in texts if n.record.id in words], days
 
+        # The batch's decision before the lock, with the seqs it read the store after; and the last made again there.
         ahead: list[tuple[tuple[int, int], tuple[list[NewRecord], Book]]] = []
+        again: list[tuple[tuple[int, int], tuple[list[NewRecord], Book]]] = []
 
         def before_lock(txn: Transaction) -> None:  # PostgreSQL: SQLite's lock comes with the transaction
             txn.stage([drafts[p.id] for p in _first_of_each(prepared, txn.existing_ids(drafts))])
@@ -366,10 +401,17 @@ class Pipeline:
                 shingles, words, days = counted_of(*ahead[0][1])
                 if shingles:
                     txn.stage_shingle_counts(counted_shingles(shingles, words, days))
+                # Others stored records while it was decided: a batch that waited its turn met them all under the
+                # lock (119-124 µs of the hold a document against 47-51 alone, docs/benchmarks.md). Made again here
+                # while the store moves, a few times at most, the lock's holder meets only what came after.
+                for _ in range(AGAIN_BEFORE_LOCK):
+                    if not again_before_lock(txn):
+                        break
 
         with self.templates.bound(), self.store.writing(before_lock=before_lock) as txn:
             through = txn.written_through()
-            standing = bool(ahead) and through == ahead[0][0]
+            last = (again or ahead)[0] if ahead else None
+            standing = last is not None and through == last[0]
             # Others stored records meanwhile, took nothing down and stored none of this batch's ids: the decision
             # before the lock is made again only in the parts that read what they changed (``Book.depending_on``).
             stored = None
@@ -386,11 +428,12 @@ class Pipeline:
                     self.templates.catch_up(txn)
             self.templates.snapshot_if_due(txn, len(prepared))  # every row it has read counted, under the lock
             now = txn.now()  # ranks undated documents, and stamps what the batch changes
-            if standing:
-                new, book = ahead[0][1]
+            if last is not None and standing:
+                new, book = last[1]
             elif stored is not None and in_part and (part := in_parts(txn, stored, now)) is not None:
                 self.decided_again += 1
-                new, book = part
+                new, book, redone = part
+                self.documents_decided_again += redone
             else:  # a takedown meanwhile, or a batch's id stored by another: the whole batch decided again
                 self.decided_again += len(ahead)
                 self.documents_decided_again += len(prepared) if ahead else 0
@@ -408,7 +451,8 @@ class Pipeline:
             )
         # The row just written (under the lock nobody wrote one between it and the last read), if this process
         # holds the counts and read every row before it: else it is read with the others when they are next needed.
-        if counts_seq is not None and self.templates.read and not in_part:
+        # (A decision made again before the lock, as in part under it, weighed by the counts read before the first.)
+        if counts_seq is not None and self.templates.read and not in_part and not (standing and again):
             self.templates.add(
                 np.concatenate(counted),
                 (np.array(counted_days, dtype=np.uint16), np.array([len(c) for c in counted], dtype=np.int64)),

@@ -425,11 +425,20 @@ class Transaction:
         query = sa.select(size).where(shingle_counts.c.seq > NEWEST_COUNT_SNAPSHOT.scalar_subquery())
         return int(self.conn.scalar(query) or 0) // 4
 
-    def stage_shingle_counts(self, blob: bytes) -> None:
+    def stage_shingle_counts(self, blob: bytes | None) -> None:
         """PostgreSQL, before the write lock: the template-count row the batch's decision before the lock would
         add, under a negative seq that no reader counts (they read rows after a seq of at least 0). Writing it
         there (a megabyte of ids for 512 articles, into TOAST) took a fifth of a lone worker's hold; placing it
-        under the lock is a one-row UPDATE that leaves the blob where it is (docs/benchmarks.md)."""
+        under the lock is a one-row UPDATE that leaves the blob where it is (docs/benchmarks.md). A batch decided
+        again before the lock stages its new row in place of the first (None: it adds none)."""
+        if self.staged_counts is not None:
+            mark, staged = self.staged_counts
+            if blob == staged:
+                return
+            self.conn.execute(shingle_counts.delete().where(shingle_counts.c.seq == mark))
+            self.staged_counts = None
+        if blob is None:
+            return
         mark = -int(np.random.default_rng().integers(1, 1 << 62))
         self.conn.execute(shingle_counts.insert().values(seq=mark, counts=blob))
         self.staged_counts = (mark, blob)

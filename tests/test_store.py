@@ -1,3 +1,4 @@
+import contextlib
 import functools
 import random
 import threading
@@ -963,6 +964,172 @@ def test_a_batch_meeting_what_others_stored_decides_again_only_the_parts_it_touc
     assert (second.decided_again, second.documents_decided_again) == (1, 3)
 
 
+def _stored_while_deciding(
+    url: str,
+    before: list[RawDocument],
+    then: list[RawDocument],
+    during: list[list[RawDocument]],
+    monkeypatch: pytest.MonkeyPatch,
+    last: list[RawDocument] | None = None,
+) -> tuple[Pipeline, Pipeline]:
+    """``before`` ingested; then a second worker processes ``then`` while the first stores the batches of
+    ``during``, one just before each of the second's readings of what is stored after its first (the decision
+    before the lock read that first one), as long as it has not taken the lock; ``last``: a batch stored after
+    its work before the lock, just before it takes the lock. Returns the two pipelines, closed."""
+    settings = Settings(store=url, batch_size=8)
+    one, two = Pipeline(Store(url), settings), Pipeline(Store(url), settings)
+    one.ingest(before)
+    pending, readings, storing, locking = list(during), [0], [False], [False]
+    through = Transaction.written_through
+
+    def store_one(batch: list[RawDocument]) -> None:
+        storing[0] = True
+        try:
+            one.process(batch)
+        finally:
+            storing[0] = False
+
+    def reading(txn: Transaction) -> tuple[int, int]:
+        if not storing[0] and not locking[0]:
+            readings[0] += 1
+            if readings[0] > 1 and pending:
+                store_one(pending.pop(0))
+        return through(txn)
+
+    writing = two.store.writing
+
+    @contextlib.contextmanager
+    def then_lock(before_lock=None):
+        def work_then_last(txn: Transaction) -> None:
+            before_lock(txn)
+            locking[0] = True
+            if last:
+                store_one(last)
+
+        with writing(before_lock=work_then_last) as txn:
+            yield txn
+
+    monkeypatch.setattr(Transaction, "written_through", reading)
+    monkeypatch.setattr(two.store, "writing", then_lock)
+    two.process(then)
+    one.close()
+    two.close()
+    assert not pending, "batches left: the second worker stopped reading before its lock"
+    return one, two
+
+
+def _meeting_docs() -> tuple[list[RawDocument], list[RawDocument], list[RawDocument], Callable]:
+    """A stored article (``before``), a copy of it published earlier (``first``) that takes its story over, and
+    a batch (``then``) of which three documents meet that copy (a copy of the article, its exact text, a copy of
+    the copy) and three do not (an unrelated article and its near copy, a text of its own)."""
+    rng = random.Random(3)
+    article, other = fixture_text("en_article.txt"), fixture_text("ar_other.txt")
+    doc = lambda source, body, hour: RawDocument(source=source, body=body, published=f"2026-12-01T{hour}:00:00Z")  # noqa: E731
+    before = [doc("article.txt", article, "10")]
+    first = [doc("early.txt", _near_copy(article), "09")]
+    then = [
+        doc("other.txt", other, "11"),
+        doc("copy.txt", article + "\n\nA line added at the end of the article by its second outlet.", "12"),
+        doc("same.txt", _near_copy(article), "13"),
+        doc("other-copy.txt", _near_copy(other), "14"),
+        doc("own.txt", _words(150, rng), "15"),
+        doc(
+            "copy-of-copy.txt",
+            article + "\n\nA line added at the end of the article by its second outlet. Again.",
+            "16",
+        ),
+    ]
+    return before, first, then, doc
+
+
+def test_what_others_store_while_a_batch_is_decided_is_met_before_the_lock(
+    postgres_server_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another worker stores a copy that takes a stored article's story over while a batch is decided before the
+    lock, and nothing after: the batch is decided again before the lock, in the three documents that meet the
+    copy, and under the lock its decision stands (nothing decided there). The stories and the template-count rows
+    are those of the documents stored one after another (SQLite)."""
+    from tests.services import postgres_database
+
+    before, first, then, _ = _meeting_docs()
+    expected = _serial(tmp_path, before, first, then)
+    fates = _counts_spy(monkeypatch)
+    with postgres_database(postgres_server_url) as url:
+        _, second = _stored_while_deciding(url, before, then, [first], monkeypatch)
+        got, rows = _stories_of(url), _count_rows(url)
+    assert got == expected
+    assert (second.decided_again_before_lock, second.documents_decided_again_before_lock) == (1, 3)
+    assert (second.decided_again, second.documents_decided_again) == (0, 0)
+    assert fates[-1] == "placed", fates
+    assert all(seq > 0 for seq, _ in rows)
+    assert [blob for _, blob in rows] == [blob for _, blob in _count_rows(f"sqlite:///{tmp_path}/serial.db")]
+
+
+def test_a_batch_decided_again_before_the_lock_stages_its_new_template_counts(
+    postgres_server_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two excerpts of a stored article that share nothing, and a text. While the batch of the second excerpt and
+    the text is decided before the lock (the excerpt in the article's story, the text new: counted), another
+    worker stores the first excerpt, published before the article, which takes the story over, and a near copy of
+    the text published before it: decided again before the lock, the excerpt is on its own, the text a copy (not
+    counted). The row staged for the first decision is replaced before the lock by the row of the new one, placed
+    as it is under the lock; the rows and stories are those of the documents stored one after another
+    (SQLite)."""
+    from tests.services import postgres_database
+
+    article = fixture_text("en_article.txt")
+    one_half, other_half = _halves(article)
+    before = [RawDocument(source="article.txt", body=article, published="2026-12-01T10:00:00Z")]
+    first = [
+        RawDocument(source="one.txt", body=one_half, published="2026-12-01T09:00:00Z"),
+        RawDocument(source="apart-early.txt", body=_near_copy(fixture_text("ar_other.txt")), published="2026-12-01"),
+    ]
+    then = [
+        RawDocument(source="two.txt", body=other_half, published="2026-12-01T11:00:00Z"),
+        RawDocument(source="apart.txt", body=fixture_text("ar_other.txt"), published="2026-12-01T11:30:00Z"),
+    ]
+    expected = _serial(tmp_path, before, first, then)
+    fates = _counts_spy(monkeypatch)
+    with postgres_database(postgres_server_url) as url:
+        _, second = _stored_while_deciding(url, before, then, [first], monkeypatch)
+        got, rows = _stories_of(url), _count_rows(url)
+    assert got == expected and expected["two.txt"][3] == ["two.txt"] and expected["apart.txt"][2] == "apart-early.txt"
+    assert (second.decided_again_before_lock, second.documents_decided_again_before_lock) == (1, 2)
+    assert second.decided_again == 0
+    assert fates[-1] == "placed", fates
+    assert all(seq > 0 for seq, _ in rows)
+    assert [blob for _, blob in rows] == [blob for _, blob in _count_rows(f"sqlite:///{tmp_path}/serial.db")]
+
+
+def test_a_store_that_never_rests_leaves_what_comes_last_to_the_lock(
+    postgres_server_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another worker stores a batch during each of the batch's decisions before the lock, and one more just before
+    it takes the lock: the decision is made again before the lock as many times as allowed (the second time in a
+    part the first time left standing), then met under the lock with what came after the last. The stories are
+    those of the documents stored one after another (SQLite)."""
+    from docsieve.pipeline import AGAIN_BEFORE_LOCK
+    from tests.services import postgres_database
+
+    before, first, then, doc = _meeting_docs()
+    rng = random.Random(4)
+    # The second meets a part the first left standing (the unrelated article): a copy of it published before it.
+    second_copy = [doc("other-early.txt", _near_copy(fixture_text("ar_other.txt")), "08")]
+    elsewhere = [[doc(f"elsewhere-{i}.txt", _words(120, rng), "08")] for i in range(AGAIN_BEFORE_LOCK - 2)]
+    during = [first, second_copy, *elsewhere]
+    last = [doc("earlier.txt", fixture_text("en_article.txt") + "\n\nAn earlier outlet's line.", "07")]
+    expected = _serial(tmp_path, before, *during, last, then)
+    with postgres_database(postgres_server_url) as url:
+        _, second = _stored_while_deciding(url, before, then, during, monkeypatch, last)
+        got = _stories_of(url)
+    assert got == expected
+    assert expected["copy.txt"][2] == "earlier.txt"  # the last one stored took the story over again
+    assert expected["other.txt"][2] == "other-early.txt"
+    assert second.decided_again_before_lock == AGAIN_BEFORE_LOCK
+    # Under the lock, from the first decision: the parts of the article's copies and of the unrelated article.
+    assert (second.decided_again, second.documents_decided_again) == (1, 5)
+
+
 def test_a_writer_that_does_not_stamp_the_stories_it_changes_makes_a_batch_decided_again_whole(
     postgres_server_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -1000,9 +1167,10 @@ def test_a_take_over_committed_inside_a_decision_before_the_lock_is_met_under_it
 ) -> None:
     """Another worker commits an excerpt of a stored article, published before it (it takes the article's story
     over), between two reads of a batch's decision before the lock: after the catch-ups, so that it is no candidate
-    of the batch's other excerpt, which the decision still places in the article's story. Under the lock the story
-    is among those changed since the decision began: that document is decided again (on its own, as in one process
-    storing the excerpt first: SQLite), and an unrelated document's decision stands."""
+    of the batch's other excerpt, which the decision still places in the article's story. The store has moved on
+    when the decision ends, and the story is among those changed since it began: that document is decided again,
+    still before the lock (on its own, as in one process storing the excerpt first: SQLite), and an unrelated
+    document's decision stands; under the lock the decision stands."""
     from tests.services import postgres_database
 
     article = fixture_text("en_article.txt")
@@ -1032,7 +1200,8 @@ def test_a_take_over_committed_inside_a_decision_before_the_lock_is_met_under_it
         second.close()
     assert done and got == expected
     assert expected["two.txt"][3] == ["two.txt"]
-    assert (second.decided_again, second.documents_decided_again) == (1, 1)
+    assert (second.decided_again_before_lock, second.documents_decided_again_before_lock) == (1, 1)
+    assert second.decided_again == 0
 
 
 def test_a_part_decided_again_that_reads_a_part_that_stands_makes_the_whole_batch_decided_again(
