@@ -52,6 +52,10 @@ logger = logging.getLogger(__name__)
 # touch (PostgreSQL): each pass meets only what was stored during the last, so a few passes settle it unless the
 # store never rests; then what is left is met under the lock.
 AGAIN_BEFORE_LOCK = 3
+# While another holds the lock, a batch tries it every LOCK_TRY_EVERY seconds, LOCK_TRIES times at most (a lone
+# worker's hold of 512 documents is some 25 ms), then waits its turn.
+LOCK_TRY_EVERY = 0.002
+LOCK_TRIES = 50
 BATCH_SEQ = 1 << 62  # ranks a batch's documents after every stored record that arrived when they did
 # Stored records' weekday slots a process keeps (700 bytes each on news, their dicts and ids: 14 MB), so that the
 # likeliest candidates, the records stored last, are not read and tokenized again (docsieve/dates.py).
@@ -199,6 +203,7 @@ class Pipeline:
         self.documents_decided_again = 0
         self.decided_again_before_lock = 0  # times a batch's decision was made again in part before the lock
         self.documents_decided_again_before_lock = 0
+        self._tries_in_vain = False  # the last batch tried before the lock (passes, the lock) and was decided under it
 
     def ingest(
         self,
@@ -383,6 +388,7 @@ class Pipeline:
         # The batch's decision before the lock, with the seqs it read the store after; and the last made again there.
         ahead: list[tuple[tuple[int, int], tuple[list[NewRecord], Book]]] = []
         again: list[tuple[tuple[int, int], tuple[list[NewRecord], Book]]] = []
+        trying: list[bool] = []  # whether it was made again and the lock tried before the lock, if it was decided
 
         def before_lock(txn: Transaction) -> None:  # PostgreSQL: SQLite's lock comes with the transaction
             txn.stage([drafts[p.id] for p in _first_of_each(prepared, txn.existing_ids(drafts))])
@@ -403,10 +409,21 @@ class Pipeline:
                     txn.stage_shingle_counts(counted_shingles(shingles, words, days))
                 # Others stored records while it was decided: a batch that waited its turn met them all under the
                 # lock (119-124 µs of the hold a document against 47-51 alone, docs/benchmarks.md). Made again here
-                # while the store moves, a few times at most, the lock's holder meets only what came after.
-                for _ in range(AGAIN_BEFORE_LOCK):
-                    if not again_before_lock(txn):
+                # while the store moves, a few times at most, the lock's holder meets only what came after; and
+                # while another holds the lock (it will store what this batch must meet), the lock is not waited
+                # for but tried, for a while, the batch made again once the holder has stored.
+                # Where the last batch's were in vain (decided again under the lock all the same), the store moves
+                # too fast for them (more workers than cores): this batch goes straight to the lock, the next tries.
+                passes, tried = 0, 0
+                trying.append(not self._tries_in_vain)
+                while trying[0] and passes < AGAIN_BEFORE_LOCK:
+                    if again_before_lock(txn):
+                        passes += 1
+                    elif txn.try_write_lock() or tried == LOCK_TRIES:
                         break
+                    else:
+                        tried += 1
+                        time.sleep(LOCK_TRY_EVERY)
 
         with self.templates.bound(), self.store.writing(before_lock=before_lock) as txn:
             through = txn.written_through()
@@ -442,6 +459,7 @@ class Pipeline:
                 earlier = ahead[0][1][1] if ahead and through[1] == ahead[0][0][1] else None
                 new, book = decide(txn, now, earlier)
             self.batches_stored += 1
+            self._tries_in_vain = bool(trying and trying[0]) and not standing
             txn.insert(new, now)
             last_seq = txn.last_seq()
             txn.save_stories(book, now, last_seq)

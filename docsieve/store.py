@@ -91,6 +91,14 @@ class Transaction:
         self.staged: dict[str, int] = {}
         # The template-count row written before the lock (``stage_shingle_counts``): its marking seq and its blob.
         self.staged_counts: tuple[int, bytes] | None = None
+        self.locked_at: float | None = None  # when ``try_write_lock`` took the write lock (perf_counter)
+
+    def try_write_lock(self) -> bool:
+        """PostgreSQL, before the write lock: take it if no one holds it, without waiting (held to the transaction's
+        end, as ``write_locked`` takes it, which then finds it held)."""
+        if self.locked_at is None and self.conn.scalar(sa.select(sa.func.pg_try_advisory_xact_lock(WRITE_LOCK))):
+            self.locked_at = time.perf_counter()
+        return self.locked_at is not None
 
     def _among(self, column: sa.Column, values: list[str]) -> sa.ColumnElement[bool]:
         """``column IN values``; on PostgreSQL as ``= ANY(array)``, one parameter instead of hundreds (a
@@ -697,8 +705,8 @@ class Store(Bookkeeping):
                 before_lock(opened[0])
 
         with write_locked(self.engine, before) as conn:
-            locked = time.perf_counter()
             txn = opened[0] if opened else Transaction(conn)
+            locked = txn.locked_at or time.perf_counter()
             yield txn
             if txn.staged_counts is not None:  # never commit a count row nobody counts (rolled back instead)
                 raise RuntimeError("a template-count row staged before the lock was neither placed nor dropped")

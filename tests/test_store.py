@@ -1101,6 +1101,61 @@ def test_a_batch_decided_again_before_the_lock_stages_its_new_template_counts(
     assert [blob for _, blob in rows] == [blob for _, blob in _count_rows(f"sqlite:///{tmp_path}/serial.db")]
 
 
+def test_a_batch_that_finds_the_lock_held_meets_what_its_holder_stores_before_the_lock(
+    postgres_server_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker holds the lock while storing a copy that takes a stored article's story over; another's batch,
+    decided before the lock, finds it held: it tries the lock again every few milliseconds rather than wait in
+    line, and once the holder has stored, it is decided again before the lock, in the parts the copy touches.
+    Under the lock its decision stands. The stories are those of the documents stored one after another
+    (SQLite)."""
+    import docsieve.pipeline
+    from tests.services import postgres_database
+
+    monkeypatch.setattr(docsieve.pipeline, "LOCK_TRIES", 10_000)  # 20 s: this test's threads, not the machine, decide
+    before, first, then, _ = _meeting_docs()
+    expected = _serial(tmp_path, before, first, then)
+    holding, release, refused = threading.Event(), threading.Event(), threading.Event()
+    try_lock = Transaction.try_write_lock
+
+    def tried(txn: Transaction) -> bool:
+        got = try_lock(txn)
+        if not got:
+            refused.set()
+        return got
+
+    monkeypatch.setattr(Transaction, "try_write_lock", tried)
+    with postgres_database(postgres_server_url) as url:
+        settings = Settings(store=url, batch_size=8)
+        one, two = Pipeline(Store(url), settings), Pipeline(Store(url), settings)
+        one.ingest(before)
+        writing = one.store.writing
+
+        @contextlib.contextmanager
+        def held(before_lock=None):
+            with writing(before_lock=before_lock) as txn:
+                yield txn
+                holding.set()
+                assert release.wait(60)
+
+        monkeypatch.setattr(one.store, "writing", held)
+        holder = threading.Thread(target=one.process, args=(first,))
+        holder.start()
+        assert holding.wait(60)
+        waiter = threading.Thread(target=two.process, args=(then,))
+        waiter.start()
+        assert refused.wait(60)
+        release.set()
+        holder.join(60)
+        waiter.join(60)
+        got = _stories_of(url)
+        one.close()
+        two.close()
+    assert got == expected
+    assert (two.decided_again_before_lock, two.documents_decided_again_before_lock) == (1, 3)
+    assert two.decided_again == 0
+
+
 def test_a_store_that_never_rests_leaves_what_comes_last_to_the_lock(
     postgres_server_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -1128,6 +1183,45 @@ def test_a_store_that_never_rests_leaves_what_comes_last_to_the_lock(
     assert second.decided_again_before_lock == AGAIN_BEFORE_LOCK
     # Under the lock, from the first decision: the parts of the article's copies and of the unrelated article.
     assert (second.decided_again, second.documents_decided_again) == (1, 5)
+    assert second._tries_in_vain  # its next batch goes straight to the lock
+
+
+def test_after_tries_in_vain_a_batch_goes_straight_to_the_lock(
+    postgres_server_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker whose last batch was made again before the lock and decided again under it all the same: its next
+    batch, meeting a copy another stores while it is decided, is not made again before the lock but under it,
+    in the parts the copy touches; the batch after it tries again. The stories are those of one process."""
+    from tests.services import postgres_database
+
+    before, first, then, _ = _meeting_docs()
+    expected = _serial(tmp_path, before, first, then)
+    stage = Transaction.stage_shingle_counts
+    with postgres_database(postgres_server_url) as url:
+        settings = Settings(store=url, batch_size=8)
+        one, two = Pipeline(Store(url), settings), Pipeline(Store(url), settings)
+        one.ingest(before)
+        pending = [first]
+
+        def staged_then_theirs(txn: Transaction, blob) -> None:  # after the second's decision before the lock
+            stage(txn, blob)
+            if pending:
+                one.process(pending.pop())
+
+        monkeypatch.setattr(two, "_tries_in_vain", True)
+        monkeypatch.setattr(Transaction, "stage_shingle_counts", staged_then_theirs)
+        two.process(then)
+        got = _stories_of(url)
+        one.close()
+        two.close()
+    assert not pending and got == expected
+    assert _tries(two) == (0, 1, 3)
+    assert not two._tries_in_vain
+
+
+def _tries(pipeline: Pipeline) -> tuple[int, int, int]:
+    """(times made again before the lock, batches decided again under it, documents of them)."""
+    return pipeline.decided_again_before_lock, pipeline.decided_again, pipeline.documents_decided_again
 
 
 def test_a_writer_that_does_not_stamp_the_stories_it_changes_makes_a_batch_decided_again_whole(
