@@ -1,11 +1,13 @@
 """Two workers at once on real news: do batches decided again in part store what deciding them whole would?
 
-    .venv/bin/python bench/interleaved.py [--corpus ../shared/corpus] [--batch 256]
+    .venv/bin/python bench/interleaved.py [--corpus ../shared/corpus] [--batch 256] [--during]
 
 All of saudinewsnet-dev in date order through two workers (``Pipeline``s in this process) on one PostgreSQL store
 and Redis index, with publication times: batches alternate between them, and the second stores one of its batches
 between each of the first's decisions before the lock and its lock (``bench/lock.py --phases --contended``'s
-interleaving), so that every batch of the first meets records stored meanwhile. Run twice, in two fresh stores:
+interleaving), so that every batch of the first meets records stored meanwhile under the lock; with ``--during``,
+while the first's batch is decided, so that it meets them in a decision made again before the lock. Run twice, in
+two fresh stores:
 
 - **in part** (the code as it is): under the lock, only the parts of a batch that read what the other stored
   are decided again (``Pipeline.store_prepared``, ``Book.depending_on``);
@@ -41,8 +43,38 @@ from docsieve.store import Store
 from tests.services import postgres_database, postgres_server, redis_server, remove_keys
 
 
-def run(docs: list[dict], size: int, whole: bool) -> tuple[quality.StoreView, int, int, float]:
-    """(the store's stories, the first worker's documents, those decided again under the lock, seconds)."""
+def during_decision(store, then) -> None:
+    """Make ``store``'s writes call ``then`` while their batch is decided before the lock: after the decision, before
+    its first look at whether the store moved (the second reading of ``written_through``), so that the batch is made
+    again before the lock (``Pipeline.store_prepared``'s ``again_before_lock``)."""
+    writing = store.writing
+
+    @contextlib.contextmanager
+    def wrapped(before_lock=None):
+        def hooked(txn):
+            through, readings = txn.written_through, [0]
+
+            def reading():
+                readings[0] += 1
+                if readings[0] == 2:
+                    then()
+                return through()
+
+            txn.written_through = reading
+            try:
+                before_lock(txn)
+            finally:
+                del txn.written_through
+
+        with writing(before_lock=hooked if before_lock is not None else None) as txn:
+            yield txn
+
+    store.writing = wrapped
+
+
+def run(docs: list[dict], size: int, whole: bool, during: bool) -> tuple[quality.StoreView, int, int, int, float]:
+    """(the store's stories, the first worker's documents, those decided again under the lock and before it,
+    seconds)."""
     raws = [quality.snn_raw(d) for d in docs]
     mine = [d for i in range(0, len(raws), 2 * size) for d in raws[i : i + size]]
     theirs = [raws[i + size : i + 2 * size] for i in range(0, len(raws), 2 * size)]
@@ -56,7 +88,7 @@ def run(docs: list[dict], size: int, whole: bool) -> tuple[quality.StoreView, in
             store = Store(pg)
             first = Pipeline(store, settings, open_index(settings))
             second = Pipeline(Store(pg), settings, open_index(settings))
-            meanwhile(store, lambda: theirs and second.process(theirs.pop(0)))
+            (during_decision if during else meanwhile)(store, lambda: theirs and second.process(theirs.pop(0)))
             started = time.perf_counter()
             first.ingest(mine)
             while theirs:
@@ -70,7 +102,8 @@ def run(docs: list[dict], size: int, whole: bool) -> tuple[quality.StoreView, in
             remove_keys(redis_url, prefix)
     finally:
         stories.Book.depending_on = original  # type: ignore[method-assign]
-    return view, len(mine), first.documents_decided_again, elapsed
+    before = getattr(first, "documents_decided_again_before_lock", 0)
+    return view, len(mine), first.documents_decided_again, before, elapsed
 
 
 def canonicals(view: quality.StoreView) -> dict[str, str]:
@@ -82,26 +115,32 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS)
     parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument(
+        "--during",
+        action="store_true",
+        help="the second's batch stored while the first's is decided before the lock (met there), not after it",
+    )
     args = parser.parse_args()
     docs = quality.load_saudinewsnet(args.corpus / "saudinewsnet-dev")
     settings = Settings()
     print(f"saudinewsnet-dev, {len(docs):,} articles, two workers, batches of {args.batch}; {machine()}\n")
     rows, seen = [], {}
     for name, whole in (("in part", False), ("whole", True)):
-        view, mine, again, elapsed = run(docs, args.batch, whole)
+        view, mine, again, before, elapsed = run(docs, args.batch, whole, args.during)
         printed = io.StringIO()
         with contextlib.redirect_stdout(printed):
             figures, _ = quality.run_saudinewsnet(args.corpus, settings, docs, view)
         every = figures["by_set"]["all pairs"]["docsieve"]
         counts = figures["counts"]
-        rows.append((name, mine, again, elapsed, every, counts))
+        rows.append((name, mine, again, before, elapsed, every, counts))
         seen[name] = canonicals(view)
-    print("| decided again | first worker's documents | of them decided again under the lock | seconds |", end="")
-    print(" all labeled pairs: P / R / F1 | FP / FN | template pairs merged | short items missed |")
-    print("| --- | ---: | ---: | ---: | --- | --- | ---: | ---: |")
-    for name, mine, again, elapsed, every, counts in rows:
+    print("| decided again | first worker's documents | of them decided again under the lock | before it |", end="")
+    print(" seconds | all labeled pairs: P / R / F1 | FP / FN | template pairs merged | short items missed |")
+    print("| --- | ---: | ---: | ---: | ---: | --- | --- | ---: | ---: |")
+    for name, mine, again, before, elapsed, every, counts in rows:
         print(
-            f"| {name} | {mine:,} | {again:,} | {elapsed:.0f} | {every['precision']:.3f} / {every['recall']:.3f} / "
+            f"| {name} | {mine:,} | {again:,} | {before:,} | {elapsed:.0f} | {every['precision']:.3f} / "
+            f"{every['recall']:.3f} / "
             f"{every['f1']:.3f} | {every['fp']} / {every['fn']} | {counts['template_different_merged']['docsieve']} "
             f"of {counts['template_different_merged']['of']} | {counts['short_dup_missed']['docsieve']} of "
             f"{counts['short_dup_missed']['of']} |"

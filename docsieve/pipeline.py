@@ -347,24 +347,28 @@ class Pipeline:
             replaced = {n.record.id: n for n in again_new}
             return [replaced.get(n.record.id, n) for n in first_new], book, len(redo)
 
-        def again_before_lock(txn: Transaction) -> bool:
-            """If others stored records since the batch's last decision before the lock (and took nothing down, and
-            stored none of its ids), its first decision made again in the parts that what they stored since it touch,
-            still before the lock; True if it was (the store may have moved on again meanwhile). Under the lock the
-            batch's decision then stands if nothing was stored since this one."""
+        def again_before_lock(txn: Transaction) -> bool | None:
+            """If others stored records since the batch's last decision before the lock, its first decision made
+            again in the parts that what they stored since it touch, still before the lock: True if it was (the
+            store may have moved on again meanwhile), False if the store has not moved. None if it cannot be made
+            again in part (a takedown, one of the batch's ids stored, a part that reads a part that stands): that
+            stays so as the store moves on, so it is left to the lock, where the batch is decided again whole.
+            Under the lock the batch's decision stands if nothing was stored since the last one made."""
             seen = (again or ahead)[0][0]
             through = txn.written_through()  # read before what it guards, as in ``before_lock``
-            if through == seen or through[1] != ahead[0][0][1]:
+            if through == seen:
                 return False
+            if through[1] != ahead[0][0][1]:
+                return None
             # From the first decision each time, as under the lock: a book ``in_parts`` merged knows only the parts
             # it decided again, not those it kept, so it cannot be split into parts again.
             stored = txn.stored_since(ahead[0][0][0])
             if stored.keys() & (drafts.keys() | {r.id for r in rejections}):
-                return False
+                return None
             self.index.catch_up(txn)
             late.catch_up(txn)
             if (part := in_parts(txn, stored, txn.now())) is None:
-                return False
+                return None
             new, book, redone = part
             again[:] = [(through, (new, book))]
             shingles, words, days = counted_of(new, book)
@@ -417,9 +421,9 @@ class Pipeline:
                 passes, tried = 0, 0
                 trying.append(not self._tries_in_vain)
                 while trying[0] and passes < AGAIN_BEFORE_LOCK:
-                    if again_before_lock(txn):
+                    if made := again_before_lock(txn):
                         passes += 1
-                    elif txn.try_write_lock() or tried == LOCK_TRIES:
+                    elif made is None or txn.try_write_lock() or tried == LOCK_TRIES:
                         break
                     else:
                         tried += 1

@@ -1156,6 +1156,36 @@ def test_a_batch_that_finds_the_lock_held_meets_what_its_holder_stores_before_th
     assert two.decided_again == 0
 
 
+def test_a_batch_that_cannot_be_made_again_in_part_is_left_to_the_lock_at_once(
+    postgres_server_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another worker stores a copy that takes a stored article's story over while a batch is decided before the
+    lock, and does not say which stories it changed (a worker of a version before migration 0014): the batch
+    cannot be made again in part, now or as the store moves on, so neither that nor the lock is tried again before
+    the lock; it waits its turn and is decided again whole under it. The stories are those of one process."""
+    from tests.services import postgres_database
+
+    before, first, then, _ = _meeting_docs()
+    expected = _serial(tmp_path, before, first, then)
+    calls = {"stored_since": 0, "try_write_lock": 0}
+    for name in calls:
+        method = getattr(Transaction, name)
+
+        def counted(txn: Transaction, *args, __method=method, __name=name):
+            calls[__name] += 1
+            return __method(txn, *args)
+
+        monkeypatch.setattr(Transaction, name, counted)
+    monkeypatch.setattr(Transaction, "stories_changed_since", lambda txn, seq: None)
+    with postgres_database(postgres_server_url) as url:
+        _, second = _stored_while_deciding(url, before, then, [first], monkeypatch)
+        got = _stories_of(url)
+    assert got == expected
+    assert _tries(second) == (0, 1, len(then))
+    # stored_since: the batch's one pass, and under the lock; try_write_lock: the other worker's two batches alone.
+    assert calls == {"stored_since": 2, "try_write_lock": 2}
+
+
 def test_a_store_that_never_rests_leaves_what_comes_last_to_the_lock(
     postgres_server_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
