@@ -49,8 +49,8 @@ from docsieve.templates import ShingleCounts, counted_shingles, day_of
 
 logger = logging.getLogger(__name__)
 # Times a batch's decision before the lock is made again there, in the parts that records others stored meanwhile
-# touch (PostgreSQL): each pass meets only what was stored during the last, so a few passes settle it unless the
-# store never rests; then what is left is met under the lock.
+# touch (PostgreSQL), each time from its first decision with all that was stored since: a few passes settle it unless
+# the store never rests; then what is left is met under the lock.
 AGAIN_BEFORE_LOCK = 3
 # While another holds the lock, a batch tries it every LOCK_TRY_EVERY seconds, LOCK_TRIES times at most (a lone
 # worker's hold of 512 documents is some 25 ms), then waits its turn.
@@ -392,7 +392,7 @@ class Pipeline:
         # The batch's decision before the lock, with the seqs it read the store after; and the last made again there.
         ahead: list[tuple[tuple[int, int], tuple[list[NewRecord], Book]]] = []
         again: list[tuple[tuple[int, int], tuple[list[NewRecord], Book]]] = []
-        trying: list[bool] = []  # whether it was made again and the lock tried before the lock, if it was decided
+        trying: list[bool] = []  # whether the batch tried before the lock (passes, the lock); empty if undecided there
 
         def before_lock(txn: Transaction) -> None:  # PostgreSQL: SQLite's lock comes with the transaction
             txn.stage([drafts[p.id] for p in _first_of_each(prepared, txn.existing_ids(drafts))])
@@ -415,9 +415,9 @@ class Pipeline:
                 # lock (119-124 µs of the hold a document against 47-51 alone, docs/benchmarks.md). Made again here
                 # while the store moves, a few times at most, the lock's holder meets only what came after; and
                 # while another holds the lock (it will store what this batch must meet), the lock is not waited
-                # for but tried, for a while, the batch made again once the holder has stored.
-                # Where the last batch's were in vain (decided again under the lock all the same), the store moves
-                # too fast for them (more workers than cores): this batch goes straight to the lock, the next tries.
+                # for but tried, for a while, the batch made again once the holder has stored. Where the last
+                # batch's tries were in vain (decided again under the lock all the same), the store moves too fast
+                # for them (more workers than cores): this batch goes straight to the lock, the next tries again.
                 passes, tried = 0, 0
                 trying.append(not self._tries_in_vain)
                 while trying[0] and passes < AGAIN_BEFORE_LOCK:

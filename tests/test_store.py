@@ -933,27 +933,9 @@ def test_a_batch_meeting_what_others_stored_decides_again_only_the_parts_it_touc
     again under the lock, with every document decided with them (a copy of that copy, in the batch); the others
     (an unrelated article and its near copy, a text of its own) stand as decided. The stories are those of the
     documents stored one after another (SQLite)."""
-    import random
-
     from tests.services import postgres_database
 
-    rng = random.Random(3)
-    article, other = fixture_text("en_article.txt"), fixture_text("ar_other.txt")
-    doc = lambda source, body, hour: RawDocument(source=source, body=body, published=f"2026-12-01T{hour}:00:00Z")  # noqa: E731
-    before = [doc("article.txt", article, "10")]
-    first = [doc("early.txt", _near_copy(article), "09")]
-    then = [
-        doc("other.txt", other, "11"),
-        doc("copy.txt", article + "\n\nA line added at the end of the article by its second outlet.", "12"),
-        doc("same.txt", _near_copy(article), "13"),
-        doc("other-copy.txt", _near_copy(other), "14"),
-        doc("own.txt", _words(150, rng), "15"),
-        doc(
-            "copy-of-copy.txt",
-            article + "\n\nA line added at the end of the article by its second outlet. Again.",
-            "16",
-        ),
-    ]
+    before, first, then, _ = _meeting_docs()
     expected = _serial(tmp_path, before, first, then)
     with postgres_database(postgres_server_url) as url:
         _, second = _queued(url, before, first, then)
@@ -1042,6 +1024,14 @@ def _meeting_docs() -> tuple[list[RawDocument], list[RawDocument], list[RawDocum
     return before, first, then, doc
 
 
+def _placed_as_serial(fates: list[str], rows: list[tuple[int, bytes]], folder: Path) -> None:
+    """The last batch's staged template-count row was placed as it was staged, none is left with its staging mark,
+    and the rows are those of the serial store in ``folder`` (``_serial``)."""
+    assert fates[-1] == "placed", fates
+    assert all(seq > 0 for seq, _ in rows)
+    assert [blob for _, blob in rows] == [blob for _, blob in _count_rows(f"sqlite:///{folder}/serial.db")]
+
+
 def test_what_others_store_while_a_batch_is_decided_is_met_before_the_lock(
     postgres_server_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -1060,9 +1050,7 @@ def test_what_others_store_while_a_batch_is_decided_is_met_before_the_lock(
     assert got == expected
     assert (second.decided_again_before_lock, second.documents_decided_again_before_lock) == (1, 3)
     assert (second.decided_again, second.documents_decided_again) == (0, 0)
-    assert fates[-1] == "placed", fates
-    assert all(seq > 0 for seq, _ in rows)
-    assert [blob for _, blob in rows] == [blob for _, blob in _count_rows(f"sqlite:///{tmp_path}/serial.db")]
+    _placed_as_serial(fates, rows, tmp_path)
 
 
 def test_a_batch_decided_again_before_the_lock_stages_its_new_template_counts(
@@ -1096,9 +1084,7 @@ def test_a_batch_decided_again_before_the_lock_stages_its_new_template_counts(
     assert got == expected and expected["two.txt"][3] == ["two.txt"] and expected["apart.txt"][2] == "apart-early.txt"
     assert (second.decided_again_before_lock, second.documents_decided_again_before_lock) == (1, 2)
     assert second.decided_again == 0
-    assert fates[-1] == "placed", fates
-    assert all(seq > 0 for seq, _ in rows)
-    assert [blob for _, blob in rows] == [blob for _, blob in _count_rows(f"sqlite:///{tmp_path}/serial.db")]
+    _placed_as_serial(fates, rows, tmp_path)
 
 
 def test_a_batch_that_finds_the_lock_held_meets_what_its_holder_stores_before_the_lock(
