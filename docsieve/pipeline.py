@@ -363,7 +363,7 @@ class Pipeline:
             # From the first decision each time, as under the lock: a book ``in_parts`` merged knows only the parts
             # it decided again, not those it kept, so it cannot be split into parts again.
             stored = txn.stored_since(ahead[0][0][0])
-            if stored.keys() & (drafts.keys() | {r.id for r in rejections}):
+            if stored.keys() & batch_ids:
                 return None
             self.index.catch_up(txn)
             late.catch_up(txn)
@@ -392,7 +392,7 @@ class Pipeline:
         # The batch's decision before the lock, with the seqs it read the store after; and the last made again there.
         ahead: list[tuple[tuple[int, int], tuple[list[NewRecord], Book]]] = []
         again: list[tuple[tuple[int, int], tuple[list[NewRecord], Book]]] = []
-        trying: list[bool] = []  # whether the batch tried before the lock (passes, the lock); empty if undecided there
+        batch_ids = drafts.keys() | {r.id for r in rejections}
 
         def before_lock(txn: Transaction) -> None:  # PostgreSQL: SQLite's lock comes with the transaction
             txn.stage([drafts[p.id] for p in _first_of_each(prepared, txn.existing_ids(drafts))])
@@ -419,8 +419,7 @@ class Pipeline:
                 # batch's tries were in vain (decided again under the lock all the same), the store moves too fast
                 # for them (more workers than cores): this batch goes straight to the lock, the next tries again.
                 passes, tried = 0, 0
-                trying.append(not self._tries_in_vain)
-                while trying[0] and passes < AGAIN_BEFORE_LOCK:
+                while not self._tries_in_vain and passes < AGAIN_BEFORE_LOCK:
                     if made := again_before_lock(txn):
                         passes += 1
                     elif made is None or txn.try_write_lock() or tried == LOCK_TRIES:
@@ -438,7 +437,7 @@ class Pipeline:
             stored = None
             if ahead and not standing and through[1] == ahead[0][0][1]:
                 stored = txn.stored_since(ahead[0][0][0])
-            in_part = stored is not None and not stored.keys() & (drafts.keys() | {r.id for r in rejections})
+            in_part = stored is not None and not stored.keys() & batch_ids
             if not standing:  # else nothing was stored since the catch-ups before the lock: a query each spared
                 self.index.catch_up(txn)
                 late.catch_up(txn)
@@ -463,7 +462,8 @@ class Pipeline:
                 earlier = ahead[0][1][1] if ahead and through[1] == ahead[0][0][1] else None
                 new, book = decide(txn, now, earlier)
             self.batches_stored += 1
-            self._tries_in_vain = bool(trying and trying[0]) and not standing
+            # Tried before the lock (decided there, not skipped after tries in vain), and decided again under it.
+            self._tries_in_vain = bool(ahead) and not self._tries_in_vain and not standing
             txn.insert(new, now)
             last_seq = txn.last_seq()
             txn.save_stories(book, now, last_seq)
