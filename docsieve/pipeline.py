@@ -446,7 +446,7 @@ class Pipeline:
                 # (docs/benchmarks.md). They are counted before the next batch's lock.
                 if not in_part:
                     self.templates.catch_up(txn)
-            self.templates.snapshot_if_due(txn, len(prepared))  # every row it has read counted, under the lock
+            snapshot_due = self.templates.snapshot_due(txn, len(prepared))  # made and saved after the commit
             now = txn.now()  # ranks undated documents, and stamps what the batch changes
             if last is not None and standing:
                 new, book = last[1]
@@ -497,7 +497,23 @@ class Pipeline:
         self._remember(
             Sketch(n.record.id, n.shingles, n.minima) for n in new if n.shingles is not None and n.minima is not None
         )
+        if snapshot_due:
+            self._save_count_snapshot(len(prepared))
         return [n.record for n in new]
+
+    def _save_count_snapshot(self, documents: int) -> None:
+        """The template counts' snapshot, once the batch is stored: the counts caught up (read whole, by a process
+        that has not needed them yet) and compressed outside the write lock, staged before it (PostgreSQL) and
+        placed under it, so that no worker waits while one is made. Nothing changes the counts till it is saved:
+        this process's next batch reads rows only after."""
+        with self.templates.bound(), self.store.reading() as txn:
+            self.templates.catch_up(txn)
+            made = self.templates.snapshot(documents)
+        if made is None:
+            return
+        seq, blob = made
+        with self.store.writing(before_lock=lambda txn: txn.stage_count_snapshot(blob)) as txn:
+            txn.save_count_snapshot(seq, blob)
 
     def _remember(self, sketches: Iterable[Sketch]) -> None:
         """Keep sketches in the cache; past its size, the oldest quarter goes (news is copied within days,

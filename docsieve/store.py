@@ -91,6 +91,8 @@ class Transaction:
         self.staged: dict[str, int] = {}
         # The template-count row written before the lock (``stage_shingle_counts``): its marking seq and its blob.
         self.staged_counts: tuple[int, bytes] | None = None
+        # A template-count snapshot written before the lock (``stage_count_snapshot``): the seq that marks it.
+        self.staged_snapshot: int | None = None
         self.locked_at: float | None = None  # when ``try_write_lock`` took the write lock (perf_counter)
 
     def try_write_lock(self) -> bool:
@@ -400,10 +402,32 @@ class Transaction:
         row = self.conn.execute(query).first()
         return (int(row.seq), bytes(row.counts)) if row else None
 
-    def save_count_snapshot(self, seq: int, blob: bytes | memoryview) -> None:
-        """The counts as of row ``seq``; the rows and older snapshots it covers go, all but row ``seq`` itself:
-        SQLite numbers a new row after the largest there, so the newest stays to keep the numbers rising."""
-        if self.conn.dialect.name == "sqlite":
+    def stage_count_snapshot(self, blob: bytes | memoryview) -> None:
+        """PostgreSQL, before the write lock: a template-count snapshot, under a negative seq that no reader counts
+        (nor sees: the transaction places it, or drops it, before it commits). Written under the lock, a snapshot of
+        a 300,000-record store's counts (41 MB) held it 0.25 s; placed there, it is a one-row UPDATE."""
+        mark = -int(np.random.default_rng().integers(1, 1 << 62))
+        self.conn.execute(shingle_count_snapshots.insert().values(seq=mark, counts=blob))
+        self.staged_snapshot = mark
+
+    def save_count_snapshot(self, seq: int, blob: bytes | memoryview) -> bool:
+        """Under the lock: the counts as of row ``seq`` (placed, if ``stage_count_snapshot`` wrote them); the rows and
+        older snapshots it covers go, all but row ``seq`` itself: SQLite numbers a new row after the largest there,
+        so the newest stays to keep the numbers rising. False, and nothing written (a staged one dropped), where a
+        snapshot as new is stored already: another process wrote one meanwhile (two at one seq would clash on the
+        key)."""
+        staged, self.staged_snapshot = self.staged_snapshot, None
+        if self.newest_count_snapshot() >= seq:
+            if staged is not None:
+                self.conn.execute(shingle_count_snapshots.delete().where(shingle_count_snapshots.c.seq == staged))
+            return False
+        if staged is not None:
+            placed = self.conn.execute(
+                shingle_count_snapshots.update().where(shingle_count_snapshots.c.seq == staged).values(seq=seq)
+            )
+            if placed.rowcount != 1:
+                raise RuntimeError("the template-count snapshot staged before the lock was not found")
+        elif self.conn.dialect.name == "sqlite":
             # Written into the row a piece at a time: bound as a parameter, the whole blob was copied by the driver
             # for SQLite (48 MB more at the peak of an ingest into a 1,000,000-record store; bench/peaks.py).
             self.conn.execute(shingle_count_snapshots.insert().values(seq=seq, counts=sa.func.zeroblob(len(blob))))
@@ -422,6 +446,7 @@ class Transaction:
         self.conn.execute(shingle_count_snapshots.delete().where(shingle_count_snapshots.c.seq < seq))
         # Not a row this transaction staged (a negative seq till ``add_shingle_counts`` places it).
         self.conn.execute(shingle_counts.delete().where(shingle_counts.c.seq < seq, shingle_counts.c.seq > 0))
+        return True
 
     def newest_count_snapshot(self) -> int:
         """The seq of the newest template-count snapshot (0: none)."""
@@ -710,6 +735,8 @@ class Store(Bookkeeping):
             yield txn
             if txn.staged_counts is not None:  # never commit a count row nobody counts (rolled back instead)
                 raise RuntimeError("a template-count row staged before the lock was neither placed nor dropped")
+            if txn.staged_snapshot is not None:  # nor a snapshot nobody reads, in the table till the next one
+                raise RuntimeError("a template-count snapshot staged before the lock was neither placed nor dropped")
         # How long the lock was held, commit included: what bounds a cluster of any size (docs/scaling.md).
         self.lock_seconds += time.perf_counter() - locked
         self.lock_holds += 1

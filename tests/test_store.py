@@ -1674,23 +1674,43 @@ def test_a_record_stored_just_before_the_first_reading_before_the_lock_is_found(
 def test_another_workers_snapshot_in_a_batch_that_adds_no_count_row_does_not_break_the_next_batch(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Worker B writes a snapshot at the last row in a batch that stores nothing (all its documents known); A,
-    counts held up to the same row, must not write a second snapshot with that seq (primary-key clash)."""
+    """Worker B writes a snapshot at the last row in a batch that stores nothing (all its documents known), while A,
+    counts held up to the same row, makes its own: A must not write a second snapshot with that seq (primary-key
+    clash), nor fail its batches after."""
     import docsieve.templates as templates
 
     rng = random.Random(3)
-    docs = [RawDocument(source=f"d{i}.txt", body=_words(200, rng)) for i in range(24)]
+    docs = [RawDocument(source=f"d{i}.txt", body=_words(200, rng)) for i in range(32)]
     url = f"sqlite:///{tmp_path / 's.db'}"
     monkeypatch.setattr(templates, "SNAPSHOT_AFTER", 2_000)
     settings = Settings(store=url, batch_size=8)
     a, b = Pipeline(Store(url), settings), Pipeline(Store(url), settings)
     a.ingest(docs[:8])
-    a.ingest([*docs[8:15], RawDocument(source="copy.txt", body=_near_copy(docs[0].body))])
-    assert a.templates.read and a.templates.since_snapshot >= 2_000  # A's snapshot is due
-    b.ingest(docs[:8])  # nothing new stored; the snapshot that was due is written at A's last row
-    with b.store.reading() as txn:
-        assert txn.newest_count_snapshot() == a.templates.last_seq
-    assert a.ingest(docs[16:24]).new == 8  # was: IntegrityError on shingle_count_snapshots.seq, batch after batch
+    with a.templates.bound(), a.store.reading() as txn:  # A holds the counts from here on
+        a.templates.catch_up(txn)
+        a.templates.weights(np.zeros(1, dtype=np.uint32))
+    made, b_wrote, a_saved = a.templates.snapshot, [], []
+
+    def b_first(documents: int) -> tuple[int, memoryview] | None:
+        b.ingest(docs[:8])  # nothing new stored; the snapshot that is due is written at A's last row
+        with b.store.reading() as txn:
+            b_wrote.append(txn.newest_count_snapshot())
+        return made(documents)
+
+    save = Transaction.save_count_snapshot
+
+    def saved(txn: Transaction, seq: int, blob: bytes | memoryview) -> bool:
+        a_saved.append(result := save(txn, seq, blob))
+        return result
+
+    monkeypatch.setattr(a.templates, "snapshot", b_first)
+    monkeypatch.setattr(Transaction, "save_count_snapshot", saved)
+    a.ingest(docs[8:16])  # not due at its lock; due at the next batch's
+    assert not b_wrote
+    a.ingest(docs[16:24])
+    assert b_wrote == [a.templates.last_seq] and a_saved == [True, False]  # B's, then A's at the same seq refused
+    monkeypatch.setattr(a.templates, "snapshot", made)
+    assert a.ingest(docs[24:32]).new == 8  # was: IntegrityError on shingle_count_snapshots.seq, batch after batch
     a.close()
     b.close()
 
@@ -1710,10 +1730,89 @@ def test_a_count_row_staged_and_left_pending_is_rolled_back(postgres_server_url:
         store.close()
 
 
+def test_a_count_snapshot_is_made_outside_the_write_lock_and_stored_as_the_counts_it_was_made_of(
+    store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A snapshot falls due in a batch: it is compressed once the batch is stored, while this process holds no write
+    transaction (no worker waits while it is made: 0.35-0.6 s each), then saved in a transaction of its own, staged
+    before the lock on PostgreSQL. A new process reads the counts the ingesting one holds, and no staged row stays."""
+    import docsieve.templates as templates
+    from docsieve.schema import shingle_count_snapshots as snapshots
+
+    monkeypatch.setattr(templates, "SNAPSHOT_AFTER", 2_000)
+    writing, made = [False], []
+    open_writing, make = Store.writing, templates._snapshot
+
+    @contextlib.contextmanager
+    def watched(self, *args, **kwargs):
+        with open_writing(self, *args, **kwargs) as txn:
+            writing[0] = True
+            try:
+                yield txn
+            finally:
+                writing[0] = False
+
+    def compressed(*args):
+        made.append(writing[0])
+        return make(*args)
+
+    monkeypatch.setattr(Store, "writing", watched)
+    monkeypatch.setattr(templates, "_snapshot", compressed)
+    rng = random.Random(11)
+    docs = [RawDocument(source=f"d{i}.txt", body=_words(200, rng)) for i in range(40)]
+    docs += [RawDocument(source=f"c{i}.txt", body=_near_copy(docs[i].body)) for i in range(0, 40, 5)]
+    pipeline = Pipeline(Store(store_url), Settings(store=store_url, batch_size=8))
+    pipeline.ingest(docs)
+    assert made and not any(made)  # snapshots were made, none inside a write transaction
+    again = templates.ShingleCounts(pipeline.settings.boilerplate_texts)
+    with again.bound(), pipeline.store.reading() as txn:
+        assert 0 < txn.newest_count_snapshot() <= pipeline.templates.last_seq
+        assert txn.conn.scalar(sa.select(sa.func.count()).select_from(snapshots).where(snapshots.c.seq <= 0)) == 0
+        again.catch_up(txn)
+        again._loaded()
+    assert again.last_seq == pipeline.templates.last_seq
+    assert np.array_equal(again._counts, pipeline.templates._counts)
+    assert np.array_equal(again._days, pipeline.templates._days)
+    pipeline.close()
+
+
+def test_a_snapshot_staged_before_the_lock_is_placed_unless_another_as_new_was_stored_meanwhile(
+    postgres_server_url: str,
+) -> None:
+    """PostgreSQL: a snapshot written before the lock is placed under it by its seq, the older one and the rows it
+    covers gone; one at a seq another process stored meanwhile is dropped, and nothing negative stays; one neither
+    placed nor dropped fails its transaction."""
+    from docsieve.schema import shingle_count_snapshots as snapshots
+    from docsieve.schema import shingle_counts
+    from tests.services import postgres_database
+
+    with postgres_database(postgres_server_url) as url:
+        store = Store(url)
+        with store.writing() as txn:
+            rows = [txn.add_shingle_counts(np.arange(k, k + 3, dtype=np.uint32).tobytes()) for k in range(4)]
+            assert txn.save_count_snapshot(rows[0], b"older")
+        with store.writing(before_lock=lambda txn: txn.stage_count_snapshot(b"newer")) as txn:
+            assert txn.save_count_snapshot(rows[2], b"newer")
+        with store.writing(before_lock=lambda txn: txn.stage_count_snapshot(b"late")) as txn:
+            assert not txn.save_count_snapshot(rows[2], b"late")  # another process's, at the same seq
+        with store.writing(before_lock=lambda txn: txn.stage_count_snapshot(b"late")) as txn:
+            assert not txn.save_count_snapshot(rows[1], b"late")  # older than the one stored
+        pending = store.writing(before_lock=lambda txn: txn.stage_count_snapshot(b"pending"))
+        with pytest.raises(RuntimeError, match="neither placed nor dropped"), pending:
+            pass
+        with store.reading() as txn:
+            assert txn.conn.execute(sa.select(snapshots.c.seq, snapshots.c.counts)).all() == [(rows[2], b"newer")]
+            assert txn.conn.execute(sa.select(shingle_counts.c.seq).order_by(shingle_counts.c.seq)).scalars().all() == [
+                rows[2],
+                rows[3],
+            ]
+        store.close()
+
+
 def test_the_worker_that_placed_its_count_rows_holds_the_counts_a_new_process_reads(
     postgres_server_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """After batches whose rows were staged and placed (with snapshots under the lock), the worker's own counts and
+    """After batches whose rows were staged and placed (with snapshots between them), the worker's own counts and
     last_seq are those a new process reads: no row counted twice (a wrong seq returned by the placement) or
     skipped. And under the lock no count row is INSERTed (the staged one is placed by UPDATE)."""
     import numpy as np
@@ -2033,8 +2132,9 @@ def test_migration_0017_writes_the_snapshots_as_0016_kept_the_days_on_the_way_do
         def newest_count_snapshot(self) -> int:
             return 0
 
-        def save_count_snapshot(self, seq: int, blob: bytes | memoryview) -> None:
+        def save_count_snapshot(self, seq: int, blob: bytes | memoryview) -> bool:
             self.blob = bytes(blob)  # as the store keeps it
+            return True
 
     saved = Saved()
     counts.since_snapshot, counts.last_seq = SNAPSHOT_AFTER, 4

@@ -140,8 +140,9 @@ class _Rows:
     def counted_since_snapshot(self) -> int:
         return self.since
 
-    def save_count_snapshot(self, seq: int, blob: bytes | memoryview) -> None:
+    def save_count_snapshot(self, seq: int, blob: bytes | memoryview) -> bool:
         self.saved += 1
+        return True
 
     def newest_count_snapshot(self) -> int:
         return 0
@@ -244,8 +245,9 @@ class _Snapshot:
     def counted_since_snapshot(self) -> int:
         return 0
 
-    def save_count_snapshot(self, seq: int, blob: bytes | memoryview) -> None:
+    def save_count_snapshot(self, seq: int, blob: bytes | memoryview) -> bool:
         self.saved = bytes(blob)  # as the store keeps it
+        return True
 
 
 def test_snapshots_are_written_with_zstd_and_those_written_with_zlib_before_are_still_read() -> None:
@@ -363,8 +365,9 @@ class _CountRows:
     def shingle_count_rows(self, after_seq: int):
         return [(seq, row) for seq, row in enumerate(self.rows, start=2) if seq > after_seq]
 
-    def save_count_snapshot(self, seq: int, blob: bytes | memoryview) -> None:
+    def save_count_snapshot(self, seq: int, blob: bytes | memoryview) -> bool:
         self.saved = bytes(blob)  # as the store keeps it
+        return True
 
     def counted_since_snapshot(self) -> int:
         return 0
