@@ -21,6 +21,7 @@ from functools import partial
 from typing import Generic, TypeVar
 
 import numpy as np
+from sqlalchemy.exc import SQLAlchemyError
 
 from docsieve.dates import Slots, dated
 from docsieve.decide import hopeless, passes, verified_pairs
@@ -506,14 +507,21 @@ class Pipeline:
         that has not needed them yet) and compressed outside the write lock, staged before it (PostgreSQL) and
         placed under it, so that no worker waits while one is made. Nothing changes the counts till it is saved:
         this process's next batch reads rows only after."""
-        with self.templates.bound(), self.store.reading() as txn:
-            self.templates.catch_up(txn)
-            made = self.templates.snapshot(documents)
-        if made is None:
+        try:
+            with self.templates.bound(), self.store.reading() as txn:
+                self.templates.catch_up(txn)
+                made = self.templates.snapshot(documents)
+            if made is None:
+                return
+            seq, blob = made
+            with self.store.writing(before_lock=lambda txn: txn.stage_count_snapshot(blob)) as txn:
+                txn.save_count_snapshot(seq, blob)
+        except SQLAlchemyError as error:
+            # The batch is stored: failing it now would have a task retried, a request answered 500, an ingest
+            # stopped, for documents already in. The snapshot is due still, and made again after the next batch.
+            logger.warning("the template counts' snapshot was not saved (made again after the next batch): %s", error)
             return
-        seq, blob = made
-        with self.store.writing(before_lock=lambda txn: txn.stage_count_snapshot(blob)) as txn:
-            txn.save_count_snapshot(seq, blob)
+        self.templates.since_snapshot = 0  # saved, or another as new was there: the rows are bounded either way
 
     def _remember(self, sketches: Iterable[Sketch]) -> None:
         """Keep sketches in the cache; past its size, the oldest quarter goes (news is copied within days,

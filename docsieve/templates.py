@@ -212,11 +212,10 @@ class ShingleCounts:
         (that row's seq, the snapshot's bytes), to be saved (``CountRows.save_count_snapshot``); None if they are
         not due one after all. Made outside the write lock: it takes 0.35-0.6 s (one every 5,000-15,000 articles),
         which every worker waited out when it was made under the lock (docs/benchmarks.md). The counts must not
-        change till it is saved."""
+        change till it is saved, and ``since_snapshot`` is set to 0 once it is (or another as new was found)."""
         counts = self._loaded()
         if self.since_snapshot < _due(documents):
             return None
-        self.since_snapshot = 0
         return self.last_seq, _snapshot(counts, self._words, self._days)
 
     def snapshot_if_due(self, rows: CountRows, documents: int = SMALL_BATCH) -> bool:
@@ -224,7 +223,11 @@ class ShingleCounts:
         pipeline makes it after its batch's commit, and saves it in a transaction of its own); whether one was
         written."""
         made = self.snapshot(documents) if self.snapshot_due(rows, documents) else None
-        return made is not None and rows.save_count_snapshot(*made)
+        if made is None:
+            return False
+        written = rows.save_count_snapshot(*made)
+        self.since_snapshot = 0  # written, or another as new was there: the rows are bounded either way
+        return written
 
     def add(self, ids: np.ndarray, days: tuple[np.ndarray, np.ndarray] | None = None) -> None:
         """Count the ids (a text's ids once each, several texts one after another); ``days``: each text's day and

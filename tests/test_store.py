@@ -1771,8 +1771,42 @@ def test_a_count_snapshot_is_made_outside_the_write_lock_and_stored_as_the_count
         again.catch_up(txn)
         again._loaded()
     assert again.last_seq == pipeline.templates.last_seq
+    assert again.since_snapshot == pipeline.templates.since_snapshot  # none left due once saved
     assert np.array_equal(again._counts, pipeline.templates._counts)
     assert np.array_equal(again._days, pipeline.templates._days)
+    pipeline.close()
+
+
+def test_a_snapshot_that_fails_after_its_batch_committed_leaves_the_batch_stored_and_is_made_again(
+    store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The snapshot is saved after the batch's commit: a store error then (a lost connection, a lock timeout) must not
+    fail the batch, which is stored (a task would be retried for nothing, a request answered 500, an ingest stopped).
+    The snapshot stays due, and is made after the next batch."""
+    import docsieve.templates as templates
+
+    monkeypatch.setattr(templates, "SNAPSHOT_AFTER", 2_000)
+    save, failures = Transaction.save_count_snapshot, [1]
+
+    def failing(txn: Transaction, seq: int, blob: bytes | memoryview) -> bool:
+        if failures:
+            failures.pop()
+            raise sa.exc.OperationalError("UPDATE shingle_count_snapshots", {}, Exception("connection lost"))
+        return save(txn, seq, blob)
+
+    monkeypatch.setattr(Transaction, "save_count_snapshot", failing)
+    rng = random.Random(11)
+    docs = [RawDocument(source=f"d{i}.txt", body=_words(200, rng)) for i in range(24)]
+    pipeline = Pipeline(Store(store_url), Settings(store=store_url, batch_size=8))
+    stored = [pipeline.process(docs[i : i + 8]) for i in range(0, 16, 8)]  # the second batch makes one due
+    assert not failures and [len(s) for s in stored] == [8, 8]
+    assert pipeline.templates.since_snapshot >= 2_000  # still due
+    with pipeline.store.reading() as txn:
+        assert txn.newest_count_snapshot() == 0
+    pipeline.process(docs[16:24])
+    with pipeline.store.reading() as txn:
+        assert txn.newest_count_snapshot() == pipeline.templates.last_seq
+    assert pipeline.templates.since_snapshot == 0
     pipeline.close()
 
 
@@ -1814,11 +1848,11 @@ def test_the_worker_that_placed_its_count_rows_holds_the_counts_a_new_process_re
 ) -> None:
     """After batches whose rows were staged and placed (with snapshots between them), the worker's own counts and
     last_seq are those a new process reads: no row counted twice (a wrong seq returned by the placement) or
-    skipped. And under the lock no count row is INSERTed (the staged one is placed by UPDATE)."""
+    skipped. And under the lock no count row nor snapshot is INSERTed (the staged ones are placed by UPDATE)."""
     import numpy as np
 
     import docsieve.templates as templates
-    from docsieve.schema import shingle_counts
+    from docsieve.schema import shingle_count_snapshots, shingle_counts
     from tests.services import postgres_database
 
     monkeypatch.setattr(templates, "SNAPSHOT_AFTER", 2_000)
@@ -1838,8 +1872,8 @@ def test_the_worker_that_placed_its_count_rows_holds_the_counts_a_new_process_re
         def watch(conn, cursor, statement, params, context, executemany):
             if "pg_advisory_xact_lock" in statement:
                 locked.on = True
-            elif getattr(locked, "on", False) and statement.lstrip().upper().startswith("INSERT INTO SHINGLE_COUNTS"):
-                inserts_under_lock.append(statement)
+            elif getattr(locked, "on", False) and statement.lstrip().upper().startswith("INSERT INTO SHINGLE_COUNT"):
+                inserts_under_lock.append(statement)  # a count row's, or a snapshot's
 
         @sa.event.listens_for(pipeline.store.engine, "commit")
         def done(conn):
@@ -1849,6 +1883,7 @@ def test_the_worker_that_placed_its_count_rows_holds_the_counts_a_new_process_re
         assert pipeline.templates.read
         with pipeline.store.engine.connect() as conn:
             newest = conn.scalar(sa.select(sa.func.max(shingle_counts.c.seq)))
+            assert conn.scalar(sa.select(sa.func.max(shingle_count_snapshots.c.seq))) > 0  # snapshots were placed
         assert pipeline.templates.last_seq == newest
         probe = np.nonzero(pipeline.templates._counts)[0].astype(np.uint32) << 8
         mine = pipeline.templates.counts(probe).copy()
