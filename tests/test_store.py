@@ -1053,6 +1053,39 @@ def test_what_others_store_while_a_batch_is_decided_is_met_before_the_lock(
     _placed_as_serial(fates, rows, tmp_path)
 
 
+def test_a_worker_whose_pass_before_the_lock_stands_holds_the_counts_a_new_process_reads(
+    postgres_server_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While a batch is decided before the lock, another worker stores a text of its own (a template-count row the
+    batch's decision did not read): the batch is made again before the lock and stands under it, where the counts
+    are not caught up. Its own row must not be added to the counts it holds then (they would skip the other's row
+    for good): the counts and last seq it holds after are those a new process reads."""
+    from docsieve.templates import ShingleCounts
+    from tests.services import postgres_database
+
+    rng = random.Random(8)
+    article = fixture_text("en_article.txt")
+    before = [RawDocument(source="article.txt", body=article)]
+    then = [
+        RawDocument(source="half.txt", body=_halves(article)[0]),  # an excerpt: weighed, so the worker reads the counts
+        RawDocument(source="own.txt", body=_words(150, rng)),
+    ]
+    during = [[RawDocument(source="theirs.txt", body=_words(150, rng))]]  # counted: a row the batch did not read
+    with postgres_database(postgres_server_url) as url:
+        _, second = _stored_while_deciding(url, before, then, during, monkeypatch)
+        assert second.decided_again_before_lock == 1 and second.decided_again == 0  # made again before, stood under
+        assert second.templates.read
+        store = Store(url)
+        fresh, held = ShingleCounts(second.settings.boilerplate_texts), second.templates
+        for counts in (fresh, held):  # the worker's, caught up as its next batch would
+            with counts.bound(), store.reading() as txn:
+                counts.catch_up(txn)
+                counts.weights(np.zeros(1, dtype=np.uint32))
+        store.close()
+    assert held.last_seq == fresh.last_seq
+    assert np.array_equal(held._counts, fresh._counts) and np.array_equal(held._days, fresh._days)
+
+
 def test_a_batch_decided_again_before_the_lock_stages_its_new_template_counts(
     postgres_server_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
