@@ -198,8 +198,8 @@ class ShingleCounts:
             after = 0
 
     def snapshot_due(self, rows: CountRows, documents: int = SMALL_BATCH) -> bool:
-        """Under the store's write lock, with every row counted: whether the rows since the last snapshot hold
-        SNAPSHOT_AFTER ids (``snapshot`` then makes it). A batch of fewer than SMALL_BATCH ``documents`` leaves it to
+        """Under the store's write lock: whether the rows since the last snapshot hold SNAPSHOT_AFTER ids (``snapshot``
+        then makes it, once the batch is stored). A batch of fewer than SMALL_BATCH ``documents`` leaves it to
         a larger one until the rows hold twice as many. A process that holds no counts asks the rows (a process that
         never weighs shingles still bounds them), whose size counts their texts' word ids too: ``snapshot`` reads
         them and may find it is not due yet."""
