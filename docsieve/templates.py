@@ -128,6 +128,7 @@ class ShingleCounts:
         self._released = False  # the transaction of the last catch_up has ended
         self.last_seq = 0
         self.since_snapshot = 0  # ids counted since the last snapshot this process knows of
+        self.snapshot_seq = 0  # the seq of that snapshot (0: none)
 
     @property
     def read(self) -> bool:
@@ -168,7 +169,7 @@ class ShingleCounts:
             self._read_rows(rows)
         except BaseException:  # counted part-way, perhaps past rows a snapshot took: read all again next time
             self._counts, self._days, self._words = None, None, None
-            self._total, self.last_seq, self.since_snapshot = 0, 0, 0
+            self._total, self.last_seq, self.since_snapshot, self.snapshot_seq = 0, 0, 0, 0
             raise
 
     def _read_rows(self, rows: CountRows) -> None:
@@ -183,7 +184,7 @@ class ShingleCounts:
                 self._total = int(self._counts.sum(dtype=np.int64))
                 self._days = _read_days(self._counts, old_days, days)
                 self._words = None if words is None else np.frombuffer(_decompressed(words), dtype=np.uint32).copy()
-                self.last_seq, self.since_snapshot = seq, 0
+                self.last_seq, self.since_snapshot, self.snapshot_seq = seq, 0, seq
             for seq, blob in rows.shingle_count_rows(self.last_seq):
                 text_days, blob = _row_days(blob)
                 shingles, words = _parts(blob)
@@ -216,7 +217,17 @@ class ShingleCounts:
         counts = self._loaded()
         if self.since_snapshot < _due(documents):
             return None
+        if self._rows is not None and (newest := self._rows.newest_count_snapshot()) > self.snapshot_seq:
+            # Another process saved one since this one's last (each counts every row, so all fall due together; two
+            # workers made 6 where 4 were due, 41 MB each): the rows are bounded already.
+            self.saved(newest)
+            return None
         return self.last_seq, _snapshot(counts, self._words, self._days)
+
+    def saved(self, seq: int) -> None:
+        """A snapshot at ``seq`` is stored (this process's, or another's as new that it found): the count starts
+        again."""
+        self.since_snapshot, self.snapshot_seq = 0, max(self.snapshot_seq, seq)
 
     def snapshot_if_due(self, rows: CountRows, documents: int = SMALL_BATCH) -> bool:
         """``snapshot_due``, then the snapshot made and saved in the same transaction (where no batch is written: the
@@ -226,7 +237,7 @@ class ShingleCounts:
         if made is None:
             return False
         written = rows.save_count_snapshot(*made)
-        self.since_snapshot = 0  # written, or another as new was there: the rows are bounded either way
+        self.saved(made[0])  # written, or another as new was there: the rows are bounded either way
         return written
 
     def add(self, ids: np.ndarray, days: tuple[np.ndarray, np.ndarray] | None = None) -> None:

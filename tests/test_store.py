@@ -1748,6 +1748,54 @@ def test_another_workers_snapshot_in_a_batch_that_adds_no_count_row_does_not_bre
     b.close()
 
 
+def test_a_worker_that_finds_another_workers_snapshot_since_its_own_makes_none(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every worker counts every row, so all fall due together. B's snapshot is saved after A has read past the row
+    it is at (A's catch-up does not read it then): A, due in turn, makes none (it would compress the counts and write
+    41 MB for rows that are bounded already), and the next one falls due a full interval later."""
+    import docsieve.templates as templates
+
+    rng = random.Random(4)
+    docs = [RawDocument(source=f"d{i}.txt", body=_words(200, rng)) for i in range(40)]
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    monkeypatch.setattr(templates, "SNAPSHOT_AFTER", 2_000)
+    settings = Settings(store=url, batch_size=8)
+    a, b = Pipeline(Store(url), settings), Pipeline(Store(url), settings)
+    a.process(docs[:8])
+    for worker in (a, b):  # both hold the counts from here on
+        with worker.templates.bound(), worker.store.reading() as txn:
+            worker.templates.catch_up(txn)
+            worker.templates.weights(np.zeros(1, dtype=np.uint32))
+    made, deferred = [], []
+    compress = templates._snapshot
+
+    def counted(*args):
+        made.append(1)
+        return compress(*args)
+
+    a_save, b_save = a._save_count_snapshot, b._save_count_snapshot
+
+    def b_saves_first(documents: int) -> None:
+        while deferred:
+            b_save(deferred.pop())
+        a_save(documents)
+
+    monkeypatch.setattr(templates, "_snapshot", counted)
+    monkeypatch.setattr(b, "_save_count_snapshot", deferred.append)
+    monkeypatch.setattr(a, "_save_count_snapshot", b_saves_first)
+    a.process(docs[8:16])  # not due at its lock
+    b.process(docs[16:24])  # due: B's snapshot waits
+    a.process(docs[24:32])  # due: A has read B's row; B's snapshot is saved first
+    with a.store.reading() as txn:
+        assert txn.newest_count_snapshot() == a.templates.last_seq == a.templates.snapshot_seq
+    assert len(made) == 1 and a.templates.since_snapshot == 0
+    a.process(docs[32:40])
+    assert len(made) == 1  # not due again so soon
+    a.close()
+    b.close()
+
+
 def test_a_count_row_staged_and_left_pending_is_rolled_back(postgres_server_url: str) -> None:
     """A staged template-count row neither placed nor dropped: the transaction fails and no negative row stays."""
     from docsieve.schema import shingle_counts
