@@ -1704,24 +1704,38 @@ def test_a_record_stored_just_before_the_first_reading_before_the_lock_is_found(
     assert got["b.txt"].duplicate_of == got["a.txt"].id and got["b.txt"].method is Method.NEAR
 
 
+def _two_workers_soon_due(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, seed: int, count: int
+) -> tuple[list[RawDocument], Pipeline, Pipeline]:
+    """``count`` texts of 200 words and two workers on one SQLite store, in batches of 8, whose template counts fall
+    due for a snapshot every 2,000 shingle ids (a batch of these texts holds some 1,600)."""
+    import docsieve.templates as templates
+
+    rng = random.Random(seed)
+    docs = [RawDocument(source=f"d{i}.txt", body=_words(200, rng)) for i in range(count)]
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    monkeypatch.setattr(templates, "SNAPSHOT_AFTER", 2_000)
+    settings = Settings(store=url, batch_size=8)
+    return docs, Pipeline(Store(url), settings), Pipeline(Store(url), settings)
+
+
+def _holding_counts(*workers: Pipeline) -> None:
+    """The workers read the template counts now, as one that weighs shingles does, and hold them from here on."""
+    for worker in workers:
+        with worker.templates.bound(), worker.store.reading() as txn:
+            worker.templates.catch_up(txn)
+            worker.templates.weights(np.zeros(1, dtype=np.uint32))
+
+
 def test_another_workers_snapshot_in_a_batch_that_adds_no_count_row_does_not_break_the_next_batch(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Worker B writes a snapshot at the last row in a batch that stores nothing (all its documents known), while A,
     counts held up to the same row, makes its own: A must not write a second snapshot with that seq (primary-key
     clash), nor fail its batches after."""
-    import docsieve.templates as templates
-
-    rng = random.Random(3)
-    docs = [RawDocument(source=f"d{i}.txt", body=_words(200, rng)) for i in range(32)]
-    url = f"sqlite:///{tmp_path / 's.db'}"
-    monkeypatch.setattr(templates, "SNAPSHOT_AFTER", 2_000)
-    settings = Settings(store=url, batch_size=8)
-    a, b = Pipeline(Store(url), settings), Pipeline(Store(url), settings)
+    docs, a, b = _two_workers_soon_due(tmp_path, monkeypatch, 3, 32)
     a.ingest(docs[:8])
-    with a.templates.bound(), a.store.reading() as txn:  # A holds the counts from here on
-        a.templates.catch_up(txn)
-        a.templates.weights(np.zeros(1, dtype=np.uint32))
+    _holding_counts(a)
     made, b_wrote, a_saved = a.templates.snapshot, [], []
 
     def b_first(documents: int) -> tuple[int, memoryview] | None:
@@ -1756,17 +1770,9 @@ def test_a_worker_that_finds_another_workers_snapshot_since_its_own_makes_none(
     41 MB for rows that are bounded already), and the next one falls due a full interval later."""
     import docsieve.templates as templates
 
-    rng = random.Random(4)
-    docs = [RawDocument(source=f"d{i}.txt", body=_words(200, rng)) for i in range(40)]
-    url = f"sqlite:///{tmp_path / 's.db'}"
-    monkeypatch.setattr(templates, "SNAPSHOT_AFTER", 2_000)
-    settings = Settings(store=url, batch_size=8)
-    a, b = Pipeline(Store(url), settings), Pipeline(Store(url), settings)
+    docs, a, b = _two_workers_soon_due(tmp_path, monkeypatch, 4, 40)
     a.process(docs[:8])
-    for worker in (a, b):  # both hold the counts from here on
-        with worker.templates.bound(), worker.store.reading() as txn:
-            worker.templates.catch_up(txn)
-            worker.templates.weights(np.zeros(1, dtype=np.uint32))
+    _holding_counts(a, b)
     made, deferred = [], []
     compress = templates._snapshot
 
