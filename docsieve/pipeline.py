@@ -510,7 +510,7 @@ class Pipeline:
         try:
             with self.templates.bound(), self.store.reading() as txn:
                 self.templates.catch_up(txn)
-                made = self.templates.snapshot(documents)
+                made = self.templates.snapshot(txn, documents)
             if made is None:
                 return
             seq, blob = made

@@ -208,8 +208,9 @@ class ShingleCounts:
             return rows.counted_since_snapshot() >= _due(documents)
         return self.since_snapshot >= _due(documents)
 
-    def snapshot(self, documents: int = SMALL_BATCH) -> tuple[int, memoryview] | None:
-        """The counts as of the last row counted (read first, if this process has not needed them yet), compressed:
+    def snapshot(self, rows: CountRows, documents: int = SMALL_BATCH) -> tuple[int, memoryview] | None:
+        """The counts as of the last row counted (read first, from the ``rows`` of the last ``catch_up``, if this
+        process has not needed them yet), compressed:
         (that row's seq, the snapshot's bytes), to be saved (``CountRows.save_count_snapshot``); None if they are
         not due one after all. Made outside the write lock: it takes 0.35-0.6 s (one every 5,000-15,000 articles),
         which every worker waited out when it was made under the lock (docs/benchmarks.md). The counts must not
@@ -217,7 +218,7 @@ class ShingleCounts:
         counts = self._loaded()
         if self.since_snapshot < _due(documents):
             return None
-        if self._rows is not None and (newest := self._rows.newest_count_snapshot()) > self.snapshot_seq:
+        if (newest := rows.newest_count_snapshot()) > self.snapshot_seq:
             # Another process saved one since this one's last (each counts every row, so all fall due together): the
             # rows are bounded already, and another would cost 0.45 s and 41 MB for nothing.
             self.saved(newest)
@@ -233,7 +234,7 @@ class ShingleCounts:
         """``snapshot_due``, then the snapshot made and saved in the same transaction (where no batch is written: the
         pipeline makes it after its batch's commit, and saves it in a transaction of its own); whether one was
         written."""
-        made = self.snapshot(documents) if self.snapshot_due(rows, documents) else None
+        made = self.snapshot(rows, documents) if self.snapshot_due(rows, documents) else None
         if made is None:
             return False
         written = rows.save_count_snapshot(*made)

@@ -18,6 +18,7 @@ from docsieve.pipeline import Pipeline
 from docsieve.schema import metadata, records
 from docsieve.settings import Settings
 from docsieve.store import MIGRATIONS, SCHEMA_REVISION, NewRecord, Store, Transaction
+from docsieve.templates import ShingleCounts
 from tests.conftest import fixture_text
 
 
@@ -1053,6 +1054,14 @@ def test_what_others_store_while_a_batch_is_decided_is_met_before_the_lock(
     _placed_as_serial(fates, rows, tmp_path)
 
 
+def _read_counts(store: Store, *counts: ShingleCounts) -> None:
+    """Template counts caught up with the store and read whole, as a worker that weighs shingles reads them."""
+    for each in counts:
+        with each.bound(), store.reading() as txn:
+            each.catch_up(txn)
+            each.weights(np.zeros(1, dtype=np.uint32))
+
+
 def test_a_worker_whose_pass_before_the_lock_stands_holds_the_counts_a_new_process_reads(
     postgres_server_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -1060,7 +1069,6 @@ def test_a_worker_whose_pass_before_the_lock_stands_holds_the_counts_a_new_proce
     batch's decision did not read): the batch is made again before the lock and stands under it, where the counts
     are not caught up. Its own row must not be added to the counts it holds then (they would skip the other's row
     for good): the counts and last seq it holds after are those a new process reads."""
-    from docsieve.templates import ShingleCounts
     from tests.services import postgres_database
 
     rng = random.Random(8)
@@ -1077,10 +1085,7 @@ def test_a_worker_whose_pass_before_the_lock_stands_holds_the_counts_a_new_proce
         assert second.templates.read
         store = Store(url)
         fresh, held = ShingleCounts(second.settings.boilerplate_texts), second.templates
-        for counts in (fresh, held):  # the worker's, caught up as its next batch would
-            with counts.bound(), store.reading() as txn:
-                counts.catch_up(txn)
-                counts.weights(np.zeros(1, dtype=np.uint32))
+        _read_counts(store, fresh, held)  # the worker's caught up as its next batch would
         store.close()
     assert held.last_seq == fresh.last_seq
     assert np.array_equal(held._counts, fresh._counts) and np.array_equal(held._days, fresh._days)
@@ -1722,9 +1727,7 @@ def _two_workers_soon_due(
 def _holding_counts(*workers: Pipeline) -> None:
     """The workers read the template counts now, as one that weighs shingles does, and hold them from here on."""
     for worker in workers:
-        with worker.templates.bound(), worker.store.reading() as txn:
-            worker.templates.catch_up(txn)
-            worker.templates.weights(np.zeros(1, dtype=np.uint32))
+        _read_counts(worker.store, worker.templates)
 
 
 def test_another_workers_snapshot_in_a_batch_that_adds_no_count_row_does_not_break_the_next_batch(
@@ -1738,11 +1741,11 @@ def test_another_workers_snapshot_in_a_batch_that_adds_no_count_row_does_not_bre
     _holding_counts(a)
     made, b_wrote, a_saved = a.templates.snapshot, [], []
 
-    def b_first(documents: int) -> tuple[int, memoryview] | None:
+    def b_first(rows: Transaction, documents: int) -> tuple[int, memoryview] | None:
         b.ingest(docs[:8])  # nothing new stored; the snapshot that is due is written at A's last row
         with b.store.reading() as txn:
             b_wrote.append(txn.newest_count_snapshot())
-        return made(documents)
+        return made(rows, documents)
 
     save = Transaction.save_count_snapshot
 

@@ -295,7 +295,8 @@ def test_a_snapshot_damaged_in_the_store_is_an_error_not_other_counts() -> None:
         truth.add(shingles)
         if words:
             truth.add_words(np.arange(5000, dtype=np.uint32) << 10)
-        truth.since_snapshot, truth.last_seq = SNAPSHOT_AFTER, 4
+        # counted past the store's snapshot at row 3, which it knows of: its own is due
+        truth.since_snapshot, truth.last_seq, truth.snapshot_seq = SNAPSHOT_AFTER, 4, 3
         written = _Snapshot(b"")
         assert truth.snapshot_if_due(written)  # type: ignore[arg-type]
         blob = written.saved
