@@ -91,6 +91,10 @@ class CoreSettings:
     # threshold. A much-copied release counts as a template too (each cut of it is a different text), so a
     # borderline copy of it lost its story by a few percent (bench/labels/natural-ar-extra-e.md). 1: off.
     template_light_share: float = 0.85
+    # ... and so does one whose words (the rewrite score, by rarity) the other text holds at least this share of: the
+    # cuts of one statement of a daily series share the series' wording and the day's words too (casualties, places,
+    # names), while two items of a template differ in the words that make them two. 0: off.
+    template_same_words: float = 0.92
     # ... and only once texts published on two different days hold it (more of other days' ids in its bucket than
     # the mean of a bucket, docsieve/templates.py): the cuts of one release come out on its day, a template's items
     # day after day. Undated texts count as of different days (the rule without days).
@@ -186,6 +190,8 @@ class CoreSettings:
             raise SettingsError(
                 f"{PREFIX}REWRITE_CHAIN_FLOOR must not exceed {PREFIX}REWRITE_THRESHOLD, which it relaxes"
             )
+        if not 0 <= self.template_same_words <= 1:
+            raise SettingsError(f"{PREFIX}TEMPLATE_SAME_WORDS must be in [0, 1], got {self.template_same_words}")
         if not 0 <= self.rewrite_template_share <= 1:
             raise SettingsError(f"{PREFIX}REWRITE_TEMPLATE_SHARE must be in [0, 1], got {self.rewrite_template_share}")
         if self.rewrite_floor > self.containment_threshold:

@@ -265,7 +265,7 @@ class Book:
             return self.close(o)  # a brief item the second chance could take is at the floor already
         return (
             self.strong(o)
-            or (light and self._light_template(a, b, c))
+            or (light and (self._light_template(a, b, c) or self._same_words(a, b)))
             or self._brief_item(a, b, c)
             or self._figures_agree(a, b)
         )
@@ -281,6 +281,16 @@ class Book:
             self._strong_by_containment(o)
             and weighted_containment >= self.settings.template_light_share * o.containment
         )
+
+    def _same_words(self, a: str, b: str) -> bool:
+        """A copy by its shingles' containment whose words (by rarity: the rewrite score) the other text holds nearly
+        all of (``template_same_words``). Outlets' cuts of one statement of a daily series (a civil defence or police
+        spokesman's) share the series' wording, which the weights discount by a quarter or more, and they share the
+        day's words too: the casualties' nationalities, the place, the names. Two items of a template keep the words
+        that differ (another head of state, another office) apart: their scores stay under 0.91."""
+        threshold = self.settings.template_same_words
+        o = self.overlap(a, b)
+        return bool(threshold) and self._strong_by_containment(o) and self._rewrite(a, b, o, threshold) is not None
 
     def _figures_agree(self, a: str, b: str) -> bool:
         """Copies by their shingles that share a distinctive figure (docsieve/figures.py ``shared``), and put no other
@@ -414,8 +424,8 @@ class Book:
             canonical = self.canonical_of[story]
             o = self.overlap(record.id, canonical)
             # Strong when the overlap passes the thresholds with template boilerplate weighed too, or the weights
-            # take little of it (``template_light_share``, ranked after); else a chain option when it stays above the
-            # floor both ways.
+            # take little of it or the other text holds nearly all its words (``template_light_share``,
+            # ``template_same_words``, ranked after); else a chain option when it stays above the floor both ways.
             if self.strong(o) and self.beyond_template(record.id, canonical, strong=True, light=False):
                 options.append((story, canonical, o, True))
             elif self.strong(o) and self.beyond_template(record.id, canonical, strong=True):
@@ -431,7 +441,7 @@ class Book:
                 )
             ):
                 options.append((story, canonical, o, False))
-        # A story only ``template_light_share`` accepts comes after one the weights accept: it is often the same
+        # A story only those two rules accept comes after one the weights accept: it is often the same
         # story split in two (a copy that founded its own), which the record then holds rather than joins (_hold).
         if light and any(strong and story not in light for story, _, _, strong in options):
             options = [x for x in options if x[0] not in light]

@@ -27,6 +27,7 @@ from docsieve.settings import (
         # a share of the containment: at 0 every copy by containment would stay one, whatever its template
         ({"DOCSIEVE_TEMPLATE_LIGHT_SHARE": "0"}, r"TEMPLATE_LIGHT_SHARE must be in \(0, 1\]"),
         ({"DOCSIEVE_TEMPLATE_LIGHT_SHARE": "1.2"}, r"TEMPLATE_LIGHT_SHARE must be in \(0, 1\]"),
+        ({"DOCSIEVE_TEMPLATE_SAME_WORDS": "1.5"}, r"TEMPLATE_SAME_WORDS must be in \[0, 1\], got 1.5"),
     ],
 )
 def test_settings_are_validated(env: dict, message: str) -> None:

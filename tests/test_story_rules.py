@@ -118,12 +118,13 @@ def test_a_brief_item_the_weights_leave_just_short_joins_the_text_that_holds_its
 
 
 def test_no_second_chance_for_texts_of_one_length_or_below_the_chain_floor() -> None:
-    """The brief item's words are all in the other text (score 1.0), yet it stays apart when the other text is
-    less than twice as long (no excerpt), or when weighed it is under the chain floor."""
+    """The brief item's words are all in the other text (score 1.0), yet the brief-item rule leaves it apart when
+    the other text is less than twice as long (no excerpt), or when weighed it is under the chain floor. (Strong by
+    its containment, ``template_same_words`` would keep it a copy by those words: off here.)"""
     from docsieve.rewrites import TEXT_MARK, RewriteScores
 
     stock, own = ids(0, 20), ids(100, 10)
-    settings = Settings()
+    settings = Settings(template_same_words=0)
     for case, rest, stock_texts in (("one length", ids(200, 30), 20), ("under the floor", ids(200, 100), 100)):
         sets = {"other": shingle_set(stock, own[:4], rest), "item": shingle_set(stock, own)}
         counts = ShingleCounts(boilerplate_texts=3)
@@ -294,3 +295,60 @@ def test_a_release_cut_by_many_outlets_on_its_day_stays_one_story_and_a_template
     else:
         assert weighted < settings.template_light_share * o.containment
         assert copy.status is Status.CANONICAL and copy.story_id != "release"
+
+
+@pytest.mark.parametrize("same_words", [0.92, 0.0])
+def test_a_cut_of_a_daily_series_statement_stays_a_copy_by_its_words_and_another_days_item_does_not(
+    same_words: float,
+) -> None:
+    """A spokesman's statement of a daily series in two outlets' cuts: they share 65 of the copy's 100 shingles, 40 of
+    them the series' wording (twenty texts hold it), and the weights leave 0.47 of containment, 72% of it (under
+    ``template_light_share``). The copy's words are all but two of them in the canonical (score 28/30 = 0.93), so
+    it joins the story (``template_same_words`` 0.92); off, it founds its own. Another day's statement shares the
+    series' wording and some of the day's phrases (containment 0.55) but names other casualties and places: 5 of
+    its 30 words the canonical lacks (score 0.83), so it stays apart."""
+    from docsieve.rewrites import TEXT_MARK, RewriteScores
+
+    series, day = ids(0, 40), ids(100, 25)
+    sets = {
+        "statement": shingle_set(series, day, ids(200, 35)),
+        "cut": shingle_set(series, day, ids(300, 35)),
+        "other-day": shingle_set(series, day[:15], ids(400, 45)),
+        "below": shingle_set(series, day[:10], ids(500, 50)),
+    }
+    counts = ShingleCounts(boilerplate_texts=3)
+    for _ in range(20):  # the series' statements of other days
+        counts.add(series)
+    for _ in range(50):  # fifty texts counted, none of these words among them: each word weighs the same
+        counts.add_words(np.array([TEXT_MARK], dtype=np.uint32))
+    statement_words = ids(1000, 40)
+    words = {
+        "statement": np.sort(statement_words),
+        "cut": np.sort(np.concatenate((statement_words[:28], ids(2000, 2)))),
+        "other-day": np.sort(np.concatenate((statement_words[:25], ids(3000, 5)))),
+        "below": np.sort(statement_words[:30]),
+    }
+    rewrites = RewriteScores(counts, lambda wanted: {i: words[i] for i in wanted})
+    settings = Settings(template_same_words=same_words)
+    placed = {}
+    for name in ("cut", "other-day"):
+        book = Book(Stories(["statement"]), settings, lambda wanted: {i: sets[i] for i in wanted}, counts, rewrites)
+        book.load(["statement"])
+        book.shingles.update(sets)
+        o = book.overlap(name, "statement")
+        weighted = book._weighted(name, "statement", counts)[1]
+        assert o.containment >= settings.containment_threshold > weighted
+        assert weighted < settings.template_light_share * o.containment
+        record = Placement(name, "", Status.CANONICAL, name, (9, 9))
+        book.decide(record, ["statement"])
+        placed[name] = record
+    assert rewrites.score("cut", "statement") == pytest.approx(28 / 30)
+    assert rewrites.score("other-day", "statement") == pytest.approx(25 / 30)
+    assert (placed["cut"].story_id == "statement") is bool(same_words)
+    assert placed["cut"].status is (Status.DUPLICATE if same_words else Status.CANONICAL)
+    assert placed["other-day"].status is Status.CANONICAL and placed["other-day"].story_id != "statement"
+    # A text under the containment threshold is no copy by its shingles, whatever words it holds (the rewrite stage,
+    # at its own threshold, weighs it): the rule keeps copies, it makes none.
+    assert book.overlap("below", "statement").containment < settings.containment_threshold
+    assert rewrites.score("below", "statement") == 1.0
+    assert not book.beyond_template("below", "statement", strong=True)
