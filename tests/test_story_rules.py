@@ -352,3 +352,116 @@ def test_a_cut_of_a_daily_series_statement_stays_a_copy_by_its_words_and_another
     assert book.overlap("below", "statement").containment < settings.containment_threshold
     assert rewrites.score("below", "statement") == 1.0
     assert not book.beyond_template("below", "statement", strong=True)
+
+
+def test_a_record_joins_the_story_it_copies_beyond_the_weights_and_holds_the_one_only_its_words_keep() -> None:
+    """A record holds 70% of one canonical, untouched by the weights, and 65% of another, 0.47 weighed (40 of the 65
+    a daily series' wording twenty texts hold: under ``template_light_share``), which only ``template_same_words``
+    keeps a copy (28 of the other's 30 words). Like a story only the light rule accepts, that story ranks after the
+    first: the record joins the first and holds the second, where two canonicals it holds would make it a roundup."""
+    from docsieve.rewrites import TEXT_MARK, RewriteScores
+
+    x_shared, x_own, series, y_shared, y_own, r_own = (
+        ids(0, 70),
+        ids(100, 30),
+        ids(200, 40),
+        ids(300, 25),
+        ids(400, 35),
+        ids(500, 10),
+    )
+    sets = {
+        "x": shingle_set(x_shared, x_own),
+        "y": shingle_set(series, y_shared, y_own),
+        "record": shingle_set(x_shared, series, y_shared, r_own),  # under twice y's size: no brief item
+    }
+    counts = ShingleCounts(boilerplate_texts=3)
+    for _ in range(20):
+        counts.add(series)
+    for _ in range(50):
+        counts.add_words(np.array([TEXT_MARK], dtype=np.uint32))
+    y_words, x_words = ids(1000, 30), ids(2000, 40)
+    words = {
+        "x": np.sort(x_words),
+        "y": np.sort(y_words),
+        "record": np.sort(np.concatenate((x_words, y_words[:28], ids(3000, 5)))),
+    }
+    rewrites = RewriteScores(counts, lambda wanted: {i: words[i] for i in wanted})
+    settings = Settings()
+    book = Book(Stories(["x", "y"]), settings, lambda wanted: {i: sets[i] for i in wanted}, counts, rewrites)
+    book.load(["x", "y"])
+    book.shingles.update(sets)
+    o = book.overlap("record", "y")
+    weighted = book._weighted("record", "y", counts)[1]
+    assert o.containment >= settings.containment_threshold > weighted
+    assert settings.rewrite_template_share * o.containment <= weighted < settings.template_light_share * o.containment
+    assert rewrites.score("record", "y") == pytest.approx(28 / 30)
+    assert book.beyond_template("record", "x", strong=True, light=False)
+    assert book.beyond_template("record", "y", strong=True)
+    assert not book.beyond_template("record", "y", strong=True, light=False)
+    record = Placement("record", "", Status.CANONICAL, "record", (9, 9))
+    book.decide(record, ["x", "y"])
+    assert record.status is Status.DUPLICATE and record.story_id == "x"
+    assert [(k.record_id, k.story_id, k.roundup) for k in book.links] == [("record", "y", False)]
+
+
+def test_the_same_words_rule_keeps_no_pair_whose_shared_shingles_are_mostly_a_template() -> None:
+    """Two forecasts of one outlet on different days share 60 of their 100 shingles (containment 0.6), all of them
+    the forecast's wording a hundred texts hold, and every word: the same regions, winds and seas (score 1.0). The
+    weights leave under ``rewrite_template_share`` (0.4) of that containment: the rewrite stage's guard says it is
+    a template's wording, so ``template_same_words`` keeps no copy of it. The rule goes through ``_rewrite`` and
+    its guards, not the bare score."""
+    from docsieve.rewrites import TEXT_MARK, RewriteScores
+
+    wording, own_a, own_b = ids(0, 60), ids(100, 40), ids(200, 40)
+    sets = {"monday": shingle_set(wording, own_a), "tuesday": shingle_set(wording, own_b)}
+    counts = ShingleCounts(boilerplate_texts=3)
+    for _ in range(100):
+        counts.add(wording)
+    for _ in range(50):
+        counts.add_words(np.array([TEXT_MARK], dtype=np.uint32))
+    regions = ids(1000, 30)
+    words = {"monday": np.sort(regions), "tuesday": np.sort(np.concatenate((regions, ids(2000, 2))))}
+    rewrites = RewriteScores(counts, lambda wanted: {i: words[i] for i in wanted})
+    settings = Settings()
+    book = Book(Stories(["monday"]), settings, lambda wanted: {i: sets[i] for i in wanted}, counts, rewrites)
+    book.load(["monday"])
+    book.shingles.update(sets)
+    o = book.overlap("tuesday", "monday")
+    assert o.containment >= settings.containment_threshold
+    assert book._weighted("tuesday", "monday", counts)[1] < settings.rewrite_template_share * o.containment
+    assert rewrites.score("tuesday", "monday") == 1.0
+    assert not book.beyond_template("tuesday", "monday", strong=True)
+    record = Placement("tuesday", "", Status.CANONICAL, "tuesday", (9, 9))
+    book.decide(record, ["monday"])
+    assert record.status is Status.CANONICAL and record.story_id != "monday"
+
+
+def test_the_same_words_threshold_is_inclusive() -> None:
+    """``template_same_words`` is the least share kept ("at least"): a score exactly at it keeps the copy."""
+    from docsieve.rewrites import TEXT_MARK, RewriteScores
+
+    series, day = ids(0, 40), ids(100, 25)
+    sets = {"statement": shingle_set(series, day, ids(200, 35)), "cut": shingle_set(series, day, ids(300, 35))}
+    counts = ShingleCounts(boilerplate_texts=3)
+    for _ in range(20):
+        counts.add(series)
+    for _ in range(50):
+        counts.add_words(np.array([TEXT_MARK], dtype=np.uint32))
+    statement_words = ids(1000, 40)
+    words = {
+        "statement": np.sort(statement_words),
+        "cut": np.sort(np.concatenate((statement_words[:28], ids(2000, 2)))),
+    }
+    rewrites = RewriteScores(counts, lambda wanted: {i: words[i] for i in wanted})
+    score = rewrites.score("cut", "statement")
+    for threshold, kept in ((score, True), (np.nextafter(score, 1.0), False)):
+        book = Book(
+            Stories(["statement"]),
+            Settings(template_same_words=float(threshold)),
+            lambda wanted: {i: sets[i] for i in wanted},
+            counts,
+            rewrites,
+        )
+        book.load(["statement"])
+        book.shingles.update(sets)
+        assert book.beyond_template("cut", "statement", strong=True) is kept, threshold
