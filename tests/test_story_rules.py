@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from docsieve.models import Status
+from docsieve.rewrites import TEXT_MARK, RewriteScores
 from docsieve.settings import Settings
 from docsieve.stories import Book, Placement
 from docsieve.templates import ShingleCounts
@@ -43,6 +44,32 @@ class Stories:
 
     def taken_story_ids(self, ids: Iterable[str]) -> set[str]:
         return {i for i in ids if i in self.placements}
+
+
+def counted(common: np.ndarray, texts: int) -> ShingleCounts:
+    """Template counts where ``texts`` stored texts hold ``common``, and fifty texts' words counted, none of the
+    tests' words among them: each word weighs the same."""
+    counts = ShingleCounts(boilerplate_texts=3)
+    for _ in range(texts):
+        counts.add(common)
+    for _ in range(50):
+        counts.add_words(np.array([TEXT_MARK], dtype=np.uint32))
+    return counts
+
+
+def book_with_words(
+    sets: dict[str, np.ndarray],
+    canonicals: list[str],
+    counts: ShingleCounts,
+    words: dict[str, np.ndarray],
+    settings: Settings,
+) -> tuple[Book, RewriteScores]:
+    """A Book whose ``canonicals`` are stored, each alone in its story, with the rewrite stage's words."""
+    rewrites = RewriteScores(counts, lambda wanted: {i: words[i] for i in wanted})
+    book = Book(Stories(canonicals), settings, lambda wanted: {i: sets[i] for i in wanted}, counts, rewrites)
+    book.load(canonicals)
+    book.shingles.update(sets)
+    return book, rewrites
 
 
 def test_a_near_copy_joins_the_story_it_is_most_alike_beyond_the_template() -> None:
@@ -80,32 +107,23 @@ def test_a_brief_item_the_weights_leave_just_short_joins_the_text_that_holds_its
     text carries it with a few words changed: containment 0.8, weighted 0.54, under the threshold. Its words are
     all in the longer text, so it joins that story; the same item with other names (words the longer text does
     not hold, as a cable inside a roundup of other cables) stays apart."""
-    from docsieve.rewrites import TEXT_MARK, RewriteScores
-
     stock, own, rest = ids(0, 20), ids(100, 10), ids(200, 100)
     sets = {
         "long": shingle_set(stock, own[:4], rest),
         "item": shingle_set(stock, own),
         "other-names": shingle_set(stock, own),
     }
-    counts = ShingleCounts(boilerplate_texts=3)
-    for _ in range(20):
-        counts.add(stock)
+    counts = counted(stock, 20)
     item_words, long_words = ids(1000, 12), ids(1000, 40)
     words = {
         "long": np.sort(long_words),
         "item": np.sort(item_words),
         "other-names": np.sort(np.concatenate((item_words[:8], ids(5000, 4)))),
     }
-    for _ in range(50):  # fifty texts counted, none of these words among them: each word weighs the same
-        counts.add_words(np.array([TEXT_MARK], dtype=np.uint32))
-    rewrites = RewriteScores(counts, lambda wanted: {i: words[i] for i in wanted})
     settings = Settings()
     placed = {}
     for name in ("item", "other-names"):
-        book = Book(Stories(["long"]), settings, lambda wanted: {i: sets[i] for i in wanted}, counts, rewrites)
-        book.load(["long"])
-        book.shingles.update(sets)
+        book, _ = book_with_words(sets, ["long"], counts, words, settings)
         o = book.overlap(name, "long")
         assert o.containment >= settings.containment_threshold and o.smaller * 2 <= len(sets["long"])
         weighted = book._weighted(name, "long", counts)[1]
@@ -121,24 +139,12 @@ def test_no_second_chance_for_texts_of_one_length_or_below_the_chain_floor() -> 
     """The brief item's words are all in the other text (score 1.0), yet the brief-item rule leaves it apart when
     the other text is less than twice as long (no excerpt), or when weighed it is under the chain floor. (Strong by
     its containment, ``template_same_words`` would keep it a copy by those words: off here.)"""
-    from docsieve.rewrites import TEXT_MARK, RewriteScores
-
     stock, own = ids(0, 20), ids(100, 10)
     settings = Settings(template_same_words=0)
     for case, rest, stock_texts in (("one length", ids(200, 30), 20), ("under the floor", ids(200, 100), 100)):
         sets = {"other": shingle_set(stock, own[:4], rest), "item": shingle_set(stock, own)}
-        counts = ShingleCounts(boilerplate_texts=3)
-        for _ in range(stock_texts):
-            counts.add(stock)
-        for _ in range(50):
-            counts.add_words(np.array([TEXT_MARK], dtype=np.uint32))
         words = {"other": np.sort(ids(1000, 40)), "item": np.sort(ids(1000, 12))}
-        rewrites = RewriteScores(counts, lambda wanted, words=words: {i: words[i] for i in wanted})
-        book = Book(
-            Stories(["other"]), settings, lambda wanted, sets=sets: {i: sets[i] for i in wanted}, counts, rewrites
-        )
-        book.load(["other"])
-        book.shingles.update(sets)
+        book, rewrites = book_with_words(sets, ["other"], counted(stock, stock_texts), words, settings)
         assert book.overlap("item", "other").containment >= settings.containment_threshold, case
         assert rewrites.score("item", "other") == 1.0, case
         record = Placement("item", "", Status.CANONICAL, "item", (9, 9))
@@ -252,6 +258,12 @@ def test_a_record_joins_the_story_it_copies_beyond_the_weights_and_holds_the_one
     }
     settings = Settings()
     book, _ = stored_with_common(sets, ["x", "y"], stock, settings)
+    joins_x_and_holds_y(book)
+
+
+def joins_x_and_holds_y(book: Book) -> None:
+    """ "record" is a copy of canonical x beyond the weights, and of y only by a rule ranked after them: it joins x's
+    story and holds y's, where two canonicals it holds would make it a roundup of both."""
     assert book.beyond_template("record", "x", strong=True, light=False)
     assert book.beyond_template("record", "y", strong=True)
     assert not book.beyond_template("record", "y", strong=True, light=False)
@@ -297,6 +309,19 @@ def test_a_release_cut_by_many_outlets_on_its_day_stays_one_story_and_a_template
         assert copy.status is Status.CANONICAL and copy.story_id != "release"
 
 
+def daily_statement() -> tuple[dict[str, np.ndarray], ShingleCounts, dict[str, np.ndarray]]:
+    """A statement of a daily series (40 of its 100 shingles the series' wording, twenty texts of other days hold it)
+    and another outlet's cut of it: 65 shingles shared, and all but two of the cut's 30 words (score 28/30)."""
+    series, day = ids(0, 40), ids(100, 25)
+    sets = {"statement": shingle_set(series, day, ids(200, 35)), "cut": shingle_set(series, day, ids(300, 35))}
+    statement_words = ids(1000, 40)
+    words = {
+        "statement": np.sort(statement_words),
+        "cut": np.sort(np.concatenate((statement_words[:28], ids(2000, 2)))),
+    }
+    return sets, counted(series, 20), words
+
+
 @pytest.mark.parametrize("same_words", [0.92, 0.0])
 def test_a_cut_of_a_daily_series_statement_stays_a_copy_by_its_words_and_another_days_item_does_not(
     same_words: float,
@@ -307,34 +332,20 @@ def test_a_cut_of_a_daily_series_statement_stays_a_copy_by_its_words_and_another
     it joins the story (``template_same_words`` 0.92); off, it founds its own. Another day's statement shares the
     series' wording and some of the day's phrases (containment 0.55) but names other casualties and places: 5 of
     its 30 words the canonical lacks (score 0.83), so it stays apart."""
-    from docsieve.rewrites import TEXT_MARK, RewriteScores
-
-    series, day = ids(0, 40), ids(100, 25)
-    sets = {
-        "statement": shingle_set(series, day, ids(200, 35)),
-        "cut": shingle_set(series, day, ids(300, 35)),
+    sets, counts, words = daily_statement()
+    series, day, statement_words = ids(0, 40), ids(100, 25), words["statement"]  # as daily_statement makes them
+    sets |= {
         "other-day": shingle_set(series, day[:15], ids(400, 45)),
         "below": shingle_set(series, day[:10], ids(500, 50)),
     }
-    counts = ShingleCounts(boilerplate_texts=3)
-    for _ in range(20):  # the series' statements of other days
-        counts.add(series)
-    for _ in range(50):  # fifty texts counted, none of these words among them: each word weighs the same
-        counts.add_words(np.array([TEXT_MARK], dtype=np.uint32))
-    statement_words = ids(1000, 40)
-    words = {
-        "statement": np.sort(statement_words),
-        "cut": np.sort(np.concatenate((statement_words[:28], ids(2000, 2)))),
+    words |= {
         "other-day": np.sort(np.concatenate((statement_words[:25], ids(3000, 5)))),
         "below": np.sort(statement_words[:30]),
     }
-    rewrites = RewriteScores(counts, lambda wanted: {i: words[i] for i in wanted})
     settings = Settings(template_same_words=same_words)
     placed = {}
     for name in ("cut", "other-day"):
-        book = Book(Stories(["statement"]), settings, lambda wanted: {i: sets[i] for i in wanted}, counts, rewrites)
-        book.load(["statement"])
-        book.shingles.update(sets)
+        book, rewrites = book_with_words(sets, ["statement"], counts, words, settings)
         o = book.overlap(name, "statement")
         weighted = book._weighted(name, "statement", counts)[1]
         assert o.containment >= settings.containment_threshold > weighted
@@ -359,8 +370,6 @@ def test_a_record_joins_the_story_it_copies_beyond_the_weights_and_holds_the_one
     a daily series' wording twenty texts hold: under ``template_light_share``), which only ``template_same_words``
     keeps a copy (28 of the other's 30 words). Like a story only the light rule accepts, that story ranks after the
     first: the record joins the first and holds the second, where two canonicals it holds would make it a roundup."""
-    from docsieve.rewrites import TEXT_MARK, RewriteScores
-
     x_shared, x_own, series, y_shared, y_own, r_own = (
         ids(0, 70),
         ids(100, 30),
@@ -374,34 +383,21 @@ def test_a_record_joins_the_story_it_copies_beyond_the_weights_and_holds_the_one
         "y": shingle_set(series, y_shared, y_own),
         "record": shingle_set(x_shared, series, y_shared, r_own),  # under twice y's size: no brief item
     }
-    counts = ShingleCounts(boilerplate_texts=3)
-    for _ in range(20):
-        counts.add(series)
-    for _ in range(50):
-        counts.add_words(np.array([TEXT_MARK], dtype=np.uint32))
+    counts = counted(series, 20)
     y_words, x_words = ids(1000, 30), ids(2000, 40)
     words = {
         "x": np.sort(x_words),
         "y": np.sort(y_words),
         "record": np.sort(np.concatenate((x_words, y_words[:28], ids(3000, 5)))),
     }
-    rewrites = RewriteScores(counts, lambda wanted: {i: words[i] for i in wanted})
     settings = Settings()
-    book = Book(Stories(["x", "y"]), settings, lambda wanted: {i: sets[i] for i in wanted}, counts, rewrites)
-    book.load(["x", "y"])
-    book.shingles.update(sets)
+    book, rewrites = book_with_words(sets, ["x", "y"], counts, words, settings)
     o = book.overlap("record", "y")
     weighted = book._weighted("record", "y", counts)[1]
     assert o.containment >= settings.containment_threshold > weighted
     assert settings.rewrite_template_share * o.containment <= weighted < settings.template_light_share * o.containment
     assert rewrites.score("record", "y") == pytest.approx(28 / 30)
-    assert book.beyond_template("record", "x", strong=True, light=False)
-    assert book.beyond_template("record", "y", strong=True)
-    assert not book.beyond_template("record", "y", strong=True, light=False)
-    record = Placement("record", "", Status.CANONICAL, "record", (9, 9))
-    book.decide(record, ["x", "y"])
-    assert record.status is Status.DUPLICATE and record.story_id == "x"
-    assert [(k.record_id, k.story_id, k.roundup) for k in book.links] == [("record", "y", False)]
+    joins_x_and_holds_y(book)
 
 
 def test_the_same_words_rule_keeps_no_pair_whose_shared_shingles_are_mostly_a_template() -> None:
@@ -410,22 +406,13 @@ def test_the_same_words_rule_keeps_no_pair_whose_shared_shingles_are_mostly_a_te
     weights leave under ``rewrite_template_share`` (0.4) of that containment: the rewrite stage's guard says it is
     a template's wording, so ``template_same_words`` keeps no copy of it. The rule goes through ``_rewrite`` and
     its guards, not the bare score."""
-    from docsieve.rewrites import TEXT_MARK, RewriteScores
-
     wording, own_a, own_b = ids(0, 60), ids(100, 40), ids(200, 40)
     sets = {"monday": shingle_set(wording, own_a), "tuesday": shingle_set(wording, own_b)}
-    counts = ShingleCounts(boilerplate_texts=3)
-    for _ in range(100):
-        counts.add(wording)
-    for _ in range(50):
-        counts.add_words(np.array([TEXT_MARK], dtype=np.uint32))
+    counts = counted(wording, 100)
     regions = ids(1000, 30)
     words = {"monday": np.sort(regions), "tuesday": np.sort(np.concatenate((regions, ids(2000, 2))))}
-    rewrites = RewriteScores(counts, lambda wanted: {i: words[i] for i in wanted})
     settings = Settings()
-    book = Book(Stories(["monday"]), settings, lambda wanted: {i: sets[i] for i in wanted}, counts, rewrites)
-    book.load(["monday"])
-    book.shingles.update(sets)
+    book, rewrites = book_with_words(sets, ["monday"], counts, words, settings)
     o = book.overlap("tuesday", "monday")
     assert o.containment >= settings.containment_threshold
     assert book._weighted("tuesday", "monday", counts)[1] < settings.rewrite_template_share * o.containment
@@ -438,30 +425,8 @@ def test_the_same_words_rule_keeps_no_pair_whose_shared_shingles_are_mostly_a_te
 
 def test_the_same_words_threshold_is_inclusive() -> None:
     """``template_same_words`` is the least share kept ("at least"): a score exactly at it keeps the copy."""
-    from docsieve.rewrites import TEXT_MARK, RewriteScores
-
-    series, day = ids(0, 40), ids(100, 25)
-    sets = {"statement": shingle_set(series, day, ids(200, 35)), "cut": shingle_set(series, day, ids(300, 35))}
-    counts = ShingleCounts(boilerplate_texts=3)
-    for _ in range(20):
-        counts.add(series)
-    for _ in range(50):
-        counts.add_words(np.array([TEXT_MARK], dtype=np.uint32))
-    statement_words = ids(1000, 40)
-    words = {
-        "statement": np.sort(statement_words),
-        "cut": np.sort(np.concatenate((statement_words[:28], ids(2000, 2)))),
-    }
-    rewrites = RewriteScores(counts, lambda wanted: {i: words[i] for i in wanted})
-    score = rewrites.score("cut", "statement")
+    sets, counts, words = daily_statement()
+    score = book_with_words(sets, ["statement"], counts, words, Settings())[1].score("cut", "statement")
     for threshold, kept in ((score, True), (np.nextafter(score, 1.0), False)):
-        book = Book(
-            Stories(["statement"]),
-            Settings(template_same_words=float(threshold)),
-            lambda wanted: {i: sets[i] for i in wanted},
-            counts,
-            rewrites,
-        )
-        book.load(["statement"])
-        book.shingles.update(sets)
+        book, _ = book_with_words(sets, ["statement"], counts, words, Settings(template_same_words=float(threshold)))
         assert book.beyond_template("cut", "statement", strong=True) is kept, threshold
