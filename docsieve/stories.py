@@ -19,7 +19,8 @@ under the store's write lock (so concurrent workers see one history):
   one story as a copy and carries other items says so, without being a copy of them.
 - **Templates.** Every comparison that places a document is also made with template boilerplate weighed
   (docsieve/templates.py): items on one template about different subjects stay apart; two copies by their shingles
-  that share a distinctive figure (a count, a sum) stay copies whatever the weights say.
+  that share a distinctive figure (a count, a sum), or whose words (by rarity) the other holds nearly all of, stay
+  copies whatever the weights say.
 - **Days** (``Settings.weekday_check``, docsieve/dates.py): two texts that name different weekdays in the same
   words ("the ministry recorded today, Saturday" against "today, Friday") are items of one template on
   different days: no comparison that places a document calls them copies, and a new canonical keeps no
