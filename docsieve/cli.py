@@ -701,10 +701,10 @@ def _print_story(store, story, shown: str) -> None:
         how = "canonical" if r.id == story.canonical.id else f"{r.method} {r.similarity}"
         when = r.published_at.isoformat() if r.published_at else "undated"
         print(f"   {mark}{r.id}  {how:<19} {when:<25} {r.outlet or ''}  {r.source}")
-    for story_id, containment in story.contains:
+    for story_id, containment, record_id in story.contains:
         held = store.story(story_id)
         title = f"  {held.canonical.title}" if held and held.canonical.title else ""
-        print(f"  holds story {story_id} (containment {containment}){title}")
+        print(f"  holds story {story_id} in {record_id} (containment {containment}){title}")
     for record_id, containment in story.contained_in:
         holder = store.get(record_id)
         title = f"  {holder.title}" if holder and holder.title else ""

@@ -172,14 +172,16 @@ class Record:
 
 @dataclass(frozen=True, slots=True)
 class Story:
-    """One story: its canonical record, its copies (each with its overlap with the canonical), the stories
-    it holds when its canonical is a roundup, and the roundups that hold it."""
+    """One story: its canonical record, its copies (each with its overlap with the canonical), the stories its
+    records hold (a roundup's items, or another item a copy carries), and the records that hold it."""
 
     id: str
     canonical: Record
     members: list[Record]
-    contains: list[tuple[str, float | None]]  # (story id, containment of its canonical in this one's)
-    contained_in: list[tuple[str, float | None]]  # (roundup record id, containment)
+    # (story id, containment of its canonical, the record of this story that holds it): each held story once, by the
+    # record that holds most of it (copies of one text often each hold the same other story)
+    contains: list[tuple[str, float | None, str]]
+    contained_in: list[tuple[str, float | None]]  # (id of a record of another story that holds it, containment)
     created_at: str | None = None
     changed_at: str | None = None
 
@@ -210,7 +212,7 @@ class Story:
                 }
                 for r in (self.canonical, *self.members)
             ],
-            "contains": [{"story": s, "containment": c} for s, c in self.contains],
+            "contains": [{"story": s, "containment": c, "record": r} for s, c, r in self.contains],
             "contained_in": [{"record": r, "containment": c} for r, c in self.contained_in],
             "created_at": self.created_at,
             "changed_at": self.changed_at,

@@ -865,7 +865,7 @@ class Store(Bookkeeping):
                 for row in rows:
                     record = _record(row)
                     members[record.story_id or ""].append(record)
-                held: dict[str, list[tuple[str, float | None]]] = {i: [] for i in ids}
+                held: dict[str, dict[str, tuple[str, float | None, str]]] = {i: {} for i in ids}
                 holders: dict[str, list[tuple[str, float | None]]] = {i: [] for i in ids}
                 in_story = {r.id: r.story_id for group in members.values() for r in group}
                 links = conn.execute(
@@ -881,7 +881,9 @@ class Store(Bookkeeping):
                     if story_id in holders:
                         holders[story_id].append((record_id, containment))
                     if (own := in_story.get(record_id)) is not None and own in held:
-                        held[own].append((story_id, containment))
+                        best = held[own].get(story_id)
+                        if best is None or (containment or 0.0) > (best[1] or 0.0):
+                            held[own][story_id] = (story_id, containment, record_id)
                 for head in chunk:
                     group = members[head.id]
                     canonical = next((r for r in group if r.id == head.canonical_id), None)
@@ -891,7 +893,7 @@ class Store(Bookkeeping):
                         id=head.id,
                         canonical=canonical,
                         members=[r for r in group if r.id != canonical.id],
-                        contains=held[head.id],
+                        contains=list(held[head.id].values()),
                         contained_in=holders[head.id],
                         created_at=_iso(head.created_at),
                         changed_at=_iso(head.changed_at),

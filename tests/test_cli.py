@@ -312,6 +312,7 @@ def test_show_prints_the_story_with_what_it_holds(tmp_path, capsys) -> None:
     assert main(["--store", store, "show", records["roundup"].id]) == 0
     shown = capsys.readouterr().out
     assert shown.count("holds story") == 2 and "عنوان x" in shown and "عنوان y" in shown
+    assert f"holds story {records['x'].story_id} in {records['roundup'].id} (containment" in shown
 
 
 def test_status_counts_stories_and_reads_a_store_from_before_them(tmp_path, capsys) -> None:

@@ -561,7 +561,7 @@ def test_a_rewrite_of_a_roundup_item_follows_the_item_when_the_roundup_splits(pi
     for name in ("R", "R2"):
         assert found[name].method is Method.REWRITE and found[name].duplicate_of == found["x"].id
     story = pipeline.store.story(found["roundup"].story_id)
-    assert story is not None and found["x"].story_id in {s for s, _ in story.contains}
+    assert story is not None and found["x"].story_id in {s for s, _, _ in story.contains}
     assert problems(pipeline.store, pipeline.settings) == []
 
 
@@ -635,7 +635,7 @@ def test_a_rewrite_member_copied_by_an_item_that_founds_a_story_takes_it_over_wh
     assert found["R"].status is Status.DUPLICATE and found["R"].duplicate_of == found["W"].id
     assert found["x"].story_id == found["W"].story_id and found["x"].duplicate_of == found["W"].id
     story = pipeline.store.story(found["roundup"].story_id)
-    assert story is not None and {found["W"].story_id, found["y"].story_id} <= {s for s, _ in story.contains}
+    assert story is not None and {found["W"].story_id, found["y"].story_id} <= {s for s, _, _ in story.contains}
     assert problems(pipeline.store, pipeline.settings) == []
 
 

@@ -95,11 +95,31 @@ def test_a_roundup_holds_stories_and_is_a_copy_of_none(pipeline: Pipeline) -> No
     assert roundup.status is Status.CANONICAL
     assert roundup.story_id not in (records["x"].story_id, records["y"].story_id)
     story = story_of(pipeline.store, roundup)
-    assert {s for s, _ in story.contains} == {records["x"].story_id, records["y"].story_id}
+    assert {s for s, _, _ in story.contains} == {records["x"].story_id, records["y"].story_id}
     assert [r for r, _ in story_of(pipeline.store, records["x"]).contained_in] == [roundup.id]
     # A later copy of one item joins that item's story, never the other's through the roundup.
     records = ingest(pipeline, ("y2", text(edit(y, 23, 0.03))))
     assert records["y2"].story_id == records["y"].story_id
+
+
+def test_a_story_lists_each_story_its_records_hold_once_with_the_record_that_holds_most_of_it(
+    pipeline: Pipeline,
+) -> None:
+    """A roundup and another outlet's copy of it both hold the two items' stories: the roundup's story lists each
+    once (as ``show`` and ``export --stories`` print it), with the record holding most of it and that containment."""
+    x, y, z = words(24, 60), words(25, 60), words(26, 300)
+    records = ingest(pipeline, ("x", text(x)), ("y", text(y)), ("roundup", text(x, z, y)))
+    records |= ingest(pipeline, ("copy", text(edit(x, 27, 0.1), z, y)))
+    roundup, copy = records["roundup"], records["copy"]
+    assert copy.story_id == roundup.story_id
+    story = story_of(pipeline.store, roundup)
+    by_story = {s: (c, r) for s, c, r in story.contains}
+    assert len(story.contains) == 2 and by_story.keys() == {records["x"].story_id, records["y"].story_id}
+    # The copy holds x's story by less (its x is edited): the roundup is named for it; for y, either holds it whole.
+    assert by_story[records["x"].story_id][1] == roundup.id
+    assert {r for r, _ in story_of(pipeline.store, records["x"]).contained_in} == {roundup.id, copy.id}
+    assert [c["story"] for c in story.to_json()["contains"]].count(records["x"].story_id) == 1
+    assert story.to_json()["contains"][0].keys() == {"story", "containment", "record"}
 
 
 def test_a_roundup_stored_first_gives_up_its_items(pipeline: Pipeline) -> None:
@@ -110,7 +130,7 @@ def test_a_roundup_stored_first_gives_up_its_items(pipeline: Pipeline) -> None:
     assert len({records[k].story_id for k in ("roundup", "x", "y")}) == 3
     assert records["x"].status is Status.CANONICAL and records["y"].status is Status.CANONICAL
     story = story_of(pipeline.store, records["roundup"])
-    assert {s for s, _ in story.contains} == {records["x"].story_id, records["y"].story_id}
+    assert {s for s, _, _ in story.contains} == {records["x"].story_id, records["y"].story_id}
     # Another outlet's copy of the first item joins the first item's story.
     records = ingest(pipeline, ("x2", text(x)))
     assert records["x2"].story_id == records["x"].story_id

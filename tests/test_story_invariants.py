@@ -224,7 +224,7 @@ def test_a_canonical_that_holds_a_story_is_no_roundup(pipeline, settings):
     recs = ingest(pipeline, ("b", text(Y, Z)))
     recs = ingest(pipeline, ("r", text(Y, Z[:40])))
     assert recs["r"].story_id == recs["b"].story_id != recs["c"].story_id
-    assert [s for s, _ in story_of(pipeline.store, recs["c"]).contains] == [recs["b"].story_id]  # c holds B
+    assert [s for s, _, _ in story_of(pipeline.store, recs["c"]).contains] == [recs["b"].story_id]  # c holds B
     # c is no roundup: a short excerpt of it joins its story, as it would have before the link.
     recs = ingest(pipeline, ("e", text(X[:80])))
     assert recs["e"].story_id == recs["c"].story_id
