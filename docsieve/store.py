@@ -868,6 +868,11 @@ class Store(Bookkeeping):
                 held: dict[str, dict[str, tuple[str, float | None, str]]] = {i: {} for i in ids}
                 holders: dict[str, list[tuple[str, float | None]]] = {i: [] for i in ids}
                 in_story = {r.id: r.story_id for group in members.values() for r in group}
+                # Which record names a held story: the most containment (a NULL one least), then the story's
+                # canonical, then the earliest record: never the order the database returns the links in.
+                place = {r.id: n for group in members.values() for n, r in enumerate(group)}
+                canonical_of = {h.id: h.canonical_id for h in chunk}
+                rank: dict[tuple[str, str], tuple[float, bool, int]] = {}
                 links = conn.execute(
                     sa.select(contains.c.record_id, contains.c.story_id, contains.c.containment).where(
                         # The members by subquery: a story can have more records than a statement has parameters.
@@ -881,8 +886,13 @@ class Store(Bookkeeping):
                     if story_id in holders:
                         holders[story_id].append((record_id, containment))
                     if (own := in_story.get(record_id)) is not None and own in held:
-                        best = held[own].get(story_id)
-                        if best is None or (containment or 0.0) > (best[1] or 0.0):
+                        mine = (
+                            -1.0 if containment is None else containment,
+                            record_id == canonical_of[own],
+                            -place[record_id],
+                        )
+                        if (own, story_id) not in rank or mine > rank[own, story_id]:
+                            rank[own, story_id] = mine
                             held[own][story_id] = (story_id, containment, record_id)
                 for head in chunk:
                     group = members[head.id]
@@ -893,7 +903,7 @@ class Store(Bookkeeping):
                         id=head.id,
                         canonical=canonical,
                         members=[r for r in group if r.id != canonical.id],
-                        contains=list(held[head.id].values()),
+                        contains=sorted(held[head.id].values()),
                         contained_in=holders[head.id],
                         created_at=_iso(head.created_at),
                         changed_at=_iso(head.changed_at),

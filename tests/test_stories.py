@@ -12,6 +12,7 @@ from docsieve.models import Method, RawDocument, Record, Status
 from docsieve.pipeline import Pipeline
 from docsieve.published import parse_published
 from docsieve.readers import read
+from docsieve.schema import contains
 from docsieve.settings import Settings
 from docsieve.store import Store
 from tests.story_checks import problems
@@ -115,11 +116,39 @@ def test_a_story_lists_each_story_its_records_hold_once_with_the_record_that_hol
     story = story_of(pipeline.store, roundup)
     by_story = {s: (c, r) for s, c, r in story.contains}
     assert len(story.contains) == 2 and by_story.keys() == {records["x"].story_id, records["y"].story_id}
-    # The copy holds x's story by less (its x is edited): the roundup is named for it; for y, either holds it whole.
-    assert by_story[records["x"].story_id][1] == roundup.id
+    # The copy holds x's story by less (its x is edited): the roundup is named for it, with its own containment.
+    assert by_story[records["x"].story_id] == (1.0, roundup.id)
     assert {r for r, _ in story_of(pipeline.store, records["x"]).contained_in} == {roundup.id, copy.id}
     assert [c["story"] for c in story.to_json()["contains"]].count(records["x"].story_id) == 1
     assert story.to_json()["contains"][0].keys() == {"story", "containment", "record"}
+
+
+def test_a_held_story_is_named_by_one_record_whatever_order_the_links_come_in(pipeline: Pipeline) -> None:
+    """Ties go to the story's canonical (the roundup), the winner's own containment is the one listed, a NULL
+    containment (an older store's link) ranks below any figure, and ``contains`` comes in story-id order."""
+    x, y, z = words(24, 60), words(25, 60), words(26, 300)
+    records = ingest(pipeline, ("x", text(x)), ("y", text(y)), ("roundup", text(x, z, y)))
+    records |= ingest(pipeline, ("copy", text(edit(x, 27, 0.1), z, y)))
+    roundup, copy, xs, ys = (records[k] for k in ("roundup", "copy", "x", "y"))
+
+    def listed() -> dict[str, tuple[float | None, str]]:
+        story = story_of(pipeline.store, roundup)
+        assert [s for s, _, _ in story.contains] == sorted(s for s, _, _ in story.contains)
+        return {s: (c, r) for s, c, r in story.contains}
+
+    first = listed()
+    assert first[ys.story_id] == (1.0, roundup.id)  # both hold y whole: the canonical is named
+    assert first[xs.story_id] == (1.0, roundup.id)  # not the copy's lesser containment
+    engine = pipeline.store.engine
+    with engine.begin() as conn:  # a no-op rewrite of the roundup's links moves them in a PostgreSQL heap
+        conn.execute(
+            contains.update().where(contains.c.record_id == roundup.id).values(containment=contains.c.containment)
+        )
+    assert listed() == first
+    with engine.begin() as conn:
+        conn.execute(contains.update().where(contains.c.record_id == roundup.id).values(containment=None))
+        conn.execute(contains.update().where(contains.c.record_id == copy.id).values(containment=0.0))
+    assert listed() == {ys.story_id: (0.0, copy.id), xs.story_id: (0.0, copy.id)}
 
 
 def test_a_roundup_stored_first_gives_up_its_items(pipeline: Pipeline) -> None:
