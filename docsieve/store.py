@@ -865,14 +865,11 @@ class Store(Bookkeeping):
                 for row in rows:
                     record = _record(row)
                     members[record.story_id or ""].append(record)
-                held: dict[str, dict[str, tuple[str, float | None, str]]] = {i: {} for i in ids}
+                # story id -> held story id -> its links: (held story id, containment, the record holding it)
+                held: dict[str, dict[str, list[tuple[str, float | None, str]]]] = {i: {} for i in ids}
                 holders: dict[str, list[tuple[str, float | None]]] = {i: [] for i in ids}
                 in_story = {r.id: r.story_id for group in members.values() for r in group}
-                # Which record names a held story: the most containment (a NULL one least), then the story's
-                # canonical, then the earliest record: never the order the database returns the links in.
                 place = {r.id: n for group in members.values() for n, r in enumerate(group)}
-                canonical_of = {h.id: h.canonical_id for h in chunk}
-                rank: dict[tuple[str, str], tuple[float, bool, int]] = {}
                 links = conn.execute(
                     sa.select(contains.c.record_id, contains.c.story_id, contains.c.containment).where(
                         # The members by subquery: a story can have more records than a statement has parameters.
@@ -886,14 +883,7 @@ class Store(Bookkeeping):
                     if story_id in holders:
                         holders[story_id].append((record_id, containment))
                     if (own := in_story.get(record_id)) is not None and own in held:
-                        mine = (
-                            -1.0 if containment is None else containment,
-                            record_id == canonical_of[own],
-                            -place[record_id],
-                        )
-                        if (own, story_id) not in rank or mine > rank[own, story_id]:
-                            rank[own, story_id] = mine
-                            held[own][story_id] = (story_id, containment, record_id)
+                        held[own].setdefault(story_id, []).append((story_id, containment, record_id))
                 for head in chunk:
                     group = members[head.id]
                     canonical = next((r for r in group if r.id == head.canonical_id), None)
@@ -903,7 +893,7 @@ class Store(Bookkeeping):
                         id=head.id,
                         canonical=canonical,
                         members=[r for r in group if r.id != canonical.id],
-                        contains=sorted(held[head.id].values()),
+                        contains=sorted(_named_link(links, canonical.id, place) for links in held[head.id].values()),
                         contained_in=holders[head.id],
                         created_at=_iso(head.created_at),
                         changed_at=_iso(head.changed_at),
@@ -1294,6 +1284,15 @@ def _revision(engine: Engine, shown: str) -> str | None:
             else _foreign_revision(shown, revision)
         )
     return revision
+
+
+def _named_link(
+    links: list[tuple[str, float | None, str]], canonical_id: str, place: dict[str, int]
+) -> tuple[str, float | None, str]:
+    """The link (held story, containment, record) that names a story another holds, of its records' ``links`` to
+    it: the most containment (a NULL one least), then the story's canonical, then the earliest record (``place``:
+    a record's position in its story), never the order the database returns the links in."""
+    return max(links, key=lambda k: (-1.0 if k[1] is None else k[1], k[2] == canonical_id, -place[k[2]]))
 
 
 def _foreign_revision(shown: str, revision: str) -> str:
