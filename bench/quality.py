@@ -303,7 +303,10 @@ def read_stories(store: Store) -> StoreView:
         rejected = conn.scalar(sa.select(sa.func.count()).where(records.c.status == Status.REJECTED)) or 0
         rows = conn.execute(sa.select(*columns).where(records.c.status != Status.REJECTED)).all()
         canonical_of = {
-            story: canonical for story, canonical in conn.execute(sa.select(stories.c.id, stories.c.canonical_id))
+            story: canonical
+            for story, canonical in conn.execute(
+                sa.select(stories.c.id, stories.c.canonical_id).where(stories.c.merged_into.is_(None))
+            )
         }
         holds: dict[str, set[str]] = defaultdict(set)
         for record_id, story_id in conn.execute(sa.select(contains.c.record_id, contains.c.story_id)):

@@ -10,7 +10,7 @@ from collections.abc import Iterable, Iterator
 from datetime import datetime
 from typing import IO, Any
 
-from docsieve.models import Record, Story
+from docsieve.models import MergedStory, Record, Story
 
 ROW_GROUP = 10_000  # Parquet rows held before they are written
 
@@ -21,7 +21,7 @@ RECORD_COLUMNS = (
 )  # fmt: skip
 MEMBER_COLUMNS = (
     "story_id", "canonical_id", "story_title", "first_published", "record_id", "is_canonical", "source", "outlet",
-    "url", "published_at", "method", "similarity", "jaccard", "containment", "created_at",
+    "url", "published_at", "method", "similarity", "jaccard", "containment", "created_at", "merged_into",
 )  # fmt: skip
 FLOATS = {"similarity", "jaccard", "containment"}
 TIMES = {"published_at", "first_published", "created_at", "changed_at"}
@@ -34,8 +34,12 @@ def record_row(record: Record) -> dict[str, Any]:
     return {column: row[column] for column in RECORD_COLUMNS}
 
 
-def member_rows(story: Story) -> Iterator[dict[str, Any]]:
-    """One row per record of the story, its canonical first."""
+def member_rows(story: Story | MergedStory) -> Iterator[dict[str, Any]]:
+    """One row per record of the story, its canonical first; for a story merged into another, one row that says
+    which (``merged_into``; its other columns empty)."""
+    if isinstance(story, MergedStory):
+        yield {column: None for column in MEMBER_COLUMNS} | {"story_id": story.id, "merged_into": story.merged_into}
+        return
     first = story.first_published
     for record in (story.canonical, *story.members):
         yield {
@@ -54,10 +58,11 @@ def member_rows(story: Story) -> Iterator[dict[str, Any]]:
             "jaccard": record.jaccard,
             "containment": record.containment,
             "created_at": record.created_at,
+            "merged_into": None,
         }
 
 
-def write_jsonl(items: Iterable[Record | Story], out: IO[str]) -> None:
+def write_jsonl(items: Iterable[Record | Story | MergedStory], out: IO[str]) -> None:
     out.writelines(json.dumps(item.to_json(), ensure_ascii=False) + "\n" for item in items)
 
 

@@ -219,6 +219,19 @@ class Story:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class MergedStory:
+    """A story found to be one with another, which took its records (``export --stories --since`` says so, that a
+    consumer drops it)."""
+
+    id: str
+    merged_into: str
+    changed_at: str | None = None
+
+    def to_json(self) -> dict:
+        return {"id": self.id, "merged_into": self.merged_into, "changed_at": self.changed_at}
+
+
 def batched(items: Iterable[T], size: int) -> Iterator[list[T]]:
     """Lists of ``size`` items (the last shorter) from any iterable, read lazily."""
     iterator = iter(items)

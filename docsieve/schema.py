@@ -65,8 +65,11 @@ stories = sa.Table(
     # The last record seq of the batch that last changed the story (migration 0014): what a decision read and
     # others changed meanwhile (``Pipeline.store_prepared``).
     sa.Column("changed_seq", sa.BigInteger().with_variant(sa.Integer, "sqlite"), nullable=True),
+    # A story found to be one with another gave it its records and says which (migration 0018): it has no records.
+    sa.Column("merged_into", sa.String(20), nullable=True),
     sa.Index("ix_stories_changed_at", "changed_at"),
     sa.Index("ix_stories_changed_seq", "changed_seq"),
+    sa.Index("ix_stories_merged_into", "merged_into"),
 )
 
 # A roundup record holds other stories: it is not a copy of them, it contains them.

@@ -37,7 +37,7 @@ from docsieve.fingerprint import (
     unpack_keys,
 )
 from docsieve.index import IndexRow, index_time, sketch_row
-from docsieve.models import Method, Record, Sketch, Status, Story, batched
+from docsieve.models import MergedStory, Method, Record, Sketch, Status, Story, batched
 from docsieve.rewrites import RewriteScores
 from docsieve.schema import (
     CHUNK,
@@ -69,7 +69,7 @@ RECORD_COLUMNS = [c for c in records.c if c.name not in ("shingles", "index_keys
 WRITE_LOCK = 0x646F6373
 MIGRATIONS = Path(__file__).with_name("migrations")
 BLOB_PIECE = 1 << 20  # bytes of a template-count snapshot written to SQLite at a time
-SCHEMA_REVISION = "0017"  # the newest migration; a test holds it equal to Alembic's head
+SCHEMA_REVISION = "0018"  # the newest migration; a test holds it equal to Alembic's head
 KNOWN_REVISIONS = frozenset(path.name[:4] for path in (MIGRATIONS / "versions").glob("[0-9][0-9][0-9][0-9]_*.py"))
 SQLITE_HEADER = b"SQLite format 3\0"
 
@@ -320,6 +320,8 @@ class Transaction:
                 )
             )
             self.conn.execute(update, [_placement_values(p, book.canonical_of) for p in changed])
+        if book.merged_into:
+            self._merge_stories(book.merged_into, now, seq)
         if book.links:
             rows: dict[tuple[str, str], Link] = {}
             for k in book.links:  # one row a pair; a roundup's link wins over a copy's
@@ -338,6 +340,30 @@ class Transaction:
                     for k in rows.values()
                 ],
             )
+        for into in set(book.merged_into.values()):  # a record that held a story merged into its own holds nothing
+            own = sa.select(records.c.id).where(records.c.story_id == into)
+            self.conn.execute(contains.delete().where(contains.c.story_id == into, contains.c.record_id.in_(own)))
+
+    def _merge_stories(self, merged_into: dict[str, str], now: datetime, seq: int | None) -> None:
+        """Stories merged into others (``Book._merge``; their records are placed already): each keeps its row, saying
+        where it went, and so do those merged into it before; what held it holds the other, once; the stories of the
+        records holding it change."""
+        changed_seq = {} if seq is None else {"changed_seq": seq}
+        for gone, into in merged_into.items():
+            holders = sa.select(contains.c.record_id).where(contains.c.story_id == gone).scalar_subquery()
+            self.conn.execute(
+                stories.update()
+                .where(stories.c.id.in_(sa.select(records.c.story_id).where(records.c.id.in_(holders))))
+                .values(changed_at=now, **changed_seq)
+            )
+            self.conn.execute(
+                stories.update()
+                .where(sa.or_(stories.c.id == gone, stories.c.merged_into == gone))
+                .values(merged_into=into, changed_at=now, **changed_seq)
+            )
+            holding = sa.select(contains.c.record_id).where(contains.c.story_id == into)
+            self.conn.execute(contains.delete().where(contains.c.story_id == gone, contains.c.record_id.in_(holding)))
+            self.conn.execute(contains.update().where(contains.c.story_id == gone).values(story_id=into))
 
     @staticmethod
     def now() -> datetime:
@@ -675,6 +701,7 @@ class Store(Bookkeeping):
             raise StoreError(f"{shown} is not a store URL docsieve can open: {exc}{hint}") from None
         self._columns: list[sa.ColumnElement] = list(RECORD_COLUMNS)
         self.schema_has_stories = True  # False for a store of an older schema, read as it is
+        self._merges = True  # False for a store of a schema before stories were merged (0018)
         # A file store copies its write-ahead log into the database on a thread of its own (below).
         self._checkpointer = _Checkpointer(self.engine) if is_file and not readonly else None
         self.lock_seconds = 0.0  # the write lock held, in all (``writing``), and how many times
@@ -699,6 +726,7 @@ class Store(Bookkeeping):
                     present = {column["name"] for column in sa.inspect(conn).get_columns("records")}
                 self._columns = [c if c.name in present else sa.null().label(c.name) for c in RECORD_COLUMNS]
                 self.schema_has_stories = revision >= "0008"
+                self._merges = revision >= "0018"
         except BaseException as exc:
             self.engine.dispose()
             # A file that SQLite cannot use as a store is said in one line. A server that cannot be reached
@@ -706,6 +734,11 @@ class Store(Bookkeeping):
             if isinstance(exc, sa.exc.DatabaseError) and (is_file or not isinstance(exc, sa.exc.OperationalError)):
                 raise StoreError(f"the store {shown}: {_database_problem(exc)}") from None
             raise
+
+    @property
+    def _live_stories(self) -> sa.ColumnElement[bool]:
+        """Stories not merged into another (every story of a schema before 0018)."""
+        return stories.c.merged_into.is_(None) if self._merges else sa.true()
 
     def close(self) -> None:
         if self._checkpointer:
@@ -827,15 +860,30 @@ class Store(Bookkeeping):
         return list(self._stories(where, limit=limit, newest_first=newest_first))
 
     def story(self, story_id: str) -> Story | None:
-        """A story with its canonical first, then its members by arrival; what it holds and what holds it."""
+        """A story with its canonical first, then its members by arrival; what it holds and what holds it. A story
+        merged into another is that one (its ``id`` says which)."""
         for story in self._stories(stories.c.id == story_id):
             return story
-        return None
+        if not self._merges:
+            return None
+        with self.engine.connect() as conn:
+            into = conn.scalar(sa.select(stories.c.merged_into).where(stories.c.id == story_id))
+        return None if into is None else next(self._stories(stories.c.id == into), None)
 
-    def iter_stories(self, since: datetime | None = None) -> Iterator[Story]:
+    def iter_stories(self, since: datetime | None = None) -> Iterator[Story | MergedStory]:
         """Every story in order of creation; ``since``: those founded or changed (canonical, members,
-        links) at or after it."""
+        links) at or after it, then those merged into another since (what a consumer that had them drops)."""
         yield from self._stories(self._changed_since(since))
+        if since is None or not self._merges:
+            return
+        query = (
+            sa.select(stories.c.id, stories.c.merged_into, stories.c.changed_at)
+            .where(stories.c.merged_into.is_not(None), stories.c.changed_at >= since)
+            .order_by(stories.c.changed_at, stories.c.id)
+        )
+        with self.engine.connect() as conn:
+            for row in conn.execute(query.execution_options(yield_per=500)):
+                yield MergedStory(row.id, row.merged_into, _iso(row.changed_at))
 
     @staticmethod
     def _changed_since(since: datetime | None) -> sa.ColumnElement[bool]:
@@ -854,7 +902,11 @@ class Store(Bookkeeping):
             order = (stories.c.created_at.desc(), stories.c.id.desc())
         with self.engine.connect() as conn:
             heads = conn.execute(
-                sa.select(stories).where(where).order_by(*order).limit(limit).execution_options(yield_per=500)
+                sa.select(stories.c.id, stories.c.canonical_id, stories.c.created_at, stories.c.changed_at)
+                .where(where, self._live_stories)
+                .order_by(*order)
+                .limit(limit)
+                .execution_options(yield_per=500)
             )
             for chunk in batched(heads, 500):
                 ids = [h.id for h in chunk]
@@ -990,7 +1042,7 @@ class Store(Bookkeeping):
 
     def story_count(self) -> int:
         with self.engine.connect() as conn:
-            return conn.scalar(sa.select(sa.func.count()).select_from(stories)) or 0
+            return conn.scalar(sa.select(sa.func.count()).select_from(stories).where(self._live_stories)) or 0
 
     def story_counts(self) -> tuple[int, int, int]:
         """Stories, those with copies, and records that hold other stories as roundups."""

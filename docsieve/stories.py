@@ -164,6 +164,7 @@ class Book:
     changed_stories: set[str] = field(default_factory=set)
     links: list[Link] = field(default_factory=list)
     touched_stories: set[str] = field(default_factory=set)  # whose members or links changed
+    merged_into: dict[str, str] = field(default_factory=dict)  # stored stories merged into another (``_merge``)
     different: set[str] = field(default_factory=set)  # new records that are new text for the template counts
     emptied: bool = False  # remove() took a story's last record
     heir: str | None = None  # remove() gave a canonical's place to this member
@@ -459,7 +460,9 @@ class Book:
                 self._maybe_take_over(record.id, story)
         else:
             self._choose(record, options)
-        self._hold(record, options, candidates)  # a rewrite too may carry other stories' items
+        bridged = self._hold(record, options, candidates)  # a rewrite too may carry other stories' items
+        if self.settings.merge_split_stories:
+            self._merge_bridged(record.id, bridged)
 
     def _rewritten(
         self, record: Placement, near: Iterable[str], candidates: Iterable[str] = ()
@@ -546,29 +549,95 @@ class Book:
             return o.jaccard
         return self._weighted(a, b, self.templates)[0]
 
-    def _hold(self, record: Placement, options: list[tuple[str, str, Overlap, bool]], candidates: list[str]) -> None:
+    def _hold(
+        self, record: Placement, options: list[tuple[str, str, Overlap, bool]], candidates: list[str]
+    ) -> list[str]:
         """What holds what across stories: the record holds the other stories whose canonical (or a member
         of which) it contains, and a record of another story that contains the record holds the record's
-        story (a long text that joined one story as a copy, and carries other items too)."""
+        story (a long text that joined one story as a copy, and carries other items too). Returns the other
+        stories the record is a copy of (a record of which it is a strong copy, beyond template boilerplate):
+        what it may bridge (``_merge_bridged``)."""
         mine = record.story_id
         for story, _, o, strong in options:
             if strong and story != mine and not o.first_smaller and o.jaccard < self.settings.jaccard_threshold:
                 self._link(record.id, story, o.containment)
         held = {story for story, _, o, strong in options if strong}
+        bridged: list[str] = []
         for c in candidates:
             p = self.placements[c]
             if p.story_id == mine or c == self.canonical_of.get(mine):
                 continue
             o = self.overlap(record.id, c)
-            if o.jaccard >= self.settings.jaccard_threshold or not self.strong(o):
+            if not self.strong(o) or not self.beyond_template(record.id, c, strong=True):
                 continue
-            if not self.beyond_template(record.id, c, strong=True):
-                continue
+            if p.story_id not in bridged:
+                bridged.append(p.story_id)
+            if o.jaccard >= self.settings.jaccard_threshold:
+                continue  # a near copy of another story's record: no excerpt, nothing held
             if o.first_smaller:
                 self._link(c, mine, o.containment)
             elif p.story_id not in held:  # a member of another story inside this record: it holds that story
                 self._link(record.id, p.story_id, o.containment)
                 held.add(p.story_id)
+        return bridged
+
+    # One story split in two ---------------------------------------------------------------------
+
+    def _merge_bridged(self, record_id: str, bridged: list[str]) -> None:
+        """A record that is a copy of two stories, one joined and one it bridges, may show them to be one story split
+        by the order its copies came in: a copy the weights refused against one canonical founded a story of its own,
+        and later copies joined one or the other. The two become one (``_mergeable``): the story whose canonical ranks
+        first by the policy takes the other's records, each placed against its canonical as a member is."""
+        for other in bridged:
+            mine = self.placements[record_id].story_id
+            if other == mine or self.placements[self.canonical_of[other]].story_id != other:
+                continue  # merged already (by this record's earlier bridge)
+            if self._mergeable(mine, other):
+                first, second = sorted((mine, other), key=lambda s: self.placements[self.canonical_of[s]].rank)
+                self._merge(first, second)
+
+    def _mergeable(self, a: str, b: str) -> bool:
+        """Whether two stories are one split in two: their canonicals are copies of each other at the chain floor with
+        template boilerplate weighed (what a copy of a member of one must be of its canonical to join it), of about
+        one length (an item inside a longer text is held, not joined: the holds say so), neither a roundup, and
+        every record of the story whose canonical ranks second stays with the first's canonical, as a copy at the
+        floor or a rewrite (what a take-over asks of every member)."""
+        ca, cb = self.canonical_of[a], self.canonical_of[b]
+        if ca in self.roundup or cb in self.roundup:
+            return False
+        self.shingles_for((ca, cb))
+        if ca not in self.shingles or cb not in self.shingles:
+            return False
+        sizes = sorted((len(self.shingles[ca]), len(self.shingles[cb])))
+        if sizes[0] * 2 <= sizes[1]:
+            return False
+        if not self.close(self.overlap(ca, cb)) or not self.beyond_template(ca, cb, strong=False):
+            return False
+        first, second = sorted((a, b), key=lambda s: self.placements[self.canonical_of[s]].rank)
+        canonical, moving = self.canonical_of[first], self.members(second)
+        self.shingles_for(moving)
+        self.read_marks_against({canonical: moving})
+        return all(m in self.shingles and self._kept_by(canonical, m) is not None for m in moving)
+
+    def _merge(self, story: str, other: str) -> None:
+        """Every record of ``other`` joins ``story``, measured against its canonical; ``other`` is no more (a stored
+        one says where it went: ``merged_into``), and what held it holds ``story``."""
+        canonical = self.canonical_of[story]
+        for m in self.members(other):
+            p = self.placements[m]
+            o, rewrite = self._kept_by(canonical, m) or (self.overlap(canonical, m), None)
+            self._place(p, story, canonical, o, found_exact=p.method is Method.EXACT, rewrite=rewrite)
+            self._mark(m)
+        self.new_stories.discard(other)  # founded by this batch: never stored (its merged_into row updates nothing)
+        self.changed_stories.discard(other)
+        self.touched_stories.discard(other)
+        self.touched_stories.add(story)
+        self.merged_into[other] = story
+        for into in [s for s, to in self.merged_into.items() if to == other]:
+            self.merged_into[into] = story  # an earlier merge of this batch into ``other`` goes on into ``story``
+        for k in self.links:  # this batch's links to it (the store's are moved when saved)
+            if k.story_id == other:
+                k.story_id = story
 
     def _choose(self, record: Placement, options: list[tuple[str, str, Overlap, bool]]) -> None:
         alike = {canonical: self._near_jaccard(record.id, canonical, o) for _, canonical, o, _ in options}
@@ -969,6 +1038,9 @@ class Book:
                 again.changed_records.add(r)
                 again.placements[r] = self.placements[r]
         again.links += [k for k in self.links if kept(self._key_of_record(k.record_id))]
+        for gone, into in self.merged_into.items():
+            if kept(self._key_of_story(into)):
+                again.merged_into.setdefault(gone, into)
         again.new_records |= self.new_records - redone
         again.different |= self.different - redone
         return again

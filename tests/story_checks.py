@@ -34,14 +34,22 @@ def problems(store, settings, check_rank=True, check_overlap=True):
                 )
             )
         }
-        st = dict(conn.execute(sa.select(stories.c.id, stories.c.canonical_id)).all())
+        rows = conn.execute(sa.select(stories.c.id, stories.c.canonical_id, stories.c.merged_into)).all()
+        st = {s: c for s, c, into in rows if into is None}
+        merged = {s: into for s, _, into in rows if into is not None}
         links = conn.execute(sa.select(contains.c.record_id, contains.c.story_id)).all()
 
     def name(i):
         return recs[i].source if i in recs else i
 
+    for s, into in merged.items():  # a story merged into another holds no record, and says a story that is one
+        if into not in st:
+            out.append(f"story {s}: merged into {into}, which is no story")
     for r in recs.values():
         if r.status == "rejected":
+            continue
+        if r.story_id in merged:
+            out.append(f"{r.source}: in story {r.story_id}, merged into {merged[r.story_id]}")
             continue
         if r.story_id not in st:
             out.append(f"{r.source}: story {r.story_id} has no stories row")

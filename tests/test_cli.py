@@ -2,6 +2,8 @@
 (``main``) for what its commands show of stories."""
 
 import contextlib
+import csv
+import io
 import json
 import os
 import re
@@ -11,6 +13,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from unittest.mock import ANY
 
 import pytest
 
@@ -22,7 +25,7 @@ from docsieve.store import Store
 from tests.conftest import REPO, fixture_text
 from tests.services import free_port
 from tests.test_readers import SNN
-from tests.test_stories import edit, ingest, text, words
+from tests.test_stories import edit, ingest, merge, text, words
 
 FIELDS = {
     "id",
@@ -288,6 +291,30 @@ def test_export_stories_and_since(tmp_path, capsys) -> None:
     assert len(capsys.readouterr().out.splitlines()) == 2
     assert main(["--store", store, "export", "--since", "yesterday"]) == 2
     assert "not a time" in capsys.readouterr().err
+
+
+def test_export_since_says_which_stories_were_merged_into_which(tmp_path, capsys) -> None:
+    """A story merged into another (one story split in two) is a line of its own in ``export --stories --since``: its
+    id and where its records went, that a consumer drops it; the flat formats give it a row with ``merged_into``."""
+    store = f"sqlite:///{tmp_path}/s.db"
+    batch = tmp_path / "batch.jsonl"
+    rows = [{"id": name, "text": text(words(seed, 200)), "source": name} for name, seed in (("one", 83), ("two", 84))]
+    batch.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows), encoding="utf-8")
+    assert main(["--store", store, "ingest", "--quiet", str(batch)]) == 0
+    opened = Store(store)
+    found = {r.outlet: r for r in opened.iter_records()}
+    merge(opened, Settings(store=store), found["one"], found["two"])
+    opened.close()
+    capsys.readouterr()
+    assert main(["--store", store, "export", "--stories", "--since", "2000-01-01T00:00:00Z"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert lines[-1] == {"id": found["two"].story_id, "merged_into": found["one"].story_id, "changed_at": ANY}
+    assert [line["records"] for line in lines[:-1]] == [2]
+    assert main(["--store", store, "export", "--stories", "--format", "csv", "--since", "2000-01-01"]) == 0
+    table = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert [(r["story_id"], r["merged_into"]) for r in table][-1] == (found["two"].story_id, found["one"].story_id)
+    assert main(["--store", store, "export", "--stories"]) == 0  # a whole export: the stories there are
+    assert len(capsys.readouterr().out.splitlines()) == 1
 
 
 def test_show_prints_the_story_with_what_it_holds(tmp_path, capsys) -> None:

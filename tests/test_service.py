@@ -114,6 +114,24 @@ def test_a_story_shows_its_canonical_copies_first_publisher_and_timeline(client:
     assert missing.status_code == 404 and missing.headers["content-type"] == PROBLEM
 
 
+def test_a_story_merged_into_another_redirects_to_it(client: TestClient, service_settings: Settings) -> None:
+    """A consumer holding the id of a story since merged into another (one story split in two) is sent there."""
+    from tests.test_stories import merge
+
+    records = [d["record"] for d in _post(client, _copies()).json()["documents"]]
+    wire, other = records[0], records[2]
+    store = Store(service_settings.store)
+    try:
+        found = {r.id: r for r in store.iter_records()}
+        merge(store, service_settings, found[wire["id"]], found[other["id"]])
+    finally:
+        store.close()
+    moved = client.get(f"/v1/stories/{other['story_id']}", follow_redirects=False)
+    assert moved.status_code == 308 and moved.headers["location"] == f"/v1/stories/{wire['story_id']}"
+    story = client.get(f"/v1/stories/{other['story_id']}").json()
+    assert story["id"] == wire["story_id"] and other["id"] in {m["id"] for m in story["members"]}
+
+
 def test_stories_are_listed_by_copies_and_title_a_page_at_a_time(client: TestClient) -> None:
     _post(client, _copies())
     copied = client.get("/v1/stories", params={"min_copies": 1}).json()["stories"]

@@ -2287,6 +2287,35 @@ def test_migration_0017_writes_the_snapshots_as_0016_kept_the_days_on_the_way_do
     store.close()
 
 
+def test_migration_0018_takes_merged_stories_out_on_the_way_down(tmp_path: Path) -> None:
+    """A store of 0017 has no story without records: downgrading takes the rows of stories merged into others out,
+    and the column with them; upgrading again adds it, and the stories read as before."""
+    from alembic import command
+
+    from docsieve.schema import stories
+    from tests.test_stories import merge
+
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    store = Store(url)
+    settings = Settings(store=url)
+    names = ("ar_other.txt", "en_article.txt")
+    Pipeline(store, settings).ingest([RawDocument(source=s, body=fixture_text(s)) for s in names])
+    one, two = list(store.iter_records())
+    merge(store, settings, one, two)
+    assert store.story_count() == 1
+    store.close()
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        command.downgrade(alembic_config(conn), "0017")
+    with engine.connect() as conn:
+        assert "merged_into" not in {c["name"] for c in sa.inspect(conn).get_columns("stories")}
+        assert conn.execute(sa.select(stories.c.id)).scalars().all() == [one.story_id]
+    engine.dispose()
+    store = Store(url)
+    assert store.story_count() == 1 and store.story(one.story_id) is not None and store.story(two.story_id) is None
+    store.close()
+
+
 def test_a_count_snapshot_written_from_one_buffer_is_read_back_whole_from_either_store(store_url: str) -> None:
     """The snapshot is handed to the store as a view of the one buffer its parts were compressed into: both stores
     keep it, and a process that reads it weighs and counts exactly as the one that wrote it (days, words and all)."""

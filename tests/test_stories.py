@@ -6,6 +6,7 @@ import random
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 from docsieve.fingerprint import fingerprint_batch, jaccard_and_containment
 from docsieve.models import Method, RawDocument, Record, Status
@@ -323,3 +324,82 @@ def test_a_copy_of_a_much_copied_release_stays_a_copy_when_the_weights_take_litt
     assert copy.status is Status.DUPLICATE and copy.story_id == aleqtisadiya.story_id
     assert len({found[d["source"]].story_id for d in docs}) == 1  # the five outlets' copies: one story
     assert problems(pipeline.store, settings) == []
+
+
+def merge(store: Store, settings: Settings, into: Record, gone: Record) -> int:
+    """What ``Book._merge_bridged`` does when a copy shows two stories are one: ``gone``'s story is merged into
+    ``into``'s, in one write (the rule itself is tested on shingle sets in tests/test_story_rules.py). Returns the
+    seq the write stamps the stories it changes with."""
+    from docsieve.stories import Book
+
+    with store.writing() as txn:
+        book = Book(txn, settings, lambda ids: {i: s.shingles for i, s in txn.sketches(ids, settings).items()})
+        book.load([into.id, gone.id])
+        book._merge(into.story_id, gone.story_id)
+        seq = txn.last_seq()
+        txn.save_stories(book, txn.now(), seq)
+    return seq
+
+
+def test_a_story_merged_into_another_gives_it_its_records_and_says_where_they_went(pipeline: Pipeline) -> None:
+    """y's story (y and its copy) merges into x's: its records are x's copies, measured against x; its row stays,
+    saying where it went, for a consumer that knew it (``export --stories --since``) and for ``store.story``; what
+    held it holds x's story (once), and a record of x's story that held it holds nothing. A later merge of x's story
+    into w's takes y's along."""
+    from datetime import UTC, datetime
+
+    from docsieve import exports
+    from docsieve.models import MergedStory
+    from docsieve.schema import stories
+
+    x, y, item, filler = words(60, 300), words(61, 60), words(62, 60), words(63, 300)
+    records = ingest(
+        pipeline,
+        ("w", text(edit(x, 64, 0.3)), "2026-12-01T06:00:00Z"),
+        ("item", text(item), "2026-12-01T06:30:00Z"),
+        ("x", text(x), "2026-12-01T07:00:00Z"),
+        ("y", text(y), "2026-12-01T08:00:00Z"),
+        ("y2", text(edit(y, 65, 0.05)), "2026-12-01T09:00:00Z"),
+        ("long", text(x, y), "2026-12-01T10:00:00Z"),  # a copy of x that carries y: it holds y's story
+        ("roundup", text(item, filler, y), "2026-12-01T11:00:00Z"),  # holds y's story and the item's
+        ("digest", text(item, x, filler, y), "2026-12-01T12:00:00Z"),  # holds x's, y's and the item's
+    )
+    store, settings = pipeline.store, pipeline.settings
+    xs, ys = records["x"].story_id, records["y"].story_id
+    assert records["w"].story_id != xs and records["y2"].story_id == ys and records["long"].story_id == xs
+    with store.engine.connect() as conn:
+        held = {(r, s) for r, s in conn.execute(sa.select(contains.c.record_id, contains.c.story_id))}
+    assert {(records["long"].id, ys), (records["roundup"].id, ys), (records["digest"].id, ys)} <= held
+    assert (records["digest"].id, xs) in held
+    stories_before, before = store.story_count(), datetime.now(UTC)
+
+    seq = merge(store, settings, records["x"], records["y"])
+    found = {r.source: r for r in store.iter_records()}
+    for name in ("y", "y2"):
+        assert found[name].story_id == xs and found[name].status is Status.DUPLICATE, name
+        assert found[name].duplicate_of == records["x"].id
+    assert store.story_count() == stories_before - 1
+    assert store.story(ys).id == xs  # the merged story's id leads to where its records are
+    with store.engine.connect() as conn:
+        row = conn.execute(sa.select(stories).where(stories.c.id == ys)).one()
+        held = {(r, s) for r, s in conn.execute(sa.select(contains.c.record_id, contains.c.story_id))}
+    assert row.merged_into == xs and row.changed_seq == seq
+    assert not any(s == ys for _, s in held)
+    assert {(records["roundup"].id, xs), (records["digest"].id, xs)} <= held and (records["long"].id, xs) not in held
+    assert problems(store, settings, check_overlap=False) == []  # merged by hand: y is not close to x
+    # A consumer asking what changed since hears of the merge; a whole export lists stories only.
+    changed = list(store.iter_stories(before))
+    tombstones = [s for s in changed if isinstance(s, MergedStory)]
+    assert [(t.id, t.merged_into) for t in tombstones] == [(ys, xs)]
+    assert xs in {s.id for s in changed if not isinstance(s, MergedStory)}
+    assert not any(isinstance(s, MergedStory) for s in store.iter_stories())
+    row = next(exports.member_rows(tombstones[0]))
+    assert (row["story_id"], row["merged_into"], row["record_id"]) == (ys, xs, None)
+    assert set(row) == set(exports.MEMBER_COLUMNS)
+
+    merge(store, settings, records["w"], found["x"])  # x's story, y's records in it, into w's
+    with store.engine.connect() as conn:
+        query = sa.select(stories.c.id, stories.c.merged_into).where(stories.c.id.in_([xs, ys]))
+        gone = dict(conn.execute(query).all())
+    assert gone == {xs: records["w"].story_id, ys: records["w"].story_id}
+    assert problems(store, settings, check_overlap=False) == []

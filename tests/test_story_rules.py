@@ -11,7 +11,7 @@ import pytest
 from docsieve.models import Status
 from docsieve.rewrites import TEXT_MARK, RewriteScores
 from docsieve.settings import Settings
-from docsieve.stories import Book, Placement
+from docsieve.stories import Book, Link, Placement
 from docsieve.templates import ShingleCounts
 
 
@@ -430,3 +430,95 @@ def test_the_same_words_threshold_is_inclusive() -> None:
     for threshold, kept in ((score, True), (np.nextafter(score, 1.0), False)):
         book, _ = book_with_words(sets, ["statement"], counts, words, Settings(template_same_words=float(threshold)))
         assert book.beyond_template("cut", "statement", strong=True) is kept, threshold
+
+
+class StoriesWithMembers(Stories):
+    """Stored stories of several records each: ``placements`` as stored (a story's canonical has its status)."""
+
+    def __init__(self, placements: list[Placement]) -> None:
+        self.placements = {p.id: p for p in placements}
+
+    def stories_of(self, ids: Iterable[str], policy: str):
+        wanted = {self.placements[i].story_id for i in ids if i in self.placements}
+        members = self.members(wanted, policy)
+        canonicals = {s: next(p.id for p in ps if p.status is Status.CANONICAL) for s, ps in members.items()}
+        return canonicals, members
+
+
+def split_story(case: str) -> tuple[Book, dict[str, np.ndarray]]:
+    """One release in two stored stories: canonical a (ranked first) alone, canonical b with its copy b2. a and b share
+    60 of their 100 shingles (containment 0.6), 25 of them a stock phrase twenty texts hold: weighed, 0.49, under the
+    threshold and under ``template_light_share`` of it, so b founded a story of its own; at the chain floor (0.45)
+    weighed, they are copies. ``case`` changes one thing: b three times as long ("longer"), b2 a text a shares little
+    with ("member leaves"), a a roundup ("roundup")."""
+    core, a_own, b_own = ids(0, 60), ids(100, 40), ids(200, 40)
+    sets = {
+        "a": shingle_set(core, a_own),
+        "b": shingle_set(core, b_own, ids(300, 120)) if case == "longer" else shingle_set(core, b_own),
+        "b2": shingle_set(core[:20], b_own, ids(400, 40)) if case == "member leaves" else shingle_set(core, b_own[:35]),
+        # a later copy of both: all of the release, most of each one's own text
+        "r": shingle_set(core, a_own[:30], b_own[:30], ids(500, 10)),
+    }
+    stored = [
+        Placement("a", "a", Status.CANONICAL, "a", (0, 0)),
+        Placement("b", "b", Status.CANONICAL, "b", (1, 1)),
+        Placement("b2", "b", Status.DUPLICATE, "b2", (2, 2)),
+    ]
+    counts = ShingleCounts(boilerplate_texts=3)
+    for _ in range(20):
+        counts.add(core[:25])
+    settings = Settings(merge_split_stories=case != "off")
+    book = Book(StoriesWithMembers(stored), settings, lambda wanted: {i: sets[i] for i in wanted}, counts)
+    book.load(["a", "b", "b2"])
+    book.shingles.update(sets)
+    if case == "roundup":
+        book.roundup.add("a")
+    return book, sets
+
+
+@pytest.mark.parametrize("case", ["merged", "off"])
+def test_a_copy_of_both_halves_of_a_story_split_in_two_makes_them_one(case: str) -> None:
+    """A later copy of the release is a copy of both canonicals, beyond the weights: it joins a's story, and shows the
+    two stories are one split by the order the copies came in. b's records join a's story (a ranks first), each
+    measured against a; b's story is merged into a's. Off (``merge_split_stories``), they stay two."""
+    book, _ = split_story(case)
+    settings = book.settings
+    o = book.overlap("b", "a")
+    assert o.containment >= settings.containment_threshold and not book.beyond_template("b", "a", strong=True)
+    assert book.close(o) and book.beyond_template("b", "a", strong=False)
+    book.links.append(Link("earlier", "b", 0.6))  # an earlier record of the batch holds b's story
+    r = Placement("r", "", Status.CANONICAL, "r", (9, 9))
+    book.decide(r, ["a", "b", "b2"])
+    assert r.story_id == "a" and r.status is Status.DUPLICATE
+    b, b2 = book.placements["b"], book.placements["b2"]
+    if case == "off":
+        assert (b.story_id, b2.story_id, b.status) == ("b", "b", Status.CANONICAL)
+        assert book.merged_into == {} and book.changed_records == set()
+        return
+    assert book.merged_into == {"b": "a"}
+    for member in (b, b2):
+        assert member.story_id == "a" and member.status is Status.DUPLICATE, member.id
+        o = book.overlap("a", member.id)
+        assert (member.jaccard, member.containment) == (round(o.jaccard, 4), round(o.containment, 4))
+    assert book.changed_records == {"b", "b2"} and "a" in book.touched_stories
+    assert "b" not in book.touched_stories | book.changed_stories | book.new_stories
+    assert [(k.record_id, k.story_id) for k in book.links] == [("earlier", "a")]  # what held b holds a
+
+
+@pytest.mark.parametrize("case", ["longer", "member leaves", "roundup"])
+def test_two_stories_a_copy_bridges_stay_two_unless_every_rule_of_one_story_holds(case: str) -> None:
+    """The same copy of both, with one thing changed: b three times as long as a (an item inside a longer text: held,
+    not joined), a member of b's story that a shares too little with (it would have to leave), or a a roundup. The
+    stories stay two."""
+    book, sets = split_story(case)
+    o = book.overlap("b", "a")
+    assert book.close(o) and book.beyond_template("b", "a", strong=False)  # the canonicals alone would merge
+    if case == "longer":
+        assert len(sets["b"]) > 2 * len(sets["a"])
+    if case == "member leaves":
+        assert not book.close(book.overlap("a", "b2"))
+    r = Placement("r", "", Status.CANONICAL, "r", (9, 9))
+    book.decide(r, ["a", "b", "b2"])
+    assert r.story_id == "a"
+    assert book.merged_into == {}
+    assert (book.placements["b"].story_id, book.placements["b2"].story_id) == ("b", "b")

@@ -14,7 +14,7 @@ from typing import Annotated, Any
 import orjson
 from fastapi import APIRouter, Depends, FastAPI, Query, Request, Security
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import Response
+from fastapi.responses import RedirectResponse, Response
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
@@ -229,12 +229,14 @@ def _routes(settings: Settings, backend: Backend, limiter: RateLimit) -> APIRout
         return JSON({"deleted": record_id, "reason": reason})
 
     @v1.get("/stories/{story_id}", dependencies=reading, tags=["stories"])
-    def get_story(story_id: str) -> Response:
+    def get_story(story_id: str, request: Request) -> Response:
         """A story: its canonical record, every copy with how it was found and its similarity to the
         canonical, who published first, and the timeline of its copies."""
         story = store.story(story_id)
         if story is None:
             raise Problem(404, f"no story with the id {story_id!r}")
+        if story.id != story_id:  # merged into this one: where it is now, for good
+            return RedirectResponse(request.url_for("get_story", story_id=story.id).path, status_code=308)
         return JSON(_story_json(story))
 
     @v1.get("/stories", dependencies=reading, tags=["stories"])
