@@ -874,7 +874,12 @@ class Store(Bookkeeping):
         """Every story in order of creation; ``since``: those founded or changed (canonical, members,
         links) at or after it, then those merged into another since (what a consumer that had them drops)."""
         yield from self._stories(self._changed_since(since))
-        if since is None or not self._merges:
+        if since is not None:
+            yield from self.merged_since(since)
+
+    def merged_since(self, since: datetime) -> Iterator[MergedStory]:
+        """The stories merged into another at or after ``since``, in the order they were."""
+        if not self._merges:
             return
         query = (
             sa.select(stories.c.id, stories.c.merged_into, stories.c.changed_at)
@@ -991,8 +996,9 @@ class Store(Bookkeeping):
                 if placed is not None:
                     book.remove(record_id)
                     txn.save_stories(book, txn.now())
-                    if book.emptied:
-                        txn.conn.execute(stories.delete().where(stories.c.id == story_id))
+                    if book.emptied:  # and the rows of stories merged into it: their records were its own
+                        gone = sa.or_(stories.c.id == story_id, stories.c.merged_into == story_id)
+                        txn.conn.execute(stories.delete().where(gone))
                         txn.conn.execute(contains.delete().where(contains.c.story_id == story_id))
                     if book.heir:
                         _inherit(txn.conn, record_id, book.heir)

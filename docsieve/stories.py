@@ -38,6 +38,10 @@ under the store's write lock (so concurrent workers see one history):
   longer reach stays while its rewrite score with it holds; when a canonical splits as a roundup, its
   rewrites go with the item they rewrite, and one that is a strong copy of a rewrite that went follows it at the
   chain floor (as it would join then).
+- **Splits** (``Settings.merge_split_stories``): two stories a later copy is a copy of both, whose canonicals are
+  copies of each other at the chain floor with template boilerplate weighed, of about one length and neither a
+  roundup, are one story split by the order its copies came in: the one whose canonical ranks first takes the other's
+  records, if every one of them stays close to its canonical.
 - **The canonical** is chosen by ``Settings.canonical``: ``earliest-published`` (publication time, else
   arrival time) or ``first-seen``. A copy that ranks before the canonical takes its place; a member no
   longer close to it (the floor above) leaves for a story of its own, so what is said of each member
@@ -164,7 +168,7 @@ class Book:
     changed_stories: set[str] = field(default_factory=set)
     links: list[Link] = field(default_factory=list)
     touched_stories: set[str] = field(default_factory=set)  # whose members or links changed
-    merged_into: dict[str, str] = field(default_factory=dict)  # stored stories merged into another (``_merge``)
+    merged_into: dict[str, str] = field(default_factory=dict)  # stories merged into another, in order (``_merge``)
     different: set[str] = field(default_factory=set)  # new records that are new text for the template counts
     emptied: bool = False  # remove() took a story's last record
     heir: str | None = None  # remove() gave a canonical's place to this member
@@ -589,35 +593,34 @@ class Book:
         and later copies joined one or the other. The two become one (``_mergeable``): the story whose canonical ranks
         first by the policy takes the other's records, each placed against its canonical as a member is."""
         for other in bridged:
-            mine = self.placements[record_id].story_id
-            if other == mine or self.placements[self.canonical_of[other]].story_id != other:
-                continue  # merged already (by this record's earlier bridge)
-            if self._mergeable(mine, other):
-                first, second = sorted((mine, other), key=lambda s: self.placements[self.canonical_of[s]].rank)
-                self._merge(first, second)
+            if (order := self._mergeable(self.placements[record_id].story_id, other)) is not None:
+                self._merge(*order)
 
-    def _mergeable(self, a: str, b: str) -> bool:
+    def _mergeable(self, a: str, b: str) -> tuple[str, str] | None:
         """Whether two stories are one split in two: their canonicals are copies of each other at the chain floor with
         template boilerplate weighed (what a copy of a member of one must be of its canonical to join it), of about
         one length (an item inside a longer text is held, not joined: the holds say so), neither a roundup, and
         every record of the story whose canonical ranks second stays with the first's canonical, as a copy at the
-        floor or a rewrite (what a take-over asks of every member)."""
+        floor or a rewrite (what a take-over asks of every member). If so, the two in that order: the story to keep
+        first."""
         ca, cb = self.canonical_of[a], self.canonical_of[b]
-        if ca in self.roundup or cb in self.roundup:
-            return False
+        if a == b or ca in self.roundup or cb in self.roundup:
+            return None
         self.shingles_for((ca, cb))
         if ca not in self.shingles or cb not in self.shingles:
-            return False
+            return None
         sizes = sorted((len(self.shingles[ca]), len(self.shingles[cb])))
         if sizes[0] * 2 <= sizes[1]:
-            return False
+            return None
         if not self.close(self.overlap(ca, cb)) or not self.beyond_template(ca, cb, strong=False):
-            return False
+            return None
         first, second = sorted((a, b), key=lambda s: self.placements[self.canonical_of[s]].rank)
         canonical, moving = self.canonical_of[first], self.members(second)
         self.shingles_for(moving)
         self.read_marks_against({canonical: moving})
-        return all(m in self.shingles and self._kept_by(canonical, m) is not None for m in moving)
+        if all(m in self.shingles and self._kept_by(canonical, m) is not None for m in moving):
+            return first, second
+        return None
 
     def _merge(self, story: str, other: str) -> None:
         """Every record of ``other`` joins ``story``, measured against its canonical; ``other`` is no more (a stored
@@ -628,13 +631,10 @@ class Book:
             o, rewrite = self._kept_by(canonical, m) or (self.overlap(canonical, m), None)
             self._place(p, story, canonical, o, found_exact=p.method is Method.EXACT, rewrite=rewrite)
             self._mark(m)
-        self.new_stories.discard(other)  # founded by this batch: never stored (its merged_into row updates nothing)
-        self.changed_stories.discard(other)
-        self.touched_stories.discard(other)
-        self.touched_stories.add(story)
+        self.new_stories.discard(other)  # founded by this batch: never stored
+        # Kept for one founded by this batch too: a stored story merged into it earlier goes on into ``story`` (the
+        # store follows the merges in this order; a row for ``other`` there is none to update).
         self.merged_into[other] = story
-        for into in [s for s, to in self.merged_into.items() if to == other]:
-            self.merged_into[into] = story  # an earlier merge of this batch into ``other`` goes on into ``story``
         for k in self.links:  # this batch's links to it (the store's are moved when saved)
             if k.story_id == other:
                 k.story_id = story
@@ -1016,8 +1016,8 @@ class Book:
         parts = self._parts_of()
         roots = {parts.find(r) for r in redone}
 
-        def kept(key: str) -> bool:
-            return parts.find(key) not in roots
+        def kept(key: str) -> bool:  # a key no part knows (a story of this batch merged away) is added to none
+            return key not in parts.parent or parts.find(key) not in roots
 
         def standing(key: str) -> bool:
             return key in parts.parent and kept(key)

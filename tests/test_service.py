@@ -115,11 +115,15 @@ def test_a_story_shows_its_canonical_copies_first_publisher_and_timeline(client:
 
 
 def test_a_story_merged_into_another_redirects_to_it(client: TestClient, service_settings: Settings) -> None:
-    """A consumer holding the id of a story since merged into another (one story split in two) is sent there."""
+    """A consumer holding the id of a story since merged into another (one story split in two) is sent there, by the
+    API and by the story's page; a consumer listing what changed since hears of the merge on the first page."""
+    from datetime import UTC, datetime
+
     from tests.test_stories import merge
 
     records = [d["record"] for d in _post(client, _copies()).json()["documents"]]
     wire, other = records[0], records[2]
+    before = datetime.now(UTC).isoformat()
     store = Store(service_settings.store)
     try:
         found = {r.id: r for r in store.iter_records()}
@@ -130,6 +134,16 @@ def test_a_story_merged_into_another_redirects_to_it(client: TestClient, service
     assert moved.status_code == 308 and moved.headers["location"] == f"/v1/stories/{wire['story_id']}"
     story = client.get(f"/v1/stories/{other['story_id']}").json()
     assert story["id"] == wire["story_id"] and other["id"] in {m["id"] for m in story["members"]}
+    listed = client.get("/v1/stories", params={"since": before, "limit": 1}).json()
+    assert [s["id"] for s in listed["stories"]] == [wire["story_id"]]
+    assert [(m["id"], m["merged_into"]) for m in listed["merged"]] == [(other["story_id"], wire["story_id"])]
+    following = client.get("/v1/stories", params={"since": before, "cursor": listed["next_cursor"]}).json()
+    assert "merged" not in following  # said once, on the first page
+    assert "merged" not in client.get("/v1/stories").json()
+    pages = TestClient(client.app)
+    pages.post("/login", data={"key": client.headers["X-API-Key"], "next": "/"})
+    page = pages.get(f"/stories/{other['story_id']}", follow_redirects=False)
+    assert page.status_code == 308 and page.headers["location"] == f"/stories/{wire['story_id']}"
 
 
 def test_stories_are_listed_by_copies_and_title_a_page_at_a_time(client: TestClient) -> None:

@@ -247,19 +247,21 @@ def _routes(settings: Settings, backend: Backend, limiter: RateLimit) -> APIRout
         cursor: str | None = None,
         limit: int = Query(50, ge=1, le=500),
     ) -> Response:
-        """Stories in order of creation, a page at a time."""
-        after = _cursor_story(cursor)
-        page = store.page_stories(limit, after, _since(since), min_copies, q)
+        """Stories in order of creation, a page at a time. With `since`, the first page also lists the stories merged
+        into another since then (`merged`: each `id` and the story it is now, `merged_into`): drop them."""
+        after, when = _cursor_story(cursor), _since(since)
+        page = store.page_stories(limit, after, when, min_copies, q)
         following = after
         if page and page[-1].created_at:
             following = (datetime.fromisoformat(page[-1].created_at), page[-1].id)
-        return JSON(
-            {
-                "stories": [_story_summary(s) for s in page],
-                "next_cursor": _encode_cursor(f"s{following[0].isoformat()}|{following[1]}") if following else None,
-                "more": len(page) == limit,
-            }
-        )
+        found: dict[str, Any] = {
+            "stories": [_story_summary(s) for s in page],
+            "next_cursor": _encode_cursor(f"s{following[0].isoformat()}|{following[1]}") if following else None,
+            "more": len(page) == limit,
+        }
+        if when is not None and after is None:
+            found["merged"] = [m.to_json() for m in store.merged_since(when)]
+        return JSON(found)
 
     @v1.post("/similar", tags=["records"])
     def post_similar(query: SimilarQuery, key: keys.ApiKey = reader) -> Response:

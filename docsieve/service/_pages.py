@@ -105,6 +105,8 @@ def install(app: FastAPI, settings: Settings, store: Store) -> None:
                 "totals": {"stories": 0, "records": 0},
             }
             return templates.TemplateResponse(request, "stories.html", missing, status_code=404)
+        if story.id != story_id:  # merged into this one: where it is now, for good
+            return RedirectResponse(request.url_for("story_page", story_id=story.id).path, status_code=308)
         shown = story.members[:SIDE_BY_SIDE]
         with store.reading() as txn:
             texts = txn.records([story.canonical.id, *(m.id for m in shown)])
