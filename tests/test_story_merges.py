@@ -17,22 +17,13 @@ from tests.story_checks import problems
 from tests.test_stories import VOCABULARY, words
 
 
-def split_texts(seed: int = 1, share: float = 0.2) -> dict[str, str]:
+def split_texts(seed: int = 1) -> dict[str, str]:
     """a; b a copy of a at the chain floor only (founds a story of its own); r a strong copy of both; b2 a near copy
     of b (a copy of a at the floor only)."""
-    rng = random.Random(seed)
     a = words(seed, 300)
-    pos = sorted(rng.sample(range(300), int(300 * share)))
-    b = list(a)
-    for i in pos:
-        b[i] = rng.choice(VOCABULARY)
-    r = list(a)
-    for i in pos[::2]:
-        r[i] = b[i]
-    b2 = list(b)
-    for i in rng.sample(range(300), 6):
-        b2[i] = rng.choice(VOCABULARY)
-    return {k: " ".join(v) for k, v in {"a": a, "b": b, "r": r, "b2": b2}.items()}
+    made = _variants(random.Random(seed), a)
+    texts = {"a": a, "b": made["floor"], "r": made["bridge"], "b2": made["near-floor"]}
+    return {k: " ".join(v) for k, v in texts.items()}
 
 
 def doc(source: str, body: str, hour: int) -> RawDocument:
@@ -133,15 +124,8 @@ def _variants(rng: random.Random, base: list[str]) -> dict[str, list[str]]:
     return {"floor": floor, "bridge": bridge, "near-floor": near}
 
 
-@pytest.mark.parametrize("seed", range(8))
-def test_random_merges_by_two_workers_are_those_of_one_process(
-    postgres_server_url: str, tmp_path: Path, seed: int
-) -> None:
-    from tests.services import postgres_database
-    from tests.test_store import _queued, _serial
-
-    rng = random.Random(seed)
-    items = [words(1000 + seed * 10 + i, rng.randrange(150, 300)) for i in range(5)]
+def _random_docs(rng: random.Random, items: list[list[str]]) -> list[RawDocument]:
+    """24 documents, each an item, an exact copy, a roundup of two, or one of an item's variants (``_variants``)."""
     variants = [_variants(rng, item) for item in items]
     docs = []
     for n in range(24):
@@ -154,6 +138,18 @@ def test_random_merges_by_two_workers_are_those_of_one_process(
         else:
             body = " ".join(variants[k][kind])
         docs.append(doc(f"{n}-{kind}-{k}", body, rng.randrange(24)))
+    return docs
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_random_merges_by_two_workers_are_those_of_one_process(
+    postgres_server_url: str, tmp_path: Path, seed: int
+) -> None:
+    from tests.services import postgres_database
+    from tests.test_store import _queued, _serial
+
+    rng = random.Random(seed)
+    docs = _random_docs(rng, [words(1000 + seed * 10 + i, rng.randrange(150, 300)) for i in range(5)])
     before, first, then = docs[:6], docs[6:15], docs[15:]
     expected = _serial(tmp_path, before, first, then, **WEIGHTS_OFF)
     serial = Store(f"sqlite:///{tmp_path}/serial.db")
@@ -176,19 +172,7 @@ def test_random_merges_met_before_the_lock_are_those_of_one_process(
     from tests.test_store import _serial, _stored_while_deciding
 
     rng = random.Random(seed + 100)
-    items = [words(2000 + seed * 10 + i, rng.randrange(150, 300)) for i in range(4)]
-    variants = [_variants(rng, item) for item in items]
-    docs = []
-    for n in range(24):
-        k = rng.randrange(len(items))
-        kind = rng.choice(["item", "floor", "bridge", "near-floor", "roundup", "exact"])
-        if kind in ("item", "exact"):
-            body = " ".join(items[k])
-        elif kind == "roundup":
-            body = " ".join(items[k] + items[(k + 1) % len(items)])
-        else:
-            body = " ".join(variants[k][kind])
-        docs.append(doc(f"{n}-{kind}-{k}", body, rng.randrange(24)))
+    docs = _random_docs(rng, [words(2000 + seed * 10 + i, rng.randrange(150, 300)) for i in range(4)])
     before, during, then = docs[:4], [docs[4:8], docs[8:12], docs[12:16]], docs[16:]
     settings = dict(WEIGHTS_OFF, batch_size=8)
     expected = _serial(tmp_path, before, *during, then, **settings)
