@@ -123,10 +123,10 @@ class CoreSettings:
     # Two texts that put different figures in the same words (docsieve/figures.py: one company's dividend notice
     # against another's, a gold report of the morning against the evening's) are different items of one frame.
     figure_check: bool = True
-    # Two stories found to be one split in two (docsieve/stories.py, ``Book._merge_bridged``: a copy the weights
-    # refused founded a story of its own, and a later copy of both shows it) become one: the one whose canonical ranks
-    # first takes the other's records, and the other's id says where they went (``merged_into``). Off: they stay two,
-    # holding each other.
+    # Two stories found to be one split in two by the order its copies came in (docsieve/stories.py,
+    # ``Book._merge_bridged``: a copy short of the thresholds or refused by the weights founded a story of its own, and
+    # a later copy of both shows it) become one: the one whose canonical ranks first takes the other's records, and
+    # the other's id says where they went (``merged_into``). Off: they stay two, holding each other.
     merge_split_stories: bool = True
     # Which record of a story is its canonical: the earliest published (else the earliest arrived), or
     # the first stored.

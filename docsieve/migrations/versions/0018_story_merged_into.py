@@ -1,7 +1,7 @@
 """A story found to be one with another (a story split in two by the order its copies came in) gives its records to
 the other and keeps its row, saying where they went (``merged_into``): a consumer that knew it learns where it went
-(``export --stories --since``, ``show``), and a decision that read it, made before the write lock, sees it changed
-(``changed_seq``). Downgrading takes those rows out, as a store of 0017 has no story without records.
+(``export --stories --since``, ``GET /v1/stories``), and a decision that read it, made before the write lock, sees it
+changed (``changed_seq``). Downgrading takes those rows out, as a store of 0017 has no story without records.
 
 Revision ID: 0018
 Revises: 0017
