@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 import requests
@@ -79,11 +80,14 @@ def test_copies_sent_at_once_through_the_api_make_one_story(deployment: dict) ->
         assert similar["matches"][0]["jaccard"] == 1.0
 
 
-def test_a_worker_serves_the_metrics_of_all_its_pool_processes(deployment: dict) -> None:  # noqa: F811
+def test_a_worker_serves_the_metrics_of_all_its_pool_processes(deployment: dict, tmp_path: Path) -> None:  # noqa: F811
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    with workers(deployment, 2, "--metrics-port", str(port)):
+    counting = tmp_path / "tmp"  # the worker's temporary directory, where it counts
+    counting.mkdir()
+    with workers({**deployment, "TMPDIR": str(counting)}, 2, "--metrics-port", str(port)):
+        assert len(list(counting.glob("docsieve-metrics-*"))) == 1
         submitted = subprocess.run(
             [sys.executable, "-m", "docsieve.cli", "submit", "seeds/", "--wait", "--quiet"],
             env={**deployment, "DOCSIEVE_SUBMIT_BATCH": "5"},  # five tasks: both pool processes take some
@@ -91,6 +95,7 @@ def test_a_worker_serves_the_metrics_of_all_its_pool_processes(deployment: dict)
         )  # fmt: skip
         assert submitted.returncode == 0, submitted.stderr
         text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+    assert list(counting.glob("docsieve-metrics-*")) == []  # the stopped worker took its counting folder with it
     from prometheus_client.parser import text_string_to_metric_families
 
     counted: dict[tuple, float] = {}

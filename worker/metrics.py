@@ -3,7 +3,9 @@ of one folder (prometheus-client's multiprocess mode), which the worker's main p
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 from functools import cache
 from typing import TYPE_CHECKING
@@ -19,12 +21,20 @@ def serve(port: int, host: str = "0.0.0.0") -> str:
     sum of all of them on ``port``; returns the folder."""
     folder = tempfile.mkdtemp(prefix="docsieve-metrics-")
     os.environ[FOLDER] = folder
+    # Gone with this process (not with a pool process it forks, which inherits the handler): a worker started again
+    # counts afresh, and the folders of stopped workers do not pile up in the temporary directory.
+    atexit.register(_remove, folder, os.getpid())
     from prometheus_client import CollectorRegistry, multiprocess, start_http_server
 
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry, path=folder)
     start_http_server(port, addr=host, registry=registry)
     return folder
+
+
+def _remove(folder: str, owner: int) -> None:
+    if os.getpid() == owner:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @cache
