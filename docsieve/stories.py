@@ -589,20 +589,21 @@ class Book:
 
     def _merge_bridged(self, record_id: str, bridged: list[str]) -> None:
         """A record that is a copy of two stories, one joined and one it bridges, may show them to be one story split
-        by the order its copies came in: a copy the weights refused against one canonical founded a story of its own,
-        and later copies joined one or the other. The two become one (``_mergeable``): the story whose canonical ranks
-        first by the policy takes the other's records, each placed against its canonical as a member is."""
+        by the order its copies came in: a copy short of the thresholds, or refused by the weights, against one
+        canonical founded a story of its own, and later copies joined one or the other. The two become one
+        (``_mergeable``): the story whose canonical ranks first by the policy takes the other's records, each placed
+        against its canonical as a member is."""
         for other in bridged:
-            if (order := self._mergeable(self.placements[record_id].story_id, other)) is not None:
-                self._merge(*order)
+            if (merge := self._mergeable(self.placements[record_id].story_id, other)) is not None:
+                self._merge(*merge)
 
-    def _mergeable(self, a: str, b: str) -> tuple[str, str] | None:
+    def _mergeable(self, a: str, b: str) -> tuple[str, str, dict[str, tuple[Overlap, float | None]]] | None:
         """Whether two stories are one split in two: their canonicals are copies of each other at the chain floor with
         template boilerplate weighed (what a copy of a member of one must be of its canonical to join it), of about
         one length (an item inside a longer text is held, not joined: the holds say so), neither a roundup, and
         every record of the story whose canonical ranks second stays with the first's canonical, as a copy at the
-        floor or a rewrite (what a take-over asks of every member). If so, the two in that order: the story to keep
-        first."""
+        floor or a rewrite (what a take-over asks of every member). If so, the story to keep, the other, and how each
+        of the other's records stays (``_kept_by``)."""
         ca, cb = self.canonical_of[a], self.canonical_of[b]
         if a == b or ca in self.roundup or cb in self.roundup:
             return None
@@ -618,17 +619,20 @@ class Book:
         canonical, moving = self.canonical_of[first], self.members(second)
         self.shingles_for(moving)
         self.read_marks_against({canonical: moving})
-        if all(m in self.shingles and self._kept_by(canonical, m) is not None for m in moving):
-            return first, second
-        return None
+        kept = {}
+        for m in moving:
+            if m not in self.shingles or (stays := self._kept_by(canonical, m)) is None:
+                return None
+            kept[m] = stays
+        return first, second, kept
 
-    def _merge(self, story: str, other: str) -> None:
-        """Every record of ``other`` joins ``story``, measured against its canonical; ``other`` is no more (a stored
-        one says where it went: ``merged_into``), and what held it holds ``story``."""
+    def _merge(self, story: str, other: str, kept: dict[str, tuple[Overlap, float | None]]) -> None:
+        """Every record of ``other`` joins ``story`` as ``kept`` says it stays with its canonical (its overlap, and its
+        rewrite score if it stays as a rewrite); ``other`` is no more (a stored one says where it went:
+        ``merged_into``), and what held it holds ``story``."""
         canonical = self.canonical_of[story]
-        for m in self.members(other):
+        for m, (o, rewrite) in kept.items():
             p = self.placements[m]
-            o, rewrite = self._kept_by(canonical, m) or (self.overlap(canonical, m), None)
             self._place(p, story, canonical, o, found_exact=p.method is Method.EXACT, rewrite=rewrite)
             self._mark(m)
         self.new_stories.discard(other)  # founded by this batch: never stored

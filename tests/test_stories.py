@@ -335,7 +335,9 @@ def merge(store: Store, settings: Settings, into: Record, gone: Record) -> int:
     with store.writing() as txn:
         book = Book(txn, settings, lambda ids: {i: s.shingles for i, s in txn.sketches(ids, settings).items()})
         book.load([into.id, gone.id])
-        book._merge(into.story_id, gone.story_id)
+        canonical = book.canonical_of[into.story_id]
+        moving = book.members(gone.story_id)
+        book._merge(into.story_id, gone.story_id, {m: (book.overlap(canonical, m), None) for m in moving})
         seq = txn.last_seq()
         txn.save_stories(book, txn.now(), seq)
     return seq
