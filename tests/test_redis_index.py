@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from unittest import mock
@@ -853,3 +854,40 @@ def test_the_second_lookup_stages_and_never_names_the_batch_itself(redis_url, pr
         assert all(own not in found for answer in answers for found in answer)
     finally:
         pipeline.close()
+
+
+def test_a_lookup_waits_its_turn_on_a_busy_redis_past_the_clients_default_timeout(tmp_path) -> None:
+    """redis-py 8 stops reading after 5 s unless told otherwise; the index's scripts wait their turn behind other
+    workers' on Redis's one thread, which took longer than that on a busy machine. A private Redis pauses every
+    client for 6 s (as a long queue of scripts does) while a lookup that stages a batch is sent: it waits, and
+    answers. The task payloads, kept in the same Redis, wait as well. A ``socket_timeout`` in the URL still sets one."""
+    from tests.services import EPHEMERAL, PrivateRedis
+    from worker.payloads import Payloads
+
+    server = PrivateRedis(tmp_path, EPHEMERAL)
+    server.start()
+    try:
+        keys = [np.arange(10, dtype=np.int64)]
+        index = RedisIndex(server.url(), "docsieve-test-busy")
+        payloads = Payloads(server.url(), "docsieve-test-busy", ttl=60)
+        index.lookup(keys, 0, stage_ids=["r1"])  # the scripts loaded: the next call is a single EVALSHA
+        admin = redis.Redis(port=server.port)
+        admin.client_pause(6000)
+        started = time.monotonic()
+        index.lookup(keys, 0, stage_ids=["r2"])
+        assert time.monotonic() - started > 5
+        index.add(["r1", "r2"], keys * 2, last_seq=2, times=[T, T])
+        admin.client_pause(6000)
+        started = time.monotonic()
+        assert index.lookup(keys, 5)[0] == [["r1", "r2"]]
+        assert time.monotonic() - started > 5
+        admin.client_pause(6000)
+        started = time.monotonic()
+        assert payloads._redis.ping() and time.monotonic() - started > 5
+        limited = RedisIndex(server.url() + "?socket_timeout=1", "docsieve-test-busy")
+        limited.lookup(keys, 5)
+        admin.client_pause(3000)
+        with pytest.raises(redis.exceptions.TimeoutError):
+            limited.lookup(keys, 5)
+    finally:
+        server.stop()

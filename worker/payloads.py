@@ -37,9 +37,9 @@ class Payloads:
     """Payloads in the Redis the workers share (``index_url``'s first, when the index has several)."""
 
     def __init__(self, url: str, prefix: str, ttl: int) -> None:
-        import redis
+        from worker.redis_index import connect
 
-        self._redis = redis.Redis.from_url(url)
+        self._redis = connect(url)
         self._prefix = f"{prefix}:payload:"
         self._ttl = ttl
 

@@ -682,12 +682,24 @@ class IndexShardsChanged(SettingsError):
     (a setting that cannot work with this index: the commands say so in a line, a task fails for good)."""
 
 
+def connect(url: str) -> redis.Redis:
+    """A client of the index's Redis (its scripts, and the task payloads kept there) that waits for its answer.
+
+    redis-py 8 stops reading after 5 seconds unless told otherwise (it waited before). Each of the index's scripts
+    runs whole on Redis's one thread, and a worker's waits its turn behind the others': four workers on two cores
+    shared with Redis waited longer than that, and every one of them failed (docs/benchmarks.md, thirtieth session),
+    while a script a client gives up on runs all the same. So the index waits, as before: TCP keepalive (on by
+    default) notices a Redis gone, a task's time limit one that hangs, and a connection still fails within 5 seconds.
+    A ``socket_timeout`` in the URL's query sets a limit all the same."""
+    return redis.Redis.from_url(url, socket_timeout=None, socket_connect_timeout=5)
+
+
 class _Instance:
     """One Redis instance of the index: its connection, its scripts, and the epoch its last staging saw."""
 
     def __init__(self, url: str, position: str) -> None:
         self.url = url
-        self.redis = redis.Redis.from_url(url)
+        self.redis = connect(url)
         self.position = position  # "i/n": which of how many instances, kept in its state by its first write
         self.main = self.redis.register_script(_MAIN)
         self.publish = self.redis.register_script(_PUBLISH)
