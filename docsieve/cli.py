@@ -345,6 +345,7 @@ def _ingest(args: argparse.Namespace, settings: Settings) -> int:
         f"read {summary.read}  new {summary.new}  exact copies {summary.exact}  near copies {summary.near}  "
         f"rejected {summary.rejected}  already stored {summary.unchanged}"
         + (f"  not modified {sum(page.item is None for page in pages)}" if pages else "")
+        + (f"  stories merged {summary.merged}" if summary.merged else "")
     )
     summary.elapsed = time.perf_counter() - started  # the whole run: fetching pages included
     print(f"elapsed {summary.elapsed:.2f} s  {summary.docs_per_s:,.1f} docs/s  store {redacted(settings.store)}")

@@ -84,6 +84,7 @@ class Summary:
     near: int = 0
     rejected: int = 0
     unchanged: int = 0  # already stored: the same source with the same text
+    merged: int = 0  # stories merged into another (one story split in two made one: ``Book._merge_bridged``)
     elapsed: float = 0.0
     reasons: dict[str, int] = field(default_factory=dict)
 
@@ -205,6 +206,7 @@ class Pipeline:
         self.decided_again_before_lock = 0  # times a batch's decision was made again in part before the lock
         self.documents_decided_again_before_lock = 0
         self._tries_in_vain = False  # the last batch tried before the lock (passes, the lock) and was decided under it
+        self.stories_merged = 0  # stories this process's batches merged into another
 
     def ingest(
         self,
@@ -218,6 +220,7 @@ class Pipeline:
         process of its own)."""
         summary = Summary()
         started = time.perf_counter()
+        merged = self.stories_merged
         with items if isinstance(items, Preparing) else Preparing(items, self.settings) as preparing:
             # Prepared (started before the store was open) with other word stems than the store's: made again.
             restem = self.settings.rewrites and preparing.settings.word_stems != self.settings.word_stems
@@ -236,6 +239,7 @@ class Pipeline:
                 if stop is not None and stop():
                     break
         summary.elapsed = time.perf_counter() - started
+        summary.merged = self.stories_merged - merged
         return summary
 
     def process(self, batch: list[Item]) -> list[Record]:
@@ -472,6 +476,7 @@ class Pipeline:
             counts_seq = txn.add_shingle_counts(
                 counted_shingles(counted, counted_words_of, counted_days) if counted else None
             )
+        self.stories_merged += len(book.merged_into)  # committed
         # The row just written (under the lock nobody wrote one between it and the last read), if this process
         # holds the counts and read every row before it: else it is read with the others when they are next needed.
         # (A decision made again before the lock, as in part under it, weighed by the counts read before the first.)

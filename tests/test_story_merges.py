@@ -42,11 +42,31 @@ def test_a_copy_of_both_merges_two_stories_end_to_end(pipeline: Pipeline) -> Non
     pipeline.ingest([doc("b", t["b"], 7)])
     found = {r.source: r for r in pipeline.store.iter_records()}
     assert found["a"].story_id != found["b"].story_id
-    pipeline.ingest([doc("r", t["r"], 8)])
+    assert pipeline.ingest([doc("r", t["r"], 8)]).merged == 1
     found = {r.source: r for r in pipeline.store.iter_records()}
     assert len({r.story_id for r in found.values()}) == 1
     assert tombstones(pipeline.store) == {found["b"].id: found["a"].story_id}  # b founded its story, named after it
     assert problems(pipeline.store, pipeline.settings) == []
+
+
+def test_ingest_says_how_many_stories_it_merged(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``docsieve ingest`` counts the stories merged into another beside the records it stored, and says nothing of
+    merges where it made none."""
+    import json
+
+    from docsieve.cli import main
+
+    t = split_texts()
+    store = f"sqlite:///{tmp_path}/s.db"
+    said = []
+    for name, hour in (("a", 6), ("b", 7), ("r", 8)):
+        batch = tmp_path / f"{name}.jsonl"
+        row = {"id": name, "text": t[name], "source": name, "published": f"2026-12-01T{hour:02}:00:00Z"}
+        batch.write_text(json.dumps(row), encoding="utf-8")
+        assert main(["--store", store, "ingest", "--quiet", str(batch)]) == 0
+        said.append(capsys.readouterr().out.splitlines()[0])
+    assert [line.endswith("stories merged 1") for line in said] == [False, False, True]
+    assert all("merged" not in line for line in said[:2])
 
 
 def test_taking_down_every_record_of_a_story_that_absorbed_another(pipeline: Pipeline) -> None:

@@ -41,6 +41,29 @@ def test_malformed_messages_are_rejected_records(task_pipeline: Pipeline) -> Non
     assert reasons["bad-title.txt"] == "malformed task message: title must be text"
 
 
+def test_a_task_counts_the_stories_it_merged(task_pipeline: Pipeline) -> None:
+    """A task that makes one story of two (a copy of both, tests/test_story_merges.py) says so in its result, which
+    ``submit`` adds up; one that merges nothing leaves the count out."""
+    from tests.test_story_merges import doc, split_texts
+
+    t = split_texts()
+    results = [tasks.ingest_batch.run([to_message(doc(s, t[s], hour))]) for s, hour in (("a", 6), ("b", 7), ("r", 8))]
+    assert [r.get("merged") for r in results] == [None, None, 1]
+
+
+def test_submit_adds_up_the_stories_its_tasks_merged(capsys: pytest.CaptureFixture[str]) -> None:
+    from worker.commands import _follow
+
+    def done(*merged: int) -> list[SimpleNamespace]:
+        counts = [{"received": 1, "stored": 1, "canonical": 1} | ({"merged": m} if m else {}) for m in merged]
+        return [SimpleNamespace(id=str(i), state="SUCCESS", result=c) for i, c in enumerate(counts)]
+
+    assert _follow(done(0, 1, 2), 3, quiet=True) == 0
+    assert capsys.readouterr().out.rstrip().endswith("failed tasks 0  stories merged 3")
+    assert _follow(done(0, 0), 2, quiet=True) == 0
+    assert "merged" not in capsys.readouterr().out
+
+
 def test_a_failed_task_is_recorded(task_pipeline: Pipeline) -> None:
     tasks.ingest_batch.on_failure(RuntimeError("disk full"), "task-42", ([{"source": "a.txt"}],), {}, None)
     (failure,) = task_pipeline.store.recent_failures()

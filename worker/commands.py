@@ -198,7 +198,7 @@ def _follow(tasks, documents: int, quiet: bool, timeout: float | None = None) ->
         f"received {totals['received']}  new {totals['canonical']}  exact copies {totals['exact']}  "
         f"near copies {totals['near']}  rejected {totals['rejected']}  "
         f"already stored {totals['received'] - totals['stored']}  not modified {totals['not_modified']}  "
-        f"failed tasks {failed}"
+        f"failed tasks {failed}" + (f"  stories merged {totals['merged']}" if totals["merged"] else "")
     )
     if pending:
         print(f"docsieve: stopped waiting with {len(pending)} tasks still queued or running", file=sys.stderr)

@@ -238,7 +238,7 @@ def ingest_batch(
             messages = taken
     messages = messages or []
     pipeline = _pipeline()
-    started = time.perf_counter()
+    started, merged = time.perf_counter(), pipeline.stories_merged
     outcomes = pipeline.process_each([from_message(m) for m in messages])
     records = [o.record for o in outcomes if o.record is not None]
     task_metrics().stored(records, len(outcomes) - len(records), time.perf_counter() - started)
@@ -251,6 +251,8 @@ def ingest_batch(
     # Each message's record id, in order (`GET /v1/tasks/{id}` answers with them): stored now or before.
     ids = [o.record_id for o in outcomes]
     result = {"received": len(messages), "stored": len(records), **statuses, "records": ids}
+    if pipeline.stories_merged > merged:
+        result["merged"] = pipeline.stories_merged - merged
     if payload is not None:
         _payloads().done(payload, result)
     return result
