@@ -11,7 +11,9 @@ per document, on PostgreSQL with the shared Redis index (the deployment) and on 
 default), with batches of 512 (the default) and of 1, and then runs 1, 2, 4 and 8 worker processes on one
 PostgreSQL database and Redis index: each a ``Pipeline`` (what a Celery ingest task runs, without the
 broker) with its share of the articles, all started together. It prints the ceilings (documents a second
-the lock allows: 1 / hold per document) and the throughput of each process count. Services come from
+the lock allows: 1 / hold per document) and, for each process count, the throughput, the CPU time the
+processes spent a document (what deciding more than once costs, where processes outnumber cores: the
+database's and Redis's own CPU is not in it). Services come from
 REDIS_URL / DATABASE_URL when set and reachable, else private instances (the tests' helpers).
 """
 
@@ -65,12 +67,13 @@ def worker(settings: Settings, docs: list[RawDocument], start, results) -> None:
     store = Store(settings.store, fingerprints=settings.fingerprint_parameters)
     pipeline = Pipeline(store, settings, open_index(settings))
     start.wait()
-    began = time.perf_counter()
+    began, cpu = time.perf_counter(), time.process_time()
     pipeline.ingest(docs)
     results.put(
         (
             began,
             time.perf_counter(),
+            time.process_time() - cpu,
             store.lock_seconds,
             pipeline.batches_stored,
             pipeline.decided_again,
@@ -173,10 +176,11 @@ def phases(settings: Settings, docs: list[RawDocument], contended: bool = False)
     return {"lock held (all of it)": store.lock_seconds, **spent}, len(mine)
 
 
-def together(settings: Settings, docs: list[RawDocument], processes: int) -> tuple[float, float, float, float]:
+def together(settings: Settings, docs: list[RawDocument], processes: int) -> tuple[float, float, float, float, float]:
     """(documents a second from the first start to the last end, lock seconds a document, the share of batches
-    decided before the lock that were decided again under it, and the times a batch was decided again before the
-    lock, a batch) of ``processes`` processes ingesting their shares of the documents at once."""
+    decided before the lock that were decided again under it, the times a batch was decided again before the lock,
+    a batch, and the processes' CPU seconds a document) of ``processes`` processes ingesting their shares of the
+    documents at once."""
     context = multiprocessing.get_context("spawn")
     start, results = context.Event(), context.Queue()
     shares = [docs[i::processes] for i in range(processes)]
@@ -189,12 +193,13 @@ def together(settings: Settings, docs: list[RawDocument], processes: int) -> tup
     for p in running:
         p.join()
     wall = max(g[1] for g in got) - min(g[0] for g in got)
-    batches = sum(g[3] for g in got)
+    batches = sum(g[4] for g in got)
     return (
         len(docs) / wall,
-        sum(g[2] for g in got) / len(docs),
-        sum(g[4] for g in got) / batches,
+        sum(g[3] for g in got) / len(docs),
         sum(g[5] for g in got) / batches,
+        sum(g[6] for g in got) / batches,
+        sum(g[2] for g in got) / len(docs),
     )
 
 
@@ -270,12 +275,13 @@ def main() -> int:
                 prefix = f"docsieve-lock-{uuid.uuid4().hex[:8]}"
                 settings = Settings(store=pg, index_url=redis_url, queue_prefix=prefix)
                 settle()
-                rate, lock, again, before = together(settings, docs, n)
+                rate, lock, again, before, cpu = together(settings, docs, n)
                 remove_keys(redis_url, prefix)
-            scaling.append((n, rate, lock * 1e6, again, before))
+            scaling.append((n, rate, lock * 1e6, again, before, cpu * 1e6))
             print(
                 f"  {n} processes on PostgreSQL + Redis: {rate:7,.0f} docs/s, lock {lock * 1e6:.1f} µs a document, "
-                f"{again:.0%} of batches decided again under the lock, {before:.2f} times a batch before it",
+                f"{again:.0%} of batches decided again under the lock, {before:.2f} times a batch before it, "
+                f"{cpu * 1e6:,.0f} µs of the processes' CPU a document",
                 flush=True,
             )
     print("\n| store | batch | documents | docs/s (one process) | lock µs / doc | ms / hold | ceiling docs/s |")
@@ -284,11 +290,14 @@ def main() -> int:
         print(f"| {back_end} | {batch} | {count:,} | {rate:,.0f} | {micro:.1f} | {hold:.1f} | {ceiling:,.0f} |")
     print(
         "\n| processes | docs/s | vs the first | lock µs / doc | batches decided again under the lock "
-        "| decided again before it, a batch |"
+        "| decided again before it, a batch | the processes' CPU µs / doc |"
     )
-    print("| ---: | ---: | ---: | ---: | ---: | ---: |")
-    for n, rate, micro, again, before in scaling:
-        print(f"| {n} | {rate:,.0f} | {rate / scaling[0][1]:.2f}x | {micro:.1f} | {again:.0%} | {before:.2f} |")
+    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for n, rate, micro, again, before, cpu in scaling:
+        print(
+            f"| {n} | {rate:,.0f} | {rate / scaling[0][1]:.2f}x | {micro:.1f} | {again:.0%} | {before:.2f} "
+            f"| {cpu:,.0f} |"
+        )
     return 0
 
 
