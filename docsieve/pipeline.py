@@ -476,7 +476,7 @@ class Pipeline:
             counts_seq = txn.add_shingle_counts(
                 counted_shingles(counted, counted_words_of, counted_days) if counted else None
             )
-        self.stories_merged += len(book.merged_into)  # committed
+        self.stories_merged += len(book.stored_merged)  # committed; a story the batch founded was never one
         # The row just written (under the lock nobody wrote one between it and the last read), if this process
         # holds the counts and read every row before it: else it is read with the others when they are next needed.
         # (A decision made again before the lock, as in part under it, weighed by the counts read before the first.)

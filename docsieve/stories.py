@@ -169,6 +169,7 @@ class Book:
     links: list[Link] = field(default_factory=list)
     touched_stories: set[str] = field(default_factory=set)  # whose members or links changed
     merged_into: dict[str, str] = field(default_factory=dict)  # stories merged into another, in order (``_merge``)
+    stored_merged: set[str] = field(default_factory=set)  # of those, the ones stored before this batch
     different: set[str] = field(default_factory=set)  # new records that are new text for the template counts
     emptied: bool = False  # remove() took a story's last record
     heir: str | None = None  # remove() gave a canonical's place to this member
@@ -635,7 +636,10 @@ class Book:
             p = self.placements[m]
             self._place(p, story, canonical, o, found_exact=p.method is Method.EXACT, rewrite=rewrite)
             self._mark(m)
-        self.new_stories.discard(other)  # founded by this batch: never stored
+        if other in self.new_stories:  # founded by this batch: never stored
+            self.new_stories.discard(other)
+        else:
+            self.stored_merged.add(other)
         # Kept for one founded by this batch too: a stored story merged into it earlier goes on into ``story`` (the
         # store follows the merges in this order; a row for ``other`` there is none to update).
         self.merged_into[other] = story
@@ -1045,6 +1049,8 @@ class Book:
         for gone, into in self.merged_into.items():
             if kept(self._key_of_story(into)):
                 again.merged_into.setdefault(gone, into)
+                if gone in self.stored_merged:
+                    again.stored_merged.add(gone)
         again.new_records |= self.new_records - redone
         again.different |= self.different - redone
         return again

@@ -860,7 +860,10 @@ def test_a_lookup_waits_its_turn_on_a_busy_redis_past_the_clients_default_timeou
     """redis-py 8 stops reading after 5 s unless told otherwise; the index's scripts wait their turn behind other
     workers' on Redis's one thread, which took longer than that on a busy machine. A private Redis pauses every
     client for 6 s (as a long queue of scripts does) while a lookup that stages a batch is sent: it waits, and
-    answers. The task payloads, kept in the same Redis, wait as well. A ``socket_timeout`` in the URL still sets one."""
+    answers. The task payloads, kept in the same Redis, wait as well; the readiness check does not, and says so. A
+    ``socket_timeout`` in the URL still sets a limit."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from tests.services import EPHEMERAL, PrivateRedis
     from worker.payloads import Payloads
 
@@ -871,23 +874,49 @@ def test_a_lookup_waits_its_turn_on_a_busy_redis_past_the_clients_default_timeou
         index = RedisIndex(server.url(), "docsieve-test-busy")
         payloads = Payloads(server.url(), "docsieve-test-busy", ttl=60)
         index.lookup(keys, 0, stage_ids=["r1"])  # the scripts loaded: the next call is a single EVALSHA
+        index.ping()
         admin = redis.Redis(port=server.port)
         admin.client_pause(6000)
         started = time.monotonic()
-        index.lookup(keys, 0, stage_ids=["r2"])
+        with ThreadPoolExecutor(2) as pool:
+            staged, read = pool.submit(index.lookup, keys, 0, stage_ids=["r2"]), pool.submit(payloads._redis.ping)
+            with pytest.raises(redis.exceptions.TimeoutError):
+                index.ping()
+            assert time.monotonic() - started < 5.9  # said while the pause lasted
+            staged.result()
+            assert read.result()
         assert time.monotonic() - started > 5
         index.add(["r1", "r2"], keys * 2, last_seq=2, times=[T, T])
-        admin.client_pause(6000)
-        started = time.monotonic()
         assert index.lookup(keys, 5)[0] == [["r1", "r2"]]
-        assert time.monotonic() - started > 5
-        admin.client_pause(6000)
-        started = time.monotonic()
-        assert payloads._redis.ping() and time.monotonic() - started > 5
         limited = RedisIndex(server.url() + "?socket_timeout=1", "docsieve-test-busy")
         limited.lookup(keys, 5)
-        admin.client_pause(3000)
+        admin.client_pause(2000)
         with pytest.raises(redis.exceptions.TimeoutError):
             limited.lookup(keys, 5)
+        for client in (admin, payloads._redis, *(i.redis for i in index._instances)):
+            client.close()
+    finally:
+        server.stop()
+
+
+def test_a_script_the_client_gave_up_on_is_not_sent_again(tmp_path) -> None:
+    """A ``socket_timeout`` in the URL gives up on a script that runs long; Redis runs it all the same, so a client
+    that sent it again (a retry policy: ``retry_on_timeout``, a ``Retry`` of redis-py's) would run it twice."""
+    from tests.services import EPHEMERAL, PrivateRedis
+    from worker.redis_index import connect
+
+    busy = """local t = redis.call('TIME')
+local from = t[1] * 1e6 + t[2]
+repeat t = redis.call('TIME') until t[1] * 1e6 + t[2] - from > tonumber(ARGV[1])
+return redis.call('INCR', KEYS[1])"""
+    server = PrivateRedis(tmp_path, EPHEMERAL)
+    server.start()
+    try:
+        client = connect(server.url() + "?socket_timeout=0.3")
+        sha = client.script_load(busy)
+        with pytest.raises(redis.exceptions.TimeoutError):
+            client.evalsha(sha, 1, "runs", 600_000)  # 0.6 s
+        time.sleep(1.5)  # a script sent again would have run by now
+        assert redis.Redis(port=server.port).get("runs") == b"1"
     finally:
         server.stop()

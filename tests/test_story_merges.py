@@ -299,6 +299,7 @@ def test_a_merge_in_a_part_that_stands_is_saved_with_the_part_decided_again(
     assert (second.decided_again, second.documents_decided_again) == (1, 1)  # x2 alone
     assert got == expected
     assert faults == [] and merged == 1
+    assert second.stories_merged == 1  # counted from the part that stands
 
 
 def test_what_a_merge_changes_is_listed_since_and_paged_whole(store: Store, store_url: str) -> None:
@@ -328,3 +329,48 @@ def test_what_a_merge_changes_is_listed_since_and_paged_whole(store: Store, stor
     assert len(newest) == 2
     oldest = store.page_stories(limit=3)
     assert len(oldest) == 3
+
+
+def test_each_ingest_counts_only_the_merges_it_made(pipeline: Pipeline) -> None:
+    """A pipeline that merged stories before (a long-lived process): an ingest says the merges it made, not the
+    pipeline's running total, and a batch already stored merges nothing."""
+    t = split_texts()
+    pipeline.stories_merged = 5
+    pipeline.ingest([doc("a", t["a"], 6)])
+    pipeline.ingest([doc("b", t["b"], 7)])
+    assert pipeline.ingest([doc("r", t["r"], 8)]).merged == 1
+    assert pipeline.ingest([doc("r", t["r"], 8)]).merged == 0
+    assert pipeline.stories_merged == 6
+
+
+def test_a_batch_rolled_back_counts_no_merge(pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The count moves with the commit: a batch whose transaction fails after its stories were saved merged
+    nothing, and counts once when it is stored."""
+    from docsieve.store import Transaction
+
+    t = split_texts()
+    pipeline.ingest([doc("a", t["a"], 6)])
+    pipeline.ingest([doc("b", t["b"], 7)])
+    save = Transaction.save_stories
+
+    def save_then_fail(self, *args, **kwargs):
+        save(self, *args, **kwargs)
+        raise RuntimeError("the commit fails")
+
+    monkeypatch.setattr(Transaction, "save_stories", save_then_fail)
+    with pytest.raises(RuntimeError, match="the commit fails"):
+        pipeline.ingest([doc("r", t["r"], 8)])
+    assert pipeline.stories_merged == 0 and tombstones(pipeline.store) == {}
+    monkeypatch.setattr(Transaction, "save_stories", save)
+    assert pipeline.ingest([doc("r", t["r"], 8)]).merged == 1
+    assert pipeline.stories_merged == 1
+
+
+def test_a_story_founded_and_merged_in_one_batch_is_not_counted(pipeline: Pipeline) -> None:
+    """a, b and r in one batch: b's story is founded and merged away before anything is stored, so no story row
+    says it was merged (``export --since`` lists none) and ingest reports no merge."""
+    t = split_texts()
+    summary = pipeline.ingest([doc("a", t["a"], 6), doc("b", t["b"], 7), doc("r", t["r"], 8)])
+    assert len({r.story_id for r in pipeline.store.iter_records()}) == 1
+    assert tombstones(pipeline.store) == {}
+    assert summary.merged == len(tombstones(pipeline.store))

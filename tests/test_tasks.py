@@ -64,6 +64,21 @@ def test_submit_adds_up_the_stories_its_tasks_merged(capsys: pytest.CaptureFixtu
     assert "merged" not in capsys.readouterr().out
 
 
+def test_a_task_delivered_again_reports_its_merges(with_payloads, task_pipeline: Pipeline) -> None:
+    """In a worker process that merged stories before, a task counts its own merge, not the process's running
+    total; its payload delivered again after it was done answers with the first result, the merge included."""
+    from tests.test_story_merges import doc, split_texts
+
+    t = split_texts()
+    task_pipeline.stories_merged = 5
+    for name, hour in (("a", 6), ("b", 7)):
+        tasks.ingest_batch.run([to_message(doc(name, t[name], hour))])
+    key = with_payloads.put([to_message(doc("r", t["r"], 8))])
+    first = tasks.ingest_batch.run(payload=key, sources=["r"])
+    assert first["merged"] == 1
+    assert tasks.ingest_batch.run(payload=key, sources=["r"]) == first
+
+
 def test_a_failed_task_is_recorded(task_pipeline: Pipeline) -> None:
     tasks.ingest_batch.on_failure(RuntimeError("disk full"), "task-42", ([{"source": "a.txt"}],), {}, None)
     (failure,) = task_pipeline.store.recent_failures()

@@ -688,10 +688,12 @@ def connect(url: str) -> redis.Redis:
     redis-py 8 stops reading after 5 seconds unless told otherwise (it waited before). Each of the index's scripts
     runs whole on Redis's one thread, and a worker's waits its turn behind the others': four workers on two cores
     shared with Redis waited longer than that, and every one of them failed (docs/benchmarks.md, thirtieth session),
-    while a script a client gives up on runs all the same. So the index waits, as before: TCP keepalive (on by
-    default) notices a Redis gone, a task's time limit one that hangs, and a connection still fails within 5 seconds.
-    A ``socket_timeout`` in the URL's query sets a limit all the same."""
-    return redis.Redis.from_url(url, socket_timeout=None, socket_connect_timeout=5)
+    while a script a client gives up on runs all the same. So the index waits, as before: TCP keepalive (the default
+    of redis-py 8 only) notices a Redis gone, a task's time limit one that hangs, the service's readiness check asks
+    with a limit of its own (``RedisIndex.ping``), and a connection still fails within 5 seconds. A
+    ``socket_timeout`` in the URL's query sets a limit all the same. Such a client sends nothing again after a
+    timeout or a lost connection (no retries unless the URL asks), so a script is never run twice by it."""
+    return redis.Redis.from_url(url, socket_timeout=None, socket_connect_timeout=5, socket_keepalive=True)
 
 
 class _Instance:
@@ -700,6 +702,7 @@ class _Instance:
     def __init__(self, url: str, position: str) -> None:
         self.url = url
         self.redis = connect(url)
+        self.asked = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)  # ``ping``: 5 s at most
         self.position = position  # "i/n": which of how many instances, kept in its state by its first write
         self.main = self.redis.register_script(_MAIN)
         self.publish = self.redis.register_script(_PUBLISH)
@@ -757,7 +760,7 @@ class RedisIndex:
     def ping(self) -> None:
         """Raises if a Redis server of the index cannot be reached (the service's readiness)."""
         for instance in self._instances:
-            instance.redis.ping()
+            instance.asked.ping()
 
     def _each(self, work: Callable[[int, _Instance], T]) -> list[T]:
         """``work`` for every instance, at once when there are several (the calls wait on the network): the first
