@@ -688,9 +688,9 @@ def connect(url: str) -> redis.Redis:
     redis-py 8 stops reading after 5 seconds unless told otherwise (it waited before). Each of the index's scripts
     runs whole on Redis's one thread, and a worker's waits its turn behind the others': four workers on two cores
     shared with Redis waited longer than that, and every one of them failed (docs/benchmarks.md, thirtieth session),
-    while a script a client gives up on runs all the same. So the index waits, as before: TCP keepalive (the default
-    of redis-py 8 only) notices a Redis gone, a task's time limit one that hangs, the service's readiness check asks
-    with a limit of its own (``RedisIndex.ping``), and a connection still fails within 5 seconds. A
+    while a script a client gives up on runs all the same. So the index waits, as before: TCP keepalive (asked for
+    here, as redis-py before 8 did not) notices a Redis gone, a task's time limit one that hangs, the readiness
+    check asks with a limit of its own (``RedisIndex.ping``), and a connection still fails within 5 seconds. A
     ``socket_timeout`` in the URL's query sets a limit all the same. Such a client sends nothing again after a
     timeout or a lost connection (no retries unless the URL asks), so a script is never run twice by it."""
     return redis.Redis.from_url(url, socket_timeout=None, socket_connect_timeout=5, socket_keepalive=True)
