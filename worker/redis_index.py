@@ -702,7 +702,8 @@ class _Instance:
     def __init__(self, url: str, position: str) -> None:
         self.url = url
         self.redis = connect(url)
-        self.asked = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)  # ``ping``: 5 s at most
+        # The readiness check's client (``RedisIndex.ping``): it answers within 5 s or raises, where ``redis`` waits.
+        self.readiness = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
         self.position = position  # "i/n": which of how many instances, kept in its state by its first write
         self.main = self.redis.register_script(_MAIN)
         self.publish = self.redis.register_script(_PUBLISH)
@@ -760,7 +761,7 @@ class RedisIndex:
     def ping(self) -> None:
         """Raises if a Redis server of the index cannot be reached (the service's readiness)."""
         for instance in self._instances:
-            instance.asked.ping()
+            instance.readiness.ping()
 
     def _each(self, work: Callable[[int, _Instance], T]) -> list[T]:
         """``work`` for every instance, at once when there are several (the calls wait on the network): the first
