@@ -1,7 +1,7 @@
 """The deployment's ceiling: how long each document holds the store's write lock, and what that allows.
 
     .venv/bin/python bench/lock.py [--corpus DIR | --jsonl FILE] [--docs 5000] [--single 300] [--processes 1,2,4,8]
-        [--scaling-only]
+        [--scaling-only] [--deciders 0,64]
     .venv/bin/python bench/lock.py --phases [--contended] [--docs 5000]
 
 Every decider takes one lock to decide and write a batch (an advisory lock on PostgreSQL, BEGIN IMMEDIATE
@@ -13,7 +13,9 @@ PostgreSQL database and Redis index: each a ``Pipeline`` (what a Celery ingest t
 broker) with its share of the articles, all started together. It prints the ceilings (documents a second
 the lock allows: 1 / hold per document) and, for each process count, the throughput, the CPU time the
 processes spent a document (what deciding more than once costs, where processes outnumber cores: the
-database's and Redis's own CPU is not in it). Services come from
+database's and Redis's own CPU is not in it). ``--deciders``: the processes' ``DOCSIEVE_DECIDERS`` (0: one a core,
+the default; a number above the process count: no limit), each in turn for each process count, so that the rows
+compare in one run (docsieve/deciders.py). Services come from
 REDIS_URL / DATABASE_URL when set and reachable, else private instances (the tests' helpers).
 """
 
@@ -211,6 +213,9 @@ def main() -> int:
     parser.add_argument("--single", type=int, default=300, help="documents ingested one a batch")
     parser.add_argument("--processes", default="1,2,4,8")
     parser.add_argument(
+        "--deciders", default="0", help="DOCSIEVE_DECIDERS values to run each process count with (comma-separated)"
+    )
+    parser.add_argument(
         "--scaling-only", action="store_true", help="only the runs of --processes processes (no one-process rows)"
     )
     parser.add_argument(
@@ -271,32 +276,33 @@ def main() -> int:
                 )
         scaling = []
         for n in counts:
-            with postgres_database(server, "docsieve_lock") as pg:
-                prefix = f"docsieve-lock-{uuid.uuid4().hex[:8]}"
-                settings = Settings(store=pg, index_url=redis_url, queue_prefix=prefix)
-                settle()
-                rate, lock, again, before, cpu = together(settings, docs, n)
-                remove_keys(redis_url, prefix)
-            scaling.append((n, rate, lock * 1e6, again, before, cpu * 1e6))
-            print(
-                f"  {n} processes on PostgreSQL + Redis: {rate:7,.0f} docs/s, lock {lock * 1e6:.1f} µs a document, "
-                f"{again:.0%} of batches decided again under the lock, {before:.2f} times a batch before it, "
-                f"{cpu * 1e6:,.0f} µs of the processes' CPU a document",
-                flush=True,
-            )
+            for deciders in (int(d) for d in args.deciders.split(",")):
+                with postgres_database(server, "docsieve_lock") as pg:
+                    prefix = f"docsieve-lock-{uuid.uuid4().hex[:8]}"
+                    settings = Settings(store=pg, index_url=redis_url, queue_prefix=prefix, deciders=deciders)
+                    settle()
+                    rate, lock, again, before, cpu = together(settings, docs, n)
+                    remove_keys(redis_url, prefix)
+                scaling.append((n, deciders, rate, lock * 1e6, again, before, cpu * 1e6))
+                print(
+                    f"  {n} processes on PostgreSQL + Redis, deciders {deciders or 'one a core'}: {rate:7,.0f} docs/s, "
+                    f"lock {lock * 1e6:.1f} µs a document, {again:.0%} of batches decided again under the lock, "
+                    f"{before:.2f} times a batch before it, {cpu * 1e6:,.0f} µs of the processes' CPU a document",
+                    flush=True,
+                )
     print("\n| store | batch | documents | docs/s (one process) | lock µs / doc | ms / hold | ceiling docs/s |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     for back_end, batch, count, rate, micro, ceiling, hold in rows:
         print(f"| {back_end} | {batch} | {count:,} | {rate:,.0f} | {micro:.1f} | {hold:.1f} | {ceiling:,.0f} |")
     print(
-        "\n| processes | docs/s | vs the first | lock µs / doc | batches decided again under the lock "
+        "\n| processes | deciders | docs/s | vs the first | lock µs / doc | batches decided again under the lock "
         "| decided again before it, a batch | the processes' CPU µs / doc |"
     )
-    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
-    for n, rate, micro, again, before, cpu in scaling:
+    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for n, deciders, rate, micro, again, before, cpu in scaling:
         print(
-            f"| {n} | {rate:,.0f} | {rate / scaling[0][1]:.2f}x | {micro:.1f} | {again:.0%} | {before:.2f} "
-            f"| {cpu:,.0f} |"
+            f"| {n} | {deciders or 'one a core'} | {rate:,.0f} | {rate / scaling[0][2]:.2f}x | {micro:.1f} "
+            f"| {again:.0%} | {before:.2f} | {cpu:,.0f} |"
         )
     return 0
 

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import partial
+from pathlib import Path
 from typing import Generic, TypeVar
 
 import numpy as np
@@ -25,6 +26,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from docsieve.dates import Slots, dated
 from docsieve.decide import hopeless, passes, verified_pairs
+from docsieve.deciders import DeciderSlots, cores
 from docsieve.figures import Figures
 from docsieve.fingerprint import jaccard_and_containment, stored_word_sets
 from docsieve.index import (
@@ -207,6 +209,10 @@ class Pipeline:
         self.documents_decided_again_before_lock = 0
         self._tries_in_vain = False  # the last batch tried before the lock (passes, the lock) and was decided under it
         self.stories_merged = 0  # stories this process's batches merged into another
+        # SQLite: a batch is decided under the store's one writer lock, never before it (docsieve/deciders.py).
+        slots = 0 if store.engine.dialect.name == "sqlite" else settings.deciders or cores()
+        folder = Path(settings.deciders_folder) if settings.deciders_folder else None
+        self.deciders = DeciderSlots(store.url, slots, folder)
 
     def ingest(
         self,
@@ -259,7 +265,12 @@ class Pipeline:
         return [Outcome(item.id, created.pop(item.id, None)) for item in each]
 
     def store_prepared(self, rejections: list[Rejection], prepared: list[Prepared]) -> list[Record]:
-        """Decide and store a prepared batch; returns the records it created."""
+        """Decide and store a prepared batch, in one of this machine's decider slots (docsieve/deciders.py); returns
+        the records it created."""
+        with self.deciders.held():
+            return self._store_prepared(rejections, prepared)
+
+    def _store_prepared(self, rejections: list[Rejection], prepared: list[Prepared]) -> list[Record]:
         limit = self.settings.max_candidates
         published = {p.id: parse_published(p.document.published) for p in prepared}
         arrival = datetime.now(UTC)

@@ -151,6 +151,12 @@ class CoreSettings:
     # ``ingest`` of files reads, extracts and fingerprints the next batch in a second process while it decides
     # and stores one (docsieve/prepare.py): auto (where there are two CPUs or more), on, or off (all in one process).
     prepare_ahead: str = "auto"
+    # Processes of one machine that decide and store batches at once for one store (docsieve/deciders.py); the others
+    # prepare their next batches meanwhile. 0: one a core, the cores this process may use.
+    deciders: int = 0
+    # Where their slots are (files locked): the processes that share this folder share the slots. Empty: the machine's
+    # temporary folder; containers on one machine need a folder they share (docker-compose.yml mounts one).
+    deciders_folder: str = ""
 
     def _check_core(self) -> None:
         _at_least_one(
@@ -216,6 +222,8 @@ class CoreSettings:
             )
         if self.prepare_ahead not in ("auto", "on", "off"):
             raise SettingsError(f"{PREFIX}PREPARE_AHEAD must be auto, on or off, got {self.prepare_ahead!r}")
+        if self.deciders < 0:
+            raise SettingsError(f"{PREFIX}DECIDERS must not be negative (0: one a core), got {self.deciders}")
         if self.sketch_cache_mb < 0:
             raise SettingsError(f"{PREFIX}SKETCH_CACHE_MB must not be negative, got {self.sketch_cache_mb}")
         if not self.extract_timeout > 0:

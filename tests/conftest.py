@@ -30,6 +30,17 @@ def cache_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         yield folder
 
 
+@pytest.fixture(scope="session", autouse=True)
+def deciders_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The decider slots' files (docsieve/deciders.py) in a folder of the run's own, for the tests and every process
+    they start: never the machine's temporary folder."""
+    with pytest.MonkeyPatch.context() as patch:
+        folder = tmp_path_factory.mktemp("deciders")
+        patch.setattr("docsieve.deciders.default_folder", lambda: folder)
+        patch.setenv("DOCSIEVE_DECIDERS_FOLDER", str(folder))
+        yield folder
+
+
 @pytest.fixture(scope="session")
 def postgres_server_url():
     with postgres_server() as url:
