@@ -3,10 +3,10 @@
 Deciding a batch (its lookup, verification and story rules, before the store's lock and again under it when others
 stored meanwhile) is the CPU-heavy half of a batch, and what it read goes stale whenever another worker commits. More
 deciding processes than cores take turns on the cores, so each decision takes longer, more of them are overtaken by
-others' commits, and they are made again: on two cores, eight workers spent twice the CPU a document that one did
-(docs/benchmarks.md, "Decider slots"). A slot caps the deciders (``Settings.deciders``, one a core by default); the
-workers beyond it prepare their next batches (read, extract, fingerprint) meanwhile, which needs no lock. A SQLite
-store has none: its workers decide under its one writer's lock already.
+others' commits, and they are made again: on two cores, eight workers spent two to three times the CPU a document
+that one did (docs/benchmarks.md, "Issue 14, thirty-first session"). A slot caps the deciders (``Settings.deciders``,
+one a core by default); the workers beyond it prepare their next batches (read, extract, fingerprint) meanwhile,
+which needs no lock. A SQLite store has none: its workers decide under its one writer's lock already.
 
 A slot is an exclusive ``flock`` on one of N files named for the store, in a folder of the machine
 (``Settings.deciders_folder``): the kernel releases it when its process dies, however it dies, so no slot is ever
