@@ -155,5 +155,8 @@ class DeciderSlots:
             except BlockingIOError:
                 os.close(fd)
                 continue
+            except BaseException:  # a file system without flock: the slots are unusable, but no batch keeps a file
+                os.close(fd)
+                raise
             return fd
         return None

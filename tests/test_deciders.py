@@ -3,6 +3,8 @@ released when its process ends however it ends; a process's threads share its sl
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import logging
 import multiprocessing
 import os
@@ -130,6 +132,22 @@ def test_slots_that_cannot_be_made_leave_deciding_unthrottled(tmp_path: Path, ca
                 ran.append(True)
     assert ran == [True, True]
     assert len([r for r in caplog.records if "cannot be used" in r.getMessage()]) == 1  # said once, not per batch
+
+
+def test_slots_that_cannot_be_locked_leave_no_file_open(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file system that refuses flock (ENOLCK): deciding goes on unthrottled, and no batch leaves a slot's file
+    open (a worker that lives long would run out of them)."""
+
+    def refused(fd: int, operation: int) -> None:
+        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+
+    monkeypatch.setattr(fcntl, "flock", refused)
+    slots = DeciderSlots("store", 1, tmp_path)
+    opened = len(os.listdir("/proc/self/fd"))
+    for _ in range(3):
+        with slots.held():
+            pass
+    assert len(os.listdir("/proc/self/fd")) == opened
 
 
 def test_deciders_setting() -> None:
