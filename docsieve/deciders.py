@@ -30,6 +30,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from docsieve.settings import redacted
+
 logger = logging.getLogger(__name__)
 
 # How often the one process that waits for a slot (the others wait on the gate, in the kernel) tries them: a batch
@@ -86,7 +88,9 @@ class DeciderSlots:
         """``folder``: where the slots' files are (``default_folder()`` unless given)."""
         self.count = count
         self.folder = folder or default_folder()
-        self.name = hashlib.sha256(store_url.encode()).hexdigest()[:16]  # the store's slots among others'
+        # The store's slots among others', named without its password: the folder may be listed by other users, and
+        # a hash of a password is one to guess at.
+        self.name = hashlib.sha256(redacted(store_url).encode()).hexdigest()[:16]
         self._unusable = False
 
     @contextlib.contextmanager

@@ -150,6 +150,14 @@ def test_slots_that_cannot_be_locked_leave_no_file_open(tmp_path: Path, monkeypa
     assert len(os.listdir("/proc/self/fd")) == opened
 
 
+def test_slots_are_named_for_the_store_and_not_its_password() -> None:
+    """Another store has other slots; the names (files in a folder other users may list) are the same whatever the
+    store's password, so they hold no hash of it."""
+    name = DeciderSlots("postgresql://docsieve:secret@db:5432/news", 1).name
+    assert name == DeciderSlots("postgresql://docsieve:other@db:5432/news", 1).name
+    assert name != DeciderSlots("postgresql://docsieve:secret@db:5432/archive", 1).name
+
+
 def test_deciders_setting() -> None:
     assert Settings().deciders == 0
     assert Settings.from_env({"DOCSIEVE_DECIDERS": "3"}).deciders == 3
