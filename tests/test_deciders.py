@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from docsieve import deciders
 from docsieve.deciders import DeciderSlots, cores
 from docsieve.models import RawDocument
 from docsieve.pipeline import Pipeline
@@ -89,6 +90,12 @@ def test_a_killed_holder_leaves_its_slot_free(tmp_path: Path) -> None:
 def test_a_process_threads_and_nested_decisions_share_its_slot(tmp_path: Path) -> None:
     slots = DeciderSlots("store", 1, tmp_path)
     inside = threading.Event()
+    other_inside, release = SPAWN.Event(), SPAWN.Event()
+    other = SPAWN.Process(target=_hold, args=(str(tmp_path), 1, other_inside, release))
+    opened = len(os.listdir("/proc/self/fd"))
+    with slots.held(), slots.held():
+        pass
+    assert len(os.listdir("/proc/self/fd")) == opened, "the slot's file was left open"
     with slots.held():
         with DeciderSlots("store", 1, tmp_path).held():  # a second pipeline of this process, inside the first
             pass
@@ -101,10 +108,57 @@ def test_a_process_threads_and_nested_decisions_share_its_slot(tmp_path: Path) -
         thread.start()
         thread.join(60)
         assert inside.is_set(), "a thread of the process holding the slot waited for it"
+        # Still the process's once the nested decision and the thread have left it.
+        other.start()
+        try:
+            assert not other_inside.wait(REFUSED_FOR_S), "a decision inside another gave the process's slot back"
+        except BaseException:
+            release.set()
+            raise
     # The process left the slot as often as it entered it: another process gets it.
-    other, _, release = _holder(tmp_path, 1)
-    release.set()
-    other.join(60)
+    try:
+        assert other_inside.wait(60)
+    finally:
+        release.set()
+        other.join(60)
+
+
+def test_a_waiting_process_takes_whichever_slot_is_freed(tmp_path: Path) -> None:
+    """Every slot is tried, before waiting and while waiting: with one busy, the other is taken at once; with both
+    busy, the first freed, whichever it is. (A file locked here stands for another process's slot: two open files
+    of one process exclude each other too.)"""
+    slots = DeciderSlots("store", 2, tmp_path)
+    tmp_path.mkdir(exist_ok=True)
+    files = [os.open(tmp_path / f"{slots.name}-{k}", os.O_RDWR | os.O_CREAT, 0o600) for k in range(2)]
+    try:
+        for freed in range(2):
+            inside, leave = threading.Event(), threading.Event()
+
+            def decide(inside: threading.Event = inside, leave: threading.Event = leave) -> None:
+                with slots.held():
+                    inside.set()
+                    leave.wait(60)
+
+            fcntl.flock(files[1 - freed], fcntl.LOCK_EX)
+            thread = threading.Thread(target=decide)
+            thread.start()
+            assert inside.wait(10), f"slot {freed} was free, but not taken"
+            leave.set()
+            thread.join(60)
+            inside.clear()
+            leave.clear()
+            fcntl.flock(files[freed], fcntl.LOCK_EX)  # both busy: it waits
+            thread = threading.Thread(target=decide)
+            thread.start()
+            assert not inside.wait(REFUSED_FOR_S)
+            fcntl.flock(files[freed], fcntl.LOCK_UN)
+            assert inside.wait(10), f"slot {freed} was freed, but not taken"
+            leave.set()
+            thread.join(60)
+            fcntl.flock(files[1 - freed], fcntl.LOCK_UN)
+    finally:
+        for fd in files:
+            os.close(fd)  # a waiting thread gets its slot and ends
 
 
 def test_a_forked_child_does_not_hold_its_parent_slot(tmp_path: Path) -> None:
@@ -119,6 +173,23 @@ def test_a_forked_child_does_not_hold_its_parent_slot(tmp_path: Path) -> None:
     finally:
         release.set()
         child.join(60)
+
+
+def test_a_child_forked_while_another_thread_takes_a_slot_takes_its_own(tmp_path: Path) -> None:
+    """The fork is made while the slots' registry is locked (as another thread of the parent may have it): the child
+    has a lock of its own, not the copy of one nobody will ever release."""
+    fork = multiprocessing.get_context("fork")
+    inside, release = fork.Event(), fork.Event()
+    with deciders._held_lock:
+        child = fork.Process(target=_hold, args=(str(tmp_path), 1, inside, release))
+        child.start()
+    try:
+        assert inside.wait(60), "the child waited for its parent's lock"
+    finally:
+        release.set()
+        child.join(60)
+        if child.exitcode is None:
+            child.kill()
 
 
 def test_slots_that_cannot_be_made_leave_deciding_unthrottled(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -238,6 +309,13 @@ def test_workers_of_one_machine_decide_in_turn_when_one_slot_is_set(
     assert sorted(r.source for r in records) == sorted(d.source for d in docs)
     slots = {p.name for p in tmp_path.iterdir()} - {"times-0", "times-1"}
     assert {f"{DeciderSlots(url, deciders).name}-{k}" for k in range(deciders)} <= slots  # in the folder set
+
+
+def test_a_postgresql_store_has_one_slot_a_core_by_default(postgres_server_url: str) -> None:
+    with postgres_database(postgres_server_url) as url:
+        pipeline = Pipeline(Store(url), Settings(store=url))
+        pipeline.close()
+    assert pipeline.deciders.count == cores() == len(os.sched_getaffinity(0))
 
 
 def test_a_sqlite_store_has_no_slots(tmp_path: Path) -> None:
