@@ -26,15 +26,27 @@ from .services import postgres_database
 from .test_stories import text, words
 
 SPAWN = multiprocessing.get_context("spawn")
-# How long a process that must not get a slot is given to get one anyway (it never does where the slots work).
+# How long a process that must not get a slot is given to get one anyway, once it tries (it never does where the
+# slots work). Counted from ``trying``: a spawned process takes about as long to start.
 REFUSED_FOR_S = 0.5
 
 
-def _hold(folder: str, count: int, inside, release) -> None:
-    """A process that takes a slot, says so, and keeps it until ``release`` (or until it is killed)."""
-    with DeciderSlots("store", count, Path(folder)).held():
+def _hold(folder: str, count: int, inside, release, trying=None) -> None:
+    """A process that takes a slot, says so, and keeps it until ``release`` (or until it is killed); ``trying``: set
+    once it has started and goes for the slot."""
+    slots = DeciderSlots("store", count, Path(folder))
+    if trying is not None:
+        trying.set()
+    with slots.held():
         inside.set()
         release.wait(60)
+
+
+def _refused(process, trying, inside) -> bool:
+    """``process`` started, and tried for a slot in vain for a while."""
+    process.start()
+    assert trying.wait(60), "the process never started"
+    return not inside.wait(REFUSED_FOR_S)
 
 
 def _holder(tmp_path: Path, count: int):
@@ -47,11 +59,10 @@ def _holder(tmp_path: Path, count: int):
 
 def test_a_process_waits_while_every_slot_is_taken(tmp_path: Path) -> None:
     first, _, release_first = _holder(tmp_path, 1)
-    second_inside, release_second = SPAWN.Event(), SPAWN.Event()
-    second = SPAWN.Process(target=_hold, args=(str(tmp_path), 1, second_inside, release_second))
-    second.start()
+    second_inside, release_second, trying = SPAWN.Event(), SPAWN.Event(), SPAWN.Event()
+    second = SPAWN.Process(target=_hold, args=(str(tmp_path), 1, second_inside, release_second, trying))
     try:
-        assert not second_inside.wait(REFUSED_FOR_S), "a second process decided beside the one the slot allows"
+        assert _refused(second, trying, second_inside), "a second process decided beside the one the slot allows"
         release_first.set()
         assert second_inside.wait(60), "the slot was never handed on"
     finally:
@@ -64,11 +75,10 @@ def test_a_process_waits_while_every_slot_is_taken(tmp_path: Path) -> None:
 def test_as_many_processes_as_slots_decide_at_once(tmp_path: Path) -> None:
     first, _, release_first = _holder(tmp_path, 2)
     second, _, release_second = _holder(tmp_path, 2)  # gets the other slot while the first holds its own
-    third_inside, release_third = SPAWN.Event(), SPAWN.Event()
-    third = SPAWN.Process(target=_hold, args=(str(tmp_path), 2, third_inside, release_third))
-    third.start()
+    third_inside, release_third, trying = SPAWN.Event(), SPAWN.Event(), SPAWN.Event()
+    third = SPAWN.Process(target=_hold, args=(str(tmp_path), 2, third_inside, release_third, trying))
     try:
-        assert not third_inside.wait(REFUSED_FOR_S)
+        assert _refused(third, trying, third_inside)
         release_second.set()
         assert third_inside.wait(60)
     finally:
@@ -90,8 +100,8 @@ def test_a_killed_holder_leaves_its_slot_free(tmp_path: Path) -> None:
 def test_a_process_threads_and_nested_decisions_share_its_slot(tmp_path: Path) -> None:
     slots = DeciderSlots("store", 1, tmp_path)
     inside = threading.Event()
-    other_inside, release = SPAWN.Event(), SPAWN.Event()
-    other = SPAWN.Process(target=_hold, args=(str(tmp_path), 1, other_inside, release))
+    other_inside, release, trying = SPAWN.Event(), SPAWN.Event(), SPAWN.Event()
+    other = SPAWN.Process(target=_hold, args=(str(tmp_path), 1, other_inside, release, trying))
     opened = len(os.listdir("/proc/self/fd"))
     with slots.held(), slots.held():
         pass
@@ -109,9 +119,8 @@ def test_a_process_threads_and_nested_decisions_share_its_slot(tmp_path: Path) -
         thread.join(60)
         assert inside.is_set(), "a thread of the process holding the slot waited for it"
         # Still the process's once the nested decision and the thread have left it.
-        other.start()
         try:
-            assert not other_inside.wait(REFUSED_FOR_S), "a decision inside another gave the process's slot back"
+            assert _refused(other, trying, other_inside), "a decision inside another gave the process's slot back"
         except BaseException:
             release.set()
             raise
@@ -163,11 +172,10 @@ def test_a_waiting_process_takes_whichever_slot_is_freed(tmp_path: Path) -> None
 
 def test_a_forked_child_does_not_hold_its_parent_slot(tmp_path: Path) -> None:
     fork = multiprocessing.get_context("fork")
-    inside, release = fork.Event(), fork.Event()
+    inside, release, trying = fork.Event(), fork.Event(), fork.Event()
     with DeciderSlots("store", 1, tmp_path).held():
-        child = fork.Process(target=_hold, args=(str(tmp_path), 1, inside, release))
-        child.start()
-        assert not inside.wait(REFUSED_FOR_S), "a forked child took the slot its parent holds"
+        child = fork.Process(target=_hold, args=(str(tmp_path), 1, inside, release, trying))
+        assert _refused(child, trying, inside), "a forked child took the slot its parent holds"
     try:
         assert inside.wait(60)
     finally:
