@@ -138,29 +138,27 @@ class DeciderSlots:
         self.folder.mkdir(parents=True, exist_ok=True)
         # Start where this process's id points, so that processes spread over the slots rather than all trying the
         # first one.
-        order = [(os.getpid() + k) % self.count for k in range(self.count)]
-        if (taken := self._try(order)) is not None:
-            return taken
-        gate = os.open(self.folder / f"{self.name}-gate", os.O_RDWR | os.O_CREAT, 0o600)
+        files = [self.folder / f"{self.name}-{(os.getpid() + k) % self.count}" for k in range(self.count)]
+        gate = -1
+        opened: list[int] = []
         try:
-            fcntl.flock(gate, fcntl.LOCK_EX)  # one waiter polls the slots; the others sleep here
-            while (taken := self._try(order)) is None:
-                time.sleep(POLL_S)
-            return taken
+            while True:
+                for k, path in enumerate(files):
+                    if k == len(opened):  # opened once, then tried again at each poll (not opened every millisecond)
+                        opened.append(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+                    try:
+                        fcntl.flock(opened[k], fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    except BlockingIOError:
+                        continue
+                    return opened.pop(k)
+                if gate < 0:
+                    gate = os.open(self.folder / f"{self.name}-gate", os.O_RDWR | os.O_CREAT, 0o600)
+                    fcntl.flock(gate, fcntl.LOCK_EX)  # one waiter polls the slots; the others sleep here
+                else:
+                    time.sleep(POLL_S)
         finally:
-            fcntl.flock(gate, fcntl.LOCK_UN)
-            os.close(gate)
-
-    def _try(self, order: list[int]) -> int | None:
-        for k in order:
-            fd = os.open(self.folder / f"{self.name}-{k}", os.O_RDWR | os.O_CREAT, 0o600)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
+            for fd in opened:  # the slots not taken (all of them, on an error: a file system without flock)
                 os.close(fd)
-                continue
-            except BaseException:  # a file system without flock: the slots are unusable, but no batch keeps a file
-                os.close(fd)
-                raise
-            return fd
-        return None
+            if gate >= 0:
+                fcntl.flock(gate, fcntl.LOCK_UN)
+                os.close(gate)
