@@ -68,8 +68,11 @@ os.register_at_fork(after_in_child=_forget_after_fork)
 
 
 def default_folder() -> Path:
-    """The slots' folder where none is set: the user's own in the machine's temporary folder (another user's could
-    not be written)."""
+    """The slots' folder where none is set: in the user's runtime folder (``XDG_RUNTIME_DIR``: the user's alone, in
+    memory, where a session's lock files go), else the user's own in the machine's temporary folder (another user's
+    could not be written)."""
+    if runtime := os.environ.get("XDG_RUNTIME_DIR"):
+        return Path(runtime) / "docsieve-deciders"
     return Path(tempfile.gettempdir()) / f"docsieve-deciders-{os.getuid()}"
 
 

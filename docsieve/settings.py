@@ -154,8 +154,9 @@ class CoreSettings:
     # Processes of one machine that decide and store batches at once for one store (docsieve/deciders.py); the others
     # prepare their next batches meanwhile. 0: one a core, the cores this process may use.
     deciders: int = 0
-    # Where their slots are (files locked): the processes that share this folder share the slots. Empty: the machine's
-    # temporary folder; containers on one machine need a folder they share (docker-compose.yml mounts one).
+    # Where their slots are (files locked): the processes that share this folder share the slots. Empty: the user's
+    # runtime folder, else one in the machine's temporary folder (``deciders.default_folder``); containers on one
+    # machine need a folder they share (docker-compose.yml mounts one).
     deciders_folder: str = ""
 
     def _check_core(self) -> None:

@@ -32,12 +32,13 @@ def cache_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 @pytest.fixture(scope="session", autouse=True)
 def deciders_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """The decider slots' files (docsieve/deciders.py) in a folder of the run's own, for the tests and every process
-    they start: never the machine's temporary folder."""
+    """The decider slots' files (docsieve/deciders.py) in a runtime folder of the run's own, for the tests and every
+    process they start: never the machine's temporary folder."""
     with pytest.MonkeyPatch.context() as patch:
-        folder = tmp_path_factory.mktemp("deciders")
-        patch.setattr("docsieve.deciders.default_folder", lambda: folder)
-        patch.setenv("DOCSIEVE_DECIDERS_FOLDER", str(folder))
+        folder = tmp_path_factory.mktemp("runtime")
+        folder.chmod(0o700)  # as a user's runtime folder is
+        # The default folder's, so that processes started without DOCSIEVE_ variables use it too.
+        patch.setenv("XDG_RUNTIME_DIR", str(folder))
         yield folder
 
 

@@ -334,3 +334,13 @@ def test_a_sqlite_store_has_no_slots(tmp_path: Path) -> None:
     pipeline.close()
     assert pipeline.deciders.count == 0
     assert not (tmp_path / "slots").exists()
+
+
+def test_the_default_folder_is_the_user_runtime_folder_else_a_temporary_one(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    assert deciders.default_folder() == tmp_path / "docsieve-deciders"
+    monkeypatch.delenv("XDG_RUNTIME_DIR")
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path / "tmp"))
+    assert deciders.default_folder() == tmp_path / "tmp" / f"docsieve-deciders-{os.getuid()}"
