@@ -3,7 +3,7 @@
 Deciding a batch (its lookup, verification and story rules, before the store's lock and again under it when others
 stored meanwhile) is the CPU-heavy half of a batch, and what it read goes stale whenever another worker commits. More
 deciding processes than cores take turns on the cores, so each decision takes longer, more of them are overtaken by
-others' commits, and they are made again: on two cores, eight workers spent two to three times the CPU a document
+others' commits, and they are made again: on two cores, eight workers spent 2.4-3.7 times the CPU a document
 that one did (docs/benchmarks.md, "Issue 14, thirty-first session"). A slot caps the deciders (``Settings.deciders``,
 one a core by default); the workers beyond it prepare their next batches (read, extract, fingerprint) meanwhile,
 which needs no lock. A SQLite store has none: its workers decide under its one writer's lock already.
@@ -37,6 +37,7 @@ logger = logging.getLogger(__name__)
 # How often the one process that waits for a slot (the others wait on the gate, in the kernel) tries them: a batch
 # holds one for tenths of a second (a batch of 512), a few milliseconds (a batch of 1).
 POLL_S = 0.001
+OPEN = os.O_RDWR | os.O_CREAT
 
 
 # The slots this process holds, by store. Slots limit processes: a process's threads share its interpreter (its
@@ -139,23 +140,22 @@ class DeciderSlots:
         """A slot's open file, locked. Files are opened for each hold, so that a forked child never shares one with
         its parent (a ``flock`` belongs to the open file, which a fork shares)."""
         self.folder.mkdir(parents=True, exist_ok=True)
-        # Start where this process's id points, so that processes spread over the slots rather than all trying the
-        # first one.
-        files = [self.folder / f"{self.name}-{(os.getpid() + k) % self.count}" for k in range(self.count)]
         gate = -1
         opened: list[int] = []
         try:
+            # Opened once and tried again at each poll (not opened every millisecond), from where this process's id
+            # points, so that processes spread over the slots rather than all trying the first one.
+            for k in range(self.count):
+                opened.append(os.open(self.folder / f"{self.name}-{(os.getpid() + k) % self.count}", OPEN, 0o600))
             while True:
-                for k, path in enumerate(files):
-                    if k == len(opened):  # opened once, then tried again at each poll (not opened every millisecond)
-                        opened.append(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+                for k, fd in enumerate(opened):
                     try:
-                        fcntl.flock(opened[k], fcntl.LOCK_EX | fcntl.LOCK_NB)
+                        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                     except BlockingIOError:
                         continue
                     return opened.pop(k)
                 if gate < 0:
-                    gate = os.open(self.folder / f"{self.name}-gate", os.O_RDWR | os.O_CREAT, 0o600)
+                    gate = os.open(self.folder / f"{self.name}-gate", OPEN, 0o600)
                     fcntl.flock(gate, fcntl.LOCK_EX)  # one waiter polls the slots; the others sleep here
                 else:
                     time.sleep(POLL_S)
