@@ -38,10 +38,9 @@ from docsieve.index import (
     open_index,
     query_time,
     sketch_row,
-    within_batch,
 )
 from docsieve.models import Method, Record, Rejection, Sketch, Status, batched
-from docsieve.prepare import Prepared, Preparing, prepare, prepare_each
+from docsieve.prepare import Prepared, Preparing, Within, prepare, prepare_each, verified_within
 from docsieve.published import parse_published
 from docsieve.readers import Item
 from docsieve.rewrites import RewriteScores, counted_words
@@ -230,12 +229,12 @@ class Pipeline:
         with items if isinstance(items, Preparing) else Preparing(items, self.settings) as preparing:
             # Prepared (started before the store was open) with other word stems than the store's: made again.
             restem = self.settings.rewrites and preparing.settings.word_stems != self.settings.word_stems
-            for count, rejections, prepared in preparing:
+            for count, rejections, prepared, within in preparing:
                 if stop is not None and stop():  # asked while this batch was prepared or on its way: not taken
                     break
                 if restem:
                     prepared = self._restemmed(prepared)
-                stored = self.store_prepared(rejections, prepared)
+                stored = self.store_prepared(rejections, prepared, within)
                 summary.read += count
                 summary.unchanged += count - len(stored)
                 for record in stored:
@@ -264,13 +263,17 @@ class Pipeline:
         # A second input of the same record, later in the batch, was stored before (by the first).
         return [Outcome(item.id, created.pop(item.id, None)) for item in each]
 
-    def store_prepared(self, rejections: list[Rejection], prepared: list[Prepared]) -> list[Record]:
+    def store_prepared(
+        self, rejections: list[Rejection], prepared: list[Prepared], within: Within | None = None
+    ) -> list[Record]:
         """Decide and store a prepared batch, in one of this machine's decider slots (docsieve/deciders.py); returns
-        the records it created."""
+        the records it created. ``within``: the batch's own pairs verified (``prepare.verified_within``), else
+        verified here, before the slot: they read no store."""
+        within = verified_within(prepared, self.settings) if within is None else within
         with self.deciders.held():
-            return self._store_prepared(rejections, prepared)
+            return self._store_prepared(rejections, prepared, within)
 
-    def _store_prepared(self, rejections: list[Rejection], prepared: list[Prepared]) -> list[Record]:
+    def _store_prepared(self, rejections: list[Rejection], prepared: list[Prepared], within: Within) -> list[Record]:
         limit = self.settings.max_candidates
         published = {p.id: parse_published(p.document.published) for p in prepared}
         arrival = datetime.now(UTC)
@@ -282,12 +285,9 @@ class Pipeline:
         early, complete_to = self.index.lookup(keys, limit, times=times, stage_ids=ids)
         # Their verification too: stored records' sets never change, so only the records stored after the
         # lookup are verified under the lock (a shorter hold for every worker: docs/scaling.md).
-        # The batch's own earlier documents as well: which of them are exact copies is known only under the
-        # lock, and their pairs are dropped there (``_decide``).
-        pairs = within_batch(keys)
         with self.store.reading() as txn:
             behind = txn.last_seq() - complete_to
-            checked = self._verify(txn, prepared, early, pairs) if behind <= LAG_CAUGHT_UP_FIRST else None
+            checked = self._verify(txn, prepared, early, within) if behind <= LAG_CAUGHT_UP_FIRST else None
         if checked is None:  # the records after ``complete_to`` would all be read into ``late``, below
             logger.warning("the candidate index is %d records behind the store: catching it up first", behind)
             # PostgreSQL: the gap read before the lock, as ``before_lock`` below does (a process's own index needs no
@@ -297,7 +297,7 @@ class Pipeline:
                 self.index.catch_up(txn)
             early, complete_to = self.index.lookup(keys, limit, times=times, stage_ids=ids)
             with self.store.reading() as txn:
-                checked = self._verify(txn, prepared, early, pairs)
+                checked = self._verify(txn, prepared, early, within)
         drafts = {p.id: _draft(p, published[p.id]) for p in prepared}
 
         late = MemoryIndex(self.settings.index_window, self.settings.common_key_records)
@@ -572,23 +572,20 @@ class Pipeline:
         txn: Transaction,
         batch: list[Prepared],
         stored: list[list[str]],
-        local: list[list[int]] | None = None,
+        within: Within | None = None,
         exact: list[bool] | None = None,
         late: CandidateIndex | None = None,
     ) -> Checked:
-        """The candidates of each document of the batch that pass verification: the ``stored`` records, and
-        the ``local`` earlier documents of the batch (by index) that are not ``exact`` copies; a document that
-        is an exact copy is not verified at all. All the batch's pairs at once. ``late``: an index whose last
-        lookup named stored candidates too, whose sketches it holds (the records stored since the lookup)."""
-        limit = self.settings.max_candidates
-        local = local or [[] for _ in batch]
+        """The candidates of each document of the batch that pass verification: the ``stored`` records, then the
+        earlier documents of the batch that ``within`` passed; a document that is an ``exact`` copy is not verified
+        at all. All the batch's pairs at once. ``late``: an index whose last lookup named stored candidates too, whose
+        sketches it holds (the records stored since the lookup)."""
         exact = exact or [False] * len(batch)
         summaries = self._summaries_of(txn, {c for i, found in enumerate(stored) if not exact[i] for c in found}, late)
         doc_of_pair: list[int] = []
         candidate_sizes: list[int] = []
         candidate_minima: list[np.ndarray] = []
         targets: list[str] = []
-        is_stored: list[bool] = []
         for i, found in enumerate(stored):
             if exact[i]:
                 continue
@@ -598,17 +595,27 @@ class Pipeline:
                     candidate_sizes.append(summary[0])
                     candidate_minima.append(summary[1])
                     targets.append(c)
-                    is_stored.append(True)
-            for j in local[i][:limit]:
-                if not exact[j]:
-                    doc_of_pair.append(i)
-                    candidate_sizes.append(len(batch[j].fingerprint.shingles))
-                    candidate_minima.append(batch[j].fingerprint.minima)
-                    targets.append(batch[j].id)
-                    is_stored.append(False)
         checked = Checked({p.id: [] for p in batch}, {}, set(summaries))
-        if not doc_of_pair:
-            return checked
+        if doc_of_pair:
+            self._verify_stored(txn, batch, checked, doc_of_pair, candidate_sizes, candidate_minima, targets)
+        if within is not None:  # each document's earlier documents of the batch after its stored candidates
+            assert not any(exact), "the batch's own pairs are verified before its exact copies are known"
+            for kind, own in ((checked.passed, within.passed), (checked.near, within.near)):
+                for doc_id, pairs in own.items():
+                    kind.setdefault(doc_id, []).extend(pairs)
+        return checked
+
+    def _verify_stored(
+        self,
+        txn: Transaction,
+        batch: list[Prepared],
+        checked: Checked,
+        doc_of_pair: list[int],
+        candidate_sizes: list[int],
+        candidate_minima: list[np.ndarray],
+        targets: list[str],
+    ) -> None:
+        """``_verify``'s pairs of a document and a stored record (``targets``), into ``checked``."""
         # Most candidates share a stock phrase and nothing more: ruled out on their sketches, so that only the
         # others' shingle sets are made (from the stored texts, for records this process has not cached).
         docs = np.asarray(doc_of_pair, dtype=np.int64)
@@ -623,12 +630,9 @@ class Pipeline:
                 near_floor,
             )
         ).tolist()
-        sketches = self._sketches_of(txn, {targets[k] for k in hope if is_stored[k]})
-        local_shingles = {p.id: p.fingerprint.shingles for p in batch}
-        hope = [k for k in hope if not is_stored[k] or targets[k] in sketches]
-        candidate_shingles = [
-            sketches[targets[k]].shingles if is_stored[k] else local_shingles[targets[k]] for k in hope
-        ]
+        sketches = self._sketches_of(txn, {targets[k] for k in hope})
+        hope = [k for k in hope if targets[k] in sketches]
+        candidate_shingles = [sketches[targets[k]].shingles for k in hope]
         strong = verified_pairs(
             [p.fingerprint.shingles for p in batch],
             np.array([p.fingerprint.minima for p in batch]),
@@ -644,9 +648,7 @@ class Pipeline:
             smaller = min(len(other), len(doc.fingerprint.shingles))
             kind = checked.passed if passes(jaccard, containment, smaller, self.settings) else checked.near
             kind.setdefault(doc.id, []).append((targets[k], jaccard, containment, len(other)))
-            if is_stored[k]:
-                checked.shingles[targets[k]] = other
-        return checked
+            checked.shingles[targets[k]] = other
 
     def _decide(
         self,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -18,9 +19,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from docsieve.fingerprint import jaccard_and_containment
 from docsieve.index import keys_of
 from docsieve.models import RawDocument, Rejection, record_id
-from docsieve.prepare import Prepared, Preparing, prepare
+from docsieve.prepare import Prepared, Preparing, Within, _pack, _unpack, prepare, verified_within
 from docsieve.settings import Settings
 from tests.conftest import REPO, fixture_text
 
@@ -48,6 +50,35 @@ def test_a_batch_is_prepared_in_order_and_what_cannot_be_a_document_says_why() -
     assert np.array_equal(first.keys, keys_of(first.fingerprint)) and len(first.keys) > 0
 
 
+def test_the_batchs_own_copies_are_verified_against_the_earlier_documents_only() -> None:
+    article, other = fixture_text("ar_near_a.txt"), fixture_text("ar_other.txt")
+    cut = article[: len(article) * 2 // 3]  # a truncated copy: nearly all of it is in the article
+    batch = [RawDocument("a.txt", article), RawDocument("b.txt", other), RawDocument("cut.txt", cut)]
+    _, (a, b, c) = prepare(batch, Settings())
+    within = verified_within([a, b, c], Settings())
+    jaccard, containment = jaccard_and_containment(c.fingerprint.shingles, a.fingerprint.shingles)
+    assert containment > 0.95 and jaccard < 0.8
+    assert within.passed == {c.id: [(a.id, jaccard, containment, len(a.fingerprint.shingles))]}
+    assert within.near == {}
+    # The same pair the other way round (the copy first) is the article's: each looks only at those before it.
+    assert verified_within([c, b, a], Settings()).passed == {
+        a.id: [(c.id, jaccard, containment, len(c.fingerprint.shingles))]
+    }
+    assert verified_within([b, a], Settings()) == Within({}, {})
+
+
+def test_a_text_utf16_cannot_carry_crosses_the_pipe_as_it_is() -> None:
+    """Validation replaces lone surrogates, so a prepared text has none; were one there, it would still arrive."""
+    _, (a, b) = prepare(
+        [RawDocument("a.txt", fixture_text("ar_near_a.txt")), RawDocument("b.txt", "plain words")], Settings()
+    )
+    odd = replace(b, document=replace(b.document, text="a \ud800 b"))
+    for batch in ([a, b], [a, odd]):
+        count, rejections, prepared, within = _unpack(pickle.loads(pickle.dumps(_pack(3, [], batch, Within({}, {})))))
+        assert count == 3 and rejections == [] and within == Within({}, {})
+        assert [p.document for p in prepared] == [p.document for p in batch]
+
+
 def _numbered(count: int, raise_at: int | None = None, exit_at: int | None = None) -> Iterator[RawDocument]:
     """Documents that say which process read them (as their author, which no fingerprint reads); at
     ``raise_at`` the reading fails, at ``exit_at`` the reading process dies (only a preparing process: never
@@ -61,7 +92,10 @@ def _numbered(count: int, raise_at: int | None = None, exit_at: int | None = Non
             os._exit(3)
         # every third names a day: the weekday check's slots cross the pipe too
         day = f"\n\nقالت الوزارة اليوم الخميس إن العدد {i}" if i % 3 == 0 else ""
-        yield RawDocument(f"item-{i}.txt", f"{texts[i % len(texts)]}\n\nitem {i}{day}", author=str(os.getpid()))
+        sign = (
+            " 🌍" if i % 5 == 0 else ""
+        )  # beyond the 16-bit plane: the texts cross the pipe in UTF-16 (surrogate pairs)
+        yield RawDocument(f"item-{i}.txt", f"{texts[i % len(texts)]}{sign}\n\nitem {i}{day}", author=str(os.getpid()))
     yield RawDocument("marks.txt", "!!! ؟؟؟")  # rejected: the rejections come back too
 
 
@@ -93,15 +127,21 @@ def _prepared_ahead_equals_prepared_here() -> None:
         assert here.process_id is None
         local = list(here)
         assert list(here) == []
-    assert [count for count, _, _ in there] == [8, 8, 8, 8, 8, 6] == [count for count, _, _ in local]
-    assert [r for _, rs, _ in there for r in rs] == [r for _, rs, _ in local for r in rs] != []
-    ahead_docs = [p for _, _, ps in there for p in ps]
-    local_docs = [p for _, _, ps in local for p in ps]
+    assert [count for count, _, _, _ in there] == [8, 8, 8, 8, 8, 6] == [count for count, _, _, _ in local]
+    assert [r for _, rs, _, _ in there for r in rs] == [r for _, rs, _, _ in local for r in rs] != []
+    # The batch's own pairs, verified by the preparing process.
+    assert [w for _, _, _, w in there] == [w for _, _, _, w in local]
+    assert sum(len(w.passed) for _, _, _, w in there) >= 20
+    ahead_docs = [p for _, _, ps, _ in there for p in ps]
+    local_docs = [p for _, _, ps, _ in local for p in ps]
     assert len(ahead_docs) == len(local_docs) == 45
     assert sum(bool(p.fingerprint.days) for p in ahead_docs) >= 15  # the fixtures name days of their own too
     assert sum(len(p.fingerprint.figures or ()) >= 3 for p in ahead_docs) >= 15  # and figures enough to differ in
     for a, b in zip(ahead_docs, local_docs, strict=True):
         assert a.id == b.id and replace(a.document, author=None) == replace(b.document, author=None)
+        assert a.document.text == b.document.text and ("🌍" in a.document.text) == a.document.source.endswith(
+            ("0.txt", "5.txt")
+        )
         assert a.document.language in ("ar", "en")
         assert a.fingerprint.content_hash == b.fingerprint.content_hash and a.fingerprint.seed == b.fingerprint.seed
         for name in ("shingles", "minima", "signature", "band_keys", "winnow_keys", "words"):
@@ -125,7 +165,7 @@ def test_batches_prepared_ahead_in_a_process_of_their_own_equal_those_prepared_h
 def _one_batch_makes_no_process() -> None:
     with Preparing(_numbered(7), Settings(batch_size=8), ahead=True) as preparing:
         assert preparing.process_id is None
-        ((count, rejections, prepared),) = list(preparing)
+        ((count, rejections, prepared, _),) = list(preparing)
     assert count == 8 and len(prepared) == 7 and len(rejections) == 1
     assert {_reader_of(p) for p in prepared} == {os.getpid()}
 
@@ -188,14 +228,14 @@ def _beside_a_thread_no_fork() -> None:
     try:
         with Preparing(_numbered(45), Settings(batch_size=8), ahead=True) as preparing:
             assert preparing.process_id is None
-            prepared = [p for _, _, ps in preparing for p in ps]
+            prepared = [p for _, _, ps, _ in preparing for p in ps]
     finally:
         done.set()
         other.join()
     assert len(prepared) == 45 and {_reader_of(p) for p in prepared} == {os.getpid()}
     with Preparing(_numbered(45), Settings(batch_size=8), ahead=True) as preparing:  # the thread gone: a fork
         assert _alive(preparing.process_id)
-        assert len([p for _, _, ps in preparing for p in ps]) == 45
+        assert len([p for _, _, ps, _ in preparing for p in ps]) == 45
 
 
 def test_a_process_running_other_threads_prepares_here_rather_than_fork(clean_process) -> None:

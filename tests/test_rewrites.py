@@ -799,9 +799,9 @@ def test_a_store_keeps_the_word_stems_it_counted_with(store: Store, settings: Se
     seen: list = []
     stored = Pipeline.store_prepared
 
-    def spy(self, rejections, prepared):
+    def spy(self, rejections, prepared, within=None):
         seen.extend(prepared)
-        return stored(self, rejections, prepared)
+        return stored(self, rejections, prepared, within)
 
     monkeypatch.setattr(Pipeline, "store_prepared", spy)
     docs = [release("sweets_almadina"), RawDocument(source="x", body="حكومتهم والحكومة أعلنت قراراتها", title="x")]
