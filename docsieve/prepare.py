@@ -23,7 +23,7 @@ from multiprocessing.connection import Connection
 import numpy as np
 
 from docsieve import language
-from docsieve.decide import hopeless, passes, verified_pairs
+from docsieve.decide import passes, verified_pairs
 from docsieve.extract import HtmlLimits, extract
 from docsieve.fingerprint import fingerprint_batch
 from docsieve.index import keys_of, within_batch
@@ -65,28 +65,20 @@ def verified_within(prepared: list[Prepared], settings: Settings) -> Within:
     """Each document's earlier documents in the batch that share index keys with it (``index.within_batch``, at
     most ``max_candidates``), verified."""
     pairs = within_batch([p.keys for p in prepared])
-    docs = np.array([i for i, earlier in enumerate(pairs) for _ in earlier[: settings.max_candidates]], dtype=np.int64)
-    others = np.array([j for earlier in pairs for j in earlier[: settings.max_candidates]], dtype=np.int64)
-    within = Within({}, {})
-    if not len(docs):
-        return within
-    sizes = np.array([len(p.fingerprint.shingles) for p in prepared], dtype=np.int64)
-    minima = np.array([p.fingerprint.minima for p in prepared])
-    near_floor = settings.rewrite_floor if settings.rewrites else None
-    # Most pairs share a stock phrase and nothing more: ruled out on their sketches before their sets are compared.
-    hope = np.flatnonzero(~hopeless(sizes[docs], sizes[others], minima[docs], minima[others], settings, near_floor))
-    docs, others = docs[hope], others[hope]
+    docs = [i for i, earlier in enumerate(pairs) for _ in earlier[: settings.max_candidates]]
+    others = [j for earlier in pairs for j in earlier[: settings.max_candidates]]
     strong = verified_pairs(
         [p.fingerprint.shingles for p in prepared],
-        minima,
-        docs.tolist(),
-        [prepared[j].fingerprint.shingles for j in others.tolist()],
-        list(minima[others]),
+        np.array([p.fingerprint.minima for p in prepared]),
+        docs,
+        [prepared[j].fingerprint.shingles for j in others],
+        [prepared[j].fingerprint.minima for j in others],
         settings,
-        near_floor,
+        settings.rewrite_floor if settings.rewrites else None,
     )
+    within = Within({}, {})
     for pair, (jaccard, containment) in strong.items():
-        doc, other = prepared[int(docs[pair])], prepared[int(others[pair])]
+        doc, other = prepared[docs[pair]], prepared[others[pair]]
         size = len(other.fingerprint.shingles)
         smaller = min(size, len(doc.fingerprint.shingles))
         kind = within.passed if passes(jaccard, containment, smaller, settings) else within.near
@@ -301,6 +293,7 @@ def _pack(count: int, rejections: list[Rejection], prepared: list[Prepared], wit
     if prepared and prepared[0].fingerprint.words is not None:  # the rewrite stage's: all a batch's or none
         arrays["words"] = _joined([p.fingerprint.words for p in prepared if p.fingerprint.words is not None])
     texts = [p.document.text for p in prepared]
+    # A document as the tuple of its fields: a frozen dataclass unpickles through its ``__setstate__``, twice the time.
     rest = [
         (
             p.id,
