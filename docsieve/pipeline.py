@@ -537,7 +537,7 @@ class Pipeline:
             # stopped, for documents already in. The snapshot is due still, and made again after the next batch.
             logger.warning("the template counts' snapshot was not saved (made again after the next batch): %s", error)
             return
-        self.templates.saved(seq)  # saved, or another as new was there: the rows are bounded either way
+        self.templates.saved(seq, len(blob))  # saved, or another as new was there: the rows are bounded either way
 
     def _remember(self, sketches: Iterable[Sketch]) -> None:
         """Keep sketches in the cache; past its size, the oldest quarter goes (news is copied within days,

@@ -478,6 +478,13 @@ class Transaction:
         """The seq of the newest template-count snapshot (0: none)."""
         return int(self.conn.scalar(NEWEST_COUNT_SNAPSHOT) or 0)
 
+    def newest_count_snapshot_size(self) -> int:
+        """The bytes of the newest template-count snapshot (0: none), its blob not read."""
+        query = sa.select(sa.func.length(shingle_count_snapshots.c.counts)).where(
+            shingle_count_snapshots.c.seq == NEWEST_COUNT_SNAPSHOT.scalar_subquery()
+        )
+        return int(self.conn.scalar(query) or 0)
+
     def counted_since_snapshot(self) -> int:
         """Ids in the template-count rows after the newest snapshot, from the rows' lengths (no ids decoded)."""
         size = sa.func.coalesce(sa.func.sum(sa.func.length(shingle_counts.c.counts)), 0)

@@ -59,6 +59,8 @@ class CountRows(Protocol):
 
     def newest_count_snapshot(self) -> int: ...
 
+    def newest_count_snapshot_size(self) -> int: ...
+
 
 # Counts are kept per bucket of shingle ids (their top 24 bits): 16M two-byte counters, 32 MB whatever the
 # store holds, each lookup one array index. Shingles sharing a bucket add up: once the store has counted tens of
@@ -67,8 +69,11 @@ class CountRows(Protocol):
 # count of all buckets (what the others add to a bucket, on average) as its shingle's own (``weights``).
 BUCKET_SHIFT = 8
 # A snapshot of the counts is written once the rows since the last one hold this many ids (some 6,000
-# different articles, 16 MB of rows): a process starts from the newest snapshot (a few MB, compressed) and
-# the rows after it, and the rows before it go, so neither the start nor the table grows with the store.
+# different articles, 16 MB of rows), or as many bytes of ids as the last snapshot has, if more: a process starts
+# from the newest snapshot and the rows after it, and the rows before it go, so neither the start nor the table
+# grows with the store. A snapshot grows as the counters fill (23.5 MB at 30,000 articles, 43 MB at 300,000), and
+# each costs the deciding process its compression and its write: spread over as many bytes of rows as it has, its
+# share of an ingest stays what it is in a young store, and a start reads at most twice the snapshot.
 SNAPSHOT_AFTER = 4_000_000
 # Writing a snapshot reads every count and compresses them (0.5-0.7 s at 100,000 articles): the ingest of a
 # single document that found one due took 1.06 s, most of it that. Small batches leave it to larger ones.
@@ -129,6 +134,7 @@ class ShingleCounts:
         self.last_seq = 0
         self.since_snapshot = 0  # ids counted since the last snapshot this process knows of
         self.snapshot_seq = 0  # the seq of that snapshot (0: none)
+        self.snapshot_bytes = 0  # its size, as this process last read or made one (0: none)
 
     @property
     def read(self) -> bool:
@@ -178,6 +184,7 @@ class ShingleCounts:
             newest = rows.newest_count_snapshot()
             if (snapshot := rows.count_snapshot(after)) is not None:
                 seq, blob = snapshot
+                self.snapshot_bytes = len(blob)
                 old_days, days, blob = _day_parts(blob)
                 shingles, words = _parts(blob, row=False)
                 self._counts = np.frombuffer(_decompressed(shingles), dtype=np.uint16).copy()
@@ -199,14 +206,15 @@ class ShingleCounts:
             after = 0
 
     def snapshot_due(self, rows: CountRows, documents: int = SMALL_BATCH) -> bool:
-        """Under the store's write lock: whether the rows since the last snapshot hold SNAPSHOT_AFTER ids (``snapshot``
-        then makes it, once the batch is stored). A batch of fewer than SMALL_BATCH ``documents`` leaves it to
-        a larger one until the rows hold twice as many. A process that holds no counts asks the rows (a process that
-        never weighs shingles still bounds them), whose size counts their texts' word ids too: ``snapshot`` reads
-        them and may find it is not due yet."""
+        """Under the store's write lock: whether the rows since the last snapshot hold the ids that make the next one
+        due (``_due``: SNAPSHOT_AFTER, or as many bytes of ids as the last snapshot has; ``snapshot`` then makes it,
+        once the batch is stored). A batch of fewer than SMALL_BATCH ``documents`` leaves it to a larger one until the
+        rows hold twice as many. A process that holds no counts asks the store (a process that never weighs shingles
+        still bounds the rows), whose rows' size counts their texts' word ids too: ``snapshot`` reads them and may
+        find it is not due yet."""
         if self._counts is None:
-            return rows.counted_since_snapshot() >= _due(documents)
-        return self.since_snapshot >= _due(documents)
+            return rows.counted_since_snapshot() >= _due(documents, rows.newest_count_snapshot_size())
+        return self.since_snapshot >= _due(documents, self.snapshot_bytes)
 
     def snapshot(self, rows: CountRows, documents: int = SMALL_BATCH) -> tuple[int, memoryview] | None:
         """The counts as of the last row counted (read first, from the ``rows`` of the last ``catch_up``, if this
@@ -216,7 +224,7 @@ class ShingleCounts:
         which every worker waited out when it was made under the lock (docs/benchmarks.md). The counts must not
         change till it is saved, and ``since_snapshot`` is set to 0 once it is (or another as new was found)."""
         counts = self._loaded()
-        if self.since_snapshot < _due(documents):
+        if self.since_snapshot < _due(documents, self.snapshot_bytes):
             return None
         if (newest := rows.newest_count_snapshot()) > self.snapshot_seq:
             # Another process saved one since this one's last (each counts every row, so all fall due together): the
@@ -225,10 +233,12 @@ class ShingleCounts:
             return None
         return self.last_seq, _snapshot(counts, self._words, self._days)
 
-    def saved(self, seq: int) -> None:
-        """A snapshot at ``seq`` is stored (this process's, or another's as new that it found): the count starts
-        again."""
+    def saved(self, seq: int, size: int | None = None) -> None:
+        """A snapshot at ``seq`` is stored (this process's, of ``size`` bytes, or another's as new that it found, taken
+        to be of the size of this process's last): the count starts again."""
         self.since_snapshot, self.snapshot_seq = 0, max(self.snapshot_seq, seq)
+        if size is not None:
+            self.snapshot_bytes = size
 
     def snapshot_if_due(self, rows: CountRows, documents: int = SMALL_BATCH) -> bool:
         """``snapshot_due``, then the snapshot made and saved in the same transaction (where no batch is written: the
@@ -238,7 +248,7 @@ class ShingleCounts:
         if made is None:
             return False
         written = rows.save_count_snapshot(*made)
-        self.saved(made[0])  # written, or another as new was there: the rows are bounded either way
+        self.saved(made[0], len(made[1]))  # written, or another as new was there: the rows are bounded either way
         return written
 
     def add(self, ids: np.ndarray, days: tuple[np.ndarray, np.ndarray] | None = None) -> None:
@@ -323,9 +333,11 @@ class ShingleCounts:
         return (latest != 0) & (latest != UNDATED) & ((held & OTHERS) <= mean)
 
 
-def _due(documents: int) -> int:
-    """The ids counted since the last snapshot that make the next one due, after a batch of ``documents``."""
-    return SNAPSHOT_AFTER if documents >= SMALL_BATCH else 2 * SNAPSHOT_AFTER
+def _due(documents: int, snapshot_bytes: int) -> int:
+    """The ids counted since the last snapshot (of ``snapshot_bytes``) that make the next one due, after a batch of
+    ``documents``."""
+    due = max(SNAPSHOT_AFTER, snapshot_bytes // 4)  # an id is four bytes in a row
+    return due if documents >= SMALL_BATCH else 2 * due
 
 
 def _count_capped(counters: np.ndarray, buckets: np.ndarray) -> int:

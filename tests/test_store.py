@@ -2352,6 +2352,8 @@ def test_a_count_snapshot_of_several_pieces_is_stored_byte_for_byte_and_replaces
 
     rng = np.random.default_rng(9)
     store = Store(store_url)
+    with store.reading() as txn:
+        assert txn.newest_count_snapshot_size() == 0
     first = rng.integers(0, 256, BLOB_PIECE + 17, dtype=np.uint8).tobytes()
     second = rng.integers(0, 256, 2 * BLOB_PIECE + 5, dtype=np.uint8).tobytes()
     with store.writing() as txn:
@@ -2364,6 +2366,7 @@ def test_a_count_snapshot_of_several_pieces_is_stored_byte_for_byte_and_replaces
     with store.reading() as txn:
         assert txn.count_snapshot(0) == (9, second)
         assert txn.conn.execute(sa.select(snapshots.c.seq)).scalars().all() == [9]
+        assert txn.newest_count_snapshot_size() == len(second)  # what the next snapshot's interval is measured by
     store.close()
 
 
