@@ -45,7 +45,7 @@ def documents(articles: list[Article]) -> list[RawDocument]:
 
 def documents_of(jsonl: Path, count: int) -> list[RawDocument]:
     """The first ``count`` documents of a JSONL batch file (bench/scale.py's corpus: articles three times the size of
-    SaudiNewsNet's, whose template counts fall due for a snapshot every 5,000 or so)."""
+    SaudiNewsNet's, whose template counts fall due for a snapshot every 5,000 or so in a young store)."""
     from itertools import islice
 
     from docsieve.readers import read

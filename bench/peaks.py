@@ -82,7 +82,7 @@ with counts.bound(), grown.reading() as txn:
     counts.catch_up(txn)
     counts.weights(np.zeros(1, dtype=np.uint32))  # the counts are read when first needed
 grown.close()
-counts.since_snapshot = SNAPSHOT_AFTER
+counts.since_snapshot = max(SNAPSHOT_AFTER, counts.snapshot_bytes // 4)  # due: as many bytes of ids as the last one
 
 def step():
     with into.writing() as txn:

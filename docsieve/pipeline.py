@@ -229,12 +229,15 @@ class Pipeline:
         with items if isinstance(items, Preparing) else Preparing(items, self.settings) as preparing:
             # Prepared (started before the store was open) with other word stems than the store's: made again.
             restem = self.settings.rewrites and preparing.settings.word_stems != self.settings.word_stems
+            # The batch's own pairs as the preparing verified them, if by these settings (a caller's ``Preparing`` may
+            # have others); else verified again.
+            own_pairs = preparing.settings.with_(word_stems=self.settings.word_stems) == self.settings
             for count, rejections, prepared, within in preparing:
                 if stop is not None and stop():  # asked while this batch was prepared or on its way: not taken
                     break
                 if restem:
                     prepared = self._restemmed(prepared)
-                stored = self.store_prepared(rejections, prepared, within)
+                stored = self.store_prepared(rejections, prepared, within if own_pairs else None)
                 summary.read += count
                 summary.unchanged += count - len(stored)
                 for record in stored:
@@ -576,9 +579,9 @@ class Pipeline:
         exact: list[bool] | None = None,
         late: CandidateIndex | None = None,
     ) -> Checked:
-        """The candidates of each document of the batch that pass verification: the ``stored`` records, then the
-        earlier documents of the batch that ``within`` passed; a document that is an ``exact`` copy is not verified
-        at all. All the batch's pairs at once. ``late``: an index whose last lookup named stored candidates too, whose
+        """The candidates of each document of the batch that pass verification: the ``stored`` records (all the batch's
+        pairs at once), then the earlier documents of the batch that ``within`` passed; a document that is an
+        ``exact`` copy is not verified at all. ``late``: an index whose last lookup named stored candidates too, whose
         sketches it holds (the records stored since the lookup)."""
         exact = exact or [False] * len(batch)
         summaries = self._summaries_of(txn, {c for i, found in enumerate(stored) if not exact[i] for c in found}, late)
@@ -596,13 +599,21 @@ class Pipeline:
                     candidate_minima.append(summary[1])
                     targets.append(c)
         checked = Checked({p.id: [] for p in batch}, {}, set(summaries))
+        verified = Within({}, {})
         if doc_of_pair:
-            self._verify_stored(txn, batch, checked, doc_of_pair, candidate_sizes, candidate_minima, targets)
-        if within is not None:  # each document's earlier documents of the batch after its stored candidates
-            assert not any(exact), "the batch's own pairs are verified before its exact copies are known"
-            for kind, own in ((checked.passed, within.passed), (checked.near, within.near)):
-                for doc_id, pairs in own.items():
-                    kind.setdefault(doc_id, []).extend(pairs)
+            verified = self._verify_stored(txn, batch, checked, doc_of_pair, candidate_sizes, candidate_minima, targets)
+        assert within is None or not any(exact), "the batch's own pairs are verified before its exact copies are known"
+        own = within or Within({}, {})
+        # Each document's stored candidates, then its earlier documents of the batch (one id twice in a batch: the
+        # first's, then the second's).
+        for i, p in enumerate(batch):
+            for kind, parts in (
+                (checked.passed, (verified.passed, own.passed)),
+                (checked.near, (verified.near, own.near)),
+            ):
+                for part in parts:
+                    if i in part:
+                        kind.setdefault(p.id, []).extend(part[i])
         return checked
 
     def _verify_stored(
@@ -614,8 +625,9 @@ class Pipeline:
         candidate_sizes: list[int],
         candidate_minima: list[np.ndarray],
         targets: list[str],
-    ) -> None:
-        """``_verify``'s pairs of a document and a stored record (``targets``), into ``checked``."""
+    ) -> Within:
+        """``_verify``'s pairs of a document and a stored record (``targets``): those that pass, by the document's
+        place in the batch; the stored records' shingle sets into ``checked``."""
         # Most candidates share a stock phrase and nothing more: ruled out on their sketches, so that only the
         # others' shingle sets are made (from the stored texts, for records this process has not cached).
         docs = np.asarray(doc_of_pair, dtype=np.int64)
@@ -642,13 +654,14 @@ class Pipeline:
             self.settings,
             near_floor,
         )
+        found = Within({}, {})
         for pair, (jaccard, containment) in strong.items():
             k, other = hope[pair], candidate_shingles[pair]
-            doc = batch[doc_of_pair[k]]
-            smaller = min(len(other), len(doc.fingerprint.shingles))
-            kind = checked.passed if passes(jaccard, containment, smaller, self.settings) else checked.near
-            kind.setdefault(doc.id, []).append((targets[k], jaccard, containment, len(other)))
+            smaller = min(len(other), len(batch[doc_of_pair[k]].fingerprint.shingles))
+            kind = found.passed if passes(jaccard, containment, smaller, self.settings) else found.near
+            kind.setdefault(doc_of_pair[k], []).append((targets[k], jaccard, containment, len(other)))
             checked.shingles[targets[k]] = other
+        return found
 
     def _decide(
         self,

@@ -45,9 +45,9 @@ class Prepared:
     keys: np.ndarray
 
 
-# For each document of a batch, the candidates verification passed: (record id, Jaccard, containment, the
-# candidate's shingle count).
-Found = dict[str, list[tuple[str, float, float, int]]]
+# For each document of a batch by its place in it, the candidates verification passed: (record id, Jaccard,
+# containment, the candidate's shingle count).
+Found = dict[int, list[tuple[str, float, float, int]]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +82,7 @@ def verified_within(prepared: list[Prepared], settings: Settings) -> Within:
         size = len(other.fingerprint.shingles)
         smaller = min(size, len(doc.fingerprint.shingles))
         kind = within.passed if passes(jaccard, containment, smaller, settings) else within.near
-        kind.setdefault(doc.id, []).append((other.id, jaccard, containment, size))
+        kind.setdefault(docs[pair], []).append((other.id, jaccard, containment, size))
     return within
 
 
@@ -135,7 +135,7 @@ def _batch(items: list[Item], settings: Settings) -> Batch:
 
 class Preparing:
     """Items read and prepared a batch at a time, in order: an iterator of (items in the batch, rejections,
-    prepared), to be closed (or used in a ``with``).
+    prepared, their own pairs verified), to be closed (or used in a ``with``).
 
     ``ahead``: where there is more than one batch of items, a process of its own reads and prepares the
     batches while the caller decides and stores the one before (on two cores a 5,000-article ingest takes a

@@ -73,7 +73,8 @@ BUCKET_SHIFT = 8
 # from the newest snapshot and the rows after it, and the rows before it go, so neither the start nor the table
 # grows with the store. A snapshot grows as the counters fill (23.5 MB at 30,000 articles, 43 MB at 300,000), and
 # each costs the deciding process its compression and its write: spread over as many bytes of rows as it has, its
-# share of an ingest stays what it is in a young store, and a start reads at most twice the snapshot.
+# share of an ingest stays what it is in a young store. A start reads the snapshot and the rows since: about as many
+# bytes again (more with the rewrite stage's word ids, which the rows hold too, twice as many after small batches).
 SNAPSHOT_AFTER = 4_000_000
 # Writing a snapshot reads every count and compresses them (0.5-0.7 s at 100,000 articles): the ingest of a
 # single document that found one due took 1.06 s, most of it that. Small batches leave it to larger ones.
@@ -212,8 +213,9 @@ class ShingleCounts:
         rows hold twice as many. A process that holds no counts asks the store (a process that never weighs shingles
         still bounds the rows), whose rows' size counts their texts' word ids too: ``snapshot`` reads them and may
         find it is not due yet."""
-        if self._counts is None:
-            return rows.counted_since_snapshot() >= _due(documents, rows.newest_count_snapshot_size())
+        if self._counts is None:  # the snapshot's size asked only when the rows reach the least that may be due
+            counted = rows.counted_since_snapshot()
+            return counted >= _due(documents, 0) and counted >= _due(documents, rows.newest_count_snapshot_size())
         return self.since_snapshot >= _due(documents, self.snapshot_bytes)
 
     def snapshot(self, rows: CountRows, documents: int = SMALL_BATCH) -> tuple[int, memoryview] | None:
@@ -229,13 +231,13 @@ class ShingleCounts:
         if (newest := rows.newest_count_snapshot()) > self.snapshot_seq:
             # Another process saved one since this one's last (each counts every row, so all fall due together): the
             # rows are bounded already, and another would cost 0.45 s and 41 MB for nothing.
-            self.saved(newest)
+            self.saved(newest, rows.newest_count_snapshot_size())
             return None
         return self.last_seq, _snapshot(counts, self._words, self._days)
 
     def saved(self, seq: int, size: int | None = None) -> None:
-        """A snapshot at ``seq`` is stored (this process's, of ``size`` bytes, or another's as new that it found, taken
-        to be of the size of this process's last): the count starts again."""
+        """A snapshot at ``seq`` (of ``size`` bytes, if known) is stored, this process's or another's as new that it
+        found: the count starts again."""
         self.since_snapshot, self.snapshot_seq = 0, max(self.snapshot_seq, seq)
         if size is not None:
             self.snapshot_bytes = size

@@ -100,6 +100,22 @@ def test_republished_wire_copy_is_near(pipeline: Pipeline) -> None:
     assert b.method is Method.NEAR and 0.5 <= b.similarity < 1.0
 
 
+def test_a_batchs_own_copies_are_verified_by_the_pipelines_settings_not_the_preparings(pipeline: Pipeline) -> None:
+    """A caller's ``Preparing`` may be made with other settings: the batch's own pairs it verified by them are
+    verified again by the store's pipeline, whose thresholds decide."""
+    from docsieve.prepare import Preparing
+
+    strict = pipeline.settings.with_(jaccard_threshold=0.99, containment_threshold=0.99)
+    docs = [RawDocument("a.txt", ARABIC), RawDocument("b.txt", fixture_text("ar_near_b.txt"))]
+    with Preparing(docs, strict) as preparing:
+        ((_, _, _, within),) = list(Preparing(docs, strict))
+        assert within.passed == {}  # by the strict thresholds, no copy
+        pipeline.ingest(preparing)
+    with pipeline.store.reading() as txn:
+        statuses = dict(txn.conn.execute(sa.text("SELECT source, status FROM records")).all())
+    assert statuses == {"a.txt": "canonical", "b.txt": "duplicate"}
+
+
 def test_excerpt_is_caught_by_containment(pipeline: Pipeline) -> None:
     records = ingest_texts(
         pipeline,

@@ -199,6 +199,11 @@ def test_a_larger_snapshot_falls_due_after_as_many_bytes_of_rows(monkeypatch: py
         counts.since_snapshot = size // 4
         assert not counts.snapshot_if_due(rows, 1)  # type: ignore[arg-type]  # a small batch: twice as many
         assert counts.snapshot_if_due(rows, SMALL_BATCH)  # type: ignore[arg-type]
+    # One that finds another's snapshot newer than its last makes none, and takes that one's size.
+    other = ShingleCounts(boilerplate_texts=3)
+    other.add(np.arange(10, dtype=np.uint32))
+    other.last_seq, other.since_snapshot = 5, 2_000
+    assert not other.snapshot_if_due(_Snapshot(rows.saved)) and other.snapshot_bytes == size  # type: ignore[arg-type]
     # A process that holds no counts (the ingest of one document) asks the store, reading no counts.
     for since, due in ((size // 4 - 1, False), (size // 4, True)):
         rows = _Rows(since)
@@ -283,6 +288,9 @@ class _Snapshot:
 
     def counted_since_snapshot(self) -> int:
         return 0
+
+    def newest_count_snapshot_size(self) -> int:
+        return len(self.blob)
 
     def save_count_snapshot(self, seq: int, blob: bytes | memoryview) -> bool:
         self.saved = bytes(blob)  # as the store keeps it
