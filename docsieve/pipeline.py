@@ -229,8 +229,8 @@ class Pipeline:
         with items if isinstance(items, Preparing) else Preparing(items, self.settings) as preparing:
             # Prepared (started before the store was open) with other word stems than the store's: made again.
             restem = self.settings.rewrites and preparing.settings.word_stems != self.settings.word_stems
-            # The batch's own pairs as the preparing verified them, if by these settings (a caller's ``Preparing`` may
-            # have others); else verified again.
+            # The batch's own pairs as the preparing process verified them, if by these settings (a caller's
+            # ``Preparing`` may have others); else verified again.
             own_pairs = preparing.settings.with_(word_stems=self.settings.word_stems) == self.settings
             for count, rejections, prepared, within in preparing:
                 if stop is not None and stop():  # asked while this batch was prepared or on its way: not taken
