@@ -71,10 +71,11 @@ BUCKET_SHIFT = 8
 # A snapshot of the counts is written once the rows since the last one hold this many ids (some 6,000
 # different articles, 16 MB of rows), or as many bytes of ids as the last snapshot has, if more: a process starts
 # from the newest snapshot and the rows after it, and the rows before it go, so neither the start nor the table
-# grows with the store. A snapshot grows as the counters fill (23.5 MB at 30,000 articles, 43 MB at 300,000), and
-# each costs the deciding process its compression and its write: spread over as many bytes of rows as it has, its
-# share of an ingest stays what it is in a young store. A start reads the snapshot and the rows since: about as many
-# bytes again (more with the rewrite stage's word ids, which the rows hold too, twice as many after small batches).
+# grows with the store. A snapshot grows as the counters fill (23.5 MB at 30,000 articles, 43 MB at 300,000,
+# docs/benchmarks.md), and each costs the deciding process its compression and its write: spread over as many bytes
+# of rows as it has, its share of an ingest stays what it is in a young store. A start reads the snapshot and the
+# rows since: about as many bytes again (more with the rewrite stage's word ids, which the rows hold too, twice as
+# many after small batches).
 SNAPSHOT_AFTER = 4_000_000
 # Writing a snapshot reads every count and compresses them (0.5-0.7 s at 100,000 articles): the ingest of a
 # single document that found one due took 1.06 s, most of it that. Small batches leave it to larger ones.
