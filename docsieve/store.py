@@ -293,7 +293,13 @@ class Transaction:
                 .where(stories.c.id == story)
                 .values(canonical_id=canonical, changed_at=now, **changed_seq)
             )
-        touched = book.touched_stories - book.new_stories - book.changed_stories
+        # A story that one of the batch's records joined or holds keeps its row: the record says it changed, by its
+        # seq and its time (``stories_changed_since``, ``_changed_since``, ``_stories``). Stamping each such story
+        # took 8 µs a document of a lone worker's hold (docs/benchmarks.md).
+        told = {p.story_id for r in book.new_records if (p := book.placements.get(r)) is not None} | {
+            k.story_id for k in book.links if k.record_id in book.new_records
+        }
+        touched = book.touched_stories - book.new_stories - book.changed_stories - told
         if touched and self.conn.dialect.name == "postgresql":
             for chunk in batched(touched, CHUNK):
                 self.conn.execute(stories.update().where(stories.c.id.in_(chunk)).values(changed_at=now, **changed_seq))
@@ -543,18 +549,25 @@ class Transaction:
         return {row.id: row.content_hash for row in self.conn.execute(query)}
 
     def stories_changed_since(self, seq: int) -> set[str] | None:
-        """The stories a batch stored after this seq founded or changed (``changed_seq``); None if one of those
-        batches did not say (a worker of a version before migration 0014, still running after another migrated the
-        store: a record stored since sits in a story whose ``changed_seq`` is older than it, or none)."""
+        """The stories the batches stored after this seq founded or changed: those they stamped (``changed_seq``)
+        and those their records joined or hold (``save_stories`` stamps no more). None if one of those batches did
+        not say (a worker of a version before migration 0014, still running after another migrated the store: a
+        story founded since, its canonical a record stored since, has no ``changed_seq``)."""
+        since = sa.select(records.c.id).where(records.c.seq > seq)
         unstamped = (
             sa.select(records.c.id)
             .join(stories, stories.c.id == records.c.story_id)
-            .where(records.c.seq > seq, sa.or_(stories.c.changed_seq.is_(None), stories.c.changed_seq < records.c.seq))
+            .where(records.c.seq > seq, stories.c.canonical_id == records.c.id, stories.c.changed_seq.is_(None))
             .limit(1)
         )
         if self.conn.execute(unstamped).first() is not None:
             return None
-        return set(self.conn.scalars(sa.select(stories.c.id).where(stories.c.changed_seq > seq)))
+        changed = sa.union(
+            sa.select(stories.c.id).where(stories.c.changed_seq > seq),
+            sa.select(records.c.story_id).where(records.c.seq > seq, records.c.story_id.is_not(None)),
+            sa.select(contains.c.story_id).where(contains.c.record_id.in_(since)),
+        )
+        return set(self.conn.scalars(changed))
 
     def written_through(self) -> tuple[int, int]:
         """The seqs of the last stored record and of the last takedown: every change to stories comes with one
@@ -617,10 +630,12 @@ class Transaction:
                 rows = [_row(item, created, _sqlite_time) for item in new]
                 self.conn.exec_driver_sql(SQLITE_INSERT, rows)
             return
-        seqs = self.conn.exec_driver_sql(
-            "SELECT nextval(pg_get_serial_sequence('records', 'seq')) FROM generate_series(1, %s)", (len(new),)
-        ).scalars()
-        seq_of = dict(zip([n.record.id for n in new], sorted(seqs), strict=True))
+        seq_of: dict[str, int] = {}
+        if new:
+            # The batch's seqs in one call: only the lock's holder advances the sequence, so the range is the
+            # batch's alone (a nextval a record took 3.5 µs a document of the hold; docs/benchmarks.md).
+            last = int(self.conn.exec_driver_sql(DRAW_SEQS, (len(new) - 1,)).scalar_one())
+            seq_of = {n.record.id: seq for seq, n in enumerate(new, start=last - len(new) + 1)}
         written = [n for n in new if n.record.id not in self.staged]
         if written:
             # Binary COPY: text and bytes go as they are, with no escaping or hex on either side (less time and
@@ -923,19 +938,25 @@ class Store(Bookkeeping):
             for chunk in batched(heads, 500):
                 ids = [h.id for h in chunk]
                 members: dict[str, list[Record]] = {i: [] for i in ids}
+                # A story changed when its row says, or when a record joined it or a link to or from it was made
+                # (``save_stories`` stamps no row for those).
+                changed = {h.id: h.changed_at for h in chunk}
                 rows = conn.execute(
                     sa.select(*member_columns).where(records.c.story_id.in_(ids)).order_by(records.c.seq)
                 )
                 for row in rows:
                     record = _record(row)
                     members[record.story_id or ""].append(record)
+                    changed[record.story_id or ""] = _later(changed[record.story_id or ""], row.changed_at)
                 # story id -> held story id -> its links: (held story id, containment, the record holding it)
                 held: dict[str, dict[str, list[tuple[str, float | None, str]]]] = {i: {} for i in ids}
                 holders: dict[str, list[tuple[str, float | None]]] = {i: [] for i in ids}
                 in_story = {r.id: r.story_id for group in members.values() for r in group}
                 place = {r.id: n for group in members.values() for n, r in enumerate(group)}
                 links = conn.execute(
-                    sa.select(contains.c.record_id, contains.c.story_id, contains.c.containment).where(
+                    sa.select(
+                        contains.c.record_id, contains.c.story_id, contains.c.containment, contains.c.created_at
+                    ).where(
                         # The members by subquery: a story can have more records than a statement has parameters.
                         sa.or_(
                             contains.c.story_id.in_(ids),
@@ -943,11 +964,13 @@ class Store(Bookkeeping):
                         )
                     )
                 )
-                for record_id, story_id, containment in links:
+                for record_id, story_id, containment, linked_at in links:
                     if story_id in holders:
                         holders[story_id].append((record_id, containment))
+                        changed[story_id] = _later(changed[story_id], linked_at)
                     if (own := in_story.get(record_id)) is not None and own in held:
                         held[own].setdefault(story_id, []).append((story_id, containment, record_id))
+                        changed[own] = _later(changed[own], linked_at)
                 for head in chunk:
                     group = members[head.id]
                     canonical = next((r for r in group if r.id == head.canonical_id), None)
@@ -960,7 +983,7 @@ class Store(Bookkeeping):
                         contains=sorted(_named_link(links, canonical.id, place) for links in held[head.id].values()),
                         contained_in=holders[head.id],
                         created_at=_iso(head.created_at),
-                        changed_at=_iso(head.changed_at),
+                        changed_at=_iso(changed[head.id]),
                     )
 
     def index_keys(self, record_ids: Sequence[str]) -> dict[str, bytes]:
@@ -1370,6 +1393,10 @@ NEWEST_COUNT_SNAPSHOT = sa.select(sa.func.coalesce(sa.func.max(shingle_count_sna
 DEADLOCK = "40P01"  # SQLSTATE of a transaction PostgreSQL rolled back to break a deadlock
 UNIQUE_VIOLATION = "23505"
 STAGING_DEADLOCKS = 3  # tries of staging after a deadlock, before the batch is written under the lock
+# A batch's records' seqs under the lock, consecutive: the last of them, the sequence moved past it.
+DRAW_SEQS = (
+    "SELECT setval(pg_get_serial_sequence('records', 'seq'), nextval(pg_get_serial_sequence('records', 'seq')) + %s)"
+)
 # The place of records staged before the lock (``Transaction.stage``), found by their staging seq.
 PLACE_STAGED = """
 UPDATE records AS r SET seq = v.seq, status = v.status, duplicate_of = v.duplicate_of, similarity = v.similarity,
@@ -1496,6 +1523,11 @@ def _placement_values(p: Placement, canonical_of: dict[str, str]) -> dict:
         "b_jaccard": p.jaccard,
         "b_containment": p.containment,
     }
+
+
+def _later(a: datetime | None, b: datetime | None) -> datetime | None:
+    """The later of two times, either unknown (a column an older store lacks)."""
+    return b if a is None or (b is not None and b > a) else a
 
 
 def _record(row) -> Record:

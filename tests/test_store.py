@@ -578,7 +578,8 @@ def _serial_tables(folder: Path, *batches: list[RawDocument], **settings_of: obj
 def _tables_of(url: str) -> dict[str, object]:
     """The stories table by each story's canonical (its members' sources), the links (holder, the held story's
     canonical, containment, roundup), by sources; and the stories whose row is missing, names another canonical,
-    or (PostgreSQL) says a changed_seq older than a record it holds (a batch that placed it did not say so)."""
+    or (PostgreSQL) says no changed_seq (the batch that founded it did not say so; one that a record joins says it
+    by the record's seq)."""
     from docsieve.schema import contains, stories
 
     store = Store(url)
@@ -611,9 +612,7 @@ def _tables_of(url: str) -> dict[str, object]:
     faults = sorted(
         s
         for s in members
-        if s not in rows
-        or rows[s][0] != canonical_of_story.get(s)
-        or (postgres and (rows[s][1] is None or rows[s][1] < newest[s]))
+        if s not in rows or rows[s][0] != canonical_of_story.get(s) or (postgres and rows[s][1] is None)
     )
     table = {source[rows[s][0]]: sorted(m) for s, m in members.items() if s in rows}
     return {"stories": table, "links": links, "faults": faults}
@@ -1278,13 +1277,16 @@ def _tries(pipeline: Pipeline) -> tuple[int, int, int]:
     return pipeline.decided_again_before_lock, pipeline.decided_again, pipeline.documents_decided_again
 
 
-def test_a_writer_that_does_not_stamp_the_stories_it_changes_makes_a_batch_decided_again_whole(
-    postgres_server_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("founds", [False, True])
+def test_a_writer_that_does_not_stamp_the_stories_it_changes(
+    postgres_server_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, founds: bool
 ) -> None:
     """A worker of the version before migration 0014, still running after a new one migrated the store, changes
-    stories without saying so (no ``changed_seq``): here it stores an excerpt that takes a stored article's story
-    over while a new worker's batch, which read that story, waits. The batch cannot tell which of its parts read
-    what changed: it is decided again whole, and its stories are those of one process."""
+    stories without saying so (no ``changed_seq``) while a new worker's batch waits. Here it stores an excerpt that
+    takes a stored article's story over, which the batch's other excerpt read: its record, stored since, says so,
+    and that part is decided again. With ``founds`` it also founds a story of its own, unstamped: the batch cannot
+    tell what else such a writer changed, and is decided again whole. Either way its stories are those of one
+    process."""
     from docsieve.prepare import prepare
     from tests.services import postgres_database
 
@@ -1292,21 +1294,48 @@ def test_a_writer_that_does_not_stamp_the_stories_it_changes_makes_a_batch_decid
     one_half, other_half = _halves(article)
     doc = lambda source, body, hour: RawDocument(source=source, body=body, published=f"2026-12-01T{hour}:00:00Z")  # noqa: E731
     before = [doc("article.txt", article, "10")]
-    old = doc("one.txt", one_half, "09")
+    old = [doc("one.txt", one_half, "09")] + (
+        [doc("own.txt", fixture_text("ar_long_article.txt"), "09")] if founds else []
+    )
     then = [doc("two.txt", other_half, "11"), doc("apart.txt", fixture_text("ar_other.txt"), "12")]
-    old_ids = {p.id for p in prepare([old], Settings())[1]}
+    old_ids = {p.id for p in prepare(old, Settings())[1]}
     save = Transaction.save_stories
 
     def as_before_0014(txn: Transaction, book, now, seq=None):
         return save(txn, book, now, None if book.new_records & old_ids else seq)
 
     monkeypatch.setattr(Transaction, "save_stories", as_before_0014)
-    expected = _serial(tmp_path, before, [old], then)
+    expected = _serial(tmp_path, before, old, then)
     with postgres_database(postgres_server_url) as url:
         _, second = _queued(url, before, old, then)
         got = _stories_of(url)
     assert got == expected and expected["two.txt"][3] == ["two.txt"]
-    assert (second.decided_again, second.documents_decided_again) == (1, 2)  # the whole batch
+    # The whole batch, or the excerpt alone (the unrelated document's decision stands).
+    assert (second.decided_again, second.documents_decided_again) == (1, 2 if founds else 1)
+
+
+def test_a_roundup_stored_meanwhile_makes_the_part_that_read_a_story_it_holds_decided_again(
+    postgres_server_url: str, tmp_path: Path
+) -> None:
+    """Another worker stores a roundup of two stored items while a batch that read one of them (a copy of it)
+    waits for the lock. The item's story row is not stamped (``save_stories``), yet it changed (what holds it):
+    the roundup, stored since, says so (its text meets the copy's, and its link holds the story), and the copy's
+    part is decided again; the unrelated document's decision stands."""
+    from tests.services import postgres_database
+    from tests.test_stories import edit, text, words
+
+    x, y, z = words(40, 60), words(41, 60), words(42, 300)
+    doc = lambda source, body: RawDocument(source=source, body=body, title=source)  # noqa: E731
+    before = [doc("x", text(x)), doc("y", text(y))]
+    theirs = [doc("roundup", text(x, z, y))]
+    mine = [doc("x2", text(edit(x, 43, 0.03))), doc("apart.txt", fixture_text("ar_other.txt"))]
+    expected = _serial_tables(tmp_path, before, theirs, mine)
+    with postgres_database(postgres_server_url) as url:
+        _, second = _queued(url, before, theirs, mine)
+        got = _tables_of(url)
+    assert got == expected and not got["faults"]
+    assert any(holder == "roundup" for holder, *_ in got["links"])
+    assert (second.decided_again, second.documents_decided_again) == (1, 1)
 
 
 @pytest.mark.parametrize("inside", ["by_hash", "stories_of", "roundups"])

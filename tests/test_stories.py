@@ -104,6 +104,33 @@ def test_a_roundup_holds_stories_and_is_a_copy_of_none(pipeline: Pipeline) -> No
     assert records["y2"].story_id == records["y"].story_id
 
 
+def test_a_story_changes_when_a_copy_joins_it_or_a_roundup_holds_it(pipeline: Pipeline) -> None:
+    """A copy joining a story and a roundup holding one leave the story's row as it was (no stamp under the lock);
+    the story still says it changed then, and a consumer asking what changed since hears of it."""
+    from docsieve.schema import stories
+
+    x, y, z = words(30, 60), words(31, 60), words(32, 300)
+    first = ingest(pipeline, ("x", text(x)), ("y", text(y)))
+    story_x, story_y = story_of(pipeline.store, first["x"]), story_of(pipeline.store, first["y"])
+    assert story_x.changed_at == story_x.created_at == first["x"].changed_at
+    records = ingest(pipeline, ("x2", text(edit(x, 33, 0.03))))
+    copy = records["x2"]
+    assert copy.story_id == story_x.id and copy.changed_at > story_x.changed_at
+    with pipeline.store.engine.connect() as conn:  # the row: not stamped
+        row = dict(conn.execute(sa.select(stories.c.id, stories.c.changed_at)).all())
+    later = {s.id for s in pipeline.store.iter_stories(since=parse_published(copy.changed_at))}
+    assert story_of(pipeline.store, copy).changed_at == copy.changed_at and story_x.id in later
+    assert story_y.id not in later
+    records = ingest(pipeline, ("roundup", text(z, y, x)))
+    roundup = records["roundup"]
+    assert {s for s, _, _ in story_of(pipeline.store, roundup).contains} == {story_x.id, story_y.id}
+    held = story_of(pipeline.store, first["y"])
+    assert held.changed_at > copy.changed_at
+    assert story_y.id in {s.id for s in pipeline.store.iter_stories(since=parse_published(held.changed_at))}
+    with pipeline.store.engine.connect() as conn:
+        assert dict(conn.execute(sa.select(stories.c.id, stories.c.changed_at)).all())[story_y.id] == row[story_y.id]
+
+
 def test_a_story_lists_each_story_its_records_hold_once_with_the_record_that_holds_most_of_it(
     pipeline: Pipeline,
 ) -> None:
