@@ -483,8 +483,7 @@ class Pipeline:
             self.batches_stored += 1
             # Tried before the lock (decided there, not skipped after tries in vain), and decided again under it.
             self._tries_in_vain = bool(ahead) and not self._tries_in_vain and not standing
-            txn.insert(new, now)
-            last_seq = txn.last_seq()
+            last_seq = txn.insert(new, now) or txn.last_seq()
             txn.save_stories(book, now, last_seq)
             counted, counted_words_of, counted_days = counted_of(new, book)
             counts_seq = txn.add_shingle_counts(

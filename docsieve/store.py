@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
-from typing import Protocol, overload
+from typing import Any, Protocol, overload
 
 import numpy as np
 import orjson
@@ -618,19 +618,21 @@ class Transaction:
             self.staged = dict(zip([d.record.id for d in drafts], marks, strict=True))
             return
 
-    def insert(self, new: Sequence[NewRecord], now: datetime | None = None) -> None:
+    def insert(self, new: Sequence[NewRecord], now: datetime | None = None) -> int | None:
         """New records, in this transaction, in order, with consecutive seqs, through the driver's bulk path: on
         PostgreSQL COPY (far cheaper than executemany for rows with text, shingles and keys) and, for records
         ``stage`` wrote before the lock, one UPDATE of their place; on SQLite the driver's executemany
-        (SQLAlchemy's per-row parameter handling took a good part of the insert; docs/benchmarks.md)."""
+        (SQLAlchemy's per-row parameter handling took a good part of the insert; docs/benchmarks.md). Returns the
+        last record's seq where it drew them (PostgreSQL), else None (``last_seq`` says)."""
         stamp = now or self.now()
         if self.conn.dialect.name != "postgresql":
             if new:
                 created = _sqlite_time(stamp)
                 rows = [_row(item, created, _sqlite_time) for item in new]
                 self.conn.exec_driver_sql(SQLITE_INSERT, rows)
-            return
+            return None
         seq_of: dict[str, int] = {}
+        last = None
         if new:
             # The batch's seqs in one call: only the lock's holder advances the sequence, so the range is the
             # batch's alone (a nextval a record took 3.5 µs a document of the hold; docs/benchmarks.md).
@@ -643,26 +645,24 @@ class Transaction:
             self._copy_records([(seq_of[item.record.id], *_row(item, stamp)) for item in written])
         placed = [n.record for n in new if n.record.id in self.staged]
         if placed:
-            done = self.conn.exec_driver_sql(
-                PLACE_STAGED,
-                (
-                    stamp,
-                    [self.staged[r.id] for r in placed],
-                    [seq_of[r.id] for r in placed],
-                    [str(r.status) for r in placed],
-                    [r.duplicate_of for r in placed],
-                    [r.similarity for r in placed],
-                    [str(r.method) if r.method else None for r in placed],
-                    [r.story_id for r in placed],
-                    [r.jaccard for r in placed],
-                    [r.containment for r in placed],
-                ),
-            )
+            arrays: list[list[Any]] = [
+                [self.staged[r.id] for r in placed],
+                [seq_of[r.id] for r in placed],
+                [str(r.status) for r in placed],
+                [r.duplicate_of for r in placed],
+                [r.similarity for r in placed],
+                [str(r.method) if r.method else None for r in placed],
+                [r.story_id for r in placed],
+                [r.jaccard for r in placed],
+                [r.containment for r in placed],
+            ]
+            done = self.conn.exec_driver_sql(PLACE_STAGED, (stamp, *map(_array_literal, arrays)))
             if done.rowcount != len(placed):
                 raise RuntimeError(f"{len(placed) - done.rowcount} records staged before the lock were not found")
         if len(placed) < len(self.staged):  # the caller stores what it staged: never commit a record without its place
             raise RuntimeError(f"{len(self.staged) - len(placed)} records staged before the lock were not placed")
         self.staged = {}
+        return last
 
     def _copy_records(self, rows: Iterable[tuple]) -> None:
         """Rows of records, each its seq and then the ROW_COLUMNS, by binary COPY."""
@@ -1523,6 +1523,16 @@ def _placement_values(p: Placement, canonical_of: dict[str, str]) -> dict:
         "b_jaccard": p.jaccard,
         "b_containment": p.containment,
     }
+
+
+def _array_literal(values: Sequence[object]) -> str:
+    """A PostgreSQL array literal of numbers, strings and None (NULL): psycopg dumps a list an element at a time in
+    Python, which took 3.6 µs a document of the hold for the placing's nine arrays; a literal is one string."""
+    items = [None if v is None else str(v) for v in values]
+    said = "".join(t for t in items if t is not None)
+    if '"' in said or "\\" in said:  # never in ids, statuses and numbers, but never a wrong array either
+        items = [None if t is None else t.replace("\\", "\\\\").replace('"', '\\"') for t in items]
+    return "{" + ",".join("NULL" if t is None else f'"{t}"' for t in items) + "}"
 
 
 def _later(a: datetime | None, b: datetime | None) -> datetime | None:

@@ -1500,6 +1500,23 @@ def test_a_record_taken_down_while_a_batch_is_decided_before_the_lock(
     assert (mine.batches_stored, mine.decided_again) == (1, 1 if when == "after" else 0)
 
 
+def test_the_placing_arrays_are_read_back_as_they_were(postgres_server_url: str) -> None:
+    """The placing's arrays go to PostgreSQL as literals (``_array_literal``): ids, statuses, figures and missing
+    values come back as they were, and so would a string with quotes, backslashes, commas or braces."""
+    from docsieve.store import _array_literal
+
+    strings = ["3b0ecb07abc01b42aaaa", None, "duplicate", "NULL", "", 'a "quoted", {braced}', "back\\slash\\"]
+    figures = [0.5, None, 1e-07, 1 / 3, 0.0, 1.0]
+    seqs = [-(1 << 62), -1, 0, 7, (1 << 63) - 1]
+    engine = sa.create_engine(postgres_server_url)
+    with engine.connect() as conn:
+        row = conn.exec_driver_sql(
+            "SELECT %s::varchar[], %s::float8[], %s::int8[]", tuple(map(_array_literal, (strings, figures, seqs)))
+        ).one()
+    engine.dispose()
+    assert list(row) == [strings, figures, seqs]
+
+
 def test_two_writers_staging_the_same_ids_in_opposite_order_do_not_deadlock(postgres_server_url: str) -> None:
     """Writers stage ids in one order: one holding X while waiting for a third writer's W (uncommitted) does
     not hold Y, so the other takes X and Y, commits, and the first stages what is left (W) and stores it."""
