@@ -352,11 +352,9 @@ class Pipeline:
         ) -> tuple[list[NewRecord], Book, int] | None:
             """The decision before the lock, made again in the parts that read what others changed since (``stored``:
             the records they stored), and how many documents it decided again; None if a part decided again read a
-            part that stands, or if a writer of an older version stored meanwhile."""
+            part that stands."""
             first_new, first = ahead[0][1]
-            if (changed := txn.stories_changed_since(ahead[0][0][0])) is None:
-                return None  # a writer that does not say which stories it changed: the whole batch decided again
-            redo = first.depending_on(changed, meeting(txn, stored))
+            redo = first.depending_on(txn.stories_changed_since(ahead[0][0][0]), meeting(txn, stored))
             if not redo:
                 return first_new, first, 0
             again_new, again = decide(txn, now, first, redo)

@@ -548,20 +548,11 @@ class Transaction:
         query = sa.select(records.c.id, records.c.content_hash).where(records.c.seq > seq)
         return {row.id: row.content_hash for row in self.conn.execute(query)}
 
-    def stories_changed_since(self, seq: int) -> set[str] | None:
+    def stories_changed_since(self, seq: int) -> set[str]:
         """The stories the batches stored after this seq founded or changed: those they stamped (``changed_seq``)
-        and those their records joined or hold (``save_stories`` stamps no more). None if one of those batches did
-        not say (a worker of a version before migration 0014, still running after another migrated the store: a
-        story founded since, its canonical a record stored since, has no ``changed_seq``)."""
+        and those their records joined or hold (``save_stories`` stamps no more). Every worker that writes the
+        store stamps so (since migration 0015 no older one may run beside a newer: README, "Upgrading")."""
         since = sa.select(records.c.id).where(records.c.seq > seq)
-        unstamped = (
-            sa.select(records.c.id)
-            .join(stories, stories.c.id == records.c.story_id)
-            .where(records.c.seq > seq, stories.c.canonical_id == records.c.id, stories.c.changed_seq.is_(None))
-            .limit(1)
-        )
-        if self.conn.execute(unstamped).first() is not None:
-            return None
         changed = sa.union(
             sa.select(stories.c.id).where(stories.c.changed_seq > seq),
             sa.select(records.c.story_id).where(records.c.seq > seq, records.c.story_id.is_not(None)),
@@ -1032,6 +1023,9 @@ class Store(Bookkeeping):
                         txn.conn.execute(contains.delete().where(contains.c.story_id == story_id))
                     if book.heir:
                         _inherit(txn.conn, record_id, book.heir)
+                # What it held changes too (its link goes): said by the stories' rows, as no link tells it now.
+                held = sa.select(contains.c.story_id).where(contains.c.record_id == record_id)
+                txn.conn.execute(stories.update().where(stories.c.id.in_(held)).values(changed_at=txn.now()))
                 txn.conn.execute(contains.delete().where(contains.c.record_id == record_id))
                 txn.conn.execute(records.delete().where(records.c.id == record_id))
                 txn.conn.execute(deletions.insert().values(id=record_id, story_id=story_id, reason=reason))

@@ -129,6 +129,11 @@ def test_a_story_changes_when_a_copy_joins_it_or_a_roundup_holds_it(pipeline: Pi
     assert story_y.id in {s.id for s in pipeline.store.iter_stories(since=parse_published(held.changed_at))}
     with pipeline.store.engine.connect() as conn:
         assert dict(conn.execute(sa.select(stories.c.id, stories.c.changed_at)).all())[story_y.id] == row[story_y.id]
+    # Taken down, the roundup holds nothing: the story it held changed then, and says so (its row, now).
+    assert pipeline.store.delete([roundup.id], "test", pipeline.settings) == [roundup.id]
+    freed = story_of(pipeline.store, first["y"])
+    assert not freed.contained_in and freed.changed_at > held.changed_at
+    assert story_y.id in {s.id for s in pipeline.store.iter_stories(since=parse_published(freed.changed_at))}
 
 
 def test_a_story_lists_each_story_its_records_hold_once_with_the_record_that_holds_most_of_it(
