@@ -3,6 +3,7 @@
     .venv/bin/python bench/lock.py [--corpus DIR | --jsonl FILE] [--docs 5000] [--single 300] [--processes 1,2,4,8]
         [--scaling-only] [--deciders 0,64]
     .venv/bin/python bench/lock.py --phases [--contended] [--docs 5000]
+    .venv/bin/python bench/lock.py --phases --against DIR [--rounds 8] [--docs 15000]
 
 Every decider takes one lock to decide and write a batch (an advisory lock on PostgreSQL, BEGIN IMMEDIATE
 on SQLite): whatever the number of workers, documents cannot be decided faster than one lock hold after
@@ -17,12 +18,21 @@ database's and Redis's own CPU is not in it). ``--deciders``: the processes' ``D
 the default; a number above the process count: no limit), each in turn for each process count, so that the rows
 compare in one run (docsieve/deciders.py). Services come from
 REDIS_URL / DATABASE_URL when set and reachable, else private instances (the tests' helpers).
+
+``--against DIR`` (with ``--phases``): another tree of docsieve (a worktree or ``git archive`` of an older commit)
+and this one, each running its own ``bench/lock.py --phases`` in a child process, ``--rounds`` times, the order
+turned every round; it prints each round's hold and the medians of the paired ratios (this ÷ other) of the hold and
+of each part both trees time. On a shared machine a hold varies by a fifth from run to run: only ratios of runs
+side by side say what a change did.
 """
 
 from __future__ import annotations
 
 import argparse
 import multiprocessing
+import os
+import statistics
+import subprocess
 import sys
 import time
 import uuid
@@ -205,6 +215,53 @@ def together(settings: Settings, docs: list[RawDocument], processes: int) -> tup
     )
 
 
+def against(other: Path, rounds: int, docs: int, contended: bool, corpus: Path) -> int:
+    """Alternating runs of the other tree's ``--phases`` and this one's (see the module's docstring)."""
+    trees = [("other", other.resolve()), ("this", ROOT)]
+    got: dict[str, list[dict[str, float]]] = {name: [] for name, _ in trees}
+    for r in range(rounds):
+        for name, tree in trees if r % 2 == 0 else trees[::-1]:
+            command = [sys.executable, str(tree / "bench" / "lock.py"), "--phases", "--docs", str(docs)]
+            command += ["--corpus", str(corpus)] + (["--contended"] if contended else [])
+            run = subprocess.run(
+                command, capture_output=True, text=True, env=os.environ | {"PYTHONPATH": str(tree)}, check=False
+            )
+            if run.returncode:
+                sys.exit(f"{tree}: bench/lock.py --phases failed:\n{run.stderr[-2000:]}")
+            got[name].append(_parts(run.stdout))
+            print(f"  round {r + 1} {name}: lock held {got[name][-1][HOLD]:.1f} µs a document", flush=True)
+    print(f"\n{other} (other) and {ROOT} (this), {rounds} rounds alternating; {machine()}")
+    print("\n| round | other: lock held µs / doc | this | this ÷ other |\n| ---: | ---: | ---: | ---: |")
+    for r, (a, b) in enumerate(zip(got["other"], got["this"], strict=True), start=1):
+        print(f"| {r} | {a[HOLD]:.1f} | {b[HOLD]:.1f} | {b[HOLD] / a[HOLD]:.2f} |")
+    both = [part for part in got["this"][0] if part in got["other"][0]]
+    print("\n| part | other: median µs / doc | this | median of this ÷ other |\n| --- | ---: | ---: | ---: |")
+    for part in both:
+        pairs = [(a[part], b[part]) for a, b in zip(got["other"], got["this"], strict=True) if a[part] > 0]
+        if pairs:
+            mine, theirs = statistics.median(b for _, b in pairs), statistics.median(a for a, _ in pairs)
+            print(f"| {part} | {theirs:.1f} | {mine:.1f} | {statistics.median(b / a for a, b in pairs):.2f} |")
+    return 0
+
+
+HOLD = "lock held (all of it)"
+
+
+def _parts(output: str) -> dict[str, float]:
+    """The µs a document of each part, from the table ``--phases`` prints."""
+    parts = {}
+    for line in output.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) >= 2 and cells[0] and cells[0] not in ("part", "---"):
+            try:
+                parts[cells[0]] = float(cells[1])
+            except ValueError:
+                continue
+    if HOLD not in parts:
+        raise SystemExit(f"no '{HOLD}' row in:\n{output[-2000:]}")
+    return parts
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS)
@@ -226,7 +283,13 @@ def main() -> int:
         action="store_true",
         help="with --phases: a second worker stores every other batch, each between the first's decision and its lock",
     )
+    parser.add_argument("--against", type=Path, help="with --phases: another tree, its holds beside this one's")
+    parser.add_argument("--rounds", type=int, default=8, help="with --against: runs of each tree")
     args = parser.parse_args()
+    if args.against is not None:
+        if not args.phases:
+            parser.error("--against compares --phases runs")
+        return against(args.against, args.rounds, args.docs, args.contended, args.corpus)
     docs = (
         documents_of(args.jsonl, args.docs)
         if args.jsonl
