@@ -112,9 +112,21 @@ def meanwhile(store, then: Callable[[], object]) -> None:
     @contextlib.contextmanager
     def wrapped(before_lock=None):
         def first_then(txn):
+            # Before the lock is tried as well: a decision before the lock that finds the lock free takes it there
+            # (``Transaction.try_write_lock``), and the second worker, in this thread, would then wait on it forever.
+            ran = []
+            tried = txn.try_write_lock
+
+            def then_try() -> bool:
+                if not ran:
+                    ran.append(then())
+                return tried()
+
+            txn.try_write_lock = then_try
             if before_lock is not None:
                 before_lock(txn)
-            then()
+            if not ran:
+                then()
 
         with writing(before_lock=first_then) as txn:
             yield txn
