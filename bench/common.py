@@ -114,18 +114,20 @@ def meanwhile(store, then: Callable[[], object]) -> None:
         def first_then(txn):
             # Before the lock is tried as well: a decision before the lock that finds the lock free takes it there
             # (``Transaction.try_write_lock``), and the second worker, in this thread, would then wait on it forever.
-            ran = []
+            stored = [False]
             tried = txn.try_write_lock
 
-            def then_try() -> bool:
-                if not ran:
-                    ran.append(then())
+            def second_then_try() -> bool:
+                if not stored[0]:
+                    stored[0] = True
+                    then()
                 return tried()
 
-            txn.try_write_lock = then_try
+            txn.try_write_lock = second_then_try
             if before_lock is not None:
                 before_lock(txn)
-            if not ran:
+            if not stored[0]:
+                stored[0] = True
                 then()
 
         with writing(before_lock=first_then) as txn:
