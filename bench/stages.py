@@ -20,6 +20,7 @@ from common import DEFAULT_CORPUS, folder_or_exit, load_articles, machine
 from pipeline import write_articles
 
 from docsieve.extract import extract
+from docsieve.models import Document
 from docsieve.prepare import fingerprint_documents
 from docsieve.readers import read
 from docsieve.settings import Settings
@@ -46,7 +47,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             extracted_at = time.perf_counter()
             documents = [validate(document) for document in documents]
             validated_at = time.perf_counter()
-            fingerprint_documents(documents, settings)
+            # What the pipeline fingerprints: the documents no stage rejected (13 of the first 5,000 have no text).
+            fingerprint_documents([d for d in documents if isinstance(d, Document)], settings)
             done_at = time.perf_counter()
             for stage, seconds in (
                 ("read", read_at - began),
