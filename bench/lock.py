@@ -228,7 +228,7 @@ def against(other: Path, rounds: int, docs: int, contended: bool, corpus: Path) 
             )
             if run.returncode:
                 sys.exit(f"{tree}: bench/lock.py --phases failed:\n{run.stderr[-2000:]}")
-            got[name].append(_parts(run.stdout))
+            got[name].append(_phase_rows(run.stdout))
             print(f"  round {r + 1} {name}: lock held {got[name][-1][HOLD]:.1f} µs a document", flush=True)
     print(f"\n{other} (other) and {ROOT} (this), {rounds} rounds alternating; {machine()}")
     print("\n| round | other: lock held µs / doc | this | this ÷ other |\n| ---: | ---: | ---: | ---: |")
@@ -247,7 +247,7 @@ def against(other: Path, rounds: int, docs: int, contended: bool, corpus: Path) 
 HOLD = "lock held (all of it)"
 
 
-def _parts(output: str) -> dict[str, float]:
+def _phase_rows(output: str) -> dict[str, float]:
     """The µs a document of each part, from the table ``--phases`` prints."""
     parts = {}
     for line in output.splitlines():
@@ -287,8 +287,8 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=8, help="with --against: runs of each tree")
     args = parser.parse_args()
     if args.against is not None:
-        if not args.phases:
-            parser.error("--against compares --phases runs")
+        if not args.phases or args.jsonl:
+            parser.error("--against compares --phases runs of the corpus's articles")
         return against(args.against, args.rounds, args.docs, args.contended, args.corpus)
     docs = (
         documents_of(args.jsonl, args.docs)

@@ -107,9 +107,10 @@ def test_a_batchs_own_copies_are_verified_by_the_pipelines_settings_not_the_prep
 
     strict = pipeline.settings.with_(jaccard_threshold=0.99, containment_threshold=0.99)
     docs = [RawDocument("a.txt", ARABIC), RawDocument("b.txt", fixture_text("ar_near_b.txt"))]
+    with Preparing(docs, strict) as peek:
+        ((_, _, _, within),) = list(peek)
+    assert within.passed == {}  # by the strict thresholds, no copy
     with Preparing(docs, strict) as preparing:
-        ((_, _, _, within),) = list(Preparing(docs, strict))
-        assert within.passed == {}  # by the strict thresholds, no copy
         pipeline.ingest(preparing)
     with pipeline.store.reading() as txn:
         statuses = dict(txn.conn.execute(sa.text("SELECT source, status FROM records")).all())
