@@ -15,8 +15,9 @@ two fresh stores:
   same template counts.
 
 It prints how many documents each decided again, ``bench/quality.py``'s figures on each store (the labeled pairs
-of natural-ar-dev and ``bench/labels``), and how many records have another canonical in one than in the other: 0
-when the parts lose nothing. Services come from REDIS_URL / DATABASE_URL when set and reachable, else private
+of natural-ar-dev and ``bench/labels``), the story rows that no record is in (0: a story staged before the lock that
+the decision under it did not found is gone), and how many records have another canonical in one than in the other:
+0 when the parts lose nothing. Services come from REDIS_URL / DATABASE_URL when set and reachable, else private
 instances (the tests' helpers).
 """
 
@@ -132,18 +133,20 @@ def main() -> int:
             figures, _ = quality.run_saudinewsnet(args.corpus, settings, docs, view)
         every = figures["by_set"]["all pairs"]["docsieve"]
         counts = figures["counts"]
-        rows.append((name, mine, again, before, elapsed, every, counts))
+        empty = len(view.canonical_of.keys() - {r.story_id for r in view.by_source.values()})
+        rows.append((name, mine, again, before, elapsed, every, counts, empty))
         seen[name] = canonicals(view)
     print("| decided again | first worker's documents | of them decided again under the lock | before it |", end="")
-    print(" seconds | all labeled pairs: P / R / F1 | FP / FN | template pairs merged | short items missed |")
-    print("| --- | ---: | ---: | ---: | ---: | --- | --- | ---: | ---: |")
-    for name, mine, again, before, elapsed, every, counts in rows:
+    print(" seconds | all labeled pairs: P / R / F1 | FP / FN | template pairs merged | short items missed |", end="")
+    print(" story rows of no record |")
+    print("| --- | ---: | ---: | ---: | ---: | --- | --- | ---: | ---: | ---: |")
+    for name, mine, again, before, elapsed, every, counts, empty in rows:
         print(
             f"| {name} | {mine:,} | {again:,} | {before:,} | {elapsed:.0f} | {every['precision']:.3f} / "
             f"{every['recall']:.3f} / "
             f"{every['f1']:.3f} | {every['fp']} / {every['fn']} | {counts['template_different_merged']['docsieve']} "
             f"of {counts['template_different_merged']['of']} | {counts['short_dup_missed']['docsieve']} of "
-            f"{counts['short_dup_missed']['of']} |"
+            f"{counts['short_dup_missed']['of']} | {empty} |"
         )
     differ = sum(1 for s, c in seen["in part"].items() if seen["whole"].get(s) != c)
     print(f"\nrecords whose story has another canonical in part than whole: {differ} of {len(seen['in part']):,}")

@@ -105,6 +105,7 @@ PHASES = {
     "Transaction.existing_ids": "which ids are stored (before and under the lock)",
     "SegmentIndex.catch_up": "catching up with the records stored since (before and under the lock)",
     "Transaction.stage": "staging the batch's records (before the lock)",
+    "Transaction.stage_stories": "staging the stories the batch founds on its records (before the lock)",
     "Transaction.save_count_snapshot": "saving a template-count snapshot (under the lock; placing it, where it was "
     "staged before)",
     "ShingleCounts.snapshot_if_due": "a template-count snapshot made and saved under the lock (the code before "

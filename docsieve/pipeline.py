@@ -388,6 +388,7 @@ class Pipeline:
                 return None
             new, book, redone = part
             again[:] = [(through, (new, book))]
+            txn.stage_stories(book, txn.now())
             shingles, words, days = counted_of(new, book)
             txn.stage_shingle_counts(counted_shingles(shingles, words, days) if shingles else None)
             self.decided_again_before_lock += 1
@@ -425,6 +426,7 @@ class Pipeline:
             # fails it: decided under the lock then, where nothing changes meanwhile.
             with contextlib.suppress(KeyError):
                 ahead.append((seen, decide(txn, txn.now())))
+                txn.stage_stories(ahead[0][1][1], txn.now())
                 shingles, words, days = counted_of(*ahead[0][1])
                 if shingles:
                     txn.stage_shingle_counts(counted_shingles(shingles, words, days))

@@ -93,6 +93,8 @@ class Transaction:
         self.staged_counts: tuple[int, bytes] | None = None
         # A template-count snapshot written before the lock (``stage_count_snapshot``): the seq that marks it.
         self.staged_snapshot: int | None = None
+        # Stories written before the lock (``stage_stories``): id -> canonical record id.
+        self.staged_stories: dict[str, str] = {}
         self.locked_at: float | None = None  # when ``try_write_lock`` took the write lock (perf_counter)
 
     def try_write_lock(self) -> bool:
@@ -177,10 +179,11 @@ class Transaction:
         return found
 
     def taken_story_ids(self, ids: Iterable[str]) -> set[str]:
+        """Which of these ids name a story, but those this transaction staged (``stage_stories``): they are its own."""
         found: set[str] = set()
         for chunk in batched(set(ids), CHUNK):
             found.update(self.conn.scalars(sa.select(stories.c.id).where(self._among(stories.c.id, chunk))))
-        return found
+        return found - self.staged_stories.keys()
 
     def records(self, ids: Iterable[str]) -> dict[str, Record]:
         """Records by id, the ones stored."""
@@ -265,21 +268,50 @@ class Transaction:
         texts = self.texts(ids)
         return dict(zip(texts, text_figures(list(texts.values())), strict=True))
 
+    def stage_stories(self, book: Book, now: datetime) -> None:
+        """PostgreSQL, before the write lock: the stories the batch's decision there founds on one of the records it
+        staged, written with no ``changed_seq``: that record's seq says the story is new (``stories_changed_since``).
+        ``save_stories`` then writes under the lock only what the decision made there founds otherwise; for a lone
+        worker, whose decision before the lock stands, nothing (their COPY took 8 µs a story of the hold:
+        docs/benchmarks.md). Nobody else sees them before the commit, and this transaction's reads find no record
+        in them: their records are staged without a place. A story is named after the record that founds it (or at
+        random), and a record staged here is one no other writer stores till this one ends (``stage``), so no other
+        writes a story of that name meanwhile, and none waits on one staged here."""
+        if self.conn.dialect.name != "postgresql":
+            return
+        founded = {s: c for s in book.new_stories if (c := book.canonical_of[s]) in self.staged}
+        if fresh := self._unstage(founded):  # a decision made again before the lock: what it founds otherwise
+            self._copy_stories(fresh, now, None)
+        self.staged_stories = founded
+
+    def _unstage(self, founded: dict[str, str]) -> dict[str, str]:
+        """The staged stories a decision (``founded``: id -> canonical) does not found as they are deleted, and the
+        ones it founds that are not staged so returned."""
+        staged, self.staged_stories = self.staged_stories, {}
+        if gone := [s for s, canonical in staged.items() if founded.get(s) != canonical]:
+            self.conn.execute(stories.delete().where(self._among(stories.c.id, gone)))
+        return {s: c for s, c in founded.items() if staged.get(s) != c}
+
+    def _copy_stories(self, founded: dict[str, str], now: datetime, seq: int | None) -> None:
+        """New stories' rows (id -> canonical) by binary COPY, as records: SQLAlchemy's executemany of a batch's
+        ~500 new stories took 18 ms under the lock."""
+        columns = "id, canonical_id, created_at, changed_at, changed_seq"
+        with self._copy(f"COPY stories ({columns}) FROM STDIN (FORMAT BINARY)") as copy:
+            copy.set_types(["varchar", "varchar", "timestamptz", "timestamptz", "int8"])
+            for story, canonical in founded.items():
+                copy.write_row((story, canonical, now, now, seq))
+
     def save_stories(self, book: Book, now: datetime, seq: int | None = None) -> None:
-        """What a batch's decisions changed besides the records it inserts: stories founded, stories whose
-        canonical, members or links changed (their ``changed_at`` moves, so ``export --since`` sees them),
-        stored records placed anew, and what holds what. ``now`` is the batch's time (see
-        ``Transaction.now``); ``seq``, its last record's, goes with every story it changed (``changed_seq``; a
-        takedown says what it changed by its own seq)."""
+        """What a batch's decisions changed besides the records it inserts: stories founded (but those
+        ``stage_stories`` wrote as they stand), stories whose canonical, members or links changed (their
+        ``changed_at`` moves, so ``export --since`` sees them), stored records placed anew, and what holds what.
+        ``now`` is the batch's time (see ``Transaction.now``); ``seq``, its last record's, goes with every story it
+        changed (``changed_seq``; a takedown says what it changed by its own seq)."""
         new_stories = {s: book.canonical_of[s] for s in book.new_stories}
         changed_stories = {s: book.canonical_of[s] for s in book.changed_stories - book.new_stories}
+        new_stories = self._unstage(new_stories)  # decided again under the lock, the staged may differ
         if new_stories and self.conn.dialect.name == "postgresql":
-            # COPY, as records: SQLAlchemy's executemany of a batch's ~500 new stories took 18 ms under the lock.
-            columns = "id, canonical_id, created_at, changed_at, changed_seq"
-            with self._copy(f"COPY stories ({columns}) FROM STDIN (FORMAT BINARY)") as copy:
-                copy.set_types(["varchar", "varchar", "timestamptz", "timestamptz", "int8"])
-                for story, canonical in new_stories.items():
-                    copy.write_row((story, canonical, now, now, seq))
+            self._copy_stories(new_stories, now, seq)
         elif new_stories:  # through the driver, as records are (SQLAlchemy's handling of each row took most)
             stamp = _sqlite_time(now)
             self.conn.exec_driver_sql(

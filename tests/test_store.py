@@ -577,9 +577,9 @@ def _serial_tables(folder: Path, *batches: list[RawDocument], **settings_of: obj
 
 def _tables_of(url: str) -> dict[str, object]:
     """The stories table by each story's canonical (its members' sources), the links (holder, the held story's
-    canonical, containment, roundup), by sources; and the stories whose row is missing, names another canonical,
-    or (PostgreSQL) says no changed_seq (the batch that founded it did not say so; one that a record joins says it
-    by the record's seq)."""
+    canonical, containment, roundup), by sources; and the stories whose row is missing or names another canonical,
+    and the rows of no record that were not merged into another (a story staged before the lock that the decision
+    under it did not found)."""
     from docsieve.schema import contains, stories
 
     store = Store(url)
@@ -595,7 +595,7 @@ def _tables_of(url: str) -> dict[str, object]:
                 canonical_of_story[story] = rid
         rows = {
             s: (c, q)
-            for s, c, q in conn.execute(sa.select(stories.c.id, stories.c.canonical_id, stories.c.changed_seq))
+            for s, c, q in conn.execute(sa.select(stories.c.id, stories.c.canonical_id, stories.c.merged_into))
         }
         links = {
             (source[r], source[rows[s][0]] if s in rows else s, round(c, 3), bool(k))
@@ -603,13 +603,9 @@ def _tables_of(url: str) -> dict[str, object]:
                 sa.select(contains.c.record_id, contains.c.story_id, contains.c.containment, contains.c.roundup)
             )
         }
-    postgres = store.engine.dialect.name == "postgresql"
     store.close()
-    faults = sorted(
-        s
-        for s in members
-        if s not in rows or rows[s][0] != canonical_of_story.get(s) or (postgres and rows[s][1] is None)
-    )
+    faults = sorted(s for s in members if s not in rows or rows[s][0] != canonical_of_story.get(s))
+    faults += sorted(s for s, (_, into) in rows.items() if s not in members and into is None)
     table = {source[rows[s][0]]: sorted(m) for s, m in members.items() if s in rows}
     return {"stories": table, "links": links, "faults": faults}
 
@@ -697,6 +693,124 @@ def test_a_batch_decided_again_replaces_the_template_counts_it_wrote_before_the_
         assert sorted(fates) == sorted(["placed", fate]), fates
         assert all(seq > 0 for seq, _ in rows)
         assert [blob for _, blob in rows] == [blob for _, blob in _count_rows(f"sqlite:///{folder}/serial.db")]
+
+
+def _story_writes(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[set[str]]]:
+    """The story rows written by COPY, by when: ``staged`` before the lock (``stage_stories``), ``locked`` under it
+    (``save_stories``), each call's ids."""
+    writes: dict[str, list[set[str]]] = {"staged": [], "locked": []}
+    copy, save = Transaction._copy_stories, Transaction.save_stories
+    under = threading.local()
+
+    def copying(self: Transaction, founded: dict[str, str], *args: object) -> None:
+        writes["locked" if getattr(under, "lock", False) else "staged"].append(set(founded))
+        copy(self, founded, *args)
+
+    def saving(self: Transaction, *args: object, **kwargs: object) -> None:
+        under.lock = True
+        try:
+            save(self, *args, **kwargs)
+        finally:
+            under.lock = False
+
+    monkeypatch.setattr(Transaction, "_copy_stories", copying)
+    monkeypatch.setattr(Transaction, "save_stories", saving)
+    return writes
+
+
+def test_a_lone_worker_writes_the_stories_its_batch_founds_before_the_lock(
+    postgres_server_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch nobody meets writes the stories it founds on its own records before the lock, with no ``changed_seq``
+    (their records' seqs say they are new), and no story row under it. The stories are those of the serial store
+    (SQLite), every one told as changed since the batch began, and none is left without a record."""
+    from docsieve.schema import stories
+    from tests.services import postgres_database
+    from tests.test_stories import edit, text, words
+
+    x, y, z = words(60, 120), words(61, 120), words(62, 120)
+    doc = lambda source, body: RawDocument(source=source, body=body, title=source)  # noqa: E731
+    batches = [
+        [doc("x", text(x)), doc("y", text(y)), doc("x2", text(edit(x, 63, 0.03)))],
+        [doc("z", text(z)), doc("y2", text(edit(y, 64, 0.03)))],
+    ]
+    expected = _serial_tables(tmp_path, *batches)
+    writes = _story_writes(monkeypatch)
+    with postgres_database(postgres_server_url) as url:
+        store = Store(url)
+        pipeline = Pipeline(store, Settings(store=url))
+        told = []
+        for batch in batches:
+            with store.reading() as txn:
+                seq = txn.last_seq()
+            pipeline.ingest(batch)
+            with store.reading() as txn:
+                told.append(txn.stories_changed_since(seq))
+        with store.engine.connect() as conn:
+            rows = dict(conn.execute(sa.select(stories.c.id, stories.c.changed_seq)).all())
+        source = {r.story_id: r.source for r in store.iter_records() if r.status is Status.CANONICAL}
+        pipeline.close()
+        tables = _tables_of(url)
+    assert tables == expected and not tables["faults"]
+    assert writes["locked"] == [] and [len(w) for w in writes["staged"]] == [2, 1]
+    assert writes["staged"][0] | writes["staged"][1] == rows.keys() and set(rows.values()) == {None}
+    assert {source[s] for s in told[0]} == {"x", "y"} and {source[s] for s in told[1]} == {"y", "z"}
+
+
+def test_a_story_staged_before_the_lock_that_the_decision_under_it_does_not_found_is_gone(
+    postgres_server_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The copy's worker founds its story before the lock; its original, stored meanwhile, takes it in under the lock:
+    the staged story goes, and the one story left is the original's."""
+    from docsieve.schema import stories
+    from tests.services import postgres_database
+
+    text = fixture_text("ar_near_a.txt")
+    writes = _story_writes(monkeypatch)
+    with postgres_database(postgres_server_url) as url:
+        _, second = _queued(
+            url, [], RawDocument(source="a.txt", body=text), RawDocument(source="b.txt", body=_near_copy(text))
+        )
+        store = Store(url)
+        got = {r.source: r for r in store.iter_records()}
+        with store.engine.connect() as conn:
+            rows = list(conn.execute(sa.select(stories.c.id, stories.c.canonical_id)))
+        store.close()
+        tables = _tables_of(url)
+    assert second.decided_again == 1 and got["b.txt"].duplicate_of == got["a.txt"].id
+    assert {got["b.txt"].id} in writes["staged"], writes  # b's story, staged by its worker before the lock
+    assert rows == [(got["a.txt"].story_id, got["a.txt"].id)] and not tables["faults"]
+
+
+def test_a_batch_decided_again_after_a_takedown_names_the_stories_it_staged_after_their_records(
+    postgres_server_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a batch's decision before the lock, another process stores an article and takes it down: under the
+    lock the batch is decided again whole, its story names read again. The story it staged, named after its
+    record, is its own: still named so, and written once."""
+    from tests.services import postgres_database
+
+    writes = _story_writes(monkeypatch)
+    with postgres_database(postgres_server_url) as url:
+        settings = Settings(store=url)
+        mine, theirs = Pipeline(Store(url), settings), Pipeline(Store(url), settings)
+        decide = Pipeline._decide
+
+        def then_theirs(self: Pipeline, *args: object) -> object:
+            result = decide(self, *args)
+            if self is mine and not theirs.batches_stored:
+                stored = theirs.process([RawDocument(source="w.txt", body=fixture_text("en_article.txt"))])
+                assert theirs.store.delete([r.id for r in stored], None, settings)
+            return result
+
+        monkeypatch.setattr(Pipeline, "_decide", then_theirs)
+        mine.ingest([RawDocument(source="z.txt", body=fixture_text("ar_near_a.txt"))])
+        z = next(r for r in mine.store.iter_records() if r.source == "z.txt")
+        mine.close()
+        theirs.close()
+        tables = _tables_of(url)
+    assert mine.decided_again == 1 and z.story_id == z.id and not tables["faults"]
+    assert {z.id} in writes["staged"] and not any(z.id in w for w in writes["locked"])
 
 
 def _halves(text: str) -> tuple[str, str]:
