@@ -95,6 +95,8 @@ class Transaction:
         self.staged_snapshot: int | None = None
         # Stories written before the lock (``stage_stories``): id -> canonical record id.
         self.staged_stories: dict[str, str] = {}
+        # The placing UPDATE's parameters made before the lock (``prepare_placing``), for that list of new records.
+        self._placing: tuple[Sequence[NewRecord], tuple[str, ...]] | None = None
         self.locked_at: float | None = None  # when ``try_write_lock`` took the write lock (perf_counter)
 
     def try_write_lock(self) -> bool:
@@ -269,17 +271,20 @@ class Transaction:
         return dict(zip(texts, text_figures(list(texts.values())), strict=True))
 
     def stage_stories(self, book: Book, now: datetime) -> None:
-        """PostgreSQL, before the write lock: the stories the batch's decision there founds on one of the records it
-        staged, written with no ``changed_seq``: that record's seq says the story is new (``stories_changed_since``).
-        ``save_stories`` then writes under the lock only what the decision made there founds otherwise; for a lone
-        worker, whose decision before the lock stands, nothing (their COPY took 8 µs a story of the hold:
-        docs/benchmarks.md). Nobody else sees them before the commit, and this transaction's reads find no record
-        in them: their records are staged without a place. A story is named after the record that founds it (or at
-        random), and a record staged here is one no other writer stores till this one ends (``stage``), so no other
-        writes a story of that name meanwhile, and none waits on one staged here."""
+        """PostgreSQL, before the write lock: the stories the batch's decision there founds that are named after one of
+        the records it staged and have one as their canonical, written with no ``changed_seq``: that record's seq
+        says the story is new (``stories_changed_since``). ``save_stories`` then writes under the lock the rest
+        (a story named at random, or after a stored record: a member a take-over leaves) and what the decision made
+        there founds otherwise; for a lone worker most of a batch's stories are written before the lock (their COPY
+        took 6 µs a document of its hold: docs/benchmarks.md). Nobody else sees them before the commit, and this
+        transaction's reads find no record in them: their records are staged without a place. No other writer
+        founds a story of such a name meanwhile, nor waits on one: it would need the record, which nobody else stores
+        till this transaction ends (``stage``). A stored record's name is another matter: a writer making the same
+        member leave, or a takedown, may found that story too, and the lock's holder would then wait on the row
+        staged here (a review found that deadlock)."""
         if self.conn.dialect.name != "postgresql":
             return
-        founded = {s: c for s in book.new_stories if (c := book.canonical_of[s]) in self.staged}
+        founded = {s: c for s in book.new_stories if s in self.staged and (c := book.canonical_of[s]) in self.staged}
         if fresh := self._unstage(founded):  # a decision made again before the lock: what it founds otherwise
             self._copy_stories(fresh, now, None)
         self.staged_stories = founded
@@ -654,38 +659,61 @@ class Transaction:
                 rows = [_row(item, created, _sqlite_time) for item in new]
                 self.conn.exec_driver_sql(SQLITE_INSERT, rows)
             return None
-        seq_of: dict[str, int] = {}
-        last = None
+        last = first = None
         if new:
             # The batch's seqs in one call: only the lock's holder advances the sequence, so the range is the
             # batch's alone (a nextval a record took 3.5 µs a document of the hold; docs/benchmarks.md).
             last = int(self.conn.exec_driver_sql(DRAW_SEQS, (len(new) - 1,)).scalar_one())
-            seq_of = {n.record.id: seq for seq, n in enumerate(new, start=last - len(new) + 1)}
-        written = [n for n in new if n.record.id not in self.staged]
+            first = last - len(new) + 1
+        written = [(i, n) for i, n in enumerate(new) if n.record.id not in self.staged]
         if written:
+            assert first is not None
             # Binary COPY: text and bytes go as they are, with no escaping or hex on either side (less time and
             # client CPU than the text format).
-            self._copy_records([(seq_of[item.record.id], *_row(item, stamp)) for item in written])
-        placed = [n.record for n in new if n.record.id in self.staged]
+            self._copy_records([(first + i, *_row(item, stamp)) for i, item in written])
+        placed, arrays = self._placing_of(new)
         if placed:
-            arrays: list[list[Any]] = [
-                [self.staged[r.id] for r in placed],
-                [seq_of[r.id] for r in placed],
-                [str(r.status) for r in placed],
-                [r.duplicate_of for r in placed],
-                [r.similarity for r in placed],
-                [str(r.method) if r.method else None for r in placed],
-                [r.story_id for r in placed],
-                [r.jaccard for r in placed],
-                [r.containment for r in placed],
-            ]
-            done = self.conn.exec_driver_sql(PLACE_STAGED, (stamp, *map(_array_literal, arrays)))
-            if done.rowcount != len(placed):
-                raise RuntimeError(f"{len(placed) - done.rowcount} records staged before the lock were not found")
-        if len(placed) < len(self.staged):  # the caller stores what it staged: never commit a record without its place
-            raise RuntimeError(f"{len(self.staged) - len(placed)} records staged before the lock were not placed")
-        self.staged = {}
+            done = self.conn.exec_driver_sql(PLACE_STAGED, (first, stamp, *arrays))
+            if done.rowcount != placed:
+                raise RuntimeError(f"{placed - done.rowcount} records staged before the lock were not found")
+        if placed < len(self.staged):  # the caller stores what it staged: never commit a record without its place
+            raise RuntimeError(f"{len(self.staged) - placed} records staged before the lock were not placed")
+        self.staged, self._placing = {}, None
         return last
+
+    def prepare_placing(self, new: Sequence[NewRecord]) -> None:
+        """PostgreSQL, before the write lock: the placing UPDATE's parameters for these new records (a decision made
+        before the lock), so that ``insert`` of the same list under the lock, where that decision stands, only sends
+        them (making them took 3 µs a document of a lone worker's hold: docs/benchmarks.md)."""
+        if self.conn.dialect.name == "postgresql" and self.staged:
+            self._placing = (new, self._placing_arrays(new))
+
+    def _placing_of(self, new: Sequence[NewRecord]) -> tuple[int, tuple[str, ...]]:
+        """How many of the new records are staged, and the placing's parameters for them: those made before the lock
+        if for this very list, else made now."""
+        placed = sum(1 for n in new if n.record.id in self.staged)
+        if not placed:
+            return 0, ()
+        if self._placing is not None and self._placing[0] is new:
+            return placed, self._placing[1]
+        return placed, self._placing_arrays(new)
+
+    def _placing_arrays(self, new: Sequence[NewRecord]) -> tuple[str, ...]:
+        """The staged records' marks, places in ``new`` (a record's seq is the batch's first plus its place, drawn
+        under the lock) and placement, as array literals."""
+        placed = [(i, n.record) for i, n in enumerate(new) if n.record.id in self.staged]
+        arrays: list[list[Any]] = [
+            [self.staged[r.id] for _, r in placed],
+            [i for i, _ in placed],
+            [str(r.status) for _, r in placed],
+            [r.duplicate_of for _, r in placed],
+            [r.similarity for _, r in placed],
+            [str(r.method) if r.method else None for _, r in placed],
+            [r.story_id for _, r in placed],
+            [r.jaccard for _, r in placed],
+            [r.containment for _, r in placed],
+        ]
+        return tuple(map(_array_literal, arrays))
 
     def _copy_records(self, rows: Iterable[tuple]) -> None:
         """Rows of records, each its seq and then the ROW_COLUMNS, by binary COPY."""
@@ -815,6 +843,8 @@ class Store(Bookkeeping):
                 raise RuntimeError("a template-count row staged before the lock was neither placed nor dropped")
             if txn.staged_snapshot is not None:  # nor a snapshot nobody reads, in the table till the next one
                 raise RuntimeError("a template-count snapshot staged before the lock was neither placed nor dropped")
+            if txn.staged_stories:  # nor a story the decision under the lock did not see
+                raise RuntimeError("stories staged before the lock were not saved")
         # How long the lock was held, commit included: what bounds a cluster of any size (docs/scaling.md).
         self.lock_seconds += time.perf_counter() - locked
         self.lock_holds += 1
@@ -1425,11 +1455,12 @@ DRAW_SEQS = (
 )
 # The place of records staged before the lock (``Transaction.stage``), found by their staging seq.
 PLACE_STAGED = """
-UPDATE records AS r SET seq = v.seq, status = v.status, duplicate_of = v.duplicate_of, similarity = v.similarity,
-    method = v.method, story_id = v.story_id, jaccard = v.jaccard, containment = v.containment, changed_at = %s
+UPDATE records AS r SET seq = %s + v.place, status = v.status, duplicate_of = v.duplicate_of,
+    similarity = v.similarity, method = v.method, story_id = v.story_id, jaccard = v.jaccard,
+    containment = v.containment, changed_at = %s
 FROM unnest(%s::int8[], %s::int8[], %s::varchar[], %s::varchar[], %s::float8[], %s::varchar[], %s::varchar[],
     %s::float8[], %s::float8[])
-    AS v(mark, seq, status, duplicate_of, similarity, method, story_id, jaccard, containment)
+    AS v(mark, place, status, duplicate_of, similarity, method, story_id, jaccard, containment)
 WHERE r.seq = v.mark
 """
 # PostgreSQL's names of the ROW_COLUMNS types, for binary COPY (Text before String: it is one).

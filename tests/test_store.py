@@ -757,6 +757,138 @@ def test_a_lone_worker_writes_the_stories_its_batch_founds_before_the_lock(
     assert {source[s] for s in told[0]} == {"x", "y"} and {source[s] for s in told[1]} == {"y", "z"}
 
 
+def test_a_lone_worker_places_its_records_by_what_it_made_before_the_lock(
+    postgres_server_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The placing UPDATE's parameters are made before the lock for the decision made there; a lone worker's stands,
+    so under the lock none are made. A record's seq is the batch's first plus its place among the batch's records:
+    a rejected one (written under the lock, not staged) and the staged ones after it in arrival order, consecutive,
+    with the places and links the serial store gives them; decided again under the lock, they are made there."""
+    import random
+
+    from tests.services import postgres_database
+
+    made: list[bool] = []
+    arrays = Transaction._placing_arrays
+    under = threading.local()
+
+    def making(self: Transaction, new: list) -> tuple[str, ...]:
+        made.append(getattr(under, "lock", False))
+        return arrays(self, new)
+
+    original_insert = Transaction.insert
+
+    def inserting(self: Transaction, *args: object, **kwargs: object) -> int | None:
+        under.lock = True
+        try:
+            return original_insert(self, *args, **kwargs)
+        finally:
+            under.lock = False
+
+    monkeypatch.setattr(Transaction, "_placing_arrays", making)
+    monkeypatch.setattr(Transaction, "insert", inserting)
+    rng = random.Random(11)
+    texts = [_words(150, rng) for _ in range(3)]
+    batch = [
+        RawDocument(source="a.txt", body=texts[0]),
+        RawDocument(source="bad.txt", body=""),
+        RawDocument(source="b.txt", body=texts[1]),
+        RawDocument(source="a-copy.txt", body=_near_copy(texts[0])),
+        RawDocument(source="c.txt", body=texts[2]),
+    ]
+    with postgres_database(postgres_server_url) as url:
+        pipeline = Pipeline(Store(url), Settings(store=url))
+        pipeline.ingest(batch)
+        with pipeline.store.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(records.c.seq, records.c.source, records.c.status, records.c.duplicate_of).order_by(
+                    records.c.seq
+                )
+            ).all()
+        ids = {r.source: r.id for r in pipeline.store.iter_records()}
+        pipeline.close()
+        assert made == [False]  # once, before the lock
+        assert [r.source for r in rows] == ["bad.txt", "a.txt", "b.txt", "a-copy.txt", "c.txt"]
+        assert [r.seq for r in rows] == list(range(rows[0].seq, rows[0].seq + 5))
+        assert rows[0].status == str(Status.REJECTED) and rows[3].duplicate_of == ids["a.txt"]
+        made.clear()
+        text = fixture_text("ar_near_a.txt")
+        _queued(url, [], RawDocument(source="x.txt", body=text), RawDocument(source="y.txt", body=_near_copy(text)))
+        store = Store(url)
+        stored = {r.source: r for r in store.iter_records()}
+        store.close()
+    assert True in made and stored["y.txt"].duplicate_of == stored["x.txt"].id  # made again under the lock, placed
+
+
+def test_the_stories_staged_before_the_lock_are_written_again_where_the_decision_under_it_differs(
+    postgres_server_url: str,
+) -> None:
+    """Staged before the lock: X's story on X and Y's on Y (records staged); not Z's (its record written under the
+    lock, as when staging gave up on it), nor E's, named after a record that is not the batch's (a member a take-over
+    leaves: another writer may found it too). Decided under the lock: X's story has another canonical (Z), Y's is
+    founded no more, W's is new. One row each for X (canonical Z) and W, both stamped with the batch's seq."""
+    from docsieve.schema import stories
+    from docsieve.stories import Book
+    from tests.services import postgres_database
+
+    def draft(record_id: str) -> NewRecord:
+        return NewRecord(Record(record_id, f"{record_id}.txt", Status.CANONICAL, record_id * 8))
+
+    def book(founded: dict[str, str]) -> Book:
+        made = Book(None, Settings(), lambda ids: {})  # type: ignore[arg-type]  # save_stories reads no store
+        made.new_stories, made.canonical_of, made.new_records = set(founded), dict(founded), {"X", "Y", "Z", "W"}
+        return made
+
+    drafts = [draft(i) for i in ("X", "Y", "W")]
+
+    def before_lock(txn: Transaction) -> None:
+        txn.stage(drafts)
+        txn.stage_stories(book({"X": "X", "Y": "Y", "Z": "Z", "E": "W"}), txn.now())
+        assert txn.staged_stories == {"X": "X", "Y": "Y"}
+
+    with postgres_database(postgres_server_url) as url:
+        store = Store(url)
+        with store.writing(before_lock=before_lock) as txn:
+            last = txn.insert([*drafts, draft("Z")])
+            txn.save_stories(book({"X": "Z", "W": "W"}), txn.now(), last)
+        with store.engine.connect() as conn:
+            rows = set(conn.execute(sa.select(stories.c.id, stories.c.canonical_id, stories.c.changed_seq)))
+        store.close()
+    assert rows == {("X", "Z", last), ("W", "W", last)}
+
+
+def test_a_story_a_take_over_founds_on_a_stored_record_is_told_changed(
+    postgres_server_url: str, tmp_path: Path
+) -> None:
+    """A stored article holds two excerpts that share nothing; the first excerpt arrives again, published before the
+    article, and takes the story over: the other excerpt leaves and founds a story of its own, named after it (a
+    stored record), under the lock. That story is among those changed since the batch began, as on SQLite."""
+    from tests.services import postgres_database
+
+    article = fixture_text("en_article.txt")
+    one_half, other_half = _halves(article)
+    before = [
+        RawDocument(source="article.txt", body=article, published="2026-12-01T10:00:00Z"),
+        RawDocument(source="two.txt", body=other_half, published="2026-12-01T11:00:00Z"),
+    ]
+    then = [RawDocument(source="one.txt", body=one_half, published="2026-12-01T09:00:00Z")]
+    expected = _serial_tables(tmp_path, before, then)
+    with postgres_database(postgres_server_url) as url:
+        store = Store(url)
+        pipeline = Pipeline(store, Settings(store=url))
+        pipeline.ingest(before)
+        with store.reading() as txn:
+            seq = txn.last_seq()
+        pipeline.ingest(then)
+        with store.reading() as txn:
+            told = txn.stories_changed_since(seq)
+        two = next(r for r in store.iter_records() if r.source == "two.txt")
+        pipeline.close()
+        tables = _tables_of(url)
+    assert tables == expected and not tables["faults"]
+    assert two.story_id == two.id and two.story_id in told
+
+
 def test_a_story_staged_before_the_lock_that_the_decision_under_it_does_not_found_is_gone(
     postgres_server_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -1225,13 +1357,19 @@ def test_a_batch_decided_again_before_the_lock_stages_its_new_template_counts(
     ]
     expected = _serial(tmp_path, before, first, then)
     fates = _counts_spy(monkeypatch)
+    writes = _story_writes(monkeypatch)
     with postgres_database(postgres_server_url) as url:
         _, second = _stored_while_deciding(url, before, then, [first], monkeypatch)
-        got, rows = _stories_of(url), _count_rows(url)
+        got, rows, tables = _stories_of(url), _count_rows(url), _tables_of(url)
+        store = Store(url)
+        two = next(r for r in store.iter_records() if r.source == "two.txt")
+        store.close()
     assert got == expected and expected["two.txt"][3] == ["two.txt"] and expected["apart.txt"][2] == "apart-early.txt"
     assert (second.decided_again_before_lock, second.documents_decided_again_before_lock) == (1, 2)
     assert second.decided_again == 0
     _placed_as_serial(fates, rows, tmp_path)
+    # Its stories too: staged again before the lock (the excerpt's own, not the text's), none written under it.
+    assert not tables["faults"] and writes["locked"] == [] and {two.id} in writes["staged"]
 
 
 def test_a_batch_that_finds_the_lock_held_meets_what_its_holder_stores_before_the_lock(
