@@ -757,6 +757,28 @@ def test_a_lone_worker_writes_the_stories_its_batch_founds_before_the_lock(
     assert {source[s] for s in told[0]} == {"x", "y"} and {source[s] for s in told[1]} == {"y", "z"}
 
 
+def _placings(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """Each time the placing UPDATE's parameters are made: whether under the lock (in ``insert``)."""
+    made: list[bool] = []
+    arrays, original_insert = Transaction._placing_arrays, Transaction.insert
+    under = threading.local()
+
+    def making(self: Transaction, new: list) -> tuple[str, ...]:
+        made.append(getattr(under, "lock", False))
+        return arrays(self, new)
+
+    def inserting(self: Transaction, *args: object, **kwargs: object) -> int | None:
+        under.lock = True
+        try:
+            return original_insert(self, *args, **kwargs)
+        finally:
+            under.lock = False
+
+    monkeypatch.setattr(Transaction, "_placing_arrays", making)
+    monkeypatch.setattr(Transaction, "insert", inserting)
+    return made
+
+
 def test_a_lone_worker_places_its_records_by_what_it_made_before_the_lock(
     postgres_server_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -768,25 +790,7 @@ def test_a_lone_worker_places_its_records_by_what_it_made_before_the_lock(
 
     from tests.services import postgres_database
 
-    made: list[bool] = []
-    arrays = Transaction._placing_arrays
-    under = threading.local()
-
-    def making(self: Transaction, new: list) -> tuple[str, ...]:
-        made.append(getattr(under, "lock", False))
-        return arrays(self, new)
-
-    original_insert = Transaction.insert
-
-    def inserting(self: Transaction, *args: object, **kwargs: object) -> int | None:
-        under.lock = True
-        try:
-            return original_insert(self, *args, **kwargs)
-        finally:
-            under.lock = False
-
-    monkeypatch.setattr(Transaction, "_placing_arrays", making)
-    monkeypatch.setattr(Transaction, "insert", inserting)
+    made = _placings(monkeypatch)
     rng = random.Random(11)
     texts = [_words(150, rng) for _ in range(3)]
     batch = [
@@ -825,8 +829,9 @@ def test_the_stories_staged_before_the_lock_are_written_again_where_the_decision
 ) -> None:
     """Staged before the lock: X's story on X and Y's on Y (records staged); not Z's (its record written under the
     lock, as when staging gave up on it), nor E's, named after a record that is not the batch's (a member a take-over
-    leaves: another writer may found it too). Decided under the lock: X's story has another canonical (Z), Y's is
-    founded no more, W's is new. One row each for X (canonical Z) and W, both stamped with the batch's seq."""
+    leaves: another writer may found it too), nor W's while its canonical is Z. Decided under the lock: X's story has
+    another canonical (Z), Y's is founded no more, W's is new. One row each for X (canonical Z) and W, both stamped
+    with the batch's seq."""
     from docsieve.schema import stories
     from docsieve.stories import Book
     from tests.services import postgres_database
@@ -843,7 +848,7 @@ def test_the_stories_staged_before_the_lock_are_written_again_where_the_decision
 
     def before_lock(txn: Transaction) -> None:
         txn.stage(drafts)
-        txn.stage_stories(book({"X": "X", "Y": "Y", "Z": "Z", "E": "W"}), txn.now())
+        txn.stage_stories(book({"X": "X", "Y": "Y", "Z": "Z", "E": "W", "W": "Z"}), txn.now())
         assert txn.staged_stories == {"X": "X", "Y": "Y"}
 
     with postgres_database(postgres_server_url) as url:
@@ -887,6 +892,32 @@ def test_a_story_a_take_over_founds_on_a_stored_record_is_told_changed(
         tables = _tables_of(url)
     assert tables == expected and not tables["faults"]
     assert two.story_id == two.id and two.story_id in told
+
+
+def test_a_transaction_with_stories_staged_and_never_saved_is_not_committed(postgres_server_url: str) -> None:
+    """Stories staged before the lock that ``save_stories`` never saw are not committed: the transaction fails,
+    and nothing it wrote is stored."""
+    from docsieve.schema import stories
+    from docsieve.stories import Book
+    from tests.services import postgres_database
+
+    draft = NewRecord(Record("X", "X.txt", Status.CANONICAL, "X" * 8))
+    founded = Book(None, Settings(), lambda ids: {})  # type: ignore[arg-type]  # stage_stories reads no store
+    founded.new_stories, founded.canonical_of = {"X"}, {"X": "X"}
+
+    def before_lock(txn: Transaction) -> None:
+        txn.stage([draft])
+        txn.stage_stories(founded, txn.now())
+
+    with postgres_database(postgres_server_url) as url:
+        store = Store(url)
+        refused = pytest.raises(RuntimeError, match="stories staged before the lock were not saved")
+        with refused, store.writing(before_lock=before_lock) as txn:
+            txn.insert([draft])
+        with store.engine.connect() as conn:
+            counts = [conn.scalar(sa.select(sa.func.count()).select_from(t)) for t in (stories, records)]
+        store.close()
+    assert counts == [0, 0]
 
 
 def test_a_story_staged_before_the_lock_that_the_decision_under_it_does_not_found_is_gone(
@@ -1295,6 +1326,30 @@ def test_what_others_store_while_a_batch_is_decided_is_met_before_the_lock(
     _placed_as_serial(fates, rows, tmp_path)
 
 
+def test_a_batch_decided_again_before_the_lock_into_a_copy_places_no_count_row(
+    postgres_server_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A text decided before the lock as new (its row staged, counted) while another worker stores a near copy of it
+    published earlier: decided again before the lock it is a copy, which adds nothing to the counts. Its staged row
+    goes before the lock, and under the lock, where that decision stands, none is placed: the rows are those of the
+    serial store."""
+    from tests.services import postgres_database
+
+    text = fixture_text("ar_other.txt")
+    before = [RawDocument(source="article.txt", body=fixture_text("en_article.txt"))]
+    first = [RawDocument(source="apart-early.txt", body=_near_copy(text), published="2026-12-01")]
+    then = [RawDocument(source="apart.txt", body=text, published="2026-12-01T11:30:00Z")]
+    expected = _serial(tmp_path, before, first, then)
+    fates = _counts_spy(monkeypatch)
+    with postgres_database(postgres_server_url) as url:
+        _, second = _stored_while_deciding(url, before, then, [first], monkeypatch)
+        got, rows = _stories_of(url), _count_rows(url)
+    assert got == expected and expected["apart.txt"][2] == "apart-early.txt"
+    assert second.decided_again_before_lock == 1 and second.decided_again == 0
+    assert fates[-1] == "none", fates
+    assert [blob for _, blob in rows] == [blob for _, blob in _count_rows(f"sqlite:///{tmp_path}/serial.db")]
+
+
 def _read_counts(store: Store, *counts: ShingleCounts) -> None:
     """Template counts caught up with the store and read whole, as a worker that weighs shingles reads them."""
     for each in counts:
@@ -1357,7 +1412,7 @@ def test_a_batch_decided_again_before_the_lock_stages_its_new_template_counts(
     ]
     expected = _serial(tmp_path, before, first, then)
     fates = _counts_spy(monkeypatch)
-    writes = _story_writes(monkeypatch)
+    writes, made = _story_writes(monkeypatch), _placings(monkeypatch)
     with postgres_database(postgres_server_url) as url:
         _, second = _stored_while_deciding(url, before, then, [first], monkeypatch)
         got, rows, tables = _stories_of(url), _count_rows(url), _tables_of(url)
@@ -1368,8 +1423,10 @@ def test_a_batch_decided_again_before_the_lock_stages_its_new_template_counts(
     assert (second.decided_again_before_lock, second.documents_decided_again_before_lock) == (1, 2)
     assert second.decided_again == 0
     _placed_as_serial(fates, rows, tmp_path)
-    # Its stories too: staged again before the lock (the excerpt's own, not the text's), none written under it.
+    # Its stories too: staged again before the lock (the excerpt's own, not the text's), none written under it; and
+    # its placing, made for each decision before the lock, not under it.
     assert not tables["faults"] and writes["locked"] == [] and {two.id} in writes["staged"]
+    assert True not in made
 
 
 def test_a_batch_that_finds_the_lock_held_meets_what_its_holder_stores_before_the_lock(
