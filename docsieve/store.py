@@ -290,8 +290,8 @@ class Transaction:
         self.staged_stories = founded
 
     def _unstage(self, founded: dict[str, str]) -> dict[str, str]:
-        """The staged stories a decision (``founded``: id -> canonical) does not found as they are deleted, and the
-        ones it founds that are not staged so returned."""
+        """Delete the staged stories that a decision (``founded``: id -> canonical) does not found as they were staged;
+        return the ones it founds that are not staged as they are (to be written)."""
         staged, self.staged_stories = self.staged_stories, {}
         if gone := [s for s, canonical in staged.items() if founded.get(s) != canonical]:
             self.conn.execute(stories.delete().where(self._among(stories.c.id, gone)))
