@@ -699,23 +699,34 @@ def _story_writes(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[set[str]]]:
     """The story rows written by COPY, by when: ``staged`` before the lock (``stage_stories``), ``locked`` under it
     (``save_stories``), each call's ids."""
     writes: dict[str, list[set[str]]] = {"staged": [], "locked": []}
-    copy, save = Transaction._copy_stories, Transaction.save_stories
-    under = threading.local()
-
-    def copying(self: Transaction, founded: dict[str, str], *args: object) -> None:
-        writes["locked" if getattr(under, "lock", False) else "staged"].append(set(founded))
-        copy(self, founded, *args)
-
-    def saving(self: Transaction, *args: object, **kwargs: object) -> None:
-        under.lock = True
-        try:
-            save(self, *args, **kwargs)
-        finally:
-            under.lock = False
-
-    monkeypatch.setattr(Transaction, "_copy_stories", copying)
-    monkeypatch.setattr(Transaction, "save_stories", saving)
+    _spied_within(
+        monkeypatch,
+        "_copy_stories",
+        "save_stories",
+        lambda within, founded, *_: writes["locked" if within else "staged"].append(set(founded)),
+    )
     return writes
+
+
+def _spied_within(monkeypatch: pytest.MonkeyPatch, spied: str, within: str, seen: Callable[..., object]) -> None:
+    """Each call of ``Transaction.<spied>`` is ``seen(within, *its arguments)`` before it runs, ``within`` whether it
+    runs inside ``Transaction.<within>``."""
+    calls, outer = getattr(Transaction, spied), getattr(Transaction, within)
+    inside = threading.local()
+
+    def spy(self: Transaction, *args: object, **kwargs: object) -> object:
+        seen(getattr(inside, "on", False), *args)
+        return calls(self, *args, **kwargs)
+
+    def around(self: Transaction, *args: object, **kwargs: object) -> object:
+        inside.on = True
+        try:
+            return outer(self, *args, **kwargs)
+        finally:
+            inside.on = False
+
+    monkeypatch.setattr(Transaction, spied, spy)
+    monkeypatch.setattr(Transaction, within, around)
 
 
 def test_a_lone_worker_writes_the_stories_its_batch_founds_before_the_lock(
@@ -760,22 +771,7 @@ def test_a_lone_worker_writes_the_stories_its_batch_founds_before_the_lock(
 def _placings(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
     """Each time the placing UPDATE's parameters are made: whether under the lock (in ``insert``)."""
     made: list[bool] = []
-    arrays, original_insert = Transaction._placing_arrays, Transaction.insert
-    under = threading.local()
-
-    def making(self: Transaction, new: list) -> tuple[str, ...]:
-        made.append(getattr(under, "lock", False))
-        return arrays(self, new)
-
-    def inserting(self: Transaction, *args: object, **kwargs: object) -> int | None:
-        under.lock = True
-        try:
-            return original_insert(self, *args, **kwargs)
-        finally:
-            under.lock = False
-
-    monkeypatch.setattr(Transaction, "_placing_arrays", making)
-    monkeypatch.setattr(Transaction, "insert", inserting)
+    _spied_within(monkeypatch, "_placing_arrays", "insert", lambda within, *_: made.append(within))
     return made
 
 
