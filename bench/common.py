@@ -114,21 +114,21 @@ def meanwhile(store, then: Callable[[], object]) -> None:
         def first_then(txn):
             # Before the lock is tried as well: a decision before the lock that finds the lock free takes it there
             # (``Transaction.try_write_lock``), and the second worker, in this thread, would then wait on it forever.
-            stored = [False]
+            pending = [then]  # the second worker's batch, stored once, whichever comes first
             tried = txn.try_write_lock
 
+            def second() -> None:
+                while pending:
+                    pending.pop()()
+
             def second_then_try() -> bool:
-                if not stored[0]:
-                    stored[0] = True
-                    then()
+                second()
                 return tried()
 
             txn.try_write_lock = second_then_try
             if before_lock is not None:
                 before_lock(txn)
-            if not stored[0]:
-                stored[0] = True
-                then()
+            second()
 
         with writing(before_lock=first_then) as txn:
             yield txn

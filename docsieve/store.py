@@ -312,9 +312,9 @@ class Transaction:
         ``changed_at`` moves, so ``export --since`` sees them), stored records placed anew, and what holds what.
         ``now`` is the batch's time (see ``Transaction.now``); ``seq``, its last record's, goes with every story it
         changed (``changed_seq``; a takedown says what it changed by its own seq)."""
-        new_stories = {s: book.canonical_of[s] for s in book.new_stories}
+        # Those staged before the lock are written again only where the decision under it differs.
+        new_stories = self._unstage({s: book.canonical_of[s] for s in book.new_stories})
         changed_stories = {s: book.canonical_of[s] for s in book.changed_stories - book.new_stories}
-        new_stories = self._unstage(new_stories)  # decided again under the lock, the staged may differ
         if new_stories and self.conn.dialect.name == "postgresql":
             self._copy_stories(new_stories, now, seq)
         elif new_stories:  # through the driver, as records are (SQLAlchemy's handling of each row took most)
