@@ -136,12 +136,16 @@ def measuring_prefix(work: Path, report: Path) -> list[str]:
 
 
 def compile_sources() -> None:
-    """Write the bytecode of docsieve's own modules ahead of the runs."""
+    """Write the bytecode of docsieve's own modules ahead of the runs: the core and the packages beside it that the
+    command imports (until the thirty-fifth session only ``worker``'s were, so every run compiled the core's)."""
     import compileall
 
+    import docsieve
+    import scheduler
     import worker
 
-    compileall.compile_dir(Path(worker.__file__).parent, quiet=1)
+    for package in (docsieve, scheduler, worker):
+        compileall.compile_dir(Path(package.__file__).parent, quiet=1)
 
 
 def run_child(

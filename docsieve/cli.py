@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import itertools
 import json
 import os
@@ -124,7 +125,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Ingest articles, keep one canonical record per story and link every copy to it.",
     )
     parser.add_argument("--store", metavar="URL", default=None, help=store_help)
-    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    parser.add_argument("--version", action=_ShowVersion)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     ingest = sub.add_parser(
@@ -281,6 +282,18 @@ def _load_extensions(cli: CommandLine) -> None:
         add(cli)
 
 
+class _ShowVersion(argparse.Action):
+    """``--version``: the installed version is looked up only when asked (importlib.metadata took 30 ms of every
+    command's start)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str = argparse.SUPPRESS, **kwargs: object) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, help="show the version and exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: object) -> None:
+        print(f"{parser.prog} {_version()}")
+        parser.exit()
+
+
 def _version() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -328,6 +341,9 @@ def _ingest(args: argparse.Namespace, settings: Settings) -> int:
             with _stopping_at_ctrl_c() as stopped:
                 preparing = preparing or Preparing(items, settings, ahead=ahead_by_default(settings))
                 progress = bar.update if bar is not None else None
+                # What the start-up made (the modules, the open store) lives as long as this process: kept out of
+                # the collector's full collections, which walked it all again and again (docs/benchmarks.md).
+                gc.freeze()
                 summary = pipeline.ingest(preparing, progress=progress, stop=stopped.is_set)
             if pages and not stopped.is_set():  # only now, with the pages stored, may their next fetch be conditional
                 from docsieve.web import save_validators

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import gc
 import multiprocessing
 import os
 import pickle
@@ -230,11 +231,16 @@ def _fork(run: Callable[[], None]) -> int:
     A plain fork, not ``multiprocessing.Process``: that one's start replaces the child's standard input with
     /dev/null, which the items may be reading. Signals are held across the fork, so that the child never runs
     this process's handlers: Ctrl-C is for the deciding process (which then stops this one), SIGTERM ends it.
+
+    The child first freezes what it inherited out of its garbage collector's reach: its collections would
+    otherwise write to every inherited object's header, copying the parent's pages, and each full collection
+    would walk them all again (docs/benchmarks.md).
     """
     held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
     try:
         pid = os.fork()
         if pid == 0:
+            gc.freeze()
             code = 1
             try:
                 signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -144,6 +144,20 @@ def test_store_option_before_or_after_the_command(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+def test_version_looked_up_only_when_asked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The installed version is read (importlib.metadata, some 30 ms) by ``--version`` alone, not by every
+    command's start."""
+    import importlib.metadata
+
+    asked: list[str] = []
+    monkeypatch.setattr(importlib.metadata, "version", lambda name: asked.append(name) or "9.9.9")
+    assert main(["--store", str(tmp_path / "v.db"), "migrate"]) == 0 and asked == []
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0 and out.getvalue() == "docsieve 9.9.9\n" and asked == ["docsieve"]
+
+
 def test_help_everywhere() -> None:
     for command in (
         [],
