@@ -143,7 +143,6 @@ def test_store_option_before_or_after_the_command(tmp_path: Path) -> None:
     assert before.exists() and after.exists() and not (tmp_path / "docsieve.db").exists()
 
 
-@pytest.mark.slow
 def test_version_looked_up_only_when_asked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The installed version is read (importlib.metadata, some 30 ms) by ``--version`` alone, not by every
     command's start."""
@@ -158,6 +157,7 @@ def test_version_looked_up_only_when_asked(tmp_path: Path, monkeypatch: pytest.M
     assert done.value.code == 0 and out.getvalue() == "docsieve 9.9.9\n" and asked == ["docsieve"]
 
 
+@pytest.mark.slow
 def test_help_everywhere() -> None:
     for command in (
         [],
