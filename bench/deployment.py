@@ -30,8 +30,14 @@ from common import DEFAULT_CORPUS, ROOT, folder_or_exit, load_articles, machine,
 from pipeline import compile_sources, docsieve_command, write_articles
 
 sys.path.insert(0, str(ROOT))
-from tests.services import deployment_env, postgres_database, postgres_server, redis_server, running_worker
-from worker.redis_index import RedisIndex
+from tests.services import (
+    deployment_env,
+    postgres_database,
+    postgres_server,
+    redis_server,
+    remove_keys,
+    running_worker,
+)
 
 EMBEDDED = "embedded `docsieve ingest` (SQLite)"
 
@@ -109,7 +115,7 @@ def deployment_run(
             meter = CpuMeter(worker.process.pid) if cpu else None
             seconds, out, submit_cpu = timed([docsieve, "submit", str(folder), "--wait", "--quiet"], env)
             spent = {"submit": submit_cpu, **meter.spent()} if meter else {}
-        RedisIndex(env["DOCSIEVE_INDEX_URL"], env["DOCSIEVE_QUEUE_PREFIX"]).clear()
+        remove_keys(redis_url, prefix)  # the index, the payloads, the queues' bindings: all under the prefix
     return seconds, out.splitlines()[-1], spent
 
 
