@@ -44,9 +44,12 @@ class CommandLine:
     status_last: list[StatusPart] = field(default_factory=list)  # after them (source polls)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, own_process: bool = False) -> int:
+    """Run one command. ``own_process``: the process is this command's (the console script), so its start-up's
+    objects may be kept out of the garbage collector for good; an in-process caller's collector is left as it was."""
     parser = _parser()
     args = parser.parse_args(argv)
+    args.own_process = own_process
     if args.store == "":
         parser.error("--store must not be empty: a SQLAlchemy URL, or the path of a SQLite file")
     try:
@@ -341,9 +344,10 @@ def _ingest(args: argparse.Namespace, settings: Settings) -> int:
             with _stopping_at_ctrl_c() as stopped:
                 preparing = preparing or Preparing(items, settings, ahead=ahead_by_default(settings))
                 progress = bar.update if bar is not None else None
-                # What the start-up made (the modules, the open store) lives as long as this process: kept out of
-                # the collector's full collections, which walked it all again and again (docs/benchmarks.md).
-                gc.freeze()
+                if args.own_process:
+                    # What the start-up made (the modules, the open store) lives as long as this process: kept out
+                    # of the collector's full collections, which walked it all again and again (docs/benchmarks.md).
+                    gc.freeze()
                 summary = pipeline.ingest(preparing, progress=progress, stop=stopped.is_set)
             if pages and not stopped.is_set():  # only now, with the pages stored, may their next fetch be conditional
                 from docsieve.web import save_validators
@@ -781,7 +785,7 @@ def _similar(args: argparse.Namespace, settings: Settings) -> int:
 
 def console() -> None:
     """The ``docsieve`` console command."""
-    sys.exit(main())
+    sys.exit(main(own_process=True))
 
 
 if __name__ == "__main__":

@@ -157,6 +157,24 @@ def test_version_looked_up_only_when_asked(tmp_path: Path, monkeypatch: pytest.M
     assert done.value.code == 0 and out.getvalue() == "docsieve 9.9.9\n" and asked == ["docsieve"]
 
 
+def test_only_the_commands_own_process_keeps_its_objects_from_the_collector(tmp_path: Path) -> None:
+    """``docsieve ingest`` as its own process freezes what its start-up made (``gc.freeze``: no full collection walks
+    it again); called in another program's process, it leaves that program's collector as it was."""
+    import gc
+
+    assert gc.get_freeze_count() == 0  # nothing in this process freezes: else the test could not tell
+    args = ["--store", str(tmp_path / "g.db"), "ingest", str(REPO / "seeds" / "000_3b0ecb07abc01b42.txt")]
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert main(args) == 0
+    assert gc.get_freeze_count() == 0
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            assert main(args, own_process=True) == 0
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+
+
 @pytest.mark.slow
 def test_help_everywhere() -> None:
     for command in (
