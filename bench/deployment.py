@@ -115,7 +115,7 @@ def deployment_run(
             meter = CpuMeter(worker.process.pid) if cpu else None
             seconds, out, submit_cpu = timed([docsieve, "submit", str(folder), "--wait", "--quiet"], env)
             spent = {"submit": submit_cpu, **meter.spent()} if meter else {}
-        remove_keys(redis_url, prefix)  # the index, the payloads, the queues' bindings: all under the prefix
+        remove_keys(redis_url, prefix)  # the index, the payloads, the queues' bindings (Celery's results are not)
     return seconds, out.splitlines()[-1], spent
 
 

@@ -13,7 +13,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import IO
+from typing import IO, Any
 
 from docsieve.settings import Settings, SettingsError, StoreError, redacted
 
@@ -285,16 +285,13 @@ def _load_extensions(cli: CommandLine) -> None:
         add(cli)
 
 
-class _ShowVersion(argparse.Action):
-    """``--version``: the installed version is looked up only when asked (importlib.metadata took 30 ms of every
-    command's start)."""
+class _ShowVersion(argparse._VersionAction):
+    """argparse's ``--version`` (its printing too, which a closed or broken standard output does not fail), with the
+    installed version looked up only when asked: importlib.metadata took 30 ms of every command's start."""
 
-    def __init__(self, option_strings: Sequence[str], dest: str = argparse.SUPPRESS, **kwargs: object) -> None:
-        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, help="show the version and exit")
-
-    def __call__(self, parser: argparse.ArgumentParser, *args: object) -> None:
-        print(f"{parser.prog} {_version()}")
-        parser.exit()
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any) -> None:
+        self.version = f"%(prog)s {_version()}"
+        super().__call__(parser, *args)
 
 
 def _version() -> str:

@@ -240,9 +240,9 @@ def _fork(run: Callable[[], None]) -> int:
     try:
         pid = os.fork()
         if pid == 0:
-            gc.freeze()
             code = 1
             try:
+                gc.freeze()
                 signal.signal(signal.SIGINT, signal.SIG_IGN)
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
                 signal.pthread_sigmask(signal.SIG_SETMASK, held)

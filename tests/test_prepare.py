@@ -3,6 +3,7 @@ and preparing ahead, in a process of its own."""
 
 from __future__ import annotations
 
+import gc
 import multiprocessing
 import os
 import pickle
@@ -160,6 +161,30 @@ def _prepared_ahead_equals_prepared_here() -> None:
 
 def test_batches_prepared_ahead_in_a_process_of_their_own_equal_those_prepared_here(clean_process) -> None:
     clean_process(_prepared_ahead_equals_prepared_here)
+
+
+def _frozen_where_read(count: int) -> Iterator[RawDocument]:
+    """``_numbered``'s documents, each saying (as its outlet) how many objects its reading process's collector had
+    frozen when it was read."""
+    for document in _numbered(count):
+        yield replace(document, outlet=str(gc.get_freeze_count()))
+
+
+def _the_preparing_process_freezes_what_it_inherited() -> None:
+    assert gc.get_freeze_count() == 0
+    with Preparing(_frozen_where_read(45), Settings(batch_size=8), ahead=True) as preparing:
+        documents = [p.document for _, _, prepared, _ in preparing for p in prepared]
+    here = [int(d.outlet or -1) for d in documents if d.author == str(os.getpid())]
+    there = [int(d.outlet or -1) for d in documents if d.author != str(os.getpid())]
+    assert len(here) == 9 and set(here) == {0} and len(there) == 36
+    assert min(there) > 1000  # the modules it was forked with, at least
+    assert gc.get_freeze_count() == 0  # this process's collector as it was
+
+
+def test_the_preparing_process_keeps_what_it_inherited_from_its_collector(clean_process) -> None:
+    """Its collections would write to every inherited object's header (copying the parent's pages) and walk them
+    all again: it freezes them (``gc.freeze``) first thing, and the process that forked it keeps its collector."""
+    clean_process(_the_preparing_process_freezes_what_it_inherited)
 
 
 def _one_batch_makes_no_process() -> None:
