@@ -384,14 +384,12 @@ class Pipeline:
                 return None
             self.index.catch_up(txn)
             late.catch_up(txn)
-            if (part := in_parts(txn, stored, txn.now())) is None:
+            now = txn.now()
+            if (part := in_parts(txn, stored, now)) is None:
                 return None
             new, book, redone = part
             again[:] = [(through, (new, book))]
-            txn.stage_stories(book, txn.now())
-            txn.prepare_placing(new)
-            shingles, words, days = counted_of(new, book)
-            txn.stage_shingle_counts(counted_shingles(shingles, words, days) if shingles else None)
+            stage_decision(txn, now, new, book)  # in place of the first's
             self.decided_again_before_lock += 1
             self.documents_decided_again_before_lock += redone
             return True
@@ -407,6 +405,14 @@ class Pipeline:
             shingles = [n.shingles for n in texts if n.shingles is not None]
             days = [day_of(n.record.published_at) for n in texts]
             return shingles, [words[n.record.id] for n in texts if n.record.id in words], days
+
+        def stage_decision(txn: Transaction, now: datetime, new: list[NewRecord], book: Book) -> None:
+            """What a decision made before the lock writes there, to stand under it: the stories it founds, the
+            placing's parameters and its template-count row."""
+            txn.stage_stories(book, now)
+            txn.prepare_placing(new)
+            shingles, words, days = counted_of(new, book)
+            txn.stage_shingle_counts(counted_shingles(shingles, words, days) if shingles else None)
 
         # The batch's decision before the lock, with the seqs it read the store after; and the last made again there.
         ahead: list[tuple[tuple[int, int], tuple[list[NewRecord], Book]]] = []
@@ -426,12 +432,9 @@ class Pipeline:
             # A record taken down while this decision read it (one read said it was stored, the next did not)
             # fails it: decided under the lock then, where nothing changes meanwhile.
             with contextlib.suppress(KeyError):
-                ahead.append((seen, decide(txn, txn.now())))
-                txn.stage_stories(ahead[0][1][1], txn.now())
-                txn.prepare_placing(ahead[0][1][0])
-                shingles, words, days = counted_of(*ahead[0][1])
-                if shingles:
-                    txn.stage_shingle_counts(counted_shingles(shingles, words, days))
+                now = txn.now()
+                ahead.append((seen, decide(txn, now)))
+                stage_decision(txn, now, *ahead[0][1])
                 # Others stored records while it was decided: a batch that waited its turn met them all under the
                 # lock (119-124 µs of the hold a document against 47-51 alone, docs/benchmarks.md). Made again here
                 # while the store moves, a few times at most, the lock's holder meets only what came after; and
