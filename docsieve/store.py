@@ -180,6 +180,15 @@ class Transaction:
             found.update(self.conn.scalars(query))
         return found
 
+    def held_stories(self, ids: Iterable[str]) -> dict[str, set[str]]:
+        """The stories each of these records holds (its ``contains`` links)."""
+        found: dict[str, set[str]] = {}
+        for chunk in batched(set(ids), CHUNK):
+            query = sa.select(contains.c.record_id, contains.c.story_id).where(self._among(contains.c.record_id, chunk))
+            for record_id, story_id in self.conn.execute(query):
+                found.setdefault(record_id, set()).add(story_id)
+        return found
+
     def taken_story_ids(self, ids: Iterable[str]) -> set[str]:
         """Which of these ids name a story, but those this transaction staged (``stage_stories``): they are its own."""
         found: set[str] = set()

@@ -122,6 +122,7 @@ class StoredStories(Protocol):
     def stories_of(self, ids: Iterable[str], policy: str) -> tuple[dict[str, str], dict[str, list[Placement]]]: ...
     def members(self, story_ids: Iterable[str], policy: str) -> dict[str, list[Placement]]: ...
     def roundups(self, ids: Iterable[str]) -> set[str]: ...
+    def held_stories(self, ids: Iterable[str]) -> dict[str, set[str]]: ...
     def taken_story_ids(self, ids: Iterable[str]) -> set[str]: ...
 
 
@@ -179,6 +180,8 @@ class Book:
     _days: dict[str, Slots] = field(default_factory=dict)
     _figures: dict[str, Figures] = field(default_factory=dict)
     _free: set[str] = field(default_factory=set)  # record ids known to name no stored story
+    _held: dict[str, set[str]] = field(default_factory=dict)  # stored records' held stories, as read
+    _roundup_copies: set[str] = field(default_factory=set)  # this batch's records placed as copies of a roundup
     # What each decision started from, for ``depending_on``: a batch record -> the records it was placed among;
     # a stored record -> its story as read.
     _relied: dict[str, list[str]] = field(default_factory=dict)
@@ -563,9 +566,12 @@ class Book:
         stories the record is a copy of (a record of which it is a strong copy, beyond template boilerplate):
         what it may bridge (``_merge_bridged``)."""
         mine = record.story_id
+        # A copy of a roundup holds the items it carries as the roundup does, however much of the record one is.
+        again = record.id in self._roundup_copies
         for story, _, o, strong in options:
-            if strong and story != mine and not o.first_smaller and o.jaccard < self.settings.jaccard_threshold:
-                self._link(record.id, story, o.containment)
+            near = o.jaccard >= self.settings.jaccard_threshold and not again
+            if strong and story != mine and not o.first_smaller and not near:
+                self._link(record.id, story, o.containment, roundup=again)
         held = {story for story, _, o, strong in options if strong}
         bridged: list[str] = []
         for c in candidates:
@@ -582,7 +588,7 @@ class Book:
             if o.first_smaller:
                 self._link(c, mine, o.containment)
             elif p.story_id not in held:  # a member of another story inside this record: it holds that story
-                self._link(record.id, p.story_id, o.containment)
+                self._link(record.id, p.story_id, o.containment, roundup=again)
                 held.add(p.story_id)
         return bridged
 
@@ -654,6 +660,9 @@ class Book:
             story, canonical, o, _ = max(near, key=lambda x: alike[x[1]])
             return self._join(record, story, canonical, o)
         held = [x for x in options if x[3] and not x[2].first_smaller]  # canonicals inside the record
+        if len(held) >= 2 and (again := self._roundup_again(options, {story for story, *_ in held})) is not None:
+            self._roundup_copies.add(record.id)  # a roundup too (``_hold``), should it take the story over
+            return self._join(record, *again)
         inside = [x for x in options if x[3] and x[2].first_smaller]  # the record inside canonicals
         # Inside a roundup: not a copy of the roundup; the roundup holds the record's story instead.
         within = [(canonical, o) for _, canonical, o, _ in inside if canonical in self.roundup]
@@ -662,6 +671,35 @@ class Book:
         self._place_among(record, options, held, inside)
         for canonical, o in within:
             self._link(canonical, record.story_id, o.containment, roundup=True)
+
+    def _roundup_again(
+        self, options: list[tuple[str, str, Overlap, bool]], held: set[str]
+    ) -> tuple[str, str, Overlap] | None:
+        """A roundup published again, cut or wrapped: the story of a roundup whose canonical the record is a strong
+        copy of, and which holds every other story the record holds (``held``). Its items often came first as
+        stories of their own (the Royal Court's statement and the royal order of one leave, published apart and
+        then together), and the record, holding two of them, would otherwise be a roundup of its own beside the
+        first, with nothing linking the two. The roundup most contained wins."""
+        again = [
+            (story, canonical, o)
+            for story, canonical, o, strong in options
+            if strong and canonical in self.roundup and held - {story} <= self.holds(canonical)
+        ]
+        return max(again, key=lambda x: x[2].containment, default=None)
+
+    def holds(self, record_id: str) -> set[str]:
+        """The stories a record holds: as stored, and by this batch's links, through this batch's merges."""
+        if record_id not in self._held and record_id not in self.new_records:
+            self._held.update(self.store.held_stories([record_id]))
+            self._held.setdefault(record_id, set())
+        held = self._held.get(record_id, set()) | {k.story_id for k in self.links if k.record_id == record_id}
+        return {self._merged_story(story) for story in held}
+
+    def _merged_story(self, story: str) -> str:
+        """Where a story is now, after this batch's merges (``_merge``)."""
+        while story in self.merged_into:
+            story = self.merged_into[story]
+        return story
 
     def _place_among(
         self,
@@ -748,13 +786,14 @@ class Book:
 
     def _roundup(self, record: Placement, held: list[tuple[str, Overlap]]) -> None:
         self._found(record)
-        self.roundup.add(record.id)
         for story, o in held:
             self._link(record.id, story, o.containment, roundup=True)
 
     def _link(self, record_id: str, story: str, containment: float, roundup: bool = False) -> None:
         """The record holds the story; both stories change (what one holds, what holds the other)."""
         self.links.append(Link(record_id, story, containment, roundup))
+        if roundup:
+            self.roundup.add(record_id)
         self.touched_stories.update((story, self.placements[record_id].story_id))
 
     def _story_id(self, record_id: str) -> str:

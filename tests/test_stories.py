@@ -104,6 +104,42 @@ def test_a_roundup_holds_stories_and_is_a_copy_of_none(pipeline: Pipeline) -> No
     assert records["y2"].story_id == records["y"].story_id
 
 
+@pytest.mark.parametrize("published", ["after", "before"])
+def test_a_roundup_published_again_is_a_copy_of_the_roundup(pipeline: Pipeline, published: str) -> None:
+    """Two items stored as stories of their own, then a roundup of both; another outlet's cut of the roundup (both
+    items, less of the rest: too short for a near copy, inside the roundup) joins the roundup's story and holds the
+    items as the roundup does, rather than founding a roundup of its own beside it (saudinewsnet-dev: the Royal
+    Court's statement and the royal order of one leave). Published first, it takes the story over and stays a
+    roundup: a later copy of an item still joins the item's story. A text holding an item the roundup does not
+    hold is no cut of it."""
+    x, y, w, z = words(60, 60), words(61, 60), words(62, 60), words(63, 300)
+    records = ingest(
+        pipeline,
+        ("x", text(x), "2015-07-22T10:00:00Z"),
+        ("y", text(y), "2015-07-22T10:00:00Z"),
+        ("w", text(w), "2015-07-22T10:00:00Z"),
+        ("roundup", text(x, z, y), "2015-07-22T12:00:00Z"),
+    )
+    roundup, stories_xy = records["roundup"], {records["x"].story_id, records["y"].story_id}
+    assert {s for s, _, _ in story_of(pipeline.store, roundup).contains} == stories_xy
+    when = "2015-07-22T14:00:00Z" if published == "after" else "2015-07-22T11:00:00Z"
+    records = ingest(pipeline, ("cut", text(x, z[:60], y), when), ("other", text(x, z[:60], w), when))
+    cut, other = records["cut"], records["other"]
+    fps = fingerprint_batch([cut.text, roundup.text], pipeline.settings)
+    jaccard, containment = jaccard_and_containment(fps[0].shingles, fps[1].shingles)
+    assert jaccard < pipeline.settings.jaccard_threshold <= containment  # no near copy: a cut inside the roundup
+    assert cut.story_id == roundup.story_id
+    canonical = story_of(pipeline.store, cut).canonical.id
+    assert canonical == (roundup.id if published == "after" else cut.id)
+    with pipeline.store.engine.connect() as conn:
+        held = conn.execute(sa.select(contains.c.story_id, contains.c.roundup).where(contains.c.record_id == cut.id))
+        assert {s: roundup for s, roundup in held if s in stories_xy} == dict.fromkeys(stories_xy, True)
+    assert other.status is Status.CANONICAL and other.story_id != roundup.story_id
+    assert {s for s, _, _ in story_of(pipeline.store, other).contains} >= {records["w"].story_id}
+    records = ingest(pipeline, ("x2", text(edit(x, 64, 0.03)), "2015-07-22T15:00:00Z"))
+    assert records["x2"].story_id == records["x"].story_id
+
+
 def test_a_story_changes_when_a_copy_joins_it_or_a_roundup_holds_it(pipeline: Pipeline) -> None:
     """A copy joining a story and a roundup holding one leave the story's row as it was (no stamp under the lock);
     the story still says it changed then, and a consumer asking what changed since hears of it."""

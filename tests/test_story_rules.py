@@ -42,6 +42,9 @@ class Stories:
     def roundups(self, ids: Iterable[str]) -> set[str]:
         return set()
 
+    def held_stories(self, ids: Iterable[str]) -> dict[str, set[str]]:
+        return {}
+
     def taken_story_ids(self, ids: Iterable[str]) -> set[str]:
         return {i for i in ids if i in self.placements}
 
