@@ -467,7 +467,7 @@ class Book:
             if self._keeps_whole(record.id, story):
                 self._maybe_take_over(record.id, story)
         else:
-            self._choose(record, options)
+            self._choose(record, options, candidates)
         bridged = self._hold(record, options, candidates)  # a rewrite too may carry other stories' items
         if self.settings.merge_split_stories:
             self._merge_bridged(record.id, bridged)
@@ -653,14 +653,14 @@ class Book:
             if k.story_id == other:
                 k.story_id = story
 
-    def _choose(self, record: Placement, options: list[tuple[str, str, Overlap, bool]]) -> None:
+    def _choose(self, record: Placement, options: list[tuple[str, str, Overlap, bool]], candidates: list[str]) -> None:
         alike = {canonical: self._near_jaccard(record.id, canonical, o) for _, canonical, o, _ in options}
         near = [x for x in options if x[3] and alike[x[1]] >= self.settings.jaccard_threshold]
         if near:
             story, canonical, o, _ = max(near, key=lambda x: alike[x[1]])
             return self._join(record, story, canonical, o)
         held = [x for x in options if x[3] and not x[2].first_smaller]  # canonicals inside the record
-        if len(held) >= 2 and (again := self._roundup_again(options, {story for story, *_ in held})) is not None:
+        if len(held) >= 2 and (again := self._roundup_again(record.id, candidates, {s for s, *_ in held})) is not None:
             self._roundup_copies.add(record.id)  # a roundup too (``_hold``), should it take the story over
             return self._join(record, *again)
         inside = [x for x in options if x[3] and x[2].first_smaller]  # the record inside canonicals
@@ -672,19 +672,22 @@ class Book:
         for canonical, o in within:
             self._link(canonical, record.story_id, o.containment, roundup=True)
 
-    def _roundup_again(
-        self, options: list[tuple[str, str, Overlap, bool]], held: set[str]
-    ) -> tuple[str, str, Overlap] | None:
+    def _roundup_again(self, record_id: str, candidates: list[str], held: set[str]) -> tuple[str, str, Overlap] | None:
         """A roundup published again, cut or wrapped: the story of a roundup whose canonical the record is a strong
         copy of, and which holds every other story the record holds (``held``). Its items often came first as
         stories of their own (the Royal Court's statement and the royal order of one leave, published apart and
         then together), and the record, holding two of them, would otherwise be a roundup of its own beside the
-        first, with nothing linking the two. The roundup most contained wins."""
-        again = [
-            (story, canonical, o)
-            for story, canonical, o, strong in options
-            if strong and canonical in self.roundup and held - {story} <= self.holds(canonical)
-        ]
+        first, with nothing linking the two. The items are verified beyond template boilerplate already, so the
+        roundup need not be: two roundups of one day's cables share the cables' wording, which the weights discount
+        (but not other days or figures in the same words). The roundup most contained wins."""
+        again = []
+        for story in dict.fromkeys(self.placements[c].story_id for c in candidates):
+            canonical = self.canonical_of[story]
+            if canonical not in self.roundup or not held - {story} <= self.holds(canonical):
+                continue
+            o = self.overlap(record_id, canonical)
+            if self.strong(o) and not self.items_apart(record_id, canonical):
+                again.append((story, canonical, o))
         return max(again, key=lambda x: x[2].containment, default=None)
 
     def holds(self, record_id: str) -> set[str]:
