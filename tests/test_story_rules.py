@@ -562,19 +562,25 @@ class StoriesWithRoundup(Stories):
         return {self.roundup: self.holds} if self.roundup in ids else {}
 
 
-@pytest.mark.parametrize("case", ["same items", "an item r does not hold", "another day"])
+@pytest.mark.parametrize(
+    "case", ["same items", "wrapped", "wrapped, beyond the weights", "an item r does not hold", "another day"]
+)
 def test_a_roundup_published_again_is_a_copy_of_it_though_the_weights_refuse_it(case: str) -> None:
     """Items x and y, and roundup r of both with the wording of a template (a stock passage twenty texts hold), stored.
     Another outlet's roundup of the same items shares half of r's stock passage: a copy of r by its shingles, not
     once the weights discount the passage. It holds x and y, verified beyond the weights, which r holds too: it joins
     r's story (two roundups of one day's cables, saudinewsnet-dev 23-1137 and 23-1070), and holds the items as a
-    roundup. Where r holds only x, or names another weekday in the same words, it is a roundup of its own."""
+    roundup. So does a longer text that carries most of r with more of its own ("wrapped"), and one that carries
+    enough of r's own text to be its copy beyond the weights too (r is then one of the stories the record holds).
+    Where r holds only x, or names another weekday in the same words, the record is a roundup of its own."""
     x, y, stock = ids(0, 40), ids(100, 40), ids(1000, 100)
     sets = {
         "x": shingle_set(x),
         "y": shingle_set(y),
         "r": shingle_set(x, y, stock, ids(2000, 100)),
-        "record": shingle_set(x, y, stock[:60], ids(3000, 100)),
+        "record": shingle_set(x, y, stock, ids(2000, 5 if case == "wrapped" else 20), ids(3000, 300))
+        if case.startswith("wrapped")
+        else shingle_set(x, y, stock[:60], ids(3000, 100)),
     }
     days = {"r": {(0, 1, 2): frozenset({2})}, "record": {(0, 1, 2): frozenset({3 if case == "another day" else 2})}}
     settings = Settings()
@@ -587,13 +593,14 @@ def test_a_roundup_published_again_is_a_copy_of_it_though_the_weights_refuse_it(
     )
     book.load(["x", "y", "r"])
     book.shingles.update(sets)
-    assert book.strong(book.overlap("record", "r")) and not book.beyond_template("record", "r", strong=True)
-    assert book.overlap("record", "r").jaccard < settings.jaccard_threshold
+    o = book.overlap("record", "r")
+    assert book.strong(o) and o.jaccard < settings.jaccard_threshold
+    assert book.beyond_template("record", "r", strong=True) is (case == "wrapped, beyond the weights")
     record = Placement("record", "", Status.CANONICAL, "record", (9, 9))
     book.decide(record, ["x", "y", "r"])
     assert {(k.record_id, k.story_id) for k in book.links if k.roundup} == {("record", "x"), ("record", "y")}
     assert "record" in book.roundup
-    if case == "same items":
+    if case in ("same items", "wrapped", "wrapped, beyond the weights"):
         assert record.status is Status.DUPLICATE and record.story_id == "r"
     else:
         assert record.status is Status.CANONICAL and record.story_id == "record"
