@@ -1146,14 +1146,17 @@ class Store(Bookkeeping):
             return conn.scalar(sa.select(sa.func.count()).select_from(stories).where(self._live_stories)) or 0
 
     def story_counts(self) -> tuple[int, int, int]:
-        """Stories, those with copies, and records that hold other stories as roundups."""
+        """Stories, those with copies, and those that are roundups (their canonical holds other stories as one; a
+        copy of a roundup holds them so too, and is no story of its own)."""
         total = self.story_count()
         with self.engine.connect() as conn:
             copied = conn.scalar(
                 sa.select(sa.func.count(sa.distinct(records.c.story_id))).where(records.c.status == Status.DUPLICATE)
             )
             roundups = conn.scalar(
-                sa.select(sa.func.count(sa.distinct(contains.c.record_id))).where(contains.c.roundup)
+                sa.select(sa.func.count(sa.distinct(records.c.story_id)))
+                .select_from(contains.join(records, records.c.id == contains.c.record_id))
+                .where(contains.c.roundup, records.c.status == Status.CANONICAL)
             )
         return total, copied or 0, roundups or 0
 
@@ -1544,8 +1547,10 @@ PLACEMENT_COLUMNS = (
 def _inherit(conn: sa.Connection, gone: str, heir: str) -> None:
     """The heir to a canonical record takes its stories' links, and index keys (and shingles) if it has none
     (an exact copy stored without them, by an older docsieve: those of a record with the same text)."""
-    held = conn.execute(sa.select(contains.c.story_id, contains.c.containment).where(contains.c.record_id == gone))
-    rows = [{"record_id": heir, "story_id": s, "containment": c} for s, c in held]
+    held = conn.execute(
+        sa.select(contains.c.story_id, contains.c.containment, contains.c.roundup).where(contains.c.record_id == gone)
+    )
+    rows = [{"record_id": heir, "story_id": s, "containment": c, "roundup": r} for s, c, r in held]
     if rows:
         conn.execute(upsert_insert(conn, contains).on_conflict_do_nothing(), rows)
     text = sa.select(records.c.content_hash).where(records.c.id == heir).scalar_subquery()

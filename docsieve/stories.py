@@ -10,7 +10,9 @@ under the store's write lock (so concurrent workers see one history):
   overlap every member keeps is the one with the canonical, re-measured when the canonical changes.
 - **Near copies first**: a document that is a near copy (Jaccard) of some story's canonical joins it.
 - **Roundups.** A document that contains the canonicals of two or more stories is a roundup: its own
-  story, with ``contains`` links to those it holds. A document found only inside a roundup joins none of
+  story, with ``contains`` links to those it holds, unless it is a copy of a roundup that holds every story it
+  holds (the same roundup published again, cut or wrapped): it then joins that roundup's story, and holds the
+  items as a roundup too, as does a near copy of a roundup. A document found only inside a roundup joins none of
   the roundup's stories through it: it is a story of its own, and the roundup gains a link to it. When
   a story's canonical turns out to hold two excerpts that share next to nothing (``DISJOINT``: the roundup
   came first), the canonical becomes a roundup and the excerpts leave for stories of their own.
@@ -658,11 +660,15 @@ class Book:
         near = [x for x in options if x[3] and alike[x[1]] >= self.settings.jaccard_threshold]
         if near:
             story, canonical, o, _ = max(near, key=lambda x: alike[x[1]])
+            if canonical in self.roundup:
+                self._roundup_copies.add(record.id)  # a roundup too (``_hold``), should it take the story over
             return self._join(record, story, canonical, o)
         held = [x for x in options if x[3] and not x[2].first_smaller]  # canonicals inside the record
-        if len(held) >= 2 and (again := self._roundup_again(record.id, candidates, {s for s, *_ in held})) is not None:
-            self._roundup_copies.add(record.id)  # a roundup too (``_hold``), should it take the story over
-            return self._join(record, *again)
+        if len(held) >= 2:
+            carried = {story for story, *_ in held} | self._carried(record.id, candidates)
+            if (again := self._roundup_again(record.id, candidates, carried)) is not None:
+                self._roundup_copies.add(record.id)
+                return self._join(record, *again)
         inside = [x for x in options if x[3] and x[2].first_smaller]  # the record inside canonicals
         # Inside a roundup: not a copy of the roundup; the roundup holds the record's story instead.
         within = [(canonical, o) for _, canonical, o, _ in inside if canonical in self.roundup]
@@ -672,14 +678,27 @@ class Book:
         for canonical, o in within:
             self._link(canonical, record.story_id, o.containment, roundup=True)
 
+    def _carried(self, record_id: str, candidates: list[str]) -> set[str]:
+        """The stories whose records (members too) the record carries as items, as ``_hold`` links them: strong copies
+        beyond template boilerplate inside it, not near copies of it."""
+        carried = set()
+        for c in candidates:
+            o = self.overlap(record_id, c)
+            if o.first_smaller or o.jaccard >= self.settings.jaccard_threshold or not self.strong(o):
+                continue
+            if self.beyond_template(record_id, c, strong=True):
+                carried.add(self.placements[c].story_id)
+        return carried
+
     def _roundup_again(self, record_id: str, candidates: list[str], held: set[str]) -> tuple[str, str, Overlap] | None:
         """A roundup published again, cut or wrapped: the story of a roundup whose canonical the record is a strong
-        copy of, and which holds every other story the record holds (``held``). Its items often came first as
-        stories of their own (the Royal Court's statement and the royal order of one leave, published apart and
-        then together), and the record, holding two of them, would otherwise be a roundup of its own beside the
-        first, with nothing linking the two. The items are verified beyond template boilerplate already, so the
-        roundup need not be: two roundups of one day's cables share the cables' wording, which the weights discount
-        (but not other days or figures in the same words). The roundup most contained wins."""
+        copy of, and which holds every other story the record holds (``held``: through canonicals and members).
+        Its items often came first as stories of their own (the Royal Court's statement and the royal order of one
+        leave, published apart and then together), and the record, holding two of them, would otherwise be a
+        roundup of its own beside the first, with nothing linking the two. The items are verified beyond template
+        boilerplate already, so the roundup need not be: two roundups of one day's cables share the cables' wording,
+        which the weights discount (but not other days or figures in the same words). The roundup most contained
+        wins."""
         again = []
         for story in dict.fromkeys(self.placements[c].story_id for c in candidates):
             canonical = self.canonical_of[story]

@@ -104,40 +104,78 @@ def test_a_roundup_holds_stories_and_is_a_copy_of_none(pipeline: Pipeline) -> No
     assert records["y2"].story_id == records["y"].story_id
 
 
-@pytest.mark.parametrize("published", ["after", "before"])
-def test_a_roundup_published_again_is_a_copy_of_the_roundup(pipeline: Pipeline, published: str) -> None:
+@pytest.mark.parametrize("case", ["after", "before", "one batch", "near copy, before"])
+def test_a_roundup_published_again_is_a_copy_of_the_roundup(pipeline: Pipeline, case: str) -> None:
     """Two items stored as stories of their own, then a roundup of both; another outlet's cut of the roundup (both
     items, less of the rest: too short for a near copy, inside the roundup) joins the roundup's story and holds the
     items as the roundup does, rather than founding a roundup of its own beside it (saudinewsnet-dev: the Royal
-    Court's statement and the royal order of one leave). Published first, it takes the story over and stays a
-    roundup: a later copy of an item still joins the item's story. A text holding an item the roundup does not
-    hold is no cut of it."""
+    Court's statement and the royal order of one leave). So it does in the roundup's own batch. Published first, it
+    takes the story over and stays a roundup, as a near copy of the roundup does. A text holding an item the roundup
+    does not hold is no cut of it: a roundup of its own. The status counts roundups by story."""
     x, y, w, z = words(60, 60), words(61, 60), words(62, 60), words(63, 300)
-    records = ingest(
-        pipeline,
+    first = [
         ("x", text(x), "2015-07-22T10:00:00Z"),
         ("y", text(y), "2015-07-22T10:00:00Z"),
         ("w", text(w), "2015-07-22T10:00:00Z"),
         ("roundup", text(x, z, y), "2015-07-22T12:00:00Z"),
-    )
-    roundup, stories_xy = records["roundup"], {records["x"].story_id, records["y"].story_id}
-    assert {s for s, _, _ in story_of(pipeline.store, roundup).contains} == stories_xy
-    when = "2015-07-22T14:00:00Z" if published == "after" else "2015-07-22T11:00:00Z"
-    records = ingest(pipeline, ("cut", text(x, z[:60], y), when), ("other", text(x, z[:60], w), when))
-    cut, other = records["cut"], records["other"]
+    ]
+    when = "2015-07-22T14:00:00Z" if case in ("after", "one batch") else "2015-07-22T11:00:00Z"
+    cut_text = text(x, z[:250], y) if case.startswith("near") else text(x, z[:60], y)
+    later = [("cut", cut_text, when), ("other", text(x, z[:60], w), when)]
+    if case == "one batch":
+        records = ingest(pipeline, *first, *later)
+    else:
+        records = ingest(pipeline, *first)
+        assert {s for s, _, _ in story_of(pipeline.store, records["roundup"]).contains} == {
+            records["x"].story_id,
+            records["y"].story_id,
+        }
+        records = ingest(pipeline, *later)
+    roundup, cut, other = records["roundup"], records["cut"], records["other"]
+    stories_xy = {records["x"].story_id, records["y"].story_id}
     fps = fingerprint_batch([cut.text, roundup.text], pipeline.settings)
     jaccard, containment = jaccard_and_containment(fps[0].shingles, fps[1].shingles)
-    assert jaccard < pipeline.settings.jaccard_threshold <= containment  # no near copy: a cut inside the roundup
+    if case.startswith("near"):
+        assert jaccard >= pipeline.settings.jaccard_threshold
+    else:
+        assert jaccard < pipeline.settings.jaccard_threshold <= containment  # no near copy: a cut inside the roundup
     assert cut.story_id == roundup.story_id
-    canonical = story_of(pipeline.store, cut).canonical.id
-    assert canonical == (roundup.id if published == "after" else cut.id)
+    assert story_of(pipeline.store, cut).canonical.id == (roundup.id if when > "2015-07-22T12" else cut.id)
     with pipeline.store.engine.connect() as conn:
         held = conn.execute(sa.select(contains.c.story_id, contains.c.roundup).where(contains.c.record_id == cut.id))
         assert {s: roundup for s, roundup in held if s in stories_xy} == dict.fromkeys(stories_xy, True)
     assert other.status is Status.CANONICAL and other.story_id != roundup.story_id
     assert {s for s, _, _ in story_of(pipeline.store, other).contains} >= {records["w"].story_id}
-    records = ingest(pipeline, ("x2", text(edit(x, 64, 0.03)), "2015-07-22T15:00:00Z"))
-    assert records["x2"].story_id == records["x"].story_id
+    assert pipeline.store.story_counts()[2] == 2  # the roundup's story and other's; the cut is no story of its own
+
+
+def test_a_text_carrying_an_item_the_roundup_does_not_hold_through_a_member_is_no_cut_of_it(pipeline: Pipeline) -> None:
+    """The roundup of x and y stored, and w's story with a member w2 that carries text of its own. A text with both of
+    the roundup's items and most of w2 (but too little of w itself to be its copy) holds w's story through w2: it
+    carries an item the roundup does not hold, so it is a roundup of its own, not a cut of the first. Another outlet's
+    copy of that text is a copy of it, and holds all three items as a roundup does, w's through w2 too."""
+    x, y, w, z, n = words(70, 60), words(71, 60), words(72, 60), words(73, 300), words(74, 40)
+    records = ingest(
+        pipeline,
+        ("x", text(x)),
+        ("y", text(y)),
+        ("w", text(w)),
+        ("roundup", text(x, z, y)),
+        ("w2", text(w[:40], n)),
+    )
+    assert records["w2"].story_id == records["w"].story_id
+    records = ingest(pipeline, ("record", text(x, z[:60], y, w[10:40], n)))
+    record, roundup = records["record"], records["roundup"]
+    fps = fingerprint_batch([record.text, records["w"].text], pipeline.settings)
+    assert jaccard_and_containment(fps[0].shingles, fps[1].shingles)[1] < pipeline.settings.containment_threshold
+    assert record.status is Status.CANONICAL and record.story_id != roundup.story_id
+    items = {records["x"].story_id, records["y"].story_id, records["w"].story_id}
+    assert items <= {s for s, _, _ in story_of(pipeline.store, record).contains}
+    copy = ingest(pipeline, ("copy", text(x, z[:50], y, w[10:40], n)))["copy"]
+    assert copy.story_id == record.story_id
+    with pipeline.store.engine.connect() as conn:
+        held = conn.execute(sa.select(contains.c.story_id, contains.c.roundup).where(contains.c.record_id == copy.id))
+        assert dict(held.all()) == dict.fromkeys(items, True)
 
 
 def test_a_story_changes_when_a_copy_joins_it_or_a_roundup_holds_it(pipeline: Pipeline) -> None:
