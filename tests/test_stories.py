@@ -178,6 +178,21 @@ def test_a_text_carrying_an_item_the_roundup_does_not_hold_through_a_member_is_n
         assert dict(held.all()) == dict.fromkeys(items, True)
 
 
+def test_the_heir_to_a_taken_down_roundup_is_a_roundup(pipeline: Pipeline) -> None:
+    """A roundup and another outlet's exact copy of it; the roundup taken down, the copy takes its place and its links
+    as a roundup's: the story is still a roundup."""
+    x, y, z = words(80, 60), words(81, 60), words(82, 300)
+    records = ingest(pipeline, ("x", text(x)), ("y", text(y)), ("roundup", text(x, z, y)), ("again", text(x, z, y)))
+    roundup, again = records["roundup"], records["again"]
+    assert again.method is Method.EXACT and again.story_id == roundup.story_id
+    assert pipeline.store.delete([roundup.id], "test", pipeline.settings) == [roundup.id]
+    assert story_of(pipeline.store, again).canonical.id == again.id
+    with pipeline.store.engine.connect() as conn:
+        held = conn.execute(sa.select(contains.c.story_id, contains.c.roundup).where(contains.c.record_id == again.id))
+        assert dict(held.all()) == {records["x"].story_id: True, records["y"].story_id: True}
+    assert pipeline.store.story_counts()[2] == 1
+
+
 def test_a_story_changes_when_a_copy_joins_it_or_a_roundup_holds_it(pipeline: Pipeline) -> None:
     """A copy joining a story and a roundup holding one leave the story's row as it was (no stamp under the lock);
     the story still says it changed then, and a consumer asking what changed since hears of it."""
