@@ -702,14 +702,14 @@ class Book:
         again = []
         for story in dict.fromkeys(self.placements[c].story_id for c in candidates):
             canonical = self.canonical_of[story]
-            if canonical not in self.roundup or not held - {story} <= self.holds(canonical):
+            if canonical not in self.roundup or not held - {story} <= self._holds(canonical):
                 continue
             o = self.overlap(record_id, canonical)
             if self.strong(o) and not self.items_apart(record_id, canonical):
                 again.append((story, canonical, o))
         return max(again, key=lambda x: x[2].containment, default=None)
 
-    def holds(self, record_id: str) -> set[str]:
+    def _holds(self, record_id: str) -> set[str]:
         """The stories a record holds: as stored, and by this batch's links, through this batch's merges."""
         if record_id not in self._held and record_id not in self.new_records:
             self._held.update(self.store.held_stories([record_id]))
